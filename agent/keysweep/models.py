@@ -1,0 +1,173 @@
+"""The values passed along the pipeline: created once by detection, enriched, never re-parsed.
+
+The plaintext secret lives only in a :class:`Secret` between detection and verification; nothing that
+serialises a finding (``to_dict``) ever includes it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Secret:
+    """A secret access key or session token held in memory only. ``repr``/``str`` never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret(<redacted>)"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+    def __reduce__(self) -> Any:  # never pickled into a state file or across processes by accident
+        raise TypeError("Secret values are not serialisable")
+
+
+def _compact(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a key was found. ``kind``: file, archive, process, aws-credentials, aws-config, …"""
+
+    kind: str
+    path: str | None = None
+    member: str | None = None  # archive member path ("a.zip!inner/b.tar!c.env" style nesting joined with '!')
+    line: int | None = None  # 1-based
+    offset: int | None = None  # byte offset in the (decoded) stream
+    pid: int | None = None
+    profile: str | None = None
+    user: str | None = None
+    exe: str | None = None
+    unit: str | None = None
+    container_id: str | None = None
+    variable: str | None = None  # environment variable name for process findings
+    encoding: str | None = None  # "base64", "percent", "utf-16le", … when the key was found decoded
+
+    def to_dict(self) -> dict[str, Any]:
+        return _compact(dataclasses.asdict(self))
+
+    def identity(self) -> str:
+        """A stable string naming this place (used in finding fingerprints)."""
+        parts = [self.kind, self.path or "", self.member or "", self.profile or "", self.variable or ""]
+        if self.kind == "process":
+            # pids are reused and change on restart; the executable and unit name the place
+            parts += [self.exe or "", self.unit or "", self.container_id or ""]
+        return "\x1f".join(parts)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What sts:GetCallerIdentity proved. status: live, invalid, wrong_secret, expired, unknown, canary, skipped."""
+
+    status: str
+    account: str | None = None
+    arn: str | None = None
+    user_id: str | None = None
+    principal_type: str | None = None  # iam-user, root, assumed-role, federated-user
+    reason: str | None = None  # short machine-readable cause for unknown/skipped/canary (never a secret)
+    checked_at: str | None = None  # ISO-8601 UTC
+    cached: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One key at one place.
+
+    ``fingerprint`` is the keyed fingerprint of the key (id + secret when paired, id alone otherwise):
+    the same key in several places gives several findings sharing it. ``secret_fingerprint`` is the
+    keyed fingerprint of the secret alone.
+    """
+
+    rule: str
+    key_id: str
+    location: Location
+    fingerprint: str
+    severity: str = "high"
+    has_secret: bool = False
+    secret_redacted: str | None = None
+    secret_fingerprint: str | None = None
+    account_id: str | None = None
+    key_type: str | None = None  # long-term, temporary, bearer, context
+    pairing: str | None = None  # how id and secret were paired: profile, environment, same-line, window, none
+    has_session_token: bool = False
+    profile_kind: str | None = None  # for AWS config files: static, credential_process, sso, role_arn, canary
+    verification: Verification | None = None
+    secret: Secret | None = field(default=None, repr=False, compare=False)
+    session_token: Secret | None = field(default=None, repr=False, compare=False)
+
+    def with_verification(self, verification: Verification) -> Finding:
+        return dataclasses.replace(self, verification=verification)
+
+    def without_secret(self) -> Finding:
+        """The same finding with the plaintext dropped (for caches and state)."""
+        return dataclasses.replace(self, secret=None, session_token=None)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "rule": self.rule,
+            "key_id": self.key_id,
+            "has_secret": self.has_secret,
+            "fingerprint": self.fingerprint,
+            "secret_fingerprint": self.secret_fingerprint,
+            "account_id": self.account_id,
+            "key_type": self.key_type,
+            "severity": self.severity,
+            "secret_redacted": self.secret_redacted,
+            "pairing": self.pairing,
+            "has_session_token": self.has_session_token,
+            "profile_kind": self.profile_kind,
+            "location": self.location.to_dict(),
+            "verification": self.verification.to_dict() if self.verification else None,
+        }
+        return d
+
+
+@dataclass(frozen=True)
+class HostContext:
+    """Where the agent runs. kind: ec2, ecs, eks, kubernetes, lambda, on-premises, unknown."""
+
+    kind: str
+    hostname: str
+    host_id: str  # stable id of this host for grouping (instance id, task ARN, pod uid, machine-id)
+    account_id: str | None = None
+    region: str | None = None
+    availability_zone: str | None = None
+    instance_id: str | None = None
+    ami_id: str | None = None
+    instance_profile_arn: str | None = None
+    cluster: str | None = None
+    task_arn: str | None = None
+    task_family: str | None = None
+    launch_type: str | None = None
+    task_role_present: bool = False
+    pod: str | None = None
+    namespace: str | None = None
+    service_account: str | None = None
+    irsa_role_arn: str | None = None
+    pod_identity: bool = False
+    function_name: str | None = None
+    errors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["errors"] = list(self.errors)
+        return d

@@ -1,0 +1,34 @@
+"""Shared fixtures: a moto server over real HTTP and an environment that points boto3 at it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.moto_server import MotoServer, running_moto
+
+# The tests never reach real AWS, whatever the developer's shell holds.
+for _name in list(os.environ):
+    if _name.startswith("AWS_") or _name.startswith("KEYSWEEP_"):
+        del os.environ[_name]
+
+
+@pytest.fixture(scope="session")
+def moto_server_session() -> Iterator[MotoServer]:
+    with running_moto() as server:
+        yield server
+
+
+@pytest.fixture
+def moto_server(moto_server_session: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """A clean moto server (auth off) with boto3 pointed at it through the standard AWS_ENDPOINT_URL."""
+    moto_server_session.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server_session.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    return moto_server_session
