@@ -20,7 +20,9 @@ _COMMAND_MODULES = (
     "keysweep.cli.scan",
     "keysweep.cli.rules",
     "keysweep.cli.agent",
-    "keysweep.cli.central",
+    "keysweep.cli.collect",
+    "keysweep.cli.report",
+    "keysweep.cli.audit",
 )
 
 

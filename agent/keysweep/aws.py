@@ -1,0 +1,76 @@
+"""Building boto3 clients the one way keysweep does it.
+
+Every client carries the documented User-Agent (``keysweep/<version>``) so a security team can recognise
+keysweep's calls in CloudTrail, and short timeouts so a dead network never hangs a sweep. Endpoints come only from
+keysweep's own environment (the standard ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_<SERVICE>`` settings), never
+from anything found in a scanned file or process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import boto3
+import botocore.session
+from botocore.config import Config
+
+from keysweep import __version__
+
+USER_AGENT = f"keysweep/{__version__}"
+
+
+def client_config(
+    *, connect_timeout: float = 3.0, read_timeout: float = 10.0, max_attempts: int = 3, **extra: Any
+) -> Config:
+    return Config(
+        user_agent_extra=USER_AGENT,
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        retries={"max_attempts": max_attempts, "mode": "standard"},
+        **extra,
+    )
+
+
+def service_endpoint(service: str) -> str | None:
+    """The endpoint keysweep's own environment names for ``service``: per-service setting first, then the global one."""
+    env_name = "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_").replace(" ", "_")
+    return os.environ.get(env_name) or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def make_client(service: str, *, region: str | None = None, config: Config | None = None) -> Any:
+    """A client using keysweep's own credentials chain (instance profile, task role, environment, …)."""
+    session = boto3.session.Session(region_name=region) if region else boto3.session.Session()
+    return session.client(service, config=config or client_config())
+
+
+def isolated_client(
+    service: str,
+    *,
+    access_key_id: str,
+    secret_access_key: str,
+    session_token: str | None = None,
+    region: str = "us-east-1",
+    endpoint_url: str | None = None,
+    config: Config | None = None,
+) -> Any:
+    """A client signed with the given credentials only.
+
+    It is built from a botocore session that ignores ``AWS_PROFILE``, ``AWS_SESSION_TOKEN`` and the shared
+    config/credentials files, so nothing in the agent's environment or a scanned file can change where the
+    credentials are sent or what signs the request. The endpoint is the caller's, or keysweep's own
+    ``AWS_ENDPOINT_URL_<SERVICE>`` / ``AWS_ENDPOINT_URL`` setting.
+    """
+    bc_session = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
+    bc_session.set_config_variable("config_file", os.devnull)
+    bc_session.set_config_variable("credentials_file", os.devnull)
+    bc_session.set_config_variable("profile", None)
+    return bc_session.create_client(
+        service,
+        region_name=region,
+        endpoint_url=endpoint_url or service_endpoint(service),
+        aws_access_key_id=access_key_id,
+        aws_secret_access_key=secret_access_key,
+        aws_session_token=session_token,
+        config=config or client_config(),
+    )
