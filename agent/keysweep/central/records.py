@@ -1,0 +1,249 @@
+"""What the central store keeps: one record per finding and one per host, and how a message updates them.
+
+The merge functions are pure and shared by every store backend, so SQLite and DynamoDB agree on what a message
+does. They are idempotent (applying the same message twice gives the same record) and tolerate out-of-order
+delivery: descriptive fields follow the newest message (by ``sent_at``, then ``message_id``), ``first_seen`` is the
+earliest and ``last_seen`` the latest time reported, and the verification history is kept in time order with an
+entry only where the status changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+
+def utc_iso(value: str) -> str:
+    """An ISO-8601 time as fixed-width UTC (``2026-01-02T03:04:05.678Z``) so strings sort in time order.
+
+    Raises ValueError for anything that is not an ISO-8601 time.
+    """
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def now_iso() -> str:
+    return utc_iso(datetime.now(UTC).isoformat())
+
+
+def message_version(message: Mapping[str, Any]) -> str:
+    """A total order on messages: newer ``sent_at`` wins, ``message_id`` breaks ties deterministically."""
+    return f"{utc_iso(message['sent_at'])}|{message['message_id']}"
+
+
+@dataclass(frozen=True)
+class FindingRecord:
+    """One key at one place on one host, as the fleet has reported it.
+
+    ``fingerprint`` is key-level (shared by every place the same key is found); ``finding_fingerprint`` names this
+    (host, location, key) and is the store's primary key. ``status`` is the current verification status (None when
+    the agent did not verify). ``verification_history`` holds ``{"status", "at", "arn", "reason"}`` entries in time
+    order, one per change of status.
+    """
+
+    finding_fingerprint: str
+    fingerprint: str
+    key_id: str
+    account_id: str | None
+    rule: str
+    severity: str
+    has_secret: bool
+    host_id: str
+    hostname: str
+    host_kind: str
+    first_seen: str
+    last_seen: str
+    version: str  # message_version() of the message the descriptive fields come from
+    key_type: str | None = None
+    secret_redacted: str | None = None
+    pairing: str | None = None
+    agent_version: str | None = None
+    host: dict[str, Any] = field(default_factory=dict)
+    location: dict[str, Any] = field(default_factory=dict)
+    status: str | None = None
+    verification: dict[str, Any] | None = None
+    verified_at: str | None = None  # when the current status was observed
+    verification_history: tuple[dict[str, Any], ...] = ()
+    suggestion: dict[str, Any] | None = None
+    owner_arn: str | None = None
+    deactivated_by: str | None = None
+    deactivated_at: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["verification_history"] = [dict(e) for e in self.verification_history]
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FindingRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["verification_history"] = tuple(dict(e) for e in data.get("verification_history") or ())
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    """One host as the fleet knows it: from its heartbeats (coverage) and the findings it sent.
+
+    ``last_heartbeat`` is None for a host that sent findings but no heartbeat yet. ``last_sweep`` is the newest
+    heartbeat's ``sweep`` object (times, stats, counts per source); ``spool`` its spool state.
+    """
+
+    host_id: str
+    hostname: str
+    kind: str
+    agent_version: str | None
+    first_seen: str
+    last_message_at: str
+    version: str  # message_version() of the newest message of any type (hostname, kind, host context)
+    last_heartbeat: str | None = None
+    heartbeat_version: str | None = None
+    agent_mode: str | None = None
+    host: dict[str, Any] = field(default_factory=dict)
+    last_sweep: dict[str, Any] | None = None
+    errors: tuple[str, ...] = ()
+    spool: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["errors"] = list(self.errors)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> HostRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in names}
+        values["errors"] = tuple(data.get("errors") or ())
+        return cls(**values)
+
+
+def _history_entry(verification: Mapping[str, Any], at: str) -> dict[str, Any]:
+    return {"status": verification["status"], "at": at, "arn": verification.get("arn"),
+            "reason": verification.get("reason")}
+
+
+def insert_history(history: Sequence[dict[str, Any]], entry: dict[str, Any]) -> tuple[dict[str, Any], ...]:
+    """Add an observation to a time-ordered history holding one entry per change of status.
+
+    Idempotent: an observation already covered by the run it falls in changes nothing. A late observation that
+    starts the following run earlier moves that run's start back.
+    """
+    items = list(history)
+    at, status = entry["at"], entry["status"]
+    pos = 0
+    while pos < len(items) and items[pos]["at"] <= at:
+        pos += 1
+    if pos > 0 and items[pos - 1]["status"] == status:
+        return tuple(items)
+    if pos < len(items) and items[pos]["status"] == status:
+        items[pos] = entry
+    else:
+        items.insert(pos, entry)
+    return tuple(items)
+
+
+def merge_finding(existing: FindingRecord | None, message: Mapping[str, Any]) -> FindingRecord:
+    """The record after ``message`` (a validated finding message) is applied to ``existing``."""
+    finding = message["finding"]
+    host = message["host"]
+    sent = utc_iso(message["sent_at"])
+    version = message_version(message)
+    first = utc_iso(finding.get("first_seen") or sent)
+    last = max(utc_iso(finding.get("last_seen") or sent), first)
+    ver = finding.get("verification")
+    verified_at = utc_iso(ver.get("checked_at") or sent) if ver else None
+    fresh = FindingRecord(
+        finding_fingerprint=finding["finding_fingerprint"],
+        fingerprint=finding["fingerprint"],
+        key_id=finding["key_id"],
+        account_id=finding.get("account_id") or (ver or {}).get("account"),
+        rule=finding["rule"],
+        severity=finding["severity"],
+        has_secret=bool(finding["has_secret"]),
+        host_id=host["host_id"],
+        hostname=host["hostname"],
+        host_kind=host["kind"],
+        first_seen=first,
+        last_seen=last,
+        version=version,
+        key_type=finding.get("key_type"),
+        secret_redacted=finding.get("secret_redacted"),
+        pairing=finding.get("pairing"),
+        agent_version=message["agent"]["version"],
+        host=dict(host),
+        location=dict(finding["location"]),
+        status=ver["status"] if ver else None,
+        verification=dict(ver) if ver else None,
+        verified_at=verified_at,
+        verification_history=(_history_entry(ver, verified_at),) if ver and verified_at else (),
+        suggestion=dict(message["suggestion"]) if message.get("suggestion") else None,
+        owner_arn=(ver or {}).get("arn"),
+    )
+    if existing is None:
+        return fresh
+    base = fresh if version > existing.version else existing
+    history = existing.verification_history
+    verification, status, current_at = existing.verification, existing.status, existing.verified_at
+    if ver and verified_at:
+        history = insert_history(history, _history_entry(ver, verified_at))
+        if current_at is None or (verified_at, version) > (current_at, existing.version):
+            verification, status, current_at = dict(ver), ver["status"], verified_at
+    return dataclasses.replace(
+        base,
+        first_seen=min(existing.first_seen, first),
+        last_seen=max(existing.last_seen, last),
+        verification_history=history,
+        verification=verification,
+        status=status,
+        verified_at=current_at,
+        owner_arn=(fresh.owner_arn if version > existing.version else None) or existing.owner_arn or fresh.owner_arn,
+        deactivated_by=existing.deactivated_by,
+        deactivated_at=existing.deactivated_at,
+    )
+
+
+def merge_host(existing: HostRecord | None, message: Mapping[str, Any]) -> HostRecord:
+    """The host record after any message from it (a finding or a heartbeat) is applied."""
+    host = message["host"]
+    sent = utc_iso(message["sent_at"])
+    version = message_version(message)
+    agent = message["agent"]
+    is_heartbeat = message["type"] == "heartbeat"
+    fresh = HostRecord(
+        host_id=host["host_id"],
+        hostname=host["hostname"],
+        kind=host["kind"],
+        agent_version=agent["version"],
+        agent_mode=agent.get("mode"),
+        first_seen=sent,
+        last_message_at=sent,
+        version=version,
+        host=dict(host),
+        last_heartbeat=sent if is_heartbeat else None,
+        heartbeat_version=version if is_heartbeat else None,
+        last_sweep=dict(message["sweep"]) if is_heartbeat else None,
+        errors=tuple(message["sweep"].get("errors") or ()) if is_heartbeat else (),
+        spool=dict(message["spool"]) if is_heartbeat and message.get("spool") else None,
+    )
+    if existing is None:
+        return fresh
+    merged = existing
+    if version > existing.version:
+        merged = dataclasses.replace(
+            merged, hostname=fresh.hostname, kind=fresh.kind, agent_version=fresh.agent_version,
+            agent_mode=fresh.agent_mode, host=fresh.host, version=version,
+        )
+    if is_heartbeat and (existing.heartbeat_version is None or version > existing.heartbeat_version):
+        merged = dataclasses.replace(
+            merged, last_heartbeat=sent, heartbeat_version=version, last_sweep=fresh.last_sweep,
+            errors=fresh.errors, spool=fresh.spool,
+        )
+    return dataclasses.replace(
+        merged, first_seen=min(existing.first_seen, sent), last_message_at=max(existing.last_message_at, sent)
+    )

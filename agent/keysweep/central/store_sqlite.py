@@ -1,0 +1,166 @@
+"""The default store: one SQLite file in WAL mode, safe with several collector processes at once.
+
+Each upsert is a read-merge-write inside ``BEGIN IMMEDIATE``, which takes SQLite's write lock before reading, so two
+processes can never merge from the same old record and lose one update; a busy timeout makes the other writer
+wait instead of failing. Records are kept as canonical JSON beside a few indexed columns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from keysweep.central.records import FindingRecord, HostRecord, merge_finding, merge_host
+from keysweep.errors import StoreError
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 60.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS findings (
+    finding_fingerprint TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    account_id TEXT,
+    host_id TEXT NOT NULL,
+    status TEXT,
+    last_seen TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS findings_key_id ON findings (key_id);
+CREATE INDEX IF NOT EXISTS findings_fingerprint ON findings (fingerprint);
+CREATE TABLE IF NOT EXISTS hosts (host_id TEXT PRIMARY KEY, last_heartbeat TEXT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deactivations (key_id TEXT PRIMARY KEY, actor TEXT NOT NULL, at TEXT NOT NULL);
+"""
+
+T = TypeVar("T")
+
+
+def canonical_json(data: Mapping[str, Any]) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class SQLiteStore:
+    def __init__(self, path: str | os.PathLike[str], *, create: bool = True) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            if not create:
+                raise StoreError(f"store {self.path}: no such database")
+            # the store names hosts and key ids: readable by its owner only
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+        try:
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # FULL: a commit survives power loss, since the queue message is deleted right after it
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._write(lambda db: self._init_schema(db))
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    @staticmethod
+    def _init_schema(db: sqlite3.Connection) -> None:
+        for statement in filter(str.strip, _SCHEMA.split(";")):
+            db.execute(statement)
+        row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        if row is None:
+            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"store schema version {row[0]} is newer than this keysweep ({SCHEMA_VERSION})")
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one write transaction (write lock taken up front)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(self._db)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+            return result
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    # -- writes ----------------------------------------------------------------------------------------------
+
+    def upsert_finding(self, message: Mapping[str, Any]) -> bool:
+        fp = message["finding"]["finding_fingerprint"]
+
+        def work(db: sqlite3.Connection) -> bool:
+            row = db.execute("SELECT data FROM findings WHERE finding_fingerprint = ?", (fp,)).fetchone()
+            old = FindingRecord.from_dict(json.loads(row[0])) if row else None
+            new = merge_finding(old, message)
+            changed = new != old
+            if changed:
+                db.execute(
+                    "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (new.finding_fingerprint, new.fingerprint, new.key_id, new.account_id, new.host_id, new.status,
+                     new.last_seen, canonical_json(new.to_dict())),
+                )
+            return self._merge_host(db, message) or changed
+
+        return self._write(work)
+
+    def record_heartbeat(self, message: Mapping[str, Any]) -> None:
+        self._write(lambda db: self._merge_host(db, message))
+
+    @staticmethod
+    def _merge_host(db: sqlite3.Connection, message: Mapping[str, Any]) -> bool:
+        host_id = message["host"]["host_id"]
+        row = db.execute("SELECT data FROM hosts WHERE host_id = ?", (host_id,)).fetchone()
+        old = HostRecord.from_dict(json.loads(row[0])) if row else None
+        new = merge_host(old, message)
+        if new == old:
+            return False
+        db.execute("INSERT OR REPLACE INTO hosts VALUES (?, ?, ?)",
+                   (new.host_id, new.last_heartbeat, canonical_json(new.to_dict())))
+        return True
+
+    def record_deactivation(self, key_id: str, actor: str, at: str) -> None:
+        self._write(lambda db: db.execute("INSERT OR REPLACE INTO deactivations VALUES (?, ?, ?)", (key_id, actor, at)))
+
+    # -- reads -----------------------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    _FINDINGS_SQL = (
+        "SELECT f.data, d.actor, d.at FROM findings f LEFT JOIN deactivations d ON d.key_id = f.key_id"
+    )
+
+    @staticmethod
+    def _finding(row: tuple[Any, ...]) -> FindingRecord:
+        data = json.loads(row[0])
+        if row[1] is not None:
+            data["deactivated_by"], data["deactivated_at"] = row[1], row[2]
+        return FindingRecord.from_dict(data)
+
+    def iter_findings(self) -> Iterator[FindingRecord]:
+        for row in self._query(self._FINDINGS_SQL + " ORDER BY f.finding_fingerprint"):
+            yield self._finding(row)
+
+    def get_finding(self, finding_fingerprint: str) -> FindingRecord | None:
+        rows = self._query(self._FINDINGS_SQL + " WHERE f.finding_fingerprint = ?", (finding_fingerprint,))
+        return self._finding(rows[0]) if rows else None
+
+    def iter_hosts(self) -> Iterator[HostRecord]:
+        for (data,) in self._query("SELECT data FROM hosts ORDER BY host_id"):
+            yield HostRecord.from_dict(json.loads(data))
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,165 @@
+"""The store contract, on every backend: merging, idempotency, out-of-order delivery, hosts, deactivation."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from keysweep.central.records import insert_history, utc_iso
+from keysweep.central.store import Store, open_store
+from keysweep.errors import StoreError
+
+from tests.support import messages as M
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    if request.param == "sqlite":
+        url = str(tmp_path / "fleet.db")
+    else:
+        request.getfixturevalue("moto_server")
+        url = f"dynamodb://keysweep-test-{uuid.uuid4().hex[:8]}"
+    s = open_store(url)
+    yield s
+    s.close()
+
+
+def content(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return [f.to_dict() for f in store.iter_findings()], [h.to_dict() for h in store.iter_hosts()]
+
+
+def test_new_finding_is_stored_with_host_and_status(store: Store) -> None:
+    msg = M.finding_message(sent_at="2026-11-28T10:00:00+01:00")
+    assert store.upsert_finding(msg) is True
+    [rec] = list(store.iter_findings())
+    assert rec.finding_fingerprint == msg["finding"]["finding_fingerprint"]
+    assert rec.fingerprint == msg["finding"]["fingerprint"]
+    assert rec.key_id == "AKIAXYZDQCEN4B6JSJQI"
+    assert rec.status == "live"
+    assert rec.owner_arn == "arn:aws:iam::534261010715:user/deploy"
+    assert rec.first_seen == rec.last_seen == "2026-11-28T09:00:00.000Z"
+    assert rec.location["path"] == "/home/app/.aws/credentials"
+    assert rec.host_kind == "ec2" and rec.hostname == "web-1"
+    assert rec.suggestion and rec.suggestion["kind"] == "ec2-new-instance-profile"
+    assert [e["status"] for e in rec.verification_history] == ["live"]
+    [host] = list(store.iter_hosts())
+    assert host.host_id == msg["host"]["host_id"]
+    assert host.last_heartbeat is None  # findings alone are not a heartbeat
+    assert store.get_finding(rec.finding_fingerprint) == rec
+    assert store.get_finding("0" * 32) is None
+
+
+def test_replaying_messages_changes_nothing(store: Store) -> None:
+    h1, h2 = M.host("i-1", "a"), M.host("i-2", "b")
+    batch = [
+        M.finding_message(host_info=h1, sent_at="2026-11-28T10:00:00Z"),
+        M.finding_message(host_info=h1, sent_at="2026-11-28T11:00:00Z", status="invalid"),
+        M.finding_message(host_info=h2, path="/srv/.env", sent_at="2026-11-28T10:30:00Z"),
+        M.heartbeat_message(host_info=h1, sent_at="2026-11-28T11:05:00Z"),
+        M.heartbeat_message(host_info=h2, sent_at="2026-11-28T10:35:00Z"),
+    ]
+
+    def apply(msgs: list[dict[str, Any]]) -> list[bool]:
+        return [store.upsert_finding(m) if m["type"] == "finding" else store.record_heartbeat(m) or True
+                for m in msgs]
+
+    apply(batch)
+    before = content(store)
+    changed = apply(batch)
+    assert changed[:3] == [False, False, False]
+    apply(list(reversed(batch)))
+    assert content(store) == before
+    assert len(before[0]) == 2 and len(before[1]) == 2
+
+
+def test_out_of_order_delivery_gives_the_same_record(store: Store, tmp_path: Path) -> None:
+    times = [f"2026-11-28T1{i}:00:00Z" for i in range(6)]
+    statuses = ["live", "live", "invalid", "invalid", "live", "expired"]
+    msgs = [M.finding_message(sent_at=t, status=s, path="/p") for t, s in zip(times, statuses, strict=True)]
+    for m in random.Random(7).sample(msgs, len(msgs)):
+        store.upsert_finding(m)
+    [rec] = list(store.iter_findings())
+    assert rec.first_seen == utc_iso(times[0]) and rec.last_seen == utc_iso(times[-1])
+    assert rec.status == "expired"
+    assert [(e["status"], e["at"]) for e in rec.verification_history] == [
+        ("live", utc_iso(times[0])), ("invalid", utc_iso(times[2])), ("live", utc_iso(times[4])),
+        ("expired", utc_iso(times[5])),
+    ]
+    in_order = open_store(str(tmp_path / "ordered.db"))
+    for m in msgs:
+        in_order.upsert_finding(m)
+    assert [r.to_dict() for r in in_order.iter_findings()] == [rec.to_dict()]
+
+
+def test_history_appends_only_on_status_change(store: Store) -> None:
+    for i, status in enumerate(["live", "live", "live", "wrong_secret", "wrong_secret"]):
+        store.upsert_finding(M.finding_message(sent_at=f"2026-11-28T10:0{i}:00Z", status=status))
+    [rec] = list(store.iter_findings())
+    assert [e["status"] for e in rec.verification_history] == ["live", "wrong_secret"]
+    assert rec.owner_arn == "arn:aws:iam::534261010715:user/deploy"  # kept after a later status without an ARN
+
+
+def test_unverified_finding_has_no_status(store: Store) -> None:
+    store.upsert_finding(M.finding_message(status=None))
+    [rec] = list(store.iter_findings())
+    assert rec.status is None and rec.verification_history == ()
+
+
+def test_same_key_on_two_hosts_is_two_findings_sharing_a_fingerprint(store: Store) -> None:
+    store.upsert_finding(M.finding_message(host_info=M.host("i-1", "a")))
+    store.upsert_finding(M.finding_message(host_info=M.host("i-2", "b")))
+    recs = list(store.iter_findings())
+    assert len(recs) == 2
+    assert len({r.fingerprint for r in recs}) == 1
+    assert {r.host_id for r in recs} == {"i-1", "i-2"}
+
+
+def test_heartbeats_keep_the_newest_sweep(store: Store) -> None:
+    h = M.host("i-9", "db-1")
+    new = M.heartbeat_message(host_info=h, sent_at="2026-11-28T12:00:00Z", files_scanned=5, agent_version="0.2.0")
+    old = M.heartbeat_message(host_info=h, sent_at="2026-11-28T11:00:00Z", files_scanned=3, errors=["boom"])
+    store.record_heartbeat(new)
+    store.record_heartbeat(old)
+    [host] = list(store.iter_hosts())
+    assert host.last_heartbeat == "2026-11-28T12:00:00.000Z"
+    assert host.first_seen == "2026-11-28T11:00:00.000Z"
+    assert host.agent_version == "0.2.0"
+    assert host.last_sweep and host.last_sweep["stats"]["files_scanned"] == 5
+    assert host.errors == ()
+    assert host.spool and host.spool["depth"] == 0
+
+
+def test_deactivation_shows_on_every_finding_of_the_key(store: Store) -> None:
+    store.upsert_finding(M.finding_message(host_info=M.host("i-1", "a")))
+    store.record_deactivation("AKIAXYZDQCEN4B6JSJQI", "arn:aws:iam::1:user/sec", "2026-11-28T13:00:00Z")
+    store.upsert_finding(M.finding_message(host_info=M.host("i-2", "b")))  # found after deactivation
+    store.upsert_finding(M.finding_message(key_id="AKIASP2TPHJSQH3FJRUX"))
+    by_key = {(r.key_id, r.host_id): r for r in store.iter_findings()}
+    for host_id in ("i-1", "i-2"):
+        rec = by_key[("AKIAXYZDQCEN4B6JSJQI", host_id)]
+        assert rec.deactivated_by == "arn:aws:iam::1:user/sec"
+        assert rec.deactivated_at == "2026-11-28T13:00:00Z"
+    assert by_key[("AKIASP2TPHJSQH3FJRUX", "i-0123456789abcdef0")].deactivated_by is None
+
+
+def test_insert_history_is_idempotent() -> None:
+    history: tuple[dict[str, Any], ...] = ()
+    events = [{"status": s, "at": f"t{i}"} for i, s in enumerate("aabbab")]
+    for e in events:
+        history = insert_history(history, e)
+    for e in events:
+        assert insert_history(history, e) == history
+    assert [e["status"] for e in history] == ["a", "b", "a", "b"]
+
+
+def test_sqlite_store_is_private_and_refuses_missing_without_create(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.db"
+    open_store(str(path)).close()
+    assert path.stat().st_mode & 0o077 == 0
+    with pytest.raises(StoreError):
+        open_store(str(tmp_path / "missing.db"), create=False)
+    open_store(f"sqlite://{path}", create=False).close()
