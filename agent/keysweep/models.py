@@ -157,6 +157,7 @@ class HostContext:
     cluster: str | None = None
     task_arn: str | None = None
     task_family: str | None = None
+    task_revision: str | None = None
     launch_type: str | None = None
     task_role_present: bool = False
     pod: str | None = None
