@@ -1,0 +1,269 @@
+"""Incremental file state: an unchanged file costs one ``stat``.
+
+Per file the identity and change markers (device, inode, size, mtime_ns, ctime_ns) and the findings of its last
+read, stored without any secret. SQLite in WAL mode inside the state directory (which scans exclude), committed in
+batches: a crash loses at most the last batch, whose files are simply read again.
+
+A different cache digest (rules, detector settings, fingerprint key, scan options that change per-file results)
+empties the cache. Every ``full_reread_every`` sweeps a sweep ignores the markers and reads everything again; such a
+sweep resumes where it stopped if it is interrupted, because a row records the sweep that last read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keysweep.models import Finding, Location
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.sqlite"
+_SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
+    sweep_no INTEGER NOT NULL,
+    findings TEXT
+);
+"""
+
+
+def cache_digest(*parts: object) -> str:
+    """One hash over everything that changes what reading a file yields."""
+    h = hashlib.sha256(_SCHEMA_VERSION.encode())
+    for part in parts:
+        h.update(b"\x1f" + json.dumps(part, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def finding_to_state(finding: Finding) -> dict[str, Any]:
+    """A JSON-able dict of a finding without its secret or session token (and without verification)."""
+    d = dataclasses.asdict(dataclasses.replace(finding.without_secret(), verification=None))
+    for k in ("secret", "session_token", "verification"):
+        d.pop(k, None)
+    d["location"] = finding.location.to_dict()
+    return d
+
+
+def finding_from_state(d: dict[str, Any]) -> Finding:
+    d = dict(d)
+    d["location"] = Location(**d["location"])
+    return Finding(**d)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    number: int
+    full: bool  # ignore the markers of files not read since ``full_start``
+    full_start: int
+    resumed: bool  # the previous sweep was interrupted
+
+
+@dataclass
+class CacheCounters:
+    hits: int = 0
+    misses: int = 0
+    reverify: int = 0  # hits turned into reads because a verification must be re-checked
+    stored: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def _markers(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class StateStore:
+    """The agent's persistent file cache; implements the scan's ``FileCache`` protocol (lookup/store).
+
+    ``needs_reverify(finding)`` is asked for every cached finding that had a secret: when it answers True the
+    file is read again, because only a fresh read brings the secret back for verification.
+    """
+
+    def __init__(
+        self,
+        state_dir: str | Path,
+        *,
+        digest: str,
+        needs_reverify: Callable[[Finding], bool] | None = None,
+        commit_every: int = 500,
+        commit_interval: float = 1.0,
+    ) -> None:
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = self.dir / STATE_FILE
+        self.needs_reverify = needs_reverify
+        self.counters = CacheCounters()
+        self.invalidated = False
+        self._commit_every = commit_every
+        self._commit_interval = commit_interval
+        self._pending = 0
+        self._last_commit = time.monotonic()
+        self._lock = threading.RLock()
+        self._plan: SweepPlan | None = None
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
+        os.chmod(self.path, 0o600)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA cache_size=-4096")  # 4 MiB page cache: bounded memory on any tree size
+        self._db.executescript(_SCHEMA)
+        self._check_digest(digest)
+
+    # --- meta -----------------------------------------------------------------------------------------------
+    def _get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _set(self, key: str, value: object | None) -> None:
+        if value is None:
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+        else:
+            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, str(value)))
+
+    def _int(self, key: str) -> int | None:
+        v = self._get(key)
+        return int(v) if v is not None else None
+
+    def _check_digest(self, digest: str) -> None:
+        with self._lock:
+            old = self._get("digest")
+            if old == digest:
+                return
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("DELETE FROM files")
+            self._set("digest", digest)
+            self._set("last_full", None)
+            self._set("full_pending", None)
+            self._db.execute("COMMIT")
+            self.invalidated = old is not None
+            if self.invalidated:
+                log.info("state.invalidated", extra={"fields": {"reason": "rules or scan configuration changed"}})
+
+    # --- sweeps ---------------------------------------------------------------------------------------------
+    @property
+    def sweep_number(self) -> int:
+        with self._lock:
+            return self._int("sweep_no") or 0
+
+    def interrupted(self) -> bool:
+        """Whether the last sweep started did not finish (crash, kill, SIGTERM mid-sweep)."""
+        with self._lock:
+            return self._get("running") is not None
+
+    def begin_sweep(self, full_reread_every: int) -> SweepPlan:
+        with self._lock:
+            self._commit()
+            number = (self._int("sweep_no") or 0) + 1
+            resumed = self._get("running") is not None
+            pending = self._int("full_pending")
+            last_full = self._int("last_full")
+            if pending is not None:
+                full, start = True, pending
+            elif last_full is None or number - last_full >= full_reread_every:
+                full, start = True, number
+            else:
+                full, start = False, number
+            self._db.execute("BEGIN IMMEDIATE")
+            self._set("sweep_no", number)
+            self._set("running", number)
+            self._set("full_pending", start if full else None)
+            self._db.execute("COMMIT")
+            self._plan = SweepPlan(number=number, full=full, full_start=start, resumed=resumed)
+            return self._plan
+
+    def finish_sweep(self, plan: SweepPlan, *, completed: bool) -> int:
+        """Close a sweep; a completed full sweep forgets files it did not see (deleted). Returns rows pruned."""
+        pruned = 0
+        with self._lock:
+            self._commit()
+            self._db.execute("BEGIN IMMEDIATE")
+            if completed:
+                self._set("running", None)
+                if plan.full:
+                    pruned = self._db.execute("DELETE FROM files WHERE sweep_no < ?", (plan.full_start,)).rowcount
+                    self._set("last_full", plan.number)
+                    self._set("full_pending", None)
+            self._db.execute("COMMIT")
+            self._plan = None
+        return pruned
+
+    # --- FileCache protocol ---------------------------------------------------------------------------------
+    def lookup(self, path: str, st: os.stat_result) -> list[Finding] | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT dev, ino, size, mtime_ns, ctime_ns, sweep_no, findings FROM files WHERE path = ?", (path,)
+            ).fetchone()
+            plan = self._plan
+        if row is None or tuple(row[:5]) != _markers(st) or (plan and plan.full and row[5] < plan.full_start):
+            self.counters.misses += 1
+            return None
+        findings = [finding_from_state(d) for d in json.loads(row[6])] if row[6] else []
+        if self.needs_reverify and any(f.has_secret and self.needs_reverify(f) for f in findings):
+            self.counters.reverify += 1
+            self.counters.misses += 1
+            return None
+        self.counters.hits += 1
+        return findings
+
+    def store(self, path: str, st: os.stat_result, findings: Sequence[Finding]) -> None:
+        payload = json.dumps([finding_to_state(f) for f in findings]) if findings else None
+        with self._lock:
+            number = self._plan.number if self._plan else (self._int("sweep_no") or 0)
+            if self._pending == 0:
+                self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO files (path, dev, ino, size, mtime_ns, ctime_ns, sweep_no, findings)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (path, *_markers(st), number, payload),
+            )
+            self._pending += 1
+            self.counters.stored += 1
+            if self._pending >= self._commit_every or time.monotonic() - self._last_commit >= self._commit_interval:
+                self._commit()
+
+    def forget(self, path: str) -> None:
+        with self._lock:
+            self._commit()
+            self._db.execute("DELETE FROM files WHERE path = ?", (path,))
+
+    # --- housekeeping ---------------------------------------------------------------------------------------
+    def _commit(self) -> None:
+        if self._pending:
+            self._db.execute("COMMIT")
+            self._pending = 0
+        self._last_commit = time.monotonic()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._commit()
+
+    def file_count(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._commit()
+            self._db.close()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,127 @@
+"""The agent's status: written after every sweep (and watch change) as JSON in the state directory, rendered
+as text or JSON by ``keysweep status``, and optionally as a Prometheus textfile-collector file for node_exporter."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+STATUS_FILE = "status.json"
+
+
+def atomic_write(path: str | Path, text: str, *, mode: int = 0o644) -> None:
+    """Write ``text`` to ``path`` so a reader sees the old or the new content, never a torn one."""
+    p = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def write_status(state_dir: str | Path, status: Mapping[str, Any]) -> None:
+    atomic_write(Path(state_dir) / STATUS_FILE, json.dumps(status, indent=1, sort_keys=True) + "\n", mode=0o600)
+
+
+def read_status(state_dir: str | Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((Path(state_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"errors": {"status_file_unreadable": 1}}
+
+
+def render_text(status: Mapping[str, Any]) -> str:
+    sweep = status.get("last_sweep") or {}
+    watch = status.get("watch") or {}
+    lines = [
+        f"agent:            pid {status.get('pid', '-')}, version {status.get('version', '-')}, "
+        f"state {status.get('state', '-')}, updated {status.get('updated_at', '-')}",
+    ]
+    if sweep:
+        lines += [
+            f"last sweep:       #{sweep.get('number')} finished {sweep.get('finished_at')} "
+            f"in {sweep.get('duration_s', 0):.2f}s{' (interrupted)' if sweep.get('interrupted') else ''}"
+            f"{' (full re-read)' if sweep.get('full_reread') else ''}",
+            f"scanned:          {sweep.get('files_scanned', 0)} files, {sweep.get('bytes_scanned', 0)} bytes read, "
+            f"{sweep.get('files_cached', 0)} unchanged files from state",
+        ]
+    else:
+        lines.append("last sweep:       none yet")
+    if status.get("next_sweep_at"):
+        lines.append(f"next sweep:       {status['next_sweep_at']}")
+    by_status = status.get("findings_by_status") or {}
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(by_status.items())) or "none"
+    lines.append(f"findings:         {status.get('findings', 0)} ({summary})")
+    lines.append(f"spool depth:      {status.get('spool_depth', 0)}")
+    if watch:
+        lines.append(
+            f"watch:            {'on' if watch.get('enabled') else 'off'}, {len(watch.get('watched', []))} paths "
+            f"watched, {len(watch.get('unwatched', []))} left to the periodic sweep"
+        )
+        for item in watch.get("unwatched", []):
+            lines.append(f"  not watched:    {item.get('path')} ({item.get('reason')})")
+    errors = status.get("errors") or {}
+    lines.append("errors:           " + (", ".join(f"{k} {v}" for k, v in sorted(errors.items())) or "none"))
+    return "\n".join(lines) + "\n"
+
+
+def _escape(value: object) -> str:
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_prometheus(status: Mapping[str, Any]) -> str:
+    """The node_exporter textfile format (``keysweep_*`` metrics)."""
+    sweep = status.get("last_sweep") or {}
+    watch = status.get("watch") or {}
+    out: list[str] = []
+
+    def metric(name: str, help_text: str, kind: str, samples: list[tuple[Mapping[str, object], float]]) -> None:
+        out.append(f"# HELP keysweep_{name} {help_text}")
+        out.append(f"# TYPE keysweep_{name} {kind}")
+        for labels, value in samples:
+            lab = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+            out.append(f"keysweep_{name}{{{lab}}} {value}" if lab else f"keysweep_{name} {value}")
+
+    metric("last_sweep_timestamp_seconds", "Unix time the last sweep finished.", "gauge",
+           [({}, float(sweep.get("finished_ts", 0)))])
+    metric("last_sweep_duration_seconds", "Duration of the last sweep.", "gauge",
+           [({}, float(sweep.get("duration_s", 0)))])
+    metric("last_sweep_files_scanned", "Files read by the last sweep.", "gauge",
+           [({}, float(sweep.get("files_scanned", 0)))])
+    metric("last_sweep_files_cached", "Unchanged files answered from state by the last sweep.", "gauge",
+           [({}, float(sweep.get("files_cached", 0)))])
+    metric("last_sweep_bytes_scanned", "Bytes read by the last sweep.", "gauge",
+           [({}, float(sweep.get("bytes_scanned", 0)))])
+    metric("sweeps_total", "Sweeps run by this state directory.", "counter",
+           [({}, float(sweep.get("number", 0)))])
+    by_status = status.get("findings_by_status") or {}
+    metric("findings", "Findings of the last sweep by verification status.", "gauge",
+           [({"status": k}, float(v)) for k, v in sorted(by_status.items())] or [({"status": "none"}, 0.0)])
+    metric("spool_depth", "Messages waiting in the spool.", "gauge", [({}, float(status.get("spool_depth", 0)))])
+    metric("watch_paths", "Hot paths by watch state.", "gauge", [
+        ({"state": "watched"}, float(len(watch.get("watched", [])))),
+        ({"state": "unwatched"}, float(len(watch.get("unwatched", [])))),
+    ])
+    errors = status.get("errors") or {}
+    metric("errors", "Errors of the last sweep by reason.", "gauge",
+           [({"reason": k}, float(v)) for k, v in sorted(errors.items())] or [({"reason": "none"}, 0.0)])
+    return "\n".join(out) + "\n"
+
+
+def write_prometheus(path: str | Path, status: Mapping[str, Any]) -> None:
+    atomic_write(path, render_prometheus(status), mode=0o644)
