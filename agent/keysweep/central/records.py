@@ -124,27 +124,37 @@ class HostRecord:
 
 
 def _history_entry(verification: Mapping[str, Any], at: str) -> dict[str, Any]:
-    return {"status": verification["status"], "at": at, "arn": verification.get("arn"),
+    return {"status": verification["status"], "at": at, "last_at": at, "arn": verification.get("arn"),
             "reason": verification.get("reason")}
 
 
 def insert_history(history: Sequence[dict[str, Any]], entry: dict[str, Any]) -> tuple[dict[str, Any], ...]:
-    """Add an observation to a time-ordered history holding one entry per change of status.
+    """Add one observation to a time-ordered history of runs (``at`` .. ``last_at``), one run per status.
 
-    Idempotent: an observation already covered by the run it falls in changes nothing. A late observation that
-    starts the following run earlier moves that run's start back.
+    Idempotent: an observation inside a run of its own status changes nothing. Observations may arrive in any
+    order; the result is exact unless a late observation falls strictly inside a run of another status, which is
+    then split at its known ends.
     """
-    items = list(history)
-    at, status = entry["at"], entry["status"]
+    items = [dict(e) for e in history]
+    status = entry["status"]
+    key = (entry["at"], status)  # (time, status) orders even observations made at the same instant
     pos = 0
-    while pos < len(items) and items[pos]["at"] <= at:
+    while pos < len(items) and (items[pos]["at"], items[pos]["status"]) <= key:
         pos += 1
-    if pos > 0 and items[pos - 1]["status"] == status:
-        return tuple(items)
-    if pos < len(items) and items[pos]["status"] == status:
-        items[pos] = entry
+    prev = items[pos - 1] if pos > 0 else None
+    nxt = items[pos] if pos < len(items) else None
+    if prev is not None and key <= (prev["last_at"], prev["status"]):
+        if prev["status"] == status:
+            return tuple(history)
+        # strictly inside a run of another status: split that run at its known ends
+        items[pos:pos] = [dict(entry), {**prev, "at": prev["last_at"]}]
+        prev["last_at"] = prev["at"]
+    elif prev is not None and prev["status"] == status:
+        prev["last_at"] = entry["at"]
+    elif nxt is not None and nxt["status"] == status:
+        nxt["at"] = entry["at"]
     else:
-        items.insert(pos, entry)
+        items.insert(pos, dict(entry))
     return tuple(items)
 
 
