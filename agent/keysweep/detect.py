@@ -1,0 +1,400 @@
+"""Bytes in, findings out: key ids, the secrets and session tokens paired with them, keyed fingerprints.
+
+Hot path: one compiled alternation of every keyword form (raw, UTF-16, base64 at three alignments) runs over
+the whole buffer in C; a buffer without a hit costs exactly that one pass. Only where it hits do the key-id
+regex, the decoders and the pairing run, and the 40-character secret pattern is searched only in a window
+around each key id.
+
+Pairing (``Finding.pairing``), best first, each secret used by at most one id:
+  ``same-line``  the secret is on the id's line (CSV exports, JSON, URLs, ``key:secret``);
+  ``named``      the secret is assigned to a secret-looking name within ``pair_window`` bytes either side
+                 (the default 4 KiB covers ``.s3cfg``, whose ``secret_key`` sits ~50 lines below ``access_key``);
+  ``window``     the nearest plausible unnamed secret within ``pair_window`` bytes and 10 lines;
+  ``none``       no secret found (still a finding: it says where a key lives).
+Ties go to the nearer secret.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from keysweep import decode, keyid
+from keysweep.fingerprint import Fingerprinter, redact
+from keysweep.models import Finding, Location, Secret
+from keysweep.ruleset import Rule, Ruleset
+
+DEFAULT_PAIR_WINDOW = 4096
+UNNAMED_MAX_LINES = 10
+TOKEN_MAX = 4096  # a session token may run this far past the pair window
+_NAME_LOOKBACK = 120  # how far before a value on its line a secret-looking name may sit
+_MAX_DEPTH = 2  # base64 inside base64 inside the file, no deeper
+_ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_SECRET_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+%")
+_SECRET_RUN_RE = re.compile(rb"[A-Za-z0-9/+%]{40,160}")
+_SECRET_RE = re.compile(rb"[A-Za-z0-9/+]{40}\Z")
+_HEX_RE = re.compile(rb"[0-9a-fA-F]{40}\Z")
+_B64_SECRET_RE = re.compile(rb"[A-Za-z0-9+/]{54}==")  # base64 of exactly 40 bytes
+_TOKEN_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]){100,}(?:=|%3[Dd]){0,2}")
+_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+%")
+
+
+@dataclass
+class _Hit:
+    key_id: str
+    rule: Rule
+    pos: int  # in the buffer passed to scan() (estimated for decoded views)
+    encoding: str | None
+    secret: str | None = None
+    token: str | None = None
+    pairing: str = "none"
+
+
+@dataclass(frozen=True)
+class _Cand:
+    pos: int
+    end: int
+    value: str
+    named: bool
+
+
+class Detector:
+    """Finds AWS key ids and pairs them with secrets and session tokens.
+
+    ``include_examples`` keeps documentation examples and placeholders (dropped by default).
+    """
+
+    def __init__(
+        self,
+        ruleset: Ruleset,
+        fingerprinter: Fingerprinter,
+        *,
+        pair_window: int = DEFAULT_PAIR_WINDOW,
+        include_examples: bool = False,
+    ) -> None:
+        self.ruleset = ruleset
+        self.fingerprinter = fingerprinter
+        self.pair_window = pair_window
+        self.include_examples = include_examples
+        key_rules = ruleset.key_rules
+        self._id_re = re.compile(b"|".join(b"(?P<r%d>%s)" % (i, r.regex.encode()) for i, r in enumerate(key_rules)))
+        self._rule_by_group = {f"r{i}": r for i, r in enumerate(key_rules)}
+        secret_rule, token_rule = ruleset.secret_rule, ruleset.token_rule
+        self._secret_rule = secret_rule
+        self._secret_names = re.compile(secret_rule.names.encode()) if secret_rule.names else None
+        self._token_names = re.compile(token_rule.names.encode()) if token_rule.names else None
+        self._token_prefixes = tuple(p.encode() for p in token_rule.prefixes)
+        self._severity = {r.id: r.severity for r in ruleset.rules}
+
+        raw = ruleset.keywords
+        utf16 = [decode.utf16_form(k) for k in raw]
+        self._b64_first: dict[bytes, int] = {}
+        for k in raw:
+            for form, first in decode.base64_forms(k):
+                self._b64_first[form] = first
+
+        def alternation(forms: list[bytes]) -> re.Pattern[bytes]:
+            return re.compile(b"|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
+
+        self._prefilter = alternation([*raw, *utf16, *self._b64_first])
+        self._utf16_re = alternation(utf16)
+        self._b64_re = alternation(list(self._b64_first))
+
+    # -- public API ---------------------------------------------------------------------------------------
+
+    @property
+    def overlap(self) -> int:
+        """Bytes by which a chunked reader must overlap consecutive chunks (see :meth:`scan_stream`)."""
+        return 2 * (self.pair_window + TOKEN_MAX) + 64
+
+    def scan(
+        self,
+        buf: bytes,
+        *,
+        location: Location,
+        base_offset: int = 0,
+        base_line: int = 1,
+        min_offset: int = 0,
+        max_offset: int | None = None,
+    ) -> list[Finding]:
+        """Findings in ``buf``, whose first byte is at ``base_offset`` / line ``base_line`` of the stream.
+
+        Ids at absolute offsets below ``min_offset`` (already reported from the previous chunk) or at or above
+        ``max_offset`` (left for the next chunk) are dropped. Line numbers are 1-based.
+        """
+        first = self._prefilter.search(buf)
+        if first is None:
+            return []
+        hits = self._scan_view(buf, max(0, first.start() - 4), None, 0)
+        if not hits:
+            return []
+        lo, hi = min_offset - base_offset, None if max_offset is None else max_offset - base_offset
+        hits = [h for h in hits if h.pos >= lo and (hi is None or h.pos < hi)]
+        hits.sort(key=lambda h: h.pos)
+        best: dict[tuple[str, int], tuple[_Hit, int]] = {}
+        line, at = base_line, 0
+        for h in hits:
+            line += buf.count(b"\n", at, h.pos)
+            at = h.pos
+            key = (h.key_id, line)
+            prev = best.get(key)
+            if prev is None or _rank(h) > _rank(prev[0]):
+                best[key] = (h, line)
+        out = []
+        for h, line in sorted(best.values(), key=lambda x: x[0].pos):
+            loc = dataclasses.replace(location, line=line, offset=base_offset + h.pos, encoding=h.encoding)
+            out.append(
+                self.make_finding(h.key_id, location=loc, secret=h.secret, session_token=h.token, pairing=h.pairing,
+                                  rule=h.rule.id)
+            )
+        return out
+
+    def scan_stream(self, read: Callable[[int], bytes], *, location: Location, chunk_size: int = 1 << 20) -> list[Finding]:
+        """Scan a stream of any size in chunks of ``chunk_size`` with :attr:`overlap`; memory stays bounded.
+
+        Every id is reported from the chunk that holds its whole pairing window; the same key id on the same
+        line counts once.
+        """
+        overlap = self.overlap
+        chunk_size = max(chunk_size, 2 * overlap)
+        buf = read(chunk_size)
+        buf_off, buf_line, min_off = 0, 1, 0
+        findings: dict[tuple[str, int | None], Finding] = {}
+        while buf:
+            nxt = read(chunk_size)
+            max_off = None if not nxt else buf_off + len(buf) - overlap // 2
+            for f in self.scan(buf, location=location, base_offset=buf_off, base_line=buf_line, min_offset=min_off,
+                               max_offset=max_off):
+                findings.setdefault((f.key_id, f.location.line), f)
+            if not nxt:
+                break
+            cut = max(0, len(buf) - overlap)
+            buf_line += buf.count(b"\n", 0, cut)
+            buf_off += cut
+            min_off = max_off if max_off is not None else min_off
+            buf = buf[cut:] + nxt
+        return list(findings.values())
+
+    def make_finding(
+        self,
+        key_id: str,
+        *,
+        location: Location,
+        secret: str | None,
+        session_token: str | None,
+        pairing: str,
+        rule: str = "aws-access-key-id",
+        profile_kind: str | None = None,
+    ) -> Finding:
+        """A finding with fingerprints, account and redaction filled in (also for structured sources)."""
+        fp = self.fingerprinter
+        severity = self._severity.get(rule, "high")
+        if secret is not None:
+            severity = _max_severity(severity, self._secret_rule.severity)
+        return Finding(
+            rule=rule,
+            key_id=key_id,
+            location=location,
+            fingerprint=fp.key_fingerprint(key_id, secret),
+            severity=severity,
+            has_secret=secret is not None,
+            secret_redacted=redact(secret),
+            secret_fingerprint=fp.secret_fingerprint(secret) if secret is not None else None,
+            account_id=keyid.decode_account(key_id),
+            key_type=keyid.key_type(key_id),
+            pairing=pairing,
+            has_session_token=session_token is not None,
+            profile_kind=profile_kind,
+            secret=Secret(secret) if secret is not None else None,
+            session_token=Secret(session_token) if session_token is not None else None,
+        )
+
+    def is_example_key(self, key_id: str) -> bool:
+        return key_id in self.ruleset.example_key_ids or keyid.is_example_key(key_id)
+
+    def is_example_secret(self, secret: str) -> bool:
+        return secret in self.ruleset.example_secrets or "EXAMPLE" in secret
+
+    # -- views ----------------------------------------------------------------------------------------------
+
+    def _scan_view(self, view: bytes, start: int, encoding: str | None, depth: int) -> list[_Hit]:
+        """Ids in ``view`` (the buffer itself or a decoded slice of it), paired within the view; positions
+        are in ``view``."""
+        ids: list[_Hit] = []
+        for m in self._id_re.finditer(view, start):
+            s, e = m.span()
+            if (s and view[s - 1] in _ALNUM) or (e < len(view) and view[e] in _ALNUM):
+                continue
+            key_id = m.group().decode("ascii")
+            if not self.include_examples and self.is_example_key(key_id):
+                continue
+            ids.append(_Hit(key_id, self._rule_by_group[m.lastgroup or "r0"], s, encoding))
+        if ids:
+            self._pair(view, ids)
+        if self._utf16_re.search(view, start):
+            ids += self._scan_utf16(view, start, depth)
+        if depth < _MAX_DEPTH and self._b64_re.search(view, start):
+            ids += self._scan_base64(view, start, depth)
+        return ids
+
+    def _scan_utf16(self, view: bytes, start: int, depth: int) -> list[_Hit]:
+        radius = 2 * (self.pair_window + TOKEN_MAX)
+        out: list[_Hit] = []
+        hits = [m.start() for m in self._utf16_re.finditer(view, start)]
+        for lo, hi in decode.utf16_regions(hits, len(view), radius):
+            enc = "utf-16le" if lo % 2 == 0 else "utf-16be"
+            for h in self._scan_view(decode.decode_utf16(view, lo, hi), 0, enc, depth + 1):
+                h.pos = lo + 2 * h.pos
+                out.append(h)
+        return out
+
+    def _scan_base64(self, view: bytes, start: int, depth: int) -> list[_Hit]:
+        out: list[_Hit] = []
+        seen: set[tuple[int, int]] = set()
+        for m in self._b64_re.finditer(view, start):
+            h = m.start()
+            rs, rend = decode.base64_run(view, h)
+            if rend - rs < 26:  # a 20-character id needs at least 26 base64 characters
+                continue
+            grid = (h - self._b64_first[m.group()]) % 4
+            if (rs, grid) in seen:
+                continue
+            seen.add((rs, grid))
+            decoded = decode.decode_base64_run(view, rs, rend, grid)
+            if decoded is None:
+                continue
+            s, data = decoded
+            for hit in self._scan_view(data, 0, "base64", depth + 1):
+                hit.pos = s + (4 * hit.pos) // 3
+                if hit.secret is None and hit.encoding == "base64":
+                    self._pair_encoded_secret(view, hit)
+                out.append(hit)
+        return out
+
+    # -- pairing --------------------------------------------------------------------------------------------
+
+    def _pair(self, view: bytes, ids: list[_Hit]) -> None:
+        w = self.pair_window
+        cands: dict[int, _Cand] = {}
+        scored: list[tuple[int, int, int, int]] = []  # (tier, distance, id index, candidate pos)
+        for i, h in enumerate(ids):
+            lo, hi = max(0, h.pos - w), min(len(view), h.pos + 20 + w)
+            for c in self._secret_candidates(view, lo, hi, cands):
+                same_line = view.count(b"\n", min(c.pos, h.pos), max(c.pos, h.pos))
+                if same_line == 0:
+                    tier = 0 if c.named else 1
+                elif c.named:
+                    tier = 2
+                elif same_line <= UNNAMED_MAX_LINES and _plausible_unnamed(c.value):
+                    tier = 3
+                else:
+                    continue
+                dist = c.pos - h.pos - 20 if c.pos >= h.pos else h.pos - c.end
+                scored.append((tier, abs(dist), i, c.pos))
+        scored.sort()
+        used_ids: set[int] = set()
+        used_cands: set[int] = set()
+        for tier, _dist, i, cpos in scored:
+            if i in used_ids or cpos in used_cands:
+                continue
+            used_ids.add(i)
+            used_cands.add(cpos)
+            ids[i].secret = cands[cpos].value
+            ids[i].pairing = ("same-line", "same-line", "named", "window")[tier]
+        for h in ids:
+            if keyid.key_type(h.key_id) == "temporary":
+                h.token = self._find_token(view, h.pos)
+
+    def _secret_candidates(self, view: bytes, lo: int, hi: int, cache: dict[int, _Cand]) -> list[_Cand]:
+        found = []
+        for m in _SECRET_RUN_RE.finditer(view, lo, hi):
+            s, e = m.span()
+            if (s and view[s - 1] in _SECRET_CHARS) or (e < len(view) and view[e] in _SECRET_CHARS):
+                continue  # part of a longer run
+            if e < len(view) and view[e] == 0x3D:  # '=': the tail of a base64 blob
+                continue
+            if s in cache:
+                found.append(cache[s])
+                continue
+            raw = m.group()
+            value = decode.percent_decode(raw) if b"%" in raw else raw
+            if not _SECRET_RE.match(value) or _HEX_RE.match(value) or len(set(value)) < 10:
+                continue
+            text = value.decode("ascii")
+            if not self.include_examples and self.is_example_secret(text):
+                continue
+            cand = _Cand(s, e, text, self._named(view, s, self._secret_names))
+            cache[s] = cand
+            found.append(cand)
+        return found
+
+    def _pair_encoded_secret(self, view: bytes, hit: _Hit) -> None:
+        """An id found in a base64 value (a Kubernetes Secret's data) may have its secret in a sibling value."""
+        w, at = self.pair_window, hit.pos
+        best: tuple[int, int, str] | None = None
+        for m in _B64_SECRET_RE.finditer(view, max(0, at - w), min(len(view), at + w)):
+            s = m.start()
+            if s and view[s - 1] in _ALNUM:
+                continue
+            data = decode.decode_base64_value(m.group())
+            if data is None or not _SECRET_RE.match(data) or _HEX_RE.match(data):
+                continue
+            text = data.decode("ascii")
+            if not self.include_examples and self.is_example_secret(text):
+                continue
+            named = self._named(view, s, self._secret_names)
+            if not named and not _plausible_unnamed(text):
+                continue
+            rank = (0 if named else 1, abs(s - at))
+            if best is None or rank < best[:2]:
+                best = (*rank, text)
+        if best is not None:
+            hit.secret = best[2]
+            hit.pairing = "named" if best[0] == 0 else "window"
+
+    def _find_token(self, view: bytes, pos: int) -> str | None:
+        w = self.pair_window
+        best: tuple[int, str] | None = None
+        for m in _TOKEN_RE.finditer(view, max(0, pos - w), min(len(view), pos + 20 + w + TOKEN_MAX)):
+            s = m.start()
+            if s and view[s - 1] in _TOKEN_CHARS:
+                continue
+            raw = m.group()
+            value = decode.percent_decode(raw) if b"%" in raw else raw
+            if not (self._named(view, s, self._token_names) or value.startswith(self._token_prefixes)):
+                continue
+            dist = abs(s - pos)
+            if best is None or dist < best[0]:
+                best = (dist, value.decode("ascii"))
+        return best[1] if best else None
+
+    @staticmethod
+    def _named(view: bytes, pos: int, names: re.Pattern[bytes] | None) -> bool:
+        if names is None:
+            return False
+        lo = max(0, pos - _NAME_LOOKBACK)
+        nl = view.rfind(b"\n", lo, pos)
+        return names.search(view, nl + 1 if nl >= 0 else lo, pos) is not None
+
+
+def _plausible_unnamed(value: str) -> bool:
+    """A random 40-character key has upper and lower case and at least one digit, '/' or '+'
+    (false for identifiers such as ``AbstractSingletonProxyFactoryBeanWrapper``)."""
+    return (
+        any(c.isupper() for c in value)
+        and any(c.islower() for c in value)
+        and any(c.isdigit() or c in "/+" for c in value)
+    )
+
+
+_SEVERITY_ORDER = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
+
+
+def _max_severity(a: str, b: str) -> str:
+    return a if _SEVERITY_ORDER.get(a, 0) >= _SEVERITY_ORDER.get(b, 0) else b
+
+
+def _rank(h: _Hit) -> tuple[bool, bool, bool]:
+    return (h.secret is not None, h.token is not None, h.encoding is None)

@@ -1,0 +1,79 @@
+"""Facts about AWS access key ids that need no network: type, owning account, documentation placeholders.
+
+A key id is a four-letter prefix and 16 base32 characters (``A-Z``, ``2-7``). New-format ids carry the owning
+account in their first 10 base32-decoded bytes; old ``AKIAI…``/``AKIAJ…`` ids do not.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+KEY_PREFIXES: dict[str, str] = {
+    "AKIA": "long-term",
+    "ASIA": "temporary",
+    "ABIA": "bearer",
+    "ACCA": "context",
+}
+# ids of principals and other resources, never keys
+PRINCIPAL_PREFIXES: frozenset[str] = frozenset({"AIDA", "AROA", "AGPA", "AIPA", "ANPA", "ANVA", "APKA", "ASCA"})
+
+KEY_ID_LEN = 20
+_KEY_ID_RE = re.compile(r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\Z")
+_BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
+
+
+def is_key_id(value: str) -> bool:
+    """True for a syntactically valid access key id (any of the four key prefixes)."""
+    return len(value) == KEY_ID_LEN and _KEY_ID_RE.match(value) is not None
+
+
+def key_type(key_id: str) -> str | None:
+    """"long-term", "temporary", "bearer" or "context"; None for principal ids and anything that is not a key id."""
+    if not is_key_id(key_id):
+        return None
+    return KEY_PREFIXES[key_id[:4]]
+
+
+def decode_account(key_id: str) -> str | None:
+    """The 12-digit account id encoded in a new-format key id, or None when the format does not carry it."""
+    if not is_key_id(key_id):
+        return None
+    if key_id[4] in "IJ":  # old format: no account inside
+        return None
+    raw = base64.b32decode(key_id[4:])  # 16 chars -> 10 bytes
+    z = int.from_bytes(raw[:6], "big")
+    return f"{(z & 0x7FFFFFFFFF80) >> 7:012d}"
+
+
+_PLACEHOLDER_WORDS = ("EXAMPLE", "XXXX", "ABCDEFGHIJ", "KEYID", "ACCESSKEY", "REDACTED", "DUMMY", "FAKE", "SAMPLE")
+
+
+def is_example_key(key_id: str) -> bool:
+    """True for documentation examples and obvious placeholders (``…EXAMPLE``, ``AKIAXXXXXXXXXXXXXXXX``, …).
+
+    Structural only; the explicit list of documentation ids lives in rules/ignore.yaml.
+    """
+    body = key_id[4:]
+    if key_id.endswith("EXAMPLE"):
+        return True
+    if any(word in body for word in _PLACEHOLDER_WORDS):
+        return True
+    if len(set(body)) <= 3:  # AKIAAAAAAAAAAAAAAAAA, AKIA2222222222222222, AKIAABABABABABABABAB
+        return True
+    # a long run of one repeated character: random base32 has a run of 6 with probability ~1e-6
+    return re.search(r"(.)\1{5}", body) is not None or _is_sequential(body)
+
+
+def _is_sequential(body: str) -> bool:
+    """ABCDEFGH… or 234567… style filler (8 or more consecutive alphabet steps)."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    run = 1
+    for a, b in zip(body, body[1:], strict=False):
+        if a in _BASE32 and b in _BASE32 and alphabet.find(b) == alphabet.find(a) + 1:
+            run += 1
+            if run >= 8:
+                return True
+        else:
+            run = 1
+    return False

@@ -1,0 +1,108 @@
+"""Findings on a stream: ``table`` for people, ``json``/``jsonl`` for programs, ``sarif`` for code-scanning tools.
+
+JSON: ``{"findings": [Finding.to_dict(), ...], "summary": {...}}``; JSONL: one ``Finding.to_dict()`` per line.
+No format ever shows more of a secret than ``Finding.secret_redacted``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TextIO
+
+from keysweep.models import Finding, Location
+
+FORMATS = ("table", "json", "jsonl", "sarif")
+
+
+class ScanSummary(Protocol):
+    """Anything that describes the scan as a JSON-able mapping (e.g. ``scan.ScanStats``)."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def render(
+    findings: Sequence[Finding],
+    fmt: str,
+    stream: TextIO,
+    *,
+    summary: ScanSummary | Mapping[str, Any] | None = None,
+) -> None:
+    """Write ``findings`` to ``stream`` in ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "table":
+        stream.write(render_table(findings))
+    elif fmt == "json":
+        doc = {"findings": [f.to_dict() for f in findings], "summary": summary_dict(findings, summary)}
+        json.dump(doc, stream, indent=2, ensure_ascii=False)
+        stream.write("\n")
+    elif fmt == "jsonl":
+        for f in findings:
+            stream.write(json.dumps(f.to_dict(), ensure_ascii=False, separators=(",", ":")))
+            stream.write("\n")
+    elif fmt == "sarif":
+        from keysweep.report.sarif import write_sarif
+
+        write_sarif(findings, stream, summary=summary_dict(findings, summary))
+    else:
+        raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+
+
+def summary_dict(
+    findings: Sequence[Finding], summary: ScanSummary | Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Counts over the findings, merged with the scan's own summary (files, bytes, skips) when given."""
+    base: dict[str, Any] = {}
+    if summary is not None:
+        base.update(summary if isinstance(summary, Mapping) else summary.to_dict())
+    base["findings"] = len(findings)
+    base["with_secret"] = sum(1 for f in findings if f.has_secret)
+    base["distinct_keys"] = len({f.key_id for f in findings})
+    base["by_severity"] = dict(Counter(f.severity for f in findings))
+    base["by_location_kind"] = dict(Counter(f.location.kind for f in findings))
+    statuses = Counter(f.verification.status for f in findings if f.verification is not None)
+    if statuses:
+        base["by_verification"] = dict(statuses)
+    return base
+
+
+def describe_location(loc: Location) -> str:
+    """One line naming the place: ``path:line``, ``archive!member:line``, ``pid 42 (exe) $VAR``, ``file [profile]``."""
+    if loc.kind == "process":
+        text = f"pid {loc.pid}" if loc.pid is not None else "process"
+        if loc.exe:
+            text += f" ({loc.exe})"
+        if loc.variable:
+            text += f" ${loc.variable}"
+        return text
+    text = loc.path or loc.kind
+    if loc.member:
+        text += f"!{loc.member}"
+    if loc.profile:
+        text += f" [{loc.profile}]"
+    if loc.line is not None:
+        text += f":{loc.line}"
+    if loc.encoding:
+        text += f" ({loc.encoding})"
+    return text
+
+
+def render_table(findings: Sequence[Finding]) -> str:
+    if not findings:
+        return "No AWS access keys found.\n"
+    header = ("SEVERITY", "KEY ID", "ACCOUNT", "SECRET", "STATUS", "LOCATION")
+    rows = [header]
+    for f in findings:
+        secret = f.secret_redacted or ("-" if not f.has_secret else "yes")
+        if f.has_session_token:
+            secret += " +token"
+        status = f.verification.status if f.verification else "-"
+        rows.append((f.severity, f.key_id, f.account_id or "-", secret, status, _printable(describe_location(f.location))))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = ["  ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)), r[-1]]) for r in rows]
+    return "\n".join(lines) + f"\n\n{len(findings)} finding(s)\n"
+
+
+def _printable(text: str) -> str:
+    """Paths may hold control characters or undecodable bytes: never let them drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

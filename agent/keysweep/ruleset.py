@@ -1,0 +1,255 @@
+"""Loads and checks the detection rules (rules/*.yaml, shipped as package ``keysweep.rules``).
+
+A rule file holds ``rules:`` (a list of rules) and/or ``ignore:`` (path globs, documentation key ids and
+secrets). Every problem raises :class:`RuleError` naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from keysweep.errors import RuleError
+
+KINDS = ("key-id", "secret", "session-token")
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
+_RULE_FIELDS = {
+    "id", "kind", "description", "severity", "regex", "keywords", "names", "prefixes", "examples", "negative_examples",
+}
+_IGNORE_FIELDS = {"paths", "example_key_ids", "example_secrets"}
+_NOT_RULES = frozenset({"canary-accounts.yaml"})  # other data shipped in the same package (verification's)
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    kind: str
+    description: str
+    severity: str
+    regex: str
+    keywords: tuple[str, ...]
+    names: str | None
+    prefixes: tuple[str, ...]
+    examples: tuple[str, ...]
+    negative_examples: tuple[str, ...]
+    source: str  # the file it came from (for messages)
+
+
+@dataclass(frozen=True)
+class Ruleset:
+    rules: tuple[Rule, ...]
+    ignore_paths: tuple[str, ...]
+    example_key_ids: frozenset[str]
+    example_secrets: frozenset[str]
+    digest: str  # sha256 of every loaded file's name and content: changes whenever a rule does
+    _ignore_re: re.Pattern[str] | None
+
+    @property
+    def key_rules(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.kind == "key-id")
+
+    @property
+    def secret_rule(self) -> Rule:
+        return next(r for r in self.rules if r.kind == "secret")
+
+    @property
+    def token_rule(self) -> Rule:
+        return next(r for r in self.rules if r.kind == "session-token")
+
+    @property
+    def keywords(self) -> tuple[bytes, ...]:
+        """The literal prefixes of every key-id rule, as bytes, for the prefilter."""
+        seen: dict[bytes, None] = {}
+        for rule in self.key_rules:
+            for kw in rule.keywords:
+                seen[kw.encode("ascii")] = None
+        return tuple(seen)
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in self.rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    def is_ignored_path(self, path: str) -> bool:
+        """True for vendored SDK example data and other paths whose keys are known examples."""
+        return self._ignore_re is not None and self._ignore_re.search(path) is not None
+
+
+def builtin_rules_dir() -> Path:
+    return Path(str(resources.files("keysweep.rules")))
+
+
+def load_ruleset(extra_dirs: Sequence[Path] = ()) -> Ruleset:
+    """The built-in rules plus every *.yaml in ``extra_dirs`` (rule ids must be unique across all)."""
+    files = [f for f in sorted(builtin_rules_dir().glob("*.yaml")) if f.name not in _NOT_RULES]
+    for d in extra_dirs:
+        d = Path(d)
+        if d.is_file():
+            files.append(d)
+        elif d.is_dir():
+            files.extend(sorted(d.glob("*.yaml")))
+        else:
+            raise RuleError(f"{d}: rules directory does not exist")
+    return load_files(files)
+
+
+def load_files(files: Sequence[Path]) -> Ruleset:
+    digest = hashlib.sha256()
+    rules: list[Rule] = []
+    ignore_paths: list[str] = []
+    example_ids: set[str] = set()
+    example_secrets: set[str] = set()
+    seen_ids: dict[str, str] = {}
+    for path in files:
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise RuleError(f"{path}: cannot read ({exc.strerror})") from None
+        digest.update(path.name.encode() + b"\0" + raw + b"\0")
+        try:
+            doc = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise RuleError(f"{path}:{where} not valid YAML") from None
+        if doc is None:
+            continue
+        if not isinstance(doc, dict) or not set(doc) <= {"rules", "ignore"}:
+            raise RuleError(f"{path}: top level must be a mapping with 'rules' and/or 'ignore'")
+        for i, item in enumerate(_list(doc.get("rules", []), path, "rules")):
+            rule = _parse_rule(item, path, i)
+            if rule.id in seen_ids:
+                raise RuleError(f"{path}: rules[{i}].id: duplicate rule id {rule.id!r} (also in {seen_ids[rule.id]})")
+            seen_ids[rule.id] = str(path)
+            rules.append(rule)
+        if "ignore" in doc:
+            ign = doc["ignore"]
+            if not isinstance(ign, dict):
+                raise RuleError(f"{path}: ignore: must be a mapping")
+            unknown = set(ign) - _IGNORE_FIELDS
+            if unknown:
+                raise RuleError(f"{path}: ignore.{sorted(unknown)[0]}: unknown field")
+            ignore_paths += _strings(ign.get("paths", []), path, "ignore.paths")
+            example_ids.update(_strings(ign.get("example_key_ids", []), path, "ignore.example_key_ids"))
+            example_secrets.update(_strings(ign.get("example_secrets", []), path, "ignore.example_secrets"))
+    for kind in KINDS:
+        if not any(r.kind == kind for r in rules):
+            where = ", ".join(str(f) for f in files) or "(no rule files)"
+            raise RuleError(f"{where}: rules: no rule of kind {kind!r}")
+    ignore_re = re.compile("|".join(f"(?:{glob_to_regex(g)})" for g in ignore_paths)) if ignore_paths else None
+    return Ruleset(
+        rules=tuple(rules),
+        ignore_paths=tuple(ignore_paths),
+        example_key_ids=frozenset(example_ids),
+        example_secrets=frozenset(example_secrets),
+        digest=digest.hexdigest(),
+        _ignore_re=ignore_re,
+    )
+
+
+def glob_to_regex(glob: str) -> str:
+    """'**' spans directories, '*' and '?' stay within one; a glob not starting with '/' matches at any depth."""
+    out: list[str] = []
+    i = 0
+    while i < len(glob):
+        if glob.startswith("**/", i):
+            out.append("(?:[^/]*/)*")
+            i += 3
+        elif glob.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif glob[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif glob[i] == "?":
+            out.append("[^/]")
+            i += 1
+        else:
+            out.append(re.escape(glob[i]))
+            i += 1
+    body = "".join(out)
+    return ("^" if glob.startswith("/") else "(?:^|/)") + body + r"\Z"
+
+
+def _list(value: Any, path: Path, field: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise RuleError(f"{path}: {field}: must be a list")
+    return value
+
+
+def _strings(value: Any, path: Path, field: str) -> list[str]:
+    items = _list(value, path, field)
+    for j, v in enumerate(items):
+        if not isinstance(v, str) or not v:
+            raise RuleError(f"{path}: {field}[{j}]: must be a non-empty string")
+    return items
+
+
+def _parse_rule(item: Any, path: Path, i: int) -> Rule:
+    where = f"{path}: rules[{i}]"
+    if not isinstance(item, dict):
+        raise RuleError(f"{where}: must be a mapping")
+    rid = item.get("id")
+    if isinstance(rid, str) and _ID_RE.match(rid):
+        where = f"{path}: rule {rid!r}"
+    unknown = set(item) - _RULE_FIELDS
+    if unknown:
+        raise RuleError(f"{where}: {sorted(unknown)[0]}: unknown field")
+    for f in ("id", "kind", "description", "severity", "regex", "examples"):
+        if f not in item:
+            raise RuleError(f"{where}: {f}: missing")
+    for f in ("id", "kind", "description", "severity", "regex"):
+        if not isinstance(item[f], str) or not item[f]:
+            raise RuleError(f"{where}: {f}: must be a non-empty string")
+    if not _ID_RE.match(rid):
+        raise RuleError(f"{where}: id: {rid!r} must be lowercase letters, digits and '-'")
+    if item["kind"] not in KINDS:
+        raise RuleError(f"{where}: kind: {item['kind']!r} is not one of {', '.join(KINDS)}")
+    if item["severity"] not in SEVERITIES:
+        raise RuleError(f"{where}: severity: {item['severity']!r} is not one of {', '.join(SEVERITIES)}")
+    try:
+        re.compile(item["regex"])
+    except re.error as exc:
+        raise RuleError(f"{where}: regex: does not compile ({exc})") from None
+    names = item.get("names")
+    if names is not None:
+        if not isinstance(names, str):
+            raise RuleError(f"{where}: names: must be a regex string")
+        try:
+            re.compile(names)
+        except re.error as exc:
+            raise RuleError(f"{where}: names: does not compile ({exc})") from None
+    keywords = _strings(item.get("keywords", []), path, f"rule {rid!r}: keywords")
+    if item["kind"] == "key-id":
+        if not keywords:
+            raise RuleError(f"{where}: keywords: a key-id rule needs literal keywords for the prefilter")
+        for kw in keywords:
+            if not kw.isascii() or len(kw) < 3:
+                raise RuleError(f"{where}: keywords: {kw!r} must be ASCII, at least 3 characters")
+    examples = _strings(item["examples"], path, f"rule {rid!r}: examples")
+    if not examples:
+        raise RuleError(f"{where}: examples: at least one example is required")
+    negatives = _strings(item.get("negative_examples", []), path, f"rule {rid!r}: negative_examples")
+    prefixes = _strings(item.get("prefixes", []), path, f"rule {rid!r}: prefixes")
+    return Rule(
+        id=rid,
+        kind=item["kind"],
+        description=item["description"],
+        severity=item["severity"],
+        regex=item["regex"],
+        keywords=tuple(keywords),
+        names=names,
+        prefixes=tuple(prefixes),
+        examples=tuple(examples),
+        negative_examples=tuple(negatives),
+        source=str(path),
+    )
