@@ -82,7 +82,9 @@ def test_ecs_task_metadata_and_task_role(tmp_path):
         env = {"ECS_CONTAINER_METADATA_URI_V4": ecs.endpoint + "/v4", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI": "/v2/x"}
         ctx = detect_context(_config(tmp_path, closed_endpoint()), environ=env)
     assert ctx.kind == "ecs"
-    assert ctx.task_arn == ctx.host_id == "arn:aws:ecs:us-east-2:111122223333:task/prod/0c8f3e1b2a4d4c6e8f0a1b2c3d4e5f60"
+    assert (
+        ctx.task_arn == ctx.host_id == "arn:aws:ecs:us-east-2:111122223333:task/prod/0c8f3e1b2a4d4c6e8f0a1b2c3d4e5f60"
+    )
     assert ctx.cluster == "arn:aws:ecs:us-east-2:111122223333:cluster/prod"
     assert (ctx.task_family, ctx.task_revision, ctx.launch_type) == ("billing-worker", "7", "FARGATE")
     assert (ctx.account_id, ctx.region, ctx.availability_zone) == ("111122223333", "us-east-2", "us-east-2a")

@@ -75,7 +75,9 @@ class _Unreachable(Exception):
     """The endpoint did not answer at all (timeout, refused, no route)."""
 
 
-def _http(url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None, timeout: float) -> tuple[int, bytes]:
+def _http(
+    url: str, *, method: str = "GET", headers: Mapping[str, str] | None = None, timeout: float
+) -> tuple[int, bytes]:
     """(status, body) of one request; HTTP errors are answers, network failures raise :class:`_Unreachable`."""
     req = urllib.request.Request(
         url, method=method, headers={"User-Agent": USER_AGENT, **(headers or {})}, data=b"" if method == "PUT" else None

@@ -44,7 +44,11 @@ class Instance:
             "/latest/meta-data/placement/region": (200, self.region.encode()),
         }
         if self.instance_profile_arn:
-            info = {"Code": "Success", "InstanceProfileArn": self.instance_profile_arn, "InstanceProfileId": "AIPAEXAMPLE"}
+            info = {
+                "Code": "Success",
+                "InstanceProfileArn": self.instance_profile_arn,
+                "InstanceProfileId": "AIPAEXAMPLE",
+            }
             out["/latest/meta-data/iam/info"] = (200, json.dumps(info).encode())
         return out
 

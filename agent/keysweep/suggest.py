@@ -1,0 +1,574 @@
+"""What should replace each found key, chosen by where the agent runs.
+
+A :class:`Suggestion` is structured data (role, trust policy, where its permissions come from) plus ready-to-run
+AWS CLI commands and a Terraform snippet, followed by the same clean-up every time: remove the key from where it
+was found, deactivate it, delete it once unused, and — once the account has no keys left — the SCP that stops new
+ones. Commands use the key owner's IAM user name from verification; when it is unknown, a first command looks it
+up (``get-access-key-last-used`` answers the owner's name for a key id).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from keysweep.models import Finding, HostContext
+from keysweep.scp import scp_recommendation
+
+_HUMAN_PATH = re.compile(r"(^|/)(home|Users)/[^/]+/")
+_HISTORY_NAMES = (".bash_history", ".zsh_history", ".history", ".sh_history", ".ash_history", "fish_history")
+_ROLE_NAME_BAD = re.compile(r"[^\w+=,.@-]")
+
+
+@dataclass(frozen=True)
+class UserPolicies:
+    """The permissions of the IAM user that owns a key: what the replacement role must be given."""
+
+    user_name: str
+    attached: tuple[str, ...] = ()  # managed policy ARNs attached to the user
+    inline: tuple[str, ...] = ()  # inline policy names of the user
+    groups: tuple[str, ...] = ()
+    group_attached: tuple[str, ...] = ()  # managed policy ARNs attached to the user's groups
+    group_inline: tuple[tuple[str, str], ...] = ()  # (group, inline policy name)
+
+    def managed_arns(self) -> list[str]:
+        return list(dict.fromkeys(self.attached + self.group_attached))
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    kind: str
+    summary: str
+    role_name: str | None = None
+    trust_policy: dict[str, Any] | None = field(default=None, compare=False)
+    permissions_source: str | None = None
+    steps: tuple[str, ...] = ()
+    commands: tuple[str, ...] = ()
+    terraform: str | None = None
+    cleanup: tuple[str, ...] = ()
+    scp: dict[str, Any] | None = field(default=None, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "summary": self.summary,
+            "role_name": self.role_name,
+            "trust_policy": self.trust_policy,
+            "permissions_source": self.permissions_source,
+            "steps": list(self.steps),
+            "commands": list(self.commands),
+            "terraform": self.terraform,
+            "cleanup": list(self.cleanup),
+            "scp": self.scp,
+        }
+
+
+def read_user_policies(user_name: str, *, client: Any = None) -> UserPolicies | None:
+    """List the user's attached, inline and group policies through IAM; None when the agent may not read IAM."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from keysweep.aws import make_client
+
+    iam = client or make_client("iam")
+
+    def collect(operation: str, key: str, **kwargs: str) -> list[Any]:
+        out: list[Any] = []
+        for page in iam.get_paginator(operation).paginate(**kwargs):
+            out += page.get(key, [])
+        return out
+
+    try:
+        attached = [
+            p["PolicyArn"] for p in collect("list_attached_user_policies", "AttachedPolicies", UserName=user_name)
+        ]
+        inline = collect("list_user_policies", "PolicyNames", UserName=user_name)
+        groups = [g["GroupName"] for g in collect("list_groups_for_user", "Groups", UserName=user_name)]
+        group_attached: list[str] = []
+        group_inline: list[tuple[str, str]] = []
+        for group in groups:
+            group_attached += [
+                p["PolicyArn"] for p in collect("list_attached_group_policies", "AttachedPolicies", GroupName=group)
+            ]
+            group_inline += [(group, name) for name in collect("list_group_policies", "PolicyNames", GroupName=group)]
+    except (ClientError, BotoCoreError):
+        return None
+    return UserPolicies(
+        user_name, tuple(attached), tuple(inline), tuple(groups), tuple(group_attached), tuple(group_inline)
+    )
+
+
+def _trust(
+    service: str, actions: Sequence[str] = ("sts:AssumeRole",), condition: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": actions[0] if len(actions) == 1 else list(actions),
+    }
+    if condition:
+        statement["Condition"] = condition
+    return {"Version": "2012-10-17", "Statement": [statement]}
+
+
+def _json(doc: dict[str, Any]) -> str:
+    return json.dumps(doc, separators=(",", ":"))
+
+
+def _role_name(base: str, suffix: str) -> str:
+    name = _ROLE_NAME_BAD.sub("-", f"{base}-{suffix}")
+    return name[:64]
+
+
+def _arn_tail(arn: str | None) -> str | None:
+    return arn.rsplit("/", 1)[-1] if arn and "/" in arn else None
+
+
+@dataclass
+class _Plan:
+    """What every suggestion kind shares: the key, its owner and where to copy permissions from."""
+
+    finding: Finding
+    context: HostContext
+    policies: UserPolicies | None
+    account: str
+    user: str | None  # IAM user name of the key owner, when known
+    user_ref: str  # what commands use for it: the name, or "$USER_NAME" set by a look-up command
+    lookup: list[str]
+
+    @property
+    def region_flag(self) -> str:
+        return f" --region {self.context.region}" if self.context.region else ""
+
+    def copy_permissions(self, role: str) -> tuple[list[str], list[str], str]:
+        """(commands, steps, permissions_source) giving ``role`` the permissions of the key's IAM user."""
+        p = self.policies
+        if p is not None:
+            cmds = [f"aws iam attach-role-policy --role-name {role} --policy-arn {arn}" for arn in p.managed_arns()]
+            for name in p.inline:
+                cmds += [
+                    f"aws iam get-user-policy --user-name {p.user_name} --policy-name {name} "
+                    f"--query PolicyDocument --output json > {name}.json",
+                    f"aws iam put-role-policy --role-name {role} --policy-name {name} --policy-document file://{name}.json",
+                ]
+            for group, name in p.group_inline:
+                cmds += [
+                    f"aws iam get-group-policy --group-name {group} --policy-name {name} "
+                    f"--query PolicyDocument --output json > {group}-{name}.json",
+                    f"aws iam put-role-policy --role-name {role} --policy-name {group}-{name} "
+                    f"--policy-document file://{group}-{name}.json",
+                ]
+            source = f"iam-user:{p.user_name} (read from IAM: {len(p.managed_arns())} managed, "
+            source += f"{len(p.inline) + len(p.group_inline)} inline policies)"
+            steps = [f"Give role {role} the permissions of IAM user {p.user_name} (commands below), then narrow them."]
+            return cmds, steps, source
+        u = self.user_ref
+        cmds = [
+            f"aws iam list-attached-user-policies --user-name {u}",
+            f"aws iam list-user-policies --user-name {u}",
+            f"aws iam list-groups-for-user --user-name {u}",
+        ]
+        steps = [
+            f"List the permissions of the key's IAM user ({self.user or 'see the first command'}) with the list-* "
+            "commands below (and list-attached-group-policies / list-group-policies for each group).",
+            f"Attach each managed policy to {role}: aws iam attach-role-policy --role-name {role} --policy-arn POLICY_ARN; "
+            f"copy each inline policy with get-user-policy and put-role-policy.",
+        ]
+        return cmds, steps, f"iam-user:{self.user or 'unknown'} (not read: list with the commands)"
+
+    def role_arn(self, role: str) -> str:
+        return f"arn:aws:iam::{self.account}:role/{role}"
+
+
+def _terraform(role: str | None, trust: dict[str, Any] | None, managed: Sequence[str], extra: str = "") -> str | None:
+    blocks = []
+    ref = f'"{role}"'
+    if role and trust:
+        blocks.append(
+            f'resource "aws_iam_role" "replacement" {{\n  name = "{role}"\n'
+            f"  assume_role_policy = jsonencode({_json(trust)})\n}}"
+        )
+        ref = "aws_iam_role.replacement.name"
+    for i, arn in enumerate(managed):
+        blocks.append(
+            f'resource "aws_iam_role_policy_attachment" "replacement_{i}" {{\n  role       = {ref}\n'
+            f'  policy_arn = "{arn}"\n}}'
+        )
+    if extra:
+        blocks.append(extra)
+    return "\n\n".join(blocks) + "\n" if blocks else None
+
+
+def _is_human_location(finding: Finding) -> bool:
+    path = finding.location.path or ""
+    return bool(_HUMAN_PATH.search(path)) or path.rsplit("/", 1)[-1] in _HISTORY_NAMES
+
+
+def _where(finding: Finding) -> str:
+    loc = finding.location
+    if loc.kind == "process":
+        what = f"the environment of process {loc.exe or loc.pid}"
+        if loc.variable:
+            what += f" (variable {loc.variable})"
+        if loc.unit:
+            what += f", set by unit {loc.unit}"
+        return what
+    where = loc.path or loc.kind
+    if loc.member:
+        where += f"!{loc.member}"
+    if loc.line:
+        where += f" line {loc.line}"
+    if loc.profile:
+        where += f" (profile {loc.profile})"
+    return where
+
+
+def _cleanup(plan: _Plan) -> list[str]:
+    f = plan.finding
+    out = [f"Remove the key from {_where(f)} (and from any copy, backup or image of it)."]
+    if f.key_type == "temporary" or f.key_id.startswith("ASIA"):
+        role = None
+        arn = f.verification.arn if f.verification else None
+        if arn and ":assumed-role/" in arn:
+            role = arn.split(":assumed-role/", 1)[1].split("/", 1)[0]
+        revoke = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Deny",
+                    "Action": "*",
+                    "Resource": "*",
+                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": "NOW_ISO8601"}},
+                }
+            ],
+        }
+        out.append("Temporary credentials expire by themselves; to cut them off now, revoke the role's older sessions:")
+        out.append(
+            f"aws iam put-role-policy --role-name {role or 'ROLE_NAME'} --policy-name AWSRevokeOlderSessions "
+            f"--policy-document '{_json(revoke)}'"
+        )
+        return out
+    if plan.finding.verification and plan.finding.verification.principal_type == "root":
+        out += [
+            "Signed in as the root user, delete the root access key (root should have none):",
+            f"aws iam delete-access-key --access-key-id {f.key_id}",
+        ]
+        return out
+    u = plan.user_ref
+    out += [
+        "Deactivate the key (reversible), watch for breakage, then delete it once it is no longer used:",
+        f"aws iam update-access-key --access-key-id {f.key_id} --status Inactive --user-name {u}",
+        f"aws iam get-access-key-last-used --access-key-id {f.key_id}",
+        f"aws iam delete-access-key --access-key-id {f.key_id} --user-name {u}",
+    ]
+    return out
+
+
+def _plan(finding: Finding, context: HostContext, policies: UserPolicies | None) -> _Plan:
+    v = finding.verification
+    account = (v.account if v else None) or finding.account_id or context.account_id or "ACCOUNT_ID"
+    user = None
+    if v and v.arn and ":user/" in v.arn:
+        user = v.arn.rsplit("/", 1)[-1]
+    if policies is not None:
+        user = policies.user_name
+    lookup = []
+    user_ref = user or "$USER_NAME"
+    if not user:
+        lookup = [
+            f"USER_NAME=$(aws iam get-access-key-last-used --access-key-id {finding.key_id} --query UserName --output text)"
+        ]
+    return _Plan(finding, context, policies, account, user, user_ref, lookup)
+
+
+def suggest(
+    finding: Finding,
+    context: HostContext,
+    *,
+    iam_policies: UserPolicies | None = None,
+    scp_exempt_principal_arns: Sequence[str] = (),
+) -> Suggestion:
+    """The replacement for ``finding``'s key on this host, with commands, Terraform and clean-up."""
+    plan = _plan(finding, context, iam_policies)
+    v = finding.verification
+    scp = scp_recommendation(plan.account if plan.account != "ACCOUNT_ID" else None, scp_exempt_principal_arns)
+    if v and v.status == "canary":
+        return Suggestion(
+            kind="canary",
+            summary="A canary (honeytoken) key: it is not a working credential. Do not use it; if it was not planted "
+            "on purpose, remove it and tell the security team, whose alarm it has tripped.",
+            steps=("Check with the security team whether this canary was placed here deliberately.",),
+            cleanup=(f"Remove the key from {_where(finding)} unless it was planted on purpose.",),
+        )
+    if v and v.principal_type == "root":
+        return Suggestion(
+            kind="root-key",
+            summary="An access key of the account's root user: delete it; use an IAM role (or SSO) instead.",
+            steps=("Sign in as the root user and delete the access key; set up MFA for root if it is missing.",),
+            cleanup=tuple(_cleanup(plan)),
+            scp=scp,
+        )
+    builder = {
+        "ec2": _ec2,
+        "ecs": _ecs,
+        "eks": _eks,
+        "lambda": _lambda,
+    }.get(context.kind)
+    if builder is None:
+        builder = _sso if _is_human_location(finding) else _roles_anywhere
+    kind, summary, role, trust, steps, cmds, tf = builder(plan)
+    return Suggestion(
+        kind=kind,
+        summary=summary,
+        role_name=role,
+        trust_policy=trust,
+        permissions_source=plan.copy_permissions(role or "ROLE_NAME")[2],
+        steps=tuple(steps),
+        commands=tuple(plan.lookup + cmds),
+        terraform=tf,
+        cleanup=tuple(_cleanup(plan)),
+        scp=scp,
+    )
+
+
+_Built = tuple[str, str, str | None, dict[str, Any] | None, list[str], list[str], str | None]
+
+
+def _base_name(plan: _Plan) -> str:
+    return plan.user or "keysweep"
+
+
+def _ec2(plan: _Plan) -> _Built:
+    ctx = plan.context
+    instance = ctx.instance_id or "INSTANCE_ID"
+    managed = plan.policies.managed_arns() if plan.policies else []
+    if ctx.instance_profile_arn:
+        profile = _arn_tail(ctx.instance_profile_arn) or "PROFILE_NAME"
+        copy, steps, _ = plan.copy_permissions('"$ROLE_NAME"')
+        cmds = [
+            f"ROLE_NAME=$(aws iam get-instance-profile --instance-profile-name {profile} "
+            "--query 'InstanceProfile.Roles[0].RoleName' --output text)",
+            *copy,
+        ]
+        summary = (
+            f"Instance {instance} already has instance profile {profile}: give its role the permissions this key "
+            "gives, and let the application use the instance's credentials (the default credential chain does)."
+        )
+        steps = [
+            f"Find the role of instance profile {profile} (first command).",
+            *steps,
+            "Remove the key from the application's configuration; the SDK then uses the instance role.",
+        ]
+        return "ec2-existing-profile", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, managed)
+    role = _role_name(_base_name(plan), "ec2")
+    trust = _trust("ec2.amazonaws.com")
+    copy, copy_steps, _ = plan.copy_permissions(role)
+    cmds = [
+        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}' "
+        f"--description 'Replaces access key {plan.finding.key_id}'",
+        *copy,
+        f"aws iam create-instance-profile --instance-profile-name {role}",
+        f"aws iam add-role-to-instance-profile --instance-profile-name {role} --role-name {role}",
+        f"aws ec2 associate-iam-instance-profile --instance-id {instance} --iam-instance-profile Name={role}"
+        + plan.region_flag,
+    ]
+    steps = [
+        f"Create role {role} that EC2 may assume.",
+        *copy_steps,
+        f"Put it in instance profile {role} and associate that with instance {instance}.",
+        "Remove the key from the application's configuration; the SDK then uses the instance role.",
+    ]
+    extra = (
+        f'resource "aws_iam_instance_profile" "replacement" {{\n  name = "{role}"\n  role = aws_iam_role.replacement.name\n}}\n'
+        f"# on the aws_instance for {instance}: iam_instance_profile = aws_iam_instance_profile.replacement.name"
+    )
+    summary = (
+        f"Instance {instance} has no instance profile: create role {role} with this key's permissions and attach it."
+    )
+    return "ec2-new-instance-profile", summary, role, trust, steps, cmds, _terraform(role, trust, managed, extra)
+
+
+def _ecs(plan: _Plan) -> _Built:
+    ctx = plan.context
+    family = ctx.task_family or "TASK_FAMILY"
+    cluster = ctx.cluster or "CLUSTER"
+    managed = plan.policies.managed_arns() if plan.policies else []
+    if ctx.task_role_present:
+        copy, steps, _ = plan.copy_permissions("ROLE_NAME")
+        cmds = [
+            f"aws ecs describe-task-definition --task-definition {family} --query taskDefinition.taskRoleArn --output text",
+            *copy,
+        ]
+        summary = f"Task family {family} already has a task role: give it this key's permissions and drop the key."
+        steps = ["ROLE_NAME: the last part of the task role ARN the first command prints.", *steps]
+        return "ecs-existing-task-role", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, managed)
+    role = _role_name(family if family != "TASK_FAMILY" else _base_name(plan), "task")
+    region = ctx.region or "*"
+    trust = _trust(
+        "ecs-tasks.amazonaws.com",
+        condition={
+            "ArnLike": {"aws:SourceArn": f"arn:aws:ecs:{region}:{plan.account}:*"},
+            "StringEquals": {"aws:SourceAccount": plan.account},
+        },
+    )
+    copy, copy_steps, _ = plan.copy_permissions(role)
+    cmds = [
+        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'",
+        *copy,
+        f"aws ecs describe-task-definition --task-definition {family} --query taskDefinition --output json"
+        + plan.region_flag
+        + " > taskdef.json",
+        "aws ecs register-task-definition --cli-input-json file://taskdef.json" + plan.region_flag,
+        f"aws ecs update-service --cluster {cluster} --service SERVICE_NAME --task-definition {family}"
+        + plan.region_flag,
+    ]
+    steps = [
+        f"Create task role {role} that ECS tasks may assume.",
+        *copy_steps,
+        f'In taskdef.json set "taskRoleArn": "{plan.role_arn(role)}", remove the read-only fields '
+        "(taskDefinitionArn, revision, status, requiresAttributes, compatibilities, registeredAt, registeredBy) "
+        "and the key from the container environment, then register the new revision and update the service.",
+    ]
+    extra = f"# on aws_ecs_task_definition {family}: task_role_arn = aws_iam_role.replacement.arn"
+    summary = f"Give task family {family} a task role {role} with this key's permissions instead of the key."
+    return "ecs-task-role", summary, role, trust, steps, cmds, _terraform(role, trust, managed, extra)
+
+
+def _eks(plan: _Plan) -> _Built:
+    ctx = plan.context
+    ns, sa = ctx.namespace or "NAMESPACE", ctx.service_account or "SERVICE_ACCOUNT"
+    cluster = ctx.cluster or "CLUSTER_NAME"
+    managed = plan.policies.managed_arns() if plan.policies else []
+    if ctx.irsa_role_arn:
+        role = _arn_tail(ctx.irsa_role_arn) or "ROLE_NAME"
+        copy, steps, _ = plan.copy_permissions(role)
+        summary = (
+            f"Service account {ns}/{sa} already uses IRSA role {role}: give it this key's permissions and drop the key."
+        )
+        return "eks-irsa-existing", summary, role, None, steps, copy, _terraform(role, None, managed)
+    if ctx.pod_identity:
+        copy, steps, _ = plan.copy_permissions("ROLE_NAME")
+        cmds = [
+            f"aws eks list-pod-identity-associations --cluster-name {cluster} --namespace {ns} --service-account {sa}",
+            *copy,
+        ]
+        steps = ["ROLE_NAME: the role of the association (aws eks describe-pod-identity-association).", *steps]
+        summary = f"Service account {ns}/{sa} already has an EKS Pod Identity role: give it this key's permissions."
+        return "eks-pod-identity-existing", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, managed)
+    role = _role_name(f"{ns}-{sa}" if ctx.namespace and ctx.service_account else _base_name(plan), "pod")
+    trust = _trust("pods.eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession"))
+    copy, copy_steps, _ = plan.copy_permissions(role)
+    cmds = [
+        f"aws eks create-addon --cluster-name {cluster} --addon-name eks-pod-identity-agent" + plan.region_flag,
+        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'",
+        *copy,
+        f"aws eks create-pod-identity-association --cluster-name {cluster} --namespace {ns} --service-account {sa} "
+        f"--role-arn {plan.role_arn(role)}" + plan.region_flag,
+    ]
+    steps = [
+        "Make sure the EKS Pod Identity Agent add-on runs (first command; it fails harmlessly if it exists).",
+        f"Create role {role} that EKS Pod Identity may assume.",
+        *copy_steps,
+        f"Associate it with service account {ns}/{sa}, restart the pods and remove the key from their spec/secret.",
+        "(IRSA works as well: an OIDC-trusted role annotated on the service account as eks.amazonaws.com/role-arn.)",
+    ]
+    extra = (
+        f'resource "aws_eks_pod_identity_association" "replacement" {{\n  cluster_name    = "{cluster}"\n'
+        f'  namespace       = "{ns}"\n  service_account = "{sa}"\n  role_arn        = aws_iam_role.replacement.arn\n}}'
+    )
+    summary = f"Give service account {ns}/{sa} an EKS Pod Identity role {role} with this key's permissions."
+    return "eks-pod-identity", summary, role, trust, steps, cmds, _terraform(role, trust, managed, extra)
+
+
+def _lambda(plan: _Plan) -> _Built:
+    fn = plan.context.function_name or "FUNCTION_NAME"
+    managed = plan.policies.managed_arns() if plan.policies else []
+    copy, copy_steps, _ = plan.copy_permissions("ROLE_NAME")
+    cmds = [
+        f"aws lambda get-function-configuration --function-name {fn} --query Role --output text" + plan.region_flag,
+        *copy,
+    ]
+    steps = [
+        "ROLE_NAME: the last part of the execution role ARN the first command prints.",
+        *copy_steps,
+        f"Remove the key from function {fn} (environment variables or code) and redeploy; "
+        "the function then uses its execution role's credentials.",
+    ]
+    summary = f"Function {fn} already runs with an execution role: give it this key's permissions and drop the key."
+    return "lambda-execution-role", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, managed)
+
+
+def _roles_anywhere(plan: _Plan) -> _Built:
+    host = plan.context.hostname or "host"
+    role = _role_name(_base_name(plan), "rolesanywhere")
+    trust = _trust(
+        "rolesanywhere.amazonaws.com",
+        ("sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"),
+        condition={"StringEquals": {"aws:PrincipalTag/x509Subject/CN": host}},
+    )
+    copy, copy_steps, _ = plan.copy_permissions(role)
+    cmds = [
+        "aws rolesanywhere create-trust-anchor --name keysweep-trust-anchor --enabled "
+        "--source 'sourceType=AWS_ACM_PCA,sourceData={acmPcaArn=PCA_ARN}'",
+        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'",
+        *copy,
+        f"aws rolesanywhere create-profile --name {role} --role-arns {plan.role_arn(role)} --enabled",
+    ]
+    steps = [
+        "Create an IAM Roles Anywhere trust anchor for your certificate authority (once per account; a "
+        "CERTIFICATE_BUNDLE source works without AWS Private CA).",
+        f"Create role {role}, trusted by Roles Anywhere for certificates with CN={host}.",
+        *copy_steps,
+        f"Issue {host} a certificate, install aws_signing_helper and configure a profile with "
+        "credential_process = aws_signing_helper credential-process --certificate ... --private-key ... "
+        "--trust-anchor-arn ... --profile-arn ... --role-arn ...; then remove the key.",
+    ]
+    extra = (
+        f'resource "aws_rolesanywhere_profile" "replacement" {{\n  name      = "{role}"\n'
+        "  role_arns = [aws_iam_role.replacement.arn]\n  enabled   = true\n}"
+    )
+    summary = f"Machine {host} is outside AWS: use IAM Roles Anywhere (X.509 certificate) with role {role} instead of the key."
+    managed = plan.policies.managed_arns() if plan.policies else []
+    return "roles-anywhere", summary, role, trust, steps, cmds, _terraform(role, trust, managed, extra)
+
+
+def _sso(plan: _Plan) -> _Built:
+    name = _role_name(_base_name(plan), "access")[:32]
+    managed = plan.policies.managed_arns() if plan.policies else []
+    cmds = [
+        "aws sso-admin list-instances --query 'Instances[0].InstanceArn' --output text",
+        f"aws sso-admin create-permission-set --instance-arn INSTANCE_ARN --name {name} --session-duration PT8H",
+        *[
+            "aws sso-admin attach-managed-policy-to-permission-set --instance-arn INSTANCE_ARN "
+            f"--permission-set-arn PERMISSION_SET_ARN --managed-policy-arn {arn}"
+            for arn in managed
+        ],
+        f"aws sso-admin create-account-assignment --instance-arn INSTANCE_ARN --target-id {plan.account} "
+        "--target-type AWS_ACCOUNT --permission-set-arn PERMISSION_SET_ARN --principal-type USER --principal-id PRINCIPAL_ID",
+    ]
+    if plan.policies is None:
+        cmds = plan.copy_permissions(name)[0] + cmds
+    steps = [
+        "This key sits in a person's home directory or shell history: people should sign in with IAM Identity Center "
+        "(SSO) and get short-lived credentials, not keep an access key.",
+        f"Create permission set {name} with the key owner's permissions and assign it to the person for account "
+        f"{plan.account} (INSTANCE_ARN from the first command, PERMISSION_SET_ARN from create-permission-set, "
+        "PRINCIPAL_ID from aws identitystore list-users).",
+        "The person runs `aws configure sso` once and `aws sso login` when a session expires; then delete the key "
+        "from ~/.aws/credentials, scripts and shell history.",
+    ]
+    tf = (
+        f'resource "aws_ssoadmin_permission_set" "replacement" {{\n  name             = "{name}"\n'
+        '  instance_arn     = "INSTANCE_ARN"\n  session_duration = "PT8H"\n}\n'
+        + "".join(
+            f'\nresource "aws_ssoadmin_managed_policy_attachment" "replacement_{i}" {{\n'
+            '  instance_arn       = "INSTANCE_ARN"\n'
+            "  permission_set_arn = aws_ssoadmin_permission_set.replacement.arn\n"
+            f'  managed_policy_arn = "{arn}"\n}}\n'
+            for i, arn in enumerate(managed)
+        )
+    )
+    summary = "A person's key: replace it with IAM Identity Center (SSO) sign-in and short-lived credentials."
+    return "sso", summary, None, None, steps, cmds, tf
