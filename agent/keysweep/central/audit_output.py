@@ -1,0 +1,94 @@
+"""Writing an audit result as a terminal table, JSON or CSV."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from keysweep import scp as scp_policy
+from keysweep.central.audit import CHECKS, AuditResult
+
+FORMATS = ("table", "json", "csv")
+CSV_FIELDS = ("account_id", "check", "severity", "user", "key_id", "arn", "summary", "action", "commands")
+
+
+def scp_section(result: AuditResult) -> dict[str, Any]:
+    """The deny-key-creation SCP, with the audited accounts that are ready for it (no keys left at all)."""
+    audited = [a for a in result.accounts if not a.error]
+    ready = [a.account_id for a in audited if not a.keys and not a.root_keys_present]
+    rec = scp_policy.scp_recommendation(ready[0] if len(ready) == 1 else None)
+    rec["ready_accounts"] = ready
+    rec["not_ready_accounts"] = [a.account_id for a in audited if a.account_id not in ready]
+    return rec
+
+
+def audit_to_dict(result: AuditResult, *, include_scp: bool = True) -> dict[str, Any]:
+    opts = result.options
+    return {
+        "options": {
+            "unused_days": opts.unused_days,
+            "recommended_unused_days": opts.recommended_unused_days,
+            "rotation_days": opts.rotation_days,
+        },
+        "accounts": [a.to_dict() for a in result.accounts],
+        "counts": {check: sum(1 for i in result.items if i.check == check) for check in CHECKS},
+        "items": [i.to_dict() for i in result.items],
+        "host_keys": [k.to_dict() for k in result.host_keys],
+        "notes": list(result.notes) + [n for a in result.accounts for n in a.notes],
+        "scp": scp_section(result) if include_scp else None,
+    }
+
+
+def render_audit(result: AuditResult, fmt: str, stream: TextIO, *, include_scp: bool = True) -> None:
+    """``csv`` holds the items only (one row each); ``json`` and ``table`` add accounts, notes and the SCP."""
+    if fmt == "json":
+        json.dump(audit_to_dict(result, include_scp=include_scp), stream, indent=2, default=str)
+        stream.write("\n")
+    elif fmt == "csv":
+        writer = csv.DictWriter(stream, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for item in result.items:
+            row = item.to_dict()
+            row["commands"] = "\n".join(item.commands)
+            writer.writerow(row)
+    elif fmt == "table":
+        _table(result, stream, scp_section(result) if include_scp else None)
+    else:
+        raise ValueError(f"unknown audit format {fmt!r}")
+
+
+def _table(result: AuditResult, out: TextIO, scp: Mapping[str, Any] | None) -> None:
+    items = result.items
+    out.write(f"keysweep audit: {len(result.accounts)} account(s), {len(items)} item(s)\n\n")
+    for acct in result.accounts:
+        if acct.error:
+            out.write(f"  account {acct.account_id}: NOT AUDITED: {acct.error}\n")
+            continue
+        root = "PRESENT" if acct.root_keys_present else "none"
+        out.write(f"  account {acct.account_id}  ({acct.caller_arn})  users {acct.users}  keys {len(acct.keys)}"
+                  f"  root keys {root}\n")
+    for check, (severity, meaning) in CHECKS.items():
+        group = [i for i in items if i.check == check]
+        if not group:
+            continue
+        out.write(f"\n[{severity.upper()}] {check}: {meaning} ({len(group)})\n")
+        for item in group:
+            out.write(f"  - {item.account_id}  {item.summary}\n")
+            out.write(f"    action: {item.action}\n")
+            for cmd in item.commands:
+                out.write(f"      $ {cmd}\n")
+    notes = list(result.notes) + [f"{a.account_id}: {n}" for a in result.accounts for n in a.notes]
+    if notes:
+        out.write("\nNotes:\n")
+        for note in notes:
+            out.write(f"  - {note}\n")
+    if scp is not None:
+        out.write(f"\nService control policy {scp['name']} (apply when {scp['apply_when']}):\n")
+        out.write(f"  WARNING: {scp['warning']}\n")
+        ready = ", ".join(scp["ready_accounts"]) or "none yet"
+        out.write(f"  accounts ready for it now: {ready}\n")
+        out.write(json.dumps(scp["policy"], indent=2) + "\n")
+        for cmd in scp["commands"]:
+            out.write(f"  $ {cmd}\n")

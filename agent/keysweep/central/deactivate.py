@@ -1,0 +1,162 @@
+"""Setting chosen access keys Inactive, explicitly, and remembering who did it and when.
+
+Never run by default: ``keysweep audit --deactivate`` asks for confirmation first. The owner of each key is found
+with ``iam:GetAccessKeyLastUsed`` (its ``UserName``) and confirmed with ``ListAccessKeys`` in the same account, so a
+key is only ever changed in the account that holds it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from keysweep import keyid
+from keysweep.central.audit import AccountClients
+from keysweep.central.store import Store
+from keysweep.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class PlannedDeactivation:
+    key_id: str
+    account_id: str | None
+    user: str | None
+    status: str | None  # current IAM status: Active | Inactive; None when the key was not found
+    reason: str | None = None  # why it cannot be deactivated
+
+
+@dataclass(frozen=True)
+class Deactivation:
+    key_id: str
+    account_id: str | None
+    user: str | None
+    outcome: str  # deactivated | already-inactive | not-found | failed
+    actor: str | None = None
+    at: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def check_key_ids(key_ids: Iterable[str]) -> list[str]:
+    """Distinct, validated long-term key ids (only an IAM user's AKIA key can be set Inactive)."""
+    out: list[str] = []
+    for raw in key_ids:
+        kid = raw.strip()
+        if keyid.key_type(kid) != "long-term":
+            raise ConfigError(f"--deactivate {kid[:24]!r}: not a long-term access key id (AKIA…)")
+        if kid not in out:
+            out.append(kid)
+    return out
+
+
+def read_key_list(path: Path) -> list[str]:
+    """Key ids from a file: one per line (``#`` comments), a CSV with a ``key_id`` column, or JSON — a list of
+    ids, or an audit/report document whose ``items`` or ``keys`` entries carry ``key_id``."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--deactivate-from {path}: {exc.__class__.__name__}") from None
+    stripped = text.lstrip()
+    ids: list[str] = []
+    if stripped.startswith(("[", "{")):
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"--deactivate-from {path}: invalid JSON ({exc.msg}, line {exc.lineno})") from None
+        entries = doc if isinstance(doc, list) else (doc.get("items") or doc.get("keys") or [])
+        for entry in entries:
+            value = entry.get("key_id") if isinstance(entry, dict) else entry
+            if isinstance(value, str):
+                ids.append(value)
+    elif stripped.split("\n", 1)[0].split(",").count("key_id") == 1:
+        ids = [row["key_id"] for row in csv.DictReader(io.StringIO(stripped)) if row.get("key_id")]
+    else:
+        for line in text.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                ids.append(line)
+    if not ids:
+        raise ConfigError(f"--deactivate-from {path}: no key ids in the file")
+    return check_key_ids(ids)
+
+
+def _owner(clients: AccountClients, key_id: str) -> tuple[str, str] | None:
+    """(user, status) when ``key_id`` belongs to a user of this account."""
+    try:
+        user = clients.iam.get_access_key_last_used(AccessKeyId=key_id).get("UserName")
+    except ClientError:
+        return None
+    if not user:
+        return None
+    try:
+        for page in clients.iam.get_paginator("list_access_keys").paginate(UserName=user):
+            for meta in page.get("AccessKeyMetadata", []):
+                if meta["AccessKeyId"] == key_id:
+                    return user, meta.get("Status", "Unknown")
+    except ClientError:
+        return None
+    return None
+
+
+def plan_deactivation(key_ids: Sequence[str], accounts: Sequence[AccountClients]) -> list[PlannedDeactivation]:
+    plan: list[PlannedDeactivation] = []
+    for kid in key_ids:
+        decoded = keyid.decode_account(kid)
+        # the account the key id names first, then the others
+        ordered = sorted(accounts, key=lambda c: c.account_id != decoded)
+        found = None
+        for clients in ordered:
+            owner = _owner(clients, kid)
+            if owner:
+                found = PlannedDeactivation(kid, clients.account_id, owner[0], owner[1])
+                break
+        plan.append(found or PlannedDeactivation(
+            kid, decoded, None, None,
+            reason="not found in the audited account(s)" + (f"; the key id names account {decoded}" if decoded else ""),
+        ))
+    return plan
+
+
+def apply_deactivation(
+    plan: Sequence[PlannedDeactivation],
+    accounts: Sequence[AccountClients],
+    *,
+    store: Store | None = None,
+    now: datetime | None = None,
+) -> list[Deactivation]:
+    by_account = {c.account_id: c for c in accounts}
+    results: list[Deactivation] = []
+    for item in plan:
+        clients = by_account.get(item.account_id or "")
+        if item.user is None or clients is None:
+            results.append(Deactivation(item.key_id, item.account_id, None, "not-found", error=item.reason))
+            continue
+        at = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        if item.status == "Inactive":
+            results.append(Deactivation(item.key_id, item.account_id, item.user, "already-inactive"))
+            continue
+        try:
+            clients.iam.update_access_key(UserName=item.user, AccessKeyId=item.key_id, Status="Inactive")
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code") or "error")
+            results.append(Deactivation(item.key_id, item.account_id, item.user, "failed", error=code))
+            continue
+        except BotoCoreError as exc:
+            results.append(Deactivation(item.key_id, item.account_id, item.user, "failed",
+                                        error=type(exc).__name__))
+            continue
+        if store is not None:
+            store.record_deactivation(item.key_id, clients.caller_arn, at)
+        results.append(Deactivation(item.key_id, item.account_id, item.user, "deactivated",
+                                    actor=clients.caller_arn, at=at))
+    return results

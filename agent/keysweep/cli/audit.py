@@ -1,0 +1,137 @@
+"""`keysweep audit`: the account-level long-lived key clean-up, and the explicit `--deactivate`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from keysweep.central.audit import (
+    AccountTarget,
+    AuditError,
+    AuditOptions,
+    account_targets,
+    open_account,
+    run_audit,
+)
+from keysweep.central.audit_output import FORMATS, render_audit
+from keysweep.central.deactivate import apply_deactivation, check_key_ids, plan_deactivation, read_key_list
+from keysweep.central.store import open_store
+from keysweep.errors import ConfigError, ExitCode
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "audit",
+        help="audit IAM accounts for long-lived key clean-up (no agent needed)",
+        description="List root keys, unused and never-used keys, inactive keys, users without credentials, console "
+        "users and keys past the rotation age, each with the command that fixes it. Exit 1 when there is "
+        "something to clean up.",
+    )
+    who = p.add_argument_group("accounts (default: the account of keysweep's own credentials)")
+    who.add_argument("--account", action="append", default=[], metavar="ID",
+                     help="account to audit by assuming --role-name in it (repeatable)")
+    who.add_argument("--role-name", metavar="NAME", help="role assumed in each --account")
+    who.add_argument("--assume-role-arn", action="append", default=[], metavar="ARN",
+                     help="a role to assume, one per account (repeatable)")
+    who.add_argument("--external-id", metavar="ID", help="ExternalId for AssumeRole")
+    who.add_argument("--session-name", default="keysweep-audit", help="RoleSessionName (default %(default)s)")
+    p.add_argument("--unused-days", type=int, default=90, metavar="N",
+                   help="active keys unused for more than N days are listed (default %(default)s, CIS)")
+    p.add_argument("--recommended-unused-days", type=int, default=45, metavar="N",
+                   help="the shorter window the output recommends (default %(default)s)")
+    p.add_argument("--rotation-days", type=int, default=90, metavar="N",
+                   help="active keys older than N days are listed for replacement (default %(default)s)")
+    p.add_argument("--report-wait", type=float, default=120.0, metavar="SECONDS",
+                   help="longest wait for the credential report (default %(default)s)")
+    p.add_argument("--db", metavar="PATH", help="fleet store (path or dynamodb://TABLE) to correlate with")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("--no-scp", action="store_true", help="leave the deny-key-creation SCP out of the output")
+    act = p.add_argument_group("deactivation (explicit; never done by default)")
+    act.add_argument("--deactivate", nargs="+", default=[], metavar="KEY_ID",
+                     help="set these access keys Inactive (after a confirmation)")
+    act.add_argument("--deactivate-from", metavar="FILE",
+                     help="key ids to set Inactive: lines, a CSV with key_id, or an audit/report JSON")
+    act.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    p.set_defaults(func=run)
+
+
+@contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    if not path:
+        yield sys.stdout
+        return
+    with open(path, "w", encoding="utf-8") as stream:
+        yield stream
+
+
+def run(args: argparse.Namespace) -> ExitCode:
+    targets = account_targets(accounts=args.account, role_name=args.role_name, role_arns=args.assume_role_arn)
+    if args.deactivate or args.deactivate_from:
+        return _deactivate(args, targets)
+    options = AuditOptions(unused_days=args.unused_days, recommended_unused_days=args.recommended_unused_days,
+                           rotation_days=args.rotation_days, report_max_wait=args.report_wait)
+    store = open_store(args.db, create=False) if args.db else None
+    try:
+        findings = list(store.iter_findings()) if store else None
+        result = run_audit(targets, options, findings=findings, session_name=args.session_name,
+                           external_id=args.external_id)
+    finally:
+        if store:
+            store.close()
+    with _output(args.output) as stream:
+        render_audit(result, args.format, stream, include_scp=not args.no_scp)
+    for acct in result.failed_accounts:
+        print(f"keysweep: account {acct.account_id} not audited: {acct.error}", file=sys.stderr)
+    if result.failed_accounts and len(result.failed_accounts) == len(result.accounts):
+        return ExitCode.RUNTIME
+    if result.items:
+        return ExitCode.FINDINGS
+    return ExitCode.RUNTIME if result.failed_accounts else ExitCode.CLEAN
+
+
+def _deactivate(args: argparse.Namespace, targets: list[AccountTarget]) -> ExitCode:
+    key_ids = check_key_ids(args.deactivate)
+    if args.deactivate_from:
+        key_ids = check_key_ids(key_ids + read_key_list(Path(args.deactivate_from)))
+    accounts = []
+    for target in targets:
+        try:
+            accounts.append(open_account(target, session_name=args.session_name, external_id=args.external_id))
+        except AuditError as exc:
+            print(f"keysweep: {exc}", file=sys.stderr)
+    if not accounts:
+        return ExitCode.RUNTIME
+    plan = plan_deactivation(key_ids, accounts)
+    todo = [p for p in plan if p.user and p.status == "Active"]
+    print(f"{len(todo)} of {len(plan)} key(s) will be set Inactive:", file=sys.stderr)
+    for item in plan:
+        if item.user:
+            state = "will deactivate" if item.status == "Active" else f"already {item.status}"
+            print(f"  {item.key_id}  user {item.user}  account {item.account_id}  {state}", file=sys.stderr)
+        else:
+            print(f"  {item.key_id}  skipped: {item.reason}", file=sys.stderr)
+    if todo and not args.yes:
+        print(f"Set {len(todo)} key(s) Inactive? Type 'yes' to go on: ", end="", file=sys.stderr, flush=True)
+        answer = sys.stdin.readline()
+        if not answer:
+            raise ConfigError("--deactivate needs a confirmation: answer the prompt or add --yes")
+        if answer.strip().lower() != "yes":
+            print("keysweep: nothing changed", file=sys.stderr)
+            return ExitCode.USAGE
+    store = open_store(args.db, create=False) if args.db else None
+    try:
+        results = apply_deactivation(plan, accounts, store=store)
+    finally:
+        if store:
+            store.close()
+    for r in results:
+        extra = f" by {r.actor} at {r.at}" if r.outcome == "deactivated" else f" ({r.error})" if r.error else ""
+        print(f"{r.key_id}\t{r.outcome}{extra}")
+    failed = [r for r in results if r.outcome in ("failed", "not-found")]
+    return ExitCode.RUNTIME if failed else ExitCode.CLEAN
+

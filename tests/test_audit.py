@@ -1,0 +1,330 @@
+"""The account audit: checks on a real-column report file, and end to end against moto's IAM and STS over HTTP."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from keysweep import aws
+from keysweep.central.audit import AuditOptions, account_targets, evaluate_report
+from keysweep.central.credential_report import parse_credential_report
+from keysweep.central.store import open_store
+from keysweep.cli import main
+from keysweep.errors import ConfigError
+
+from tests.support.messages import finding_message, host
+
+DATA = Path(__file__).parent / "data"
+NOW = datetime(2026, 11, 28, 12, tzinfo=UTC)
+
+
+def _checks(items):
+    return sorted((i.check, i.user or "", i.key_id or "") for i in items)
+
+
+def test_checks_on_a_real_report_file():
+    report = parse_credential_report((DATA / "credential-report-sample.csv").read_bytes())
+    items = evaluate_report(report, account_id="123456789012", options=AuditOptions(now=NOW))
+    by = {(i.check, i.user) for i in items}
+    assert by == {
+        ("root-access-key", "<root_account>"),
+        ("console-user-with-keys", "alice"),
+        ("inactive-key", "alice"),
+        ("never-used-key", "deploy-bot"),
+        ("unused-key", "backup"),
+        ("never-used-key", "olduser"),
+        ("user-without-credentials", "ghost"),
+        ("console-user", "erin"),
+        ("inactive-key", "retired"),
+        ("user-without-credentials", "retired"),
+    }
+    assert sum(1 for i in items if i.check == "inactive-key" and i.user == "retired") == 2
+    old = next(i for i in items if i.user == "olduser")
+    assert "2015-04-22" in old.summary and old.details["use_may_predate_tracking"] is True
+    backup = next(i for i in items if i.check == "unused-key")
+    assert backup.details["idle_days"] == 211 and backup.details["last_used_service"] == "dynamodb"
+    root = next(i for i in items if i.check == "root-access-key")
+    assert root.severity == "critical" and root.details["keys"][0]["last_used_service"] == "s3"
+    retired = next(i for i in items if i.check == "user-without-credentials" and i.user == "retired")
+    # the user's two inactive keys are deleted before the user
+    assert retired.commands[-1] == "aws iam delete-user --user-name retired"
+    assert len([c for c in retired.commands if "delete-access-key" in c]) == 2
+    # every item says what to do and how
+    assert all(i.action and i.commands for i in items)
+
+
+def test_thresholds_are_options():
+    report = parse_credential_report((DATA / "credential-report-sample.csv").read_bytes())
+    strict = evaluate_report(report, account_id="1", options=AuditOptions(now=NOW, unused_days=250, rotation_days=30))
+    checks = {(i.check, i.user) for i in strict}
+    assert ("unused-key", "backup") not in checks  # 211 days idle < 250
+    assert ("old-key", "backup") in checks  # …but older than 30 days and still in use
+    assert ("old-key", "alice") in checks  # 58 days old
+    assert all(i.check != "old-key" for i in evaluate_report(report, account_id="1", options=AuditOptions(now=NOW))
+               if i.user == "alice")
+
+
+def test_root_keys_from_account_summary_alone():
+    report = parse_credential_report("user,arn\nbob,arn:aws:iam::123456789012:user/bob\n")
+    items = evaluate_report(report, account_id="123456789012", options=AuditOptions(now=NOW), root_keys_present=True)
+    assert [i.check for i in items if i.severity == "critical"] == ["root-access-key"]
+
+
+def test_bad_account_options_are_usage_errors():
+    with pytest.raises(ConfigError, match="role-name"):
+        account_targets(accounts=["111111111111"])
+    with pytest.raises(ConfigError, match="12 digits"):
+        account_targets(accounts=["1111"], role_name="r")
+    with pytest.raises(ConfigError, match="role ARN"):
+        account_targets(role_arns=["arn:aws:iam::111111111111:user/x"])
+    with pytest.raises(ConfigError, match="at least 1 day"):
+        AuditOptions(unused_days=0)
+    assert main(["audit", "--account", "111111111111"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ against moto's IAM
+
+SECRETS: list[str] = []
+POLICY = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]})
+
+
+def _key(iam, user):
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    SECRETS.append(key["SecretAccessKey"])
+    return key
+
+
+def _populate(iam):
+    """One user per check; returns the key ids by role."""
+    keys = {}
+    iam.create_user(UserName="idle-svc")
+    keys["idle"] = _key(iam, "idle-svc")["AccessKeyId"]
+    iam.create_user(UserName="busy-svc")
+    busy = _key(iam, "busy-svc")
+    keys["busy"] = busy["AccessKeyId"]
+    # using the key makes moto record its last use
+    aws.isolated_client("sts", access_key_id=busy["AccessKeyId"],
+                        secret_access_key=busy["SecretAccessKey"]).get_caller_identity()
+    iam.create_user(UserName="off-svc")
+    keys["off"] = _key(iam, "off-svc")["AccessKeyId"]
+    iam.update_access_key(UserName="off-svc", AccessKeyId=keys["off"], Status="Inactive")
+    iam.create_user(UserName="nobody")
+    iam.create_group(GroupName="readers")
+    iam.add_user_to_group(GroupName="readers", UserName="nobody")
+    for name in ("ReadOnly", "S3Read"):
+        iam.create_policy(PolicyName=name, PolicyDocument=POLICY)
+    iam.attach_user_policy(UserName="nobody", PolicyArn="arn:aws:iam::123456789012:policy/ReadOnly")
+    iam.put_user_policy(UserName="nobody", PolicyName="extra", PolicyDocument=POLICY)
+    iam.create_user(UserName="human")
+    iam.create_login_profile(UserName="human", Password="Corr3ct-horse-battery!")
+    iam.create_user(UserName="human-keys")
+    iam.create_login_profile(UserName="human-keys", Password="Corr3ct-horse-battery!")
+    keys["human"] = _key(iam, "human-keys")["AccessKeyId"]
+    return keys
+
+
+def _audit_json(capsys, *argv):
+    code = main(["audit", "--format", "json", *argv])
+    out = capsys.readouterr()
+    for secret in SECRETS:
+        assert secret not in out.out and secret not in out.err
+    return code, json.loads(out.out)
+
+
+@pytest.mark.timeout(120)
+def test_audit_against_moto(moto_server, capsys):
+    iam = aws.make_client("iam")
+    keys = _populate(iam)
+    code, doc = _audit_json(capsys)
+    assert code == 1
+    got = {(i["check"], i["user"], i["key_id"]) for i in doc["items"]}
+    assert got == {
+        ("never-used-key", "idle-svc", keys["idle"]),
+        ("inactive-key", "off-svc", keys["off"]),
+        ("user-without-credentials", "off-svc", None),
+        ("user-without-credentials", "nobody", None),
+        ("console-user", "human", None),
+        ("console-user-with-keys", "human-keys", keys["human"]),
+        ("never-used-key", "human-keys", keys["human"]),
+    }
+    [acct] = doc["accounts"]
+    assert acct["account_id"] == "123456789012" and acct["error"] is None and acct["keys"] == 4
+    nobody = next(i for i in doc["items"] if i["user"] == "nobody")
+    assert nobody["commands"] == [
+        "aws iam detach-user-policy --user-name nobody --policy-arn arn:aws:iam::123456789012:policy/ReadOnly",
+        "aws iam delete-user-policy --user-name nobody --policy-name extra",
+        "aws iam remove-user-from-group --user-name nobody --group-name readers",
+        "aws iam delete-user --user-name nobody",
+    ]
+    off = next(i for i in doc["items"] if i["check"] == "user-without-credentials" and i["user"] == "off-svc")
+    assert f"aws iam delete-access-key --user-name off-svc --access-key-id {keys['off']}" in off["commands"]
+    # the SCP, with its warning, and the shorter-window advice
+    assert doc["scp"]["policy"]["Statement"][0]["Action"] == ["iam:CreateAccessKey", "iam:CreateUser"]
+    assert "rotation" in doc["scp"]["warning"] and doc["scp"]["ready_accounts"] == []
+    assert any("45 days" in n for n in doc["notes"])
+    assert doc["counts"]["never-used-key"] == 2
+
+
+@pytest.mark.timeout(120)
+def test_unused_and_old_keys_with_a_later_clock(moto_server):
+    """moto stamps creation and use with its own clock, so the audit's clock moves forward instead."""
+    from keysweep.central.audit import run_audit
+
+    keys = _populate(aws.make_client("iam"))
+    later = datetime.now(UTC) + timedelta(days=100)
+    result = run_audit(account_targets(), AuditOptions(now=later))
+    got = {(i.check, i.key_id) for i in result.items}
+    assert ("unused-key", keys["busy"]) in got
+    busy = next(i for i in result.items if i.key_id == keys["busy"] and i.check == "unused-key")
+    assert busy.details["idle_days"] == 100
+    assert busy.details["last_used_service"] == "not_supported"  # moto's report leaves service/region out
+    young = run_audit(account_targets(), AuditOptions(now=datetime.now(UTC) + timedelta(days=20), rotation_days=10))
+    assert ("old-key", keys["busy"]) in {(i.check, i.key_id) for i in young.items}
+    assert ("unused-key", keys["busy"]) not in {(i.check, i.key_id) for i in young.items}
+
+
+@pytest.mark.timeout(120)
+def test_several_accounts_by_assuming_a_role(moto_server, capsys):
+    iam = aws.make_client("iam")
+    for account, user in (("111111111111", "alpha"), ("222222222222", "beta")):
+        role_arn = f"arn:aws:iam::{account}:role/KeysweepAudit"
+        creds = aws.make_client("sts").assume_role(RoleArn=role_arn, RoleSessionName="setup")["Credentials"]
+        other = aws.isolated_client("iam", access_key_id=creds["AccessKeyId"],
+                                    secret_access_key=creds["SecretAccessKey"], session_token=creds["SessionToken"])
+        other.create_user(UserName=user)
+    iam.create_user(UserName="home")  # in the caller's own account: not audited when roles are given
+    code, doc = _audit_json(capsys, "--account", "111111111111", "--account", "222222222222",
+                            "--role-name", "KeysweepAudit", "--format", "json")
+    assert code == 1
+    assert [(a["account_id"], a["caller_arn"]) for a in doc["accounts"]] == [
+        ("111111111111", "arn:aws:sts::111111111111:assumed-role/KeysweepAudit/keysweep-audit"),
+        ("222222222222", "arn:aws:sts::222222222222:assumed-role/KeysweepAudit/keysweep-audit"),
+    ]
+    assert {(i["account_id"], i["user"]) for i in doc["items"]} == {("111111111111", "alpha"),
+                                                                    ("222222222222", "beta")}
+    assert doc["scp"]["ready_accounts"] == ["111111111111", "222222222222"]
+
+
+@pytest.mark.timeout(120)
+def test_table_and_csv_formats(moto_server, capsys):
+    keys = _populate(aws.make_client("iam"))
+    assert main(["audit", "--format", "table"]) == 1
+    table = capsys.readouterr().out
+    assert "[MEDIUM] never-used-key" in table and "[LOW] inactive-key" in table
+    assert f"$ aws iam update-access-key --user-name idle-svc --access-key-id {keys['idle']} --status Inactive" in table
+    assert "WARNING: This SCP also blocks key rotation" in table
+    assert "iam:CreateAccessKey" in table
+    assert main(["audit", "--format", "csv"]) == 1
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["check"] for r in rows} >= {"never-used-key", "inactive-key", "console-user"}
+    idle = next(r for r in rows if r["key_id"] == keys["idle"])
+    assert idle["commands"].splitlines()[0].startswith("aws iam update-access-key")
+    for secret in SECRETS:
+        assert secret not in table
+
+
+# ------------------------------------------------------------------------------------------ fleet correlation
+
+def _fleet(db: Path, known_key: str) -> None:
+    store = open_store(str(db))
+    try:
+        for h, path in ((host("i-0aaaaaaaaaaaaaaa1", "web-1"), "/home/app/.aws/credentials"),
+                        (host("i-0aaaaaaaaaaaaaaa2", "web-2"), "/srv/app/.env")):
+            store.upsert_finding(finding_message(host_info=h, key_id=known_key, path=path))
+        store.upsert_finding(finding_message(host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"),
+                                             key_id="AKIAXYZDQCEN4B6JSJQI", path="/opt/job/config.ini"))
+    finally:
+        store.close()
+
+
+@pytest.mark.timeout(120)
+def test_correlation_with_the_fleet_store(moto_server, capsys, tmp_path):
+    iam = aws.make_client("iam")
+    keys = _populate(iam)
+    iam.attach_user_policy(UserName="busy-svc", PolicyArn="arn:aws:iam::123456789012:policy/S3Read")
+    iam.add_user_to_group(GroupName="readers", UserName="busy-svc")
+    db = tmp_path / "fleet.db"
+    _fleet(db, keys["busy"])
+    code, doc = _audit_json(capsys, "--db", str(db))
+    assert code == 1
+    on_hosts = [i for i in doc["items"] if i["check"] == "key-on-hosts"]
+    assert [(i["user"], i["key_id"]) for i in on_hosts] == [("busy-svc", keys["busy"])]
+    hk = next(k for k in doc["host_keys"] if k["key_id"] == keys["busy"])
+    assert hk["known"] and hk["hosts"] == ["web-1", "web-2"]
+    assert hk["last_used_service"] == "sts" and hk["last_used_region"] == "us-east-1" and hk["last_used"]
+    assert hk["policies"]["attached"] == ["arn:aws:iam::123456789012:policy/S3Read"]
+    assert list(hk["policies"]["groups"]) == ["readers"]
+    assert "S3Read" in on_hosts[0]["summary"] and "group readers: ReadOnly" not in on_hosts[0]["summary"]
+    unknown = [i for i in doc["items"] if i["check"] == "host-key-unknown-to-audit"]
+    assert [(i["key_id"], i["account_id"]) for i in unknown] == [("AKIAXYZDQCEN4B6JSJQI", "534261010715")]
+    assert unknown[0]["severity"] == "high" and "batch-1" in unknown[0]["summary"]
+
+
+# ------------------------------------------------------------------------------------------ deactivation
+
+def _cli(args, stdin="", env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "keysweep", *args], input=stdin, capture_output=True, text=True,
+                          env=env, timeout=60, cwd=Path(__file__).parent.parent)
+
+
+@pytest.mark.timeout(120)
+def test_deactivate_needs_confirmation(moto_server):
+    iam = aws.make_client("iam")
+    keys = _populate(iam)
+
+    def status():
+        return iam.list_access_keys(UserName="idle-svc")["AccessKeyMetadata"][0]["Status"]
+
+    refused = _cli(["audit", "--deactivate", keys["idle"]], stdin="no\n")
+    assert refused.returncode == 2 and "nothing changed" in refused.stderr and status() == "Active"
+    silent = _cli(["audit", "--deactivate", keys["idle"]], stdin="")
+    assert silent.returncode == 2 and "--yes" in silent.stderr and status() == "Active"
+    agreed = _cli(["audit", "--deactivate", keys["idle"]], stdin="yes\n")
+    assert agreed.returncode == 0, agreed.stderr
+    assert "idle-svc" in agreed.stderr and status() == "Inactive"
+    assert f"{keys['idle']}\tdeactivated by arn:aws:sts::123456789012:user/moto" in agreed.stdout
+
+
+@pytest.mark.timeout(120)
+def test_deactivate_from_a_report_records_who_and_when(moto_server, capsys, tmp_path):
+    iam = aws.make_client("iam")
+    keys = _populate(iam)
+    db = tmp_path / "fleet.db"
+    _fleet(db, keys["busy"])
+    listing = tmp_path / "keys.json"
+    listing.write_text(json.dumps({"items": [{"key_id": keys["busy"]}, {"key_id": keys["off"]},
+                                             {"key_id": "AKIAXYZDQCEN4B6JSJQI"}]}))
+    code = main(["audit", "--deactivate-from", str(listing), "--yes", "--db", str(db)])
+    out = capsys.readouterr()
+    assert code == 3  # the key of an unaudited account could not be deactivated
+    assert f"{keys['off']}\talready-inactive" in out.out
+    assert "AKIAXYZDQCEN4B6JSJQI\tnot-found" in out.out and "534261010715" in out.out
+    meta = iam.list_access_keys(UserName="busy-svc")["AccessKeyMetadata"][0]
+    assert meta["Status"] == "Inactive"
+    store = open_store(str(db), create=False)
+    try:
+        recs = [r for r in store.iter_findings() if r.key_id == keys["busy"]]
+        others = [r for r in store.iter_findings() if r.key_id != keys["busy"]]
+    finally:
+        store.close()
+    assert len(recs) == 2 and {r.deactivated_by for r in recs} == {"arn:aws:sts::123456789012:user/moto"}
+    at = datetime.fromisoformat(recs[0].deactivated_at.replace("Z", "+00:00"))
+    assert abs((datetime.now(UTC) - at).total_seconds()) < 300
+    assert all(r.deactivated_by is None for r in others)
+
+
+def test_deactivate_rejects_what_is_not_a_long_term_key(tmp_path, capsys):
+    assert main(["audit", "--deactivate", "ASIAY34FZKBOKMUTVV7A", "--yes"]) == 2
+    assert "not a long-term access key" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    assert main(["audit", "--deactivate-from", str(empty), "--yes"]) == 2
