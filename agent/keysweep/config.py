@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
+import inspect
 import re
 import types
 import typing
@@ -283,8 +284,10 @@ def _delegate(section: str, module: str, cls_name: str, data: object, errors: li
     if data is not None and not isinstance(data, Mapping):
         errors.append(f"{section}: expected a mapping of options, got {_describe(data)}")
         data = None
+    # a stage's parser may take the file name; the agent adds it to every line itself
+    kwargs = {"source": None} if "source" in inspect.signature(cls.from_mapping).parameters else {}
     try:
-        return cls.from_mapping(dict(data or {}))
+        return cls.from_mapping(dict(data or {}), **kwargs)
     except ConfigError as exc:
         for line in str(exc).splitlines():
             errors.append(line if line.startswith(section) else f"{section}.{line}")
