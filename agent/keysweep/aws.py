@@ -38,10 +38,12 @@ def service_endpoint(service: str) -> str | None:
     return os.environ.get(env_name) or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
-def make_client(service: str, *, region: str | None = None, config: Config | None = None) -> Any:
+def make_client(
+    service: str, *, region: str | None = None, config: Config | None = None, endpoint_url: str | None = None
+) -> Any:
     """A client using keysweep's own credentials chain (instance profile, task role, environment, …)."""
     session = boto3.session.Session(region_name=region) if region else boto3.session.Session()
-    return session.client(service, config=config or client_config())
+    return session.client(service, config=config or client_config(), endpoint_url=endpoint_url)
 
 
 def isolated_client(

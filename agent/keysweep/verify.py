@@ -1,0 +1,489 @@
+"""Verification: what sts:GetCallerIdentity proves about each found key — done safely.
+
+Order of decisions for each finding (nothing is sent before the last step):
+1. offline gate: canary (key id / profile / decoded account), no secret, key type, example key, missing token;
+2. the account of an old ``AKIAI…``/``AKIAJ…`` key, from sts:GetAccessKeyInfo signed with keysweep's own identity
+   (when configured and available), then canary / deny / allow decisions on that account;
+3. the verification cache (keyed by the keyed fingerprint, never the secret);
+4. a GetCallerIdentity call signed with the found credentials only, at keysweep's own STS endpoint, paced by a
+   global token bucket and per-key-id spacing, with botocore's retries off and our own bounded retries.
+
+The STS answer is mapped explicitly; anything that is not one of the documented STS answers is ``unknown`` with
+a reason and is retried on a later sweep, never ``live`` or ``invalid``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import re
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    ConnectTimeoutError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from keysweep import aws, keyid
+from keysweep.canary import CanaryGate, is_account_id
+from keysweep.config import parse_duration
+from keysweep.errors import ConfigError
+from keysweep.fingerprint import Fingerprinter
+from keysweep.models import Finding, Verification
+from keysweep.ratelimit import KeySpacing, TokenBucket
+from keysweep.verify_cache import CACHE_FILE, VerifyCache
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("live", "invalid", "wrong_secret", "expired", "unknown", "canary", "skipped")
+DEFAULT_REGION = "us-east-1"
+
+# the documented STS answers about a credential, and the status each proves
+_STS_ANSWERS = {
+    "InvalidClientTokenId": "invalid",
+    "SignatureDoesNotMatch": "wrong_secret",
+    "ExpiredToken": "expired",
+}
+_THROTTLING = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+    }
+)
+_TRANSIENT_CODES = frozenset({"InternalFailure", "InternalError", "ServiceUnavailable", "RequestTimeout"})
+_REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+_UNKNOWN_ACCOUNT_POLICIES = ("verify", "skip")
+_DURATIONS = frozenset(
+    {
+        "connect_timeout",
+        "read_timeout",
+        "backoff_base",
+        "backoff_max",
+        "same_key_spacing",
+        "cache_ttl_live",
+        "cache_ttl_invalid",
+        "cache_ttl_wrong_secret",
+        "cache_ttl_expired",
+        "cache_ttl_unknown",
+    }
+)
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """How keysweep verifies keys. Durations are in seconds; a TTL of 0 means "do not cache"."""
+
+    enabled: bool = False
+    endpoint: str | None = None  # None: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, else https://sts.<region>.amazonaws.com
+    region: str = DEFAULT_REGION
+    rate_limit_per_s: float = 5.0
+    max_concurrency: int = 4
+    connect_timeout: float = 3.0
+    read_timeout: float = 5.0
+    max_retries: int = 2  # extra attempts after a transient failure (timeouts, 5xx, throttling)
+    backoff_base: float = 0.5
+    backoff_max: float = 8.0
+    same_key_spacing: float = 5.0  # minimum gap between two calls with the same key id
+    cache_enabled: bool = True
+    cache_ttl_live: float = 86400.0
+    cache_ttl_invalid: float = 7 * 86400.0
+    cache_ttl_wrong_secret: float = 86400.0
+    cache_ttl_expired: float = 7 * 86400.0
+    cache_ttl_unknown: float = 0.0
+    canary_accounts: tuple[str, ...] = ()  # added to rules/canary-accounts.yaml
+    canary_profiles: tuple[str, ...] = ()  # AWS profile names holding honey tokens (e.g. planted by ggshield)
+    canary_key_ids: tuple[str, ...] = ()
+    allow_accounts: tuple[str, ...] = ()  # when set: verify only keys of these accounts
+    deny_accounts: tuple[str, ...] = ()
+    use_get_access_key_info: bool = True
+    unknown_account: str = "verify"  # old key ids whose account stays unknown: "verify" or "skip"
+
+    def endpoint_url(self) -> str:
+        return self.endpoint or aws.service_endpoint("sts") or f"https://sts.{self.region}.amazonaws.com"
+
+    def cache_ttls(self) -> dict[str, float]:
+        return {
+            "live": self.cache_ttl_live,
+            "invalid": self.cache_ttl_invalid,
+            "wrong_secret": self.cache_ttl_wrong_secret,
+            "expired": self.cache_ttl_expired,
+            "unknown": self.cache_ttl_unknown,
+        }
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str | None = None) -> VerifyConfig:
+        """Build from the ``verify:`` section of a configuration file.
+
+        Errors are :class:`ConfigError` naming ``source`` (when given), the key and the value. Durations take
+        seconds or a unit: ``250ms``, ``30s``, ``15m``, ``6h``, ``1d``.
+        """
+        where = f"{source}: verify" if source else "verify"
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+            values[key] = _check_value(str(key), value, where)
+        return cls(**values)
+
+
+def _bad(where: str, key: str, value: Any, expected: str) -> ConfigError:
+    return ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
+
+
+def _check_value(key: str, value: Any, where: str) -> Any:
+    if key in ("enabled", "cache_enabled", "use_get_access_key_info"):
+        if not isinstance(value, bool):
+            raise _bad(where, key, value, "true or false")
+        return value
+    if key == "endpoint":
+        if value is not None and not (isinstance(value, str) and re.match(r"https?://[^\s/]+", value)):
+            raise _bad(where, key, value, "an http(s) URL or null")
+        return value
+    if key == "region":
+        if not (isinstance(value, str) and _REGION_RE.fullmatch(value)):
+            raise _bad(where, key, value, "an AWS region name such as us-east-1")
+        return value
+    if key == "unknown_account":
+        if value not in _UNKNOWN_ACCOUNT_POLICIES:
+            raise _bad(where, key, value, " or ".join(_UNKNOWN_ACCOUNT_POLICIES))
+        return value
+    if key in ("max_concurrency", "max_retries"):
+        low = 1 if key == "max_concurrency" else 0
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 64:
+            raise _bad(where, key, value, f"an integer from {low} to 64")
+        return value
+    if key == "rate_limit_per_s":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1000:
+            raise _bad(where, key, value, "a number of calls per second above 0 (at most 1000)")
+        return float(value)
+    if key in _DURATIONS:
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            raise _bad(where, key, value, "a duration such as 30, 250ms, 30s, 15m, 6h or 1d") from None
+        if seconds == 0 and key in ("connect_timeout", "read_timeout"):
+            raise _bad(where, key, value, "a duration above 0")
+        return seconds
+    if key in ("canary_accounts", "allow_accounts", "deny_accounts"):
+        if not isinstance(value, list) or not all(isinstance(v, str) and is_account_id(v) for v in value):
+            raise _bad(where, key, value, "a list of quoted 12-digit account ids")
+        return tuple(value)
+    if key == "canary_key_ids":
+        if not isinstance(value, list) or not all(isinstance(v, str) and keyid.is_key_id(v) for v in value):
+            raise _bad(where, key, value, "a list of access key ids")
+        return tuple(value)
+    if key == "canary_profiles":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise _bad(where, key, value, "a list of profile names")
+        return tuple(value)
+    raise _bad(where, key, value, "a supported value")  # a field without a rule above
+
+
+def principal_type(arn: str) -> str | None:
+    """iam-user, root, assumed-role or federated-user from a caller ARN (None for anything else)."""
+    parts = arn.split(":", 5)
+    if len(parts) != 6:
+        return None
+    service, resource = parts[2], parts[5]
+    if service == "iam" and resource == "root":
+        return "root"
+    if service == "iam" and resource.startswith("user/"):
+        return "iam-user"
+    if service == "sts" and resource.startswith("assumed-role/"):
+        return "assumed-role"
+    if service == "sts" and resource.startswith("federated-user/"):
+        return "federated-user"
+    return None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verification: Verification
+    retryable: bool = False
+    connection_failed: bool = False
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _unknown(reason: str, *, retryable: bool = False, connection_failed: bool = False) -> Outcome:
+    return Outcome(Verification("unknown", reason=reason, checked_at=_now()), retryable, connection_failed)
+
+
+def classify_identity(answer: Mapping[str, Any]) -> Outcome:
+    """A 200 answer is ``live`` only when it carries a well-formed account and ARN."""
+    account, arn, user_id = answer.get("Account"), answer.get("Arn"), answer.get("UserId")
+    if not (isinstance(account, str) and is_account_id(account) and isinstance(arn, str) and arn.startswith("arn:")):
+        return _unknown("malformed-response")
+    return Outcome(
+        Verification(
+            "live",
+            account=account,
+            arn=arn,
+            user_id=user_id if isinstance(user_id, str) else None,
+            principal_type=principal_type(arn),
+            checked_at=_now(),
+        )
+    )
+
+
+def classify_error(exc: Exception) -> Outcome:
+    """Map a failed call to an outcome. Only a documented STS error document proves invalid/wrong/expired."""
+    if isinstance(exc, ClientError):
+        response = exc.response or {}
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        error = response.get("Error")
+        code = error.get("Code") if isinstance(error, dict) else None
+        if code in _STS_ANSWERS and status in (400, 403):
+            return Outcome(Verification(_STS_ANSWERS[code], reason=code, checked_at=_now()))
+        if code in _THROTTLING or status == 429:
+            return _unknown("throttled", retryable=True)
+        if status >= 500 or code in _TRANSIENT_CODES:
+            return _unknown(f"server-error-{status}" if status >= 500 else f"sts-error:{code}", retryable=True)
+        if isinstance(code, str) and code and not code.isdigit() and status in (400, 403):
+            return _unknown(f"sts-error:{code}")
+        return _unknown(f"not-sts-response-{status}" if status else "not-sts-response")
+    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+        return _unknown("timeout", retryable=True, connection_failed=True)
+    if isinstance(exc, BotoConnectionError):
+        return _unknown("connection-failed", retryable=True, connection_failed=True)
+    if isinstance(exc, BotoCoreError):
+        return _unknown(f"client-error:{exc.__class__.__name__}")
+    # botocore raises plain KeyError/ValueError on some malformed bodies (e.g. a proxy's HTML page with a 200)
+    return _unknown(f"unexpected-error:{exc.__class__.__name__}")
+
+
+class Verifier:
+    """Verifies findings as configured. One instance per sweep or scan; thread-safe inside ``verify_all``."""
+
+    def __init__(self, config: VerifyConfig, *, state_dir: Path | None, fingerprinter: Fingerprinter | None) -> None:
+        self.config = config
+        self.endpoint = config.endpoint_url()
+        self._fingerprinter = fingerprinter
+        self._gate = CanaryGate.build(
+            extra_accounts=config.canary_accounts, profiles=config.canary_profiles, key_ids=config.canary_key_ids
+        )
+        self._allow = frozenset(config.allow_accounts)
+        self._deny = frozenset(config.deny_accounts)
+        cache_path = state_dir / CACHE_FILE if (state_dir is not None and config.cache_enabled) else None
+        self._cache = VerifyCache(cache_path, config.cache_ttls() if config.cache_enabled else {})
+        self._bucket = TokenBucket(config.rate_limit_per_s)
+        self._spacing = KeySpacing(config.same_key_spacing)
+        self._client_config = aws.client_config(
+            connect_timeout=config.connect_timeout, read_timeout=config.read_timeout, max_attempts=0
+        )
+        self._endpoint_down = threading.Event()
+        self._account_lookups: dict[str, tuple[str | None, str | None]] = {}
+        self.calls = 0  # STS requests made (GetCallerIdentity and GetAccessKeyInfo)
+        self._calls_lock = threading.Lock()
+
+    # -- the pipeline -------------------------------------------------------------------------------------------
+    def verify_all(self, findings: Iterable[Finding]) -> list[Finding]:
+        items = list(findings)
+        decided: dict[int, Verification] = {}
+        accounts: dict[int, str | None] = {}
+        for i, f in enumerate(items):
+            accounts[i] = f.account_id or keyid.decode_account(f.key_id)
+            v = self._offline_gate(f, accounts[i])
+            if v is not None:
+                decided[i] = v
+
+        for i, f in enumerate(items):
+            if i in decided:
+                continue
+            if accounts[i] is None and self.config.use_get_access_key_info:
+                accounts[i] = self._lookup_account(f.key_id)
+            v = self._account_gate(f, accounts[i])
+            if v is not None:
+                decided[i] = v
+
+        groups: dict[str, list[int]] = {}
+        for i, f in enumerate(items):
+            if i in decided:
+                continue
+            key = self._cache_key(f)
+            cached = self._cache.get(key)
+            if cached is not None:
+                decided[i] = cached
+            else:
+                groups.setdefault(key, []).append(i)
+
+        if groups:
+            workers = max(1, min(self.config.max_concurrency, len(groups)))
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keysweep-verify") as pool:
+                futures = {key: pool.submit(self._check, items[idx[0]]) for key, idx in groups.items()}
+                for key, future in futures.items():
+                    v = future.result()
+                    self._cache.put(key, v)
+                    for i in groups[key]:
+                        decided[i] = v
+        try:
+            self._cache.save()
+        except OSError as exc:
+            log.warning("could not save the verification cache: %s", exc.__class__.__name__)
+
+        return [self._apply(f, decided[i], accounts[i]) for i, f in enumerate(items)]
+
+    def _offline_gate(self, f: Finding, account: str | None) -> Verification | None:
+        reason = self._gate.reason(f, account)
+        if reason is not None:
+            return Verification("canary", account=account, reason=reason)
+        if not self.config.enabled:
+            return Verification("skipped", account=account, reason="verification-disabled")
+        if f.secret is None:
+            return Verification("skipped", account=account, reason="no-secret")
+        if keyid.key_type(f.key_id) not in ("long-term", "temporary"):
+            return Verification("skipped", account=account, reason="key-type-not-verifiable")
+        if keyid.is_example_key(f.key_id):
+            return Verification("skipped", account=account, reason="example-key")
+        if keyid.key_type(f.key_id) == "temporary" and f.session_token is None:
+            return Verification("skipped", account=account, reason="no-session-token")
+        return None
+
+    def _account_gate(self, f: Finding, account: str | None) -> Verification | None:
+        reason = self._gate.reason(f, account)
+        if reason is not None:
+            return Verification("canary", account=account, reason=reason)
+        if account is not None and account in self._deny:
+            return Verification("skipped", account=account, reason="account-denied")
+        if self._allow and account is None:
+            return Verification("skipped", reason="account-unknown")
+        if self._allow and account not in self._allow:
+            return Verification("skipped", account=account, reason="account-not-allowed")
+        if account is None and self.config.unknown_account == "skip":
+            return Verification("skipped", reason="account-unknown")
+        return None
+
+    def _apply(self, f: Finding, v: Verification, account: str | None) -> Finding:
+        if v.account is None and account is not None:
+            v = dataclasses.replace(v, account=account)
+        changes: dict[str, Any] = {"verification": v}
+        if f.account_id is None and v.account is not None:
+            changes["account_id"] = v.account
+        if v.status == "live" and v.principal_type == "root":
+            changes["severity"] = "critical"
+        return dataclasses.replace(f, **changes)
+
+    def _cache_key(self, f: Finding) -> str:
+        # endpoint-scoped: an answer from one STS endpoint (an emulator, a VPC endpoint) says nothing about another
+        scope = f"{self.endpoint}|"
+        if self._fingerprinter is None or f.secret is None:
+            return scope + f.fingerprint
+        key = self._fingerprinter.key_fingerprint(f.key_id, f.secret.reveal())
+        if f.session_token is not None:
+            key += ":" + self._fingerprinter.secret_fingerprint(f.session_token.reveal())
+        return scope + key
+
+    # -- network ------------------------------------------------------------------------------------------------
+    def _count_call(self) -> None:
+        with self._calls_lock:
+            self.calls += 1
+
+    def _backoff(self, attempt: int) -> float:
+        cap = min(self.config.backoff_max, self.config.backoff_base * (2 ** (attempt - 1)))
+        return cap / 2 + random.uniform(0, cap / 2)
+
+    def _check(self, f: Finding) -> Verification:
+        """GetCallerIdentity with the finding's credentials, with bounded retries; never raises."""
+        transient_retries = 0
+        signature_retried = False
+        while True:
+            if self._endpoint_down.is_set():
+                return _unknown("endpoint-unreachable").verification
+            self._bucket.acquire()
+            self._spacing.acquire(f.key_id)
+            attempt = self._call_identity(f)
+            v = attempt.verification
+            if v.status == "wrong_secret" and not signature_retried:
+                # a second call with the same key id and another secret within ~5 s can be rejected spuriously
+                signature_retried = True
+                continue
+            if attempt.retryable and transient_retries < self.config.max_retries:
+                transient_retries += 1
+                time.sleep(self._backoff(transient_retries))
+                continue
+            if attempt.connection_failed:
+                self._endpoint_down.set()
+            log.info("verified %s: %s%s", f.key_id, v.status, f" ({v.reason})" if v.reason else "")
+            return v
+
+    def _call_identity(self, f: Finding) -> Outcome:
+        assert f.secret is not None
+        try:
+            client = aws.isolated_client(
+                "sts",
+                access_key_id=f.key_id,
+                secret_access_key=f.secret.reveal(),
+                session_token=f.session_token.reveal() if f.session_token else None,
+                region=self.config.region,
+                endpoint_url=self.endpoint,
+                config=self._client_config,
+            )
+            self._count_call()
+            answer = client.get_caller_identity()
+        except Exception as exc:  # every failure becomes an outcome; none may stop the sweep
+            return classify_error(exc)
+        return classify_identity(answer)
+
+    def _lookup_account(self, key_id: str) -> str | None:
+        """The owning account of a key id, from sts:GetAccessKeyInfo signed with keysweep's own identity."""
+        if key_id in self._account_lookups:
+            return self._account_lookups[key_id][0]
+        account: str | None = None
+        reason: str | None = None
+        for attempt in range(self.config.max_retries + 1):
+            if self._endpoint_down.is_set():
+                reason = "endpoint-unreachable"
+                break
+            self._bucket.acquire()
+            try:
+                client = aws.make_client(
+                    "sts", region=self.config.region, config=self._client_config, endpoint_url=self.endpoint
+                )
+                self._count_call()
+                answer = client.get_access_key_info(AccessKeyId=key_id)
+            except NoCredentialsError:
+                reason = "no-agent-credentials"
+                break
+            except Exception as exc:
+                outcome = classify_error(exc)
+                reason = outcome.verification.reason
+                if outcome.retryable and attempt < self.config.max_retries:
+                    time.sleep(self._backoff(attempt + 1))
+                    continue
+                break
+            value = answer.get("Account")
+            if isinstance(value, str) and is_account_id(value):
+                account = value
+            else:
+                reason = "malformed-response"
+            break
+        if account is None:
+            log.info("account of %s not learned (%s)", key_id, reason)
+        self._account_lookups[key_id] = (account, reason)
+        return account

@@ -1,0 +1,116 @@
+"""The verification cache: what STS said about a key, keyed by the key's keyed fingerprint, with a TTL per status.
+
+The file (``verify-cache.json`` in the state directory) holds no secret and no key id: entries are keyed by
+an HMAC fingerprint that only this installation can compute. It is written atomically (temp file, fsync,
+rename) with mode 0600; a damaged file is ignored and rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from keysweep.models import Verification
+
+log = logging.getLogger(__name__)
+
+CACHE_FILE = "verify-cache.json"
+_FORMAT = 1
+_FIELDS = ("status", "account", "arn", "user_id", "principal_type", "reason", "checked_at")
+
+
+class VerifyCache:
+    """In memory while a run lasts; ``save()`` persists it. ``path`` None keeps it in memory only."""
+
+    def __init__(self, path: Path | None, ttls: Mapping[str, float], *, clock: Callable[[], float] = time.time) -> None:
+        self.path = path
+        self.ttls = dict(ttls)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, dict[str, Any]] = {}
+        self._dirty = False
+        if path is not None:
+            self._entries = self._load(path)
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, dict[str, Any]]:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                doc = json.load(fh)
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("verification cache %s unreadable (%s); starting empty", path, exc.__class__.__name__)
+            return {}
+        entries = doc.get("entries") if isinstance(doc, dict) and doc.get("format") == _FORMAT else None
+        if not isinstance(entries, dict):
+            return {}
+        return {
+            k: v for k, v in entries.items() if isinstance(v, dict) and isinstance(v.get("expires_at"), int | float)
+        }
+
+    def get(self, key: str) -> Verification | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            if entry["expires_at"] <= self._clock():
+                del self._entries[key]
+                self._dirty = True
+                return None
+        fields = {f: entry.get(f) for f in _FIELDS}
+        if not isinstance(fields["status"], str):
+            return None
+        return Verification(**fields, cached=True)
+
+    def put(self, key: str, verification: Verification) -> None:
+        ttl = self.ttls.get(verification.status, 0)
+        if ttl <= 0:
+            return
+        entry = {f: getattr(verification, f) for f in _FIELDS}
+        entry["expires_at"] = self._clock() + ttl
+        with self._lock:
+            self._entries[key] = entry
+            self._dirty = True
+
+    def save(self) -> None:
+        if self.path is None or not self._dirty:
+            return
+        now = self._clock()
+        with self._lock:
+            live = {k: v for k, v in self._entries.items() if v["expires_at"] > now}
+            self._entries = live
+            self._dirty = False
+            data = json.dumps({"format": _FORMAT, "entries": live}, sort_keys=True).encode()
+        atomic_write(self.path, data)
+
+
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so a reader sees the old or the new file, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -1,0 +1,283 @@
+"""Verification against moto's STS over real HTTP, with a recording proxy showing exactly what keysweep sent."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+from keysweep import __version__, keyid
+from keysweep.verify import Verifier, VerifyConfig
+from keysweep.verify_cache import CACHE_FILE
+
+from tests.support.moto_server import MotoServer
+from tests.support.recording_proxy import RecordingProxy, recording_proxy
+from tests.support.verify_findings import FINGERPRINTER, finding
+
+MOTO_ACCOUNT = "123456789012"
+CANARY_KEY = "AKIAXYZDQCEN4B6JSJQI"  # decodes to 534261010715, a Thinkst canary account
+CANARY_SECRET = "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"
+MADE_UP_KEY = "AKIAQQQQRRRRSSSSTTT2"
+MADE_UP_SECRET = "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"
+OLD_FORMAT_KEY = "AKIAJ2ZZZZQQQQRRRRSS"
+
+FAST = VerifyConfig(
+    enabled=True,
+    rate_limit_per_s=1000,
+    connect_timeout=2.0,
+    read_timeout=5.0,
+    backoff_base=0.01,
+    backoff_max=0.05,
+    same_key_spacing=0.05,
+)
+
+
+@dataclass(frozen=True)
+class Key:
+    key_id: str
+    secret: str
+
+
+@dataclass
+class Emulator:
+    server: MotoServer
+    proxy: RecordingProxy
+    alice: Key
+    agent: Key
+    role_arn: str
+
+    def requests_with(self, needle: str) -> list:
+        return [r for r in self.proxy.snapshot() if needle in r.headers.get("Authorization", "")]
+
+
+def _create_user(iam, name: str, actions: list[str]) -> Key:
+    iam.create_user(UserName=name)
+    if actions:
+        doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
+        iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(doc))
+    k = boto3.client("iam").create_access_key(UserName=name)["AccessKey"]
+    return Key(k["AccessKeyId"], k["SecretAccessKey"])
+
+
+@pytest.fixture
+def emulator(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    iam = boto3.client("iam")
+    alice = _create_user(iam, "alice", ["sts:AssumeRole"])
+    agent = _create_user(iam, "keysweep-agent", ["sts:GetAccessKeyInfo"])
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    }
+    role_arn = iam.create_role(RoleName="ci", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    moto_server.enable_auth()
+    with recording_proxy(moto_server.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", proxy.endpoint)
+        yield Emulator(moto_server, proxy, alice, agent, role_arn)
+
+
+def run(findings, state_dir: Path | None = None, **overrides):
+    verifier = Verifier(dataclasses.replace(FAST, **overrides), state_dir=state_dir, fingerprinter=FINGERPRINTER)
+    return verifier.verify_all(findings)
+
+
+@pytest.mark.timeout(60)
+def test_live_key_reports_account_and_arn_and_is_recognisable(emulator: Emulator):
+    (out,) = run([finding(emulator.alice.key_id, emulator.alice.secret)])
+    v = out.verification
+    assert (v.status, v.account, v.arn, v.principal_type) == (
+        "live",
+        MOTO_ACCOUNT,
+        f"arn:aws:iam::{MOTO_ACCOUNT}:user/alice",
+        "iam-user",
+    )
+    assert v.user_id and v.checked_at and not v.cached
+    assert out.to_dict()["verification"]["status"] == "live"
+    (request,) = emulator.requests_with(emulator.alice.key_id)
+    assert f"keysweep/{__version__}" in request.headers["User-Agent"]
+
+
+@pytest.mark.timeout(60)
+def test_wrong_secret_is_retried_once_then_wrong_secret(emulator: Emulator):
+    (out,) = run([finding(emulator.alice.key_id, MADE_UP_SECRET)])
+    assert out.verification.status == "wrong_secret"
+    assert len(emulator.requests_with(emulator.alice.key_id)) == 2
+
+
+@pytest.mark.timeout(60)
+def test_made_up_key_is_invalid(emulator: Emulator):
+    (out,) = run([finding(MADE_UP_KEY, MADE_UP_SECRET)])
+    assert out.verification.status == "invalid"
+    assert len(emulator.requests_with(MADE_UP_KEY)) == 1
+
+
+@pytest.mark.timeout(60)
+def test_same_key_id_with_a_wrong_and_the_right_secret(emulator: Emulator):
+    out = run([finding(emulator.alice.key_id, MADE_UP_SECRET), finding(emulator.alice.key_id, emulator.alice.secret)])
+    assert sorted(f.verification.status for f in out) == ["live", "wrong_secret"]
+    sent = emulator.requests_with(emulator.alice.key_id)
+    assert len(sent) == 3  # wrong secret twice (one retry), right secret once
+
+
+@pytest.mark.timeout(60)
+def test_temporary_credentials(emulator: Emulator):
+    sts = boto3.client(
+        "sts",
+        aws_access_key_id=emulator.alice.key_id,
+        aws_secret_access_key=emulator.alice.secret,
+        endpoint_url=emulator.server.endpoint,
+    )
+    creds = sts.assume_role(RoleArn=emulator.role_arn, RoleSessionName="build-17")["Credentials"]
+    out = run(
+        [
+            finding(creds["AccessKeyId"], creds["SecretAccessKey"], creds["SessionToken"]),
+            finding(creds["AccessKeyId"], creds["SecretAccessKey"], path="/srv/other/.env"),
+        ]
+    )
+    assert out[0].verification.status == "live"
+    assert out[0].verification.principal_type == "assumed-role"
+    assert out[0].verification.arn == f"arn:aws:sts::{MOTO_ACCOUNT}:assumed-role/ci/build-17"
+    assert (out[1].verification.status, out[1].verification.reason) == ("skipped", "no-session-token")
+    assert len(emulator.requests_with(creds["AccessKeyId"])) == 1
+
+
+@pytest.mark.timeout(60)
+def test_canary_key_is_never_sent(emulator: Emulator):
+    findings = [finding(CANARY_KEY, CANARY_SECRET), finding(emulator.alice.key_id, emulator.alice.secret)]
+    out = run(findings)
+    assert out[0].verification.status == "canary"
+    assert out[0].verification.reason == "canary-account"
+    assert out[0].verification.account == "534261010715"
+    assert out[1].verification.status == "live"
+    for r in emulator.proxy.snapshot():
+        assert CANARY_KEY not in json.dumps(r.headers) and CANARY_KEY.encode() not in r.body
+
+
+@pytest.mark.timeout(60)
+def test_canary_only_scan_makes_no_request(emulator: Emulator):
+    findings = [
+        finding(CANARY_KEY, CANARY_SECRET),
+        finding(emulator.alice.key_id, emulator.alice.secret, profile="prod-backup"),  # a planted honey token
+        finding(MADE_UP_KEY, MADE_UP_SECRET, profile="ci", profile_kind="canary"),
+        finding("AKIAQQQQRRRRSSSSTTT3", MADE_UP_SECRET),
+    ]
+    out = run(findings, canary_profiles=("prod-backup",), canary_key_ids=("AKIAQQQQRRRRSSSSTTT3",))
+    assert [(f.verification.status, f.verification.reason) for f in out] == [
+        ("canary", "canary-account"),
+        ("canary", "canary-profile"),
+        ("canary", "honeytoken-profile"),
+        ("canary", "canary-key-id"),
+    ]
+    assert emulator.proxy.snapshot() == []
+
+
+@pytest.mark.timeout(60)
+def test_configured_canary_account_and_deny_list(emulator: Emulator):
+    (canary,) = run([finding(emulator.alice.key_id, emulator.alice.secret)], canary_accounts=(MOTO_ACCOUNT,))
+    (denied,) = run([finding(emulator.alice.key_id, emulator.alice.secret)], deny_accounts=(MOTO_ACCOUNT,))
+    (other,) = run([finding(emulator.alice.key_id, emulator.alice.secret)], allow_accounts=("111122223333",))
+    assert (canary.verification.status, canary.verification.reason) == ("canary", "canary-account")
+    assert (denied.verification.status, denied.verification.reason) == ("skipped", "account-denied")
+    assert (other.verification.status, other.verification.reason) == ("skipped", "account-not-allowed")
+    assert emulator.proxy.snapshot() == []
+
+
+@pytest.mark.timeout(60)
+def test_old_format_key_account_from_get_access_key_info(emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
+    assert keyid.decode_account(OLD_FORMAT_KEY) is None
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", emulator.agent.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", emulator.agent.secret)
+    # moto answers its own account for a key it does not know; make that account a canary here
+    (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], canary_accounts=(MOTO_ACCOUNT,))
+    assert (out.verification.status, out.verification.account) == ("canary", MOTO_ACCOUNT)
+    assert out.account_id == MOTO_ACCOUNT
+    sent = emulator.proxy.snapshot()
+    assert len(sent) == 1 and b"GetAccessKeyInfo" in sent[0].body
+    assert emulator.agent.key_id in sent[0].headers["Authorization"]
+    assert not emulator.requests_with(OLD_FORMAT_KEY)  # never signed with the found key
+
+    (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)])
+    assert (out.verification.status, out.verification.account) == ("invalid", MOTO_ACCOUNT)
+
+
+@pytest.mark.timeout(60)
+def test_old_format_key_with_allow_list_and_no_agent_identity_is_skipped(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], allow_accounts=(MOTO_ACCOUNT,))
+    assert (out.verification.status, out.verification.reason) == ("skipped", "account-unknown")
+    (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], unknown_account="skip")
+    assert (out.verification.status, out.verification.reason) == ("skipped", "account-unknown")
+    assert emulator.proxy.snapshot() == []
+
+
+@pytest.mark.timeout(60)
+def test_stray_profile_and_session_token_do_not_influence(emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_PROFILE", "missing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "stray-session-token-from-the-agent-environment")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", emulator.agent.key_id)
+    (out,) = run([finding(emulator.alice.key_id, emulator.alice.secret)])
+    assert out.verification.status == "live"
+    assert out.verification.arn.endswith(":user/alice")
+    for r in emulator.proxy.snapshot():
+        assert "X-Amz-Security-Token" not in r.headers
+        assert emulator.agent.key_id not in r.headers["Authorization"]
+
+
+@pytest.mark.timeout(60)
+def test_cache_second_run_makes_no_call_and_holds_no_secret(
+    emulator: Emulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.DEBUG, logger="keysweep")
+    findings = [
+        finding(emulator.alice.key_id, emulator.alice.secret),
+        finding(emulator.alice.key_id, MADE_UP_SECRET),
+        finding(MADE_UP_KEY, MADE_UP_SECRET),
+    ]
+    first = run(findings, state_dir=tmp_path)
+    calls = len(emulator.proxy.snapshot())
+    assert calls == 4
+    second = run(findings, state_dir=tmp_path)
+    assert len(emulator.proxy.snapshot()) == calls
+    assert [f.verification.status for f in second] == [f.verification.status for f in first]
+    assert [f.verification.status for f in second] == ["live", "wrong_secret", "invalid"]
+    assert all(f.verification.cached for f in second)
+    assert second[0].verification.arn == first[0].verification.arn
+
+    cache = tmp_path / CACHE_FILE
+    assert stat.S_IMODE(os.stat(cache).st_mode) == 0o600
+    text = cache.read_text()
+    everything = text + caplog.text + json.dumps([f.to_dict() for f in first + second]) + repr(first + second)
+    for secret in (emulator.alice.secret, MADE_UP_SECRET):
+        assert secret not in everything
+    assert emulator.alice.key_id not in text
+    assert sorted(p.name for p in tmp_path.iterdir()) == [CACHE_FILE]  # no temp file left behind
+
+
+@pytest.mark.timeout(60)
+def test_cache_answers_are_scoped_to_the_endpoint(emulator: Emulator, tmp_path: Path, monkeypatch):
+    run([finding(MADE_UP_KEY, MADE_UP_SECRET)], state_dir=tmp_path)
+    with recording_proxy(emulator.server.endpoint) as other:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", other.endpoint)
+        (out,) = run([finding(MADE_UP_KEY, MADE_UP_SECRET)], state_dir=tmp_path)
+        assert not out.verification.cached
+        assert len(other.snapshot()) == 1
+
+
+@pytest.mark.timeout(60)
+def test_global_endpoint_setting_is_honoured(emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL_STS")
+    with recording_proxy(emulator.server.endpoint) as other:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", other.endpoint)
+        (out,) = run([finding(emulator.alice.key_id, emulator.alice.secret)])
+        assert out.verification.status == "live"
+        assert len(other.snapshot()) == 1
+    assert emulator.proxy.snapshot() == []

@@ -1,0 +1,206 @@
+"""Outcome mapping against a scripted STS endpoint over real HTTP: every non-STS answer is unknown, never live."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from keysweep.verify import Verifier, VerifyConfig
+
+from tests.support.moto_server import free_port
+from tests.support.sts_stub import Reply, html, identity, running_stub, sts_error
+from tests.support.verify_findings import FINGERPRINTER, finding
+
+KEY = "AKIAQQQQRRRRSSSSTTT2"  # decodes to a non-canary account
+SECRET = "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"
+TEMP_KEY = "ASIAQQQQRRRRSSSSTTT2"
+TOKEN = "FwoGZXIvYXdzEJr//////////wEaDOnm8Ex0aHtoken0tokenTOKENtoken"
+
+FAST = VerifyConfig(
+    enabled=True,
+    rate_limit_per_s=1000,
+    connect_timeout=1.0,
+    read_timeout=2.0,
+    max_retries=2,
+    backoff_base=0.01,
+    backoff_max=0.05,
+    same_key_spacing=0.05,
+)
+
+
+def verify_one(endpoint: str, f=None, state_dir: Path | None = None, **overrides):
+    config = dataclasses.replace(FAST, endpoint=endpoint, **overrides)
+    verifier = Verifier(config, state_dir=state_dir, fingerprinter=FINGERPRINTER)
+    (out,) = verifier.verify_all([f or finding(KEY, SECRET)])
+    return out
+
+
+@pytest.mark.timeout(30)
+def test_root_key_is_live_and_critical():
+    with running_stub(identity("210987654321", "arn:aws:iam::210987654321:root", "210987654321")) as stub:
+        out = verify_one(stub.endpoint)
+    v = out.verification
+    assert (v.status, v.account, v.arn, v.principal_type) == (
+        "live",
+        "210987654321",
+        "arn:aws:iam::210987654321:root",
+        "root",
+    )
+    assert out.severity == "critical"
+    assert stub.count == 1
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "arn, kind",
+    [
+        ("arn:aws:iam::210987654321:user/deploy", "iam-user"),
+        ("arn:aws:sts::210987654321:assumed-role/ci/build-17", "assumed-role"),
+        ("arn:aws:sts::210987654321:federated-user/bob", "federated-user"),
+    ],
+)
+def test_principal_types(arn, kind):
+    with running_stub(identity("210987654321", arn, "AIDAEXAMPLEUSERID01")) as stub:
+        out = verify_one(stub.endpoint)
+    assert out.verification.status == "live"
+    assert out.verification.principal_type == kind
+    assert out.severity != "critical"
+
+
+@pytest.mark.timeout(30)
+def test_expired_token_is_expired():
+    with running_stub(sts_error("ExpiredToken", "The security token included in the request is expired", 400)) as stub:
+        out = verify_one(stub.endpoint, finding(TEMP_KEY, SECRET, TOKEN))
+    assert out.verification.status == "expired"
+    assert stub.count == 1
+    assert stub.requests[0].get("X-Amz-Security-Token") == TOKEN
+
+
+@pytest.mark.timeout(30)
+def test_server_errors_are_unknown_after_bounded_retries():
+    with running_stub(Reply(500, "")) as stub:
+        out = verify_one(stub.endpoint)
+    assert out.verification.status == "unknown"
+    assert out.verification.reason == "server-error-500"
+    assert stub.count == 1 + FAST.max_retries
+
+
+@pytest.mark.timeout(30)
+def test_throttling_is_unknown_after_bounded_retries():
+    with running_stub(sts_error("Throttling", "Rate exceeded", 400)) as stub:
+        out = verify_one(stub.endpoint, max_retries=3)
+    assert (out.verification.status, out.verification.reason) == ("unknown", "throttled")
+    assert stub.count == 4
+
+
+@pytest.mark.timeout(30)
+def test_transient_error_then_answer_uses_the_answer():
+    with running_stub(Reply(503, ""), identity("210987654321", "arn:aws:iam::210987654321:user/x", "AIDAX")) as stub:
+        out = verify_one(stub.endpoint)
+    assert out.verification.status == "live"
+    assert stub.count == 2
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "reply",
+    [html(403), html(200), Reply(200, "not xml at all"), html(407, "Proxy Authentication Required")],
+    ids=["proxy-403-html", "captive-200-html", "200-garbage", "proxy-407"],
+)
+def test_answers_that_are_not_sts_are_unknown_and_not_retried(reply):
+    with running_stub(reply) as stub:
+        out = verify_one(stub.endpoint)
+    assert out.verification.status == "unknown"
+    assert out.verification.reason
+    assert stub.count == 1
+
+
+@pytest.mark.timeout(30)
+def test_other_sts_error_is_unknown():
+    with running_stub(sts_error("AccessDenied", "nope", 403)) as stub:
+        out = verify_one(stub.endpoint)
+    assert (out.verification.status, out.verification.reason) == ("unknown", "sts-error:AccessDenied")
+
+
+@pytest.mark.timeout(30)
+def test_signature_mismatch_is_retried_once_after_a_pause():
+    with running_stub(
+        sts_error("SignatureDoesNotMatch"), identity("210987654321", "arn:aws:iam::210987654321:user/x", "AIDAX")
+    ) as stub:
+        out = verify_one(stub.endpoint)
+    assert out.verification.status == "live"  # the first rejection was the spurious kind
+    assert stub.count == 2
+
+    with running_stub(sts_error("SignatureDoesNotMatch")) as stub:
+        out = verify_one(stub.endpoint)
+    assert out.verification.status == "wrong_secret"
+    assert stub.count == 2
+
+
+@pytest.mark.timeout(30)
+def test_unreachable_endpoint_is_unknown_without_crash():
+    closed = f"http://127.0.0.1:{free_port()}"
+    config = dataclasses.replace(FAST, endpoint=closed)
+    findings = [finding(KEY, SECRET), finding("AKIAQQQQRRRRSSSSTTT3", SECRET), finding("AKIAQQQQRRRRSSSSTTT4", SECRET)]
+    out = Verifier(config, state_dir=None, fingerprinter=FINGERPRINTER).verify_all(findings)
+    assert [f.verification.status for f in out] == ["unknown"] * 3
+    assert all(f.verification.reason in ("connection-failed", "endpoint-unreachable") for f in out)
+    assert "connection-failed" in {f.verification.reason for f in out}
+
+
+@pytest.mark.timeout(30)
+def test_read_timeout_is_unknown():
+    with running_stub(Reply(200, "", delay=1.5)) as stub:
+        out = verify_one(stub.endpoint, read_timeout=0.3, max_retries=1)
+    assert (out.verification.status, out.verification.reason) == ("unknown", "timeout")
+    assert stub.count == 2
+
+
+@pytest.mark.timeout(30)
+def test_unknown_is_not_cached_but_answers_are(tmp_path: Path):
+    with running_stub(Reply(500, "")) as stub:
+        verify_one(stub.endpoint, state_dir=tmp_path, max_retries=0)
+        verify_one(stub.endpoint, state_dir=tmp_path, max_retries=0)
+        assert stub.count == 2  # asked again: unknown is retried on the next run
+
+    with running_stub(sts_error("InvalidClientTokenId")) as stub:
+        first = verify_one(stub.endpoint, state_dir=tmp_path)
+        second = verify_one(stub.endpoint, state_dir=tmp_path)
+        assert stub.count == 1
+    assert (first.verification.status, first.verification.cached) == ("invalid", False)
+    assert (second.verification.status, second.verification.cached) == ("invalid", True)
+
+
+@pytest.mark.timeout(30)
+def test_disabled_verification_sends_nothing():
+    with running_stub(Reply(500, "")) as stub:
+        out = verify_one(stub.endpoint, enabled=False)
+    assert (out.verification.status, out.verification.reason) == ("skipped", "verification-disabled")
+    assert stub.count == 0
+
+
+@pytest.mark.timeout(30)
+def test_offline_skips_send_nothing():
+    cases = [
+        (finding(KEY), "no-secret"),
+        (finding(TEMP_KEY, SECRET), "no-session-token"),
+        (finding("ABIAQQQQRRRRSSSSTTT2", SECRET), "key-type-not-verifiable"),
+        (finding("AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"), "example-key"),
+    ]
+    with running_stub(Reply(500, "")) as stub:
+        config = dataclasses.replace(FAST, endpoint=stub.endpoint)
+        out = Verifier(config, state_dir=None, fingerprinter=FINGERPRINTER).verify_all([f for f, _ in cases])
+    assert [(f.verification.status, f.verification.reason) for f in out] == [("skipped", r) for _, r in cases]
+    assert stub.count == 0
+
+
+@pytest.mark.timeout(30)
+def test_same_key_in_many_places_is_checked_once():
+    with running_stub(sts_error("InvalidClientTokenId")) as stub:
+        config = dataclasses.replace(FAST, endpoint=stub.endpoint)
+        findings = [finding(KEY, SECRET, path=f"/srv/app{i}/.env") for i in range(5)]
+        out = Verifier(config, state_dir=None, fingerprinter=FINGERPRINTER).verify_all(findings)
+    assert [f.verification.status for f in out] == ["invalid"] * 5
+    assert [f.location.path for f in out] == [f.location.path for f in findings]
+    assert stub.count == 1
