@@ -1,0 +1,415 @@
+"""One scan: process environments, every user's AWS files, then the files walk (in worker processes when asked).
+
+Order matters: environments name extra AWS files; the AWS-files source records what it read so the walk does
+not report the same file twice. The same key at the same place is reported once; the allowlist is applied last.
+
+Worker processes are forked (they inherit the compiled detector). A :class:`keysweep.models.Secret` refuses
+pickling on purpose, so findings cross the pipe back as ``(finding without secret, secret, token)`` tuples in
+memory only, never through a file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import queue
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from keysweep.errors import ConfigError
+from keysweep.models import Finding, Secret
+from keysweep.sources import aws_files, filesystem, processes
+
+if TYPE_CHECKING:
+    from keysweep.allowlist import Allowlist
+    from keysweep.detect import Detector
+    from keysweep.sources.aws_files import AwsFile
+
+SOURCES = ("files", "processes", "aws-files")
+_BATCH_FILES = 64
+_BATCH_BYTES = 16 * 1024 * 1024
+_PROGRESS_EVERY = 0.25
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """What to scan and how. ``paths`` (files or directories) win over ``roots`` (the host's configured
+    roots, used when no path is given); ``path_prefix`` is where the host's filesystem is mounted (``/host``
+    in a container) — walked under it, reported without it. ``workers``: 1 scans in this process, 0 uses one
+    worker process per CPU."""
+
+    paths: tuple[str, ...] = ()
+    roots: tuple[str, ...] = ("/",)
+    sources: tuple[str, ...] = SOURCES
+    excludes: tuple[str, ...] = ()
+    max_file_size: int = 256 * 1024 * 1024
+    workers: int = 1
+    archive_max_depth: int = 3
+    archive_max_bytes: int = 512 * 1024 * 1024
+    archive_max_ratio: float = 100.0
+    same_filesystem: bool = False
+    skip_network_fs: bool = False
+    allowlist: Allowlist | None = None
+    follow_symlinks: bool = False
+    path_prefix: str | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sources if s not in SOURCES]
+        if unknown:
+            raise ConfigError(f"source {unknown[0]!r}: unknown (choose from {', '.join(SOURCES)})")
+        if self.workers < 0:
+            raise ConfigError(f"workers: must be 0 (one per CPU) or more, got {self.workers}")
+        if self.max_file_size < 0 or self.archive_max_depth < 0 or self.archive_max_bytes < 0:
+            raise ConfigError("max_file_size, archive_max_depth and archive_max_bytes must not be negative")
+        if self.path_prefix is not None:
+            prefix = self.path_prefix.rstrip("/")
+            object.__setattr__(self, "path_prefix", prefix if prefix else None)
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or (os.cpu_count() or 1)
+
+
+def _counter() -> Counter[str]:
+    return Counter()
+
+
+@dataclass
+class ScanStats:
+    files_scanned: int = 0
+    bytes_scanned: int = 0
+    files_cached: int = 0  # unchanged since the last scan (FileCache hit): not read again
+    archives_scanned: int = 0
+    archive_members_scanned: int = 0
+    processes_scanned: int = 0
+    aws_files_scanned: int = 0
+    skipped: Counter[str] = field(default_factory=_counter)
+    errors: Counter[str] = field(default_factory=_counter)
+    findings_by_source: Counter[str] = field(default_factory=_counter)
+    profiles: Counter[str] = field(default_factory=_counter)  # AWS profiles by kind: static, sso, role_arn, …
+    suppressed: int = 0  # findings the allowlist accepted
+    duration_seconds: float = 0.0
+    interrupted: bool = False
+
+    def merge(self, other: ScanStats) -> None:
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, Counter):
+                mine.update(theirs)
+            elif isinstance(mine, int) and not isinstance(mine, bool):
+                setattr(self, f.name, mine + theirs)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for name in ("skipped", "errors", "findings_by_source", "profiles"):
+            d[name] = dict(sorted(getattr(self, name).items()))
+        d["duration_seconds"] = round(self.duration_seconds, 3)
+        return d
+
+
+@dataclass
+class ScanResult:
+    findings: list[Finding]
+    stats: ScanStats
+
+
+class FileCache(Protocol):
+    """Incremental scanning: findings of files unchanged since they were last read (keysweep.state)."""
+
+    def lookup(self, path: str, st: os.stat_result) -> list[Finding] | None: ...
+
+    def store(self, path: str, st: os.stat_result, findings: list[Finding]) -> None: ...
+
+
+def run_scan(
+    options: ScanOptions,
+    detector: Detector,
+    *,
+    file_cache: FileCache | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    progress: Callable[[ScanStats], None] | None = None,
+) -> ScanResult:
+    started = time.monotonic()
+    stats = ScanStats()
+    findings: list[Finding] = []
+    named_files: list[AwsFile] = []
+    stop = should_stop or (lambda: False)
+    if "processes" in options.sources:
+        found, named_files = processes.scan_processes(detector, stats)
+        stats.findings_by_source["processes"] += len(found)
+        findings += found
+    handled: set[tuple[int, int]] = set()
+    if "aws-files" in options.sources and not stop():
+        files = aws_files.home_files(options.path_prefix) + named_files
+        found = aws_files.scan_aws_files(files, detector, options, stats, handled=handled)
+        stats.findings_by_source["aws-files"] += len(found)
+        findings += found
+    if "files" in options.sources and not stop():
+        found = _FilesScan(options, detector, stats, file_cache, stop, progress).run(handled)
+        stats.findings_by_source["files"] += len(found)
+        findings += found
+    stats.interrupted = stop()
+    findings = dedupe(findings)
+    if options.allowlist is not None:
+        findings, stats.suppressed = options.allowlist.apply(findings)
+    stats.duration_seconds = time.monotonic() - started
+    return ScanResult(findings=findings, stats=stats)
+
+
+def dedupe(findings: list[Finding]) -> list[Finding]:
+    """One finding per key, secret and place (a place is a file, archive member, profile, variable of one
+    executable/unit/container — not a line); an id-only finding yields to a paired one at the same place.
+    Sorted by place for stable output."""
+    best: dict[tuple[str, str, str | None], Finding] = {}
+    for f in findings:
+        k = (f.key_id, f.location.identity(), f.secret_fingerprint)
+        old = best.get(k)
+        if old is None or (f.has_session_token and not old.has_session_token):
+            best[k] = f
+    paired = {(k[0], k[1]) for k, f in best.items() if f.has_secret}
+    out = [f for k, f in best.items() if f.has_secret or (k[0], k[1]) not in paired]
+    out.sort(key=_order)
+    return out
+
+
+def _order(f: Finding) -> tuple[Any, ...]:
+    loc = f.location
+    return (loc.kind, loc.path or "", loc.member or "", loc.pid or 0, loc.profile or "", loc.line or 0, f.key_id)
+
+
+# --- the files walk -----------------------------------------------------------------------------------------
+
+_Exported = tuple[Finding, str | None, str | None]
+_Item = tuple[str, os.stat_result]
+_Outcome = tuple[str, os.stat_result, list[_Exported] | None]
+
+
+def _export(f: Finding) -> _Exported:
+    return (
+        f.without_secret(),
+        f.secret.reveal() if f.secret else None,
+        f.session_token.reveal() if f.session_token else None,
+    )
+
+
+def _import(t: _Exported) -> Finding:
+    f, secret, token = t
+    return dataclasses.replace(
+        f, secret=Secret(secret) if secret is not None else None, session_token=Secret(token) if token else None
+    )
+
+
+def _scan_one(
+    path: str, st: os.stat_result, detector: Detector, options: ScanOptions, stats: ScanStats
+) -> list[Finding] | None:
+    try:
+        return filesystem.scan_file(path, st, detector, options, stats)
+    except Exception:  # a bug on one odd file must not end the sweep; it is counted
+        stats.errors["internal-error"] += 1
+        return None
+
+
+class _FilesScan:
+    def __init__(
+        self,
+        options: ScanOptions,
+        detector: Detector,
+        stats: ScanStats,
+        cache: FileCache | None,
+        stop: Callable[[], bool],
+        progress: Callable[[ScanStats], None] | None,
+    ) -> None:
+        self.options = options
+        self.detector = detector
+        self.stats = stats
+        self.cache = cache
+        self.stop = stop
+        self.progress = progress
+        self.findings: list[Finding] = []
+        self._last_progress = 0.0
+
+    def run(self, handled: set[tuple[int, int]]) -> list[Finding]:
+        items = self._candidates(handled)
+        if self.options.worker_count <= 1:
+            for path, st in items:
+                self._done(path, st, _scan_one(path, st, self.detector, self.options, self.stats))
+        else:
+            with _Pool(self.options.worker_count, self.detector, self.options) as pool:
+                for outcomes, wstats in pool.run(_batches(items), self.stop):
+                    self.stats.merge(wstats)
+                    for path, st, exported in outcomes:
+                        found = None if exported is None else [_import(t) for t in exported]
+                        self._done(path, st, found)
+                    self._tick()
+                self.stats.errors.update(pool.lost)
+        if self.progress is not None:
+            self.progress(self.stats)
+        return self.findings
+
+    def _candidates(self, handled: set[tuple[int, int]]) -> Iterator[_Item]:
+        opts = self.options
+        ignored = None if self.detector.include_examples else self.detector.ruleset.is_ignored_path
+        for path, st in filesystem.iter_files(opts, self.stats, skip_ids=handled, should_stop=self.stop):
+            if st.st_size > opts.max_file_size:
+                self.stats.skipped["too-large"] += 1
+                continue
+            if ignored is not None and ignored(filesystem.display_path(path, opts.path_prefix)):
+                self.stats.skipped["ignored-path"] += 1
+                continue
+            if self.cache is not None:
+                cached = self.cache.lookup(path, st)
+                if cached is not None:
+                    self.stats.files_cached += 1
+                    self.findings += cached
+                    continue
+            yield path, st
+            self._tick()
+
+    def _done(self, path: str, st: os.stat_result, found: list[Finding] | None) -> None:
+        if found is None:
+            return
+        self.findings += found
+        if self.cache is not None:
+            self.cache.store(path, st, found)
+
+    def _tick(self) -> None:
+        if self.progress is None:
+            return
+        now = time.monotonic()
+        if now - self._last_progress >= _PROGRESS_EVERY:
+            self._last_progress = now
+            self.progress(self.stats)
+
+
+def _batches(items: Iterator[_Item]) -> Iterator[list[_Item]]:
+    batch: list[_Item] = []
+    size = 0
+    for item in items:
+        batch.append(item)
+        size += item[1].st_size
+        if len(batch) >= _BATCH_FILES or size >= _BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _worker(tasks: Any, results: Any, detector: Detector, options: ScanOptions) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+    pid = os.getpid()
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        batch_id, batch = item
+        results.put(("begin", pid, batch_id))
+        stats = ScanStats()
+        out: list[_Outcome] = []
+        for path, st in batch:
+            found = _scan_one(path, st, detector, options, stats)
+            out.append((path, st, None if found is None else [_export(f) for f in found]))
+        results.put(("done", pid, batch_id, out, stats))
+
+
+class _Pool:
+    """Forked workers fed batches of files through a bounded queue (the walk never runs far ahead)."""
+
+    def __init__(self, n: int, detector: Detector, options: ScanOptions) -> None:
+        self._ctx = multiprocessing.get_context("fork")
+        self._n = n
+        self._args = (detector, options)
+        self.tasks = self._ctx.Queue(maxsize=2 * n)
+        self.results = self._ctx.Queue()
+        self.procs: dict[int, Any] = {}
+        self.lost: Counter[str] = Counter()
+        self._outstanding: dict[int, list[_Item]] = {}
+        self._current: dict[int, int] = {}
+        self._orphans = 0  # workers that died without having announced a batch
+
+    def __enter__(self) -> _Pool:
+        for _ in range(self._n):
+            self._spawn()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for _ in self.procs:
+            try:
+                self.tasks.put_nowait(None)
+            except queue.Full:
+                break
+        deadline = time.monotonic() + 2
+        for p in self.procs.values():
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.terminate()
+                p.join(1)
+        self.tasks.close()
+        self.results.close()
+        self.tasks.cancel_join_thread()
+        self.results.cancel_join_thread()
+
+    def _spawn(self) -> None:
+        p = self._ctx.Process(target=_worker, args=(self.tasks, self.results, *self._args), daemon=True)
+        p.start()
+        self.procs[p.pid] = p
+
+    def run(
+        self, batches: Iterator[list[_Item]], stop: Callable[[], bool]
+    ) -> Iterator[tuple[list[_Outcome], ScanStats]]:
+        next_id = 0
+        for batch in batches:
+            while True:
+                try:
+                    self.tasks.put((next_id, batch), timeout=0.05)
+                    break
+                except queue.Full:
+                    yield from self._drain(0.05)
+                    self._reap()
+            self._outstanding[next_id] = batch
+            next_id += 1
+            yield from self._drain(0)
+            if stop():
+                break
+        idle = 0
+        while self._outstanding:
+            got = list(self._drain(0.2))
+            yield from got
+            idle = 0 if got or self._current else idle + 1
+            self._reap()
+            if self._orphans and idle >= 5 and self.tasks.empty():
+                # a worker died between taking a batch and announcing it: nobody holds what is left
+                for batch in self._outstanding.values():
+                    self.lost["worker-crashed"] += len(batch)
+                self._outstanding.clear()
+
+    def _drain(self, timeout: float) -> Iterator[tuple[list[_Outcome], ScanStats]]:
+        while True:
+            try:
+                msg = self.results.get(timeout=timeout) if timeout else self.results.get_nowait()
+            except queue.Empty:
+                return
+            timeout = 0
+            if msg[0] == "begin":
+                self._current[msg[1]] = msg[2]
+                continue
+            _, pid, batch_id, out, stats = msg
+            self._current.pop(pid, None)
+            if self._outstanding.pop(batch_id, None) is not None:
+                yield out, stats
+
+    def _reap(self) -> None:
+        """A worker that died (OOM-killed, say) loses its batch: counted, and a new worker takes its place."""
+        dead = [pid for pid, p in self.procs.items() if not p.is_alive()]
+        for pid in dead:
+            self.procs.pop(pid).join(0)
+            batch_id = self._current.pop(pid, None)
+            if batch_id is not None and batch_id in self._outstanding:
+                self.lost["worker-crashed"] += len(self._outstanding.pop(batch_id))
+            elif batch_id is None:
+                self._orphans += 1
+            self._spawn()

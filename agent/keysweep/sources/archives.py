@@ -1,0 +1,259 @@
+"""Archives, streamed: zip (jar/whl/war/ear, detected by magic, not name), tar, gzip, bzip2, xz, nested.
+
+Nothing is extracted to disk. Every byte handed to the detector is charged to a budget per top-level archive
+(total expanded bytes, and expansion ratio against the archive's size once past a small floor), so a zip bomb
+stops with a counted reason after a bounded amount of work. Findings keep what was found before a limit hit.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import tarfile
+import zipfile
+import zlib
+from typing import IO, TYPE_CHECKING, Protocol
+
+from keysweep.models import Finding, Location
+
+if TYPE_CHECKING:
+    from keysweep.detect import Detector
+    from keysweep.scan import ScanOptions, ScanStats
+
+# a zip nested in another archive needs random access; it is read into memory only up to this size
+NESTED_ZIP_MAX = 16 * 1024 * 1024
+RATIO_FLOOR = 8 * 1024 * 1024  # below this many expanded bytes, any ratio is harmless
+_READ = 1024 * 1024
+_COMPRESSED = ("gzip", "bz2", "xz")
+_ARCHIVE_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    tarfile.TarError,
+    EOFError,
+    zlib.error,
+    lzma.LZMAError,
+    gzip.BadGzipFile,
+    ValueError,
+    OSError,
+)
+
+
+class _Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+def sniff(head: bytes) -> str | None:
+    """The container format from the first bytes: zip, tar, gzip, bz2, xz; None for anything else."""
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[:3] == b"\x1f\x8b\x08":
+        return "gzip"
+    if head[:3] == b"BZh" and head[3:4].isdigit():
+        return "bz2"
+    if head[:6] == b"\xfd7zXZ\x00":
+        return "xz"
+    if head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+class ArchiveLimit(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Budget:
+    def __init__(self, options: ScanOptions, archive_size: int) -> None:
+        self.max_bytes = options.archive_max_bytes
+        self.ratio_cap = max(RATIO_FLOOR, int(options.archive_max_ratio * max(archive_size, 1)))
+        self.expanded = 0
+
+    def charge(self, n: int) -> None:
+        self.expanded += n
+        if self.expanded > self.max_bytes:
+            raise ArchiveLimit("archive-too-large")
+        if self.expanded > self.ratio_cap:
+            raise ArchiveLimit("archive-ratio")
+
+
+class Prefixed:
+    """A stream with already-read bytes put back in front (for sniffing without seeking)."""
+
+    def __init__(self, head: bytes, rest: _Readable) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._head:
+            if n < 0 or n >= len(self._head):
+                out, self._head = self._head, b""
+                if n < 0:
+                    return out + self._rest.read()
+                more = self._rest.read(n - len(out)) if n > len(out) else b""
+                return out + more
+            out, self._head = self._head[:n], self._head[n:]
+            return out
+        return self._rest.read(n)
+
+
+class _Charged:
+    """Reads from a member stream, charging the budget before the bytes go anywhere."""
+
+    def __init__(self, rest: _Readable, budget: _Budget) -> None:
+        self._rest = rest
+        self._budget = budget
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._rest.read(n if n >= 0 else _READ)
+        self._budget.charge(len(data))
+        return data
+
+
+class _Counted:
+    def __init__(self, rest: _Readable) -> None:
+        self._rest = rest
+        self.bytes = 0
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._rest.read(n)
+        self.bytes += len(data)
+        return data
+
+
+def _decompressor(kind: str, raw: _Readable) -> IO[bytes]:
+    fh: IO[bytes] = raw  # type: ignore[assignment]
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=fh, mode="rb")
+    if kind == "bz2":
+        return bz2.BZ2File(fh, mode="rb")
+    return lzma.LZMAFile(fh, mode="rb")
+
+
+def _strip_suffix(name: str) -> str:
+    base = os.path.basename(name) or name
+    for suffix in (".gz", ".tgz", ".bz2", ".xz", ".z"):
+        if base.lower().endswith(suffix):
+            stem = base[: -len(suffix)]
+            return stem + ".tar" if suffix == ".tgz" else stem
+    return base
+
+
+class _ArchiveScan:
+    def __init__(self, path: str, detector: Detector, options: ScanOptions, stats: ScanStats, size: int) -> None:
+        self.path = path
+        self.detector = detector
+        self.options = options
+        self.stats = stats
+        self.budget = _Budget(options, size)
+        self.findings: list[Finding] = []
+
+    def container(self, fh: _Readable, kind: str, prefix: str, name: str, depth: int) -> None:
+        """Scan every member of one container; ``depth`` is this container's nesting level (1 = on disk)."""
+        self.stats.archives_scanned += 1
+        if kind == "zip":
+            self._zip(fh, prefix, depth)
+        elif kind == "tar":
+            self._tar(fh, prefix, depth)
+        else:
+            stream = _decompressor(kind, fh)
+            head = stream.read(512)
+            self.budget.charge(len(head))
+            body = Prefixed(head, stream)
+            if sniff(head) == "tar":
+                self._tar(body, prefix, depth)
+            else:
+                self.member(body, prefix + _strip_suffix(name), depth)
+
+    def _zip(self, fh: _Readable, prefix: str, depth: int) -> None:
+        with zipfile.ZipFile(fh) as zf:  # type: ignore[arg-type]
+            for info in zf.infolist():
+                if info.is_dir():
+                    continue
+                try:
+                    with zf.open(info) as mf:
+                        self.member(mf, prefix + info.filename, depth)
+                except RuntimeError:  # encrypted member
+                    self.stats.skipped["archive-encrypted"] += 1
+                except NotImplementedError:  # compression method zipfile cannot read
+                    self.stats.skipped["archive-unsupported"] += 1
+
+    def _tar(self, fh: _Readable, prefix: str, depth: int) -> None:
+        with tarfile.open(fileobj=fh, mode="r|") as tf:  # type: ignore[call-overload]
+            for m in tf:
+                if not m.isreg():
+                    continue
+                ef = tf.extractfile(m)
+                if ef is not None:
+                    self.member(ef, prefix + m.name, depth)
+
+    def member(self, fh: _Readable, name: str, depth: int) -> None:
+        reader = _Charged(fh, self.budget)
+        head = reader.read(_READ)
+        kind = sniff(head)
+        if kind is not None:
+            if depth < self.options.archive_max_depth:
+                if self._nested(reader, head, kind, name, depth):
+                    return
+            else:
+                self.stats.skipped["archive-depth"] += 1
+        counted = _Counted(Prefixed(head, reader))
+        location = Location(kind="archive", path=self.path, member=name)
+        self.findings.extend(self.detector.scan_stream(counted.read, location=location, chunk_size=_READ))
+        self.stats.archive_members_scanned += 1
+        self.stats.bytes_scanned += counted.bytes
+
+    def _nested(self, reader: _Charged, head: bytes, kind: str, name: str, depth: int) -> bool:
+        """Open a nested container; False when it is not one after all (its bytes are then scanned as text)."""
+        prefix = name + "!"
+        if kind == "zip":
+            data = bytearray(head)
+            while len(data) <= NESTED_ZIP_MAX:
+                more = reader.read(_READ)
+                if not more:
+                    break
+                data += more
+            if len(data) > NESTED_ZIP_MAX:
+                self.stats.skipped["nested-archive-too-large"] += 1
+                return False
+            try:
+                self.container(io.BytesIO(bytes(data)), "zip", prefix, name, depth + 1)
+            except ArchiveLimit:
+                raise
+            except _ARCHIVE_ERRORS:
+                self.stats.errors["archive-corrupt"] += 1
+                return False
+            return True
+        try:
+            self.container(Prefixed(head, reader), kind, prefix, name, depth + 1)
+        except ArchiveLimit:
+            raise
+        except _ARCHIVE_ERRORS:
+            self.stats.errors["archive-corrupt"] += 1
+        return True
+
+
+def scan_archive(
+    fh: IO[bytes],
+    kind: str,
+    path: str,
+    size: int,
+    detector: Detector,
+    options: ScanOptions,
+    stats: ScanStats,
+) -> list[Finding] | None:
+    """Scan an archive file's members. None when it cannot be opened as ``kind`` at all (scan it as bytes)."""
+    scan = _ArchiveScan(path, detector, options, stats, size)
+    try:
+        scan.container(fh, kind, "", os.path.basename(path), 1)
+    except ArchiveLimit as limit:
+        stats.skipped[limit.reason] += 1
+    except _ARCHIVE_ERRORS:
+        if not scan.findings and scan.budget.expanded == 0:
+            stats.archives_scanned -= 1
+            return None
+        stats.errors["archive-corrupt"] += 1
+    return scan.findings

@@ -1,0 +1,217 @@
+"""Every user's ``~/.aws/credentials`` and ``~/.aws/config``, parsed per profile so id, secret and token pair exactly.
+
+Profiles that get credentials the good way (``credential_process``, SSO, ``role_arn``) are counted by kind; a
+``role_arn`` profile whose ``source_profile`` holds static keys is not a finding itself — the source profile is,
+once, where its keys are written. The SDK caches (``~/.aws/cli/cache``, ``sso/cache``, ``boto/cache``) hold the
+host's own temporary role credentials and are not read (the files walk counts them as skipped).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import pwd
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from keysweep import keyid
+from keysweep.models import Finding, Location
+
+if TYPE_CHECKING:
+    from keysweep.detect import Detector
+    from keysweep.scan import ScanOptions, ScanStats
+
+MAX_AWS_FILE = 1024 * 1024
+_SECTION = re.compile(r"^\s*\[\s*([^\]]*?)\s*\]\s*(?:[#;].*)?$")
+_ASSIGN = re.compile(r"^([A-Za-z0-9_.\-]+)\s*[=:]\s?(.*)$")
+_NON_PROFILE_SECTIONS = frozenset({"sso-session", "services", "plugins", "preview", "cli"})
+
+
+def aws_file_kind(path: str) -> str | None:
+    """ "aws-credentials" / "aws-config" for a path named like the SDK's shared files, else None."""
+    if path.endswith("/.aws/credentials"):
+        return "aws-credentials"
+    if path.endswith("/.aws/config"):
+        return "aws-config"
+    return None
+
+
+@dataclass
+class Profile:
+    name: str
+    line: int
+    values: dict[str, tuple[str, int]] = field(default_factory=dict)  # lowercased key -> (value, line)
+
+    def get(self, key: str) -> str | None:
+        v = self.values.get(key)
+        return v[0] if v and v[0] else None
+
+    @property
+    def kind(self) -> str:
+        if "credential_process" in self.values:
+            return "credential_process"
+        if "sso_session" in self.values or "sso_start_url" in self.values:
+            return "sso"
+        if "role_arn" in self.values:
+            return "role_arn"
+        if "aws_access_key_id" in self.values:
+            return "static"
+        return "other"
+
+
+def parse_profiles(text: str, kind: str) -> tuple[list[Profile], list[int]]:
+    """Tolerant INI parsing as the AWS SDKs do it: keys case-insensitive, ``[profile x]`` in config files,
+    indented lines are nested settings. Returns the profiles and the numbers of lines that made no sense."""
+    profiles: list[Profile] = []
+    malformed: list[int] = []
+    current: Profile | None = None
+    ignoring = False  # inside a section that holds no profile ([sso-session x], [services x])
+    for n, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line[0] in "#;":
+            continue
+        m = _SECTION.match(raw)
+        if m:
+            name = m.group(1)
+            ignoring = False
+            if kind == "aws-config" and name.startswith("profile "):
+                name = name[len("profile ") :].strip()
+            elif kind == "aws-config" and name.split(" ", 1)[0] in _NON_PROFILE_SECTIONS:
+                current, ignoring = None, True
+                continue
+            current = Profile(name=name, line=n)
+            profiles.append(current)
+            continue
+        if ignoring or (raw[:1] in (" ", "\t") and current is not None):
+            continue  # nested setting (e.g. "s3 =" followed by indented keys)
+        a = _ASSIGN.match(line)
+        if a is None or current is None:
+            malformed.append(n)
+            continue
+        value = re.split(r"\s[#;]", a.group(2), maxsplit=1)[0].strip()
+        current.values[a.group(1).lower()] = (value.strip("\"'"), n)
+    return profiles, malformed
+
+
+def scan_aws_text(
+    data: bytes,
+    shown: str,
+    kind: str,
+    detector: Detector,
+    stats: ScanStats,
+    *,
+    user: str | None = None,
+) -> list[Finding]:
+    """Findings of one AWS shared credentials/config file (``shown`` is the path as reported)."""
+    text = data.decode("utf-8", "replace").lstrip("\ufeff")
+    profiles, malformed = parse_profiles(text, kind)
+    include_examples = bool(getattr(detector, "include_examples", False))
+    findings: list[Finding] = []
+    for p in profiles:
+        stats.profiles[p.kind] += 1
+        key_id = p.get("aws_access_key_id")
+        if key_id is None:
+            continue
+        if keyid.key_type(key_id) is None:
+            malformed.append(p.values["aws_access_key_id"][1])
+            continue
+        if keyid.is_example_key(key_id) and not include_examples:
+            stats.skipped["example-key"] += 1
+            continue
+        token = p.get("aws_session_token") or p.get("aws_security_token")
+        loc = Location(kind=kind, path=shown, profile=p.name, line=p.values["aws_access_key_id"][1], user=user)
+        findings.append(
+            detector.make_finding(
+                key_id,
+                location=loc,
+                secret=p.get("aws_secret_access_key"),
+                session_token=token,
+                pairing="profile",
+                profile_kind=p.kind,
+            )
+        )
+    if malformed:
+        stats.errors["malformed-aws-file"] += 1
+        known = {f.key_id for f in findings}
+        for f in detector.scan(data, location=Location(kind=kind, path=shown, user=user)):
+            if f.key_id not in known:
+                findings.append(f)
+    return findings
+
+
+@dataclass(frozen=True)
+class AwsFile:
+    """An AWS shared file to read: ``path`` to open, ``shown`` as reported, and whose it is."""
+
+    path: str
+    shown: str
+    kind: str
+    user: str | None = None
+
+
+def home_files(prefix: str | None = None) -> list[AwsFile]:
+    """~/.aws/credentials and ~/.aws/config of every account in the password database, plus /root."""
+    homes: dict[str, str | None] = {}
+    for name, home in _accounts(prefix):
+        if home and home.startswith("/") and home not in homes:
+            homes[home] = name
+    homes.setdefault("/root", "root")
+    out = []
+    for home, user in homes.items():
+        for base, kind in (("credentials", "aws-credentials"), ("config", "aws-config")):
+            shown = home.rstrip("/") + "/.aws/" + base
+            path = (prefix.rstrip("/") + shown) if prefix else shown
+            out.append(AwsFile(path=path, shown=shown, kind=kind, user=user))
+    return out
+
+
+def _accounts(prefix: str | None) -> Iterable[tuple[str, str]]:
+    if not prefix:
+        return [(p.pw_name, p.pw_dir) for p in pwd.getpwall()]
+    try:  # the scanned host's own password file, not the container's
+        with open(os.path.join(prefix, "etc/passwd"), encoding="utf-8", errors="replace") as fh:
+            rows = [line.rstrip("\n").split(":") for line in fh]
+    except OSError:
+        return []
+    return [(r[0], r[5]) for r in rows if len(r) >= 7]
+
+
+def scan_aws_files(
+    files: Iterable[AwsFile],
+    detector: Detector,
+    options: ScanOptions,
+    stats: ScanStats,
+    *,
+    handled: set[tuple[int, int]],
+) -> list[Finding]:
+    """Read each file once (by device and inode, recorded in ``handled`` for the files walk to skip)."""
+    from keysweep.sources.filesystem import Skip, open_regular
+
+    findings: list[Finding] = []
+    for f in files:
+        try:
+            # dotfile managers symlink these; open_regular still refuses anything but a regular file
+            fd, st = open_regular(f.path, follow=True)
+        except Skip as skip:
+            if skip.reason != "vanished":  # most accounts have no AWS files
+                skip.count(stats)
+            continue
+        try:
+            ident = (st.st_dev, st.st_ino)
+            if ident in handled:
+                continue
+            handled.add(ident)
+            if st.st_size > MAX_AWS_FILE:
+                stats.skipped["too-large"] += 1
+                continue
+            data = os.read(fd, MAX_AWS_FILE + 1)
+        except OSError as exc:
+            stats.errors["io-error" if exc.errno == errno.EIO else "permission-denied"] += 1
+            continue
+        finally:
+            os.close(fd)
+        stats.aws_files_scanned += 1
+        findings.extend(scan_aws_text(data, f.shown, f.kind, detector, stats, user=f.user))
+    return findings

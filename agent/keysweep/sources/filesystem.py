@@ -1,0 +1,395 @@
+"""The files source: an iterative, read-only walk and a bounded-memory chunked reader.
+
+Every decision comes from ``lstat``: symlinks are not followed (unless asked, then with loop protection by
+device and inode), FIFOs, sockets and devices are never opened, pseudo filesystems are not entered. Files are
+opened ``O_NOFOLLOW|O_NONBLOCK|O_NOATIME`` and re-checked with ``fstat``, so a file swapped for a symlink or FIFO
+between the walk and the open is skipped. Nothing is ever written into the scanned tree. Every skip and error
+is counted with a reason; none stops the walk.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
+
+from keysweep.models import Finding, Location
+from keysweep.ruleset import glob_to_regex
+from keysweep.sources import archives, aws_files
+from keysweep.sources.mounts import PSEUDO_PATHS, MountTable
+
+if TYPE_CHECKING:
+    from keysweep.detect import Detector
+    from keysweep.scan import ScanOptions, ScanStats
+
+CHUNK_SIZE = 2 * 1024 * 1024
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+_SEEK_DATA = getattr(os, "SEEK_DATA", None)
+_SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
+
+
+class Skip(Exception):
+    """A file or directory that is not scanned; ``error`` marks it as a failure rather than a policy skip."""
+
+    def __init__(self, reason: str, *, error: bool = False) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.error = error
+
+    def count(self, stats: ScanStats) -> None:
+        (stats.errors if self.error else stats.skipped)[self.reason] += 1
+
+
+def os_error_skip(exc: OSError) -> Skip:
+    """Map an OSError while reading the tree to a counted reason."""
+    if exc.errno == errno.ENOENT or exc.errno == errno.ESTALE:
+        return Skip("vanished")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return Skip("permission-denied", error=True)
+    if exc.errno == errno.ELOOP:
+        return Skip("symlink")
+    if exc.errno == errno.ENAMETOOLONG:
+        return Skip("name-too-long", error=True)
+    if exc.errno == errno.EIO:
+        return Skip("io-error", error=True)
+    name = errno.errorcode.get(exc.errno or 0, "unknown")
+    return Skip(f"os-error-{name.lower()}", error=True)
+
+
+def display_path(path: str, prefix: str | None = None) -> str:
+    """A readable path: host prefix stripped, undecodable bytes shown as ``\\xNN`` (never a lone surrogate)."""
+    if prefix and (path == prefix or path.startswith(prefix + "/")):
+        path = path[len(prefix) :] or "/"
+    if path.isascii():
+        return path
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+class PathFilter:
+    """Exclude globs (rules' glob syntax: ``**`` spans directories; without a leading ``/`` a glob matches at
+    any depth, so ``*.log`` is a file name and ``/var/cache`` one place), on the prefix-stripped path."""
+
+    def __init__(self, patterns: Sequence[str]) -> None:
+        regex = "|".join(f"(?:{glob_to_regex(p.rstrip('/') or '/')})" for p in patterns)
+        self._re = re.compile(regex) if regex else None
+
+    def excluded(self, path: str, prefix: str | None = None) -> bool:
+        return self._re is not None and self._re.search(display_path(path, prefix)) is not None
+
+
+def _is_sdk_cache_dir(path: str) -> bool:
+    return path.endswith(("/.aws/cli/cache", "/.aws/sso/cache", "/.aws/boto/cache"))
+
+
+def iter_files(
+    options: ScanOptions,
+    stats: ScanStats,
+    *,
+    mounts: MountTable | None = None,
+    skip_ids: set[tuple[int, int]] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Yield ``(path, lstat)`` for every regular file to read under the options' paths (or roots)."""
+    mounts = mounts if mounts is not None else MountTable.current()
+    excl = PathFilter(options.excludes)
+    prefix = options.path_prefix
+    seen_dirs: set[tuple[int, int]] = set()
+    skip_ids = skip_ids or set()
+    starts = list(options.paths) if options.paths else [_prefixed(r, prefix) for r in options.roots]
+    for start in starts:
+        start = os.path.abspath(start)
+        try:
+            st = os.stat(start)  # a path the user named is followed even when it is a symlink
+        except OSError as exc:
+            os_error_skip(exc).count(stats)
+            continue
+        if stat.S_ISREG(st.st_mode):
+            yield start, st
+            continue
+        if not stat.S_ISDIR(st.st_mode):
+            stats.skipped["not-regular"] += 1
+            continue
+        held = mounts.containing(start)
+        if held is not None and held.is_pseudo:
+            stats.skipped["pseudo-fs"] += 1
+            continue
+        if held is not None and options.skip_network_fs and held.is_network:
+            stats.skipped["network-fs"] += 1
+            continue
+        extra_roots = _tmpfs_below_pseudo(start, mounts, prefix)
+        for root, root_st in [(start, st)] + extra_roots:
+            yield from _walk(root, root_st, options, stats, mounts, excl, seen_dirs, skip_ids, should_stop)
+
+
+def _prefixed(root: str, prefix: str | None) -> str:
+    return prefix.rstrip("/") + "/" + root.lstrip("/") if prefix else root
+
+
+def _tmpfs_below_pseudo(start: str, mounts: MountTable, prefix: str | None) -> list[tuple[str, os.stat_result]]:
+    """tmpfs mounts inside a skipped pseudo tree (``/dev/shm``) are still walked, as their own roots."""
+    out: list[tuple[str, os.stat_result]] = []
+    for pseudo in PSEUDO_PATHS:
+        top = _prefixed(pseudo, prefix)
+        if not (top + "/").startswith(start.rstrip("/") + "/"):
+            continue
+        for m in mounts.points_under(top):
+            if m.fstype == "tmpfs" and not any(
+                (p := mounts.at(a)) is not None and p.is_pseudo for a in _ancestors(m.mount_point, top)
+            ):
+                try:
+                    out.append((m.mount_point, os.stat(m.mount_point, follow_symlinks=False)))
+                except OSError:
+                    continue
+    return out
+
+
+def _ancestors(path: str, stop: str) -> list[str]:
+    out = []
+    p = os.path.dirname(path)
+    while len(p) > len(stop):
+        out.append(p)
+        p = os.path.dirname(p)
+    return out
+
+
+def _walk(
+    root: str,
+    root_st: os.stat_result,
+    options: ScanOptions,
+    stats: ScanStats,
+    mounts: MountTable,
+    excl: PathFilter,
+    seen_dirs: set[tuple[int, int]],
+    skip_ids: set[tuple[int, int]],
+    should_stop: Callable[[], bool] | None,
+) -> Iterator[tuple[str, os.stat_result]]:
+    prefix = options.path_prefix
+    root_dev = root_st.st_dev
+    if (root_st.st_dev, root_st.st_ino) in seen_dirs:
+        return
+    seen_dirs.add((root_st.st_dev, root_st.st_ino))
+    pseudo_paths = {_prefixed(p, prefix) for p in PSEUDO_PATHS}
+    stack = [root]
+    while stack:
+        if should_stop is not None and should_stop():
+            return
+        d = stack.pop()
+        in_sdk_cache = _is_sdk_cache_dir(d)
+        try:
+            it = os.scandir(d)
+        except OSError as exc:
+            os_error_skip(exc).count(stats)
+            continue
+        with it:
+            while True:
+                try:
+                    entry = next(it)
+                except StopIteration:
+                    break
+                except OSError as exc:
+                    os_error_skip(exc).count(stats)
+                    break
+                path = entry.path
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError as exc:
+                    os_error_skip(exc).count(stats)
+                    continue
+                mode = st.st_mode
+                if stat.S_ISLNK(mode):
+                    if not options.follow_symlinks:
+                        stats.skipped["symlink"] += 1
+                        continue
+                    try:
+                        st = os.stat(path)
+                    except OSError as exc:
+                        stats.skipped["broken-symlink" if exc.errno in (errno.ENOENT, errno.ELOOP) else "symlink"] += 1
+                        continue
+                    mode = st.st_mode
+                if excl.excluded(path, prefix):
+                    stats.skipped["excluded"] += 1
+                    continue
+                if stat.S_ISDIR(mode):
+                    reason = _dir_skip(path, st, root_dev, options, mounts, pseudo_paths)
+                    if reason is None and (st.st_dev, st.st_ino) in seen_dirs:
+                        reason = "symlink-loop" if options.follow_symlinks else "seen-directory"
+                    if reason is not None:
+                        stats.skipped[reason] += 1
+                        continue
+                    seen_dirs.add((st.st_dev, st.st_ino))
+                    stack.append(path)
+                elif stat.S_ISREG(mode):
+                    if in_sdk_cache:
+                        stats.skipped["host-role-credentials"] += 1
+                    elif (st.st_dev, st.st_ino) in skip_ids:
+                        continue  # already read by the aws-files source
+                    else:
+                        yield path, st
+                elif stat.S_ISFIFO(mode):
+                    stats.skipped["fifo"] += 1
+                elif stat.S_ISSOCK(mode):
+                    stats.skipped["socket"] += 1
+                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+                    stats.skipped["device"] += 1
+                else:
+                    stats.skipped["not-regular"] += 1
+
+
+def _dir_skip(
+    path: str,
+    st: os.stat_result,
+    root_dev: int,
+    options: ScanOptions,
+    mounts: MountTable,
+    pseudo_paths: set[str],
+) -> str | None:
+    if path in pseudo_paths:
+        return "pseudo-fs"
+    m = mounts.at(path)
+    if m is not None:
+        if m.is_pseudo:
+            return "pseudo-fs"
+        if options.skip_network_fs and m.is_network:
+            return "network-fs"
+    if options.same_filesystem and st.st_dev != root_dev:
+        return "other-filesystem"
+    return None
+
+
+def open_regular(path: str, *, follow: bool = False) -> tuple[int, os.stat_result]:
+    """Open a file read-only without following a symlink, blocking on a FIFO or touching atime; raise Skip."""
+    flags = _OPEN_FLAGS | (0 if follow else os.O_NOFOLLOW)
+    try:
+        try:
+            fd = os.open(path, flags | _O_NOATIME)
+        except PermissionError as exc:
+            if exc.errno != errno.EPERM or not _O_NOATIME:
+                raise
+            fd = os.open(path, flags)  # O_NOATIME needs ownership or CAP_FOWNER
+    except OSError as exc:
+        raise os_error_skip(exc) from None
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        os.close(fd)
+        raise os_error_skip(exc) from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise Skip("not-regular")
+    return fd, st
+
+
+class _FileReader:
+    """``read(n)`` over an open file for Detector.scan_stream: few syscalls (no read past a known EOF, no
+    buffer larger than the file), optionally only the data extents of a sparse file (holes are zeros and hold
+    no key; offsets then count data bytes only)."""
+
+    def __init__(self, fd: int, size: int, *, sparse: bool = False) -> None:
+        self.fd = fd
+        self.bytes = 0
+        self._size = size
+        self._eof = False
+        self._extents = _data_extents(fd, size) if sparse else None
+        self._extent_end = 0
+
+    def read(self, n: int) -> bytes:
+        if self._eof:
+            return b""
+        if self._extents is not None:
+            return self._read_sparse(n)
+        # a regular file returns short only at EOF; one byte more than expected detects growth
+        want = min(n, max(self._size - self.bytes + 1, 1))
+        data = os.read(self.fd, want)
+        self.bytes += len(data)
+        if len(data) < want:
+            self._eof = True
+        return data
+
+    def _read_sparse(self, n: int) -> bytes:
+        assert self._extents is not None
+        while True:
+            pos = os.lseek(self.fd, 0, os.SEEK_CUR)
+            if pos >= self._extent_end:
+                nxt = next(self._extents, None)
+                if nxt is None:
+                    self._eof = True
+                    return b""
+                os.lseek(self.fd, nxt[0], os.SEEK_SET)
+                self._extent_end = nxt[1]
+                continue
+            data = os.read(self.fd, min(n, self._extent_end - pos))
+            if not data:
+                self._eof = True
+            self.bytes += len(data)
+            return data
+
+
+def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    assert _SEEK_DATA is not None and _SEEK_HOLE is not None
+    pos = 0
+    while pos < size:
+        try:
+            start = os.lseek(fd, pos, _SEEK_DATA)
+            end = os.lseek(fd, start, _SEEK_HOLE)
+        except OSError as exc:
+            if exc.errno == errno.ENXIO:  # nothing but a hole after pos
+                return
+            raise
+        yield start, end
+        pos = end
+
+
+def _is_sparse(st: os.stat_result) -> bool:
+    return _SEEK_DATA is not None and st.st_size > CHUNK_SIZE and st.st_blocks * 512 < st.st_size // 2
+
+
+def scan_file(
+    path: str, st: os.stat_result, detector: Detector, options: ScanOptions, stats: ScanStats
+) -> list[Finding] | None:
+    """Scan one regular file (archives are opened, ~/.aws files parsed per profile).
+
+    None when the file was not read (the reason is counted in ``stats``; nothing is raised)."""
+    shown = display_path(path, options.path_prefix)
+    try:
+        fd, fst = open_regular(path, follow=options.follow_symlinks)
+    except Skip as skip:
+        skip.count(stats)
+        return None
+    try:
+        if fst.st_size > options.max_file_size:
+            stats.skipped["too-large"] += 1
+            return None
+        aws_kind = aws_files.aws_file_kind(path)
+        if aws_kind is not None and fst.st_size <= aws_files.MAX_AWS_FILE:
+            data = os.read(fd, aws_files.MAX_AWS_FILE + 1)
+            stats.files_scanned += 1
+            stats.bytes_scanned += len(data)
+            return aws_files.scan_aws_text(data, shown, aws_kind, detector, stats)
+        sparse = _is_sparse(fst)
+        reader = _FileReader(fd, fst.st_size, sparse=sparse)
+        read = reader.read
+        if options.archive_max_depth > 0 and not sparse and fst.st_size >= 4:
+            head = reader.read(CHUNK_SIZE)
+            kind = archives.sniff(head)
+            if kind is not None:
+                os.lseek(fd, 0, os.SEEK_SET)
+                with os.fdopen(os.dup(fd), "rb") as fh:
+                    found = archives.scan_archive(fh, kind, shown, fst.st_size, detector, options, stats)
+                if found is not None:
+                    stats.files_scanned += 1
+                    return found
+                os.lseek(fd, len(head), os.SEEK_SET)  # not an archive after all: its bytes as they are
+            read = archives.Prefixed(head, reader).read
+        findings = detector.scan_stream(read, location=Location(kind="file", path=shown), chunk_size=CHUNK_SIZE)
+        stats.files_scanned += 1
+        stats.bytes_scanned += reader.bytes
+        return findings
+    except OSError as exc:
+        os_error_skip(exc).count(stats)
+        return None
+    finally:
+        os.close(fd)
