@@ -8,78 +8,35 @@ import logging
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
 import pytest
 from keysweep import __version__, keyid
-from keysweep.verify import Verifier, VerifyConfig
+from keysweep.verify import Verifier
 from keysweep.verify_cache import CACHE_FILE
 
 from tests.support.moto_server import MotoServer
-from tests.support.recording_proxy import RecordingProxy, recording_proxy
-from tests.support.verify_findings import FINGERPRINTER, finding
-
-MOTO_ACCOUNT = "123456789012"
-CANARY_KEY = "AKIAXYZDQCEN4B6JSJQI"  # decodes to 534261010715, a Thinkst canary account
-CANARY_SECRET = "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"
-MADE_UP_KEY = "AKIAQQQQRRRRSSSSTTT2"
-MADE_UP_SECRET = "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"
-OLD_FORMAT_KEY = "AKIAJ2ZZZZQQQQRRRRSS"
-
-FAST = VerifyConfig(
-    enabled=True,
-    rate_limit_per_s=1000,
-    connect_timeout=2.0,
-    read_timeout=5.0,
-    backoff_base=0.01,
-    backoff_max=0.05,
-    same_key_spacing=0.05,
+from tests.support.recording_proxy import recording_proxy
+from tests.support.verify_findings import (
+    CANARY_KEY,
+    CANARY_SECRET,
+    FAST,
+    FINGERPRINTER,
+    MADE_UP_KEY,
+    MADE_UP_SECRET,
+    MOTO_ACCOUNT,
+    OLD_FORMAT_KEY,
+    Emulator,
+    finding,
+    sts_emulator,
 )
-
-
-@dataclass(frozen=True)
-class Key:
-    key_id: str
-    secret: str
-
-
-@dataclass
-class Emulator:
-    server: MotoServer
-    proxy: RecordingProxy
-    alice: Key
-    agent: Key
-    role_arn: str
-
-    def requests_with(self, needle: str) -> list:
-        return [r for r in self.proxy.snapshot() if needle in r.headers.get("Authorization", "")]
-
-
-def _create_user(iam, name: str, actions: list[str]) -> Key:
-    iam.create_user(UserName=name)
-    if actions:
-        doc = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": actions, "Resource": "*"}]}
-        iam.put_user_policy(UserName=name, PolicyName="p", PolicyDocument=json.dumps(doc))
-    k = boto3.client("iam").create_access_key(UserName=name)["AccessKey"]
-    return Key(k["AccessKeyId"], k["SecretAccessKey"])
 
 
 @pytest.fixture
 def emulator(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    iam = boto3.client("iam")
-    alice = _create_user(iam, "alice", ["sts:AssumeRole"])
-    agent = _create_user(iam, "keysweep-agent", ["sts:GetAccessKeyInfo"])
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
-    }
-    role_arn = iam.create_role(RoleName="ci", AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
-    moto_server.enable_auth()
-    with recording_proxy(moto_server.endpoint) as proxy:
-        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", proxy.endpoint)
-        yield Emulator(moto_server, proxy, alice, agent, role_arn)
+    with sts_emulator(moto_server, monkeypatch) as emu:
+        yield emu
 
 
 def run(findings, state_dir: Path | None = None, **overrides):

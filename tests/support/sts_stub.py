@@ -47,6 +47,13 @@ def html(status: int, text: str = "Access denied by policy") -> Reply:
     return Reply(status, f"<html><head><title>{status}</title></head><body><h1>{text}</h1></body></html>", "text/html")
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client that gave up (read timeout) leaves a broken pipe: expected here
+
+
 class StsStub:
     """Answers replies[i] to the i-th request (the last reply repeats) and records every request's headers."""
 
@@ -79,7 +86,7 @@ class StsStub:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
 
