@@ -98,6 +98,10 @@ class CpuPacer:
                 self.slept += pause
             self._wall0, self._cpu0 = time.monotonic(), time.process_time()
 
+    def sample_memory(self) -> None:
+        with self._lock:
+            self._check_memory()
+
     def _check_memory(self) -> None:
         try:
             rss = self._proc.memory_info().rss

@@ -4,36 +4,17 @@ as text or JSON by ``keysweep status``, and optionally as a Prometheus textfile-
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from keysweep.verify_cache import atomic_write
+
 STATUS_FILE = "status.json"
 
 
-def atomic_write(path: str | Path, text: str, *, mode: int = 0o644) -> None:
-    """Write ``text`` to ``path`` so a reader sees the old or the new content, never a torn one."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=p.parent, prefix=f".{p.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def write_status(state_dir: str | Path, status: Mapping[str, Any]) -> None:
-    atomic_write(Path(state_dir) / STATUS_FILE, json.dumps(status, indent=1, sort_keys=True) + "\n", mode=0o600)
+    atomic_write(Path(state_dir) / STATUS_FILE, (json.dumps(status, indent=1, sort_keys=True) + "\n").encode(), mode=0o600)
 
 
 def read_status(state_dir: str | Path) -> dict[str, Any] | None:
@@ -124,4 +105,4 @@ def render_prometheus(status: Mapping[str, Any]) -> str:
 
 
 def write_prometheus(path: str | Path, status: Mapping[str, Any]) -> None:
-    atomic_write(path, render_prometheus(status), mode=0o644)
+    atomic_write(Path(path), render_prometheus(status).encode(), mode=0o644)

@@ -1,0 +1,257 @@
+"""One sweep: every configured source → verify → host context + report, with the file state making it incremental.
+
+A :class:`Pipeline` is built once per configuration (rules, detector, verifier, state) and runs periodic sweeps
+and the small scans of files the watcher saw change. Verification and reporting are serialised between the two.
+An interrupted sweep resumes: every file read is already in the state, so the next sweep only re-stats it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keysweep import __version__
+from keysweep.allowlist import Allowlist
+from keysweep.config import AgentConfig
+from keysweep.context import ContextConfig, detect_context
+from keysweep.detect import Detector
+from keysweep.fingerprint import Fingerprinter
+from keysweep.models import Finding, HostContext, Verification
+from keysweep.ruleset import load_ruleset
+from keysweep.scan import ScanOptions, ScanStats, run_scan
+from keysweep.state import StateStore, cache_digest
+from keysweep.status import read_status
+from keysweep.verify import Verifier, VerifyConfig
+
+log = logging.getLogger(__name__)
+
+StopCheck = Callable[[], bool]
+
+
+def _now_iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class SweepResult:
+    number: int | None
+    started: float
+    finished: float
+    interrupted: bool
+    full_reread: bool
+    resumed: bool
+    stats: dict[str, Any]
+    cache: dict[str, int]
+    findings: list[Finding]  # verified, without secrets
+    findings_by_status: Counter[str]
+    delivery: dict[str, Any] | None
+    errors: dict[str, int]
+    pruned: int = 0
+    peak_rss: int = 0
+    kind: str = "sweep"  # or "watch"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return self.finished - self.started
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "kind": self.kind,
+            "started_at": _now_iso(self.started),
+            "finished_at": _now_iso(self.finished),
+            "finished_ts": round(self.finished, 3),
+            "duration_s": round(self.duration, 3),
+            "files_scanned": self.stats.get("files_scanned", 0),
+            "bytes_scanned": self.stats.get("bytes_scanned", 0),
+            "files_cached": self.cache.get("hits", 0),
+            "files_reverified": self.cache.get("reverify", 0),
+            "skipped": self.stats.get("skipped", {}),
+            "interrupted": self.interrupted,
+            "full_reread": self.full_reread,
+            "resumed": self.resumed,
+            "pruned": self.pruned,
+            "peak_rss_mb": round(self.peak_rss / 1048576, 1),
+            "findings": len(self.findings),
+            "findings_by_status": dict(self.findings_by_status),
+            "delivery": self.delivery,
+        }
+
+
+def build_scan_options(config: AgentConfig, paths: Sequence[str] = ()) -> ScanOptions:
+    """The scan's options from the agent configuration; the state directory is always excluded."""
+    s = config.scan
+    state_dir = config.state_dir.rstrip("/")
+    values: dict[str, Any] = {
+        "paths": tuple(paths),
+        "roots": s.roots,
+        "sources": ("files",) if paths else s.sources,
+        "excludes": (*s.excludes, state_dir, state_dir + "/**"),
+        "allowlist": Allowlist.load(s.allowlist) if s.allowlist else None,
+        "max_file_size": s.max_file_size,
+        "workers": s.workers,
+        "same_filesystem": s.same_filesystem,
+        "skip_network_fs": s.skip_network_fs,
+        "path_prefix": s.host_prefix,
+        "archive_max_depth": s.archive_max_depth,
+        "archive_max_bytes": s.archive_max_bytes,
+        "archive_max_ratio": s.archive_max_ratio,
+    }
+    known = {f.name for f in dataclasses.fields(ScanOptions)}
+    return ScanOptions(**{k: v for k, v in values.items() if k in known})
+
+
+class Pipeline:
+    """Everything a sweep needs, built from one configuration (a reload builds a new one)."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        state_dir = config.state_path
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.ruleset = load_ruleset([Path(d) for d in config.scan.rules_dirs])
+        self.fingerprinter = Fingerprinter.from_config(config.fingerprint_key(), state_dir)
+        self.detector = Detector(self.ruleset, self.fingerprinter)
+        self.verifier = Verifier(config.verify or VerifyConfig(), state_dir=state_dir, fingerprinter=self.fingerprinter)
+        self.options = build_scan_options(config)
+        self.state = StateStore(state_dir, digest=self._digest(), needs_reverify=self._needs_reverify)
+        self.context: HostContext | None = None
+        self._reporter: Any = None
+        self._lock = threading.Lock()  # verification + reporting, shared by sweeps and watch scans
+        self._logged: dict[tuple[str, str], str] = {}
+        self.watch_scans = 0
+
+    def _digest(self) -> str:
+        s = self.config.scan
+        return cache_digest(
+            __version__,
+            self.ruleset.digest,
+            self.fingerprinter.secret_fingerprint("keysweep state digest"),  # changes with the fingerprint key
+            s.max_file_size, s.archive_max_depth, s.archive_max_bytes, s.archive_max_ratio, s.host_prefix,
+        )
+
+    # --- verification of findings answered from the state -------------------------------------------------
+    def _cached_verification(self, f: Finding) -> Verification | None:
+        """The verification of a finding read from the state (no secret): the offline gates decide, else the
+        verification cache; None when only a fresh read (bringing the secret back) can verify it."""
+        if f.has_session_token:
+            return None
+        v = self.verifier.verify_all([f])[0].verification
+        if v is None or v.reason != "no-secret":
+            return v
+        return self.verifier._cache.get(self.verifier._cache_key(f))
+
+    def _needs_reverify(self, f: Finding) -> bool:
+        return self._cached_verification(f) is None
+
+    def _verify(self, findings: Sequence[Finding]) -> list[Finding]:
+        fresh = [f for f in findings if not (f.has_secret and f.secret is None)]
+        verified = iter(self.verifier.verify_all(fresh)) if fresh else iter(())
+        out: list[Finding] = []
+        for f in findings:
+            if f.has_secret and f.secret is None:
+                v = self._cached_verification(f) or Verification("unknown", reason="verification-expired")
+                out.append(f.with_verification(v))
+            else:
+                out.append(next(verified))
+        return [f.without_secret() for f in out]
+
+    # --- reporting ----------------------------------------------------------------------------------------
+    def _context(self, refresh: bool) -> HostContext:
+        if self.context is None or refresh:
+            self.context = detect_context(self.config.context or ContextConfig())
+        return self.context
+
+    def _report(self, findings: list[Finding], stats: ScanStats, *, heartbeat: bool) -> dict[str, Any] | None:
+        return None
+
+    def spool_depth(self) -> int:
+        return 0
+
+    def flush(self) -> dict[str, Any]:
+        return {"spool_depth": self.spool_depth()}
+
+    # --- logging findings once (new place or changed verification) ------------------------------------------
+    def _log_findings(self, findings: Sequence[Finding], source: str) -> None:
+        for f in findings:
+            status = f.verification.status if f.verification else "unverified"
+            place = (f.fingerprint, f.location.identity())
+            if self._logged.get(place) == status:
+                continue
+            self._logged[place] = status
+            log.warning("finding", extra={"fields": {
+                "source": source, "rule": f.rule, "key_id": f.key_id, "fingerprint": f.fingerprint,
+                "account_id": f.account_id, "has_secret": f.has_secret, "secret_redacted": f.secret_redacted,
+                "severity": f.severity, "verification": status, "location": f.location.to_dict()}})
+
+    # --- runs -----------------------------------------------------------------------------------------------
+    def _run(self, options: ScanOptions, should_stop: StopCheck) -> tuple[list[Finding], ScanStats, bool]:
+        result = run_scan(options, self.detector, file_cache=self.state, should_stop=should_stop)
+        self.state.flush()
+        return result.findings, result.stats, result.stats.interrupted
+
+    def sweep(self, *, should_stop: StopCheck, full_reread_every: int) -> SweepResult:
+        plan = self.state.begin_sweep(full_reread_every)
+        before = dataclasses.replace(self.state.counters)
+        started = time.time()
+        log.info("sweep.started", extra={"fields": {
+            "number": plan.number, "full_reread": plan.full, "resumed": plan.resumed}})
+        findings, stats, interrupted = self._run(self.options, should_stop)
+        with self._lock:
+            verified = self._verify(findings)
+            delivery = self._report(verified, stats, heartbeat=True)
+        pruned = self.state.finish_sweep(plan, completed=not interrupted)
+        c = self.state.counters
+        cache = {k: getattr(c, k) - getattr(before, k) for k in ("hits", "misses", "reverify", "stored")}
+        result = SweepResult(
+            number=plan.number, started=started, finished=time.time(), interrupted=interrupted, full_reread=plan.full,
+            resumed=plan.resumed, stats=stats.to_dict(), cache=cache, findings=verified,
+            findings_by_status=Counter(f.verification.status if f.verification else "unverified" for f in verified),
+            delivery=delivery, errors=dict(stats.errors), pruned=pruned,
+        )
+        self._log_findings(verified, "sweep")
+        log.info("sweep.finished", extra={"fields": {
+            **{k: v for k, v in result.summary().items() if k not in ("started_at", "finished_ts")},
+            "errors": result.errors}})
+        return result
+
+    def scan_paths(self, paths: Sequence[str], *, should_stop: StopCheck) -> SweepResult:
+        """Scan files the watcher saw change, then verify and report what they hold."""
+        started = time.time()
+        before = dataclasses.replace(self.state.counters)
+        findings, stats, interrupted = self._run(build_scan_options(self.config, paths), should_stop)
+        with self._lock:
+            verified = self._verify(findings)
+            delivery = self._report(verified, stats, heartbeat=False)
+        self.watch_scans += 1
+        c = self.state.counters
+        result = SweepResult(
+            number=None, started=started, finished=time.time(), interrupted=interrupted, full_reread=False,
+            resumed=False, stats=stats.to_dict(),
+            cache={k: getattr(c, k) - getattr(before, k) for k in ("hits", "misses", "reverify", "stored")},
+            findings=verified, findings_by_status=Counter(
+                f.verification.status if f.verification else "unverified" for f in verified),
+            delivery=delivery, errors=dict(stats.errors), kind="watch",
+        )
+        self._log_findings(verified, "watch")
+        log.info("watch.scanned", extra={"fields": {
+            "paths": len(paths), "files_scanned": result.stats.get("files_scanned", 0),
+            "findings": len(verified), "duration_s": round(result.duration, 3)}})
+        return result
+
+    def last_sweep_finished(self) -> float | None:
+        status = read_status(self.config.state_dir) or {}
+        last = status.get("last_sweep") or {}
+        ts = last.get("finished_ts")
+        return float(ts) if isinstance(ts, int | float) else None
+
+    def close(self) -> None:
+        self.state.close()
