@@ -150,9 +150,7 @@ def run_scan(
         stats.findings_by_source["aws-files"] += len(found)
         findings += found
     if "files" in options.sources and not stop():
-        found = _FilesScan(options, detector, stats, file_cache, stop, progress).run(handled)
-        stats.findings_by_source["files"] += len(found)
-        findings += found
+        findings += _FilesScan(options, detector, stats, file_cache, stop, progress).run(handled)
     stats.interrupted = stop()
     findings = dedupe(findings)
     if options.allowlist is not None:
@@ -265,6 +263,7 @@ class _FilesScan:
                 cached = self.cache.lookup(path, st)
                 if cached is not None:
                     self.stats.files_cached += 1
+                    self.stats.findings_by_source["files"] += len(cached)
                     self.findings += cached
                     continue
             yield path, st
@@ -274,6 +273,7 @@ class _FilesScan:
         if found is None:
             return
         self.findings += found
+        self.stats.findings_by_source["files"] += len(found)
         if self.cache is not None:
             self.cache.store(path, st, found)
 

@@ -1,0 +1,303 @@
+"""``keysweep scan [PATH ...]``: find AWS keys in files, archives, process environments and AWS files.
+
+With paths, only those files and directories are scanned (source ``files``); with none, the whole host (the
+configured roots, default ``/``, every process environment, every user's AWS files). Exit 0: nothing found,
+1: findings, 2: usage or configuration error, 130: interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from keysweep.errors import ConfigError, ExitCode
+from keysweep.models import Finding
+from keysweep.scan import SOURCES, ScanOptions, ScanStats
+
+FORMATS = ("table", "json", "jsonl", "sarif")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "scan",
+        help="scan this host (or the given paths) for AWS access keys",
+        description="Scan files, archives, process environments and every user's AWS files for AWS access keys. "
+        "With PATHs only those are scanned (source 'files' unless --source says otherwise); without, the whole "
+        "host. Exit status: 0 nothing found, 1 findings, 2 usage or configuration error.",
+    )
+    p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories to scan (default: the whole host)")
+    p.add_argument(
+        "--source",
+        action="append",
+        choices=SOURCES,
+        dest="sources",
+        help="what to scan (repeatable; default: all three without PATHs, 'files' with PATHs)",
+    )
+    p.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="skip paths matching GLOB (repeatable; '*.log' matches names, '/var/cache/**' paths)",
+    )
+    p.add_argument("--max-file-size", metavar="SIZE", help="skip larger files (e.g. 256MiB; default 256MiB)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="worker processes for the files walk (0: one per CPU, the default; 1: none)",
+    )
+    p.add_argument("--allowlist", metavar="FILE", help="YAML allowlist of accepted paths, key ids, fingerprints")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: table on a terminal, json otherwise)")
+    p.add_argument("--output", metavar="FILE", help="write the report to FILE (mode 0600) instead of stdout")
+    p.add_argument(
+        "--include-examples",
+        action="store_true",
+        help="also report documentation example keys and vendored SDK example data",
+    )
+    p.add_argument("--same-filesystem", action="store_true", help="do not cross into other mounted filesystems")
+    p.add_argument("--skip-network-fs", action="store_true", help="do not enter NFS, CIFS, sshfs, 9p, … mounts")
+    p.add_argument(
+        "--follow-symlinks",
+        action="store_true",
+        help="follow symlinks (loops are detected); by default they are never followed",
+    )
+    p.add_argument(
+        "--archive-depth",
+        type=int,
+        metavar="N",
+        help="open archives nested up to N levels (default 3; 0 scans archives as raw bytes)",
+    )
+    p.add_argument(
+        "--host-prefix",
+        metavar="DIR",
+        help="the host's filesystem is mounted at DIR (e.g. /host in a container); paths are reported without it",
+    )
+    p.add_argument(
+        "--state-dir", metavar="DIR", help="state directory (fingerprint key, verification cache, report spool)"
+    )
+    p.add_argument("--verify", action="store_true", help="prove which keys are live with sts:GetCallerIdentity")
+    p.add_argument("--queue-url", metavar="URL", help="also send the findings to this SQS queue")
+    p.add_argument("--config", metavar="FILE", help="agent configuration file to take scan settings from")
+    p.set_defaults(func=_scan)
+
+
+def _scan(args: argparse.Namespace) -> int:
+    from keysweep.detect import Detector
+    from keysweep.fingerprint import Fingerprinter
+    from keysweep.ruleset import load_ruleset
+    from keysweep.scan import run_scan
+
+    cfg = _load_config(args.config)
+    options = build_options(args, cfg)
+    state_dir = Path(args.state_dir) if args.state_dir else (Path(cfg.state_dir) if cfg is not None else None)
+    ruleset = load_ruleset([Path(d) for d in cfg.scan.rules_dirs] if cfg is not None else ())
+    fingerprinter = Fingerprinter.from_config(cfg.fingerprint_key() if cfg is not None else None, state_dir)
+    detector = Detector(ruleset, fingerprinter, include_examples=args.include_examples)
+    fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
+
+    stopping = _StopFlag()
+    progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+    with stopping.installed():
+        result = run_scan(options, detector, should_stop=stopping, progress=progress)
+    if progress is not None:
+        progress.clear()
+    findings = result.findings
+
+    if args.verify:
+        findings = _verify(findings, cfg, state_dir, fingerprinter)
+
+    _write_report(findings, fmt, args.output, result.stats)
+
+    if args.queue_url:
+        _send_to_queue(args.queue_url, findings, result.stats, cfg, state_dir)
+
+    _print_summary(sys.stderr, findings, result.stats)
+    if result.stats.interrupted:
+        return int(ExitCode.INTERRUPTED)
+    return int(ExitCode.FINDINGS if findings else ExitCode.CLEAN)
+
+
+def _load_config(path: str | None) -> Any:
+    if path is None:
+        return None
+    from keysweep.config import load_config
+
+    return load_config(path)
+
+
+def build_options(args: argparse.Namespace, cfg: Any = None) -> ScanOptions:
+    """Scan options: the configuration's scan section (when --config is given), then the flags."""
+    from keysweep.allowlist import Allowlist
+    from keysweep.config import parse_size
+
+    paths = tuple(args.paths)
+    if cfg is not None:
+        from keysweep.sweep import build_scan_options
+
+        base = build_scan_options(cfg, paths)
+        allowlist_file = args.allowlist or cfg.scan.allowlist
+    else:
+        base = ScanOptions(paths=paths, sources=("files",) if paths else SOURCES, workers=0)
+        allowlist_file = args.allowlist
+    changes: dict[str, Any] = {}
+    if args.sources:
+        changes["sources"] = tuple(dict.fromkeys(args.sources))
+    if args.exclude:
+        changes["excludes"] = (*base.excludes, *args.exclude)
+    if args.max_file_size is not None:
+        try:
+            changes["max_file_size"] = parse_size(args.max_file_size)
+        except ValueError as exc:
+            raise ConfigError(f"--max-file-size: {args.max_file_size!r}: {exc}") from None
+    if args.workers is not None:
+        changes["workers"] = args.workers
+    if args.archive_depth is not None:
+        changes["archive_max_depth"] = args.archive_depth
+    for flag in ("same_filesystem", "skip_network_fs", "follow_symlinks"):
+        if getattr(args, flag):
+            changes[flag] = True
+    if args.host_prefix:
+        if not os.path.isdir(args.host_prefix):
+            raise ConfigError(f"--host-prefix: {args.host_prefix} is not a directory")
+        changes["path_prefix"] = args.host_prefix
+    if allowlist_file:
+        changes["allowlist"] = Allowlist.load(allowlist_file)
+    for p in paths:
+        if not os.path.lexists(p):
+            raise ConfigError(f"{p}: no such file or directory")
+    return dataclasses.replace(base, **changes)
+
+
+# --- the hooks of the later pipeline stages -------------------------------------------------------------------
+
+
+def _verify(findings: list[Finding], cfg: Any, state_dir: Path | None, fingerprinter: Any) -> list[Finding]:
+    """--verify: the single call site of verification (keysweep.verify)."""
+    from keysweep.verify import Verifier, VerifyConfig
+
+    config = (cfg.verify if cfg is not None and cfg.verify is not None else None) or VerifyConfig()
+    return Verifier(config, state_dir=state_dir, fingerprinter=fingerprinter).verify_all(findings)
+
+
+def _send_to_queue(queue_url: str, findings: list[Finding], stats: ScanStats, cfg: Any, state_dir: Path | None) -> None:
+    """--queue-url: the single call site of reporting to SQS (keysweep.report.sqs)."""
+    try:
+        from keysweep.report import sqs
+    except ModuleNotFoundError as exc:
+        if exc.name != "keysweep.report.sqs":
+            raise
+        raise ConfigError("--queue-url: SQS reporting is not available in this build") from None
+    send = getattr(sqs, "send_scan_report", None)
+    if send is None:
+        raise ConfigError("--queue-url: SQS reporting is not available in this build")
+    send(queue_url, findings, stats, config=cfg, state_dir=state_dir)
+
+
+# --- output -------------------------------------------------------------------------------------------------
+
+
+def _write_report(findings: list[Finding], fmt: str, output: str | None, stats: ScanStats) -> None:
+    from keysweep.report.formats import render
+
+    if output is None:
+        render(findings, fmt, sys.stdout, summary=stats)
+        sys.stdout.flush()
+        return
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise ConfigError(f"--output {output}: cannot write ({exc.strerror})") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        render(findings, fmt, fh, summary=stats)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} GB"
+
+
+def _counts(c: Any) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _print_summary(stream: TextIO, findings: Sequence[Finding], stats: ScanStats) -> None:
+    parts = [f"{stats.files_scanned} files ({_human(stats.bytes_scanned)})"]
+    if stats.files_cached:
+        parts.append(f"{stats.files_cached} unchanged files from the state")
+    if stats.archives_scanned:
+        parts.append(f"{stats.archives_scanned} archives ({stats.archive_members_scanned} members)")
+    if stats.processes_scanned:
+        parts.append(f"{stats.processes_scanned} process environments")
+    if stats.aws_files_scanned:
+        parts.append(f"{stats.aws_files_scanned} AWS files")
+    paired = sum(1 for f in findings if f.has_secret)
+    print(
+        f"keysweep: scanned {', '.join(parts)} in {stats.duration_seconds:.1f} s; "
+        f"{len(findings)} findings ({paired} with secret)" + (" — interrupted" if stats.interrupted else ""),
+        file=stream,
+    )
+    if stats.skipped:
+        print(f"keysweep: skipped: {_counts(stats.skipped)}", file=stream)
+    if stats.errors:
+        print(f"keysweep: errors: {_counts(stats.errors)}", file=stream)
+    if stats.suppressed:
+        print(f"keysweep: allowlisted: {stats.suppressed} findings", file=stream)
+    if stats.profiles:
+        print(f"keysweep: AWS profiles: {_counts(stats.profiles)}", file=stream)
+
+
+class _Progress:
+    """One line on a terminal's stderr, rewritten in place: files, bytes, rate, findings so far."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.started = time.monotonic()
+
+    def __call__(self, stats: ScanStats) -> None:
+        elapsed = max(time.monotonic() - self.started, 1e-6)
+        rate = stats.bytes_scanned / elapsed / 1e6
+        found = sum(stats.findings_by_source.values())
+        line = f"scanning: {stats.files_scanned} files, {_human(stats.bytes_scanned)}, {rate:.0f} MB/s"
+        line += f", {found} findings so far" if found else ""
+        self.stream.write("\r\x1b[K" + line)
+        self.stream.flush()
+
+    def clear(self) -> None:
+        self.stream.write("\r\x1b[K")
+        self.stream.flush()
+
+
+class _StopFlag:
+    """Set by Ctrl-C (SIGINT) or SIGTERM: the scan ends early and still reports what it found."""
+
+    def __init__(self) -> None:
+        self.stopped = False
+
+    def __call__(self) -> bool:
+        return self.stopped
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.stopped:  # a second Ctrl-C: stop now
+            raise KeyboardInterrupt
+        self.stopped = True
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[None]:
+        saved = [(sig, signal.signal(sig, self._handle)) for sig in (signal.SIGINT, signal.SIGTERM)]
+        try:
+            yield
+        finally:
+            for sig, handler in saved:
+                signal.signal(sig, handler)
