@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,7 +55,10 @@ class SQLiteStore:
             # the store names hosts and key ids: readable by its owner only
             os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
         try:
-            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            # usable from any one thread at a time (the lock), e.g. a collector running in a worker thread
+            self._lock = threading.RLock()
+            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                       check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self._db.execute("PRAGMA journal_mode = WAL")
             # FULL: a commit survives power loss, since the queue message is deleted right after it
@@ -76,14 +80,15 @@ class SQLiteStore:
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one write transaction (write lock taken up front)."""
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                result = work(self._db)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            return result
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(self._db)
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+                return result
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
 
@@ -129,7 +134,8 @@ class SQLiteStore:
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         try:
-            return self._db.execute(sql, params).fetchall()
+            with self._lock:
+                return self._db.execute(sql, params).fetchall()
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
 

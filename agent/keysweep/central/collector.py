@@ -1,0 +1,228 @@
+"""The long-polling collector: SQS queue in, store out, at least once and idempotently.
+
+A batch is received, each body is validated and applied to the store, and only then are the applied messages
+deleted. A crash between the store commit and the delete redelivers messages the store already holds; the
+idempotent upsert makes that harmless. Malformed and unknown-version messages are never deleted: they become
+visible again and the queue's redrive policy moves them to the dead-letter queue. While a batch is being
+processed a background thread keeps extending the visibility timeout of the messages still in hand.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from keysweep.aws import client_config, make_client
+from keysweep.central.handler import MessageHandler, Outcome
+from keysweep.central.store import Store
+from keysweep.errors import KeysweepError, StoreError
+
+log = logging.getLogger(__name__)
+
+
+class QueueError(KeysweepError):
+    """The queue could not be read."""
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    queue_url: str
+    wait_seconds: int = 20  # long poll (0–20)
+    max_messages: int = 10  # per receive (1–10)
+    visibility_timeout: int = 120  # requested on receive; extended while a batch is in hand
+    once: bool = False  # drain what is there, stop after the first empty receive
+    region: str | None = None
+    max_receive_failures: int = 5  # consecutive failed receives before giving up (--once) / backing off longer
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.wait_seconds <= 20:
+            raise ValueError("wait_seconds must be 0..20")
+        if not 1 <= self.max_messages <= 10:
+            raise ValueError("max_messages must be 1..10")
+        if not 1 <= self.visibility_timeout <= 43200:
+            raise ValueError("visibility_timeout must be 1..43200 seconds")
+
+
+@dataclass
+class CollectStats:
+    batches: int = 0
+    received: int = 0
+    stored: int = 0  # applied and changed the store
+    duplicates: int = 0  # applied, changed nothing
+    malformed: int = 0
+    unknown_version: int = 0
+    store_errors: int = 0
+    deleted: int = 0
+    delete_failures: int = 0
+    visibility_extensions: int = 0
+    receive_errors: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class VisibilityExtender:
+    """Keeps the messages still in hand invisible while a slow batch is processed."""
+
+    def __init__(self, sqs: Any, queue_url: str, timeout: int, stats: CollectStats) -> None:
+        self._sqs, self._queue_url, self._timeout, self._stats = sqs, queue_url, timeout, stats
+        self._pending: dict[str, str] = {}  # MessageId -> ReceiptHandle
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> VisibilityExtender:
+        self._thread = threading.Thread(target=self._run, name="keysweep-visibility", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        if self._thread:
+            self._thread.join()
+
+    def hold(self, messages: Iterable[dict[str, Any]]) -> None:
+        with self._lock:
+            self._pending.update({m["MessageId"]: m["ReceiptHandle"] for m in messages})
+
+    def release(self, message_id: str) -> None:
+        with self._lock:
+            self._pending.pop(message_id, None)
+
+    def _run(self) -> None:
+        interval = max(self._timeout / 3, 0.2)
+        while not self._done.wait(interval):
+            with self._lock:
+                entries = [{"Id": str(i), "ReceiptHandle": rh, "VisibilityTimeout": self._timeout}
+                           for i, rh in enumerate(self._pending.values())]
+            if not entries:
+                continue
+            try:
+                response = self._sqs.change_message_visibility_batch(QueueUrl=self._queue_url, Entries=entries)
+                self._stats.visibility_extensions += len(response.get("Successful", []))
+            except (ClientError, BotoCoreError) as exc:
+                log.warning("could not extend visibility of %d message(s): %s", len(entries), type(exc).__name__)
+
+
+class Collector:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        store: Store,
+        *,
+        sqs: Any | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> None:
+        self.config = config
+        self.handler = MessageHandler(store)
+        self.stats = CollectStats()
+        self._sqs = sqs or make_client(
+            "sqs", region=config.region,
+            config=client_config(read_timeout=config.wait_seconds + 10.0),
+        )
+        self._should_stop = should_stop or (lambda: False)
+
+    def run(self) -> CollectStats:
+        failures = 0
+        while not self._should_stop():
+            try:
+                messages = self._receive()
+            except QueueError:
+                failures += 1
+                self.stats.receive_errors += 1
+                if self.config.once and failures >= self.config.max_receive_failures:
+                    raise
+                self._sleep(min(60.0, 0.5 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0))
+                continue
+            failures = 0
+            if not messages:
+                if self.config.once:
+                    break
+                continue
+            self.process_batch(messages)
+        return self.stats
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._should_stop() and time.monotonic() < deadline:
+            time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+
+    def _receive(self) -> list[dict[str, Any]]:
+        try:
+            response = self._sqs.receive_message(
+                QueueUrl=self.config.queue_url,
+                MaxNumberOfMessages=self.config.max_messages,
+                WaitTimeSeconds=self.config.wait_seconds,
+                VisibilityTimeout=self.config.visibility_timeout,
+                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+            )
+        except (ClientError, BotoCoreError) as exc:
+            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+            log.warning("receive from the queue failed: %s", code)
+            raise QueueError(f"receive from {self.config.queue_url} failed: {code}") from exc
+        return list(response.get("Messages", []))
+
+    def process_batch(self, messages: Sequence[dict[str, Any]]) -> None:
+        """Apply every message, then delete the ones the store committed."""
+        self.stats.batches += 1
+        self.stats.received += len(messages)
+        done: list[dict[str, Any]] = []
+        with VisibilityExtender(self._sqs, self.config.queue_url, self.config.visibility_timeout,
+                                self.stats) as extender:
+            extender.hold(messages)
+            for i, message in enumerate(messages):
+                if self._should_stop() and i:
+                    break  # the rest become visible again after the timeout
+                if self._apply(message):
+                    done.append(message)
+                else:
+                    extender.release(message["MessageId"])  # let it reappear for the redrive policy
+        self._delete(done)
+
+    def _apply(self, message: dict[str, Any]) -> bool:
+        message_id = message.get("MessageId", "?")
+        try:
+            result = self.handler.handle(message.get("Body", ""))
+        except StoreError as exc:
+            self.stats.store_errors += 1
+            log.error("store failed for message %s, left on the queue: %s", message_id, exc)
+            return False
+        if result.outcome is Outcome.OK:
+            if result.changed:
+                self.stats.stored += 1
+            else:
+                self.stats.duplicates += 1
+            log.info("message %s: %s %s", message_id, result.kind, "stored" if result.changed else "duplicate")
+            return True
+        if result.outcome is Outcome.UNKNOWN_VERSION:
+            self.stats.unknown_version += 1
+        else:
+            self.stats.malformed += 1
+        receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
+        log.warning("message %s rejected (%s: %s), left for the dead-letter queue (receive %s)",
+                    message_id, result.outcome.value, result.reason, receives)
+        return False
+
+    def _delete(self, messages: Sequence[dict[str, Any]]) -> None:
+        for start in range(0, len(messages), 10):
+            chunk = messages[start:start + 10]
+            entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)]
+            try:
+                response = self._sqs.delete_message_batch(QueueUrl=self.config.queue_url, Entries=entries)
+            except (ClientError, BotoCoreError) as exc:
+                # stored already: redelivery is harmless, the upsert is idempotent
+                self.stats.delete_failures += len(entries)
+                log.warning("delete of %d stored message(s) failed: %s", len(entries), type(exc).__name__)
+                continue
+            self.stats.deleted += len(response.get("Successful", []))
+            for failed in response.get("Failed", []):
+                self.stats.delete_failures += 1
+                log.warning("delete of stored message %s failed: %s", chunk[int(failed["Id"])].get("MessageId"),
+                            failed.get("Code"))

@@ -1,0 +1,59 @@
+"""The collector as an AWS Lambda function behind an SQS event-source mapping (serverless mode).
+
+Handler: ``keysweep.central.lambda_handler.handler``. Environment: ``KEYSWEEP_TABLE`` (the DynamoDB table) and
+optionally ``KEYSWEEP_LOG_LEVEL``. The event-source mapping must enable ``ReportBatchItemFailures``: messages
+that were not stored (malformed, unknown version, or a store failure) are returned in ``batchItemFailures`` so
+SQS keeps them and its redrive policy eventually moves them to the dead-letter queue; the stored ones are
+deleted by the Lambda service. Bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+from typing import Any
+
+from keysweep.central.handler import MessageHandler, Outcome
+from keysweep.central.store import open_store
+from keysweep.errors import ConfigError, StoreError
+
+TABLE_ENV = "KEYSWEEP_TABLE"
+
+log = logging.getLogger("keysweep.lambda")
+_handlers: dict[str, MessageHandler] = {}  # reused across warm invocations
+
+
+def _handler() -> MessageHandler:
+    table = os.environ.get(TABLE_ENV)
+    if not table:
+        raise ConfigError(f"{TABLE_ENV} is not set")
+    if table not in _handlers:
+        logging.getLogger("keysweep").setLevel(os.environ.get("KEYSWEEP_LOG_LEVEL", "INFO").upper())
+        _handlers[table] = MessageHandler(open_store(f"dynamodb://{table}", create=False))
+    return _handlers[table]
+
+
+def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[str, str]]]:
+    message_handler = _handler()
+    failures: list[dict[str, str]] = []
+    counts: Counter[str] = Counter()
+    for record in event.get("Records", []):
+        message_id = str(record.get("messageId", ""))
+        try:
+            result = message_handler.handle(record.get("body", ""))
+        except StoreError as exc:
+            counts["store_error"] += 1
+            log.error("store failed for message %s: %s", message_id, exc)
+            failures.append({"itemIdentifier": message_id})
+            continue
+        if result.outcome is Outcome.OK:
+            counts["stored" if result.changed else "duplicate"] += 1
+            continue
+        counts[result.outcome.value] += 1
+        log.warning("message %s rejected (%s: %s); left for the dead-letter queue (receive %s)", message_id,
+                    result.outcome.value, result.reason,
+                    (record.get("attributes") or {}).get("ApproximateReceiveCount", "?"))
+        failures.append({"itemIdentifier": message_id})
+    log.info("batch of %d: %s", len(event.get("Records", [])), dict(sorted(counts.items())))
+    return {"batchItemFailures": failures}

@@ -1,0 +1,102 @@
+"""``keysweep collect``: drain the agents' SQS queue into the fleet store, or show host coverage."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from datetime import timedelta
+from typing import Any
+
+from keysweep.central.store import DEFAULT_DB
+from keysweep.errors import ConfigError, ExitCode
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "collect",
+        help="collect the agents' reports from SQS into the fleet store (or show host coverage)",
+        description="Long-polls the queue, validates each message against the message schema and upserts it into "
+                    "the store; messages are deleted only after the store committed them. Malformed messages are "
+                    "left for the queue's redrive policy (dead-letter queue).",
+    )
+    p.add_argument("--queue-url", metavar="URL", help="the agents' SQS queue (required unless --coverage)")
+    p.add_argument("--db", metavar="PATH", default=DEFAULT_DB,
+                   help=f"store: a SQLite file or dynamodb://TABLE[?region=R] (default ./{DEFAULT_DB})")
+    p.add_argument("--once", action="store_true", help="drain what is in the queue, then exit")
+    p.add_argument("--wait-seconds", type=int, default=20, metavar="N", help="long-poll wait, 0-20 (default 20)")
+    p.add_argument("--max-messages", type=int, default=10, metavar="N", help="messages per receive, 1-10 (default 10)")
+    p.add_argument("--visibility-timeout", type=int, default=120, metavar="S",
+                   help="seconds a received message stays hidden; extended while it is processed (default 120)")
+    p.add_argument("--region", metavar="REGION", help="region of the queue (default: from the environment)")
+    p.add_argument("--coverage", action="store_true",
+                   help="print host coverage from the store's heartbeats and exit (1 when a host is silent)")
+    p.add_argument("--silent-after", type=float, default=24.0, metavar="HOURS",
+                   help="with --coverage: a host is silent after this many hours without a heartbeat (default 24)")
+    p.add_argument("--format", choices=("table", "json"), default="table", help="with --coverage: output format")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every message's outcome")
+    p.set_defaults(func=_collect)
+
+
+def _collect(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.coverage:
+        return _coverage(args)
+    if not args.queue_url:
+        raise ConfigError("collect: --queue-url is required (or use --coverage)")
+
+    from keysweep.central.collector import Collector, CollectorConfig
+    from keysweep.central.store import open_store
+
+    try:
+        config = CollectorConfig(queue_url=args.queue_url, wait_seconds=args.wait_seconds,
+                                 max_messages=args.max_messages, visibility_timeout=args.visibility_timeout,
+                                 once=args.once, region=args.region)
+    except ValueError as exc:
+        raise ConfigError(f"collect: {exc}") from None
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    store = open_store(args.db)
+    try:
+        stats = Collector(config, store, should_stop=stop.is_set).run()
+    finally:
+        store.close()
+    print("collect: " + " ".join(f"{k}={v}" for k, v in stats.to_dict().items()), file=sys.stderr)
+    return int(ExitCode.RUNTIME if stats.store_errors else ExitCode.CLEAN)
+
+
+def _ago(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.1f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def _coverage(args: argparse.Namespace) -> int:
+    from keysweep.central.coverage import host_coverage
+    from keysweep.central.store import open_store
+
+    store = open_store(args.db, create=False)
+    try:
+        cov = host_coverage(store.iter_hosts(), silent_after=timedelta(hours=args.silent_after))
+    finally:
+        store.close()
+    if args.format == "json":
+        print(json.dumps(cov.to_dict(), indent=2, sort_keys=True))
+    else:
+        header = ("STATE", "HOST", "HOST ID", "KIND", "AGENT", "LAST HEARTBEAT", "AGO")
+        rows = [(h.state, h.hostname, h.host_id, h.kind, h.agent_version or "-", h.last_heartbeat or "-",
+                 _ago(h.silent_for_s)) for h in cov.hosts]
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        states = ", ".join(f"{n} {s}" for s, n in sorted(cov.by_state.items()))
+        print(f"\n{len(cov.hosts)} host(s): {states or 'none'}")
+    return int(ExitCode.FINDINGS if cov.silent else ExitCode.CLEAN)
