@@ -26,7 +26,7 @@ SUPPORTED_VERSIONS = frozenset({1})
 MAX_BODY_BYTES = 1024 * 1024  # SQS's own limit: anything larger did not come from an agent
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     OK = "ok"
     MALFORMED = "malformed"
     UNKNOWN_VERSION = "unknown-version"
