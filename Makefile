@@ -26,5 +26,10 @@ bench: install
 	bash scripts/install-system-deps.sh bench
 	$(BIN)/python bench/run.py
 
+packages: install
+	$(BIN)/pip install --quiet -e '.[packaging]'
+	bash scripts/install-system-deps.sh packages
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash packaging/build.sh
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info agent/*.egg-info

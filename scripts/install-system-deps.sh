@@ -4,6 +4,9 @@ set -euo pipefail
 want=()
 if [ "${1:-}" = "bench" ]; then
     command -v rg >/dev/null || want+=(ripgrep)
+elif [ "${1:-}" = "packages" ]; then
+    /usr/bin/python3.11 -c 'import ensurepip' 2>/dev/null || want+=(python3.11-venv)
+    command -v rpm >/dev/null || want+=(rpm)
 else
     command -v chromium >/dev/null || want+=(chromium)
     command -v rpm >/dev/null || want+=(rpm)

@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# CI for the packages (called by .ci/run after `make test`; needs root on Debian 12, runs unattended):
+# builds the deb and rpm, installs the deb here and exercises it (scan, capabilities, hardening score,
+# conffile kept across an upgrade, remove, purge), checks the rpm (listing, digests, install/upgrade/erase in a
+# scratch root) and lints the Dockerfile. Leaves the machine without the package.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "ci-packages: needs root (dpkg -i)" >&2; exit 2; }
+export DEBIAN_FRONTEND=noninteractive
+
+step() { printf '\n== ci-packages: %s\n' "$*"; }
+fail() { echo "ci-packages: FAIL: $*" >&2; exit 1; }
+
+UNIT=/usr/lib/systemd/system/keysweep.service
+CONF=/etc/keysweep/agent.yaml
+# a key id that decodes to a real-looking account, with a 40-character secret beside it (not a documentation example)
+KEY_ID=AKIAXYZDQCEN4B6JSJQI
+SECRET=Zq3vT8nR2pL6wX9cB4mK7sD1fG5hJ0aE8uY2iO6t
+
+work=$(mktemp -d)
+scratch_root=$work/rpmroot
+cleanup() {
+    dpkg --purge keysweep >/dev/null 2>&1 || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+dpkg --purge keysweep >/dev/null 2>&1 || true
+
+step "build"
+start=$(date +%s)
+make packages
+echo "built in $(( $(date +%s) - start ))s"
+version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' agent/keysweep/__init__.py)
+deb=$(ls dist/keysweep_"$version"-1_*.deb)
+rpm_file=$(ls dist/keysweep-"$version"-1.*.rpm)
+ls -l "$deb" "$rpm_file"
+
+step "deb: install"
+dpkg -i "$deb"
+[ "$(dpkg-query -W -f='${Status}' keysweep)" = "install ok installed" ] || fail "package not installed"
+dpkg -L keysweep | grep -x "$UNIT" >/dev/null || fail "unit not listed by dpkg -L"
+dpkg -L keysweep | grep -x /usr/bin/keysweep >/dev/null || fail "wrapper not listed by dpkg -L"
+dpkg-query -W -f='${Conffiles}\n' keysweep | grep " $CONF " >/dev/null || fail "$CONF is not a conffile"
+[ -f "$UNIT" ] && [ -f "$CONF" ] || fail "unit or configuration missing on disk"
+[ "$(stat -c '%U:%G %a' "$CONF")" = "root:keysweep 640" ] || fail "$CONF owner/mode: $(stat -c '%U:%G %a' "$CONF")"
+getent passwd keysweep | grep ':/usr/sbin/nologin$' >/dev/null || fail "system user keysweep missing"
+for dir in /var/lib/keysweep /var/cache/keysweep; do
+    [ "$(stat -c '%U %a' "$dir")" = "keysweep 700" ] || fail "$dir: $(stat -c '%U %a' "$dir")"
+done
+
+step "deb: run the installed keysweep"
+/usr/bin/keysweep --version | grep -x "keysweep $version" >/dev/null || fail "--version"
+mkdir -p "$work/tree/app" "$work/tree/secret"
+printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$KEY_ID" "$SECRET" >"$work/tree/app/credentials"
+printf 'nothing here\n' >"$work/tree/app/README"
+set +e
+/usr/bin/keysweep scan --format json "$work/tree" >"$work/scan.json" 2>"$work/scan.err"
+rc=$?
+set -e
+[ "$rc" = 1 ] || { cat "$work/scan.err" >&2; fail "scan exit code $rc, expected 1 (findings)"; }
+grep -q "$KEY_ID" "$work/scan.json" || fail "scan did not report $KEY_ID"
+! grep -q "$SECRET" "$work/scan.json" "$work/scan.err" || fail "scan output holds the secret"
+echo "scan: exit 1 with $KEY_ID reported, secret redacted"
+
+# The service runs as keysweep with exactly CAP_DAC_READ_SEARCH + CAP_SYS_PTRACE: that must be enough to read a
+# root-only file, and without them the file is skipped.
+install -d -m 0700 "$work/tree/secret"
+mv "$work/tree/app/credentials" "$work/tree/secret/credentials"
+chmod 0600 "$work/tree/secret/credentials"
+chmod 0755 "$work" "$work/tree"
+as_keysweep=(setpriv --reuid=keysweep --regid=keysweep --clear-groups)
+caps=+dac_read_search,+sys_ptrace
+set +e
+"${as_keysweep[@]}" --inh-caps="$caps" --ambient-caps="$caps" --bounding-set=-all,"$caps" \
+    /usr/bin/keysweep scan --format json "$work/tree" >"$work/caps.json" 2>"$work/caps.err"
+rc_caps=$?
+"${as_keysweep[@]}" --inh-caps=-all --bounding-set=-all \
+    /usr/bin/keysweep scan --format json "$work/tree" >"$work/nocaps.json" 2>"$work/nocaps.err"
+rc_nocaps=$?
+set -e
+[ "$rc_caps" = 1 ] && grep -q "$KEY_ID" "$work/caps.json" ||
+    { cat "$work/caps.err" >&2; fail "as keysweep with the two capabilities: exit $rc_caps, key not found"; }
+[ "$rc_nocaps" = 0 ] && ! grep -q "$KEY_ID" "$work/nocaps.json" ||
+    { cat "$work/nocaps.err" >&2; fail "as keysweep without capabilities: exit $rc_nocaps (expected 0, file unreadable)"; }
+echo "capabilities: root-only file read with the two capabilities, skipped without them"
+
+# MemoryDenyWriteExecute=yes: the same refusal of writable+executable memory, through prctl(PR_SET_MDWE)
+# (Linux 6.3+); a scan must still work.
+if /usr/bin/python3.11 -c 'import ctypes, sys; sys.exit(ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0)' 2>/dev/null; then
+    set +e
+    /usr/bin/python3.11 -c 'import ctypes, os, sys
+ctypes.CDLL(None).prctl(65, 1, 0, 0, 0)
+os.execv("/usr/bin/keysweep", ["keysweep", *sys.argv[1:]])' scan --format json "$work/tree" >"$work/mdwe.json" 2>"$work/mdwe.err"
+    rc=$?
+    set -e
+    [ "$rc" = 1 ] && grep -q "$KEY_ID" "$work/mdwe.json" || { cat "$work/mdwe.err" >&2; fail "scan under MDWE: exit $rc"; }
+    echo "memory-deny-write-execute: scan works"
+else
+    echo "memory-deny-write-execute: kernel has no PR_SET_MDWE, not checked"
+fi
+
+step "deb: hardening score of the installed unit"
+systemd-analyze security --offline=true --threshold=25 "$UNIT" | tail -1
+
+step "deb: upgrade keeps a changed conffile"
+echo "# changed on this host" >>"$CONF"
+before=$(sha256sum "$CONF")
+KEYSWEEP_RELEASE=2 PATH="$PWD/.venv/bin:$PATH" bash packaging/build.sh package
+deb2=$(ls dist/keysweep_"$version"-2_*.deb)
+dpkg -i "$deb2"
+[ "$(dpkg-query -W -f='${Version}' keysweep)" = "$version-2" ] || fail "upgrade to $version-2 did not happen"
+[ "$(sha256sum "$CONF")" = "$before" ] || fail "upgrade overwrote $CONF"
+[ "$(stat -c %U /var/lib/keysweep)" = keysweep ] || fail "upgrade lost the state directory's owner"
+echo "upgrade to $version-2 kept $CONF"
+
+step "deb: remove, then purge"
+touch /var/lib/keysweep/state-marker
+dpkg -r keysweep
+[ ! -e /usr/bin/keysweep ] && [ ! -e /opt/keysweep/bin/python ] && [ ! -e "$UNIT" ] || fail "remove left program files"
+[ -f "$CONF" ] && getent passwd keysweep >/dev/null && [ -e /var/lib/keysweep/state-marker ] ||
+    fail "remove must keep configuration, user and state"
+dpkg --purge keysweep
+[ ! -e /etc/keysweep ] && [ ! -e /var/lib/keysweep ] && [ ! -e /var/cache/keysweep ] && [ ! -e /opt/keysweep ] ||
+    fail "purge left files behind"
+! getent passwd keysweep >/dev/null && ! getent group keysweep >/dev/null || fail "purge left the keysweep user"
+! dpkg-query -W keysweep >/dev/null 2>&1 || fail "package still known to dpkg"
+echo "remove kept configuration/state/user; purge removed them"
+
+step "rpm: list, digests, scratch-root install/upgrade/erase"
+rpm_file2=$(ls dist/keysweep-"$version"-2.*.rpm)
+rpm -qpl "$rpm_file" >"$work/rpm.list"
+for path in /usr/bin/keysweep "$UNIT" "$CONF" /opt/keysweep/bin/python3.11 /opt/keysweep/pyvenv.cfg; do
+    grep -qx "$path" "$work/rpm.list" || fail "rpm does not hold $path"
+done
+rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm_file" | grep -x "cn $CONF" >/dev/null ||
+    fail "$CONF is not %config(noreplace) in the rpm"
+rpm -qp --scripts "$rpm_file" | grep 'preinstall scriptlet' >/dev/null || fail "rpm has no %pre"
+rpm -K "$rpm_file" | tee "$work/rpmk" | grep 'digests OK' >/dev/null || { cat "$work/rpmk"; fail "rpm -K"; }
+cat "$work/rpmk"
+mkdir -p "$scratch_root"
+rpm --root "$scratch_root" --initdb
+# no scriptlets in the scratch root, so no keysweep user there: rpm warns and uses root for those files
+in_root() { rpm --root "$scratch_root" "$@" >"$work/rpm.out" 2>&1 || { cat "$work/rpm.out" >&2; fail "rpm $*"; }; }
+in_root -i --nodeps --noscripts "$rpm_file"
+rpm --root "$scratch_root" -q keysweep
+for path in /usr/bin/keysweep "$UNIT" "$CONF" /opt/keysweep/pyvenv.cfg; do
+    [ -e "$scratch_root$path" ] || fail "rpm did not install $path"
+done
+"$scratch_root/opt/keysweep/bin/python" -I -m keysweep --version | grep -x "keysweep $version" >/dev/null ||
+    fail "the environment installed from the rpm does not run"
+echo "# changed on this host" >>"$scratch_root$CONF"
+in_root -U --nodeps --noscripts "$rpm_file2"
+grep -q '^# changed on this host$' "$scratch_root$CONF" || fail "rpm upgrade overwrote $CONF"
+in_root -e --nodeps --noscripts keysweep
+[ -f "$scratch_root$CONF.rpmsave" ] && [ ! -e "$scratch_root/opt/keysweep/bin" ] ||
+    fail "rpm erase: expected $CONF.rpmsave and the program removed"
+echo "rpm: digests OK, upgrade kept $CONF, erase saved it as .rpmsave"
+
+step "Dockerfile: hadolint"
+.venv/bin/hadolint Dockerfile
+echo "hadolint: no findings"
+
+step "all package checks passed ($(( $(date +%s) - start ))s)"
