@@ -11,7 +11,8 @@ Pairing (``Finding.pairing``), best first, each secret used by at most one id:
                  (the default 4 KiB covers ``.s3cfg``, whose ``secret_key`` sits ~50 lines below ``access_key``);
   ``window``     the nearest plausible unnamed secret within ``pair_window`` bytes and 10 lines;
   ``none``       no secret found (still a finding: it says where a key lives).
-Ties go to the nearer secret.
+Within a tier the nearer secret wins; a secret before its id counts at twice its distance (secrets follow
+their ids in credential files, CSV exports, API JSON and sorted environments).
 """
 
 from __future__ import annotations
@@ -291,8 +292,9 @@ class Detector:
                     tier = 3
                 else:
                     continue
-                dist = c.pos - h.pos - 20 if c.pos >= h.pos else h.pos - c.end
-                scored.append((tier, abs(dist), i, c.pos))
+                # secrets follow their id in every common format: one before the id counts double
+                dist = c.pos - h.pos - 20 if c.pos >= h.pos else 2 * (h.pos - c.end)
+                scored.append((tier, dist, i, c.pos))
         scored.sort()
         used_ids: set[int] = set()
         used_cands: set[int] = set()

@@ -1,0 +1,358 @@
+from __future__ import annotations
+
+import base64
+import json
+import random
+import string
+from urllib.parse import quote
+
+import pytest
+from keysweep.detect import DEFAULT_PAIR_WINDOW, Detector
+from keysweep.fingerprint import Fingerprinter
+from keysweep.models import Location
+from keysweep.ruleset import load_ruleset
+
+KID = "AKIAXYZDQCEN4B6JSJQI"
+KID2 = "AKIASP2TPHJSQH3FJRUX"
+TMP = "ASIAY34FZKBOKMUTVV7A"
+SECRET = "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"
+SECRET2 = "p9Lk2/Hd8+Qw3Er5Ty7Ui9Op1As3Df5Gh7Jk9Lz0"
+TOKEN = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJHMEUCIQ" + "D" * 200 + "AbCd3f=="
+LOC = Location(kind="file", path="/srv/app/config")
+B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector(load_ruleset(), Fingerprinter(b"test-fingerprint-key"))
+
+
+def scan(detector: Detector, text: str | bytes, **kw):
+    buf = text.encode() if isinstance(text, str) else text
+    return detector.scan(buf, location=LOC, **kw)
+
+
+def only(findings):
+    assert len(findings) == 1, findings
+    return findings[0]
+
+
+def test_credentials_file_pairs_each_profile(detector):
+    text = f"[default]\naws_access_key_id = {KID}\naws_secret_access_key = {SECRET}\n\n" \
+           f"[prod]\naws_access_key_id = {KID2}\naws_secret_access_key = {SECRET2}\n"
+    fs = scan(detector, text)
+    assert [(f.key_id, f.location.line, f.secret.reveal(), f.pairing) for f in fs] == [
+        (KID, 2, SECRET, "named"),
+        (KID2, 6, SECRET2, "named"),
+    ]
+    assert all(f.has_secret and f.severity == "critical" for f in fs)
+    assert fs[0].account_id == "534261010715" and fs[0].key_type == "long-term"
+
+
+def test_s3cfg_secret_fifty_lines_below(detector):
+    filler = "".join(f"option_{i} = value-{i}\n" for i in range(50))
+    text = f"[default]\naccess_key = {KID}\n{filler}secret_key = {SECRET}\n"
+    f = only(scan(detector, text))
+    assert f.has_secret and f.secret.reveal() == SECRET and f.pairing == "named"
+    assert f.location.line == 2
+
+
+def test_csv_export_pairs_on_the_same_line(detector):
+    text = f"User name,Password,Access key ID,Secret access key\nci-bot,,{KID},{SECRET}\n"
+    f = only(scan(detector, text))
+    assert f.pairing == "same-line" and f.secret.reveal() == SECRET and f.location.line == 2
+
+
+def test_minified_json_pairs_one_to_one(detector):
+    doc = json.dumps([{"AccessKeyId": KID, "SecretAccessKey": SECRET}, {"AccessKeyId": KID2, "SecretAccessKey": SECRET2}])
+    fs = scan(detector, doc)
+    assert {(f.key_id, f.secret.reveal()) for f in fs} == {(KID, SECRET), (KID2, SECRET2)}
+
+
+def test_each_secret_goes_to_one_id(detector):
+    text = f"# old: aws_access_key_id={KID2}\naws_access_key_id={KID}\naws_secret_access_key={SECRET}\n"
+    fs = {f.key_id: f for f in scan(detector, text)}
+    assert fs[KID].secret.reveal() == SECRET
+    assert not fs[KID2].has_secret and fs[KID2].pairing == "none"
+
+
+def test_unnamed_secret_in_window(detector):
+    text = f"id {KID}\nsome words here\n{SECRET}\n"
+    f = only(scan(detector, text))
+    assert f.pairing == "window" and f.secret.reveal() == SECRET
+
+
+def test_unnamed_secret_too_many_lines_away_is_not_paired(detector):
+    text = f"id {KID}\n" + "x\n" * 30 + f"{SECRET}\n"
+    assert not only(scan(detector, text)).has_secret
+
+
+def test_secret_beyond_window_is_not_paired(detector):
+    text = f"aws_access_key_id={KID}\n" + "#" * (DEFAULT_PAIR_WINDOW + 100) + f"\naws_secret_access_key={SECRET}\n"
+    assert not only(scan(detector, text)).has_secret
+    wide = Detector(load_ruleset(), Fingerprinter(b"k" * 16), pair_window=DEFAULT_PAIR_WINDOW * 2)
+    assert only(wide.scan(text.encode(), location=LOC)).has_secret
+
+
+@pytest.mark.parametrize(
+    "not_a_secret",
+    [
+        "3f786850e387550fdab836ed7e6dc881de23001b",  # SHA-1
+        "3F786850E387550FDAB836ED7E6DC881DE23001B",
+        "AbstractSingletonProxyFactoryBeanWrapper",  # identifier (unnamed)
+        "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+        "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",  # documentation example
+        SECRET + "A",  # 41 characters
+        SECRET[:-1],  # 39 characters
+    ],
+)
+def test_things_that_are_not_secrets(detector, not_a_secret):
+    text = f"key {KID}\nvalue {not_a_secret}\n"
+    assert not only(scan(detector, text)).has_secret
+
+
+def test_base64_tail_is_not_a_secret(detector):
+    text = f"key {KID}\nblob {SECRET}==\n"
+    assert not only(scan(detector, text)).has_secret
+
+
+def test_id_without_secret_is_still_a_finding(detector):
+    f = only(scan(detector, f"deploy user key: {KID}\n"))
+    assert not f.has_secret and f.secret is None and f.secret_redacted is None and f.pairing == "none"
+    assert f.fingerprint == detector.fingerprinter.key_fingerprint(KID, None)
+
+
+def test_documentation_examples_are_dropped_unless_asked(detector):
+    text = "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+    assert scan(detector, text) == []
+    assert scan(detector, "key = AKIAXXXXXXXXXXXXXXXX") == []
+    keep = Detector(load_ruleset(), Fingerprinter(b"k" * 16), include_examples=True)
+    f = only(keep.scan(text.encode(), location=LOC))
+    assert f.key_id == "AKIAIOSFODNN7EXAMPLE" and f.has_secret
+
+
+@pytest.mark.parametrize("prefix", ["AIDA", "AROA", "AGPA", "AIPA", "ANPA", "ANVA", "APKA", "ASCA"])
+def test_principal_ids_are_not_keys(detector, prefix):
+    assert scan(detector, f"arn {prefix}XYZDQCEN4B6JSJQI") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        (f"{KID}", True),
+        (f"x={KID};", True),
+        (f'"{KID}"', True),
+        (f"_{KID}_", True),
+        (f"-{KID}.", True),
+        (f"a{KID}", False),
+        (f"{KID}b", False),
+        (f"9{KID}", False),
+        (f"{KID}7", False),
+        (f"{KID[:-1]}", False),
+        (f"{KID[:-1]}1", False),
+    ],
+)
+def test_id_boundaries(detector, text, found):
+    assert bool(scan(detector, text)) is found
+
+
+@pytest.mark.parametrize("kind", ["ASIA", "ABIA", "ACCA"])
+def test_all_key_prefixes(detector, kind):
+    f = only(scan(detector, f"{kind}Y34FZKBOKMUTVV7A"))
+    assert f.key_id.startswith(kind)
+
+
+def test_line_numbers_and_offsets(detector):
+    text = f"a\r\nb\n\n  {KID}\n"
+    f = only(scan(detector, text))
+    assert f.location.line == 4
+    assert f.location.offset == text.index(KID)
+    g = only(scan(detector, text, base_offset=1000, base_line=10))
+    assert g.location.line == 13 and g.location.offset == 1000 + text.index(KID)
+    assert g.location.path == LOC.path and g.location.kind == "file"
+
+
+def test_min_and_max_offset(detector):
+    text = f"{KID}\n" + "." * 100 + f"\n{KID2}\n"
+    second = text.index(KID2)
+    assert [f.key_id for f in scan(detector, text, min_offset=1)] == [KID2]
+    assert [f.key_id for f in scan(detector, text, base_offset=50, min_offset=50 + second + 1)] == []
+    assert [f.key_id for f in scan(detector, text, max_offset=second)] == [KID]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16"])
+def test_utf16_text(detector, encoding):
+    text = f"first line\r\n[default]\r\naws_access_key_id = {KID}\r\naws_secret_access_key = {SECRET}\r\n"
+    f = only(scan(detector, text.encode(encoding)))
+    assert f.key_id == KID and f.secret.reveal() == SECRET
+    assert f.location.line == 3
+    assert f.location.encoding in ("utf-16le", "utf-16be")
+
+
+def test_utf16_many_keys_each_once(detector):
+    rng = random.Random(3)
+    lines = [f"key{i} = AKIA{''.join(rng.choice(B32) for _ in range(16))}" for i in range(30)]
+    fs = scan(detector, "\n".join(lines).encode("utf-16-le"))
+    assert len(fs) == 30
+    assert [f.location.line for f in fs] == list(range(1, 31))
+
+
+def test_kubernetes_secret_base64_values(detector):
+    b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+    text = (
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: aws\ndata:\n"
+        f"  AWS_ACCESS_KEY_ID: {b64(KID)}\n  AWS_SECRET_ACCESS_KEY: {b64(SECRET)}\n"
+    )
+    f = only(scan(detector, text))
+    assert f.key_id == KID and f.location.encoding == "base64" and f.location.line == 6
+    assert f.secret.reveal() == SECRET and f.pairing == "named"
+
+
+@pytest.mark.parametrize("pad", ["", "x", "xy", "xyz"])
+def test_base64_blob_at_every_alignment(detector, pad):
+    inner = f"{pad}[default]\naws_access_key_id={KID}\naws_secret_access_key={SECRET}\n"
+    text = "#cloud-config\nwrite_files:\n- encoding: b64\n  content: " + base64.b64encode(inner.encode()).decode() + "\n"
+    f = only(scan(detector, text))
+    assert f.key_id == KID and f.secret.reveal() == SECRET and f.location.encoding == "base64"
+    assert f.location.line == 4
+
+
+def test_raw_and_decoded_on_the_same_line_count_once(detector):
+    text = f"{KID} {base64.b64encode(KID.encode()).decode()}\n"
+    f = only(scan(detector, text))
+    assert f.location.encoding is None
+
+
+def test_percent_encoded_secret_in_url(detector):
+    secret = "Ab3/Cd5+Ef7/Gh9+Ij1/Kl3+Mn5/Op7+Qr9/St1z"
+    url = f"https://{KID}:{quote(secret, safe='')}@storage.example/bucket\n"
+    assert "%2F" in url
+    f = only(scan(detector, url))
+    assert f.secret.reveal() == secret and f.pairing == "same-line"
+
+
+def test_session_token_pairs_with_temporary_ids_only(detector):
+    text = f"aws_access_key_id={TMP}\naws_secret_access_key={SECRET}\naws_session_token={TOKEN}\n"
+    f = only(scan(detector, text))
+    assert f.has_session_token and f.session_token.reveal() == TOKEN and f.key_type == "temporary"
+    g = only(scan(detector, text.replace(TMP, KID)))
+    assert not g.has_session_token and g.session_token is None
+
+
+def test_unnamed_token_with_known_prefix_and_presigned_url(detector):
+    url = (
+        f"https://b.s3.amazonaws.com/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={TMP}%2F20260101%2Fus-east-1"
+        f"%2Fs3%2Faws4_request&X-Amz-Security-Token={quote(TOKEN, safe='')}&X-Amz-Signature={'ab' * 32}\n"
+    )
+    f = only(scan(detector, url))
+    assert f.key_id == TMP and not f.has_secret
+    assert f.has_session_token and f.session_token.reveal() == TOKEN
+
+
+def test_same_key_in_two_places_shares_the_key_fingerprint(detector):
+    a = only(detector.scan(f"k={KID}\ns={SECRET}".encode(), location=Location(kind="file", path="/a")))
+    b = only(detector.scan(f"x\nk={KID} s={SECRET}".encode(), location=Location(kind="file", path="/b")))
+    assert a.fingerprint == b.fingerprint and a.secret_fingerprint == b.secret_fingerprint
+    assert a.location != b.location
+
+
+def test_findings_never_expose_the_secret(detector):
+    text = f"aws_access_key_id={TMP}\naws_secret_access_key={SECRET}\naws_session_token={TOKEN}\n"
+    f = only(scan(detector, text))
+    for rendered in (repr(f), str(f), json.dumps(f.to_dict()), repr(f.location)):
+        assert SECRET not in rendered and TOKEN[:60] not in rendered and SECRET[4:12] not in rendered
+    assert f.secret_redacted == SECRET[:4] + "…"
+
+
+def test_make_finding_for_structured_sources(detector):
+    loc = Location(kind="aws-credentials", path="/root/.aws/credentials", profile="prod")
+    f = detector.make_finding(TMP, location=loc, secret=SECRET, session_token=TOKEN, pairing="profile",
+                              profile_kind="static")
+    assert f.rule == "aws-access-key-id" and f.pairing == "profile" and f.profile_kind == "static"
+    assert f.has_secret and f.has_session_token and f.account_id == "609629065308"
+    assert f.fingerprint == detector.fingerprinter.key_fingerprint(TMP, SECRET)
+    assert f.secret_fingerprint == detector.fingerprinter.secret_fingerprint(SECRET)
+    g = detector.make_finding(KID, location=loc, secret=None, session_token=None, pairing="none")
+    assert not g.has_secret and g.secret_fingerprint is None and g.severity == "high"
+
+
+@pytest.mark.parametrize(
+    "buf",
+    [b"", b"A", b"AKIA", b"AKIA" * 1000, bytes(range(256)) * 64, b"QUtJQ" * 500, b"A\x00K\x00I\x00A\x00" * 300,
+     "AKIA€".encode("utf-16-le") * 100, b"\xff\xfe" + b"\x00\xd8" * 1000],
+)
+@pytest.mark.timeout(20)
+def test_hostile_buffers_do_not_crash(detector, buf):
+    assert scan(detector, buf) == []
+
+
+def _random_text(rng: random.Random, n: int) -> str:
+    words = ["the", "key", "=", ":", "config", "x", "\n", " ", "\t", "{", "}", '"', "/", "+", "AKIA", "a1"]
+    return "".join(rng.choice(words) + rng.choice(["", " ", "\n"]) for _ in range(n))
+
+
+def test_property_random_ids_found_once_at_the_right_line(detector):
+    rng = random.Random(2026)
+    for _ in range(300):
+        kid = rng.choice(["AKIA", "ASIA"]) + "".join(rng.choice(B32) for _ in range(16))
+        before, after = _random_text(rng, rng.randrange(0, 60)), _random_text(rng, rng.randrange(0, 60))
+        sep_l, sep_r = rng.choice(" \n=:\"'([,"), rng.choice(" \n;\"')],")
+        text = before + sep_l + kid + sep_r + after
+        fs = [f for f in scan(detector, text) if f.key_id == kid]
+        assert len(fs) == 1, text
+        assert fs[0].location.line == text[: text.index(kid)].count("\n") + 1
+
+
+def test_property_ids_inside_alnum_runs_are_not_found(detector):
+    rng = random.Random(7)
+    alnum = string.ascii_letters + string.digits
+    for _ in range(300):
+        kid = "AKIA" + "".join(rng.choice(B32) for _ in range(16))
+        left = "".join(rng.choice(alnum) for _ in range(rng.randrange(0, 4)))
+        right = "".join(rng.choice(alnum) for _ in range(rng.randrange(0 if left else 1, 4)))
+        assert scan(detector, f" {left}{kid}{right} ") == [], (left, kid, right)
+
+
+def test_property_random_base64_blobs(detector):
+    rng = random.Random(99)
+    for _ in range(100):
+        kid = "AKIA" + "".join(rng.choice(B32) for _ in range(16))
+        payload = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40))) + f" {kid} ".encode()
+        payload += bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+        text = "value: " + base64.b64encode(payload).decode() + "\n"
+        fs = scan(detector, text)
+        assert [f.key_id for f in fs] == [kid] and fs[0].location.encoding == "base64"
+
+
+def test_scan_stream_finds_keys_across_chunk_boundaries(detector):
+    rng = random.Random(5)
+    chunk = 2 * detector.overlap
+    parts, expected, line = [], {}, 1
+    for _ in range(60):
+        filler = "".join(rng.choice(string.ascii_lowercase + " \n") for _ in range(rng.randrange(0, chunk // 3)))
+        parts.append(filler)
+        line += filler.count("\n")
+        kid = "AKIA" + "".join(rng.choice(B32) for _ in range(16))
+        parts.append(f"\naws_access_key_id={kid}\naws_secret_access_key=")
+        secret = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(39)) + "7"
+        parts.append(secret + "\n")
+        expected[kid] = (line + 1, secret)
+        line += 3
+    data = "".join(parts).encode()
+    assert len(data) > 5 * chunk
+    pos = 0
+
+    def read(n: int) -> bytes:
+        nonlocal pos
+        out = data[pos : pos + n]
+        pos += len(out)
+        return out
+
+    fs = detector.scan_stream(read, location=LOC, chunk_size=chunk)
+    got = {f.key_id: (f.location.line, f.secret.reveal() if f.secret else None) for f in fs}
+    assert got == expected
+    assert len(fs) == len(expected)
+
+
+def test_overlap_covers_the_pair_window(detector):
+    assert detector.overlap >= 2 * detector.pair_window + 40
