@@ -3,6 +3,7 @@ and the state directory never holds a secret."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -240,3 +241,26 @@ def test_lookup_with_findings_returns_plain_findings(tmp_path: Path) -> None:
         st = os.stat(tmp_path)
         store.store("/a", st, [f])
         assert store.lookup("/a", st) == [f]
+
+
+@pytest.mark.timeout(120)
+def test_manual_scan_uses_the_same_state(tmp_path: Path) -> None:
+    root, state = tmp_path / "tree", tmp_path / "state"
+    _tree(root, 6)
+
+    def scan() -> dict:
+        res = subprocess.run(
+            [sys.executable, "-m", "keysweep", "scan", "--state-dir", str(state), "--format", "json", str(root)],
+            capture_output=True, text=True, timeout=60,
+        )
+        assert res.returncode == 1, res.stderr
+        return json.loads(res.stdout)
+
+    first = scan()
+    assert first["summary"]["files_scanned"] == 7
+    second = scan()
+    assert second["summary"]["files_scanned"] == 0 and second["summary"]["files_cached"] == 7
+    assert [f["key_id"] for f in second["findings"]] == [KEY_ID]
+    assert second["findings"][0]["has_secret"] is True
+    blobs = b"".join(p.read_bytes() for p in state.rglob("*") if p.is_file())
+    assert SECRET.encode() not in blobs

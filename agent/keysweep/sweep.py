@@ -110,6 +110,40 @@ def build_scan_options(config: AgentConfig, paths: Sequence[str] = ()) -> ScanOp
     return ScanOptions(**{k: v for k, v in values.items() if k in known})
 
 
+def state_digest(detector: Detector, options: ScanOptions) -> str:
+    """What changes the findings of reading one file: version, rules, fingerprint key, detector and read limits."""
+    return cache_digest(
+        __version__,
+        detector.ruleset.digest,
+        detector.fingerprinter.secret_fingerprint("keysweep state digest"),  # changes with the fingerprint key
+        detector.include_examples,
+        options.max_file_size, options.archive_max_depth, options.archive_max_bytes, options.archive_max_ratio,
+        options.path_prefix,
+    )
+
+
+def cached_verification(verifier: Verifier, f: Finding) -> Verification | None:
+    """The verification of a finding answered from the state (no secret): what the offline gates decide
+    (canary, disabled, …), else the verification cache; None when only a fresh read, bringing the secret back,
+    can verify it."""
+    if f.has_session_token:
+        return None
+    v = verifier.verify_all([f])[0].verification
+    if v is None or v.reason != "no-secret":
+        return v
+    return verifier._cache.get(verifier._cache_key(f))  # keyed by the key's fingerprint, which the state keeps
+
+
+def open_state(state_dir: Path, detector: Detector, options: ScanOptions, *, reread_secrets: bool = False) -> StateStore:
+    """The state for a manual ``keysweep scan --state-dir``; ``reread_secrets`` (with --verify) reads again every
+    file whose findings had a secret, so verification sees the secret."""
+    return StateStore(
+        state_dir,
+        digest=state_digest(detector, options),
+        needs_reverify=(lambda f: True) if reread_secrets else None,
+    )
+
+
 class Pipeline:
     """Everything a sweep needs, built from one configuration (a reload builds a new one)."""
 
@@ -122,32 +156,17 @@ class Pipeline:
         self.detector = Detector(self.ruleset, self.fingerprinter)
         self.verifier = Verifier(config.verify or VerifyConfig(), state_dir=state_dir, fingerprinter=self.fingerprinter)
         self.options = build_scan_options(config)
-        self.state = StateStore(state_dir, digest=self._digest(), needs_reverify=self._needs_reverify)
+        self.state = StateStore(
+            state_dir, digest=state_digest(self.detector, self.options), needs_reverify=self._needs_reverify
+        )
         self.context: HostContext | None = None
         self._reporter: Any = None
         self._lock = threading.Lock()  # verification + reporting, shared by sweeps and watch scans
         self._logged: dict[tuple[str, str], str] = {}
         self.watch_scans = 0
 
-    def _digest(self) -> str:
-        s = self.config.scan
-        return cache_digest(
-            __version__,
-            self.ruleset.digest,
-            self.fingerprinter.secret_fingerprint("keysweep state digest"),  # changes with the fingerprint key
-            s.max_file_size, s.archive_max_depth, s.archive_max_bytes, s.archive_max_ratio, s.host_prefix,
-        )
-
-    # --- verification of findings answered from the state -------------------------------------------------
     def _cached_verification(self, f: Finding) -> Verification | None:
-        """The verification of a finding read from the state (no secret): the offline gates decide, else the
-        verification cache; None when only a fresh read (bringing the secret back) can verify it."""
-        if f.has_session_token:
-            return None
-        v = self.verifier.verify_all([f])[0].verification
-        if v is None or v.reason != "no-secret":
-            return v
-        return self.verifier._cache.get(self.verifier._cache_key(f))
+        return cached_verification(self.verifier, f)
 
     def _needs_reverify(self, f: Finding) -> bool:
         return self._cached_verification(f) is None

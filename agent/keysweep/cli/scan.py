@@ -106,8 +106,15 @@ def _scan(args: argparse.Namespace) -> int:
 
     stopping = _StopFlag()
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
+    state = None
+    if args.state_dir:  # the agent's incremental state: unchanged files are not read again
+        from keysweep.sweep import open_state
+
+        state = open_state(Path(args.state_dir), detector, options, reread_secrets=args.verify)
     with stopping.installed():
-        result = run_scan(options, detector, should_stop=stopping, progress=progress)
+        result = run_scan(options, detector, should_stop=stopping, progress=progress, file_cache=state)
+    if state is not None:
+        state.close()
     if progress is not None:
         progress.clear()
     findings = result.findings
