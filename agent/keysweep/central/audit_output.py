@@ -9,6 +9,7 @@ from typing import Any, TextIO
 
 from keysweep import scp as scp_policy
 from keysweep.central.audit import CHECKS, AuditResult
+from keysweep.central.fleet_report import csv_cell
 
 FORMATS = ("table", "json", "csv")
 CSV_FIELDS = ("account_id", "check", "severity", "user", "key_id", "arn", "summary", "action", "commands")
@@ -52,7 +53,7 @@ def render_audit(result: AuditResult, fmt: str, stream: TextIO, *, include_scp: 
         for item in result.items:
             row = item.to_dict()
             row["commands"] = "\n".join(item.commands)
-            writer.writerow(row)
+            writer.writerow({k: csv_cell(v) for k, v in row.items() if k in CSV_FIELDS})
     elif fmt == "table":
         _table(result, stream, scp_section(result) if include_scp else None)
     else:

@@ -1,0 +1,78 @@
+"""`keysweep report`: the fleet view from the central store, and the optional Security Hub export."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import sys
+import tempfile
+from datetime import timedelta
+from pathlib import Path
+
+from keysweep.central.fleet_report import FORMATS, load_report, render_report
+from keysweep.central.securityhub import export_report
+from keysweep.central.store import DEFAULT_DB, open_store
+from keysweep.errors import ConfigError, ExitCode
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "report",
+        help="the fleet report from the central store (table, JSON, CSV, self-contained HTML)",
+        description="One row per key with its locations, owner, status and suggested replacement, and the hosts' "
+        "coverage. Exit 0 when the report was written.",
+    )
+    p.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
+                   help="the store: a SQLite path or dynamodb://TABLE (default %(default)s)")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--output", metavar="FILE", help="write to FILE (default: standard output)")
+    p.add_argument("--silent-after", type=float, default=24.0, metavar="HOURS",
+                   help="a host with no heartbeat for this long counts as silent (default %(default)s)")
+    p.add_argument("--securityhub", action="store_true",
+                   help="also export live keys to AWS Security Hub (ASFF, BatchImportFindings)")
+    p.add_argument("--securityhub-region", metavar="REGION", help="Security Hub region (default: the SDK's)")
+    p.set_defaults(func=run)
+
+
+def _write(path: str, text: str) -> None:
+    """Write the whole report or nothing: a temporary file beside the target, renamed over it."""
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=".keysweep-report-", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as stream:
+            stream.write(text)
+        os.chmod(tmp, 0o640)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def run(args: argparse.Namespace) -> ExitCode:
+    if args.silent_after <= 0:
+        raise ConfigError(f"--silent-after {args.silent_after}: must be more than 0 hours")
+    store = open_store(args.db, create=False)
+    try:
+        report = load_report(store, silent_after=timedelta(hours=args.silent_after))
+    finally:
+        store.close()
+    if args.output:
+        buf = io.StringIO()
+        render_report(report, args.format, buf)
+        try:
+            _write(args.output, buf.getvalue())
+        except OSError as exc:
+            raise ConfigError(f"--output {args.output}: {exc.strerror or exc}") from None
+        print(f"keysweep: wrote {args.format} report of {len(report.keys)} key(s) to {args.output}", file=sys.stderr)
+    else:
+        render_report(report, args.format, sys.stdout)
+    if args.securityhub:
+        result = export_report(report, region=args.securityhub_region)
+        print(f"keysweep: Security Hub: {result.imported} imported, {result.archived} archived, "
+              f"{len(result.failed)} refused", file=sys.stderr)
+        for failed in result.failed:
+            print(f"  refused {failed['Id']}: {failed['ErrorCode']} {failed['ErrorMessage']}", file=sys.stderr)
+        if result.failed:
+            return ExitCode.RUNTIME
+    return ExitCode.CLEAN
