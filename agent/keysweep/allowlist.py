@@ -1,7 +1,7 @@
 """An allowlist of accepted findings: path globs, key ids and fingerprints, from a small YAML file.
 
 ```yaml
-paths:          # globs on the reported path ("archive.zip!member" for archive members); ** spans directories
+paths:          # globs on the reported path (an archive's path covers its members; "a.zip!member" names one)
   - /opt/app/tests/fixtures/**
 key_ids:
   - AKIAXXXXXXXXXXXXXXXX
@@ -81,9 +81,10 @@ class Allowlist:
         path = finding.location.path
         if path_re is None or path is None:
             return False
-        if finding.location.member:
-            path = f"{path}!{finding.location.member}"
-        return path_re.search(path) is not None
+        if path_re.search(path) is not None:  # a file, or an archive with everything in it
+            return True
+        member = finding.location.member
+        return member is not None and path_re.search(f"{path}!{member}") is not None
 
     def apply(self, findings: Iterable[Finding]) -> tuple[list[Finding], int]:
         """The findings not allowed, and how many were."""

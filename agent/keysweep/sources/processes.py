@@ -121,7 +121,8 @@ def scan_processes(
             with open(f"{PROC}/{pid}/environ", "rb") as fh:
                 data = fh.read()
         except (FileNotFoundError, ProcessLookupError):
-            stats.skipped["process-exited"] += 1
+            # ESRCH on a live pid: a kernel thread, which has no user environment
+            stats.skipped["kernel-thread" if os.path.exists(f"{PROC}/{pid}") else "process-exited"] += 1
             continue
         except PermissionError:
             stats.errors["process-permission-denied"] += 1
