@@ -1,0 +1,87 @@
+"""What has already been reported, so each sweep sends only what the central store does not know yet.
+
+A finding is (re)sent when it is new, when its verification status changed, or when it was last sent longer than
+``rereport_after`` ago (so the store's "last seen" stays true). The file holds finding fingerprints, statuses and
+times only — never a key id's secret — and is replaced atomically. Entries not seen for ``retention`` seconds are
+forgotten: a key that comes back after that is "new" again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from keysweep.verify_cache import atomic_write
+
+log = logging.getLogger(__name__)
+
+_FORMAT = 1
+
+
+class SentState:
+    def __init__(self, path: Path, *, rereport_after: float = 86400.0, retention: float = 30 * 86400.0) -> None:
+        self.path = Path(path)
+        self.rereport_after = rereport_after
+        self.retention = retention
+        # finding fingerprint -> [status, first_seen, last_sent, last_seen] (epoch seconds)
+        self._entries: dict[str, list] = {}
+        self._dirty = False
+        self._load()
+
+    def _load(self) -> None:
+        try:
+            data = json.loads(self.path.read_bytes())
+            if data.get("format") != _FORMAT:
+                raise ValueError("unknown format")
+            self._entries = {str(k): list(v) for k, v in data["entries"].items() if isinstance(v, list) and len(v) == 4}
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
+            # losing this file only means findings are re-sent once (the store is idempotent): never fatal
+            log.warning("sent state %s unreadable (%s): every finding will be reported again", self.path, exc)
+            self._entries = {}
+
+    def reason(self, finding_fp: str, status: str, now: float | None = None) -> str | None:
+        """Why this finding should be sent now ("new", "verification-changed", "re-report"), or None."""
+        now = time.time() if now is None else now
+        entry = self._entries.get(finding_fp)
+        if entry is None:
+            return "new"
+        if entry[0] != status:
+            return "verification-changed"
+        if now - float(entry[2]) >= self.rereport_after:
+            return "re-report"
+        return None
+
+    def first_seen(self, finding_fp: str) -> float | None:
+        entry = self._entries.get(finding_fp)
+        return float(entry[1]) if entry else None
+
+    def seen(self, finding_fp: str, now: float | None = None) -> None:
+        """The finding is still there (not re-sent): keep it from being forgotten."""
+        entry = self._entries.get(finding_fp)
+        if entry is not None:
+            entry[3] = time.time() if now is None else now
+            self._dirty = True
+
+    def record_sent(self, finding_fp: str, status: str, now: float | None = None) -> None:
+        """The finding's message is in the spool (delivery from there is the spool's job)."""
+        now = time.time() if now is None else now
+        first = self.first_seen(finding_fp)
+        self._entries[finding_fp] = [status, first if first is not None else now, now, now]
+        self._dirty = True
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def save(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        before = len(self._entries)
+        self._entries = {k: v for k, v in self._entries.items() if now - float(v[3]) < self.retention}
+        if not self._dirty and len(self._entries) == before:
+            return
+        data = json.dumps({"format": _FORMAT, "entries": self._entries}, sort_keys=True).encode()
+        atomic_write(self.path, data)
+        self._dirty = False

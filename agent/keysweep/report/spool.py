@@ -1,0 +1,241 @@
+"""The durable outbox in the state directory: every message is on disk before it is sent.
+
+One file per message (mode 0600), written to a temporary name, fsynced, renamed into place and the directory
+fsynced, so a message is either wholly in the spool or not at all — across restarts and ``kill -9``. A message
+leaves the spool only when SQS has accepted it.
+
+Bounded by bytes and by count. Policy when it fills:
+
+* heartbeats give way first: at most ``max_heartbeats`` are kept (older ones are coalesced into the newest), and
+  pending heartbeats are evicted to make room for a finding;
+* findings are never evicted. A finding that does not fit is *refused*: the caller gets :class:`SpoolFull`, counts
+  it (:meth:`Spool.count`), logs it and does not mark it as reported, so the next sweep offers it again;
+* above ``warn_ratio`` of either bound the spool is "filling": logged and carried in every heartbeat.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keysweep.errors import DeliveryError
+from keysweep.verify_cache import atomic_write
+
+log = logging.getLogger(__name__)
+
+_SUFFIX = ".msg"
+_KINDS = {"finding": "f", "heartbeat": "h"}
+
+
+class SpoolFull(DeliveryError):
+    """The spool has no room for this message (it was not written)."""
+
+
+@dataclass(frozen=True)
+class SpoolEntry:
+    name: str
+    kind: str  # finding | heartbeat
+    size: int
+    path: Path
+
+
+@dataclass(frozen=True)
+class SpoolStatus:
+    depth: int
+    bytes: int
+    capacity_bytes: int
+    capacity_messages: int
+    filling: bool
+    full: bool
+    refused: int  # messages the full spool could not take (findings are offered again next sweep); cumulative
+    coalesced: int  # older heartbeats replaced by newer ones
+    corrupt: int  # unreadable files moved to spool/corrupt/
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "depth": self.depth,
+            "bytes": self.bytes,
+            "capacity_bytes": self.capacity_bytes,
+            "capacity_messages": self.capacity_messages,
+            "filling": self.filling,
+            "full": self.full,
+            "dropped": 0,  # nothing is ever dropped silently; kept for schema-v1 readers
+            "refused": self.refused,
+            "coalesced": self.coalesced,
+            "corrupt": self.corrupt,
+        }
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Spool:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        max_messages: int = 10_000,
+        warn_ratio: float = 0.8,
+        max_heartbeats: int = 24,
+    ) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.max_messages = max_messages
+        self.warn_ratio = warn_ratio
+        self.max_heartbeats = max(1, max_heartbeats)
+        self._counters_path = self.directory / "counters.json"
+        self.counters = {"refused": 0, "coalesced": 0, "corrupt": 0}
+        self._seq = 0
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.directory, 0o700)
+        self._remove_partial_writes()
+        self._load_counters()
+
+    def _load_counters(self) -> None:
+        try:
+            saved = json.loads(self._counters_path.read_bytes())
+            self.counters.update({k: int(saved[k]) for k in self.counters if isinstance(saved.get(k), int)})
+        except (OSError, ValueError, AttributeError):
+            pass  # absent or damaged: counting starts again
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a persistent counter (refused, coalesced, corrupt): carried in every heartbeat, across restarts."""
+        self.counters[name] += n
+        atomic_write(self._counters_path, json.dumps(self.counters).encode())
+
+    def _remove_partial_writes(self) -> None:
+        """Temporary files are writes a crash interrupted; their callers never got a success, so nothing is lost."""
+        for p in self.directory.glob(".*" + _SUFFIX + ".*.tmp"):
+            p.unlink(missing_ok=True)
+
+    # --- reading ---------------------------------------------------------------------------------------------
+    def entries(self) -> list[SpoolEntry]:
+        """Pending messages, oldest first."""
+        out = []
+        with os.scandir(self.directory) as it:
+            for e in it:
+                if not e.name.endswith(_SUFFIX) or not e.is_file(follow_symlinks=False):
+                    continue
+                parts = e.name.split("-")
+                kind = "heartbeat" if len(parts) > 2 and parts[1] == "h" else "finding"
+                try:
+                    size = e.stat(follow_symlinks=False).st_size
+                except FileNotFoundError:
+                    continue
+                out.append(SpoolEntry(e.name, kind, size, Path(e.path)))
+        out.sort(key=lambda x: x.name)
+        return out
+
+    def read(self, entry: SpoolEntry) -> str | None:
+        """The body of ``entry``; None when it is gone or unreadable (then it is quarantined, not deleted)."""
+        try:
+            with open(entry.path, "rb") as fh:
+                data = fh.read()
+            return data.decode("ascii")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            self.quarantine(entry, str(exc))
+            return None
+
+    def quarantine(self, entry: SpoolEntry, why: str) -> None:
+        """Move an unreadable or rejected message aside (spool/corrupt/), counted and logged, never deleted."""
+        corrupt_dir = self.directory / "corrupt"
+        corrupt_dir.mkdir(mode=0o700, exist_ok=True)
+        try:
+            os.replace(entry.path, corrupt_dir / entry.name)
+        except OSError:
+            return
+        self.count("corrupt")
+        log.error("spool: unreadable message %s moved to %s (%s)", entry.name, corrupt_dir, why)
+
+    def status(self) -> SpoolStatus:
+        entries = self.entries()
+        size = sum(e.size for e in entries)
+        return SpoolStatus(
+            depth=len(entries),
+            bytes=size,
+            capacity_bytes=self.max_bytes,
+            capacity_messages=self.max_messages,
+            filling=size >= self.warn_ratio * self.max_bytes or len(entries) >= self.warn_ratio * self.max_messages,
+            full=size >= self.max_bytes or len(entries) >= self.max_messages,
+            refused=self.counters["refused"],
+            coalesced=self.counters["coalesced"],
+            corrupt=self.counters["corrupt"],
+        )
+
+    # --- writing ---------------------------------------------------------------------------------------------
+    def put(self, body: str, *, kind: str, message_id: str) -> SpoolEntry:
+        """Durably add one message; raises :class:`SpoolFull` when it does not fit (see the module's policy)."""
+        data = body.encode("ascii")
+        entries = self.entries()
+        heartbeats = [e for e in entries if e.kind == "heartbeat"]
+        if kind == "heartbeat":
+            for old in heartbeats[: max(0, len(heartbeats) - self.max_heartbeats + 1)]:
+                self._evict(old)
+            entries = self.entries()
+            heartbeats = [e for e in entries if e.kind == "heartbeat"]
+        size = sum(e.size for e in entries)
+        while not self._fits(len(entries), size, len(data)) and kind == "finding" and heartbeats:
+            old = heartbeats.pop(0)
+            self._evict(old)
+            entries = [e for e in entries if e.name != old.name]
+            size -= old.size
+        if not self._fits(len(entries), size, len(data)):
+            raise SpoolFull(
+                f"spool {self.directory} is full ({len(entries)} messages, {size} bytes; limits "
+                f"{self.max_messages} messages, {self.max_bytes} bytes): {kind} {message_id} not spooled"
+            )
+        self._seq += 1
+        name = f"{time.time_ns():020d}-{_KINDS[kind]}-{os.getpid()}-{self._seq}-{message_id}{_SUFFIX}"
+        final = self.directory / name
+        try:
+            atomic_write(final, data)  # fsynced file, atomic rename, fsynced directory, mode 0600
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SpoolFull(f"spool {self.directory}: no space left on device") from None
+            raise
+        return SpoolEntry(name, kind, len(data), final)
+
+    def _fits(self, count: int, size: int, add: int) -> bool:
+        return count + 1 <= self.max_messages and size + add <= self.max_bytes
+
+    def _evict(self, entry: SpoolEntry) -> None:
+        entry.path.unlink(missing_ok=True)
+        self.count("coalesced")
+
+    def remove(self, entries: list[SpoolEntry]) -> None:
+        """Forget messages SQS has accepted."""
+        for e in entries:
+            e.path.unlink(missing_ok=True)
+        if entries:
+            _fsync_dir(self.directory)
+
+    @contextmanager
+    def locked(self) -> Iterator[bool]:
+        """An exclusive, non-blocking lock for sending: yields False when another process is already sending."""
+        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
+            os.close(fd)

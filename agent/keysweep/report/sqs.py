@@ -1,0 +1,471 @@
+"""Delivery to the central SQS queue: spool first, then SendMessageBatch with bounded retries.
+
+``Reporter.report`` turns a sweep's findings into schema-v1 messages (only new, changed or due for re-report),
+writes them and a heartbeat to the durable spool, then flushes. ``Reporter.flush`` sends what is spooled —
+including what earlier runs could not deliver — in batches of at most 10 entries and ``max_batch_size`` bytes,
+removes exactly what SQS accepted (``Successful[]``; ``Failed[]`` entries stay and are retried even when the HTTP
+status was 200) and gives up after ``flush_timeout`` seconds of exponential backoff with full jitter, so a sweep
+never hangs on a dead queue. FIFO queues get ``MessageDeduplicationId`` = finding fingerprint (heartbeats: their
+message id) and ``MessageGroupId`` = host id. SSE-SQS / SSE-KMS queues need nothing here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from keysweep.errors import ConfigError
+from keysweep.models import Finding, HostContext
+from keysweep.report.message import (
+    MessageTooLarge,
+    assert_no_secret,
+    encode_message,
+    finding_message,
+    heartbeat_message,
+    iso,
+)
+from keysweep.report.sent_state import SentState
+from keysweep.report.spool import Spool, SpoolEntry, SpoolFull
+from keysweep.suggest import UserPolicies, read_user_policies, suggest
+
+log = logging.getLogger(__name__)
+
+_SIZE = {"kind": "size"}
+_DURATION = {"kind": "duration"}
+SQS_MAX_ENTRIES = 10
+SQS_MAX_BYTES = 1024 * 1024
+_QUEUE_URL = re.compile(r"^https?://[^/\s]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+_REGION_IN_HOST = re.compile(r"^(?:sqs\.)?([a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d)\.")
+_GROUP_ID_OK = re.compile(r"^[!-~]{1,128}$")
+_RETRYABLE_CODES = {
+    "ThrottlingException",
+    "Throttling",
+    "RequestThrottled",
+    "ServiceUnavailable",
+    "InternalError",
+    "InternalFailure",
+    "KmsThrottled",
+    "RequestTimeout",
+}
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """Section ``report`` of the agent config (and the scan's ``--queue-url``)."""
+
+    queue_url: str | None = None
+    region: str | None = None  # default: from the queue URL, else the SDK's region
+    fifo: bool | None = None  # default: the queue name ends in .fifo
+    max_message_size: int = field(default=256 * 1024, metadata=_SIZE)  # the queue's MaximumMessageSize
+    max_batch_size: int = field(default=SQS_MAX_BYTES, metadata=_SIZE)
+    flush_timeout: float = field(default=20.0, metadata=_DURATION)
+    backoff_base: float = field(default=0.5, metadata=_DURATION)
+    backoff_max: float = field(default=10.0, metadata=_DURATION)
+    spool_max_size: int = field(default=64 * 1024 * 1024, metadata=_SIZE)
+    spool_max_messages: int = 10_000
+    spool_max_heartbeats: int = 24
+    spool_warn_ratio: float = 0.8
+    rereport_interval: float = field(default=86400.0, metadata=_DURATION)
+    sent_state_retention: float = field(default=30 * 86400.0, metadata=_DURATION)
+    heartbeats: bool = True
+    read_iam_policies: bool = False
+    scp_exempt_principal_arns: tuple[str, ...] = ()
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> ReportConfig:
+        """Build from the agent YAML's ``report`` section; :class:`ConfigError` names every bad key."""
+        from keysweep.config import _build_section  # the agent config's one option parser
+
+        errors: list[str] = []
+        cfg: ReportConfig = _build_section(cls, data, "", errors)
+        errors += cfg.problems()
+        if errors:
+            raise ConfigError("\n".join(errors))
+        return cfg
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.queue_url is not None and not _QUEUE_URL.match(self.queue_url):
+            out.append(f"queue_url: expected https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, got {self.queue_url!r}")
+        if not 1024 <= self.max_message_size <= SQS_MAX_BYTES:
+            out.append(f"max_message_size: must be between 1 KiB and 1 MiB, got {self.max_message_size!r}")
+        if not self.max_message_size <= self.max_batch_size <= SQS_MAX_BYTES:
+            out.append(f"max_batch_size: must be between max_message_size and 1 MiB, got {self.max_batch_size!r}")
+        if not 0 < self.spool_warn_ratio <= 1:
+            out.append(f"spool_warn_ratio: must be in (0, 1], got {self.spool_warn_ratio!r}")
+        if self.spool_max_messages < 1 or self.spool_max_size < self.max_message_size:
+            out.append("spool_max_messages/spool_max_size: the spool must hold at least one message")
+        if self.flush_timeout <= 0 or self.backoff_base <= 0 or self.backoff_max < self.backoff_base:
+            out.append("flush_timeout/backoff_base/backoff_max: must be positive, backoff_max >= backoff_base")
+        return out
+
+    @property
+    def is_fifo(self) -> bool:
+        return self.fifo if self.fifo is not None else bool(self.queue_url and self.queue_url.endswith(".fifo"))
+
+    def queue_region(self) -> str | None:
+        if self.region:
+            return self.region
+        host = (self.queue_url or "").split("/")[2] if self.queue_url and "//" in self.queue_url else ""
+        m = _REGION_IN_HOST.match(host)
+        return m.group(1) if m else None
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    spooled: int = 0  # messages written to the spool by this call
+    sent: int = 0  # messages SQS accepted during this call (this run's and earlier runs')
+    unchanged: int = 0  # findings not re-sent: already reported with the same status
+    refused: int = 0  # messages the full spool could not take (findings are offered again next sweep)
+    failed: int = 0  # entries SQS answered in Failed[] during this call (they stay spooled)
+    pending: int = 0  # messages still in the spool afterwards
+    pending_bytes: int = 0
+    spool_filling: bool = False
+    queue_reachable: bool | None = None  # None: nothing was sent
+    errors: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["errors"] = list(self.errors)
+        d["spool_depth"] = self.pending
+        return d
+
+    def merged(self, other: DeliveryResult) -> DeliveryResult:
+        return DeliveryResult(
+            spooled=self.spooled + other.spooled,
+            sent=self.sent + other.sent,
+            unchanged=self.unchanged + other.unchanged,
+            refused=self.refused + other.refused,
+            failed=self.failed + other.failed,
+            pending=other.pending,
+            pending_bytes=other.pending_bytes,
+            spool_filling=other.spool_filling,
+            queue_reachable=other.queue_reachable if other.queue_reachable is not None else self.queue_reachable,
+            errors=self.errors + other.errors,
+        )
+
+
+def _is_retryable(exc: Exception) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in _RETRYABLE_CODES or status >= 500
+    return isinstance(exc, BotoCoreError)  # connection refused/reset, timeouts, DNS: the queue is unreachable
+
+
+def _attributes(msg: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    attrs = {
+        "schema_version": {"DataType": "Number", "StringValue": str(msg.get("schema_version", 1))},
+        "type": {"DataType": "String", "StringValue": str(msg.get("type", "unknown"))},
+    }
+    finding = msg.get("finding") or {}
+    attrs["severity"] = {"DataType": "String", "StringValue": str(finding.get("severity") or "info")}
+    account = (finding.get("verification") or {}).get("account") or finding.get("account_id")
+    account = account or (msg.get("host") or {}).get("account_id")
+    if account:
+        attrs["account"] = {"DataType": "String", "StringValue": str(account)}
+    return attrs
+
+
+def entry_size(body: str, attributes: Mapping[str, Mapping[str, str]]) -> int:
+    """What SQS counts against its size limits: the body plus every attribute's name, type and value."""
+    size = len(body.encode("utf-8"))
+    for name, attr in attributes.items():
+        size += len(name.encode()) + len(attr["DataType"].encode()) + len(attr["StringValue"].encode())
+    return size
+
+
+def _group_id(host_id: str) -> str:
+    return host_id if _GROUP_ID_OK.match(host_id) else "host-" + hashlib.sha256(host_id.encode()).hexdigest()[:40]
+
+
+class Reporter:
+    """Spools and sends one host's messages. One per process and state directory is enough."""
+
+    def __init__(
+        self,
+        config: ReportConfig,
+        state_dir: Path,
+        context: HostContext,
+        *,
+        fingerprinter: Any = None,
+        mode: str = "agent",
+        client: Any = None,
+    ) -> None:
+        if not config.queue_url:
+            raise ConfigError("report.queue_url: a queue URL is needed to report")
+        self.config = config
+        self.context = context
+        self.mode = mode
+        state_dir = Path(state_dir)
+        if fingerprinter is None:
+            from keysweep.fingerprint import Fingerprinter
+
+            fingerprinter = Fingerprinter.from_config(None, state_dir)
+        self.fingerprinter = fingerprinter
+        self.spool = Spool(
+            state_dir / "spool",
+            max_bytes=config.spool_max_size,
+            max_messages=config.spool_max_messages,
+            warn_ratio=config.spool_warn_ratio,
+            max_heartbeats=config.spool_max_heartbeats,
+        )
+        self.sent_state = SentState(
+            state_dir / "sent-state.json",
+            rereport_after=config.rereport_interval,
+            retention=config.sent_state_retention,
+        )
+        self._client = client
+        self._policies: dict[str, UserPolicies | None] = {}
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            from keysweep.aws import client_config, make_client
+
+            # our own backoff retries within flush_timeout; the SDK tries each call once, briefly
+            cfg = client_config(connect_timeout=2.0, read_timeout=5.0, max_attempts=1)
+            self._client = make_client("sqs", region=self.config.queue_region(), config=cfg)
+        return self._client
+
+    def spool_depth(self) -> int:
+        return len(self.spool.entries())
+
+    # --- building -------------------------------------------------------------------------------------------
+    def _iam_policies(self, finding: Finding) -> UserPolicies | None:
+        v = finding.verification
+        if not (self.config.read_iam_policies and v and v.status == "live" and v.arn and ":user/" in v.arn):
+            return None
+        user = v.arn.rsplit("/", 1)[-1]
+        if user not in self._policies:
+            self._policies[user] = read_user_policies(user)
+        return self._policies[user]
+
+    def finding_fingerprint(self, finding: Finding) -> str:
+        return str(self.fingerprinter.finding_fingerprint(self.context.host_id, finding.location, finding.fingerprint))
+
+    def _spool_message(self, msg: dict[str, Any], findings: Sequence[Finding]) -> None:
+        body = encode_message(msg, self.config.max_message_size - entry_size("", _attributes(msg)))
+        assert_no_secret(body, findings)
+        self.spool.put(body, kind=msg["type"], message_id=msg["message_id"])
+
+    def report(
+        self,
+        findings: Iterable[Finding],
+        stats: Any = None,
+        *,
+        heartbeat: bool = True,
+        started_at: float | None = None,
+        errors: Sequence[str] = (),
+    ) -> DeliveryResult:
+        """Spool what the central store does not know yet (and a heartbeat), then send the spool."""
+        findings = list(findings)
+        now = time.time()
+        spooled = unchanged = refused = 0
+        problems: list[str] = []
+        done: set[str] = set()
+        flushed = DeliveryResult()
+        for f in findings:
+            ffp = self.finding_fingerprint(f)
+            if ffp in done:
+                continue
+            done.add(ffp)
+            status = f.verification.status if f.verification else "unverified"
+            reason = self.sent_state.reason(ffp, status, now)
+            if reason is None:
+                self.sent_state.seen(ffp, now)
+                unchanged += 1
+                continue
+            first = self.sent_state.first_seen(ffp)
+            msg = finding_message(
+                f,
+                self.context,
+                finding_fingerprint=ffp,
+                suggestion=suggest(
+                    f,
+                    self.context,
+                    iam_policies=self._iam_policies(f),
+                    scp_exempt_principal_arns=self.config.scp_exempt_principal_arns,
+                ),
+                report_reason=reason,
+                first_seen=iso(first) if first is not None else None,
+                mode=self.mode,
+            )
+            try:
+                try:
+                    self._spool_message(msg, [f])
+                except SpoolFull:
+                    # make room by delivering what is waiting, then try once more
+                    flushed = flushed.merged(self.flush())
+                    self._spool_message(msg, [f])
+            except SpoolFull as exc:
+                refused += 1
+                self.spool.count("refused")
+                problems.append(str(exc))
+                log.error("report: %s; the finding will be offered again next sweep", exc)
+                continue
+            except MessageTooLarge as exc:
+                refused += 1
+                self.spool.count("refused")
+                problems.append(f"finding {ffp}: {exc}")
+                log.error("report: finding %s: %s", ffp, exc)
+                continue
+            self.sent_state.record_sent(ffp, status, now)
+            spooled += 1
+        self.sent_state.save(now)
+        status = self.spool.status()
+        if status.filling:
+            log.warning(
+                "report: spool %s is filling: %d messages, %d of %d bytes (queue unreachable?)",
+                self.spool.directory,
+                status.depth,
+                status.bytes,
+                status.capacity_bytes,
+            )
+        if heartbeat and self.config.heartbeats:
+            hb = heartbeat_message(
+                self.context,
+                stats=stats,
+                findings=findings,
+                started_at=started_at if started_at is not None else now,
+                finished_at=time.time(),
+                spool=status.to_dict(),
+                errors=[*errors, *self.context.errors, *problems],
+                mode=self.mode,
+            )
+            try:
+                self._spool_message(hb, findings)
+                spooled += 1
+            except (SpoolFull, MessageTooLarge) as exc:
+                refused += 1
+                self.spool.count("refused")
+                problems.append(str(exc))
+                log.error("report: heartbeat not spooled: %s", exc)
+        mine = DeliveryResult(spooled=spooled, unchanged=unchanged, refused=refused, errors=tuple(problems))
+        return flushed.merged(mine).merged(self.flush())
+
+    # --- sending --------------------------------------------------------------------------------------------
+    def flush(self) -> DeliveryResult:
+        """Send everything spooled (oldest first) within ``flush_timeout``; what is not accepted stays spooled."""
+        sent = failed = 0
+        errors: list[str] = []
+        reachable: bool | None = None
+        with self.spool.locked() as mine:
+            if mine:
+                sent, failed, reachable, errors = self._flush_locked()
+            else:
+                errors.append("another keysweep process is sending this spool")
+        st = self.spool.status()
+        return DeliveryResult(
+            sent=sent,
+            failed=failed,
+            pending=st.depth,
+            pending_bytes=st.bytes,
+            spool_filling=st.filling,
+            queue_reachable=reachable,
+            errors=tuple(errors),
+        )
+
+    def _batches(self, entries: list[SpoolEntry], skip: set[str]) -> Iterable[list[tuple[SpoolEntry, dict[str, Any]]]]:
+        batch: list[tuple[SpoolEntry, dict[str, Any]]] = []
+        size = 0
+        for e in entries:
+            if e.name in skip:
+                continue
+            body = self.spool.read(e)
+            if body is None:
+                continue
+            try:
+                msg = json.loads(body)
+            except ValueError:
+                self.spool.quarantine(e, "not JSON")
+                continue
+            entry = self._entry(len(batch), body, msg)
+            n = entry_size(body, entry["MessageAttributes"])
+            if batch and (len(batch) >= SQS_MAX_ENTRIES or size + n > self.config.max_batch_size):
+                yield batch
+                batch, size = [], 0
+                entry = self._entry(0, body, msg)
+            batch.append((e, entry))
+            size += n
+        if batch:
+            yield batch
+
+    def _entry(self, index: int, body: str, msg: Mapping[str, Any]) -> dict[str, Any]:
+        entry: dict[str, Any] = {"Id": f"m{index}", "MessageBody": body, "MessageAttributes": _attributes(msg)}
+        if self.config.is_fifo:
+            finding = msg.get("finding") or {}
+            entry["MessageDeduplicationId"] = str(finding.get("finding_fingerprint") or msg["message_id"])[:128]
+            entry["MessageGroupId"] = _group_id(str((msg.get("host") or {}).get("host_id") or self.context.host_id))
+        return entry
+
+    def _flush_locked(self) -> tuple[int, int, bool | None, list[str]]:
+        deadline = time.monotonic() + self.config.flush_timeout
+        sent = failed = attempt = 0
+        reachable: bool | None = None
+        errors: list[str] = []
+        skip: set[str] = set()  # entries SQS rejected as the sender's fault: retried next flush, not now
+        while True:
+            retry_later = False
+            for batch in self._batches(self.spool.entries(), skip):
+                while True:
+                    try:
+                        resp = self.client.send_message_batch(
+                            QueueUrl=self.config.queue_url, Entries=[entry for _, entry in batch]
+                        )
+                        break
+                    except Exception as exc:  # noqa: BLE001 - classified here; nothing escapes a flush
+                        if not _is_retryable(exc):
+                            errors.append(f"sqs: {type(exc).__name__}: {exc}"[:300])
+                            log.error("report: SQS refused the batch (%s); messages stay spooled", exc)
+                            return sent, failed, True, errors
+                        reachable = False
+                        attempt += 1
+                        if not self._backoff(attempt, deadline):
+                            errors.append(f"sqs: unreachable for {self.config.flush_timeout:g}s ({type(exc).__name__})")
+                            log.warning(
+                                "report: SQS unreachable (%s); %d messages stay spooled", exc, self.spool_depth()
+                            )
+                            return sent, failed, reachable, errors
+                reachable = True
+                by_id = {entry["Id"]: e for e, entry in batch}
+                ok = [by_id[s["Id"]] for s in resp.get("Successful", []) if s.get("Id") in by_id]
+                self.spool.remove(ok)
+                sent += len(ok)
+                for fail in resp.get("Failed", []):
+                    e = by_id.get(fail.get("Id"))
+                    if e is None:
+                        continue
+                    failed += 1
+                    log.warning("report: SQS did not accept %s: %s %s", e.name, fail.get("Code"), fail.get("Message"))
+                    if fail.get("SenderFault"):
+                        skip.add(e.name)
+                        errors.append(f"sqs: message {e.name} rejected: {fail.get('Code')}")
+                    else:
+                        retry_later = True
+                if time.monotonic() >= deadline:
+                    return sent, failed, reachable, errors
+            if not retry_later:
+                return sent, failed, reachable, errors
+            attempt += 1
+            if not self._backoff(attempt, deadline):
+                errors.append("sqs: some messages were not accepted before flush_timeout; they stay spooled")
+                return sent, failed, reachable, errors
+
+    def _backoff(self, attempt: int, deadline: float) -> bool:
+        """Sleep with exponential backoff and full jitter; False when that would pass the deadline."""
+        delay = random.uniform(0, min(self.config.backoff_max, self.config.backoff_base * 2 ** (attempt - 1)))
+        if time.monotonic() + delay >= deadline:
+            return False
+        time.sleep(delay)
+        return True

@@ -1,0 +1,43 @@
+"""Findings with planted secrets, produced by the real detector from generated file contents."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from dataclasses import dataclass
+
+from keysweep.detect import Detector
+from keysweep.fingerprint import Fingerprinter
+from keysweep.models import Finding, Location, Verification
+from keysweep.ruleset import load_ruleset
+
+
+@dataclass(frozen=True)
+class Planted:
+    key_id: str
+    secret: str
+
+
+def planted_key(i: int) -> Planted:
+    digest = hashlib.sha256(f"planted-{i}".encode()).digest()
+    key_id = "AKIA" + base64.b32encode(digest)[:16].decode()
+    secret = base64.b64encode(hashlib.sha256(f"secret-{i}".encode()).digest())[:40].decode().replace("=", "A")
+    return Planted(key_id, secret)
+
+
+def planted_findings(
+    n: int, *, fingerprinter: Fingerprinter, path: str = "/srv/app{i}/.env", verification: Verification | None = None
+) -> tuple[list[Finding], list[Planted]]:
+    """``n`` findings, one per generated file, each with a paired secret (the secret stays in memory)."""
+    detector = Detector(load_ruleset(), fingerprinter)
+    findings: list[Finding] = []
+    planted: list[Planted] = []
+    for i in range(n):
+        p = planted_key(i)
+        buf = f"aws_access_key_id = {p.key_id}\naws_secret_access_key = {p.secret}\n".encode()
+        found = detector.scan(buf, location=Location(kind="file", path=path.format(i=i)))
+        assert len(found) == 1 and found[0].secret is not None, found
+        f = found[0]
+        findings.append(f.with_verification(verification) if verification else f)
+        planted.append(p)
+    return findings, planted
