@@ -317,9 +317,14 @@ def write_csv(report: FleetReport, stream: TextIO) -> None:
 _CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), *range(0x7F, 0xA0))}
 
 
+def printable(text: str) -> str:
+    """Control characters from hosts (terminal escape sequences, newlines) written out as ``\\xNN``."""
+    return text.translate(_CONTROL)
+
+
 def _short(text: str | None, width: int) -> str:
-    """One terminal-safe line: control characters from hosts (escape sequences, newlines) are shown, not run."""
-    text = (text or "-").translate(_CONTROL)
+    """One terminal-safe line of at most ``width`` characters."""
+    text = printable(text or "-")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keysweep import __version__
-from keysweep.central.fleet_report import FleetKey, FleetReport, HostRow
+from keysweep.central.fleet_report import FleetKey, FleetReport, HostRow, printable
 
 STATUS_COLOURS = {
     "live": "#c62828", "canary": "#6a1b9a", "unknown": "#ef6c00", "wrong_secret": "#8d6e63", "expired": "#78909c",
@@ -89,7 +89,8 @@ SCRIPT = """
 
 
 def esc(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
+    """Text for HTML content or a quoted attribute: markup escaped, control characters made visible."""
+    return html.escape(printable("" if value is None else str(value)), quote=True)
 
 
 def bar_chart(name: str, data: Sequence[tuple[str, int]], colour: str, *, width: int = 460) -> str:
@@ -133,10 +134,10 @@ def _suggestion(s: Mapping[str, Any]) -> str:
         out.append("<ol>" + "".join(f"<li>{esc(step)}</li>" for step in steps) + "</ol>")
     cmds = list(s.get("commands") or [])
     if cmds:
-        out.append("<pre>" + esc("\n".join(f"$ {c}" for c in cmds)) + "</pre>")
+        out.append("<pre>" + "\n".join(esc(f"$ {c}") for c in cmds) + "</pre>")
     cleanup = list(s.get("cleanup") or [])
     if cleanup:
-        out.append("<p>Then retire the key:</p><pre>" + esc("\n".join(f"$ {c}" for c in cleanup)) + "</pre>")
+        out.append("<p>Then retire the key:</p><pre>" + "\n".join(esc(f"$ {c}") for c in cleanup) + "</pre>")
     return "".join(out)
 
 
