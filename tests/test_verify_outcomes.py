@@ -204,3 +204,24 @@ def test_same_key_in_many_places_is_checked_once():
     assert [f.verification.status for f in out] == ["invalid"] * 5
     assert [f.location.path for f in out] == [f.location.path for f in findings]
     assert stub.count == 1
+
+
+@pytest.mark.timeout(30)
+def test_calls_with_the_same_key_id_are_spaced_and_the_global_rate_holds():
+    # lower bounds only: pacing may never be faster than configured (spacing counts from the previous answer)
+    with running_stub(sts_error("SignatureDoesNotMatch")) as stub:
+        findings = [finding(KEY, SECRET), finding(KEY, SECRET[::-1])]
+        config = dataclasses.replace(FAST, endpoint=stub.endpoint, same_key_spacing=0.3)
+        out = Verifier(config, state_dir=None, fingerprinter=FINGERPRINTER).verify_all(findings)
+    assert [f.verification.status for f in out] == ["wrong_secret"] * 2
+    assert stub.count == 4
+    gaps = [b - a for a, b in zip(stub.arrivals, stub.arrivals[1:], strict=False)]
+    assert min(gaps) >= 0.25
+
+    with running_stub(sts_error("InvalidClientTokenId")) as stub:
+        findings = [finding(f"AKIAQQQQRRRRSSSSTT{c}2", SECRET) for c in "ABCDEF"]
+        config = dataclasses.replace(FAST, endpoint=stub.endpoint, rate_limit_per_s=10, max_concurrency=6)
+        out = Verifier(config, state_dir=None, fingerprinter=FINGERPRINTER).verify_all(findings)
+    assert [f.verification.status for f in out] == ["invalid"] * 6
+    # 6 calls at 10/s are 5 intervals of 0.1 s apart; without the bucket they would arrive together
+    assert stub.arrivals[-1] - stub.arrivals[0] >= 0.25

@@ -68,6 +68,9 @@ def test_key_spacing_applies_per_key_only():
     assert spacing.reserve("AKIA-A") == pytest.approx(10.0)
     clock.now += 30
     assert spacing.reserve("AKIA-A") == 0
+    clock.now += 2
+    spacing.done("AKIA-A")  # a slow answer: the next use waits the full interval from here
+    assert spacing.reserve("AKIA-A") == pytest.approx(5.0)
 
 
 @pytest.mark.parametrize("bad", [0, -1])

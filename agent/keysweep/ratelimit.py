@@ -48,7 +48,11 @@ class TokenBucket:
 
 
 class KeySpacing:
-    """Consecutive uses of the same key are at least ``interval`` seconds apart; different keys do not wait."""
+    """Consecutive uses of the same key are at least ``interval`` seconds apart; different keys do not wait.
+
+    Call :meth:`done` when a use has finished: the next use then waits ``interval`` from that moment, so the gap
+    holds between one answer and the next request even when a request was late or slow.
+    """
 
     def __init__(self, interval: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
         if interval < 0:
@@ -70,3 +74,7 @@ class KeySpacing:
         wait = self.reserve(key)
         if wait > 0:
             self._sleep(wait)
+
+    def done(self, key: Hashable) -> None:
+        with self._lock:
+            self._next[key] = max(self._next.get(key, 0.0), self._clock() + self.interval)

@@ -410,14 +410,16 @@ class Verifier:
 
     def _check(self, f: Finding) -> Verification:
         """GetCallerIdentity with the finding's credentials, with bounded retries; never raises."""
+        try:
+            client = self._identity_client(f)
+        except Exception as exc:
+            return classify_error(exc).verification
         transient_retries = 0
         signature_retried = False
         while True:
             if self._endpoint_down.is_set():
                 return _unknown("endpoint-unreachable").verification
-            self._bucket.acquire()
-            self._spacing.acquire(f.key_id)
-            attempt = self._call_identity(f)
+            attempt = self._call_identity(client, f.key_id)
             v = attempt.verification
             if v.status == "wrong_secret" and not signature_retried:
                 # a second call with the same key id and another secret within ~5 s can be rejected spuriously
@@ -432,22 +434,29 @@ class Verifier:
             log.info("verified %s: %s%s", f.key_id, v.status, f" ({v.reason})" if v.reason else "")
             return v
 
-    def _call_identity(self, f: Finding) -> Outcome:
+    def _identity_client(self, f: Finding) -> Any:
         assert f.secret is not None
+        return aws.isolated_client(
+            "sts",
+            access_key_id=f.key_id,
+            secret_access_key=f.secret.reveal(),
+            session_token=f.session_token.reveal() if f.session_token else None,
+            region=self.config.region,
+            endpoint_url=self.endpoint,
+            config=self._client_config,
+        )
+
+    def _call_identity(self, client: Any, key_id: str) -> Outcome:
+        # pace right before sending, so the gaps hold between requests, not between preparations
+        self._bucket.acquire()
+        self._spacing.acquire(key_id)
+        self._count_call()
         try:
-            client = aws.isolated_client(
-                "sts",
-                access_key_id=f.key_id,
-                secret_access_key=f.secret.reveal(),
-                session_token=f.session_token.reveal() if f.session_token else None,
-                region=self.config.region,
-                endpoint_url=self.endpoint,
-                config=self._client_config,
-            )
-            self._count_call()
             answer = client.get_caller_identity()
         except Exception as exc:  # every failure becomes an outcome; none may stop the sweep
             return classify_error(exc)
+        finally:
+            self._spacing.done(key_id)
         return classify_identity(answer)
 
     def _lookup_account(self, key_id: str) -> str | None:

@@ -62,6 +62,7 @@ class StsStub:
             raise ValueError("at least one reply")
         self.replies = list(replies)
         self.requests: list[dict[str, str]] = []
+        self.arrivals: list[float] = []  # time.monotonic() of each request
         self._lock = threading.Lock()
         stub = self
 
@@ -73,6 +74,7 @@ class StsStub:
                 self.rfile.read(length)
                 with stub._lock:
                     stub.requests.append(dict(self.headers))
+                    stub.arrivals.append(time.monotonic())
                     reply = stub.replies[min(len(stub.requests) - 1, len(stub.replies) - 1)]
                 if reply.delay:
                     time.sleep(reply.delay)
