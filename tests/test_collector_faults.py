@@ -1,0 +1,145 @@
+"""Collector processes killed mid-batch and running side by side: nothing lost, nothing doubled."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from keysweep.central.handler import MessageHandler
+from keysweep.central.store import Store, open_store
+
+from tests.support import messages as M
+from tests.support.central import (
+    counts,
+    make_queues,
+    send,
+    sqs_client,
+    start_collector,
+    stats_of,
+    wait_until_settled,
+)
+from tests.support.sqs_gate import sqs_gate
+
+
+def _fleet(n_per_host: int) -> list[dict[str, Any]]:
+    """Two agents; every finding reported twice (live, then invalid), plus heartbeats."""
+    msgs: list[dict[str, Any]] = []
+    for host_id in ("i-agent-1", "i-agent-2"):
+        h = M.host(host_id, host_id.replace("i-", ""))
+        for i in range(n_per_host):
+            msgs.append(M.finding_message(host_info=h, path=f"/srv/{i}.env", sent_at="2026-11-28T10:00:00Z"))
+            msgs.append(M.finding_message(host_info=h, path=f"/srv/{i}.env", sent_at="2026-11-28T11:00:00Z",
+                                          status="invalid"))
+        msgs.append(M.heartbeat_message(host_info=h, sent_at="2026-11-28T11:05:00Z"))
+    return msgs
+
+
+def _content(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    return [f.to_dict() for f in store.iter_findings()], [h.to_dict() for h in store.iter_hosts()]
+
+
+def _reference(messages: list[dict[str, Any]], tmp_path: Path) -> tuple[list[Any], list[Any]]:
+    store = open_store(str(tmp_path / f"reference-{uuid.uuid4().hex[:6]}.db"))
+    handler = MessageHandler(store)
+    for m in messages:
+        handler.handle(json.dumps(m))
+    return _content(store)
+
+
+def _drain(queue_url: str, db: str, sqs: Any) -> list[dict[str, int]]:
+    """Run ``collect --once`` until the queue is empty (messages held by a killed collector come back first)."""
+    runs = []
+    deadline = time.monotonic() + 120
+    while counts(sqs, queue_url) != (0, 0):
+        assert time.monotonic() < deadline, "the queue did not drain"
+        wait_until_settled(sqs, queue_url)
+        proc = start_collector(queue_url, db, "--once", "--wait-seconds", "1", "--visibility-timeout", "2")
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        runs.append(stats_of(err))
+    return runs
+
+
+@pytest.mark.timeout(180)
+def test_killed_after_store_commit_before_delete(moto_server: Any, tmp_path: Path) -> None:
+    sqs = sqs_client()
+    q = make_queues(sqs, max_receive=10, visibility=2)
+    messages = _fleet(6)
+    send(sqs, q.url, messages)
+    db = str(tmp_path / "fleet.db")
+
+    with sqs_gate(moto_server.endpoint, hold={"DeleteMessageBatch"}) as gate:
+        proc = start_collector(q.url, db, "--wait-seconds", "1", "--visibility-timeout", "2",
+                               env={**os.environ, "AWS_ENDPOINT_URL": gate.endpoint})
+        try:
+            assert gate.held.wait(60), "the collector never asked to delete"
+            store = open_store(db, create=False)
+            committed = _content(store)
+            store.close()
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.communicate(timeout=30)
+    # the store committed the batch before the collector asked SQS to delete it
+    assert committed[0], "nothing was in the store when the delete was requested"
+
+    runs = _drain(q.url, db, sqs)
+    assert sum(r["duplicates"] for r in runs) >= 1  # redelivered after the kill, and changed nothing
+    assert sum(r["malformed"] + r["store_errors"] for r in runs) == 0
+    store = open_store(db)
+    assert _content(store) == _reference(messages, tmp_path)
+    assert counts(sqs, q.dlq_url) == (0, 0)
+
+
+@pytest.mark.timeout(240)
+def test_random_kills_lose_and_double_nothing(moto_server: Any, tmp_path: Path) -> None:
+    sqs = sqs_client()
+    q = make_queues(sqs, max_receive=50, visibility=2)
+    messages = _fleet(60)
+    random.Random(3).shuffle(messages)
+    send(sqs, q.url, messages)
+    db = str(tmp_path / "fleet.db")
+    rng = random.Random(17)  # batch sizes and kill times; where a kill lands still varies with the machine
+    for _ in range(6):
+        proc = start_collector(q.url, db, "--wait-seconds", "1", "--visibility-timeout", "2", "--max-messages",
+                               str(rng.randint(1, 4)))
+        time.sleep(rng.uniform(0.4, 1.2))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    before_drain = sum(counts(sqs, q.url))
+    assert 0 < before_drain < len(messages)  # the killed collectors did part of the work
+    _drain(q.url, db, sqs)
+    store = open_store(db)
+    findings, hosts = _content(store)
+    assert len(findings) == 120 and len(hosts) == 2
+    assert all(len(f["verification_history"]) == 2 for f in findings)
+    assert (findings, hosts) == _reference(messages, tmp_path)
+    assert counts(sqs, q.dlq_url) == (0, 0)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
+def test_two_collectors_on_one_store(backend: str, moto_server: Any, tmp_path: Path) -> None:
+    sqs = sqs_client()
+    q = make_queues(sqs, max_receive=10, visibility=30)
+    messages = _fleet(25)
+    send(sqs, q.url, messages)
+    db = str(tmp_path / "fleet.db") if backend == "sqlite" else f"dynamodb://fleet-{uuid.uuid4().hex[:8]}"
+    open_store(db).close()
+    procs = [start_collector(q.url, db, "--once", "--wait-seconds", "1", "--max-messages", "5") for _ in range(2)]
+    runs = []
+    for proc in procs:
+        _, err = proc.communicate(timeout=200)
+        assert proc.returncode == 0, err
+        runs.append(stats_of(err))
+    assert sum(r["received"] for r in runs) == len(messages)
+    assert sum(r["deleted"] for r in runs) == len(messages)
+    assert counts(sqs, q.url) == (0, 0)
+    store = open_store(db)
+    assert _content(store) == _reference(messages, tmp_path)
