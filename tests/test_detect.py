@@ -356,3 +356,16 @@ def test_scan_stream_finds_keys_across_chunk_boundaries(detector):
 
 def test_overlap_covers_the_pair_window(detector):
     assert detector.overlap >= 2 * detector.pair_window + 40
+
+
+def test_json_escaped_slashes(detector):
+    secret, token = SECRET2.replace("/", "\\/"), TOKEN.replace("/", "\\/")
+    doc = f'{{"key":"{TMP}","secret":"{secret}","token":"{token}"}}'
+    f = only(scan(detector, doc))
+    assert f.secret.reveal() == SECRET2 and f.session_token.reveal() == TOKEN
+
+
+def test_escaped_newline_does_not_glue_secret_to_next_word(detector):
+    nl = "\\n"
+    env = f'"Env": ["AWS_ACCESS_KEY_ID={KID}{nl}AWS_SECRET_ACCESS_KEY={SECRET}{nl}PATH=/usr/bin"]'
+    assert only(scan(detector, env)).secret.reveal() == SECRET

@@ -35,10 +35,12 @@ _MAX_DEPTH = 2  # base64 inside base64 inside the file, no deeper
 _ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 _SECRET_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+%")
 _SECRET_RUN_RE = re.compile(rb"[A-Za-z0-9/+%]{40,160}")
+_SECRET_RUN_ESC_RE = re.compile(rb"(?:[A-Za-z0-9/+%]|\\/){40,240}")  # JSON that escapes '/' as '\/'
 _SECRET_RE = re.compile(rb"[A-Za-z0-9/+]{40}\Z")
 _HEX_RE = re.compile(rb"[0-9a-fA-F]{40}\Z")
 _B64_SECRET_RE = re.compile(rb"[A-Za-z0-9+/]{54}==")  # base64 of exactly 40 bytes
 _TOKEN_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]){100,}(?:=|%3[Dd]){0,2}")
+_TOKEN_ESC_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]|\\/){100,}(?:=|%3[Dd]){0,2}")
 _TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+%")
 
 
@@ -89,18 +91,16 @@ class Detector:
         self._token_prefixes = tuple(p.encode() for p in token_rule.prefixes)
         self._severity = {r.id: r.severity for r in ruleset.rules}
 
-        raw = ruleset.keywords
-        utf16 = [decode.utf16_form(k) for k in raw]
-        self._b64_first: dict[bytes, int] = {}
-        for k in raw:
+        # every literal form of every keyword, with what it is and (base64) where its quantum grid starts
+        self._forms: dict[bytes, tuple[str, int]] = {}
+        for k in ruleset.keywords:
+            self._forms.setdefault(k, ("raw", 0))
+            self._forms.setdefault(decode.utf16_form(k), ("utf-16", 0))
             for form, first in decode.base64_forms(k):
-                self._b64_first[form] = first
-
-        # re searches fast only for a literal first character, so one pattern per first character
-        # (measured: one alternation of all 20 forms ~430 MB/s; four grouped passes ~750 MB/s)
-        self._prefilters = _grouped([*raw, *utf16, *self._b64_first])
-        self._utf16_re = _grouped(utf16)[0]
-        self._b64_res = _grouped(list(self._b64_first))
+                self._forms.setdefault(form, ("base64", first))
+        # re searches fast only behind a literal first byte, so one pattern per first byte (measured on a
+        # host-like corpus: one alternation of all 20 forms ~430 MB/s; four grouped passes ~750 MB/s)
+        self._prefilters = _grouped(list(self._forms))
 
     # -- public API ---------------------------------------------------------------------------------------
 
@@ -124,10 +124,7 @@ class Detector:
         Ids at absolute offsets below ``min_offset`` (already reported from the previous chunk) or at or above
         ``max_offset`` (left for the next chunk) are dropped. Line numbers are 1-based.
         """
-        starts = [m.start() for m in (rx.search(buf) for rx in self._prefilters) if m is not None]
-        if not starts:
-            return []
-        hits = self._scan_view(buf, max(0, min(starts) - 4), None, 0)
+        hits = self._scan_view(buf, None, 0)
         if not hits:
             return []
         lo, hi = min_offset - base_offset, None if max_offset is None else max_offset - base_offset
@@ -219,47 +216,59 @@ class Detector:
 
     # -- views ----------------------------------------------------------------------------------------------
 
-    def _scan_view(self, view: bytes, start: int, encoding: str | None, depth: int) -> list[_Hit]:
+    def _scan_view(self, view: bytes, encoding: str | None, depth: int) -> list[_Hit]:
         """Ids in ``view`` (the buffer itself or a decoded slice of it), paired within the view; positions
-        are in ``view``."""
+        are in ``view``. The prefilter passes are the only work over the whole view: every other step starts
+        from one of their hits."""
         ids: list[_Hit] = []
-        for m in self._id_re.finditer(view, start):
-            s, e = m.span()
-            if (s and view[s - 1] in _ALNUM) or (e < len(view) and view[e] in _ALNUM):
-                continue
-            key_id = m.group().decode("ascii")
-            if not self.include_examples and self.is_example_key(key_id):
-                continue
-            ids.append(_Hit(key_id, self._rule_by_group[m.lastgroup or "r0"], s, encoding))
+        utf16_hits: list[int] = []
+        b64_hits: list[tuple[int, int]] = []
+        for rx in self._prefilters:
+            for m in rx.finditer(view):
+                kind, first = self._forms[m.group()]
+                p = m.start()
+                if kind == "raw":
+                    idm = self._id_re.match(view, p)
+                    if idm is None:
+                        continue
+                    e = idm.end()
+                    if (p and view[p - 1] in _ALNUM) or (e < len(view) and view[e] in _ALNUM):
+                        continue
+                    key_id = idm.group().decode("ascii")
+                    if self.include_examples or not self.is_example_key(key_id):
+                        ids.append(_Hit(key_id, self._rule_by_group[idm.lastgroup or "r0"], p, encoding))
+                elif kind == "utf-16":
+                    utf16_hits.append(p)
+                else:
+                    b64_hits.append((p, first))
         if ids:
+            ids.sort(key=lambda h: h.pos)
             self._pair(view, ids)
-        if self._utf16_re.search(view, start):
-            ids += self._scan_utf16(view, start, depth)
         if depth < _MAX_DEPTH:
-            ids += self._scan_base64(view, start, depth)
+            if utf16_hits:
+                ids += self._scan_utf16(view, utf16_hits, depth)
+            if b64_hits:
+                ids += self._scan_base64(view, sorted(b64_hits), depth)
         return ids
 
-    def _scan_utf16(self, view: bytes, start: int, depth: int) -> list[_Hit]:
+    def _scan_utf16(self, view: bytes, hits: list[int], depth: int) -> list[_Hit]:
         radius = 2 * (self.pair_window + TOKEN_MAX)
         out: list[_Hit] = []
-        hits = [m.start() for m in self._utf16_re.finditer(view, start)]
         for lo, hi in decode.utf16_regions(hits, len(view), radius):
             enc = "utf-16le" if lo % 2 == 0 else "utf-16be"
-            for h in self._scan_view(decode.decode_utf16(view, lo, hi), 0, enc, depth + 1):
+            for h in self._scan_view(decode.decode_utf16(view, lo, hi), enc, depth + 1):
                 h.pos = lo + 2 * h.pos
                 out.append(h)
         return out
 
-    def _scan_base64(self, view: bytes, start: int, depth: int) -> list[_Hit]:
+    def _scan_base64(self, view: bytes, hits: list[tuple[int, int]], depth: int) -> list[_Hit]:
         out: list[_Hit] = []
         seen: set[tuple[int, int]] = set()
-        matches = sorted((m for rx in self._b64_res for m in rx.finditer(view, start)), key=lambda m: m.start())
-        for m in matches:
-            h = m.start()
+        for h, first in hits:
             rs, rend = decode.base64_run(view, h)
             if rend - rs < 26:  # a 20-character id needs at least 26 base64 characters
                 continue
-            grid = (h - self._b64_first[m.group()]) % 4
+            grid = (h - first) % 4
             if (rs, grid) in seen:
                 continue
             seen.add((rs, grid))
@@ -267,7 +276,7 @@ class Detector:
             if decoded is None:
                 continue
             s, data = decoded
-            for hit in self._scan_view(data, 0, "base64", depth + 1):
+            for hit in self._scan_view(data, "base64", depth + 1):
                 hit.pos = s + (4 * hit.pos) // 3
                 if hit.secret is None and hit.encoding == "base64":
                     self._pair_encoded_secret(view, hit)
@@ -311,7 +320,8 @@ class Detector:
 
     def _secret_candidates(self, view: bytes, lo: int, hi: int, cache: dict[int, _Cand]) -> list[_Cand]:
         found = []
-        for m in _SECRET_RUN_RE.finditer(view, lo, hi):
+        run_re = _SECRET_RUN_ESC_RE if view.find(b"\\/", lo, hi) >= 0 else _SECRET_RUN_RE
+        for m in run_re.finditer(view, lo, hi):
             s, e = m.span()
             if (s and view[s - 1] in _SECRET_CHARS) or (e < len(view) and view[e] in _SECRET_CHARS):
                 continue  # part of a longer run
@@ -320,8 +330,7 @@ class Detector:
             if s in cache:
                 found.append(cache[s])
                 continue
-            raw = m.group()
-            value = decode.percent_decode(raw) if b"%" in raw else raw
+            value = _unescape(m.group())
             if not _SECRET_RE.match(value) or _HEX_RE.match(value) or len(set(value)) < 10:
                 continue
             text = value.decode("ascii")
@@ -359,12 +368,13 @@ class Detector:
     def _find_token(self, view: bytes, pos: int) -> str | None:
         w = self.pair_window
         best: tuple[int, str] | None = None
-        for m in _TOKEN_RE.finditer(view, max(0, pos - w), min(len(view), pos + 20 + w + TOKEN_MAX)):
+        lo, hi = max(0, pos - w), min(len(view), pos + 20 + w + TOKEN_MAX)
+        token_re = _TOKEN_ESC_RE if view.find(b"\\/", lo, hi) >= 0 else _TOKEN_RE
+        for m in token_re.finditer(view, lo, hi):
             s = m.start()
             if s and view[s - 1] in _TOKEN_CHARS:
                 continue
-            raw = m.group()
-            value = decode.percent_decode(raw) if b"%" in raw else raw
+            value = _unescape(m.group())
             if not (self._named(view, s, self._token_names) or value.startswith(self._token_prefixes)):
                 continue
             dist = abs(s - pos)
@@ -379,6 +389,13 @@ class Detector:
         lo = max(0, pos - _NAME_LOOKBACK)
         nl = view.rfind(b"\n", lo, pos)
         return names.search(view, nl + 1 if nl >= 0 else lo, pos) is not None
+
+
+def _unescape(raw: bytes) -> bytes:
+    """Undo JSON's optional '\\/' escape and URL percent-encoding of '/', '+' and '='."""
+    if b"\\" in raw:
+        raw = raw.replace(b"\\/", b"/")
+    return decode.percent_decode(raw) if b"%" in raw else raw
 
 
 def _grouped(forms: list[bytes]) -> list[re.Pattern[bytes]]:
