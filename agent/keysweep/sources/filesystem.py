@@ -95,10 +95,8 @@ def iter_files(
 ) -> Iterator[tuple[str, os.stat_result]]:
     """Yield ``(path, lstat)`` for every regular file to read under the options' paths (or roots)."""
     mounts = mounts if mounts is not None else MountTable.current()
-    excl = PathFilter(options.excludes)
     prefix = options.path_prefix
-    seen_dirs: set[tuple[int, int]] = set()
-    skip_ids = skip_ids or set()
+    walker = _Walker(options, stats, mounts, skip_ids or set(), should_stop)
     starts = list(options.paths) if options.paths else [_prefixed(r, prefix) for r in options.roots]
     for start in starts:
         start = os.path.abspath(start)
@@ -122,7 +120,7 @@ def iter_files(
             continue
         extra_roots = _tmpfs_below_pseudo(start, mounts, prefix)
         for root, root_st in [(start, st)] + extra_roots:
-            yield from _walk(root, root_st, options, stats, mounts, excl, seen_dirs, skip_ids, should_stop)
+            yield from walker.walk(root, root_st)
 
 
 def _prefixed(root: str, prefix: str | None) -> str:
@@ -156,35 +154,57 @@ def _ancestors(path: str, stop: str) -> list[str]:
     return out
 
 
-def _walk(
-    root: str,
-    root_st: os.stat_result,
-    options: ScanOptions,
-    stats: ScanStats,
-    mounts: MountTable,
-    excl: PathFilter,
-    seen_dirs: set[tuple[int, int]],
-    skip_ids: set[tuple[int, int]],
-    should_stop: Callable[[], bool] | None,
-) -> Iterator[tuple[str, os.stat_result]]:
-    prefix = options.path_prefix
-    root_dev = root_st.st_dev
-    if (root_st.st_dev, root_st.st_ino) in seen_dirs:
-        return
-    seen_dirs.add((root_st.st_dev, root_st.st_ino))
-    pseudo_paths = {_prefixed(p, prefix) for p in PSEUDO_PATHS}
-    stack = [root]
-    while stack:
-        if should_stop is not None and should_stop():
+class _Walker:
+    """Depth-first with an explicit stack (no recursion limit), one directory fd open at a time."""
+
+    def __init__(
+        self,
+        options: ScanOptions,
+        stats: ScanStats,
+        mounts: MountTable,
+        skip_ids: set[tuple[int, int]],
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.options = options
+        self.stats = stats
+        self.mounts = mounts
+        self.skip_ids = skip_ids
+        self.should_stop = should_stop
+        self.excl = PathFilter(options.excludes)
+        self.seen_dirs: set[tuple[int, int]] = set()
+        self.pseudo_paths = {_prefixed(p, options.path_prefix) for p in PSEUDO_PATHS}
+
+    def walk(self, root: str, root_st: os.stat_result) -> Iterator[tuple[str, os.stat_result]]:
+        ident = (root_st.st_dev, root_st.st_ino)
+        if ident in self.seen_dirs:
             return
-        d = stack.pop()
+        self.seen_dirs.add(ident)
+        self.root_dev = root_st.st_dev
+        stack = [root]
+        first = True
+        while stack:
+            if self.should_stop is not None and self.should_stop():
+                return
+            d = stack.pop()
+            try:
+                # a root the user named may itself be a symlink; nothing below it is followed
+                dir_fd = _open_dir(d, follow=first or self.options.follow_symlinks)
+            except OSError as exc:
+                os_error_skip(exc).count(self.stats)
+                continue
+            finally:
+                first = False
+            try:
+                yield from self._entries(d, dir_fd, stack)
+            finally:
+                os.close(dir_fd)
+
+    def _entries(self, d: str, dir_fd: int, stack: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+        options, stats = self.options, self.stats
+        prefix = options.path_prefix
         in_sdk_cache = _is_sdk_cache_dir(d)
-        try:
-            it = os.scandir(d)
-        except OSError as exc:
-            os_error_skip(exc).count(stats)
-            continue
-        with it:
+        base = d.rstrip("/") + "/"
+        with os.scandir(dir_fd) as it:
             while True:
                 try:
                     entry = next(it)
@@ -193,7 +213,7 @@ def _walk(
                 except OSError as exc:
                     os_error_skip(exc).count(stats)
                     break
-                path = entry.path
+                path = base + entry.name
                 try:
                     st = entry.stat(follow_symlinks=False)
                 except OSError as exc:
@@ -210,22 +230,22 @@ def _walk(
                         stats.skipped["broken-symlink" if exc.errno in (errno.ENOENT, errno.ELOOP) else "symlink"] += 1
                         continue
                     mode = st.st_mode
-                if excl.excluded(path, prefix):
+                if self.excl.excluded(path, prefix):
                     stats.skipped["excluded"] += 1
                     continue
                 if stat.S_ISDIR(mode):
-                    reason = _dir_skip(path, st, root_dev, options, mounts, pseudo_paths)
-                    if reason is None and (st.st_dev, st.st_ino) in seen_dirs:
+                    reason = _dir_skip(path, st, self.root_dev, options, self.mounts, self.pseudo_paths)
+                    if reason is None and (st.st_dev, st.st_ino) in self.seen_dirs:
                         reason = "symlink-loop" if options.follow_symlinks else "seen-directory"
                     if reason is not None:
                         stats.skipped[reason] += 1
                         continue
-                    seen_dirs.add((st.st_dev, st.st_ino))
+                    self.seen_dirs.add((st.st_dev, st.st_ino))
                     stack.append(path)
                 elif stat.S_ISREG(mode):
                     if in_sdk_cache:
                         stats.skipped["host-role-credentials"] += 1
-                    elif (st.st_dev, st.st_ino) in skip_ids:
+                    elif (st.st_dev, st.st_ino) in self.skip_ids:
                         continue  # already read by the aws-files source
                     else:
                         yield path, st
@@ -237,6 +257,18 @@ def _walk(
                     stats.skipped["device"] += 1
                 else:
                     stats.skipped["not-regular"] += 1
+
+
+def _open_dir(path: str, *, follow: bool) -> int:
+    """A directory fd opened O_NOATIME (reading a directory would update its atime) and, unless following,
+    O_NOFOLLOW (a directory swapped for a symlink after the walk saw it is not entered)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        return os.open(path, flags | _O_NOATIME)
+    except PermissionError as exc:
+        if exc.errno != errno.EPERM or not _O_NOATIME:
+            raise
+        return os.open(path, flags)
 
 
 def _dir_skip(
