@@ -279,7 +279,8 @@ def test_make_finding_for_structured_sources(detector):
 @pytest.mark.parametrize(
     "buf",
     [b"", b"A", b"AKIA", b"AKIA" * 1000, bytes(range(256)) * 64, b"QUtJQ" * 500, b"A\x00K\x00I\x00A\x00" * 300,
-     "AKIA€".encode("utf-16-le") * 100, b"\xff\xfe" + b"\x00\xd8" * 1000],
+     "AKIA€".encode("utf-16-le") * 100, b"\xff\xfe" + b"\x00\xd8" * 1000, b"QUtJQ" * 400_000,
+     b"A\x00K\x00I\x00A\x00" * 250_000, b"AKIA" * 500_000],
 )
 @pytest.mark.timeout(20)
 def test_hostile_buffers_do_not_crash(detector, buf):

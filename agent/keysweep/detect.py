@@ -263,15 +263,15 @@ class Detector:
 
     def _scan_base64(self, view: bytes, hits: list[tuple[int, int]], depth: int) -> list[_Hit]:
         out: list[_Hit] = []
-        seen: set[tuple[int, int]] = set()
+        covered = [-1, -1, -1, -1]  # per quantum grid: text decoded so far (keeps long runs linear)
         for h, first in hits:
+            grid = (h - first) % 4
+            if h + 32 <= covered[grid]:  # the whole encoded id (<= 28 characters from h) was decoded
+                continue
             rs, rend = decode.base64_run(view, h)
             if rend - rs < 26:  # a 20-character id needs at least 26 base64 characters
                 continue
-            grid = (h - first) % 4
-            if (rs, grid) in seen:
-                continue
-            seen.add((rs, grid))
+            covered[grid] = rend
             decoded = decode.decode_base64_run(view, rs, rend, grid)
             if decoded is None:
                 continue
