@@ -191,7 +191,8 @@ def _verify(findings: list[Finding], cfg: Any, state_dir: Path | None, fingerpri
     """--verify: the single call site of verification (keysweep.verify)."""
     from keysweep.verify import Verifier, VerifyConfig
 
-    config = (cfg.verify if cfg is not None and cfg.verify is not None else None) or VerifyConfig()
+    config = cfg.verify if cfg is not None and cfg.verify is not None else VerifyConfig()
+    config = dataclasses.replace(config, enabled=True)  # --verify turns verification on for this scan
     return Verifier(config, state_dir=state_dir, fingerprinter=fingerprinter).verify_all(findings)
 
 

@@ -1,0 +1,120 @@
+"""`keysweep scan --verify` as a user runs it: a real process, moto behind a recording proxy, planted files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from keysweep import __version__
+
+from tests.support.moto_server import MotoServer
+from tests.support.sts_stub import Reply, running_stub
+from tests.support.verify_findings import (
+    CANARY_KEY,
+    CANARY_SECRET,
+    MADE_UP_KEY,
+    MADE_UP_SECRET,
+    MOTO_ACCOUNT,
+    Emulator,
+    sts_emulator,
+)
+
+
+@pytest.fixture
+def emulator(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
+    with sts_emulator(moto_server, monkeypatch) as emu:
+        yield emu
+
+
+def keysweep(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    return subprocess.run(
+        [sys.executable, "-m", "keysweep", "scan", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+
+
+def records(stdout: str) -> list[dict]:
+    doc = json.loads(stdout)
+    return doc["findings"] if isinstance(doc, dict) else doc
+
+
+@pytest.mark.timeout(180)
+def test_scan_verify_end_to_end_then_cached(emulator: Emulator, tmp_path: Path):
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    state = tmp_path / "state"
+    with running_stub(Reply(500, "")) as evil:
+        (tree / "app.env").write_text(
+            f"AWS_ENDPOINT_URL_STS={evil.endpoint}\nAWS_ENDPOINT_URL={evil.endpoint}\nAWS_PROFILE=attacker\n"
+            f"AWS_ACCESS_KEY_ID={emulator.alice.key_id}\nAWS_SECRET_ACCESS_KEY={emulator.alice.secret}\n"
+        )
+        (tree / "settings.py").write_text(
+            f'aws_access_key_id = "{MADE_UP_KEY}"\naws_secret_access_key = "{MADE_UP_SECRET}"\n'
+        )
+        (tree / "stale.ini").write_text(
+            f"aws_access_key_id={emulator.alice.key_id}\naws_secret_access_key={MADE_UP_SECRET}\n"
+        )
+        (tree / "decoy.cfg").write_text(f"key = {CANARY_KEY}\nsecret = {CANARY_SECRET}\n")
+        stray = {"AWS_PROFILE": "missing", "AWS_SESSION_TOKEN": "stray-token-of-the-operator"}
+
+        first = keysweep("--verify", "--format", "json", "--state-dir", str(state), str(tree), env_extra=stray)
+        assert first.returncode == 1, first.stderr
+        requests_after_first = len(emulator.proxy.snapshot())
+        second = keysweep("--verify", "--format", "json", "--state-dir", str(state), str(tree), env_extra=stray)
+        assert second.returncode == 1, second.stderr
+        assert evil.count == 0
+
+    got = {(r["key_id"], Path(r["location"]["path"]).name): r["verification"] for r in records(first.stdout)}
+    assert got[(emulator.alice.key_id, "app.env")]["status"] == "live"
+    assert got[(emulator.alice.key_id, "app.env")]["arn"] == f"arn:aws:iam::{MOTO_ACCOUNT}:user/alice"
+    assert got[(emulator.alice.key_id, "app.env")]["account"] == MOTO_ACCOUNT
+    assert got[(MADE_UP_KEY, "settings.py")]["status"] == "invalid"
+    assert got[(emulator.alice.key_id, "stale.ini")]["status"] == "wrong_secret"
+    assert got[(CANARY_KEY, "decoy.cfg")]["status"] == "canary"
+
+    sent = emulator.proxy.snapshot()
+    assert requests_after_first == len(sent) > 0  # the second run asked nothing
+    for r in sent:
+        assert f"keysweep/{__version__}" in r.headers["User-Agent"]
+        assert CANARY_KEY not in r.headers.get("Authorization", "")
+        assert "X-Amz-Security-Token" not in r.headers
+
+    again = {(r["key_id"], Path(r["location"]["path"]).name): r["verification"] for r in records(second.stdout)}
+    assert {k: v["status"] for k, v in again.items()} == {k: v["status"] for k, v in got.items()}
+    assert all(v["cached"] for k, v in again.items() if v["status"] != "canary")
+
+    state_text = "".join(p.read_bytes().decode("latin-1") for p in state.rglob("*") if p.is_file())
+    everything = first.stdout + first.stderr + second.stdout + second.stderr + state_text
+    for secret in (emulator.alice.secret, MADE_UP_SECRET, CANARY_SECRET):
+        assert secret not in everything
+
+
+@pytest.mark.timeout(120)
+def test_canary_only_scan_sends_nothing(emulator: Emulator, tmp_path: Path):
+    (tmp_path / "decoy.env").write_text(f"AWS_ACCESS_KEY_ID={CANARY_KEY}\nAWS_SECRET_ACCESS_KEY={CANARY_SECRET}\n")
+    out = keysweep("--verify", "--format", "jsonl", str(tmp_path / "decoy.env"))
+    assert out.returncode == 1, out.stderr
+    lines = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    statuses = [r["verification"]["status"] for r in lines if r.get("key_id") == CANARY_KEY]
+    assert statuses == ["canary"]
+    assert emulator.proxy.snapshot() == []
+
+
+@pytest.mark.timeout(120)
+def test_scan_without_verify_sends_nothing(emulator: Emulator, tmp_path: Path):
+    (tmp_path / "a.env").write_text(
+        f"AWS_ACCESS_KEY_ID={emulator.alice.key_id}\nAWS_SECRET_ACCESS_KEY={emulator.alice.secret}\n"
+    )
+    out = keysweep("--format", "json", str(tmp_path / "a.env"))
+    assert out.returncode == 1, out.stderr
+    assert emulator.proxy.snapshot() == []
