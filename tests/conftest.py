@@ -13,6 +13,8 @@ from tests.support.moto_server import MotoServer, running_moto
 for _name in list(os.environ):
     if _name.startswith("AWS_") or _name.startswith("KEYSWEEP_"):
         del os.environ[_name]
+# ...nor the link-local instance metadata address (SDK credential look-ups, host context detection)
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
 @pytest.fixture(scope="session")

@@ -197,6 +197,16 @@ def test_imds_v1_only_or_broken_service_is_not_ec2(tmp_path):
     assert "imds: token request answered HTTP 405" in ctx.errors
 
 
+def test_sdk_metadata_settings_are_honoured(tmp_path):
+    with imds_server() as imds:
+        env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": imds.endpoint}
+        ctx = detect_context(_config(tmp_path, None), environ=env)
+        assert ctx.kind == "ec2"
+        off = detect_context(_config(tmp_path, None), environ={**env, "AWS_EC2_METADATA_DISABLED": "true"})
+        assert off.kind == "on-premises" and off.errors == ()
+        assert len([r for r in imds.requests if r[0] == "PUT"]) == 1
+
+
 def test_disabled_detection_asks_nothing(tmp_path):
     with imds_server() as imds:
         ctx = detect_context(_config(tmp_path, imds.endpoint, enabled=False), environ={})

@@ -305,3 +305,39 @@ def test_report_config_from_mapping_names_bad_keys_and_values():
         ReportConfig.from_mapping({"queue_url": "not a url"})
     with pytest.raises(ConfigError, match="queue_url"):
         Reporter(ReportConfig(), Path("/nonexistent"), CTX, fingerprinter=FP)
+
+
+def _keysweep(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "keysweep", *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_scan_queue_url_sends_and_a_later_run_delivers_what_an_earlier_could_not(moto_server, tmp_path):
+    url = _queue()
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    from tests.support.planted import planted_key
+
+    keys = [planted_key(100 + i) for i in range(3)]
+    for i, k in enumerate(keys):
+        (tree / f"app{i}.env").write_text(f"AWS_ACCESS_KEY_ID={k.key_id}\nAWS_SECRET_ACCESS_KEY={k.secret}\n")
+    state = tmp_path / "state"
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"state_dir: {state}\nreport:\n  flush_timeout: 1s\n")
+    args = ("scan", str(tree), "--queue-url", url, "--state-dir", str(state), "--format", "json", "--config", str(config))
+    down = {**os.environ, "AWS_ENDPOINT_URL_SQS": closed_endpoint()}
+    first = _keysweep(*args, env=down)
+    assert first.returncode == 1, first.stderr  # findings
+    assert {f["key_id"] for f in json.loads(first.stdout)["findings"]} == {k.key_id for k in keys}
+    assert "4 wait in" in first.stderr and _drain(url) == []
+    _assert_no_secret_anywhere(keys, first.stderr, _state_files_text(state))
+
+    second = _keysweep(*args, env=dict(os.environ))
+    assert second.returncode == 1, second.stderr
+    assert "5 messages sent" in second.stderr  # the 4 spooled earlier and this run's heartbeat
+    bodies = [json.loads(m["Body"]) for m in _drain(url)]
+    assert Counter(b["type"] for b in bodies) == {"finding": 3, "heartbeat": 2}
+    assert {b["agent"]["mode"] for b in bodies} == {"scan"}
+    for body in bodies:
+        VALIDATOR.validate(body)
+    _assert_no_secret_anywhere(keys, second.stderr, second.stdout, *(json.dumps(b) for b in bodies))

@@ -28,6 +28,7 @@ from keysweep.models import HostContext
 
 _DURATION = {"kind": "duration"}
 _SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+_IMDS = "http://169.254.169.254"
 # /etc/machine-id must not leave the host as is (machine-id(5)); an app-specific keyed hash of it is stable instead
 _MACHINE_ID_APP_KEY = b"keysweep host id v1"
 
@@ -37,7 +38,7 @@ class ContextConfig:
     """Where the metadata services are and how long to wait for them (section ``context`` of the agent config)."""
 
     enabled: bool = True
-    imds_endpoint: str = "http://169.254.169.254"
+    imds_endpoint: str | None = None  # default: $AWS_EC2_METADATA_SERVICE_ENDPOINT, else http://169.254.169.254
     imds_timeout: float = field(default=0.8, metadata=_DURATION)
     imds_token_ttl: int = 60
     ecs_metadata_uri: str | None = None  # default: $ECS_CONTAINER_METADATA_URI_V4
@@ -100,9 +101,11 @@ class _Found:
     errors: list[str] = field(default_factory=list)
 
 
-def _imds(config: ContextConfig, found: _Found) -> bool:
+def _imds(config: ContextConfig, environ: Mapping[str, str], found: _Found) -> bool:
     """Fill EC2 facts through IMDSv2; True when an instance metadata service answered."""
-    base = config.imds_endpoint.rstrip("/")
+    if environ.get("AWS_EC2_METADATA_DISABLED", "").lower() == "true":  # the SDKs' own switch
+        return False
+    base = (config.imds_endpoint or environ.get("AWS_EC2_METADATA_SERVICE_ENDPOINT") or _IMDS).rstrip("/")
     deadline = time.monotonic() + 4 * config.imds_timeout
     try:
         status, token = _http(
@@ -259,14 +262,14 @@ def detect_context(config: ContextConfig | None = None, *, environ: Mapping[str,
         _ecs(config.ecs_metadata_uri or env["ECS_CONTAINER_METADATA_URI_V4"], config, env, found)
         host_id = found.values.get("task_arn")
     elif _kubernetes(config, env, found):
-        on_ec2 = _imds(config, found)
+        on_ec2 = _imds(config, env, found)
         if found.values.get("irsa_role_arn") or found.values.get("pod_identity") or on_ec2:
             kind = "eks"
         else:
             kind = "kubernetes"
         if found.values.get("namespace") and found.values.get("pod"):
             host_id = f"{found.values['namespace']}/{found.values['pod']}"
-    elif _imds(config, found):
+    elif _imds(config, env, found):
         kind = "ec2"
         host_id = found.values.get("instance_id")
         if not host_id:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from keysweep.detect import Detector
 from keysweep.fingerprint import Fingerprinter
+from keysweep.keyid import decode_account
 from keysweep.models import Finding, Location, Verification
 from keysweep.ruleset import load_ruleset
 
@@ -19,8 +20,12 @@ class Planted:
 
 
 def planted_key(i: int) -> Planted:
-    digest = hashlib.sha256(f"planted-{i}".encode()).digest()
-    key_id = "AKIA" + base64.b32encode(digest)[:16].decode()
+    """A distinct, well-formed key id (its offline account decodes to 12 digits) and secret for each ``i``."""
+    for salt in range(100):
+        digest = hashlib.sha256(f"planted-{i}-{salt}".encode()).digest()
+        key_id = "AKIA" + base64.b32encode(digest)[:16].decode()
+        if len(decode_account(key_id) or "") == 12:
+            break
     secret = base64.b64encode(hashlib.sha256(f"secret-{i}".encode()).digest())[:40].decode().replace("=", "A")
     return Planted(key_id, secret)
 

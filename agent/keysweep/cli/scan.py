@@ -125,7 +125,7 @@ def _scan(args: argparse.Namespace) -> int:
     _write_report(findings, fmt, args.output, result.stats)
 
     if args.queue_url:
-        _send_to_queue(args.queue_url, findings, result.stats, cfg, state_dir)
+        _send_to_queue(args.queue_url, findings, result.stats, cfg, state_dir, fingerprinter)
 
     _print_summary(sys.stderr, findings, result.stats)
     if result.stats.interrupted:
@@ -196,18 +196,32 @@ def _verify(findings: list[Finding], cfg: Any, state_dir: Path | None, fingerpri
     return Verifier(config, state_dir=state_dir, fingerprinter=fingerprinter).verify_all(findings)
 
 
-def _send_to_queue(queue_url: str, findings: list[Finding], stats: ScanStats, cfg: Any, state_dir: Path | None) -> None:
+def _send_to_queue(
+    queue_url: str, findings: list[Finding], stats: ScanStats, cfg: Any, state_dir: Path | None, fingerprinter: Any
+) -> None:
     """--queue-url: the single call site of reporting to SQS (keysweep.report.sqs)."""
-    try:
-        from keysweep.report import sqs
-    except ModuleNotFoundError as exc:
-        if exc.name != "keysweep.report.sqs":
-            raise
-        raise ConfigError("--queue-url: SQS reporting is not available in this build") from None
-    send = getattr(sqs, "send_scan_report", None)
-    if send is None:
-        raise ConfigError("--queue-url: SQS reporting is not available in this build")
-    send(queue_url, findings, stats, config=cfg, state_dir=state_dir)
+    from keysweep.context import ContextConfig, detect_context
+    from keysweep.fingerprint import default_state_dir
+    from keysweep.report.sqs import ReportConfig, Reporter
+
+    report_cfg = cfg.report if cfg is not None and cfg.report is not None else ReportConfig()
+    report_cfg = dataclasses.replace(report_cfg, queue_url=queue_url)
+    problems = report_cfg.problems()
+    if problems:
+        raise ConfigError("--queue-url: " + "; ".join(problems))
+    context = detect_context(cfg.context if cfg is not None and cfg.context is not None else ContextConfig())
+    spool_home = state_dir or default_state_dir()
+    result = Reporter(report_cfg, spool_home, context, fingerprinter=fingerprinter, mode="scan").report(findings, stats)
+    if result.pending:
+        print(
+            f"keysweep: queue: {result.sent} messages sent; {result.pending} wait in {spool_home / 'spool'} "
+            f"(a later run with --state-dir {spool_home} delivers them)",
+            file=sys.stderr,
+        )
+    else:
+        print(f"keysweep: queue: {result.sent} messages sent", file=sys.stderr)
+    for error in result.errors:
+        print(f"keysweep: queue: {error}", file=sys.stderr)
 
 
 # --- output -------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ from keysweep.models import Finding, HostContext
 from keysweep.suggest import Suggestion
 
 SCHEMA_VERSION = 1
+_ACCOUNT = re.compile(r"^[0-9]{12}$")
 _TRUNCATION_MARK = "…[truncated]"
 # optional parts emptied first when a body is too large: (path, value that keeps the schema valid)
 _DROPPABLE: tuple[tuple[tuple[str, ...], Any], ...] = (
@@ -72,6 +74,9 @@ def finding_message(
     """The message for one finding (``finding_fingerprint`` names key × place × host: the store's primary key)."""
     msg = _envelope("finding", context, mode)
     body = finding.to_dict()
+    # a derived field that is not a plausible account id must not get the whole finding rejected centrally
+    if body.get("account_id") is not None and not _ACCOUNT.match(str(body["account_id"])):
+        body["account_id"] = None
     body["finding_fingerprint"] = finding_fingerprint
     body["report_reason"] = report_reason
     body["last_seen"] = msg["sent_at"]
