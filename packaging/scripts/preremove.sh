@@ -5,8 +5,8 @@ set -e
 # @COMMON@
 
 stop_and_disable() {
-    if command -v systemctl >/dev/null 2>&1 && [ -z "$ROOT" ]; then
-        systemctl --no-reload disable "$UNIT" >/dev/null 2>&1 || true
+    if command -v systemctl >/dev/null 2>&1; then
+        systemctl ${ROOT:+"--root=$ROOT"} --no-reload disable "$UNIT" >/dev/null 2>&1 || true
     fi
     if systemd_running; then
         systemctl stop "$UNIT" || true

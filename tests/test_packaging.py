@@ -1,0 +1,494 @@
+"""Static and dry-run checks of the packaging: systemd unit, nFPM description, lock, maintainer scripts, Dockerfile,
+Kubernetes and ECS manifests. The full build/install/purge cycle runs in scripts/ci-packages.sh."""
+
+from __future__ import annotations
+
+import configparser
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from keysweep.config import from_mapping, load_config
+from packaging.requirements import Requirement
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGING = REPO / "packaging"
+UNIT = PACKAGING / "systemd" / "keysweep.service"
+TWO_CAPS = {"CAP_DAC_READ_SEARCH", "CAP_SYS_PTRACE"}
+LOCKED = {"boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six", "urllib3", "pyyaml", "psutil",
+          "watchdog"}
+
+
+# --- systemd unit ---------------------------------------------------------------------------------------------------
+
+def unit_settings(path: Path = UNIT) -> dict[str, dict[str, list[str]]]:
+    """section -> key -> every value (systemd allows a key more than once)."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"setting outside a section: {line!r}"
+        key, _, value = line.partition("=")
+        current.setdefault(key.strip(), []).append(value.strip())
+    return sections
+
+
+def one(service: dict[str, list[str]], key: str) -> str:
+    values = service.get(key)
+    assert values and len(values) == 1, f"{key}: expected exactly one setting, got {values}"
+    return values[0]
+
+
+def test_unit_grants_exactly_the_two_capabilities() -> None:
+    service = unit_settings()["Service"]
+    assert set(one(service, "CapabilityBoundingSet").split()) == TWO_CAPS
+    assert set(one(service, "AmbientCapabilities").split()) == TWO_CAPS
+    assert one(service, "User") == "keysweep"
+    assert one(service, "NoNewPrivileges") == "yes"
+
+
+def test_unit_reads_everything_and_writes_only_its_state() -> None:
+    service = unit_settings()["Service"]
+    assert one(service, "ProtectSystem") == "strict"
+    assert one(service, "ProtectHome") == "read-only"
+    assert one(service, "StateDirectory") == "keysweep"
+    assert one(service, "CacheDirectory") == "keysweep"
+    assert one(service, "UMask") == "0077"
+    for writable in ("ReadWritePaths", "ReadWriteDirectories", "BindPaths"):
+        assert writable not in service, f"{writable} would open a writable path"
+    # other users' processes must stay visible (hidepid lets CAP_SYS_PTRACE through; a pid-only /proc subset
+    # would hide /proc/meminfo and /proc/sys that the agent reads)
+    assert service.get("ProcSubset", ["all"]) == ["all"]
+
+
+def test_unit_hardening_and_resource_settings() -> None:
+    service = unit_settings()["Service"]
+    expected = {
+        "PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
+        "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes", "ProtectClock": "yes", "ProtectHostname": "yes",
+        "RestrictNamespaces": "yes", "LockPersonality": "yes", "MemoryDenyWriteExecute": "yes",
+        "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes", "SystemCallArchitectures": "native",
+        "Nice": "19", "IOSchedulingClass": "idle",
+    }
+    for key, value in expected.items():
+        assert one(service, key) == value, key
+    assert service["SystemCallFilter"][0] == "@system-service"
+    # the agent lowers its own priority (os.nice, ionice): @resources must stay allowed
+    assert all("@resources" not in f for f in service["SystemCallFilter"][1:])
+    assert set(one(service, "RestrictAddressFamilies").split()) <= {"AF_INET", "AF_INET6", "AF_UNIX", "AF_NETLINK"}
+    assert re.fullmatch(r"\d+%", one(service, "CPUQuota"))
+    assert re.fullmatch(r"\d+[KMG]", one(service, "MemoryMax"))
+    assert re.fullmatch(r"/bin/kill -HUP \$MAINPID", one(service, "ExecReload"))
+    assert one(service, "ExecStart") == "/usr/bin/keysweep agent --config /etc/keysweep/agent.yaml"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_unit_rates_ok_in_systemd_analyze_security() -> None:
+    out = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=25", str(UNIT)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr
+    score = re.search(r"Overall exposure level for keysweep\.service: (\d+\.\d+) (\w+)", out.stdout)
+    assert score and float(score.group(1)) <= 2.5 and score.group(2) == "OK", out.stdout[-300:]
+
+
+# --- nFPM description and the lock ----------------------------------------------------------------------------------
+
+def nfpm() -> dict:
+    return yaml.safe_load((PACKAGING / "nfpm.yaml").read_text())
+
+
+def contents_by_dst() -> dict[str, dict]:
+    return {entry["dst"]: entry for entry in nfpm()["contents"]}
+
+
+def test_conffile_is_config_noreplace_and_readable_by_the_service_only() -> None:
+    entry = contents_by_dst()["/etc/keysweep/agent.yaml"]
+    assert entry["type"] == "config|noreplace"
+    assert entry["src"] == "packaging/config/agent.yaml"
+    assert entry["file_info"]["mode"] == 0o640 and entry["file_info"]["group"] == "keysweep"
+    load_config(REPO / entry["src"])  # the shipped default is a valid configuration
+
+
+def test_package_ships_unit_wrapper_environment_and_state_dirs() -> None:
+    contents = contents_by_dst()
+    assert contents["/usr/lib/systemd/system/keysweep.service"]["src"] == "packaging/systemd/keysweep.service"
+    assert contents["/usr/bin/keysweep"]["file_info"]["mode"] == 0o755
+    assert contents["/opt/keysweep"]["type"] == "tree"
+    for state in ("/var/lib/keysweep", "/var/cache/keysweep"):
+        assert contents[state]["type"] == "dir" and contents[state]["file_info"]["mode"] == 0o700
+    for entry in contents.values():
+        src = entry.get("src")
+        if src and not src.startswith("build/"):
+            assert (REPO / src).exists(), src
+    wrapper = (PACKAGING / "keysweep.sh").read_text()
+    assert "exec /opt/keysweep/bin/python -I -B -m keysweep \"$@\"" in wrapper
+
+
+def test_packages_depend_on_the_interpreter_the_environment_was_built_for() -> None:
+    overrides = nfpm()["overrides"]
+    assert "python3.11" in overrides["deb"]["depends"]
+    assert "/usr/bin/python3.11" in overrides["rpm"]["depends"]
+    assert "PYTHON=/usr/bin/python3.11" in (PACKAGING / "build.sh").read_text()
+
+
+def test_package_scripts_are_the_assembled_hooks() -> None:
+    assert nfpm()["scripts"] == {hook: f"build/pkgscripts/{hook}.sh"
+                                 for hook in ("preinstall", "postinstall", "preremove", "postremove")}
+
+
+def locked() -> dict[str, tuple[str, list[str]]]:
+    text = (PACKAGING / "requirements.lock").read_text().replace("\\\n", " ")
+    pins: dict[str, tuple[str, list[str]]] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        spec, *hashes = line.split("--hash=")
+        name, _, version = spec.strip().partition("==")
+        pins[name.lower()] = (version, [h.strip() for h in hashes])
+    return pins
+
+
+def test_lock_pins_every_runtime_dependency_with_hashes() -> None:
+    pins = locked()
+    assert set(pins) == LOCKED
+    for name, (version, hashes) in pins.items():
+        assert re.fullmatch(r"\d+(\.\w+)+", version), (name, version)
+        assert hashes and all(re.fullmatch(r"sha256:[0-9a-f]{64}", h) for h in hashes), name
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    for line in setup["options"]["install_requires"].split("\n"):
+        if line.strip():
+            req = Requirement(line)
+            assert req.specifier.contains(pins[req.name.lower()][0]), f"lock breaks setup.cfg's {req}"
+
+
+def test_environment_installs_only_with_hashes_and_wheels() -> None:
+    for path in (PACKAGING / "build.sh", REPO / "Dockerfile"):
+        text = path.read_text().replace("\\\n", " ")
+        for lock in ("packaging/requirements.lock", "packaging/build-requirements.lock"):
+            line = next((ln for ln in text.splitlines() if f"-r {lock}" in ln), "")
+            assert "pip" in line and " install " in line, f"{path.name}: {lock} not installed"
+            assert "--require-hashes" in line and "--only-binary=:all:" in line, path.name
+        assert "--no-build-isolation" in text, f"{path.name}: keysweep's wheel must use the locked build backend"
+
+
+# --- maintainer scripts ---------------------------------------------------------------------------------------------
+
+HOOKS = ("preinstall", "postinstall", "preremove", "postremove")
+STUB = """#!/bin/sh
+echo "$(basename "$0") $*" >>"$STUB_LOG"
+case "$(basename "$0")" in
+    getent) grep -q "^$1 $2\\$" "$STUB_DB" 2>/dev/null; exit $? ;;
+    groupadd) echo "group $2" >>"$STUB_DB" ;;
+    useradd) for last; do :; done; echo "passwd $last" >>"$STUB_DB" ;;
+    userdel) sed -i "/^passwd $1\\$/d; /^group $1\\$/d" "$STUB_DB" ;;
+    groupdel) sed -i "/^group $1\\$/d" "$STUB_DB" ;;
+esac
+exit 0
+"""
+
+
+class Host:
+    """A throwaway root (DPKG_ROOT) with recording stand-ins for the user and systemd tools."""
+
+    def __init__(self, tmp: Path, scripts: Path) -> None:
+        self.root = tmp / "root"
+        self.scripts = scripts
+        self.log = tmp / "calls.log"
+        self.db = tmp / "accounts"
+        stubs = tmp / "stubs"
+        stubs.mkdir()
+        for tool in ("getent", "groupadd", "useradd", "userdel", "groupdel", "systemctl", "chown"):
+            (stubs / tool).write_text(STUB)
+            (stubs / tool).chmod(0o755)
+        self.env = {"PATH": f"{stubs}:/usr/bin:/bin", "DPKG_ROOT": str(self.root), "STUB_LOG": str(self.log),
+                    "STUB_DB": str(self.db)}
+        (self.root / "etc/keysweep").mkdir(parents=True)
+        (self.root / "etc/keysweep/agent.yaml").write_text("state_dir: /var/lib/keysweep\n")
+
+    def systemd(self, running: bool) -> None:
+        path = self.root / "run/systemd/system"
+        path.mkdir(parents=True, exist_ok=True) if running else shutil.rmtree(path, ignore_errors=True)
+
+    def run(self, hook: str, *args: str) -> subprocess.CompletedProcess[str]:
+        self.log.write_text("")
+        return subprocess.run(["sh", str(self.scripts / f"{hook}.sh"), *args], env=self.env, capture_output=True,
+                              text=True, timeout=30)
+
+    def calls(self) -> list[str]:
+        return self.log.read_text().splitlines()
+
+    def accounts(self) -> set[str]:
+        return set(self.db.read_text().splitlines()) if self.db.exists() else set()
+
+
+@pytest.fixture(scope="module")
+def hook_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("hooks")
+    subprocess.run(["bash", str(PACKAGING / "build.sh"), "scripts", str(out)], check=True, timeout=30)
+    return out
+
+
+@pytest.fixture
+def host(tmp_path: Path, hook_dir: Path) -> Iterator[Host]:
+    yield Host(tmp_path, hook_dir)
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_hooks_are_assembled_and_valid_posix_sh(hook_dir: Path, hook: str) -> None:
+    text = (hook_dir / f"{hook}.sh").read_text()
+    assert text.startswith("#!/bin/sh\n") and "# @COMMON@" not in text and "systemd_running()" in text
+    for shell in ("sh", "bash", "dash"):
+        if shutil.which(shell):
+            subprocess.run([shell, "-n", str(hook_dir / f"{hook}.sh")], check=True, timeout=10)
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+@pytest.mark.parametrize("arg", ["", "bogus", "-1"])
+def test_hooks_reject_unknown_arguments(host: Host, hook: str, arg: str) -> None:
+    result = host.run(hook, arg)
+    assert result.returncode == 1 and "unknown argument" in result.stderr
+
+
+@pytest.mark.parametrize("args", [("install",), ("install", "0.0.9-1"), ("upgrade", "0.1.0-1"), ("1",), ("2",)])
+def test_preinstall_creates_the_system_user_once(host: Host, args: tuple[str, ...]) -> None:
+    assert host.run("preinstall", *args).returncode == 0
+    assert host.accounts() == {"group keysweep", "passwd keysweep"}
+    useradd = [c for c in host.calls() if c.startswith("useradd")]
+    assert useradd and "--system" in useradd[0] and "--shell /usr/sbin/nologin" in useradd[0]
+    assert host.run("preinstall", *args).returncode == 0  # already there: nothing created twice
+    assert not [c for c in host.calls() if c.startswith(("useradd", "groupadd"))]
+
+
+def test_preinstall_abort_upgrade_changes_nothing(host: Host) -> None:
+    assert host.run("preinstall", "abort-upgrade", "0.2.0-1").returncode == 0
+    assert host.accounts() == set() and not [c for c in host.calls() if not c.startswith("getent")]
+
+
+@pytest.mark.parametrize("args", [("configure", ""), ("configure",), ("1",)])
+def test_postinstall_first_install_owns_state_and_does_not_start(host: Host, args: tuple[str, ...]) -> None:
+    host.systemd(running=True)
+    result = host.run("postinstall", *args)
+    assert result.returncode == 0, result.stderr
+    calls = host.calls()
+    for state in ("/var/lib/keysweep", "/var/cache/keysweep"):
+        assert (host.root / state.lstrip("/")).stat().st_mode & 0o777 == 0o700
+        assert f"chown keysweep:keysweep {host.root}{state}" in calls
+    assert f"chown root:keysweep {host.root}/etc/keysweep/agent.yaml" in calls
+    assert (host.root / "etc/keysweep/agent.yaml").stat().st_mode & 0o777 == 0o640
+    assert "systemctl daemon-reload" in calls
+    assert not [c for c in calls if re.match(r"systemctl (start|restart|try-restart|enable)", c)]
+    assert "systemctl enable --now" in result.stdout
+
+
+@pytest.mark.parametrize("args", [("configure", "0.1.0-1"), ("2",), ("3",)])
+def test_postinstall_upgrade_restarts_a_running_agent_and_keeps_config_ownership(host: Host,
+                                                                                 args: tuple[str, ...]) -> None:
+    host.systemd(running=True)
+    assert host.run("postinstall", *args).returncode == 0
+    calls = host.calls()
+    assert "systemctl try-restart keysweep.service" in calls
+    assert not [c for c in calls if "agent.yaml" in c]  # the administrator's file is left as it is
+
+
+def test_postinstall_without_running_systemd_calls_no_systemctl(host: Host) -> None:
+    host.systemd(running=False)
+    assert host.run("postinstall", "configure", "0.1.0-1").returncode == 0
+    assert not [c for c in host.calls() if c.startswith("systemctl")]
+
+
+@pytest.mark.parametrize("arg", ["abort-upgrade", "abort-remove", "abort-deconfigure"])
+def test_postinstall_abort_paths_only_reload(host: Host, arg: str) -> None:
+    host.systemd(running=True)
+    assert host.run("postinstall", arg, "0.1.0-1").returncode == 0
+    assert host.calls() == ["systemctl daemon-reload"]
+
+
+@pytest.mark.parametrize("args", [("remove",), ("deconfigure", "in-favour", "other", "1.0"), ("0",)])
+def test_preremove_on_removal_disables_and_stops(host: Host, args: tuple[str, ...]) -> None:
+    host.systemd(running=True)
+    assert host.run("preremove", *args).returncode == 0
+    calls = host.calls()
+    assert f"systemctl --root={host.root} --no-reload disable keysweep.service" in calls
+    assert "systemctl stop keysweep.service" in calls
+
+
+@pytest.mark.parametrize("args", [("upgrade", "0.2.0-1"), ("failed-upgrade", "0.1.0-1"), ("1",), ("2",)])
+def test_preremove_on_upgrade_leaves_the_service_alone(host: Host, args: tuple[str, ...]) -> None:
+    host.systemd(running=True)
+    assert host.run("preremove", *args).returncode == 0
+    assert host.calls() == []
+
+
+def _with_state(host: Host) -> None:
+    for state in ("var/lib/keysweep", "var/cache/keysweep", "var/log/keysweep"):
+        (host.root / state).mkdir(parents=True, exist_ok=True)
+        (host.root / state / "data").write_text("x")
+    host.db.write_text("group keysweep\npasswd keysweep\n")
+
+
+@pytest.mark.parametrize("args", [("remove",), ("0",), ("upgrade", "0.2.0-1"), ("1",), ("abort-install",),
+                                  ("abort-upgrade", "0.1.0-1"), ("failed-upgrade", "0.1.0-1"),
+                                  ("disappear", "other", "1.0")])
+def test_postremove_keeps_state_config_and_user_unless_purged(host: Host, args: tuple[str, ...]) -> None:
+    _with_state(host)
+    assert host.run("postremove", *args).returncode == 0
+    for kept in ("var/lib/keysweep/data", "var/cache/keysweep/data", "etc/keysweep/agent.yaml"):
+        assert (host.root / kept).exists(), f"{args}: {kept} removed"
+    assert host.accounts() == {"group keysweep", "passwd keysweep"}
+
+
+def test_postremove_purge_removes_state_config_and_user(host: Host) -> None:
+    _with_state(host)
+    host.systemd(running=True)
+    assert host.run("postremove", "purge").returncode == 0
+    for gone in ("var/lib/keysweep", "var/cache/keysweep", "var/log/keysweep", "etc/keysweep"):
+        assert not (host.root / gone).exists(), gone
+    assert host.accounts() == set()
+    assert "userdel keysweep" in host.calls()
+    assert (host.root / "run/systemd/system").is_dir()  # nothing outside the package's paths touched
+
+
+# --- container image ------------------------------------------------------------------------------------------------
+
+def dockerfile() -> list[tuple[str, str]]:
+    text = re.sub(r"\\\n", " ", (REPO / "Dockerfile").read_text())
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip())
+            for line in (raw.strip() for raw in text.splitlines()) if line and not line.startswith("#")]
+
+
+def test_dockerfile_runs_non_root_with_exec_form_entrypoint_and_healthcheck() -> None:
+    steps = dockerfile()
+    froms = [arg for op, arg in steps if op == "FROM"]
+    assert froms and all(re.match(r"python:3\.11\.\d+-slim", f) for f in froms), froms
+    final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM"):]
+    users = [arg for op, arg in final if op == "USER"]
+    assert users and users[-1].split(":")[0] not in ("0", "root")
+    ops = [op for op, _ in final]
+    assert ops.index("USER") < ops.index("ENTRYPOINT")
+    assert json.loads(next(arg for op, arg in final if op == "ENTRYPOINT")) == ["keysweep"]
+    cmd = json.loads(next(arg for op, arg in final if op == "CMD"))
+    assert cmd[0] == "agent"
+    health = next(arg for op, arg in final if op == "HEALTHCHECK")
+    probe = json.loads(health.split("CMD", 1)[1])
+    assert probe[0] == "keysweep"
+    config = REPO / "packaging/container/agent.yaml"
+    assert load_config(config).scan.host_prefix == "/host"
+    assert f"COPY {config.relative_to(REPO)} /etc/keysweep/agent.yaml" in [f"COPY {a}" for o, a in final if o == "COPY"]
+
+
+def test_dockerignore_keeps_the_context_to_what_the_build_copies() -> None:
+    patterns = [p for p in (REPO / ".dockerignore").read_text().splitlines() if p and not p.startswith("#")]
+    assert patterns[0] == "*"
+    allowed = {p[1:].rstrip("/") for p in patterns if p.startswith("!")}
+    for op, arg in dockerfile():
+        if op == "COPY" and not arg.startswith("--from"):
+            for src in arg.split()[:-1]:
+                assert src.rstrip("/") in allowed, f"COPY {src} is excluded by .dockerignore"
+                assert (REPO / src).exists(), src
+
+
+@pytest.mark.skipif(shutil.which("hadolint") is None and not (REPO / ".venv/bin/hadolint").exists(),
+                    reason="hadolint not installed (pip install -e '.[packaging]')")
+def test_dockerfile_passes_hadolint() -> None:
+    tool = shutil.which("hadolint") or str(REPO / ".venv/bin/hadolint")
+    out = subprocess.run([tool, str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+# --- Kubernetes and ECS manifests -----------------------------------------------------------------------------------
+
+def k8s(name: str) -> dict[str, dict]:
+    docs = list(yaml.safe_load_all((PACKAGING / "kubernetes" / name).read_text()))
+    return {doc["kind"]: doc for doc in docs if doc}
+
+
+def agent_config(configmap: dict) -> object:
+    return from_mapping(yaml.safe_load(configmap["data"]["agent.yaml"]), source="configmap")
+
+
+def mounts(container: dict) -> dict[str, dict]:
+    return {m["mountPath"]: m for m in container["volumeMounts"]}
+
+
+def test_daemonset_reads_the_host_read_only_with_only_the_two_capabilities() -> None:
+    docs = k8s("daemonset.yaml")
+    pod = docs["DaemonSet"]["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True
+    (container,) = pod["containers"]
+    sc = container["securityContext"]
+    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["DAC_READ_SEARCH", "SYS_PTRACE"]}
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    assert sc.get("privileged", False) is False
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    host = mounts(container)["/host"]
+    assert host["readOnly"] is True and volumes[host["name"]]["hostPath"]["path"] == "/"
+    assert all(m["readOnly"] for path, m in mounts(container).items() if path not in ("/var/lib/keysweep", "/tmp"))
+    limits = container["resources"]["limits"]
+    assert {"cpu", "memory"} <= set(limits)
+    cfg = agent_config(docs["ConfigMap"])
+    assert cfg.scan.host_prefix == "/host"
+    assert cfg.state_dir in mounts(container) and "hostPath" in volumes[mounts(container)[cfg.state_dir]["name"]]
+    assert volumes[mounts(container)["/etc/keysweep"]["name"]]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
+    sa = docs["ServiceAccount"]
+    assert pod["serviceAccountName"] == sa["metadata"]["name"]
+    assert "eks.amazonaws.com/role-arn" in sa["metadata"]["annotations"]
+
+
+def test_sidecar_runs_unprivileged_beside_the_application() -> None:
+    docs = k8s("sidecar-example.yaml")
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    assert pod["shareProcessNamespace"] is True
+    sidecar = next(c for c in pod["containers"] if c["name"] == "keysweep")
+    sc = sidecar["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["allowPrivilegeEscalation"] is False and sc["readOnlyRootFilesystem"] is True
+    cfg = agent_config(docs["ConfigMap"])
+    for root in cfg.scan.roots:
+        mount = mounts(sidecar)[f"{cfg.scan.host_prefix}{root}"]
+        assert mount["readOnly"] is True
+    assert {"cpu", "memory"} <= set(sidecar["resources"]["limits"])
+
+
+def test_ecs_task_runs_the_agent_as_a_non_essential_read_only_sidecar() -> None:
+    task = json.loads((PACKAGING / "ecs" / "task-definition.json").read_text())
+    assert task["pidMode"] == "task" and task["taskRoleArn"].startswith("arn:aws:iam::")
+    containers = {c["name"]: c for c in task["containerDefinitions"]}
+    agent = containers["keysweep"]
+    assert agent["essential"] is False and agent["readonlyRootFilesystem"] is True
+    assert agent["user"] not in ("0", "root")
+    assert agent["linuxParameters"]["capabilities"]["drop"] == ["ALL"]
+    assert not agent["linuxParameters"]["capabilities"].get("add")
+    env = {e["name"]: e["value"] for e in agent["environment"]}
+    cfg = from_mapping(yaml.safe_load(env["KEYSWEEP_AGENT_YAML"]), source="task definition")
+    paths = {m["containerPath"]: m for m in agent["mountPoints"]}
+    for root in cfg.scan.roots:
+        assert paths[f"{cfg.scan.host_prefix}{root}"]["readOnly"] is True
+    assert paths[cfg.state_dir]["readOnly"] is False
+    assert "exec keysweep agent" in agent["command"][0]
+    assert agent["healthCheck"]["command"][:2] == ["CMD", "keysweep"]
+
+
+def test_ecs_task_role_may_only_send_to_the_queue() -> None:
+    policy = json.loads((PACKAGING / "ecs" / "task-role-policy.json").read_text())
+    (statement,) = policy["Statement"]
+    assert statement["Effect"] == "Allow" and statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"].startswith("arn:aws:sqs:") and "*" not in statement["Resource"]
+
+
+def test_no_manifest_or_script_holds_a_real_looking_key() -> None:
+    pattern = re.compile(rb"\b(?:AKIA|ASIA)[A-Z2-7]{16}\b")
+    for path in [*PACKAGING.rglob("*"), REPO / "Dockerfile"]:
+        if path.is_file() and "requirements" not in path.name:
+            assert not pattern.search(path.read_bytes()), path
