@@ -7,10 +7,10 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from keysweep.scan import ScanOptions, ScanStats
 from keysweep.sources import filesystem
 from keysweep.sources.mounts import MountTable, parse_mountinfo
+
 from tests.support.hosttree import make_detector, scan_paths
 
 KEY = "AKIAXYZDQCEN4B6JSJQI"

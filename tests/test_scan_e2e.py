@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from keysweep.allowlist import Allowlist
 from keysweep.models import Finding
+
 from tests.support.hosttree import HostTree, build_host_tree, cli_env, finding_identity, make_detector, scan_paths
 
 
