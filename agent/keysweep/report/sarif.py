@@ -44,7 +44,6 @@ def to_sarif(findings: Sequence[Finding], *, summary: Mapping[str, Any] | None =
             "driver": {
                 "name": "keysweep",
                 "version": __version__,
-                "informationUri": "https://github.com/keysweep/keysweep",
                 "rules": rules,
             }
         },
