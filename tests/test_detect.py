@@ -334,11 +334,12 @@ def test_scan_stream_finds_keys_across_chunk_boundaries(detector):
         parts.append(filler)
         line += filler.count("\n")
         kid = "AKIA" + "".join(rng.choice(B32) for _ in range(16))
-        parts.append(f"\naws_access_key_id={kid}\naws_secret_access_key=")
+        gap = "".join(rng.choice("abc \n") for _ in range(rng.choice([0, 100, 3000])))  # .s3cfg-like distances
+        parts.append(f"\naws_access_key_id={kid}\n{gap}\naws_secret_access_key=")
         secret = "".join(rng.choice(string.ascii_letters + string.digits) for _ in range(39)) + "7"
         parts.append(secret + "\n")
         expected[kid] = (line + 1, secret)
-        line += 3
+        line += 4 + gap.count("\n")
     data = "".join(parts).encode()
     assert len(data) > 5 * chunk
     pos = 0

@@ -292,12 +292,12 @@ class Detector:
         for i, h in enumerate(ids):
             lo, hi = max(0, h.pos - w), min(len(view), h.pos + 20 + w)
             for c in self._secret_candidates(view, lo, hi, cands):
-                same_line = view.count(b"\n", min(c.pos, h.pos), max(c.pos, h.pos))
-                if same_line == 0:
+                lines_apart = view.count(b"\n", min(c.pos, h.pos), max(c.pos, h.pos))
+                if lines_apart == 0:
                     tier = 0 if c.named else 1
                 elif c.named:
                     tier = 2
-                elif same_line <= UNNAMED_MAX_LINES and _plausible_unnamed(c.value):
+                elif lines_apart <= UNNAMED_MAX_LINES and _plausible_unnamed(c.value):
                     tier = 3
                 else:
                     continue
