@@ -69,6 +69,7 @@ def test_a_single_string_is_a_one_item_list() -> None:
         ({"status": {"prometheus_file": 7}}, "status.prometheus_file", "7"),
         ({"verify": {"region": "moon-1"}}, "verify.region", "'moon-1'"),
         ({"context": {"imds_timeout": "soon"}}, "context.imds_timeout", "'soon'"),
+        ({"report": {"queue_url": "not-a-queue"}}, "report.queue_url", "'not-a-queue'"),
     ],
 )
 def test_every_validation_error_names_key_and_value(data: dict, key: str, value: str) -> None:

@@ -79,8 +79,8 @@ class Agent:
         self.once = once
         self.pipeline: Pipeline | None = None
         self.watcher: Watcher | None = None
-        self.pacer = CpuPacer(config.resources.max_cpu_percent, max_rss_mb=config.resources.max_rss_mb)
         self._stop = threading.Event()
+        self.pacer = self._pacer(config)
         self._reload = threading.Event()
         self._wake = threading.Event()
         self._pipeline_lock = threading.RLock()
@@ -88,6 +88,11 @@ class Agent:
         self._next_sweep: float | None = None
         self._agent_errors: dict[str, int] = {}
         self._state = "starting"
+        self._final_coverage: WatchCoverage | None = None  # what was watched, kept for the last status
+
+    def _pacer(self, config: AgentConfig) -> CpuPacer:
+        r = config.resources
+        return CpuPacer(r.max_cpu_percent, max_rss_mb=r.max_rss_mb, sleep=self._stop.wait)
 
     # --- signals --------------------------------------------------------------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -130,7 +135,7 @@ class Agent:
     def _write_status(self) -> None:
         pipeline = self.pipeline
         last = self._last
-        coverage = self.watcher.coverage if self.watcher else WatchCoverage(enabled=False)
+        coverage = self.watcher.coverage if self.watcher else (self._final_coverage or WatchCoverage(enabled=False))
         errors = dict(last.errors) if last else {}
         for k, v in self._agent_errors.items():
             errors[k] = errors.get(k, 0) + v
@@ -170,7 +175,7 @@ class Agent:
             old, self.pipeline, self.config = self.pipeline, new_pipeline, new
         if old is not None:
             old.close()
-        self.pacer = CpuPacer(new.resources.max_cpu_percent, max_rss_mb=new.resources.max_rss_mb)
+        self.pacer = self._pacer(new)
         log.info("config.reloaded", extra={"fields": {
             "config": new.source, "rules_digest": new_pipeline.ruleset.digest[:12],
             "state_invalidated": new_pipeline.state.invalidated}})
@@ -188,7 +193,8 @@ class Agent:
         self._write_status()
         self.pacer.reset()
         result = self.pipeline.sweep(
-            should_stop=self.should_stop, full_reread_every=self.config.schedule.full_reread_every
+            should_stop=self.should_stop, full_reread_every=self.config.schedule.full_reread_every,
+            pace=self.pacer.tick,
         )
         self.pacer.sample_memory()
         result.peak_rss = self.pacer.peak_rss
@@ -250,6 +256,8 @@ class Agent:
         self._state = "stopping"
         if self._stop.is_set():
             log.info("agent.stopping", extra={"fields": {"reason": "signal"}})
+        if self.watcher is not None:
+            self._final_coverage = self.watcher.coverage
         self._stop_watch()
         flushed: dict[str, Any] = {}
         if self.pipeline is not None:

@@ -9,6 +9,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import psutil
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 _IOPRIO_WHO_PROCESS = 1
 _IOPRIO_CLASS_IDLE = 3
 _IOPRIO_CLASS_SHIFT = 13
+_MAX_PAUSE = 30.0
 _SYS_IOPRIO_SET = {"x86_64": 251, "aarch64": 30, "i686": 289, "armv7l": 314}
 
 
@@ -60,8 +62,16 @@ class CpuPacer:
     once per sweep (the hard limit belongs to the service manager, e.g. systemd's MemoryMax).
     """
 
-    def __init__(self, max_percent: float | None, *, max_rss_mb: int = 0, period: float = 0.05) -> None:
+    def __init__(
+        self,
+        max_percent: float | None,
+        *,
+        max_rss_mb: int = 0,
+        period: float = 0.05,
+        sleep: Callable[[float], object] = time.sleep,
+    ) -> None:
         self.max_fraction = (max_percent / 100.0) if max_percent else None
+        self._sleep = sleep  # e.g. a stop event's wait, so a pause ends at once on SIGTERM
         self.max_rss = max_rss_mb * 1024 * 1024
         self.period = period
         self.slept = 0.0
@@ -93,8 +103,8 @@ class CpuPacer:
             # sleeping long enough that cpu / (wall + pause) == budget
             pause = cpu / self.max_fraction - wall
             if pause > 0:
-                pause = min(pause, 2.0)
-                time.sleep(pause)
+                pause = min(pause, _MAX_PAUSE)
+                self._sleep(pause)
                 self.slept += pause
             self._wall0, self._cpu0 = time.monotonic(), time.process_time()
 

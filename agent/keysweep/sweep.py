@@ -23,6 +23,7 @@ from keysweep.allowlist import Allowlist
 from keysweep.config import AgentConfig
 from keysweep.context import ContextConfig, detect_context
 from keysweep.detect import Detector
+from keysweep.errors import KeysweepError
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import Finding, HostContext, Verification
 from keysweep.ruleset import load_ruleset
@@ -189,14 +190,35 @@ class Pipeline:
             self.context = detect_context(self.config.context or ContextConfig())
         return self.context
 
-    def _report(self, findings: list[Finding], stats: ScanStats, *, heartbeat: bool) -> dict[str, Any] | None:
-        return None
+    def _report(
+        self, findings: list[Finding], stats: ScanStats, *, heartbeat: bool, started: float
+    ) -> dict[str, Any] | None:
+        report_cfg = self.config.report
+        if report_cfg is None or not getattr(report_cfg, "queue_url", None):
+            return None
+        context = self._context(refresh=heartbeat)
+        if self._reporter is None:
+            from keysweep.report.sqs import Reporter
+
+            self._reporter = Reporter(report_cfg, self.config.state_path, context, fingerprinter=self.fingerprinter)
+        self._reporter.context = context
+        try:
+            result = self._reporter.report(findings, stats, heartbeat=heartbeat, started_at=started)
+        except (KeysweepError, OSError) as exc:  # what was not spooled is offered again at the next sweep
+            log.error("report.failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
+            return {"errors": [type(exc).__name__]}
+        return dict(result.to_dict())
 
     def spool_depth(self) -> int:
-        return 0
+        return int(self._reporter.spool_depth()) if self._reporter is not None else 0
 
     def flush(self) -> dict[str, Any]:
-        return {"spool_depth": self.spool_depth()}
+        """Send what the spool holds (at SIGTERM): what SQS does not accept stays spooled for the next start."""
+        if self._reporter is None:
+            return {"spool_depth": 0}
+        with self._lock:
+            result = self._reporter.flush()
+        return {"spool_depth": result.pending, "sent": result.sent, "queue_reachable": result.queue_reachable}
 
     # --- logging findings once (new place or changed verification) ------------------------------------------
     def _log_findings(self, findings: Sequence[Finding], source: str) -> None:
@@ -212,21 +234,26 @@ class Pipeline:
                 "severity": f.severity, "verification": status, "location": f.location.to_dict()}})
 
     # --- runs -----------------------------------------------------------------------------------------------
-    def _run(self, options: ScanOptions, should_stop: StopCheck) -> tuple[list[Finding], ScanStats, bool]:
-        result = run_scan(options, self.detector, file_cache=self.state, should_stop=should_stop)
+    def _run(
+        self, options: ScanOptions, should_stop: StopCheck, pace: Callable[[], None] | None = None
+    ) -> tuple[list[Finding], ScanStats, bool]:
+        progress = (lambda _stats: pace()) if pace is not None else None  # the walk's stop check is per directory
+        result = run_scan(options, self.detector, file_cache=self.state, should_stop=should_stop, progress=progress)
         self.state.flush()
         return result.findings, result.stats, result.stats.interrupted
 
-    def sweep(self, *, should_stop: StopCheck, full_reread_every: int) -> SweepResult:
+    def sweep(
+        self, *, should_stop: StopCheck, full_reread_every: int, pace: Callable[[], None] | None = None
+    ) -> SweepResult:
         plan = self.state.begin_sweep(full_reread_every)
         before = dataclasses.replace(self.state.counters)
         started = time.time()
         log.info("sweep.started", extra={"fields": {
             "number": plan.number, "full_reread": plan.full, "resumed": plan.resumed}})
-        findings, stats, interrupted = self._run(self.options, should_stop)
+        findings, stats, interrupted = self._run(self.options, should_stop, pace)
         with self._lock:
             verified = self._verify(findings)
-            delivery = self._report(verified, stats, heartbeat=True)
+            delivery = self._report(verified, stats, heartbeat=True, started=started)
         pruned = self.state.finish_sweep(plan, completed=not interrupted)
         c = self.state.counters
         cache = {k: getattr(c, k) - getattr(before, k) for k in ("hits", "misses", "reverify", "stored")}
@@ -249,7 +276,7 @@ class Pipeline:
         findings, stats, interrupted = self._run(build_scan_options(self.config, paths), should_stop)
         with self._lock:
             verified = self._verify(findings)
-            delivery = self._report(verified, stats, heartbeat=False)
+            delivery = self._report(verified, stats, heartbeat=False, started=started)
         self.watch_scans += 1
         c = self.state.counters
         result = SweepResult(
