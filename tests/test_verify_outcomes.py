@@ -225,3 +225,30 @@ def test_calls_with_the_same_key_id_are_spaced_and_the_global_rate_holds():
     assert [f.verification.status for f in out] == ["invalid"] * 6
     # 6 calls at 10/s are 5 intervals of 0.1 s apart; without the bucket they would arrive together
     assert stub.arrivals[-1] - stub.arrivals[0] >= 0.25
+
+
+@pytest.mark.timeout(30)
+def test_a_long_lived_verifier_tries_again_on_the_next_run():
+    answer = identity("210987654321", "arn:aws:iam::210987654321:user/x", "AIDAX")
+    with running_stub(Reply(200, "", delay=1.0), answer) as stub:
+        config = dataclasses.replace(FAST, endpoint=stub.endpoint, read_timeout=0.3, max_retries=0)
+        verifier = Verifier(config, state_dir=None, fingerprinter=FINGERPRINTER)
+        (first,) = verifier.verify_all([finding(KEY, SECRET)])
+        (second,) = verifier.verify_all([finding(KEY, SECRET)])
+    assert (first.verification.status, first.verification.reason) == ("unknown", "timeout")
+    assert second.verification.status == "live"
+
+
+@pytest.mark.timeout(30)
+def test_known_answers_for_findings_restored_without_their_secret(tmp_path: Path):
+    with running_stub(sts_error("InvalidClientTokenId")) as stub:
+        config = dataclasses.replace(FAST, endpoint=stub.endpoint)
+        Verifier(config, state_dir=tmp_path, fingerprinter=FINGERPRINTER).verify_all([finding(KEY, SECRET)])
+        later = Verifier(config, state_dir=tmp_path, fingerprinter=FINGERPRINTER)
+        restored = finding(KEY, SECRET).without_secret()
+        assert later.known(restored).status == "invalid"
+        assert later.known(restored).cached
+        assert later.known(finding("AKIAQQQQRRRRSSSSTTT5", SECRET).without_secret()) is None
+        assert later.known(finding("AKIAXYZDQCEN4B6JSJQI", SECRET).without_secret()).status == "canary"
+        assert later.known(finding(KEY)).reason == "no-secret"
+        assert stub.count == 1

@@ -304,7 +304,11 @@ class Verifier:
 
     # -- the pipeline -------------------------------------------------------------------------------------------
     def verify_all(self, findings: Iterable[Finding]) -> list[Finding]:
+        """The same findings, in order, each with ``verification`` set (and ``account_id`` when learned)."""
         items = list(findings)
+        # a long-lived verifier (the agent) tries the endpoint and failed account look-ups again on every run
+        self._endpoint_down.clear()
+        self._account_lookups = {k: v for k, v in self._account_lookups.items() if v[0] is not None}
         decided: dict[int, Verification] = {}
         accounts: dict[int, str | None] = {}
         for i, f in enumerate(items):
@@ -349,18 +353,34 @@ class Verifier:
 
         return [self._apply(f, decided[i], accounts[i]) for i, f in enumerate(items)]
 
+    def known(self, f: Finding) -> Verification | None:
+        """What can be said with no network call and without the secret (a finding restored from state keeps
+        ``has_secret`` and its fingerprint, not the secret): an offline decision — canary, verification off, a
+        key type or account that is never verified — or a cached answer; None when only a fresh check can tell."""
+        account = f.account_id or keyid.decode_account(f.key_id)
+        v = self._offline_gate(f, account)
+        if v is not None and not (v.reason == "no-secret" and f.has_secret):
+            return v
+        if account is not None:
+            v = self._account_gate(f, account)
+            if v is not None:
+                return v
+        if f.has_session_token and f.session_token is None:
+            return None  # the cache key of temporary credentials includes the token
+        return self._cache.get(self._cache_key(f))
+
     def _offline_gate(self, f: Finding, account: str | None) -> Verification | None:
         reason = self._gate.reason(f, account)
         if reason is not None:
             return Verification("canary", account=account, reason=reason)
         if not self.config.enabled:
             return Verification("skipped", account=account, reason="verification-disabled")
-        if f.secret is None:
-            return Verification("skipped", account=account, reason="no-secret")
         if keyid.key_type(f.key_id) not in ("long-term", "temporary"):
             return Verification("skipped", account=account, reason="key-type-not-verifiable")
         if keyid.is_example_key(f.key_id):
             return Verification("skipped", account=account, reason="example-key")
+        if f.secret is None:
+            return Verification("skipped", account=account, reason="no-secret")
         if keyid.key_type(f.key_id) == "temporary" and f.session_token is None:
             return Verification("skipped", account=account, reason="no-session-token")
         return None
