@@ -126,9 +126,8 @@ def to_asff(key: FleetKey, *, account_id: str, region: str, partition: str = "aw
 
 
 def exportable(keys: Iterable[FleetKey]) -> list[FleetKey]:
-    """Live keys, and keys that were live once and are now closed (deactivated, invalid, expired)."""
-    return [k for k in keys if k.status == "live" or (k.deactivated_at and k.status != "canary")
-            or k.status in _CLOSED]
+    """Live keys (ACTIVE, or ARCHIVED once deactivated) and keys now verified invalid or expired (ARCHIVED)."""
+    return [k for k in keys if k.status == "live" or k.status in _CLOSED]
 
 
 def import_findings(client: Any, findings: Sequence[dict[str, Any]]) -> ExportResult:
