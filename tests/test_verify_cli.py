@@ -118,3 +118,28 @@ def test_scan_without_verify_sends_nothing(emulator: Emulator, tmp_path: Path):
     out = keysweep("--format", "json", str(tmp_path / "a.env"))
     assert out.returncode == 1, out.stderr
     assert emulator.proxy.snapshot() == []
+
+
+@pytest.mark.timeout(180)
+def test_endpoint_in_a_scanned_process_environment_is_ignored(emulator: Emulator, tmp_path: Path):
+    with running_stub(Reply(500, "")) as evil:
+        child_env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "AWS_ENDPOINT_URL_STS": evil.endpoint,
+            "AWS_ENDPOINT_URL": evil.endpoint,
+            "AWS_ACCESS_KEY_ID": emulator.alice.key_id,
+            "AWS_SECRET_ACCESS_KEY": emulator.alice.secret,
+        }
+        child = subprocess.Popen(["sleep", "120"], env=child_env)
+        try:
+            out = keysweep("--verify", "--source", "processes", "--format", "json")
+        finally:
+            child.kill()
+            child.wait()
+        assert evil.count == 0
+    assert out.returncode == 1, out.stderr
+    mine = [r for r in records(out.stdout) if r["location"].get("pid") == child.pid]
+    assert [r["key_id"] for r in mine] == [emulator.alice.key_id]
+    assert mine[0]["verification"]["status"] == "live"
+    assert mine[0]["verification"]["arn"].endswith(":user/alice")
+    assert emulator.alice.secret not in out.stdout + out.stderr
