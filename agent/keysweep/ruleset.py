@@ -50,7 +50,7 @@ class Ruleset:
     example_key_ids: frozenset[str]
     example_secrets: frozenset[str]
     digest: str  # sha256 of every loaded file's name and content: changes whenever a rule does
-    _ignore_re: re.Pattern[str] | None
+    _ignore: tuple[tuple[str, re.Pattern[str]], ...]  # (literal every match contains, pattern) per glob
 
     @property
     def key_rules(self) -> tuple[Rule, ...]:
@@ -81,7 +81,8 @@ class Ruleset:
 
     def is_ignored_path(self, path: str) -> bool:
         """True for vendored SDK example data and other paths whose keys are known examples."""
-        return self._ignore_re is not None and self._ignore_re.search(path) is not None
+        # the substring test is C-level and almost always false: the pattern runs only when it passes
+        return any(lit in path and rx.search(path) is not None for lit, rx in self._ignore)
 
 
 def builtin_rules_dir() -> Path:
@@ -145,21 +146,27 @@ def load_files(files: Sequence[Path]) -> Ruleset:
         if not any(r.kind == kind for r in rules):
             where = ", ".join(str(f) for f in files) or "(no rule files)"
             raise RuleError(f"{where}: rules: no rule of kind {kind!r}")
-    ignore_re = re.compile("|".join(f"(?:{glob_to_regex(g)})" for g in ignore_paths)) if ignore_paths else None
+    ignore = tuple((_longest_literal(g), re.compile(glob_to_regex(g))) for g in ignore_paths)
     return Ruleset(
         rules=tuple(rules),
         ignore_paths=tuple(ignore_paths),
         example_key_ids=frozenset(example_ids),
         example_secrets=frozenset(example_secrets),
         digest=digest.hexdigest(),
-        _ignore_re=ignore_re,
+        _ignore=ignore,
     )
+
+
+def _longest_literal(glob: str) -> str:
+    return max(re.split(r"[*?]+", glob), key=len)
 
 
 def glob_to_regex(glob: str) -> str:
     """'**' spans directories, '*' and '?' stay within one; a glob not starting with '/' matches at any depth."""
     out: list[str] = []
     i = 0
+    while glob.startswith("**/", i):  # at any depth is what the unanchored search does already
+        i += 3
     while i < len(glob):
         if glob.startswith("**/", i):
             out.append("(?:[^/]*/)*")
