@@ -60,6 +60,7 @@ def test_ec2_without_instance_profile(tmp_path):
     assert ctx.errors == ()  # a 404 on iam/info means "no profile", not an error
 
 
+@pytest.mark.timeout(5)  # the metadata timeout is 0.3 s: anything near this bound is a hang
 def test_no_metadata_service_gives_up_quickly_and_says_so(tmp_path):
     with blackhole_endpoint() as hole:
         ctx = detect_context(_config(tmp_path, hole, imds_timeout=0.3), environ={})
@@ -140,8 +141,8 @@ def test_eks_pod_identity_from_env_and_podinfo(tmp_path):
         "AWS_CONTAINER_CREDENTIALS_FULL_URI": "http://169.254.170.23/v1/credentials",
         "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE": "/var/run/secrets/pods.eks.amazonaws.com/serviceaccount/token",
     }
-    ctx = detect_context(_config(tmp_path, closed_endpoint()), environ=env)
-    assert ctx.kind == "eks"
+    ctx = detect_context(_config(tmp_path, closed_endpoint(), cluster_name="prod-eks"), environ=env)
+    assert ctx.kind == "eks" and ctx.cluster == "prod-eks"
     assert (ctx.namespace, ctx.pod, ctx.service_account) == ("web", "api-0", "api")
     assert ctx.pod_identity is True and ctx.irsa_role_arn is None
 

@@ -46,6 +46,7 @@ class ContextConfig:
     kubernetes_serviceaccount_dir: str = _SA_DIR
     kubernetes_podinfo_dir: str = "/etc/podinfo"
     machine_id_path: str = "/etc/machine-id"
+    cluster_name: str | None = None  # the EKS/Kubernetes cluster's name: a pod cannot discover it
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ContextConfig:
@@ -228,6 +229,7 @@ def _kubernetes(config: ContextConfig, environ: Mapping[str, str], found: _Found
         or environ.get("SERVICE_ACCOUNT")
         or _read_small(podinfo / "serviceaccount")
         or _service_account_from_token(sa_dir),
+        cluster=config.cluster_name,
         irsa_role_arn=environ.get("AWS_ROLE_ARN") if environ.get("AWS_WEB_IDENTITY_TOKEN_FILE") else None,
         pod_identity=bool(environ.get("AWS_CONTAINER_CREDENTIALS_FULL_URI")),
     )
