@@ -15,6 +15,7 @@ import pytest
 from keysweep import aws
 from keysweep.central.audit import AuditOptions, account_targets, evaluate_report
 from keysweep.central.credential_report import parse_credential_report
+from keysweep.central.handler import MessageHandler, Outcome
 from keysweep.central.store import open_store
 from keysweep.cli import main
 from keysweep.errors import ConfigError
@@ -234,13 +235,16 @@ def test_table_and_csv_formats(moto_server, capsys):
 # ------------------------------------------------------------------------------------------ fleet correlation
 
 def _fleet(db: Path, known_key: str) -> None:
+    """Two hosts holding a key of the audited account, one holding a key of another account."""
+    msgs = [finding_message(host_info=h, key_id=known_key, path=path)
+            for h, path in ((host("i-0aaaaaaaaaaaaaaa1", "web-1"), "/home/app/.aws/credentials"),
+                            (host("i-0aaaaaaaaaaaaaaa2", "web-2"), "/srv/app/.env"))]
+    msgs.append(finding_message(host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id="AKIAXYZDQCEN4B6JSJQI",
+                                path="/opt/job/config.ini"))
     store = open_store(str(db))
     try:
-        for h, path in ((host("i-0aaaaaaaaaaaaaaa1", "web-1"), "/home/app/.aws/credentials"),
-                        (host("i-0aaaaaaaaaaaaaaa2", "web-2"), "/srv/app/.env")):
-            store.upsert_finding(finding_message(host_info=h, key_id=known_key, path=path))
-        store.upsert_finding(finding_message(host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"),
-                                             key_id="AKIAXYZDQCEN4B6JSJQI", path="/opt/job/config.ini"))
+        handler = MessageHandler(store)
+        assert all(handler.handle(json.dumps(m)).outcome is Outcome.OK for m in msgs)
     finally:
         store.close()
 
@@ -328,3 +332,38 @@ def test_deactivate_rejects_what_is_not_a_long_term_key(tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text("# nothing\n")
     assert main(["audit", "--deactivate-from", str(empty), "--yes"]) == 2
+
+
+# ------------------------------------------------------------------------------------------ least privilege
+
+READ_ONLY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
+    "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary", "iam:ListAccessKeys",
+    "iam:GetAccessKeyLastUsed", "iam:ListAttachedUserPolicies", "iam:ListUserPolicies", "iam:ListGroupsForUser",
+    "iam:ListAttachedGroupPolicies", "iam:ListGroupPolicies", "sts:GetCallerIdentity"]}]}
+
+
+@pytest.mark.timeout(120)
+def test_read_only_permissions_suffice_and_failures_are_errors(moto_server, monkeypatch, capsys):
+    iam = aws.make_client("iam")
+    iam.create_user(UserName="auditor")
+    iam.put_user_policy(UserName="auditor", PolicyName="read", PolicyDocument=json.dumps(READ_ONLY))
+    auditor = iam.create_access_key(UserName="auditor")["AccessKey"]
+    SECRETS.append(auditor["SecretAccessKey"])
+    iam.create_user(UserName="stale")
+    stale = _key(iam, "stale")["AccessKeyId"]
+    moto_server.enable_auth()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", auditor["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", auditor["SecretAccessKey"])
+
+    code, doc = _audit_json(capsys)
+    assert code == 1 and doc["accounts"][0]["caller_arn"] == "arn:aws:iam::123456789012:user/auditor"
+    assert ("never-used-key", stale) in {(i["check"], i["key_id"]) for i in doc["items"]}
+
+    # a role the auditor may not assume: the account is reported as not audited, and the run is an error
+    code, doc = _audit_json(capsys, "--assume-role-arn", "arn:aws:iam::111111111111:role/KeysweepAudit")
+    assert code == 3 and doc["accounts"][0]["error"].endswith("AccessDenied") and doc["items"] == []
+
+    # read-only credentials cannot deactivate: the failure is reported, the key stays active
+    assert main(["audit", "--deactivate", stale, "--yes"]) == 3
+    assert f"{stale}\tfailed (AccessDenied)" in capsys.readouterr().out
+    moto_server.reset()

@@ -87,11 +87,9 @@ def run(args: argparse.Namespace) -> ExitCode:
         render_audit(result, args.format, stream, include_scp=not args.no_scp)
     for acct in result.failed_accounts:
         print(f"keysweep: account {acct.account_id} not audited: {acct.error}", file=sys.stderr)
-    if result.failed_accounts and len(result.failed_accounts) == len(result.accounts):
+    if result.failed_accounts:  # an incomplete audit is an error, even when the other accounts had items
         return ExitCode.RUNTIME
-    if result.items:
-        return ExitCode.FINDINGS
-    return ExitCode.RUNTIME if result.failed_accounts else ExitCode.CLEAN
+    return ExitCode.FINDINGS if result.items else ExitCode.CLEAN
 
 
 def _deactivate(args: argparse.Namespace, targets: list[AccountTarget]) -> ExitCode:
