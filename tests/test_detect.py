@@ -371,3 +371,21 @@ def test_escaped_newline_does_not_glue_secret_to_next_word(detector):
     nl = "\\n"
     env = f'"Env": ["AWS_ACCESS_KEY_ID={KID}{nl}AWS_SECRET_ACCESS_KEY={SECRET}{nl}PATH=/usr/bin"]'
     assert only(scan(detector, env)).secret.reveal() == SECRET
+
+
+def test_scan_stream_with_short_reads(detector):
+    text = ("x" * 5000 + "\n") * 20 + f"aws_access_key_id={KID}\naws_secret_access_key={SECRET}\n" + "y\n" * 50000
+    data = text.encode()
+    pos = 0
+    calls = 0
+
+    def read(n: int) -> bytes:  # a pipe: at most 4 KiB per read
+        nonlocal pos, calls
+        calls += 1
+        out = data[pos : pos + min(n, 4096)]
+        pos += len(out)
+        return out
+
+    f = only(detector.scan_stream(read, location=LOC, chunk_size=64 * 1024))
+    assert f.location.line == 21 and f.secret.reveal() == SECRET
+    assert pos == len(data)

@@ -156,11 +156,11 @@ class Detector:
         """
         overlap = self.overlap
         chunk_size = max(chunk_size, 2 * overlap)
-        buf = read(chunk_size)
+        buf = _read_full(read, chunk_size)
         buf_off, buf_line, min_off = 0, 1, 0
         findings: dict[tuple[str, int | None], Finding] = {}
         while buf:
-            nxt = read(chunk_size)
+            nxt = _read_full(read, chunk_size)
             max_off = None if not nxt else buf_off + len(buf) - overlap // 2
             for f in self.scan(buf, location=location, base_offset=buf_off, base_line=buf_line, min_offset=min_off,
                                max_offset=max_off):
@@ -389,6 +389,22 @@ class Detector:
         lo = max(0, pos - _NAME_LOOKBACK)
         nl = view.rfind(b"\n", lo, pos)
         return names.search(view, nl + 1 if nl >= 0 else lo, pos) is not None
+
+
+def _read_full(read: Callable[[int], bytes], n: int) -> bytes:
+    """Up to ``n`` bytes, fewer only at the end of the stream (pipes and archive members return short reads)."""
+    data = read(n)
+    if not data or len(data) >= n:
+        return data
+    parts = [data]
+    have = len(data)
+    while have < n:
+        more = read(n - have)
+        if not more:
+            break
+        parts.append(more)
+        have += len(more)
+    return b"".join(parts)
 
 
 def _unescape(raw: bytes) -> bytes:
