@@ -367,3 +367,40 @@ def test_read_only_permissions_suffice_and_failures_are_errors(moto_server, monk
     assert main(["audit", "--deactivate", stale, "--yes"]) == 3
     assert f"{stale}\tfailed (AccessDenied)" in capsys.readouterr().out
     moto_server.reset()
+
+
+@pytest.mark.timeout(60)
+def test_two_keys_of_one_user_map_to_their_report_slots(moto_server):
+    from keysweep.central.audit import run_audit
+
+    iam = aws.make_client("iam")
+    iam.create_user(UserName="pair")
+    first = _key(iam, "pair")["AccessKeyId"]
+    second = _key(iam, "pair")["AccessKeyId"]
+    iam.update_access_key(UserName="pair", AccessKeyId=first, Status="Inactive")
+    result = run_audit(account_targets(), AuditOptions())
+    assert {(i.check, i.key_id) for i in result.items} == {("inactive-key", first), ("never-used-key", second)}
+    [acct] = result.accounts
+    assert sorted((k.slot, k.key_id, k.status) for k in acct.keys) == [(1, first, "Inactive"), (2, second, "Active")]
+
+
+def test_key_lists_in_every_accepted_shape(tmp_path):
+    from keysweep.central.deactivate import read_key_list
+
+    a, b = "AKIAXYZDQCEN4B6JSJQI", "AKIASP2TPHJSQH3FJRUX"
+    shapes = {
+        "keys.txt": f"# to retire\n{a}\n\n{b}  # the batch job\n{a}\n",
+        "keys.csv": f"account_id,key_id\n1,{a}\n2,{b}\n",
+        "report.json": json.dumps({"summary": {}, "keys": [{"key_id": a}, {"key_id": b}]}),
+        "audit.json": json.dumps({"items": [{"key_id": a}, {"key_id": None}, {"key_id": b}]}),
+        "list.json": json.dumps([a, b]),
+    }
+    for name, text in shapes.items():
+        (tmp_path / name).write_text(text)
+        assert read_key_list(tmp_path / name) == [a, b], name
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="invalid JSON"):
+        read_key_list(tmp_path / "bad.json")
+    (tmp_path / "odd.txt").write_text("AKIA-not-a-key\n")
+    with pytest.raises(ConfigError, match="not a long-term"):
+        read_key_list(tmp_path / "odd.txt")
