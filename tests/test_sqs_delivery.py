@@ -341,3 +341,23 @@ def test_scan_queue_url_sends_and_a_later_run_delivers_what_an_earlier_could_not
     for body in bodies:
         VALIDATOR.validate(body)
     _assert_no_secret_anywhere(keys, second.stderr, second.stdout, *(json.dumps(b) for b in bodies))
+
+
+def test_a_queue_that_does_not_exist_is_an_error_not_an_outage(moto_server, tmp_path):
+    url = _queue()
+    findings, _ = planted_findings(2, fingerprinter=FP, verification=LIVE)
+    missing = url.rsplit("/", 1)[0] + "/no-such-queue"
+    result = _reporter(tmp_path, missing, flush_timeout=60).report(findings)
+    assert result.sent == 0 and result.pending == 3
+    assert result.queue_reachable is True
+    assert any("QueueDoesNotExist" in e or "NonExistentQueue" in e for e in result.errors), result.errors
+    assert _reporter(tmp_path, url).flush().sent == 3  # fixed configuration: delivered from the spool
+
+
+def test_unwritable_state_directory_is_a_clear_error(tmp_path):
+    from keysweep.errors import DeliveryError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(DeliveryError, match="spool"):
+        _reporter(blocker, "http://127.0.0.1:1/123456789012/q")

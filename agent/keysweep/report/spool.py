@@ -36,7 +36,11 @@ _SUFFIX = ".msg"
 _KINDS = {"finding": "f", "heartbeat": "h"}
 
 
-class SpoolFull(DeliveryError):
+class SpoolError(DeliveryError):
+    """A message could not be written to the spool (it was not written)."""
+
+
+class SpoolFull(SpoolError):
     """The spool has no room for this message (it was not written)."""
 
 
@@ -101,9 +105,12 @@ class Spool:
         self._counters_path = self.directory / "counters.json"
         self.counters = {"refused": 0, "coalesced": 0, "corrupt": 0}
         self._seq = 0
-        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        os.chmod(self.directory, 0o700)
-        self._remove_partial_writes()
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.directory, 0o700)
+            self._remove_partial_writes()
+        except OSError as exc:
+            raise SpoolError(f"spool {self.directory}: cannot create ({exc.strerror})") from None
         self._load_counters()
 
     def _load_counters(self) -> None:
@@ -116,7 +123,10 @@ class Spool:
     def count(self, name: str, n: int = 1) -> None:
         """Add to a persistent counter (refused, coalesced, corrupt): carried in every heartbeat, across restarts."""
         self.counters[name] += n
-        atomic_write(self._counters_path, json.dumps(self.counters).encode())
+        try:
+            atomic_write(self._counters_path, json.dumps(self.counters).encode())
+        except OSError as exc:
+            log.error("spool: cannot persist counters %s (%s)", self.counters, exc.strerror)
 
     def _remove_partial_writes(self) -> None:
         """Temporary files are writes a crash interrupted; their callers never got a success, so nothing is lost."""
@@ -209,7 +219,7 @@ class Spool:
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise SpoolFull(f"spool {self.directory}: no space left on device") from None
-            raise
+            raise SpoolError(f"spool {self.directory}: cannot write ({exc.strerror})") from None
         return SpoolEntry(name, kind, len(data), final)
 
     def _fits(self, count: int, size: int, add: int) -> bool:

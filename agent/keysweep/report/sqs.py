@@ -33,7 +33,7 @@ from keysweep.report.message import (
     iso,
 )
 from keysweep.report.sent_state import SentState
-from keysweep.report.spool import Spool, SpoolEntry, SpoolFull
+from keysweep.report.spool import Spool, SpoolEntry, SpoolError, SpoolFull
 from keysweep.suggest import UserPolicies, read_user_policies, suggest
 
 log = logging.getLogger(__name__)
@@ -154,13 +154,15 @@ class DeliveryResult:
 
 
 def _is_retryable(exc: Exception) -> bool:
-    from botocore.exceptions import BotoCoreError, ClientError
+    """Worth retrying: the queue is unreachable or busy. Not: no credentials or region, access denied, no queue."""
+    from botocore.exceptions import ClientError, HTTPClientError
+    from botocore.exceptions import ConnectionError as BotoConnectionError
 
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return code in _RETRYABLE_CODES or status >= 500
-    return isinstance(exc, BotoCoreError)  # connection refused/reset, timeouts, DNS: the queue is unreachable
+    return isinstance(exc, BotoConnectionError | HTTPClientError)  # refused, reset, timed out, DNS
 
 
 def _attributes(msg: Mapping[str, Any]) -> dict[str, dict[str, str]]:
@@ -275,6 +277,7 @@ class Reporter:
         problems: list[str] = []
         done: set[str] = set()
         flushed = DeliveryResult()
+        made_room = False
         for f in findings:
             ffp = self.finding_fingerprint(f)
             if ffp in done:
@@ -305,10 +308,13 @@ class Reporter:
                 try:
                     self._spool_message(msg, [f])
                 except SpoolFull:
-                    # make room by delivering what is waiting, then try once more
+                    if made_room:
+                        raise
+                    # make room by delivering what is waiting (once per report), then try again
+                    made_room = True
                     flushed = flushed.merged(self.flush())
                     self._spool_message(msg, [f])
-            except SpoolFull as exc:
+            except SpoolError as exc:
                 refused += 1
                 self.spool.count("refused")
                 problems.append(str(exc))
@@ -322,7 +328,11 @@ class Reporter:
                 continue
             self.sent_state.record_sent(ffp, status, now)
             spooled += 1
-        self.sent_state.save(now)
+        try:
+            self.sent_state.save(now)
+        except OSError as exc:  # the findings are spooled; at worst they are sent again next sweep
+            problems.append(f"sent state {self.sent_state.path}: cannot write ({exc.strerror})")
+            log.error("report: %s", problems[-1])
         status = self.spool.status()
         if status.filling:
             log.warning(
@@ -340,13 +350,13 @@ class Reporter:
                 started_at=started_at if started_at is not None else now,
                 finished_at=time.time(),
                 spool=status.to_dict(),
-                errors=[*errors, *self.context.errors, *problems],
+                errors=[*errors, *problems],  # the context's own errors are in host.errors
                 mode=self.mode,
             )
             try:
                 self._spool_message(hb, findings)
                 spooled += 1
-            except (SpoolFull, MessageTooLarge) as exc:
+            except (SpoolError, MessageTooLarge) as exc:
                 refused += 1
                 self.spool.count("refused")
                 problems.append(str(exc))
