@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import botocore.session
@@ -256,7 +257,10 @@ def test_canary_root_and_temporary_keys():
         ctx,
     )
     assert not any("update-access-key" in c for c in temp.cleanup)
-    assert any("--role-name deploy --policy-name AWSRevokeOlderSessions" in c for c in temp.cleanup)
+    (revoke,) = [c for c in temp.cleanup if "--role-name deploy --policy-name AWSRevokeOlderSessions" in c]
+    doc = json.loads(shlex.split(revoke)[-1])
+    issued_before = doc["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", issued_before)
     _check_all_commands(temp)
 
 

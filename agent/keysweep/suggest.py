@@ -13,6 +13,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from keysweep.models import Finding, HostContext
@@ -111,6 +112,10 @@ def _trust(
     if condition:
         statement["Condition"] = condition
     return {"Version": "2012-10-17", "Statement": [statement]}
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json(doc: dict[str, Any]) -> str:
@@ -240,7 +245,8 @@ def _cleanup(plan: _Plan) -> list[str]:
                     "Effect": "Deny",
                     "Action": "*",
                     "Resource": "*",
-                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": "NOW_ISO8601"}},
+                    # sessions issued before this suggestion was made, as the console's "revoke sessions" does
+                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": _now_iso()}},
                 }
             ],
         }
