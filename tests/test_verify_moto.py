@@ -238,3 +238,27 @@ def test_global_endpoint_setting_is_honoured(emulator: Emulator, monkeypatch: py
         assert out.verification.status == "live"
         assert len(other.snapshot()) == 1
     assert emulator.proxy.snapshot() == []
+
+
+@pytest.mark.timeout(60)
+def test_old_format_key_cached_answer_keeps_its_account(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", emulator.agent.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", emulator.agent.secret)
+    (first,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], state_dir=tmp_path)
+    assert (first.verification.status, first.verification.account) == ("invalid", MOTO_ACCOUNT)
+    calls = len(emulator.proxy.snapshot())
+    assert calls == 2  # GetAccessKeyInfo, then GetCallerIdentity
+
+    (second,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], state_dir=tmp_path)
+    assert (second.verification.status, second.verification.account, second.verification.cached) == (
+        "invalid",
+        MOTO_ACCOUNT,
+        True,
+    )
+    assert second.account_id == MOTO_ACCOUNT
+    # the configuration changed since: the cached account is a canary account now
+    (third,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], state_dir=tmp_path, canary_accounts=(MOTO_ACCOUNT,))
+    assert third.verification.status == "canary"
+    assert len(emulator.proxy.snapshot()) == calls

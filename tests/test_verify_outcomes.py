@@ -252,3 +252,37 @@ def test_known_answers_for_findings_restored_without_their_secret(tmp_path: Path
         assert later.known(finding("AKIAXYZDQCEN4B6JSJQI", SECRET).without_secret()).status == "canary"
         assert later.known(finding(KEY)).reason == "no-secret"
         assert stub.count == 1
+
+
+@pytest.mark.timeout(30)
+def test_should_stop_ends_the_run_early_and_reports_every_finding():
+    with running_stub(sts_error("InvalidClientTokenId")) as stub:
+        config = dataclasses.replace(FAST, endpoint=stub.endpoint, max_concurrency=1)
+        findings = [finding(f"AKIAQQQQRRRRSSSSTT{c}2", SECRET) for c in "ABCDEFGH"]
+        out = Verifier(config, state_dir=None, fingerprinter=FINGERPRINTER).verify_all(
+            findings, should_stop=lambda: stub.count >= 2
+        )
+    statuses = [f.verification.status for f in out]
+    assert len(out) == 8
+    assert statuses.count("invalid") == 2 and stub.count == 2
+    assert {f.verification.reason for f in out if f.verification.status == "unknown"} == {"interrupted"}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    "key_id, secret, token",
+    [
+        (KEY, "ü" * 40, None),
+        (KEY, "\x00\r\n" * 14, None),
+        (KEY, "s" * 5000, None),
+        (TEMP_KEY, SECRET, "\u2028" * 50),
+    ],
+    ids=["non-ascii-secret", "control-chars", "huge-secret", "odd-token"],
+)
+def test_hostile_credentials_never_crash(key_id, secret, token):
+    with running_stub(sts_error("InvalidClientTokenId")) as stub:
+        (out,) = Verifier(
+            dataclasses.replace(FAST, endpoint=stub.endpoint), state_dir=None, fingerprinter=FINGERPRINTER
+        ).verify_all([finding(key_id, secret, token)])
+    assert out.verification.status in ("invalid", "unknown")
+    assert secret not in repr(out.verification) and secret not in (out.verification.reason or "")

@@ -20,7 +20,7 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -279,7 +279,8 @@ def classify_error(exc: Exception) -> Outcome:
 
 
 class Verifier:
-    """Verifies findings as configured. One instance per sweep or scan; thread-safe inside ``verify_all``."""
+    """Verifies findings as configured. May live as long as the agent (the cache stays in memory between runs);
+    ``verify_all`` runs its own worker threads, and two ``verify_all`` calls must not overlap."""
 
     def __init__(self, config: VerifyConfig, *, state_dir: Path | None, fingerprinter: Fingerprinter | None) -> None:
         self.config = config
@@ -298,42 +299,44 @@ class Verifier:
             connect_timeout=config.connect_timeout, read_timeout=config.read_timeout, max_attempts=0
         )
         self._endpoint_down = threading.Event()
+        self._should_stop: Callable[[], bool] = lambda: False
         self._account_lookups: dict[str, tuple[str | None, str | None]] = {}
         self.calls = 0  # STS requests made (GetCallerIdentity and GetAccessKeyInfo)
         self._calls_lock = threading.Lock()
 
     # -- the pipeline -------------------------------------------------------------------------------------------
-    def verify_all(self, findings: Iterable[Finding]) -> list[Finding]:
-        """The same findings, in order, each with ``verification`` set (and ``account_id`` when learned)."""
+    def verify_all(
+        self, findings: Iterable[Finding], *, should_stop: Callable[[], bool] | None = None
+    ) -> list[Finding]:
+        """The same findings, in order, each with ``verification`` set (and ``account_id`` when learned).
+
+        ``should_stop`` (e.g. set by SIGTERM) ends the run early: keys not yet checked are ``unknown``
+        (``interrupted``) and are checked on the next run.
+        """
         items = list(findings)
+        self._should_stop = should_stop or (lambda: False)
         # a long-lived verifier (the agent) tries the endpoint and failed account look-ups again on every run
         self._endpoint_down.clear()
         self._account_lookups = {k: v for k, v in self._account_lookups.items() if v[0] is not None}
         decided: dict[int, Verification] = {}
         accounts: dict[int, str | None] = {}
+        groups: dict[str, list[int]] = {}
         for i, f in enumerate(items):
             accounts[i] = f.account_id or keyid.decode_account(f.key_id)
             v = self._offline_gate(f, accounts[i])
             if v is not None:
                 decided[i] = v
-
-        for i, f in enumerate(items):
-            if i in decided:
-                continue
-            if accounts[i] is None and self.config.use_get_access_key_info:
-                accounts[i] = self._lookup_account(f.key_id)
-            v = self._account_gate(f, accounts[i])
-            if v is not None:
-                decided[i] = v
-
-        groups: dict[str, list[int]] = {}
-        for i, f in enumerate(items):
-            if i in decided:
                 continue
             key = self._cache_key(f)
             cached = self._cache.get(key)
             if cached is not None:
-                decided[i] = cached
+                accounts[i] = accounts[i] or cached.account
+            elif accounts[i] is None and self.config.use_get_access_key_info and not self._should_stop():
+                accounts[i] = self._lookup_account(f.key_id)
+            # the account decisions run on cached answers too: the configuration may have changed since
+            v = self._account_gate(f, accounts[i]) or cached
+            if v is not None:
+                decided[i] = v
             else:
                 groups.setdefault(key, []).append(i)
 
@@ -343,6 +346,9 @@ class Verifier:
                 futures = {key: pool.submit(self._check, items[idx[0]]) for key, idx in groups.items()}
                 for key, future in futures.items():
                     v = future.result()
+                    account = accounts[groups[key][0]]
+                    if v.account is None and account is not None:
+                        v = dataclasses.replace(v, account=account)  # so a cached answer keeps a looked-up account
                     self._cache.put(key, v)
                     for i in groups[key]:
                         decided[i] = v
@@ -361,13 +367,13 @@ class Verifier:
         v = self._offline_gate(f, account)
         if v is not None and not (v.reason == "no-secret" and f.has_secret):
             return v
-        if account is not None:
-            v = self._account_gate(f, account)
-            if v is not None:
-                return v
         if f.has_session_token and f.session_token is None:
             return None  # the cache key of temporary credentials includes the token
-        return self._cache.get(self._cache_key(f))
+        cached = self._cache.get(self._cache_key(f))
+        account = account or (cached.account if cached is not None else None)
+        if account is None and cached is None:
+            return None  # an old key id: its account is looked up only when it is verified
+        return self._account_gate(f, account) or cached
 
     def _offline_gate(self, f: Finding, account: str | None) -> Verification | None:
         reason = self._gate.reason(f, account)
@@ -439,6 +445,8 @@ class Verifier:
         while True:
             if self._endpoint_down.is_set():
                 return _unknown("endpoint-unreachable").verification
+            if self._should_stop():
+                return _unknown("interrupted").verification
             attempt = self._call_identity(client, f.key_id)
             v = attempt.verification
             if v.status == "wrong_secret" and not signature_retried:
