@@ -1,0 +1,239 @@
+"""The serverless deployment template: parses, least privilege, creates in the emulator, and its policies allow
+exactly what the agents and the collector do."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import yaml
+from botocore.exceptions import ClientError
+from keysweep.central import lambda_handler
+from keysweep.central.collector import Collector, CollectorConfig
+from keysweep.central.store import open_store
+
+from tests.support import messages as M
+from tests.support.central import ROOT
+
+TEMPLATE = ROOT / "packaging" / "central" / "template.yaml"
+
+
+class CloudFormationLoader(yaml.SafeLoader):
+    """YAML with CloudFormation's short tags (!Ref, !GetAtt, !Sub, …) turned into their long form."""
+
+
+def _tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    if isinstance(node, yaml.ScalarNode):
+        value: Any = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
+    return {name: value}
+
+
+CloudFormationLoader.add_multi_constructor("!", _tag)
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return yaml.load(TEMPLATE.read_text(), Loader=CloudFormationLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    out = []
+    for name, res in template["Resources"].items():
+        props = res.get("Properties", {})
+        docs = [p["PolicyDocument"] for p in props.get("Policies", [])]
+        if "PolicyDocument" in props:
+            docs.append(props["PolicyDocument"])
+        for doc in docs:
+            out += [(name, s) for s in doc["Statement"]]
+    return out
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _actions(template: dict[str, Any], resource: str) -> set[str]:
+    return {a for name, s in _statements(template) if name == resource and s["Effect"] == "Allow"
+            for a in _list(s["Action"])}
+
+
+def test_template_resources(template: dict[str, Any]) -> None:
+    res = template["Resources"]
+    queue, dlq = res["FindingsQueue"]["Properties"], res["DeadLetterQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+    assert queue["VisibilityTimeout"] >= 6 * res["CollectorFunction"]["Properties"]["Timeout"]
+    table = res["FleetTable"]["Properties"]
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert {k["AttributeName"]: k["KeyType"] for k in table["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
+    fn = res["CollectorFunction"]["Properties"]
+    module, func = fn["Handler"].rsplit(".", 1)
+    assert callable(getattr(importlib.import_module(module), func))
+    assert fn["Environment"]["Variables"] == {lambda_handler.TABLE_ENV: {"Ref": "FleetTable"}}
+    assert set(fn["Code"]) == {"S3Bucket", "S3Key"}
+    esm = res["CollectorEventSource"]["Properties"]
+    assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert esm["EventSourceArn"] == {"Fn::GetAtt": ["FindingsQueue", "Arn"]} and esm["BatchSize"] <= 10
+
+
+def test_policies_are_least_privilege(template: dict[str, Any]) -> None:
+    resources = set(template["Resources"])
+    allows = [(name, s) for name, s in _statements(template) if s["Effect"] == "Allow"]
+    assert allows
+    for name, s in allows:
+        for action in _list(s["Action"]):
+            assert "*" not in action, (name, action)
+        if s.get("Principal"):  # a trust policy names who may assume, not what is allowed
+            continue
+        for resource in _list(s["Resource"]):
+            assert resource != "*", name
+            ref = resource.get("Fn::GetAtt", [resource.get("Ref")])[0]
+            assert ref in resources, (name, resource)
+    for name, s in _statements(template):
+        if s["Effect"] == "Deny":
+            assert s["Condition"], name  # a deny-all only under a condition (TLS only)
+
+    agent = [s for name, s in allows if name == "AgentSendPolicy"]
+    assert agent == [{"Sid": "SendFindings", "Effect": "Allow", "Action": "sqs:SendMessage",
+                      "Resource": {"Fn::GetAtt": ["FindingsQueue", "Arn"]}}]
+    # what the function and an event-source mapping need, nothing more
+    assert _actions(template, "CollectorRole") - {"sts:AssumeRole"} == {
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
+        "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem",
+        "logs:CreateLogStream", "logs:PutLogEvents"}
+
+
+def _client(service: str, key: dict[str, str]) -> Any:
+    return boto3.client(service, region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
+                        aws_secret_access_key=key["SecretAccessKey"])
+
+
+def _user_with(iam: Any, name: str, *, managed: str | None = None, inline: dict[str, Any] | None = None) -> Any:
+    iam.create_user(UserName=name)
+    if managed:
+        iam.attach_user_policy(UserName=name, PolicyArn=managed)
+    if inline:
+        iam.put_user_policy(UserName=name, PolicyName="inline", PolicyDocument=json.dumps(inline))
+    return iam.create_access_key(UserName=name)["AccessKey"]
+
+
+def _for_emulator(doc: dict[str, Any] | str) -> dict[str, Any]:
+    """The policy as the emulator can enforce it. It checks DynamoDB actions only against resource "*" (SQS it
+    checks against the queue ARN), so DynamoDB statements are widened there; and it wants its own permission for
+    the SQS batch calls, which AWS authorises with the single-message action (sqs:DeleteMessage covers
+    DeleteMessageBatch), so those are added beside it. Nothing else changes."""
+    if isinstance(doc, str):  # the emulator hands documents back as JSON or as a Python literal
+        doc = json.loads(doc) if doc.lstrip().startswith('{"') else ast.literal_eval(doc)
+    assert isinstance(doc, dict)
+    statements = []
+    for s in doc["Statement"]:
+        actions = _list(s["Action"])
+        if all(a.startswith("dynamodb:") for a in actions):
+            s = {**s, "Resource": "*"}
+        batch = [f"{a}Batch" for a in actions
+                 if a in ("sqs:SendMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")]
+        if batch:
+            s = {**s, "Action": [*actions, *batch]}
+        statements.append(s)
+    return {**doc, "Statement": statements}
+
+
+def _denied(call: Any, **kwargs: Any) -> bool:
+    try:
+        call(**kwargs)
+    except ClientError as exc:
+        return "AccessDenied" in str(exc) or "not authorized" in str(exc)
+    return False
+
+
+@pytest.mark.timeout(180)
+def test_stack_in_the_emulator_and_its_policies_enforced(
+    moto_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    artefact = tmp_path / "collector.zip"
+    subprocess.run([sys.executable, str(ROOT / "packaging" / "central" / "build-lambda.py"), str(artefact)],
+                   check=True, capture_output=True)
+    s3 = boto3.client("s3", region_name="us-east-1")
+    s3.create_bucket(Bucket="keysweep-artefacts")
+    s3.put_object(Bucket="keysweep-artefacts", Key="collector.zip", Body=artefact.read_bytes())
+    stack = f"ks{uuid.uuid4().hex[:6]}"
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    cfn.create_stack(StackName=stack, TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
+                     Parameters=[{"ParameterKey": "CodeBucket", "ParameterValue": "keysweep-artefacts"},
+                                 {"ParameterKey": "CodeKey", "ParameterValue": "collector.zip"}])
+    described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+                for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]}
+
+    # the test plays the event-source mapping itself (the emulator cannot run the function)
+    lam = boto3.client("lambda", region_name="us-east-1")
+    lam.update_event_source_mapping(UUID=physical["CollectorEventSource"], Enabled=False)
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue_url = sqs.get_queue_url(QueueName=f"{stack}-findings")["QueueUrl"]
+    attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"].endswith(f"{stack}-findings-dlq")
+    table = outputs["TableName"]
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    assert ddb.describe_table(TableName=table)["Table"]["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+    iam = boto3.client("iam", region_name="us-east-1")
+    role_policy = iam.get_role_policy(RoleName=physical["CollectorRole"], PolicyName="collect")["PolicyDocument"]
+    host_arn = outputs["CollectorHostPolicyArn"]
+    host_policy = iam.get_policy_version(
+        PolicyArn=host_arn, VersionId=iam.get_policy(PolicyArn=host_arn)["Policy"]["DefaultVersionId"]
+    )["PolicyVersion"]["Document"]
+    agent_key = _user_with(iam, "agent", managed=outputs["AgentSendPolicyArn"])
+    function_key = _user_with(iam, "function", inline=_for_emulator(role_policy))
+    host_key = _user_with(iam, "collector-host", inline=_for_emulator(host_policy))
+    moto_server.enable_auth()
+
+    agent = _client("sqs", agent_key)
+    h = M.host("i-cfn", "cfn-host")
+    messages = [M.finding_message(host_info=h, path=f"/p/{i}") for i in range(3)]
+    for m in messages:
+        agent.send_message(QueueUrl=queue_url, MessageBody=json.dumps(m))
+    assert _denied(agent.receive_message, QueueUrl=queue_url)
+    assert _denied(agent.purge_queue, QueueUrl=queue_url)
+
+    # the function's permissions: receive a batch, store it, no more
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", function_key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", function_key["SecretAccessKey"])
+    monkeypatch.setenv(lambda_handler.TABLE_ENV, table)
+    fn_sqs = _client("sqs", function_key)
+    got = fn_sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=2, WaitTimeSeconds=1)["Messages"]
+    event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                          "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                          "eventSourceARN": outputs["QueueArn"], "awsRegion": "us-east-1"} for m in got]}
+    assert lambda_handler.handler(event, None) == {"batchItemFailures": []}
+    for m in got:
+        fn_sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    fn_ddb = _client("dynamodb", function_key)
+    assert _denied(fn_ddb.scan, TableName=table)
+    assert _denied(fn_ddb.delete_table, TableName=table)
+
+    # a collector host with the host policy drains the rest and can read the store
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", host_key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", host_key["SecretAccessKey"])
+    store = open_store(outputs["StoreUrl"], create=False)
+    stats = Collector(CollectorConfig(queue_url=queue_url, wait_seconds=1, once=True), store).run()
+    assert stats.deleted == len(messages) - len(got) and stats.store_errors == 0
+    assert len(list(store.iter_findings())) == len(messages)
+    assert _denied(_client("dynamodb", host_key).delete_table, TableName=table)
+
