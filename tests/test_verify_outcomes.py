@@ -286,3 +286,12 @@ def test_hostile_credentials_never_crash(key_id, secret, token):
         ).verify_all([finding(key_id, secret, token)])
     assert out.verification.status in ("invalid", "unknown")
     assert secret not in repr(out.verification) and secret not in (out.verification.reason or "")
+
+
+@pytest.mark.timeout(30)
+def test_clock_skew_is_not_a_wrong_secret():
+    skew = "Signature expired: 20261128T120000Z is now earlier than 20261128T121500Z (20261128T122000Z - 5 min.)"
+    with running_stub(sts_error("SignatureDoesNotMatch", skew)) as stub:
+        out = verify_one(stub.endpoint)
+    assert (out.verification.status, out.verification.reason) == ("unknown", "clock-skew")
+    assert stub.count == 1

@@ -259,6 +259,10 @@ def classify_error(exc: Exception) -> Outcome:
         status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
         error = response.get("Error")
         code = error.get("Code") if isinstance(error, dict) else None
+        message = error.get("Message") if isinstance(error, dict) else None
+        if code == "SignatureDoesNotMatch" and isinstance(message, str) and "Signature expired" in message:
+            # the host clock is off by more than 5 minutes: says nothing about the secret
+            return _unknown("clock-skew")
         if code in _STS_ANSWERS and status in (400, 403):
             return Outcome(Verification(_STS_ANSWERS[code], reason=code, checked_at=_now()))
         if code in _THROTTLING or status == 429:
