@@ -67,7 +67,7 @@ def finding_identity(root: Path, f: object) -> tuple[str, str, str | None, str, 
             d["key_id"], d["has_secret"])
 
 
-class _Keys:
+class Keys:
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
 
@@ -117,7 +117,7 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
 def build_host_tree(root: Path, *, seed: int = 1) -> HostTree:
     """Write the planted files under ``root`` (created) and return what a scan must and must not find."""
     rng = random.Random(seed)
-    keys = _Keys(rng)
+    keys = Keys(rng)
     tree = HostTree(root=root)
     root.mkdir(parents=True, exist_ok=True)
 
