@@ -389,3 +389,28 @@ def test_scan_stream_with_short_reads(detector):
     f = only(detector.scan_stream(read, location=LOC, chunk_size=64 * 1024))
     assert f.location.line == 21 and f.secret.reveal() == SECRET
     assert pos == len(data)
+
+
+def test_dense_csv_export_pairs_every_row(detector):
+    rng = random.Random(8)
+    rows, pairs = ["User name,Access key ID,Secret access key"], {}
+    for i in range(2000):
+        kid = "AKIA" + "".join(rng.choice(B32) for _ in range(16))
+        secret = "".join(rng.choice(string.ascii_letters + string.digits + "/+") for _ in range(39)) + "7"
+        pairs[kid] = secret
+        rows.append(f"user{i},{kid},{secret}")
+    fs = scan(detector, "\n".join(rows))
+    assert {f.key_id: f.secret.reveal() for f in fs} == pairs
+    assert [f.location.line for f in fs] == list(range(2, 2002))
+
+
+def test_tokens_pair_one_to_one_in_minified_json(detector):
+    tmp2 = "ASIAYVP4CIPPERUVIFXG"
+    token2 = "FwoGZXIvYXdzEJr//////////wEaDG" + "Z" * 150 + "Xy0="
+    doc = json.dumps([
+        {"AccessKeyId": TMP, "SecretAccessKey": SECRET, "SessionToken": TOKEN},
+        {"AccessKeyId": tmp2, "SecretAccessKey": SECRET2, "SessionToken": token2},
+    ])
+    fs = {f.key_id: f for f in scan(detector, doc)}
+    assert fs[TMP].session_token.reveal() == TOKEN and fs[tmp2].session_token.reveal() == token2
+    assert fs[TMP].secret.reveal() == SECRET and fs[tmp2].secret.reveal() == SECRET2

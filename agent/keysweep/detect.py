@@ -11,13 +11,15 @@ Pairing (``Finding.pairing``), best first, each secret used by at most one id:
                  (the default 4 KiB covers ``.s3cfg``, whose ``secret_key`` sits ~50 lines below ``access_key``);
   ``window``     the nearest plausible unnamed secret within ``pair_window`` bytes and 10 lines;
   ``none``       no secret found (still a finding: it says where a key lives).
-Within a tier the nearer secret wins; a secret before its id counts at twice its distance (secrets follow
-their ids in credential files, CSV exports, API JSON and sorted environments).
+Within a tier a secret after the id beats one before it (secrets follow their ids in credential files, CSV
+exports, API JSON and sorted environments), then the nearer one wins. Session tokens pair the same way.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import heapq
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +43,8 @@ _HEX_RE = re.compile(rb"[0-9a-fA-F]{40}\Z")
 _B64_SECRET_RE = re.compile(rb"[A-Za-z0-9+/]{54}==")  # base64 of exactly 40 bytes
 _TOKEN_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]){100,}(?:=|%3[Dd]){0,2}")
 _TOKEN_ESC_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]|\\/){100,}(?:=|%3[Dd]){0,2}")
+_NEWLINE_RE = re.compile(rb"\n")
+_MAX_CHOICES = 4  # candidates kept per id for the one-to-one assignment (bounds work in dense files)
 _TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+%")
 
 
@@ -288,39 +292,54 @@ class Detector:
     # -- pairing --------------------------------------------------------------------------------------------
 
     def _pair(self, view: bytes, ids: list[_Hit]) -> None:
-        w = self.pair_window
-        cands: dict[int, _Cand] = {}
-        scored: list[tuple[int, int, int, int]] = []  # (tier, distance, id index, candidate pos)
-        for i, h in enumerate(ids):
-            lo, hi = max(0, h.pos - w), min(len(view), h.pos + 20 + w)
-            for c in self._secret_candidates(view, lo, hi, cands):
-                lines_apart = view.count(b"\n", min(c.pos, h.pos), max(c.pos, h.pos))
-                if lines_apart == 0:
-                    tier = 0 if c.named else 1
-                elif c.named:
-                    tier = 2
-                elif lines_apart <= UNNAMED_MAX_LINES and _plausible_unnamed(c.value):
-                    tier = 3
-                else:
-                    continue
-                # secrets follow their id in every common format: one before the id counts double
-                dist = c.pos - h.pos - 20 if c.pos >= h.pos else 2 * (h.pos - c.end)
-                scored.append((tier, dist, i, c.pos))
-        scored.sort()
-        used_ids: set[int] = set()
-        used_cands: set[int] = set()
-        for tier, _dist, i, cpos in scored:
-            if i in used_ids or cpos in used_cands:
-                continue
-            used_ids.add(i)
-            used_cands.add(cpos)
-            ids[i].secret = cands[cpos].value
-            ids[i].pairing = ("same-line", "same-line", "named", "window")[tier]
-        for h in ids:
-            if keyid.key_type(h.key_id) == "temporary":
-                h.token = self._find_token(view, h.pos)
+        """Give each id (sorted by position) its secret and, for temporary ids, its session token.
 
-    def _secret_candidates(self, view: bytes, lo: int, hi: int, cache: dict[int, _Cand]) -> list[_Cand]:
+        Candidates are collected once over the union of the ids' windows, so dense files (a CSV export of
+        thousands of keys) cost one pass over each window region, not one per id."""
+        w = self.pair_window
+        spans = _merge_spans([(max(0, h.pos - w), min(len(view), h.pos + 20 + w)) for h in ids])
+        cands = [c for lo, hi in spans for c in self._secret_candidates(view, lo, hi)]
+        if cands:
+            newlines = [m.start() for lo, hi in spans for m in _NEWLINE_RE.finditer(view, lo, hi)]
+            cand_pos = [c.pos for c in cands]
+            cand_line = [bisect.bisect_right(newlines, p) for p in cand_pos]
+            scored: list[tuple[int, tuple[int, int], int, int]] = []  # (tier, distance, id, candidate)
+            for i, h in enumerate(ids):
+                id_line = bisect.bisect_right(newlines, h.pos)
+                mine = []
+                for j in range(bisect.bisect_left(cand_pos, h.pos - w), bisect.bisect_right(cand_pos, h.pos + 20 + w)):
+                    c = cands[j]
+                    lines_apart = abs(cand_line[j] - id_line)
+                    if lines_apart == 0:
+                        tier = 0 if c.named else 1
+                    elif c.named:
+                        tier = 2
+                    elif lines_apart <= UNNAMED_MAX_LINES and _plausible_unnamed(c.value):
+                        tier = 3
+                    else:
+                        continue
+                    mine.append((tier, _distance(h.pos, c.pos, c.end), i, j))
+                scored += heapq.nsmallest(_MAX_CHOICES, mine)
+            for tier, i, j in _assign(scored):
+                ids[i].secret = cands[j].value
+                ids[i].pairing = ("same-line", "same-line", "named", "window")[tier]
+        temporary = [h for h in ids if keyid.key_type(h.key_id) == "temporary"]
+        if temporary:
+            spans = _merge_spans(
+                [(max(0, h.pos - w), min(len(view), h.pos + 20 + w + TOKEN_MAX)) for h in temporary]
+            )
+            tokens = [t for lo, hi in spans for t in self._token_candidates(view, lo, hi)]
+            tok_pos = [t[0] for t in tokens]
+            scored = []
+            for i, h in enumerate(temporary):
+                lo = bisect.bisect_left(tok_pos, h.pos - w)
+                hi = bisect.bisect_right(tok_pos, h.pos + 20 + w + TOKEN_MAX)
+                mine = [(0, _distance(h.pos, tokens[j][0], tokens[j][1]), i, j) for j in range(lo, hi)]
+                scored += heapq.nsmallest(_MAX_CHOICES, mine)
+            for _tier, i, j in _assign(scored):
+                temporary[i].token = tokens[j][2]
+
+    def _secret_candidates(self, view: bytes, lo: int, hi: int) -> list[_Cand]:
         found = []
         run_re = _SECRET_RUN_ESC_RE if view.find(b"\\/", lo, hi) >= 0 else _SECRET_RUN_RE
         for m in run_re.finditer(view, lo, hi):
@@ -329,18 +348,26 @@ class Detector:
                 continue  # part of a longer run
             if e < len(view) and view[e] == 0x3D:  # '=': the tail of a base64 blob
                 continue
-            if s in cache:
-                found.append(cache[s])
-                continue
             value = _unescape(m.group())
             if not _SECRET_RE.match(value) or _HEX_RE.match(value) or len(set(value)) < 10:
                 continue
             text = value.decode("ascii")
             if not self.include_examples and self.is_example_secret(text):
                 continue
-            cand = _Cand(s, e, text, self._named(view, s, self._secret_names))
-            cache[s] = cand
-            found.append(cand)
+            found.append(_Cand(s, e, text, self._named(view, s, self._secret_names)))
+        return found
+
+    def _token_candidates(self, view: bytes, lo: int, hi: int) -> list[tuple[int, int, str]]:
+        """(start, end, token) for every named or known-prefix session token in view[lo:hi]."""
+        found = []
+        token_re = _TOKEN_ESC_RE if view.find(b"\\/", lo, hi) >= 0 else _TOKEN_RE
+        for m in token_re.finditer(view, lo, hi):
+            s = m.start()
+            if s and view[s - 1] in _TOKEN_CHARS:
+                continue
+            value = _unescape(m.group())
+            if self._named(view, s, self._token_names) or value.startswith(self._token_prefixes):
+                found.append((s, m.end(), value.decode("ascii")))
         return found
 
     def _pair_encoded_secret(self, view: bytes, hit: _Hit) -> None:
@@ -367,23 +394,6 @@ class Detector:
             hit.secret = best[2]
             hit.pairing = "named" if best[0] == 0 else "window"
 
-    def _find_token(self, view: bytes, pos: int) -> str | None:
-        w = self.pair_window
-        best: tuple[int, str] | None = None
-        lo, hi = max(0, pos - w), min(len(view), pos + 20 + w + TOKEN_MAX)
-        token_re = _TOKEN_ESC_RE if view.find(b"\\/", lo, hi) >= 0 else _TOKEN_RE
-        for m in token_re.finditer(view, lo, hi):
-            s = m.start()
-            if s and view[s - 1] in _TOKEN_CHARS:
-                continue
-            value = _unescape(m.group())
-            if not (self._named(view, s, self._token_names) or value.startswith(self._token_prefixes)):
-                continue
-            dist = abs(s - pos)
-            if best is None or dist < best[0]:
-                best = (dist, value.decode("ascii"))
-        return best[1] if best else None
-
     @staticmethod
     def _named(view: bytes, pos: int, names: re.Pattern[bytes] | None) -> bool:
         if names is None:
@@ -391,6 +401,38 @@ class Detector:
         lo = max(0, pos - _NAME_LOOKBACK)
         nl = view.rfind(b"\n", lo, pos)
         return names.search(view, nl + 1 if nl >= 0 else lo, pos) is not None
+
+
+def _distance(id_pos: int, start: int, end: int) -> tuple[int, int]:
+    """(before, distance) of a value from an id. Secrets and tokens follow their id in every common format
+    (credential files, CSV exports, API JSON, sorted environments), so within a tier any value after the id
+    beats every value before it; minified JSON with several keys then pairs each key with its own values."""
+    return (0, start - id_pos - 20) if start >= id_pos else (1, id_pos - end)
+
+
+def _assign(scored: list[tuple[int, tuple[int, int], int, int]]) -> list[tuple[int, int, int]]:
+    """Greedy one-to-one assignment, best (tier, (before, distance)) first: (tier, id index, candidate index)."""
+    scored.sort()
+    used_ids: set[int] = set()
+    used: set[int] = set()
+    out = []
+    for tier, _dist, i, j in scored:
+        if i in used_ids or j in used:
+            continue
+        used_ids.add(i)
+        used.add(j)
+        out.append((tier, i, j))
+    return out
+
+
+def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
 
 
 def _read_full(read: Callable[[int], bytes], n: int) -> bytes:
