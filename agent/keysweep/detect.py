@@ -65,6 +65,7 @@ class _Cand:
     end: int
     value: str
     named: bool
+    plausible: bool  # passes the stricter test for unnamed secrets
 
 
 class Detector:
@@ -314,7 +315,7 @@ class Detector:
                         tier = 0 if c.named else 1
                     elif c.named:
                         tier = 2
-                    elif lines_apart <= UNNAMED_MAX_LINES and _plausible_unnamed(c.value):
+                    elif lines_apart <= UNNAMED_MAX_LINES and c.plausible:
                         tier = 3
                     else:
                         continue
@@ -354,7 +355,7 @@ class Detector:
             text = value.decode("ascii")
             if not self.include_examples and self.is_example_secret(text):
                 continue
-            found.append(_Cand(s, e, text, self._named(view, s, self._secret_names)))
+            found.append(_Cand(s, e, text, self._named(view, s, self._secret_names), _plausible_unnamed(text)))
         return found
 
     def _token_candidates(self, view: bytes, lo: int, hi: int) -> list[tuple[int, int, str]]:
@@ -473,12 +474,15 @@ def _plausible_unnamed(value: str) -> bool:
     """A random 40-character key has upper and lower case and at least one digit, '/' or '+'
     (false for identifiers such as ``AbstractSingletonProxyFactoryBeanWrapper``)."""
     return (
-        any(c.isupper() for c in value)
-        and any(c.islower() for c in value)
-        and any(c.isdigit() or c in "/+" for c in value)
+        _UPPER_RE.search(value) is not None
+        and _LOWER_RE.search(value) is not None
+        and _DIGIT_OR_SIGN_RE.search(value) is not None
     )
 
 
+_UPPER_RE = re.compile("[A-Z]")
+_LOWER_RE = re.compile("[a-z]")
+_DIGIT_OR_SIGN_RE = re.compile("[0-9/+]")
 _SEVERITY_ORDER = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
 
 
