@@ -169,6 +169,7 @@ def test_old_format_key_with_allow_list_and_no_agent_identity_is_skipped(
 ):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no credentials anywhere, and no probing off loopback
     (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], allow_accounts=(MOTO_ACCOUNT,))
     assert (out.verification.status, out.verification.reason) == ("skipped", "account-unknown")
     (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], unknown_account="skip")
@@ -262,3 +263,12 @@ def test_old_format_key_cached_answer_keeps_its_account(
     (third,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], state_dir=tmp_path, canary_accounts=(MOTO_ACCOUNT,))
     assert third.verification.status == "canary"
     assert len(emulator.proxy.snapshot()) == calls
+
+
+@pytest.mark.timeout(60)
+def test_a_stray_profile_only_stops_the_account_look_up(emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_PROFILE", "missing")  # keysweep's own identity cannot be built …
+    out = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET), finding("AKIAJ2ZZZZQQQQRRRRST", MADE_UP_SECRET)])
+    assert [f.verification.status for f in out] == ["invalid", "invalid"]  # … verification itself is unaffected
+    assert all(f.verification.account is None for f in out)
+    assert len(emulator.proxy.snapshot()) == 2

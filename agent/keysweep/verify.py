@@ -304,6 +304,8 @@ class Verifier:
         )
         self._endpoint_down = threading.Event()
         self._should_stop: Callable[[], bool] = lambda: False
+        self._agent_sts: Any = None
+        self._agent_problem: str | None = None
         self._account_lookups: dict[str, tuple[str | None, str | None]] = {}
         self.calls = 0  # STS requests made (GetCallerIdentity and GetAccessKeyInfo)
         self._calls_lock = threading.Lock()
@@ -321,6 +323,8 @@ class Verifier:
         self._should_stop = should_stop or (lambda: False)
         # a long-lived verifier (the agent) tries the endpoint and failed account look-ups again on every run
         self._endpoint_down.clear()
+        self._agent_sts = None
+        self._agent_problem = None
         self._account_lookups = {k: v for k, v in self._account_lookups.items() if v[0] is not None}
         decided: dict[int, Verification] = {}
         accounts: dict[int, str | None] = {}
@@ -491,6 +495,17 @@ class Verifier:
             self._spacing.done(key_id)
         return classify_identity(answer)
 
+    def _agent_client(self) -> Any:
+        """keysweep's own STS client, built once per run (credential resolution may probe instance metadata)."""
+        if self._agent_sts is None and self._agent_problem is None:
+            try:
+                self._agent_sts = aws.make_client(
+                    "sts", region=self.config.region, config=self._client_config, endpoint_url=self.endpoint
+                )
+            except Exception as exc:  # e.g. ProfileNotFound from keysweep's own AWS_PROFILE
+                self._agent_problem = f"agent-client-error:{exc.__class__.__name__}"
+        return self._agent_sts
+
     def _lookup_account(self, key_id: str) -> str | None:
         """The owning account of a key id, from sts:GetAccessKeyInfo signed with keysweep's own identity."""
         if key_id in self._account_lookups:
@@ -498,18 +513,16 @@ class Verifier:
         account: str | None = None
         reason: str | None = None
         for attempt in range(self.config.max_retries + 1):
-            if self._endpoint_down.is_set():
-                reason = "endpoint-unreachable"
+            client = self._agent_client()
+            if client is None or self._endpoint_down.is_set():
+                reason = self._agent_problem or "endpoint-unreachable"
                 break
             self._bucket.acquire()
             try:
-                client = aws.make_client(
-                    "sts", region=self.config.region, config=self._client_config, endpoint_url=self.endpoint
-                )
                 self._count_call()
                 answer = client.get_access_key_info(AccessKeyId=key_id)
             except NoCredentialsError:
-                reason = "no-agent-credentials"
+                self._agent_problem = reason = "no-agent-credentials"
                 break
             except Exception as exc:
                 outcome = classify_error(exc)
