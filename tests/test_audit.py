@@ -241,6 +241,8 @@ def _fleet(db: Path, known_key: str) -> None:
                             (host("i-0aaaaaaaaaaaaaaa2", "web-2"), "/srv/app/.env"))]
     msgs.append(finding_message(host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id="AKIAXYZDQCEN4B6JSJQI",
                                 path="/opt/job/config.ini"))
+    msgs.append(finding_message(host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id="ASIAY34FZKBOKMUTVV7A",
+                                path="/opt/job/session.env"))
     store = open_store(str(db))
     try:
         handler = MessageHandler(store)
@@ -270,6 +272,7 @@ def test_correlation_with_the_fleet_store(moto_server, capsys, tmp_path):
     unknown = [i for i in doc["items"] if i["check"] == "host-key-unknown-to-audit"]
     assert [(i["key_id"], i["account_id"]) for i in unknown] == [("AKIAXYZDQCEN4B6JSJQI", "534261010715")]
     assert unknown[0]["severity"] == "high" and "batch-1" in unknown[0]["summary"]
+    assert any(n.startswith("1 temporary") for n in doc["notes"])
 
 
 # ------------------------------------------------------------------------------------------ deactivation

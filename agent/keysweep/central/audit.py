@@ -673,5 +673,10 @@ def run_audit(
     host_keys: list[HostKey] = []
     host_items: list[AuditItem] = []
     if findings is not None:
-        host_keys, host_items = correlate(findings, audits, clients)
+        records = list(findings)
+        host_keys, host_items = correlate(records, audits, clients)
+        temporary = {r.key_id for r in records if not r.key_id.startswith("AKIA")}
+        if temporary:
+            notes.append(f"{len(temporary)} temporary or other non-IAM-user key id(s) found on hosts were not "
+                         "correlated: only IAM users' long-term (AKIA) keys belong to an account's key list.")
     return AuditResult(tuple(audits), options, tuple(host_keys), tuple(host_items), tuple(notes))
