@@ -414,3 +414,17 @@ def test_tokens_pair_one_to_one_in_minified_json(detector):
     fs = {f.key_id: f for f in scan(detector, doc)}
     assert fs[TMP].session_token.reveal() == TOKEN and fs[tmp2].session_token.reveal() == token2
     assert fs[TMP].secret.reveal() == SECRET and fs[tmp2].secret.reveal() == SECRET2
+
+
+def test_kubernetes_secret_with_session_token(detector):
+    b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+    text = (
+        "kind: Secret\ndata:\n"
+        f"  AWS_ACCESS_KEY_ID: {b64(TMP)}\n  AWS_SECRET_ACCESS_KEY: {b64(SECRET)}\n  AWS_SESSION_TOKEN: {b64(TOKEN)}\n"
+        "---\nkind: Secret\ndata:\n"
+        f"  AWS_ACCESS_KEY_ID: {b64(KID)}\n  AWS_SECRET_ACCESS_KEY: {b64(SECRET2)}\n"
+    )
+    fs = {f.key_id: f for f in scan(detector, text)}
+    assert fs[TMP].secret.reveal() == SECRET and fs[TMP].session_token.reveal() == TOKEN
+    assert fs[KID].secret.reveal() == SECRET2 and not fs[KID].has_session_token
+    assert fs[KID].location.line == 9 and fs[TMP].location.line == 3

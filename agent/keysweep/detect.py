@@ -41,6 +41,8 @@ _SECRET_RUN_ESC_RE = re.compile(rb"(?:[A-Za-z0-9/+%]|\\/){40,240}")  # JSON that
 _SECRET_RE = re.compile(rb"[A-Za-z0-9/+]{40}\Z")
 _HEX_RE = re.compile(rb"[0-9a-fA-F]{40}\Z")
 _B64_SECRET_RE = re.compile(rb"[A-Za-z0-9+/]{54}==")  # base64 of exactly 40 bytes
+_B64_TOKEN_RE = re.compile(rb"[A-Za-z0-9+/]{136,8192}={0,2}")  # base64 of 100+ bytes
+_TOKEN_VALUE_RE = re.compile(rb"[A-Za-z0-9/+]{100,}={0,2}\Z")
 _TOKEN_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]){100,}(?:=|%3[Dd]){0,2}")
 _TOKEN_ESC_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]|\\/){100,}(?:=|%3[Dd]){0,2}")
 _NEWLINE_RE = re.compile(rb"\n")
@@ -285,8 +287,8 @@ class Detector:
             s, data = decoded
             for hit in self._scan_view(data, "base64", depth + 1):
                 hit.pos = s + (4 * hit.pos) // 3
-                if hit.secret is None and hit.encoding == "base64":
-                    self._pair_encoded_secret(view, hit)
+                if hit.encoding == "base64":
+                    self._pair_encoded_siblings(view, hit)
                 out.append(hit)
         return out
 
@@ -371,29 +373,46 @@ class Detector:
                 found.append((s, m.end(), value.decode("ascii")))
         return found
 
-    def _pair_encoded_secret(self, view: bytes, hit: _Hit) -> None:
-        """An id found in a base64 value (a Kubernetes Secret's data) may have its secret in a sibling value."""
+    def _pair_encoded_siblings(self, view: bytes, hit: _Hit) -> None:
+        """An id found in a base64 value (a Kubernetes Secret's ``data``) has its secret and session token in
+        sibling base64 values, not inside its own."""
         w, at = self.pair_window, hit.pos
-        best: tuple[int, int, str] | None = None
-        for m in _B64_SECRET_RE.finditer(view, max(0, at - w), min(len(view), at + w)):
-            s = m.start()
-            if s and view[s - 1] in _ALNUM:
-                continue
-            data = decode.decode_base64_value(m.group())
-            if data is None or not _SECRET_RE.match(data) or _HEX_RE.match(data):
-                continue
-            text = data.decode("ascii")
-            if not self.include_examples and self.is_example_secret(text):
-                continue
-            named = self._named(view, s, self._secret_names)
-            if not named and not _plausible_unnamed(text):
-                continue
-            rank = (0 if named else 1, abs(s - at))
-            if best is None or rank < best[:2]:
-                best = (*rank, text)
-        if best is not None:
-            hit.secret = best[2]
-            hit.pairing = "named" if best[0] == 0 else "window"
+        if hit.secret is None:
+            best: tuple[int, tuple[int, int], str] | None = None
+            for m in _B64_SECRET_RE.finditer(view, max(0, at - w), min(len(view), at + w)):
+                s = m.start()
+                if s and view[s - 1] in _ALNUM:
+                    continue
+                data = decode.decode_base64_value(m.group())
+                if data is None or not _SECRET_RE.match(data) or _HEX_RE.match(data):
+                    continue
+                text = data.decode("ascii")
+                if not self.include_examples and self.is_example_secret(text):
+                    continue
+                named = self._named(view, s, self._secret_names)
+                if not named and not _plausible_unnamed(text):
+                    continue
+                rank = (0 if named else 1, _distance(at, s, m.end()))
+                if best is None or rank < best[:2]:
+                    best = (*rank, text)
+            if best is not None:
+                hit.secret = best[2]
+                hit.pairing = "named" if best[0] == 0 else "window"
+        if hit.token is None and keyid.key_type(hit.key_id) == "temporary":
+            best_token: tuple[tuple[int, int], str] | None = None
+            for m in _B64_TOKEN_RE.finditer(view, max(0, at - w), min(len(view), at + w + 2 * TOKEN_MAX)):
+                s = m.start()
+                if s and view[s - 1] in _ALNUM:
+                    continue
+                data = decode.decode_base64_value(m.group())
+                if data is None or not _TOKEN_VALUE_RE.match(data):
+                    continue
+                if self._named(view, s, self._token_names) or data.startswith(self._token_prefixes):
+                    rank = _distance(at, s, m.end())
+                    if best_token is None or rank < best_token[0]:
+                        best_token = (rank, data.decode("ascii"))
+            if best_token is not None:
+                hit.token = best_token[1]
 
     @staticmethod
     def _named(view: bytes, pos: int, names: re.Pattern[bytes] | None) -> bool:
