@@ -181,6 +181,20 @@ def test_cli_collect_once_then_coverage(moto_server: Any, tmp_path: Path, capsys
     assert "silent" in table and "fresh" in table and "3 host(s)" in table
 
 
+@pytest.mark.timeout(120)
+def test_unreachable_queue_once_fails_cleanly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.support.moto_server import free_port
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", "us-east-1")):
+        monkeypatch.setenv(name, value)
+    url = "http://127.0.0.1:1/123456789012/keysweep-findings"
+    assert main(["collect", "--queue-url", url, "--db", str(tmp_path / "f.db"), "--once", "--wait-seconds", "0"]) == 3
+    assert "receive from" in capsys.readouterr().err
+
+
 def test_cli_collect_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["collect", "--db", str(tmp_path / "x.db")]) == 2
     assert "--queue-url" in capsys.readouterr().err

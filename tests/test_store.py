@@ -207,3 +207,25 @@ def test_sqlite_store_is_private_and_refuses_missing_without_create(tmp_path: Pa
     with pytest.raises(StoreError):
         open_store(str(tmp_path / "missing.db"), create=False)
     open_store(f"sqlite://{path}", create=False).close()
+
+
+def test_sqlite_replay_leaves_rows_byte_identical(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "fleet.db"
+    store = open_store(str(path))
+    batch = [M.finding_message(host_info=M.host(f"i-{i % 3}", f"h{i % 3}"), path=f"/p/{i}",
+                               sent_at=f"2026-11-28T10:{i:02d}:00Z", status=["live", "invalid"][i % 2])
+             for i in range(12)] + [M.heartbeat_message(host_info=M.host(f"i-{i}", f"h{i}")) for i in range(3)]
+
+    def rows() -> list[tuple[Any, ...]]:
+        with sqlite3.connect(path) as db:
+            return [r for t in ("findings", "hosts", "deactivations", "meta")
+                    for r in db.execute(f"SELECT * FROM {t} ORDER BY 1")]  # noqa: S608 (fixed table names)
+
+    for m in batch:
+        store.upsert_finding(m) if m["type"] == "finding" else store.record_heartbeat(m)
+    before = rows()
+    changed = [store.upsert_finding(m) if m["type"] == "finding" else store.record_heartbeat(m) for m in batch]
+    assert not any(changed)
+    assert rows() == before

@@ -39,7 +39,7 @@ class CollectorConfig:
     visibility_timeout: int = 120  # requested on receive; extended while a batch is in hand
     once: bool = False  # drain what is there, stop after the first empty receive
     region: str | None = None
-    max_receive_failures: int = 5  # consecutive failed receives before giving up (--once) / backing off longer
+    max_receive_failures: int = 3  # consecutive failed receives before --once gives up
 
     def __post_init__(self) -> None:
         if not 0 <= self.wait_seconds <= 20:
@@ -59,6 +59,7 @@ class CollectStats:
     malformed: int = 0
     unknown_version: int = 0
     store_errors: int = 0
+    internal_errors: int = 0  # a message that broke the handler: left on the queue, so it ends in the DLQ
     deleted: int = 0
     delete_failures: int = 0
     visibility_extensions: int = 0
@@ -193,6 +194,11 @@ class Collector:
         except StoreError as exc:
             self.stats.store_errors += 1
             log.error("store failed for message %s, left on the queue: %s", message_id, exc)
+            return False
+        except Exception as exc:  # noqa: BLE001 (one bad message must not stop the collector)
+            self.stats.internal_errors += 1
+            # the type only: an exception's text may quote the message
+            log.error("message %s could not be handled (%s), left on the queue", message_id, type(exc).__name__)
             return False
         if result.outcome is Outcome.OK:
             if result.changed:

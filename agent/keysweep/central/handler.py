@@ -89,6 +89,5 @@ class MessageHandler:
         if message["type"] == "finding":
             changed = self.store.upsert_finding(message)
         else:
-            self.store.record_heartbeat(message)
-            changed = True
+            changed = self.store.record_heartbeat(message)
         return Result(Outcome.OK, kind=message["type"], changed=changed)

@@ -47,6 +47,11 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
             log.error("store failed for message %s: %s", message_id, exc)
             failures.append({"itemIdentifier": message_id})
             continue
+        except Exception as exc:  # noqa: BLE001 (fail this message only; its text may quote the body)
+            counts["internal_error"] += 1
+            log.error("message %s could not be handled (%s)", message_id, type(exc).__name__)
+            failures.append({"itemIdentifier": message_id})
+            continue
         if result.outcome is Outcome.OK:
             counts["stored" if result.changed else "duplicate"] += 1
             continue

@@ -24,8 +24,8 @@ class Store(Protocol):
         """Apply a validated finding message (and touch its host). True when the store changed."""
         ...
 
-    def record_heartbeat(self, message: Mapping[str, Any]) -> None:
-        """Apply a validated heartbeat message to its host's record."""
+    def record_heartbeat(self, message: Mapping[str, Any]) -> bool:
+        """Apply a validated heartbeat message to its host's record. True when the store changed."""
         ...
 
     def iter_findings(self) -> Iterator[FindingRecord]:

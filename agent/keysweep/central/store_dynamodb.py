@@ -134,8 +134,8 @@ class DynamoDBStore:
         )
         return self._merge_host(message) or changed
 
-    def record_heartbeat(self, message: Mapping[str, Any]) -> None:
-        self._merge_host(message)
+    def record_heartbeat(self, message: Mapping[str, Any]) -> bool:
+        return self._merge_host(message)
 
     def _merge_host(self, message: Mapping[str, Any]) -> bool:
         return self._merge_item(

@@ -112,8 +112,8 @@ class SQLiteStore:
 
         return self._write(work)
 
-    def record_heartbeat(self, message: Mapping[str, Any]) -> None:
-        self._write(lambda db: self._merge_host(db, message))
+    def record_heartbeat(self, message: Mapping[str, Any]) -> bool:
+        return self._write(lambda db: self._merge_host(db, message))
 
     @staticmethod
     def _merge_host(db: sqlite3.Connection, message: Mapping[str, Any]) -> bool:

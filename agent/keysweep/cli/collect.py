@@ -67,7 +67,7 @@ def _collect(args: argparse.Namespace) -> int:
     finally:
         store.close()
     print("collect: " + " ".join(f"{k}={v}" for k, v in stats.to_dict().items()), file=sys.stderr)
-    return int(ExitCode.RUNTIME if stats.store_errors else ExitCode.CLEAN)
+    return int(ExitCode.RUNTIME if stats.store_errors or stats.internal_errors else ExitCode.CLEAN)
 
 
 def _ago(seconds: float | None) -> str:
