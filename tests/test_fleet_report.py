@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from keysweep.central.fleet_report import build_report, csv_cell, load_report, render_report
+from keysweep.central.handler import MessageHandler
 from keysweep.central.store import open_store
 from keysweep.cli import main
 
@@ -22,6 +23,7 @@ from tests.support.fleet import (
     OLD_KEY,
     SECRET_SHAPE,
     build_store,
+    messages,
 )
 
 
@@ -170,3 +172,20 @@ def test_hostile_values_survive_as_text(fleet_db):
     report = _report(fleet_db)
     old = next(k for k in report.keys if k.key_id == OLD_KEY)
     assert any(loc.place.startswith(HOSTILE_PATH) for loc in old.locations)
+
+
+@pytest.mark.timeout(120)
+def test_report_from_the_dynamodb_store(moto_server, capsys):
+    store = open_store("dynamodb://keysweep-fleet")
+    try:
+        handler = MessageHandler(store)
+        for message in messages():
+            handler.handle(json.dumps(message))
+    finally:
+        store.close()
+    sqlite_doc = build_report([], [], now=NOW)  # shape only
+    assert main(["report", "--db", "dynamodb://keysweep-fleet", "--format", "json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [k["key_id"] for k in doc["keys"]] == [LIVE_KEY, OLD_KEY, DEAD_KEY]
+    assert doc["keys"][0]["hosts"] == ["web-1", "web-2"] and doc["summary"]["hosts"] == 5
+    assert set(doc) == set(sqlite_doc.to_dict())
