@@ -10,6 +10,7 @@ from keysweep.fingerprint import Fingerprinter
 from keysweep.models import Finding, HostContext, Location, Secret, Verification
 from keysweep.report.message import (
     MessageTooLarge,
+    SecretInMessage,
     assert_no_secret,
     encode_message,
     finding_message,
@@ -143,7 +144,7 @@ def test_oversize_messages_are_trimmed_with_a_marker_and_stay_valid():
 def test_a_secret_that_reached_a_body_is_refused():
     f = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=Location(kind="file", path="/p"),
                 fingerprint="a" * 32, secret=Secret("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"))
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(SecretInMessage) as err:
         assert_no_secret('{"x": "Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"}', [f])
     assert "Zq3v" not in str(err.value)
 

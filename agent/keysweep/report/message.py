@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keysweep import __version__
+from keysweep.errors import DeliveryError
 from keysweep.models import Finding, HostContext
 from keysweep.suggest import Suggestion
 
@@ -40,6 +41,10 @@ _DROPPABLE: tuple[tuple[tuple[str, ...], Any], ...] = (
 
 class MessageTooLarge(ValueError):
     """Even the trimmed message does not fit (only possible with an absurdly small limit)."""
+
+
+class SecretInMessage(DeliveryError):
+    """A body held a plaintext secret: it is refused, never spooled or sent."""
 
 
 def utc_now() -> str:
@@ -212,4 +217,4 @@ def assert_no_secret(body: str, findings: Iterable[Finding]) -> None:
     for f in findings:
         for secret in (f.secret, f.session_token):
             if secret is not None and secret.reveal() and secret.reveal() in body:
-                raise ValueError(f"refusing to emit a message holding the secret of key {f.key_id}")
+                raise SecretInMessage(f"refusing to emit a message holding the secret of key {f.key_id}")

@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +112,9 @@ class Spool:
         except OSError as exc:
             raise SpoolError(f"spool {self.directory}: cannot create ({exc.strerror})") from None
         self._load_counters()
+        self._index: dict[str, SpoolEntry] = {}
+        self._size = 0
+        self.refresh()
 
     def _load_counters(self) -> None:
         try:
@@ -134,9 +137,9 @@ class Spool:
             p.unlink(missing_ok=True)
 
     # --- reading ---------------------------------------------------------------------------------------------
-    def entries(self) -> list[SpoolEntry]:
-        """Pending messages, oldest first."""
-        out = []
+    def refresh(self) -> None:
+        """Re-read the directory: another process (a scan, the agent) may have added or sent messages."""
+        index = {}
         with os.scandir(self.directory) as it:
             for e in it:
                 if not e.name.endswith(_SUFFIX) or not e.is_file(follow_symlinks=False):
@@ -147,9 +150,18 @@ class Spool:
                     size = e.stat(follow_symlinks=False).st_size
                 except FileNotFoundError:
                     continue
-                out.append(SpoolEntry(e.name, kind, size, Path(e.path)))
-        out.sort(key=lambda x: x.name)
-        return out
+                index[e.name] = SpoolEntry(e.name, kind, size, Path(e.path))
+        self._index = index
+        self._size = sum(e.size for e in index.values())
+
+    def _drop(self, name: str) -> None:
+        entry = self._index.pop(name, None)
+        if entry is not None:
+            self._size -= entry.size
+
+    def entries(self) -> list[SpoolEntry]:
+        """Pending messages, oldest first (as of the last :meth:`refresh` and this object's own changes)."""
+        return sorted(self._index.values(), key=lambda x: x.name)
 
     def read(self, entry: SpoolEntry) -> str | None:
         """The body of ``entry``; None when it is gone or unreadable (then it is quarantined, not deleted)."""
@@ -158,6 +170,7 @@ class Spool:
                 data = fh.read()
             return data.decode("ascii")
         except FileNotFoundError:
+            self._drop(entry.name)
             return None
         except (OSError, UnicodeDecodeError) as exc:
             self.quarantine(entry, str(exc))
@@ -166,8 +179,9 @@ class Spool:
     def quarantine(self, entry: SpoolEntry, why: str) -> None:
         """Move an unreadable or rejected message aside (spool/corrupt/), counted and logged, never deleted."""
         corrupt_dir = self.directory / "corrupt"
-        corrupt_dir.mkdir(mode=0o700, exist_ok=True)
+        self._drop(entry.name)
         try:
+            corrupt_dir.mkdir(mode=0o700, exist_ok=True)
             os.replace(entry.path, corrupt_dir / entry.name)
         except OSError:
             return
@@ -175,8 +189,8 @@ class Spool:
         log.error("spool: unreadable message %s moved to %s (%s)", entry.name, corrupt_dir, why)
 
     def status(self) -> SpoolStatus:
-        entries = self.entries()
-        size = sum(e.size for e in entries)
+        entries = self._index.values()
+        size = self._size
         return SpoolStatus(
             depth=len(entries),
             bytes=size,
@@ -192,47 +206,89 @@ class Spool:
     # --- writing ---------------------------------------------------------------------------------------------
     def put(self, body: str, *, kind: str, message_id: str) -> SpoolEntry:
         """Durably add one message; raises :class:`SpoolFull` when it does not fit (see the module's policy)."""
-        data = body.encode("ascii")
-        entries = self.entries()
-        heartbeats = [e for e in entries if e.kind == "heartbeat"]
-        if kind == "heartbeat":
-            for old in heartbeats[: max(0, len(heartbeats) - self.max_heartbeats + 1)]:
-                self._evict(old)
-            entries = self.entries()
-            heartbeats = [e for e in entries if e.kind == "heartbeat"]
-        size = sum(e.size for e in entries)
-        while not self._fits(len(entries), size, len(data)) and kind == "finding" and heartbeats:
-            old = heartbeats.pop(0)
-            self._evict(old)
-            entries = [e for e in entries if e.name != old.name]
-            size -= old.size
-        if not self._fits(len(entries), size, len(data)):
-            raise SpoolFull(
-                f"spool {self.directory} is full ({len(entries)} messages, {size} bytes; limits "
-                f"{self.max_messages} messages, {self.max_bytes} bytes): {kind} {message_id} not spooled"
-            )
-        self._seq += 1
-        name = f"{time.time_ns():020d}-{_KINDS[kind]}-{os.getpid()}-{self._seq}-{message_id}{_SUFFIX}"
-        final = self.directory / name
+        (result,) = self.put_many([(body, kind, message_id)])
+        if isinstance(result, SpoolError):
+            raise result
+        return result
+
+    def put_many(self, items: Sequence[tuple[str, str, str]]) -> list[SpoolEntry | SpoolError]:
+        """Durably add ``(body, kind, message_id)`` messages, in order; per message its entry or why it was refused.
+
+        Each file is fsynced and renamed into place; the directory is fsynced once at the end, before this returns —
+        only then may a caller treat the messages as spooled.
+        """
+        results: list[SpoolEntry | SpoolError] = []
+        changed = False
+        for body, kind, message_id in items:
+            data = body.encode("ascii")
+            if kind == "heartbeat":
+                heartbeats = self._heartbeats()
+                for old in heartbeats[: max(0, len(heartbeats) - self.max_heartbeats + 1)]:
+                    changed |= self._evict(old)
+            elif not self._fits(len(data)):
+                heartbeats = self._heartbeats()
+                while not self._fits(len(data)) and heartbeats:
+                    changed |= self._evict(heartbeats.pop(0))
+            if not self._fits(len(data)):
+                depth, size = len(self._index), self._size
+                results.append(
+                    SpoolFull(
+                        f"spool {self.directory} is full ({depth} messages, {size} bytes; limits "
+                        f"{self.max_messages} messages, {self.max_bytes} bytes): {kind} {message_id} not spooled"
+                    )
+                )
+                continue
+            self._seq += 1
+            name = f"{time.time_ns():020d}-{_KINDS[kind]}-{os.getpid()}-{self._seq}-{message_id}{_SUFFIX}"
+            try:
+                self._write(name, data)
+            except OSError as exc:
+                full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+                why = "no space left on device" if full else f"cannot write ({exc.strerror})"
+                results.append((SpoolFull if full else SpoolError)(f"spool {self.directory}: {why}"))
+                continue
+            entry = SpoolEntry(name, kind, len(data), self.directory / name)
+            self._index[name] = entry
+            self._size += entry.size
+            results.append(entry)
+            changed = True
+        if changed:
+            _fsync_dir(self.directory)
+        return results
+
+    def _write(self, name: str, data: bytes) -> None:
+        """Write a whole file under a temporary name (mode 0600), fsync it, rename it into place."""
+        tmp = self.directory / f".{name}.{os.getpid()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
-            atomic_write(final, data)  # fsynced file, atomic rename, fsynced directory, mode 0600
-        except OSError as exc:
-            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise SpoolFull(f"spool {self.directory}: no space left on device") from None
-            raise SpoolError(f"spool {self.directory}: cannot write ({exc.strerror})") from None
-        return SpoolEntry(name, kind, len(data), final)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            tmp.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+        os.replace(tmp, self.directory / name)
 
-    def _fits(self, count: int, size: int, add: int) -> bool:
-        return count + 1 <= self.max_messages and size + add <= self.max_bytes
+    def _heartbeats(self) -> list[SpoolEntry]:
+        return sorted((e for e in self._index.values() if e.kind == "heartbeat"), key=lambda x: x.name)
 
-    def _evict(self, entry: SpoolEntry) -> None:
+    def _fits(self, add: int) -> bool:
+        return len(self._index) + 1 <= self.max_messages and self._size + add <= self.max_bytes
+
+    def _evict(self, entry: SpoolEntry) -> bool:
         entry.path.unlink(missing_ok=True)
+        self._drop(entry.name)
         self.count("coalesced")
+        return True
 
     def remove(self, entries: list[SpoolEntry]) -> None:
         """Forget messages SQS has accepted."""
         for e in entries:
             e.path.unlink(missing_ok=True)
+            self._drop(e.name)
         if entries:
             _fsync_dir(self.directory)
 

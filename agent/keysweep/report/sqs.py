@@ -26,6 +26,7 @@ from keysweep.errors import ConfigError
 from keysweep.models import Finding, HostContext
 from keysweep.report.message import (
     MessageTooLarge,
+    SecretInMessage,
     assert_no_secret,
     encode_message,
     finding_message,
@@ -256,10 +257,15 @@ class Reporter:
     def finding_fingerprint(self, finding: Finding) -> str:
         return str(self.fingerprinter.finding_fingerprint(self.context.host_id, finding.location, finding.fingerprint))
 
-    def _spool_message(self, msg: dict[str, Any], findings: Sequence[Finding]) -> None:
+    def _encode(self, msg: dict[str, Any], findings: Sequence[Finding]) -> str:
         body = encode_message(msg, self.config.max_message_size - entry_size("", _attributes(msg)))
         assert_no_secret(body, findings)
-        self.spool.put(body, kind=msg["type"], message_id=msg["message_id"])
+        return body
+
+    def _refuse(self, why: str, problems: list[str]) -> None:
+        self.spool.count("refused")
+        problems.append(why)
+        log.error("report: %s", why)
 
     def report(
         self,
@@ -273,11 +279,11 @@ class Reporter:
         """Spool what the central store does not know yet (and a heartbeat), then send the spool."""
         findings = list(findings)
         now = time.time()
-        spooled = unchanged = refused = 0
+        self.spool.refresh()
+        unchanged = refused = 0
         problems: list[str] = []
         done: set[str] = set()
-        flushed = DeliveryResult()
-        made_room = False
+        pending: list[tuple[str, str, dict[str, Any], str]] = []  # (finding fp, status, message, body)
         for f in findings:
             ffp = self.finding_fingerprint(f)
             if ffp in done:
@@ -290,55 +296,61 @@ class Reporter:
                 unchanged += 1
                 continue
             first = self.sent_state.first_seen(ffp)
+            suggestion = suggest(
+                f,
+                self.context,
+                iam_policies=self._iam_policies(f),
+                scp_exempt_principal_arns=self.config.scp_exempt_principal_arns,
+            )
             msg = finding_message(
                 f,
                 self.context,
                 finding_fingerprint=ffp,
-                suggestion=suggest(
-                    f,
-                    self.context,
-                    iam_policies=self._iam_policies(f),
-                    scp_exempt_principal_arns=self.config.scp_exempt_principal_arns,
-                ),
+                suggestion=suggestion,
                 report_reason=reason,
                 first_seen=iso(first) if first is not None else None,
                 mode=self.mode,
             )
             try:
-                try:
-                    self._spool_message(msg, [f])
-                except SpoolFull:
-                    if made_room:
-                        raise
-                    # make room by delivering what is waiting (once per report), then try again
-                    made_room = True
-                    flushed = flushed.merged(self.flush())
-                    self._spool_message(msg, [f])
-            except SpoolError as exc:
+                pending.append((ffp, status, msg, self._encode(msg, [f])))
+            except (MessageTooLarge, SecretInMessage) as exc:
                 refused += 1
-                self.spool.count("refused")
-                problems.append(str(exc))
-                log.error("report: %s; the finding will be offered again next sweep", exc)
+                self._refuse(f"finding {ffp}: {exc}", problems)
+
+        flushed = DeliveryResult()
+        spooled = 0
+        for attempt in (1, 2):
+            results = self.spool.put_many([(body, "finding", msg["message_id"]) for _, _, msg, body in pending])
+            retry = []
+            for item, result in zip(pending, results, strict=True):
+                if isinstance(result, SpoolError):
+                    retry.append((item, result))
+                else:
+                    self.sent_state.record_sent(item[0], item[1], now)
+                    spooled += 1
+            if not retry:
+                break
+            if attempt == 1 and any(isinstance(r, SpoolFull) for _, r in retry):
+                flushed = self.flush()  # make room by delivering what is waiting, then try once more
+                pending = [item for item, _ in retry]
                 continue
-            except MessageTooLarge as exc:
+            for (ffp, *_), result in retry:  # not marked as reported: offered again next sweep
                 refused += 1
-                self.spool.count("refused")
-                problems.append(f"finding {ffp}: {exc}")
-                log.error("report: finding %s: %s", ffp, exc)
-                continue
-            self.sent_state.record_sent(ffp, status, now)
-            spooled += 1
+                self._refuse(f"{result}; finding {ffp} will be offered again next sweep", problems)
+            break
         try:
             self.sent_state.save(now)
         except OSError as exc:  # the findings are spooled; at worst they are sent again next sweep
             problems.append(f"sent state {self.sent_state.path}: cannot write ({exc.strerror})")
             log.error("report: %s", problems[-1])
+
         status = self.spool.status()
         if status.filling:
             log.warning(
-                "report: spool %s is filling: %d messages, %d of %d bytes (queue unreachable?)",
+                "report: spool %s is filling: %d of %d messages, %d of %d bytes (queue unreachable?)",
                 self.spool.directory,
                 status.depth,
+                status.capacity_messages,
                 status.bytes,
                 status.capacity_bytes,
             )
@@ -354,14 +366,17 @@ class Reporter:
                 mode=self.mode,
             )
             try:
-                self._spool_message(hb, findings)
+                self.spool.put(self._encode(hb, findings), kind="heartbeat", message_id=hb["message_id"])
                 spooled += 1
-            except (SpoolError, MessageTooLarge) as exc:
+            except (SpoolError, MessageTooLarge, SecretInMessage) as exc:
                 refused += 1
-                self.spool.count("refused")
-                problems.append(str(exc))
-                log.error("report: heartbeat not spooled: %s", exc)
+                self._refuse(f"heartbeat not spooled: {exc}", problems)
         mine = DeliveryResult(spooled=spooled, unchanged=unchanged, refused=refused, errors=tuple(problems))
+        if flushed.queue_reachable is False:  # the make-room flush already waited out flush_timeout
+            st = self.spool.status()
+            return flushed.merged(mine).merged(
+                DeliveryResult(pending=st.depth, pending_bytes=st.bytes, spool_filling=st.filling, queue_reachable=False)
+            )
         return flushed.merged(mine).merged(self.flush())
 
     # --- sending --------------------------------------------------------------------------------------------
@@ -372,6 +387,7 @@ class Reporter:
         reachable: bool | None = None
         with self.spool.locked() as mine:
             if mine:
+                self.spool.refresh()
                 sent, failed, reachable, errors = self._flush_locked()
             else:
                 errors.append("another keysweep process is sending this spool")
