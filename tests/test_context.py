@@ -231,3 +231,52 @@ def test_config_from_mapping_names_bad_keys():
     with pytest.raises(ConfigError) as err:
         ContextConfig.from_mapping({"imds_endpont": "x", "imds_token_ttl": 0})
     assert "imds_endpont" in str(err.value) and "imds_token_ttl" in str(err.value)
+
+
+def _live_finding():
+    from keysweep.models import Finding, Location, Verification
+
+    return Finding(
+        rule="aws-access-key-pair", key_id="AKIAXYZDQCEN4B6JSJQI", fingerprint="0" * 32, has_secret=True,
+        location=Location(kind="file", path="/srv/app/.env", line=2),
+        verification=Verification(status="live", account="534261010715",
+                                   arn="arn:aws:iam::534261010715:user/ci", principal_type="iam-user"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("scenario", "kind"),
+    [
+        ("ec2-profile", "ec2-existing-profile"),
+        ("ec2-bare", "ec2-new-instance-profile"),
+        ("ecs", "ecs-task-role"),
+        ("eks-irsa", "eks-irsa-existing"),
+        ("lambda", "lambda-execution-role"),
+        ("none", "roles-anywhere"),
+    ],
+)
+def test_detected_context_drives_the_suggestion(tmp_path, scenario, kind):
+    from keysweep.suggest import suggest
+
+    profile = "arn:aws:iam::534261010715:instance-profile/web" if scenario == "ec2-profile" else None
+    env: dict[str, str] = {}
+    with imds_server(Instance(instance_profile_arn=profile)) as imds, ecs_metadata_server() as ecs:
+        endpoint = imds.endpoint if scenario.startswith("ec2") else closed_endpoint()
+        if scenario == "ecs":
+            env = {"ECS_CONTAINER_METADATA_URI_V4": ecs.endpoint + "/v4"}
+        elif scenario == "eks-irsa":
+            env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "POD_NAME": "p", "POD_NAMESPACE": "ns",
+                   "AWS_ROLE_ARN": "arn:aws:iam::534261010715:role/app-irsa", "AWS_WEB_IDENTITY_TOKEN_FILE": "/t"}
+        elif scenario == "lambda":
+            env = {"AWS_LAMBDA_FUNCTION_NAME": "export"}
+        ctx = detect_context(_config(tmp_path, endpoint), environ=env)
+    s = suggest(_live_finding(), ctx)
+    assert s.kind == kind
+    if scenario == "ec2-bare":
+        assert any("--instance-id i-0abc123def4567890" in c for c in s.commands)
+    if scenario == "ec2-profile":
+        assert any("--instance-profile-name web " in c for c in s.commands)
+    if scenario == "ecs":
+        assert any("--task-definition billing-worker" in c for c in s.commands)
+    if scenario == "eks-irsa":
+        assert all("app-irsa" in c for c in s.commands if "--role-name" in c)
