@@ -80,3 +80,16 @@ def test_decode_utf16_one_byte_per_character():
     text = decode.decode_utf16(raw, 0, len(raw))
     assert text == b"a\xf1?AKIA"
     assert len(text) * 2 == len(raw)
+
+
+def test_base64_utf16_forms_appear_in_every_encoding():
+    firsts = frozenset(b"AQFB")
+    forms = decode.base64_utf16_forms(b"AKIA", firsts)
+    assert len(forms) == 3 and all(f[0] in firsts for f, _ in forms)
+    rng = random.Random(4)
+    for _ in range(100):
+        pad = "".join(rng.choice("abc xyz") for _ in range(rng.randrange(0, 9)))
+        encoded = base64.b64encode(f"{pad}AKIA".encode("utf-16-le") + b"\x00tail")
+        form, first = forms[(2 * len(pad)) % 3]
+        at = encoded.find(form)
+        assert at >= 0 and (at - first) % 4 == 0

@@ -428,3 +428,11 @@ def test_kubernetes_secret_with_session_token(detector):
     assert fs[TMP].secret.reveal() == SECRET and fs[TMP].session_token.reveal() == TOKEN
     assert fs[KID].secret.reveal() == SECRET2 and not fs[KID].has_session_token
     assert fs[KID].location.line == 9 and fs[TMP].location.line == 3
+
+
+@pytest.mark.parametrize("pad", ["", "x", "xy"])
+def test_powershell_encoded_command(detector, pad):
+    script = f"{pad}$env:AWS_ACCESS_KEY_ID='{KID}'; $env:AWS_SECRET_ACCESS_KEY='{SECRET}'; aws s3 ls"
+    encoded = base64.b64encode(script.encode("utf-16-le")).decode()
+    f = only(scan(detector, f"powershell.exe -NoProfile -EncodedCommand {encoded}\n"))
+    assert f.key_id == KID and f.secret.reveal() == SECRET and f.location.line == 1

@@ -35,6 +35,23 @@ def base64_forms(keyword: bytes) -> list[tuple[bytes, int]]:
     return forms
 
 
+def base64_utf16_forms(keyword: bytes, first_bytes: frozenset[int]) -> list[tuple[bytes, int]]:
+    """Base64 forms of the keyword as UTF-16LE text (PowerShell ``-EncodedCommand``), one per alignment.
+
+    For each alignment the form is taken from the shortest suffix of the UTF-16 text whose base64 starts with
+    one of ``first_bytes`` (the prefilter's existing first bytes), so these forms add no prefilter pass.
+    """
+    text = keyword.decode("ascii").encode("utf-16-le")
+    forms = []
+    for align in range(3):
+        for start in range(len(text) - 4):
+            form, first = base64_forms(text[start:])[(align + start) % 3]
+            if form[0] in first_bytes and len(form) >= 6:
+                forms.append((form, first))
+                break
+    return forms
+
+
 def utf16_form(keyword: bytes) -> bytes:
     """The keyword as UTF-16 minus the trailing NUL: matches both little- and big-endian text."""
     return keyword.decode("ascii").encode("utf-16-le")[:-1]
