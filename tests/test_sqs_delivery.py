@@ -361,3 +361,11 @@ def test_unwritable_state_directory_is_a_clear_error(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(DeliveryError, match="spool"):
         _reporter(blocker, "http://127.0.0.1:1/123456789012/q")
+
+
+@pytest.mark.parametrize("attrs", [{"SqsManagedSseEnabled": "true"}, {"KmsMasterKeyId": "alias/aws/sqs"}])
+def test_encrypted_queues_need_nothing_extra(moto_server, tmp_path, attrs):
+    url = make_client("sqs", region="us-east-1").create_queue(QueueName="sse", Attributes=attrs)["QueueUrl"]
+    findings, _ = planted_findings(2, fingerprinter=FP, verification=LIVE)
+    assert _reporter(tmp_path, url).report(findings).sent == 3
+    assert len(_drain(url)) == 3
