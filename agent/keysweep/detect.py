@@ -1,9 +1,9 @@
 """Bytes in, findings out: key ids, the secrets and session tokens paired with them, keyed fingerprints.
 
-Hot path: one compiled alternation of every keyword form (raw, UTF-16, base64 at three alignments) runs over
-the whole buffer in C; a buffer without a hit costs exactly that one pass. Only where it hits do the key-id
-regex, the decoders and the pairing run, and the 40-character secret pattern is searched only in a window
-around each key id.
+Hot path: every keyword form (raw, UTF-16, base64 at three alignments) is looked for by one compiled pattern
+per distinct first byte (four C-level passes, each behind a literal byte; three when the buffer holds no NUL);
+a buffer without a hit costs exactly that. Only from a hit do the key-id regex, the decoders and the pairing
+run, and the 40-character secret pattern is searched only in a window around each key id.
 
 Pairing (``Finding.pairing``), best first, each secret used by at most one id:
   ``same-line``  the secret is on the id's line (CSV exports, JSON, URLs, ``key:secret``);
@@ -35,7 +35,7 @@ TOKEN_MAX = 4096  # a session token may run this far past the pair window
 _NAME_LOOKBACK = 120  # how far before a value on its line a secret-looking name may sit
 _MAX_DEPTH = 2  # base64 inside base64 inside the file, no deeper
 _ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
-_SECRET_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+%")
+_VALUE_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+%")  # secrets, tokens
 _SECRET_RUN_RE = re.compile(rb"[A-Za-z0-9/+%]{40,160}")
 _SECRET_RUN_ESC_RE = re.compile(rb"(?:[A-Za-z0-9/+%]|\\/){40,240}")  # JSON that escapes '/' as '\/'
 _SECRET_RE = re.compile(rb"[A-Za-z0-9/+]{40}\Z")
@@ -47,7 +47,6 @@ _TOKEN_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]){100,}(?:=|%3[Dd]){0,2}")
 _TOKEN_ESC_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]|\\/){100,}(?:=|%3[Dd]){0,2}")
 _NEWLINE_RE = re.compile(rb"\n")
 _MAX_CHOICES = 4  # candidates kept per id for the one-to-one assignment (bounds work in dense files)
-_TOKEN_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+%")
 
 
 @dataclass
@@ -351,7 +350,7 @@ class Detector:
         run_re = _SECRET_RUN_ESC_RE if view.find(b"\\/", lo, hi) >= 0 else _SECRET_RUN_RE
         for m in run_re.finditer(view, lo, hi):
             s, e = m.span()
-            if (s and view[s - 1] in _SECRET_CHARS) or (e < len(view) and view[e] in _SECRET_CHARS):
+            if (s and view[s - 1] in _VALUE_CHARS) or (e < len(view) and view[e] in _VALUE_CHARS):
                 continue  # part of a longer run
             if e < len(view) and view[e] == 0x3D:  # '=': the tail of a base64 blob
                 continue
@@ -370,7 +369,7 @@ class Detector:
         token_re = _TOKEN_ESC_RE if view.find(b"\\/", lo, hi) >= 0 else _TOKEN_RE
         for m in token_re.finditer(view, lo, hi):
             s = m.start()
-            if s and view[s - 1] in _TOKEN_CHARS:
+            if s and view[s - 1] in _VALUE_CHARS:
                 continue
             value = _unescape(m.group())
             if self._named(view, s, self._token_names) or value.startswith(self._token_prefixes):
