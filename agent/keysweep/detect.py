@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from keysweep import decode, keyid
 from keysweep.fingerprint import Fingerprinter, redact
 from keysweep.models import Finding, Location, Secret
-from keysweep.ruleset import Rule, Ruleset
+from keysweep.ruleset import Rule, Ruleset, most_severe
 
 DEFAULT_PAIR_WINDOW = 4096
 UNNAMED_MAX_LINES = 10
@@ -201,7 +201,7 @@ class Detector:
         fp = self.fingerprinter
         severity = self._severity.get(rule, "high")
         if secret is not None:
-            severity = _max_severity(severity, self._secret_rule.severity)
+            severity = most_severe(severity, self._secret_rule.severity)
         return Finding(
             rule=rule,
             key_id=key_id,
@@ -505,13 +505,6 @@ def _plausible_unnamed(value: str) -> bool:
 _UPPER_RE = re.compile("[A-Z]")
 _LOWER_RE = re.compile("[a-z]")
 _DIGIT_OR_SIGN_RE = re.compile("[0-9/+]")
-_SEVERITY_ORDER = {"info": 0, "low": 1, "medium": 2, "high": 3, "critical": 4}
-
-
-def _max_severity(a: str, b: str) -> str:
-    return a if _SEVERITY_ORDER.get(a, 0) >= _SEVERITY_ORDER.get(b, 0) else b
-
-
 def _rank(h: _Hit) -> tuple[bool, bool, bool]:
     return (h.secret is not None, h.token is not None, h.encoding is None)
 

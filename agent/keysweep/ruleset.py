@@ -19,7 +19,12 @@ import yaml
 from keysweep.errors import RuleError
 
 KINDS = ("key-id", "secret", "session-token")
-SEVERITIES = ("critical", "high", "medium", "low", "info")
+SEVERITIES = ("critical", "high", "medium", "low", "info")  # most severe first
+
+
+def most_severe(*severities: str) -> str:
+    """The most severe of the given severities (unknown names rank below ``info``)."""
+    return min(severities, key=lambda s: SEVERITIES.index(s) if s in SEVERITIES else len(SEVERITIES))
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 _RULE_FIELDS = {
     "id", "kind", "description", "severity", "regex", "keywords", "names", "prefixes", "examples", "negative_examples",

@@ -15,7 +15,7 @@ from urllib.parse import quote
 from keysweep import __version__
 from keysweep.errors import RuleError
 from keysweep.models import Finding, Location
-from keysweep.ruleset import load_ruleset
+from keysweep.ruleset import load_ruleset, most_severe
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -29,14 +29,14 @@ def to_sarif(findings: Sequence[Finding], *, summary: Mapping[str, Any] | None =
     index = {rid: i for i, rid in enumerate(rule_ids)}
     rules = []
     for rid in rule_ids:
-        severity = max((f.severity for f in findings if f.rule == rid), key=lambda s: float(_SECURITY_SEVERITY[s]))
+        severity = most_severe(*(f.severity for f in findings if f.rule == rid))
         rules.append(
             {
                 "id": rid,
                 "name": "".join(p.capitalize() for p in rid.split("-")),
                 "shortDescription": {"text": descriptions.get(rid, rid)},
                 "defaultConfiguration": {"level": _LEVEL.get(severity, "warning")},
-                "properties": {"tags": ["security", "secret", "aws"], "security-severity": _SECURITY_SEVERITY[severity]},
+                "properties": {"tags": ["security", "secret", "aws"], "security-severity": _SECURITY_SEVERITY.get(severity, "5.0")},
             }
         )
     run: dict[str, Any] = {
