@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from keysweep.sources.aws_files import AwsFile
 
 SOURCES = ("files", "processes", "aws-files")
-_BATCH_FILES = 64
+_BATCH_FILES = 128
 _BATCH_BYTES = 16 * 1024 * 1024
 _PROGRESS_EVERY = 0.25
 
@@ -183,8 +183,8 @@ def _order(f: Finding) -> tuple[Any, ...]:
 # --- the files walk -----------------------------------------------------------------------------------------
 
 _Exported = tuple[Finding, str | None, str | None]
-_Item = tuple[str, os.stat_result]
-_Outcome = tuple[str, os.stat_result, list[_Exported] | None]
+_Item = tuple[str, os.stat_result | None]  # the lstat only when a FileCache needs it
+_Outcome = tuple[str, os.stat_result | None, list[_Exported] | None]
 
 
 def _export(f: Finding) -> _Exported:
@@ -251,15 +251,14 @@ class _FilesScan:
 
     def _candidates(self, handled: set[tuple[int, int]]) -> Iterator[_Item]:
         opts = self.options
-        ignored = None if self.detector.include_examples else self.detector.ruleset.is_ignored_path
-        for path, st in filesystem.iter_files(opts, self.stats, skip_ids=handled, should_stop=self.stop):
-            if st.st_size > opts.max_file_size:
+        walk = filesystem.iter_files(
+            opts, self.stats, skip_ids=handled, should_stop=self.stop, file_stat=self.cache is not None
+        )
+        for path, st in walk:
+            if st is not None and st.st_size > opts.max_file_size:
                 self.stats.skipped["too-large"] += 1
                 continue
-            if ignored is not None and ignored(filesystem.display_path(path, opts.path_prefix)):
-                self.stats.skipped["ignored-path"] += 1
-                continue
-            if self.cache is not None:
+            if self.cache is not None and st is not None:
                 cached = self.cache.lookup(path, st)
                 if cached is not None:
                     self.stats.files_cached += 1
@@ -269,12 +268,12 @@ class _FilesScan:
             yield path, st
             self._tick()
 
-    def _done(self, path: str, st: os.stat_result, found: list[Finding] | None) -> None:
+    def _done(self, path: str, st: os.stat_result | None, found: list[Finding] | None) -> None:
         if found is None:
             return
         self.findings += found
         self.stats.findings_by_source["files"] += len(found)
-        if self.cache is not None:
+        if self.cache is not None and st is not None:
             self.cache.store(path, st, found)
 
     def _tick(self) -> None:
@@ -291,7 +290,7 @@ def _batches(items: Iterator[_Item]) -> Iterator[list[_Item]]:
     size = 0
     for item in items:
         batch.append(item)
-        size += item[1].st_size
+        size += item[1].st_size if item[1] is not None else 0
         if len(batch) >= _BATCH_FILES or size >= _BATCH_BYTES:
             yield batch
             batch, size = [], 0

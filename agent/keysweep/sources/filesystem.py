@@ -92,11 +92,13 @@ def iter_files(
     mounts: MountTable | None = None,
     skip_ids: set[tuple[int, int]] | None = None,
     should_stop: Callable[[], bool] | None = None,
-) -> Iterator[tuple[str, os.stat_result]]:
-    """Yield ``(path, lstat)`` for every regular file to read under the options' paths (or roots)."""
+    file_stat: bool = False,
+) -> Iterator[tuple[str, os.stat_result | None]]:
+    """Yield ``(path, lstat)`` for every regular file to read under the options' paths (or roots); the lstat
+    is None unless ``file_stat`` asks for it (the type then comes from the directory entry)."""
     mounts = mounts if mounts is not None else MountTable.current()
     prefix = options.path_prefix
-    walker = _Walker(options, stats, mounts, skip_ids or set(), should_stop)
+    walker = _Walker(options, stats, mounts, skip_ids or set(), should_stop, file_stat)
     starts = list(options.paths) if options.paths else [_prefixed(r, prefix) for r in options.roots]
     for start in starts:
         start = os.path.abspath(start)
@@ -164,8 +166,10 @@ class _Walker:
         mounts: MountTable,
         skip_ids: set[tuple[int, int]],
         should_stop: Callable[[], bool] | None,
+        file_stat: bool,
     ) -> None:
         self.options = options
+        self.file_stat = file_stat or options.same_filesystem
         self.stats = stats
         self.mounts = mounts
         self.skip_ids = skip_ids
@@ -174,18 +178,18 @@ class _Walker:
         self.seen_dirs: set[tuple[int, int]] = set()
         self.pseudo_paths = {_prefixed(p, options.path_prefix) for p in PSEUDO_PATHS}
 
-    def walk(self, root: str, root_st: os.stat_result) -> Iterator[tuple[str, os.stat_result]]:
+    def walk(self, root: str, root_st: os.stat_result) -> Iterator[tuple[str, os.stat_result | None]]:
         ident = (root_st.st_dev, root_st.st_ino)
         if ident in self.seen_dirs:
             return
         self.seen_dirs.add(ident)
         self.root_dev = root_st.st_dev
-        stack = [root]
+        stack = [(root, root_st.st_dev)]
         first = True
         while stack:
             if self.should_stop is not None and self.should_stop():
                 return
-            d = stack.pop()
+            d, dev = stack.pop()
             try:
                 # a root the user named may itself be a symlink; nothing below it is followed
                 dir_fd = _open_dir(d, follow=first or self.options.follow_symlinks)
@@ -195,11 +199,13 @@ class _Walker:
             finally:
                 first = False
             try:
-                yield from self._entries(d, dir_fd, stack)
+                yield from self._entries(d, dev, dir_fd, stack)
             finally:
                 os.close(dir_fd)
 
-    def _entries(self, d: str, dir_fd: int, stack: list[str]) -> Iterator[tuple[str, os.stat_result]]:
+    def _entries(
+        self, d: str, dir_dev: int, dir_fd: int, stack: list[tuple[str, int]]
+    ) -> Iterator[tuple[str, os.stat_result | None]]:
         options, stats = self.options, self.stats
         prefix = options.path_prefix
         in_sdk_cache = _is_sdk_cache_dir(d)
@@ -215,6 +221,16 @@ class _Walker:
                     break
                 path = base + entry.name
                 try:
+                    # the entry's type from the directory (an lstat when the filesystem does not say): a regular
+                    # file needs no stat here, the reader fstats what it opened
+                    if not self.file_stat and entry.is_file(follow_symlinks=False):
+                        if self.excl.excluded(path, prefix):
+                            stats.skipped["excluded"] += 1
+                        elif in_sdk_cache:
+                            stats.skipped["host-role-credentials"] += 1
+                        elif not self.skip_ids or (dir_dev, entry.inode()) not in self.skip_ids:
+                            yield path, None
+                        continue
                     st = entry.stat(follow_symlinks=False)
                 except OSError as exc:
                     os_error_skip(exc).count(stats)
@@ -241,12 +257,14 @@ class _Walker:
                         stats.skipped[reason] += 1
                         continue
                     self.seen_dirs.add((st.st_dev, st.st_ino))
-                    stack.append(path)
+                    stack.append((path, st.st_dev))
                 elif stat.S_ISREG(mode):
                     if in_sdk_cache:
                         stats.skipped["host-role-credentials"] += 1
                     elif (st.st_dev, st.st_ino) in self.skip_ids:
                         continue  # already read by the aws-files source
+                    elif options.same_filesystem and st.st_dev != self.root_dev:
+                        stats.skipped["other-filesystem"] += 1  # a file bind-mounted from elsewhere
                     else:
                         yield path, st
                 elif stat.S_ISFIFO(mode):
@@ -320,21 +338,22 @@ class _FileReader:
     buffer larger than the file), optionally only the data extents of a sparse file (holes are zeros and hold
     no key; offsets then count data bytes only)."""
 
-    def __init__(self, fd: int, size: int, *, sparse: bool = False) -> None:
+    def __init__(self, fd: int, size: int, *, limit: int, sparse: bool = False) -> None:
         self.fd = fd
         self.bytes = 0
         self._size = size
+        self._limit = limit  # a file still growing is read no further than the size cap
         self._eof = False
         self._extents = _data_extents(fd, size) if sparse else None
         self._extent_end = 0
 
     def read(self, n: int) -> bytes:
-        if self._eof:
+        if self._eof or self.bytes >= self._limit:
             return b""
         if self._extents is not None:
             return self._read_sparse(n)
-        # a regular file returns short only at EOF; one byte more than expected detects growth
-        want = min(n, max(self._size - self.bytes + 1, 1))
+        # a regular file returns short only at EOF; one byte more than its size tells whether it grew
+        want = min(n, self._size - self.bytes + 1) if self.bytes <= self._size else n
         data = os.read(self.fd, want)
         self.bytes += len(data)
         if len(data) < want:
@@ -379,13 +398,27 @@ def _is_sparse(st: os.stat_result) -> bool:
     return _SEEK_DATA is not None and st.st_size > CHUNK_SIZE and st.st_blocks * 512 < st.st_size // 2
 
 
+def _scan_archive(
+    fd: int, kind: str, shown: str, size: int, detector: Detector, options: ScanOptions, stats: ScanStats
+) -> list[Finding] | None:
+    os.lseek(fd, 0, os.SEEK_SET)
+    with os.fdopen(os.dup(fd), "rb") as fh:
+        found = archives.scan_archive(fh, kind, shown, size, detector, options, stats)
+    if found is not None:
+        stats.files_scanned += 1
+    return found
+
+
 def scan_file(
-    path: str, st: os.stat_result, detector: Detector, options: ScanOptions, stats: ScanStats
+    path: str, st: os.stat_result | None, detector: Detector, options: ScanOptions, stats: ScanStats
 ) -> list[Finding] | None:
     """Scan one regular file (archives are opened, ~/.aws files parsed per profile).
 
     None when the file was not read (the reason is counted in ``stats``; nothing is raised)."""
     shown = display_path(path, options.path_prefix)
+    if not detector.include_examples and detector.ruleset.is_ignored_path(shown):
+        stats.skipped["ignored-path"] += 1  # vendored SDK example data (rules/ignore.yaml)
+        return None
     try:
         fd, fst = open_regular(path, follow=options.follow_symlinks)
     except Skip as skip:
@@ -401,24 +434,36 @@ def scan_file(
             stats.files_scanned += 1
             stats.bytes_scanned += len(data)
             return aws_files.scan_aws_text(data, shown, aws_kind, detector, stats)
-        sparse = _is_sparse(fst)
-        reader = _FileReader(fd, fst.st_size, sparse=sparse)
-        read = reader.read
-        if options.archive_max_depth > 0 and not sparse and fst.st_size >= 4:
-            head = reader.read(CHUNK_SIZE)
+        location = Location(kind="file", path=shown)
+        size = fst.st_size
+        if _is_sparse(fst):
+            reader = _FileReader(fd, size, limit=options.max_file_size, sparse=True)
+            findings = detector.scan_stream(reader.read, location=location, chunk_size=CHUNK_SIZE)
+            stats.files_scanned += 1
+            stats.bytes_scanned += reader.bytes
+            return findings
+        # one read holds a file up to CHUNK_SIZE (one byte more than its size tells whether it grew)
+        want = min(size + 1, CHUNK_SIZE) if size else 65536
+        head = os.read(fd, want)
+        if options.archive_max_depth > 0 and len(head) >= 4:
             kind = archives.sniff(head)
             if kind is not None:
-                os.lseek(fd, 0, os.SEEK_SET)
-                with os.fdopen(os.dup(fd), "rb") as fh:
-                    found = archives.scan_archive(fh, kind, shown, fst.st_size, detector, options, stats)
+                found = _scan_archive(fd, kind, shown, size, detector, options, stats)
                 if found is not None:
-                    stats.files_scanned += 1
                     return found
-                os.lseek(fd, len(head), os.SEEK_SET)  # not an archive after all: its bytes as they are
-            read = archives.Prefixed(head, reader).read
-        findings = detector.scan_stream(read, location=Location(kind="file", path=shown), chunk_size=CHUNK_SIZE)
+        if len(head) < want:  # the whole file
+            findings = detector.scan(head, location=location)
+            nbytes = len(head)
+        else:
+            reader = _FileReader(fd, size, limit=options.max_file_size)
+            os.lseek(fd, len(head), os.SEEK_SET)
+            reader.bytes = len(head)
+            findings = detector.scan_stream(
+                archives.Prefixed(head, reader).read, location=location, chunk_size=CHUNK_SIZE
+            )
+            nbytes = reader.bytes
         stats.files_scanned += 1
-        stats.bytes_scanned += reader.bytes
+        stats.bytes_scanned += nbytes
         return findings
     except OSError as exc:
         os_error_skip(exc).count(stats)
