@@ -30,6 +30,7 @@ _RULE_FIELDS = {
     "id", "kind", "description", "severity", "regex", "keywords", "names", "prefixes", "examples", "negative_examples",
 }
 _IGNORE_FIELDS = {"paths", "example_key_ids", "example_secrets"}
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster to start
 _NOT_RULES = frozenset({"canary-accounts.yaml"})  # other data shipped in the same package (verification's)
 
 
@@ -122,7 +123,7 @@ def load_files(files: Sequence[Path]) -> Ruleset:
             raise RuleError(f"{path}: cannot read ({exc.strerror})") from None
         digest.update(path.name.encode() + b"\0" + raw + b"\0")
         try:
-            doc = yaml.safe_load(raw)
+            doc = yaml.load(raw, Loader=_YAML_LOADER)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
