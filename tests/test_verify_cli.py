@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 from keysweep import __version__
 
 from tests.support.moto_server import MotoServer
-from tests.support.sts_stub import Reply, running_stub
+from tests.support.sts_stub import Reply, running_stub, sts_error
 from tests.support.verify_findings import (
     CANARY_KEY,
     CANARY_SECRET,
@@ -84,6 +86,8 @@ def test_scan_verify_end_to_end_then_cached(emulator: Emulator, tmp_path: Path):
 
     sent = emulator.proxy.snapshot()
     assert requests_after_first == len(sent) > 0  # the second run asked nothing
+    assert f"({len(sent)} STS calls)" in first.stderr and "live 1" in first.stderr
+    assert "(0 STS calls)" in second.stderr
     for r in sent:
         assert f"keysweep/{__version__}" in r.headers["User-Agent"]
         assert CANARY_KEY not in r.headers.get("Authorization", "")
@@ -143,3 +147,44 @@ def test_endpoint_in_a_scanned_process_environment_is_ignored(emulator: Emulator
     assert mine[0]["verification"]["status"] == "live"
     assert mine[0]["verification"]["arn"].endswith(":user/alice")
     assert emulator.alice.secret not in out.stdout + out.stderr
+
+
+@pytest.mark.timeout(120)
+def test_ctrl_c_during_verification_still_reports_every_finding(tmp_path: Path):
+    keys = [f"AKIAQQQQRRRRSSSSTT{c}2" for c in "ABCDEF"]
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    for i, key in enumerate(keys):
+        (tree / f"k{i}.env").write_text(f"AWS_ACCESS_KEY_ID={key}\nAWS_SECRET_ACCESS_KEY={MADE_UP_SECRET}\n")
+    config = tmp_path / "agent.yaml"
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nverify:\n  max_concurrency: 1\n  same_key_spacing: 0\n")
+    with running_stub(Reply(403, sts_error("InvalidClientTokenId").body, delay=0.4)) as stub:
+        env = dict(os.environ, AWS_ENDPOINT_URL_STS=stub.endpoint)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "keysweep",
+                "scan",
+                "--verify",
+                "--format",
+                "json",
+                "--config",
+                str(config),
+                str(tree),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        while stub.count < 1 and proc.poll() is None:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+        asked = stub.count
+    assert proc.returncode == 1, stderr
+    statuses = {r["key_id"]: r["verification"] for r in records(stdout)}
+    assert set(statuses) == set(keys)
+    assert asked < len(keys)
+    assert {v["reason"] for v in statuses.values() if v["status"] == "unknown"} == {"interrupted"}

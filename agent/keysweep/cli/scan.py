@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -193,7 +194,14 @@ def _verify(findings: list[Finding], cfg: Any, state_dir: Path | None, fingerpri
 
     config = cfg.verify if cfg is not None and cfg.verify is not None else VerifyConfig()
     config = dataclasses.replace(config, enabled=True)  # --verify turns verification on for this scan
-    return Verifier(config, state_dir=state_dir, fingerprinter=fingerprinter).verify_all(findings)
+    verifier = Verifier(config, state_dir=state_dir, fingerprinter=fingerprinter)
+    stopping = _StopFlag()  # Ctrl-C: keys not yet checked are reported as unknown (interrupted)
+    with stopping.installed():
+        verified = verifier.verify_all(findings, should_stop=stopping)
+    counts = Counter(f.verification.status for f in verified if f.verification is not None)
+    if counts:
+        print(f"keysweep: verification: {_counts(counts)} ({verifier.calls} STS calls)", file=sys.stderr)
+    return verified
 
 
 def _send_to_queue(
