@@ -140,3 +140,36 @@ def test_cli_json_report_matches_the_library(tree: HostTree) -> None:
     assert got == tree.expected()
     assert doc["summary"]["files_scanned"] >= 20
     assert "scanned" in proc.stderr and "ignored-path 1" in proc.stderr
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_should_stop_ends_the_walk_early_and_keeps_what_was_found(tmp_path: Path, workers: int) -> None:
+    from keysweep.scan import ScanOptions, run_scan
+
+    for i in range(400):
+        d = tmp_path / f"d{i:03d}"
+        d.mkdir()
+        (d / "a.txt").write_text("nothing\n")
+    asked = 0
+
+    def stop() -> bool:
+        nonlocal asked
+        asked += 1
+        return asked > 50
+
+    result = run_scan(ScanOptions(paths=(str(tmp_path),), sources=("files",), workers=workers), make_detector(),
+                      should_stop=stop)
+    assert result.stats.interrupted
+    assert 0 < result.stats.files_scanned < 400
+
+
+@pytest.mark.timeout(60)
+def test_progress_reports_growing_counts(tree: HostTree) -> None:
+    from keysweep.scan import ScanOptions, run_scan
+
+    seen: list[tuple[int, int]] = []
+    result = run_scan(ScanOptions(paths=(str(tree.root),), sources=("files",), workers=2), make_detector(),
+                      progress=lambda s: seen.append((s.files_scanned, s.bytes_scanned)))
+    assert seen and seen[-1] == (result.stats.files_scanned, result.stats.bytes_scanned)
+    assert seen == sorted(seen)

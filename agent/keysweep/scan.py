@@ -72,7 +72,12 @@ class ScanOptions:
 
     @property
     def worker_count(self) -> int:
-        return self.workers or (os.cpu_count() or 1)
+        if self.workers:
+            return self.workers
+        try:
+            return len(os.sched_getaffinity(0))  # the CPUs this process may use (containers, taskset)
+        except (AttributeError, OSError):
+            return os.cpu_count() or 1
 
 
 def _counter() -> Counter[str]:
