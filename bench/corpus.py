@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support.hosttree import Planted, Keys, build_host_tree  # noqa: E402
+from tests.support.hosttree import Keys, Planted, build_host_tree  # noqa: E402
 
 BIG_LOG_SHARE = 200 / 1024  # the single-line log is 200 MB of a 1 GiB corpus
 _WORDS = (
