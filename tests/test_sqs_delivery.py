@@ -369,3 +369,25 @@ def test_encrypted_queues_need_nothing_extra(moto_server, tmp_path, attrs):
     findings, _ = planted_findings(2, fingerprinter=FP, verification=LIVE)
     assert _reporter(tmp_path, url).report(findings).sent == 3
     assert len(_drain(url)) == 3
+
+
+def test_damaged_spool_files_are_set_aside_and_the_rest_delivered(moto_server, tmp_path):
+    url = _queue()
+    findings, _ = planted_findings(2, fingerprinter=FP, verification=LIVE)
+    rep = _reporter(tmp_path, url, flush_timeout=0.3)
+    spool_dir = tmp_path / "state" / "spool"  # another process's spool files, damaged
+    (spool_dir / "00000000000000000001-f-1-1-broken.msg").write_text("[1, 2]")
+    (spool_dir / "00000000000000000002-f-1-2-halfjson.msg").write_text('{"schema_version": 1,')
+    result = rep.report(findings)
+    assert (result.sent, result.pending) == (3, 0)
+    assert sorted(p.name for p in (spool_dir / "corrupt").iterdir()) == [
+        "00000000000000000001-f-1-1-broken.msg", "00000000000000000002-f-1-2-halfjson.msg"]
+    assert rep.spool.status().corrupt == 2
+    assert len(_drain(url)) == 3
+
+
+def test_scan_rejects_a_malformed_queue_url(tmp_path):
+    (tmp_path / "f.txt").write_text("nothing here\n")
+    proc = _keysweep("scan", str(tmp_path / "f.txt"), "--queue-url", "not-a-queue", "--state-dir",
+                     str(tmp_path / "s"), env=dict(os.environ))
+    assert proc.returncode == 2 and "--queue-url" in proc.stderr

@@ -414,7 +414,9 @@ class Reporter:
             try:
                 msg = json.loads(body)
             except ValueError:
-                self.spool.quarantine(e, "not JSON")
+                msg = None
+            if not isinstance(msg, dict) or not isinstance(msg.get("message_id"), str):
+                self.spool.quarantine(e, "not a keysweep message")
                 continue
             entry = self._entry(len(batch), body, msg)
             n = entry_size(body, entry["MessageAttributes"])
