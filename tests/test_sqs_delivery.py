@@ -202,13 +202,16 @@ def test_failed_entries_in_a_200_answer_are_retried(moto_server, tmp_path, monke
     assert per_finding.pop(None) == 1 and set(per_finding.values()) == {1} and len(per_finding) == 6
 
 
-def test_queue_down_for_whole_sweeps_then_back_delivers_everything_once(moto_server, tmp_path, monkeypatch):
+def test_queue_down_for_whole_sweeps_then_back_delivers_everything_once(moto_server, tmp_path, monkeypatch, caplog):
     url = _queue()
     findings, planted = planted_findings(15, fingerprinter=FP, verification=LIVE)
     monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", closed_endpoint())
     down = _reporter(tmp_path, url, flush_timeout=0.5, backoff_base=0.05)
-    r1 = down.report(findings, Stats())
-    r2 = down.report(findings, Stats())  # a second sweep while still down: nothing is spooled twice
+    with caplog.at_level(logging.DEBUG):
+        r1 = down.report(findings, Stats())
+        r2 = down.report(findings, Stats())  # a second sweep while still down: nothing is spooled twice
+    assert any("unreachable" in r.getMessage() for r in caplog.records)
+    _assert_no_secret_anywhere(planted, caplog.text, repr(r1), repr(r2))
     assert (r1.sent, r1.spooled, r1.pending) == (0, 16, 16)
     assert r1.queue_reachable is False and any("unreachable" in e for e in r1.errors)
     assert (r2.spooled, r2.unchanged, r2.pending) == (1, 15, 17)
