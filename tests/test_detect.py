@@ -180,13 +180,14 @@ def test_min_and_max_offset(detector):
     assert [f.key_id for f in scan(detector, text, max_offset=second)] == [KID]
 
 
-@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16-be", "utf-16"])
-def test_utf16_text(detector, encoding):
+@pytest.mark.parametrize(("encoding", "label"), [("utf-16-le", "utf-16le"), ("utf-16-be", "utf-16be"), ("utf-16", "utf-16le")])
+@pytest.mark.parametrize("base_offset", [0, 2, 1000, 4096])
+def test_utf16_text(detector, encoding, label, base_offset):
     text = f"first line\r\n[default]\r\naws_access_key_id = {KID}\r\naws_secret_access_key = {SECRET}\r\n"
-    f = only(scan(detector, text.encode(encoding)))
+    f = only(scan(detector, text.encode(encoding), base_offset=base_offset))
     assert f.key_id == KID and f.secret.reveal() == SECRET
     assert f.location.line == 3
-    assert f.location.encoding in ("utf-16le", "utf-16be")
+    assert f.location.encoding == label
 
 
 def test_utf16_many_keys_each_once(detector):

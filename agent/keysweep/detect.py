@@ -136,7 +136,7 @@ class Detector:
         Ids at absolute offsets below ``min_offset`` (already reported from the previous chunk) or at or above
         ``max_offset`` (left for the next chunk) are dropped. Line numbers are 1-based.
         """
-        hits = self._scan_view(buf, None, 0)
+        hits = self._scan_view(buf, None, 0, base_offset)
         if not hits:
             return []
         lo, hi = min_offset - base_offset, None if max_offset is None else max_offset - base_offset
@@ -228,10 +228,10 @@ class Detector:
 
     # -- views ----------------------------------------------------------------------------------------------
 
-    def _scan_view(self, view: bytes, encoding: str | None, depth: int) -> list[_Hit]:
+    def _scan_view(self, view: bytes, encoding: str | None, depth: int, origin: int = 0) -> list[_Hit]:
         """Ids in ``view`` (the buffer itself or a decoded slice of it), paired within the view; positions
-        are in ``view``. The prefilter passes are the only work over the whole view: every other step starts
-        from one of their hits."""
+        are in ``view``, whose first byte is at ``origin`` of its stream (for the UTF-16 byte order). The
+        prefilter passes are the only work over the whole view: every other step starts from one of their hits."""
         ids: list[_Hit] = []
         utf16_hits: list[int] = []
         b64_hits: list[tuple[int, int]] = []
@@ -258,16 +258,17 @@ class Detector:
             self._pair(view, ids)
         if depth < _MAX_DEPTH:
             if utf16_hits:
-                ids += self._scan_utf16(view, utf16_hits, depth)
+                ids += self._scan_utf16(view, utf16_hits, depth, origin)
             if b64_hits:
                 ids += self._scan_base64(view, sorted(b64_hits), depth)
         return ids
 
-    def _scan_utf16(self, view: bytes, hits: list[int], depth: int) -> list[_Hit]:
+    def _scan_utf16(self, view: bytes, hits: list[int], depth: int, origin: int) -> list[_Hit]:
         radius = 2 * (self.pair_window + TOKEN_MAX)
         out: list[_Hit] = []
         for lo, hi in decode.utf16_regions(hits, len(view), radius):
-            enc = "utf-16le" if lo % 2 == 0 else "utf-16be"
+            # ASCII in UTF-16LE has its character at even stream offsets, in big-endian at odd ones
+            enc = "utf-16le" if (origin + lo) % 2 == 0 else "utf-16be"
             for h in self._scan_view(decode.decode_utf16(view, lo, hi), enc, depth + 1):
                 h.pos = lo + 2 * h.pos
                 out.append(h)
