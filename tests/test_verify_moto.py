@@ -272,3 +272,15 @@ def test_a_stray_profile_only_stops_the_account_look_up(emulator: Emulator, monk
     assert [f.verification.status for f in out] == ["invalid", "invalid"]  # … verification itself is unaffected
     assert all(f.verification.account is None for f in out)
     assert len(emulator.proxy.snapshot()) == 2
+
+
+@pytest.mark.timeout(60)
+def test_a_copy_of_a_honey_token_elsewhere_is_never_sent(emulator: Emulator, tmp_path: Path):
+    decoy = finding(emulator.alice.key_id, emulator.alice.secret, profile="prod-backup")
+    copy = finding(emulator.alice.key_id, emulator.alice.secret, path="/var/backups/home.env")
+    out = run([copy, decoy], state_dir=tmp_path, canary_profiles=("prod-backup",))
+    assert [(f.verification.status, f.verification.reason) for f in out] == [("canary", "canary-profile")] * 2
+    # later runs see only the copy (a watch scan of the backup file; a new process with the same state)
+    (later,) = run([copy], state_dir=tmp_path, canary_profiles=("prod-backup",))
+    assert later.verification.status == "canary"
+    assert emulator.proxy.snapshot() == []

@@ -129,6 +129,7 @@ class VerifyConfig:
             "wrong_secret": self.cache_ttl_wrong_secret,
             "expired": self.cache_ttl_expired,
             "unknown": self.cache_ttl_unknown,
+            "canary": self.cache_ttl_invalid,  # a key id once seen as a honey token, wherever it shows up next
         }
 
     @classmethod
@@ -307,6 +308,7 @@ class Verifier:
         self._agent_sts: Any = None
         self._agent_problem: str | None = None
         self._account_lookups: dict[str, tuple[str | None, str | None]] = {}
+        self._canary_ids: dict[str, str] = {}  # key id -> why it is a honey token
         self.calls = 0  # STS requests made (GetCallerIdentity and GetAccessKeyInfo)
         self._calls_lock = threading.Lock()
 
@@ -329,6 +331,7 @@ class Verifier:
         decided: dict[int, Verification] = {}
         accounts: dict[int, str | None] = {}
         groups: dict[str, list[int]] = {}
+        self._remember_canaries(items)
         for i, f in enumerate(items):
             accounts[i] = f.account_id or keyid.decode_account(f.key_id)
             v = self._offline_gate(f, accounts[i])
@@ -383,8 +386,30 @@ class Verifier:
             return None  # an old key id: its account is looked up only when it is verified
         return self._account_gate(f, account) or cached
 
+    def _remember_canaries(self, items: Iterable[Finding]) -> None:
+        """A honey token recognised by its place (a canary profile) is a canary in every other place too: a copy in
+        a backup file must not be verified, in this run or a later one (a watch scan sees only the copy)."""
+        for f in items:
+            reason = self._gate.reason(f, None)
+            if reason is None or f.key_id in self._canary_ids:
+                continue
+            self._canary_ids[f.key_id] = reason
+            if self._fingerprinter is not None:
+                self._cache.put(self._canary_cache_key(f.key_id), Verification("canary", reason=reason))
+
+    def _canary_cache_key(self, key_id: str) -> str:
+        assert self._fingerprinter is not None
+        return "canary|" + self._fingerprinter.key_fingerprint(key_id, None)
+
+    def _remembered_canary(self, key_id: str) -> str | None:
+        reason = self._canary_ids.get(key_id)
+        if reason is None and self._fingerprinter is not None:
+            cached = self._cache.get(self._canary_cache_key(key_id))
+            reason = cached.reason if cached is not None else None
+        return reason
+
     def _offline_gate(self, f: Finding, account: str | None) -> Verification | None:
-        reason = self._gate.reason(f, account)
+        reason = self._gate.reason(f, account) or self._remembered_canary(f.key_id)
         if reason is not None:
             return Verification("canary", account=account, reason=reason)
         if not self.config.enabled:
