@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 
 step() { printf '\n== ci-packages: %s\n' "$*"; }
+checks=0
+passed() { checks=$((checks + 1)); echo "ok: $*"; }
 fail() { echo "ci-packages: FAIL: $*" >&2; exit 1; }
 
 UNIT=/usr/lib/systemd/system/keysweep.service
@@ -48,19 +50,22 @@ for dir in /var/lib/keysweep /var/cache/keysweep; do
     [ "$(stat -c '%U %a' "$dir")" = "keysweep 700" ] || fail "$dir: $(stat -c '%U %a' "$dir")"
 done
 
+passed "installed: unit, wrapper, conffile (root:keysweep 640), user keysweep, state dirs (keysweep 700)"
+
 step "deb: run the installed keysweep"
 /usr/bin/keysweep --version | grep -x "keysweep $version" >/dev/null || fail "--version"
+passed "keysweep --version"
 mkdir -p "$work/tree/app" "$work/tree/secret"
 printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$KEY_ID" "$SECRET" >"$work/tree/app/credentials"
 printf 'nothing here\n' >"$work/tree/app/README"
 set +e
-/usr/bin/keysweep scan --format json "$work/tree" >"$work/scan.json" 2>"$work/scan.err"
+XDG_STATE_HOME="$work/xdg" /usr/bin/keysweep scan --format json "$work/tree" >"$work/scan.json" 2>"$work/scan.err"
 rc=$?
 set -e
 [ "$rc" = 1 ] || { cat "$work/scan.err" >&2; fail "scan exit code $rc, expected 1 (findings)"; }
 grep -q "$KEY_ID" "$work/scan.json" || fail "scan did not report $KEY_ID"
 ! grep -q "$SECRET" "$work/scan.json" "$work/scan.err" || fail "scan output holds the secret"
-echo "scan: exit 1 with $KEY_ID reported, secret redacted"
+passed "scan: exit 1 with $KEY_ID reported, secret redacted"
 
 # The service runs as keysweep with exactly CAP_DAC_READ_SEARCH + CAP_SYS_PTRACE: that must be enough to read a
 # root-only file, and without them the file is skipped.
@@ -68,7 +73,8 @@ install -d -m 0700 "$work/tree/secret"
 mv "$work/tree/app/credentials" "$work/tree/secret/credentials"
 chmod 0600 "$work/tree/secret/credentials"
 chmod 0755 "$work" "$work/tree"
-as_keysweep=(setpriv --reuid=keysweep --regid=keysweep --clear-groups)
+# HOME as systemd sets it for User=keysweep (the per-installation fingerprint key lives under it)
+as_keysweep=(env HOME=/var/lib/keysweep setpriv --reuid=keysweep --regid=keysweep --clear-groups)
 caps=+dac_read_search,+sys_ptrace
 set +e
 "${as_keysweep[@]}" --inh-caps="$caps" --ambient-caps="$caps" --bounding-set=-all,"$caps" \
@@ -82,25 +88,27 @@ set -e
     { cat "$work/caps.err" >&2; fail "as keysweep with the two capabilities: exit $rc_caps, key not found"; }
 [ "$rc_nocaps" = 0 ] && ! grep -q "$KEY_ID" "$work/nocaps.json" ||
     { cat "$work/nocaps.err" >&2; fail "as keysweep without capabilities: exit $rc_nocaps (expected 0, file unreadable)"; }
-echo "capabilities: root-only file read with the two capabilities, skipped without them"
+passed "capabilities: root-only file read with the two capabilities, skipped without them"
 
 # MemoryDenyWriteExecute=yes: the same refusal of writable+executable memory, through prctl(PR_SET_MDWE)
 # (Linux 6.3+); a scan must still work.
 if /usr/bin/python3.11 -c 'import ctypes, sys; sys.exit(ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0)' 2>/dev/null; then
     set +e
-    /usr/bin/python3.11 -c 'import ctypes, os, sys
+    XDG_STATE_HOME="$work/xdg" /usr/bin/python3.11 -c 'import ctypes, os, sys
 ctypes.CDLL(None).prctl(65, 1, 0, 0, 0)
 os.execv("/usr/bin/keysweep", ["keysweep", *sys.argv[1:]])' scan --format json "$work/tree" >"$work/mdwe.json" 2>"$work/mdwe.err"
     rc=$?
     set -e
     [ "$rc" = 1 ] && grep -q "$KEY_ID" "$work/mdwe.json" || { cat "$work/mdwe.err" >&2; fail "scan under MDWE: exit $rc"; }
-    echo "memory-deny-write-execute: scan works"
+    passed "memory-deny-write-execute: scan works"
 else
     echo "memory-deny-write-execute: kernel has no PR_SET_MDWE, not checked"
 fi
 
 step "deb: hardening score of the installed unit"
-systemd-analyze security --offline=true --threshold=25 "$UNIT" | tail -1
+systemd-analyze security --offline=true --threshold=25 "$UNIT" >"$work/security.txt" ||
+    { cat "$work/security.txt"; fail "systemd-analyze security rates the unit above 2.5"; }
+passed "$(tail -1 "$work/security.txt")"
 
 step "deb: upgrade keeps a changed conffile"
 echo "# changed on this host" >>"$CONF"
@@ -111,7 +119,7 @@ dpkg -i "$deb2"
 [ "$(dpkg-query -W -f='${Version}' keysweep)" = "$version-2" ] || fail "upgrade to $version-2 did not happen"
 [ "$(sha256sum "$CONF")" = "$before" ] || fail "upgrade overwrote $CONF"
 [ "$(stat -c %U /var/lib/keysweep)" = keysweep ] || fail "upgrade lost the state directory's owner"
-echo "upgrade to $version-2 kept $CONF"
+passed "upgrade to $version-2 kept $CONF"
 
 step "deb: remove, then purge"
 touch /var/lib/keysweep/state-marker
@@ -124,7 +132,7 @@ dpkg --purge keysweep
     fail "purge left files behind"
 ! getent passwd keysweep >/dev/null && ! getent group keysweep >/dev/null || fail "purge left the keysweep user"
 ! dpkg-query -W keysweep >/dev/null 2>&1 || fail "package still known to dpkg"
-echo "remove kept configuration/state/user; purge removed them"
+passed "remove kept configuration/state/user; purge removed them"
 
 step "rpm: list, digests, scratch-root install/upgrade/erase"
 rpm_file2=$(ls dist/keysweep-"$version"-2.*.rpm)
@@ -154,10 +162,11 @@ grep -q '^# changed on this host$' "$scratch_root$CONF" || fail "rpm upgrade ove
 in_root -e --nodeps --noscripts keysweep
 [ -f "$scratch_root$CONF.rpmsave" ] && [ ! -e "$scratch_root/opt/keysweep/bin" ] ||
     fail "rpm erase: expected $CONF.rpmsave and the program removed"
-echo "rpm: digests OK, upgrade kept $CONF, erase saved it as .rpmsave"
+passed "rpm: digests OK, upgrade kept $CONF, erase saved it as .rpmsave"
 
 step "Dockerfile: hadolint"
 .venv/bin/hadolint Dockerfile
-echo "hadolint: no findings"
+passed "hadolint: no findings"
 
-step "all package checks passed ($(( $(date +%s) - start ))s)"
+step "done in $(( $(date +%s) - start ))s"
+echo "ci-packages: $checks passed, 0 failed"
