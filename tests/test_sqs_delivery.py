@@ -394,3 +394,15 @@ def test_scan_rejects_a_malformed_queue_url(tmp_path):
     proc = _keysweep("scan", str(tmp_path / "f.txt"), "--queue-url", "not-a-queue", "--state-dir",
                      str(tmp_path / "s"), env=dict(os.environ))
     assert proc.returncode == 2 and "--queue-url" in proc.stderr
+
+
+@pytest.mark.timeout(20)  # flush_timeout is 60 s: retrying a missing-credentials error would hit this bound
+def test_missing_credentials_are_reported_at_once_not_retried(moto_server, tmp_path, monkeypatch):
+    url = _queue()
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    findings, _ = planted_findings(1, fingerprinter=FP, verification=LIVE)
+    result = _reporter(tmp_path, url, flush_timeout=60).report(findings)
+    assert result.sent == 0 and result.pending == 2
+    assert result.queue_reachable is None
+    assert any("NoCredentialsError" in e for e in result.errors)

@@ -456,7 +456,8 @@ class Reporter:
                         if not _is_retryable(exc):
                             errors.append(f"sqs: {type(exc).__name__}: {exc}"[:300])
                             log.error("report: SQS refused the batch (%s); messages stay spooled", exc)
-                            return sent, failed, True, errors
+                            answered = hasattr(exc, "response")  # SQS answered (vs. no credentials, region…)
+                            return sent, failed, True if answered else reachable, errors
                         reachable = False
                         attempt += 1
                         if not self._backoff(attempt, deadline):
