@@ -93,3 +93,22 @@ def test_base64_utf16_forms_appear_in_every_encoding():
         form, first = forms[(2 * len(pad)) % 3]
         at = encoded.find(form)
         assert at >= 0 and (at - first) % 4 == 0
+
+
+def test_wrapped_base64_block():
+    payload = bytes(range(256)) * 3
+    lines = base64.encodebytes(payload).splitlines()
+    buf = b"header: x\n" + b"".join(b"  " + line + b"\n" for line in lines) + b"tail: y\n"
+    pos = buf.index(lines[3])
+    text, text_offs, buf_offs = decode.wrapped_base64(buf, pos + 5)
+    assert base64.b64decode(text) == payload
+    assert text_offs[:2] == [0, 76] and buf[buf_offs[3] : buf_offs[3] + 76] == lines[3]
+
+
+def test_wrapped_base64_rejects_single_and_ragged_lines():
+    single = b"x\n" + base64.b64encode(b"y" * 57) + b"\nnot base64 here\n"
+    assert decode.wrapped_base64(single, 5) is None
+    ragged = b"QUFBQUFB" * 10 + b"\n" + b"QUFB" * 30 + b"\n"
+    assert decode.wrapped_base64(ragged, 5) is None  # a longer line after: not one wrapped blob
+    long_line = b"Q" * 5000 + b"\n" + b"Q" * 5000
+    assert decode.wrapped_base64(long_line, 4000) is None

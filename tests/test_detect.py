@@ -281,7 +281,7 @@ def test_make_finding_for_structured_sources(detector):
     "buf",
     [b"", b"A", b"AKIA", b"AKIA" * 1000, bytes(range(256)) * 64, b"QUtJQ" * 500, b"A\x00K\x00I\x00A\x00" * 300,
      "AKIA€".encode("utf-16-le") * 100, b"\xff\xfe" + b"\x00\xd8" * 1000, b"QUtJQ" * 400_000,
-     b"A\x00K\x00I\x00A\x00" * 250_000, b"AKIA" * 500_000],
+     b"A\x00K\x00I\x00A\x00" * 250_000, b"AKIA" * 500_000, (b"QUtJQ" * 15 + b"A\n") * 30_000],
 )
 @pytest.mark.timeout(20)
 def test_hostile_buffers_do_not_crash(detector, buf):
@@ -437,3 +437,27 @@ def test_powershell_encoded_command(detector, pad):
     encoded = base64.b64encode(script.encode("utf-16-le")).decode()
     f = only(scan(detector, f"powershell.exe -NoProfile -EncodedCommand {encoded}\n"))
     assert f.key_id == KID and f.secret.reveal() == SECRET and f.location.line == 1
+
+
+@pytest.mark.parametrize("indent", ["", "    "])
+@pytest.mark.parametrize("pad", ["", "#" * 37, "#" * 38])
+def test_wrapped_base64_block(detector, indent, pad):
+    filler = "".join(f"# comment line {i} with some words\n" for i in range(12))
+    inner = f"{filler}{pad}\n[default]\naws_access_key_id = {KID}\naws_secret_access_key = {SECRET}\n"
+    wrapped = base64.encodebytes(inner.encode()).decode()  # 76 columns, like the base64 tool
+    assert wrapped.count("\n") > 5
+    text = "user_data: |\n" + "".join(indent + line + "\n" for line in wrapped.splitlines()) + "next: 1\n"
+    f = only(scan(detector, text))
+    assert f.key_id == KID and f.secret.reveal() == SECRET and f.location.encoding == "base64"
+    # the finding points at the wrapped line holding the start of the encoded id
+    assert f.location.line == 2 + ((4 * inner.index(KID)) // 3) // 76
+
+
+def test_wrapped_pem_width_with_two_keys(detector):
+    inner = f"a={KID}\nb={SECRET}\n" + "x" * 300 + f"\nc={KID2}\nd={SECRET2}\n"
+    raw = base64.b64encode(inner.encode()).decode()
+    text = "\n".join(raw[i : i + 64] for i in range(0, len(raw), 64)) + "\n"
+    fs = {f.key_id: f for f in scan(detector, text)}
+    assert set(fs) == {KID, KID2}
+    assert fs[KID].secret.reveal() == SECRET and fs[KID2].secret.reveal() == SECRET2
+    assert fs[KID].location.line < fs[KID2].location.line

@@ -10,9 +10,10 @@ import binascii
 import re
 from collections.abc import Iterable
 
-B64_ALPHABET = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-_B64_SET = frozenset(B64_ALPHABET)
 B64_MAX_RUN = 16 * 1024  # a key hidden in base64 lives in a value or file of modest size; longer runs are cut
+_B64_RUN_RE = re.compile(rb"[A-Za-z0-9+/]+")
+_WRAP_MAX = 1024  # widest wrapped line considered (tools wrap at 64 or 76)
+_WRAP_LINE_RE = re.compile(rb"[ \t]{0,64}([A-Za-z0-9+/]{1,1024}={0,2})[ \t]*\r?(?:\n|\Z)")
 _PERCENT_RE = re.compile(rb"%(2[FfBb]|3[Dd])")
 _PERCENT_MAP = {b"2f": b"/", b"2b": b"+", b"3d": b"="}
 
@@ -59,15 +60,53 @@ def utf16_form(keyword: bytes) -> bytes:
 
 def base64_run(buf: bytes, pos: int) -> tuple[int, int]:
     """The run of base64 characters around ``pos`` (at most B64_MAX_RUN on each side)."""
-    start = pos
-    limit = max(0, pos - B64_MAX_RUN)
-    while start > limit and buf[start - 1] in _B64_SET:
-        start -= 1
-    end = pos
-    limit = min(len(buf), pos + B64_MAX_RUN)
-    while end < limit and buf[end] in _B64_SET:
-        end += 1
-    return start, end
+    ahead = _B64_RUN_RE.match(buf, pos, min(len(buf), pos + B64_MAX_RUN))
+    behind = _B64_RUN_RE.match(buf[max(0, pos - B64_MAX_RUN) : pos][::-1])
+    return pos - (behind.end() if behind else 0), ahead.end() if ahead else pos
+
+
+def wrapped_base64(buf: bytes, pos: int) -> tuple[bytes, list[int], list[int]] | None:
+    """The block of wrapped base64 lines around ``pos`` (the ``base64`` tool's 76 columns, PEM's 64, mail, …;
+    indentation allowed): every line the same length, a multiple of 4, the last one possibly shorter.
+
+    Returns (the lines' text joined, each line's offset in it, each line's offset in ``buf``), or None when
+    ``pos`` is not inside such a block of at least two lines. At most B64_MAX_RUN bytes either side.
+    """
+    floor = max(0, pos - _WRAP_MAX - 70)
+    start = buf.rfind(b"\n", floor, pos) + 1
+    if start == 0 and floor > 0:
+        return None  # a line longer than any wrapping
+    line = _WRAP_LINE_RE.match(buf, start)
+    if line is None or line.end(1) < pos or len(line.group(1)) % 4 or len(line.group(1)) < 16 \
+            or line.group(1).endswith(b"="):
+        return None
+    width = len(line.group(1))
+    lines = [line]
+    lo = start
+    while lo > 0 and pos - lo < B64_MAX_RUN:  # earlier lines of the same width
+        prev_start = buf.rfind(b"\n", max(0, lo - 1 - _WRAP_MAX - 70), lo - 1) + 1
+        m = _WRAP_LINE_RE.match(buf, prev_start)
+        if m is None or m.end() != lo or len(m.group(1)) != width or m.group(1).endswith(b"="):
+            break
+        lines.insert(0, m)
+        lo = prev_start
+    at = line.end()
+    while at - pos < B64_MAX_RUN:  # later lines of the same width, then one shorter last line
+        m = _WRAP_LINE_RE.match(buf, at)
+        if m is None or len(m.group(1)) > width:
+            break
+        lines.append(m)
+        at = m.end()
+        if len(m.group(1)) < width or m.group(1).endswith(b"="):
+            break
+    if len(lines) < 2:
+        return None
+    text_offsets, buf_offsets, n = [], [], 0
+    for m in lines:
+        text_offsets.append(n)
+        buf_offsets.append(m.start(1))
+        n += len(m.group(1))
+    return b"".join(m.group(1) for m in lines), text_offsets, buf_offsets
 
 
 def decode_base64_run(buf: bytes, start: int, end: int, grid: int) -> tuple[int, bytes] | None:

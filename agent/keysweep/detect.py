@@ -277,12 +277,20 @@ class Detector:
     def _scan_base64(self, view: bytes, hits: list[tuple[int, int]], depth: int) -> list[_Hit]:
         out: list[_Hit] = []
         covered = [-1, -1, -1, -1]  # per quantum grid: text decoded so far (keeps long runs linear)
+        wrapped_until = -1
         for h, first in hits:
             grid = (h - first) % 4
-            if h + 32 <= covered[grid]:  # the whole encoded id (<= 28 characters from h) was decoded
+            if h + 32 <= covered[grid] or h < wrapped_until:  # the whole encoded id (<= 28 chars) was decoded
                 continue
             rs, rend = decode.base64_run(view, h)
-            if rend - rs < 26:  # a 20-character id needs at least 26 base64 characters
+            if rend - rs < 26 and (rend == len(view) or view[rend] not in b"\r\n"):
+                continue  # a 20-character id needs at least 26 base64 characters
+            if rend == len(view) or view[rend] in b"\r\n":
+                block = decode.wrapped_base64(view, h)
+                if block is not None:
+                    wrapped_until = self._scan_wrapped(block, h, first, depth, view, out)
+                    continue
+            if rend - rs < 26:
                 continue
             covered[grid] = rend
             decoded = decode.decode_base64_run(view, rs, rend, grid)
@@ -295,6 +303,23 @@ class Detector:
                     self._pair_encoded_siblings(view, hit)
                 out.append(hit)
         return out
+
+    def _scan_wrapped(
+        self, block: tuple[bytes, list[int], list[int]], h: int, first: int, depth: int, view: bytes,
+        out: list[_Hit],
+    ) -> int:
+        """Decode a block of wrapped base64 lines as one blob; returns where the block ends in ``view``."""
+        text, text_offs, view_offs = block
+        k = bisect.bisect_right(view_offs, h) - 1
+        decoded = decode.decode_base64_run(text, 0, len(text), text_offs[k] + (h - view_offs[k]) - first)
+        if decoded is not None:
+            s, data = decoded
+            for hit in self._scan_view(data, "base64", depth + 1):
+                q = s + (4 * hit.pos) // 3
+                k = bisect.bisect_right(text_offs, q) - 1
+                hit.pos = view_offs[k] + (q - text_offs[k])
+                out.append(hit)
+        return view_offs[-1] + (len(text) - text_offs[-1])
 
     # -- pairing --------------------------------------------------------------------------------------------
 
