@@ -188,6 +188,22 @@ def entry_size(body: str, attributes: Mapping[str, Mapping[str, str]]) -> int:
     return size
 
 
+@dataclass
+class _Tally:
+    spooled: int = 0
+    unchanged: int = 0
+    refused: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    finding_fp: str
+    status: str
+    message_id: str
+    body: str
+
+
 def _group_id(host_id: str) -> str:
     return host_id if _GROUP_ID_OK.match(host_id) else "host-" + hashlib.sha256(host_id.encode()).hexdigest()[:40]
 
@@ -262,9 +278,10 @@ class Reporter:
         assert_no_secret(body, findings)
         return body
 
-    def _refuse(self, why: str, problems: list[str]) -> None:
+    def _refuse(self, why: str, tally: _Tally) -> None:
         self.spool.count("refused")
-        problems.append(why)
+        tally.refused += 1
+        tally.problems.append(why)
         log.error("report: %s", why)
 
     def report(
@@ -279,71 +296,14 @@ class Reporter:
         """Spool what the central store does not know yet (and a heartbeat), then send the spool."""
         findings = list(findings)
         now = time.time()
+        tally = _Tally()
         self.spool.refresh()
-        unchanged = refused = 0
-        problems: list[str] = []
-        done: set[str] = set()
-        pending: list[tuple[str, str, dict[str, Any], str]] = []  # (finding fp, status, message, body)
-        for f in findings:
-            ffp = self.finding_fingerprint(f)
-            if ffp in done:
-                continue
-            done.add(ffp)
-            status = f.verification.status if f.verification else "unverified"
-            reason = self.sent_state.reason(ffp, status, now)
-            if reason is None:
-                self.sent_state.seen(ffp, now)
-                unchanged += 1
-                continue
-            first = self.sent_state.first_seen(ffp)
-            suggestion = suggest(
-                f,
-                self.context,
-                iam_policies=self._iam_policies(f),
-                scp_exempt_principal_arns=self.config.scp_exempt_principal_arns,
-            )
-            msg = finding_message(
-                f,
-                self.context,
-                finding_fingerprint=ffp,
-                suggestion=suggestion,
-                report_reason=reason,
-                first_seen=iso(first) if first is not None else None,
-                mode=self.mode,
-            )
-            try:
-                pending.append((ffp, status, msg, self._encode(msg, [f])))
-            except (MessageTooLarge, SecretInMessage) as exc:
-                refused += 1
-                self._refuse(f"finding {ffp}: {exc}", problems)
-
-        flushed = DeliveryResult()
-        spooled = 0
-        for attempt in (1, 2):
-            results = self.spool.put_many([(body, "finding", msg["message_id"]) for _, _, msg, body in pending])
-            retry = []
-            for item, result in zip(pending, results, strict=True):
-                if isinstance(result, SpoolError):
-                    retry.append((item, result))
-                else:
-                    self.sent_state.record_sent(item[0], item[1], now)
-                    spooled += 1
-            if not retry:
-                break
-            if attempt == 1 and any(isinstance(r, SpoolFull) for _, r in retry):
-                flushed = self.flush()  # make room by delivering what is waiting, then try once more
-                pending = [item for item, _ in retry]
-                continue
-            for (ffp, *_), result in retry:  # not marked as reported: offered again next sweep
-                refused += 1
-                self._refuse(f"{result}; finding {ffp} will be offered again next sweep", problems)
-            break
+        flushed = self._spool_findings(self._messages(findings, now, tally), now, tally)
         try:
             self.sent_state.save(now)
         except OSError as exc:  # the findings are spooled; at worst they are sent again next sweep
-            problems.append(f"sent state {self.sent_state.path}: cannot write ({exc.strerror})")
-            log.error("report: %s", problems[-1])
-
+            tally.problems.append(f"sent state {self.sent_state.path}: cannot write ({exc.strerror})")
+            log.error("report: %s", tally.problems[-1])
         status = self.spool.status()
         if status.filling:
             log.warning(
@@ -362,22 +322,86 @@ class Reporter:
                 started_at=started_at if started_at is not None else now,
                 finished_at=time.time(),
                 spool=status.to_dict(),
-                errors=[*errors, *problems],  # the context's own errors are in host.errors
+                errors=[*errors, *tally.problems],  # the context's own errors are in host.errors
                 mode=self.mode,
             )
             try:
                 self.spool.put(self._encode(hb, findings), kind="heartbeat", message_id=hb["message_id"])
-                spooled += 1
+                tally.spooled += 1
             except (SpoolError, MessageTooLarge, SecretInMessage) as exc:
-                refused += 1
-                self._refuse(f"heartbeat not spooled: {exc}", problems)
-        mine = DeliveryResult(spooled=spooled, unchanged=unchanged, refused=refused, errors=tuple(problems))
+                self._refuse(f"heartbeat not spooled: {exc}", tally)
+        mine = DeliveryResult(
+            spooled=tally.spooled, unchanged=tally.unchanged, refused=tally.refused, errors=tuple(tally.problems)
+        )
         if flushed.queue_reachable is False:  # the make-room flush already waited out flush_timeout
             st = self.spool.status()
-            return flushed.merged(mine).merged(
-                DeliveryResult(pending=st.depth, pending_bytes=st.bytes, spool_filling=st.filling, queue_reachable=False)
+            last = DeliveryResult(
+                pending=st.depth, pending_bytes=st.bytes, spool_filling=st.filling, queue_reachable=False
             )
+            return flushed.merged(mine).merged(last)
         return flushed.merged(mine).merged(self.flush())
+
+    def _messages(self, findings: list[Finding], now: float, tally: _Tally) -> list[_Pending]:
+        """Encoded messages for the findings that are new, changed or due for re-report (each place once)."""
+        out: list[_Pending] = []
+        done: set[str] = set()
+        for f in findings:
+            ffp = self.finding_fingerprint(f)
+            if ffp in done:
+                continue
+            done.add(ffp)
+            status = f.verification.status if f.verification else "unverified"
+            reason = self.sent_state.reason(ffp, status, now)
+            if reason is None:
+                self.sent_state.seen(ffp, now)
+                tally.unchanged += 1
+                continue
+            first = self.sent_state.first_seen(ffp)
+            suggestion = suggest(
+                f,
+                self.context,
+                iam_policies=self._iam_policies(f),
+                scp_exempt_principal_arns=self.config.scp_exempt_principal_arns,
+            )
+            msg = finding_message(
+                f,
+                self.context,
+                finding_fingerprint=ffp,
+                suggestion=suggestion,
+                report_reason=reason,
+                first_seen=iso(first) if first is not None else None,
+                mode=self.mode,
+            )
+            try:
+                out.append(_Pending(ffp, status, msg["message_id"], self._encode(msg, [f])))
+            except (MessageTooLarge, SecretInMessage) as exc:
+                self._refuse(f"finding {ffp}: {exc}", tally)
+        return out
+
+    def _spool_findings(self, pending: list[_Pending], now: float, tally: _Tally) -> DeliveryResult:
+        """Spool the messages and mark them reported; when the spool is full, flush once to make room.
+
+        What still does not fit is refused and *not* marked, so the next sweep offers it again.
+        Returns what the make-room flush delivered (an empty result when none was needed).
+        """
+        flushed = DeliveryResult()
+        for attempt in (1, 2):
+            results = self.spool.put_many([(p.body, "finding", p.message_id) for p in pending])
+            retry = [(p, r) for p, r in zip(pending, results, strict=True) if isinstance(r, SpoolError)]
+            for p, r in zip(pending, results, strict=True):
+                if not isinstance(r, SpoolError):
+                    self.sent_state.record_sent(p.finding_fp, p.status, now)
+                    tally.spooled += 1
+            if not retry:
+                break
+            if attempt == 1 and any(isinstance(r, SpoolFull) for _, r in retry):
+                flushed = self.flush()
+                pending = [p for p, _ in retry]
+                continue
+            for p, r in retry:
+                self._refuse(f"{r}; finding {p.finding_fp} will be offered again next sweep", tally)
+            break
+        return flushed
 
     # --- sending --------------------------------------------------------------------------------------------
     def flush(self) -> DeliveryResult:
