@@ -51,6 +51,16 @@ def template() -> dict[str, Any]:
     return yaml.load(TEMPLATE.read_text(), Loader=CloudFormationLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
+NO_VALUE = {"Ref": "AWS::NoValue"}
+
+
+def _branches(statement: dict[str, Any]) -> list[dict[str, Any]]:
+    """A statement, or both branches of a conditional one (``!If [Cond, statement, !Ref AWS::NoValue]``)."""
+    if "Fn::If" in statement:
+        return [b for b in statement["Fn::If"][1:] if b != NO_VALUE]
+    return [statement]
+
+
 def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     out = []
     for name, res in template["Resources"].items():
@@ -59,7 +69,7 @@ def _statements(template: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if "PolicyDocument" in props:
             docs.append(props["PolicyDocument"])
         for doc in docs:
-            out += [(name, s) for s in doc["Statement"]]
+            out += [(name, b) for s in doc["Statement"] for b in _branches(s)]
     return out
 
 
@@ -75,7 +85,9 @@ def _actions(template: dict[str, Any], resource: str) -> set[str]:
 def test_template_resources(template: dict[str, Any]) -> None:
     res = template["Resources"]
     queue, dlq = res["FindingsQueue"]["Properties"], res["DeadLetterQueue"]["Properties"]
-    assert queue["SqsManagedSseEnabled"] is True and dlq["SqsManagedSseEnabled"] is True
+    for q in (queue, dlq):  # SSE-SQS, or SSE-KMS with the given key
+        assert q["SqsManagedSseEnabled"] == {"Fn::If": ["UseKms", NO_VALUE, True]}
+        assert q["KmsMasterKeyId"] == {"Fn::If": ["UseKms", {"Ref": "KmsKeyArn"}, NO_VALUE]}
     assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
     assert queue["VisibilityTimeout"] >= 6 * res["CollectorFunction"]["Properties"]["Timeout"]
     table = res["FleetTable"]["Properties"]
@@ -92,7 +104,7 @@ def test_template_resources(template: dict[str, Any]) -> None:
 
 
 def test_policies_are_least_privilege(template: dict[str, Any]) -> None:
-    resources = set(template["Resources"])
+    resources = set(template["Resources"]) | set(template["Parameters"])  # a parameter names one key
     allows = [(name, s) for name, s in _statements(template) if s["Effect"] == "Allow"]
     assert allows
     for name, s in allows:
@@ -111,6 +123,11 @@ def test_policies_are_least_privilege(template: dict[str, Any]) -> None:
     agent = [s for name, s in allows if name == "AgentSendPolicy"]
     assert agent == [{"Sid": "SendFindings", "Effect": "Allow", "Action": "sqs:SendMessage",
                       "Resource": {"Fn::GetAtt": ["FindingsQueue", "Arn"]}}]
+    assert _actions(template, "AgentKeyPolicy") == {"kms:GenerateDataKey", "kms:Decrypt"}
+    assert _actions(template, "CollectorKeyPolicy") == {"kms:Decrypt"}
+    res = template["Resources"]
+    assert res["AgentKeyPolicy"]["Condition"] == res["CollectorKeyPolicy"]["Condition"] == "UseKms"
+    assert res["CollectorKeyPolicy"]["Properties"]["Roles"] == [{"Ref": "CollectorRole"}]
     # what the function and an event-source mapping need, nothing more
     assert _actions(template, "CollectorRole") - {"sts:AssumeRole"} == {
         "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
@@ -189,6 +206,8 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
     queue_url = sqs.get_queue_url(QueueName=f"{stack}-findings")["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
     assert json.loads(attrs["RedrivePolicy"])["deadLetterTargetArn"].endswith(f"{stack}-findings-dlq")
+    assert attrs["SqsManagedSseEnabled"] == "true" and "KmsMasterKeyId" not in attrs
+    assert "AgentKeyPolicyArn" not in outputs and "AgentKeyPolicy" not in physical
     table = outputs["TableName"]
     ddb = boto3.client("dynamodb", region_name="us-east-1")
     assert ddb.describe_table(TableName=table)["Table"]["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
@@ -237,3 +256,26 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
     assert len(list(store.iter_findings())) == len(messages)
     assert _denied(_client("dynamodb", host_key).delete_table, TableName=table)
 
+
+
+@pytest.mark.timeout(120)
+def test_stack_with_a_kms_key(moto_server: Any) -> None:
+    key_arn = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="artefacts")
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    cfn.create_stack(StackName="kskms", TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
+                     Parameters=[{"ParameterKey": "CodeBucket", "ParameterValue": "artefacts"},
+                                 {"ParameterKey": "KmsKeyArn", "ParameterValue": key_arn}])
+    described = cfn.describe_stacks(StackName="kskms")["Stacks"][0]
+    assert described["StackStatus"] == "CREATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    attrs = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName="kskms-findings")["QueueUrl"],
+                                     AttributeNames=["All"])["Attributes"]
+    assert attrs["KmsMasterKeyId"] == key_arn
+    iam = boto3.client("iam", region_name="us-east-1")
+    arn = outputs["AgentKeyPolicyArn"]
+    doc = _for_emulator(iam.get_policy_version(
+        PolicyArn=arn, VersionId=iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"])["PolicyVersion"]["Document"])
+    assert [s["Resource"] for s in doc["Statement"]] == [key_arn]
+    assert "CollectorKeyPolicyArn" in outputs

@@ -146,6 +146,8 @@ class Collector:
             if not messages:
                 if self.config.once:
                     break
+                if self.config.wait_seconds == 0:
+                    self._sleep(1.0)  # short polling: do not spin on an empty queue
                 continue
             self.process_batch(messages)
         return self.stats
