@@ -143,3 +143,22 @@ def test_two_collectors_on_one_store(backend: str, moto_server: Any, tmp_path: P
     assert counts(sqs, q.url) == (0, 0)
     store = open_store(db)
     assert _content(store) == _reference(messages, tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_sigterm_stops_cleanly_after_storing(moto_server: Any, tmp_path: Path) -> None:
+    sqs = sqs_client()
+    q = make_queues(sqs)
+    messages = _fleet(3)
+    send(sqs, q.url, messages)
+    db = str(tmp_path / "fleet.db")
+    proc = start_collector(q.url, db, "--wait-seconds", "1")
+    deadline = time.monotonic() + 60
+    while counts(sqs, q.url) != (0, 0):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert stats_of(err)["deleted"] == len(messages)
+    assert _content(open_store(db)) == _reference(messages, tmp_path)

@@ -207,6 +207,8 @@ def test_sqlite_store_is_private_and_refuses_missing_without_create(tmp_path: Pa
     with pytest.raises(StoreError):
         open_store(str(tmp_path / "missing.db"), create=False)
     open_store(f"sqlite://{path}", create=False).close()
+    with pytest.raises(StoreError, match="cannot create"):
+        open_store(str(tmp_path / "no" / "such" / "dir" / "fleet.db"))
 
 
 def test_sqlite_replay_leaves_rows_byte_identical(tmp_path: Path) -> None:

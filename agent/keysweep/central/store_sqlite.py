@@ -53,7 +53,10 @@ class SQLiteStore:
             if not create:
                 raise StoreError(f"store {self.path}: no such database")
             # the store names hosts and key ids: readable by its owner only
-            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            try:
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise StoreError(f"store {self.path}: cannot create: {exc.strerror}") from None
         try:
             # usable from any one thread at a time (the lock), e.g. a collector running in a worker thread
             self._lock = threading.RLock()
