@@ -107,6 +107,22 @@ def _peek_count(sqs: Any, url: str) -> list[int]:
     return [0] * (visible + in_flight)
 
 
+@pytest.mark.timeout(60)
+def test_fifo_queue(moto_server: Any, tmp_path: Path) -> None:
+    sqs = sqs_client()
+    url = sqs.create_queue(QueueName=f"keysweep-{uuid.uuid4().hex[:6]}.fifo", Attributes={"FifoQueue": "true"})[
+        "QueueUrl"]
+    msgs = _agent_messages("i-fifo", "fifo", 12)
+    for m in msgs:  # as the agents send to FIFO queues: one group per host, dedup by finding fingerprint
+        dedup = m["finding"]["finding_fingerprint"] if m["type"] == "finding" else m["message_id"]
+        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(m), MessageGroupId=m["host"]["host_id"],
+                         MessageDeduplicationId=dedup)
+    store = open_store(str(tmp_path / "fleet.db"))
+    stats = _collect_once(url, store)
+    assert stats.deleted == len(msgs) and len(list(store.iter_findings())) == len(msgs) - 1
+    assert counts(sqs, url) == (0, 0)
+
+
 @pytest.mark.timeout(90)
 def test_slow_batch_keeps_its_messages_hidden(moto_server: Any, tmp_path: Path) -> None:
     """The store is held locked by another writer for longer than the visibility timeout: the collector waits on

@@ -42,8 +42,8 @@ class FindingRecord:
 
     ``fingerprint`` is key-level (shared by every place the same key is found); ``finding_fingerprint`` names this
     (host, location, key) and is the store's primary key. ``status`` is the current verification status (None when
-    the agent did not verify). ``verification_history`` holds ``{"status", "at", "arn", "reason"}`` entries in time
-    order, one per change of status.
+    the agent did not verify). ``verification_history`` holds ``{"status", "at", "last_at", "arn", "reason"}`` runs
+    in time order, one per change of status (``at`` when the status was first seen, ``last_at`` last seen).
     """
 
     finding_fingerprint: str
