@@ -331,3 +331,18 @@ def test_sigterm_mid_sweep_exits_cleanly_and_next_start_resumes(
     assert start["resumed"] is True  # an interrupted sweep is taken up at once, not after the interval
     assert nxt.stop(signal.SIGTERM) == 0
     assert os.path.exists(tmp_path / "state" / "state.sqlite")
+
+
+@pytest.mark.timeout(120)
+def test_state_dir_inside_the_swept_tree_is_never_read(tmp_path: Path, agents: Callable[..., AgentProcess]) -> None:
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "a.txt").write_text("nothing\n")
+    cfg = _base_config(tmp_path)
+    cfg["scan"]["roots"] = [str(tmp_path)]  # the state directory lives under the root
+    config = _write_config(tmp_path / "agent.yaml", cfg)
+    for expected_scanned in (2, 0):  # a.txt and agent.yaml; then nothing changed outside the state
+        run = agents(config, "--once")
+        assert run.stop(0, timeout=60) == 0
+        done = run.named("sweep.finished")[-1]
+        assert done["files_scanned"] == expected_scanned
+        assert done["skipped"].get("excluded") == 1

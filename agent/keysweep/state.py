@@ -29,18 +29,23 @@ from keysweep.models import Finding, Location
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.sqlite"
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
+_DIR_ROWS_MAX = 4096  # a directory with more files is looked up file by file (memory stays bounded)
 
+# rows keyed by (directory, name): the walk goes directory by directory, so one query answers a whole directory
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
-    path TEXT PRIMARY KEY,
+    dir TEXT NOT NULL, name TEXT NOT NULL,
     dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
     sweep_no INTEGER NOT NULL,
-    findings TEXT
-);
+    findings TEXT,
+    PRIMARY KEY (dir, name)
+) WITHOUT ROWID;
 """
+_COLUMNS = "name, dev, ino, size, mtime_ns, ctime_ns, sweep_no, findings"
+_Row = tuple[int, int, int, int, int, int, str | None]
 
 
 def cache_digest(*parts: object) -> str:
@@ -122,8 +127,19 @@ class StateStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA cache_size=-4096")  # 4 MiB page cache: bounded memory on any tree size
+        if self._get_schema() != _SCHEMA_VERSION:
+            self._db.executescript("DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS meta;")
         self._db.executescript(_SCHEMA)
+        self._set("schema", _SCHEMA_VERSION)
+        self._dir_key: str | None = None
+        self._dir_rows: dict[str, _Row] | None = None  # rows of the directory the walk is in (None: too many)
         self._check_digest(digest)
+
+    def _get_schema(self) -> str | None:
+        try:
+            return self._get("schema")
+        except sqlite3.OperationalError:  # a new file
+            return None
 
     # --- meta -----------------------------------------------------------------------------------------------
     def _get(self, key: str) -> str | None:
@@ -147,6 +163,7 @@ class StateStore:
                 return
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM files")
+            self._dir_key = None
             self._set("digest", digest)
             self._set("last_full", None)
             self._set("full_pending", None)
@@ -169,6 +186,7 @@ class StateStore:
     def begin_sweep(self, full_reread_every: int) -> SweepPlan:
         with self._lock:
             self._commit()
+            self._dir_key = None  # rows are read afresh: another scan may have used this state meanwhile
             number = (self._int("sweep_no") or 0) + 1
             resumed = self._get("running") is not None
             pending = self._int("full_pending")
@@ -197,6 +215,7 @@ class StateStore:
                 self._set("running", None)
                 if plan.full:
                     pruned = self._db.execute("DELETE FROM files WHERE sweep_no < ?", (plan.full_start,)).rowcount
+                    self._dir_key = None
                     self._set("last_full", plan.number)
                     self._set("full_pending", None)
             self._db.execute("COMMIT")
@@ -204,13 +223,24 @@ class StateStore:
         return pruned
 
     # --- FileCache protocol ---------------------------------------------------------------------------------
+    def _row(self, path: str) -> _Row | None:
+        d, _, name = path.rpartition("/")
+        if d != self._dir_key:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE dir = ? LIMIT {_DIR_ROWS_MAX + 1}", (d,)
+            ).fetchall()
+            self._dir_key = d
+            self._dir_rows = {r[0]: r[1:] for r in rows} if len(rows) <= _DIR_ROWS_MAX else None
+        if self._dir_rows is not None:
+            return self._dir_rows.get(name)
+        r = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE dir = ? AND name = ?", (d, name)).fetchone()
+        return r[1:] if r else None
+
     def lookup(self, path: str, st: os.stat_result) -> list[Finding] | None:
         with self._lock:
-            row = self._db.execute(
-                "SELECT dev, ino, size, mtime_ns, ctime_ns, sweep_no, findings FROM files WHERE path = ?", (path,)
-            ).fetchone()
+            row = self._row(path)
             plan = self._plan
-        if row is None or tuple(row[:5]) != _markers(st) or (plan and plan.full and row[5] < plan.full_start):
+        if row is None or row[:5] != _markers(st) or (plan and plan.full and row[5] < plan.full_start):
             self.counters.misses += 1
             return None
         findings = [finding_from_state(d) for d in json.loads(row[6])] if row[6] else []
@@ -223,15 +253,16 @@ class StateStore:
 
     def store(self, path: str, st: os.stat_result, findings: Sequence[Finding]) -> None:
         payload = json.dumps([finding_to_state(f) for f in findings]) if findings else None
+        d, _, name = path.rpartition("/")
         with self._lock:
             number = self._plan.number if self._plan else (self._int("sweep_no") or 0)
             if self._pending == 0:
                 self._db.execute("BEGIN")
-            self._db.execute(
-                "INSERT OR REPLACE INTO files (path, dev, ino, size, mtime_ns, ctime_ns, sweep_no, findings)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (path, *_markers(st), number, payload),
-            )
+            row = (*_markers(st), number, payload)
+            self._db.execute(f"INSERT OR REPLACE INTO files (dir, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                             (d, name, *row))
+            if d == self._dir_key and self._dir_rows is not None:
+                self._dir_rows[name] = row
             self._pending += 1
             self.counters.stored += 1
             if self._pending >= self._commit_every or time.monotonic() - self._last_commit >= self._commit_interval:
@@ -240,7 +271,9 @@ class StateStore:
     def forget(self, path: str) -> None:
         with self._lock:
             self._commit()
-            self._db.execute("DELETE FROM files WHERE path = ?", (path,))
+            d, _, name = path.rpartition("/")
+            self._db.execute("DELETE FROM files WHERE dir = ? AND name = ?", (d, name))
+            self._dir_key = None
 
     # --- housekeeping ---------------------------------------------------------------------------------------
     def _commit(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -88,6 +89,16 @@ class SweepResult:
         }
 
 
+def _state_excludes(state_dir: str, starts: Sequence[str], host_prefix: str | None) -> tuple[str, ...]:
+    """Exclude the state directory when a walk could reach it (an exclude costs a match per directory entry)."""
+    for start in starts:
+        start = os.path.join(host_prefix, start.lstrip("/")) if host_prefix and start.startswith("/") else start
+        start = os.path.abspath(start).rstrip("/") + "/"
+        if (state_dir + "/").startswith(start):
+            return (state_dir, state_dir + "/**")
+    return ()
+
+
 def build_scan_options(config: AgentConfig, paths: Sequence[str] = ()) -> ScanOptions:
     """The scan's options from the agent configuration; the state directory is always excluded."""
     s = config.scan
@@ -96,7 +107,7 @@ def build_scan_options(config: AgentConfig, paths: Sequence[str] = ()) -> ScanOp
         "paths": tuple(paths),
         "roots": s.roots,
         "sources": ("files",) if paths else s.sources,
-        "excludes": (*s.excludes, state_dir, state_dir + "/**"),
+        "excludes": (*s.excludes, *_state_excludes(state_dir, paths or s.roots, s.host_prefix)),
         "allowlist": Allowlist.load(s.allowlist) if s.allowlist else None,
         "max_file_size": s.max_file_size,
         "workers": s.workers,
