@@ -120,7 +120,7 @@ def test_empty_and_missing_configuration(table: str, monkeypatch: pytest.MonkeyP
 
 
 @pytest.mark.timeout(60)
-def test_store_failure_mid_batch_fails_only_unstored_messages(table: str) -> None:
+def test_store_failure_fails_every_unstored_message(table: str) -> None:
     sqs = sqs_client()
     q = make_queues(sqs)
     send(sqs, q.url, [M.finding_message(path=f"/p/{i}") for i in range(3)])

@@ -131,7 +131,7 @@ class Collector:
         self._should_stop = should_stop or (lambda: False)
 
     def run(self) -> CollectStats:
-        failures = 0
+        failures = store_failures = 0
         while not self._should_stop():
             try:
                 messages = self._receive()
@@ -149,7 +149,14 @@ class Collector:
                 if self.config.wait_seconds == 0:
                     self._sleep(1.0)  # short polling: do not spin on an empty queue
                 continue
-            self.process_batch(messages)
+            if self.process_batch(messages):
+                store_failures = 0
+                continue
+            # the store is failing: receiving more would only push good messages towards the DLQ
+            store_failures += 1
+            if self.config.once:
+                break
+            self._sleep(min(300.0, 2.0 ** store_failures) * random.uniform(0.5, 1.0))
         return self.stats
 
     def _sleep(self, seconds: float) -> None:
@@ -172,31 +179,41 @@ class Collector:
             raise QueueError(f"receive from {self.config.queue_url} failed: {code}") from exc
         return list(response.get("Messages", []))
 
-    def process_batch(self, messages: Sequence[dict[str, Any]]) -> None:
-        """Apply every message, then delete the ones the store committed."""
+    def process_batch(self, messages: Sequence[dict[str, Any]]) -> bool:
+        """Apply the messages, then delete the ones the store committed. False when the store failed: the rest of
+        the batch is left untouched and becomes visible again after the timeout."""
         self.stats.batches += 1
         self.stats.received += len(messages)
         done: list[dict[str, Any]] = []
+        store_ok = True
         with VisibilityExtender(self._sqs, self.config.queue_url, self.config.visibility_timeout,
                                 self.stats) as extender:
             extender.hold(messages)
             for i, message in enumerate(messages):
                 if self._should_stop() and i:
                     break  # the rest become visible again after the timeout
-                if self._apply(message):
+                try:
+                    applied = self._apply(message)
+                except StoreError as exc:
+                    self.stats.store_errors += 1
+                    log.error("store failed for message %s, batch left on the queue: %s",
+                              message.get("MessageId", "?"), exc)
+                    store_ok = False
+                    break
+                if applied:
                     done.append(message)
                 else:
                     extender.release(message["MessageId"])  # let it reappear for the redrive policy
         self._delete(done)
+        return store_ok
 
     def _apply(self, message: dict[str, Any]) -> bool:
+        """True when the message is in the store; False when it was rejected. Raises StoreError."""
         message_id = message.get("MessageId", "?")
         try:
             result = self.handler.handle(message.get("Body", ""))
-        except StoreError as exc:
-            self.stats.store_errors += 1
-            log.error("store failed for message %s, left on the queue: %s", message_id, exc)
-            return False
+        except StoreError:
+            raise
         except Exception as exc:  # noqa: BLE001 (one bad message must not stop the collector)
             self.stats.internal_errors += 1
             # the type only: an exception's text may quote the message

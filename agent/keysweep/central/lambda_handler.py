@@ -38,14 +38,20 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
     message_handler = _handler()
     failures: list[dict[str, str]] = []
     counts: Counter[str] = Counter()
+    store_down = False
     for record in event.get("Records", []):
         message_id = str(record.get("messageId", ""))
+        if store_down:  # do not hammer a failing store; these come back with the next delivery
+            counts["not_tried"] += 1
+            failures.append({"itemIdentifier": message_id})
+            continue
         try:
             result = message_handler.handle(record.get("body", ""))
         except StoreError as exc:
             counts["store_error"] += 1
             log.error("store failed for message %s: %s", message_id, exc)
             failures.append({"itemIdentifier": message_id})
+            store_down = True
             continue
         except Exception as exc:  # noqa: BLE001 (fail this message only; its text may quote the body)
             counts["internal_error"] += 1
