@@ -179,3 +179,30 @@ def test_file_deleted_mid_scan_is_counted(tmp_path: Path, workers: int) -> None:
     assert [f.key_id for f in result.findings] == [KEY]
     assert result.stats.skipped["vanished"] == 1
     assert result.stats.files_scanned == 1
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_killed_mid_scan_is_counted_and_replaced(tmp_path: Path) -> None:
+    """A worker process killed (as the OOM killer would) loses only its batch; the scan finishes."""
+    import signal
+
+    from keysweep.detect import Detector
+
+    parent = os.getpid()
+
+    class _KilledOnPoison(Detector):
+        def scan(self, buf: bytes, **kw):  # noqa: ANN003, ANN201
+            if b"POISON" in buf and os.getpid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().scan(buf, **kw)
+
+    base = make_detector()
+    detector = _KilledOnPoison(base.ruleset, base.fingerprinter)
+    (tmp_path / "poison.txt").write_text("POISON\n")
+    for i in range(300):
+        (tmp_path / f"f{i:03d}.env").write_text(PAIR if i == 299 else "nothing\n")
+    opts = ScanOptions(paths=(str(tmp_path),), sources=("files",), workers=2)
+    result = run_scan(opts, detector)
+    lost = result.stats.errors["worker-crashed"]
+    assert 1 <= lost <= 128  # at most the one batch that held the poison
+    assert result.stats.files_scanned + lost == 301

@@ -13,15 +13,16 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing
 import os
-import queue
 import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as connection_wait
 from typing import TYPE_CHECKING, Any, Protocol
 
-from keysweep.errors import ConfigError
+from keysweep.errors import ConfigError, SourceError
 from keysweep.models import Finding, Secret
 from keysweep.sources import aws_files, filesystem, processes
 
@@ -34,6 +35,7 @@ SOURCES = ("files", "processes", "aws-files")
 _BATCH_FILES = 128
 _BATCH_BYTES = 16 * 1024 * 1024
 _PROGRESS_EVERY = 0.25
+_MAX_RESPAWNS = 32
 
 
 @dataclass(frozen=True)
@@ -243,7 +245,7 @@ class _FilesScan:
                 self._done(path, st, _scan_one(path, st, self.detector, self.options, self.stats))
         else:
             with _Pool(self.options.worker_count, self.detector, self.options) as pool:
-                for outcomes, wstats in pool.run(_batches(items), self.stop):
+                for outcomes, wstats in pool.run(_batches(items)):
                     self.stats.merge(wstats)
                     for path, st, exported in outcomes:
                         found = None if exported is None else [_import(t) for t in exported]
@@ -303,117 +305,118 @@ def _batches(items: Iterator[_Item]) -> Iterator[list[_Item]]:
         yield batch
 
 
-def _worker(tasks: Any, results: Any, detector: Detector, options: ScanOptions) -> None:
+def _worker(tasks: Connection, results: Connection, detector: Detector, options: ScanOptions) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    pid = os.getpid()
     while True:
-        item = tasks.get()
+        try:
+            item = tasks.recv()
+        except EOFError:
+            return
         if item is None:
             return
-        batch_id, batch = item
-        results.put(("begin", pid, batch_id))
         stats = ScanStats()
         out: list[_Outcome] = []
-        for path, st in batch:
+        for path, st in item:
             found = _scan_one(path, st, detector, options, stats)
             out.append((path, st, None if found is None else [_export(f) for f in found]))
-        results.put(("done", pid, batch_id, out, stats))
+        results.send((out, stats))
+
+
+class _Worker:
+    def __init__(self, ctx: Any, detector: Detector, options: ScanOptions) -> None:
+        task_r, self.tasks = ctx.Pipe(duplex=False)
+        self.results, result_w = ctx.Pipe(duplex=False)
+        self.proc = ctx.Process(target=_worker, args=(task_r, result_w, detector, options), daemon=True)
+        self.proc.start()
+        task_r.close()
+        result_w.close()
+        self.batch: list[_Item] | None = None  # what it is working on
+
+    def close(self) -> None:
+        self.tasks.close()
+        self.results.close()
 
 
 class _Pool:
-    """Forked workers fed batches of files through a bounded queue (the walk never runs far ahead)."""
+    """Forked workers, each with its own pair of pipes and at most one batch at a time.
+
+    No lock is shared between processes, so a worker killed at any moment (the OOM killer) cannot leave the
+    others stuck: its batch is counted as lost and a new worker takes its place. The walk runs at most one
+    batch ahead of the workers.
+    """
 
     def __init__(self, n: int, detector: Detector, options: ScanOptions) -> None:
         self._ctx = multiprocessing.get_context("fork")
         self._n = n
         self._args = (detector, options)
-        self.tasks = self._ctx.Queue(maxsize=2 * n)
-        self.results = self._ctx.Queue()
-        self.procs: dict[int, Any] = {}
+        self.workers: list[_Worker] = []
         self.lost: Counter[str] = Counter()
-        self._outstanding: dict[int, list[_Item]] = {}
-        self._current: dict[int, int] = {}
-        self._orphans = 0  # workers that died without having announced a batch
+        self.respawned = 0
 
     def __enter__(self) -> _Pool:
-        for _ in range(self._n):
-            self._spawn()
+        self.workers = [_Worker(self._ctx, *self._args) for _ in range(self._n)]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for _ in self.procs:
+        for w in self.workers:
             try:
-                self.tasks.put_nowait(None)
-            except queue.Full:
-                break
+                w.tasks.send(None)
+            except OSError:
+                pass
         deadline = time.monotonic() + 2
-        for p in self.procs.values():
-            p.join(max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                p.terminate()
-                p.join(1)
-        self.tasks.close()
-        self.results.close()
-        self.tasks.cancel_join_thread()
-        self.results.cancel_join_thread()
+        for w in self.workers:
+            w.proc.join(max(0.0, deadline - time.monotonic()))
+            if w.proc.is_alive():
+                w.proc.terminate()
+                w.proc.join(1)
+            w.close()
 
-    def _spawn(self) -> None:
-        p = self._ctx.Process(target=_worker, args=(self.tasks, self.results, *self._args), daemon=True)
-        p.start()
-        self.procs[p.pid] = p
-
-    def run(
-        self, batches: Iterator[list[_Item]], stop: Callable[[], bool]
-    ) -> Iterator[tuple[list[_Outcome], ScanStats]]:
-        next_id = 0
-        for batch in batches:
-            while True:
-                try:
-                    self.tasks.put((next_id, batch), timeout=0.05)
-                    break
-                except queue.Full:
-                    yield from self._drain(0.05)
-                    self._reap()
-            self._outstanding[next_id] = batch
-            next_id += 1
-            yield from self._drain(0)
-            if stop():
-                break
-        idle = 0
-        while self._outstanding:
-            got = list(self._drain(0.2))
-            yield from got
-            idle = 0 if got or self._current else idle + 1
-            self._reap()
-            if self._orphans and idle >= 5 and self.tasks.empty():
-                # a worker died between taking a batch and announcing it: nobody holds what is left
-                for batch in self._outstanding.values():
-                    self.lost["worker-crashed"] += len(batch)
-                self._outstanding.clear()
-
-    def _drain(self, timeout: float) -> Iterator[tuple[list[_Outcome], ScanStats]]:
+    def run(self, batches: Iterator[list[_Item]]) -> Iterator[tuple[list[_Outcome], ScanStats]]:
+        # stopping is the walk's business (it checks should_stop): what it has yielded is still scanned
+        pending = next(batches, None)
         while True:
-            try:
-                msg = self.results.get(timeout=timeout) if timeout else self.results.get_nowait()
-            except queue.Empty:
+            idle = [w for w in self.workers if w.batch is None]
+            while pending is not None and idle:
+                w = idle.pop()
+                try:
+                    w.tasks.send(pending)
+                except OSError:  # it died while idle: a new one takes the batch
+                    idle.append(self._replace(w))
+                    continue
+                w.batch = pending
+                pending = next(batches, None)  # walk ahead while the workers read
+            busy = [w for w in self.workers if w.batch is not None]
+            if not busy and pending is None:
                 return
-            timeout = 0
-            if msg[0] == "begin":
-                self._current[msg[1]] = msg[2]
-                continue
-            _, pid, batch_id, out, stats = msg
-            self._current.pop(pid, None)
-            if self._outstanding.pop(batch_id, None) is not None:
-                yield out, stats
+            yield from self._collect(busy)
 
-    def _reap(self) -> None:
-        """A worker that died (OOM-killed, say) loses its batch: counted, and a new worker takes its place."""
-        dead = [pid for pid, p in self.procs.items() if not p.is_alive()]
-        for pid in dead:
-            self.procs.pop(pid).join(0)
-            batch_id = self._current.pop(pid, None)
-            if batch_id is not None and batch_id in self._outstanding:
-                self.lost["worker-crashed"] += len(self._outstanding.pop(batch_id))
-            elif batch_id is None:
-                self._orphans += 1
-            self._spawn()
+    def _collect(self, busy: list[_Worker]) -> Iterator[tuple[list[_Outcome], ScanStats]]:
+        by_conn = {w.results: w for w in busy}
+        by_sentinel = {w.proc.sentinel: w for w in busy}
+        ready = connection_wait([*by_conn, *by_sentinel])
+        for obj in ready:
+            w = by_conn.get(obj)  # type: ignore[call-overload]
+            if w is not None and w.batch is not None:
+                try:
+                    out, stats = w.results.recv()
+                except (EOFError, OSError):
+                    continue  # it died; its sentinel says so
+                w.batch = None
+                yield out, stats
+        for obj in ready:
+            w = by_sentinel.get(obj)  # type: ignore[call-overload]
+            if w is not None and not w.proc.is_alive():
+                self._replace(w)
+
+    def _replace(self, dead: _Worker) -> _Worker:
+        """A worker that died (killed for memory, say) loses its batch: counted; a new worker takes its place."""
+        if dead.batch is not None:
+            self.lost["worker-crashed"] += len(dead.batch)
+        self.respawned += 1
+        if self.respawned > _MAX_RESPAWNS:
+            raise SourceError(f"scan workers keep dying ({self.respawned} replaced); see the system log")
+        dead.proc.join(0)
+        dead.close()
+        fresh = _Worker(self._ctx, *self._args)
+        self.workers[self.workers.index(dead)] = fresh
+        return fresh

@@ -210,6 +210,7 @@ class _Walker:
         prefix = options.path_prefix
         in_sdk_cache = _is_sdk_cache_dir(d)
         base = d.rstrip("/") + "/"
+        seen = 0
         with os.scandir(dir_fd) as it:
             while True:
                 try:
@@ -220,6 +221,9 @@ class _Walker:
                     os_error_skip(exc).count(stats)
                     break
                 path = base + entry.name
+                seen += 1
+                if not seen & 1023 and self.should_stop is not None and self.should_stop():
+                    return  # a huge directory is not read to its end after a stop
                 try:
                     # the entry's type from the directory (an lstat when the filesystem does not say): a regular
                     # file needs no stat here, the reader fstats what it opened
