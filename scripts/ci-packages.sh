@@ -2,7 +2,8 @@
 # CI for the packages (called by .ci/run after `make test`; needs root on Debian 12, runs unattended):
 # builds the deb and rpm, installs the deb here and exercises it (scan, capabilities, hardening score,
 # conffile kept across an upgrade, remove, purge), checks the rpm (listing, digests, install/upgrade/erase in a
-# scratch root) and lints the Dockerfile. Leaves the machine without the package.
+# scratch root and on this host with a private rpm database) and lints the Dockerfile. Purges any installed keysweep
+# first; leaves the machine without the package, its user or its directories.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" = 0 ] || { echo "ci-packages: needs root (dpkg -i)" >&2; exit 2; }
@@ -23,6 +24,13 @@ work=$(mktemp -d)
 scratch_root=$work/rpmroot
 cleanup() {
     dpkg --purge keysweep >/dev/null 2>&1 || true
+    if [ -d "$work/rpmdb" ] && rpm --dbpath "$work/rpmdb" -q keysweep >/dev/null 2>&1; then
+        rpm --dbpath "$work/rpmdb" -e --nodeps keysweep >/dev/null 2>&1 || true
+    fi
+    if getent passwd keysweep >/dev/null; then
+        userdel keysweep || true
+    fi
+    rm -rf /etc/keysweep /var/lib/keysweep /var/cache/keysweep
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -109,6 +117,8 @@ step "deb: hardening score of the installed unit"
 systemd-analyze security --offline=true --threshold=25 "$UNIT" >"$work/security.txt" ||
     { cat "$work/security.txt"; fail "systemd-analyze security rates the unit above 2.5"; }
 passed "$(tail -1 "$work/security.txt")"
+systemd-analyze verify "$UNIT" || fail "systemd-analyze verify $UNIT"
+passed "systemd-analyze verify"
 
 step "deb: upgrade keeps a changed conffile"
 echo "# changed on this host" >>"$CONF"
@@ -163,6 +173,30 @@ in_root -e --nodeps --noscripts keysweep
 [ -f "$scratch_root$CONF.rpmsave" ] && [ ! -e "$scratch_root/opt/keysweep/bin" ] ||
     fail "rpm erase: expected $CONF.rpmsave and the program removed"
 passed "rpm: digests OK, upgrade kept $CONF, erase saved it as .rpmsave"
+
+step "rpm: install, upgrade and erase on this host with the scriptlets (private rpm database)"
+# rpm passes counts, not words: 1 on install, 2 on upgrade (then the old package's %preun/%postun get 1), 0 on erase
+rpm_db=$work/rpmdb
+rpm --dbpath "$rpm_db" --initdb
+on_host() { rpm --dbpath "$rpm_db" "$@" >"$work/rpm.out" 2>&1 || { cat "$work/rpm.out" >&2; fail "rpm $*"; }; }
+on_host -i --nodeps "$rpm_file"
+getent passwd keysweep >/dev/null || fail "rpm %pre did not create the user"
+[ "$(stat -c '%U:%G %a' "$CONF")" = "root:keysweep 640" ] || fail "rpm: $CONF owner/mode $(stat -c '%U:%G %a' "$CONF")"
+[ "$(stat -c '%U %a' /var/lib/keysweep)" = "keysweep 700" ] || fail "rpm: state dir $(stat -c '%U %a' /var/lib/keysweep)"
+/usr/bin/keysweep --version | grep -x "keysweep $version" >/dev/null || fail "keysweep from the rpm does not run"
+echo "# changed on this host" >>"$CONF"
+touch /var/lib/keysweep/state-marker
+on_host -U --nodeps "$rpm_file2"
+[ "$(rpm --dbpath "$rpm_db" -q keysweep)" = "keysweep-$version-2.$(uname -m)" ] || fail "rpm upgrade did not happen"
+grep -q '^# changed on this host$' "$CONF" && [ ! -e "$CONF.rpmnew" ] || fail "rpm upgrade replaced $CONF"
+/usr/bin/keysweep --version >/dev/null && getent passwd keysweep >/dev/null || fail "rpm upgrade: old scriptlets removed too much"
+on_host -e keysweep
+[ ! -e /usr/bin/keysweep ] && [ ! -e /opt/keysweep/bin ] && [ -f "$CONF.rpmsave" ] ||
+    fail "rpm erase: program left or $CONF.rpmsave missing"
+getent passwd keysweep >/dev/null && [ -e /var/lib/keysweep/state-marker ] || fail "rpm erase must keep the user and the state"
+passed "rpm on this host: %pre/%post 1 and 2, %preun/%postun 1 and 0; configuration kept, .rpmsave on erase"
+userdel keysweep
+rm -rf /etc/keysweep /var/lib/keysweep /var/cache/keysweep
 
 step "Dockerfile: hadolint"
 .venv/bin/hadolint Dockerfile
