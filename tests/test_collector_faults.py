@@ -131,7 +131,7 @@ def test_two_collectors_on_one_store(backend: str, moto_server: Any, tmp_path: P
     messages = _fleet(25)
     send(sqs, q.url, messages)
     db = str(tmp_path / "fleet.db") if backend == "sqlite" else f"dynamodb://fleet-{uuid.uuid4().hex[:8]}"
-    open_store(db).close()
+    # no store yet: both collectors create it at once
     procs = [start_collector(q.url, db, "--once", "--wait-seconds", "1", "--max-messages", "5") for _ in range(2)]
     runs = []
     for proc in procs:
