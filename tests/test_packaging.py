@@ -66,6 +66,9 @@ def test_unit_reads_everything_and_writes_only_its_state() -> None:
     assert one(service, "UMask") == "0077"
     for writable in ("ReadWritePaths", "ReadWriteDirectories", "BindPaths"):
         assert writable not in service, f"{writable} would open a writable path"
+    # the host's /tmp and /var/tmp are swept too (a private /tmp would hide them); temporary files go elsewhere
+    assert service.get("PrivateTmp", ["no"]) == ["no"]
+    assert "TMPDIR=/var/cache/keysweep" in service["Environment"]
     # other users' processes must stay visible (hidepid lets CAP_SYS_PTRACE through; a pid-only /proc subset
     # would hide /proc/meminfo and /proc/sys that the agent reads)
     assert service.get("ProcSubset", ["all"]) == ["all"]
@@ -74,7 +77,7 @@ def test_unit_reads_everything_and_writes_only_its_state() -> None:
 def test_unit_hardening_and_resource_settings() -> None:
     service = unit_settings()["Service"]
     expected = {
-        "PrivateTmp": "yes", "PrivateDevices": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
+        "PrivateDevices": "yes", "ProtectKernelTunables": "yes", "ProtectKernelModules": "yes",
         "ProtectKernelLogs": "yes", "ProtectControlGroups": "yes", "ProtectClock": "yes", "ProtectHostname": "yes",
         "RestrictNamespaces": "yes", "LockPersonality": "yes", "MemoryDenyWriteExecute": "yes",
         "RestrictRealtime": "yes", "RestrictSUIDSGID": "yes", "SystemCallArchitectures": "native",
