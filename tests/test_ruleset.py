@@ -56,6 +56,8 @@ def test_digest_changes_with_rule_content(tmp_path):
         ("/home/dev/moto/credentials", False),
         ("/home/dev/.aws/credentials", False),
         ("/etc/app/examples-1.json", False),
+        ("/opt/keysweep/lib/python3.11/site-packages/keysweep/rules/aws.yaml", True),
+        ("/opt/keysweep/lib/python3.11/site-packages/keysweep/detect.py", False),
     ],
 )
 def test_ignored_paths(path, ignored):
