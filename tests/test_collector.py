@@ -128,7 +128,7 @@ def test_slow_batch_keeps_its_messages_hidden(moto_server: Any, tmp_path: Path) 
     """The store is held locked by another writer for longer than the visibility timeout: the collector waits on
     it, keeps extending visibility, so no other consumer receives the batch, and finally stores and deletes it."""
     sqs = sqs_client()
-    q = make_queues(sqs, visibility=2)
+    q = make_queues(sqs, visibility=3)
     msgs = _agent_messages("i-slow", "slow", 3)
     db = tmp_path / "fleet.db"
     store = open_store(str(db))
@@ -136,7 +136,7 @@ def test_slow_batch_keeps_its_messages_hidden(moto_server: Any, tmp_path: Path) 
 
     blocker = sqlite3.connect(db, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
-    cfg = CollectorConfig(queue_url=q.url, wait_seconds=1, once=True, visibility_timeout=2)
+    cfg = CollectorConfig(queue_url=q.url, wait_seconds=1, once=True, visibility_timeout=3)
     collector = Collector(cfg, store)
     worker = threading.Thread(target=collector.run)
     worker.start()
@@ -147,7 +147,7 @@ def test_slow_batch_keeps_its_messages_hidden(moto_server: Any, tmp_path: Path) 
             time.sleep(0.05)
         other = boto3.client("sqs", region_name="us-east-1")
         stolen = []
-        hold_until = time.monotonic() + 6  # three visibility timeouts
+        hold_until = time.monotonic() + 7.5  # two and a half visibility timeouts
         while time.monotonic() < hold_until:
             stolen += other.receive_message(QueueUrl=q.url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
                                             VisibilityTimeout=0).get("Messages", [])
