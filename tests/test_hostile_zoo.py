@@ -31,6 +31,9 @@ def _build_zoo(root: Path) -> dict[str, object]:
     """Write the zoo; returns facts the tests check against."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "ok.env").write_text(PAIR)
+    (root / "filler").mkdir()
+    for i in range(300):  # enough files for the scan to use its worker processes
+        (root / "filler" / f"{i}.txt").write_text(f"line {i}\n")
     os.mkfifo(root / "fifo")  # nobody writes to it: a blocking open would hang forever
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(root / "sock"))

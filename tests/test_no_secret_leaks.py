@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> HostTree:
-    return build_host_tree(tmp_path_factory.mktemp("leaks") / "host", seed=11)
+    return build_host_tree(tmp_path_factory.mktemp("leaks") / "host", seed=11, filler=400)
 
 
 def _assert_clean(text: str, tree: HostTree, where: str) -> None:

@@ -17,7 +17,7 @@ from tests.support.hosttree import HostTree, build_host_tree, cli_env, finding_i
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> HostTree:
-    return build_host_tree(tmp_path_factory.mktemp("e2e") / "host", seed=7)
+    return build_host_tree(tmp_path_factory.mktemp("e2e") / "host", seed=7, filler=400)
 
 
 def _identities(tree: HostTree, findings: list[Finding]) -> set[tuple[str, str, str | None, str, bool]]:
@@ -97,7 +97,7 @@ class _DictCache:
 def test_file_cache_skips_unchanged_files_and_rereads_changed_ones(tmp_path: Path) -> None:
     from keysweep.scan import ScanOptions, run_scan
 
-    tree = build_host_tree(tmp_path / "host", seed=3)
+    tree = build_host_tree(tmp_path / "host", seed=3, filler=300)
     det = make_detector()
     cache = _DictCache()
     opts = ScanOptions(paths=(str(tree.root),), sources=("files",), workers=2)

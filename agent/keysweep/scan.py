@@ -11,6 +11,7 @@ memory only, never through a file.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import multiprocessing
 import os
 import signal
@@ -239,13 +240,15 @@ class _FilesScan:
         self._last_progress = 0.0
 
     def run(self, handled: set[tuple[int, int]]) -> list[Finding]:
-        items = self._candidates(handled)
-        if self.options.worker_count <= 1:
-            for path, st in items:
+        batches = _batches(self._candidates(handled))
+        first = next(batches, None)
+        second = next(batches, None) if first is not None and self.options.worker_count > 1 else None
+        if second is None:  # one process: asked for, or too few files to be worth forking
+            for path, st in itertools.chain(first or (), itertools.chain.from_iterable(batches)):
                 self._done(path, st, _scan_one(path, st, self.detector, self.options, self.stats))
         else:
             with _Pool(self.options.worker_count, self.detector, self.options) as pool:
-                for outcomes, wstats in pool.run(_batches(items)):
+                for outcomes, wstats in pool.run(itertools.chain([first, second], batches)):
                     self.stats.merge(wstats)
                     for path, st, exported in outcomes:
                         found = None if exported is None else [_import(t) for t in exported]

@@ -114,12 +114,16 @@ def _tar_gz(members: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def build_host_tree(root: Path, *, seed: int = 1) -> HostTree:
-    """Write the planted files under ``root`` (created) and return what a scan must and must not find."""
+def build_host_tree(root: Path, *, seed: int = 1, filler: int = 0) -> HostTree:
+    """Write the planted files under ``root`` (created) and return what a scan must and must not find.
+
+    ``filler`` harmless files are added (enough of them make a scan use its worker processes)."""
     rng = random.Random(seed)
     keys = Keys(rng)
     tree = HostTree(root=root)
     root.mkdir(parents=True, exist_ok=True)
+    for i in range(filler):
+        _write(root, f"usr/lib/filler/{i % 10}/module_{i}.py", f"def f{i}():\n    return {rng.getrandbits(32)}\n")
 
     def pair() -> tuple[str, str]:
         k, s = keys.key_id(), keys.secret()
