@@ -461,3 +461,33 @@ def test_wrapped_pem_width_with_two_keys(detector):
     assert set(fs) == {KID, KID2}
     assert fs[KID].secret.reveal() == SECRET and fs[KID2].secret.reveal() == SECRET2
     assert fs[KID].location.line < fs[KID2].location.line
+
+
+REAL_WORLD = {
+    "dotenv": f"APP=1\nAWS_ACCESS_KEY_ID={KID}\nAWS_SECRET_ACCESS_KEY={SECRET}\n",
+    "java-properties": f"aws.accessKeyId={KID}\naws.secretKey={SECRET}\n",
+    "terraform-state": json.dumps({"resources": [{"instances": [{"attributes": {
+        "id": KID, "secret": SECRET, "user": "ci", "status": "Active"}}]}]}, indent=2),
+    "rclone": f"[s3]\ntype = s3\nprovider = AWS\naccess_key_id = {KID}\nsecret_access_key = {SECRET}\nregion = eu-west-1\n",
+    "s3fs-passwd": f"{KID}:{SECRET}\n",
+    "shell-history": f"aws configure set aws_access_key_id {KID}\naws configure set aws_secret_access_key {SECRET}\n",
+    "export-credentials": f"export AWS_ACCESS_KEY_ID={KID}\nexport AWS_SECRET_ACCESS_KEY={SECRET}\n",
+    "docker-inspect": json.dumps({"Config": {"Env": [f"AWS_ACCESS_KEY_ID={KID}", f"AWS_SECRET_ACCESS_KEY={SECRET}",
+                                                      "PATH=/usr/bin"]}}),
+    "create-access-key": json.dumps({"AccessKey": {"UserName": "ci", "AccessKeyId": KID, "Status": "Active",
+                                                   "SecretAccessKey": SECRET, "CreateDate": "2026-01-01"}}, indent=4),
+    "php-array": f"'credentials' => [\n    'key'    => '{KID}',\n    'secret' => '{SECRET}',\n],\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_WORLD))
+def test_real_world_formats_pair(detector, name):
+    f = only(scan(detector, REAL_WORLD[name]))
+    assert f.key_id == KID and f.has_secret and f.secret.reveal() == SECRET, name
+    assert f.pairing in ("same-line", "named")
+
+
+def test_presigned_v2_url_has_no_secret(detector):
+    url = f"https://b.s3.amazonaws.com/k?AWSAccessKeyId={KID}&Expires=1767225600&Signature=vjbyPxybdZaNmGa%2ByT272YEAiv4%3D"
+    f = only(scan(detector, url))
+    assert not f.has_secret
