@@ -112,3 +112,12 @@ def test_wrapped_base64_rejects_single_and_ragged_lines():
     assert decode.wrapped_base64(ragged, 5) is None  # a longer line after: not one wrapped blob
     long_line = b"Q" * 5000 + b"\n" + b"Q" * 5000
     assert decode.wrapped_base64(long_line, 4000) is None
+
+
+def test_percent_view_maps_offsets():
+    buf = b"xx a%22b%2Fc%zz d yy"
+    text, offsets = decode.percent_view(buf, 3, 17)
+    assert text == b'a"b/c%zz d'
+    assert [buf[offsets[i]] for i in range(len(text)) if text[i] != buf[offsets[i]]] == [ord("%"), ord("%")]
+    assert offsets[text.index(b"c")] == buf.index(b"c")
+    assert decode.ends_with_escape(b"%22A", 3) and not decode.ends_with_escape(b"%2xA", 3)

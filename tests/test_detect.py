@@ -491,3 +491,18 @@ def test_presigned_v2_url_has_no_secret(detector):
     url = f"https://b.s3.amazonaws.com/k?AWSAccessKeyId={KID}&Expires=1767225600&Signature=vjbyPxybdZaNmGa%2ByT272YEAiv4%3D"
     f = only(scan(detector, url))
     assert not f.has_secret
+
+
+def test_url_encoded_json(detector):
+    body = json.dumps({"AccessKeyId": TMP, "SecretAccessKey": SECRET2, "SessionToken": TOKEN})
+    line = f'127.0.0.1 - - "GET /cb?creds={quote(body, safe="")} HTTP/1.1" 200\n'
+    assert f"%22{TMP}%22" in line
+    f = only(scan(detector, "first\n" + line))
+    assert f.key_id == TMP and f.location.encoding == "percent" and f.location.line == 2
+    assert f.secret.reveal() == SECRET2 and f.session_token.reveal() == TOKEN
+    assert f.location.offset == ("first\n" + line).index(TMP)
+
+
+def test_escape_before_an_alnum_run_is_still_not_an_id(detector):
+    assert scan(detector, f"%22x{KID}%22") == []
+    assert scan(detector, f"%2{KID}") == []

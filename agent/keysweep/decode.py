@@ -15,6 +15,7 @@ _B64_RUN_RE = re.compile(rb"[A-Za-z0-9+/]+")
 _WRAP_MAX = 1024  # widest wrapped line considered (tools wrap at 64 or 76)
 _WRAP_LINE_RE = re.compile(rb"[ \t]{0,64}([A-Za-z0-9+/]{1,1024}={0,2})[ \t]*\r?(?:\n|\Z)")
 _PERCENT_RE = re.compile(rb"%(2[FfBb]|3[Dd])")
+_ESCAPE_RE = re.compile(rb"%([0-9A-Fa-f]{2})")
 _PERCENT_MAP = {b"2f": b"/", b"2b": b"+", b"3d": b"="}
 
 
@@ -130,6 +131,29 @@ def decode_base64_value(value: bytes) -> bytes | None:
         return base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
         return None
+
+
+def percent_view(buf: bytes, lo: int, hi: int) -> tuple[bytes, list[int]]:
+    """buf[lo:hi] with every ``%XX`` escape decoded (URL-encoded JSON or forms), and for each decoded byte its
+    offset in ``buf``."""
+    out = bytearray()
+    offsets: list[int] = []
+    pos = lo
+    for m in _ESCAPE_RE.finditer(buf, lo, hi):
+        s = m.start()
+        out += buf[pos:s]
+        offsets.extend(range(pos, s))
+        out.append(int(m.group(1), 16))
+        offsets.append(s)
+        pos = m.end()
+    out += buf[pos:hi]
+    offsets.extend(range(pos, hi))
+    return bytes(out), offsets
+
+
+def ends_with_escape(buf: bytes, pos: int) -> bool:
+    """True when the three bytes before ``pos`` are a ``%XX`` escape."""
+    return pos >= 3 and _ESCAPE_RE.match(buf, pos - 3, pos) is not None
 
 
 def percent_decode(value: bytes) -> bytes:

@@ -235,6 +235,7 @@ class Detector:
         ids: list[_Hit] = []
         utf16_hits: list[int] = []
         b64_hits: list[tuple[int, int]] = []
+        pct_hits: list[int] = []  # ids right after a %XX escape: URL-encoded text (%22AKIA…%22)
         for rx in self._prefilters if b"\0" in view else self._prefilters_no_nul:
             for m in rx.finditer(view):
                 kind, first = self._forms[m.group()]
@@ -244,7 +245,11 @@ class Detector:
                     if idm is None:
                         continue
                     e = idm.end()
-                    if (p and view[p - 1] in _ALNUM) or (e < len(view) and view[e] in _ALNUM):
+                    if e < len(view) and view[e] in _ALNUM:
+                        continue
+                    if p and view[p - 1] in _ALNUM:
+                        if decode.ends_with_escape(view, p):
+                            pct_hits.append(p)
                         continue
                     key_id = idm.group().decode("ascii")
                     if self.include_examples or not self.is_example_key(key_id):
@@ -257,11 +262,23 @@ class Detector:
             ids.sort(key=lambda h: h.pos)
             self._pair(view, ids)
         if depth < _MAX_DEPTH:
+            if pct_hits:
+                ids += self._scan_percent(view, pct_hits, depth)
             if utf16_hits:
                 ids += self._scan_utf16(view, utf16_hits, depth, origin)
             if b64_hits:
                 ids += self._scan_base64(view, sorted(b64_hits), depth)
         return ids
+
+    def _scan_percent(self, view: bytes, hits: list[int], depth: int) -> list[_Hit]:
+        radius = self.pair_window + TOKEN_MAX
+        out: list[_Hit] = []
+        for lo, hi in _merge_spans([(max(0, h - radius), min(len(view), h + radius)) for h in hits]):
+            text, offsets = decode.percent_view(view, lo, hi)
+            for h in self._scan_view(text, "percent", depth + 1):
+                h.pos = offsets[h.pos]
+                out.append(h)
+        return out
 
     def _scan_utf16(self, view: bytes, hits: list[int], depth: int, origin: int) -> list[_Hit]:
         radius = 2 * (self.pair_window + TOKEN_MAX)
