@@ -26,7 +26,7 @@ bench: install
 	bash scripts/install-system-deps.sh bench
 	$(BIN)/python bench/run.py
 
-packages: install
+packages: $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[packaging]'
 	bash scripts/install-system-deps.sh packages
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash packaging/build.sh
