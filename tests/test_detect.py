@@ -506,3 +506,11 @@ def test_url_encoded_json(detector):
 def test_escape_before_an_alnum_run_is_still_not_an_id(detector):
     assert scan(detector, f"%22x{KID}%22") == []
     assert scan(detector, f"%2{KID}") == []
+
+
+def test_escaped_line_breaks_are_boundaries(detector):
+    doc = json.dumps({"data": {"credentials.csv": f"Access key ID,Secret access key\n{KID}\t{SECRET}\n"}})
+    assert "\\n" + KID in doc and "\\t" + SECRET in doc
+    f = only(scan(detector, doc))
+    assert f.key_id == KID and f.secret.reveal() == SECRET
+    assert scan(detector, f"x\\q{KID}") == []  # only \n, \t and \r are escapes

@@ -247,7 +247,7 @@ class Detector:
                     e = idm.end()
                     if e < len(view) and view[e] in _ALNUM:
                         continue
-                    if p and view[p - 1] in _ALNUM:
+                    if p and view[p - 1] in _ALNUM and not _after_backslash_escape(view, p):
                         if decode.ends_with_escape(view, p):
                             pct_hits.append(p)
                         continue
@@ -395,9 +395,11 @@ class Detector:
             s, e = m.span()
             if (s and view[s - 1] in _VALUE_CHARS) or (e < len(view) and view[e] in _VALUE_CHARS):
                 continue  # part of a longer run
+            if s and view[s - 1] == 0x5C and view[s] in b"ntr" and e - s == 41:  # "\nSECRET" in escaped text
+                s += 1
             if e < len(view) and view[e] == 0x3D:  # '=': the tail of a base64 blob
                 continue
-            value = _unescape(m.group())
+            value = _unescape(view[s:e])
             if not _SECRET_RE.match(value) or _HEX_RE.match(value) or len(set(value)) < 10:
                 continue
             text = value.decode("ascii")
@@ -467,6 +469,11 @@ class Detector:
         lo = max(0, pos - _NAME_LOOKBACK)
         nl = view.rfind(b"\n", lo, pos)
         return names.search(view, nl + 1 if nl >= 0 else lo, pos) is not None
+
+
+def _after_backslash_escape(view: bytes, pos: int) -> bool:
+    """``\\n``, ``\\t`` or ``\\r`` right before ``pos``: an escaped line break in JSON or a log, not a letter."""
+    return pos >= 2 and view[pos - 2] == 0x5C and view[pos - 1] in b"ntr"
 
 
 def _distance(id_pos: int, start: int, end: int) -> tuple[int, int]:
