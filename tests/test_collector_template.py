@@ -279,3 +279,17 @@ def test_stack_with_a_kms_key(moto_server: Any) -> None:
         PolicyArn=arn, VersionId=iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"])["PolicyVersion"]["Document"])
     assert [s["Resource"] for s in doc["Statement"]] == [key_arn]
     assert "CollectorKeyPolicyArn" in outputs
+
+
+def test_collector_unit_runs_the_collect_command() -> None:
+    from keysweep.cli import build_parser
+
+    unit = (ROOT / "packaging" / "central" / "keysweep-collect.service").read_text()
+    [exec_start] = [ln.split("=", 1)[1] for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    argv = exec_start.replace("${KEYSWEEP_QUEUE_URL}", "https://sqs.eu-west-1.amazonaws.com/123456789012/q") \
+        .replace("${KEYSWEEP_DB}", "/var/lib/keysweep-collect/fleet.db").split()
+    assert argv[0] == "/usr/bin/keysweep"
+    args = build_parser().parse_args(argv[1:])
+    assert args.command == "collect" and not args.once and args.wait_seconds == 20
+    assert args.db.startswith("/var/lib/keysweep-collect/")  # inside StateDirectory=, the only writable path
+    assert "StateDirectory=keysweep-collect" in unit and "ProtectSystem=strict" in unit
