@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -174,6 +176,25 @@ def test_store_failure_leaves_messages_on_the_queue(moto_server: Any) -> None:
     # the first failure stops the batch and --once: receiving more would only push good messages to the DLQ
     assert (stats.batches, stats.store_errors, stats.deleted) == (1, 1, 0)
     assert sum(counts(sqs, q.url)) == 4  # nothing lost: all still on the queue
+
+
+@pytest.mark.timeout(60)
+def test_record_too_large_for_dynamodb_is_rejected_not_an_outage(
+    moto_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    sqs = sqs_client()
+    q = make_queues(sqs)
+    sqs.set_queue_attributes(QueueUrl=q.url, Attributes={"MaximumMessageSize": str(1024 * 1024)})
+    huge = M.finding_message(path="/huge")
+    huge["suggestion"]["terraform"] = base64.b64encode(os.urandom(520_000)).decode()  # does not compress
+    good = _agent_messages("i-ok", "ok", 3)
+    send(sqs, q.url, [huge, *good])
+    store = open_store(f"dynamodb://fleet-{uuid.uuid4().hex[:8]}")
+    stats = _collect_once(q.url, store, wait_seconds=1)
+    assert (stats.malformed, stats.store_errors, stats.deleted) == (1, 0, len(good))
+    assert len(list(store.iter_findings())) == len(good) - 1
+    assert sum(counts(sqs, q.url)) == 1  # left for the DLQ
+    assert "too large" in caplog.text
 
 
 @pytest.mark.timeout(60)

@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep.aws import client_config, make_client
 from keysweep.central.handler import MessageHandler, Outcome
-from keysweep.central.store import Store
+from keysweep.central.store import RecordTooLarge, Store
 from keysweep.errors import KeysweepError, StoreError
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,10 @@ class Collector:
         message_id = message.get("MessageId", "?")
         try:
             result = self.handler.handle(message.get("Body", ""))
+        except RecordTooLarge as exc:
+            self.stats.malformed += 1
+            log.warning("message %s rejected (%s), left for the dead-letter queue", message_id, exc)
+            return False
         except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001 (one bad message must not stop the collector)

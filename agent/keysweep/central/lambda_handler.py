@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from keysweep.central.handler import MessageHandler, Outcome
-from keysweep.central.store import open_store
+from keysweep.central.store import RecordTooLarge, open_store
 from keysweep.errors import ConfigError, StoreError
 
 TABLE_ENV = "KEYSWEEP_TABLE"
@@ -47,6 +47,11 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
             continue
         try:
             result = message_handler.handle(record.get("body", ""))
+        except RecordTooLarge as exc:  # this message only: the store is fine
+            counts["too_large"] += 1
+            log.warning("message %s rejected (%s); left for the dead-letter queue", message_id, exc)
+            failures.append({"itemIdentifier": message_id})
+            continue
         except StoreError as exc:
             counts["store_error"] += 1
             log.error("store failed for message %s: %s", message_id, exc)

@@ -13,9 +13,13 @@ from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 from keysweep.central.records import FindingRecord, HostRecord
-from keysweep.errors import ConfigError
+from keysweep.errors import ConfigError, StoreError
 
 DEFAULT_DB = "keysweep.db"
+
+
+class RecordTooLarge(StoreError):
+    """This one message would make a record larger than the backend allows; the store itself is fine."""
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep.aws import client_config, make_client
 from keysweep.central.records import FindingRecord, HostRecord, merge_finding, merge_host
+from keysweep.central.store import RecordTooLarge
 from keysweep.errors import StoreError
 
 MAX_ATTEMPTS = 64
@@ -106,7 +107,7 @@ class DynamoDBStore:
                     return False
                 blob = _encode(new.to_dict())
                 if len(blob) > MAX_ITEM_BYTES:
-                    raise StoreError(f"store dynamodb://{self.table}: record {pk} too large ({len(blob)} bytes)")
+                    raise RecordTooLarge(f"store dynamodb://{self.table}: record {pk} too large ({len(blob)} bytes)")
                 rev = int(item["rev"]["N"]) if item else 0
                 put = {**key, **attributes(new), "rev": {"N": str(rev + 1)}, "data": {"B": blob}}
                 condition: dict[str, Any] = (
