@@ -1,6 +1,6 @@
 """The plain-Python baseline: an os.scandir walk reading every file in 1 MiB pieces through one key-id regex.
 
-    python bench/baseline.py ROOT   ->  prints "<matches> <bytes> <files>"
+python bench/baseline.py ROOT   ->  prints "<matches> <bytes> <files>"
 """
 
 from __future__ import annotations

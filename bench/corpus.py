@@ -41,7 +41,8 @@ def _text_pool(rng: random.Random, n: int, size: int) -> list[bytes]:
             kind = (i + len(lines)) % 4
             if kind == 0:
                 line = f"2025-11-{rng.randint(1, 28):02d}T12:{rng.randint(0, 59):02d}:00Z INFO " + " ".join(
-                    rng.choice(_WORDS) for _ in range(rng.randint(4, 14)))
+                    rng.choice(_WORDS) for _ in range(rng.randint(4, 14))
+                )
             elif kind == 1:
                 line = f"    {rng.choice(_WORDS)}_{rng.choice(_WORDS)} = {rng.choice(_WORDS)}({rng.randint(0, 9999)})"
             elif kind == 2:
@@ -74,7 +75,9 @@ def generate(out: Path, *, size_mb: int = 1024, files: int = 100_000, seed: int 
     k, s = keys.key_id(), keys.secret()
     log = out / "var/log/huge/app-oneline.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    chunk = b"".join(b'{"ts":"2025-11-01T00:00:00Z","level":"info","msg":"request served","ms":12},' for _ in range(8192))
+    chunk = b"".join(
+        b'{"ts":"2025-11-01T00:00:00Z","level":"info","msg":"request served","ms":12},' for _ in range(8192)
+    )
     with open(log, "wb") as fh:
         written = 0
         half = big // 2
@@ -127,8 +130,10 @@ def generate(out: Path, *, size_mb: int = 1024, files: int = 100_000, seed: int 
         elif i % decoy_every == 1:
             aida = keys.key_id("AIDA")
             run = keys.key_id()
-            body += (f'\n"UserId": "{aida}"\n# example: AKIAIOSFODNN7EXAMPLE\nid={run}X9\n'
-                     f"b64={base64.b64encode(os.urandom(30)).decode()}\n").encode()
+            body += (
+                f'\n"UserId": "{aida}"\n# example: AKIAIOSFODNN7EXAMPLE\nid={run}X9\n'
+                f"b64={base64.b64encode(os.urandom(30)).decode()}\n"
+            ).encode()
             decoys += [aida, run]
         (out / rel).write_bytes(bytes(body))
     manifest = {

@@ -3,7 +3,7 @@
     python bench/run.py [--size-mb 1024] [--files 100000] [--seed 1] [--workers 0] [--repeat 3]
 
 All three tools run on the same generated tree (bench/corpus.py), with a warm page cache (one untimed pass
-first); each timing is the median of ``--repeat`` runs. Throughput is the tree's on-disk bytes over wall time
+first); the tools take turns for ``--repeat`` rounds and each timing is the median of its runs. Throughput is the tree's on-disk bytes over wall time
 for every tool. Peak memory is sampled from the whole keysweep process tree
 (RSS every 10 ms, PSS every 250 ms). Results go to bench/out/results.json.
 
@@ -89,20 +89,31 @@ def _timed(cmd: list[str], *, watch: bool = False, env: dict[str, str] | None = 
     if mem is not None:
         mem.done.set()
         mem.join()
-        res.update(peak_rss_process_mb=mem.peak_rss_process / 2**20, peak_rss_tree_mb=mem.peak_rss_tree / 2**20,
-                   peak_pss_tree_mb=mem.peak_pss_tree / 2**20)
+        res.update(
+            peak_rss_process_mb=mem.peak_rss_process / 2**20,
+            peak_rss_tree_mb=mem.peak_rss_tree / 2**20,
+            peak_pss_tree_mb=mem.peak_pss_tree / 2**20,
+        )
     return res
 
 
-def _median_run(cmd: list[str], repeat: int, **kw: Any) -> dict[str, Any]:
-    runs = [_timed(cmd, **kw) for _ in range(repeat)]
-    best = sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2]
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    best = dict(sorted(runs, key=lambda r: r["seconds"])[len(runs) // 2])
     best["all_seconds"] = [round(r["seconds"], 3) for r in runs]
     for k in ("peak_rss_process_mb", "peak_rss_tree_mb", "peak_pss_tree_mb"):
         if k in best:
             best[k] = max(r[k] for r in runs)
     best["seconds"] = statistics.median(r["seconds"] for r in runs)
     return best
+
+
+def _interleaved(cmds: dict[str, tuple[list[str], dict[str, Any]]], repeat: int) -> dict[str, dict[str, Any]]:
+    """Each round runs every tool once, so a neighbour's load affects them alike; the median per tool."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in cmds}
+    for _ in range(repeat):
+        for name, (cmd, kw) in cmds.items():
+            runs[name].append(_timed(cmd, **kw))
+    return {name: _median(r) for name, r in runs.items()}
 
 
 def _tree_size(root: Path) -> tuple[int, int]:
@@ -136,21 +147,46 @@ def main() -> int:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KEYSWEEP_"))}
     env["KEYSWEEP_FINGERPRINT_KEY"] = FINGERPRINT_KEY
     findings_file = out_dir / "keysweep-findings.json"
-    ks_cmd = [sys.executable, "-m", "keysweep", "scan", str(root), "--format", "json", "--output",
-              str(findings_file), "--workers", str(a.workers)]
+    ks_cmd = [
+        sys.executable,
+        "-m",
+        "keysweep",
+        "scan",
+        str(root),
+        "--format",
+        "json",
+        "--output",
+        str(findings_file),
+        "--workers",
+        str(a.workers),
+    ]
     rg_cmd = [rg or "rg", "-uuu", "-a", "-c", "--no-messages", "-e", RG_PATTERN, str(root)]
     py_cmd = [sys.executable, str(HERE / "baseline.py"), str(root)]
 
     # warm the page cache so every tool reads from memory
     _timed(py_cmd)
     results: dict[str, Any] = {
-        "corpus": {"path": str(root), "bytes": size, "files": nfiles, "size_mb_param": a.size_mb,
-                   "files_param": a.files, "seed": a.seed, "planted": len(manifest["planted"]),  # type: ignore[arg-type]
-                   "decoys": len(manifest["decoys"])},  # type: ignore[arg-type]
+        "corpus": {
+            "path": str(root),
+            "bytes": size,
+            "files": nfiles,
+            "size_mb_param": a.size_mb,
+            "files_param": a.files,
+            "seed": a.seed,
+            "planted": len(manifest["planted"]),  # type: ignore[arg-type]
+            "decoys": len(manifest["decoys"]),
+        },  # type: ignore[arg-type]
         "cpus": os.cpu_count(),
         "page_cache": "warm",
     }
-    ks = _median_run(ks_cmd, a.repeat, watch=True, env=env)
+    cmds: dict[str, tuple[list[str], dict[str, Any]]] = {
+        "keysweep": (ks_cmd, {"watch": True, "env": env}),
+        "python": (py_cmd, {}),
+    }
+    if rg:
+        cmds["rg"] = (rg_cmd, {})
+    timed = _interleaved(cmds, a.repeat)
+    ks = timed["keysweep"]
     if ks["returncode"] not in (0, 1):
         print(ks["stderr"].decode(errors="replace"), file=sys.stderr)
         return 2
@@ -170,13 +206,21 @@ def main() -> int:
         "skipped": summary["skipped"],
         "errors": summary["errors"],
     }
-    py = _median_run(py_cmd, a.repeat)
-    results["python_baseline"] = {"command": " ".join(py_cmd), "seconds": round(py["seconds"], 3),
-                                  "all_seconds": py["all_seconds"], "mb_per_s": round(size / py["seconds"] / 1e6, 1)}
+    py = timed["python"]
+    results["python_baseline"] = {
+        "command": " ".join(py_cmd),
+        "seconds": round(py["seconds"], 3),
+        "all_seconds": py["all_seconds"],
+        "mb_per_s": round(size / py["seconds"] / 1e6, 1),
+    }
     if rg:
-        r = _median_run(rg_cmd, a.repeat)
-        results["ripgrep"] = {"command": " ".join(rg_cmd), "seconds": round(r["seconds"], 3),
-                              "all_seconds": r["all_seconds"], "mb_per_s": round(size / r["seconds"] / 1e6, 1)}
+        r = timed["rg"]
+        results["ripgrep"] = {
+            "command": " ".join(rg_cmd),
+            "seconds": round(r["seconds"], 3),
+            "all_seconds": r["all_seconds"],
+            "mb_per_s": round(size / r["seconds"] / 1e6, 1),
+        }
     else:
         results["ripgrep"] = None
         print("rg not found: install ripgrep (scripts/install-system-deps.sh bench)", file=sys.stderr)
