@@ -27,10 +27,6 @@ def utc_iso(value: str) -> str:
     return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def now_iso() -> str:
-    return utc_iso(datetime.now(UTC).isoformat())
-
-
 def message_version(message: Mapping[str, Any]) -> str:
     """A total order on messages: newer ``sent_at`` wins, ``message_id`` breaks ties deterministically."""
     return f"{utc_iso(message['sent_at'])}|{message['message_id']}"
