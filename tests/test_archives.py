@@ -139,3 +139,34 @@ def test_encrypted_member_is_counted(tmp_path: Path) -> None:
     (tmp_path / "enc.zip").write_bytes(bytes(data))
     result = scan_paths(tmp_path)
     assert result.stats.skipped["archive-encrypted"] == 1
+
+
+@pytest.mark.timeout(60)
+def test_zip_with_too_many_members_is_skipped_before_its_directory_is_loaded(tmp_path: Path) -> None:
+    from keysweep.sources import archives
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("a.env", PAIR)
+        for i in range(archives.MAX_ZIP_MEMBERS):
+            z.writestr(f"{i}", b"")
+    (tmp_path / "many.zip").write_bytes(buf.getvalue())
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["archive-too-many-members"] == 1
+    # its bytes are scanned as they are: the stored member is still found
+    assert [(f.location.kind, f.key_id) for f in result.findings] == [("file", KEY)]
+    # nested in a tar: the same, as a member
+    (tmp_path / "many.zip").unlink()
+    (tmp_path / "outer.tar").write_bytes(_tar({"lib/many.zip": buf.getvalue()}))
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["archive-too-many-members"] == 1
+    assert [(f.location.kind, f.location.member) for f in result.findings] == [("archive", "lib/many.zip")]
+
+
+def test_unreadable_nested_zip_is_scanned_as_bytes_whole(tmp_path: Path) -> None:
+    # zip magic, then 3 MiB, the pair, 1 MiB more, and no zip structure: nothing read while trying may be lost
+    fake = b"PK\x03\x04" + b"x" * (3 << 20) + b"\n" + PAIR + b"y" * (1 << 20)
+    (tmp_path / "outer.tar").write_bytes(_tar({"lib/broken.zip": fake}))
+    result = scan_paths(tmp_path)
+    assert result.stats.errors["archive-corrupt"] == 1
+    assert [(f.location.member, f.key_id, f.has_secret) for f in result.findings] == [("lib/broken.zip", KEY, True)]

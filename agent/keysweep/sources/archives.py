@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 # a zip nested in another archive needs random access; it is read into memory only up to this size
 NESTED_ZIP_MAX = 16 * 1024 * 1024
 RATIO_FLOOR = 8 * 1024 * 1024  # below this many expanded bytes, any ratio is harmless
+MAX_ZIP_MEMBERS = 50_000
 _READ = 1024 * 1024
 _COMPRESSED = ("gzip", "bz2", "xz")
 _ARCHIVE_ERRORS = (
@@ -61,6 +62,14 @@ def sniff(head: bytes) -> str | None:
 
 
 class ArchiveLimit(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _NotOpened(Exception):
+    """The container is not opened as one (its bytes are scanned as they are); the reason is counted."""
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
@@ -133,6 +142,16 @@ def _decompressor(kind: str, raw: _Readable) -> IO[bytes]:
     return lzma.LZMAFile(fh, mode="rb")
 
 
+def _zip_member_count(fh: _Readable) -> int | None:
+    """The member count a zip's end record declares (read before zipfile loads the whole directory)."""
+    try:
+        end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]  # stable since Python 2; no public equivalent
+        fh.seek(0)  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+    return int(end[zipfile._ECD_ENTRIES_TOTAL]) if end else None  # type: ignore[attr-defined]
+
+
 def _strip_suffix(name: str) -> str:
     base = os.path.basename(name) or name
     for suffix in (".gz", ".tgz", ".bz2", ".xz", ".z"):
@@ -169,6 +188,11 @@ class _ArchiveScan:
                 self.member(body, prefix + _strip_suffix(name), depth)
 
     def _zip(self, fh: _Readable, prefix: str, depth: int) -> None:
+        members = _zip_member_count(fh)
+        if members is not None and members > MAX_ZIP_MEMBERS:
+            # zipfile holds its whole central directory in memory (~800 bytes a member): its bytes are
+            # scanned as they are instead
+            raise _NotOpened("archive-too-many-members")
         with zipfile.ZipFile(fh) as zf:  # type: ignore[arg-type]
             for info in zf.infolist():
                 if info.is_dir():
@@ -193,47 +217,53 @@ class _ArchiveScan:
     def member(self, fh: _Readable, name: str, depth: int) -> None:
         reader = _Charged(fh, self.budget)
         head = reader.read(_READ)
+        raw: _Readable = Prefixed(head, reader)
         kind = sniff(head)
         if kind is not None:
             if depth < self.options.archive_max_depth:
-                if self._nested(reader, head, kind, name, depth):
+                rest = self._nested(reader, head, kind, name, depth)
+                if rest is None:
                     return
+                raw = rest
             else:
                 self.stats.skipped["archive-depth"] += 1
-        counted = _Counted(Prefixed(head, reader))
+        counted = _Counted(raw)
         location = Location(kind="archive", path=self.path, member=name)
         self.findings.extend(self.detector.scan_stream(counted.read, location=location, chunk_size=_READ))
         self.stats.archive_members_scanned += 1
         self.stats.bytes_scanned += counted.bytes
 
-    def _nested(self, reader: _Charged, head: bytes, kind: str, name: str, depth: int) -> bool:
-        """Open a nested container; False when it is not one after all (its bytes are then scanned as text)."""
+    def _nested(self, reader: _Charged, head: bytes, kind: str, name: str, depth: int) -> _Readable | None:
+        """Open a nested container. None when done; else the member's bytes, to be scanned as they are."""
         prefix = name + "!"
-        if kind == "zip":
-            data = bytearray(head)
-            while len(data) <= NESTED_ZIP_MAX:
-                more = reader.read(_READ)
-                if not more:
-                    break
-                data += more
-            if len(data) > NESTED_ZIP_MAX:
-                self.stats.skipped["nested-archive-too-large"] += 1
-                return False
+        if kind != "zip":
             try:
-                self.container(io.BytesIO(bytes(data)), "zip", prefix, name, depth + 1)
-            except ArchiveLimit:
+                self.container(Prefixed(head, reader), kind, prefix, name, depth + 1)
+            except (ArchiveLimit, _NotOpened):
                 raise
             except _ARCHIVE_ERRORS:
-                self.stats.errors["archive-corrupt"] += 1
-                return False
-            return True
+                self.stats.errors["archive-corrupt"] += 1  # streamed: what was read is gone, the rest is skipped
+            return None
+        data = bytearray(head)  # zip needs random access: in memory, bounded
+        while len(data) <= NESTED_ZIP_MAX:
+            more = reader.read(_READ)
+            if not more:
+                break
+            data += more
+        if len(data) > NESTED_ZIP_MAX:
+            self.stats.skipped["nested-archive-too-large"] += 1
+            return Prefixed(bytes(data), reader)
         try:
-            self.container(Prefixed(head, reader), kind, prefix, name, depth + 1)
+            self.container(io.BytesIO(bytes(data)), "zip", prefix, name, depth + 1)
         except ArchiveLimit:
             raise
+        except _NotOpened as why:
+            self.stats.skipped[why.reason] += 1
+            return io.BytesIO(bytes(data))
         except _ARCHIVE_ERRORS:
             self.stats.errors["archive-corrupt"] += 1
-        return True
+            return io.BytesIO(bytes(data))
+        return None
 
 
 def scan_archive(
@@ -251,6 +281,10 @@ def scan_archive(
         scan.container(fh, kind, "", os.path.basename(path), 1)
     except ArchiveLimit as limit:
         stats.skipped[limit.reason] += 1
+    except _NotOpened as why:
+        stats.skipped[why.reason] += 1
+        stats.archives_scanned -= 1
+        return None
     except _ARCHIVE_ERRORS:
         if not scan.findings and scan.budget.expanded == 0:
             stats.archives_scanned -= 1
