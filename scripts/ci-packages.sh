@@ -198,6 +198,35 @@ passed "rpm on this host: %pre/%post 1 and 2, %preun/%postun 1 and 0; configurat
 userdel keysweep
 rm -rf /etc/keysweep /var/lib/keysweep /var/cache/keysweep
 
+step "container: the Dockerfile's install steps, without a Docker engine"
+# the build context holds only what the Dockerfile copies; the environment is installed as the Dockerfile does
+ctx=$work/docker-context image=$work/image
+mkdir -p "$ctx" "$image/opt"
+awk '$1 == "COPY" && $2 !~ /^--/ { for (i = 2; i < NF; i++) print $i }' Dockerfile | while read -r src; do
+    mkdir -p "$ctx/$(dirname "$src")" && cp -r "$src" "$ctx/$src"
+done
+/usr/bin/python3.11 -m venv "$image/opt/keysweep"
+"$image/opt/keysweep/bin/pip" install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: \
+    -r "$ctx/packaging/requirements.lock"
+(cd "$ctx" && "$OLDPWD/build/pkgtools/bin/pip" wheel --quiet --disable-pip-version-check --no-deps \
+    --no-build-isolation -w "$work/wheels" .)
+"$image/opt/keysweep/bin/pip" install --quiet --disable-pip-version-check --no-deps "$work"/wheels/keysweep-*.whl
+"$image/opt/keysweep/bin/keysweep" config check "$ctx/packaging/container/agent.yaml" >/dev/null ||
+    fail "the image's configuration does not validate"
+# the host's file system under a prefix (/host in the image), scanned as an unprivileged user (the image's default)
+mkdir -p "$work/hostfs/etc/app" "$work/imagestate"
+printf 'aws_access_key_id=%s\naws_secret_access_key=%s\n' "$KEY_ID" "$SECRET" >"$work/hostfs/etc/app/env"
+chmod -R a+rX "$work/hostfs" "$image" && chmod 0755 "$work" && chown nobody "$work/imagestate"
+set +e
+env XDG_STATE_HOME="$work/imagestate" setpriv --reuid=nobody --regid=nogroup --clear-groups \
+    "$image/opt/keysweep/bin/keysweep" scan --host-prefix "$work/hostfs" --format json "$work/hostfs/etc/app" \
+    >"$work/image.json" 2>"$work/image.err"
+rc=$?
+set -e
+[ "$rc" = 1 ] || { cat "$work/image.err" >&2; fail "host-prefix scan as an unprivileged user: exit $rc"; }
+grep '"path": "/etc/app/env"' "$work/image.json" >/dev/null || { cat "$work/image.json" >&2; fail "prefix not stripped"; }
+passed "container install steps: context sufficient, config valid, /host-style prefix stripped as non-root"
+
 step "Dockerfile: hadolint"
 .venv/bin/hadolint Dockerfile
 passed "hadolint: no findings"
