@@ -5,6 +5,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import json
 import lzma
 import tarfile
 import zipfile
@@ -170,3 +171,15 @@ def test_unreadable_nested_zip_is_scanned_as_bytes_whole(tmp_path: Path) -> None
     result = scan_paths(tmp_path)
     assert result.stats.errors["archive-corrupt"] == 1
     assert [(f.location.member, f.key_id, f.has_secret) for f in result.findings] == [("lib/broken.zip", KEY, True)]
+
+
+def test_undecodable_member_names_are_reported_readably(tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT, encoding="latin-1") as t:
+        info = tarfile.TarInfo("caf\xe9.env")  # written as the byte 0xe9: not UTF-8
+        info.size = len(PAIR)
+        t.addfile(info, io.BytesIO(PAIR))
+    (tmp_path / "latin.tar").write_bytes(buf.getvalue())
+    result = scan_paths(tmp_path)
+    assert [f.location.member for f in result.findings] == ["caf\\xe9.env"]
+    json.dumps([f.to_dict() for f in result.findings], ensure_ascii=False).encode("utf-8")

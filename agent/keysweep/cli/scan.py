@@ -246,7 +246,7 @@ def _write_report(findings: list[Finding], fmt: str, output: str | None, stats: 
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     except OSError as exc:
         raise ConfigError(f"--output {output}: cannot write ({exc.strerror})") from None
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+    with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
         render(findings, fmt, fh, summary=stats)
 
 

@@ -18,6 +18,7 @@ import zlib
 from typing import IO, TYPE_CHECKING, Protocol
 
 from keysweep.models import Finding, Location
+from keysweep.sources.names import readable
 
 if TYPE_CHECKING:
     from keysweep.detect import Detector
@@ -199,7 +200,7 @@ class _ArchiveScan:
                     continue
                 try:
                     with zf.open(info) as mf:
-                        self.member(mf, prefix + info.filename, depth)
+                        self.member(mf, prefix + readable(info.filename), depth)
                 except RuntimeError:  # encrypted member
                     self.stats.skipped["archive-encrypted"] += 1
                 except NotImplementedError:  # compression method zipfile cannot read
@@ -212,7 +213,7 @@ class _ArchiveScan:
                     continue
                 ef = tf.extractfile(m)
                 if ef is not None:
-                    self.member(ef, prefix + m.name, depth)
+                    self.member(ef, prefix + readable(m.name), depth)
 
     def member(self, fh: _Readable, name: str, depth: int) -> None:
         reader = _Charged(fh, self.budget)

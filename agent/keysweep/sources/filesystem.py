@@ -20,6 +20,7 @@ from keysweep.models import Finding, Location
 from keysweep.ruleset import glob_to_regex
 from keysweep.sources import archives, aws_files
 from keysweep.sources.mounts import PSEUDO_PATHS, MountTable
+from keysweep.sources.names import readable
 
 if TYPE_CHECKING:
     from keysweep.detect import Detector
@@ -64,9 +65,7 @@ def display_path(path: str, prefix: str | None = None) -> str:
     """A readable path: host prefix stripped, undecodable bytes shown as ``\\xNN`` (never a lone surrogate)."""
     if prefix and (path == prefix or path.startswith(prefix + "/")):
         path = path[len(prefix) :] or "/"
-    if path.isascii():
-        return path
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return readable(path)
 
 
 class PathFilter:

@@ -21,6 +21,7 @@ import psutil
 from keysweep import keyid
 from keysweep.models import Finding, Location
 from keysweep.sources.aws_files import AwsFile
+from keysweep.sources.names import readable
 
 if TYPE_CHECKING:
     from keysweep.detect import Detector
@@ -85,7 +86,7 @@ class _Proc:
             try:
                 p = psutil.Process(self.pid)
                 user = p.username()
-                exe = p.exe() or None
+                exe = readable(p.exe()) or None
             except (psutil.Error, OSError, KeyError):
                 pass
             try:
