@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from keysweep import keyid
 from keysweep.models import Finding, Location
+from keysweep.sources.names import readable
 
 if TYPE_CHECKING:
     from keysweep.detect import Detector
@@ -163,7 +164,7 @@ def home_files(prefix: str | None = None) -> list[AwsFile]:
         for base, kind in (("credentials", "aws-credentials"), ("config", "aws-config")):
             shown = home.rstrip("/") + "/.aws/" + base
             path = (prefix.rstrip("/") + shown) if prefix else shown
-            out.append(AwsFile(path=path, shown=shown, kind=kind, user=user))
+            out.append(AwsFile(path=path, shown=readable(shown), kind=kind, user=user))
     return out
 
 
