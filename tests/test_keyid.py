@@ -39,6 +39,18 @@ def test_old_format_ids_have_no_account(key_id):
     assert keyid.decode_account(key_id) is None
 
 
+def test_decoded_accounts_are_always_twelve_digits_or_none():
+    rng = random.Random(11)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    for _ in range(2000):
+        kid = "AKIA" + "".join(rng.choice(alphabet) for _ in range(16))
+        account = keyid.decode_account(kid)
+        if kid[4] in "QRSTUVWXYZ234567":
+            assert account is not None and len(account) == 12 and account.isdigit(), kid
+        else:  # older formats carry no account: never a made-up 13-digit one
+            assert account is None, kid
+
+
 @pytest.mark.parametrize(
     ("key_id", "kind"),
     [

@@ -35,15 +35,20 @@ def key_type(key_id: str) -> str | None:
     return KEY_PREFIXES[key_id[:4]]
 
 
+# the 5th character of a key id whose next 46 bits hold the account id (AWS-NOTES: Q–Z or 2–7)
+_NEW_FORMAT_FIFTH = frozenset("QRSTUVWXYZ234567")
+
+
 def decode_account(key_id: str) -> str | None:
     """The 12-digit account id encoded in a new-format key id, or None when the format does not carry it."""
     if not is_key_id(key_id):
         return None
-    if key_id[4] in "IJ":  # old format: no account inside
+    if key_id[4] not in _NEW_FORMAT_FIFTH:  # older formats (AKIAI…, AKIAJ…, …) carry no account
         return None
     raw = base64.b32decode(key_id[4:])  # 16 chars -> 10 bytes
     z = int.from_bytes(raw[:6], "big")
-    return f"{(z & 0x7FFFFFFFFF80) >> 7:012d}"
+    account = (z & 0x7FFFFFFFFF80) >> 7
+    return f"{account:012d}" if account < 10**12 else None
 
 
 _PLACEHOLDER_WORDS = ("EXAMPLE", "XXXX", "ABCDEFGHIJ", "KEYID", "ACCESSKEY", "REDACTED", "DUMMY", "FAKE", "SAMPLE")
