@@ -150,3 +150,16 @@ def test_named_files_from_environments_are_read_and_not_reported_twice(tmp_path:
     assert [(f.location.kind, f.location.path, f.location.profile) for f in mine] == [
         ("aws-credentials", str(creds), "svc")
     ]
+
+
+def test_sdk_caches_are_counted_by_the_aws_files_source_alone(tmp_path: Path) -> None:
+    aws = tmp_path / ".aws"
+    (aws / "cli" / "cache").mkdir(parents=True)
+    (aws / "cli" / "cache" / "x.json").write_text('{"Credentials": {"AccessKeyId": "ASIAY34FZKBOKMUTVV7A"}}')
+    (aws / "sso" / "cache").mkdir(parents=True)
+    (aws / "sso" / "cache" / "y.json").write_text("{}")
+    (aws / "credentials").write_text("[default]\nregion=x\n")
+    files = [AwsFile(path=str(aws / "credentials"), shown="/home/u/.aws/credentials", kind="aws-credentials")]
+    stats = ScanStats()
+    found = scan_aws_files(files, make_detector(), ScanOptions(), stats, handled=set(), count_caches=True)
+    assert found == [] and stats.skipped["host-role-credentials"] == 2

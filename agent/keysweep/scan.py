@@ -154,7 +154,9 @@ def run_scan(
     handled: set[tuple[int, int]] = set()
     if "aws-files" in options.sources and not stop():
         files = aws_files.home_files(options.path_prefix) + named_files
-        found = aws_files.scan_aws_files(files, detector, options, stats, handled=handled)
+        found = aws_files.scan_aws_files(
+            files, detector, options, stats, handled=handled, count_caches="files" not in options.sources
+        )
         stats.findings_by_source["aws-files"] += len(found)
         findings += found
     if "files" in options.sources and not stop():

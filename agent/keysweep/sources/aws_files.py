@@ -179,6 +179,21 @@ def _accounts(prefix: str | None) -> Iterable[tuple[str, str]]:
     return [(r[0], r[5]) for r in rows if len(r) >= 7]
 
 
+SDK_CACHES = ("cli/cache", "sso/cache", "boto/cache")
+
+
+def _count_cache_files(aws_dirs: Iterable[str]) -> int:
+    n = 0
+    for d in aws_dirs:
+        for cache in SDK_CACHES:
+            try:
+                with os.scandir(os.path.join(d, cache)) as it:
+                    n += sum(1 for e in it if e.is_file(follow_symlinks=False))
+            except OSError:
+                continue
+    return n
+
+
 def scan_aws_files(
     files: Iterable[AwsFile],
     detector: Detector,
@@ -186,11 +201,16 @@ def scan_aws_files(
     stats: ScanStats,
     *,
     handled: set[tuple[int, int]],
+    count_caches: bool = False,
 ) -> list[Finding]:
-    """Read each file once (by device and inode, recorded in ``handled`` for the files walk to skip)."""
+    """Read each file once (by device and inode, recorded in ``handled`` for the files walk to skip).
+
+    ``count_caches``: count the SDK credential caches beside each file as skipped (when no files walk will)."""
     from keysweep.sources.filesystem import Skip, open_regular
 
     findings: list[Finding] = []
+    if count_caches:
+        stats.skipped["host-role-credentials"] += _count_cache_files({os.path.dirname(f.path) for f in files})
     for f in files:
         try:
             # dotfile managers symlink these; open_regular still refuses anything but a regular file

@@ -80,8 +80,11 @@ class PathFilter:
         return self._re is not None and self._re.search(display_path(path, prefix)) is not None
 
 
+_SDK_CACHE_DIRS = tuple("/.aws/" + c for c in aws_files.SDK_CACHES)
+
+
 def _is_sdk_cache_dir(path: str) -> bool:
-    return path.endswith(("/.aws/cli/cache", "/.aws/sso/cache", "/.aws/boto/cache"))
+    return path.endswith(_SDK_CACHE_DIRS)
 
 
 def iter_files(
