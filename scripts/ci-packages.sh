@@ -19,10 +19,14 @@ CONF=/etc/keysweep/agent.yaml
 # a key id that decodes to a real-looking account, with a 40-character secret beside it (not a documentation example)
 KEY_ID=AKIAXYZDQCEN4B6JSJQI
 SECRET=Zq3vT8nR2pL6wX9cB4mK7sD1fG5hJ0aE8uY2iO6t
+PROC_KEY_ID=AKIASP2TPHJSQH3FJRUX
+WATCH_KEY_ID=AKIAYVP4CIPPERUVIFXG
 
 work=$(mktemp -d)
 scratch_root=$work/rpmroot
+victim=
 cleanup() {
+    [ -z "$victim" ] || kill "$victim" 2>/dev/null || true
     dpkg --purge keysweep >/dev/null 2>&1 || true
     if [ -d "$work/rpmdb" ] && rpm --dbpath "$work/rpmdb" -q keysweep >/dev/null 2>&1; then
         rpm --dbpath "$work/rpmdb" -e --nodeps keysweep >/dev/null 2>&1 || true
@@ -119,6 +123,54 @@ systemd-analyze security --offline=true --threshold=25 "$UNIT" >"$work/security.
 passed "$(tail -1 "$work/security.txt")"
 systemd-analyze verify "$UNIT" || fail "systemd-analyze verify $UNIT"
 passed "systemd-analyze verify"
+
+step "deb: the agent under the unit's confinement (user, capabilities, seccomp filter, MDWE; no systemd here)"
+confined=(/usr/bin/python3 scripts/run-like-unit.py "$UNIT" --)
+cat >"$work/confined.yaml" <<YAML
+state_dir: /var/lib/keysweep
+scan:
+  roots: [$work/tree]
+  sources: [files, processes]
+schedule:
+  interval: 1h
+  splay: 0s
+watch:
+  enabled: true
+  homes: false
+  system_paths: false
+  paths: [$work/tree/app]
+YAML
+# another user's process with a key in its environment
+env -i PATH=/usr/bin:/bin AWS_ACCESS_KEY_ID=$PROC_KEY_ID AWS_SECRET_ACCESS_KEY=$SECRET \
+    setpriv --reuid=nobody --regid=nogroup --clear-groups sleep 300 &
+victim=$!
+set +e
+"${confined[@]}" /usr/bin/keysweep agent --once --config "$work/confined.yaml" >"$work/once.log" 2>&1
+rc=$?
+set -e
+kill "$victim" 2>/dev/null || true
+[ "$rc" = 1 ] || { cat "$work/once.log" >&2; fail "confined agent --once: exit $rc, expected 1"; }
+grep '"event": "finding"' "$work/once.log" | grep "\"$KEY_ID\"" | grep '"kind": "file"' >/dev/null ||
+    { cat "$work/once.log" >&2; fail "confined agent did not read the root-only file"; }
+grep '"event": "finding"' "$work/once.log" | grep "\"$PROC_KEY_ID\"" | grep '"kind": "process"' >/dev/null ||
+    { cat "$work/once.log" >&2; fail "confined agent did not read the other user's process environment"; }
+! grep -q "$SECRET" "$work/once.log" || fail "the agent's log holds the secret"
+passed "confined agent --once: root-only file and another user's process environment read"
+# the daemon: a key written into a watched directory is found, SIGTERM stops it cleanly
+"${confined[@]}" /usr/bin/keysweep agent --config "$work/confined.yaml" >"$work/daemon.log" 2>&1 &
+daemon=$!
+for _ in $(seq 50); do grep -q '"event": "watch.started"' "$work/daemon.log" && break; sleep 0.2; done
+printf 'aws_access_key_id=%s\naws_secret_access_key=%s\n' "$WATCH_KEY_ID" "$SECRET" >"$work/tree/app/late.env"
+for _ in $(seq 100); do grep -q "\"$WATCH_KEY_ID\"" "$work/daemon.log" && break; sleep 0.2; done
+kill -TERM "$daemon"
+set +e
+wait "$daemon"
+rc=$?
+set -e
+grep '"source": "watch"' "$work/daemon.log" | grep "\"$WATCH_KEY_ID\"" >/dev/null ||
+    { cat "$work/daemon.log" >&2; fail "confined daemon: the watched write was not found"; }
+[ "$rc" = 0 ] || { cat "$work/daemon.log" >&2; fail "confined daemon: exit $rc after SIGTERM"; }
+passed "confined daemon: watched write found, clean exit on SIGTERM"
 
 step "deb: upgrade keeps a changed conffile"
 echo "# changed on this host" >>"$CONF"

@@ -6,6 +6,7 @@ if [ "${1:-}" = "bench" ]; then
     command -v rg >/dev/null || want+=(ripgrep)
 elif [ "${1:-}" = "packages" ]; then
     /usr/bin/python3.11 -c 'import ensurepip' 2>/dev/null || want+=(python3.11-venv)
+    /usr/bin/python3 -c 'import seccomp' 2>/dev/null || want+=(python3-seccomp)
     command -v rpm >/dev/null || want+=(rpm)
 else
     command -v chromium >/dev/null || want+=(chromium)
