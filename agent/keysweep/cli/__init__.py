@@ -15,38 +15,42 @@ from collections.abc import Sequence
 from keysweep import __version__
 from keysweep.errors import ExitCode, KeysweepError
 
-# one module per group of subcommands; each owns its parser and handlers
-_COMMAND_MODULES = (
-    "keysweep.cli.scan",
-    "keysweep.cli.rules",
-    "keysweep.cli.agent",
-    "keysweep.cli.collect",
-    "keysweep.cli.report",
-    "keysweep.cli.audit",
-)
+# each subcommand and the module that registers it; only the module a command needs is imported, so
+# `keysweep scan` does not pay for boto3 or the central side at start-up
+_COMMAND_MODULES = {
+    "scan": "keysweep.cli.scan",
+    "rules": "keysweep.cli.rules",
+    "agent": "keysweep.cli.agent",
+    "config": "keysweep.cli.agent",
+    "status": "keysweep.cli.agent",
+    "collect": "keysweep.cli.collect",
+    "report": "keysweep.cli.report",
+    "audit": "keysweep.cli.audit",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with a known ``command``, only that command's module is imported and registered."""
     parser = argparse.ArgumentParser(
         prog="keysweep",
         description="Find long-lived AWS access keys on this host, prove which are live, and say what should replace them.",
     )
     parser.add_argument("--version", action="version", version=f"keysweep {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
+    if command in _COMMAND_MODULES:
+        names = [_COMMAND_MODULES[command]]
+    else:
+        names = list(dict.fromkeys(_COMMAND_MODULES.values()))
+    for name in names:
+        importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in arguments if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(arguments)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return ExitCode.USAGE
