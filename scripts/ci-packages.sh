@@ -102,20 +102,6 @@ set -e
     { cat "$work/nocaps.err" >&2; fail "as keysweep without capabilities: exit $rc_nocaps (expected 0, file unreadable)"; }
 passed "capabilities: root-only file read with the two capabilities, skipped without them"
 
-# MemoryDenyWriteExecute=yes: the same refusal of writable+executable memory, through prctl(PR_SET_MDWE)
-# (Linux 6.3+); a scan must still work.
-if /usr/bin/python3.11 -c 'import ctypes, sys; sys.exit(ctypes.CDLL(None).prctl(65, 1, 0, 0, 0) != 0)' 2>/dev/null; then
-    set +e
-    XDG_STATE_HOME="$work/xdg" /usr/bin/python3.11 -c 'import ctypes, os, sys
-ctypes.CDLL(None).prctl(65, 1, 0, 0, 0)
-os.execv("/usr/bin/keysweep", ["keysweep", *sys.argv[1:]])' scan --format json "$work/tree" >"$work/mdwe.json" 2>"$work/mdwe.err"
-    rc=$?
-    set -e
-    [ "$rc" = 1 ] && grep -q "$KEY_ID" "$work/mdwe.json" || { cat "$work/mdwe.err" >&2; fail "scan under MDWE: exit $rc"; }
-    passed "memory-deny-write-execute: scan works"
-else
-    echo "memory-deny-write-execute: kernel has no PR_SET_MDWE, not checked"
-fi
 
 step "deb: hardening score of the installed unit"
 systemd-analyze security --offline=true --threshold=25 "$UNIT" >"$work/security.txt" ||
