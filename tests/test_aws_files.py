@@ -163,3 +163,18 @@ def test_sdk_caches_are_counted_by_the_aws_files_source_alone(tmp_path: Path) ->
     stats = ScanStats()
     found = scan_aws_files(files, make_detector(), ScanOptions(), stats, handled=set(), count_caches=True)
     assert found == [] and stats.skipped["host-role-credentials"] == 2
+
+
+def test_whole_host_under_a_prefix_reads_that_hosts_users(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n")
+    (host / "home/bob/.aws").mkdir(parents=True)
+    (host / "home/bob/.aws/credentials").write_text(f"[default]\naws_access_key_id={K1}\naws_secret_access_key={S1}\n")
+    opts = ScanOptions(roots=("/",), sources=("aws-files", "files"), workers=1, path_prefix=str(host))
+    result = run_scan(opts, make_detector())
+    assert [(f.location.kind, f.location.path, f.location.user, f.location.profile) for f in result.findings] == [
+        ("aws-credentials", "/home/bob/.aws/credentials", "bob", "default")
+    ]
+    assert result.stats.aws_files_scanned == 1
+    assert +result.stats.findings_by_source == {"aws-files": 1}  # the walk did not read it again
