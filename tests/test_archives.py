@@ -183,3 +183,14 @@ def test_undecodable_member_names_are_reported_readably(tmp_path: Path) -> None:
     result = scan_paths(tmp_path)
     assert [f.location.member for f in result.findings] == ["caf\\xe9.env"]
     json.dumps([f.to_dict() for f in result.findings], ensure_ascii=False).encode("utf-8")
+
+
+def test_nested_zip_over_the_memory_bound_is_scanned_as_bytes(tmp_path: Path) -> None:
+    from keysweep.sources import archives
+
+    big = _zip({"a.env": PAIR, "pad.bin": b"\0" * (archives.NESTED_ZIP_MAX + 1)}, zipfile.ZIP_STORED)
+    (tmp_path / "outer.tar").write_bytes(_tar({"lib/big.jar": big}))
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["nested-archive-too-large"] == 1
+    # stored, so its bytes still show the pair
+    assert [(f.location.member, f.key_id) for f in result.findings] == [("lib/big.jar", KEY)]

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from keysweep.scan import ScanOptions, ScanStats
 
 # a zip nested in another archive needs random access; it is read into memory only up to this size
-NESTED_ZIP_MAX = 16 * 1024 * 1024
+NESTED_ZIP_MAX = 8 * 1024 * 1024
 RATIO_FLOOR = 8 * 1024 * 1024  # below this many expanded bytes, any ratio is harmless
 MAX_ZIP_MEMBERS = 50_000
 _READ = 1024 * 1024
@@ -245,25 +245,28 @@ class _ArchiveScan:
             except _ARCHIVE_ERRORS:
                 self.stats.errors["archive-corrupt"] += 1  # streamed: what was read is gone, the rest is skipped
             return None
-        data = bytearray(head)  # zip needs random access: in memory, bounded
-        while len(data) <= NESTED_ZIP_MAX:
+        parts, size = [head], len(head)  # zip needs random access: in memory, bounded
+        while size <= NESTED_ZIP_MAX:
             more = reader.read(_READ)
             if not more:
                 break
-            data += more
-        if len(data) > NESTED_ZIP_MAX:
+            parts.append(more)
+            size += len(more)
+        data = b"".join(parts)
+        del parts
+        if size > NESTED_ZIP_MAX:
             self.stats.skipped["nested-archive-too-large"] += 1
-            return Prefixed(bytes(data), reader)
+            return Prefixed(data, reader)
         try:
-            self.container(io.BytesIO(bytes(data)), "zip", prefix, name, depth + 1)
+            self.container(io.BytesIO(data), "zip", prefix, name, depth + 1)  # BytesIO shares the bytes
         except ArchiveLimit:
             raise
         except _NotOpened as why:
             self.stats.skipped[why.reason] += 1
-            return io.BytesIO(bytes(data))
+            return io.BytesIO(data)
         except _ARCHIVE_ERRORS:
             self.stats.errors["archive-corrupt"] += 1
-            return io.BytesIO(bytes(data))
+            return io.BytesIO(data)
         return None
 
 
