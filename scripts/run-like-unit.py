@@ -4,9 +4,10 @@
     run-like-unit.py UNIT -- COMMAND [ARG...]        (as root)
 
 Read from the unit file itself: User=/Group=, AmbientCapabilities= (also the bounding set), NoNewPrivileges=,
-Environment=, Nice=, MemoryDenyWriteExecute= (as prctl(PR_SET_MDWE), Linux 6.3+) and SystemCallFilter= with
+Environment=, Nice=, MemoryDenyWriteExecute= (as prctl(PR_SET_MDWE), Linux 6.3+), SystemCallFilter= with
 SystemCallErrorNumber= (group names expanded by `systemd-analyze syscall-filter`, applied with libseccomp: Debian's
-python3-seccomp). Not emulated: the mount namespace (ProtectSystem=, ProtectHome=, ...), cgroup limits, ProtectProc=.
+python3-seccomp) and ProtectProc=/ProcSubset= (a private mount namespace with its own /proc mounted with hidepid=
+and subset=). Not emulated: the other mount settings (ProtectSystem=, ProtectHome=, ...) and cgroup limits.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import sys
 
 PR_SET_MDWE = 65
 PR_MDWE_REFUSE_EXEC_GAIN = 1
+CLONE_NEWNS = 0x00020000
+MS_REC, MS_PRIVATE = 0x4000, 0x40000
 
 
 def service_settings(unit: str) -> dict[str, list[str]]:
@@ -63,6 +66,22 @@ def allowed_syscalls(filters: list[str]) -> set[str]:
     return allowed
 
 
+def private_proc(settings: dict[str, list[str]]) -> None:
+    """ProtectProc=/ProcSubset=: this process gets its own mount namespace and a /proc mounted with those options."""
+    options = []
+    if settings.get("ProtectProc", ["default"])[-1] != "default":
+        options.append(f"hidepid={settings['ProtectProc'][-1]}")
+    if settings.get("ProcSubset", ["all"])[-1] == "pid":
+        options.append("subset=pid")
+    if not options:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if (libc.unshare(CLONE_NEWNS) != 0
+            or libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0
+            or libc.mount(b"proc", b"/proc", b"proc", 0, ",".join(options).encode()) != 0):
+        raise OSError(ctypes.get_errno(), f"cannot mount /proc with {','.join(options)}")
+
+
 def confine(settings: dict[str, list[str]], argv: list[str]) -> None:
     import seccomp  # Debian: python3-seccomp
 
@@ -100,6 +119,7 @@ def main() -> int:
     settings = service_settings(unit)
     if confined:
         confine(settings, argv)
+    private_proc(settings)
     user = settings.get("User", ["root"])[-1]
     group = settings.get("Group", [user])[-1]
     caps = ",".join("+" + c.lower().removeprefix("cap_") for v in settings.get("AmbientCapabilities", [])
