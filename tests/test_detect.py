@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import base64
 import json
+import marshal
+import py_compile
 import random
 import string
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -514,3 +517,38 @@ def test_escaped_line_breaks_are_boundaries(detector):
     f = only(scan(detector, doc))
     assert f.key_id == KID and f.secret.reveal() == SECRET
     assert scan(detector, f"x\\q{KID}") == []  # only \n, \t and \r are escapes
+
+
+def test_key_id_in_a_real_pyc_followed_by_the_next_constant(detector, tmp_path):
+    # marshal writes the next constant's type byte ('z', 'i', 'g', ...) right after the id's 20 bytes
+    src = tmp_path / "settings.py"
+    src.write_text(
+        "def client():\n"
+        f"    return ('{KID}', 123456789)\n"
+        "def other():\n"
+        f"    x = '{KID2}'\n"
+        "    y = 'not an identifier!'\n"
+        "    return x, y\n"
+    )
+    pyc = py_compile.compile(str(src), cfile=str(tmp_path / "settings.pyc"), doraise=True)
+    data = Path(pyc).read_bytes()
+    for kid in (KID, KID2):
+        at = data.index(kid.encode())
+        assert data[at - 1] == 20 and data[at - 2] in b"zZ\xfa\xda"
+    assert any(chr(data[data.index(k.encode()) + 20]).isalnum() for k in (KID, KID2))
+    assert {f.key_id for f in scan(detector, data)} == {KID, KID2}
+    # the same bytes marshal writes for a code object's constants
+    assert {f.key_id for f in scan(detector, marshal.dumps((KID, 123456789, "y z")))} == {KID}
+
+
+@pytest.mark.parametrize(
+    "buf",
+    [
+        b"x" + KID.encode() + b"Q",  # inside a longer alphanumeric run
+        b"\x14" + KID.encode() + b"z",  # a length byte without a marshal type byte
+        b"z\x15" + KID.encode() + b"Q",  # a marshalled string of 21 characters holds a longer run
+        b"z\x14X" + KID.encode()[:19] + b"Q",
+    ],
+)
+def test_ids_inside_longer_runs_are_still_rejected(detector, buf):
+    assert scan(detector, buf) == []

@@ -35,6 +35,8 @@ TOKEN_MAX = 4096  # a session token may run this far past the pair window
 _NAME_LOOKBACK = 120  # how far before a value on its line a secret-looking name may sit
 _MAX_DEPTH = 2  # base64 inside base64 inside the file, no deeper
 _ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+# marshal's TYPE_SHORT_ASCII 'z' and TYPE_SHORT_ASCII_INTERNED 'Z', each also with FLAG_REF (0x80)
+_MARSHAL_SHORT_ASCII = frozenset(b"zZ\xfa\xda")
 _VALUE_CHARS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/+%")  # secrets, tokens
 _SECRET_RUN_RE = re.compile(rb"[A-Za-z0-9/+%]{40,160}")
 _SECRET_RUN_ESC_RE = re.compile(rb"(?:[A-Za-z0-9/+%]|\\/){40,240}")  # JSON that escapes '/' as '\/'
@@ -245,7 +247,7 @@ class Detector:
                     if idm is None:
                         continue
                     e = idm.end()
-                    if e < len(view) and view[e] in _ALNUM:
+                    if e < len(view) and view[e] in _ALNUM and not _marshalled_id(view, p, e):
                         continue
                     if p and view[p - 1] in _ALNUM and not _after_backslash_escape(view, p):
                         if decode.ends_with_escape(view, p):
@@ -469,6 +471,12 @@ class Detector:
         lo = max(0, pos - _NAME_LOOKBACK)
         nl = view.rfind(b"\n", lo, pos)
         return names.search(view, nl + 1 if nl >= 0 else lo, pos) is not None
+
+
+def _marshalled_id(view: bytes, start: int, end: int) -> bool:
+    """The id is a whole string marshalled by CPython (a ``.pyc`` constant): a short-ASCII type byte and the
+    length byte 20 before it, so the byte after it is the next object's type byte ('z', 'i', 'N', …), not text."""
+    return end - start == 20 and start >= 2 and view[start - 1] == 20 and view[start - 2] in _MARSHAL_SHORT_ASCII
 
 
 def _after_backslash_escape(view: bytes, pos: int) -> bool:
