@@ -126,6 +126,12 @@ watch:
   system_paths: false
   paths: [$work/tree/app]
 YAML
+# the emulation is no no-op: outside its state the service cannot write, and it sees other users' processes
+if "${confined[@]}" /usr/bin/touch /var/lib/keysweep-probe 2>/dev/null; then
+    rm -f /var/lib/keysweep-probe
+    fail "under the unit's confinement the service could write /var/lib"
+fi
+"${confined[@]}" /usr/bin/touch /var/lib/keysweep/probe || fail "under the unit's confinement the state is not writable"
 # another user's process with a key in its environment
 env -i PATH=/usr/bin:/bin AWS_ACCESS_KEY_ID=$PROC_KEY_ID AWS_SECRET_ACCESS_KEY=$SECRET \
     setpriv --reuid=nobody --regid=nogroup --clear-groups sleep 300 &

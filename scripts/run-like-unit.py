@@ -6,8 +6,10 @@
 Read from the unit file itself: User=/Group=, AmbientCapabilities= (also the bounding set), NoNewPrivileges=,
 Environment=, Nice=, MemoryDenyWriteExecute= (as prctl(PR_SET_MDWE), Linux 6.3+), SystemCallFilter= with
 SystemCallErrorNumber= (group names expanded by `systemd-analyze syscall-filter`, applied with libseccomp: Debian's
-python3-seccomp) and ProtectProc=/ProcSubset= (a private mount namespace with its own /proc mounted with hidepid=
-and subset=). Not emulated: the other mount settings (ProtectSystem=, ProtectHome=, ...) and cgroup limits.
+python3-seccomp), and in a private mount namespace ProtectSystem=strict (everything read-only except the API file
+systems and the State/Cache/LogsDirectory= directories; this also covers ProtectHome=read-only) and
+ProtectProc=/ProcSubset= (a /proc mounted with hidepid=/subset=). Not emulated: the Private*=, ProtectKernel*=
+and other mount settings, and cgroup limits.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import sys
 PR_SET_MDWE = 65
 PR_MDWE_REFUSE_EXEC_GAIN = 1
 CLONE_NEWNS = 0x00020000
-MS_REC, MS_PRIVATE = 0x4000, 0x40000
+MS_RDONLY, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 0x1, 0x20, 0x1000, 0x4000, 0x40000
+API_FILE_SYSTEMS = ("/proc", "/sys", "/dev")
 
 
 def service_settings(unit: str) -> dict[str, list[str]]:
@@ -66,20 +69,46 @@ def allowed_syscalls(filters: list[str]) -> set[str]:
     return allowed
 
 
-def private_proc(settings: dict[str, list[str]]) -> None:
-    """ProtectProc=/ProcSubset=: this process gets its own mount namespace and a /proc mounted with those options."""
-    options = []
-    if settings.get("ProtectProc", ["default"])[-1] != "default":
-        options.append(f"hidepid={settings['ProtectProc'][-1]}")
-    if settings.get("ProcSubset", ["all"])[-1] == "pid":
-        options.append("subset=pid")
-    if not options:
-        return
+def _mount(source: str | None, target: str, fstype: str | None, flags: int, data: str | None) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    if (libc.unshare(CLONE_NEWNS) != 0
-            or libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0
-            or libc.mount(b"proc", b"/proc", b"proc", 0, ",".join(options).encode()) != 0):
-        raise OSError(ctypes.get_errno(), f"cannot mount /proc with {','.join(options)}")
+    src, tgt, fs, opts = (v.encode() if v is not None else None for v in (source, target, fstype, data))
+    if libc.mount(src, tgt, fs, flags, opts) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount {target}: {os.strerror(err)}")
+
+
+def private_mounts(settings: dict[str, list[str]]) -> None:
+    """A private mount namespace with ProtectSystem=strict (everything read-only but the API file systems and the
+    State/Cache/LogsDirectory= directories) and ProtectProc=/ProcSubset= (a /proc mounted with hidepid=/subset=)."""
+    proc_options = []
+    if settings.get("ProtectProc", ["default"])[-1] != "default":
+        proc_options.append(f"hidepid={settings['ProtectProc'][-1]}")
+    if settings.get("ProcSubset", ["all"])[-1] == "pid":
+        proc_options.append("subset=pid")
+    strict = settings.get("ProtectSystem", ["no"])[-1] == "strict"
+    if not proc_options and not strict:
+        return
+    if ctypes.CDLL(None, use_errno=True).unshare(CLONE_NEWNS) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+    _mount(None, "/", None, MS_REC | MS_PRIVATE, None)
+    if strict:
+        writable = [f"{base}/{name}" for key, base in (("StateDirectory", "/var/lib"), ("CacheDirectory", "/var/cache"),
+                                                        ("LogsDirectory", "/var/log"))
+                    for value in settings.get(key, []) for name in value.split()]
+        for path in writable:
+            os.makedirs(path, exist_ok=True)
+            _mount(path, path, None, MS_BIND, None)
+        with open("/proc/self/mountinfo", encoding="utf-8") as f:
+            points = [line.split()[4].encode().decode("unicode_escape") for line in f]
+        for point in points:
+            if point in writable or any(point == a or point.startswith(a + "/") for a in API_FILE_SYSTEMS):
+                continue
+            try:
+                _mount(None, point, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+            except OSError as exc:
+                print(f"run-like-unit: {exc}; left as it is", file=sys.stderr)
+    if proc_options:
+        _mount("proc", "/proc", "proc", 0, ",".join(proc_options))
 
 
 def confine(settings: dict[str, list[str]], argv: list[str]) -> None:
@@ -119,7 +148,7 @@ def main() -> int:
     settings = service_settings(unit)
     if confined:
         confine(settings, argv)
-    private_proc(settings)
+    private_mounts(settings)
     user = settings.get("User", ["root"])[-1]
     group = settings.get("Group", [user])[-1]
     caps = ",".join("+" + c.lower().removeprefix("cap_") for v in settings.get("AmbientCapabilities", [])
