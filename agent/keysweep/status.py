@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from keysweep.verify_cache import atomic_write
+from keysweep.atomicfile import atomic_write
 
 STATUS_FILE = "status.json"
 

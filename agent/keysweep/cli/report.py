@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import sys
-import tempfile
 from datetime import timedelta
 from pathlib import Path
 
+from keysweep.atomicfile import atomic_write
 from keysweep.central.fleet_report import FORMATS, load_report, render_report
 from keysweep.central.securityhub import export_report
 from keysweep.central.store import DEFAULT_DB, open_store
@@ -36,17 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _write(path: str, text: str) -> None:
-    """Write the whole report or nothing: a temporary file beside the target, renamed over it."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=".keysweep-report-", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(tmp, 0o640)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write the whole report or nothing."""
+    atomic_write(Path(path), text.encode("utf-8"), mode=0o640)
 
 
 def run(args: argparse.Namespace) -> ExitCode:

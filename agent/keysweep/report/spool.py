@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keysweep.atomicfile import atomic_write, fsync_dir
 from keysweep.errors import DeliveryError
-from keysweep.verify_cache import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +77,6 @@ class SpoolStatus:
             "coalesced": self.coalesced,
             "corrupt": self.corrupt,
         }
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -241,7 +233,7 @@ class Spool:
             self._seq += 1
             name = f"{time.time_ns():020d}-{_KINDS[kind]}-{os.getpid()}-{self._seq}-{message_id}{_SUFFIX}"
             try:
-                self._write(name, data)
+                atomic_write(self.directory / name, data, sync_dir=False)
             except OSError as exc:
                 full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
                 why = "no space left on device" if full else f"cannot write ({exc.strerror})"
@@ -253,24 +245,8 @@ class Spool:
             results.append(entry)
             changed = True
         if changed:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         return results
-
-    def _write(self, name: str, data: bytes) -> None:
-        """Write a whole file under a temporary name (mode 0600), fsync it, rename it into place."""
-        tmp = self.directory / f".{name}.{os.getpid()}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        except OSError:
-            os.close(fd)
-            tmp.unlink(missing_ok=True)
-            raise
-        os.close(fd)
-        os.replace(tmp, self.directory / name)
 
     def _heartbeats(self) -> list[SpoolEntry]:
         return sorted((e for e in self._index.values() if e.kind == "heartbeat"), key=lambda x: x.name)
@@ -290,7 +266,7 @@ class Spool:
             e.path.unlink(missing_ok=True)
             self._drop(e.name)
         if entries:
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
 
     @contextmanager
     def locked(self) -> Iterator[bool]:
