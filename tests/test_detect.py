@@ -5,6 +5,7 @@ import json
 import marshal
 import py_compile
 import random
+import re
 import string
 from pathlib import Path
 from urllib.parse import quote
@@ -552,3 +553,26 @@ def test_key_id_in_a_real_pyc_followed_by_the_next_constant(detector, tmp_path):
 )
 def test_ids_inside_longer_runs_are_still_rejected(detector, buf):
     assert scan(detector, buf) == []
+
+
+@pytest.mark.parametrize(
+    "filler",
+    [b"plain text without the anchor bytes\n", b"QB" * 40 + b"\n", b"Q" + b"x" * 2000 + b"B" + b"y" * 2000 + b"\n"],
+    ids=["no-anchor", "dense-anchor", "sparse-anchor"],
+)
+def test_base64_ids_found_however_often_the_prefilter_bytes_occur(detector, filler):
+    # the base64 forms' first bytes are looked for with memchr while rare and with re once frequent
+    for align in range(3):
+        blob = base64.b64encode(b"#" * align + f"key={KID}\n".encode())
+        buf = filler * (300 if len(filler) < 1000 else 20) + b"data: " + blob + b"\n" + filler * 300
+        assert [f.key_id for f in scan(detector, buf)] == [KID], align
+
+
+def test_prefilter_matches_are_what_finditer_yields():
+    from keysweep.detect import _prefilter_matches
+
+    rx = re.compile(rb"Q(?:UtJQ|QBL|Q)")
+    rng = random.Random(7)
+    for _ in range(200):
+        buf = bytes(rng.choice(b"QUtJBLx \n") for _ in range(rng.randrange(0, 3000)))
+        assert [m.span() for m in _prefilter_matches(buf, b"Q", rx)] == [m.span() for m in rx.finditer(buf)]

@@ -56,7 +56,8 @@ class Ruleset:
     example_key_ids: frozenset[str]
     example_secrets: frozenset[str]
     digest: str  # sha256 of every loaded file's name and content: changes whenever a rule does
-    _ignore: tuple[tuple[str, re.Pattern[str]], ...]  # (literal every match contains, pattern) per glob
+    # (any glob's longest literal, every glob as one alternation): the first is a cheap gate, almost always false
+    _ignore: tuple[re.Pattern[str], re.Pattern[str]] | None
 
     @property
     def key_rules(self) -> tuple[Rule, ...]:
@@ -87,8 +88,10 @@ class Ruleset:
 
     def is_ignored_path(self, path: str) -> bool:
         """True for vendored SDK example data and other paths whose keys are known examples."""
-        # the substring test is C-level and almost always false: the pattern runs only when it passes
-        return any(lit in path and rx.search(path) is not None for lit, rx in self._ignore)
+        if self._ignore is None:
+            return False
+        gate, globs = self._ignore
+        return gate.search(path) is not None and globs.search(path) is not None
 
 
 def builtin_rules_dir() -> Path:
@@ -152,7 +155,13 @@ def load_files(files: Sequence[Path]) -> Ruleset:
         if not any(r.kind == kind for r in rules):
             where = ", ".join(str(f) for f in files) or "(no rule files)"
             raise RuleError(f"{where}: rules: no rule of kind {kind!r}")
-    ignore = tuple((_longest_literal(g), re.compile(glob_to_regex(g))) for g in ignore_paths)
+    ignore = None
+    if ignore_paths:
+        literals = sorted({_longest_literal(g) for g in ignore_paths}, key=len, reverse=True)
+        ignore = (
+            re.compile("|".join(re.escape(lit) for lit in literals)),
+            re.compile("|".join(f"(?:{glob_to_regex(g)})" for g in ignore_paths)),
+        )
     return Ruleset(
         rules=tuple(rules),
         ignore_paths=tuple(ignore_paths),

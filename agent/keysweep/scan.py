@@ -323,7 +323,8 @@ def _worker(tasks: Connection, results: Connection, detector: Detector, options:
         out: list[_Outcome] = []
         for path, st in item:
             found = _scan_one(path, st, detector, options, stats)
-            out.append((path, st, None if found is None else [_export(f) for f in found]))
+            if found or st is not None:  # without a stat (no FileCache) a file with no finding needs no answer
+                out.append((path, st, None if found is None else [_export(f) for f in found]))
         results.send((out, stats))
 
 
