@@ -174,3 +174,46 @@ def test_progress_reports_growing_counts(tree: HostTree) -> None:
                       progress=lambda s: seen.append((s.files_scanned, s.bytes_scanned)))
     assert seen and seen[-1] == (result.stats.files_scanned, result.stats.bytes_scanned)
     assert seen == sorted(seen)
+
+
+@pytest.mark.timeout(120)
+def test_a_large_file_scanned_in_parts_reports_what_one_reader_does(tmp_path: Path) -> None:
+    """With workers a file over 32 MiB is scanned in parts: ids at the part edges keep their secret, line and
+    offset, none is reported twice."""
+    import random
+
+    from tests.support.hosttree import B32, SECRET_CHARS
+
+    rng = random.Random(11)
+    filler = b"2025-11-01T00:00:00Z INFO request served in 12 ms\n"
+    n_lines = 36 * 2**20 // len(filler)
+    size = n_lines * len(filler)
+    # around each place where two or three workers would cut the file, and at both ends
+    cuts = [0, size // 3, size // 2, 2 * size // 3, size - 1]
+    planted: dict[int, tuple[str, str]] = {}  # line index -> (key id, secret)
+    for cut in cuts:
+        for delta in (-2, -1, 0, 1):
+            idx = min(max(cut // len(filler) + delta, 0), n_lines - 2)
+            planted[idx] = ("AKIA" + "".join(rng.choice(B32) for _ in range(16)),
+                            "".join(rng.choice(SECRET_CHARS) for _ in range(39)) + "7")
+    with open(tmp_path / "big.log", "wb") as fh:
+        for i in range(n_lines):
+            if i in planted:
+                kid, secret = planted[i]
+                fh.write(f"key={kid} secret={secret}\n".encode())
+            else:
+                fh.write(filler)
+    for i in range(300):  # enough files for the worker processes
+        (tmp_path / f"small{i:03d}.txt").write_text("nothing here\n")
+
+    def found(workers: int) -> list[tuple[str, int | None, int | None, str | None, str]]:
+        result = scan_paths(tmp_path, workers=workers)
+        assert result.stats.files_scanned == 301 and not result.stats.errors
+        return sorted((f.key_id, f.location.line, f.location.offset, f.secret_redacted, f.pairing)
+                      for f in result.findings)
+
+    whole = found(1)
+    assert [(k, line) for k, line, *_ in whole] == sorted((kid, i + 1) for i, (kid, _) in planted.items())
+    assert all(pairing == "same-line" for *_, pairing in whole)
+    assert found(2) == whole
+    assert found(3) == whole

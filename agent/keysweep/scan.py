@@ -3,7 +3,9 @@
 Order matters: environments name extra AWS files; the AWS-files source records what it read so the walk does
 not report the same file twice. The same key at the same place is reported once; the allowlist is applied last.
 
-Worker processes are forked (they inherit the compiled detector). A :class:`keysweep.models.Secret` refuses
+Worker processes are forked (they inherit the compiled detector). A plain file over 32 MiB met by a worker is
+scanned in parts, one per worker, each read with half the detector's overlap beyond its edges, so one large
+file found late in the walk does not leave the other workers idle. A :class:`keysweep.models.Secret` refuses
 pickling on purpose, so findings cross the pipe back as ``(finding without secret, secret, token)`` tuples in
 memory only, never through a file.
 """
@@ -37,6 +39,7 @@ _BATCH_FILES = 128
 _BATCH_BYTES = 16 * 1024 * 1024
 _PROGRESS_EVERY = 0.25
 _MAX_RESPAWNS = 32
+_SPLIT_OVER = 32 * 1024 * 1024  # with workers, a larger plain file is scanned in parts, one per worker
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,9 @@ def _order(f: Finding) -> tuple[Any, ...]:
 
 _Exported = tuple[Finding, str | None, str | None]
 _Item = tuple[str, os.stat_result | None]  # the lstat only when a FileCache needs it
-_Outcome = tuple[str, os.stat_result | None, list[_Exported] | None]
+_Part = tuple[str, os.stat_result | None, int, int, int | None]  # path, lstat, part index, start, end
+_PartDone = tuple[int, list[_Exported], int, int, int]  # index, findings, lines before, lines in, bytes
+_Outcome = tuple[str, os.stat_result | None, "list[_Exported] | filesystem.SplitFile | _PartDone | str | None"]
 
 
 def _export(f: Finding) -> _Exported:
@@ -213,10 +218,11 @@ def _import(t: _Exported) -> Finding:
 
 
 def _scan_one(
-    path: str, st: os.stat_result, detector: Detector, options: ScanOptions, stats: ScanStats
-) -> list[Finding] | None:
+    path: str, st: os.stat_result | None, detector: Detector, options: ScanOptions, stats: ScanStats,
+    split_over: int | None = None,
+) -> list[Finding] | filesystem.SplitFile | None:
     try:
-        return filesystem.scan_file(path, st, detector, options, stats)
+        return filesystem.scan_file(path, st, detector, options, stats, split_over=split_over)
     except Exception:  # a bug on one odd file must not end the sweep; it is counted
         stats.errors["internal-error"] += 1
         return None
@@ -240,6 +246,7 @@ class _FilesScan:
         self.progress = progress
         self.findings: list[Finding] = []
         self._last_progress = 0.0
+        self._parts: dict[str, list[_PartDone | None]] = {}  # large files scanned in parts, by path
 
     def run(self, handled: set[tuple[int, int]]) -> list[Finding]:
         batches = _batches(self._candidates(handled))
@@ -253,8 +260,12 @@ class _FilesScan:
                 for outcomes, wstats in pool.run(itertools.chain([first, second], batches)):
                     self.stats.merge(wstats)
                     for path, st, exported in outcomes:
-                        found = None if exported is None else [_import(t) for t in exported]
-                        self._done(path, st, found)
+                        if isinstance(exported, filesystem.SplitFile):
+                            pool.push(self._split(path, st, exported.size, self.options.worker_count))
+                        elif isinstance(exported, (tuple, str)):
+                            self._part_done(path, st, exported)
+                        else:
+                            self._done(path, st, None if exported is None else [_import(t) for t in exported])
                     self._tick()
                 self.stats.errors.update(pool.lost)
         if self.progress is not None:
@@ -279,6 +290,41 @@ class _FilesScan:
                     continue
             yield path, st
             self._tick()
+
+    def _split(self, path: str, st: os.stat_result | None, size: int, n: int) -> list[_Part]:
+        """Parts of a large file, one per worker, each scanned with its neighbours' edges as context."""
+        bounds = [size * i // n for i in range(n)]
+        self._parts[path] = [None] * n
+        return [(path, st, i, lo, bounds[i + 1] if i + 1 < n else None) for i, lo in enumerate(bounds)]
+
+    def _part_done(self, path: str, st: os.stat_result | None, part: _PartDone | str) -> None:
+        """A part of a split file; once all are in, line numbers are made absolute and the file is done."""
+        parts = self._parts.get(path)
+        if parts is None:
+            return  # an earlier part failed: the file is already counted
+        if isinstance(part, str):
+            del self._parts[path]
+            kind, reason = part.split(":", 1)
+            (self.stats.errors if kind == "error" else self.stats.skipped)[reason] += 1
+            return
+        parts[part[0]] = part
+        if any(p is None for p in parts):
+            return
+        del self._parts[path]
+        found: dict[tuple[str, int | None], Finding] = {}
+        lines = 0  # newlines before the current part
+        for _i, exported, before, inside, nbytes in parts:  # type: ignore[misc]
+            for t in exported:
+                f = _import(t)
+                if f.location.line is not None:
+                    f = dataclasses.replace(
+                        f, location=dataclasses.replace(f.location, line=f.location.line + lines - before)
+                    )
+                found.setdefault((f.key_id, f.location.line), f)
+            lines += inside
+            self.stats.bytes_scanned += nbytes
+        self.stats.files_scanned += 1
+        self._done(path, st, list(found.values()))
 
     def _done(self, path: str, st: os.stat_result | None, found: list[Finding] | None) -> None:
         if found is None:
@@ -321,11 +367,28 @@ def _worker(tasks: Connection, results: Connection, detector: Detector, options:
             return
         stats = ScanStats()
         out: list[_Outcome] = []
-        for path, st in item:
-            found = _scan_one(path, st, detector, options, stats)
-            if found or st is not None:  # without a stat (no FileCache) a file with no finding needs no answer
+        for task in item:
+            if len(task) == 5:  # a part of a large file
+                out.append(_scan_part(task, detector, options))
+                continue
+            path, st = task
+            found = _scan_one(path, st, detector, options, stats, split_over=_SPLIT_OVER)
+            if isinstance(found, filesystem.SplitFile):
+                out.append((path, st, found))
+            elif found or st is not None:  # without a stat (no FileCache) a file with no finding needs no answer
                 out.append((path, st, None if found is None else [_export(f) for f in found]))
         results.send((out, stats))
+
+
+def _scan_part(task: _Part, detector: Detector, options: ScanOptions) -> _Outcome:
+    path, st, index, start, end = task
+    try:
+        part = filesystem.scan_part(path, start, end, detector, options)
+    except filesystem.Skip as skip:
+        return path, st, ("error:" if skip.error else "skip:") + skip.reason
+    except Exception:
+        return path, st, "error:internal-error"
+    return path, st, (index, [_export(f) for f in part.findings], part.lines_before, part.lines_in, part.nbytes)
 
 
 class _Worker:
@@ -358,6 +421,14 @@ class _Pool:
         self.workers: list[_Worker] = []
         self.lost: Counter[str] = Counter()
         self.respawned = 0
+        self._urgent: list[list[Any]] = []  # batches handed out before the walk's next one
+
+    def push(self, batch: list[Any]) -> None:
+        """Hand out each task of ``batch`` (parts of a large file) on its own, before the walk's next batch."""
+        self._urgent.extend([task] for task in batch)
+
+    def _next(self, batches: Iterator[list[_Item]]) -> list[Any] | None:
+        return self._urgent.pop(0) if self._urgent else next(batches, None)
 
     def __enter__(self) -> _Pool:
         self.workers = [_Worker(self._ctx, *self._args) for _ in range(self._n)]
@@ -379,8 +450,10 @@ class _Pool:
 
     def run(self, batches: Iterator[list[_Item]]) -> Iterator[tuple[list[_Outcome], ScanStats]]:
         # stopping is the walk's business (it checks should_stop): what it has yielded is still scanned
-        pending = next(batches, None)
+        pending = self._next(batches)
         while True:
+            if pending is None:
+                pending = self._next(batches)  # parts pushed while the walk had ended
             idle = [w for w in self.workers if w.batch is None]
             while pending is not None and idle:
                 w = idle.pop()
@@ -390,7 +463,7 @@ class _Pool:
                     idle.append(self._replace(w))
                     continue
                 w.batch = pending
-                pending = next(batches, None)  # walk ahead while the workers read
+                pending = self._next(batches)  # walk ahead while the workers read
             busy = [w for w in self.workers if w.batch is not None]
             if not busy and pending is None:
                 return

@@ -14,7 +14,7 @@ import os
 import re
 import stat
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from keysweep.models import Finding, Location
 from keysweep.ruleset import glob_to_regex
@@ -415,12 +415,71 @@ def _scan_archive(
     return found
 
 
+class SplitFile(NamedTuple):
+    """A plain file of ``size`` bytes left to be scanned in parts (:func:`scan_part`) by several workers."""
+
+    size: int
+
+
+class PartResult(NamedTuple):
+    findings: list[Finding]  # line numbers counted from the part's first byte read (``lo``)
+    lines_before: int  # newlines between ``lo`` and the part's start
+    lines_in: int  # newlines in the part itself
+    nbytes: int  # bytes of the part (the overlap read around it not counted)
+
+
+def scan_part(
+    path: str, start: int, end: int | None, detector: Detector, options: ScanOptions
+) -> PartResult:
+    """Ids at offsets ``[start, end)`` of a file (``end`` None: to its end), read with half the detector's
+    overlap on each side so every pairing window is whole. Raises :class:`Skip`."""
+    fd, fst = open_regular(path, follow=options.follow_symlinks)
+    try:
+        half = detector.overlap // 2
+        lo = max(0, start - half)
+        stop = options.max_file_size if end is None else min(options.max_file_size, end + half)
+        os.lseek(fd, lo, os.SEEK_SET)
+        counts = [0, 0, 0]  # newlines before start, in [start, end), bytes in [start, end)
+        pos = lo
+        own_end = stop if end is None else end
+
+        def read(n: int) -> bytes:
+            nonlocal pos
+            data = os.read(fd, max(0, min(n, stop - pos)))
+            a, b = pos, pos + len(data)
+            if a < start:
+                counts[0] += data.count(b"\n", 0, min(b, start) - a)
+            s, e = max(a, start), min(b, own_end)
+            if s < e:
+                counts[1] += data.count(b"\n", s - a, e - a)
+                counts[2] += e - s
+            pos = b
+            return data
+
+        location = Location(kind="file", path=display_path(path, options.path_prefix))
+        findings = detector.scan_stream(read, location=location, chunk_size=CHUNK_SIZE, base_offset=lo,
+                                        min_offset=start, max_offset=end)
+        return PartResult(findings, counts[0], counts[1], counts[2])
+    except OSError as exc:
+        raise os_error_skip(exc) from None
+    finally:
+        os.close(fd)
+
+
 def scan_file(
-    path: str, st: os.stat_result | None, detector: Detector, options: ScanOptions, stats: ScanStats
-) -> list[Finding] | None:
+    path: str,
+    st: os.stat_result | None,
+    detector: Detector,
+    options: ScanOptions,
+    stats: ScanStats,
+    *,
+    split_over: int | None = None,
+) -> list[Finding] | SplitFile | None:
     """Scan one regular file (archives are opened, ~/.aws files parsed per profile).
 
-    None when the file was not read (the reason is counted in ``stats``; nothing is raised)."""
+    None when the file was not read (the reason is counted in ``stats``; nothing is raised). With
+    ``split_over``, a plain (not sparse, not archive) file larger than that is not scanned: a
+    :class:`SplitFile` says so, for parts of it to be scanned in parallel."""
     shown = display_path(path, options.path_prefix)
     if not detector.include_examples and detector.ruleset.is_ignored_path(shown):
         stats.skipped["ignored-path"] += 1  # vendored SDK example data (rules/ignore.yaml)
@@ -457,6 +516,8 @@ def scan_file(
                 found = _scan_archive(fd, kind, shown, size, detector, options, stats)
                 if found is not None:
                     return found
+        if split_over is not None and size > split_over and len(head) >= want:
+            return SplitFile(size)
         if len(head) < want:  # the whole file
             findings = detector.scan(head, location=location)
             nbytes = len(head)
