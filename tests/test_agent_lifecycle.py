@@ -123,11 +123,11 @@ def _moto_key(user: str) -> tuple[str, str]:
 
 
 def _paced_tree(tree: Path) -> None:
-    """1200 files of 40 KB: under a 1 % CPU budget a sweep of it takes several seconds."""
+    """2400 files of 40 KB: under a 1 % CPU budget a sweep of it takes several seconds."""
     for d in range(40):
         sub = tree / f"dir{d:02d}"
         sub.mkdir(parents=True)
-        for f in range(30):
+        for f in range(60):
             (sub / f"file{f}.log").write_bytes(f"log line {d} {f} ".encode().ljust(64, b".") * 640)
 
 
@@ -278,7 +278,7 @@ def test_kill_9_mid_sweep_then_restart_resumes(tmp_path: Path, agents: Callable[
     _paced_tree(tree)
     for i, k in enumerate(keys):
         (tree / f"dir{i * 15:02d}" / "secrets.env").write_text(_creds(k, f"Zk3pQ8vR2mN7tY4wX9cB6dF1gH5jK0lM3nP8qR2{i}"))
-    total = 40 * 30 + 3
+    total = 40 * 60 + 3
     slow = _base_config(tmp_path, schedule={"interval": "1h", "splay": 0},
                         resources={"max_cpu_percent": 1})  # paced: the sweep takes a while
     config = _write_config(tmp_path / "slow.yaml", slow)
