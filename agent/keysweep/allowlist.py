@@ -18,12 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from keysweep import keyid
 from keysweep.errors import ConfigError
 from keysweep.models import Finding
 from keysweep.ruleset import glob_to_regex
+from keysweep.yamlfile import read_yaml
 
 _FIELDS = ("paths", "key_ids", "fingerprints")
 
@@ -59,17 +58,7 @@ class Allowlist:
 
     @classmethod
     def load(cls, path: str | Path) -> Allowlist:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"allowlist {path}: cannot read ({exc.strerror})") from None
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise ConfigError(f"allowlist {path}:{where} invalid YAML") from None
-        return cls.from_mapping(data, source=f"allowlist {path}")
+        return cls.from_mapping(read_yaml(path, source=f"allowlist {path}"), source=f"allowlist {path}")
 
     def allows(self, finding: Finding) -> bool:
         """True when the finding is accepted (not reported)."""

@@ -16,10 +16,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import resources
 
-import yaml
-
 from keysweep.errors import RuleError
 from keysweep.models import Finding
+from keysweep.yamlfile import parse_yaml
 
 CANARY_FILE = "canary-accounts.yaml"
 _ACCOUNT_RE = re.compile(r"\d{12}")
@@ -27,10 +26,7 @@ _ACCOUNT_RE = re.compile(r"\d{12}")
 
 def parse_canary_accounts(text: str, *, source: str) -> frozenset[str]:
     """The account ids of a canary-accounts document; raises RuleError naming the file and the field."""
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise RuleError(f"{source}: not valid YAML ({exc.__class__.__name__})") from None
+    doc = parse_yaml(text, source=source, error=RuleError)
     if not isinstance(doc, dict) or not isinstance(doc.get("accounts"), list):
         raise RuleError(f"{source}: 'accounts' must be a list")
     accounts: set[str] = set()

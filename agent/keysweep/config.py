@@ -19,9 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from keysweep.errors import ConfigError
+from keysweep.yamlfile import read_yaml
 
 DEFAULT_CONFIG_PATH = Path("/etc/keysweep/agent.yaml")
 DEFAULT_STATE_DIR = "/var/lib/keysweep"
@@ -315,17 +314,7 @@ def from_mapping(data: object, *, source: str | None = None) -> AgentConfig:
 def load_config(path: str | Path | None = None) -> AgentConfig:
     """Read and validate the agent configuration file (default ``/etc/keysweep/agent.yaml``)."""
     p = Path(path) if path else DEFAULT_CONFIG_PATH
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read configuration: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{p}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
-    return from_mapping(data, source=str(p))
+    return from_mapping(read_yaml(p), source=str(p))
 
 
 def option_paths(cls: type = AgentConfig, prefix: str = "") -> list[str]:

@@ -14,9 +14,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from keysweep.errors import RuleError
+from keysweep.yamlfile import parse_yaml
 
 KINDS = ("key-id", "secret", "session-token")
 SEVERITIES = ("critical", "high", "medium", "low", "info")  # most severe first
@@ -30,7 +29,6 @@ _RULE_FIELDS = {
     "id", "kind", "description", "severity", "regex", "keywords", "names", "prefixes", "examples", "negative_examples",
 }
 _IGNORE_FIELDS = {"paths", "example_key_ids", "example_secrets"}
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: ~10x faster to start
 _NOT_RULES = frozenset({"canary-accounts.yaml"})  # other data shipped in the same package (verification's)
 
 
@@ -125,12 +123,7 @@ def load_files(files: Sequence[Path]) -> Ruleset:
         except OSError as exc:
             raise RuleError(f"{path}: cannot read ({exc.strerror})") from None
         digest.update(path.name.encode() + b"\0" + raw + b"\0")
-        try:
-            doc = yaml.load(raw, Loader=_YAML_LOADER)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise RuleError(f"{path}:{where} not valid YAML") from None
+        doc = parse_yaml(raw, source=str(path), error=RuleError)
         if doc is None:
             continue
         if not isinstance(doc, dict) or not set(doc) <= {"rules", "ignore"}:
