@@ -216,7 +216,7 @@ def _unknown_key(prefix: str, key: object, known: list[str]) -> str:
     return f"{prefix}{key}: unknown key{hint}"
 
 
-def _build_section(cls: type, data: object, prefix: str, errors: list[str]) -> Any:
+def build_section(cls: type, data: object, prefix: str, errors: list[str]) -> Any:
     if data is None:
         return cls()
     if not isinstance(data, Mapping):
@@ -231,7 +231,7 @@ def _build_section(cls: type, data: object, prefix: str, errors: list[str]) -> A
             continue
         f = fields[key]
         if dataclasses.is_dataclass(hints[key]):
-            values[key] = _build_section(hints[key], value, f"{prefix}{key}.", errors)
+            values[key] = build_section(hints[key], value, f"{prefix}{key}.", errors)
             continue
         try:
             values[key] = _convert(value, hints[key], f.metadata)
@@ -301,7 +301,7 @@ def from_mapping(data: object, *, source: str | None = None) -> AgentConfig:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source or 'config'}: expected a mapping at the top level, got {_describe(data)}")
     own = {k: v for k, v in data.items() if k not in {name for name, _, _ in _DELEGATED}}
-    cfg: AgentConfig = _build_section(AgentConfig, own, "", errors)
+    cfg: AgentConfig = build_section(AgentConfig, own, "", errors)
     delegated = {name: _delegate(name, mod, cls, data.get(name), errors) for name, mod, cls in _DELEGATED}
     cfg = dataclasses.replace(cfg, source=source, **delegated)
     _check(cfg, errors)

@@ -51,10 +51,10 @@ class ContextConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ContextConfig:
         """Build from the agent YAML's ``context`` section; :class:`ConfigError` names every bad key."""
-        from keysweep.config import _build_section  # the agent config's one option parser
+        from keysweep.config import build_section
 
         errors: list[str] = []
-        cfg: ContextConfig = _build_section(cls, data, "", errors)
+        cfg: ContextConfig = build_section(cls, data, "", errors)
         if not 1 <= cfg.imds_token_ttl <= 21600:
             errors.append(f"imds_token_ttl: must be between 1 and 21600 seconds, got {cfg.imds_token_ttl!r}")
         if cfg.imds_timeout <= 0 or cfg.ecs_timeout <= 0:

@@ -83,10 +83,10 @@ class ReportConfig:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> ReportConfig:
         """Build from the agent YAML's ``report`` section; :class:`ConfigError` names every bad key."""
-        from keysweep.config import _build_section  # the agent config's one option parser
+        from keysweep.config import build_section
 
         errors: list[str] = []
-        cfg: ReportConfig = _build_section(cls, data, "", errors)
+        cfg: ReportConfig = build_section(cls, data, "", errors)
         errors += cfg.problems()
         if errors:
             raise ConfigError("\n".join(errors))
