@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,46 @@ def test_manual_scan_uses_the_same_state(tmp_path: Path) -> None:
     assert second["findings"][0]["has_secret"] is True
     blobs = b"".join(p.read_bytes() for p in state.rglob("*") if p.is_file())
     assert SECRET.encode() not in blobs
+
+
+@pytest.mark.timeout(120)
+def test_expired_verification_makes_the_file_be_read_again(tmp_path: Path, moto_server: object) -> None:
+    """The state has no secret: when a cached finding's verification expires, only a fresh read can re-verify it."""
+    from keysweep.aws import make_client
+    from keysweep.config import from_mapping
+    from keysweep.sweep import Pipeline
+
+    iam = make_client("iam")
+    iam.create_user(UserName="deployer")
+    key = iam.create_access_key(UserName="deployer")["AccessKey"]
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "deploy.sh").write_text(_creds(key["AccessKeyId"], key["SecretAccessKey"]))
+    (tree / "other.txt").write_text("nothing\n")
+    cfg = from_mapping({
+        "state_dir": str(tmp_path / "state"),
+        "scan": {"roots": [str(tree)], "sources": ["files"]},
+        "verify": {"enabled": True, "cache_ttl_live": "1s", "same_key_spacing": 0},
+    })
+    pipeline = Pipeline(cfg)
+    try:
+        def sweep():
+            return pipeline.sweep(should_stop=lambda: False, full_reread_every=100)
+
+        first = sweep()
+        assert [f.verification.status for f in first.findings] == ["live"]
+        calls = pipeline.verifier.calls
+        second = sweep()  # unchanged and verification still cached: nothing read, no STS call
+        assert second.stats["files_scanned"] == 0 and second.cache["reverify"] == 0
+        assert [f.verification.status for f in second.findings] == ["live"]
+        assert second.findings[0].verification.cached
+        assert pipeline.verifier.calls == calls
+        time.sleep(1.2)
+        third = sweep()  # the cached verification expired: the file is read again and verified again
+        assert third.cache["reverify"] == 1 and third.stats["files_scanned"] == 1
+        assert [f.verification.status for f in third.findings] == ["live"]
+        assert pipeline.verifier.calls > calls
+    finally:
+        pipeline.close()
+    assert key["SecretAccessKey"].encode() not in b"".join(
+        p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file())
