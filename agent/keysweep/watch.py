@@ -24,6 +24,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 
 from keysweep.config import WatchConfig
+from keysweep.sources.aws_files import home_files
 
 log = logging.getLogger(__name__)
 
@@ -44,24 +45,15 @@ class HotPath:
 
 
 def home_dirs(host_prefix: str | None = None) -> list[str]:
-    """Home directories from the password database (the host's, under ``host_prefix``) plus ``/root``."""
+    """Existing home directories of the host's accounts (as the AWS-files source finds them), under ``host_prefix``."""
     homes: list[str] = []
-    if host_prefix:
-        try:
-            text = Path(host_prefix, "etc/passwd").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            text = ""
-        entries = [line.split(":")[5] for line in text.splitlines() if line.count(":") >= 6]
-    else:
-        import pwd
-
-        entries = [p.pw_dir for p in pwd.getpwall()]
-    for home in [*entries, "/root"]:
-        if not home or home == "/" or home.startswith(("/proc", "/dev", "/sys", "/nonexistent")):
+    for f in home_files(host_prefix):
+        home = os.path.dirname(os.path.dirname(f.path))  # <home>/.aws/credentials
+        shown = os.path.dirname(os.path.dirname(f.shown))
+        if shown in ("", "/") or shown.startswith(("/proc", "/dev", "/sys", "/nonexistent")):
             continue
-        full = os.path.join(host_prefix, home.lstrip("/")) if host_prefix else home
-        if full not in homes and os.path.isdir(full):
-            homes.append(full)
+        if home not in homes and os.path.isdir(home):
+            homes.append(home)
     return homes
 
 
