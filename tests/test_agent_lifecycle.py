@@ -349,3 +349,23 @@ def test_state_dir_inside_the_swept_tree_is_never_read(tmp_path: Path, agents: C
         done = run.named("sweep.finished")[-1]
         assert done["files_scanned"] == expected_scanned
         assert done["skipped"].get("excluded") == 1
+
+
+@pytest.mark.timeout(60)
+def test_priority_is_lowered_and_cpu_budget_paces() -> None:
+    script = (
+        "import os, time, psutil\n"
+        "from keysweep.governance import CpuPacer, apply_priority\n"
+        "r = apply_priority(19, True)\n"
+        "p = CpuPacer(10, period=0.02)\n"
+        "end = time.process_time() + 0.3\n"
+        "while time.process_time() < end:\n"
+        "    sum(range(1000)); p.tick()\n"
+        "print(r.nice, r.ionice, os.nice(0), int(psutil.Process().ionice().ioclass), p.slept > 0)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=50)
+    assert out.returncode == 0, out.stderr
+    nice, ionice, actual_nice, ioclass, paced = out.stdout.split()
+    assert nice == actual_nice == "19"
+    assert ionice == "idle" and ioclass == "3"  # IOPRIO_CLASS_IDLE
+    assert paced == "True"  # 0.3 s of CPU under a 10 % budget made the pacer sleep
