@@ -229,6 +229,18 @@ def test_watched_and_swept_keys_are_verified_and_delivered(
     assert st["watch"]["watched"][0]["path"] == str(tree / "app")
     assert st["last_sweep"]["files_cached"] >= 22
     assert 'keysweep_findings{status="live"} 2.0' in prom.read_text()
+    prom2 = tmp_path / "again.prom"
+    text = subprocess.run(
+        [sys.executable, "-m", "keysweep", "status", "--state-dir", str(tmp_path / "state"),
+         "--prometheus-file", str(prom2)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert text.returncode == 0, text.stderr
+    assert "findings:         2 (live 2)" in text.stdout
+    assert "spool depth:      0" in text.stdout
+    assert "1 paths watched" in text.stdout
+    assert "keysweep_spool_depth 0.0" in prom2.read_text()
+    assert 'keysweep_findings{status="live"} 2.0' in prom2.read_text()
 
 
 @pytest.mark.timeout(180)
