@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from keysweep.errors import ConfigError, SourceError
 from keysweep.models import Finding, Secret
 from keysweep.sources import aws_files, filesystem, processes
+from keysweep.sources.mounts import MountTable
 
 if TYPE_CHECKING:
     from keysweep.allowlist import Allowlist
@@ -40,6 +41,7 @@ _BATCH_BYTES = 16 * 1024 * 1024
 _PROGRESS_EVERY = 0.25
 _MAX_RESPAWNS = 32
 _SPLIT_OVER = 32 * 1024 * 1024  # with workers, a larger plain file is scanned in parts, one per worker
+_DIRS_PER_TASK = 16
 
 
 @dataclass(frozen=True)
@@ -200,6 +202,9 @@ _Item = tuple[str, os.stat_result | None]  # the lstat only when a FileCache nee
 _Part = tuple[str, os.stat_result | None, int, int, int | None]  # path, lstat, part index, start, end
 _PartDone = tuple[int, list[_Exported], int, int, int]  # index, findings, lines before, lines in, bytes
 _Outcome = tuple[str, os.stat_result | None, "list[_Exported] | filesystem.SplitFile | _PartDone | str | None"]
+# a directory for a worker to list: path, st_dev, st_ino, its root's st_dev, follow (a root named as a
+# symlink), entries to pass over (the rest of a listing a dead worker had begun)
+_Dir = tuple[str, int, int, int, bool, int]
 
 
 def _export(f: Finding) -> _Exported:
@@ -249,6 +254,16 @@ class _FilesScan:
         self._parts: dict[str, list[_PartDone | None]] = {}  # large files scanned in parts, by path
 
     def run(self, handled: set[tuple[int, int]]) -> list[Finding]:
+        if self.options.worker_count > 1 and self.cache is None:
+            small = self._probe(handled)
+            if small is None:
+                self._walk_in_workers(handled)
+            else:
+                for path, st in small:
+                    self._done(path, st, _scan_one(path, st, self.detector, self.options, self.stats))
+            if self.progress is not None:
+                self.progress(self.stats)
+            return self.findings
         batches = _batches(self._candidates(handled))
         first = next(batches, None)
         second = next(batches, None) if first is not None and self.options.worker_count > 1 else None
@@ -271,6 +286,57 @@ class _FilesScan:
         if self.progress is not None:
             self.progress(self.stats)
         return self.findings
+
+    def _probe(self, handled: set[tuple[int, int]]) -> list[_Item] | None:
+        """The whole walk when it yields at most one batch of files (not worth forking for), else None."""
+        scratch = ScanStats()
+        walk = filesystem.iter_files(self.options, scratch, skip_ids=handled, should_stop=self.stop)
+        items = list(itertools.islice(walk, _BATCH_FILES + 1))
+        walk.close()
+        if len(items) > _BATCH_FILES:
+            return None
+        self.stats.merge(scratch)
+        return items
+
+    def _walk_in_workers(self, handled: set[tuple[int, int]]) -> None:
+        """The workers share the walk: each lists the directories it is handed, reads their files and sends
+        back only findings, counts and the subdirectories it found; this process keeps the stack of
+        directories (one set of directories seen, for bind mounts and loops) and hands them out."""
+        opts, stats = self.options, self.stats
+        mounts = MountTable.current()
+        stack: list[_Dir] = []
+        named: list[_Item] = []
+        seen: set[tuple[int, int]] = set()
+        for path, st, is_dir in filesystem.start_points(opts, stats, mounts):
+            if not is_dir:
+                if st.st_size > opts.max_file_size:
+                    stats.skipped["too-large"] += 1
+                else:
+                    named.append((path, st))
+            elif (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                stack.append((path, st.st_dev, st.st_ino, st.st_dev, True, 0))
+        stack.reverse()  # the first path first
+        again = "symlink-loop" if opts.follow_symlinks else "seen-directory"
+        with _Pool(self.options.worker_count, self.detector, self.options, handled, mounts) as pool:
+            pool.push(named)
+            for outcomes, wstats, subdirs in pool.walk(stack, self.stop):
+                stats.merge(wstats)
+                for path, dev, ino, root_dev in subdirs:
+                    if (dev, ino) in seen:
+                        stats.skipped[again] += 1
+                    else:
+                        seen.add((dev, ino))
+                        stack.append((path, dev, ino, root_dev, False, 0))
+                for path, st, exported in outcomes:
+                    if isinstance(exported, filesystem.SplitFile):
+                        pool.push(self._split(path, st, exported.size, self.options.worker_count))
+                    elif isinstance(exported, (tuple, str)):
+                        self._part_done(path, st, exported)
+                    else:
+                        self._done(path, st, None if exported is None else [_import(t) for t in exported])
+                self._tick()
+            stats.errors.update(pool.lost)
 
     def _candidates(self, handled: set[tuple[int, int]]) -> Iterator[_Item]:
         opts = self.options
@@ -356,7 +422,14 @@ def _batches(items: Iterator[_Item]) -> Iterator[list[_Item]]:
         yield batch
 
 
-def _worker(tasks: Connection, results: Connection, detector: Detector, options: ScanOptions) -> None:
+def _worker(
+    tasks: Connection, results: Connection, detector: Detector, options: ScanOptions,
+    walker: filesystem.Walker, stopped: Any,
+) -> None:
+    """Answers each task with messages: ``("batch", outcomes, stats)`` for a batch of files or parts, and
+    for directories ``("dirs", outcomes, stats, claim)`` each time it is about to read a group of files,
+    and once more with ``claim`` None when the task is done. The outcomes and stats of a message are those
+    of the group claimed by the message before, so a worker killed while reading loses only that group."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     while True:
         try:
@@ -365,6 +438,9 @@ def _worker(tasks: Connection, results: Connection, detector: Detector, options:
             return
         if item is None:
             return
+        if isinstance(item, tuple):
+            _walk_dirs(item[1], results, detector, options, walker, stopped)
+            continue
         stats = ScanStats()
         out: list[_Outcome] = []
         for task in item:
@@ -377,7 +453,54 @@ def _worker(tasks: Connection, results: Connection, detector: Detector, options:
                 out.append((path, st, found))
             elif found or st is not None:  # without a stat (no FileCache) a file with no finding needs no answer
                 out.append((path, st, None if found is None else [_export(f) for f in found]))
-        results.send((out, stats))
+        results.send(("batch", out, stats))
+
+
+def _walk_dirs(
+    dirs: list[_Dir], results: Connection, detector: Detector, options: ScanOptions,
+    walker: filesystem.Walker, stopped: Any,
+) -> None:
+    """List ``dirs`` in turn, reading their files in groups of up to a batch (a group may span directories:
+    one message per group, not per directory). Each claim names where the listing stands (directory index,
+    entries read), so the rest can be listed again by another worker if this one dies."""
+    out: list[_Outcome] = []
+    walker.stats = ScanStats()
+    subdirs: list[tuple[str, int, int]] = []
+    found_in: list[tuple[str, int, int, int]] = []  # subdirectories with their root's st_dev
+    group: list[str] = []
+    last = len(dirs) - 1
+    for index, (d, dev, _ino, root_dev, follow, skip) in enumerate(dirs):
+        if stopped.value:
+            break
+        walker.root_dev = root_dev
+        listing = walker.list_dir(d, dev, subdirs, follow=follow, skip=skip)
+        while True:
+            item = next(listing, None)
+            if item is not None:
+                group.append(item[0])
+                if len(group) < _BATCH_FILES:
+                    continue
+            elif index < last and len(subdirs) + len(found_in) < _BATCH_FILES:
+                break  # the next directory joins this group
+            found_in += [(p, dv, ino, root_dev) for p, dv, ino in subdirs]
+            subdirs.clear()
+            if group or found_in:
+                results.send(("dirs", out, walker.stats, (index, walker.entries_read, found_in, len(group))))
+                out, walker.stats, found_in = [], ScanStats(), []
+                for path in group:
+                    if stopped.value:
+                        break
+                    found = _scan_one(path, None, detector, options, walker.stats, split_over=_SPLIT_OVER)
+                    if isinstance(found, filesystem.SplitFile):
+                        out.append((path, None, found))
+                    elif found:
+                        out.append((path, None, [_export(f) for f in found]))
+                group = []
+            if item is None:
+                break
+        found_in += [(p, dv, ino, root_dev) for p, dv, ino in subdirs]
+        subdirs.clear()
+    results.send(("dirs", out, walker.stats, None))
 
 
 def _scan_part(task: _Part, detector: Detector, options: ScanOptions) -> _Outcome:
@@ -392,14 +515,15 @@ def _scan_part(task: _Part, detector: Detector, options: ScanOptions) -> _Outcom
 
 
 class _Worker:
-    def __init__(self, ctx: Any, detector: Detector, options: ScanOptions) -> None:
+    def __init__(self, ctx: Any, args: tuple[Any, ...]) -> None:
         task_r, self.tasks = ctx.Pipe(duplex=False)
         self.results, result_w = ctx.Pipe(duplex=False)
-        self.proc = ctx.Process(target=_worker, args=(task_r, result_w, detector, options), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(task_r, result_w, *args), daemon=True)
         self.proc.start()
         task_r.close()
         result_w.close()
-        self.batch: list[_Item] | None = None  # what it is working on
+        self.batch: Any = None  # what it is working on: a list of files or parts, or ("dirs", directories)
+        self.claim: tuple[int, int, int] | None = None  # directory index, entries read, files being read
 
     def close(self) -> None:
         self.tasks.close()
@@ -407,21 +531,28 @@ class _Worker:
 
 
 class _Pool:
-    """Forked workers, each with its own pair of pipes and at most one batch at a time.
+    """Forked workers, each with its own pair of pipes and at most one task at a time.
 
-    No lock is shared between processes, so a worker killed at any moment (the OOM killer) cannot leave the
-    others stuck: its batch is counted as lost and a new worker takes its place. The walk runs at most one
-    batch ahead of the workers.
+    No lock is shared between processes (the stop flag is a plain shared byte), so a worker killed at any
+    moment (the OOM killer) cannot leave the others stuck: what it was reading is counted as lost and a new
+    worker takes its place (and the rest of its directories). The walk runs at most one batch ahead of the
+    workers.
     """
 
-    def __init__(self, n: int, detector: Detector, options: ScanOptions) -> None:
+    def __init__(
+        self, n: int, detector: Detector, options: ScanOptions,
+        skip_ids: set[tuple[int, int]] | None = None, mounts: MountTable | None = None,
+    ) -> None:
         self._ctx = multiprocessing.get_context("fork")
         self._n = n
-        self._args = (detector, options)
+        self._stopped = self._ctx.RawValue("b", 0)
+        walker = filesystem.Walker(options, ScanStats(), mounts or MountTable([]), skip_ids or set(), None, False)
+        self._args = (detector, options, walker, self._stopped)
         self.workers: list[_Worker] = []
         self.lost: Counter[str] = Counter()
         self.respawned = 0
         self._urgent: list[list[Any]] = []  # batches handed out before the walk's next one
+        self._requeue: list[_Dir] = []  # directories a dead worker had not finished
 
     def push(self, batch: list[Any]) -> None:
         """Hand out each task of ``batch`` (parts of a large file) on its own, before the walk's next batch."""
@@ -431,7 +562,7 @@ class _Pool:
         return self._urgent.pop(0) if self._urgent else next(batches, None)
 
     def __enter__(self) -> _Pool:
-        self.workers = [_Worker(self._ctx, *self._args) for _ in range(self._n)]
+        self.workers = [_Worker(self._ctx, self._args) for _ in range(self._n)]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -457,45 +588,121 @@ class _Pool:
             idle = [w for w in self.workers if w.batch is None]
             while pending is not None and idle:
                 w = idle.pop()
-                try:
-                    w.tasks.send(pending)
-                except OSError:  # it died while idle: a new one takes the batch
-                    idle.append(self._replace(w))
+                fresh = self._send(w, pending)
+                if fresh is not None:
+                    idle.append(fresh)
                     continue
-                w.batch = pending
                 pending = self._next(batches)  # walk ahead while the workers read
             busy = [w for w in self.workers if w.batch is not None]
             if not busy and pending is None:
                 return
-            yield from self._collect(busy)
+            for _w, msg in self._collect(busy):
+                yield msg[1], msg[2]
 
-    def _collect(self, busy: list[_Worker]) -> Iterator[tuple[list[_Outcome], ScanStats]]:
+    def walk(
+        self, stack: list[_Dir], stop: Callable[[], bool]
+    ) -> Iterator[tuple[list[_Outcome], ScanStats, list[tuple[str, int, int, int]]]]:
+        """Hand out directories from ``stack`` (which the caller grows with the subdirectories each message
+        names) and the pushed batches; yield ``(outcomes, stats, subdirectories with their root's st_dev)``."""
+        while True:
+            if not self._stopped.value and stop():
+                self._stopped.value = 1
+                stack.clear()
+                self._requeue.clear()
+            stack.extend(self._requeue)
+            self._requeue.clear()
+            idle = [w for w in self.workers if w.batch is None]
+            for w in idle:
+                if self._urgent:
+                    task: Any = self._urgent.pop(0)
+                elif stack:
+                    share = max(1, min(_DIRS_PER_TASK, len(stack) // self._n))
+                    task = ("dirs", stack[-share:])
+                    del stack[-share:]
+                else:
+                    break
+                if self._send(w, task) is not None:  # it had died: its replacement is idle next time
+                    if isinstance(task, tuple):
+                        stack.extend(task[1])
+                    else:
+                        self._urgent.insert(0, task)
+            busy = [w for w in self.workers if w.batch is not None]
+            if not busy:
+                if stack or self._urgent:
+                    continue
+                return
+            for w, msg in self._collect(busy):
+                if msg[0] == "batch":
+                    yield msg[1], msg[2], []
+                    continue
+                claim = msg[3]
+                w.claim = None if claim is None else (claim[0], claim[1], claim[3])
+                if claim is None:
+                    w.batch = None
+                yield msg[1], msg[2], ([] if self._stopped.value or claim is None else claim[2])
+
+    def _send(self, w: _Worker, task: Any) -> _Worker | None:
+        """None once ``w`` has the task; if it had died while idle, the new worker taking its place."""
+        try:
+            w.tasks.send(task)
+        except OSError:
+            return self._replace(w)
+        w.batch = task
+        w.claim = None
+        return None
+
+    def _collect(self, busy: list[_Worker]) -> Iterator[tuple[_Worker, tuple[Any, ...]]]:
         by_conn = {w.results: w for w in busy}
         by_sentinel = {w.proc.sentinel: w for w in busy}
         ready = connection_wait([*by_conn, *by_sentinel])
         for obj in ready:
             w = by_conn.get(obj)  # type: ignore[call-overload]
-            if w is not None and w.batch is not None:
+            if w is None:
+                continue
+            while w.batch is not None:
                 try:
-                    out, stats = w.results.recv()
+                    msg = w.results.recv()
                 except (EOFError, OSError):
-                    continue  # it died; its sentinel says so
-                w.batch = None
-                yield out, stats
+                    break  # it died; its sentinel says so
+                if msg[0] == "batch":
+                    w.batch = None
+                yield w, msg
+                if not w.results.poll():
+                    break
         for obj in ready:
             w = by_sentinel.get(obj)  # type: ignore[call-overload]
             if w is not None and not w.proc.is_alive():
+                while w.batch is not None and w.results.poll():  # what it sent before it died still counts
+                    try:
+                        msg = w.results.recv()
+                    except (EOFError, OSError):
+                        break
+                    if msg[0] == "batch":
+                        w.batch = None
+                    yield w, msg
                 self._replace(w)
 
     def _replace(self, dead: _Worker) -> _Worker:
-        """A worker that died (killed for memory, say) loses its batch: counted; a new worker takes its place."""
-        if dead.batch is not None:
+        """A worker that died (killed for memory, say) loses what it was reading: counted; a new worker takes
+        its place, and the directories it had not finished go back on the stack."""
+        if isinstance(dead.batch, tuple):
+            dirs = dead.batch[1]
+            if dead.claim is None:
+                self._requeue.extend(dirs)
+            else:
+                index, entries_read, files = dead.claim
+                self.lost["worker-crashed"] += files
+                d = dirs[index]
+                self._requeue.append((d[0], d[1], d[2], d[3], d[4], entries_read))
+                self._requeue.extend(dirs[index + 1 :])
+        elif dead.batch is not None:
             self.lost["worker-crashed"] += len(dead.batch)
+        dead.batch = None
         self.respawned += 1
         if self.respawned > _MAX_RESPAWNS:
             raise SourceError(f"scan workers keep dying ({self.respawned} replaced); see the system log")
         dead.proc.join(0)
         dead.close()
-        fresh = _Worker(self._ctx, *self._args)
+        fresh = _Worker(self._ctx, self._args)
         self.workers[self.workers.index(dead)] = fresh
         return fresh

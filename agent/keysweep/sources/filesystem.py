@@ -100,8 +100,20 @@ def iter_files(
     """Yield ``(path, lstat)`` for every regular file to read under the options' paths (or roots); the lstat
     is None unless ``file_stat`` asks for it (the type then comes from the directory entry)."""
     mounts = mounts if mounts is not None else MountTable.current()
+    walker = Walker(options, stats, mounts, skip_ids or set(), should_stop, file_stat)
+    for path, st, is_dir in start_points(options, stats, mounts):
+        if is_dir:
+            yield from walker.walk(path, st)
+        else:
+            yield path, st
+
+
+def start_points(
+    options: ScanOptions, stats: ScanStats, mounts: MountTable
+) -> Iterator[tuple[str, os.stat_result, bool]]:
+    """``(path, stat, is_directory)`` for each path to scan (or root), in order: named files, and the
+    directories to walk (with the tmpfs mounts below a skipped pseudo tree as roots of their own)."""
     prefix = options.path_prefix
-    walker = _Walker(options, stats, mounts, skip_ids or set(), should_stop, file_stat)
     starts = list(options.paths) if options.paths else [_prefixed(r, prefix) for r in options.roots]
     for start in starts:
         start = os.path.abspath(start)
@@ -111,7 +123,7 @@ def iter_files(
             os_error_skip(exc).count(stats)
             continue
         if stat.S_ISREG(st.st_mode):
-            yield start, st
+            yield start, st, False
             continue
         if not stat.S_ISDIR(st.st_mode):
             stats.skipped["not-regular"] += 1
@@ -123,9 +135,8 @@ def iter_files(
         if held is not None and options.skip_network_fs and held.is_network:
             stats.skipped["network-fs"] += 1
             continue
-        extra_roots = _tmpfs_below_pseudo(start, mounts, prefix)
-        for root, root_st in [(start, st)] + extra_roots:
-            yield from walker.walk(root, root_st)
+        for root, root_st in [(start, st)] + _tmpfs_below_pseudo(start, mounts, prefix):
+            yield root, root_st, True
 
 
 def _prefixed(root: str, prefix: str | None) -> str:
@@ -159,8 +170,11 @@ def _ancestors(path: str, stop: str) -> list[str]:
     return out
 
 
-class _Walker:
-    """Depth-first with an explicit stack (no recursion limit), one directory fd open at a time."""
+class Walker:
+    """Depth-first with an explicit stack (no recursion limit), one directory fd open at a time.
+
+    :meth:`walk` walks a whole tree; :meth:`list_dir` reads one directory (the scan's worker processes share
+    a tree that way: each lists directories it is handed and hands back the subdirectories it found)."""
 
     def __init__(
         self,
@@ -180,6 +194,8 @@ class _Walker:
         self.excl = PathFilter(options.excludes)
         self.seen_dirs: set[tuple[int, int]] = set()
         self.pseudo_paths = {_prefixed(p, options.path_prefix) for p in PSEUDO_PATHS}
+        self.root_dev = 0
+        self.entries_read = 0  # entries of the directory being listed read so far
 
     def walk(self, root: str, root_st: os.stat_result) -> Iterator[tuple[str, os.stat_result | None]]:
         ident = (root_st.st_dev, root_st.st_ino)
@@ -187,29 +203,36 @@ class _Walker:
             return
         self.seen_dirs.add(ident)
         self.root_dev = root_st.st_dev
-        stack = [(root, root_st.st_dev)]
+        stack: list[tuple[str, int, int]] = [(root, root_st.st_dev, root_st.st_ino)]
         first = True
         while stack:
             if self.should_stop is not None and self.should_stop():
                 return
-            d, dev = stack.pop()
-            try:
-                # a root the user named may itself be a symlink; nothing below it is followed
-                dir_fd = _open_dir(d, follow=first or self.options.follow_symlinks)
-            except OSError as exc:
-                os_error_skip(exc).count(self.stats)
-                continue
-            finally:
-                first = False
-            try:
-                yield from self._entries(d, dev, dir_fd, stack)
-            finally:
-                os.close(dir_fd)
+            d, dev, _ino = stack.pop()
+            # a root the user named may itself be a symlink; nothing below it is followed
+            yield from self.list_dir(d, dev, stack, follow=first)
+            first = False
+
+    def list_dir(
+        self, d: str, dev: int, subdirs: list[tuple[str, int, int]], *, follow: bool = False, skip: int = 0
+    ) -> Iterator[tuple[str, os.stat_result | None]]:
+        """The files of directory ``d`` to read; its subdirectories to walk are appended to ``subdirs`` as
+        ``(path, st_dev, st_ino)``. The first ``skip`` entries are passed over (a listing resumed)."""
+        self.entries_read = 0
+        try:
+            dir_fd = _open_dir(d, follow=follow or self.options.follow_symlinks)
+        except OSError as exc:
+            os_error_skip(exc).count(self.stats)
+            return
+        try:
+            yield from self._entries(d, dev, dir_fd, subdirs, skip)
+        finally:
+            os.close(dir_fd)
 
     def _entries(
-        self, d: str, dir_dev: int, dir_fd: int, stack: list[tuple[str, int]]
+        self, d: str, dir_dev: int, dir_fd: int, stack: list[tuple[str, int, int]], skip: int
     ) -> Iterator[tuple[str, os.stat_result | None]]:
-        options, stats = self.options, self.stats
+        options = self.options  # skips count into self.stats, which a worker swaps between its messages
         prefix = options.path_prefix
         in_sdk_cache = _is_sdk_cache_dir(d)
         base = d.rstrip("/") + "/"
@@ -221,10 +244,13 @@ class _Walker:
                 except StopIteration:
                     break
                 except OSError as exc:
-                    os_error_skip(exc).count(stats)
+                    os_error_skip(exc).count(self.stats)
                     break
-                path = base + entry.name
                 seen += 1
+                self.entries_read = seen
+                if seen <= skip:
+                    continue
+                path = base + entry.name
                 if not seen & 1023 and self.should_stop is not None and self.should_stop():
                     return  # a huge directory is not read to its end after a stop
                 try:
@@ -232,56 +258,56 @@ class _Walker:
                     # file needs no stat here, the reader fstats what it opened
                     if not self.file_stat and entry.is_file(follow_symlinks=False):
                         if self.excl.excluded(path, prefix):
-                            stats.skipped["excluded"] += 1
+                            self.stats.skipped["excluded"] += 1
                         elif in_sdk_cache:
-                            stats.skipped["host-role-credentials"] += 1
+                            self.stats.skipped["host-role-credentials"] += 1
                         elif not self.skip_ids or (dir_dev, entry.inode()) not in self.skip_ids:
                             yield path, None
                         continue
                     st = entry.stat(follow_symlinks=False)
                 except OSError as exc:
-                    os_error_skip(exc).count(stats)
+                    os_error_skip(exc).count(self.stats)
                     continue
                 mode = st.st_mode
                 if stat.S_ISLNK(mode):
                     if not options.follow_symlinks:
-                        stats.skipped["symlink"] += 1
+                        self.stats.skipped["symlink"] += 1
                         continue
                     try:
                         st = os.stat(path)
                     except OSError as exc:
-                        stats.skipped["broken-symlink" if exc.errno in (errno.ENOENT, errno.ELOOP) else "symlink"] += 1
+                        self.stats.skipped["broken-symlink" if exc.errno in (errno.ENOENT, errno.ELOOP) else "symlink"] += 1
                         continue
                     mode = st.st_mode
                 if self.excl.excluded(path, prefix):
-                    stats.skipped["excluded"] += 1
+                    self.stats.skipped["excluded"] += 1
                     continue
                 if stat.S_ISDIR(mode):
                     reason = _dir_skip(path, st, self.root_dev, options, self.mounts, self.pseudo_paths)
                     if reason is None and (st.st_dev, st.st_ino) in self.seen_dirs:
                         reason = "symlink-loop" if options.follow_symlinks else "seen-directory"
                     if reason is not None:
-                        stats.skipped[reason] += 1
+                        self.stats.skipped[reason] += 1
                         continue
                     self.seen_dirs.add((st.st_dev, st.st_ino))
-                    stack.append((path, st.st_dev))
+                    stack.append((path, st.st_dev, st.st_ino))
                 elif stat.S_ISREG(mode):
                     if in_sdk_cache:
-                        stats.skipped["host-role-credentials"] += 1
+                        self.stats.skipped["host-role-credentials"] += 1
                     elif (st.st_dev, st.st_ino) in self.skip_ids:
                         continue  # already read by the aws-files source
                     elif options.same_filesystem and st.st_dev != self.root_dev:
-                        stats.skipped["other-filesystem"] += 1  # a file bind-mounted from elsewhere
+                        self.stats.skipped["other-filesystem"] += 1  # a file bind-mounted from elsewhere
                     else:
                         yield path, st
                 elif stat.S_ISFIFO(mode):
-                    stats.skipped["fifo"] += 1
+                    self.stats.skipped["fifo"] += 1
                 elif stat.S_ISSOCK(mode):
-                    stats.skipped["socket"] += 1
+                    self.stats.skipped["socket"] += 1
                 elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                    stats.skipped["device"] += 1
+                    self.stats.skipped["device"] += 1
                 else:
-                    stats.skipped["not-regular"] += 1
+                    self.stats.skipped["not-regular"] += 1
 
 
 def _open_dir(path: str, *, follow: bool) -> int:
