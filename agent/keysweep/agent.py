@@ -232,7 +232,15 @@ class Agent:
                     self._wake.wait(min(delay, 60.0))
                     self._wake.clear()
                     continue
-                result = self._sweep()
+                try:
+                    result = self._sweep()
+                except Exception as exc:  # a bug on one sweep must not end the agent; the next one resumes
+                    self._agent_errors["sweep_failed"] = self._agent_errors.get("sweep_failed", 0) + 1
+                    log.error("sweep.failed", exc_info=exc, extra={"fields": {"next": "after the interval"}})
+                    self._state = "idle"
+                    self._schedule_next()
+                    self._write_status()
+                    continue
                 if not result.interrupted:
                     self._schedule_next()
                 self._write_status()
