@@ -209,3 +209,35 @@ def test_a_worker_killed_mid_scan_is_counted_and_replaced(tmp_path: Path) -> Non
     lost = result.stats.errors["worker-crashed"]
     assert 1 <= lost <= 128  # at most the one batch that held the poison
     assert result.stats.files_scanned + lost == 301
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_killed_while_walking_hands_its_unfinished_directories_on(tmp_path: Path) -> None:
+    """Workers share the walk; one killed part way through its directories loses only the files it was
+    reading: the directories it had not finished are listed by its replacement, none is lost."""
+    import signal
+
+    from keysweep.detect import Detector
+
+    parent = os.getpid()
+
+    class _KilledOnPoison(Detector):
+        def scan(self, buf: bytes, **kw):  # noqa: ANN003, ANN201
+            if b"POISON" in buf and os.getpid() != parent:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return super().scan(buf, **kw)
+
+    base = make_detector()
+    detector = _KilledOnPoison(base.ruleset, base.fingerprinter)
+    for i in range(40):
+        d = tmp_path / f"d{i:02d}"
+        (d / "sub").mkdir(parents=True)
+        for j in range(9):
+            (d / f"f{j}.txt").write_text("nothing\n")
+        (d / "sub" / "key.env").write_text(PAIR)
+    (tmp_path / "d17" / "poison.txt").write_text("POISON\n")
+    result = run_scan(ScanOptions(paths=(str(tmp_path),), sources=("files",), workers=2), detector)
+    lost = result.stats.errors["worker-crashed"]
+    assert 1 <= lost <= 128
+    assert result.stats.files_scanned + lost == 40 * 10 + 1
+    assert len(result.findings) >= 40 - lost  # every key file not in the lost group is found
