@@ -134,18 +134,6 @@ def state_digest(detector: Detector, options: ScanOptions) -> str:
     )
 
 
-def cached_verification(verifier: Verifier, f: Finding) -> Verification | None:
-    """The verification of a finding answered from the state (no secret): what the offline gates decide
-    (canary, disabled, …), else the verification cache; None when only a fresh read, bringing the secret back,
-    can verify it."""
-    if f.has_session_token:
-        return None
-    v = verifier.verify_all([f])[0].verification
-    if v is None or v.reason != "no-secret":
-        return v
-    return verifier._cache.get(verifier._cache_key(f))  # keyed by the key's fingerprint, which the state keeps
-
-
 def open_state(state_dir: Path, detector: Detector, options: ScanOptions, *, reread_secrets: bool = False) -> StateStore:
     """The state for a manual ``keysweep scan --state-dir``; ``reread_secrets`` (with --verify) reads again every
     file whose findings had a secret, so verification sees the secret."""
@@ -177,11 +165,9 @@ class Pipeline:
         self._logged: dict[tuple[str, str], str] = {}
         self.watch_scans = 0
 
-    def _cached_verification(self, f: Finding) -> Verification | None:
-        return cached_verification(self.verifier, f)
-
     def _needs_reverify(self, f: Finding) -> bool:
-        return self._cached_verification(f) is None
+        # a finding restored from state has no secret: verifiable only from the cache or offline gates
+        return self.verifier.known(f) is None
 
     def _verify(self, findings: Sequence[Finding]) -> list[Finding]:
         fresh = [f for f in findings if not (f.has_secret and f.secret is None)]
@@ -189,7 +175,7 @@ class Pipeline:
         out: list[Finding] = []
         for f in findings:
             if f.has_secret and f.secret is None:
-                v = self._cached_verification(f) or Verification("unknown", reason="verification-expired")
+                v = self.verifier.known(f) or Verification("unknown", reason="verification-expired")
                 out.append(f.with_verification(v))
             else:
                 out.append(next(verified))
