@@ -40,6 +40,6 @@ USER 10001:10001
 WORKDIR /var/lib/keysweep
 VOLUME ["/var/lib/keysweep"]
 HEALTHCHECK --interval=60s --timeout=15s --start-period=120s --retries=3 \
-    CMD ["keysweep", "status", "--config", "/etc/keysweep/agent.yaml"]
+    CMD ["keysweep", "status", "--check", "--config", "/etc/keysweep/agent.yaml"]
 ENTRYPOINT ["keysweep"]
 CMD ["agent", "--config", "/etc/keysweep/agent.yaml"]

@@ -385,7 +385,7 @@ def test_dockerfile_runs_non_root_with_exec_form_entrypoint_and_healthcheck() ->
     assert cmd[0] == "agent"
     health = next(arg for op, arg in final if op == "HEALTHCHECK")
     probe = json.loads(health.split("CMD", 1)[1])
-    assert probe[0] == "keysweep"
+    assert probe[:3] == ["keysweep", "status", "--check"]
     config = REPO / "packaging/container/agent.yaml"
     assert load_config(config).scan.host_prefix == "/host"
     assert f"COPY {config.relative_to(REPO)} /etc/keysweep/agent.yaml" in [f"COPY {a}" for o, a in final if o == "COPY"]

@@ -3,10 +3,13 @@ as text or JSON by ``keysweep status``, and optionally as a Prometheus textfile-
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from keysweep.atomicfile import atomic_write
 
@@ -24,6 +27,25 @@ def read_status(state_dir: str | Path) -> dict[str, Any] | None:
         return None
     except (OSError, ValueError):
         return {"errors": {"status_file_unreadable": 1}}
+
+
+def health_problems(status: Mapping[str, Any] | None, *, now: float, max_overdue: float) -> list[str]:
+    """Why the agent that wrote ``status`` looks unhealthy (empty when it looks healthy): no status, its process
+    gone, or its next sweep overdue by more than ``max_overdue`` seconds while it is not sweeping."""
+    if status is None:
+        return ["no status written yet"]
+    if "status_file_unreadable" in (status.get("errors") or {}):
+        return ["status file unreadable"]
+    problems = []
+    pid = status.get("pid")
+    if not isinstance(pid, int) or not psutil.pid_exists(pid):
+        problems.append(f"agent process {pid} is not running")
+    due = status.get("next_sweep_at")
+    if due and status.get("state") != "sweeping":
+        overdue = now - dt.datetime.fromisoformat(due).timestamp()
+        if overdue > max_overdue:
+            problems.append(f"next sweep was due at {due}, {overdue:.0f} s ago")
+    return problems
 
 
 def render_text(status: Mapping[str, Any]) -> str:

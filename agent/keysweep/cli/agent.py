@@ -32,6 +32,12 @@ def register(sub: Any) -> None:
     s.add_argument("--format", choices=("text", "json"), default="text")
     s.add_argument("--prometheus-file", metavar="PATH",
                    help="also write the status as a Prometheus textfile-collector file")
+    s.add_argument("--check", action="store_true",
+                   help="health check: exit 0 when the agent is running and its sweeps are on time, else 1 "
+                   "(for container HEALTHCHECK and liveness probes)")
+    s.add_argument("--max-overdue", type=float, default=3600.0, metavar="SECONDS",
+                   help="with --check: how late the next sweep may be before the agent counts as stuck "
+                   "(default %(default)s)")
     s.set_defaults(func=_status)
 
 
@@ -64,6 +70,17 @@ def _status(args: argparse.Namespace) -> int:
         config_path = args.config or (DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None)
         state_dir = load_config(config_path).state_dir if config_path else DEFAULT_STATE_DIR
     status = read_status(state_dir)
+    if args.check:
+        import time
+
+        from keysweep.status import health_problems
+
+        problems = health_problems(status, now=time.time(), max_overdue=args.max_overdue)
+        for problem in problems:
+            print(f"keysweep: unhealthy: {problem}", file=sys.stderr)
+        if not problems:
+            print("keysweep: healthy")
+        return int(ExitCode.FINDINGS if problems else ExitCode.CLEAN)
     if status is None:
         print(f"keysweep: no agent status in {state_dir} (no sweep has run with this state directory)",
               file=sys.stderr)
