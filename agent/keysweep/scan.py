@@ -3,11 +3,13 @@
 Order matters: environments name extra AWS files; the AWS-files source records what it read so the walk does
 not report the same file twice. The same key at the same place is reported once; the allowlist is applied last.
 
-Worker processes are forked (they inherit the compiled detector). A plain file over 32 MiB met by a worker is
-scanned in parts, one per worker, each read with half the detector's overlap beyond its edges, so one large
-file found late in the walk does not leave the other workers idle. A :class:`keysweep.models.Secret` refuses
-pickling on purpose, so findings cross the pipe back as ``(finding without secret, secret, token)`` tuples in
-memory only, never through a file.
+Worker processes are forked (they inherit the compiled detector). Without a file cache they share the walk:
+each lists the directories it is handed and answers with findings, counts and subdirectories, so this process
+neither walks nor sends lists of files; a file cache needs every file's outcome, so then this process walks and
+sends batches of files. A plain file over 32 MiB met by a worker is scanned in parts, one per worker, each read
+with half the detector's overlap beyond its edges, so one large file found late in the walk does not leave the
+other workers idle. A :class:`keysweep.models.Secret` refuses pickling on purpose, so findings cross the pipe
+back as ``(finding without secret, secret, token)`` tuples in memory only, never through a file.
 """
 
 from __future__ import annotations
