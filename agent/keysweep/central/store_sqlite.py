@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,18 +59,37 @@ class SQLiteStore:
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600))
             except OSError as exc:
                 raise StoreError(f"store {self.path}: cannot create: {exc.strerror}") from None
+        # usable from any one thread at a time (the lock), e.g. a collector running in a worker thread
+        self._lock = threading.RLock()
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db = self._open()
+                break
+            except (sqlite3.Error, StoreError) as exc:
+                # switching a new database to WAL while another process creates it too can answer "locked"
+                # without consulting the busy handler: retry the whole opening until the busy timeout
+                cause = exc.__cause__ if isinstance(exc, StoreError) else exc
+                locked = isinstance(cause, sqlite3.OperationalError) and "locked" in str(cause)
+                if not locked or time.monotonic() > deadline:
+                    if isinstance(exc, StoreError):
+                        raise
+                    raise StoreError(f"store {self.path}: {exc}") from exc
+                time.sleep(random.uniform(0.02, 0.2))
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
-            # usable from any one thread at a time (the lock), e.g. a collector running in a worker thread
-            self._lock = threading.RLock()
-            self._db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
-                                       check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
+            db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            db.execute("PRAGMA journal_mode = WAL")
             # FULL: a commit survives power loss, since the queue message is deleted right after it
-            self._db.execute("PRAGMA synchronous = FULL")
-            self._write(lambda db: self._init_schema(db))
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: {exc}") from exc
+            db.execute("PRAGMA synchronous = FULL")
+            self._db = db
+            self._write(lambda conn: self._init_schema(conn))
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     @staticmethod
     def _init_schema(db: sqlite3.Connection) -> None:
