@@ -21,7 +21,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as connection_wait
@@ -276,18 +276,22 @@ class _FilesScan:
             with _Pool(self.options.worker_count, self.detector, self.options) as pool:
                 for outcomes, wstats in pool.run(itertools.chain([first, second], batches)):
                     self.stats.merge(wstats)
-                    for path, st, exported in outcomes:
-                        if isinstance(exported, filesystem.SplitFile):
-                            pool.push(self._split(path, st, exported.size, self.options.worker_count))
-                        elif isinstance(exported, (tuple, str)):
-                            self._part_done(path, st, exported)
-                        else:
-                            self._done(path, st, None if exported is None else [_import(t) for t in exported])
+                    self._take(pool, outcomes)
                     self._tick()
                 self.stats.errors.update(pool.lost)
         if self.progress is not None:
             self.progress(self.stats)
         return self.findings
+
+    def _take(self, pool: _Pool, outcomes: Iterable[tuple[str, os.stat_result, Any]]) -> None:
+        """Record what the workers sent back: a file's findings, a part of a split file, or a file to split."""
+        for path, st, exported in outcomes:
+            if isinstance(exported, filesystem.SplitFile):
+                pool.push(self._split(path, st, exported.size, self.options.worker_count))
+            elif isinstance(exported, (tuple, str)):
+                self._part_done(path, st, exported)
+            else:
+                self._done(path, st, None if exported is None else [_import(t) for t in exported])
 
     def _probe(self, handled: set[tuple[int, int]]) -> list[_Item] | None:
         """The whole walk when it yields at most one batch of files (not worth forking for), else None."""
@@ -330,13 +334,7 @@ class _FilesScan:
                     else:
                         seen.add((dev, ino))
                         stack.append((path, dev, ino, root_dev, False, 0))
-                for path, st, exported in outcomes:
-                    if isinstance(exported, filesystem.SplitFile):
-                        pool.push(self._split(path, st, exported.size, self.options.worker_count))
-                    elif isinstance(exported, (tuple, str)):
-                        self._part_done(path, st, exported)
-                    else:
-                        self._done(path, st, None if exported is None else [_import(t) for t in exported])
+                self._take(pool, outcomes)
                 self._tick()
             stats.errors.update(pool.lost)
 
