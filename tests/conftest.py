@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -34,3 +35,12 @@ def moto_server(moto_server_session: MotoServer, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     return moto_server_session
+
+
+@pytest.fixture
+def emulator(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """moto with the verification tests' IAM users, auth on, and STS reached through a recording proxy."""
+    from tests.support.verify_findings import sts_emulator
+
+    with sts_emulator(moto_server, monkeypatch) as emu:
+        yield emu

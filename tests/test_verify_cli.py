@@ -8,13 +8,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from keysweep import __version__
 
-from tests.support.moto_server import MotoServer
 from tests.support.sts_stub import Reply, running_stub, sts_error
 from tests.support.verify_findings import (
     CANARY_KEY,
@@ -23,14 +21,7 @@ from tests.support.verify_findings import (
     MADE_UP_SECRET,
     MOTO_ACCOUNT,
     Emulator,
-    sts_emulator,
 )
-
-
-@pytest.fixture
-def emulator(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with sts_emulator(moto_server, monkeypatch) as emu:
-        yield emu
 
 
 def keysweep(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -16,7 +15,6 @@ from keysweep import __version__, keyid
 from keysweep.verify import Verifier
 from keysweep.verify_cache import CACHE_FILE
 
-from tests.support.moto_server import MotoServer
 from tests.support.recording_proxy import recording_proxy
 from tests.support.verify_findings import (
     CANARY_KEY,
@@ -29,14 +27,7 @@ from tests.support.verify_findings import (
     OLD_FORMAT_KEY,
     Emulator,
     finding,
-    sts_emulator,
 )
-
-
-@pytest.fixture
-def emulator(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with sts_emulator(moto_server, monkeypatch) as emu:
-        yield emu
 
 
 def run(findings, state_dir: Path | None = None, **overrides):

@@ -6,7 +6,6 @@ import dataclasses
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from keysweep.models import Location
 from keysweep.report.formats import render
 from keysweep.verify import Verifier, VerifyConfig
 
-from tests.support.moto_server import MotoServer
 from tests.support.sts_stub import Reply, running_stub
 from tests.support.verify_findings import (
     CANARY_KEY,
@@ -26,14 +24,7 @@ from tests.support.verify_findings import (
     MADE_UP_SECRET,
     MOTO_ACCOUNT,
     Emulator,
-    sts_emulator,
 )
-
-
-@pytest.fixture
-def emulator(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[Emulator]:
-    with sts_emulator(moto_server, monkeypatch) as emu:
-        yield emu
 
 
 def plant(root: Path, emulator: Emulator, evil_endpoint: str) -> list[Path]:
