@@ -184,9 +184,8 @@ def test_file_deleted_mid_scan_is_counted(tmp_path: Path, workers: int) -> None:
     assert result.stats.files_scanned == 1
 
 
-@pytest.mark.timeout(60)
-def test_a_worker_killed_mid_scan_is_counted_and_replaced(tmp_path: Path) -> None:
-    """A worker process killed (as the OOM killer would) loses only its batch; the scan finishes."""
+def _detector_killed_by_poison():
+    """A detector whose worker processes die by SIGKILL (as by the OOM killer) when they read b"POISON"."""
     import signal
 
     from keysweep.detect import Detector
@@ -200,7 +199,13 @@ def test_a_worker_killed_mid_scan_is_counted_and_replaced(tmp_path: Path) -> Non
             return super().scan(buf, **kw)
 
     base = make_detector()
-    detector = _KilledOnPoison(base.ruleset, base.fingerprinter)
+    return _KilledOnPoison(base.ruleset, base.fingerprinter)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_killed_mid_scan_is_counted_and_replaced(tmp_path: Path) -> None:
+    """A worker process killed (as the OOM killer would) loses only its batch; the scan finishes."""
+    detector = _detector_killed_by_poison()
     (tmp_path / "poison.txt").write_text("POISON\n")
     for i in range(300):
         (tmp_path / f"f{i:03d}.env").write_text(PAIR if i == 299 else "nothing\n")
@@ -215,20 +220,7 @@ def test_a_worker_killed_mid_scan_is_counted_and_replaced(tmp_path: Path) -> Non
 def test_a_worker_killed_while_walking_hands_its_unfinished_directories_on(tmp_path: Path) -> None:
     """Workers share the walk; one killed part way through its directories loses only the files it was
     reading: the directories it had not finished are listed by its replacement, none is lost."""
-    import signal
-
-    from keysweep.detect import Detector
-
-    parent = os.getpid()
-
-    class _KilledOnPoison(Detector):
-        def scan(self, buf: bytes, **kw):  # noqa: ANN003, ANN201
-            if b"POISON" in buf and os.getpid() != parent:
-                os.kill(os.getpid(), signal.SIGKILL)
-            return super().scan(buf, **kw)
-
-    base = make_detector()
-    detector = _KilledOnPoison(base.ruleset, base.fingerprinter)
+    detector = _detector_killed_by_poison()
     for i in range(40):
         d = tmp_path / f"d{i:02d}"
         (d / "sub").mkdir(parents=True)
