@@ -118,7 +118,7 @@ def test_ec2_without_profile_creates_profile_and_associates_with_this_instance()
     assert "associate-iam-instance-profile --instance-id i-0abc --iam-instance-profile Name=ci-deployer-ec2" in joined
     assert f"aws iam update-access-key --access-key-id {KEY} --status Inactive --user-name ci-deployer" in s.cleanup
     assert f"aws iam get-access-key-last-used --access-key-id {KEY}" in s.cleanup
-    assert s.cleanup[0].startswith("Remove the key from /srv/app/.env line 4")
+    assert s.cleanup[0].startswith("Remove the key from /srv/app/.env:4")
     assert s.scp["policy"] == deny_key_creation_policy()
     assert s.scp["warning"] == SCP_WARNING and "rotation" in SCP_WARNING
     assert "aws_iam_instance_profile" in s.terraform

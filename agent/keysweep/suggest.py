@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keysweep.models import Finding, HostContext
+from keysweep.report.formats import describe_location
 from keysweep.scp import scp_recommendation
 
 _HUMAN_PATH = re.compile(r"(^|/)(home|Users)/[^/]+/")
@@ -220,14 +221,7 @@ def _where(finding: Finding) -> str:
         if loc.unit:
             what += f", set by unit {loc.unit}"
         return what
-    where = loc.path or loc.kind
-    if loc.member:
-        where += f"!{loc.member}"
-    if loc.line:
-        where += f" line {loc.line}"
-    if loc.profile:
-        where += f" (profile {loc.profile})"
-    return where
+    return describe_location(loc)
 
 
 def _cleanup(plan: _Plan) -> list[str]:
