@@ -6,10 +6,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from keysweep.verify import Verifier, VerifyConfig
+from keysweep.verify import Verifier
 
 from tests.support.moto_server import free_port
 from tests.support.sts_stub import Reply, html, identity, running_stub, sts_error
+from tests.support.verify_findings import FAST as SUPPORT_FAST
 from tests.support.verify_findings import FINGERPRINTER, finding
 
 KEY = "AKIAQQQQRRRRSSSSTTT2"  # decodes to a non-canary account
@@ -17,16 +18,7 @@ SECRET = "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"
 TEMP_KEY = "ASIAQQQQRRRRSSSSTTT2"
 TOKEN = "FwoGZXIvYXdzEJr//////////wEaDOnm8Ex0aHtoken0tokenTOKENtoken"
 
-FAST = VerifyConfig(
-    enabled=True,
-    rate_limit_per_s=1000,
-    connect_timeout=1.0,
-    read_timeout=2.0,
-    max_retries=2,
-    backoff_base=0.01,
-    backoff_max=0.05,
-    same_key_spacing=0.05,
-)
+FAST = dataclasses.replace(SUPPORT_FAST, connect_timeout=1.0, read_timeout=2.0, max_retries=2)
 
 
 def verify_one(endpoint: str, f=None, state_dir: Path | None = None, **overrides):
