@@ -66,11 +66,18 @@ class _Server:
         return [path for _, path, _ in self.requests]
 
 
-def _serve(handler: type[http.server.BaseHTTPRequestHandler]) -> http.server.ThreadingHTTPServer:
+@contextmanager
+def _serving(handler: type[http.server.BaseHTTPRequestHandler], box: dict[str, Any]) -> Iterator[_Server]:
+    """Serve ``handler`` on a loopback port until the block ends; ``box["s"]`` is the server the handler records in."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    return server
+    box["s"] = _Server(server)
+    try:
+        yield box["s"]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 class _Quiet(http.server.BaseHTTPRequestHandler):
@@ -118,13 +125,8 @@ def imds_server(instance: Instance | None = None) -> Iterator[_Server]:
             status, body = inst.paths().get(self.path, (404, b""))
             self._reply(status, body)
 
-    server = _serve(Handler)
-    box["s"] = _Server(server)
-    try:
-        yield box["s"]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler, box) as served:
+        yield served
 
 
 def ecs_task_document(
@@ -164,13 +166,8 @@ def ecs_metadata_server(task: dict[str, Any] | None = None) -> Iterator[_Server]
             else:
                 self._reply(404)
 
-    server = _serve(Handler)
-    box["s"] = _Server(server)
-    try:
-        yield box["s"]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with _serving(Handler, box) as served:
+        yield served
 
 
 @contextmanager
