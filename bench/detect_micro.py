@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import io
 import random
 import re
 import string
@@ -75,15 +76,7 @@ def main() -> None:
     loc = Location(kind="file", path="/bench")
 
     def keysweep(data: bytes) -> int:
-        pos = 0
-
-        def read(n: int) -> bytes:
-            nonlocal pos
-            out = data[pos : pos + n]
-            pos += len(out)
-            return out
-
-        return len(detector.scan_stream(read, location=loc, chunk_size=args.chunk))
+        return len(detector.scan_stream(io.BytesIO(data).read, location=loc, chunk_size=args.chunk))
 
     print(f"{'shape':10} {'keysweep MB/s':>14} {'bare re MB/s':>13} {'ratio':>6} {'findings':>9}")
     for name, data in _shapes(rng, args.mb * 1024 * 1024).items():

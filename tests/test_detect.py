@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import marshal
 import py_compile
@@ -347,15 +348,7 @@ def test_scan_stream_finds_keys_across_chunk_boundaries(detector):
         line += 4 + gap.count("\n")
     data = "".join(parts).encode()
     assert len(data) > 5 * chunk
-    pos = 0
-
-    def read(n: int) -> bytes:
-        nonlocal pos
-        out = data[pos : pos + n]
-        pos += len(out)
-        return out
-
-    fs = detector.scan_stream(read, location=LOC, chunk_size=chunk)
+    fs = detector.scan_stream(io.BytesIO(data).read, location=LOC, chunk_size=chunk)
     got = {f.key_id: (f.location.line, f.secret.reveal() if f.secret else None) for f in fs}
     assert got == expected
     assert len(fs) == len(expected)
