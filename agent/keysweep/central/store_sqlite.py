@@ -64,7 +64,7 @@ class SQLiteStore:
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
-                self._db = self._open()
+                self._open()
                 break
             except (sqlite3.Error, StoreError) as exc:
                 # switching a new database to WAL while another process creates it too can answer "locked"
@@ -77,7 +77,8 @@ class SQLiteStore:
                     raise StoreError(f"store {self.path}: {exc}") from exc
                 time.sleep(random.uniform(0.02, 0.2))
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> None:
+        """Connect, switch to WAL and create the schema; ``self._db`` is the connection once this returns."""
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         try:
             db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
@@ -89,7 +90,6 @@ class SQLiteStore:
         except BaseException:
             db.close()
             raise
-        return db
 
     @staticmethod
     def _init_schema(db: sqlite3.Connection) -> None:
