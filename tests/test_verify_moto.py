@@ -154,18 +154,42 @@ def test_old_format_key_account_from_get_access_key_info(emulator: Emulator, mon
     assert (out.verification.status, out.verification.account) == ("invalid", MOTO_ACCOUNT)
 
 
+def _sent_actions(emulator: Emulator) -> list[bytes]:
+    return [r.body.split(b"&")[0] for r in emulator.proxy.snapshot()]
+
+
 @pytest.mark.timeout(60)
-def test_old_format_key_with_allow_list_and_no_agent_identity_is_skipped(
+def test_old_format_key_without_agent_identity_is_skipped_unless_opted_in(
     emulator: Emulator, monkeypatch: pytest.MonkeyPatch
 ):
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no credentials anywhere, and no probing off loopback
-    (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], allow_accounts=(MOTO_ACCOUNT,))
+    (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)])  # the default configuration
     assert (out.verification.status, out.verification.reason) == ("skipped", "account-unknown")
-    (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], unknown_account="skip")
+    (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], allow_accounts=(MOTO_ACCOUNT,), unknown_account="verify")
     assert (out.verification.status, out.verification.reason) == ("skipped", "account-unknown")
     assert emulator.proxy.snapshot() == []
+
+    (out,) = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET)], unknown_account="verify")
+    assert out.verification.status == "invalid"
+    assert _sent_actions(emulator) == [b"Action=GetCallerIdentity"]
+    assert len(emulator.requests_with(OLD_FORMAT_KEY)) == 1
+
+
+@pytest.mark.timeout(60)
+def test_old_format_key_whose_account_lookup_is_denied_is_not_sent(
+    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+):
+    # keysweep's own identity may not call GetAccessKeyInfo (alice has sts:AssumeRole only)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", emulator.alice.key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", emulator.alice.secret)
+    findings = [finding(OLD_FORMAT_KEY, MADE_UP_SECRET), finding(emulator.alice.key_id, emulator.alice.secret)]
+    old, new = run(findings)
+    assert (old.verification.status, old.verification.reason, old.account_id) == ("skipped", "account-unknown", None)
+    assert new.verification.status == "live"  # a new-format id in the same run is still verified
+    assert sorted(_sent_actions(emulator)) == [b"Action=GetAccessKeyInfo", b"Action=GetCallerIdentity"]
+    assert not emulator.requests_with(OLD_FORMAT_KEY)
 
 
 @pytest.mark.timeout(60)
@@ -259,7 +283,10 @@ def test_old_format_key_cached_answer_keeps_its_account(
 @pytest.mark.timeout(60)
 def test_a_stray_profile_only_stops_the_account_look_up(emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("AWS_PROFILE", "missing")  # keysweep's own identity cannot be built …
-    out = run([finding(OLD_FORMAT_KEY, MADE_UP_SECRET), finding("AKIAJ2ZZZZQQQQRRRRST", MADE_UP_SECRET)])
+    keys = [finding(OLD_FORMAT_KEY, MADE_UP_SECRET), finding("AKIAJ2ZZZZQQQQRRRRST", MADE_UP_SECRET)]
+    assert [f.verification.reason for f in run(keys)] == ["account-unknown"] * 2
+    assert emulator.proxy.snapshot() == []
+    out = run(keys, unknown_account="verify")
     assert [f.verification.status for f in out] == ["invalid", "invalid"]  # … verification itself is unaffected
     assert all(f.verification.account is None for f in out)
     assert len(emulator.proxy.snapshot()) == 2

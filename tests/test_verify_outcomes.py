@@ -87,6 +87,52 @@ def test_throttling_is_unknown_after_bounded_retries():
 
 
 @pytest.mark.timeout(30)
+@pytest.mark.parametrize("content_type", ["text/plain", "text/html", "application/json"])
+def test_plain_429_is_throttling_retried_then_answer(content_type):
+    throttled = Reply(429, "Too Many Requests", content_type)
+    with running_stub(throttled, throttled, identity("210987654321", "arn:aws:iam::210987654321:user/x", "AIDAX")) as stub:
+        out = verify_one(stub.endpoint, max_retries=3)
+    assert out.verification.status == "live"
+    assert stub.count == 3
+
+
+@pytest.mark.timeout(30)
+def test_plain_429_until_retries_run_out_is_unknown_throttled():
+    with running_stub(Reply(429, "rate exceeded, slow down", "text/plain")) as stub:
+        out = verify_one(stub.endpoint, max_retries=2)
+    assert (out.verification.status, out.verification.reason) == ("unknown", "throttled")
+    assert stub.count == 3
+
+
+@pytest.mark.timeout(30)
+def test_plain_text_server_error_is_retried():
+    with running_stub(Reply(502, "Bad Gateway", "text/plain")) as stub:
+        out = verify_one(stub.endpoint, max_retries=1)
+    assert (out.verification.status, out.verification.reason) == ("unknown", "server-error-502")
+    assert stub.count == 2
+
+
+@pytest.mark.timeout(30)
+def test_old_key_account_lookup_retries_a_plain_429(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAQQQQRRRRSSSSAGNT")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    account_info = Reply(
+        200,
+        '<GetAccessKeyInfoResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><GetAccessKeyInfoResult>'
+        "<Account>210987654321</Account></GetAccessKeyInfoResult></GetAccessKeyInfoResponse>",
+    )
+    with running_stub(
+        Reply(429, "Too Many Requests", "text/plain"),
+        account_info,
+        identity("210987654321", "arn:aws:iam::210987654321:user/x", "AIDAX"),
+    ) as stub:
+        out = verify_one(stub.endpoint, f=finding("AKIAJ2ZZZZQQQQRRRRSS", SECRET), max_retries=2)
+    assert (out.verification.status, out.account_id) == ("live", "210987654321")
+    assert stub.count == 3
+
+
+@pytest.mark.timeout(30)
 def test_transient_error_then_answer_uses_the_answer():
     with running_stub(Reply(503, ""), identity("210987654321", "arn:aws:iam::210987654321:user/x", "AIDAX")) as stub:
         out = verify_one(stub.endpoint)
@@ -104,7 +150,7 @@ def test_answers_that_are_not_sts_are_unknown_and_not_retried(reply):
     with running_stub(reply) as stub:
         out = verify_one(stub.endpoint)
     assert out.verification.status == "unknown"
-    assert out.verification.reason
+    assert out.verification.reason == f"not-sts-response-{reply.status}"
     assert stub.count == 1
 
 

@@ -32,6 +32,25 @@ def client_config(
     )
 
 
+class ResponseStatus:
+    """The HTTP status of the last response a client received, noted before botocore parses the body.
+
+    A throttling proxy or load balancer may answer 429 or 503 with a plain-text body; botocore then raises a bare
+    ``ResponseParserError`` that does not carry the status, and only the status tells throttling from garbage.
+    One instance per client, used by one thread at a time; :meth:`reset` before each call."""
+
+    def __init__(self, client: Any) -> None:
+        self.value: int | None = None
+        client.meta.events.register("before-parse", self._seen)
+
+    def reset(self) -> None:
+        self.value = None
+
+    def _seen(self, response_dict: dict[str, Any] | None = None, **_: Any) -> None:
+        status = (response_dict or {}).get("status_code")
+        self.value = status if isinstance(status, int) else None
+
+
 def service_endpoint(service: str) -> str | None:
     """The endpoint keysweep's own environment names for ``service``: per-service setting first, then the global one."""
     env_name = "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_").replace(" ", "_")

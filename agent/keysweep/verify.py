@@ -117,7 +117,8 @@ class VerifyConfig:
     allow_accounts: tuple[str, ...] = ()  # when set: verify only keys of these accounts
     deny_accounts: tuple[str, ...] = ()
     use_get_access_key_info: bool = True
-    unknown_account: str = "verify"  # old key ids whose account stays unknown: "verify" or "skip"
+    # old key ids whose account stays unknown: "skip" (a honey token with an old id is never tripped) or "verify"
+    unknown_account: str = "skip"
 
     def endpoint_url(self) -> str:
         return self.endpoint or aws.service_endpoint("sts") or f"https://sts.{self.region}.amazonaws.com"
@@ -253,11 +254,14 @@ def classify_identity(answer: Mapping[str, Any]) -> Outcome:
     )
 
 
-def classify_error(exc: Exception) -> Outcome:
-    """Map a failed call to an outcome. Only a documented STS error document proves invalid/wrong/expired."""
+def classify_error(exc: Exception, status: int | None = None) -> Outcome:
+    """Map a failed call to an outcome. Only a documented STS error document proves invalid/wrong/expired.
+
+    ``status``: the HTTP status of the response, when one arrived (:class:`keysweep.aws.ResponseStatus`); it
+    classifies answers whose body botocore could not parse (a proxy's plain-text 429 is throttling)."""
     if isinstance(exc, ClientError):
         response = exc.response or {}
-        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or status or 0)
         error = response.get("Error")
         code = error.get("Code") if isinstance(error, dict) else None
         message = error.get("Message") if isinstance(error, dict) else None
@@ -266,10 +270,13 @@ def classify_error(exc: Exception) -> Outcome:
             return _unknown("clock-skew")
         if code in _STS_ANSWERS and status in (400, 403):
             return Outcome(Verification(_STS_ANSWERS[code], reason=code, checked_at=_now()))
-        if code in _THROTTLING or status == 429:
+        if code in _THROTTLING:
             return _unknown("throttled", retryable=True)
-        if status >= 500 or code in _TRANSIENT_CODES:
-            return _unknown(f"server-error-{status}" if status >= 500 else f"sts-error:{code}", retryable=True)
+        by_status = _by_status(status)
+        if by_status is not None:
+            return by_status
+        if code in _TRANSIENT_CODES:
+            return _unknown(f"sts-error:{code}", retryable=True)
         if isinstance(code, str) and code and not code.isdigit() and status in (400, 403):
             return _unknown(f"sts-error:{code}")
         return _unknown(f"not-sts-response-{status}" if status else "not-sts-response")
@@ -279,8 +286,19 @@ def classify_error(exc: Exception) -> Outcome:
         return _unknown("connection-failed", retryable=True, connection_failed=True)
     if isinstance(exc, BotoCoreError):
         return _unknown(f"client-error:{exc.__class__.__name__}")
-    # botocore raises plain KeyError/ValueError on some malformed bodies (e.g. a proxy's HTML page with a 200)
+    if status is not None:
+        # the body was not an STS document (botocore raises ResponseParserError, KeyError, ValueError, …)
+        return _by_status(status) or _unknown(f"not-sts-response-{status}")
     return _unknown(f"unexpected-error:{exc.__class__.__name__}")
+
+
+def _by_status(status: int) -> Outcome | None:
+    """Throttling and server errors are known by their HTTP status alone, whatever the body says."""
+    if status == 429:
+        return _unknown("throttled", retryable=True)
+    if status >= 500:
+        return _unknown(f"server-error-{status}", retryable=True)
+    return None
 
 
 class Verifier:
@@ -306,6 +324,7 @@ class Verifier:
         self._endpoint_down = threading.Event()
         self._should_stop: Callable[[], bool] = lambda: False
         self._agent_sts: Any = None
+        self._agent_status: aws.ResponseStatus | None = None
         self._agent_problem: str | None = None
         self._account_lookups: dict[str, tuple[str | None, str | None]] = {}
         self._canary_ids: dict[str, str] = {}  # key id -> why it is a honey token
@@ -471,6 +490,7 @@ class Verifier:
         """GetCallerIdentity with the finding's credentials, with bounded retries; never raises."""
         try:
             client = self._identity_client(f)
+            status = aws.ResponseStatus(client)
         except Exception as exc:
             return classify_error(exc).verification
         transient_retries = 0
@@ -480,7 +500,7 @@ class Verifier:
                 return _unknown("endpoint-unreachable").verification
             if self._should_stop():
                 return _unknown("interrupted").verification
-            attempt = self._call_identity(client, f.key_id)
+            attempt = self._call_identity(client, status, f.key_id)
             v = attempt.verification
             if v.status == "wrong_secret" and not signature_retried:
                 # a second call with the same key id and another secret within ~5 s can be rejected spuriously
@@ -507,15 +527,16 @@ class Verifier:
             config=self._client_config,
         )
 
-    def _call_identity(self, client: Any, key_id: str) -> Outcome:
+    def _call_identity(self, client: Any, status: aws.ResponseStatus, key_id: str) -> Outcome:
         # pace right before sending, so the gaps hold between requests, not between preparations
         self._bucket.acquire()
         self._spacing.acquire(key_id)
         self._count_call()
+        status.reset()
         try:
             answer = client.get_caller_identity()
         except Exception as exc:  # every failure becomes an outcome; none may stop the sweep
-            return classify_error(exc)
+            return classify_error(exc, status.value)
         finally:
             self._spacing.done(key_id)
         return classify_identity(answer)
@@ -527,6 +548,7 @@ class Verifier:
                 self._agent_sts = aws.make_client(
                     "sts", region=self.config.region, config=self._client_config, endpoint_url=self.endpoint
                 )
+                self._agent_status = aws.ResponseStatus(self._agent_sts)
             except Exception as exc:  # e.g. ProfileNotFound from keysweep's own AWS_PROFILE
                 self._agent_problem = f"agent-client-error:{exc.__class__.__name__}"
         return self._agent_sts
@@ -543,6 +565,8 @@ class Verifier:
                 reason = self._agent_problem or "endpoint-unreachable"
                 break
             self._bucket.acquire()
+            assert self._agent_status is not None
+            self._agent_status.reset()
             try:
                 self._count_call()
                 answer = client.get_access_key_info(AccessKeyId=key_id)
@@ -550,7 +574,7 @@ class Verifier:
                 self._agent_problem = reason = "no-agent-credentials"
                 break
             except Exception as exc:
-                outcome = classify_error(exc)
+                outcome = classify_error(exc, self._agent_status.value)
                 reason = outcome.verification.reason
                 if outcome.retryable and attempt < self.config.max_retries:
                     time.sleep(self._backoff(attempt + 1))
