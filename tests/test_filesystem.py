@@ -21,7 +21,7 @@ PAIR = f"aws_access_key_id={KEY}\naws_secret_access_key={SECRET}\n"
 def _walk(root: Path, **opts: object) -> tuple[list[str], ScanStats]:
     stats = ScanStats()
     options = ScanOptions(paths=(str(root),), sources=("files",), **opts)  # type: ignore[arg-type]
-    files = [p for p, _ in filesystem.iter_files(options, stats, mounts=MountTable([]))]
+    files = [ref.path for ref, _ in filesystem.iter_files(options, stats, mounts=MountTable([]))]
     return sorted(os.path.relpath(p, root) for p in files), stats
 
 
@@ -103,12 +103,12 @@ def test_pseudo_and_network_mounts_are_not_entered(tmp_path: Path) -> None:
     ))
     stats = ScanStats()
     opts = ScanOptions(paths=(str(tmp_path),), sources=("files",), skip_network_fs=True)
-    files = sorted(os.path.relpath(p, tmp_path) for p, _ in filesystem.iter_files(opts, stats, mounts=mounts))
+    files = sorted(os.path.relpath(ref.path, tmp_path) for ref, _ in filesystem.iter_files(opts, stats, mounts=mounts))
     assert files == ["tmp-secrets/k.env"]
     assert stats.skipped["pseudo-fs"] == 1 and stats.skipped["network-fs"] == 1
     # without --skip-network-fs the network mount is walked
     opts = ScanOptions(paths=(str(tmp_path),), sources=("files",))
-    files = sorted(os.path.relpath(p, tmp_path) for p, _ in filesystem.iter_files(opts, ScanStats(), mounts=mounts))
+    files = sorted(os.path.relpath(ref.path, tmp_path) for ref, _ in filesystem.iter_files(opts, ScanStats(), mounts=mounts))
     assert files == ["nfs/k.env", "tmp-secrets/k.env"]
 
 
@@ -214,21 +214,100 @@ def test_sdk_credential_caches_are_skipped_as_host_role_credentials(tmp_path: Pa
     assert result.stats.skipped["host-role-credentials"] == 3
 
 
-def test_vanishing_and_unopenable_files_are_counted(tmp_path: Path) -> None:
-    stats = ScanStats()
+def _only_file(root: Path) -> tuple[filesystem.FileRef, os.stat_result | None]:
+    opts = ScanOptions(paths=(str(root),), sources=("files",))
+    (item,) = filesystem.iter_files(opts, ScanStats(), mounts=MountTable([]))
+    return item
+
+
+def test_vanishing_replaced_and_unopenable_files_are_counted(tmp_path: Path) -> None:
     opts = ScanOptions(paths=(str(tmp_path),), sources=("files",))
     p = tmp_path / "gone.env"
     p.write_text(PAIR)
-    st = p.stat()
-    p.unlink()
-    assert filesystem.scan_file(str(p), st, make_detector(), opts, stats) is None
-    assert stats.skipped["vanished"] == 1
-    # swapped for a symlink after the walk: O_NOFOLLOW refuses it
-    p.symlink_to(tmp_path)
-    assert filesystem.scan_file(str(p), st, make_detector(), opts, stats) is None
-    assert stats.skipped["symlink"] == 1
-    # swapped for a FIFO: opened non-blocking, refused by fstat, no hang
-    p.unlink()
-    os.mkfifo(p)
-    assert filesystem.scan_file(str(p), st, make_detector(), opts, stats) is None
-    assert stats.skipped["not-regular"] == 1
+    ref, st = _only_file(tmp_path)
+    stats = ScanStats()
+    with filesystem.DirCache() as dirs:
+        # another file renamed over it after the walk: not the inode the walk saw
+        (tmp_path / "other").write_text(PAIR)
+        os.rename(tmp_path / "other", p)
+        assert filesystem.scan_file(ref, st, make_detector(), opts, stats, dirs=dirs) is None
+        assert stats.skipped["replaced"] == 1
+        p.unlink()
+        assert filesystem.scan_file(ref, st, make_detector(), opts, stats, dirs=dirs) is None
+        assert stats.skipped["vanished"] == 1
+        # swapped for a symlink after the walk: O_NOFOLLOW refuses it
+        p.symlink_to(tmp_path)
+        assert filesystem.scan_file(ref, st, make_detector(), opts, stats, dirs=dirs) is None
+        assert stats.skipped["symlink"] == 1
+        # swapped for a FIFO: opened non-blocking, refused by fstat, no hang
+        p.unlink()
+        os.mkfifo(p)
+        assert filesystem.scan_file(ref, st, make_detector(), opts, stats, dirs=dirs) is None
+        assert stats.skipped["not-regular"] == 1
+    assert stats.files_scanned == 0 and stats.errors == {}
+
+
+def _listed_subdir(root: Path) -> tuple[filesystem.Walker, filesystem.Dir]:
+    opts = ScanOptions(paths=(str(root),), sources=("files",))
+    walker = filesystem.Walker(opts, ScanStats(), MountTable([]), set(), None, False, filesystem.DirCache())
+    st = os.stat(root)
+    subdirs: list[filesystem.Dir] = []
+    list(walker.list_dir(filesystem.Dir.root(str(root), st), subdirs))
+    (sub,) = subdirs
+    walker.dirs.close()  # the next open goes down the chain again, as in a worker that never saw it
+    return walker, sub
+
+
+def test_a_directory_replaced_by_a_symlink_after_listing_is_skipped_not_followed(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    (root / "sub" / "mine.env").write_text(PAIR)
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "root-only.env").write_text(PAIR)
+    walker, sub = _listed_subdir(root)
+    os.rename(root / "sub", root / "sub.old")
+    (root / "sub").symlink_to(private)  # what an attacker swaps in between the listing and the open
+    assert list(walker.list_dir(sub, [])) == []
+    assert walker.stats.skipped["replaced"] == 1
+    # and a file seen in it before the swap is not read through the link either
+    ref = filesystem.FileRef(f"{root}/sub/root-only.env", sub, "root-only.env", None, 0)
+    stats = ScanStats()
+    with filesystem.DirCache() as dirs:
+        assert filesystem.scan_file(ref, None, make_detector(), walker.options, stats, dirs=dirs) is None
+    assert stats.skipped["replaced"] == 1 and stats.files_scanned == 0
+
+
+def test_a_directory_replaced_by_another_directory_is_skipped(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "sub").mkdir(parents=True)
+    walker, sub = _listed_subdir(root)
+    os.rename(root / "sub", root / "sub.old")
+    (root / "sub").mkdir()  # a new inode under the same name
+    (root / "sub" / "k.env").write_text(PAIR)
+    assert list(walker.list_dir(sub, [])) == []
+    assert walker.stats.skipped["replaced"] == 1
+
+
+def test_deep_tree_is_walked_with_a_bounded_number_of_open_fds(tmp_path: Path) -> None:
+    d = tmp_path
+    for i in range(200):
+        d = d / f"d{i}"
+    d.mkdir(parents=True)
+    (d / "bottom.env").write_text(PAIR)
+    for i in range(0, 200, 40):  # side branches, walked after the deep descent: reopened by their chains
+        (tmp_path.joinpath(*[f"d{j}" for j in range(i)]) / "side").mkdir()
+        (tmp_path.joinpath(*[f"d{j}" for j in range(i)]) / "side" / "s.env").write_text(PAIR)
+    opts = ScanOptions(paths=(str(tmp_path),), sources=("files",))
+    before = len(os.listdir("/proc/self/fd"))
+    most = 0
+    stats = ScanStats()
+    found = []
+    with filesystem.DirCache(cap=8) as dirs:
+        for ref, st in filesystem.iter_files(opts, stats, mounts=MountTable([]), dirs=dirs):
+            most = max(most, len(os.listdir("/proc/self/fd")) - before)
+            assert filesystem.scan_file(ref, st, make_detector(), opts, stats, dirs=dirs)
+            found.append(os.path.basename(ref.path))
+    assert sorted(found) == ["bottom.env"] + ["s.env"] * 5
+    assert most <= 8 + 2  # the cache, the listing's own fd, listdir's own
+    assert stats.skipped == {} and stats.errors == {}

@@ -184,22 +184,68 @@ def test_file_deleted_mid_scan_is_counted(tmp_path: Path, workers: int) -> None:
     assert result.stats.files_scanned == 1
 
 
-def _detector_killed_by_poison():
-    """A detector whose worker processes die by SIGKILL (as by the OOM killer) when they read b"POISON"."""
+def _poisoned_detector(*, kill: bool):
+    """A detector that fails on a buffer holding b"POISON": in a worker process it dies by SIGKILL (as by the
+    OOM killer) when ``kill``, else it raises (a bug on one odd file) wherever it runs."""
     import signal
 
     from keysweep.detect import Detector
 
     parent = os.getpid()
 
-    class _KilledOnPoison(Detector):
+    class _Poisoned(Detector):
         def scan(self, buf: bytes, **kw):  # noqa: ANN003, ANN201
-            if b"POISON" in buf and os.getpid() != parent:
-                os.kill(os.getpid(), signal.SIGKILL)
+            if b"POISON" in buf:
+                if not kill:
+                    raise ValueError("poisoned")
+                if os.getpid() != parent:
+                    os.kill(os.getpid(), signal.SIGKILL)
             return super().scan(buf, **kw)
 
     base = make_detector()
-    return _KilledOnPoison(base.ruleset, base.fingerprinter)
+    return _Poisoned(base.ruleset, base.fingerprinter)
+
+
+def _detector_killed_by_poison():
+    return _poisoned_detector(kill=True)
+
+
+class _MemoryCache:
+    """A FileCache in memory: makes the scan send batches of stat'ed files to its workers."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, list[Finding]] = {}
+
+    def lookup(self, path: str, st: os.stat_result) -> list[Finding] | None:
+        return None
+
+    def store(self, path: str, st: os.stat_result, findings: list[Finding]) -> None:
+        self.stored[path] = findings
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["in-process", "workers-walk", "workers-batches"])
+def test_a_file_that_makes_the_scan_raise_is_counted_with_its_place_and_the_sweep_goes_on(
+    tmp_path: Path, mode: str
+) -> None:
+    for i in range(300):
+        (tmp_path / f"f{i:03d}.env").write_text(PAIR if i % 100 == 0 else "nothing\n")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "poison-1.txt").write_text("POISON\n")
+    (tmp_path / "poison-2.txt").write_text(f"POISON\n{PAIR}")
+    workers = 1 if mode == "in-process" else 2
+    cache = _MemoryCache() if mode == "workers-batches" else None
+    opts = ScanOptions(paths=(str(tmp_path),), sources=("files",), workers=workers)
+    result = run_scan(opts, _poisoned_detector(kill=False), file_cache=cache)
+    assert result.stats.errors == {"internal-error": 2}
+    assert sorted(d["path"] for d in result.stats.error_details) == [
+        f"{tmp_path}/poison-2.txt", f"{tmp_path}/sub/poison-1.txt"]
+    assert {d["error"] for d in result.stats.error_details} == {"ValueError"}
+    assert "poisoned" not in json.dumps(result.stats.to_dict())  # the message may quote scanned bytes: not kept
+    assert result.stats.files_scanned == 300
+    assert sorted(f.location.path for f in result.findings) == [f"{tmp_path}/f{i:03d}.env" for i in (0, 100, 200)]
+    if cache is not None:
+        assert len(cache.stored) == 300  # every file read is recorded; the failed ones are not
 
 
 @pytest.mark.timeout(60)
@@ -233,3 +279,81 @@ def test_a_worker_killed_while_walking_hands_its_unfinished_directories_on(tmp_p
     assert 1 <= lost <= 128
     assert result.stats.files_scanned + lost == 40 * 10 + 1
     assert len(result.findings) >= 40 - lost  # every key file not in the lost group is found
+
+
+@pytest.mark.timeout(60)
+def test_a_source_that_fails_is_counted_and_the_other_sources_still_run(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    (host / "etc").mkdir(parents=True)
+    (host / "etc" / "passwd").write_text("u:x:1000:1000::/home/u:/bin/sh\n")
+    aws = host / "home" / "u" / ".aws"
+    aws.mkdir(parents=True)
+    # a malformed line makes the AWS-files source hand the file to the detector, which raises on it
+    (aws / "credentials").write_text(f"[default]\naws_access_key_id = {DEEP_KEY}\nPOISON no equals sign\n")
+    (host / "srv").mkdir()
+    (host / "srv" / "app.env").write_text(PAIR)
+    opts = ScanOptions(roots=("/",), sources=("aws-files", "files"), workers=1, path_prefix=str(host))
+    result = run_scan(opts, _poisoned_detector(kill=False))
+    assert sum(result.stats.errors.values()) >= 1
+    places = {d["path"] for d in result.stats.error_details}
+    assert places & {"source:aws-files", "/home/u/.aws/credentials"}, result.stats.error_details
+    assert [(f.key_id, f.location.path) for f in result.findings if f.location.kind == "file"] == [
+        (KEY, "/srv/app.env")]
+
+
+_SWAPPER = """
+import ctypes, os, sys, time
+libc = ctypes.CDLL(None, use_errno=True)
+renameat2 = libc.renameat2
+renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+end = time.monotonic() + float(sys.argv[1])
+swaps = 0
+while time.monotonic() < end and not os.path.exists("stop"):
+    if renameat2(AT_FDCWD, b"work", AT_FDCWD, b"link", RENAME_EXCHANGE) != 0:
+        sys.exit(f"renameat2: errno {ctypes.get_errno()}")
+    swaps += 1
+print(swaps)
+"""
+
+
+@pytest.mark.root
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
+def test_a_user_swapping_a_directory_for_a_symlink_never_gets_a_root_only_file_read(shared_tree: Path) -> None:
+    """An unprivileged user swaps a directory it owns with a symlink to a root-only directory
+    (renameat2 RENAME_EXCHANGE in a loop) while root scans, in every way the scan reads files: the root-only
+    key is never reported, and the user's own key is found."""
+    private = shared_tree / "private"
+    private.mkdir(mode=0o700)
+    (private / "secret.env").write_text(f"AWS_ACCESS_KEY_ID={DEEP_KEY}\n")
+    attacker = shared_tree / "attacker"
+    (attacker / "work").mkdir(parents=True)
+    for i in range(40):  # the same names as in the root-only directory, and enough entries to widen the window
+        (attacker / "work" / f"f{i:02d}.txt").write_text("nothing\n")
+    (attacker / "work" / "secret.env").write_text("nothing here\n")
+    (attacker / "mine.env").write_text(PAIR)
+    (attacker / "link").symlink_to(private)
+    for p in [attacker, *attacker.rglob("*")]:
+        os.chown(p, 65534, 65534, follow_symlinks=False)
+    swapper = subprocess.Popen(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", _SWAPPER, "120"],
+        cwd=attacker, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    modes = [(1, None), (2, None), (2, _MemoryCache())]  # in this process; workers walking; workers reading batches
+    try:
+        leaked, mine = 0, 0
+        for n in range(45):
+            workers, cache = modes[n % len(modes)]
+            opts = ScanOptions(paths=(str(attacker),), sources=("files",), workers=workers)
+            result = run_scan(opts, make_detector(), file_cache=cache)
+            leaked += sum(f.key_id == DEEP_KEY for f in result.findings)
+            mine += sum(f.key_id == KEY for f in result.findings)
+            assert swapper.poll() is None, swapper.communicate()
+    finally:
+        (attacker / "stop").touch()
+        out, err = swapper.communicate(timeout=30)
+    assert swapper.returncode == 0, err
+    assert int(out) > 1000  # the race really ran
+    assert leaked == 0
+    assert mine == 45

@@ -14,6 +14,7 @@ back as ``(finding without secret, secret, token)`` tuples in memory only, never
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import multiprocessing
@@ -44,6 +45,7 @@ _PROGRESS_EVERY = 0.25
 _MAX_RESPAWNS = 32
 _SPLIT_OVER = 32 * 1024 * 1024  # with workers, a larger plain file is scanned in parts, one per worker
 _DIRS_PER_TASK = 16
+_MAX_ERROR_DETAILS = 100  # places of errors kept in the stats (the counts are complete)
 
 
 @dataclass(frozen=True)
@@ -110,12 +112,26 @@ class ScanStats:
     suppressed: int = 0  # findings the allowlist accepted
     duration_seconds: float = 0.0
     interrupted: bool = False
+    # where the first errors happened: {"reason", "path" (a readable path, or "source:NAME"), "error" (a type)}
+    error_details: list[dict[str, str]] = field(default_factory=list)
+
+    def fail(self, reason: str, where: str, exc: BaseException | None = None) -> None:
+        """Count an error by reason and keep its place (while few are kept). Only the exception's type is kept:
+        its message may quote the bytes being scanned."""
+        self.errors[reason] += 1
+        if len(self.error_details) < _MAX_ERROR_DETAILS:
+            detail = {"reason": reason, "path": where}
+            if exc is not None:
+                detail["error"] = type(exc).__name__
+            self.error_details.append(detail)
 
     def merge(self, other: ScanStats) -> None:
         for f in dataclasses.fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if isinstance(mine, Counter):
                 mine.update(theirs)
+            elif isinstance(mine, list):
+                mine.extend(theirs[: max(0, _MAX_ERROR_DETAILS - len(mine))])
             elif isinstance(mine, int) and not isinstance(mine, bool):
                 setattr(self, f.name, mine + theirs)
 
@@ -155,25 +171,39 @@ def run_scan(
     named_files: list[AwsFile] = []
     stop = should_stop or (lambda: False)
     if "processes" in options.sources:
-        found, named_files = processes.scan_processes(detector, stats)
-        stats.findings_by_source["processes"] += len(found)
-        findings += found
+        with _source_guard("processes", stats):
+            found, named_files = processes.scan_processes(detector, stats)
+            stats.findings_by_source["processes"] += len(found)
+            findings += found
     handled: set[tuple[int, int]] = set()
     if "aws-files" in options.sources and not stop():
-        files = aws_files.home_files(options.path_prefix) + named_files
-        found = aws_files.scan_aws_files(
-            files, detector, options, stats, handled=handled, count_caches="files" not in options.sources
-        )
-        stats.findings_by_source["aws-files"] += len(found)
-        findings += found
+        with _source_guard("aws-files", stats):
+            files = aws_files.home_files(options.path_prefix) + named_files
+            found = aws_files.scan_aws_files(
+                files, detector, options, stats, handled=handled, count_caches="files" not in options.sources
+            )
+            stats.findings_by_source["aws-files"] += len(found)
+            findings += found
     if "files" in options.sources and not stop():
-        findings += _FilesScan(options, detector, stats, file_cache, stop, progress).run(handled)
+        walk = _FilesScan(options, detector, stats, file_cache, stop, progress)
+        with _source_guard("files", stats):
+            walk.run(handled)
+        findings += walk.findings  # what was found before a failure still counts
     stats.interrupted = stop()
     findings = dedupe(findings)
     if options.allowlist is not None:
         findings, stats.suppressed = options.allowlist.apply(findings)
     stats.duration_seconds = time.monotonic() - started
     return ScanResult(findings=findings, stats=stats)
+
+
+@contextlib.contextmanager
+def _source_guard(name: str, stats: ScanStats) -> Iterator[None]:
+    """A source that fails unexpectedly is counted (``source-failed``, path ``source:NAME``); the others run."""
+    try:
+        yield
+    except Exception as exc:
+        stats.fail("source-failed", f"source:{name}", exc)
 
 
 def dedupe(findings: list[Finding]) -> list[Finding]:
@@ -200,13 +230,15 @@ def _order(f: Finding) -> tuple[Any, ...]:
 # --- the files walk -----------------------------------------------------------------------------------------
 
 _Exported = tuple[Finding, str | None, str | None]
-_Item = tuple[str, os.stat_result | None]  # the lstat only when a FileCache needs it
-_Part = tuple[str, os.stat_result | None, int, int, int | None]  # path, lstat, part index, start, end
+_Item = tuple[filesystem.FileRef, os.stat_result | None]  # the lstat only when a FileCache needs it
+_Part = tuple[filesystem.FileRef, os.stat_result | None, int, int, int | None]  # file, lstat, index, start, end
 _PartDone = tuple[int, list[_Exported], int, int, int]  # index, findings, lines before, lines in, bytes
-_Outcome = tuple[str, os.stat_result | None, "list[_Exported] | filesystem.SplitFile | _PartDone | str | None"]
-# a directory for a worker to list: path, st_dev, st_ino, its root's st_dev, follow (a root named as a
-# symlink), entries to pass over (the rest of a listing a dead worker had begun)
-_Dir = tuple[str, int, int, int, bool, int]
+_Outcome = tuple[
+    filesystem.FileRef, os.stat_result | None, "list[_Exported] | filesystem.SplitFile | _PartDone | str | None"
+]
+# a directory for a worker to list: the directory, its root's st_dev, entries to pass over (the rest of a
+# listing a dead worker had begun)
+_Dir = tuple[filesystem.Dir, int, int]
 
 
 def _export(f: Finding) -> _Exported:
@@ -225,13 +257,13 @@ def _import(t: _Exported) -> Finding:
 
 
 def _scan_one(
-    path: str, st: os.stat_result | None, detector: Detector, options: ScanOptions, stats: ScanStats,
-    split_over: int | None = None,
+    ref: filesystem.FileRef, st: os.stat_result | None, detector: Detector, options: ScanOptions,
+    stats: ScanStats, dirs: filesystem.DirCache, split_over: int | None = None,
 ) -> list[Finding] | filesystem.SplitFile | None:
     try:
-        return filesystem.scan_file(path, st, detector, options, stats, split_over=split_over)
-    except Exception:  # a bug on one odd file must not end the sweep; it is counted
-        stats.errors["internal-error"] += 1
+        return filesystem.scan_file(ref, st, detector, options, stats, dirs=dirs, split_over=split_over)
+    except Exception as exc:  # a bug on one odd file must not end the sweep; it is counted with its place
+        stats.fail("internal-error", filesystem.display_path(ref.path, options.path_prefix), exc)
         return None
 
 
@@ -254,24 +286,32 @@ class _FilesScan:
         self.findings: list[Finding] = []
         self._last_progress = 0.0
         self._parts: dict[str, list[_PartDone | None]] = {}  # large files scanned in parts, by path
+        self.dirs = filesystem.DirCache(follow=options.follow_symlinks)  # this process's directory fds
 
     def run(self, handled: set[tuple[int, int]]) -> list[Finding]:
+        with self.dirs:
+            self._run(handled)
+        if self.progress is not None:
+            self.progress(self.stats)
+        return self.findings
+
+    def _scan_here(self, items: Iterable[_Item]) -> None:
+        for ref, st in items:
+            self._done(ref, st, _scan_one(ref, st, self.detector, self.options, self.stats, self.dirs))
+
+    def _run(self, handled: set[tuple[int, int]]) -> None:
         if self.options.worker_count > 1 and self.cache is None:
             small = self._probe(handled)
             if small is None:
                 self._walk_in_workers(handled)
             else:
-                for path, st in small:
-                    self._done(path, st, _scan_one(path, st, self.detector, self.options, self.stats))
-            if self.progress is not None:
-                self.progress(self.stats)
-            return self.findings
+                self._scan_here(small)
+            return
         batches = _batches(self._candidates(handled))
         first = next(batches, None)
         second = next(batches, None) if first is not None and self.options.worker_count > 1 else None
         if second is None:  # one process: asked for, or too few files to be worth forking
-            for path, st in itertools.chain(first or (), itertools.chain.from_iterable(batches)):
-                self._done(path, st, _scan_one(path, st, self.detector, self.options, self.stats))
+            self._scan_here(itertools.chain(first or (), itertools.chain.from_iterable(batches)))
         else:
             with _Pool(self.options.worker_count, self.detector, self.options) as pool:
                 for outcomes, wstats in pool.run(itertools.chain([first, second], batches)):
@@ -279,24 +319,21 @@ class _FilesScan:
                     self._take(pool, outcomes)
                     self._tick()
                 self.stats.errors.update(pool.lost)
-        if self.progress is not None:
-            self.progress(self.stats)
-        return self.findings
 
-    def _take(self, pool: _Pool, outcomes: Iterable[tuple[str, os.stat_result, Any]]) -> None:
+    def _take(self, pool: _Pool, outcomes: Iterable[_Outcome]) -> None:
         """Record what the workers sent back: a file's findings, a part of a split file, or a file to split."""
-        for path, st, exported in outcomes:
+        for ref, st, exported in outcomes:
             if isinstance(exported, filesystem.SplitFile):
-                pool.push(self._split(path, st, exported.size, self.options.worker_count))
+                pool.push(self._split(ref, st, exported.size, self.options.worker_count))
             elif isinstance(exported, (tuple, str)):
-                self._part_done(path, st, exported)
+                self._part_done(ref, st, exported)
             else:
-                self._done(path, st, None if exported is None else [_import(t) for t in exported])
+                self._done(ref, st, None if exported is None else [_import(t) for t in exported])
 
     def _probe(self, handled: set[tuple[int, int]]) -> list[_Item] | None:
         """The whole walk when it yields at most one batch of files (not worth forking for), else None."""
         scratch = ScanStats()
-        walk = filesystem.iter_files(self.options, scratch, skip_ids=handled, should_stop=self.stop)
+        walk = filesystem.iter_files(self.options, scratch, skip_ids=handled, should_stop=self.stop, dirs=self.dirs)
         items = list(itertools.islice(walk, _BATCH_FILES + 1))
         walk.close()
         if len(items) > _BATCH_FILES:
@@ -318,22 +355,22 @@ class _FilesScan:
                 if st.st_size > opts.max_file_size:
                     stats.skipped["too-large"] += 1
                 else:
-                    named.append((path, st))
+                    named.append((filesystem.FileRef.named(path, st), st))
             elif (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
-                stack.append((path, st.st_dev, st.st_ino, st.st_dev, True, 0))
+                stack.append((filesystem.Dir.root(path, st), st.st_dev, 0))
         stack.reverse()  # the first path first
         again = "symlink-loop" if opts.follow_symlinks else "seen-directory"
         with _Pool(self.options.worker_count, self.detector, self.options, handled, mounts) as pool:
             pool.push(named)
             for outcomes, wstats, subdirs in pool.walk(stack, self.stop):
                 stats.merge(wstats)
-                for path, dev, ino, root_dev in subdirs:
-                    if (dev, ino) in seen:
+                for sub, root_dev in subdirs:
+                    if sub.ident in seen:
                         stats.skipped[again] += 1
                     else:
-                        seen.add((dev, ino))
-                        stack.append((path, dev, ino, root_dev, False, 0))
+                        seen.add(sub.ident)
+                        stack.append((sub, root_dev, 0))
                 self._take(pool, outcomes)
                 self._tick()
             stats.errors.update(pool.lost)
@@ -341,37 +378,42 @@ class _FilesScan:
     def _candidates(self, handled: set[tuple[int, int]]) -> Iterator[_Item]:
         opts = self.options
         walk = filesystem.iter_files(
-            opts, self.stats, skip_ids=handled, should_stop=self.stop, file_stat=self.cache is not None
+            opts, self.stats, skip_ids=handled, should_stop=self.stop, file_stat=self.cache is not None,
+            dirs=self.dirs,
         )
-        for path, st in walk:
+        for ref, st in walk:
             if st is not None and st.st_size > opts.max_file_size:
                 self.stats.skipped["too-large"] += 1
                 continue
             if self.cache is not None and st is not None:
-                cached = self.cache.lookup(path, st)
+                cached = self.cache.lookup(ref.path, st)
                 if cached is not None:
                     self.stats.files_cached += 1
                     self.stats.findings_by_source["files"] += len(cached)
                     self.findings += cached
                     continue
-            yield path, st
+            yield ref, st
             self._tick()
 
-    def _split(self, path: str, st: os.stat_result | None, size: int, n: int) -> list[_Part]:
+    def _split(self, ref: filesystem.FileRef, st: os.stat_result | None, size: int, n: int) -> list[_Part]:
         """Parts of a large file, one per worker, each scanned with its neighbours' edges as context."""
         bounds = [size * i // n for i in range(n)]
-        self._parts[path] = [None] * n
-        return [(path, st, i, lo, bounds[i + 1] if i + 1 < n else None) for i, lo in enumerate(bounds)]
+        self._parts[ref.path] = [None] * n
+        return [(ref, st, i, lo, bounds[i + 1] if i + 1 < n else None) for i, lo in enumerate(bounds)]
 
-    def _part_done(self, path: str, st: os.stat_result | None, part: _PartDone | str) -> None:
+    def _part_done(self, ref: filesystem.FileRef, st: os.stat_result | None, part: _PartDone | str) -> None:
         """A part of a split file; once all are in, line numbers are made absolute and the file is done."""
+        path = ref.path
         parts = self._parts.get(path)
         if parts is None:
             return  # an earlier part failed: the file is already counted
         if isinstance(part, str):
             del self._parts[path]
             kind, reason = part.split(":", 1)
-            (self.stats.errors if kind == "error" else self.stats.skipped)[reason] += 1
+            if kind == "error":
+                self.stats.fail(reason, filesystem.display_path(path, self.options.path_prefix))
+            else:
+                self.stats.skipped[reason] += 1
             return
         parts[part[0]] = part
         if any(p is None for p in parts):
@@ -390,15 +432,15 @@ class _FilesScan:
             lines += inside
             self.stats.bytes_scanned += nbytes
         self.stats.files_scanned += 1
-        self._done(path, st, list(found.values()))
+        self._done(ref, st, list(found.values()))
 
-    def _done(self, path: str, st: os.stat_result | None, found: list[Finding] | None) -> None:
+    def _done(self, ref: filesystem.FileRef, st: os.stat_result | None, found: list[Finding] | None) -> None:
         if found is None:
             return
         self.findings += found
         self.stats.findings_by_source["files"] += len(found)
         if self.cache is not None and st is not None:
-            self.cache.store(path, st, found)
+            self.cache.store(ref.path, st, found)
 
     def _tick(self) -> None:
         if self.progress is None:
@@ -445,14 +487,14 @@ def _worker(
         out: list[_Outcome] = []
         for task in item:
             if len(task) == 5:  # a part of a large file
-                out.append(_scan_part(task, detector, options))
+                out.append(_scan_part(task, detector, options, walker.dirs))
                 continue
-            path, st = task
-            found = _scan_one(path, st, detector, options, stats, split_over=_SPLIT_OVER)
+            ref, st = task
+            found = _scan_one(ref, st, detector, options, stats, walker.dirs, split_over=_SPLIT_OVER)
             if isinstance(found, filesystem.SplitFile):
-                out.append((path, st, found))
+                out.append((ref, st, found))
             elif found or st is not None:  # without a stat (no FileCache) a file with no finding needs no answer
-                out.append((path, st, None if found is None else [_export(f) for f in found]))
+                out.append((ref, st, None if found is None else [_export(f) for f in found]))
         results.send(("batch", out, stats))
 
 
@@ -465,15 +507,15 @@ def _walk_dirs(
     entries read), so the rest can be listed again by another worker if this one dies."""
     out: list[_Outcome] = []
     walker.stats = ScanStats()
-    subdirs: list[tuple[str, int, int]] = []
-    found_in: list[tuple[str, int, int, int]] = []  # subdirectories with their root's st_dev
-    group: list[str] = []
+    subdirs: list[filesystem.Dir] = []
+    found_in: list[tuple[filesystem.Dir, int]] = []  # subdirectories with their root's st_dev
+    group: list[filesystem.FileRef] = []
     last = len(dirs) - 1
-    for index, (d, dev, _ino, root_dev, follow, skip) in enumerate(dirs):
+    for index, (d, root_dev, skip) in enumerate(dirs):
         if stopped.value:
             break
         walker.root_dev = root_dev
-        listing = walker.list_dir(d, dev, subdirs, follow=follow, skip=skip)
+        listing = walker.list_dir(d, subdirs, skip=skip)
         while True:
             item = next(listing, None)
             if item is not None:
@@ -482,36 +524,36 @@ def _walk_dirs(
                     continue
             elif index < last and len(subdirs) + len(found_in) < _BATCH_FILES:
                 break  # the next directory joins this group
-            found_in += [(p, dv, ino, root_dev) for p, dv, ino in subdirs]
+            found_in += [(sub, root_dev) for sub in subdirs]
             subdirs.clear()
             if group or found_in:
                 results.send(("dirs", out, walker.stats, (index, walker.entries_read, found_in, len(group))))
                 out, walker.stats, found_in = [], ScanStats(), []
-                for path in group:
+                for ref in group:
                     if stopped.value:
                         break
-                    found = _scan_one(path, None, detector, options, walker.stats, split_over=_SPLIT_OVER)
+                    found = _scan_one(ref, None, detector, options, walker.stats, walker.dirs, split_over=_SPLIT_OVER)
                     if isinstance(found, filesystem.SplitFile):
-                        out.append((path, None, found))
+                        out.append((ref, None, found))
                     elif found:
-                        out.append((path, None, [_export(f) for f in found]))
+                        out.append((ref, None, [_export(f) for f in found]))
                 group = []
             if item is None:
                 break
-        found_in += [(p, dv, ino, root_dev) for p, dv, ino in subdirs]
+        found_in += [(sub, root_dev) for sub in subdirs]
         subdirs.clear()
     results.send(("dirs", out, walker.stats, None))
 
 
-def _scan_part(task: _Part, detector: Detector, options: ScanOptions) -> _Outcome:
-    path, st, index, start, end = task
+def _scan_part(task: _Part, detector: Detector, options: ScanOptions, dirs: filesystem.DirCache) -> _Outcome:
+    ref, st, index, start, end = task
     try:
-        part = filesystem.scan_part(path, start, end, detector, options)
+        part = filesystem.scan_part(ref, start, end, detector, options, dirs)
     except filesystem.Skip as skip:
-        return path, st, ("error:" if skip.error else "skip:") + skip.reason
+        return ref, st, ("error:" if skip.error else "skip:") + skip.reason
     except Exception:
-        return path, st, "error:internal-error"
-    return path, st, (index, [_export(f) for f in part.findings], part.lines_before, part.lines_in, part.nbytes)
+        return ref, st, "error:internal-error"
+    return ref, st, (index, [_export(f) for f in part.findings], part.lines_before, part.lines_in, part.nbytes)
 
 
 class _Worker:
@@ -601,7 +643,7 @@ class _Pool:
 
     def walk(
         self, stack: list[_Dir], stop: Callable[[], bool]
-    ) -> Iterator[tuple[list[_Outcome], ScanStats, list[tuple[str, int, int, int]]]]:
+    ) -> Iterator[tuple[list[_Outcome], ScanStats, list[tuple[filesystem.Dir, int]]]]:
         """Hand out directories from ``stack`` (which the caller grows with the subdirectories each message
         names) and the pushed batches; yield ``(outcomes, stats, subdirectories with their root's st_dev)``."""
         while True:
@@ -692,8 +734,7 @@ class _Pool:
             else:
                 index, entries_read, files = dead.claim
                 self.lost["worker-crashed"] += files
-                d = dirs[index]
-                self._requeue.append((d[0], d[1], d[2], d[3], d[4], entries_read))
+                self._requeue.append((dirs[index][0], dirs[index][1], entries_read))
                 self._requeue.extend(dirs[index + 1 :])
         elif dead.batch is not None:
             self.lost["worker-crashed"] += len(dead.batch)

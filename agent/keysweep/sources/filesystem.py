@@ -1,10 +1,13 @@
-"""The files source: an iterative, read-only walk and a bounded-memory chunked reader.
+"""The files source: an iterative, read-only walk by directory fds and a bounded-memory chunked reader.
 
 Every decision comes from ``lstat``: symlinks are not followed (unless asked, then with loop protection by
-device and inode), FIFOs, sockets and devices are never opened, pseudo filesystems are not entered. Files are
-opened ``O_NOFOLLOW|O_NONBLOCK|O_NOATIME`` and re-checked with ``fstat``, so a file swapped for a symlink or FIFO
-between the walk and the open is skipped. Nothing is ever written into the scanned tree. Every skip and error
-is counted with a reason; none stops the walk.
+device and inode), FIFOs, sockets and devices are never opened, pseudo filesystems are not entered. No path
+below a walk root is ever resolved by the kernel as a whole: each directory is opened relative to its parent's
+fd (``O_NOFOLLOW``) and its ``(st_dev, st_ino)`` checked against what the walk saw, each file relative to its
+directory's fd (``O_NOFOLLOW|O_NONBLOCK|O_NOATIME``) and checked with ``fstat``, so a directory or file swapped
+for a symlink, a FIFO or another inode between the listing and the open is skipped (``replaced``), never
+followed. Nothing is ever written into the scanned tree. Every skip and error is counted with a reason; none
+stops the walk.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import errno
 import os
 import re
 import stat
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -30,6 +34,8 @@ if TYPE_CHECKING:
 CHUNK_SIZE = 2 * 1024 * 1024
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC
+MAX_DIR_FDS = 32  # directory fds one process keeps open; deeper chains are reopened from a nearer one
 _SEEK_DATA = getattr(os, "SEEK_DATA", None)
 _SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
 
@@ -42,8 +48,12 @@ class Skip(Exception):
         self.reason = reason
         self.error = error
 
-    def count(self, stats: ScanStats) -> None:
-        (stats.errors if self.error else stats.skipped)[self.reason] += 1
+    def count(self, stats: ScanStats, where: str | None = None) -> None:
+        """Count it by reason; an error at a known place (a readable path) also keeps that place."""
+        if self.error and where is not None:
+            stats.fail(self.reason, where)
+        else:
+            (stats.errors if self.error else stats.skipped)[self.reason] += 1
 
 
 def os_error_skip(exc: OSError) -> Skip:
@@ -67,6 +77,108 @@ def display_path(path: str, prefix: str | None = None) -> str:
     if prefix and (path == prefix or path.startswith(prefix + "/")):
         path = path[len(prefix) :] or "/"
     return readable(path)
+
+
+class Dir(NamedTuple):
+    """A directory the walk reached and how to reach it again without resolving its path: the chain of
+    ``(name, st_dev, st_ino)`` from its walk root (whose name is its absolute path, opened as named) down to it.
+    A flat tuple, not parent links, so it pickles to a worker at any depth."""
+
+    path: str
+    chain: tuple[tuple[str, int, int], ...]
+
+    @classmethod
+    def root(cls, path: str, st: os.stat_result) -> Dir:
+        return cls(path, ((path, st.st_dev, st.st_ino),))
+
+    def child(self, name: str, st: os.stat_result) -> Dir:
+        return Dir(self.path.rstrip("/") + "/" + name, (*self.chain, (name, st.st_dev, st.st_ino)))
+
+    @property
+    def ident(self) -> tuple[int, int]:
+        return self.chain[-1][1], self.chain[-1][2]
+
+
+class FileRef(NamedTuple):
+    """A regular file the walk saw: its path (shown, matched by excludes, the file cache's key) and where to
+    open it: its directory and name there, with the identity the walk saw (``dev`` None: only the inode number
+    of the directory entry is known). ``dir`` None: a file named on the command line, opened by its path."""
+
+    path: str
+    dir: Dir | None
+    name: str
+    dev: int | None
+    ino: int
+
+    @classmethod
+    def named(cls, path: str, st: os.stat_result) -> FileRef:
+        return cls(path, None, path, st.st_dev, st.st_ino)
+
+
+class DirCache:
+    """The verified directory fds of one process, at most ``cap`` open (the least recently used is closed).
+
+    A directory is reached from the nearest cached directory of its chain (or its walk root, opened by its
+    path as the operator named it) by ``openat(parent, name, O_NOFOLLOW)``, one component at a time, and each
+    fd's ``(st_dev, st_ino)`` is checked against the chain: a directory swapped for a symlink, a file or another
+    directory after the walk saw it raises :class:`Skip` ``replaced`` and is never entered. A forked worker
+    inherits a copy (its fds stay valid in the child)."""
+
+    def __init__(self, *, follow: bool = False, cap: int = MAX_DIR_FDS) -> None:
+        self.follow = follow  # --follow-symlinks: a component may be a symlink (its target is checked)
+        self.cap = max(2, cap)
+        self._fds: OrderedDict[tuple[int, int], int] = OrderedDict()
+
+    def fd(self, d: Dir) -> int:
+        """An fd of ``d`` owned by the cache: valid until the next call. Raises :class:`Skip`."""
+        chain = d.chain
+        i = len(chain) - 1
+        fd = -1
+        while i >= 0:
+            key = chain[i][1], chain[i][2]
+            if key in self._fds:
+                self._fds.move_to_end(key)
+                fd = self._fds[key]
+                break
+            i -= 1
+        if i < 0:
+            name, dev, ino = chain[0]
+            fd = self._verified(_open_dir(name, None, follow=True), dev, ino)
+            i = 0
+        for name, dev, ino in chain[i + 1 :]:
+            fd = self._verified(_open_dir(name, fd, follow=self.follow), dev, ino)
+        return fd
+
+    def open(self, d: Dir) -> int:
+        """An fd of ``d`` for the caller to close (a listing holds it while the cache moves on)."""
+        return os.dup(self.fd(d))
+
+    def _verified(self, fd: int, dev: int, ino: int) -> int:
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise os_error_skip(exc) from None
+        if (st.st_dev, st.st_ino) != (dev, ino) or not stat.S_ISDIR(st.st_mode):
+            os.close(fd)
+            raise Skip("replaced")
+        old = self._fds.pop((dev, ino), None)
+        if old is not None:
+            os.close(old)
+        self._fds[(dev, ino)] = fd
+        while len(self._fds) > self.cap:
+            os.close(self._fds.popitem(last=False)[1])
+        return fd
+
+    def close(self) -> None:
+        while self._fds:
+            os.close(self._fds.popitem()[1])
+
+    def __enter__(self) -> DirCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class PathFilter:
@@ -96,16 +208,24 @@ def iter_files(
     skip_ids: set[tuple[int, int]] | None = None,
     should_stop: Callable[[], bool] | None = None,
     file_stat: bool = False,
-) -> Iterator[tuple[str, os.stat_result | None]]:
-    """Yield ``(path, lstat)`` for every regular file to read under the options' paths (or roots); the lstat
-    is None unless ``file_stat`` asks for it (the type then comes from the directory entry)."""
+    dirs: DirCache | None = None,
+) -> Iterator[tuple[FileRef, os.stat_result | None]]:
+    """Yield ``(file, lstat)`` for every regular file to read under the options' paths (or roots); the lstat
+    is None unless ``file_stat`` asks for it (the type then comes from the directory entry). Directories are
+    opened through ``dirs`` (a private cache, closed at the end, when not given)."""
     mounts = mounts if mounts is not None else MountTable.current()
-    walker = Walker(options, stats, mounts, skip_ids or set(), should_stop, file_stat)
-    for path, st, is_dir in start_points(options, stats, mounts):
-        if is_dir:
-            yield from walker.walk(path, st)
-        else:
-            yield path, st
+    own = dirs is None
+    cache = DirCache(follow=options.follow_symlinks) if dirs is None else dirs
+    walker = Walker(options, stats, mounts, skip_ids or set(), should_stop, file_stat, cache)
+    try:
+        for path, st, is_dir in start_points(options, stats, mounts):
+            if is_dir:
+                yield from walker.walk(Dir.root(path, st))
+            else:
+                yield FileRef.named(path, st), st
+    finally:
+        if own:
+            cache.close()
 
 
 def start_points(
@@ -171,7 +291,7 @@ def _ancestors(path: str, stop: str) -> list[str]:
 
 
 class Walker:
-    """Depth-first with an explicit stack (no recursion limit), one directory fd open at a time.
+    """Depth-first with an explicit stack (no recursion limit), by directory fds (:class:`DirCache`).
 
     :meth:`walk` walks a whole tree; :meth:`list_dir` reads one directory (the scan's worker processes share
     a tree that way: each lists directories it is handed and hands back the subdirectories it found)."""
@@ -184,6 +304,7 @@ class Walker:
         skip_ids: set[tuple[int, int]],
         should_stop: Callable[[], bool] | None,
         file_stat: bool,
+        dirs: DirCache | None = None,
     ) -> None:
         self.options = options
         self.file_stat = file_stat or options.same_filesystem
@@ -191,51 +312,48 @@ class Walker:
         self.mounts = mounts
         self.skip_ids = skip_ids
         self.should_stop = should_stop
+        self.dirs = dirs if dirs is not None else DirCache(follow=options.follow_symlinks)
         self.excl = PathFilter(options.excludes)
         self.seen_dirs: set[tuple[int, int]] = set()
         self.pseudo_paths = {_prefixed(p, options.path_prefix) for p in PSEUDO_PATHS}
         self.root_dev = 0
         self.entries_read = 0  # entries of the directory being listed read so far
 
-    def walk(self, root: str, root_st: os.stat_result) -> Iterator[tuple[str, os.stat_result | None]]:
-        ident = (root_st.st_dev, root_st.st_ino)
-        if ident in self.seen_dirs:
+    def walk(self, root: Dir) -> Iterator[tuple[FileRef, os.stat_result | None]]:
+        if root.ident in self.seen_dirs:
             return
-        self.seen_dirs.add(ident)
-        self.root_dev = root_st.st_dev
-        stack: list[tuple[str, int, int]] = [(root, root_st.st_dev, root_st.st_ino)]
-        first = True
+        self.seen_dirs.add(root.ident)
+        self.root_dev = root.ident[0]
+        stack = [root]
         while stack:
             if self.should_stop is not None and self.should_stop():
                 return
-            d, dev, _ino = stack.pop()
-            # a root the user named may itself be a symlink; nothing below it is followed
-            yield from self.list_dir(d, dev, stack, follow=first)
-            first = False
+            yield from self.list_dir(stack.pop(), stack)
 
     def list_dir(
-        self, d: str, dev: int, subdirs: list[tuple[str, int, int]], *, follow: bool = False, skip: int = 0
-    ) -> Iterator[tuple[str, os.stat_result | None]]:
-        """The files of directory ``d`` to read; its subdirectories to walk are appended to ``subdirs`` as
-        ``(path, st_dev, st_ino)``. The first ``skip`` entries are passed over (a listing resumed)."""
+        self, d: Dir, subdirs: list[Dir], *, skip: int = 0
+    ) -> Iterator[tuple[FileRef, os.stat_result | None]]:
+        """The files of directory ``d`` to read; its subdirectories to walk are appended to ``subdirs``. The
+        first ``skip`` entries are passed over (a listing resumed)."""
         self.entries_read = 0
         try:
-            dir_fd = _open_dir(d, follow=follow or self.options.follow_symlinks)
+            dir_fd = self.dirs.open(d)  # held for the listing: its entries are stat'ed relative to it
+        except Skip as skip_:
+            skip_.count(self.stats)
+            return
         except OSError as exc:
             os_error_skip(exc).count(self.stats)
             return
         try:
-            yield from self._entries(d, dev, dir_fd, subdirs, skip)
+            yield from self._entries(d, dir_fd, subdirs, skip)
         finally:
             os.close(dir_fd)
 
     def _entries(
-        self, d: str, dir_dev: int, dir_fd: int, stack: list[tuple[str, int, int]], skip: int
-    ) -> Iterator[tuple[str, os.stat_result | None]]:
-        options = self.options  # skips count into self.stats, which a worker swaps between its messages
-        prefix = options.path_prefix
-        in_sdk_cache = _is_sdk_cache_dir(d)
-        base = d.rstrip("/") + "/"
+        self, d: Dir, dir_fd: int, stack: list[Dir], skip: int
+    ) -> Iterator[tuple[FileRef, os.stat_result | None]]:
+        in_sdk_cache = _is_sdk_cache_dir(d.path)
+        base = d.path.rstrip("/") + "/"
         seen = 0
         with os.scandir(dir_fd) as it:
             while True:
@@ -250,76 +368,96 @@ class Walker:
                 self.entries_read = seen
                 if seen <= skip:
                     continue
-                path = base + entry.name
                 if not seen & 1023 and self.should_stop is not None and self.should_stop():
                     return  # a huge directory is not read to its end after a stop
+                path = base + entry.name
                 try:
-                    # the entry's type from the directory (an lstat when the filesystem does not say): a regular
-                    # file needs no stat here, the reader fstats what it opened
-                    if not self.file_stat and entry.is_file(follow_symlinks=False):
-                        if self.excl.excluded(path, prefix):
-                            self.stats.skipped["excluded"] += 1
-                        elif in_sdk_cache:
-                            self.stats.skipped["host-role-credentials"] += 1
-                        elif not self.skip_ids or (dir_dev, entry.inode()) not in self.skip_ids:
-                            yield path, None
-                        continue
-                    st = entry.stat(follow_symlinks=False)
-                except OSError as exc:
-                    os_error_skip(exc).count(self.stats)
-                    continue
-                mode = st.st_mode
-                if stat.S_ISLNK(mode):
-                    if not options.follow_symlinks:
-                        self.stats.skipped["symlink"] += 1
-                        continue
-                    try:
-                        st = os.stat(path)
-                    except OSError as exc:
-                        self.stats.skipped["broken-symlink" if exc.errno in (errno.ENOENT, errno.ELOOP) else "symlink"] += 1
-                        continue
-                    mode = st.st_mode
+                    yield from self._entry(d, dir_fd, entry, path, in_sdk_cache, stack)
+                except Exception as exc:  # a bug on one odd entry must not end the walk; counted with its place
+                    self.stats.fail("internal-error", display_path(path, self.options.path_prefix), exc)
+
+    def _entry(
+        self, d: Dir, dir_fd: int, entry: os.DirEntry[str], path: str, in_sdk_cache: bool, stack: list[Dir]
+    ) -> Iterator[tuple[FileRef, os.stat_result | None]]:
+        options = self.options  # skips count into self.stats, which a worker swaps between its messages
+        prefix = options.path_prefix
+        try:
+            # the entry's type from the directory (an lstat when the filesystem does not say): a regular
+            # file needs no stat here, the reader fstats what it opened
+            if not self.file_stat and entry.is_file(follow_symlinks=False):
                 if self.excl.excluded(path, prefix):
                     self.stats.skipped["excluded"] += 1
-                    continue
-                if stat.S_ISDIR(mode):
-                    reason = _dir_skip(path, st, self.root_dev, options, self.mounts, self.pseudo_paths)
-                    if reason is None and (st.st_dev, st.st_ino) in self.seen_dirs:
-                        reason = "symlink-loop" if options.follow_symlinks else "seen-directory"
-                    if reason is not None:
-                        self.stats.skipped[reason] += 1
-                        continue
-                    self.seen_dirs.add((st.st_dev, st.st_ino))
-                    stack.append((path, st.st_dev, st.st_ino))
-                elif stat.S_ISREG(mode):
-                    if in_sdk_cache:
-                        self.stats.skipped["host-role-credentials"] += 1
-                    elif (st.st_dev, st.st_ino) in self.skip_ids:
-                        continue  # already read by the aws-files source
-                    elif options.same_filesystem and st.st_dev != self.root_dev:
-                        self.stats.skipped["other-filesystem"] += 1  # a file bind-mounted from elsewhere
-                    else:
-                        yield path, st
-                elif stat.S_ISFIFO(mode):
-                    self.stats.skipped["fifo"] += 1
-                elif stat.S_ISSOCK(mode):
-                    self.stats.skipped["socket"] += 1
-                elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-                    self.stats.skipped["device"] += 1
-                else:
-                    self.stats.skipped["not-regular"] += 1
+                elif in_sdk_cache:
+                    self.stats.skipped["host-role-credentials"] += 1
+                elif not self.skip_ids or (d.ident[0], entry.inode()) not in self.skip_ids:
+                    yield FileRef(path, d, entry.name, None, entry.inode()), None
+                return
+            st = entry.stat(follow_symlinks=False)
+        except OSError as exc:
+            os_error_skip(exc).count(self.stats)
+            return
+        mode = st.st_mode
+        if stat.S_ISLNK(mode):
+            if not options.follow_symlinks:
+                self.stats.skipped["symlink"] += 1
+                return
+            try:
+                st = os.stat(entry.name, dir_fd=dir_fd)  # resolved from this directory, not from its path
+            except OSError as exc:
+                self.stats.skipped["broken-symlink" if exc.errno in (errno.ENOENT, errno.ELOOP) else "symlink"] += 1
+                return
+            mode = st.st_mode
+        if self.excl.excluded(path, prefix):
+            self.stats.skipped["excluded"] += 1
+            return
+        if stat.S_ISDIR(mode):
+            reason = _dir_skip(path, st, self.root_dev, options, self.mounts, self.pseudo_paths)
+            if reason is None and (st.st_dev, st.st_ino) in self.seen_dirs:
+                reason = "symlink-loop" if options.follow_symlinks else "seen-directory"
+            if reason is not None:
+                self.stats.skipped[reason] += 1
+                return
+            self.seen_dirs.add((st.st_dev, st.st_ino))
+            stack.append(d.child(entry.name, st))
+        elif stat.S_ISREG(mode):
+            if in_sdk_cache:
+                self.stats.skipped["host-role-credentials"] += 1
+            elif (st.st_dev, st.st_ino) in self.skip_ids:
+                return  # already read by the aws-files source
+            elif options.same_filesystem and st.st_dev != self.root_dev:
+                self.stats.skipped["other-filesystem"] += 1  # a file bind-mounted from elsewhere
+            else:
+                yield FileRef(path, d, entry.name, st.st_dev, st.st_ino), st
+        elif stat.S_ISFIFO(mode):
+            self.stats.skipped["fifo"] += 1
+        elif stat.S_ISSOCK(mode):
+            self.stats.skipped["socket"] += 1
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            self.stats.skipped["device"] += 1
+        else:
+            self.stats.skipped["not-regular"] += 1
 
 
-def _open_dir(path: str, *, follow: bool) -> int:
-    """A directory fd opened O_NOATIME (reading a directory would update its atime) and, unless following,
-    O_NOFOLLOW (a directory swapped for a symlink after the walk saw it is not entered)."""
-    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+def _open_dir(name: str, dir_fd: int | None, *, follow: bool) -> int:
+    """A directory fd (``name`` relative to ``dir_fd``, or a path when None) opened O_NOATIME (reading a
+    directory would update its atime) and, unless following, O_NOFOLLOW. Raises :class:`Skip`: ``replaced``
+    when ``name`` is no longer a directory (a symlink put in its place fails ``O_DIRECTORY|O_NOFOLLOW``)."""
+    flags = _DIR_FLAGS | (0 if follow else os.O_NOFOLLOW)
     try:
-        return os.open(path, flags | _O_NOATIME)
+        return _open_noatime(name, flags, dir_fd)
+    except OSError as exc:
+        if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+            raise Skip("replaced") from None
+        raise os_error_skip(exc) from None
+
+
+def _open_noatime(name: str, flags: int, dir_fd: int | None) -> int:
+    try:
+        return os.open(name, flags | _O_NOATIME, dir_fd=dir_fd)
     except PermissionError as exc:
         if exc.errno != errno.EPERM or not _O_NOATIME:
             raise
-        return os.open(path, flags)
+        return os.open(name, flags, dir_fd=dir_fd)  # O_NOATIME needs ownership or CAP_FOWNER
 
 
 def _dir_skip(
@@ -343,16 +481,12 @@ def _dir_skip(
     return None
 
 
-def open_regular(path: str, *, follow: bool = False) -> tuple[int, os.stat_result]:
-    """Open a file read-only without following a symlink, blocking on a FIFO or touching atime; raise Skip."""
+def open_regular(path: str, *, follow: bool = False, dir_fd: int | None = None) -> tuple[int, os.stat_result]:
+    """Open a file read-only without following a symlink, blocking on a FIFO or touching atime; raise Skip.
+    With ``dir_fd``, ``path`` is a name in that directory."""
     flags = _OPEN_FLAGS | (0 if follow else os.O_NOFOLLOW)
     try:
-        try:
-            fd = os.open(path, flags | _O_NOATIME)
-        except PermissionError as exc:
-            if exc.errno != errno.EPERM or not _O_NOATIME:
-                raise
-            fd = os.open(path, flags)  # O_NOATIME needs ownership or CAP_FOWNER
+        fd = _open_noatime(path, flags, dir_fd)
     except OSError as exc:
         raise os_error_skip(exc) from None
     try:
@@ -364,6 +498,33 @@ def open_regular(path: str, *, follow: bool = False) -> tuple[int, os.stat_resul
         os.close(fd)
         raise Skip("not-regular")
     return fd, st
+
+
+def open_file(ref: FileRef, dirs: DirCache, *, follow: bool = False) -> tuple[int, os.stat_result]:
+    """Open a file the walk saw, relative to its verified directory fd, and check by ``fstat`` that it is the
+    regular file the walk saw (else :class:`Skip` ``replaced``)."""
+    dir_fd = None if ref.dir is None else dirs.fd(ref.dir)
+    fd, st = open_regular(ref.name, follow=follow, dir_fd=dir_fd)
+    if not _same_file(ref, st, dir_fd):
+        os.close(fd)
+        raise Skip("replaced")
+    return fd, st
+
+
+def _same_file(ref: FileRef, st: os.stat_result, dir_fd: int | None) -> bool:
+    if ref.dev is not None:
+        return (st.st_dev, st.st_ino) == (ref.dev, ref.ino)
+    assert ref.dir is not None  # only the walk's fast path leaves the device unknown: it is the directory's
+    if st.st_dev == ref.dir.ident[0]:
+        return st.st_ino == ref.ino
+    # another device under this name: a file mount point (whose directory entry names the inode it covers),
+    # or overlayfs, whose files keep their layer's device; no file is renamed across devices, so it is the
+    # entry if the name holds it now
+    try:
+        now = os.stat(ref.name, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino)
 
 
 class _FileReader:
@@ -459,11 +620,12 @@ class PartResult(NamedTuple):
 
 
 def scan_part(
-    path: str, start: int, end: int | None, detector: Detector, options: ScanOptions
+    ref: FileRef, start: int, end: int | None, detector: Detector, options: ScanOptions, dirs: DirCache
 ) -> PartResult:
     """Ids at offsets ``[start, end)`` of a file (``end`` None: to its end), read with half the detector's
     overlap on each side so every pairing window is whole. Raises :class:`Skip`."""
-    fd, fst = open_regular(path, follow=options.follow_symlinks)
+    path = ref.path
+    fd, fst = open_file(ref, dirs, follow=options.follow_symlinks)
     try:
         half = detector.overlap // 2
         lo = max(0, start - half)
@@ -497,12 +659,13 @@ def scan_part(
 
 
 def scan_file(
-    path: str,
+    ref: FileRef,
     st: os.stat_result | None,
     detector: Detector,
     options: ScanOptions,
     stats: ScanStats,
     *,
+    dirs: DirCache,
     split_over: int | None = None,
 ) -> list[Finding] | SplitFile | None:
     """Scan one regular file (archives are opened, ~/.aws files parsed per profile).
@@ -510,14 +673,15 @@ def scan_file(
     None when the file was not read (the reason is counted in ``stats``; nothing is raised). With
     ``split_over``, a plain (not sparse, not archive) file larger than that is not scanned: a
     :class:`SplitFile` says so, for parts of it to be scanned in parallel."""
+    path = ref.path
     shown = display_path(path, options.path_prefix)
     if not detector.include_examples and detector.ruleset.is_ignored_path(shown):
         stats.skipped["ignored-path"] += 1  # vendored SDK example data (rules/ignore.yaml)
         return None
     try:
-        fd, fst = open_regular(path, follow=options.follow_symlinks)
+        fd, fst = open_file(ref, dirs, follow=options.follow_symlinks)
     except Skip as skip:
-        skip.count(stats)
+        skip.count(stats, shown)
         return None
     try:
         if fst.st_size > options.max_file_size:
@@ -568,7 +732,7 @@ def scan_file(
         stats.bytes_scanned += nbytes
         return findings
     except OSError as exc:
-        os_error_skip(exc).count(stats)
+        os_error_skip(exc).count(stats, shown)
         return None
     finally:
         os.close(fd)
