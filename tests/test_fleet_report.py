@@ -9,10 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from keysweep.central.fleet_report import build_report, csv_cell, load_report, render_report
+from keysweep.central.fleet_report import build_report, load_report, render_report
 from keysweep.central.handler import MessageHandler
 from keysweep.central.store import open_store
 from keysweep.cli import main
+from keysweep.textsafe import csv_cell
 
 from tests.support.fleet import (
     DEAD_KEY,

@@ -1,4 +1,8 @@
-"""Writing an audit result as a terminal table, JSON or CSV."""
+"""Writing an audit result as a terminal table, JSON or CSV.
+
+Names in an audit come from IAM and, with a fleet store, from hosts: every value goes through
+:mod:`keysweep.textsafe` (no control or bidi character in any format; standard JSON; formula-safe CSV).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any, TextIO
 
 from keysweep import scp as scp_policy
 from keysweep.central.audit import CHECKS, AuditResult
-from keysweep.central.fleet_report import csv_cell
+from keysweep.textsafe import csv_cell, dump_json, safe_text
 
 FORMATS = ("table", "json", "csv")
 CSV_FIELDS = ("account_id", "check", "severity", "user", "key_id", "arn", "summary", "action", "commands")
@@ -45,14 +49,13 @@ def audit_to_dict(result: AuditResult, *, include_scp: bool = True) -> dict[str,
 def render_audit(result: AuditResult, fmt: str, stream: TextIO, *, include_scp: bool = True) -> None:
     """``csv`` holds the items only (one row each); ``json`` and ``table`` add accounts, notes and the SCP."""
     if fmt == "json":
-        json.dump(audit_to_dict(result, include_scp=include_scp), stream, indent=2, default=str)
-        stream.write("\n")
+        dump_json(audit_to_dict(result, include_scp=include_scp), stream)
     elif fmt == "csv":
         writer = csv.DictWriter(stream, fieldnames=CSV_FIELDS, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for item in result.items:
             row = item.to_dict()
-            row["commands"] = "\n".join(item.commands)
+            row["commands"] = list(item.commands)
             writer.writerow({k: csv_cell(v) for k, v in row.items() if k in CSV_FIELDS})
     elif fmt == "table":
         _table(result, stream, scp_section(result) if include_scp else None)
@@ -65,10 +68,11 @@ def _table(result: AuditResult, out: TextIO, scp: Mapping[str, Any] | None) -> N
     out.write(f"keysweep audit: {len(result.accounts)} account(s), {len(items)} item(s)\n\n")
     for acct in result.accounts:
         if acct.error:
-            out.write(f"  account {acct.account_id}: NOT AUDITED: {acct.error}\n")
+            out.write(f"  account {safe_text(acct.account_id)}: NOT AUDITED: {safe_text(acct.error)}\n")
             continue
         root = "PRESENT" if acct.root_keys_present else "none"
-        out.write(f"  account {acct.account_id}  ({acct.caller_arn})  users {acct.users}  keys {len(acct.keys)}"
+        out.write(f"  account {safe_text(acct.account_id)}  ({safe_text(acct.caller_arn)})  users {acct.users}"
+                  f"  keys {len(acct.keys)}"
                   f"  root keys {root}\n")
     for check, (severity, meaning) in CHECKS.items():
         group = [i for i in items if i.check == check]
@@ -76,15 +80,15 @@ def _table(result: AuditResult, out: TextIO, scp: Mapping[str, Any] | None) -> N
             continue
         out.write(f"\n[{severity.upper()}] {check}: {meaning} ({len(group)})\n")
         for item in group:
-            out.write(f"  - {item.account_id}  {item.summary}\n")
-            out.write(f"    action: {item.action}\n")
+            out.write(f"  - {safe_text(item.account_id)}  {safe_text(item.summary)}\n")
+            out.write(f"    action: {safe_text(item.action)}\n")
             for cmd in item.commands:
-                out.write(f"      $ {cmd}\n")
+                out.write(f"      $ {safe_text(cmd)}\n")
     notes = list(result.notes) + [f"{a.account_id}: {n}" for a in result.accounts for n in a.notes]
     if notes:
         out.write("\nNotes:\n")
         for note in notes:
-            out.write(f"  - {note}\n")
+            out.write(f"  - {safe_text(note)}\n")
     if scp is not None:
         out.write(f"\nService control policy {scp['name']} (apply when {scp['apply_when']}):\n")
         out.write(f"  WARNING: {scp['warning']}\n")

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from keysweep.central.coverage import DEFAULT_SILENT_AFTER, OK, HostCoverage, host_coverage
 from keysweep.central.records import FindingRecord, HostRecord
 from keysweep.central.store import Store
+from keysweep.textsafe import csv_cell, dump_json, safe_text
 
 FORMATS = ("table", "json", "csv", "html")
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
@@ -285,12 +286,6 @@ CSV_FIELDS = (
 )
 
 
-def csv_cell(value: Any) -> str:
-    """A CSV cell a spreadsheet will not run as a formula (host values are untrusted)."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
 def _commands(key: FleetKey) -> list[str]:
     out: list[str] = []
     for s in key.suggestions:
@@ -308,23 +303,15 @@ def write_csv(report: FleetReport, stream: TextIO) -> None:
         row = [
             k.fingerprint, k.key_id, k.account_id, k.status, k.severity, k.owner_arn, k.first_seen, k.last_seen,
             " ".join(k.compute_kinds), " ".join(k.hosts),
-            "\n".join(f"{loc.hostname}:{loc.place}" for loc in k.locations),
-            s.get("summary"), "\n".join(_commands(k)), k.deactivated_by, k.deactivated_at,
+            [f"{loc.hostname}:{loc.place}" for loc in k.locations],
+            s.get("summary"), _commands(k), k.deactivated_by, k.deactivated_at,
         ]
         writer.writerow([csv_cell(v) for v in row])
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), *range(0x7F, 0xA0))}
-
-
-def printable(text: str) -> str:
-    """Control characters from hosts (terminal escape sequences, newlines) written out as ``\\xNN``."""
-    return text.translate(_CONTROL)
-
-
 def _short(text: str | None, width: int) -> str:
     """One terminal-safe line of at most ``width`` characters."""
-    text = printable(text or "-")
+    text = safe_text(text or "-")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -338,12 +325,12 @@ def write_table(report: FleetReport, out: TextIO) -> None:
     out.write(header + "\n")
     for k in report.keys:
         out.write(f"{_short(k.key_id, 22):<22} {_short(k.account_id, 13):<13} {_short(k.status, 12):<12} "
-                  f"{len(k.hosts):>5} {_short(','.join(k.compute_kinds), 16):<16} {k.first_seen[:10]:<11} "
-                  f"{k.last_seen[:10]:<11} {_short(k.owner_arn, 60)}\n")
+                  f"{len(k.hosts):>5} {_short(','.join(k.compute_kinds), 16):<16} {safe_text(k.first_seen[:10]):<11} "
+                  f"{safe_text(k.last_seen[:10]):<11} {_short(k.owner_arn, 60)}\n")
         for loc in k.locations:
-            out.write(f"    at {_short(loc.hostname, 30)} ({loc.host_kind}): {_short(loc.place, 90)}\n")
+            out.write(f"    at {_short(loc.hostname, 30)} ({_short(loc.host_kind, 12)}): {_short(loc.place, 90)}\n")
         if k.deactivated_at:
-            out.write(f"    deactivated {k.deactivated_at} by {k.deactivated_by}\n")
+            out.write(f"    deactivated {_short(k.deactivated_at, 30)} by {_short(k.deactivated_by, 60)}\n")
         if k.suggestions:
             out.write(f"    replace: {_short(k.suggestions[0].get('summary'), 100)}\n")
             for cmd in _commands(k):
@@ -361,8 +348,7 @@ def write_table(report: FleetReport, out: TextIO) -> None:
 
 def render_report(report: FleetReport, fmt: str, stream: TextIO) -> None:
     if fmt == "json":
-        json.dump(report.to_dict(), stream, indent=2)
-        stream.write("\n")
+        dump_json(report.to_dict(), stream)
     elif fmt == "csv":
         write_csv(report, stream)
     elif fmt == "table":

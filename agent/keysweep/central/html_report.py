@@ -1,7 +1,8 @@
 """The fleet report as one self-contained HTML file: inline CSS, inline SVG charts drawn here, a little inline JS.
 
 Nothing is fetched when the file is opened (a Content-Security-Policy allows no network at all). Every value
-comes from hosts and is escaped with :func:`html.escape`; the script reads only data-* attributes, never
+comes from hosts and is escaped with :func:`html.escape` after :func:`keysweep.textsafe.safe_text` (control and
+bidi characters shown as escapes); the script reads only data-* attributes, never
 builds markup from report data. The script marks the page when its charts are drawn (``data-charts-ready``) and
 records script errors in ``#ks-errors``, so a headless browser can check the page rendered.
 """
@@ -15,7 +16,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from keysweep import __version__
-from keysweep.central.fleet_report import FleetKey, FleetReport, HostRow, printable
+from keysweep.central.fleet_report import FleetKey, FleetReport, HostRow
+from keysweep.textsafe import safe_text
 
 STATUS_COLOURS = {
     "live": "#c62828", "canary": "#6a1b9a", "unknown": "#ef6c00", "wrong_secret": "#8d6e63", "expired": "#78909c",
@@ -89,8 +91,8 @@ SCRIPT = """
 
 
 def esc(value: Any) -> str:
-    """Text for HTML content or a quoted attribute: markup escaped, control characters made visible."""
-    return html.escape(printable("" if value is None else str(value)), quote=True)
+    """Text for HTML content or a quoted attribute: markup escaped, control and bidi characters made visible."""
+    return html.escape(safe_text(value), quote=True)
 
 
 def bar_chart(name: str, data: Sequence[tuple[str, int]], colour: str, *, width: int = 460) -> str:

@@ -2,7 +2,8 @@
 
 One finding per key (by key fingerprint), in the account and region that runs the export; the key's own account,
 owner and every host it was found on are in the finding. Keys that stopped being live (deactivated, invalid,
-expired) are sent ARCHIVED so a finding imported earlier closes. Batches hold at most 100 findings; findings
+expired) are sent ARCHIVED so a finding imported earlier closes. Every text from hosts goes through
+:mod:`keysweep.textsafe` (control and bidi characters shown as escapes) before it is cut to ASFF's limits. Batches hold at most 100 findings; findings
 Security Hub refuses come back in ``FailedFindings`` and are reported, not lost silently.
 """
 
@@ -18,6 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from keysweep import __version__, aws
 from keysweep.central.fleet_report import FleetKey, FleetReport
 from keysweep.errors import KeysweepError
+from keysweep.textsafe import safe_data, safe_text
 
 ASFF_SCHEMA_VERSION = "2018-10-08"
 MAX_BATCH = 100
@@ -49,6 +51,8 @@ def _iso(value: str | None, default: str) -> str:
 
 
 def _cut(text: str, limit: int) -> str:
+    """Safe text (host values carry no control or bidi character into Security Hub) of at most ``limit``."""
+    text = safe_text(text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
@@ -122,7 +126,8 @@ def to_asff(key: FleetKey, *, account_id: str, region: str, partition: str = "aw
     }
     if key.deactivated_at:
         finding["ProductFields"]["keysweep/deactivated_by"] = _cut(str(key.deactivated_by), 1024)
-    return finding
+    result: dict[str, Any] = safe_data(finding)  # the fields not cut above (key id, host kind, times)
+    return result
 
 
 def exportable(keys: Iterable[FleetKey]) -> list[FleetKey]:

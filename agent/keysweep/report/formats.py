@@ -1,17 +1,19 @@
 """Findings on a stream: ``table`` for people, ``json``/``jsonl`` for programs, ``sarif`` for code-scanning tools.
 
 JSON: ``{"findings": [Finding.to_dict(), ...], "summary": {...}}``; JSONL: one ``Finding.to_dict()`` per line.
-No format ever shows more of a secret than ``Finding.secret_redacted``.
+No format ever shows more of a secret than ``Finding.secret_redacted``. Names from the scanned system (paths,
+members, executables, variables) are written through :mod:`keysweep.textsafe`: no control or bidi character
+reaches a terminal or a parser, and the JSON is strictly standard.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
 from keysweep.models import Finding, Location
+from keysweep.textsafe import dump_json, dumps_json, safe_text
 
 FORMATS = ("table", "json", "jsonl", "sarif")
 
@@ -34,11 +36,10 @@ def render(
         stream.write(render_table(findings))
     elif fmt == "json":
         doc = {"findings": [f.to_dict() for f in findings], "summary": summary_dict(findings, summary)}
-        json.dump(doc, stream, indent=2, ensure_ascii=False)
-        stream.write("\n")
+        dump_json(doc, stream)
     elif fmt == "jsonl":
         for f in findings:
-            stream.write(json.dumps(f.to_dict(), ensure_ascii=False, separators=(",", ":")))
+            stream.write(dumps_json(f.to_dict(), compact=True))
             stream.write("\n")
     elif fmt == "sarif":
         from keysweep.report.sarif import write_sarif
@@ -97,12 +98,8 @@ def render_table(findings: Sequence[Finding]) -> str:
         if f.has_session_token:
             secret += " +token"
         status = f.verification.status if f.verification else "-"
-        rows.append((f.severity, f.key_id, f.account_id or "-", secret, status, _printable(describe_location(f.location))))
+        rows.append((f.severity, f.key_id, f.account_id or "-", secret, status, safe_text(describe_location(f.location))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)), r[-1]]) for r in rows]
     return "\n".join(lines) + f"\n\n{len(findings)} finding(s)\n"
 
-
-def _printable(text: str) -> str:
-    """Paths may hold control characters or undecodable bytes: never let them drive the terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

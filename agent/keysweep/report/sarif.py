@@ -7,7 +7,6 @@ fingerprint, so code-scanning tools group the same key across runs without ever 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 from urllib.parse import quote
@@ -16,6 +15,7 @@ from keysweep import __version__
 from keysweep.errors import RuleError
 from keysweep.models import Finding, Location
 from keysweep.ruleset import load_ruleset, most_severe
+from keysweep.textsafe import dump_json
 
 SARIF_VERSION = "2.1.0"
 SARIF_SCHEMA = "https://docs.oasis-open.org/sarif/sarif/v2.1.0/errata01/os/schemas/sarif-schema-2.1.0.json"
@@ -56,8 +56,7 @@ def to_sarif(findings: Sequence[Finding], *, summary: Mapping[str, Any] | None =
 
 
 def write_sarif(findings: Sequence[Finding], stream: TextIO, *, summary: Mapping[str, Any] | None = None) -> None:
-    json.dump(to_sarif(findings, summary=summary), stream, indent=2, ensure_ascii=False)
-    stream.write("\n")
+    dump_json(to_sarif(findings, summary=summary), stream)
 
 
 def _result(f: Finding, rule_index: int) -> dict[str, Any]:
