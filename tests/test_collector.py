@@ -186,7 +186,8 @@ def test_record_too_large_for_dynamodb_is_rejected_not_an_outage(
     q = make_queues(sqs)
     sqs.set_queue_attributes(QueueUrl=q.url, Attributes={"MaximumMessageSize": str(1024 * 1024)})
     huge = M.finding_message(path="/huge")
-    huge["suggestion"]["terraform"] = base64.b64encode(os.urandom(520_000)).decode()  # does not compress
+    # within the schema's bounds (a policy document's depth, the body's size), larger than a DynamoDB item
+    huge["suggestion"]["trust_policy"] = {"Sid": base64.b64encode(os.urandom(520_000)).decode()}
     good = _agent_messages("i-ok", "ok", 3)
     send(sqs, q.url, [huge, *good])
     store = open_store(f"dynamodb://fleet-{uuid.uuid4().hex[:8]}")

@@ -130,5 +130,6 @@ def test_good_bodies_are_applied_once(handler: MessageHandler) -> None:
     assert (again.outcome, again.changed) == (Outcome.OK, False)
     assert handler.handle(heartbeat).kind == "heartbeat"
     extra = M.finding_message()
-    extra["finding"]["future_field"] = {"added": "compatibly"}  # later minor refinements stay acceptable
-    assert handler.handle(json.dumps(extra)).outcome is Outcome.OK
+    extra["finding"]["future_field"] = {"added": "by a newer agent"}  # stored objects take no unknown fields
+    refused = handler.handle(json.dumps(extra))
+    assert refused.outcome is Outcome.MALFORMED and refused.reason == "$.finding.<key>: not allowed"

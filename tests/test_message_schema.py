@@ -121,16 +121,18 @@ def test_oversize_messages_are_trimmed_with_a_marker_and_stay_valid():
                 fingerprint="a" * 32, verification=VERIFICATIONS[1])
     ctx = CONTEXTS["ec2"]
     msg = finding_message(f, ctx, finding_fingerprint="c" * 32, suggestion=suggest(f, ctx), report_reason="new")
-    body = encode_message(msg, 64 * 1024)
-    assert len(body) <= 64 * 1024
-    out = json.loads(body)
-    VALIDATOR.validate(out)
-    _central_accepts(body)
-    assert out["truncated"][:2] == ["suggestion.terraform", "suggestion.scp"]
-    assert "finding.location.path" in out["truncated"]
-    assert out["finding"]["location"]["path"].startswith("/deep/xxx") and out["finding"]["location"]["path"].endswith(
-        "…[truncated]")
-    assert out["finding"]["key_id"] == f.key_id and out["finding"]["finding_fingerprint"] == "c" * 32
+    # the schema's bound on a path comes first, then the body's size limit: optional parts, then longest strings
+    for limit, dropped_first in ((64 * 1024, []), (6 * 1024, ["suggestion.terraform", "suggestion.scp"])):
+        body = encode_message(msg, limit)
+        assert len(body) <= limit
+        out = json.loads(body)
+        VALIDATOR.validate(out)
+        _central_accepts(body)
+        assert out["truncated"][0] == "finding.location.path"
+        assert all(name in out["truncated"] for name in dropped_first)
+        path = out["finding"]["location"]["path"]
+        assert path.startswith("/deep/xxx") and path.endswith("…[truncated]") and len(path) <= 4096
+        assert out["finding"]["key_id"] == f.key_id and out["finding"]["finding_fingerprint"] == "c" * 32
     # a message that fits is never touched
     short = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=Location(kind="file", path="/a"),
                     fingerprint="a" * 32, verification=VERIFICATIONS[1])

@@ -128,15 +128,17 @@ def test_findings_arrive_valid_filterable_and_without_secrets(moto_server, tmp_p
 
 def test_batches_respect_sqs_limits_and_oversize_messages_are_trimmed(moto_server, tmp_path, monkeypatch):
     url = _queue()
-    # ~120 KB per message (the path shows twice): the 1 MiB batch limit, not the 10-entry limit, decides the batch size
-    findings, planted = planted_findings(25, fingerprinter=FP, verification=LIVE, path="/data/" + "d" * 60_000 + "{i}")
+    # ~10 KB per message (a path at the schema's 4096-character bound shows twice): with a 64 KiB batch limit,
+    # that limit, not the 10-entry limit, decides the batch size
+    findings, planted = planted_findings(25, fingerprinter=FP, verification=LIVE, path="/data/" + "d" * 4000 + "{i}")
     huge, huge_planted = planted_findings(1, fingerprinter=FP, path="/x/" + "h" * 2_000_000)
+    batch_limit = 64 * 1024
     small, _ = planted_findings(12, fingerprinter=FP, path="/small{i}")
     with recording_proxy(moto_server.endpoint) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.endpoint)
         first = _reporter(tmp_path, url).report(small, Stats())
         n_first = len(proxy.snapshot())
-        result = _reporter(tmp_path, url).report(findings + huge, Stats())
+        result = _reporter(tmp_path, url, max_batch_size=batch_limit).report(findings + huge, Stats())
         requests = proxy.snapshot()
     monkeypatch.delenv("AWS_ENDPOINT_URL_SQS")
     assert first.sent == 13 and result.sent == 27 and result.pending == 0
@@ -148,14 +150,14 @@ def test_batches_respect_sqs_limits_and_oversize_messages_are_trimmed(moto_serve
     assert [len(b) for b in batch_entries(requests[:n_first])] == [10, 3]  # small messages: 10 per batch
     batches = batch_entries(requests[n_first:])
     assert sum(len(b) for b in batches) == 27
-    assert max(len(b) for b in batches) < 10  # large messages: the 1 MiB limit decides
+    assert max(len(b) for b in batches) < 10  # large messages: the batch size limit decides
     for entries in batches:
         assert 1 <= len(entries) <= 10
         assert len({e["Id"] for e in entries}) == len(entries)
         size = sum(len(e["MessageBody"].encode()) for e in entries)
         size += sum(len(k) + len(v["DataType"]) + len(v["StringValue"]) for e in entries
                     for k, v in e["MessageAttributes"].items())
-        assert size <= SQS_MAX_BYTES
+        assert size <= batch_limit <= SQS_MAX_BYTES
         for e in entries:
             assert len(e["MessageBody"]) <= 256 * 1024
     bodies = [json.loads(m["Body"]) for m in _drain(url)]

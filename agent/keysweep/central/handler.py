@@ -10,7 +10,6 @@ message on the queue.
 from __future__ import annotations
 
 import enum
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,7 +17,7 @@ from typing import Any
 
 from keysweep.central.records import utc_iso
 from keysweep.central.store import Store
-from keysweep.central.validate import Validator, message_validator
+from keysweep.central.validate import Validator, depth_error, message_validator, parse_message
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +39,6 @@ class Result:
     reason: str | None = None  # why it was rejected; never holds message content
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError("non-finite number")
-
-
 def _times(message: Mapping[str, Any]) -> list[str]:
     values = [message["sent_at"]]
     finding = message.get("finding") or {}
@@ -51,6 +46,8 @@ def _times(message: Mapping[str, Any]) -> list[str]:
     verification = finding.get("verification") or {}
     if verification.get("checked_at"):
         values.append(verification["checked_at"])
+    sweep = message.get("sweep") or {}
+    values += [sweep[k] for k in ("started_at", "finished_at") if k in sweep]
     return values
 
 
@@ -64,11 +61,14 @@ class MessageHandler:
         if len(body) > MAX_BODY_BYTES:
             return Result(Outcome.MALFORMED, reason="body larger than 1 MiB"), None
         try:
-            message = json.loads(body, parse_constant=_reject_constant)
+            message = parse_message(body)
         except (ValueError, RecursionError):
-            return Result(Outcome.MALFORMED, reason="body is not JSON"), None
+            return Result(Outcome.MALFORMED, reason="body is not strict JSON (or holds a non-finite number)"), None
         if not isinstance(message, dict):
             return Result(Outcome.MALFORMED, reason="body is not a JSON object"), None
+        too_deep = depth_error(message)
+        if too_deep:
+            return Result(Outcome.MALFORMED, reason=too_deep), None
         version = message.get("schema_version")
         if isinstance(version, int) and not isinstance(version, bool) and version not in SUPPORTED_VERSIONS:
             return Result(Outcome.UNKNOWN_VERSION, reason=f"schema_version {version}"), None

@@ -14,20 +14,20 @@ import math
 import re
 from collections.abc import Mapping
 from functools import lru_cache
-from importlib import resources
 from typing import Any
 
 from keysweep.errors import KeysweepError
+from keysweep.schemas import message_schema
 
-SCHEMA_FILE = "message-v1.schema.json"
 MAX_ERRORS = 20
 
 # keywords that only annotate (format is an annotation in 2020-12; times are checked by the handler)
 _ANNOTATIONS = {"$schema", "$id", "$comment", "$defs", "title", "description", "default", "examples", "format",
                 "deprecated", "readOnly", "writeOnly"}
 _VALIDATORS = {"type", "required", "properties", "additionalProperties", "items", "enum", "const", "pattern",
-               "minLength", "maxLength", "minimum", "maximum", "minItems", "maxItems", "$ref", "allOf", "anyOf",
-               "oneOf", "not", "if", "then", "else"}
+               "minLength", "maxLength", "minimum", "maximum", "minItems", "maxItems", "maxProperties",
+               "propertyNames", "$ref", "allOf", "anyOf", "oneOf", "not", "if", "then", "else"}
+MAX_DEPTH = 12  # nesting of objects and arrays in a message (a genuine one reaches 8, in a policy document)
 
 
 class SchemaError(KeysweepError):
@@ -78,13 +78,16 @@ class Validator:
         for key in ("properties", "$defs"):
             for name, sub in (node.get(key) or {}).items():
                 self._check_schema(sub, f"{where}/{key}/{name}")
-        for key in ("items", "additionalProperties", "not", "if", "then", "else"):
+        for key in ("items", "additionalProperties", "propertyNames", "not", "if", "then", "else"):
             if key in node and not isinstance(node[key], bool):
                 self._check_schema(node[key], f"{where}/{key}")
         for key in ("allOf", "anyOf", "oneOf"):
             for i, sub in enumerate(node.get(key) or ()):
                 self._check_schema(sub, f"{where}/{key}/{i}")
         if "pattern" in node:
+            if node["pattern"].endswith("$"):
+                # Python's $ also matches before a trailing newline: a bound must end with \Z
+                raise SchemaError(f"{where}: pattern anchored with $ instead of \\Z")
             self._patterns[node["pattern"]] = re.compile(node["pattern"])
         if "$ref" in node:
             self._resolve(node["$ref"])
@@ -143,6 +146,11 @@ class Validator:
                 for i, item in enumerate(value):
                     self._validate(item, schema["items"], f"{path}[{i}]", out)
         if isinstance(value, dict):
+            if "maxProperties" in schema and len(value) > schema["maxProperties"]:
+                out.append(f"{path}: more than {schema['maxProperties']} properties")
+            if "propertyNames" in schema:
+                for name in value:
+                    self._validate(name, schema["propertyNames"], f"{path}.<key>", out)
             for name in schema.get("required", ()):
                 if name not in value:
                     out.append(f"{path}: missing required field {name!r}")
@@ -171,8 +179,38 @@ class Validator:
         return errs
 
 
+def depth_error(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """Why ``value`` nests objects/arrays deeper than ``limit`` (None when it does not); iterative, so any depth
+    is safe to check."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return f"nested deeper than {limit} levels"
+        stack.extend((child, depth + 1) for child in children)
+    return None
+
+
+def parse_message(body: str | bytes) -> Any:
+    """Strict JSON: NaN, Infinity and numbers that overflow to infinity (1e400) are refused with ValueError."""
+    return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError("non-finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("non-finite number")
+    return value
+
+
 @lru_cache(maxsize=1)
 def message_validator() -> Validator:
     """The validator for the shipped message schema (loaded once)."""
-    text = resources.files("keysweep.schemas").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
-    return Validator(json.loads(text))
+    return Validator(message_schema())

@@ -19,6 +19,7 @@ from typing import Any
 from keysweep import __version__
 from keysweep.errors import DeliveryError
 from keysweep.models import Finding, HostContext
+from keysweep.schemas import message_schema
 from keysweep.suggest import Suggestion
 
 SCHEMA_VERSION = 1
@@ -181,13 +182,67 @@ def _set(msg: dict[str, Any], path: Sequence[str], value: Any) -> None:
         cur[last] = value
 
 
+def _resolve(schema: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``schema`` with its ``$ref`` chain merged in (the referring node's own keywords win)."""
+    merged = dict(schema)
+    while "$ref" in merged:
+        node: Any = message_schema()
+        for part in merged.pop("$ref")[2:].split("/"):
+            node = node[part]
+        merged = {**node, **merged}
+    return merged
+
+
+def _fit(value: Any, schema: Mapping[str, Any], path: tuple[str, ...], trimmed: list[str]) -> Any:
+    """``value`` cut to the schema's length bounds (strings, arrays, counters), each cut named in ``trimmed``."""
+    schema = _resolve(schema)
+    if value is not None and "anyOf" in schema:
+        for branch in schema["anyOf"]:
+            if _resolve(branch).get("type") != "null":
+                value = _fit(value, branch, path, trimmed)
+    if isinstance(value, str) and len(value) > schema.get("maxLength", len(value)):
+        trimmed.append(".".join(path))
+        return value[: max(0, schema["maxLength"] - len(_TRUNCATION_MARK))] + _TRUNCATION_MARK
+    if isinstance(value, list):
+        if len(value) > schema.get("maxItems", len(value)):
+            trimmed.append(".".join(path))
+            value = value[: schema["maxItems"]]
+        items = schema.get("items")
+        return [_fit(v, items, (*path, str(i)), trimmed) for i, v in enumerate(value)] if items else value
+    if isinstance(value, dict):
+        if len(value) > schema.get("maxProperties", len(value)):
+            trimmed.append(".".join(path))
+            value = dict(list(value.items())[: schema["maxProperties"]])
+        properties = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        out = {}
+        for key, item in value.items():
+            sub = properties.get(key, extra if isinstance(extra, Mapping) else None)
+            out[key] = _fit(item, sub, (*path, key), trimmed) if sub is not None else item
+        return out
+    return value
+
+
+def conform(msg: Mapping[str, Any]) -> dict[str, Any]:
+    """``msg`` within every length bound of the message schema (the collector refuses anything longer); cut fields
+    end with a marker and are listed in ``truncated``."""
+    trimmed: list[str] = list(msg.get("truncated") or [])
+    before = len(trimmed)
+    out = _fit({k: v for k, v in msg.items() if k != "truncated"}, message_schema(), (), trimmed)
+    if len(trimmed) > before or "truncated" in msg:
+        out["truncated"] = trimmed
+    return out  # type: ignore[no-any-return]
+
+
 def encode_message(msg: Mapping[str, Any], max_bytes: int) -> str:
-    """The JSON body of ``msg``, trimmed to at most ``max_bytes`` with the trimmed fields listed in ``truncated``."""
+    """The JSON body of ``msg``, within the schema's bounds and trimmed to at most ``max_bytes``, with the trimmed
+    fields listed in ``truncated``."""
+    msg = conform(msg)
     body = _encode(msg)
     if len(body) <= max_bytes:
         return body
     work = copy.deepcopy(dict(msg))
-    trimmed: list[str] = []
+    trimmed: list[str] = list(work.get("truncated") or [])
     reserve = 64  # room for the "truncated" list itself
     for path, empty in _DROPPABLE:
         if _get(work, path) in (None, empty):
