@@ -114,6 +114,7 @@ def test_hostile_files_are_counted_and_the_rest_still_read(tmp_path: Path) -> No
     os.mkfifo(tmp_path / "fifo.tf")
     (tmp_path / "link.tf").symlink_to(DATA / "terraform" / "main.tf")
     (tmp_path / os.fsdecode(b"caf\xe9.tf")).write_text('resource "aws_iam_user" "u" {}\n')
+    (tmp_path / "a\x1b[2Jb.yaml").write_text("Resources:\n  \"X\\u202eY\\x1b[2J\": {Type: AWS::IAM::User}\n")
     (tmp_path / ".terraform" / "modules").mkdir(parents=True)
     (tmp_path / ".terraform" / "modules" / "m.tf").write_text('resource "aws_iam_user" "vendored" {}\n')
     run = keysweep("iac", str(tmp_path), "--format", "json")
@@ -121,6 +122,9 @@ def test_hostile_files_are_counted_and_the_rest_still_read(tmp_path: Path) -> No
     doc = json.loads(run.stdout)
     names = {Path(f["path"]).name: f["resource"] for f in doc["findings"]}
     assert names["caf\\xe9.tf"] == "aws_iam_user.u"
+    assert names["a\\x1b[2Jb.yaml"] == "AWS::IAM::User.X\\u202eY\\x1b[2J"  # shown, never acted on
+    text = keysweep("iac", str(tmp_path))
+    assert "\x1b" not in text.stdout + text.stderr and "\u202e" not in text.stdout
     assert "m.tf" not in names and "link.tf" not in names and "fifo.tf" not in names
     reasons = {Path(e["path"]).name: e["reason"] for e in doc["summary"]["errors"]}
     assert reasons["broken.yaml"].startswith("unparsable") and reasons["multi.yaml"].startswith("unparsable")

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.iac import IacResult, scan_iac
+from keysweep.textsafe import dump_json, safe_text
 
 FORMATS = ("text", "json")
 
@@ -32,8 +32,7 @@ def run(args: argparse.Namespace) -> int:
     if result.files == 0 and result.errors and len(result.errors) == len(args.paths):
         raise ConfigError(f"{result.errors[0][0]}: {result.errors[0][1]}")
     if args.format == "json":
-        json.dump(_document(result), sys.stdout, indent=2, ensure_ascii=False)
-        sys.stdout.write("\n")
+        dump_json(_document(result), sys.stdout)
     else:
         _text(result)
     return int(ExitCode.FINDINGS if result.findings else ExitCode.CLEAN)
@@ -56,7 +55,7 @@ def _text(result: IacResult) -> None:
         where = f"{f.path}:{f.line}" if f.line else f.path
         key = f" ({f.key_id}, secret {f.secret_redacted})" if f.key_id and f.secret_redacted else ""
         key = key or (f" ({f.key_id})" if f.key_id else "")
-        print(f"{where}: {f.resource}{key}: {f.message}")
+        print(safe_text(f"{where}: {f.resource}{key}: {f.message}"))
     for path, reason in result.errors:
-        print(f"keysweep: iac: skipped {path}: {reason}", file=sys.stderr)
+        print(safe_text(f"keysweep: iac: skipped {path}: {reason}"), file=sys.stderr)
     print(f"{len(result.findings)} flagged resource(s) in {result.files} file(s)", file=sys.stderr)
