@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import pwd
+import shutil
+import subprocess
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from keysweep.scan import ScanOptions, ScanStats, run_scan
 from keysweep.sources import aws_files
 from keysweep.sources.aws_files import AwsFile, home_files, scan_aws_files, scan_aws_text
+from keysweep.sources.processes import scan_processes
 
+from tests.support.fifo_writer import fifo_with_blocked_writer
 from tests.support.hosttree import make_detector
 
 K1, S1 = "AKIAXYZDQCEN4B6JSJQI", "Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"
@@ -98,22 +106,24 @@ def test_home_files_come_from_the_password_file_under_a_prefix(tmp_path: Path) -
     assert any(f.shown == "/root/.aws/credentials" for f in home_files())
 
 
-def test_each_file_is_read_once_and_symlinked_files_are_followed(tmp_path: Path) -> None:
+def test_each_file_is_read_once_and_a_dotfile_link_names_the_real_file(tmp_path: Path) -> None:
     real = tmp_path / "dotfiles" / "credentials"
     real.parent.mkdir()
     real.write_text(f"[default]\naws_access_key_id={K1}\naws_secret_access_key={S1}\n")
     (tmp_path / "home" / ".aws").mkdir(parents=True)
-    (tmp_path / "home" / ".aws" / "credentials").symlink_to(real)
+    (tmp_path / "home" / ".aws" / "credentials").symlink_to(real)  # same owner as the file: followed
     files = [
         AwsFile(path=str(tmp_path / "home/.aws/credentials"), shown="/home/u/.aws/credentials", kind="aws-credentials"),
-        AwsFile(path=str(real), shown="/elsewhere", kind="aws-credentials"),
+        AwsFile(path=str(real), shown=str(real), kind="aws-credentials"),
         AwsFile(path=str(tmp_path / "missing"), shown="/missing", kind="aws-credentials"),
     ]
     stats = ScanStats()
     handled: set[tuple[int, int]] = set()
     opts = ScanOptions(sources=("aws-files",))
     found = scan_aws_files(files, make_detector(), opts, stats, handled=handled)
-    assert [f.location.path for f in found] == ["/home/u/.aws/credentials"]
+    assert [(f.location.path, f.location.named_path, f.location.user) for f in found] == [
+        (str(real), "/home/u/.aws/credentials", pwd.getpwuid(os.geteuid()).pw_name)
+    ]
     assert stats.aws_files_scanned == 1 and handled == {(real.stat().st_dev, real.stat().st_ino)}
     assert stats.errors == {} and stats.skipped == {}  # a missing file is the normal case
 
@@ -171,6 +181,7 @@ def test_whole_host_under_a_prefix_reads_that_hosts_users(tmp_path: Path) -> Non
     (host / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n")
     (host / "home/bob/.aws").mkdir(parents=True)
     (host / "home/bob/.aws/credentials").write_text(f"[default]\naws_access_key_id={K1}\naws_secret_access_key={S1}\n")
+    os.chown(host / "home/bob/.aws/credentials", 1000, 1000)  # the owner is named from the scanned host's users
     opts = ScanOptions(roots=("/",), sources=("aws-files", "files"), workers=1, path_prefix=str(host))
     result = run_scan(opts, make_detector())
     assert [(f.location.kind, f.location.path, f.location.user, f.location.profile) for f in result.findings] == [
@@ -178,3 +189,145 @@ def test_whole_host_under_a_prefix_reads_that_hosts_users(tmp_path: Path) -> Non
     ]
     assert result.stats.aws_files_scanned == 1
     assert +result.stats.findings_by_source == {"aws-files": 1}  # the walk did not read it again
+
+
+# --- hostile homes and environments: links, FIFOs, devices, other users' files, container roots --------------
+
+K3, S3 = "AKIAYVP4CIPPERUVIFXG", "Cd3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"
+HOST_KEY, HOST_SECRET = "AKIAQQQQRRRRSSSSTTT2", "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"
+
+
+def _creds(path: Path, key: str, secret: str, uid: int = 0, mode: int = 0o600) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"[default]\naws_access_key_id={key}\naws_secret_access_key={secret}\n")
+    os.chown(path, uid, uid)
+    path.chmod(mode)
+    return path
+
+
+def _link(path: Path, target: str, uid: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.symlink_to(target)
+    os.lchown(path, uid, uid)
+
+
+def test_hostile_homes_open_no_fifo_or_device_and_attribute_real_owners(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    (host / "etc").mkdir(parents=True)
+    users = ["root:x:0:0::/root:/bin/sh"] + [
+        f"{name}:x:{uid}:{uid}::/home/{name}:/bin/sh"
+        for name, uid in (("alice", 1000), ("bob", 1001), ("carol", 1002), ("dave", 1003))
+    ]
+    (host / "etc/passwd").write_text("\n".join(users) + "\n")
+    # alice (listed first) links her credentials to dave's: it must neither hide dave's file nor become alice's
+    _creds(host / "home/dave/.aws/credentials", K1, S1, uid=1003)
+    _link(host / "home/alice/.aws/credentials", "/home/dave/.aws/credentials", uid=1000)
+    # bob: a FIFO and a link to a terminal multiplexer device
+    (host / "home/bob/.aws").mkdir(parents=True)
+    _link(host / "home/bob/.aws/config", "/dev/ptmx", uid=1001)
+    # carol: her own dotfile link (a relative one that climbs past the root, clamped there); a root-owned config
+    _creds(host / "dotfiles/carol", K2, S2, uid=1002)
+    _link(host / "home/carol/.aws/credentials", "../" * 12 + "dotfiles/carol", uid=1002)
+    _creds(host / "home/carol/.aws/config", K3, S3, uid=0).write_text(
+        f"[profile x]\naws_access_key_id={K3}\naws_secret_access_key={S3}\n"
+    )
+    with fifo_with_blocked_writer(host / "home/bob/.aws/credentials") as writer:
+        result = run_scan(ScanOptions(roots=("/",), sources=("aws-files",), path_prefix=str(host)), make_detector())
+        assert not writer.released.wait(0.2), "the FIFO was opened"
+    got = {
+        (f.key_id, f.location.path, f.location.user, f.location.named_path, f.location.named_by)
+        for f in result.findings
+    }
+    assert got == {
+        (K1, "/home/dave/.aws/credentials", "dave", None, None),
+        (K2, "/dotfiles/carol", "carol", "/home/carol/.aws/credentials", None),
+        (K3, "/home/carol/.aws/config", "root", None, "carol"),
+    }
+    skipped = result.stats.skipped
+    assert (skipped["symlink-other-owner"], skipped["not-regular"], skipped["pseudo-fs"]) == (1, 1, 1)
+    assert result.stats.aws_files_scanned == 3
+
+
+@contextmanager
+def _process(env: dict[str, str], *, user: str | None = None, jail: Path | None = None, cwd: str = "/"):
+    """A real sleeping process with exactly ``env``, as ``user`` (setpriv) or chrooted into ``jail``."""
+    argv = ["/bin/sleep", "60"]
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={pwd.getpwnam(user).pw_gid}", "--clear-groups", *argv]
+
+    def enter_jail() -> None:
+        assert jail is not None
+        os.chroot(jail)
+        os.chdir(cwd)
+
+    p = subprocess.Popen(argv, env=env, preexec_fn=enter_jail if jail is not None else None)
+    try:
+        deadline = time.monotonic() + 5
+        while b"sleep" not in Path(f"/proc/{p.pid}/cmdline").read_bytes():  # exec done: the environment is final
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        yield p.pid
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _named_by_process(pid: int) -> tuple[list, ScanStats]:
+    stats = ScanStats()
+    _, files = scan_processes(make_detector(), stats)
+    mine = [f for f in files if f.root == f"/proc/{pid}/root"]
+    stats = ScanStats()
+    found = scan_aws_files(mine, make_detector(), ScanOptions(), stats, handled=set())
+    return found, stats
+
+
+@pytest.mark.timeout(30)
+def test_environment_naming_a_device_or_fifo_opens_neither(tmp_path: Path) -> None:
+    with fifo_with_blocked_writer(tmp_path / "fifo") as writer:
+        env = {"AWS_SHARED_CREDENTIALS_FILE": "/dev/ptmx", "AWS_CONFIG_FILE": str(tmp_path / "fifo")}
+        with _process(env) as pid:
+            found, stats = _named_by_process(pid)
+        assert not writer.released.wait(0.2), "the FIFO was opened"
+    assert found == []
+    assert (stats.skipped["pseudo-fs"], stats.skipped["not-regular"]) == (1, 1)
+
+
+@pytest.mark.timeout(30)
+def test_file_named_by_another_users_process_is_reported_as_its_owners(tmp_path: Path) -> None:
+    secret_file = _creds(tmp_path / "root-only/credentials", K1, S1, uid=0, mode=0o600)
+    with _process({"AWS_SHARED_CREDENTIALS_FILE": str(secret_file)}, user="nobody") as pid:
+        found, _ = _named_by_process(pid)
+    assert [(f.key_id, f.location.path, f.location.user, f.location.named_by) for f in found] == [
+        (K1, str(secret_file), "root", "nobody")
+    ]
+
+
+def _jail(root: Path) -> Path:
+    """A minimal root filesystem holding /bin/sleep and the libraries it loads."""
+    libs = subprocess.run(["ldd", "/bin/sleep"], capture_output=True, text=True, check=True).stdout
+    for path in ["/bin/sleep", *(w for w in libs.split() if w.startswith("/"))]:
+        dest = root / path.lstrip("/")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(path), dest)
+    return root
+
+
+@pytest.mark.timeout(30)
+def test_container_paths_resolve_inside_the_process_root_never_on_the_host(tmp_path: Path) -> None:
+    host_secret = _creds(tmp_path / "host-only/credentials", HOST_KEY, HOST_SECRET, mode=0o600)
+    jail = _jail(tmp_path / "jail")
+    _link(jail / "creds", str(host_secret), uid=0)  # absolute: the container's own path of that name
+    _link(jail / "app/cfg", "../" * 30 + str(host_secret).lstrip("/"), uid=0)  # climbs: clamped at the jail root
+    (jail / "app/conf").mkdir(parents=True)
+    _link(jail / "app/conf/escape", "../../../../../../..", uid=0)  # a directory link to "the top"
+    env = {"AWS_SHARED_CREDENTIALS_FILE": "/creds", "AWS_CONFIG_FILE": "conf/escape" + str(host_secret)}
+    with _process(env, jail=jail, cwd="/app") as pid:
+        found, stats = _named_by_process(pid)
+        assert found == [] and stats.aws_files_scanned == 0  # the jail holds no such file: nothing is read
+        _creds(jail / str(host_secret).lstrip("/"), K3, S3)  # now the container has its own file at that path
+        found, stats = _named_by_process(pid)
+    assert {(f.key_id, f.location.path, f.location.named_path) for f in found} == {
+        (K3, str(host_secret), "/creds"),
+    }
+    assert HOST_KEY not in {f.key_id for f in found}
+    assert stats.aws_files_scanned == 1  # both variables reach the container's one file, read once

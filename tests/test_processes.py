@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 import pwd
+import resource
 import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from keysweep.models import Finding
 from keysweep.scan import ScanStats
-from keysweep.sources.processes import parse_cgroup, parse_environ, scan_processes
+from keysweep.sources.processes import MAX_ENVIRON, parse_cgroup, parse_environ, read_environ, scan_processes
 
 from tests.support.hosttree import make_detector
 
@@ -130,3 +133,67 @@ def test_parse_cgroup_units_and_containers() -> None:
 
 def test_parse_environ_keeps_values_with_equals_and_drops_junk() -> None:
     assert parse_environ(b"A=1\0B=x=y\0junk\0=nameless\0C=\0") == [("A", "1"), ("B", "x=y"), ("C", "")]
+
+
+# --- /proc/PID/environ is hostile bytes ------------------------------------------------------------------------
+
+_NAME = st.binary(min_size=1, max_size=40).filter(lambda b: b"=" not in b and b"\0" not in b)
+_VALUE = st.binary(max_size=300).filter(lambda b: b"\0" not in b)
+
+
+@given(st.lists(st.tuples(_NAME, _VALUE), max_size=30))
+def test_parse_environ_is_lossless_on_any_bytes(items: list[tuple[bytes, bytes]]) -> None:
+    data = b"".join(n + b"=" + v + b"\0" for n, v in items)
+    got = parse_environ(data)
+    assert [(n.encode("utf-8", "surrogateescape"), v.encode("utf-8", "surrogateescape")) for n, v in got] == items
+
+
+@given(st.binary(max_size=2000))
+def test_parse_environ_never_fails_and_every_item_came_from_the_input(data: bytes) -> None:
+    for name, value in parse_environ(data):
+        raw = name.encode("utf-8", "surrogateescape") + b"=" + value.encode("utf-8", "surrogateescape")
+        assert name and raw in data.split(b"\0")
+
+
+@pytest.mark.timeout(30)
+def test_undecodable_names_and_values_keep_their_bytes(tmp_path) -> None:
+    creds = tmp_path.joinpath(os.fsdecode(b"cr\xe9ds\xff"))  # a file name that is not UTF-8
+    creds.write_text(f"[p]\naws_access_key_id={OTHER_KEY}\naws_secret_access_key={OTHER_SECRET}\n")
+    env = {
+        b"CFG_\xff": f"{KEY}:{SECRET}".encode() + b" \xfe\xfd",
+        b"AWS_SHARED_CREDENTIALS_FILE": os.fsencode(creds),
+    }
+    with child(env) as pid:
+        stats = ScanStats()
+        found, files = scan_processes(make_detector(), stats)
+    found = [f for f in found if f.location.pid == pid]
+    assert [(f.key_id, f.has_secret, f.location.variable) for f in found] == [(KEY, True, "CFG_\\xff")]
+    (named,) = [f for f in files if f.root == f"/proc/{pid}/root"]
+    assert named.inside == str(creds) and named.shown == str(tmp_path) + "/cr\\xe9ds\\xff"
+
+
+def _raise_stack_limit() -> None:
+    resource.setrlimit(resource.RLIMIT_STACK, (64 * 1024 * 1024, resource.RLIM_INFINITY))
+
+
+@pytest.mark.timeout(60)
+def test_an_environment_larger_than_the_bound_is_read_only_up_to_it() -> None:
+    # one string may hold at most 128 KiB at exec; many of them, with a raised stack limit, pass 2 MiB
+    filler = {f"FILLER_{i}": "x" * 120_000 for i in range(20)}
+    env = {"AWS_ACCESS_KEY_ID": KEY, "AWS_SECRET_ACCESS_KEY": SECRET, **filler, "ZZ_LATE": f"{OTHER_KEY}"}
+    p = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)"],
+        env={"PATH": "/usr/bin:/bin", **env},
+        preexec_fn=_raise_stack_limit,
+    )
+    try:
+        data, truncated = read_environ(p.pid)
+        stats = ScanStats()
+        found, _ = scan_processes(make_detector(), stats)
+    finally:
+        p.kill()
+        p.wait()
+    assert truncated and len(data) <= MAX_ENVIRON and data.endswith(b"\0")
+    assert stats.skipped["environ-truncated"] >= 1
+    mine = [f for f in found if f.location.pid == p.pid]
+    assert [(f.key_id, f.has_secret) for f in mine] == [(KEY, True)]  # the variable past the bound is not read

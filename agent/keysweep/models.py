@@ -58,6 +58,9 @@ class Location:
     container_id: str | None = None
     variable: str | None = None  # environment variable name for process findings
     encoding: str | None = None  # "base64", "percent", "utf-16le", … when the key was found decoded
+    # AWS files reached through a symlink or named by someone else (``user`` is then the real file's owner):
+    named_path: str | None = None  # the path as a home or a process environment named it, when links led elsewhere
+    named_by: str | None = None  # the user whose home or process named the file, when not its owner
 
     def to_dict(self) -> dict[str, Any]:
         return _compact(dataclasses.asdict(self))

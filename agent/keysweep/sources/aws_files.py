@@ -8,6 +8,7 @@ host's own temporary role credentials and are not read (the files walk counts th
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import pwd
@@ -104,8 +105,11 @@ def scan_aws_text(
     stats: ScanStats,
     *,
     user: str | None = None,
+    place: Location | None = None,
 ) -> list[Finding]:
-    """Findings of one AWS shared credentials/config file (``shown`` is the path as reported)."""
+    """Findings of one AWS shared credentials/config file (``shown`` is the path as reported; ``place``, when
+    given, is the file's location with every field but profile and line)."""
+    place = place or Location(kind=kind, path=shown, user=user)
     text = data.decode("utf-8", "replace").lstrip("\ufeff")
     profiles, malformed = parse_profiles(text, kind)
     include_examples = bool(getattr(detector, "include_examples", False))
@@ -122,7 +126,7 @@ def scan_aws_text(
             stats.skipped["example-key"] += 1
             continue
         token = p.get("aws_session_token") or p.get("aws_security_token")
-        loc = Location(kind=kind, path=shown, profile=p.name, line=p.values["aws_access_key_id"][1], user=user)
+        loc = dataclasses.replace(place, profile=p.name, line=p.values["aws_access_key_id"][1])
         findings.append(
             detector.make_finding(
                 key_id,
@@ -136,7 +140,7 @@ def scan_aws_text(
     if malformed:
         stats.errors["malformed-aws-file"] += 1
         known = {f.key_id for f in findings}
-        for f in detector.scan(data, location=Location(kind=kind, path=shown, user=user)):
+        for f in detector.scan(data, location=place):
             if f.key_id not in known:
                 findings.append(f)
     return findings
@@ -144,39 +148,64 @@ def scan_aws_text(
 
 @dataclass(frozen=True)
 class AwsFile:
-    """An AWS shared file to read: ``path`` to open, ``shown`` as reported, and whose it is."""
+    """An AWS shared file to read, as a home or a process environment names it.
+
+    ``inside`` is the path as named inside ``root`` (``/`` for this host, the host prefix, or a process's
+    ``/proc/PID/root``; a relative path starts at ``cwd`` inside that root, None when unknown); ``path`` is the
+    same place seen from here and ``shown`` as reported; ``user`` is whose home or process named it."""
 
     path: str
     shown: str
     kind: str
     user: str | None = None
+    root: str = "/"
+    inside: str | None = None  # None: ``path`` itself, with root "/"
+    cwd: str | None = "/"
+    container_id: str | None = None
 
 
 def home_files(prefix: str | None = None) -> list[AwsFile]:
     """~/.aws/credentials and ~/.aws/config of every account in the password database, plus /root."""
     homes: dict[str, str | None] = {}
-    for name, home in _accounts(prefix):
+    for name, _uid, home in _accounts(prefix):
         if home and home.startswith("/") and home not in homes:
             homes[home] = name
     homes.setdefault("/root", "root")
+    root = (prefix.rstrip("/") or "/") if prefix else "/"
     out = []
     for home, user in homes.items():
         for base, kind in (("credentials", "aws-credentials"), ("config", "aws-config")):
-            shown = home.rstrip("/") + "/.aws/" + base
-            path = (prefix.rstrip("/") + shown) if prefix else shown
-            out.append(AwsFile(path=path, shown=readable(shown), kind=kind, user=user))
+            inside = home.rstrip("/") + "/.aws/" + base
+            path = (prefix.rstrip("/") + inside) if prefix else inside
+            out.append(AwsFile(path=path, shown=readable(inside), kind=kind, user=user, root=root, inside=inside))
     return out
 
 
-def _accounts(prefix: str | None) -> Iterable[tuple[str, str]]:
+def _accounts(prefix: str | None) -> list[tuple[str, int, str]]:
+    """(name, uid, home) of every account: this host's password database, or the scanned host's own file."""
     if not prefix:
-        return [(p.pw_name, p.pw_dir) for p in pwd.getpwall()]
+        return [(p.pw_name, p.pw_uid, p.pw_dir) for p in pwd.getpwall()]
     try:  # the scanned host's own password file, not the container's
-        with open(os.path.join(prefix, "etc/passwd"), encoding="utf-8", errors="replace") as fh:
+        with open(os.path.join(prefix, "etc/passwd"), encoding="utf-8", errors="surrogateescape") as fh:
             rows = [line.rstrip("\n").split(":") for line in fh]
     except OSError:
         return []
-    return [(r[0], r[5]) for r in rows if len(r) >= 7]
+    return [(r[0], int(r[2]), r[5]) for r in rows if len(r) >= 7 and r[2].isdigit()]
+
+
+class _Owners:
+    """User names of file owners: this host's names, or the scanned host's under a prefix; the number when none."""
+
+    def __init__(self, prefix: str | None) -> None:
+        self._names = {uid: name for name, uid, _ in reversed(_accounts(prefix))} if prefix else None
+
+    def name(self, uid: int) -> str:
+        if self._names is not None:
+            return readable(self._names.get(uid, str(uid)))
+        try:
+            return readable(pwd.getpwuid(uid).pw_name)
+        except KeyError:
+            return str(uid)
 
 
 SDK_CACHES = ("cli/cache", "sso/cache", "boto/cache")
@@ -205,21 +234,29 @@ def scan_aws_files(
 ) -> list[Finding]:
     """Read each file once (by device and inode, recorded in ``handled`` for the files walk to skip).
 
+    Each is opened with :func:`keysweep.sources.safeopen.open_beneath` inside its root: never a FIFO or device,
+    a link only when root or the real file's owner made it. A finding names the real file (after links) and its
+    owner as ``user``; the path as named and the user who named it are kept where they differ.
     ``count_caches``: count the SDK credential caches beside each file as skipped (when no files walk will)."""
-    from keysweep.sources.filesystem import Skip, open_regular
+    from keysweep.sources.filesystem import Skip
+    from keysweep.sources.safeopen import open_beneath
 
+    files = list(files)
     findings: list[Finding] = []
     if count_caches:
         stats.skipped["host-role-credentials"] += _count_cache_files({os.path.dirname(f.path) for f in files})
+    owners = _Owners(options.path_prefix)
     for f in files:
         try:
-            # dotfile managers symlink these; open_regular still refuses anything but a regular file
-            fd, st = open_regular(f.path, follow=True)
+            if f.cwd is None and not (f.inside or f.path).startswith("/"):
+                raise Skip("cwd-outside-root")
+            opened = open_beneath(f.root, f.inside or f.path, cwd=f.cwd or "/")
         except Skip as skip:
             if skip.reason != "vanished":  # most accounts have no AWS files
                 skip.count(stats)
             continue
         try:
+            st = opened.st
             ident = (st.st_dev, st.st_ino)
             if ident in handled:
                 continue
@@ -227,12 +264,22 @@ def scan_aws_files(
             if st.st_size > MAX_AWS_FILE:
                 stats.skipped["too-large"] += 1
                 continue
-            data = os.read(fd, MAX_AWS_FILE + 1)
+            data = os.read(opened.fd, MAX_AWS_FILE + 1)
         except OSError as exc:
             stats.errors["io-error" if exc.errno == errno.EIO else "permission-denied"] += 1
             continue
         finally:
-            os.close(fd)
+            os.close(opened.fd)
         stats.aws_files_scanned += 1
-        findings.extend(scan_aws_text(data, f.shown, f.kind, detector, stats, user=f.user))
+        owner = owners.name(st.st_uid)
+        shown = readable(opened.path)
+        place = Location(
+            kind=f.kind,
+            path=shown,
+            user=owner,
+            named_path=f.shown if f.shown != shown else None,
+            named_by=f.user if f.user not in (None, owner) else None,
+            container_id=f.container_id,
+        )
+        findings.extend(scan_aws_text(data, shown, f.kind, detector, stats, place=place))
     return findings

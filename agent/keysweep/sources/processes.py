@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from keysweep.scan import ScanStats
 
 PROC = "/proc"
+MAX_ENVIRON = 2 * 1024 * 1024  # the kernel's default limit for argv and environment together at exec
 _ID_VAR = "AWS_ACCESS_KEY_ID"
 _SECRET_VAR = "AWS_SECRET_ACCESS_KEY"
 _TOKEN_VARS = ("AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
@@ -65,12 +66,34 @@ def parse_cgroup(text: str) -> CgroupInfo:
 
 
 def parse_environ(data: bytes) -> list[tuple[str, str]]:
+    """``NAME=value`` items of a ``/proc/PID/environ`` (hostile bytes: anything the process wrote), in order.
+
+    Decoded losslessly (undecodable bytes as surrogate escapes: a path re-encodes to the same bytes, and a key
+    split by a bad byte is not glued together); items without ``=`` or with an empty name are ignored."""
     out = []
     for item in data.split(b"\0"):
         name, sep, value = item.partition(b"=")
         if sep and name:
-            out.append((name.decode("utf-8", "replace"), value.decode("utf-8", "replace")))
+            out.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
     return out
+
+
+def read_environ(pid: int, limit: int = MAX_ENVIRON) -> tuple[bytes, bool]:
+    """At most ``limit`` bytes of a process's environment, cut after the last whole variable; and whether it was
+    longer (a process started with a raised stack limit can have an environment of a quarter of it)."""
+    with open(f"{PROC}/{pid}/environ", "rb") as fh:
+        data = fh.read(limit + 1)  # a buffered read returns short only at the end
+    if len(data) <= limit:
+        return data, False
+    return data[: data.rfind(b"\0", 0, limit) + 1], True
+
+
+def _first_values(env: list[tuple[str, str]]) -> dict[str, str]:
+    """Name -> value as ``getenv`` sees it: the first of duplicate names wins."""
+    values: dict[str, str] = {}
+    for k, v in env:
+        values.setdefault(k, v)
+    return values
 
 
 class _Proc:
@@ -119,8 +142,7 @@ def scan_processes(
         if pid in skip:
             continue
         try:
-            with open(f"{PROC}/{pid}/environ", "rb") as fh:
-                data = fh.read()
+            data, truncated = read_environ(pid)
         except (FileNotFoundError, ProcessLookupError):
             # ESRCH on a live pid: a kernel thread, which has no user environment
             stats.skipped["kernel-thread" if os.path.exists(f"{PROC}/{pid}") else "process-exited"] += 1
@@ -132,6 +154,8 @@ def scan_processes(
             stats.errors["process-unreadable"] += 1
             continue
         stats.processes_scanned += 1
+        if truncated:
+            stats.skipped["environ-truncated"] += 1  # the first MAX_ENVIRON bytes are still scanned
         if not data:
             continue  # kernel threads
         proc = _Proc(pid)
@@ -142,7 +166,7 @@ def scan_processes(
 
 
 def _scan_env(env: list[tuple[str, str]], proc: _Proc, detector: Detector, stats: ScanStats) -> list[Finding]:
-    values = dict(env)
+    values = _first_values(env)
     key_id = values.get(_ID_VAR, "").strip()
     out: list[Finding] = []
     structured = keyid.key_type(key_id) is not None
@@ -180,14 +204,15 @@ def _scan_env(env: list[tuple[str, str]], proc: _Proc, detector: Detector, stats
         if f.key_id in already:
             continue
         i = max(bisect.bisect_right(first_lines, f.location.line or 1) - 1, 0)
-        loc = replace(where, variable=rest[i][0], encoding=f.location.encoding)
+        loc = replace(where, variable=readable(rest[i][0]), encoding=f.location.encoding)
         out.append(replace(f, location=loc))
     return out
 
 
 def _named_files(env: list[tuple[str, str]], proc: _Proc) -> list[AwsFile]:
-    """AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE, opened through the process's own root and cwd."""
-    values = dict(env)
+    """AWS_SHARED_CREDENTIALS_FILE / AWS_CONFIG_FILE, to be resolved inside the process's own root (a container's
+    ``/creds`` is the container's, and a link in it never leads out to the host) and from its own cwd."""
+    values = _first_values(env)
     out = []
     for var, kind in _FILE_VARS.items():
         value = values.get(var, "").strip()
@@ -195,6 +220,34 @@ def _named_files(env: list[tuple[str, str]], proc: _Proc) -> list[AwsFile]:
             continue
         if value.startswith("~") and values.get("HOME"):
             value = values["HOME"].rstrip("/") + value[1:]
-        base = f"{PROC}/{proc.pid}/root" if value.startswith("/") else f"{PROC}/{proc.pid}/cwd/"
-        out.append(AwsFile(path=base + value, shown=value, kind=kind, user=proc.location().user))
+        root = f"{PROC}/{proc.pid}/root"
+        cwd = "/" if value.startswith("/") else _cwd_inside_root(proc.pid)
+        where = proc.location()
+        out.append(
+            AwsFile(
+                path=root + ("" if value.startswith("/") else "/<cwd>/") + value,
+                shown=readable(value),
+                kind=kind,
+                user=where.user,
+                root=root,
+                inside=value,
+                cwd=cwd,
+                container_id=where.container_id,
+            )
+        )
     return out
+
+
+def _cwd_inside_root(pid: int) -> str | None:
+    """A process's working directory as a path inside its own root, or None (gone, or outside that root)."""
+    try:
+        root = os.readlink(f"{PROC}/{pid}/root")
+        cwd = os.readlink(f"{PROC}/{pid}/cwd")
+    except OSError:
+        return None
+    if root == "/":
+        return cwd
+    root = root.rstrip("/")
+    if cwd == root:
+        return "/"
+    return cwd[len(root) :] if cwd.startswith(root + "/") else None
