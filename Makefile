@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint packages bench clean system-deps
+.PHONY: install test lint packages bench clean system-deps checkov
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,17 @@ install: $(VENV)/.installed
 system-deps:
 	bash scripts/install-system-deps.sh
 
-test: install system-deps
+CHECKOV_VENV ?= .venv-checkov
+
+# Checkov has many dependencies of its own: it gets its own environment, used only by tests/test_guardrails.py
+$(CHECKOV_VENV)/bin/checkov:
+	@echo "make: installing Checkov 3.3.30 into $(CHECKOV_VENV) (the IaC guardrail tests run it; ~1 min once)"
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==3.3.30
+
+checkov: $(CHECKOV_VENV)/bin/checkov
+
+test: install system-deps checkov
 	$(BIN)/ruff check agent tests bench
 	$(BIN)/pytest
 
@@ -32,4 +42,4 @@ packages: $(BIN)/python
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash packaging/build.sh
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info agent/*.egg-info
+	rm -rf $(VENV) $(CHECKOV_VENV) build dist *.egg-info agent/*.egg-info

@@ -26,6 +26,7 @@ _COMMAND_MODULES = {
     "collect": "keysweep.cli.collect",
     "report": "keysweep.cli.report",
     "audit": "keysweep.cli.audit",
+    "iac": "keysweep.cli.iac",
 }
 
 
