@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import stat
 
 import pytest
@@ -94,11 +95,40 @@ def test_short_org_key_is_rejected_without_echoing_it(tmp_path, monkeypatch):
     assert "tooshort" not in str(exc.value)
 
 
-def test_corrupt_key_file_is_a_clear_error(tmp_path, monkeypatch):
+def test_corrupt_key_file_is_moved_aside_and_replaced(tmp_path, monkeypatch):
     monkeypatch.delenv(ENV_KEY, raising=False)
     (tmp_path / KEY_FILE).write_bytes(b"x" * 100)
-    with pytest.raises(ConfigError, match=KEY_FILE):
+    (tmp_path / KEY_FILE).chmod(0o600)
+    fp = Fingerprinter.from_config(None, tmp_path)
+    assert fp.source == "installation"
+    [aside] = (tmp_path / "corrupt").iterdir()
+    assert aside.name.startswith(KEY_FILE + ".") and aside.read_bytes() == b"x" * 100
+    assert (tmp_path / KEY_FILE).stat().st_size == 32
+    assert Fingerprinter.from_config(None, tmp_path).secret_fingerprint(SECRET) == fp.secret_fingerprint(SECRET)
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    Fingerprinter.from_config(None, tmp_path)
+    (tmp_path / KEY_FILE).chmod(0o644)
+    with pytest.raises(ConfigError, match="mode 0644"):
         Fingerprinter.from_config(None, tmp_path)
+
+
+def test_per_run_key_writes_nothing(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    a = Fingerprinter.from_config(None, None, per_run=True)
+    b = Fingerprinter.from_config(None, None, per_run=True)
+    assert a.source == "per-run" and a.secret_fingerprint(SECRET) != b.secret_fingerprint(SECRET)
+    assert not (tmp_path / "xdg").exists()
+
+
+def test_non_utf8_environment_key_is_used_as_bytes(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_KEY, os.fsdecode(b"\xff" * 20))  # how Python shows a non-UTF-8 environment value
+    fp = Fingerprinter.from_config(None, tmp_path)
+    assert fp.source == "configured"
+    assert fp.secret_fingerprint(SECRET) == Fingerprinter(b"\xff" * 20).secret_fingerprint(SECRET)
 
 
 def test_uncreatable_state_dir_is_a_config_error(tmp_path, monkeypatch):

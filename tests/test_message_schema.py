@@ -112,7 +112,9 @@ def test_bodies_hold_only_characters_sqs_accepts():
     msg = finding_message(f, ctx, finding_fingerprint="b" * 32, suggestion=suggest(f, ctx), report_reason="new")
     body = encode_message(msg, 256 * 1024)
     assert all(ord(c) in SQS_ALLOWED for c in body)
-    assert json.loads(body)["finding"]["location"]["path"] == path
+    # an undecodable byte travels as \xNN (a lone surrogate would not fit the collector's UTF-8 store)
+    assert json.loads(body)["finding"]["location"]["path"] == "/srv/\\xff\x01weird\u2028名前/🔑.env"
+    assert "\\udc" not in body
 
 
 def test_oversize_messages_are_trimmed_with_a_marker_and_stay_valid():

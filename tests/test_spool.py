@@ -44,7 +44,9 @@ def test_interrupted_writes_are_cleaned_and_unreadable_files_quarantined(tmp_pat
     assert not partial.exists()
     bodies = [spool.read(e) for e in spool.entries()]
     assert bodies.count(None) == 1 and _body(1) in bodies
-    assert (tmp_path / "spool" / "corrupt" / bad.name).exists()  # kept for a human, not deleted
+    [aside] = (tmp_path / "corrupt").iterdir()  # kept for a human, not deleted
+    assert aside.name.startswith(bad.name + ".") and aside.read_bytes() == b"\xff\xfe not ascii"
+    assert aside.stat().st_mode & 0o777 == 0o600
     assert spool.status().corrupt == 1 and spool.status().depth == 1
 
 

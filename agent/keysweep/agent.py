@@ -8,7 +8,6 @@ keeps running on the old one.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import random
@@ -20,9 +19,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from keysweep import __version__
+from keysweep import __version__, textsafe
 from keysweep.config import AgentConfig, load_config
-from keysweep.errors import ExitCode, KeysweepError
+from keysweep.errors import ExitCode, KeysweepError, describe
 from keysweep.governance import CpuPacer, apply_priority
 from keysweep.status import write_prometheus, write_status
 from keysweep.sweep import Pipeline, SweepResult
@@ -52,8 +51,8 @@ class JsonLogFormatter(logging.Formatter):
             doc["message"] = record.getMessage()
         if record.exc_info and record.exc_info[1] is not None:
             exc = record.exc_info[1]
-            doc["error"] = f"{type(exc).__name__}: {exc}"
-        return json.dumps(doc, default=str, sort_keys=False)
+            doc["error"] = describe(exc)
+        return textsafe.dumps_json(doc)
 
 
 def setup_logging(level: str, stream: TextIO | None = None) -> None:

@@ -6,6 +6,10 @@
 from __future__ import annotations
 
 import enum
+import re
+
+# anything that could be a secret access key or a session token (40+ base64 characters in a row)
+_SECRET_LIKE = re.compile(r"[A-Za-z0-9/+=]{40,}")
 
 
 class ExitCode(enum.IntEnum):
@@ -46,3 +50,12 @@ class DeliveryError(KeysweepError):
 
 class StoreError(KeysweepError):
     """The central store failed."""
+
+
+def describe(exc: BaseException, limit: int = 500) -> str:
+    """``Type: message`` of an unexpected exception, on one line, for stderr and logs: any run of 40 or more
+    base64 characters (a secret access key, a session token) is replaced by ``[redacted]``."""
+    from keysweep.textsafe import safe_text
+
+    text = _SECRET_LIKE.sub("[redacted]", f"{type(exc).__name__}: {exc}")
+    return safe_text(text)[:limit]

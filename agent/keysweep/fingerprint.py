@@ -15,6 +15,7 @@ import secrets
 import time
 from pathlib import Path
 
+from keysweep import statedir
 from keysweep.errors import ConfigError
 from keysweep.models import Location
 
@@ -34,12 +35,13 @@ def default_state_dir() -> Path:
 class Fingerprinter:
     """Computes keyed fingerprints. Holds the HMAC key only; ``repr`` does not show it."""
 
-    __slots__ = ("_key",)
+    __slots__ = ("_key", "source")
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, *, source: str = "configured") -> None:
         if not key:
             raise ValueError("fingerprint key must not be empty")
         self._key = bytes(key)
+        self.source = source  # configured | installation | per-run
 
     def __repr__(self) -> str:
         return "Fingerprinter(<key>)"
@@ -62,45 +64,58 @@ class Fingerprinter:
         return self._mac("finding", host_id, location.identity(), key_fp)
 
     @classmethod
-    def from_config(cls, org_key: str | None, state_dir: Path | None) -> Fingerprinter:
+    def from_config(cls, org_key: str | None, state_dir: Path | None, *, per_run: bool = False) -> Fingerprinter:
         """The key from $KEYSWEEP_FINGERPRINT_KEY, else ``org_key``, else the per-installation key in ``state_dir``
-        (created on first use, mode 0600; ``state_dir`` defaults to :func:`default_state_dir`)."""
-        configured = os.environ.get(ENV_KEY) or org_key
+        (created on first use, mode 0600; ``state_dir`` defaults to :func:`default_state_dir`), else with
+        ``per_run`` a random key for this run only (nothing is written: fingerprints then match only within it)."""
+        configured = os.environb.get(ENV_KEY.encode()) or (org_key.encode("utf-8", "surrogateescape") if org_key else None)
         if configured:
             if len(configured) < _MIN_ORG_KEY:
                 raise ConfigError(
                     f"fingerprint key: must be at least {_MIN_ORG_KEY} characters (got {len(configured)})"
                 )
-            return cls(configured.encode("utf-8"))
-        return cls(_installation_key(state_dir if state_dir is not None else default_state_dir()))
+            return cls(configured, source="configured")
+        if per_run:
+            return cls(secrets.token_bytes(_KEY_BYTES), source="per-run")
+        return cls(_installation_key(state_dir if state_dir is not None else default_state_dir()), source="installation")
 
 
 def _installation_key(state_dir: Path) -> bytes:
+    state_dir = statedir.prepare(state_dir)
     path = state_dir / KEY_FILE
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigError(f"state dir {state_dir}: cannot create ({exc.strerror})") from None
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    except FileExistsError:
-        return _read_key(path)
-    except OSError as exc:
-        raise ConfigError(f"fingerprint key file {path}: cannot create ({exc.strerror})") from None
-    key = secrets.token_bytes(_KEY_BYTES)
-    try:
-        os.write(fd, key)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return key
-
-
-def _read_key(path: Path) -> bytes:
-    # another process may have just created it: a short file is retried once the writer is done
-    for _ in range(50):
+    for _ in range(3):
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            fd = statedir.open_file(path, os.O_WRONLY, exclusive=True, secret=True)
+        except FileExistsError:
+            key = _read_key(state_dir, path)
+            if key is not None:
+                return key
+            continue  # moved aside: create a new one
+        except statedir.CorruptStateFile:
+            continue
+        except OSError as exc:
+            raise ConfigError(f"fingerprint key file {path}: cannot create ({exc.strerror})") from None
+        key = secrets.token_bytes(_KEY_BYTES)
+        try:
+            os.write(fd, key)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return key
+    raise ConfigError(f"fingerprint key file {path}: cannot create a usable key")
+
+
+def _read_key(state_dir: Path, path: Path) -> bytes | None:
+    """The key in ``path``; None when it was not a usable key file and has been moved aside."""
+    data = b""
+    for _ in range(50):  # another process may have just created it: a short file is retried once the writer is done
+        try:
+            fd = statedir.open_file(path, os.O_RDONLY, create=False, secret=True)
+        except statedir.CorruptStateFile as exc:
+            statedir.quarantine(state_dir, path, str(exc))
+            return None
+        except FileNotFoundError:
+            return None
         except OSError as exc:
             raise ConfigError(f"fingerprint key file {path}: cannot read ({exc.strerror})") from None
         try:
@@ -112,7 +127,8 @@ def _read_key(path: Path) -> bytes:
         if len(data) > _KEY_BYTES:
             break
         time.sleep(0.01)
-    raise ConfigError(f"fingerprint key file {path}: expected {_KEY_BYTES} bytes; remove it to create a new key")
+    statedir.quarantine(state_dir, path, f"{len(data)} bytes, expected {_KEY_BYTES}")
+    return None
 
 
 def redact(secret: str | None) -> str | None:

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -24,19 +25,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keysweep import statedir
 from keysweep.models import Finding, Location
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.sqlite"
-_SCHEMA_VERSION = "2"
+_SCHEMA_VERSION = "3"  # 3: paths as BLOBs (the exact bytes of any name)
 _DIR_ROWS_MAX = 4096  # a directory with more files is looked up file by file (memory stays bounded)
 
-# rows keyed by (directory, name): the walk goes directory by directory, so one query answers a whole directory
+# rows keyed by (directory, name) as the bytes of the path (os.fsencode), so any name round-trips exactly; the
+# walk goes directory by directory, so one query answers a whole directory
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
-    dir TEXT NOT NULL, name TEXT NOT NULL,
+    dir BLOB NOT NULL, name BLOB NOT NULL,
     dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
     sweep_no INTEGER NOT NULL,
@@ -110,8 +113,7 @@ class StateStore:
         commit_every: int = 500,
         commit_interval: float = 1.0,
     ) -> None:
-        self.dir = Path(state_dir)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.dir = statedir.prepare(state_dir)
         self.path = self.dir / STATE_FILE
         self.needs_reverify = needs_reverify
         self.counters = CacheCounters()
@@ -122,18 +124,44 @@ class StateStore:
         self._last_commit = time.monotonic()
         self._lock = threading.RLock()
         self._plan: SweepPlan | None = None
+        try:
+            self._open()
+        except (sqlite3.DatabaseError, statedir.CorruptStateFile) as exc:
+            # garbage, truncated, a link or a directory where the database should be: moved aside, rebuilt
+            if getattr(self, "_db", None) is not None:
+                self._db.close()
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.lexists(f"{self.path}{suffix}"):
+                    statedir.quarantine(self.dir, Path(f"{self.path}{suffix}"), f"not a usable database ({exc})")
+            self._open()
+        self._dir_key: bytes | None = None
+        self._dir_rows: dict[bytes, _Row] | None = None  # rows of the directory the walk is in (None: too many)
+        self._check_digest(digest)
+
+    def _open(self) -> None:
+        for suffix in ("-wal", "-shm"):  # SQLite opens these itself: a planted link must not be followed
+            side = Path(f"{self.path}{suffix}")
+            try:
+                if not stat.S_ISREG(os.lstat(side).st_mode):
+                    statedir.quarantine(self.dir, side, "not a regular file")
+            except FileNotFoundError:
+                pass
+        os.close(statedir.open_file(self.path, os.O_RDWR))
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
-        os.chmod(self.path, 0o600)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA cache_size=-4096")  # 4 MiB page cache: bounded memory on any tree size
-        if self._get_schema() != _SCHEMA_VERSION:
+        check = self._db.execute("PRAGMA quick_check(1)").fetchone()
+        if not check or check[0] != "ok":
+            raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
+        if self._get_schema() != _SCHEMA_VERSION:  # an older layout (text paths) is rebuilt, not migrated
             self._db.executescript("DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS meta;")
         self._db.executescript(_SCHEMA)
         self._set("schema", _SCHEMA_VERSION)
-        self._dir_key: str | None = None
-        self._dir_rows: dict[str, _Row] | None = None  # rows of the directory the walk is in (None: too many)
-        self._check_digest(digest)
+        for key in ("sweep_no", "running", "full_pending", "last_full"):
+            value = self._get(key)
+            if value is not None and not value.isdigit():
+                raise sqlite3.DatabaseError(f"meta {key}: {value[:20]!r} is not a number")
 
     def _get_schema(self) -> str | None:
         try:
@@ -224,7 +252,7 @@ class StateStore:
 
     # --- FileCache protocol ---------------------------------------------------------------------------------
     def _row(self, path: str) -> _Row | None:
-        d, _, name = path.rpartition("/")
+        d, _, name = os.fsencode(path).rpartition(b"/")
         if d != self._dir_key:
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM files WHERE dir = ? LIMIT {_DIR_ROWS_MAX + 1}", (d,)
@@ -243,7 +271,11 @@ class StateStore:
         if row is None or row[:5] != _markers(st) or (plan and plan.full and row[5] < plan.full_start):
             self.counters.misses += 1
             return None
-        findings = [finding_from_state(d) for d in json.loads(row[6])] if row[6] else []
+        try:
+            findings = [finding_from_state(d) for d in json.loads(row[6])] if row[6] else []
+        except (ValueError, TypeError, KeyError):  # a damaged row: the file is simply read again
+            self.counters.misses += 1
+            return None
         if self.needs_reverify and any(f.has_secret and self.needs_reverify(f) for f in findings):
             self.counters.reverify += 1
             self.counters.misses += 1
@@ -253,7 +285,7 @@ class StateStore:
 
     def store(self, path: str, st: os.stat_result, findings: Sequence[Finding]) -> None:
         payload = json.dumps([finding_to_state(f) for f in findings]) if findings else None
-        d, _, name = path.rpartition("/")
+        d, _, name = os.fsencode(path).rpartition(b"/")
         with self._lock:
             number = self._plan.number if self._plan else (self._int("sweep_no") or 0)
             if self._pending == 0:
@@ -271,7 +303,7 @@ class StateStore:
     def forget(self, path: str) -> None:
         with self._lock:
             self._commit()
-            d, _, name = path.rpartition("/")
+            d, _, name = os.fsencode(path).rpartition(b"/")
             self._db.execute("DELETE FROM files WHERE dir = ? AND name = ?", (d, name))
             self._dir_key = None
 

@@ -11,21 +11,36 @@ from typing import Any
 
 import psutil
 
+from keysweep import statedir, textsafe
 from keysweep.atomicfile import atomic_write
+from keysweep.sources.names import readable
 
 STATUS_FILE = "status.json"
 
 
 def write_status(state_dir: str | Path, status: Mapping[str, Any]) -> None:
-    atomic_write(Path(state_dir) / STATUS_FILE, (json.dumps(status, indent=1, sort_keys=True) + "\n").encode(), mode=0o600)
+    data = textsafe.dumps_json(status, indent=1, sort_keys=True) + "\n"
+    atomic_write(Path(state_dir) / STATUS_FILE, data.encode(), mode=0o600)
 
 
-def read_status(state_dir: str | Path) -> dict[str, Any] | None:
+def _valid(doc: Any) -> dict[str, Any]:
+    statedir.require(isinstance(doc, dict), "not an object")
+    for key, kind in (("last_sweep", dict), ("errors", dict), ("watch", dict), ("findings_by_status", dict)):
+        statedir.require(doc.get(key) is None or isinstance(doc[key], kind), f"{key}: not an object")
+    return dict(doc)
+
+
+def read_status(state_dir: str | Path, *, quarantine: bool = False) -> dict[str, Any] | None:
+    """The status file; None when there is none. A bad one reads as ``status_file_unreadable`` — or, for the agent
+    that owns it (``quarantine``), is moved aside to be rewritten."""
+    path = Path(state_dir) / STATUS_FILE
+    if quarantine:
+        return statedir.load_json(path.parent, path, _valid)
     try:
-        return json.loads((Path(state_dir) / STATUS_FILE).read_text(encoding="utf-8"))
+        return _valid(json.loads(path.read_bytes()))
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
+    except (OSError, ValueError, statedir.CorruptStateFile):
         return {"errors": {"status_file_unreadable": 1}}
 
 
@@ -84,7 +99,7 @@ def render_text(status: Mapping[str, Any]) -> str:
 
 
 def _escape(value: object) -> str:
-    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return readable(str(value)).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 def render_prometheus(status: Mapping[str, Any]) -> str:

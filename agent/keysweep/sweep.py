@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keysweep import __version__
+from keysweep import __version__, statedir
 from keysweep.allowlist import Allowlist
 from keysweep.config import AgentConfig
 from keysweep.context import ContextConfig, detect_context
@@ -89,8 +89,9 @@ class SweepResult:
         }
 
 
-def _state_excludes(state_dir: str, starts: Sequence[str], host_prefix: str | None) -> tuple[str, ...]:
+def state_excludes(state_dir: str, starts: Sequence[str], host_prefix: str | None) -> tuple[str, ...]:
     """Exclude the state directory when a walk could reach it (an exclude costs a match per directory entry)."""
+    state_dir = os.path.abspath(state_dir).rstrip("/")
     for start in starts:
         start = os.path.join(host_prefix, start.lstrip("/")) if host_prefix and start.startswith("/") else start
         start = os.path.abspath(start).rstrip("/") + "/"
@@ -102,12 +103,12 @@ def _state_excludes(state_dir: str, starts: Sequence[str], host_prefix: str | No
 def build_scan_options(config: AgentConfig, paths: Sequence[str] = ()) -> ScanOptions:
     """The scan's options from the agent configuration; the state directory is always excluded."""
     s = config.scan
-    state_dir = config.state_dir.rstrip("/")
+    state_dir = config.state_dir
     values: dict[str, Any] = {
         "paths": tuple(paths),
         "roots": s.roots,
         "sources": ("files",) if paths else s.sources,
-        "excludes": (*s.excludes, *_state_excludes(state_dir, paths or s.roots, s.host_prefix)),
+        "excludes": (*s.excludes, *state_excludes(state_dir, paths or s.roots, s.host_prefix)),
         "allowlist": Allowlist.load(s.allowlist) if s.allowlist else None,
         "max_file_size": s.max_file_size,
         "workers": s.workers,
@@ -149,8 +150,7 @@ class Pipeline:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
-        state_dir = config.state_path
-        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        state_dir = statedir.prepare(config.state_path)
         self.ruleset = load_ruleset([Path(d) for d in config.scan.rules_dirs])
         self.fingerprinter = Fingerprinter.from_config(config.fingerprint_key(), state_dir)
         self.detector = Detector(self.ruleset, self.fingerprinter)
@@ -291,7 +291,7 @@ class Pipeline:
         return result
 
     def last_sweep_finished(self) -> float | None:
-        status = read_status(self.config.state_dir) or {}
+        status = read_status(self.config.state_dir, quarantine=True) or {}
         last = status.get("last_sweep") or {}
         ts = last.get("finished_ts")
         return float(ts) if isinstance(ts, int | float) else None

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 from keysweep.sources.names import readable
@@ -56,24 +56,27 @@ def csv_cell(value: object) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def safe_data(value: Any, *, max_depth: int = MAX_JSON_DEPTH, _depth: int = 0) -> Any:
+def safe_data(
+    value: Any, *, max_depth: int = MAX_JSON_DEPTH, text: Callable[[str], str] = safe_text, _depth: int = 0
+) -> Any:
     """A JSON-able copy of ``value``: every string (keys too) safe, non-finite floats None, nesting bounded.
 
-    Anything that is not a JSON type (a datetime, a path) becomes its safe ``str``."""
+    Anything that is not a JSON type (a datetime, a path) becomes its safe ``str``. ``text`` makes a string safe
+    (``readable``: only undecodable bytes as ``\\xNN``, for data whose line breaks are content)."""
     if value is None or isinstance(value, (bool, int)):
         return value
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, str):
-        return safe_text(value)
+        return text(value)
     if isinstance(value, (Mapping, list, tuple, set, frozenset)):
         if _depth >= max_depth:
             return DEPTH_MARKER
         if isinstance(value, Mapping):
-            return {safe_text(k): safe_data(v, max_depth=max_depth, _depth=_depth + 1) for k, v in value.items()}
+            return {text(k): safe_data(v, max_depth=max_depth, text=text, _depth=_depth + 1) for k, v in value.items()}
         items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
-        return [safe_data(v, max_depth=max_depth, _depth=_depth + 1) for v in items]
-    return safe_text(value)
+        return [safe_data(v, max_depth=max_depth, text=text, _depth=_depth + 1) for v in items]
+    return text(str(value))
 
 
 def dumps_json(value: Any, *, indent: int | None = None, compact: bool = False, sort_keys: bool = False) -> str:

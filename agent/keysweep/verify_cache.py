@@ -2,12 +2,11 @@
 
 The file (``verify-cache.json`` in the state directory) holds no secret and no key id: entries are keyed by
 an HMAC fingerprint that only this installation can compute. It is written atomically (temp file, fsync,
-rename) with mode 0600; a damaged file is ignored and rebuilt.
+rename) with mode 0600; a damaged file is moved aside to ``corrupt/`` and rebuilt (see keysweep.statedir).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -15,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from keysweep import statedir, textsafe
 from keysweep.atomicfile import atomic_write
 from keysweep.models import Verification
 
@@ -23,6 +23,19 @@ log = logging.getLogger(__name__)
 CACHE_FILE = "verify-cache.json"
 _FORMAT = 1
 _FIELDS = ("status", "account", "arn", "user_id", "principal_type", "reason", "checked_at")
+
+
+def _valid(doc: Any) -> dict[str, dict[str, Any]]:
+    statedir.require(isinstance(doc, dict) and doc.get("format") == _FORMAT, "not a verification cache document")
+    entries = doc.get("entries")
+    statedir.require(isinstance(entries, dict), "entries: not an object")
+    for k, v in entries.items():
+        statedir.require(
+            isinstance(v, dict) and isinstance(v.get("expires_at"), int | float) and isinstance(v.get("status"), str)
+            and all(v.get(f) is None or isinstance(v.get(f), str | int | float) for f in _FIELDS),
+            f"entry {k[:40]!r}: not a verification",
+        )
+    return dict(entries)
 
 
 class VerifyCache:
@@ -36,24 +49,7 @@ class VerifyCache:
         self._entries: dict[str, dict[str, Any]] = {}
         self._dirty = False
         if path is not None:
-            self._entries = self._load(path)
-
-    @staticmethod
-    def _load(path: Path) -> dict[str, dict[str, Any]]:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("verification cache %s unreadable (%s); starting empty", path, exc.__class__.__name__)
-            return {}
-        entries = doc.get("entries") if isinstance(doc, dict) and doc.get("format") == _FORMAT else None
-        if not isinstance(entries, dict):
-            return {}
-        return {
-            k: v for k, v in entries.items() if isinstance(v, dict) and isinstance(v.get("expires_at"), int | float)
-        }
+            self._entries = statedir.load_json(path.parent, path, _valid) or {}
 
     def get(self, key: str) -> Verification | None:
         with self._lock:
@@ -87,5 +83,5 @@ class VerifyCache:
             live = {k: v for k, v in self._entries.items() if v["expires_at"] > now}
             self._entries = live
             self._dirty = False
-            data = json.dumps({"format": _FORMAT, "entries": live}, sort_keys=True).encode()
+            data = textsafe.dumps_json({"format": _FORMAT, "entries": live}, sort_keys=True).encode()
         atomic_write(self.path, data)

@@ -2,18 +2,21 @@
 
 Each sub-module registers its subcommands with ``register(subparsers)`` and returns an exit code from the
 handler it sets as ``func``; errors raised as :class:`keysweep.errors.KeysweepError` become a one-line message
-on stderr and the exception's exit code.
+on stderr and the exception's exit code. Any other exception is exit 3 with one line naming it (the traceback
+with ``--debug``) and a ``fatal-error`` event in the agent's JSON log.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
+import traceback
 from collections.abc import Sequence
 
 from keysweep import __version__
-from keysweep.errors import ExitCode, KeysweepError
+from keysweep.errors import ExitCode, KeysweepError, describe
 
 # each subcommand and the module that registers it; only the module a command needs is imported, so
 # `keysweep scan` does not pay for boto3 or the central side at start-up
@@ -27,7 +30,6 @@ _COMMAND_MODULES = {
     "report": "keysweep.cli.report",
     "audit": "keysweep.cli.audit",
     "iac": "keysweep.cli.iac",
-    "cloud": "keysweep.cli.cloud",
 }
 
 
@@ -38,6 +40,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         description="Find long-lived AWS access keys on this host, prove which are live, and say what should replace them.",
     )
     parser.add_argument("--version", action="version", version=f"keysweep {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on an unexpected error, also print its traceback")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     if command in _COMMAND_MODULES:
         names = [_COMMAND_MODULES[command]]
@@ -59,11 +62,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except KeysweepError as exc:
+        _log_fatal(exc, int(exc.exit_code))
         print(f"keysweep: error: {exc}", file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("keysweep: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - a bug or an unforeseen condition: exit 3, never 1 ("findings")
+        return _fatal(exc, debug=args.debug)
+
+
+def _log_fatal(exc: Exception, exit_code: int) -> str:
+    """The error as one line; when the agent's JSON log is set up, also logged there as ``fatal-error``."""
+    error = describe(exc)
+    if logging.getLogger().handlers:
+        logging.getLogger("keysweep").critical("fatal-error", extra={"fields": {
+            "error_type": type(exc).__name__, "error": error, "exit_code": exit_code}})
+    return error
+
+
+def _fatal(exc: Exception, *, debug: bool) -> int:
+    """One line naming the error (the traceback only with --debug); a JSON log (the agent's) gets the event."""
+    error = _log_fatal(exc, int(ExitCode.RUNTIME))
+    print(f"keysweep: internal error: {error}" + ("" if debug else " (run with --debug for the traceback)"),
+          file=sys.stderr)
+    if debug:
+        traceback.print_exception(exc, file=sys.stderr)
+    return int(ExitCode.RUNTIME)
 
 
 def run() -> None:

@@ -101,7 +101,11 @@ def _scan(args: argparse.Namespace) -> int:
     options = build_options(args, cfg)
     state_dir = Path(args.state_dir) if args.state_dir else (Path(cfg.state_dir) if cfg is not None else None)
     ruleset = load_ruleset([Path(d) for d in cfg.scan.rules_dirs] if cfg is not None else ())
-    fingerprinter = Fingerprinter.from_config(cfg.fingerprint_key() if cfg is not None else None, state_dir)
+    # a plain scan needs no state directory: without one (and without a spool to feed) fingerprints use a key
+    # made for this run, and the output says so
+    fingerprinter = Fingerprinter.from_config(
+        cfg.fingerprint_key() if cfg is not None else None, state_dir, per_run=state_dir is None and not args.queue_url
+    )
     detector = Detector(ruleset, fingerprinter, include_examples=args.include_examples)
     fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
 
@@ -123,12 +127,15 @@ def _scan(args: argparse.Namespace) -> int:
     if args.verify:
         findings = _verify(findings, cfg, state_dir, fingerprinter)
 
-    _write_report(findings, fmt, args.output, result.stats)
+    _write_report(findings, fmt, args.output, {**result.stats.to_dict(), "fingerprint_key": fingerprinter.source})
 
     if args.queue_url:
         _send_to_queue(args.queue_url, findings, result.stats, cfg, state_dir, fingerprinter)
 
     _print_summary(sys.stderr, findings, result.stats)
+    if fingerprinter.source == "per-run":
+        print("keysweep: fingerprint_key: per-run (no state directory; fingerprints match only within this report)",
+              file=sys.stderr)
     if result.stats.interrupted:
         return int(ExitCode.INTERRUPTED)
     return int(ExitCode.FINDINGS if findings else ExitCode.CLEAN)
@@ -161,6 +168,11 @@ def build_options(args: argparse.Namespace, cfg: Any = None) -> ScanOptions:
         changes["sources"] = tuple(dict.fromkeys(args.sources))
     if args.exclude:
         changes["excludes"] = (*base.excludes, *args.exclude)
+    if args.state_dir:  # never report the scan's own state (the agent's sweeps exclude it the same way)
+        from keysweep.sweep import state_excludes
+
+        own = state_excludes(args.state_dir, paths or base.roots, args.host_prefix or base.path_prefix)
+        changes["excludes"] = (*changes.get("excludes", base.excludes), *own)
     if args.max_file_size is not None:
         try:
             changes["max_file_size"] = parse_size(args.max_file_size)
@@ -235,19 +247,26 @@ def _send_to_queue(
 # --- output -------------------------------------------------------------------------------------------------
 
 
-def _write_report(findings: list[Finding], fmt: str, output: str | None, stats: ScanStats) -> None:
+def _write_report(findings: list[Finding], fmt: str, output: str | None, summary: dict[str, Any]) -> None:
+    import io
+
+    from keysweep.atomicfile import atomic_output
     from keysweep.report.formats import render
 
     if output is None:
-        render(findings, fmt, sys.stdout, summary=stats)
+        render(findings, fmt, sys.stdout, summary=summary)
         sys.stdout.flush()
         return
+    # a new 0600 file beside FILE renamed over it: a symlink at FILE is replaced, never followed, and an existing
+    # file's wider mode is not kept
     try:
-        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with atomic_output(Path(output), parents=False) as raw:
+            fh = io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace")
+            render(findings, fmt, fh, summary=summary)
+            fh.flush()
+            fh.detach()  # the raw file stays open: atomic_output fsyncs and renames it
     except OSError as exc:
         raise ConfigError(f"--output {output}: cannot write ({exc.strerror})") from None
-    with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace") as fh:
-        render(findings, fmt, fh, summary=stats)
 
 
 def _human(n: float) -> str:

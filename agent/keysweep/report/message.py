@@ -20,7 +20,9 @@ from keysweep import __version__
 from keysweep.errors import DeliveryError
 from keysweep.models import Finding, HostContext
 from keysweep.schemas import message_schema
+from keysweep.sources.names import readable
 from keysweep.suggest import Suggestion
+from keysweep.textsafe import safe_data
 
 SCHEMA_VERSION = 1
 _ACCOUNT = re.compile(r"^[0-9]{12}$")
@@ -139,8 +141,10 @@ def heartbeat_message(
 
 
 def _encode(msg: Mapping[str, Any]) -> str:
-    # ASCII-only JSON: every character is one SQS allows, whatever bytes a scanned path held
-    return json.dumps(msg, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
+    # ASCII-only JSON: every character is one SQS allows; undecodable bytes of a path or an environment value are
+    # written as \xNN, never as a lone surrogate the collector could not store
+    data = safe_data(msg, text=readable)
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":"), sort_keys=True)
 
 
 def _get(msg: Any, path: Sequence[str]) -> Any:

@@ -8,16 +8,30 @@ forgotten: a key that comes back after that is "new" again.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
-from keysweep.verify_cache import atomic_write
+from keysweep import statedir, textsafe
+from keysweep.atomicfile import atomic_write
 
 log = logging.getLogger(__name__)
 
 _FORMAT = 1
+
+
+def _valid(doc: Any) -> dict[str, list]:
+    statedir.require(isinstance(doc, dict) and doc.get("format") == _FORMAT, "not a sent-state document")
+    entries = doc.get("entries")
+    statedir.require(isinstance(entries, dict), "entries: not an object")
+    for k, v in entries.items():
+        statedir.require(
+            isinstance(v, list) and len(v) == 4 and isinstance(v[0], str)
+            and all(isinstance(t, int | float) and not isinstance(t, bool) for t in v[1:]),
+            f"entry {k[:40]!r}: not [status, first_seen, last_sent, last_seen]",
+        )
+    return {k: list(v) for k, v in entries.items()}
 
 
 class SentState:
@@ -31,17 +45,8 @@ class SentState:
         self._load()
 
     def _load(self) -> None:
-        try:
-            data = json.loads(self.path.read_bytes())
-            if data.get("format") != _FORMAT:
-                raise ValueError("unknown format")
-            self._entries = {str(k): list(v) for k, v in data["entries"].items() if isinstance(v, list) and len(v) == 4}
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, KeyError, AttributeError, TypeError) as exc:
-            # losing this file only means findings are re-sent once (the store is idempotent): never fatal
-            log.warning("sent state %s unreadable (%s): every finding will be reported again", self.path, exc)
-            self._entries = {}
+        # a bad file is moved aside: findings are then re-sent once (the store is idempotent), never a crash
+        self._entries = statedir.load_json(self.path.parent, self.path, _valid) or {}
 
     def reason(self, finding_fp: str, status: str, now: float | None = None) -> str | None:
         """Why this finding should be sent now ("new", "verification-changed", "re-report"), or None."""
@@ -82,6 +87,6 @@ class SentState:
         self._entries = {k: v for k, v in self._entries.items() if now - float(v[3]) < self.retention}
         if not self._dirty and len(self._entries) == before:
             return
-        data = json.dumps({"format": _FORMAT, "entries": self._entries}, sort_keys=True).encode()
+        data = textsafe.dumps_json({"format": _FORMAT, "entries": self._entries}, sort_keys=True).encode()
         atomic_write(self.path, data)
         self._dirty = False

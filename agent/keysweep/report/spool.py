@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keysweep import statedir, textsafe
 from keysweep.atomicfile import atomic_write, fsync_dir
 from keysweep.errors import DeliveryError
 
@@ -62,7 +62,7 @@ class SpoolStatus:
     full: bool
     refused: int  # messages the full spool could not take (findings are offered again next sweep); cumulative
     coalesced: int  # older heartbeats replaced by newer ones
-    corrupt: int  # unreadable files moved to spool/corrupt/
+    corrupt: int  # unreadable messages moved to corrupt/ in the state directory
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -97,9 +97,9 @@ class Spool:
         self._counters_path = self.directory / "counters.json"
         self.counters = {"refused": 0, "coalesced": 0, "corrupt": 0}
         self._seq = 0
+        self.state_dir = self.directory.parent
         try:
-            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            os.chmod(self.directory, 0o700)
+            statedir.subdir(statedir.prepare(self.state_dir), self.directory.name)  # a planted link is moved aside
             self._remove_partial_writes()
         except OSError as exc:
             raise SpoolError(f"spool {self.directory}: cannot create ({exc.strerror})") from None
@@ -109,17 +109,17 @@ class Spool:
         self.refresh()
 
     def _load_counters(self) -> None:
-        try:
-            saved = json.loads(self._counters_path.read_bytes())
-            self.counters.update({k: int(saved[k]) for k in self.counters if isinstance(saved.get(k), int)})
-        except (OSError, ValueError, AttributeError):
-            pass  # absent or damaged: counting starts again
+        def valid(doc: Any) -> dict[str, int]:
+            statedir.require(isinstance(doc, dict), "not an object")
+            return {k: v for k, v in doc.items() if k in self.counters and isinstance(v, int)}
+
+        self.counters.update(statedir.load_json(self.state_dir, self._counters_path, valid) or {})  # bad: from 0
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a persistent counter (refused, coalesced, corrupt): carried in every heartbeat, across restarts."""
         self.counters[name] += n
         try:
-            atomic_write(self._counters_path, json.dumps(self.counters).encode())
+            atomic_write(self._counters_path, textsafe.dumps_json(self.counters).encode())
         except OSError as exc:
             log.error("spool: cannot persist counters %s (%s)", self.counters, exc.strerror)
 
@@ -158,27 +158,20 @@ class Spool:
     def read(self, entry: SpoolEntry) -> str | None:
         """The body of ``entry``; None when it is gone or unreadable (then it is quarantined, not deleted)."""
         try:
-            with open(entry.path, "rb") as fh:
-                data = fh.read()
-            return data.decode("ascii")
+            return statedir.read_file(entry.path).decode("ascii")
         except FileNotFoundError:
             self._drop(entry.name)
             return None
-        except (OSError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, statedir.CorruptStateFile) as exc:
             self.quarantine(entry, str(exc))
             return None
 
     def quarantine(self, entry: SpoolEntry, why: str) -> None:
-        """Move an unreadable or rejected message aside (spool/corrupt/), counted and logged, never deleted."""
-        corrupt_dir = self.directory / "corrupt"
+        """Move an unreadable or rejected message aside (``corrupt/`` in the state directory), counted and logged,
+        never deleted; the other messages are still sent."""
         self._drop(entry.name)
-        try:
-            corrupt_dir.mkdir(mode=0o700, exist_ok=True)
-            os.replace(entry.path, corrupt_dir / entry.name)
-        except OSError:
-            return
-        self.count("corrupt")
-        log.error("spool: unreadable message %s moved to %s (%s)", entry.name, corrupt_dir, why)
+        if statedir.quarantine(self.state_dir, entry.path, f"spool message: {why}") is not None:
+            self.count("corrupt")
 
     def status(self) -> SpoolStatus:
         entries = self._index.values()
@@ -271,7 +264,7 @@ class Spool:
     @contextmanager
     def locked(self) -> Iterator[bool]:
         """An exclusive, non-blocking lock for sending: yields False when another process is already sending."""
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = statedir.open_file(self.directory / ".lock", os.O_RDWR)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
