@@ -188,3 +188,41 @@ def test_every_string_in_the_schema_has_a_length_bound() -> None:
     walk(schema, "$")
     # the two free-form base definitions are bounded wherever they are used
     assert sorted(unbounded) == ["$.id", "$.text"], unbounded
+
+
+def test_every_field_the_agent_can_send_is_in_the_schema() -> None:
+    """Stored objects refuse unknown fields, so a field added to a model must be added to the schema too."""
+    import dataclasses
+
+    from keysweep.models import Finding, Location, Verification
+    from keysweep.report.spool import SpoolStatus
+    from keysweep.suggest import Suggestion
+
+    schema = message_schema()
+    defs = schema["$defs"]
+
+    def names(cls: type) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    assert names(Location) <= set(defs["location"]["properties"])
+    assert names(Verification) <= set(defs["verification"]["properties"])
+    assert names(HostContext) <= set(defs["host"]["properties"])
+    assert names(SpoolStatus) <= set(defs["spool"]["properties"])
+    finding = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=Location(kind="file"), fingerprint="a" * 32)
+    sent = set(finding.to_dict()) | {"finding_fingerprint", "report_reason", "first_seen", "last_seen"}
+    assert sent <= set(defs["finding"]["properties"])
+    suggestion = Suggestion(kind="none", summary="", steps=(), commands=())
+    assert set(suggestion.to_dict()) <= set(defs["suggestion"]["properties"])
+
+
+def test_an_agentless_cloud_sweep_sends_what_the_collector_accepts() -> None:
+    from keysweep.cli.cloud import cloud_context
+    from keysweep.models import Finding, Location
+
+    context = cloud_context("123456789012", "eu-west-1")
+    location = Location(kind="cloud", service="lambda", resource_arn="arn:aws:lambda:eu-west-1:123456789012:function:f",
+                        field="AWS_SECRET_ACCESS_KEY", region="eu-west-1", account="123456789012",
+                        role_arn="arn:aws:iam::123456789012:role/f")
+    finding = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=location, fingerprint="a" * 32)
+    msg = finding_message(finding, context, finding_fingerprint="b" * 32, suggestion=None, report_reason="new")
+    assert _classify(encode_message(msg, 256 * 1024)) == (Outcome.OK, None)
