@@ -11,6 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from keysweep.scan import ScanOptions, ScanStats, run_scan
 from keysweep.sources import aws_files
 from keysweep.sources.aws_files import AwsFile, home_files, scan_aws_files, scan_aws_text
@@ -331,3 +333,31 @@ def test_container_paths_resolve_inside_the_process_root_never_on_the_host(tmp_p
     }
     assert HOST_KEY not in {f.key_id for f in found}
     assert stats.aws_files_scanned == 1  # both variables reach the container's one file, read once
+
+
+# --- the INI parser on attacker-written bytes ------------------------------------------------------------------
+
+_JUNK_LINE = st.text(max_size=60).filter(lambda t: "\n" not in t)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000))
+def test_any_bytes_parse_without_error(data: bytes) -> None:
+    stats = ScanStats()
+    for f in scan_aws_text(data, "/h/.aws/credentials", "aws-credentials", make_detector(), stats, user="u"):
+        assert f.location.path == "/h/.aws/credentials"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_JUNK_LINE, max_size=20), st.lists(_JUNK_LINE, max_size=20), st.sampled_from(["\n", "\r\n"]))
+def test_a_planted_profile_is_found_paired_on_its_line_whatever_surrounds_it(
+    before: list[str], after: list[str], eol: str
+) -> None:
+    planted = ["[planted]", f"aws_access_key_id = {K1}", f"aws_secret_access_key = {S1}", "[after]"]
+    text = eol.join([*before, *planted, *after]) + eol
+    stats = ScanStats()
+    found = scan_aws_text(text.encode("utf-8", "surrogatepass"), "/c", "aws-credentials", make_detector(), stats)
+    mine = [f for f in found if f.location.profile == "planted"]
+    assert [(f.key_id, f.secret.reveal() if f.secret else None, f.location.line) for f in mine] == [
+        (K1, S1, len(before) + 2)
+    ]

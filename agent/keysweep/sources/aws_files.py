@@ -70,7 +70,10 @@ def parse_profiles(text: str, kind: str) -> tuple[list[Profile], list[int]]:
     malformed: list[int] = []
     current: Profile | None = None
     ignoring = False  # inside a section that holds no profile ([sso-session x], [services x])
-    for n, raw in enumerate(text.splitlines(), start=1):
+    # lines end at "\n" only, as editors and the detector count them (str.splitlines also splits at \x0c, \x1e,
+    # \x85, \u2028, …, which would shift every later line number)
+    for n, raw in enumerate(text.split("\n"), start=1):
+        raw = raw.removesuffix("\r")
         line = raw.strip()
         if not line or line[0] in "#;":
             continue
