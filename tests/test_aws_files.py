@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,8 +21,9 @@ from keysweep.sources.aws_files import AwsFile, home_files, scan_aws_files, scan
 from keysweep.sources.processes import scan_processes
 
 from tests.support.fifo_writer import fifo_with_blocked_writer
-from tests.support.hosttree import make_detector
+from tests.support.hosttree import cli_env, make_detector
 
+REPO = Path(__file__).resolve().parent.parent
 K1, S1 = "AKIAXYZDQCEN4B6JSJQI", "Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"
 K2, S2 = "AKIASP2TPHJSQH3FJRUX", "Ab3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"
 T1 = "ASIAY34FZKBOKMUTVV7A"
@@ -213,8 +216,8 @@ def _link(path: Path, target: str, uid: int) -> None:
     os.lchown(path, uid, uid)
 
 
-def test_hostile_homes_open_no_fifo_or_device_and_attribute_real_owners(tmp_path: Path) -> None:
-    host = tmp_path / "host"
+def _hostile_host(host: Path) -> Path:
+    """A host tree whose users planted links, a device link and a FIFO path (made by the caller) in their homes."""
     (host / "etc").mkdir(parents=True)
     users = ["root:x:0:0::/root:/bin/sh"] + [
         f"{name}:x:{uid}:{uid}::/home/{name}:/bin/sh"
@@ -224,7 +227,7 @@ def test_hostile_homes_open_no_fifo_or_device_and_attribute_real_owners(tmp_path
     # alice (listed first) links her credentials to dave's: it must neither hide dave's file nor become alice's
     _creds(host / "home/dave/.aws/credentials", K1, S1, uid=1003)
     _link(host / "home/alice/.aws/credentials", "/home/dave/.aws/credentials", uid=1000)
-    # bob: a FIFO and a link to a terminal multiplexer device
+    # bob: a link to a terminal multiplexer device (and a FIFO as credentials, made by the caller)
     (host / "home/bob/.aws").mkdir(parents=True)
     _link(host / "home/bob/.aws/config", "/dev/ptmx", uid=1001)
     # carol: her own dotfile link (a relative one that climbs past the root, clamped there); a root-owned config
@@ -233,21 +236,52 @@ def test_hostile_homes_open_no_fifo_or_device_and_attribute_real_owners(tmp_path
     _creds(host / "home/carol/.aws/config", K3, S3, uid=0).write_text(
         f"[profile x]\naws_access_key_id={K3}\naws_secret_access_key={S3}\n"
     )
-    with fifo_with_blocked_writer(host / "home/bob/.aws/credentials") as writer:
+    return host / "home/bob/.aws/credentials"
+
+
+HOSTILE_EXPECTED = {
+    (K1, "/home/dave/.aws/credentials", "dave", None, None),
+    (K2, "/dotfiles/carol", "carol", "/home/carol/.aws/credentials", None),
+    (K3, "/home/carol/.aws/config", "root", None, "carol"),
+}
+
+
+def test_hostile_homes_open_no_fifo_or_device_and_attribute_real_owners(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    fifo = _hostile_host(host)
+    with fifo_with_blocked_writer(fifo) as writer:
         result = run_scan(ScanOptions(roots=("/",), sources=("aws-files",), path_prefix=str(host)), make_detector())
         assert not writer.released.wait(0.2), "the FIFO was opened"
     got = {
         (f.key_id, f.location.path, f.location.user, f.location.named_path, f.location.named_by)
         for f in result.findings
     }
-    assert got == {
-        (K1, "/home/dave/.aws/credentials", "dave", None, None),
-        (K2, "/dotfiles/carol", "carol", "/home/carol/.aws/credentials", None),
-        (K3, "/home/carol/.aws/config", "root", None, "carol"),
-    }
+    assert got == HOSTILE_EXPECTED
     skipped = result.stats.skipped
     assert (skipped["symlink-other-owner"], skipped["not-regular"], skipped["pseudo-fs"]) == (1, 1, 1)
     assert result.stats.aws_files_scanned == 3
+
+
+@pytest.mark.timeout(120)
+def test_hostile_homes_through_the_command_line_twice_with_state(tmp_path: Path) -> None:
+    host = tmp_path / "host"
+    fifo = _hostile_host(host)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    argv = [sys.executable, "-m", "keysweep", "scan", "--host-prefix", str(host), "--source", "aws-files",
+            "--source", "files", "--state-dir", str(state), "--format", "json"]
+    with fifo_with_blocked_writer(fifo) as writer:
+        for _ in range(2):
+            proc = subprocess.run(argv, capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=100)
+            assert proc.returncode == 1, proc.stderr
+            report = json.loads(proc.stdout)
+            got = {
+                tuple(f["location"].get(k) for k in ("path", "user", "named_path", "named_by"))
+                for f in report["findings"]
+            }
+            assert {(p, u, n, b) for _, p, u, n, b in HOSTILE_EXPECTED} <= got
+            assert not writer.released.is_set(), "the FIFO was opened"
+    assert all("/home/alice" not in (f["location"].get("named_path") or "") for f in report["findings"])
 
 
 @contextmanager

@@ -192,10 +192,45 @@ def test_record_too_large_for_dynamodb_is_rejected_not_an_outage(
     send(sqs, q.url, [huge, *good])
     store = open_store(f"dynamodb://fleet-{uuid.uuid4().hex[:8]}")
     stats = _collect_once(q.url, store, wait_seconds=1)
-    assert (stats.malformed, stats.store_errors, stats.deleted) == (1, 0, len(good))
+    assert (stats.refused, stats.malformed, stats.store_errors, stats.deleted) == (1, 0, 0, len(good))
     assert len(list(store.iter_findings())) == len(good) - 1
     assert sum(counts(sqs, q.url)) == 1  # left for the DLQ
     assert "too large" in caplog.text
+
+
+@pytest.mark.timeout(60)
+def test_a_message_dynamodb_refuses_fails_alone_and_the_store_is_not_down(
+    moto_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a collector whose schema would let a 3000-character host id through (as the schema once did): DynamoDB's
+    # ValidationException for the over-long key is that message's failure, not an outage of the store
+    from keysweep.central.handler import MessageHandler
+    from keysweep.central.validate import Validator
+    from keysweep.schemas import message_schema
+
+    loose = json.loads(json.dumps(message_schema()))
+    del loose["$defs"]["host"]["properties"]["host_id"]["maxLength"]
+    sqs = sqs_client()
+    q = make_queues(sqs, max_receive=1, visibility=1)
+    bad = [M.finding_message(host_info=M.host("x", "long", "on-premises")), M.heartbeat_message()]
+    for message in bad:
+        message["host"]["host_id"] = "h-" + "a" * 2998
+    good = _agent_messages("i-ok", "ok", 12)  # two batches of good messages around the refused ones
+    send(sqs, q.url, good[:6] + bad + good[6:])
+    store = open_store(f"dynamodb://fleet-{uuid.uuid4().hex[:8]}")
+    cfg = CollectorConfig(queue_url=q.url, wait_seconds=1, once=True, visibility_timeout=1)
+    started = time.monotonic()
+    stats = Collector(cfg, store, handler=MessageHandler(store, Validator(loose))).run()
+    assert (stats.refused, stats.store_errors, stats.deleted) == (2, 0, len(good))
+    assert time.monotonic() - started < 20  # no backoff: the store was never taken for down
+    assert {r.host_id for r in store.iter_findings()} == {"i-ok"}
+    assert "ValidationException" in caplog.text and "a" * 100 not in caplog.text
+    for _ in range(20):  # the redrive policy moves exactly the refused ones to the DLQ
+        if counts(sqs, q.dlq_url)[0] == 2:
+            break
+        time.sleep(0.5)
+        sqs.receive_message(QueueUrl=q.url, WaitTimeSeconds=0)
+    assert sorted(json.loads(b)["type"] for b in drain_bodies(sqs, q.dlq_url)) == ["finding", "heartbeat"]
 
 
 @pytest.mark.timeout(60)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
+import os
 import uuid
 from typing import Any
 
@@ -129,3 +131,21 @@ def test_store_failure_fails_every_unstored_message(table: str) -> None:
     boto3.client("dynamodb", region_name="us-east-1").delete_table(TableName=table)
     response = lambda_handler.handler(event, None)
     assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == {r["messageId"] for r in event["Records"]}
+
+
+@pytest.mark.timeout(60)
+def test_a_message_too_large_for_the_store_fails_alone(table: str) -> None:
+    sqs = sqs_client()
+    q = make_queues(sqs)
+    sqs.set_queue_attributes(QueueUrl=q.url, Attributes={"MaximumMessageSize": str(1024 * 1024)})
+    huge = M.finding_message(path="/huge")
+    # schema-valid (a policy document's depth and the body's size are bounded), larger than a DynamoDB item
+    huge["suggestion"]["trust_policy"] = {"Sid": base64.b64encode(os.urandom(520_000)).decode()}
+    good = [M.finding_message(path=f"/ok/{i}") for i in range(4)]
+    send(sqs, q.url, [good[0], huge, *good[1:]])
+    event = _event(sqs, q.url)
+    response = lambda_handler.handler(event, None)
+    huge_id = next(r["messageId"] for r in event["Records"] if "/huge" in r["body"])
+    assert response == {"batchItemFailures": [{"itemIdentifier": huge_id}]}  # the rest were stored, not retried
+    stored = {r.location["path"] for r in open_store(f"dynamodb://{table}", create=False).iter_findings()}
+    assert stored == {f"/ok/{i}" for i in range(4)}

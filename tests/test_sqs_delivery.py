@@ -17,7 +17,7 @@ from keysweep.aws import make_client
 from keysweep.errors import ConfigError
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import HostContext, Verification
-from keysweep.report.sqs import SQS_MAX_BYTES, ReportConfig, Reporter
+from keysweep.report.sqs import SQS_MAX_BYTES, ReportConfig, Reporter, dedup_id
 
 from tests.support.metadata_server import blackhole_endpoint, closed_endpoint
 from tests.support.planted import planted_findings
@@ -31,6 +31,7 @@ CTX = HostContext(kind="ec2", hostname="web-1", host_id="i-0abc123def4567890", i
                   account_id="123456789012", region="us-east-1")
 LIVE = Verification(status="live", account="123456789012", arn="arn:aws:iam::123456789012:user/ci-deployer",
                     principal_type="iam-user", checked_at="2026-01-01T00:00:00Z")
+UNKNOWN = Verification(status="unknown", reason="throttled", checked_at="2026-01-01T00:00:00Z")
 SCHEMA = json.loads(resources.files("keysweep.schemas").joinpath("message-v1.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
@@ -56,6 +57,9 @@ def _drain(url: str) -> list[dict]:
         if not msgs:
             return out
         out += msgs
+        # deleted, so a FIFO queue hands out the rest of a message group
+        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                                        for i, m in enumerate(msgs)])
 
 
 def _reporter(tmp_path: Path, url: str, **cfg) -> Reporter:
@@ -172,22 +176,25 @@ def test_batches_respect_sqs_limits_and_oversize_messages_are_trimmed(moto_serve
     _assert_no_secret_anywhere(planted + huge_planted, *(json.dumps(b) for b in bodies))
 
 
-def test_fifo_queue_deduplicates_by_finding_fingerprint(moto_server, tmp_path):
+def test_fifo_queue_deduplicates_what_was_reported_not_the_finding(moto_server, tmp_path):
     url = _queue("keysweep-findings", fifo=True)
-    findings, _ = planted_findings(4, fingerprinter=FP, verification=LIVE)
+    findings, _ = planted_findings(4, fingerprinter=FP, verification=UNKNOWN)
     first = _reporter(tmp_path / "a", url).report(findings, Stats())
-    # a second installation state (e.g. the state was lost): the same findings are sent again
+    # a second installation state (e.g. the state was lost): the same findings are sent again, and dropped
     second = _reporter(tmp_path / "b", url).report(findings, Stats())
-    assert first.sent == second.sent == 5
+    # within the 5-minute window the key is verified: unknown -> live must reach the collector
+    third = _reporter(tmp_path / "a", url).report([f.with_verification(LIVE) for f in findings], Stats())
+    assert first.sent == second.sent == third.sent == 5
     msgs = _drain(url)
     bodies = [json.loads(m["Body"]) for m in msgs]
-    per_finding = Counter(b["finding"]["finding_fingerprint"] for b in bodies if b["type"] == "finding")
-    assert len(per_finding) == 4 and set(per_finding.values()) == {1}
-    assert sum(b["type"] == "heartbeat" for b in bodies) == 2
+    per_status = Counter((b["finding"]["finding_fingerprint"], b["finding"]["verification"]["status"])
+                         for b in bodies if b["type"] == "finding")
+    assert len(per_status) == 8 and set(per_status.values()) == {1}
+    assert sum(b["type"] == "heartbeat" for b in bodies) == 3
     for m, b in zip(msgs, bodies, strict=True):
         assert m["Attributes"]["MessageGroupId"] == CTX.host_id
-        dedup = b["finding"]["finding_fingerprint"] if b["type"] == "finding" else b["message_id"]
-        assert m["Attributes"]["MessageDeduplicationId"] == dedup
+        assert m["Attributes"]["MessageDeduplicationId"] == dedup_id(b)
+    assert len({m["Attributes"]["MessageDeduplicationId"] for m in msgs}) == len(msgs)
 
 
 def test_failed_entries_in_a_200_answer_are_retried(moto_server, tmp_path, monkeypatch):

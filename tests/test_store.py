@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 from keysweep.central.records import insert_history, utc_iso
-from keysweep.central.store import Store, open_store
+from keysweep.central.store import MessageRefused, Store, open_store
 from keysweep.errors import StoreError
 
 from tests.support import messages as M
@@ -231,3 +231,14 @@ def test_sqlite_replay_leaves_rows_byte_identical(tmp_path: Path) -> None:
     changed = [store.upsert_finding(m) if m["type"] == "finding" else store.record_heartbeat(m) for m in batch]
     assert not any(changed)
     assert rows() == before
+
+
+def test_dynamodb_refusing_a_message_is_that_messages_failure(moto_server: Any) -> None:
+    store = open_store(f"dynamodb://keysweep-test-{uuid.uuid4().hex[:8]}")
+    long_host = M.finding_message(host_info=M.host("x", "long", "on-premises"))
+    long_host["host"]["host_id"] = "h-" + "a" * 2998  # over DynamoDB's 2048-byte key limit
+    with pytest.raises(MessageRefused, match="ValidationException") as err:
+        store.upsert_finding(long_host)
+    assert "aaaa" not in str(err.value)
+    assert list(store.iter_findings()) == [] and list(store.iter_hosts()) == []  # nothing half-written
+    assert store.upsert_finding(M.finding_message()) is True  # the store is fine

@@ -61,6 +61,13 @@ class Location:
     # AWS files reached through a symlink or named by someone else (``user`` is then the real file's owner):
     named_path: str | None = None  # the path as a home or a process environment named it, when links led elsewhere
     named_by: str | None = None  # the user whose home or process named the file, when not its owner
+    # kind "cloud" (keysweep cloud): the control-plane resource that holds the key
+    service: str | None = None  # lambda, ecs, ec2, autoscaling, ssm, cloudformation, codebuild, batch
+    resource_arn: str | None = None  # the resource's ARN, or its id where it has none
+    field: str | None = None  # where in the resource: a variable name, "UserData", a parameter name, …
+    region: str | None = None
+    account: str | None = None
+    role_arn: str | None = None  # the role (or instance profile) the resource runs with: what replaces the key
 
     def to_dict(self) -> dict[str, Any]:
         return _compact(dataclasses.asdict(self))
@@ -68,6 +75,8 @@ class Location:
     def identity(self) -> str:
         """A stable string naming this place (used in finding fingerprints)."""
         parts = [self.kind, self.path or "", self.member or "", self.profile or "", self.variable or ""]
+        if self.kind == "cloud":
+            parts += [self.account or "", self.region or "", self.resource_arn or "", self.field or ""]
         if self.kind == "process":
             # pids are reused and change on restart; the executable and unit name the place
             parts += [self.exe or "", self.unit or "", self.container_id or ""]

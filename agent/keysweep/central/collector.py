@@ -21,7 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep.aws import client_config, make_client
 from keysweep.central.handler import MessageHandler, Outcome
-from keysweep.central.store import RecordTooLarge, Store
+from keysweep.central.store import MessageRefused, Store
 from keysweep.errors import KeysweepError, StoreError
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,7 @@ class CollectStats:
     duplicates: int = 0  # applied, changed nothing
     malformed: int = 0
     unknown_version: int = 0
+    refused: int = 0  # valid, but the store refused it for its own content (too large, ValidationException)
     store_errors: int = 0
     internal_errors: int = 0  # a message that broke the handler: left on the queue, so it ends in the DLQ
     deleted: int = 0
@@ -120,9 +121,10 @@ class Collector:
         *,
         sqs: Any | None = None,
         should_stop: Callable[[], bool] | None = None,
+        handler: MessageHandler | None = None,
     ) -> None:
         self.config = config
-        self.handler = MessageHandler(store)
+        self.handler = handler or MessageHandler(store)
         self.stats = CollectStats()
         self._sqs = sqs or make_client(
             "sqs", region=config.region,
@@ -212,9 +214,9 @@ class Collector:
         message_id = message.get("MessageId", "?")
         try:
             result = self.handler.handle(message.get("Body", ""))
-        except RecordTooLarge as exc:
-            self.stats.malformed += 1
-            log.warning("message %s rejected (%s), left for the dead-letter queue", message_id, exc)
+        except MessageRefused as exc:  # this message's failure: the store is not down, no backoff
+            self.stats.refused += 1
+            log.warning("message %s refused by the store (%s), left for the dead-letter queue", message_id, exc)
             return False
         except StoreError:
             raise

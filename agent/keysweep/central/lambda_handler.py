@@ -2,7 +2,7 @@
 
 Handler: ``keysweep.central.lambda_handler.handler``. Environment: ``KEYSWEEP_TABLE`` (the DynamoDB table) and
 optionally ``KEYSWEEP_LOG_LEVEL``. The event-source mapping must enable ``ReportBatchItemFailures``: messages
-that were not stored (malformed, unknown version, or a store failure) are returned in ``batchItemFailures`` so
+that were not stored (malformed, unknown version, refused by the store for their own content, or a store failure) are returned in ``batchItemFailures`` so
 SQS keeps them and its redrive policy eventually moves them to the dead-letter queue; the stored ones are
 deleted by the Lambda service. Bodies are never logged.
 """
@@ -15,7 +15,7 @@ from collections import Counter
 from typing import Any
 
 from keysweep.central.handler import MessageHandler, Outcome
-from keysweep.central.store import RecordTooLarge, open_store
+from keysweep.central.store import MessageRefused, open_store
 from keysweep.errors import ConfigError, StoreError
 
 TABLE_ENV = "KEYSWEEP_TABLE"
@@ -47,8 +47,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
             continue
         try:
             result = message_handler.handle(record.get("body", ""))
-        except RecordTooLarge as exc:  # this message only: the store is fine
-            counts["too_large"] += 1
+        except MessageRefused as exc:  # this message only: the store is fine
+            counts["refused"] += 1
             log.warning("message %s rejected (%s); left for the dead-letter queue", message_id, exc)
             failures.append({"itemIdentifier": message_id})
             continue

@@ -18,8 +18,13 @@ from keysweep.errors import ConfigError, StoreError
 DEFAULT_DB = "keysweep.db"
 
 
-class RecordTooLarge(StoreError):
-    """This one message would make a record larger than the backend allows; the store itself is fine."""
+class MessageRefused(StoreError):
+    """The store refuses this one message for its own content (a DynamoDB ValidationException, a record too large):
+    the message fails, the store itself is fine and the rest of a batch is stored."""
+
+
+class RecordTooLarge(MessageRefused):
+    """This one message would make a record larger than the backend allows."""
 
 
 @runtime_checkable

@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep.aws import client_config, make_client
 from keysweep.central.records import FindingRecord, HostRecord, merge_finding, merge_host
-from keysweep.central.store import RecordTooLarge
+from keysweep.central.store import MessageRefused, RecordTooLarge
 from keysweep.errors import StoreError
 
 MAX_ATTEMPTS = 64
@@ -50,7 +50,10 @@ def _decode(blob: bytes) -> dict[str, Any]:
 
 def _error(table: str, exc: Exception) -> StoreError:
     if isinstance(exc, ClientError):
-        return StoreError(f"store dynamodb://{table}: {exc.response.get('Error', {}).get('Code', 'error')}")
+        code = exc.response.get("Error", {}).get("Code", "error")
+        if code == "ValidationException":  # this request's values (an over-long key, …): the message's fault
+            return MessageRefused(f"store dynamodb://{table}: {code} for this message")
+        return StoreError(f"store dynamodb://{table}: {code}")
     return StoreError(f"store dynamodb://{table}: {type(exc).__name__}")
 
 
@@ -127,13 +130,15 @@ class DynamoDBStore:
 
     def upsert_finding(self, message: Mapping[str, Any]) -> bool:
         fp = message["finding"]["finding_fingerprint"]
+        # the host first: a key DynamoDB refuses (too long) then fails the message before any finding is written
+        host_changed = self._merge_host(message)
         changed = self._merge_item(
             f"FINDING#{fp}", "FINDING", FindingRecord.from_dict, lambda old: merge_finding(old, message),
             lambda r: {"type": {"S": "finding"}, "key_id": {"S": r.key_id}, "fingerprint": {"S": r.fingerprint},
                        "host_id": {"S": r.host_id}, "status": {"S": r.status or "none"},
                        "last_seen": {"S": r.last_seen}},
         )
-        return self._merge_host(message) or changed
+        return host_changed or changed
 
     def record_heartbeat(self, message: Mapping[str, Any]) -> bool:
         return self._merge_host(message)

@@ -30,6 +30,7 @@ _COMMAND_MODULES = {
     "report": "keysweep.cli.report",
     "audit": "keysweep.cli.audit",
     "iac": "keysweep.cli.iac",
+    "cloud": "keysweep.cli.cloud",
 }
 
 

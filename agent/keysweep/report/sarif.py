@@ -14,6 +14,7 @@ from urllib.parse import quote
 from keysweep import __version__
 from keysweep.errors import RuleError
 from keysweep.models import Finding, Location
+from keysweep.report.formats import describe_location
 from keysweep.ruleset import load_ruleset, most_severe
 from keysweep.textsafe import dump_json
 
@@ -91,6 +92,8 @@ def _location(loc: Location) -> dict[str, Any]:
                 props["memberLine"] = loc.line
         out["properties"] = props
         return out
+    if loc.kind == "cloud":
+        return {"logicalLocations": [{"name": describe_location(loc), "kind": "resource"}], "properties": props}
     name = f"pid {loc.pid}" if loc.pid is not None else loc.kind
     if loc.variable:
         name += f" {loc.variable}"

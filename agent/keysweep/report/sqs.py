@@ -5,8 +5,10 @@ writes them and a heartbeat to the durable spool, then flushes. ``Reporter.flush
 including what earlier runs could not deliver — in batches of at most 10 entries and ``max_batch_size`` bytes,
 removes exactly what SQS accepted (``Successful[]``; ``Failed[]`` entries stay and are retried even when the HTTP
 status was 200) and gives up after ``flush_timeout`` seconds of exponential backoff with full jitter, so a sweep
-never hangs on a dead queue. FIFO queues get ``MessageDeduplicationId`` = finding fingerprint (heartbeats: their
-message id) and ``MessageGroupId`` = host id. SSE-SQS / SSE-KMS queues need nothing here.
+never hangs on a dead queue. FIFO queues get ``MessageDeduplicationId`` = a hash of what the finding message
+reports (finding fingerprint, status, verification time; heartbeats: their message id), so a re-send is dropped but
+a change of status within SQS's 5-minute window is not, and ``MessageGroupId`` = host id. SSE-SQS / SSE-KMS queues
+need nothing here.
 """
 
 from __future__ import annotations
@@ -206,6 +208,18 @@ class _Pending:
 
 def _group_id(host_id: str) -> str:
     return host_id if _GROUP_ID_OK.match(host_id) else "host-" + hashlib.sha256(host_id.encode()).hexdigest()[:40]
+
+
+def dedup_id(msg: Mapping[str, Any]) -> str:
+    """A FIFO deduplication id that changes whenever what the message reports changes (status, verification time),
+    so only true re-sends are dropped within SQS's 5-minute window."""
+    finding = msg.get("finding")
+    if not isinstance(finding, Mapping) or not finding.get("finding_fingerprint"):
+        return str(msg["message_id"])[:128]
+    verification = finding.get("verification") or {}
+    reported = "\x1f".join(str(v) for v in (finding["finding_fingerprint"], verification.get("status"),
+                                              verification.get("checked_at")))
+    return hashlib.sha256(reported.encode()).hexdigest()
 
 
 class Reporter:
@@ -456,8 +470,7 @@ class Reporter:
     def _entry(self, index: int, body: str, msg: Mapping[str, Any]) -> dict[str, Any]:
         entry: dict[str, Any] = {"Id": f"m{index}", "MessageBody": body, "MessageAttributes": _attributes(msg)}
         if self.config.is_fifo:
-            finding = msg.get("finding") or {}
-            entry["MessageDeduplicationId"] = str(finding.get("finding_fingerprint") or msg["message_id"])[:128]
+            entry["MessageDeduplicationId"] = dedup_id(msg)
             entry["MessageGroupId"] = _group_id(str((msg.get("host") or {}).get("host_id") or self.context.host_id))
         return entry
 

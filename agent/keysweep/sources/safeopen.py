@@ -15,19 +15,16 @@ one user's home never makes root read, or attribute to that user, another user's
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 from dataclasses import dataclass
 
-from keysweep.sources.filesystem import Skip, os_error_skip
+from keysweep.sources.filesystem import Skip, open_regular, os_error_skip
 
 MAX_LINK_HOPS = 40  # the kernel's own limit (MAXSYMLINKS)
 MAX_COMPONENTS = 4096
 PSEUDO_TOPS = frozenset({"dev", "proc", "sys"})
-_O_NOATIME = getattr(os, "O_NOATIME", 0)
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -45,7 +42,7 @@ def open_beneath(root: str, path: str, *, cwd: str = "/") -> Opened:
     """Open ``path`` as seen from inside ``root`` (``/`` for the host, ``/proc/PID/root`` for a process, a host
     prefix); a relative ``path`` starts at ``cwd``, a path inside the root. Raises :class:`Skip` with a counted
     reason: ``not-regular``, ``symlink-other-owner``, ``pseudo-fs``, ``symlink-loop``, ``not-a-directory``,
-    ``changed-while-opening``, ``vanished``, ``permission-denied``, …"""
+    ``replaced``, ``vanished``, ``permission-denied``, …"""
     try:
         root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)  # a process's root: followed on purpose
     except OSError as exc:
@@ -128,22 +125,17 @@ class _Resolver:
             raise os_error_skip(exc) from None
         self.dirs.append((name, fd))
         if not _same(os.fstat(fd), st):
-            raise Skip("changed-while-opening")
+            raise Skip("replaced")
 
     def _open_file(self, name: str, st: os.stat_result) -> Opened:
         if not stat.S_ISREG(st.st_mode):
             raise Skip("not-regular")  # FIFOs, sockets and devices are never opened
         if any(uid not in (0, st.st_uid) for uid in self.link_owners):
             raise Skip("symlink-other-owner")
-        fd = _open_noatime(name, self._here())
-        try:
-            fst = os.fstat(fd)
-        except OSError as exc:
+        fd, fst = open_regular(name, dir_fd=self._here())
+        if not _same(fst, st):
             os.close(fd)
-            raise os_error_skip(exc) from None
-        if not (stat.S_ISREG(fst.st_mode) and _same(fst, st)):
-            os.close(fd)
-            raise Skip("changed-while-opening")
+            raise Skip("replaced")
         real = "/" + "/".join([n for n, _ in self.dirs] + [name])
         return Opened(fd=fd, st=fst, path=real, followed_links=bool(self.link_owners))
 
@@ -155,14 +147,3 @@ def _components(path: str) -> list[str]:
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
-
-def _open_noatime(name: str, dir_fd: int) -> int:
-    try:
-        try:
-            return os.open(name, _FILE_FLAGS | _O_NOATIME, dir_fd=dir_fd)
-        except PermissionError as exc:
-            if exc.errno != errno.EPERM or not _O_NOATIME:  # O_NOATIME needs ownership or CAP_FOWNER
-                raise
-            return os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:
-        raise os_error_skip(exc) from None

@@ -1,0 +1,169 @@
+"""``keysweep cloud``: keys held in the AWS control plane, read without an agent.
+
+Reads Lambda, ECS, EC2 user data, launch templates and configurations, SSM parameters, CloudFormation, CodeBuild
+and Batch in the caller's account, the named accounts or the whole organisation (``--role-name`` assumed in
+each), in the given or every enabled region; findings go through the scan's detector, verification, formats
+and SQS reporting. Exit 0: nothing found, 1: findings, 2: usage or configuration error, 130: interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, TextIO
+
+from keysweep.errors import ConfigError, ExitCode
+from keysweep.models import Finding, HostContext
+
+FORMATS = ("table", "json", "jsonl", "sarif")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "cloud",
+        help="find AWS keys held in the control plane (Lambda, ECS, EC2 user data, SSM, CloudFormation, …)",
+        description="Read, read-only, Lambda environments and packages, ECS task definitions, EC2 user data, launch "
+        "templates and configurations, SSM String parameters, CloudFormation stacks, CodeBuild projects and Batch job "
+        "definitions for AWS access keys. Exit status: 0 nothing found, 1 findings, 2 usage or configuration error.",
+    )
+    p.add_argument("--region", action="extend", nargs="+", default=[], metavar="R",
+                   help="regions to read (default: every region enabled for each account)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--account", action="extend", nargs="+", default=[], metavar="ID",
+                     help="accounts to read, through --role-name in each (default: the caller's own account)")
+    who.add_argument("--organization", action="store_true",
+                     help="every active account of the organisation (organizations:ListAccounts), through --role-name")
+    p.add_argument("--role-name", metavar="NAME", help="the role to assume in each account (--account, --organization)")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: table on a terminal, json otherwise)")
+    p.add_argument("--verify", action="store_true", help="prove which keys are live with sts:GetCallerIdentity")
+    p.add_argument("--queue-url", metavar="URL", help="also send the findings to this SQS queue (as a host would)")
+    p.add_argument("--state-dir", metavar="DIR",
+                   help="state directory (fingerprint key, verification cache, report spool)")
+    p.set_defaults(func=_cloud)
+
+
+def _cloud(args: argparse.Namespace) -> int:
+    from keysweep.cli.scan import _StopFlag, _verify
+    from keysweep.cloud.session import base_session
+    from keysweep.cloud.sweep import CloudStats, run_cloud
+    from keysweep.detect import Detector
+    from keysweep.fingerprint import Fingerprinter
+    from keysweep.report.formats import render
+    from keysweep.ruleset import load_ruleset
+
+    if args.role_name and not (args.account or args.organization):
+        raise ConfigError("--role-name: only with --account or --organization")
+    state_dir = Path(args.state_dir) if args.state_dir else None
+    fingerprinter = Fingerprinter.from_config(None, state_dir)
+    detector = Detector(load_ruleset(), fingerprinter)
+    fmt = args.format or ("table" if sys.stdout.isatty() else "json")
+
+    stats = CloudStats()
+    per_target: list[tuple[Any, list[Finding], CloudStats]] = []
+    stopping = _StopFlag()
+    with stopping.installed():
+        for target in _targets(base_session(), args, stats):
+            if stopping():
+                break
+            result = run_cloud([target], detector, should_stop=stopping)
+            per_target.append((target, result.findings, result.stats))
+            stats.merge(result.stats)
+            stats.skips += result.stats.skips
+    stats.interrupted = stopping()
+    stats.accounts = len({t.account for t, _, _ in per_target})
+    stats.regions = len(per_target)
+    stats.duration_seconds = sum(st.duration_seconds for _, _, st in per_target)
+    findings = [f for _, found, _ in per_target for f in found]
+
+    if args.verify and findings:
+        findings = _verify(findings, None, state_dir, fingerprinter)
+
+    render(findings, fmt, sys.stdout, summary=stats)
+    sys.stdout.flush()
+    if args.queue_url:
+        _send_to_queue(args.queue_url, findings, per_target, state_dir, fingerprinter)
+    _print_summary(sys.stderr, findings, stats)
+    if stats.interrupted:
+        return int(ExitCode.INTERRUPTED)
+    return int(ExitCode.FINDINGS if findings else ExitCode.CLEAN)
+
+
+def _targets(session: Any, args: argparse.Namespace, stats: Any) -> Any:
+    """Every (account, region) to read; accounts and regions that cannot be entered become skips."""
+    from keysweep.cloud.session import AWS_ERRORS, Skip, Target, enabled_regions, error_reason, resolve_accounts
+
+    accounts, skips = resolve_accounts(
+        session, accounts=args.account, organization=args.organization, role_name=args.role_name
+    )
+    for s in skips:
+        stats.skip(s)
+    for account in accounts:
+        regions = list(dict.fromkeys(args.region))
+        if not regions:
+            try:
+                regions = enabled_regions(account.session)
+            except AWS_ERRORS as exc:
+                stats.skip(Skip(account.account, "-", "ec2", error_reason(exc)))
+                continue
+        for region in regions:
+            yield Target(account.account, region, account.session)
+
+
+def cloud_context(account: str, region: str) -> HostContext:
+    """The host context of an agentless sweep of one account and region (what a fleet report shows it as)."""
+    return HostContext(
+        kind="cloud", hostname=f"aws:{account}:{region}", host_id=f"cloud:{account}:{region}",
+        account_id=account, region=region,
+    )
+
+
+def _send_to_queue(
+    queue_url: str, findings: list[Finding], per_target: list[tuple[Any, list[Finding], Any]],
+    state_dir: Path | None, fingerprinter: Any,
+) -> None:
+    """--queue-url: one sender per account and region (its own host context and heartbeat), one spool."""
+    import dataclasses
+
+    from keysweep.fingerprint import default_state_dir
+    from keysweep.report.sqs import ReportConfig, Reporter
+
+    config = ReportConfig(queue_url=queue_url)
+    problems = config.problems()
+    if problems:
+        raise ConfigError("--queue-url: " + "; ".join(problems))
+    by_place: dict[tuple[str | None, str | None], list[Finding]] = defaultdict(list)
+    for f in findings:  # verified findings, regrouped by where they were found
+        by_place[(f.location.account, f.location.region)].append(f)
+    spool_home = state_dir or default_state_dir()
+    sent = pending = 0
+    errors: list[str] = []
+    for target, _found, target_stats in per_target:
+        context = cloud_context(target.account, target.region)
+        reporter = Reporter(dataclasses.replace(config), spool_home, context, fingerprinter=fingerprinter, mode="scan")
+        result = reporter.report(by_place.get((target.account, target.region), []), target_stats)
+        sent += result.sent
+        pending = result.pending
+        errors += result.errors
+    if pending:
+        print(f"keysweep: queue: {sent} messages sent; {pending} wait in {spool_home / 'spool'} "
+              f"(a later run with --state-dir {spool_home} delivers them)", file=sys.stderr)
+    else:
+        print(f"keysweep: queue: {sent} messages sent", file=sys.stderr)
+    for error in dict.fromkeys(errors):
+        print(f"keysweep: queue: {error}", file=sys.stderr)
+
+
+def _print_summary(stream: TextIO, findings: list[Finding], stats: Any) -> None:
+    from keysweep.cli.scan import _counts
+
+    paired = sum(1 for f in findings if f.has_secret)
+    read = _counts(stats.items_scanned) if stats.items_scanned else "nothing"
+    print(
+        f"keysweep: read {stats.accounts} accounts, {stats.regions} account-regions: {read}; "
+        f"{len(findings)} findings ({paired} with secret)" + (" — interrupted" if stats.interrupted else ""),
+        file=stream,
+    )
+    for s in stats.skips:
+        print(f"keysweep: skipped: {s.service} in {s.account} {s.region}: {s.reason}", file=stream)
