@@ -310,12 +310,18 @@ def suggest(
             cleanup=tuple(_cleanup(plan)),
             scp=scp,
         )
+    if finding.location.kind == "cloud":
+        plan.context = _resource_context(finding, context)
     builder = {
         "ec2": _ec2,
         "ecs": _ecs,
         "eks": _eks,
         "lambda": _lambda,
-    }.get(context.kind)
+        "launch-template": _launch_template,
+        "codebuild": _codebuild,
+        "batch": _batch,
+        "stored": _stored,
+    }.get(plan.context.kind)
     if builder is None:
         builder = _sso if _is_human_location(finding) else _roles_anywhere
     kind, summary, role, trust, steps, cmds, tf = builder(plan)
@@ -395,6 +401,13 @@ def _ecs(plan: _Plan) -> _Built:
     family = ctx.task_family or "TASK_FAMILY"
     cluster = ctx.cluster or "CLUSTER"
     managed = plan.policies.managed_arns() if plan.policies else []
+    known = _arn_tail(plan.finding.location.role_arn)
+    if ctx.task_role_present and known:  # read from the task definition (keysweep cloud)
+        copy, steps, _ = plan.copy_permissions(known)
+        summary = f"Task family {family} already has task role {known}: give it this key's permissions and drop the key."
+        steps = [*steps, "Register a task definition revision without the key in the container environment and "
+                 "update the services that use it."]
+        return "ecs-existing-task-role", summary, known, None, steps, copy, _terraform(known, None, managed)
     if ctx.task_role_present:
         copy, steps, _ = plan.copy_permissions("ROLE_NAME")
         cmds = [
@@ -485,6 +498,9 @@ def _eks(plan: _Plan) -> _Built:
 def _lambda(plan: _Plan) -> _Built:
     fn = plan.context.function_name or "FUNCTION_NAME"
     managed = plan.policies.managed_arns() if plan.policies else []
+    role = _arn_tail(plan.finding.location.role_arn)
+    if role:  # read from the function's configuration (keysweep cloud)
+        return _lambda_known_role(plan, fn, role, managed)
     copy, copy_steps, _ = plan.copy_permissions("ROLE_NAME")
     cmds = [
         f"aws lambda get-function-configuration --function-name {fn} --query Role --output text" + plan.region_flag,
@@ -572,3 +588,138 @@ def _sso(plan: _Plan) -> _Built:
     )
     summary = "A person's key: replace it with IAM Identity Center (SSO) sign-in and short-lived credentials."
     return "sso", summary, None, None, steps, cmds, tf
+
+
+# --- keysweep cloud: the resource that holds the key is known, and so is the role it runs with ----------------
+
+
+def _resource_context(finding: Finding, context: HostContext) -> HostContext:
+    """The context the replacement is planned for: the resource itself (its function, task family, instance, …)."""
+    loc = finding.location
+    arn = loc.resource_arn or ""
+    region = loc.region or context.region
+    account = loc.account or context.account_id
+    base = {"hostname": arn, "host_id": arn, "region": region, "account_id": account}
+    if loc.service == "lambda" and ":function:" in arn:
+        return HostContext(kind="lambda", function_name=arn.split(":function:", 1)[1].split(":", 1)[0], **base)
+    if loc.service == "ecs":
+        family = arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
+        return HostContext(kind="ecs", task_family=family, task_role_present=loc.role_arn is not None, **base)
+    if loc.service == "ec2" and ":instance/" in arn:
+        return HostContext(kind="ec2", instance_id=arn.rsplit("/", 1)[-1], instance_profile_arn=loc.role_arn, **base)
+    if loc.service in ("ec2", "autoscaling"):
+        return HostContext(kind="launch-template", **base)
+    if loc.service in ("codebuild", "batch"):
+        return HostContext(kind=loc.service, **base)
+    return HostContext(kind="stored", **base)
+
+
+def _lambda_known_role(plan: _Plan, fn: str, role: str, managed: Sequence[str]) -> _Built:
+    copy, copy_steps, _ = plan.copy_permissions(role)
+    arn = plan.finding.location.resource_arn or ""
+    version = arn.rsplit(":", 1)[-1] if arn.count(":") >= 7 else "$LATEST"
+    cmds = [
+        *copy,
+        f"aws lambda get-function-configuration --function-name {fn} --query Environment --output json"
+        + plan.region_flag + " > environment.json",
+        f"aws lambda update-function-configuration --function-name {fn} --environment file://environment.json"
+        + plan.region_flag,
+    ]
+    steps = [
+        *copy_steps,
+        f"Remove the key's variables from environment.json and update function {fn}; the function then uses its "
+        f"execution role {role}.",
+    ]
+    if version.isdigit():
+        steps.append(f"Published version {version} keeps its configuration: publish a new version without the key, "
+                     "move aliases to it, then delete this one.")
+        cmds.append(f"aws lambda delete-function --function-name {fn} --qualifier {version}" + plan.region_flag)
+    summary = f"Function {fn} runs with execution role {role}: give it this key's permissions and drop the key."
+    return "lambda-execution-role", summary, role, None, steps, cmds, _terraform(role, None, managed)
+
+
+def _launch_template(plan: _Plan) -> _Built:
+    loc = plan.finding.location
+    arn = loc.resource_arn or ""
+    managed = plan.policies.managed_arns() if plan.policies else []
+    what = f"launch template {arn.rsplit('/', 1)[-1]}" if ":launch-template/" in arn else f"launch configuration {arn.rsplit('/', 1)[-1]}"
+    profile = _arn_tail(loc.role_arn)
+    remove = f"Remove the key from the user data of {what} (a new version or configuration) and roll the instances."
+    if profile:
+        copy, steps, _ = plan.copy_permissions('"$ROLE_NAME"')
+        cmds = [
+            f"ROLE_NAME=$(aws iam get-instance-profile --instance-profile-name {profile} "
+            "--query 'InstanceProfile.Roles[0].RoleName' --output text)",
+            *copy,
+        ]
+        summary = f"Instances from {what} get instance profile {profile}: give its role this key's permissions."
+        return "ec2-existing-profile", summary, None, None, [*steps, remove], cmds, _terraform("ROLE_NAME", None, managed)
+    role = _role_name(_base_name(plan), "ec2")
+    trust = _trust("ec2.amazonaws.com")
+    copy, copy_steps, _ = plan.copy_permissions(role)
+    cmds = [
+        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'",
+        *copy,
+        f"aws iam create-instance-profile --instance-profile-name {role}",
+        f"aws iam add-role-to-instance-profile --instance-profile-name {role} --role-name {role}",
+    ]
+    if ":launch-template/" in arn:
+        data = _json({"IamInstanceProfile": {"Name": role}})
+        cmds.append(f"aws ec2 create-launch-template-version --launch-template-id {arn.rsplit('/', 1)[-1]} "
+                    f"--source-version '$Latest' --launch-template-data '{data}'" + plan.region_flag)
+    steps = [f"Create role {role} that EC2 may assume, in instance profile {role}.", *copy_steps,
+             f"Give {what} that instance profile.", remove]
+    summary = f"Instances from {what} run without an instance profile: create {role} with this key's permissions."
+    return "ec2-new-instance-profile", summary, role, trust, steps, cmds, _terraform(role, trust, managed)
+
+
+def _service_role(plan: _Plan, kind: str, what: str, service: str, register: str) -> _Built:
+    managed = plan.policies.managed_arns() if plan.policies else []
+    known = _arn_tail(plan.finding.location.role_arn)
+    if known:
+        copy, steps, _ = plan.copy_permissions(known)
+        summary = f"{what} runs with role {known}: give it this key's permissions and drop the key."
+        return kind, summary, known, None, [*steps, register], copy, _terraform(known, None, managed)
+    role = _role_name(_base_name(plan), kind.split("-")[0])
+    trust = _trust(service)
+    copy, copy_steps, _ = plan.copy_permissions(role)
+    cmds = [f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'", *copy]
+    summary = f"{what} has no role of its own: create {role} with this key's permissions and use it instead."
+    steps = [f"Create role {role} that {service} may assume.", *copy_steps, register]
+    return kind, summary, role, trust, steps, cmds, _terraform(role, trust, managed)
+
+
+def _codebuild(plan: _Plan) -> _Built:
+    name = (plan.finding.location.resource_arn or "PROJECT").rsplit("/", 1)[-1]
+    return _service_role(
+        plan, "codebuild-service-role", f"CodeBuild project {name}", "codebuild.amazonaws.com",
+        f"Remove the key from project {name}'s environment variables or buildspec (aws codebuild update-project); "
+        "builds then use the service role's credentials.",
+    )
+
+
+def _batch(plan: _Plan) -> _Built:
+    name = (plan.finding.location.resource_arn or "JOB_DEFINITION").rsplit("/", 1)[-1]
+    return _service_role(
+        plan, "batch-job-role", f"Batch job definition {name}", "ecs-tasks.amazonaws.com",
+        f"Register a revision of {name.rsplit(':', 1)[0]} with jobRoleArn set and without the key in its environment.",
+    )
+
+
+def _stored(plan: _Plan) -> _Built:
+    """A key kept in a parameter or a stack: its readers are elsewhere; they need roles, the store loses the key."""
+    loc = plan.finding.location
+    copy, copy_steps, _ = plan.copy_permissions("ROLE_NAME")
+    cmds = list(copy)
+    if loc.service == "ssm" and loc.field:
+        cmds.append(f"aws ssm delete-parameter --name {loc.field}" + plan.region_flag)
+    where = f"{loc.service} {loc.resource_arn} ({loc.field})"
+    steps = [
+        f"The key is stored in {where}; whatever reads it should use a role of its own. `keysweep trail` shows "
+        "where the key is used from.",
+        "ROLE_NAME: each reader's role (instance profile, task, function or Roles Anywhere role).",
+        *copy_steps,
+        "Then delete the key from the store (for a stack: update it without the parameter or output).",
+    ]
+    summary = f"A key stored in {loc.service}: give its readers roles, then remove it from the store."
+    return "stored-key", summary, None, None, steps, cmds, None
