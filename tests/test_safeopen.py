@@ -8,6 +8,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 from keysweep.sources.filesystem import Skip
 from keysweep.sources.safeopen import MAX_LINK_HOPS, open_beneath
 
@@ -134,3 +136,41 @@ def test_loops_directories_and_missing_parents(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     assert _reason(tmp_path, "/d") == "not-regular"
     assert _reason(tmp_path, "/nope/creds") == "vanished"
+
+
+_PART = st.sampled_from(["..", ".", "a", "b", "l1", "l2", "creds", "", "outside"])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    links=st.lists(st.tuples(st.sampled_from(["l1", "l2", "a/l1", "a/b/l2"]), st.lists(_PART, max_size=4),
+                             st.booleans()), max_size=4, unique_by=lambda t: t[0]),
+    path=st.lists(_PART, min_size=1, max_size=6),
+    absolute=st.booleans(),
+)
+@example(links=[("l1", ["outside"], True)], path=["l1"], absolute=True)
+@example(links=[("a/l1", ["..", "..", "..", "outside"], False)], path=["l1"], absolute=False)
+def test_no_link_or_dot_dot_ever_leaves_the_root(tmp_path_factory, links, path, absolute) -> None:
+    base = tmp_path_factory.mktemp("jail")
+    outside = base / "outside"
+    _file(outside, "OUTSIDE")
+    root = base / "root"
+    _file(root / "a/b/creds", "inside")
+    _file(root / "creds", "inside")
+    for where, parts, from_top in links:
+        target = "/".join(parts) or "."
+        if from_top:
+            target = str(base) + "/" + target  # an absolute host path: must resolve inside the root instead
+        _link(root / where, target)
+    named = ("/" if absolute else "") + "/".join(path)
+    try:
+        opened = open_beneath(str(root), named, cwd="/a")
+    except Skip:
+        return
+    try:
+        real = os.readlink(f"/proc/self/fd/{opened.fd}")
+        assert real.startswith(str(root) + "/"), (named, real)
+        assert real == str(root) + opened.path
+        assert os.read(opened.fd, 20) == b"inside"
+    finally:
+        os.close(opened.fd)
