@@ -101,12 +101,14 @@ def test_home_files_come_from_the_password_file_under_a_prefix(tmp_path: Path) -
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/passwd").write_text(
         "root:x:0:0:root:/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/sh\nbad line\n"
+        "svc:x:998:998::/dev/null:/usr/sbin/nologin\nproc:x:997:997::/proc/self:/usr/sbin/nologin\n"
     )
     files = home_files(str(tmp_path))
     shown = {(f.shown, f.user) for f in files}
     assert ("/home/alice/.aws/credentials", "alice") in shown
     assert ("/root/.aws/config", "root") in shown
     assert all(f.path == str(tmp_path) + f.shown for f in files)
+    assert not {f.user for f in files} & {"svc", "proc"}  # a "home" in /dev or /proc is not looked at
     # without a prefix: this host's own password database
     assert any(f.shown == "/root/.aws/credentials" for f in home_files())
 

@@ -171,7 +171,7 @@ def home_files(prefix: str | None = None) -> list[AwsFile]:
     """~/.aws/credentials and ~/.aws/config of every account in the password database, plus /root."""
     homes: dict[str, str | None] = {}
     for name, _uid, home in _accounts(prefix):
-        if home and home.startswith("/") and home not in homes:
+        if home and home.startswith("/") and home not in homes and not _pseudo_home(home):
             homes[home] = name
     homes.setdefault("/root", "root")
     root = (prefix.rstrip("/") or "/") if prefix else "/"
@@ -182,6 +182,13 @@ def home_files(prefix: str | None = None) -> list[AwsFile]:
             path = (prefix.rstrip("/") + inside) if prefix else inside
             out.append(AwsFile(path=path, shown=readable(inside), kind=kind, user=user, root=root, inside=inside))
     return out
+
+
+def _pseudo_home(home: str) -> bool:
+    """A system account's "home" in /dev, /proc or /sys (``/dev/null``) holds no AWS files: not even looked at."""
+    from keysweep.sources.safeopen import PSEUDO_TOPS
+
+    return home.strip("/").split("/", 1)[0] in PSEUDO_TOPS
 
 
 def _accounts(prefix: str | None) -> list[tuple[str, int, str]]:
