@@ -70,7 +70,6 @@ def _cloud(args: argparse.Namespace) -> int:
             result = run_cloud([target], detector, should_stop=stopping)
             per_target.append((target, result.findings, result.stats))
             stats.merge(result.stats)
-            stats.skips += result.stats.skips
     stats.interrupted = stopping()
     stats.accounts = len({t.account for t, _, _ in per_target})
     stats.regions = len(per_target)

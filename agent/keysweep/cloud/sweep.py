@@ -54,6 +54,11 @@ class CloudStats(ScanStats):
         self.skips.append(s)
         self.skipped[f"{s.service}-unreadable"] += 1
 
+    def merge(self, other: ScanStats) -> None:
+        mine, self.skips = self.skips, []  # every skip is kept (the scan caps its lists of error details)
+        super().merge(other)
+        self.skips = mine + list(getattr(other, "skips", []))
+
     def to_dict(self) -> dict[str, Any]:
         d = super().to_dict()
         d["items_scanned"] = dict(sorted(self.items_scanned.items()))
