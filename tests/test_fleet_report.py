@@ -143,9 +143,9 @@ def test_output_file_and_missing_store(fleet_db, tmp_path, capsys):
     assert main(["report", "--db", str(fleet_db), "--format", "json", "--output", str(target)]) == 0
     assert json.loads(target.read_text())["summary"]["live_keys"] == 2
     assert [p.name for p in target.parent.iterdir()] == ["report.json"]  # no temporary file left behind
-    assert main(["report", "--db", str(tmp_path / "nope.db")]) == 3
+    assert main(["report", "--db", str(tmp_path / "nope.db")]) == 2  # a usage error: the store is not there
     assert not (tmp_path / "nope.db").exists()  # a typo does not create an empty store
-    assert "no such database" in capsys.readouterr().err
+    assert "run `keysweep collect" in capsys.readouterr().err
     assert main(["report", "--db", str(fleet_db), "--silent-after", "0"]) == 2
 
 

@@ -9,15 +9,20 @@ from anything found in a scanned file or process.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.session
 from botocore.config import Config
 
 from keysweep import __version__
+from keysweep.errors import ConfigError
 
 USER_AGENT = f"keysweep/{__version__}"
+# a region as one label of an AWS host name: sqs.eu-west-1.amazonaws.com, vpce-….sqs.us-gov-west-1.vpce…
+_REGION_LABEL = re.compile(r"(?:^|\.)([a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d)\.")
 
 
 def client_config(
@@ -55,6 +60,34 @@ def service_endpoint(service: str) -> str | None:
     """The endpoint keysweep's own environment names for ``service``: per-service setting first, then the global one."""
     env_name = "AWS_ENDPOINT_URL_" + service.upper().replace("-", "_").replace(" ", "_")
     return os.environ.get(env_name) or os.environ.get("AWS_ENDPOINT_URL") or None
+
+
+def region_in_url(url: str | None) -> str | None:
+    """The region an AWS endpoint URL names (``https://sqs.eu-west-1.amazonaws.com/…``), else None."""
+    if not url:
+        return None
+    try:
+        host = urlsplit(url).hostname or ""
+    except ValueError:
+        return None
+    m = _REGION_LABEL.search(host)
+    return m.group(1) if m else None
+
+
+def resolve_region(explicit: str | None, url: str | None, *, what: str) -> str:
+    """The region for a client of ``url``: ``explicit``, else the one in the URL, else the SDK's own setting
+    (``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile's ``region``). None of them: a :class:`ConfigError` naming
+    how to give one (``what`` says which option names the URL)."""
+    region = explicit or region_in_url(url) or boto3.session.Session().region_name
+    if not region:
+        raise ConfigError(f"{what}: no AWS region: the URL names none and none is configured "
+                          "(use --region, or set AWS_REGION)")
+    return region
+
+
+def has_credentials() -> bool:
+    """Whether keysweep's own credentials chain (environment, profile, SSO, instance profile, task role) finds any."""
+    return boto3.session.Session().get_credentials() is not None
 
 
 def make_client(

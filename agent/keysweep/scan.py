@@ -114,6 +114,8 @@ class ScanStats:
     interrupted: bool = False
     # where the first errors happened: {"reason", "path" (a readable path, or "source:NAME"), "error" (a type)}
     error_details: list[dict[str, str]] = field(default_factory=list)
+    # files a limit left unread or partly read: {"reason", "path"}, the first ones only (the counts are complete)
+    unread_details: list[dict[str, str]] = field(default_factory=list)
 
     def fail(self, reason: str, where: str, exc: BaseException | None = None) -> None:
         """Count an error by reason and keep its place (while few are kept). Only the exception's type is kept:
@@ -124,6 +126,12 @@ class ScanStats:
             if exc is not None:
                 detail["error"] = type(exc).__name__
             self.error_details.append(detail)
+
+    def unread(self, reason: str, where: str) -> None:
+        """Count a file a limit left unread or partly read (too large, an archive's budget) and keep its place."""
+        self.skipped[reason] += 1
+        if len(self.unread_details) < _MAX_ERROR_DETAILS:
+            self.unread_details.append({"reason": reason, "path": where})
 
     def merge(self, other: ScanStats) -> None:
         for f in dataclasses.fields(self):
@@ -178,7 +186,8 @@ def run_scan(
     handled: set[tuple[int, int]] = set()
     if "aws-files" in options.sources and not stop():
         with _source_guard("aws-files", stats):
-            files = aws_files.home_files(options.path_prefix) + named_files
+            homes = _aws_files_under(options) if options.paths else aws_files.home_files(options.path_prefix)
+            files = homes + named_files
             found = aws_files.scan_aws_files(
                 files, detector, options, stats, handled=handled, count_caches="files" not in options.sources
             )
@@ -195,6 +204,28 @@ def run_scan(
         findings, stats.suppressed = options.allowlist.apply(findings)
     stats.duration_seconds = time.monotonic() - started
     return ScanResult(findings=findings, stats=stats)
+
+
+def _aws_files_under(options: ScanOptions) -> list[AwsFile]:
+    """With PATHs, the AWS files source reads only what they hold: a named file as an AWS file (``config`` by
+    its name, else credentials); in a directory D, ``D/.aws/*`` and ``D/*/.aws/*`` (a home, or a directory of
+    homes such as /home), or ``D/*`` when D is itself an ``.aws`` directory."""
+    out: list[AwsFile] = []
+    for start in options.paths:
+        start = os.path.abspath(start)
+        if not os.path.isdir(start):
+            kind = "aws-config" if os.path.basename(start) == "config" else "aws-credentials"
+            out.append(aws_files.AwsFile(start, filesystem.display_path(start, options.path_prefix), kind))
+            continue
+        dirs = [start] if os.path.basename(start) == ".aws" else [os.path.join(start, ".aws")]
+        if os.path.basename(start) != ".aws":
+            with contextlib.suppress(OSError), os.scandir(start) as it:
+                dirs += sorted(os.path.join(e.path, ".aws") for e in it if e.is_dir(follow_symlinks=False))
+        for d in dirs:
+            for base, kind in (("credentials", "aws-credentials"), ("config", "aws-config")):
+                path = os.path.join(d, base)
+                out.append(aws_files.AwsFile(path, filesystem.display_path(path, options.path_prefix), kind))
+    return out
 
 
 @contextlib.contextmanager
@@ -353,7 +384,7 @@ class _FilesScan:
         for path, st, is_dir in filesystem.start_points(opts, stats, mounts):
             if not is_dir:
                 if st.st_size > opts.max_file_size:
-                    stats.skipped["too-large"] += 1
+                    stats.unread("too-large", filesystem.display_path(path, opts.path_prefix))
                 else:
                     named.append((filesystem.FileRef.named(path, st), st))
             elif (st.st_dev, st.st_ino) not in seen:
@@ -383,7 +414,7 @@ class _FilesScan:
         )
         for ref, st in walk:
             if st is not None and st.st_size > opts.max_file_size:
-                self.stats.skipped["too-large"] += 1
+                self.stats.unread("too-large", filesystem.display_path(ref.path, opts.path_prefix))
                 continue
             if self.cache is not None and st is not None:
                 cached = self.cache.lookup(ref.path, st)

@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(command)
     args = parser.parse_args(arguments)
     if not getattr(args, "func", None):
-        parser.print_help(sys.stderr)
+        _command_required(parser)
         return ExitCode.USAGE
     try:
         return int(args.func(args))
@@ -90,6 +90,13 @@ def _fatal(exc: Exception, *, debug: bool) -> int:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     return int(ExitCode.RUNTIME)
+
+
+def _command_required(parser: argparse.ArgumentParser) -> None:
+    """Bare ``keysweep``: say that a command is needed, then the help that lists them."""
+    print("keysweep: error: a command is required (one of the commands below; "
+          "`keysweep COMMAND --help` for its options)\n", file=sys.stderr)
+    parser.print_help(sys.stderr)
 
 
 def run() -> None:

@@ -13,19 +13,40 @@ from keysweep.errors import ConfigError, ExitCode
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("agent", help="run the resident agent (periodic sweeps, real-time watch)")
+    p = sub.add_parser(
+        "agent",
+        help="run the resident agent (periodic sweeps, real-time watch)",
+        description="Run the resident agent as its configuration says: sweeps on a schedule, real-time watching of "
+        "the configured paths, verification and reporting to SQS, state in the state directory. Runs until "
+        "stopped (SIGTERM); with --once, one sweep: exit 0 nothing found, 1 findings, 2 configuration error.",
+    )
     p.add_argument("--config", metavar="FILE", help=f"configuration file (default {DEFAULT_CONFIG_PATH})")
     p.add_argument("--once", action="store_true", help="run one sweep and exit (1 when it found keys, else 0)")
     p.set_defaults(func=_agent)
 
-    c = sub.add_parser("config", help="agent configuration tools")
+    c = sub.add_parser(
+        "config",
+        help="agent configuration tools",
+        description="Agent configuration tools: `keysweep config check FILE` validates a configuration file.",
+    )
     csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
-    check = csub.add_parser("check", help="validate an agent configuration file (exit 0 OK, 2 invalid)")
+    check = csub.add_parser(
+        "check",
+        help="validate an agent configuration file (exit 0 OK, 2 invalid)",
+        description="Validate an agent configuration file: every key, the rule directories it names and its "
+        "fingerprint key. Every problem is printed with the key it concerns. Exit 0 valid, 2 invalid.",
+    )
     check.add_argument("file", metavar="FILE")
     check.set_defaults(func=_config_check)
     c.set_defaults(func=lambda args: (c.print_help(sys.stderr), ExitCode.USAGE)[1])
 
-    s = sub.add_parser("status", help="show the agent's last sweep, findings, spool and watch coverage")
+    s = sub.add_parser(
+        "status",
+        help="show the agent's last sweep, findings, spool and watch coverage",
+        description="Show what the agent's state directory says: the last sweep and the next one, findings, the "
+        "SQS spool and the real-time watch's coverage. Exit 0; 3 when no sweep has run with this state "
+        "directory; with --check, 0 healthy and 1 unhealthy.",
+    )
     s.add_argument("--state-dir", metavar="DIR", help="state directory (default: from --config, else "
                    f"{DEFAULT_STATE_DIR})")
     s.add_argument("--config", metavar="FILE", help="read the state directory from this configuration")

@@ -19,8 +19,15 @@ from keysweep.central.audit import (
 )
 from keysweep.central.audit_output import FORMATS, render_audit
 from keysweep.central.deactivate import apply_deactivation, check_key_ids, plan_deactivation, read_key_list
-from keysweep.central.store import open_store
+from keysweep.cli.report import open_existing_store
 from keysweep.errors import ConfigError, ExitCode
+
+NO_CREDENTIALS = (
+    "audit: no AWS credentials found. Give keysweep credentials that may read IAM in the account to audit "
+    "(or assume the --account/--assume-role-arn roles): a profile (AWS_PROFILE=NAME, after `aws sso login` for an "
+    "SSO profile), AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment, or an instance profile or "
+    "task role where it runs"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -69,13 +76,22 @@ def _output(path: str | None) -> Iterator[TextIO]:
         yield stream
 
 
+def _need_credentials() -> None:
+    """Every target, own account or assumed role, starts from keysweep's own credentials."""
+    from keysweep.aws import has_credentials
+
+    if not has_credentials():
+        raise ConfigError(NO_CREDENTIALS)
+
+
 def run(args: argparse.Namespace) -> ExitCode:
     targets = account_targets(accounts=args.account, role_name=args.role_name, role_arns=args.assume_role_arn)
     if args.deactivate or args.deactivate_from:
         return _deactivate(args, targets)
+    _need_credentials()
     options = AuditOptions(unused_days=args.unused_days, recommended_unused_days=args.recommended_unused_days,
                            rotation_days=args.rotation_days, report_max_wait=args.report_wait)
-    store = open_store(args.db, create=False) if args.db else None
+    store = open_existing_store(args.db) if args.db else None
     try:
         findings = list(store.iter_findings()) if store else None
         result = run_audit(targets, options, findings=findings, session_name=args.session_name,
@@ -83,8 +99,9 @@ def run(args: argparse.Namespace) -> ExitCode:
     finally:
         if store:
             store.close()
+    audited = len(result.failed_accounts) < len(result.accounts)  # no SCP advice when no account was audited
     with _output(args.output) as stream:
-        render_audit(result, args.format, stream, include_scp=not args.no_scp)
+        render_audit(result, args.format, stream, include_scp=audited and not args.no_scp)
     for acct in result.failed_accounts:
         print(f"keysweep: account {acct.account_id} not audited: {acct.error}", file=sys.stderr)
     if result.failed_accounts:  # an incomplete audit is an error, even when the other accounts had items
@@ -96,6 +113,7 @@ def _deactivate(args: argparse.Namespace, targets: list[AccountTarget]) -> ExitC
     key_ids = check_key_ids(args.deactivate)
     if args.deactivate_from:
         key_ids = check_key_ids(key_ids + read_key_list(Path(args.deactivate_from)))
+    _need_credentials()
     accounts = []
     for target in targets:
         try:
@@ -121,7 +139,7 @@ def _deactivate(args: argparse.Namespace, targets: list[AccountTarget]) -> ExitC
         if answer.strip().lower() != "yes":
             print("keysweep: nothing changed", file=sys.stderr)
             return ExitCode.USAGE
-    store = open_store(args.db, create=False) if args.db else None
+    store = open_existing_store(args.db) if args.db else None
     try:
         results = apply_deactivation(plan, accounts, store=store)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import signal
@@ -31,7 +32,7 @@ def register(sub: Any) -> None:
     p.add_argument("--max-messages", type=int, default=10, metavar="N", help="messages per receive, 1-10 (default 10)")
     p.add_argument("--visibility-timeout", type=int, default=120, metavar="S",
                    help="seconds a received message stays hidden; extended while it is processed (default 120)")
-    p.add_argument("--region", metavar="REGION", help="region of the queue (default: from the environment)")
+    p.add_argument("--region", metavar="REGION", help="region of the queue (default: the one in the queue URL, else AWS_REGION / the profile's)")
     p.add_argument("--coverage", action="store_true",
                    help="print host coverage from the store's heartbeats and exit (1 when a host is silent)")
     p.add_argument("--silent-after", type=float, default=24.0, metavar="HOURS",
@@ -49,6 +50,7 @@ def _collect(args: argparse.Namespace) -> int:
     if not args.queue_url:
         raise ConfigError("collect: --queue-url is required (or use --coverage)")
 
+    from keysweep.aws import resolve_region
     from keysweep.central.collector import Collector, CollectorConfig
     from keysweep.central.store import open_store
 
@@ -58,6 +60,8 @@ def _collect(args: argparse.Namespace) -> int:
                                  once=args.once, region=args.region)
     except ValueError as exc:
         raise ConfigError(f"collect: {exc}") from None
+    # checked before the store is opened, so a missing region creates nothing
+    config = dataclasses.replace(config, region=resolve_region(args.region, args.queue_url, what="collect --queue-url"))
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

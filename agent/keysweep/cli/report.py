@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import sys
 from datetime import timedelta
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from keysweep.atomicfile import atomic_write
 from keysweep.central.fleet_report import FORMATS, load_report, render_report
 from keysweep.central.securityhub import export_report
-from keysweep.central.store import DEFAULT_DB, open_store
+from keysweep.central.store import DEFAULT_DB, Store, open_store
 from keysweep.errors import ConfigError, ExitCode
 
 
@@ -34,6 +35,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run)
 
 
+def open_existing_store(db: str) -> Store:
+    """The store to read: a SQLite file that does not exist is a usage error saying how to fill one (and is never
+    created); a DynamoDB table that does not exist is the store's own error."""
+    if not db.startswith("dynamodb://"):
+        path = db.removeprefix("sqlite://")
+        if path and not os.path.exists(path):
+            raise ConfigError(f"--db {db}: no such store; run `keysweep collect --queue-url URL --db {db}` first "
+                              "to fill it from the agents' queue")
+    return open_store(db, create=False)
+
+
 def _write(path: str, text: str) -> None:
     """Write the whole report or nothing."""
     atomic_write(Path(path), text.encode("utf-8"), mode=0o640)
@@ -42,7 +54,7 @@ def _write(path: str, text: str) -> None:
 def run(args: argparse.Namespace) -> ExitCode:
     if args.silent_after <= 0:
         raise ConfigError(f"--silent-after {args.silent_after}: must be more than 0 hours")
-    store = open_store(args.db, create=False)
+    store = open_existing_store(args.db)
     try:
         report = load_report(store, silent_after=timedelta(hours=args.silent_after))
     finally:

@@ -13,7 +13,12 @@ from keysweep.ruleset import load_ruleset
 
 
 def register(subparsers: Any) -> None:
-    rules = subparsers.add_parser("rules", help="work with detection rules")
+    rules = subparsers.add_parser(
+        "rules",
+        help="work with detection rules",
+        description="Work with keysweep's detection rules (the built-in ones and your own rule files). "
+        "`keysweep rules check [DIR ...]` loads them and runs every example and negative example.",
+    )
     sub = rules.add_subparsers(dest="rules_command", metavar="ACTION")
     check = sub.add_parser(
         "check",

@@ -2,7 +2,8 @@
 
 With paths, only those files and directories are scanned (source ``files``); with none, the whole host (the
 configured roots, default ``/``, every process environment, every user's AWS files). Exit 0: nothing found,
-1: findings, 2: usage or configuration error, 130: interrupted.
+1: findings, 2: usage or configuration error, 3: runtime error (with --strict: an incomplete scan), 130:
+interrupted.
 """
 
 from __future__ import annotations
@@ -30,9 +31,17 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "scan",
         help="scan this host (or the given paths) for AWS access keys",
-        description="Scan files, archives, process environments and every user's AWS files for AWS access keys. "
-        "With PATHs only those are scanned (source 'files' unless --source says otherwise); without, the whole "
-        "host. Exit status: 0 nothing found, 1 findings, 2 usage or configuration error.",
+        description="Scan files, archives, process environments and every user's AWS files for AWS access keys.\n"
+        "With PATHs only those are scanned (source 'files' unless --source says otherwise); without, the whole\n"
+        "host.",
+        epilog="exit status:\n"
+        "  0    nothing found\n"
+        "  1    findings (after the allowlist)\n"
+        "  2    usage or configuration error (bad option, missing path, invalid allowlist, rules or region)\n"
+        "  3    runtime error; with --strict, also: nothing found, but a file could not be read or was read\n"
+        "       only in part (the summary names them)\n"
+        "  130  interrupted (Ctrl-C, SIGTERM): what was found so far is still reported",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="files or directories to scan (default: the whole host)")
     p.add_argument(
@@ -88,6 +97,11 @@ def register(sub: Any) -> None:
     p.add_argument("--verify", action="store_true", help="prove which keys are live with sts:GetCallerIdentity")
     p.add_argument("--queue-url", metavar="URL", help="also send the findings to this SQS queue")
     p.add_argument("--config", metavar="FILE", help="agent configuration file to take scan settings from")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 3 instead of 0 when nothing was found but a file could not be read or was read only in part",
+    )
     p.set_defaults(func=_scan)
 
 
@@ -99,6 +113,7 @@ def _scan(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)
     options = build_options(args, cfg)
+    report_cfg = _report_config(args.queue_url, cfg) if args.queue_url else None  # before anything is created
     state_dir = Path(args.state_dir) if args.state_dir else (Path(cfg.state_dir) if cfg is not None else None)
     ruleset = load_ruleset([Path(d) for d in cfg.scan.rules_dirs] if cfg is not None else ())
     # a plain scan needs no state directory: without one (and without a spool to feed) fingerprints use a key
@@ -129,8 +144,8 @@ def _scan(args: argparse.Namespace) -> int:
 
     _write_report(findings, fmt, args.output, {**result.stats.to_dict(), "fingerprint_key": fingerprinter.source})
 
-    if args.queue_url:
-        _send_to_queue(args.queue_url, findings, result.stats, cfg, state_dir, fingerprinter)
+    if report_cfg is not None:
+        _send_to_queue(report_cfg, findings, result.stats, cfg, state_dir, fingerprinter)
 
     _print_summary(sys.stderr, findings, result.stats)
     if fingerprinter.source == "per-run":
@@ -138,7 +153,12 @@ def _scan(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if result.stats.interrupted:
         return int(ExitCode.INTERRUPTED)
-    return int(ExitCode.FINDINGS if findings else ExitCode.CLEAN)
+    if findings:
+        return int(ExitCode.FINDINGS)
+    if args.strict and scan_is_incomplete(result.stats):
+        print("keysweep: --strict: the scan is incomplete (above): exit 3", file=sys.stderr)
+        return int(ExitCode.RUNTIME)
+    return int(ExitCode.CLEAN)
 
 
 def _load_config(path: str | None) -> Any:
@@ -216,19 +236,28 @@ def _verify(findings: list[Finding], cfg: Any, state_dir: Path | None, fingerpri
     return verified
 
 
-def _send_to_queue(
-    queue_url: str, findings: list[Finding], stats: ScanStats, cfg: Any, state_dir: Path | None, fingerprinter: Any
-) -> None:
-    """--queue-url: the single call site of reporting to SQS (keysweep.report.sqs)."""
-    from keysweep.context import ContextConfig, detect_context
-    from keysweep.fingerprint import default_state_dir
-    from keysweep.report.sqs import ReportConfig, Reporter
+def _report_config(queue_url: str, cfg: Any) -> Any:
+    """--queue-url: the configuration's report section with this queue, checked (region included)."""
+    from keysweep.aws import resolve_region
+    from keysweep.report.sqs import ReportConfig
 
     report_cfg = cfg.report if cfg is not None and cfg.report is not None else ReportConfig()
     report_cfg = dataclasses.replace(report_cfg, queue_url=queue_url)
     problems = report_cfg.problems()
     if problems:
         raise ConfigError("--queue-url: " + "; ".join(problems))
+    region = resolve_region(report_cfg.queue_region(), queue_url, what="--queue-url")
+    return dataclasses.replace(report_cfg, region=region)
+
+
+def _send_to_queue(
+    report_cfg: Any, findings: list[Finding], stats: ScanStats, cfg: Any, state_dir: Path | None, fingerprinter: Any
+) -> None:
+    """--queue-url: the single call site of reporting to SQS (keysweep.report.sqs)."""
+    from keysweep.context import ContextConfig, detect_context
+    from keysweep.fingerprint import default_state_dir
+    from keysweep.report.sqs import Reporter
+
     context = detect_context(cfg.context if cfg is not None and cfg.context is not None else ContextConfig())
     spool_home = state_dir or default_state_dir()
     result = Reporter(report_cfg, spool_home, context, fingerprinter=fingerprinter, mode="scan").report(findings, stats)
@@ -281,8 +310,17 @@ def _counts(c: Any) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+SUMMARY_PLACES = 5  # unread places named on stderr; the JSON/SARIF summary lists more
+
+
 def _print_summary(stream: TextIO, findings: Sequence[Finding], stats: ScanStats) -> None:
-    parts = [f"{stats.files_scanned} files ({_human(stats.bytes_scanned)})"]
+    """The scan in a few lines on stderr; a count that is zero is left out."""
+    from keysweep.report.formats import incomplete
+    from keysweep.textsafe import safe_text
+
+    parts = []
+    if stats.files_scanned or not (stats.processes_scanned or stats.aws_files_scanned):
+        parts.append(f"{stats.files_scanned} files ({_human(stats.bytes_scanned)})")
     if stats.files_cached:
         parts.append(f"{stats.files_cached} unchanged files from the state")
     if stats.archives_scanned:
@@ -292,19 +330,31 @@ def _print_summary(stream: TextIO, findings: Sequence[Finding], stats: ScanStats
     if stats.aws_files_scanned:
         parts.append(f"{stats.aws_files_scanned} AWS files")
     paired = sum(1 for f in findings if f.has_secret)
-    print(
-        f"keysweep: scanned {', '.join(parts)} in {stats.duration_seconds:.1f} s; "
-        f"{len(findings)} findings ({paired} with secret)" + (" — interrupted" if stats.interrupted else ""),
-        file=stream,
-    )
-    if stats.skipped:
-        print(f"keysweep: skipped: {_counts(stats.skipped)}", file=stream)
-    if stats.errors:
-        print(f"keysweep: errors: {_counts(stats.errors)}", file=stream)
+    found = f"{len(findings)} findings" + (f" ({paired} with secret)" if paired else "") if findings else "no findings"
+    print(f"keysweep: scanned {', '.join(parts)} in {stats.duration_seconds:.1f} s; {found}"
+          + (" — interrupted" if stats.interrupted else ""), file=stream)
+    skipped = +stats.skipped  # unary plus drops zero counts
+    if skipped:
+        print(f"keysweep: skipped: {_counts(skipped)}", file=stream)
+    if +stats.errors:
+        print(f"keysweep: errors: {_counts(+stats.errors)}", file=stream)
+    unread = incomplete(stats.to_dict())
+    if unread["count"]:
+        shown = [f"{safe_text(p['path'])} ({p['reason']})" for p in unread["places"][:SUMMARY_PLACES]]
+        rest = unread["count"] - len(shown)
+        print(f"keysweep: not read or partly read: {'; '.join(shown) or 'places not recorded'}"
+              + (f"; and {rest} more (the JSON and SARIF summaries list them)" if rest else ""), file=stream)
     if stats.suppressed:
         print(f"keysweep: allowlisted: {stats.suppressed} findings", file=stream)
-    if stats.profiles:
-        print(f"keysweep: AWS profiles: {_counts(stats.profiles)}", file=stream)
+    if +stats.profiles:
+        print(f"keysweep: AWS profiles: {_counts(+stats.profiles)}", file=stream)
+
+
+def scan_is_incomplete(stats: ScanStats) -> bool:
+    """An error, or a file a limit left unread (what --strict turns into exit 3)."""
+    from keysweep.report.formats import incomplete
+
+    return bool(incomplete(stats.to_dict())["count"])
 
 
 class _Progress:

@@ -16,6 +16,12 @@ from keysweep.models import Finding, Location
 from keysweep.textsafe import dump_json, dumps_json, safe_text
 
 FORMATS = ("table", "json", "jsonl", "sarif")
+TABLE_WIDTH = 100  # columns a table fits in
+# skips that leave a file (or an archive member) unread or partly read: with the errors, an incomplete scan
+UNREAD_REASONS = (
+    "too-large", "archive-too-large", "archive-ratio", "archive-encrypted", "archive-unsupported", "archive-depth",
+    "nested-archive-too-large",
+)
 
 
 class ScanSummary(Protocol):
@@ -64,7 +70,22 @@ def summary_dict(
     statuses = Counter(f.verification.status for f in findings if f.verification is not None)
     if statuses:
         base["by_verification"] = dict(statuses)
+    if "errors" in base and "skipped" in base:  # a scan's own summary
+        base["incomplete"] = incomplete(base)
+        base.pop("error_details", None)
+        base.pop("unread_details", None)
     return base
+
+
+def incomplete(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """What the scan could not read, from its summary (``ScanStats.to_dict()``): ``count`` (every error and every
+    skip that left content unread), ``places`` (``{"reason", "path"}``, with ``error``, the exception's type, for an
+internal error; the first ones kept) and ``not_listed``
+    (the count of the rest, and of those without a place)."""
+    skipped = summary.get("skipped") or {}
+    count = sum((summary.get("errors") or {}).values()) + sum(skipped.get(r, 0) for r in UNREAD_REASONS)
+    places = [dict(d) for d in [*(summary.get("error_details") or ()), *(summary.get("unread_details") or ())]]
+    return {"count": count, "places": places, "not_listed": max(0, count - len(places))}
 
 
 def describe_location(loc: Location) -> str:
@@ -117,5 +138,11 @@ def render_table(findings: Sequence[Finding]) -> str:
         rows.append((f.severity, f.key_id, f.account_id or "-", secret, status, safe_text(describe_location(f.location))))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)), r[-1]]) for r in rows]
+    if max(len(line) for line in lines) > TABLE_WIDTH:
+        # a long place goes on its own line under its row, whole (a path that is cut cannot be used)
+        lines = []
+        for r in rows:
+            lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)).rstrip())
+            lines.append(f"    {r[-1]}")
     return "\n".join(lines) + f"\n\n{len(findings)} finding(s)\n"
 

@@ -46,7 +46,6 @@ _DURATION = {"kind": "duration"}
 SQS_MAX_ENTRIES = 10
 SQS_MAX_BYTES = 1024 * 1024
 _QUEUE_URL = re.compile(r"^https?://[^/\s]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
-_REGION_IN_HOST = re.compile(r"^(?:sqs\.)?([a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d)\.")
 _GROUP_ID_OK = re.compile(r"^[!-~]{1,128}$")
 _RETRYABLE_CODES = {
     "ThrottlingException",
@@ -115,11 +114,9 @@ class ReportConfig:
         return self.fifo if self.fifo is not None else bool(self.queue_url and self.queue_url.endswith(".fifo"))
 
     def queue_region(self) -> str | None:
-        if self.region:
-            return self.region
-        host = (self.queue_url or "").split("/")[2] if self.queue_url and "//" in self.queue_url else ""
-        m = _REGION_IN_HOST.match(host)
-        return m.group(1) if m else None
+        from keysweep.aws import region_in_url
+
+        return self.region or region_in_url(self.queue_url)
 
 
 @dataclass(frozen=True)

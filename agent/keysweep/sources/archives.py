@@ -202,9 +202,9 @@ class _ArchiveScan:
                     with zf.open(info) as mf:
                         self.member(mf, prefix + readable(info.filename), depth)
                 except RuntimeError:  # encrypted member
-                    self.stats.skipped["archive-encrypted"] += 1
+                    self.stats.unread("archive-encrypted", f"{self.path}!{prefix}{readable(info.filename)}")
                 except NotImplementedError:  # compression method zipfile cannot read
-                    self.stats.skipped["archive-unsupported"] += 1
+                    self.stats.unread("archive-unsupported", f"{self.path}!{prefix}{readable(info.filename)}")
 
     def _tar(self, fh: _Readable, prefix: str, depth: int) -> None:
         with tarfile.open(fileobj=fh, mode="r|") as tf:  # type: ignore[call-overload]
@@ -227,7 +227,7 @@ class _ArchiveScan:
                     return
                 raw = rest
             else:
-                self.stats.skipped["archive-depth"] += 1
+                self.stats.unread("archive-depth", f"{self.path}!{name}")
         counted = _Counted(raw)
         location = Location(kind="archive", path=self.path, member=name)
         self.findings.extend(self.detector.scan_stream(counted.read, location=location, chunk_size=_READ))
@@ -255,7 +255,7 @@ class _ArchiveScan:
         data = b"".join(parts)
         del parts
         if size > NESTED_ZIP_MAX:
-            self.stats.skipped["nested-archive-too-large"] += 1
+            self.stats.unread("nested-archive-too-large", f"{self.path}!{name}")
             return Prefixed(data, reader)
         try:
             self.container(io.BytesIO(data), "zip", prefix, name, depth + 1)  # BytesIO shares the bytes
@@ -284,7 +284,7 @@ def scan_archive(
     try:
         scan.container(fh, kind, "", os.path.basename(path), 1)
     except ArchiveLimit as limit:
-        stats.skipped[limit.reason] += 1
+        stats.unread(limit.reason, path)  # partly scanned: the findings before the limit are kept
     except _NotOpened as why:
         stats.skipped[why.reason] += 1
         stats.archives_scanned -= 1

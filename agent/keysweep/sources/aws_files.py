@@ -263,7 +263,7 @@ def scan_aws_files(
             opened = open_beneath(f.root, f.inside or f.path, cwd=f.cwd or "/")
         except Skip as skip:
             if skip.reason != "vanished":  # most accounts have no AWS files
-                skip.count(stats)
+                skip.count(stats, f.shown)
             continue
         try:
             st = opened.st

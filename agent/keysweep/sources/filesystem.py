@@ -339,10 +339,10 @@ class Walker:
         try:
             dir_fd = self.dirs.open(d)  # held for the listing: its entries are stat'ed relative to it
         except Skip as skip_:
-            skip_.count(self.stats)
+            skip_.count(self.stats, display_path(d.path, self.options.path_prefix))
             return
         except OSError as exc:
-            os_error_skip(exc).count(self.stats)
+            os_error_skip(exc).count(self.stats, display_path(d.path, self.options.path_prefix))
             return
         try:
             yield from self._entries(d, dir_fd, subdirs, skip)
@@ -685,7 +685,7 @@ def scan_file(
         return None
     try:
         if fst.st_size > options.max_file_size:
-            stats.skipped["too-large"] += 1
+            stats.unread("too-large", shown)
             return None
         aws_kind = aws_files.aws_file_kind(path)
         if aws_kind is not None and fst.st_size <= aws_files.MAX_AWS_FILE:
