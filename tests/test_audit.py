@@ -144,7 +144,12 @@ def _audit_json(capsys, *argv):
 def test_audit_against_moto(moto_server, capsys):
     iam = aws.make_client("iam")
     keys = _populate(iam)
+    # keys created seconds ago are not "never used" yet: the grace period holds them back, and says so
     code, doc = _audit_json(capsys)
+    assert code == 1
+    assert not [i for i in doc["items"] if i["check"] == "never-used-key"]
+    assert any(n.startswith("2 active key(s) created within the last 7 day(s)") for n in doc["accounts"][0]["notes"])
+    code, doc = _audit_json(capsys, "--new-key-grace-days", "0")
     assert code == 1
     got = {(i["check"], i["user"], i["key_id"]) for i in doc["items"]}
     assert got == {
@@ -161,10 +166,17 @@ def test_audit_against_moto(moto_server, capsys):
     nobody = next(i for i in doc["items"] if i["user"] == "nobody")
     assert nobody["commands"] == [
         "aws iam detach-user-policy --user-name nobody --policy-arn arn:aws:iam::123456789012:policy/ReadOnly",
+        # the inline policy exists nowhere else: saved before it is deleted
+        "aws iam get-user-policy --user-name nobody --policy-name extra --query PolicyDocument --output json "
+        "> keysweep-backup-nobody-extra.json",
         "aws iam delete-user-policy --user-name nobody --policy-name extra",
         "aws iam remove-user-from-group --user-name nobody --group-name readers",
         "aws iam delete-user --user-name nobody",
     ]
+    assert nobody["details"]["inline_policy_backups"] == ["keysweep-backup-nobody-extra.json"]
+    # moto has no ListServiceSpecificCredentials: the item says what it could not check
+    assert [u.split(":")[0] for u in nobody["details"]["unlisted"]] == ["service-specific-credential"]
+    assert "list-service-specific-credentials" in nobody["action"]
     off = next(i for i in doc["items"] if i["check"] == "user-without-credentials" and i["user"] == "off-svc")
     assert f"aws iam delete-access-key --user-name off-svc --access-key-id {keys['off']}" in off["commands"]
     # the SCP, with its warning, and the shorter-window advice
@@ -217,13 +229,13 @@ def test_several_accounts_by_assuming_a_role(moto_server, capsys):
 @pytest.mark.timeout(120)
 def test_table_and_csv_formats(moto_server, capsys):
     keys = _populate(aws.make_client("iam"))
-    assert main(["audit", "--format", "table"]) == 1
+    assert main(["audit", "--format", "table", "--new-key-grace-days", "0"]) == 1
     table = capsys.readouterr().out
     assert "[MEDIUM] never-used-key" in table and "[LOW] inactive-key" in table
     assert f"$ aws iam update-access-key --user-name idle-svc --access-key-id {keys['idle']} --status Inactive" in table
     assert "WARNING: This SCP also blocks key rotation" in table
     assert "iam:CreateAccessKey" in table
-    assert main(["audit", "--format", "csv"]) == 1
+    assert main(["audit", "--format", "csv", "--new-key-grace-days", "0"]) == 1
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert {r["check"] for r in rows} >= {"never-used-key", "inactive-key", "console-user"}
     idle = next(r for r in rows if r["key_id"] == keys["idle"])
@@ -310,9 +322,20 @@ def test_deactivate_from_a_report_records_who_and_when(moto_server, capsys, tmp_
     listing = tmp_path / "keys.json"
     listing.write_text(json.dumps({"items": [{"key_id": keys["busy"]}, {"key_id": keys["off"]},
                                              {"key_id": "AKIAXYZDQCEN4B6JSJQI"}]}))
+    # the key is still on two hosts and was used seconds ago: held back, nothing changed
     code = main(["audit", "--deactivate-from", str(listing), "--yes", "--db", str(db)])
     out = capsys.readouterr()
     assert code == 3  # the key of an unaudited account could not be deactivated
+    assert f"{keys['busy']}\theld (still on 2 host(s): web-1, web-2" in out.out
+    assert iam.list_access_keys(UserName="busy-svc")["AccessKeyMetadata"][0]["Status"] == "Active"
+    # without the store the recent use alone holds it back
+    code = main(["audit", "--deactivate", keys["busy"], "--yes"])
+    out = capsys.readouterr()
+    assert code == 1 and "held (used 0 minute(s) ago (sts in us-east-1), within the 14-day quiet period" in out.out
+    assert iam.list_access_keys(UserName="busy-svc")["AccessKeyMetadata"][0]["Status"] == "Active"
+    code = main(["audit", "--deactivate-from", str(listing), "--yes", "--force", "--db", str(db)])
+    out = capsys.readouterr()
+    assert code == 3
     assert f"{keys['off']}\talready-inactive" in out.out
     assert "AKIAXYZDQCEN4B6JSJQI\tnot-found" in out.out and "534261010715" in out.out
     meta = iam.list_access_keys(UserName="busy-svc")["AccessKeyMetadata"][0]
@@ -342,7 +365,8 @@ def test_deactivate_rejects_what_is_not_a_long_term_key(tmp_path, capsys):
 READ_ONLY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
     "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary", "iam:ListAccessKeys",
     "iam:GetAccessKeyLastUsed", "iam:ListAttachedUserPolicies", "iam:ListUserPolicies", "iam:ListGroupsForUser",
-    "iam:ListAttachedGroupPolicies", "iam:ListGroupPolicies", "sts:GetCallerIdentity"]}]}
+    "iam:ListAttachedGroupPolicies", "iam:ListGroupPolicies", "iam:ListSigningCertificates", "iam:ListSSHPublicKeys",
+    "iam:ListServiceSpecificCredentials", "iam:ListMFADevices", "sts:GetCallerIdentity"]}]}
 
 
 @pytest.mark.timeout(120)
@@ -358,7 +382,7 @@ def test_read_only_permissions_suffice_and_failures_are_errors(moto_server, monk
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", auditor["AccessKeyId"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", auditor["SecretAccessKey"])
 
-    code, doc = _audit_json(capsys)
+    code, doc = _audit_json(capsys, "--new-key-grace-days", "0")
     assert code == 1 and doc["accounts"][0]["caller_arn"] == "arn:aws:iam::123456789012:user/auditor"
     assert ("never-used-key", stale) in {(i["check"], i["key_id"]) for i in doc["items"]}
 
@@ -381,7 +405,7 @@ def test_two_keys_of_one_user_map_to_their_report_slots(moto_server):
     first = _key(iam, "pair")["AccessKeyId"]
     second = _key(iam, "pair")["AccessKeyId"]
     iam.update_access_key(UserName="pair", AccessKeyId=first, Status="Inactive")
-    result = run_audit(account_targets(), AuditOptions())
+    result = run_audit(account_targets(), AuditOptions(new_key_grace_days=0))
     assert {(i.check, i.key_id) for i in result.items} == {("inactive-key", first), ("never-used-key", second)}
     [acct] = result.accounts
     assert sorted((k.slot, k.key_id, k.status) for k in acct.keys) == [(1, first, "Inactive"), (2, second, "Active")]
@@ -407,3 +431,95 @@ def test_key_lists_in_every_accepted_shape(tmp_path):
     (tmp_path / "odd.txt").write_text("AKIA-not-a-key\n")
     with pytest.raises(ConfigError, match="not a long-term"):
         read_key_list(tmp_path / "odd.txt")
+
+
+# ------------------------------------------------------------------------------------------ removal safety
+
+def _self_signed_pem() -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keysweep-test")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def _ssh_public_key() -> str:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    return key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+@pytest.mark.timeout(120)
+def test_every_credential_kind_counts_before_a_user_is_called_credential_free(moto_server, capsys):
+    iam = aws.make_client("iam")
+    iam.create_user(UserName="git-user")  # an active SSH key for CodeCommit is a credential in use
+    iam.upload_ssh_public_key(UserName="git-user", SSHPublicKeyBody=_ssh_public_key())
+    iam.create_user(UserName="leftovers")  # only inactive credentials and an MFA device: deletable, in order
+    ssh = iam.upload_ssh_public_key(UserName="leftovers", SSHPublicKeyBody=_ssh_public_key())["SSHPublicKey"]
+    iam.update_ssh_public_key(UserName="leftovers", SSHPublicKeyId=ssh["SSHPublicKeyId"], Status="Inactive")
+    cert = iam.upload_signing_certificate(UserName="leftovers", CertificateBody=_self_signed_pem())["Certificate"]
+    iam.update_signing_certificate(UserName="leftovers", CertificateId=cert["CertificateId"], Status="Inactive")
+    mfa = iam.create_virtual_mfa_device(VirtualMFADeviceName="leftovers")["VirtualMFADevice"]["SerialNumber"]
+    iam.enable_mfa_device(UserName="leftovers", SerialNumber=mfa, AuthenticationCode1="123456",
+                          AuthenticationCode2="654321")
+    code, doc = _audit_json(capsys)
+    assert code == 1
+    users = {i["user"] for i in doc["items"] if i["check"] == "user-without-credentials"}
+    assert users == {"leftovers"}
+    [item] = [i for i in doc["items"] if i["user"] == "leftovers"]
+    assert item["commands"] == [
+        f"aws iam delete-signing-certificate --user-name leftovers --certificate-id {cert['CertificateId']}",
+        f"aws iam delete-ssh-public-key --user-name leftovers --ssh-public-key-id {ssh['SSHPublicKeyId']}",
+        f"aws iam deactivate-mfa-device --user-name leftovers --serial-number {mfa}",
+        f"aws iam delete-virtual-mfa-device --serial-number {mfa}",
+        "aws iam delete-user --user-name leftovers",
+    ]
+    kinds = {(c["kind"], c["active"]) for c in item["details"]["credentials"]}
+    assert kinds == {("signing-certificate", False), ("ssh-public-key", False), ("mfa-device", True)}
+
+
+@pytest.mark.timeout(120)
+def test_keysweeps_own_verification_is_not_use_and_nothing_on_a_host_is_offered_for_removal(
+        moto_server, capsys, tmp_path):
+    iam = aws.make_client("iam")
+    iam.create_user(UserName="found-svc")
+    found = _key(iam, "found-svc")
+    # the agent's verification: the only call ever signed with this key
+    aws.isolated_client("sts", access_key_id=found["AccessKeyId"],
+                        secret_access_key=found["SecretAccessKey"]).get_caller_identity()
+    verified_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    iam.create_user(UserName="retired-svc")
+    retired = _key(iam, "retired-svc")["AccessKeyId"]
+    iam.update_access_key(UserName="retired-svc", AccessKeyId=retired, Status="Inactive")
+    store = open_store(str(tmp_path / "fleet.db"))
+    try:
+        handler = MessageHandler(store)
+        for key_id, path in ((found["AccessKeyId"], "/srv/app/.env"), (retired, "/opt/old/.env")):
+            msg = finding_message(host_info=host("i-0aaaaaaaaaaaaaaa1", "web-1"), key_id=key_id, path=path,
+                                  checked_at=verified_at, sent_at=verified_at)
+            assert handler.handle(json.dumps(msg)).outcome is Outcome.OK
+    finally:
+        store.close()
+    # without the store, the verification looks like use: the key is not "never used"
+    code, doc = _audit_json(capsys, "--new-key-grace-days", "0")
+    assert ("never-used-key", found["AccessKeyId"]) not in {(i["check"], i["key_id"]) for i in doc["items"]}
+    code, doc = _audit_json(capsys, "--new-key-grace-days", "0", "--db", str(tmp_path / "fleet.db"))
+    by = {(i["check"], i["key_id"] or i["user"]): i for i in doc["items"]}
+    never = by[("never-used-key", found["AccessKeyId"])]
+    assert never["details"]["keysweep_verification_use"] and "keysweep's own verification" in never["summary"]
+    on_hosts = by[("key-on-hosts", found["AccessKeyId"])]
+    assert "only by keysweep's verification" in on_hosts["summary"]
+    # still on a host: no removal is offered for either key, nor for the retired key's user
+    for item in (never, on_hosts, by[("inactive-key", retired)], by[("user-without-credentials", "retired-svc")]):
+        assert item["commands"] == [], item
+    assert never["details"]["held_by_hosts"] == ["web-1"] and never["action"].startswith("Held: key")
+    assert by[("user-without-credentials", "retired-svc")]["details"]["held_by_hosts"] == ["web-1"]

@@ -26,6 +26,8 @@ from keysweep.central.credential_report import (
     KeyColumns,
     fetch_credential_report,
 )
+from keysweep.central.evidence import keysweep_use, verification_times
+from keysweep.central.iam_credentials import OtherCredentials, other_credentials
 from keysweep.central.records import FindingRecord
 from keysweep.errors import ConfigError, KeysweepError
 
@@ -55,6 +57,7 @@ class AuditOptions:
     unused_days: int = 90  # CIS AWS Foundations Benchmark
     recommended_unused_days: int = 45
     rotation_days: int = 90
+    new_key_grace_days: int = 7  # a never-used key younger than this is not yet judged
     now: datetime | None = None
     report_max_wait: float = 120.0
 
@@ -62,6 +65,8 @@ class AuditOptions:
         for name in ("unused_days", "recommended_unused_days", "rotation_days"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"audit option {name}: must be at least 1 day, got {getattr(self, name)}")
+        if self.new_key_grace_days < 0:
+            raise ConfigError(f"audit option new_key_grace_days: must be 0 or more, got {self.new_key_grace_days}")
 
     @property
     def current_time(self) -> datetime:
@@ -321,14 +326,31 @@ def _days(delta: timedelta) -> int:
     return max(0, int(delta.total_seconds() // 86400))
 
 
-def _delete_user_commands(user: str, keys: Sequence[str], policies: UserPolicies | None) -> list[str]:
+def _delete_user_commands(
+    user: str, keys: Sequence[str], policies: UserPolicies | None, others: OtherCredentials | None = None
+) -> list[str]:
     cmds = [_cmd_delete_key(user, k) for k in keys]
+    if others is not None:
+        cmds += others.delete_commands(user)
     if policies is not None:
         cmds += [f"aws iam detach-user-policy --user-name {user} --policy-arn {a}" for a in policies.attached]
-        cmds += [f"aws iam delete-user-policy --user-name {user} --policy-name {n}" for n in policies.inline]
+        for name in policies.inline:  # an inline policy exists nowhere else: save it before deleting it
+            cmds.append(f"aws iam get-user-policy --user-name {user} --policy-name {name} --query PolicyDocument "
+                        f"--output json > {inline_backup_file(user, name)}")
+            cmds.append(f"aws iam delete-user-policy --user-name {user} --policy-name {name}")
         cmds += [f"aws iam remove-user-from-group --user-name {user} --group-name {g}" for g in policies.groups]
     cmds.append(f"aws iam delete-user --user-name {user}")
     return cmds
+
+
+def inline_backup_file(user: str, policy: str) -> str:
+    """Where the delete commands save an inline policy first (IAM names hold no shell metacharacters)."""
+    return f"keysweep-backup-{user}-{policy}.json"
+
+
+def _in_grace(key: KeyColumns, now: datetime, options: AuditOptions) -> bool:
+    created = key.last_rotated
+    return isinstance(created, datetime) and now - created < timedelta(days=options.new_key_grace_days)
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
@@ -341,11 +363,15 @@ def evaluate_report(
     key_ids: Mapping[tuple[str, int], str] | None = None,
     root_keys_present: bool = False,
     policies: Mapping[str, UserPolicies] | None = None,
+    others: Mapping[str, OtherCredentials] | None = None,
+    own_use: Mapping[str, datetime] | None = None,
 ) -> list[AuditItem]:
     """The audit items for one account, from its credential report and the key ids of ListAccessKeys.
 
     ``key_ids`` maps (user, report slot) to the key id; ``policies`` the users about to be deleted to their
-    policies (so the delete commands detach them first).
+    policies (so the delete commands detach them first), ``others`` to their other credentials (a user holding
+    an active one is not "without credentials"; inactive ones are deleted first); ``own_use`` key ids whose last use
+    in IAM was keysweep's own verification to that verification's time (see :func:`keysweep_uses`).
     """
     ids = key_ids or {}
     now = options.current_time
@@ -388,16 +414,24 @@ def evaluate_report(
                     details={**base, "last_used": key.last_used_date},
                 ))
                 continue
-            if key.never_used:
+            own = (own_use or {}).get(key_id)
+            never_used = key.never_used or own is not None
+            if never_used and _in_grace(key, now, options):
+                continue  # counted by keys_in_grace: too new to call unused
+            if never_used:
                 note = (" AWS tracks key use since 2015-04-22; this key is older, so it may have been used before."
                         if key.use_may_predate_tracking else "")
+                if own is not None:
+                    note += (f" Its only recorded use ({_when(key.last_used_date, exact=True)}, sts) is keysweep's own "
+                             f"verification of {_when(own, exact=True)}, which is not use.")
                 items.append(AuditItem(
                     check="never-used-key", account_id=account_id, user=row.user, arn=row.arn, key_id=key_id,
                     summary=f"{row.user}: active key {key_id} was never used "
                             f"(created {_when(key.last_rotated)}).{note}",
                     action="Deactivate it now and delete it after a quiet week: nothing depends on it.",
                     commands=(_cmd_deactivate(row.user, key_id), _cmd_delete_key(row.user, key_id)),
-                    details={**base, "use_may_predate_tracking": key.use_may_predate_tracking},
+                    details={**base, "use_may_predate_tracking": key.use_may_predate_tracking,
+                             "keysweep_verification_use": own},
                 ))
                 continue
             assert isinstance(key.last_used_date, datetime)
@@ -451,22 +485,35 @@ def evaluate_report(
                     commands=(f"aws iam delete-login-profile --user-name {row.user}",),
                     details={"mfa_active": row.mfa_active, "password_last_used": row.password_last_used},
                 ))
-        elif not active:
+        elif not active and not any(c.active is True for c in row.certs):
+            other = (others or {}).get(row.user)
+            if other is not None and other.active:
+                continue  # an active signing certificate, SSH key or service-specific credential is still used
             leftover = [_key_ref(row, k, ids) for k in row.existing_keys()]
+            action = ("Delete the user: its inactive keys, other credentials, MFA devices, policies (inline ones "
+                      "saved to a file first) and group memberships go first, as the commands do.")
+            if other is None or other.unlisted:
+                unknown = ", ".join(other.unlisted) if other else "not listed"
+                action += (f" Its other credentials could not all be listed ({unknown}): check them before "
+                           "deleting (list-signing-certificates, list-ssh-public-keys, "
+                           "list-service-specific-credentials).")
             items.append(AuditItem(
                 check="user-without-credentials", account_id=account_id, user=row.user, arn=row.arn,
-                summary=f"{row.user}: no active key and no console password (created {_when(row.user_creation_time)}).",
-                action="Delete the user (its inactive keys, policies and group memberships first). "
-                       "delete-user also refuses while MFA devices, signing certificates or SSH keys remain.",
-                commands=tuple(_delete_user_commands(row.user, leftover, (policies or {}).get(row.user))),
-                details={"inactive_keys": leftover},
+                summary=f"{row.user}: no active key, console password or other credential "
+                        f"(created {_when(row.user_creation_time)}).",
+                action=action,
+                commands=tuple(_delete_user_commands(row.user, leftover, (policies or {}).get(row.user), other)),
+                details={"inactive_keys": leftover,
+                         "inline_policy_backups": [inline_backup_file(row.user, n)
+                                                   for n in ((policies or {}).get(row.user) or UserPolicies()).inline],
+                         **(other.to_dict() if other else {})},
             ))
     return items
 
 
-def _when(value: Any) -> str:
+def _when(value: Any, *, exact: bool = False) -> str:
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d")
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ" if exact else "%Y-%m-%d")
     return "never" if str(value) in ("N/A", "no_information") else str(value)
 
 
@@ -482,6 +529,20 @@ def keys_in_shorter_window(report: CredentialReport, options: AuditOptions) -> i
         1 for row in report.users for k in row.active_keys()
         if isinstance(k.last_used_date, datetime) and lo < now - k.last_used_date <= hi
     )
+
+
+def keys_in_grace(report: CredentialReport, options: AuditOptions) -> int:
+    """Active keys never used yet but younger than the grace period: not judged this time."""
+    now = options.current_time
+    return sum(1 for row in report.users for k in row.active_keys()
+               if k.never_used and _in_grace(k, now, options))
+
+
+def grace_note(count: int, options: AuditOptions) -> str | None:
+    if not count:
+        return None
+    return (f"{count} active key(s) created within the last {options.new_key_grace_days} day(s) have not been used "
+            "yet: too new to call unused, they are judged once the grace period is over (--new-key-grace-days).")
 
 
 def window_note(more: int, options: AuditOptions) -> str | None:
@@ -523,7 +584,25 @@ def list_user_keys(iam: Any, account_id: str, report: CredentialReport) -> list[
     return out
 
 
-def audit_account(clients: AccountClients, options: AuditOptions) -> tuple[AccountAudit, CredentialReport]:
+def keysweep_uses(
+    iam: Any, keys: Sequence[AccessKeyInfo], verified: Mapping[str, Sequence[datetime]]
+) -> dict[str, datetime]:
+    """Key id -> the fleet's verification that was its last use in IAM. Asked of GetAccessKeyLastUsed (the
+    credential report may lag and omits the service on some endpoints) only for keys the fleet verified."""
+    out: dict[str, datetime] = {}
+    for key in keys:
+        if key.status != "Active" or not verified.get(key.key_id):
+            continue
+        used = iam.get_access_key_last_used(AccessKeyId=key.key_id).get("AccessKeyLastUsed", {})
+        own = keysweep_use(used.get("LastUsedDate"), used.get("ServiceName"), verified[key.key_id])
+        if own is not None:
+            out[key.key_id] = own
+    return out
+
+
+def audit_account(
+    clients: AccountClients, options: AuditOptions, verified: Mapping[str, Sequence[datetime]] | None = None
+) -> tuple[AccountAudit, CredentialReport]:
     iam = clients.iam
     try:
         report = fetch_credential_report(iam, max_wait=options.report_max_wait)
@@ -532,6 +611,8 @@ def audit_account(clients: AccountClients, options: AuditOptions) -> tuple[Accou
         keys = list_user_keys(iam, clients.account_id, report)
         doomed = [r.user for r in report.users if not r.active_keys() and not r.has_password]
         policies = {u: user_policies(iam, u) for u in doomed}
+        others = {u: other_credentials(iam, u) for u in doomed}
+        own_use = keysweep_uses(iam, keys, verified or {})
     except ClientError as exc:
         raise AuditError(f"account {clients.account_id}: {_code(exc)}") from None
     except BotoCoreError as exc:
@@ -539,9 +620,9 @@ def audit_account(clients: AccountClients, options: AuditOptions) -> tuple[Accou
     items = evaluate_report(
         report, account_id=clients.account_id, options=options,
         key_ids={(k.user, k.slot): k.key_id for k in keys if k.slot is not None},
-        root_keys_present=root_present, policies=policies,
+        root_keys_present=root_present, policies=policies, others=others, own_use=own_use,
     )
-    notes = []
+    notes = [n for n in (grace_note(keys_in_grace(report, options), options),) if n]
     if report.root is None:
         notes.append("The credential report has no <root_account> row; root keys were judged from "
                      "GetAccountSummary alone.")
@@ -580,8 +661,12 @@ def correlate(
     findings: Iterable[FindingRecord],
     accounts: Sequence[AccountAudit],
     clients: Mapping[str, AccountClients],
+    verified: Mapping[str, Sequence[datetime]] | None = None,
 ) -> tuple[list[HostKey], list[AuditItem]]:
-    """Each key found on hosts, with its owner's view from the audited account that holds it."""
+    """Each key found on hosts, with its owner's view from the audited account that holds it.
+
+    Nothing is offered for deletion while a host still holds the key: an active key is replaced on every host
+    first, an inactive one removed from them; the commands come once no host reports it."""
     known = {k.key_id: k for a in accounts for k in a.keys}
     audited = sorted(a.account_id for a in accounts if not a.error)
     host_keys: list[HostKey] = []
@@ -626,19 +711,50 @@ def correlate(
                      last_used_region=region, policies=policies, error=error)
         host_keys.append(hk)
         active = info.status == "Active"
+        own = keysweep_use(last_used, service, (verified or {}).get(key_id, ()))
+        used = ("only by keysweep's verification" if own else
+                f"{_when(last_used)} ({service} in {region})" if last_used else "never")
         items.append(AuditItem(
             check="key-on-hosts", account_id=info.account_id, user=user, key_id=key_id,
             arn=f"arn:aws:iam::{info.account_id}:user/{user}",
             summary=f"{user}'s {info.status.lower()} key {key_id} is on {len(hosts)} host(s) "
-                    f"({', '.join(hosts[:5])}); last used {_when(last_used) if last_used else 'never'}"
-                    + (f" ({service} in {region})" if last_used else "")
+                    f"({', '.join(hosts[:5])}); last used {used}"
                     + f"; permissions: {policies.summary() if policies else error or 'unknown'}.",
-            action=("Replace it on each host with the role `keysweep report` suggests, then deactivate it."
-                    if active else "The key is inactive: remove it from the hosts and delete it."),
-            commands=((_cmd_deactivate(user, key_id),) if active else (_cmd_delete_key(user, key_id),)),
-            details=hk.to_dict(),
+            action=("Replace it on each host with the role `keysweep report` suggests; deactivate it only once "
+                    "no host reports it and it has gone unused for the quiet period."
+                    if active else "The key is inactive: remove it from every host; delete it once no host "
+                    "reports it."),
+            commands=(),
+            details={**hk.to_dict(), "keysweep_verification_use": _jsonable(own)},
         ))
     return host_keys, items
+
+
+# checks whose commands deactivate or delete a key, or delete its user
+_REMOVING_CHECKS = frozenset({"never-used-key", "unused-key", "old-key", "inactive-key", "console-user-with-keys",
+                              "user-without-credentials"})
+
+
+def hold_for_hosts(items: Sequence[AuditItem], host_keys: Sequence[HostKey]) -> list[AuditItem]:
+    """The items with every removal of a key that hosts still hold (or of its user) held back: no commands,
+    the reason in the action, the hosts in ``details.held_by_hosts``."""
+    by_key = {hk.key_id: hk for hk in host_keys if hk.known}
+    by_user = {(hk.account_id, hk.user): hk for hk in by_key.values() if hk.user}
+    out: list[AuditItem] = []
+    for item in items:
+        hk = by_key.get(item.key_id or "") or (by_user.get((item.account_id, item.user))
+                                               if item.check == "user-without-credentials" else None)
+        if hk is None or item.check not in _REMOVING_CHECKS:
+            out.append(item)
+            continue
+        out.append(dataclasses.replace(
+            item,
+            action=f"Held: key {hk.key_id} is still on {len(hk.hosts)} host(s) ({', '.join(hk.hosts[:5])}). "
+                   f"Replace it there first (see key-on-hosts); only then: {item.action}",
+            commands=(),
+            details={**item.details, "held_by_hosts": list(hk.hosts)},
+        ))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------- entry point
@@ -656,10 +772,12 @@ def run_audit(
     clients: dict[str, AccountClients] = {}
     notes: list[str] = []
     more = 0
+    records = list(findings) if findings is not None else None
+    verified = verification_times(records) if records else {}
     for target in targets:
         try:
             acct = open_account(target, session_name=session_name, external_id=external_id)
-            audit, report = audit_account(acct, options)
+            audit, report = audit_account(acct, options, verified)
         except (AuditError, CredentialReportError) as exc:
             audits.append(AccountAudit(account_id=target.account_id or "unknown", caller_arn=None, items=(),
                                        keys=(), root_keys_present=False, error=str(exc)))
@@ -672,9 +790,9 @@ def run_audit(
         notes.append(note)
     host_keys: list[HostKey] = []
     host_items: list[AuditItem] = []
-    if findings is not None:
-        records = list(findings)
-        host_keys, host_items = correlate(records, audits, clients)
+    if records is not None:
+        host_keys, host_items = correlate(records, audits, clients, verified)
+        audits = [dataclasses.replace(a, items=tuple(hold_for_hosts(a.items, host_keys))) for a in audits]
         temporary = {r.key_id for r in records if not r.key_id.startswith("AKIA")}
         if temporary:
             notes.append(f"{len(temporary)} temporary or other non-IAM-user key id(s) found on hosts were not "

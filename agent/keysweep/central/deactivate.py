@@ -2,7 +2,9 @@
 
 Never run by default: ``keysweep audit --deactivate`` asks for confirmation first. The owner of each key is found
 with ``iam:GetAccessKeyLastUsed`` (its ``UserName``) and confirmed with ``ListAccessKeys`` in the same account, so a
-key is only ever changed in the account that holds it.
+key is only ever changed in the account that holds it. A key is held back (not changed without ``--force``) while
+there is evidence that something still uses it: a host of the fleet store still reports it, or IAM shows a use
+within the quiet period that was not keysweep's own verification.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep import keyid
 from keysweep.central.audit import AccountClients
+from keysweep.central.evidence import keysweep_use
 from keysweep.central.store import Store
 from keysweep.errors import ConfigError
 
@@ -31,6 +34,8 @@ class PlannedDeactivation:
     user: str | None
     status: str | None  # current IAM status: Active | Inactive; None when the key was not found
     reason: str | None = None  # why it cannot be deactivated
+    hold: str | None = None  # evidence of use: deactivated only with --force
+    last_used: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -90,25 +95,51 @@ def read_key_list(path: Path) -> list[str]:
     return check_key_ids(ids)
 
 
-def _owner(clients: AccountClients, key_id: str) -> tuple[str, str] | None:
-    """(user, status) when ``key_id`` belongs to a user of this account."""
+def _owner(clients: AccountClients, key_id: str) -> tuple[str, str, dict[str, Any]] | None:
+    """(user, status, AccessKeyLastUsed) when ``key_id`` belongs to a user of this account."""
     try:
-        user = clients.iam.get_access_key_last_used(AccessKeyId=key_id).get("UserName")
+        resp = clients.iam.get_access_key_last_used(AccessKeyId=key_id)
     except ClientError:
         return None
+    user = resp.get("UserName")
     if not user:
         return None
     try:
         for page in clients.iam.get_paginator("list_access_keys").paginate(UserName=user):
             for meta in page.get("AccessKeyMetadata", []):
                 if meta["AccessKeyId"] == key_id:
-                    return user, meta.get("Status", "Unknown")
+                    return user, meta.get("Status", "Unknown"), resp.get("AccessKeyLastUsed") or {}
     except ClientError:
         return None
     return None
 
 
-def plan_deactivation(key_ids: Sequence[str], accounts: Sequence[AccountClients]) -> list[PlannedDeactivation]:
+def _hold(used: dict[str, Any], hosts: Sequence[str], verified: Sequence[datetime], quiet: timedelta,
+          now: datetime) -> str | None:
+    """Why deactivating now may break something, or None."""
+    if hosts:
+        return f"still on {len(hosts)} host(s): {', '.join(sorted(hosts)[:5])}; replace it there first"
+    last = used.get("LastUsedDate")
+    if isinstance(last, datetime) and now - last < quiet and keysweep_use(last, used.get("ServiceName"),
+                                                                          verified) is None:
+        ago = max(0, int((now - last).total_seconds() // 60))
+        return (f"used {ago} minute(s) ago ({used.get('ServiceName')} in {used.get('Region')}), within the "
+                f"{quiet.days}-day quiet period")
+    return None
+
+
+def plan_deactivation(
+    key_ids: Sequence[str],
+    accounts: Sequence[AccountClients],
+    *,
+    hosts: Mapping[str, Sequence[str]] | None = None,
+    verified: Mapping[str, Sequence[datetime]] | None = None,
+    quiet_days: int = 14,
+    now: datetime | None = None,
+) -> list[PlannedDeactivation]:
+    """Who owns each key and whether it may be deactivated now. ``hosts``: key id -> hosts the fleet store
+    says hold it; ``verified``: key id -> the fleet's verification times (their use is not use)."""
+    when = now or datetime.now(UTC)
     plan: list[PlannedDeactivation] = []
     for kid in key_ids:
         decoded = keyid.decode_account(kid)
@@ -118,7 +149,11 @@ def plan_deactivation(key_ids: Sequence[str], accounts: Sequence[AccountClients]
         for clients in ordered:
             owner = _owner(clients, kid)
             if owner:
-                found = PlannedDeactivation(kid, clients.account_id, owner[0], owner[1])
+                user, status, used = owner
+                hold = _hold(used, (hosts or {}).get(kid, ()), (verified or {}).get(kid, ()),
+                             timedelta(days=quiet_days), when) if status == "Active" else None
+                found = PlannedDeactivation(kid, clients.account_id, user, status, hold=hold,
+                                            last_used=used.get("LastUsedDate"))
                 break
         plan.append(found or PlannedDeactivation(
             kid, decoded, None, None,

@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import TextIO
 
@@ -19,6 +20,7 @@ from keysweep.central.audit import (
 )
 from keysweep.central.audit_output import FORMATS, render_audit
 from keysweep.central.deactivate import apply_deactivation, check_key_ids, plan_deactivation, read_key_list
+from keysweep.central.evidence import verification_times
 from keysweep.cli.report import open_existing_store
 from keysweep.errors import ConfigError, ExitCode
 
@@ -52,6 +54,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help="the shorter window the output recommends (default %(default)s)")
     p.add_argument("--rotation-days", type=int, default=90, metavar="N",
                    help="active keys older than N days are listed for replacement (default %(default)s)")
+    p.add_argument("--new-key-grace-days", type=int, default=7, metavar="N",
+                   help="a key never used yet is judged only once it is N days old (default %(default)s)")
     p.add_argument("--report-wait", type=float, default=120.0, metavar="SECONDS",
                    help="longest wait for the credential report (default %(default)s)")
     p.add_argument("--db", metavar="PATH", help="fleet store (path or dynamodb://TABLE) to correlate with")
@@ -64,6 +68,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     act.add_argument("--deactivate-from", metavar="FILE",
                      help="key ids to set Inactive: lines, a CSV with key_id, or an audit/report JSON")
     act.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    act.add_argument("--quiet-days", type=int, default=14, metavar="N",
+                     help="a key used in the last N days (other than by keysweep's verification) is held back "
+                          "(default %(default)s)")
+    act.add_argument("--force", action="store_true",
+                     help="deactivate keys held back by evidence of use (on a host of --db, or used recently)")
     p.set_defaults(func=run)
 
 
@@ -90,7 +99,8 @@ def run(args: argparse.Namespace) -> ExitCode:
         return _deactivate(args, targets)
     _need_credentials()
     options = AuditOptions(unused_days=args.unused_days, recommended_unused_days=args.recommended_unused_days,
-                           rotation_days=args.rotation_days, report_max_wait=args.report_wait)
+                           rotation_days=args.rotation_days, new_key_grace_days=args.new_key_grace_days,
+                           report_max_wait=args.report_wait)
     store = open_existing_store(args.db) if args.db else None
     try:
         findings = list(store.iter_findings()) if store else None
@@ -122,12 +132,17 @@ def _deactivate(args: argparse.Namespace, targets: list[AccountTarget]) -> ExitC
             print(f"keysweep: {exc}", file=sys.stderr)
     if not accounts:
         return ExitCode.RUNTIME
-    plan = plan_deactivation(key_ids, accounts)
-    todo = [p for p in plan if p.user and p.status == "Active"]
+    if args.quiet_days < 0:
+        raise ConfigError(f"--quiet-days {args.quiet_days}: must be 0 or more")
+    hosts, verified = _fleet_evidence(args.db)
+    plan = plan_deactivation(key_ids, accounts, hosts=hosts, verified=verified, quiet_days=args.quiet_days)
+    todo = [p for p in plan if p.user and p.status == "Active" and (args.force or not p.hold)]
     print(f"{len(todo)} of {len(plan)} key(s) will be set Inactive:", file=sys.stderr)
     for item in plan:
         if item.user:
             state = "will deactivate" if item.status == "Active" else f"already {item.status}"
+            if item.hold:
+                state = f"{'will deactivate despite --force: ' if args.force else 'held: '}{item.hold}"
             print(f"  {item.key_id}  user {item.user}  account {item.account_id}  {state}", file=sys.stderr)
         else:
             print(f"  {item.key_id}  skipped: {item.reason}", file=sys.stderr)
@@ -141,7 +156,7 @@ def _deactivate(args: argparse.Namespace, targets: list[AccountTarget]) -> ExitC
             return ExitCode.USAGE
     store = open_existing_store(args.db) if args.db else None
     try:
-        results = apply_deactivation(plan, accounts, store=store)
+        results = apply_deactivation([p for p in plan if p in todo or p.status != "Active"], accounts, store=store)
     finally:
         if store:
             store.close()
@@ -149,5 +164,23 @@ def _deactivate(args: argparse.Namespace, targets: list[AccountTarget]) -> ExitC
         extra = f" by {r.actor} at {r.at}" if r.outcome == "deactivated" else f" ({r.error})" if r.error else ""
         print(f"{r.key_id}\t{r.outcome}{extra}")
     failed = [r for r in results if r.outcome in ("failed", "not-found")]
-    return ExitCode.RUNTIME if failed else ExitCode.CLEAN
+    held = [p for p in plan if p.user and p.status == "Active" and p not in todo]
+    for p in held:
+        print(f"{p.key_id}\theld ({p.hold}; --force to deactivate anyway)")
+    return ExitCode.RUNTIME if failed else ExitCode.FINDINGS if held else ExitCode.CLEAN
+
+
+def _fleet_evidence(db: str | None) -> tuple[dict[str, list[str]], dict[str, list[datetime]]]:
+    """From the fleet store: key id -> hosts holding it, and key id -> the fleet's verification times."""
+    if not db:
+        return {}, {}
+    store = open_existing_store(db)
+    try:
+        records = list(store.iter_findings())
+    finally:
+        store.close()
+    hosts: dict[str, set[str]] = {}
+    for r in records:
+        hosts.setdefault(r.key_id, set()).add(r.hostname or r.host_id)
+    return {k: sorted(v) for k, v in hosts.items()}, verification_times(records)
 

@@ -1,0 +1,41 @@
+"""Telling keysweep's own use of a key from real use.
+
+Any signed request counts as a key's last use in IAM, keysweep's ``sts:GetCallerIdentity`` verification too
+(after one verification, ``GetAccessKeyLastUsed`` shows service ``sts``). The fleet store keeps the verifications'
+times, so a last use by ``sts`` at, or within :data:`KEYSWEEP_USE_WINDOW` after, a verification of that key is
+keysweep's: the audit and the deactivation check treat it as no use at all, and say so.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+
+from keysweep.central.fleet_report import parse_time
+from keysweep.central.records import FindingRecord
+
+# IAM records a use within minutes; the window also absorbs clock skew between the agent and AWS
+KEYSWEEP_USE_WINDOW = timedelta(minutes=15)
+
+
+def verification_times(records: Iterable[FindingRecord]) -> dict[str, list[datetime]]:
+    """key id -> every time the fleet verified it that the store kept (each status run's first and last)."""
+    times: dict[str, set[datetime]] = defaultdict(set)
+    for rec in records:
+        stamps = [rec.verified_at, *(e.get(k) for e in rec.verification_history for k in ("at", "last_at"))]
+        for stamp in stamps:
+            when = parse_time(stamp) if isinstance(stamp, str) else None
+            if when is not None:
+                times[rec.key_id].add(when)
+    return {k: sorted(v) for k, v in times.items()}
+
+
+def keysweep_use(last_used: object, service: object, verified: Sequence[datetime]) -> datetime | None:
+    """The verification that explains ``last_used`` (a last use by ``sts`` just after it), else None."""
+    if not isinstance(last_used, datetime) or str(service or "").lower() != "sts":
+        return None
+    for at in reversed(verified):
+        if at - timedelta(minutes=1) <= last_used <= at + KEYSWEEP_USE_WINDOW:
+            return at
+    return None
