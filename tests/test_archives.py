@@ -194,3 +194,195 @@ def test_nested_zip_over_the_memory_bound_is_scanned_as_bytes(tmp_path: Path) ->
     assert result.stats.skipped["nested-archive-too-large"] == 1
     # stored, so its bytes still show the pair
     assert [(f.location.member, f.key_id) for f in result.findings] == [("lib/big.jar", KEY)]
+
+
+# --- tar headers and zip directories: bounded before they are read -------------------------------------------
+
+
+def _header(name: bytes, size: int, typeflag: bytes, magic: bytes = b"ustar  \0") -> bytes:
+    """One tar header block (GNU magic by default), checksummed."""
+    h = bytearray(512)
+    h[: len(name)] = name
+    h[100:108] = b"0000644\0"
+    h[124:136] = b"%011o\0" % size
+    h[156:157] = typeflag
+    h[257:265] = magic
+    h[148:156] = b" " * 8
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def _entry(name: bytes, data: bytes, typeflag: bytes = b"0") -> bytes:
+    return _header(name, len(data), typeflag) + data + b"\0" * (-len(data) % 512)
+
+
+class _Zeros:
+    """``n`` bytes of a repeated byte as a gzip stream, produced piece by piece (no n-byte buffer)."""
+
+    @staticmethod
+    def gzip(parts: list[bytes | tuple[bytes, int]]) -> bytes:
+        import zlib
+
+        comp = zlib.compressobj(6, zlib.DEFLATED, 31)
+        out = []
+        for p in parts:
+            if isinstance(p, tuple):
+                byte, n = p
+                block = byte * (1 << 20)
+                while n > 0:
+                    out.append(comp.compress(block[: min(n, len(block))]))
+                    n -= len(block)
+            else:
+                out.append(comp.compress(p))
+        out.append(comp.flush())
+        return b"".join(out)
+
+
+@pytest.mark.parametrize("typeflag", [b"L", b"x"])
+def test_an_over_long_tar_header_is_refused_before_it_is_read(tmp_path: Path, typeflag: bytes) -> None:
+    from keysweep.sources import tarstream
+
+    size = 256 << 20  # 256 MiB of header in a ~250 KiB .tar.gz; tarfile would have held all of it
+    data = _Zeros.gzip([
+        _entry(b"first.env", PAIR),
+        _header(b"././@LongLink" if typeflag == b"L" else b"./PaxHeaders/x", size, typeflag),
+        (b"a", size),
+        _entry(b"after.env", PAIR.replace(KEY.encode(), b"AKIAXYZDQCEN4B6JSJQI")),
+        b"\0" * 1024,
+    ])
+    assert len(data) < 1 << 20
+    (tmp_path / "bomb.tar.gz").write_bytes(data)
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["archive-header-too-large"] == 1
+    # what came before it is kept; nothing after it can be told apart from the header, so the tar stops there
+    assert [(f.location.member, f.key_id) for f in result.findings] == [("first.env", KEY)]
+    assert result.stats.bytes_scanned < tarstream.MAX_HEADER + (1 << 20)
+
+
+def test_a_long_header_within_the_bound_names_its_member(tmp_path: Path) -> None:
+    long_name = "d/" * 200 + "creds.env"  # 409 characters: a GNU long name, and a pax path
+    members = {long_name: PAIR, "caf\u00e9/\u2603.env": PAIR}
+    for fmt, name in ((tarfile.GNU_FORMAT, "gnu.tar"), (tarfile.PAX_FORMAT, "pax.tar"),
+                      (tarfile.USTAR_FORMAT, "ustar.tar")):
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+            for n, data in members.items():
+                if fmt == tarfile.USTAR_FORMAT:
+                    n = "p/" * 60 + n.rsplit("/", 1)[-1]  # ustar: 120 characters of directories in its prefix
+                info = tarfile.TarInfo(n)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        (tmp_path / name).write_bytes(buf.getvalue())
+    got = sorted((f.location.path.rsplit("/", 1)[-1], f.location.member) for f in scan_paths(tmp_path).findings)
+    ustar = "p/" * 60
+    assert got == sorted([
+        ("gnu.tar", long_name), ("gnu.tar", "caf\u00e9/\u2603.env"),
+        ("pax.tar", long_name), ("pax.tar", "caf\u00e9/\u2603.env"),
+        ("ustar.tar", ustar + "creds.env"), ("ustar.tar", ustar + "\u2603.env"),
+    ])
+
+
+def test_a_pax_size_overrides_the_header_size(tmp_path: Path) -> None:
+    # what a writer does for members over 8 GiB: the real size in the pax header, the ustar field left at 0
+    record = b"size=%d\n" % len(PAIR)
+    record = b"%d " % (len(record) + 3) + record
+    tar = (_header(b"./PaxHeaders/a", len(record), b"x", b"ustar\x0000") + record + b"\0" * (-len(record) % 512)
+           + _header(b"a.env", 0, b"0", b"ustar\x0000") + PAIR + b"\0" * (-len(PAIR) % 512)
+           + _entry(b"b.txt", b"after\n") + b"\0" * 1024)
+    (tmp_path / "big.tar").write_bytes(tar)
+    result = scan_paths(tmp_path)
+    assert [(f.location.member, f.has_secret) for f in result.findings] == [("a.env", True)]
+    assert result.stats.archive_members_scanned == 2 and not result.stats.errors
+
+
+def test_tar_headers_are_charged_to_the_budget(tmp_path: Path) -> None:
+    # 10,000 directory entries: 5 MB of headers and no data at all, then a member
+    dirs = b"".join(_header(b"d%d/" % i, 0, b"5") for i in range(10_000))
+    (tmp_path / "dirs.tar.gz").write_bytes(gzip.compress(dirs + _entry(b"late.env", PAIR) + b"\0" * 1024))
+    result = scan_paths(tmp_path, archive_max_bytes=1 << 20)
+    assert result.stats.skipped["archive-too-large"] == 1 and result.findings == []
+    assert _only(tmp_path) == [("archive", "late.env", True)]
+
+
+def test_a_tar_that_breaks_off_keeps_what_came_before(tmp_path: Path) -> None:
+    tar = _entry(b"a.env", PAIR) + _entry(b"b.env", b"x" * 2000)
+    (tmp_path / "cut.tar").write_bytes(tar[:-1000])
+    result = scan_paths(tmp_path)
+    assert result.stats.errors["archive-corrupt"] == 1
+    assert [f.location.member for f in result.findings] == ["a.env"]
+    (tmp_path / "cut.tar").write_bytes(tar[:148] + b"0000001\0" + tar[156:])  # its first header's checksum is wrong
+    # not even one member: the file is scanned as the bytes it is (the pair is still in the clear)
+    result = scan_paths(tmp_path)
+    assert [(f.location.kind, f.key_id) for f in result.findings] == [("file", KEY)]
+
+
+def test_an_over_long_header_in_a_nested_tar_ends_only_that_tar(tmp_path: Path) -> None:
+    inner = _entry(b"in.env", PAIR) + _header(b"././@LongLink", 1 << 20, b"L") + b"a" * (1 << 20)
+    (tmp_path / "outer.zip").write_bytes(_zip({"lib/inner.tar": inner, "z.env": PAIR}))
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["archive-header-too-large"] == 1
+    assert sorted(f.location.member for f in result.findings) == ["lib/inner.tar!in.env", "z.env"]
+
+
+def _lie(data: bytes, declared: int) -> bytes:
+    """The zip with its end record and zip64 end record both declaring ``declared`` members."""
+    import struct
+
+    out = bytearray(data)
+    eocd = out.rfind(b"PK\x05\x06")
+    struct.pack_into("<HH", out, eocd + 8, declared, declared)
+    z64 = out.rfind(b"PK\x06\x06", 0, eocd)
+    assert z64 >= 0  # zipfile writes zip64 end records past 65,535 members
+    struct.pack_into("<QQ", out, z64 + 24, declared, declared)
+    return bytes(out)
+
+
+@pytest.mark.timeout(120)
+def test_a_zip_whose_end_record_lies_about_its_member_count_is_not_opened(tmp_path: Path) -> None:
+    from keysweep.sources import archives
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("a.env", PAIR)
+        for i in range(max(archives.MAX_ZIP_MEMBERS, 65_536)):
+            z.writestr(f"{i:x}", b"")
+    lying = _lie(buf.getvalue(), 10)
+    assert zipfile._EndRecData(io.BytesIO(lying))[zipfile._ECD_ENTRIES_TOTAL] == 10  # type: ignore[attr-defined]
+    (tmp_path / "lying.zip").write_bytes(lying)
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["archive-too-many-members"] == 1
+    assert [(f.location.kind, f.key_id) for f in result.findings] == [("file", KEY)]  # scanned as bytes
+
+
+@pytest.mark.timeout(120)
+def test_a_zip_directory_larger_than_the_bound_is_not_opened(tmp_path: Path) -> None:
+    from keysweep.sources import archives
+
+    name_len = 1000
+    count = archives.MAX_ZIP_DIRECTORY // (46 + name_len) + 1  # well under the member limit
+    assert count < archives.MAX_ZIP_MEMBERS
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("a.env", PAIR)
+        for i in range(count):
+            z.writestr(f"{i:0{name_len}d}", b"")
+    (tmp_path / "wide.zip").write_bytes(buf.getvalue())
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["archive-directory-too-large"] == 1
+    assert [(f.location.kind, f.key_id) for f in result.findings] == [("file", KEY)]
+
+
+def test_keys_are_capped_per_archive_and_the_rest_counted(tmp_path: Path) -> None:
+    from keysweep.detect import MAX_KEYS_PER_PLACE
+
+    from tests.support.planted import planted_key
+
+    ids = [planted_key(i).key_id for i in range(MAX_KEYS_PER_PLACE + 20)]
+    members = {f"m{i}.log": f"id {kid}\n".encode() for i, kid in enumerate(ids)}  # one bare id per member
+    members["zz.env"] = PAIR
+    (tmp_path / "many.tgz").write_bytes(_tar(members, "w:gz"))
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["too-many-keys"] == 20
+    assert sum(1 for f in result.findings if not f.has_secret) == MAX_KEYS_PER_PLACE
+    # the real pair after them is still found: paired keys have a pool of their own
+    assert [(f.location.member, f.key_id) for f in result.findings if f.has_secret] == [("zz.env", KEY)]

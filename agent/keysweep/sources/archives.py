@@ -1,8 +1,11 @@
 """Archives, streamed: zip (jar/whl/war/ear, detected by magic, not name), tar, gzip, bzip2, xz, nested.
 
-Nothing is extracted to disk. Every byte handed to the detector is charged to a budget per top-level archive
-(total expanded bytes, and expansion ratio against the archive's size once past a small floor), so a zip bomb
-stops with a counted reason after a bounded amount of work. Findings keep what was found before a limit hit.
+Nothing is extracted to disk. Every byte read out of a container (tar headers and padding included) is charged to
+a budget per top-level archive (total expanded bytes, and expansion ratio against the archive's size once past a
+small floor), so a zip bomb stops with a counted reason after a bounded amount of work. Findings keep what was
+found before a limit hit. What a parser would hold in memory is bounded before it reads it: tar headers by the
+streaming reader in :mod:`keysweep.sources.tarstream`, a zip's central directory by its declared size and by
+the entries it really holds (counted by walking it, not by trusting the end record).
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ import gzip
 import io
 import lzma
 import os
-import tarfile
+import struct
 import zipfile
 import zlib
 from typing import IO, TYPE_CHECKING, Protocol
 
+from keysweep.detect import KeyCap, Place
 from keysweep.models import Finding, Location
+from keysweep.sources import tarstream
 from keysweep.sources.names import readable
 
 if TYPE_CHECKING:
@@ -28,12 +33,16 @@ if TYPE_CHECKING:
 NESTED_ZIP_MAX = 8 * 1024 * 1024
 RATIO_FLOOR = 8 * 1024 * 1024  # below this many expanded bytes, any ratio is harmless
 MAX_ZIP_MEMBERS = 50_000
+# zipfile reads its central directory whole and keeps every entry: past this size (~50,000 entries with
+# long names) the zip is scanned as bytes instead
+MAX_ZIP_DIRECTORY = 8 * 1024 * 1024
+_CD_ENTRY = struct.Struct("<4s24xHHH12x")  # central directory entry: signature, name/extra/comment lengths
 _READ = 1024 * 1024
 _COMPRESSED = ("gzip", "bz2", "xz")
 _ARCHIVE_ERRORS = (
     zipfile.BadZipFile,
     zipfile.LargeZipFile,
-    tarfile.TarError,
+    tarstream.TarFormatError,
     EOFError,
     zlib.error,
     lzma.LZMAError,
@@ -143,14 +152,45 @@ def _decompressor(kind: str, raw: _Readable) -> IO[bytes]:
     return lzma.LZMAFile(fh, mode="rb")
 
 
-def _zip_member_count(fh: _Readable) -> int | None:
-    """The member count a zip's end record declares (read before zipfile loads the whole directory)."""
+def _check_zip_directory(fh: _Readable) -> None:
+    """Raise :class:`_NotOpened` when zipfile would hold too much of this zip's central directory: its
+    declared size past ``MAX_ZIP_DIRECTORY``, or more than ``MAX_ZIP_MEMBERS`` entries in it (counted by
+    walking the directory as zipfile will, not taken from the end record, which may say anything).
+    Leaves ``fh`` at 0; a zip zipfile cannot open at all is left for zipfile to refuse."""
+    seek = fh.seek  # type: ignore[attr-defined]
     try:
+        # zipfile's own reading of the end records (zip64 included), so the numbers are the ones it will use
         end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]  # stable since Python 2; no public equivalent
-        fh.seek(0)  # type: ignore[attr-defined]
-    except (AttributeError, OSError, ValueError):
-        return None
-    return int(end[zipfile._ECD_ENTRIES_TOTAL]) if end else None  # type: ignore[attr-defined]
+    except OSError:
+        return
+    except AttributeError:  # a Python without it: nothing can be bounded
+        raise _NotOpened("archive-unsupported") from None
+    if not end:
+        return
+    size_cd = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    if size_cd > MAX_ZIP_DIRECTORY:
+        raise _NotOpened("archive-directory-too-large")
+    start = end[zipfile._ECD_LOCATION] - size_cd  # type: ignore[attr-defined]
+    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
+    try:
+        if start >= 0:
+            seek(start)
+            count = total = 0
+            while total < size_cd:
+                entry = fh.read(_CD_ENTRY.size)
+                if len(entry) < _CD_ENTRY.size:
+                    break
+                sig, n, m, k = _CD_ENTRY.unpack(entry)
+                if sig != b"PK\x01\x02":
+                    break
+                count += 1
+                if count > MAX_ZIP_MEMBERS:
+                    raise _NotOpened("archive-too-many-members")
+                seek(n + m + k, os.SEEK_CUR)
+                total += _CD_ENTRY.size + n + m + k
+    finally:
+        seek(0)
 
 
 def _strip_suffix(name: str) -> str:
@@ -169,31 +209,31 @@ class _ArchiveScan:
         self.options = options
         self.stats = stats
         self.budget = _Budget(options, size)
+        self.cap = KeyCap()  # one for all members: an archive of many small files is one place's worth of keys
+        self.opened = False  # a member was reached: the file is an archive, whatever fails later
         self.findings: list[Finding] = []
 
-    def container(self, fh: _Readable, kind: str, prefix: str, name: str, depth: int) -> None:
-        """Scan every member of one container; ``depth`` is this container's nesting level (1 = on disk)."""
+    def container(self, fh: _Readable, kind: str, prefix: str, name: str, depth: int, charged: bool = False) -> None:
+        """Scan every member of one container; ``depth`` is this container's nesting level (1 = on disk);
+        ``charged``: ``fh`` already charges the budget for what is read from it."""
         self.stats.archives_scanned += 1
         if kind == "zip":
             self._zip(fh, prefix, depth)
         elif kind == "tar":
-            self._tar(fh, prefix, depth)
+            self._tar(fh if charged else _Charged(fh, self.budget), prefix, depth)
         else:
-            stream = _decompressor(kind, fh)
+            stream = _Charged(_decompressor(kind, fh), self.budget)
             head = stream.read(512)
-            self.budget.charge(len(head))
             body = Prefixed(head, stream)
             if sniff(head) == "tar":
                 self._tar(body, prefix, depth)
             else:
-                self.member(body, prefix + _strip_suffix(name), depth)
+                self.member(body, prefix + _strip_suffix(name), depth, charged=True)
 
     def _zip(self, fh: _Readable, prefix: str, depth: int) -> None:
-        members = _zip_member_count(fh)
-        if members is not None and members > MAX_ZIP_MEMBERS:
-            # zipfile holds its whole central directory in memory (~800 bytes a member): its bytes are
-            # scanned as they are instead
-            raise _NotOpened("archive-too-many-members")
+        # zipfile holds its whole central directory in memory (~800 bytes a member): past the bounds, its
+        # bytes are scanned as they are instead
+        _check_zip_directory(fh)
         with zipfile.ZipFile(fh) as zf:  # type: ignore[arg-type]
             for info in zf.infolist():
                 if info.is_dir():
@@ -207,16 +247,17 @@ class _ArchiveScan:
                     self.stats.unread("archive-unsupported", f"{self.path}!{prefix}{readable(info.filename)}")
 
     def _tar(self, fh: _Readable, prefix: str, depth: int) -> None:
-        with tarfile.open(fileobj=fh, mode="r|") as tf:  # type: ignore[call-overload]
-            for m in tf:
-                if not m.isreg():
-                    continue
-                ef = tf.extractfile(m)
-                if ef is not None:
-                    self.member(ef, prefix + readable(m.name), depth)
+        """The members of a tar stream whose reads are charged; an over-long header ends this tar (what
+        follows it cannot be told apart), counted as ``archive-header-too-large``."""
+        try:
+            for m, data in tarstream.members(fh.read):
+                self.member(data, prefix + readable(m.name.decode("utf-8", "surrogateescape")), depth, charged=True)
+        except tarstream.HeaderTooLong:
+            self.stats.skipped["archive-header-too-large"] += 1
 
-    def member(self, fh: _Readable, name: str, depth: int) -> None:
-        reader = _Charged(fh, self.budget)
+    def member(self, fh: _Readable, name: str, depth: int, charged: bool = False) -> None:
+        self.opened = True
+        reader = fh if charged else _Charged(fh, self.budget)
         head = reader.read(_READ)
         raw: _Readable = Prefixed(head, reader)
         kind = sniff(head)
@@ -230,16 +271,18 @@ class _ArchiveScan:
                 self.stats.unread("archive-depth", f"{self.path}!{name}")
         counted = _Counted(raw)
         location = Location(kind="archive", path=self.path, member=name)
-        self.findings.extend(self.detector.scan_stream(counted.read, location=location, chunk_size=_READ))
+        self.findings.extend(
+            self.detector.scan_stream(counted.read, location=location, chunk_size=_READ, place=Place(self.cap))
+        )
         self.stats.archive_members_scanned += 1
         self.stats.bytes_scanned += counted.bytes
 
-    def _nested(self, reader: _Charged, head: bytes, kind: str, name: str, depth: int) -> _Readable | None:
+    def _nested(self, reader: _Readable, head: bytes, kind: str, name: str, depth: int) -> _Readable | None:
         """Open a nested container. None when done; else the member's bytes, to be scanned as they are."""
         prefix = name + "!"
         if kind != "zip":
             try:
-                self.container(Prefixed(head, reader), kind, prefix, name, depth + 1)
+                self.container(Prefixed(head, reader), kind, prefix, name, depth + 1, charged=True)
             except (ArchiveLimit, _NotOpened):
                 raise
             except _ARCHIVE_ERRORS:
@@ -290,8 +333,11 @@ def scan_archive(
         stats.archives_scanned -= 1
         return None
     except _ARCHIVE_ERRORS:
-        if not scan.findings and scan.budget.expanded == 0:
+        if not scan.opened:
             stats.archives_scanned -= 1
             return None
         stats.errors["archive-corrupt"] += 1
+    finally:
+        if scan.cap.over:
+            stats.skipped["too-many-keys"] += scan.cap.over
     return scan.findings
