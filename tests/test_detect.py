@@ -12,7 +12,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from keysweep.detect import DEFAULT_PAIR_WINDOW, Detector
+from keysweep.detect import DEFAULT_PAIR_WINDOW, MAX_KEYS_PER_PLACE, Detector, KeyCap, Place
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import Location
 from keysweep.ruleset import load_ruleset
@@ -397,7 +397,7 @@ def test_dense_csv_export_pairs_every_row(detector):
         secret = "".join(rng.choice(string.ascii_letters + string.digits + "/+") for _ in range(39)) + "7"
         pairs[kid] = secret
         rows.append(f"user{i},{kid},{secret}")
-    fs = scan(detector, "\n".join(rows))
+    fs = scan(detector, "\n".join(rows), place=Place(KeyCap(limit=2000)))
     assert {f.key_id: f.secret.reveal() for f in fs} == pairs
     assert [f.location.line for f in fs] == list(range(2, 2002))
 
@@ -569,3 +569,63 @@ def test_prefilter_matches_are_what_finditer_yields():
     for _ in range(200):
         buf = bytes(rng.choice(b"QUtJBLx \n") for _ in range(rng.randrange(0, 3000)))
         assert [m.span() for m in _prefilter_matches(buf, b"Q", rx)] == [m.span() for m in rx.finditer(buf)]
+
+
+def _log_line(i: int, kid: str, secret: str | None = None) -> str:
+    tail = f" secret={secret}" if secret else ""
+    return f"2026-12-03T10:00:{i % 60:02d}Z GET /items/{i} key={kid}{tail}\n"
+
+
+def test_a_key_repeated_on_every_line_is_one_finding_at_its_first_line(detector):
+    text = "header\n" + "".join(_log_line(i, KID, SECRET) for i in range(20_000))
+    place = Place()
+    fs = detector.scan_stream(io.BytesIO(text.encode()).read, location=LOC, chunk_size=64 * 1024, place=place)
+    f = only(fs)
+    assert (f.key_id, f.secret.reveal(), f.location.line, f.pairing) == (KID, SECRET, 2, "same-line")
+    assert place.cap.over == 0
+
+
+def test_a_better_pairing_found_later_replaces_the_first_finding(detector):
+    # a bare id, then the id with its secret, then with its session token: each replaces the one before
+    text = (f"key={TMP}\n" + "x\n" * 3000 + f"key={TMP} secret={SECRET}\n" + "x\n" * 3000
+            + f"key={TMP} secret={SECRET} token={TOKEN}\n" + f"key={TMP}\n" * 3000)
+    place = Place()
+    f = only(detector.scan_stream(io.BytesIO(text.encode()).read, location=LOC, chunk_size=16 * 1024, place=place))
+    assert (f.location.line, f.secret.reveal(), f.session_token.reveal()) == (6003, SECRET, TOKEN)
+    assert place.settled == {TMP} and place.cap.over == 0
+    # settled: a long-term key paired on its line; a temporary key only once its token is found too
+    place = Place()
+    detector.scan(f"key={TMP} secret={SECRET}\nkey={KID} secret={SECRET2}\n".encode(), location=LOC, place=place)
+    assert place.settled == {KID}
+
+
+def _distinct_ids(n: int, seed: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["AKIA" + "".join(rng.choice("QRSTUVWXYZ234567") + rng.choice(B32) for _ in range(8)) for _ in range(n)]
+
+
+def test_distinct_ids_past_the_cap_are_counted_and_a_real_pair_after_them_is_still_found(detector):
+    ids = _distinct_ids(MAX_KEYS_PER_PLACE + 500, 11)
+    text = "".join(f"{kid}\n" for kid in ids) + f"aws_access_key_id={KID}\naws_secret_access_key={SECRET}\n"
+    place = Place()
+    fs = detector.scan_stream(io.BytesIO(text.encode()).read, location=LOC, chunk_size=32 * 1024, place=place)
+    bare = [f for f in fs if not f.has_secret]
+    assert [f.key_id for f in bare] == ids[:MAX_KEYS_PER_PLACE]  # the first ones, in order
+    assert place.cap.over == 500
+    [paired] = [f for f in fs if f.has_secret]
+    assert (paired.key_id, paired.secret.reveal(), paired.location.line) == (KID, SECRET, len(ids) + 1)
+
+
+def test_the_cap_is_shared_by_the_places_that_share_it(detector):
+    cap = KeyCap(limit=3)
+    ids = _distinct_ids(5, 12)
+    found = []
+    for kid in ids:
+        found += detector.scan(f"{kid}\n".encode(), location=LOC, place=Place(cap))
+    assert [f.key_id for f in found] == ids[:3] and cap.over == 2
+
+
+def test_per_line_keeps_each_line_within_the_cap(detector):
+    text = "".join(f"A{i}={KID}\n" for i in range(5))
+    assert [f.location.line for f in scan(detector, text, per_line=True)] == [1, 2, 3, 4, 5]
+    assert [f.location.line for f in scan(detector, text)] == [1]

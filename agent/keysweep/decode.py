@@ -62,8 +62,15 @@ def utf16_form(keyword: bytes) -> bytes:
 def base64_run(buf: bytes, pos: int) -> tuple[int, int]:
     """The run of base64 characters around ``pos`` (at most B64_MAX_RUN on each side)."""
     ahead = _B64_RUN_RE.match(buf, pos, min(len(buf), pos + B64_MAX_RUN))
-    behind = _B64_RUN_RE.match(buf[max(0, pos - B64_MAX_RUN) : pos][::-1])
-    return pos - (behind.end() if behind else 0), ahead.end() if ahead else pos
+    back = 256  # most runs are short: look a little way back first, not the whole bound (a copy per hit)
+    while True:
+        floor = max(0, pos - back)
+        behind = _B64_RUN_RE.match(buf[floor:pos][::-1])
+        length = behind.end() if behind else 0
+        if length < pos - floor or floor == 0 or back >= B64_MAX_RUN:
+            break
+        back = min(back * 8, B64_MAX_RUN)
+    return pos - length, ahead.end() if ahead else pos
 
 
 def wrapped_base64(buf: bytes, pos: int) -> tuple[bytes, list[int], list[int]] | None:

@@ -23,7 +23,7 @@ import bisect
 import dataclasses
 import heapq
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 
 from keysweep import decode, keyid
@@ -50,10 +50,13 @@ _TOKEN_VALUE_RE = re.compile(rb"[A-Za-z0-9/+]{100,}={0,2}\Z")
 _TOKEN_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]){100,}(?:=|%3[Dd]){0,2}")
 _TOKEN_ESC_RE = re.compile(rb"(?:[A-Za-z0-9/+]|%2[FfBb]|\\/){100,}(?:=|%3[Dd]){0,2}")
 _NEWLINE_RE = re.compile(rb"\n")
+MAX_KEYS_PER_PLACE = 1000  # distinct keys one file or archive reports (see KeyCap)
+_EXAMPLE_CACHE = 4096
+_STRONG_PAIRINGS = frozenset({"same-line", "named"})
 _MAX_CHOICES = 4  # candidates kept per id for the one-to-one assignment (bounds work in dense files)
 
 
-@dataclass
+@dataclass(slots=True)  # a dense chunk holds one per id until it is paired
 class _Hit:
     key_id: str
     rule: Rule
@@ -71,6 +74,74 @@ class _Cand:
     value: str
     named: bool
     plausible: bool  # passes the stricter test for unnamed secrets
+
+
+class KeyCap:
+    """How many distinct keys one place (a file, or an archive with all its members) may report.
+
+    ``limit`` keys with a secret and as many ids without one, counted apart: a file that repeats its key id
+    on every line, or an attacker who plants a thousand bare ids, cannot crowd out a real pair. ``over``
+    counts the key occurrences dropped once a pool is full (reported as the skip reason ``too-many-keys``).
+    """
+
+    def __init__(self, limit: int = MAX_KEYS_PER_PLACE) -> None:
+        self._left = [limit, limit]  # ids without a secret, keys with one
+        self.over = 0
+
+    def take(self, paired: bool) -> bool:
+        if self._left[paired] <= 0:
+            self.over += 1
+            return False
+        self._left[paired] -= 1
+        return True
+
+    def give_back(self, paired: bool) -> None:
+        self._left[paired] += 1
+
+
+class Place:
+    """The findings of one place (a file or an archive member), kept as they are found: one per key id, at
+    its first line; a later occurrence replaces it only when it is better paired (a secret where there was
+    none, a secret on its own line or under its name where it was only near, a session token). Memory is
+    bounded by the :class:`KeyCap` (shared by all members of one archive), never by how often a key repeats.
+
+    An id whose secret is on its line or named (and, for a temporary key, whose token is found) is
+    ``settled``: nothing later in the place can improve it, so the detector spends no pairing work on it.
+    The one thing given up: the same id paired with a second, different secret later in the same place (an
+    access key has one secret; the first strong pairing is kept).
+    """
+
+    def __init__(self, cap: KeyCap | None = None) -> None:
+        self.cap = KeyCap() if cap is None else cap
+        self.settled: set[str] = set()
+        self._found: dict[tuple[str, int | None], tuple[tuple[bool, bool, bool], Finding]] = {}
+
+    def add(
+        self, detector: Detector, h: _Hit, location: Location, line: int, offset: int, per_line: bool = False
+    ) -> Finding | None:
+        """Keep the hit if it is a new key here or better paired; the finding kept, else None."""
+        key = (h.key_id, line if per_line else None)
+        strength = (h.secret is not None, h.pairing in _STRONG_PAIRINGS, h.token is not None)
+        old = self._found.get(key)
+        if old is None:
+            if not self.cap.take(strength[0]):
+                return None
+        elif strength <= old[0]:
+            return None
+        elif strength[0] and not old[0][0]:  # a bare id now paired: it moves to the paired pool
+            if not self.cap.take(True):
+                return None
+            self.cap.give_back(False)
+        loc = dataclasses.replace(location, line=line, offset=offset, encoding=h.encoding)
+        f = detector.make_finding(h.key_id, location=loc, secret=h.secret, session_token=h.token,
+                                  pairing=h.pairing, rule=h.rule.id)
+        self._found[key] = (strength, f)
+        if not per_line and strength[:2] == (True, True) and (strength[2] or f.key_type != "temporary"):
+            self.settled.add(h.key_id)
+        return f
+
+    def findings(self) -> list[Finding]:
+        return [f for _, f in self._found.values()]
 
 
 class Detector:
@@ -100,6 +171,7 @@ class Detector:
         self._token_names = re.compile(token_rule.names.encode()) if token_rule.names else None
         self._token_prefixes = tuple(p.encode() for p in token_rule.prefixes)
         self._severity = {r.id: r.severity for r in ruleset.rules}
+        self._example_ids: dict[str, bool] = {}  # a key id repeated on every line of a log is judged once
 
         # every literal form of every keyword, with what it is and (base64) where its quantum grid starts
         self._forms: dict[bytes, tuple[str, int]] = {}
@@ -134,35 +206,51 @@ class Detector:
         base_line: int = 1,
         min_offset: int = 0,
         max_offset: int | None = None,
+        per_line: bool = False,
+        place: Place | None = None,
     ) -> list[Finding]:
         """Findings in ``buf``, whose first byte is at ``base_offset`` / line ``base_line`` of the stream.
 
-        Ids at absolute offsets below ``min_offset`` (already reported from the previous chunk) or at or above
-        ``max_offset`` (left for the next chunk) are dropped. Line numbers are 1-based.
+        One finding per key (id and secret) per place, at its first line (see :class:`Place`; ``place``
+        carries what earlier buffers of the same place found, and the findings returned are those this buffer
+        added or improved). ``per_line``: one finding per key id and line instead, for callers that map lines
+        to places of their own (environment variables); bounded by the same cap. Ids at absolute offsets below
+        ``min_offset`` (already reported from the previous chunk) or at or above ``max_offset`` (left for the
+        next chunk) are dropped. Line numbers are 1-based.
         """
-        hits = self._scan_view(buf, None, 0, base_offset)
+        if place is None:
+            place = Place()
+        hits = self._scan_view(buf, None, 0, base_offset, place.settled if not per_line else ())
         if not hits:
             return []
         lo, hi = min_offset - base_offset, None if max_offset is None else max_offset - base_offset
         hits = [h for h in hits if h.pos >= lo and (hi is None or h.pos < hi)]
         hits.sort(key=lambda h: h.pos)
-        best: dict[tuple[str, int], tuple[_Hit, int]] = {}
+        out: list[Finding] = []
+        best: dict[str, _Hit] = {}  # the best hit of each key id on the current line
         line, at = base_line, 0
         for h in hits:
-            line += buf.count(b"\n", at, h.pos)
+            nl = buf.count(b"\n", at, h.pos)
+            if nl:
+                self._keep(best, line, place, location, base_offset, per_line, out)
+                line += nl
             at = h.pos
-            key = (h.key_id, line)
-            prev = best.get(key)
-            if prev is None or _rank(h) > _rank(prev[0]):
-                best[key] = (h, line)
-        out = []
-        for h, line in sorted(best.values(), key=lambda x: x[0].pos):
-            loc = dataclasses.replace(location, line=line, offset=base_offset + h.pos, encoding=h.encoding)
-            out.append(
-                self.make_finding(h.key_id, location=loc, secret=h.secret, session_token=h.token, pairing=h.pairing,
-                                  rule=h.rule.id)
-            )
+            prev = best.get(h.key_id)
+            if prev is None or _rank(h) > _rank(prev):
+                best[h.key_id] = h
+        self._keep(best, line, place, location, base_offset, per_line, out)
         return out
+
+    def _keep(
+        self, best: dict[str, _Hit], line: int, place: Place, location: Location, base_offset: int,
+        per_line: bool, out: list[Finding],
+    ) -> None:
+        """Offer one line's best hits to the place (in the order they occur), then forget them."""
+        for h in sorted(best.values(), key=lambda x: x.pos) if len(best) > 1 else best.values():
+            f = place.add(self, h, location, line, base_offset + h.pos, per_line)
+            if f is not None:
+                out.append(f)
+        best.clear()
 
     def scan_stream(
         self,
@@ -173,27 +261,28 @@ class Detector:
         base_offset: int = 0,
         min_offset: int = 0,
         max_offset: int | None = None,
+        place: Place | None = None,
     ) -> list[Finding]:
         """Scan a stream of any size in chunks of ``chunk_size`` with :attr:`overlap`; memory stays bounded.
 
-        Every id is reported from the chunk that holds its whole pairing window; the same key id on the same
-        line counts once. The stream's first byte is at ``base_offset`` (line 1); only ids at offsets in
-        ``[min_offset, max_offset)`` are reported (a part of a file whose neighbours another reader scans: the
-        stream then starts and ends ``overlap // 2`` bytes beyond those bounds).
+        Every id is reported from the chunk that holds its whole pairing window; one finding per key per
+        place (:class:`Place`; pass one to read how many keys its cap dropped). The stream's first byte is at
+        ``base_offset`` (line 1); only ids at offsets in ``[min_offset, max_offset)`` are reported (a part of
+        a file whose neighbours another reader scans: the stream then starts and ends ``overlap // 2`` bytes
+        beyond those bounds).
         """
         overlap = self.overlap
         chunk_size = max(chunk_size, 2 * overlap)
+        place = Place() if place is None else place
         buf = _read_full(read, chunk_size)
         buf_off, buf_line, min_off = base_offset, 1, min_offset
-        findings: dict[tuple[str, int | None], Finding] = {}
         while buf:
             nxt = _read_full(read, chunk_size)
             max_off = None if not nxt else buf_off + len(buf) - overlap // 2
             if max_offset is not None:
                 max_off = max_offset if max_off is None else min(max_off, max_offset)
-            for f in self.scan(buf, location=location, base_offset=buf_off, base_line=buf_line, min_offset=min_off,
-                               max_offset=max_off):
-                findings.setdefault((f.key_id, f.location.line), f)
+            self.scan(buf, location=location, base_offset=buf_off, base_line=buf_line, min_offset=min_off,
+                      max_offset=max_off, place=place)
             if not nxt:
                 break
             cut = max(0, len(buf) - overlap)
@@ -201,7 +290,7 @@ class Detector:
             buf_off += cut
             min_off = max(min_off, max_off) if max_off is not None else min_off
             buf = buf[cut:] + nxt
-        return list(findings.values())
+        return place.findings()
 
     def make_finding(
         self,
@@ -238,18 +327,31 @@ class Detector:
         )
 
     def is_example_key(self, key_id: str) -> bool:
-        return key_id in self.ruleset.example_key_ids or keyid.is_example_key(key_id)
+        known = self._example_ids.get(key_id)
+        if known is None:
+            known = key_id in self.ruleset.example_key_ids or keyid.is_example_key(key_id)
+            if len(self._example_ids) >= _EXAMPLE_CACHE:
+                self._example_ids.clear()
+            self._example_ids[key_id] = known
+        return known
 
     def is_example_secret(self, secret: str) -> bool:
         return secret in self.ruleset.example_secrets or "EXAMPLE" in secret
 
     # -- views ----------------------------------------------------------------------------------------------
 
-    def _scan_view(self, view: bytes, encoding: str | None, depth: int, origin: int = 0) -> list[_Hit]:
+    def _scan_view(
+        self, view: bytes, encoding: str | None, depth: int, origin: int = 0, settled: Container[str] = (),
+    ) -> list[_Hit]:
         """Ids in ``view`` (the buffer itself or a decoded slice of it), paired within the view; positions
         are in ``view``, whose first byte is at ``origin`` of its stream (for the UTF-16 byte order). The
-        prefilter passes are the only work over the whole view: every other step starts from one of their hits."""
-        ids: list[_Hit] = []
+        prefilter passes are the only work over the whole view: every other step starts from one of their hits.
+
+        ``settled``: key ids whose finding cannot improve (:attr:`Place.settled`). A view holding no other id
+        is not paired at all (a log that repeats its key on every line costs little more than the prefilter);
+        one that does is paired whole, settled ids included, so every secret still goes to the same id."""
+        settled_ids: list[tuple[int, str, Rule]] = []  # while every id so far is settled: cheap tuples
+        ids: list[_Hit] | None = None  # from the first id that is not
         utf16_hits: list[int] = []
         b64_hits: list[tuple[int, int]] = []
         pct_hits: list[int] = []  # ids right after a %XX escape: URL-encoded text (%22AKIA…%22)
@@ -273,45 +375,58 @@ class Detector:
                         continue
                     key_id = idm.group().decode("ascii")
                     if self.include_examples or not self.is_example_key(key_id):
-                        ids.append(_Hit(key_id, self._rule_by_group[idm.lastgroup or "r0"], p, encoding))
+                        rule = self._rule_by_group[idm.lastgroup or "r0"]
+                        if ids is not None:
+                            ids.append(_Hit(key_id, rule, p, encoding))
+                        elif key_id in settled:
+                            settled_ids.append((p, key_id, rule))
+                        else:
+                            ids = [_Hit(k, r, q, encoding) for q, k, r in settled_ids]
+                            ids.append(_Hit(key_id, rule, p, encoding))
                 elif kind == "utf-16":
                     utf16_hits.append(p)
                 else:
                     b64_hits.append((p, first))
-        if ids:
+        if ids is None:
+            ids = []
+        else:
             ids.sort(key=lambda h: h.pos)
             self._pair(view, ids)
         if depth < _MAX_DEPTH:
             if pct_hits:
-                ids += self._scan_percent(view, pct_hits, depth)
+                ids += self._scan_percent(view, pct_hits, depth, settled)
             if utf16_hits:
-                ids += self._scan_utf16(view, utf16_hits, depth, origin)
+                ids += self._scan_utf16(view, utf16_hits, depth, origin, settled)
             if b64_hits:
-                ids += self._scan_base64(view, sorted(b64_hits), depth)
+                ids += self._scan_base64(view, sorted(b64_hits), depth, settled)
         return ids
 
-    def _scan_percent(self, view: bytes, hits: list[int], depth: int) -> list[_Hit]:
+    def _scan_percent(self, view: bytes, hits: list[int], depth: int, settled: Container[str]) -> list[_Hit]:
         radius = self.pair_window + TOKEN_MAX
         out: list[_Hit] = []
         for lo, hi in _merge_spans([(max(0, h - radius), min(len(view), h + radius)) for h in hits]):
             text, offsets = decode.percent_view(view, lo, hi)
-            for h in self._scan_view(text, "percent", depth + 1):
+            for h in self._scan_view(text, "percent", depth + 1, settled=settled):
                 h.pos = offsets[h.pos]
                 out.append(h)
         return out
 
-    def _scan_utf16(self, view: bytes, hits: list[int], depth: int, origin: int) -> list[_Hit]:
+    def _scan_utf16(
+        self, view: bytes, hits: list[int], depth: int, origin: int, settled: Container[str]
+    ) -> list[_Hit]:
         radius = 2 * (self.pair_window + TOKEN_MAX)
         out: list[_Hit] = []
         for lo, hi in decode.utf16_regions(hits, len(view), radius):
             # ASCII in UTF-16LE has its character at even stream offsets, in big-endian at odd ones
             enc = "utf-16le" if (origin + lo) % 2 == 0 else "utf-16be"
-            for h in self._scan_view(decode.decode_utf16(view, lo, hi), enc, depth + 1):
+            for h in self._scan_view(decode.decode_utf16(view, lo, hi), enc, depth + 1, settled=settled):
                 h.pos = lo + 2 * h.pos
                 out.append(h)
         return out
 
-    def _scan_base64(self, view: bytes, hits: list[tuple[int, int]], depth: int) -> list[_Hit]:
+    def _scan_base64(
+        self, view: bytes, hits: list[tuple[int, int]], depth: int, settled: Container[str]
+    ) -> list[_Hit]:
         out: list[_Hit] = []
         covered = [-1, -1, -1, -1]  # per quantum grid: text decoded so far (keeps long runs linear)
         wrapped_until = -1
@@ -325,7 +440,7 @@ class Detector:
             if rend == len(view) or view[rend] in b"\r\n":
                 block = decode.wrapped_base64(view, h)
                 if block is not None:
-                    wrapped_until = self._scan_wrapped(block, h, first, depth, view, out)
+                    wrapped_until = self._scan_wrapped(block, h, first, depth, view, out, settled)
                     continue
             if rend - rs < 26:
                 continue
@@ -334,7 +449,7 @@ class Detector:
             if decoded is None:
                 continue
             s, data = decoded
-            for hit in self._scan_view(data, "base64", depth + 1):
+            for hit in self._scan_view(data, "base64", depth + 1, settled=settled):
                 hit.pos = s + (4 * hit.pos) // 3
                 if hit.encoding == "base64":
                     self._pair_encoded_siblings(view, hit)
@@ -343,7 +458,7 @@ class Detector:
 
     def _scan_wrapped(
         self, block: tuple[bytes, list[int], list[int]], h: int, first: int, depth: int, view: bytes,
-        out: list[_Hit],
+        out: list[_Hit], settled: Container[str],
     ) -> int:
         """Decode a block of wrapped base64 lines as one blob; returns where the block ends in ``view``."""
         text, text_offs, view_offs = block
@@ -351,7 +466,7 @@ class Detector:
         decoded = decode.decode_base64_run(text, 0, len(text), text_offs[k] + (h - view_offs[k]) - first)
         if decoded is not None:
             s, data = decoded
-            for hit in self._scan_view(data, "base64", depth + 1):
+            for hit in self._scan_view(data, "base64", depth + 1, settled=settled):
                 q = s + (4 * hit.pos) // 3
                 k = bisect.bisect_right(text_offs, q) - 1
                 hit.pos = view_offs[k] + (q - text_offs[k])
@@ -372,23 +487,12 @@ class Detector:
             newlines = [m.start() for lo, hi in spans for m in _NEWLINE_RE.finditer(view, lo, hi)]
             cand_pos = [c.pos for c in cands]
             cand_line = [bisect.bisect_right(newlines, p) for p in cand_pos]
+            named = [c.named for c in cands]
+            nxt_named, prv_named = _next_true(named), _prev_true(named)
             scored: list[tuple[int, tuple[int, int], int, int]] = []  # (tier, distance, id, candidate)
             for i, h in enumerate(ids):
-                id_line = bisect.bisect_right(newlines, h.pos)
-                mine = []
-                for j in range(bisect.bisect_left(cand_pos, h.pos - w), bisect.bisect_right(cand_pos, h.pos + 20 + w)):
-                    c = cands[j]
-                    lines_apart = abs(cand_line[j] - id_line)
-                    if lines_apart == 0:
-                        tier = 0 if c.named else 1
-                    elif c.named:
-                        tier = 2
-                    elif lines_apart <= UNNAMED_MAX_LINES and c.plausible:
-                        tier = 3
-                    else:
-                        continue
-                    mine.append((tier, _distance(h.pos, c.pos, c.end), i, j))
-                scored += heapq.nsmallest(_MAX_CHOICES, mine)
+                scored += self._choices(h, i, bisect.bisect_right(newlines, h.pos), cands, cand_pos, cand_line,
+                                        nxt_named, prv_named)
             for tier, i, j in _assign(scored):
                 ids[i].secret = cands[j].value
                 ids[i].pairing = ("same-line", "same-line", "named", "window")[tier]
@@ -407,6 +511,49 @@ class Detector:
                 scored += heapq.nsmallest(_MAX_CHOICES, mine)
             for _tier, i, j in _assign(scored):
                 temporary[i].token = tokens[j][2]
+
+    def _choices(
+        self, h: _Hit, i: int, id_line: int, cands: list[_Cand], cand_pos: list[int], cand_line: list[int],
+        nxt_named: list[int], prv_named: list[int],
+    ) -> list[tuple[int, tuple[int, int], int, int]]:
+        """The id's best ``_MAX_CHOICES`` candidates by (tier, distance): what sorting every candidate in its
+        window would give, found by looking only as far as a better one could still be. Its own line
+        (tiers 0, 1) first; then outwards, later lines before earlier ones: a named value (tier 2) on a later
+        line beats every value before the id, and once ``_MAX_CHOICES`` values of tier <= 2 are in hand
+        nothing further can enter; unnamed values (tier 3) only within ``UNNAMED_MAX_LINES``."""
+        w, pos = self.pair_window, h.pos
+        lo_j = bisect.bisect_left(cand_pos, pos - w)
+        hi_j = bisect.bisect_right(cand_pos, pos + 20 + w)
+        a = bisect.bisect_left(cand_line, id_line, lo_j, hi_j)
+        b = bisect.bisect_right(cand_line, id_line, a, hi_j)
+        mine = [(1 - cands[j].named, _distance(pos, cands[j].pos, cands[j].end), i, j) for j in range(a, b)]
+        good = len(mine)  # values of tier <= 2 in hand
+        for forward in (True, False):
+            if good >= _MAX_CHOICES:
+                break
+            if forward:
+                near = range(b, bisect.bisect_right(cand_line, id_line + UNNAMED_MAX_LINES, b, hi_j))
+            else:
+                near = range(a - 1, bisect.bisect_left(cand_line, id_line - UNNAMED_MAX_LINES, lo_j, a) - 1, -1)
+            unnamed = 0
+            for j in near:
+                c = cands[j]
+                if c.named:
+                    good += 1
+                    mine.append((2, _distance(pos, c.pos, c.end), i, j))
+                    if good >= _MAX_CHOICES:
+                        break
+                elif c.plausible and unnamed < _MAX_CHOICES:
+                    unnamed += 1
+                    mine.append((3, _distance(pos, c.pos, c.end), i, j))
+            else:  # named values further away
+                j = nxt_named[near.stop] if forward else prv_named[near.stop + 1]
+                while good < _MAX_CHOICES and lo_j <= j < hi_j:
+                    good += 1
+                    mine.append((2, _distance(pos, cands[j].pos, cands[j].end), i, j))
+                    j = nxt_named[j + 1] if forward else prv_named[j]
+        mine.sort()
+        return mine[:_MAX_CHOICES]
 
     def _secret_candidates(self, view: bytes, lo: int, hi: int) -> list[_Cand]:
         found = []
@@ -521,6 +668,22 @@ def _assign(scored: list[tuple[int, tuple[int, int], int, int]]) -> list[tuple[i
         used_ids.add(i)
         used.add(j)
         out.append((tier, i, j))
+    return out
+
+
+def _next_true(flags: list[bool]) -> list[int]:
+    """For each index k (and len(flags)): the first index >= k whose flag is set, else len(flags)."""
+    out = [len(flags)] * (len(flags) + 1)
+    for k in range(len(flags) - 1, -1, -1):
+        out[k] = k if flags[k] else out[k + 1]
+    return out
+
+
+def _prev_true(flags: list[bool]) -> list[int]:
+    """For each k in 0..len(flags): the last index < k whose flag is set, else -1."""
+    out = [-1] * (len(flags) + 1)
+    for k in range(len(flags)):
+        out[k + 1] = k if flags[k] else out[k]
     return out
 
 
