@@ -257,3 +257,15 @@ def test_scan_table_fits_100_columns_and_keeps_paths_whole(tmp_path: Path) -> No
     path = f"{deep}/app.env:1"
     assert f"    {path}" in lines  # whole, on its own line
     assert all(len(line) <= 100 for line in lines if path not in line)
+
+
+def test_fleet_table_rows_fit_100_columns(tmp_path: Path, capsys) -> None:
+    from tests.support.fleet import LIVE_KEY, build_store
+
+    db = build_store(tmp_path / "fleet.db")
+    assert main(["report", "--db", str(db)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if line and not line.startswith(" ")]  # headers, key and host rows
+    assert len(rows) >= 12 and all(len(line) <= 100 for line in rows), max(rows, key=len)
+    live = lines.index(next(line for line in lines if line.startswith(LIVE_KEY)))
+    assert lines[live + 1] == "    owner: arn:aws:iam::534261010715:user/deploy"  # whole, on its own line

@@ -103,6 +103,14 @@ def test_fleet_report_in_every_format_carries_no_attacker_bytes(hostile_db: Path
     assert esc_row["commands"].splitlines()[:2] == ["aws iam create-role \\x1b[2J", "@SUM(1)"]
 
 
+def test_host_coverage_carries_no_attacker_bytes(hostile_db: Path, capsys) -> None:
+    for fmt in ("table", "json"):
+        main(["collect", "--coverage", "--db", str(hostile_db), "--format", fmt])
+        out = capsys.readouterr().out
+        assert not _unsafe_in(out), (fmt, _unsafe_in(out))
+        assert "\\u2066" in out and "\\x07" in out, fmt
+
+
 def test_fleet_report_json_is_read_by_strict_parsers_and_jq(hostile_db: Path, capsys) -> None:
     out = _report(capsys, hostile_db, "json")
     doc = _strict_json(out)

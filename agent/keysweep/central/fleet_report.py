@@ -317,16 +317,18 @@ def _short(text: str | None, width: int) -> str:
 
 def write_table(report: FleetReport, out: TextIO) -> None:
     s = report.summary()
-    out.write(f"keysweep fleet report, {_iso(report.generated_at)}: {s['keys']} key(s), {s['live_keys']} live, "
+    out.write(f"keysweep fleet report, {_iso(report.generated_at)}\n{s['keys']} key(s), {s['live_keys']} live, "
               f"in {s['locations']} place(s) on {s['hosts_with_keys']} host(s); {s['hosts']} host(s) known, "
               f"{s['silent_hosts']} silent\n\n")
-    header = f"{'KEY ID':<22} {'ACCOUNT':<13} {'STATUS':<12} {'HOSTS':>5} {'KINDS':<16} {'FIRST SEEN':<11} " \
-             f"{'LAST SEEN':<11} OWNER"
-    out.write(header + "\n")
-    for k in report.keys:
+    header = f"{'KEY ID':<22} {'ACCOUNT':<13} {'STATUS':<12} {'HOSTS':>5} {'KINDS':<12} {'FIRST SEEN':<10} " \
+             f"{'LAST SEEN':<10}"
+    out.write(header.rstrip() + "\n")
+    for k in report.keys:  # a key's row fits 100 columns; the longer facts follow on their own lines
         out.write(f"{_short(k.key_id, 22):<22} {_short(k.account_id, 13):<13} {_short(k.status, 12):<12} "
-                  f"{len(k.hosts):>5} {_short(','.join(k.compute_kinds), 16):<16} {safe_text(k.first_seen[:10]):<11} "
-                  f"{safe_text(k.last_seen[:10]):<11} {_short(k.owner_arn, 60)}\n")
+                  f"{len(k.hosts):>5} {_short(','.join(k.compute_kinds), 12):<12} {safe_text(k.first_seen[:10]):<10} "
+                  f"{safe_text(k.last_seen[:10]):<10}\n")
+        if k.owner_arn:
+            out.write(f"    owner: {safe_text(k.owner_arn)}\n")
         for loc in k.locations:
             out.write(f"    at {_short(loc.hostname, 30)} ({_short(loc.host_kind, 12)}): {_short(loc.place, 90)}\n")
         if k.deactivated_at:
@@ -336,14 +338,15 @@ def write_table(report: FleetReport, out: TextIO) -> None:
             for cmd in _commands(k):
                 out.write(f"      $ {_short(cmd, 200)}\n")
     out.write(f"\nHOST COVERAGE (silent = no heartbeat for {report.silent_after.total_seconds() / 3600:g} h)\n")
-    out.write(f"{'HOST':<30} {'KIND':<12} {'AGENT':<10} {'LAST HEARTBEAT':<21} {'KEYS':>4} {'LIVE':>4}  STATE\n")
+    out.write(f"{'HOST':<22} {'KIND':<11} {'AGENT':<10} {'LAST HEARTBEAT':<17} {'KEYS':>4} {'LIVE':>4}  STATE\n")
     for row in report.hosts:
         h = row.coverage
         state = h.state.upper() if row.silent else h.state
         if h.errors:
-            state += f" ({len(h.errors)} error(s))"
-        out.write(f"{_short(h.hostname, 30):<30} {_short(h.kind, 12):<12} {_short(h.agent_version, 10):<10} "
-                  f"{_short(h.last_heartbeat, 21):<21} {row.keys:>4} {row.live_keys:>4}  {state}\n")
+            state += f", {len(h.errors)} error(s)"
+        heartbeat = f"{h.last_heartbeat[:16]}Z" if h.last_heartbeat else None  # to the minute
+        out.write(f"{_short(h.hostname, 22):<22} {_short(h.kind, 11):<11} {_short(h.agent_version, 10):<10} "
+                  f"{_short(heartbeat, 17):<17} {row.keys:>4} {row.live_keys:>4}  {state}\n")
 
 
 def render_report(report: FleetReport, fmt: str, stream: TextIO) -> None:

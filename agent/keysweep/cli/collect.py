@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 import signal
 import sys
@@ -92,12 +91,14 @@ def _coverage(args: argparse.Namespace) -> int:
         cov = host_coverage(store.iter_hosts(), silent_after=timedelta(hours=args.silent_after))
     finally:
         store.close()
+    from keysweep.textsafe import dumps_json, safe_text
+
     if args.format == "json":
-        print(json.dumps(cov.to_dict(), indent=2, sort_keys=True))
-    else:
+        print(dumps_json(cov.to_dict(), indent=2, sort_keys=True))
+    else:  # host values are the hosts' own text: no control or bidi character reaches the terminal
         header = ("STATE", "HOST", "HOST ID", "KIND", "AGENT", "LAST HEARTBEAT", "AGO")
-        rows = [(h.state, h.hostname, h.host_id, h.kind, h.agent_version or "-", h.last_heartbeat or "-",
-                 _ago(h.silent_for_s)) for h in cov.hosts]
+        rows = [tuple(safe_text(v) for v in (h.state, h.hostname, h.host_id, h.kind, h.agent_version or "-",
+                                             h.last_heartbeat or "-", _ago(h.silent_for_s))) for h in cov.hosts]
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

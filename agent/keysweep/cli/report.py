@@ -14,6 +14,7 @@ from keysweep.central.fleet_report import FORMATS, load_report, render_report
 from keysweep.central.securityhub import export_report
 from keysweep.central.store import DEFAULT_DB, Store, open_store
 from keysweep.errors import ConfigError, ExitCode
+from keysweep.textsafe import safe_text
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -74,7 +75,8 @@ def run(args: argparse.Namespace) -> ExitCode:
         print(f"keysweep: Security Hub: {result.imported} imported, {result.archived} archived, "
               f"{len(result.failed)} refused", file=sys.stderr)
         for failed in result.failed:
-            print(f"  refused {failed['Id']}: {failed['ErrorCode']} {failed['ErrorMessage']}", file=sys.stderr)
+            print(safe_text(f"  refused {failed['Id']}: {failed['ErrorCode']} {failed['ErrorMessage']}"),
+                  file=sys.stderr)
         if result.failed:
             return ExitCode.RUNTIME
     return ExitCode.CLEAN
