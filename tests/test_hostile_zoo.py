@@ -6,14 +6,20 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import stat
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import zipfile
+from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from keysweep.models import Finding
@@ -27,11 +33,20 @@ PAIR = f"AWS_ACCESS_KEY_ID={KEY}\nAWS_SECRET_ACCESS_KEY={SECRET}\n"
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _build_zoo(root: Path) -> dict[str, object]:
-    """Write the zoo; returns facts the tests check against."""
-    root.mkdir(parents=True, exist_ok=True)
+WEIRD = b"bad-\xff\xfe-name"  # not UTF-8
+DEEP_LEVELS = 300
+
+
+def _zoo_dirs(root: Path) -> None:
+    """The zoo's directories (a watcher sees files only in directories it already watches)."""
+    (root / "filler").mkdir(parents=True)
+    os.mkdir(os.fsencode(root) + b"/" + WEIRD)
+    os.makedirs(os.fsencode(root / "deep") + b"/d" * DEEP_LEVELS)
+
+
+def _zoo_files(root: Path) -> dict[str, object]:
+    """The zoo's files; returns facts the tests check against."""
     (root / "ok.env").write_text(PAIR)
-    (root / "filler").mkdir()
     for i in range(300):  # enough files for the scan to use its worker processes
         (root / "filler" / f"{i}.txt").write_text(f"line {i}\n")
     os.mkfifo(root / "fifo")  # nobody writes to it: a blocking open would hang forever
@@ -47,17 +62,9 @@ def _build_zoo(root: Path) -> dict[str, object]:
     (root / "loop-a").symlink_to("loop-b")
     (root / "loop-b").symlink_to("loop-a")
     (root / "up").symlink_to("..")
-    weird = os.fsencode(root) + b"/bad-\xff\xfe-name"
-    os.mkdir(weird)
-    with open(weird + b"/k\xe9y.env", "wb") as fh:
+    with open(os.fsencode(root) + b"/" + WEIRD + b"/k\xe9y.env", "wb") as fh:
         fh.write(PAIR.encode())
-    deep = root / "deep"
-    d = os.fsencode(deep)
-    os.mkdir(d)
-    for _ in range(300):
-        d += b"/d"
-        os.mkdir(d)
-    with open(d + b"/bottom.env", "wb") as fh:
+    with open(os.fsencode(root / "deep") + b"/d" * DEEP_LEVELS + b"/bottom.env", "wb") as fh:
         fh.write(f"AWS_ACCESS_KEY_ID={DEEP_KEY}\n".encode())
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z, z.open("zeros", "w") as w:
@@ -69,6 +76,11 @@ def _build_zoo(root: Path) -> dict[str, object]:
         fh.seek(900 << 20)
         fh.write(PAIR.encode())
     return {"devices": devices}
+
+
+def _build_zoo(root: Path) -> dict[str, object]:
+    _zoo_dirs(root)
+    return _zoo_files(root)
 
 
 @pytest.fixture(scope="module")
@@ -85,26 +97,147 @@ def _cli(*args: str, user: str | None = None, timeout: float = 120) -> subproces
     return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=timeout)
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_zoo_is_scanned_without_hang_or_crash(zoo: tuple[Path, dict[str, object]], workers: str) -> None:
-    root, facts = zoo
-    proc = _cli(str(root), "--format", "json", "--workers", workers)
-    assert proc.returncode == 1, proc.stderr
-    doc = json.loads(proc.stdout)
-    found = {(f["key_id"], f["location"]["path"]) for f in doc["findings"]}
-    assert (KEY, f"{root}/ok.env") in found
-    assert (KEY, f"{root}/bad-\\xff\\xfe-name/k\\xe9y.env") in found
-    assert any(k == DEEP_KEY and p.endswith("/d/bottom.env") for k, p in found)
+@dataclass
+class Run:
+    """What one run of keysweep in some mode reported about the zoo."""
+
+    rc: int
+    stderr: str
+    found: set[tuple[str, str]]  # (key id, path)
+    skipped: Counter[str] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+    files_cached: int = 0
+
+
+def _scan_run(*args: str) -> Run:
+    proc = _cli(*args, "--format", "json")
+    doc = json.loads(proc.stdout) if proc.stdout.strip() else {"findings": [], "summary": {}}
     s = doc["summary"]
-    assert s["skipped"]["fifo"] == 1
-    assert s["skipped"]["socket"] == 1
-    assert s["skipped"].get("device", 0) == facts["devices"]
-    assert s["skipped"]["symlink"] == 3
-    assert s["skipped"]["archive-ratio"] == 1
-    assert s["skipped"]["too-large"] == 1  # the 1 GiB sparse file, over the default 256 MiB cap
-    assert s["errors"] == {}
-    assert "fifo 1" in proc.stderr and "archive-ratio 1" in proc.stderr
+    return Run(proc.returncode, proc.stderr, {(f["key_id"], f["location"]["path"]) for f in doc["findings"]},
+               Counter(s.get("skipped", {})), Counter(s.get("errors", {})), s.get("files_cached", 0))
+
+
+def _agent_config(tmp: Path, roots: list[str], **sections: object) -> Path:
+    cfg = {
+        "state_dir": str(tmp / "state"),
+        "scan": {"roots": roots, "sources": ["files"], "workers": 2},
+        "schedule": {"interval": "1h", "splay": 0},
+        "watch": {"enabled": False},
+        "context": {"imds_endpoint": "http://127.0.0.1:9", "imds_timeout": "200ms", "ecs_timeout": "200ms"},
+        **sections,
+    }
+    path = tmp / "agent.yaml"
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+    return path
+
+
+def _agent_events(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def _from_events(rc: int, stderr: str, events: list[dict[str, Any]], done: str) -> Run:
+    run = Run(rc, stderr, {(e["key_id"], e["location"]["path"]) for e in events if e["event"] == "finding"})
+    for e in events:
+        if e["event"] == done:
+            run.skipped.update(e.get("skipped", {}))
+            run.errors.update(e.get("errors", {}))
+            run.files_cached += e.get("files_cached", 0)
+    return run
+
+
+def _agent_once(root: Path, tmp: Path) -> Run:
+    cfg = _agent_config(tmp, [str(root)])
+    cmd = [sys.executable, "-m", "keysweep", "agent", "--config", str(cfg), "--once"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=150)
+    return _from_events(proc.returncode, proc.stderr, _agent_events(proc.stdout), "sweep.finished")
+
+
+def _watched(root: Path, tmp: Path, facts_out: dict[str, object]) -> Run:
+    """The resident agent watching ``root`` while the zoo is made in it: every file is scanned from its event."""
+    empty = tmp / "empty"
+    empty.mkdir()
+    root.mkdir()
+    cfg = _agent_config(tmp, [str(empty)], watch={
+        "enabled": True, "homes": False, "system_paths": False, "paths": [str(root)], "debounce": "200ms"})
+    cmd = [sys.executable, "-m", "keysweep", "agent", "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not any('"watch.started"' in line for line in lines):
+            assert proc.poll() is None and time.monotonic() < deadline, "the agent did not start watching"
+            time.sleep(0.1)
+        _zoo_dirs(root)
+        time.sleep(2)  # the recursive watch reaches the new directories
+        facts_out.update(_zoo_files(root))
+        deadline = time.monotonic() + 90
+        while True:
+            run = _from_events(0, "", _agent_events("".join(lines)), "watch.scanned")
+            if len(run.found) >= 3 and run.skipped["archive-ratio"] and run.skipped["too-large"]:
+                break
+            assert proc.poll() is None and time.monotonic() < deadline, (run, lines[-5:])
+            time.sleep(0.2)
+        time.sleep(1)  # the last events' scans
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        reader.join(5)
+    return _from_events(proc.returncode, err, _agent_events("".join(lines)), "watch.scanned")
+
+
+_STATE_PENDING = pytest.mark.xfail(
+    strict=False, reason="state.py stores paths as SQLite TEXT: a non-UTF-8 name is a state-error (issue 9 #1)")
+_MODES = [
+    pytest.param("scan-1", id="scan-workers-1"),
+    pytest.param("scan-2", id="scan-workers-2"),
+    pytest.param("scan-state", id="scan-state-dir-twice", marks=_STATE_PENDING),
+    pytest.param("agent-once", id="agent-once", marks=_STATE_PENDING),
+    pytest.param("watch", id="watch", marks=_STATE_PENDING),
+]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", _MODES)
+def test_zoo_through_every_mode(
+    zoo: tuple[Path, dict[str, object]], tmp_path: Path, mode: str
+) -> None:
+    """Every way keysweep reads files meets the zoo: it finishes (exit 0 or 1, no traceback), finds the planted
+    keys, and counts each hostile entry with its reason."""
+    root, facts = zoo
+    exact = True
+    if mode.startswith("scan-") and mode != "scan-state":
+        runs = [_scan_run(str(root), "--workers", mode[-1])]
+    elif mode == "scan-state":
+        runs = [_scan_run(str(root), "--state-dir", str(tmp_path / "state")) for _ in range(2)]
+        assert runs[1].files_cached > 0  # the second run read unchanged files from the state
+    elif mode == "agent-once":
+        runs = [_agent_once(root, tmp_path)]
+    else:
+        root, facts = tmp_path / "watched", {}
+        runs = [_watched(root, tmp_path, facts)]
+        exact = False  # a file may be scanned once per burst of its events
+    for run in runs:
+        assert run.rc in (0, 1), run.stderr
+        assert "Traceback" not in run.stderr, run.stderr
+        assert (KEY, f"{root}/ok.env") in run.found
+        assert (KEY, f"{root}/bad-\\xff\\xfe-name/k\\xe9y.env") in run.found
+        assert any(k == DEEP_KEY and p.endswith("/d/bottom.env") for k, p in run.found)
+        assert not any(f"{root}/filler" in p for _, p in run.found)
+        assert run.errors == {}, run.errors
+        expected = {"fifo": 1, "socket": 1, "device": facts["devices"], "symlink": 3, "too-large": 1}
+        if not run.files_cached:
+            expected["archive-ratio"] = 1  # a rerun from the state does not open the unchanged archive again
+        for reason, n in expected.items():
+            if exact:
+                assert run.skipped[reason] == n, (reason, run.skipped)
+            else:
+                assert (run.skipped[reason] >= 1) == (n >= 1), (reason, run.skipped)
 
 
 @pytest.mark.timeout(180)

@@ -69,6 +69,7 @@ class ScanOptions:
     allowlist: Allowlist | None = None
     follow_symlinks: bool = False
     path_prefix: str | None = None
+    follow_named: bool = True  # a path the operator named is followed even if a symlink; a watcher's event's is not
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s not in SOURCES]
@@ -417,7 +418,7 @@ class _FilesScan:
                 self.stats.unread("too-large", filesystem.display_path(ref.path, opts.path_prefix))
                 continue
             if self.cache is not None and st is not None:
-                cached = self.cache.lookup(ref.path, st)
+                cached = self._cached(ref, st)
                 if cached is not None:
                     self.stats.files_cached += 1
                     self.stats.findings_by_source["files"] += len(cached)
@@ -471,7 +472,20 @@ class _FilesScan:
         self.findings += found
         self.stats.findings_by_source["files"] += len(found)
         if self.cache is not None and st is not None:
-            self.cache.store(ref.path, st, found)
+            try:
+                self.cache.store(ref.path, st, found)
+            except Exception as exc:  # the file's findings stand; it is read again next time
+                self.stats.fail("state-error", filesystem.display_path(ref.path, self.options.path_prefix), exc)
+
+    def _cached(self, ref: filesystem.FileRef, st: os.stat_result) -> list[Finding] | None:
+        """The file cache's findings for an unchanged file; a cache that fails on one file is counted, and the
+        file is read."""
+        assert self.cache is not None
+        try:
+            return self.cache.lookup(ref.path, st)
+        except Exception as exc:
+            self.stats.fail("state-error", filesystem.display_path(ref.path, self.options.path_prefix), exc)
+            return None
 
     def _tick(self) -> None:
         if self.progress is None:

@@ -270,7 +270,9 @@ class Pipeline:
         """Scan files the watcher saw change, then verify and report what they hold."""
         started = time.time()
         before = dataclasses.replace(self.state.counters)
-        findings, stats, interrupted = self._run(build_scan_options(self.config, paths), should_stop)
+        # the paths come from events in directories users write: a symlink there is not followed
+        options = dataclasses.replace(build_scan_options(self.config, paths), follow_named=False)
+        findings, stats, interrupted = self._run(options, should_stop)
         with self._lock:
             verified = self._verify(findings)
             delivery = self._report(verified, stats, heartbeat=False, started=started)
@@ -287,7 +289,8 @@ class Pipeline:
         self._log_findings(verified, "watch")
         log.info("watch.scanned", extra={"fields": {
             "paths": len(paths), "files_scanned": result.stats.get("files_scanned", 0),
-            "findings": len(verified), "duration_s": round(result.duration, 3)}})
+            "findings": len(verified), "duration_s": round(result.duration, 3),
+            "skipped": result.stats.get("skipped", {}), "errors": result.errors}})
         return result
 
     def last_sweep_finished(self) -> float | None:

@@ -237,16 +237,19 @@ def start_points(
     starts = list(options.paths) if options.paths else [_prefixed(r, prefix) for r in options.roots]
     for start in starts:
         start = os.path.abspath(start)
-        try:
-            st = os.stat(start)  # a path the user named is followed even when it is a symlink
+        try:  # a path the user named is followed even when it is a symlink (not one a watcher's event named)
+            st = os.stat(start, follow_symlinks=options.follow_named or options.follow_symlinks)
         except OSError as exc:
             os_error_skip(exc).count(stats)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            stats.skipped["symlink"] += 1
             continue
         if stat.S_ISREG(st.st_mode):
             yield start, st, False
             continue
         if not stat.S_ISDIR(st.st_mode):
-            stats.skipped["not-regular"] += 1
+            stats.skipped[_special_reason(st.st_mode)] += 1
             continue
         held = mounts.containing(start)
         if held is not None and held.is_pseudo:
@@ -428,14 +431,19 @@ class Walker:
                 self.stats.skipped["other-filesystem"] += 1  # a file bind-mounted from elsewhere
             else:
                 yield FileRef(path, d, entry.name, st.st_dev, st.st_ino), st
-        elif stat.S_ISFIFO(mode):
-            self.stats.skipped["fifo"] += 1
-        elif stat.S_ISSOCK(mode):
-            self.stats.skipped["socket"] += 1
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            self.stats.skipped["device"] += 1
         else:
-            self.stats.skipped["not-regular"] += 1
+            self.stats.skipped[_special_reason(mode)] += 1
+
+
+def _special_reason(mode: int) -> str:
+    """Why an entry that is neither a regular file nor a directory is not opened."""
+    if stat.S_ISFIFO(mode):
+        return "fifo"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "device"
+    return "not-regular"
 
 
 def _open_dir(name: str, dir_fd: int | None, *, follow: bool) -> int:
