@@ -162,8 +162,11 @@ def _watched(root: Path, tmp: Path, facts_out: dict[str, object]) -> Run:
     cmd = [sys.executable, "-m", "keysweep", "agent", "--config", str(cfg)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
     lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)  # type: ignore[arg-type]
-    reader.start()
+    errs: list[str] = []  # drained as it comes: a full stderr pipe would stall the agent
+    readers = [threading.Thread(target=lambda out=out, pipe=pipe: out.extend(pipe), daemon=True)  # type: ignore[misc]
+               for out, pipe in ((lines, proc.stdout), (errs, proc.stderr))]
+    for reader in readers:
+        reader.start()
     try:
         deadline = time.monotonic() + 60
         while not any('"watch.started"' in line for line in lines):
@@ -183,11 +186,14 @@ def _watched(root: Path, tmp: Path, facts_out: dict[str, object]) -> Run:
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
-            _, err = proc.communicate(timeout=30)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
-            _, err = proc.communicate()
-        reader.join(5)
+            proc.wait()
+        for reader in readers:
+            reader.join(5)
+    err = "".join(errs)
+    assert len(err) < 100_000, err[:2000]  # no log flood from a deep tree
     return _from_events(proc.returncode, err, _agent_events("".join(lines)), "watch.scanned")
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,11 @@ from keysweep.config import WatchConfig
 from keysweep.sources.aws_files import home_files
 
 log = logging.getLogger(__name__)
+
+# watchdog warns each time a recursive watch meets a directory it already watches, quoting every watched path:
+# a user who makes a deep tree in a watched directory would fill the log quadratically (and a full stderr
+# pipe would stall the watcher). The watch is reused either way: nothing to say.
+warnings.filterwarnings("ignore", message="Callback with id .* already exists for watch", category=RuntimeWarning)
 
 SHELL_FILES = (
     ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".bash_history", ".profile",
