@@ -197,14 +197,12 @@ def _watched(root: Path, tmp: Path, facts_out: dict[str, object]) -> Run:
     return _from_events(proc.returncode, err, _agent_events("".join(lines)), "watch.scanned")
 
 
-_STATE_PENDING = pytest.mark.xfail(
-    strict=False, reason="state.py stores paths as SQLite TEXT: a non-UTF-8 name is a state-error (issue 9 #1)")
 _MODES = [
     pytest.param("scan-1", id="scan-workers-1"),
     pytest.param("scan-2", id="scan-workers-2"),
-    pytest.param("scan-state", id="scan-state-dir-twice", marks=_STATE_PENDING),
-    pytest.param("agent-once", id="agent-once", marks=_STATE_PENDING),
-    pytest.param("watch", id="watch", marks=_STATE_PENDING),
+    pytest.param("scan-state", id="scan-state-dir-twice"),
+    pytest.param("agent-once", id="agent-once"),
+    pytest.param("watch", id="watch"),
 ]
 
 
