@@ -340,10 +340,13 @@ def _print_summary(stream: TextIO, findings: Sequence[Finding], stats: ScanStats
         print(f"keysweep: errors: {_counts(+stats.errors)}", file=stream)
     unread = incomplete(stats.to_dict())
     if unread["count"]:
-        shown = [f"{safe_text(p['path'])} ({p['reason']})" for p in unread["places"][:SUMMARY_PLACES]]
-        rest = unread["count"] - len(shown)
-        print(f"keysweep: not read or partly read: {'; '.join(shown) or 'places not recorded'}"
-              + (f"; and {rest} more (the JSON and SARIF summaries list them)" if rest else ""), file=stream)
+        places = unread["places"]
+        parts = [f"{safe_text(p['path'])} ({p['reason']})" for p in places[:SUMMARY_PLACES]]
+        if len(places) > SUMMARY_PLACES:
+            parts.append(f"{len(places) - SUMMARY_PLACES} more listed in the JSON/SARIF summary")
+        if unread["not_listed"]:
+            parts.append(f"{unread['not_listed']} more not named (counted above)")
+        print(f"keysweep: not read or partly read ({unread['count']}): {'; '.join(parts)}", file=stream)
     if stats.suppressed:
         print(f"keysweep: allowlisted: {stats.suppressed} findings", file=stream)
     if +stats.profiles:
