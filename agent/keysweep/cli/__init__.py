@@ -31,6 +31,7 @@ _COMMAND_MODULES = {
     "audit": "keysweep.cli.audit",
     "iac": "keysweep.cli.iac",
     "cloud": "keysweep.cli.cloud",
+    "trail": "keysweep.cli.trail",
 }
 
 

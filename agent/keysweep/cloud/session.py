@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from keysweep.aws import client_config
 from keysweep.errors import ConfigError, KeysweepError
@@ -48,7 +49,8 @@ def error_reason(exc: Exception, operation: str | None = None) -> str:
     return f"{name} ({operation})" if operation else name
 
 
-AWS_ERRORS = (ClientError, BotoCoreError)
+# an answer that is not the protocol's (an HTML error page from a proxy) is a failed call like any other
+AWS_ERRORS = (ClientError, BotoCoreError, ResponseParserError)
 
 
 @dataclass

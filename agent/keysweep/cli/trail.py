@@ -1,0 +1,198 @@
+"""``keysweep trail``: where each IAM user access key is used, from CloudTrail.
+
+Each key gets a verdict — ``in-use-by-fleet-host``, ``in-use-by-compute-without-agent``, ``in-use-outside-aws``,
+``used-only-by-keysweep`` or ``unused`` — and its sources (address, user agents, resource, kind, first/last, events).
+Exit 0: no key in use, 1: some key in use, 2: usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from collections import defaultdict
+from typing import Any, TextIO
+
+from keysweep.errors import ConfigError, ExitCode
+
+FORMATS = ("table", "json", "csv")
+CSV_COLUMNS = ("key_id", "user", "account", "verdict", "ip", "kind", "resource", "user_agents", "first", "last",
+               "events")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "trail",
+        help="where each IAM user access key is used, from CloudTrail (LookupEvents or an Athena trail table)",
+        description="For every IAM user access key, look up its CloudTrail events, resolve each source address "
+        "(an instance or interface of the account, a fleet host, an AWS service, outside AWS) and give the key a "
+        "verdict. keysweep's own calls (User-Agent keysweep/) never count as use. Exit status: 0 no key in use, "
+        "1 some key in use, 2 usage or configuration error.",
+    )
+    p.add_argument("--days", type=int, default=90, metavar="N", help="look back N days (LookupEvents: at most 90)")
+    who = p.add_mutually_exclusive_group()
+    who.add_argument("--account", action="extend", nargs="+", default=[], metavar="ID",
+                     help="accounts to read, through --role-name in each (default: the caller's own account)")
+    who.add_argument("--organization", action="store_true", help="every active account of the organisation")
+    p.add_argument("--role-name", metavar="NAME", help="the role to assume in each account (--account, --organization)")
+    p.add_argument("--region", action="extend", nargs="+", default=[], metavar="R",
+                   help="regions whose CloudTrail to read (default: every enabled region)")
+    p.add_argument("--db", metavar="PATH", help="fleet store: addresses and instances of hosts running the agent")
+    p.add_argument("--format", choices=FORMATS, help="output format (default: table on a terminal, json otherwise)")
+    p.add_argument("--athena-workgroup", metavar="W", help="run the lookup as an Athena query over --trail-table")
+    p.add_argument("--trail-table", metavar="T", help="the Athena table of an organisation trail in S3")
+    p.add_argument("--print-query", action="store_true", help="print the Athena / CloudTrail Lake query and exit")
+    p.set_defaults(func=_trail)
+
+
+def _trail(args: argparse.Namespace) -> int:
+    from keysweep.cli.scan import _StopFlag
+    from keysweep.cloud import athena, trail
+    from keysweep.cloud.addresses import Fleet, Resolver
+    from keysweep.cloud.session import (
+        AWS_ERRORS,
+        Skip,
+        Target,
+        base_session,
+        enabled_regions,
+        error_reason,
+        resolve_accounts,
+    )
+    from keysweep.ratelimit import TokenBucket
+
+    if args.days < 1:
+        raise ConfigError("--days: at least 1")
+    if bool(args.athena_workgroup) != bool(args.trail_table) and not args.print_query:
+        raise ConfigError("--athena-workgroup and --trail-table go together")
+    if args.role_name and not (args.account or args.organization):
+        raise ConfigError("--role-name: only with --account or --organization")
+    if args.days > trail.MAX_DAYS and not args.athena_workgroup and not args.print_query:
+        raise ConfigError(f"--days {args.days}: CloudTrail LookupEvents keeps {trail.MAX_DAYS} days "
+                          "(use --athena-workgroup and --trail-table for an organisation trail in S3)")
+    fmt = args.format or ("table" if sys.stdout.isatty() else "json")
+    session = base_session()
+    accounts, skips = resolve_accounts(session, accounts=args.account, organization=args.organization,
+                                       role_name=args.role_name)
+    usages: list[Any] = []
+    targets: dict[str, list[Any]] = {}
+    for account in accounts:
+        try:
+            usages += trail.list_keys(account.session.client("iam"), account.account)
+        except AWS_ERRORS as exc:
+            skips.append(Skip(account.account, "-", "iam", error_reason(exc)))
+            continue
+        regions = list(dict.fromkeys(args.region))
+        if not regions:
+            try:
+                regions = enabled_regions(account.session)
+            except AWS_ERRORS as exc:
+                skips.append(Skip(account.account, "-", "ec2", error_reason(exc)))
+                continue
+        targets[account.account] = [Target(account.account, r, account.session) for r in regions]
+
+    start, end = trail.window(args.days, limit=None if args.athena_workgroup else trail.MAX_DAYS)
+    if args.print_query:
+        print(athena.query(args.trail_table or "cloudtrail_logs", [u.key_id for u in usages], start))
+        return int(ExitCode.CLEAN)
+
+    stopping = _StopFlag()
+    with stopping.installed():
+        if args.athena_workgroup:
+            by_key = {u.key_id: u for u in usages}
+            sql = athena.query(args.trail_table, list(by_key), start)
+            client = session.client("athena", region_name=(args.region or [None])[0])
+            try:
+                for row in athena.run(client, args.athena_workgroup, sql):
+                    u = by_key.get(row.get("key_id", ""))
+                    if u is not None:
+                        u.add(row.get("ip") or "unknown", row.get("first", ""), row.get("user_agent", ""),
+                              row.get("event_source", ""), int(row.get("events") or 0), row.get("last"))
+            except AWS_ERRORS as exc:
+                raise ConfigError(f"--athena-workgroup: {error_reason(exc)}") from None
+        else:
+            keys_by_account: dict[str, list[Any]] = defaultdict(list)
+            for u in usages:
+                keys_by_account[u.account].append(u)
+            for account, account_targets in targets.items():
+                for target in account_targets:
+                    bucket = TokenBucket(trail.LOOKUP_RATE)  # per account and region, as CloudTrail limits it
+                    try:
+                        trail.collect(keys_by_account[account], target.client("cloudtrail"), start, end, bucket,
+                                      stopping)
+                    except AWS_ERRORS as exc:
+                        target.skip("cloudtrail", error_reason(exc))
+
+    fleet = _fleet(args.db) if args.db else Fleet()
+    for account, account_targets in targets.items():
+        resolver = Resolver(account_targets, fleet)
+        for u in usages:
+            if u.account != account:
+                continue
+            for source in u.sources.values():
+                source.kind, source.resource = resolver.resolve(source.ip)
+            u.verdict = trail.decide(u)
+    for account_targets in targets.values():
+        for t in account_targets:
+            skips += t.skips
+
+    _render(usages, fmt, sys.stdout)
+    sys.stdout.flush()
+    _print_summary(sys.stderr, usages, skips)
+    if stopping():
+        return int(ExitCode.INTERRUPTED)
+    return int(ExitCode.FINDINGS if any(u.verdict.startswith("in-use") for u in usages) else ExitCode.CLEAN)
+
+
+def _fleet(db: str) -> Any:
+    from keysweep.central.store import open_store
+    from keysweep.cloud.addresses import Fleet
+
+    store = open_store(db, create=False)
+    try:
+        return Fleet.from_hosts(h.host for h in store.iter_hosts())
+    finally:
+        store.close()
+
+
+def _render(usages: list[Any], fmt: str, stream: TextIO) -> None:
+    from keysweep.textsafe import csv_cell, dump_json, safe_text
+
+    if fmt == "json":
+        dump_json({"keys": [u.to_dict() for u in usages]}, stream)
+        stream.write("\n")
+        return
+    if fmt == "csv":
+        w = csv.writer(stream, lineterminator="\n")
+        w.writerow(CSV_COLUMNS)
+        for u in usages:
+            d = u.to_dict()
+            rows = d["sources"] or [{}]
+            for s in rows:
+                w.writerow([csv_cell(v) for v in (d["key_id"], d["user"], d["account"], d["verdict"], s.get("ip"),
+                                                  s.get("kind"), s.get("resource"), s.get("user_agents", []),
+                                                  s.get("first"), s.get("last"), s.get("events"))])
+        return
+    if not usages:
+        stream.write("No IAM user access keys.\n")
+        return
+    rows = [("KEY ID", "USER", "ACCOUNT", "VERDICT", "SOURCES")]
+    for u in usages:
+        sources = "; ".join(f"{s.ip} {s.kind} {s.resource or '-'} ({s.events})" for s in
+                            sorted(u.sources.values(), key=lambda s: -s.events)) or "-"
+        rows.append((u.key_id, safe_text(u.user), u.account, u.verdict, safe_text(sources)))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        stream.write("  ".join([*(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)), r[4]]) + "\n")
+
+
+def _print_summary(stream: TextIO, usages: list[Any], skips: list[Any]) -> None:
+    from collections import Counter
+
+    from keysweep.cli.scan import _counts
+
+    verdicts = Counter(u.verdict for u in usages)
+    own = sum(u.keysweep_events for u in usages)
+    print(f"keysweep: {len(usages)} keys: {_counts(verdicts) if verdicts else 'none'}; "
+          f"{own} events of keysweep's own calls not counted as use", file=stream)
+    for s in skips:
+        print(f"keysweep: skipped: {s.service} in {s.account} {s.region}: {s.reason}", file=stream)

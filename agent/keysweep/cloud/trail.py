@@ -1,0 +1,157 @@
+"""Where each IAM user access key is used, from CloudTrail (``keysweep trail``).
+
+For every key of every user (``iam:ListUsers`` + ``iam:ListAccessKeys``, active and inactive) CloudTrail's
+``LookupEvents`` by ``AccessKeyId`` over the last ``days`` (at most 90: management events only) gives events; each
+event's ``sourceIPAddress`` becomes a :class:`Source` with its user agents, event sources, first/last time and
+count. keysweep's own calls (User-Agent ``keysweep/…``: verification's ``GetCallerIdentity``) are counted apart and
+never count as use. ``LookupEvents`` allows 2 requests per second per account and region: the calls are paced by a
+token bucket per account and region.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from keysweep.cloud.session import paginate
+from keysweep.ratelimit import TokenBucket
+
+MAX_DAYS = 90
+LOOKUP_RATE = 2.0  # requests per second per account and region (CloudTrail's limit)
+KEYSWEEP_AGENT = "keysweep/"
+VERDICTS = ("in-use-by-fleet-host", "in-use-by-compute-without-agent", "in-use-outside-aws",
+            "used-only-by-keysweep", "unused")
+
+
+@dataclass
+class Source:
+    ip: str
+    user_agents: set[str] = field(default_factory=set)
+    event_sources: set[str] = field(default_factory=set)
+    first: str = ""
+    last: str = ""
+    events: int = 0
+    resource: str | None = None
+    kind: str | None = None  # set by the resolver: fleet-host, ec2-instance, lambda, ecs-task, …, outside-aws
+
+    def add(self, at: str, user_agent: str, event_source: str, count: int = 1, last: str | None = None) -> None:
+        self.events += count
+        if user_agent:
+            self.user_agents.add(user_agent)
+        if event_source:
+            self.event_sources.add(event_source)
+        last = last or at
+        self.first = min(self.first, at) if self.first else at
+        self.last = max(self.last, last)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ip": self.ip, "user_agents": sorted(self.user_agents), "resource": self.resource, "kind": self.kind,
+                "first": self.first, "last": self.last, "events": self.events}
+
+
+@dataclass
+class KeyUsage:
+    key_id: str
+    user: str
+    account: str
+    status: str = "Active"
+    sources: dict[str, Source] = field(default_factory=dict)
+    keysweep_events: int = 0
+    verdict: str = "unused"
+
+    def add(self, ip: str, at: str, user_agent: str, event_source: str, count: int = 1,
+            last: str | None = None) -> None:
+        if KEYSWEEP_AGENT in (user_agent or ""):
+            self.keysweep_events += count
+            return
+        self.sources.setdefault(ip, Source(ip)).add(at, user_agent, event_source, count, last)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key_id": self.key_id, "user": self.user, "account": self.account, "verdict": self.verdict,
+                "sources": [s.to_dict() for s in sorted(self.sources.values(), key=lambda s: (-s.events, s.ip))]}
+
+
+def iso(when: Any) -> str:
+    if isinstance(when, datetime):
+        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(when, int | float):
+        return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return str(when or "")
+
+
+def list_keys(iam: Any, account: str) -> list[KeyUsage]:
+    """Every access key of every IAM user of the account, active and inactive."""
+    out = []
+    for user in paginate(iam, "list_users", "Users"):
+        for key in paginate(iam, "list_access_keys", "AccessKeyMetadata", UserName=user["UserName"]):
+            out.append(KeyUsage(key["AccessKeyId"], user["UserName"], account, key.get("Status", "Active")))
+    return out
+
+
+def window(days: int, *, limit: int | None = MAX_DAYS, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The last ``days`` (at most ``limit``) up to now."""
+    end = now or datetime.now(UTC)
+    return end - timedelta(days=max(1, min(days, limit) if limit else days)), end
+
+
+def lookup_events(
+    client: Any, key_id: str, start: datetime, end: datetime, bucket: TokenBucket
+) -> Iterator[dict[str, Any]]:
+    """Every management event signed with ``key_id`` in ``[start, end]``, one paced request per page."""
+    token: str | None = None
+    while True:
+        bucket.acquire()
+        kwargs: dict[str, Any] = {
+            "LookupAttributes": [{"AttributeKey": "AccessKeyId", "AttributeValue": key_id}],
+            "StartTime": start, "EndTime": end, "MaxResults": 50,
+        }
+        if token:
+            kwargs["NextToken"] = token
+        page = client.lookup_events(**kwargs)
+        yield from page.get("Events") or ()
+        token = page.get("NextToken")
+        if not token:
+            return
+
+
+def record_event(usage: KeyUsage, event: dict[str, Any]) -> None:
+    try:
+        detail = json.loads(event.get("CloudTrailEvent") or "{}")
+    except ValueError:
+        detail = {}
+    usage.add(
+        str(detail.get("sourceIPAddress") or "unknown"),
+        iso(event.get("EventTime") or detail.get("eventTime")),
+        str(detail.get("userAgent") or ""),
+        str(detail.get("eventSource") or event.get("EventSource") or ""),
+    )
+
+
+def collect(
+    keys: Iterable[KeyUsage], client: Any, start: datetime, end: datetime, bucket: TokenBucket,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Add the events of one account and region to each key's usage."""
+    for usage in keys:
+        if should_stop():
+            return
+        for event in lookup_events(client, usage.key_id, start, end, bucket):
+            record_event(usage, event)
+
+
+COMPUTE_WITHOUT_AGENT = frozenset({"ec2-instance", "lambda", "ecs-task", "nat-gateway", "network-interface"})
+
+
+def decide(usage: KeyUsage) -> str:
+    """The key's verdict from its resolved sources: the coverage gap first, then use from outside, then fleet."""
+    kinds = {s.kind for s in usage.sources.values()}
+    if not usage.sources:
+        return "used-only-by-keysweep" if usage.keysweep_events else "unused"
+    if kinds & COMPUTE_WITHOUT_AGENT:
+        return "in-use-by-compute-without-agent"
+    if kinds - {"fleet-host"}:
+        return "in-use-outside-aws"
+    return "in-use-by-fleet-host"
