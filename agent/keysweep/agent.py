@@ -207,6 +207,7 @@ class Agent:
         cfg = self.config
         prio = apply_priority(cfg.resources.nice, cfg.resources.ionice_idle)
         self.pipeline = Pipeline(cfg)
+        last = self.pipeline.last_sweep_finished()  # also checks the status file (a bad one is moved aside)
         log.info("agent.started", extra={"fields": {
             "pid": os.getpid(), "version": __version__, "config": cfg.source, "state_dir": cfg.state_dir,
             "nice": prio.nice, "ionice": prio.ionice, "once": self.once,
@@ -217,7 +218,7 @@ class Agent:
             if self.once:
                 found_any = bool(self._sweep().findings)
                 return int(ExitCode.FINDINGS if found_any else ExitCode.CLEAN)
-            self._first_schedule()
+            self._first_schedule(last)
             self._write_status()
             while not self._stop.is_set():
                 if self._reload.is_set():
@@ -247,10 +248,9 @@ class Agent:
         finally:
             self._shutdown()
 
-    def _first_schedule(self) -> None:
+    def _first_schedule(self, last: float | None) -> None:
         """Sweep soon after start when a sweep was interrupted or is overdue; otherwise keep the rhythm."""
         assert self.pipeline is not None
-        last = self.pipeline.last_sweep_finished()
         if self.pipeline.state.interrupted() or last is None:
             self._next_sweep = time.time() + (0 if self.pipeline.state.interrupted() else
                                               random.uniform(0, self.config.schedule.splay))

@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS files (
     PRIMARY KEY (dir, name)
 ) WITHOUT ROWID;
 """
+_DAMAGED = {"SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CORRUPT_VTAB", "SQLITE_CORRUPT_SEQUENCE", "SQLITE_CORRUPT_INDEX"}
 _COLUMNS = "name, dev, ino, size, mtime_ns, ctime_ns, sweep_no, findings"
 _Row = tuple[int, int, int, int, int, int, str | None]
 
@@ -127,7 +128,10 @@ class StateStore:
         try:
             self._open()
         except (sqlite3.DatabaseError, statedir.CorruptStateFile) as exc:
-            # garbage, truncated, a link or a directory where the database should be: moved aside, rebuilt
+            # garbage, truncated, a link or a directory where the database should be: moved aside, rebuilt;
+            # anything else (locked by another process, I/O error, read-only) is not the file's fault: raised
+            if isinstance(exc, sqlite3.DatabaseError) and getattr(exc, "sqlite_errorname", "") not in _DAMAGED:
+                raise
             if getattr(self, "_db", None) is not None:
                 self._db.close()
             for suffix in ("", "-wal", "-shm"):
@@ -153,7 +157,7 @@ class StateStore:
         self._db.execute("PRAGMA cache_size=-4096")  # 4 MiB page cache: bounded memory on any tree size
         check = self._db.execute("PRAGMA quick_check(1)").fetchone()
         if not check or check[0] != "ok":
-            raise sqlite3.DatabaseError(f"quick_check: {check[0] if check else 'no answer'}")
+            raise statedir.CorruptStateFile(f"quick_check: {check[0] if check else 'no answer'}")
         if self._get_schema() != _SCHEMA_VERSION:  # an older layout (text paths) is rebuilt, not migrated
             self._db.executescript("DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS meta;")
         self._db.executescript(_SCHEMA)
@@ -161,7 +165,7 @@ class StateStore:
         for key in ("sweep_no", "running", "full_pending", "last_full"):
             value = self._get(key)
             if value is not None and not value.isdigit():
-                raise sqlite3.DatabaseError(f"meta {key}: {value[:20]!r} is not a number")
+                raise statedir.CorruptStateFile(f"meta {key}: {value[:20]!r} is not a number")
 
     def _get_schema(self) -> str | None:
         try:

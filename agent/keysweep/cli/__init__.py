@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from keysweep import __version__
 from keysweep.errors import ExitCode, KeysweepError, describe
+from keysweep.textsafe import safe_text
 
 # each subcommand and the module that registers it; only the module a command needs is imported, so
 # `keysweep scan` does not pay for boto3 or the central side at start-up
@@ -53,6 +54,27 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrFormatter(logging.Formatter):
+    """Warnings of the one-shot commands on stderr: ``keysweep: state.corrupt: file=…, reason=…``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            text = f"{record.msg}: " + ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        else:
+            text = record.getMessage()
+        return "keysweep: " + safe_text(text)
+
+
+def _stderr_logging() -> None:
+    root = logging.getLogger()
+    if not root.handlers:  # the agent replaces this with its JSON log
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_StderrFormatter())
+        root.addHandler(handler)
+        root.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in arguments if not a.startswith("-")), None)
@@ -61,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         _command_required(parser)
         return ExitCode.USAGE
+    _stderr_logging()
     try:
         return int(args.func(args))
     except KeysweepError as exc:
@@ -77,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _log_fatal(exc: Exception, exit_code: int) -> str:
     """The error as one line; when the agent's JSON log is set up, also logged there as ``fatal-error``."""
     error = describe(exc)
-    if logging.getLogger().handlers:
+    if any(not isinstance(h.formatter, _StderrFormatter) for h in logging.getLogger().handlers):
         logging.getLogger("keysweep").critical("fatal-error", extra={"fields": {
             "error_type": type(exc).__name__, "error": error, "exit_code": exit_code}})
     return error
