@@ -288,3 +288,86 @@ def test_organization_assumes_the_role_in_each_account(
     assert doc["summary"]["accounts"] == 2
     code, doc, _ = run_cloud(capsys, "--account", member, "--role-name", "Audit", "--region", REGION)
     assert list(by_key(doc)) == [in_member.key_id]
+
+
+def test_verify_proves_which_cloud_keys_are_live(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    iam = boto3.client("iam")
+    iam.create_user(UserName="leaky")
+    live = iam.create_access_key(UserName="leaky")["AccessKey"]
+    dead = planted_key(44)  # well-formed, unknown to the emulator
+    boto3.client("ssm").put_parameter(Name="/live", Type="String",
+                                      Value=f"{live['AccessKeyId']}:{live['SecretAccessKey']}")
+    boto3.client("ssm").put_parameter(Name="/dead", Type="String", Value=f"{dead.key_id}:{dead.secret}")
+    key_id, secret = _reader_user("auditor", ["lambda:*"])
+    moto_server.enable_auth()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    code, doc, err = run_cloud(capsys, "--region", REGION, "--verify", "--state-dir", str(tmp_path / "state"))
+    assert code == 1, err
+    found = by_key(doc)
+    v = found[live["AccessKeyId"]][0]["verification"]
+    assert (v["status"], v["arn"], v["principal_type"]) == ("live", f"arn:aws:iam::{ACCOUNT}:user/leaky", "iam-user")
+    assert found[dead.key_id][0]["verification"]["status"] == "invalid"
+    assert doc["summary"]["by_verification"] == {"live": 1, "invalid": 1}
+    assert live["SecretAccessKey"] not in json.dumps(doc) + err
+
+
+class _ThrottlingProxy:
+    """In front of moto: the first ``count`` calls of ``operation`` (JSON protocol) answer ThrottlingException."""
+
+    def __init__(self, upstream: str, operation: str, count: int) -> None:
+        import http.client
+        import http.server
+        import threading
+        import urllib.parse
+
+        self.throttled = 0
+        proxy = self
+        host = urllib.parse.urlsplit(upstream)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.headers.get("X-Amz-Target", "").endswith("." + operation) and proxy.throttled < count:
+                    proxy.throttled += 1
+                    status, data = 400, b'{"__type":"ThrottlingException","message":"Rate exceeded"}'
+                else:
+                    conn = http.client.HTTPConnection(host.hostname, host.port, timeout=30)
+                    conn.request("POST", self.path, body, {k: v for k, v in self.headers.items()})
+                    resp = conn.getresponse()
+                    status, data = resp.status, resp.read()
+                    conn.close()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_throttling_backs_off_and_the_read_completes(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    k = planted_key(45)
+    boto3.client("ssm").put_parameter(Name="/k", Type="String", Value=k.key_id)
+    proxy = _ThrottlingProxy(moto_server.endpoint, "DescribeParameters", 3)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SSM", proxy.endpoint)
+        code, doc, err = run_cloud(capsys, "--region", REGION)
+    finally:
+        proxy.close()
+    assert proxy.throttled == 3
+    assert code == 1 and list(by_key(doc)) == [k.key_id] and doc["summary"]["skips"] == [], err
