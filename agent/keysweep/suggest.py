@@ -16,28 +16,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from keysweep.iam_policies import UserPolicies
+from keysweep.iam_policies import read_user_policies as read_iam_user_policies
 from keysweep.models import Finding, HostContext
+from keysweep.permission_copy import RoleCopy, copy_to_permission_set, copy_to_role, hcl_json
 from keysweep.report.formats import describe_location
 from keysweep.scp import scp_recommendation
 
 _HUMAN_PATH = re.compile(r"(^|/)(home|Users)/[^/]+/")
 _HISTORY_NAMES = (".bash_history", ".zsh_history", ".history", ".sh_history", ".ash_history", "fish_history")
 _ROLE_NAME_BAD = re.compile(r"[^\w+=,.@-]")
-
-
-@dataclass(frozen=True)
-class UserPolicies:
-    """The permissions of the IAM user that owns a key: what the replacement role must be given."""
-
-    user_name: str
-    attached: tuple[str, ...] = ()  # managed policy ARNs attached to the user
-    inline: tuple[str, ...] = ()  # inline policy names of the user
-    groups: tuple[str, ...] = ()
-    group_attached: tuple[str, ...] = ()  # managed policy ARNs attached to the user's groups
-    group_inline: tuple[tuple[str, str], ...] = ()  # (group, inline policy name)
-
-    def managed_arns(self) -> list[str]:
-        return list(dict.fromkeys(self.attached + self.group_attached))
 
 
 @dataclass(frozen=True)
@@ -69,37 +57,15 @@ class Suggestion:
 
 
 def read_user_policies(user_name: str, *, client: Any = None) -> UserPolicies | None:
-    """List the user's attached, inline and group policies through IAM; None when the agent may not read IAM."""
+    """The user's policies, boundary and inline documents through IAM; None when the agent may not list them."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from keysweep.aws import make_client
 
-    iam = client or make_client("iam")
-
-    def collect(operation: str, key: str, **kwargs: str) -> list[Any]:
-        out: list[Any] = []
-        for page in iam.get_paginator(operation).paginate(**kwargs):
-            out += page.get(key, [])
-        return out
-
     try:
-        attached = [
-            p["PolicyArn"] for p in collect("list_attached_user_policies", "AttachedPolicies", UserName=user_name)
-        ]
-        inline = collect("list_user_policies", "PolicyNames", UserName=user_name)
-        groups = [g["GroupName"] for g in collect("list_groups_for_user", "Groups", UserName=user_name)]
-        group_attached: list[str] = []
-        group_inline: list[tuple[str, str]] = []
-        for group in groups:
-            group_attached += [
-                p["PolicyArn"] for p in collect("list_attached_group_policies", "AttachedPolicies", GroupName=group)
-            ]
-            group_inline += [(group, name) for name in collect("list_group_policies", "PolicyNames", GroupName=group)]
+        return read_iam_user_policies(client or make_client("iam"), user_name)
     except (ClientError, BotoCoreError):
         return None
-    return UserPolicies(
-        user_name, tuple(attached), tuple(inline), tuple(groups), tuple(group_attached), tuple(group_inline)
-    )
 
 
 def _trust(
@@ -148,60 +114,23 @@ class _Plan:
     def region_flag(self) -> str:
         return f" --region {self.context.region}" if self.context.region else ""
 
-    def copy_permissions(self, role: str) -> tuple[list[str], list[str], str]:
-        """(commands, steps, permissions_source) giving ``role`` the permissions of the key's IAM user."""
-        p = self.policies
-        if p is not None:
-            cmds = [f"aws iam attach-role-policy --role-name {role} --policy-arn {arn}" for arn in p.managed_arns()]
-            for name in p.inline:
-                cmds += [
-                    f"aws iam get-user-policy --user-name {p.user_name} --policy-name {name} "
-                    f"--query PolicyDocument --output json > {name}.json",
-                    f"aws iam put-role-policy --role-name {role} --policy-name {name} --policy-document file://{name}.json",
-                ]
-            for group, name in p.group_inline:
-                cmds += [
-                    f"aws iam get-group-policy --group-name {group} --policy-name {name} "
-                    f"--query PolicyDocument --output json > {group}-{name}.json",
-                    f"aws iam put-role-policy --role-name {role} --policy-name {group}-{name} "
-                    f"--policy-document file://{group}-{name}.json",
-                ]
-            source = f"iam-user:{p.user_name} (read from IAM: {len(p.managed_arns())} managed, "
-            source += f"{len(p.inline) + len(p.group_inline)} inline policies)"
-            steps = [f"Give role {role} the permissions of IAM user {p.user_name} (commands below), then narrow them."]
-            return cmds, steps, source
-        u = self.user_ref
-        cmds = [
-            f"aws iam list-attached-user-policies --user-name {u}",
-            f"aws iam list-user-policies --user-name {u}",
-            f"aws iam list-groups-for-user --user-name {u}",
-        ]
-        steps = [
-            f"List the permissions of the key's IAM user ({self.user or 'see the first command'}) with the list-* "
-            "commands below (and list-attached-group-policies / list-group-policies for each group).",
-            f"Attach each managed policy to {role}: aws iam attach-role-policy --role-name {role} --policy-arn POLICY_ARN; "
-            f"copy each inline policy with get-user-policy and put-role-policy.",
-        ]
-        return cmds, steps, f"iam-user:{self.user or 'unknown'} (not read: list with the commands)"
+    def copy_permissions(self, role: str, *, new_role: bool = False) -> RoleCopy:
+        """What gives ``role`` the permissions of the key's IAM user (``new_role``: created by this suggestion)."""
+        return copy_to_role(self.policies, role, user_ref=self.user_ref, user=self.user, new_role=new_role)
 
     def role_arn(self, role: str) -> str:
         return f"arn:aws:iam::{self.account}:role/{role}"
 
 
-def _terraform(role: str | None, trust: dict[str, Any] | None, managed: Sequence[str], extra: str = "") -> str | None:
+def _terraform(role: str | None, trust: dict[str, Any] | None, copy: RoleCopy, extra: str = "") -> str | None:
     blocks = []
-    ref = f'"{role}"'
     if role and trust:
         blocks.append(
             f'resource "aws_iam_role" "replacement" {{\n  name = "{role}"\n'
-            f"  assume_role_policy = jsonencode({_json(trust)})\n}}"
+            f"  assume_role_policy = jsonencode({hcl_json(trust)})\n{copy.role_attributes}}}"
         )
-        ref = "aws_iam_role.replacement.name"
-    for i, arn in enumerate(managed):
-        blocks.append(
-            f'resource "aws_iam_role_policy_attachment" "replacement_{i}" {{\n  role       = {ref}\n'
-            f'  policy_arn = "{arn}"\n}}'
-        )
+    if copy.terraform:
+        blocks.append(copy.terraform)
     if extra:
         blocks.append(extra)
     return "\n\n".join(blocks) + "\n" if blocks else None
@@ -330,7 +259,7 @@ def suggest(
         summary=summary,
         role_name=role,
         trust_policy=trust,
-        permissions_source=plan.copy_permissions(role or "ROLE_NAME")[2],
+        permissions_source=plan.copy_permissions(role or "ROLE_NAME").source,
         steps=tuple(steps),
         commands=tuple(plan.lookup + cmds),
         terraform=tf,
@@ -349,10 +278,10 @@ def _base_name(plan: _Plan) -> str:
 def _ec2(plan: _Plan) -> _Built:
     ctx = plan.context
     instance = ctx.instance_id or "INSTANCE_ID"
-    managed = plan.policies.managed_arns() if plan.policies else []
     if ctx.instance_profile_arn:
         profile = _arn_tail(ctx.instance_profile_arn) or "PROFILE_NAME"
-        copy, steps, _ = plan.copy_permissions('"$ROLE_NAME"')
+        rc = plan.copy_permissions('"$ROLE_NAME"')
+        copy, steps = list(rc.commands), list(rc.steps)
         cmds = [
             f"ROLE_NAME=$(aws iam get-instance-profile --instance-profile-name {profile} "
             "--query 'InstanceProfile.Roles[0].RoleName' --output text)",
@@ -367,13 +296,14 @@ def _ec2(plan: _Plan) -> _Built:
             *steps,
             "Remove the key from the application's configuration; the SDK then uses the instance role.",
         ]
-        return "ec2-existing-profile", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, managed)
+        return "ec2-existing-profile", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, rc)
     role = _role_name(_base_name(plan), "ec2")
     trust = _trust("ec2.amazonaws.com")
-    copy, copy_steps, _ = plan.copy_permissions(role)
+    rc = plan.copy_permissions(role, new_role=True)
+    copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = [
         f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}' "
-        f"--description 'Replaces access key {plan.finding.key_id}'",
+        f"--description 'Replaces access key {plan.finding.key_id}'" + rc.create_flags,
         *copy,
         f"aws iam create-instance-profile --instance-profile-name {role}",
         f"aws iam add-role-to-instance-profile --instance-profile-name {role} --role-name {role}",
@@ -393,30 +323,31 @@ def _ec2(plan: _Plan) -> _Built:
     summary = (
         f"Instance {instance} has no instance profile: create role {role} with this key's permissions and attach it."
     )
-    return "ec2-new-instance-profile", summary, role, trust, steps, cmds, _terraform(role, trust, managed, extra)
+    return "ec2-new-instance-profile", summary, role, trust, steps, cmds, _terraform(role, trust, rc, extra)
 
 
 def _ecs(plan: _Plan) -> _Built:
     ctx = plan.context
     family = ctx.task_family or "TASK_FAMILY"
     cluster = ctx.cluster or "CLUSTER"
-    managed = plan.policies.managed_arns() if plan.policies else []
     known = _arn_tail(plan.finding.location.role_arn)
     if ctx.task_role_present and known:  # read from the task definition (keysweep cloud)
-        copy, steps, _ = plan.copy_permissions(known)
+        rc = plan.copy_permissions(known)
+        copy, steps = list(rc.commands), list(rc.steps)
         summary = f"Task family {family} already has task role {known}: give it this key's permissions and drop the key."
         steps = [*steps, "Register a task definition revision without the key in the container environment and "
                  "update the services that use it."]
-        return "ecs-existing-task-role", summary, known, None, steps, copy, _terraform(known, None, managed)
+        return "ecs-existing-task-role", summary, known, None, steps, copy, _terraform(known, None, rc)
     if ctx.task_role_present:
-        copy, steps, _ = plan.copy_permissions("ROLE_NAME")
+        rc = plan.copy_permissions("ROLE_NAME")
+        copy, steps = list(rc.commands), list(rc.steps)
         cmds = [
             f"aws ecs describe-task-definition --task-definition {family} --query taskDefinition.taskRoleArn --output text",
             *copy,
         ]
         summary = f"Task family {family} already has a task role: give it this key's permissions and drop the key."
         steps = ["ROLE_NAME: the last part of the task role ARN the first command prints.", *steps]
-        return "ecs-existing-task-role", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, managed)
+        return "ecs-existing-task-role", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, rc)
     role = _role_name(family if family != "TASK_FAMILY" else _base_name(plan), "task")
     region = ctx.region or "*"
     trust = _trust(
@@ -426,9 +357,10 @@ def _ecs(plan: _Plan) -> _Built:
             "StringEquals": {"aws:SourceAccount": plan.account},
         },
     )
-    copy, copy_steps, _ = plan.copy_permissions(role)
+    rc = plan.copy_permissions(role, new_role=True)
+    copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = [
-        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'",
+        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'" + rc.create_flags,
         *copy,
         f"aws ecs describe-task-definition --task-definition {family} --query taskDefinition --output json"
         + plan.region_flag
@@ -446,36 +378,38 @@ def _ecs(plan: _Plan) -> _Built:
     ]
     extra = f"# on aws_ecs_task_definition {family}: task_role_arn = aws_iam_role.replacement.arn"
     summary = f"Give task family {family} a task role {role} with this key's permissions instead of the key."
-    return "ecs-task-role", summary, role, trust, steps, cmds, _terraform(role, trust, managed, extra)
+    return "ecs-task-role", summary, role, trust, steps, cmds, _terraform(role, trust, rc, extra)
 
 
 def _eks(plan: _Plan) -> _Built:
     ctx = plan.context
     ns, sa = ctx.namespace or "NAMESPACE", ctx.service_account or "SERVICE_ACCOUNT"
     cluster = ctx.cluster or "CLUSTER_NAME"
-    managed = plan.policies.managed_arns() if plan.policies else []
     if ctx.irsa_role_arn:
         role = _arn_tail(ctx.irsa_role_arn) or "ROLE_NAME"
-        copy, steps, _ = plan.copy_permissions(role)
+        rc = plan.copy_permissions(role)
+        copy, steps = list(rc.commands), list(rc.steps)
         summary = (
             f"Service account {ns}/{sa} already uses IRSA role {role}: give it this key's permissions and drop the key."
         )
-        return "eks-irsa-existing", summary, role, None, steps, copy, _terraform(role, None, managed)
+        return "eks-irsa-existing", summary, role, None, steps, copy, _terraform(role, None, rc)
     if ctx.pod_identity:
-        copy, steps, _ = plan.copy_permissions("ROLE_NAME")
+        rc = plan.copy_permissions("ROLE_NAME")
+        copy, steps = list(rc.commands), list(rc.steps)
         cmds = [
             f"aws eks list-pod-identity-associations --cluster-name {cluster} --namespace {ns} --service-account {sa}",
             *copy,
         ]
         steps = ["ROLE_NAME: the role of the association (aws eks describe-pod-identity-association).", *steps]
         summary = f"Service account {ns}/{sa} already has an EKS Pod Identity role: give it this key's permissions."
-        return "eks-pod-identity-existing", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, managed)
+        return "eks-pod-identity-existing", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, rc)
     role = _role_name(f"{ns}-{sa}" if ctx.namespace and ctx.service_account else _base_name(plan), "pod")
     trust = _trust("pods.eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession"))
-    copy, copy_steps, _ = plan.copy_permissions(role)
+    rc = plan.copy_permissions(role, new_role=True)
+    copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = [
         f"aws eks create-addon --cluster-name {cluster} --addon-name eks-pod-identity-agent" + plan.region_flag,
-        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'",
+        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'" + rc.create_flags,
         *copy,
         f"aws eks create-pod-identity-association --cluster-name {cluster} --namespace {ns} --service-account {sa} "
         f"--role-arn {plan.role_arn(role)}" + plan.region_flag,
@@ -492,16 +426,16 @@ def _eks(plan: _Plan) -> _Built:
         f'  namespace       = "{ns}"\n  service_account = "{sa}"\n  role_arn        = aws_iam_role.replacement.arn\n}}'
     )
     summary = f"Give service account {ns}/{sa} an EKS Pod Identity role {role} with this key's permissions."
-    return "eks-pod-identity", summary, role, trust, steps, cmds, _terraform(role, trust, managed, extra)
+    return "eks-pod-identity", summary, role, trust, steps, cmds, _terraform(role, trust, rc, extra)
 
 
 def _lambda(plan: _Plan) -> _Built:
     fn = plan.context.function_name or "FUNCTION_NAME"
-    managed = plan.policies.managed_arns() if plan.policies else []
     role = _arn_tail(plan.finding.location.role_arn)
     if role:  # read from the function's configuration (keysweep cloud)
-        return _lambda_known_role(plan, fn, role, managed)
-    copy, copy_steps, _ = plan.copy_permissions("ROLE_NAME")
+        return _lambda_known_role(plan, fn, role)
+    rc = plan.copy_permissions("ROLE_NAME")
+    copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = [
         f"aws lambda get-function-configuration --function-name {fn} --query Role --output text" + plan.region_flag,
         *copy,
@@ -513,7 +447,7 @@ def _lambda(plan: _Plan) -> _Built:
         "the function then uses its execution role's credentials.",
     ]
     summary = f"Function {fn} already runs with an execution role: give it this key's permissions and drop the key."
-    return "lambda-execution-role", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, managed)
+    return "lambda-execution-role", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, rc)
 
 
 def _roles_anywhere(plan: _Plan) -> _Built:
@@ -524,11 +458,12 @@ def _roles_anywhere(plan: _Plan) -> _Built:
         ("sts:AssumeRole", "sts:TagSession", "sts:SetSourceIdentity"),
         condition={"StringEquals": {"aws:PrincipalTag/x509Subject/CN": host}},
     )
-    copy, copy_steps, _ = plan.copy_permissions(role)
+    rc = plan.copy_permissions(role, new_role=True)
+    copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = [
         "aws rolesanywhere create-trust-anchor --name keysweep-trust-anchor --enabled "
         "--source 'sourceType=AWS_ACM_PCA,sourceData={acmPcaArn=PCA_ARN}'",
-        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'",
+        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'" + rc.create_flags,
         *copy,
         f"aws rolesanywhere create-profile --name {role} --role-arns {plan.role_arn(role)} --enabled",
     ]
@@ -546,46 +481,35 @@ def _roles_anywhere(plan: _Plan) -> _Built:
         "  role_arns = [aws_iam_role.replacement.arn]\n  enabled   = true\n}"
     )
     summary = f"Machine {host} is outside AWS: use IAM Roles Anywhere (X.509 certificate) with role {role} instead of the key."
-    managed = plan.policies.managed_arns() if plan.policies else []
-    return "roles-anywhere", summary, role, trust, steps, cmds, _terraform(role, trust, managed, extra)
+    return "roles-anywhere", summary, role, trust, steps, cmds, _terraform(role, trust, rc, extra)
 
 
 def _sso(plan: _Plan) -> _Built:
     name = _role_name(_base_name(plan), "access")[:32]
-    managed = plan.policies.managed_arns() if plan.policies else []
+    ps = copy_to_permission_set(plan.policies, account=plan.account, user_ref=plan.user_ref)
     cmds = [
         "aws sso-admin list-instances --query 'Instances[0].InstanceArn' --output text",
         f"aws sso-admin create-permission-set --instance-arn INSTANCE_ARN --name {name} --session-duration PT8H",
-        *[
-            "aws sso-admin attach-managed-policy-to-permission-set --instance-arn INSTANCE_ARN "
-            f"--permission-set-arn PERMISSION_SET_ARN --managed-policy-arn {arn}"
-            for arn in managed
-        ],
+        *ps.commands,
         f"aws sso-admin create-account-assignment --instance-arn INSTANCE_ARN --target-id {plan.account} "
         "--target-type AWS_ACCOUNT --permission-set-arn PERMISSION_SET_ARN --principal-type USER --principal-id PRINCIPAL_ID",
     ]
-    if plan.policies is None:
-        cmds = plan.copy_permissions(name)[0] + cmds
     steps = [
         "This key sits in a person's home directory or shell history: people should sign in with IAM Identity Center "
         "(SSO) and get short-lived credentials, not keep an access key.",
         f"Create permission set {name} with the key owner's permissions and assign it to the person for account "
         f"{plan.account} (INSTANCE_ARN from the first command, PERMISSION_SET_ARN from create-permission-set, "
         "PRINCIPAL_ID from aws identitystore list-users).",
+        *ps.steps,
         "The person runs `aws configure sso` once and `aws sso login` when a session expires; then delete the key "
         "from ~/.aws/credentials, scripts and shell history.",
     ]
     tf = (
         f'resource "aws_ssoadmin_permission_set" "replacement" {{\n  name             = "{name}"\n'
         '  instance_arn     = "INSTANCE_ARN"\n  session_duration = "PT8H"\n}\n'
-        + "".join(
-            f'\nresource "aws_ssoadmin_managed_policy_attachment" "replacement_{i}" {{\n'
-            '  instance_arn       = "INSTANCE_ARN"\n'
-            "  permission_set_arn = aws_ssoadmin_permission_set.replacement.arn\n"
-            f'  managed_policy_arn = "{arn}"\n}}\n'
-            for i, arn in enumerate(managed)
-        )
     )
+    if ps.terraform:
+        tf += "\n" + ps.terraform + "\n"
     summary = "A person's key: replace it with IAM Identity Center (SSO) sign-in and short-lived credentials."
     return "sso", summary, None, None, steps, cmds, tf
 
@@ -614,8 +538,9 @@ def _resource_context(finding: Finding, context: HostContext) -> HostContext:
     return HostContext(kind="stored", **base)
 
 
-def _lambda_known_role(plan: _Plan, fn: str, role: str, managed: Sequence[str]) -> _Built:
-    copy, copy_steps, _ = plan.copy_permissions(role)
+def _lambda_known_role(plan: _Plan, fn: str, role: str) -> _Built:
+    rc = plan.copy_permissions(role)
+    copy, copy_steps = list(rc.commands), list(rc.steps)
     arn = plan.finding.location.resource_arn or ""
     version = arn.rsplit(":", 1)[-1] if arn.count(":") >= 7 else "$LATEST"
     cmds = [
@@ -635,30 +560,31 @@ def _lambda_known_role(plan: _Plan, fn: str, role: str, managed: Sequence[str]) 
                      "move aliases to it, then delete this one.")
         cmds.append(f"aws lambda delete-function --function-name {fn} --qualifier {version}" + plan.region_flag)
     summary = f"Function {fn} runs with execution role {role}: give it this key's permissions and drop the key."
-    return "lambda-execution-role", summary, role, None, steps, cmds, _terraform(role, None, managed)
+    return "lambda-execution-role", summary, role, None, steps, cmds, _terraform(role, None, rc)
 
 
 def _launch_template(plan: _Plan) -> _Built:
     loc = plan.finding.location
     arn = loc.resource_arn or ""
-    managed = plan.policies.managed_arns() if plan.policies else []
     what = f"launch template {arn.rsplit('/', 1)[-1]}" if ":launch-template/" in arn else f"launch configuration {arn.rsplit('/', 1)[-1]}"
     profile = _arn_tail(loc.role_arn)
     remove = f"Remove the key from the user data of {what} (a new version or configuration) and roll the instances."
     if profile:
-        copy, steps, _ = plan.copy_permissions('"$ROLE_NAME"')
+        rc = plan.copy_permissions('"$ROLE_NAME"')
+        copy, steps = list(rc.commands), list(rc.steps)
         cmds = [
             f"ROLE_NAME=$(aws iam get-instance-profile --instance-profile-name {profile} "
             "--query 'InstanceProfile.Roles[0].RoleName' --output text)",
             *copy,
         ]
         summary = f"Instances from {what} get instance profile {profile}: give its role this key's permissions."
-        return "ec2-existing-profile", summary, None, None, [*steps, remove], cmds, _terraform("ROLE_NAME", None, managed)
+        return "ec2-existing-profile", summary, None, None, [*steps, remove], cmds, _terraform("ROLE_NAME", None, rc)
     role = _role_name(_base_name(plan), "ec2")
     trust = _trust("ec2.amazonaws.com")
-    copy, copy_steps, _ = plan.copy_permissions(role)
+    rc = plan.copy_permissions(role, new_role=True)
+    copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = [
-        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'",
+        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'" + rc.create_flags,
         *copy,
         f"aws iam create-instance-profile --instance-profile-name {role}",
         f"aws iam add-role-to-instance-profile --instance-profile-name {role} --role-name {role}",
@@ -670,23 +596,25 @@ def _launch_template(plan: _Plan) -> _Built:
     steps = [f"Create role {role} that EC2 may assume, in instance profile {role}.", *copy_steps,
              f"Give {what} that instance profile.", remove]
     summary = f"Instances from {what} run without an instance profile: create {role} with this key's permissions."
-    return "ec2-new-instance-profile", summary, role, trust, steps, cmds, _terraform(role, trust, managed)
+    return "ec2-new-instance-profile", summary, role, trust, steps, cmds, _terraform(role, trust, rc)
 
 
 def _service_role(plan: _Plan, kind: str, what: str, service: str, register: str) -> _Built:
-    managed = plan.policies.managed_arns() if plan.policies else []
     known = _arn_tail(plan.finding.location.role_arn)
     if known:
-        copy, steps, _ = plan.copy_permissions(known)
+        rc = plan.copy_permissions(known)
+        copy, steps = list(rc.commands), list(rc.steps)
         summary = f"{what} runs with role {known}: give it this key's permissions and drop the key."
-        return kind, summary, known, None, [*steps, register], copy, _terraform(known, None, managed)
+        return kind, summary, known, None, [*steps, register], copy, _terraform(known, None, rc)
     role = _role_name(_base_name(plan), kind.split("-")[0])
     trust = _trust(service)
-    copy, copy_steps, _ = plan.copy_permissions(role)
-    cmds = [f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'", *copy]
+    rc = plan.copy_permissions(role, new_role=True)
+    copy, copy_steps = list(rc.commands), list(rc.steps)
+    create = f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'"
+    cmds = [create + rc.create_flags, *copy]
     summary = f"{what} has no role of its own: create {role} with this key's permissions and use it instead."
     steps = [f"Create role {role} that {service} may assume.", *copy_steps, register]
-    return kind, summary, role, trust, steps, cmds, _terraform(role, trust, managed)
+    return kind, summary, role, trust, steps, cmds, _terraform(role, trust, rc)
 
 
 def _codebuild(plan: _Plan) -> _Built:
@@ -709,7 +637,8 @@ def _batch(plan: _Plan) -> _Built:
 def _stored(plan: _Plan) -> _Built:
     """A key kept in a parameter or a stack: its readers are elsewhere; they need roles, the store loses the key."""
     loc = plan.finding.location
-    copy, copy_steps, _ = plan.copy_permissions("ROLE_NAME")
+    rc = plan.copy_permissions("ROLE_NAME")
+    copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = list(copy)
     if loc.service == "ssm" and loc.field:
         cmds.append(f"aws ssm delete-parameter --name {loc.field}" + plan.region_flag)
