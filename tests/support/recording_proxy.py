@@ -11,7 +11,7 @@ import http.server
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -27,8 +27,11 @@ class Recorded:
     at: float  # time.monotonic() when the request arrived
 
 
+Rewrite = Callable[[Recorded, bytes], bytes]  # (request, upstream response body) -> body sent back
+
+
 class RecordingProxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, rewrite: Rewrite | None = None) -> None:
         parsed = urllib.parse.urlsplit(upstream)
         self._upstream_host = parsed.hostname or "127.0.0.1"
         self._upstream_port = parsed.port or 80
@@ -43,8 +46,9 @@ class RecordingProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 headers = {k: v for k, v in self.headers.items()}
+                seen = Recorded(self.command, self.path, headers, body, time.monotonic())
                 with proxy._lock:
-                    proxy.requests.append(Recorded(self.command, self.path, headers, body, time.monotonic()))
+                    proxy.requests.append(seen)
                 conn = http.client.HTTPConnection(proxy._upstream_host, proxy._upstream_port, timeout=30)
                 try:
                     # the Host header is part of the SigV4 signature: pass it through unchanged
@@ -55,6 +59,8 @@ class RecordingProxy:
                     conn.endheaders(body or None)
                     resp = conn.getresponse()
                     data = resp.read()
+                    if rewrite is not None:
+                        data = rewrite(seen, data)
                     self.send_response(resp.status, resp.reason)
                     for k, v in resp.getheaders():
                         if k.lower() not in _HOP_BY_HOP and k.lower() != "content-length":
@@ -90,8 +96,9 @@ class RecordingProxy:
 
 
 @contextmanager
-def recording_proxy(upstream: str) -> Iterator[RecordingProxy]:
-    proxy = RecordingProxy(upstream)
+def recording_proxy(upstream: str, rewrite: Rewrite | None = None) -> Iterator[RecordingProxy]:
+    """``rewrite`` lets a test add to an upstream answer what the emulator does not implement."""
+    proxy = RecordingProxy(upstream, rewrite)
     proxy.start()
     try:
         yield proxy

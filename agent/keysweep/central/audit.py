@@ -30,6 +30,8 @@ from keysweep.central.evidence import keysweep_use, verification_times
 from keysweep.central.iam_credentials import OtherCredentials, other_credentials
 from keysweep.central.records import FindingRecord
 from keysweep.errors import ConfigError, KeysweepError
+from keysweep.iam_policies import UserPolicies, read_user_policies
+from keysweep.permission_copy import copy_to_permission_set, copy_to_role
 
 SEVERITY_ORDER = ("critical", "high", "medium", "low", "info")
 
@@ -152,49 +154,6 @@ class AccessKeyInfo:
     status: str  # Active | Inactive
     created: datetime | None
     slot: int | None  # access_key_N of the credential report
-
-
-@dataclass(frozen=True)
-class UserPolicies:
-    """A user's permissions: managed policies attached to it, inline ones, and those of its groups."""
-
-    attached: tuple[str, ...] = ()  # policy ARNs
-    inline: tuple[str, ...] = ()
-    groups: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)  # group -> attached/inline
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "attached": list(self.attached),
-            "inline": list(self.inline),
-            "groups": {g: {k: list(v) for k, v in p.items()} for g, p in self.groups.items()},
-        }
-
-    def summary(self) -> str:
-        parts = [a.rsplit("/", 1)[-1] for a in self.attached] + [f"{n} (inline)" for n in self.inline]
-        for group, pol in self.groups.items():
-            names = [a.rsplit("/", 1)[-1] for a in pol.get("attached", ())] + list(pol.get("inline", ()))
-            parts.append(f"group {group}: {', '.join(names) or 'no policies'}")
-        return "; ".join(parts) or "no policies"
-
-
-def user_policies(iam: Any, user: str) -> UserPolicies:
-    def pages(op: str, key: str, **kw: Any) -> list[Any]:
-        out: list[Any] = []
-        for page in iam.get_paginator(op).paginate(**kw):
-            out.extend(page.get(key, []))
-        return out
-
-    attached = tuple(p["PolicyArn"] for p in pages("list_attached_user_policies", "AttachedPolicies", UserName=user))
-    inline = tuple(pages("list_user_policies", "PolicyNames", UserName=user))
-    groups: dict[str, dict[str, tuple[str, ...]]] = {}
-    for group in pages("list_groups_for_user", "Groups", UserName=user):
-        name = group["GroupName"]
-        groups[name] = {
-            "attached": tuple(p["PolicyArn"] for p in pages("list_attached_group_policies", "AttachedPolicies",
-                                                              GroupName=name)),
-            "inline": tuple(pages("list_group_policies", "PolicyNames", GroupName=name)),
-        }
-    return UserPolicies(attached, inline, groups)
 
 
 @dataclass(frozen=True)
@@ -505,7 +464,7 @@ def evaluate_report(
                 commands=tuple(_delete_user_commands(row.user, leftover, (policies or {}).get(row.user), other)),
                 details={"inactive_keys": leftover,
                          "inline_policy_backups": [inline_backup_file(row.user, n)
-                                                   for n in ((policies or {}).get(row.user) or UserPolicies()).inline],
+                                                   for n in ((policies or {}).get(row.user) or UserPolicies(row.user)).inline],
                          **(other.to_dict() if other else {})},
             ))
     return items
@@ -610,7 +569,7 @@ def audit_account(
         root_present = bool(summary.get("AccountAccessKeysPresent"))
         keys = list_user_keys(iam, clients.account_id, report)
         doomed = [r.user for r in report.users if not r.active_keys() and not r.has_password]
-        policies = {u: user_policies(iam, u) for u in doomed}
+        policies = {u: read_user_policies(iam, u, details=False) for u in doomed}
         others = {u: other_credentials(iam, u) for u in doomed}
         own_use = keysweep_uses(iam, keys, verified or {})
     except ClientError as exc:
@@ -703,7 +662,7 @@ def correlate(
                 used = resp.get("AccessKeyLastUsed", {})
                 last_used = used.get("LastUsedDate")
                 service, region = used.get("ServiceName"), used.get("Region")
-                policies = user_policies(acct_clients.iam, user)
+                policies = read_user_policies(acct_clients.iam, user)
             except ClientError as exc:
                 error = _code(exc)
         hk = HostKey(key_id, info.account_id, hosts, locations, newest.status, known=True, user=user,
@@ -725,9 +684,38 @@ def correlate(
                     if active else "The key is inactive: remove it from every host; delete it once no host "
                     "reports it."),
             commands=(),
-            details={**hk.to_dict(), "keysweep_verification_use": _jsonable(own)},
+            details={**hk.to_dict(), "keysweep_verification_use": _jsonable(own),
+                     "replacement": replacement_copies(recs, policies, user, info.account_id)},
         ))
     return host_keys, items
+
+
+def replacement_copies(
+    recs: Sequence[FindingRecord], policies: UserPolicies | None, user: str, account: str
+) -> list[dict[str, Any]]:
+    """For each role the hosts' suggestions name (or permission set), what gives it ``user``'s exact permissions.
+
+    The same code as the agent's suggestions (``permission_copy``), with the policies the audit read centrally —
+    the boundary and inline documents included — so hosts whose agent could not read IAM get them too."""
+    by_role: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for rec in recs:
+        suggestion = rec.suggestion or {}
+        kind = str(suggestion.get("kind") or "none")
+        role = str(suggestion.get("role_name") or "ROLE_NAME")
+        by_role[(kind, "PERMISSION_SET" if kind == "sso" else role)].add(rec.hostname or rec.host_id)
+    out: list[dict[str, Any]] = []
+    for (kind, role), hosts in sorted(by_role.items()):
+        entry: dict[str, Any] = {"suggestion_kind": kind, "role_name": role, "hosts": sorted(hosts)}
+        if kind == "sso":
+            ps = copy_to_permission_set(policies, account=account, user_ref=user)
+            entry.update(commands=list(ps.commands), steps=list(ps.steps), terraform=ps.terraform or None)
+        else:
+            entry.update(copy_to_role(policies, role, user_ref=user, user=user, new_role=False).to_dict())
+            if role == "ROLE_NAME":
+                entry["steps"].insert(0, "ROLE_NAME: the role the host's suggestion names (its existing instance "
+                                         "profile, task, service-account or execution role).")
+        out.append(entry)
+    return out
 
 
 # checks whose commands deactivate or delete a key, or delete its user
