@@ -523,3 +523,61 @@ def test_keysweeps_own_verification_is_not_use_and_nothing_on_a_host_is_offered_
         assert item["commands"] == [], item
     assert never["details"]["held_by_hosts"] == ["web-1"] and never["action"].startswith("Held: key")
     assert by[("user-without-credentials", "retired-svc")]["details"]["held_by_hosts"] == ["web-1"]
+
+
+# ------------------------------------------------------------------------------------------ organizations
+
+def _member_iam(account: str):
+    creds = aws.make_client("sts").assume_role(RoleArn=f"arn:aws:iam::{account}:role/KeysweepAudit",
+                                               RoleSessionName="setup")["Credentials"]
+    return aws.isolated_client("iam", access_key_id=creds["AccessKeyId"], secret_access_key=creds["SecretAccessKey"],
+                               session_token=creds["SessionToken"])
+
+
+@pytest.mark.timeout(180)
+def test_organization_audit_attaches_the_scps_per_ready_ou_and_account(moto_server, capsys):
+    org = aws.make_client("organizations")
+    management = org.create_organization(FeatureSet="ALL")["Organization"]["MasterAccountId"]
+    root = org.list_roots()["Roots"][0]["Id"]
+    prod = org.create_organizational_unit(ParentId=root, Name="Prod")["OrganizationalUnit"]["Id"]
+    web = org.create_organizational_unit(ParentId=prod, Name="Web")["OrganizationalUnit"]["Id"]
+    dev = org.create_organizational_unit(ParentId=root, Name="Dev")["OrganizationalUnit"]["Id"]
+
+    def account(name: str, parent: str) -> str:
+        acct = org.create_account(AccountName=name, Email=f"{name}@example.com")["CreateAccountStatus"]["AccountId"]
+        org.move_account(AccountId=acct, SourceParentId=root, DestinationParentId=parent)
+        return acct
+
+    prod_a, web_a, dev_clean, dev_keys, loose = (account("prod-a", prod), account("web-a", web),
+                                                 account("dev-clean", dev), account("dev-keys", dev),
+                                                 account("loose", root))
+    member = _member_iam(dev_keys)
+    member.create_user(UserName="ci")
+    SECRETS.append(member.create_access_key(UserName="ci")["AccessKey"]["SecretAccessKey"])
+
+    code, doc = _audit_json(capsys, "--organization", "--role-name", "KeysweepAudit",
+                            "--exempt-role", "arn:aws:iam::*:role/BreakGlass")
+    assert code == 0  # the only key is new (grace period): nothing to act on yet, but its account is not ready
+    audited = {a["account_id"]: a for a in doc["accounts"]}
+    assert set(audited) == {management, prod_a, web_a, dev_clean, dev_keys, loose}
+    assert audited[management]["caller_arn"].endswith(":user/moto")  # its own credentials, no role
+    assert audited[prod_a]["caller_arn"].endswith("assumed-role/KeysweepAudit/keysweep-audit")
+    scp = doc["scp"]
+    assert scp["management_account"] == management and management in scp["ready_accounts"]
+    targets = {(t["type"], t["target_id"]): t["accounts"] for t in scp["targets"]}
+    # the whole Prod OU (with its nested OU) is ready; Dev is not, so its clean account stands alone;
+    # the management account is never a target: SCPs do not apply to it
+    assert targets == {("ORGANIZATIONAL_UNIT", prod): sorted([prod_a, web_a]),
+                       ("ACCOUNT", dev_clean): [dev_clean], ("ACCOUNT", loose): [loose]}
+    attach = [c for c in scp["commands"] if "attach-policy" in c]
+    assert sorted(c.rsplit(" ", 1)[1] for c in attach) == sorted([prod, dev_clean, loose])
+    assert "ACCOUNT_ID" not in " ".join(scp["commands"]) and "management account" in scp["management_account_note"]
+    condition = scp["policy"]["Statement"][0]["Condition"]
+    assert condition == {"ArnNotLike": {"aws:PrincipalArn": ["arn:aws:iam::*:role/BreakGlass"]}}
+    root_scp = doc["root_scp"]["policy"]["Statement"][0]
+    assert root_scp["Action"] == "*" and root_scp["Condition"]["ArnLike"]["aws:PrincipalArn"] == "arn:aws:iam::*:root"
+    assert sorted(c.rsplit(" ", 1)[1] for c in doc["root_scp"]["commands"] if "attach-policy" in c) == sorted(
+        [prod, dev_clean, loose])
+
+    assert main(["audit", "--organization"]) == 2  # needs --role-name
+    assert main(["audit", "--exempt-role", "arn:aws:iam::1:user/x"]) == 2

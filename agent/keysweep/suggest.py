@@ -222,7 +222,7 @@ def suggest(
     """The replacement for ``finding``'s key on this host, with commands, Terraform and clean-up."""
     plan = _plan(finding, context, iam_policies)
     v = finding.verification
-    scp = scp_recommendation(plan.account if plan.account != "ACCOUNT_ID" else None, scp_exempt_principal_arns)
+    scp = scp_recommendation([plan.account] if plan.account != "ACCOUNT_ID" else [], scp_exempt_principal_arns)
     if v and v.status == "canary":
         return Suggestion(
             kind="canary",

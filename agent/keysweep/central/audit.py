@@ -28,6 +28,7 @@ from keysweep.central.credential_report import (
 )
 from keysweep.central.evidence import keysweep_use, verification_times
 from keysweep.central.iam_credentials import OtherCredentials, other_credentials
+from keysweep.central.organization import Organization
 from keysweep.central.records import FindingRecord
 from keysweep.errors import ConfigError, KeysweepError
 from keysweep.iam_policies import UserPolicies, read_user_policies
@@ -89,9 +90,17 @@ class AccountTarget:
 
 def account_targets(
     *, accounts: Sequence[str] = (), role_name: str | None = None, role_arns: Sequence[str] = (),
-    partition: str = "aws",
+    partition: str = "aws", organization: Organization | None = None, own_account: str | None = None,
 ) -> list[AccountTarget]:
-    """``--account`` with ``--role-name`` (a role of that name in each account) and/or explicit role ARNs."""
+    """``--account`` with ``--role-name`` (a role of that name in each account) and/or explicit role ARNs; with
+    ``organization``, every active account of it (its own account, ``own_account``, with keysweep's credentials)."""
+    if organization is not None:
+        if not role_name:
+            raise ConfigError("--organization needs --role-name (the role to assume in each member account)")
+        accounts = [a for a in sorted(organization.accounts) if a != own_account] + list(accounts)
+        own = [AccountTarget()] if own_account in organization.accounts else []
+        return own + account_targets(accounts=accounts, role_name=role_name, role_arns=role_arns,
+                                     partition=partition) if accounts or role_arns else own
     for acct in accounts:
         if not (len(acct) == 12 and acct.isdigit()):
             raise ConfigError(f"--account {acct!r}: an account id is 12 digits")
@@ -255,6 +264,8 @@ class AuditResult:
     host_keys: tuple[HostKey, ...] = ()
     host_key_items: tuple[AuditItem, ...] = ()
     notes: tuple[str, ...] = ()
+    organization: Organization | None = None  # with --organization: where the SCPs can go
+    exempt_roles: tuple[str, ...] = ()  # break-glass principals the deny-key-creation SCP spares
 
     @property
     def items(self) -> list[AuditItem]:
@@ -754,6 +765,8 @@ def run_audit(
     findings: Iterable[FindingRecord] | None = None,
     session_name: str = "keysweep-audit",
     external_id: str | None = None,
+    organization: Organization | None = None,
+    exempt_roles: Sequence[str] = (),
 ) -> AuditResult:
     """Audit every target; an account that fails is recorded with its error and the others go on."""
     audits: list[AccountAudit] = []
@@ -785,4 +798,5 @@ def run_audit(
         if temporary:
             notes.append(f"{len(temporary)} temporary or other non-IAM-user key id(s) found on hosts were not "
                          "correlated: only IAM users' long-term (AKIA) keys belong to an account's key list.")
-    return AuditResult(tuple(audits), options, tuple(host_keys), tuple(host_items), tuple(notes))
+    return AuditResult(tuple(audits), options, tuple(host_keys), tuple(host_items), tuple(notes),
+                       organization=organization, exempt_roles=tuple(exempt_roles))

@@ -13,20 +13,38 @@ from typing import Any, TextIO
 
 from keysweep import scp as scp_policy
 from keysweep.central.audit import CHECKS, AuditResult
+from keysweep.central.organization import scp_targets
 from keysweep.textsafe import csv_cell, dump_json, safe_text
 
 FORMATS = ("table", "json", "csv")
 CSV_FIELDS = ("account_id", "check", "severity", "user", "key_id", "arn", "summary", "action", "commands")
 
 
+def _ready_accounts(result: AuditResult) -> list[str]:
+    """Audited accounts with no key left at all (no user key of any status, no root key)."""
+    return [a.account_id for a in result.accounts if not a.error and not a.keys and not a.root_keys_present]
+
+
 def scp_section(result: AuditResult) -> dict[str, Any]:
-    """The deny-key-creation SCP, with the audited accounts that are ready for it (no keys left at all)."""
+    """The deny-key-creation SCP, with the audited accounts that are ready for it and where to attach it: one
+    command per ready account, or per OU whose every account is ready; never the management account."""
     audited = [a for a in result.accounts if not a.error]
-    ready = [a.account_id for a in audited if not a.keys and not a.root_keys_present]
-    rec = scp_policy.scp_recommendation(ready[0] if len(ready) == 1 else None)
+    ready = _ready_accounts(result)
+    targets = scp_targets(result.organization, set(ready))
+    rec = scp_policy.scp_recommendation([t.target_id for t in targets], result.exempt_roles)
     rec["ready_accounts"] = ready
     rec["not_ready_accounts"] = [a.account_id for a in audited if a.account_id not in ready]
+    rec["targets"] = [t.to_dict() for t in targets]
+    rec["exempt_roles"] = list(result.exempt_roles)
+    if result.organization is not None:
+        rec["management_account"] = result.organization.management_account
     return rec
+
+
+def root_scp_section(result: AuditResult) -> dict[str, Any]:
+    """The deny-root-user SCP, offered apart, for the same targets."""
+    targets = scp_targets(result.organization, set(_ready_accounts(result)))
+    return scp_policy.root_scp_recommendation([t.target_id for t in targets])
 
 
 def audit_to_dict(result: AuditResult, *, include_scp: bool = True) -> dict[str, Any]:
@@ -43,6 +61,7 @@ def audit_to_dict(result: AuditResult, *, include_scp: bool = True) -> dict[str,
         "host_keys": [k.to_dict() for k in result.host_keys],
         "notes": list(result.notes) + [n for a in result.accounts for n in a.notes],
         "scp": scp_section(result) if include_scp else None,
+        "root_scp": root_scp_section(result) if include_scp else None,
     }
 
 
@@ -58,12 +77,14 @@ def render_audit(result: AuditResult, fmt: str, stream: TextIO, *, include_scp: 
             row["commands"] = list(item.commands)
             writer.writerow({k: csv_cell(v) for k, v in row.items() if k in CSV_FIELDS})
     elif fmt == "table":
-        _table(result, stream, scp_section(result) if include_scp else None)
+        _table(result, stream, scp_section(result) if include_scp else None,
+               root_scp_section(result) if include_scp else None)
     else:
         raise ValueError(f"unknown audit format {fmt!r}")
 
 
-def _table(result: AuditResult, out: TextIO, scp: Mapping[str, Any] | None) -> None:
+def _table(result: AuditResult, out: TextIO, scp: Mapping[str, Any] | None,
+           root_scp: Mapping[str, Any] | None) -> None:
     items = result.items
     out.write(f"keysweep audit: {len(result.accounts)} account(s), {len(items)} item(s)\n\n")
     for acct in result.accounts:
@@ -94,6 +115,16 @@ def _table(result: AuditResult, out: TextIO, scp: Mapping[str, Any] | None) -> N
         out.write(f"  WARNING: {scp['warning']}\n")
         ready = ", ".join(scp["ready_accounts"]) or "none yet"
         out.write(f"  accounts ready for it now: {ready}\n")
+        for target in scp["targets"]:
+            name = f" {safe_text(target['name'])}" if target["name"] else ""
+            out.write(f"  attach to {target['type'].lower().replace('_', ' ')} {target['target_id']}{name}"
+                      f" ({', '.join(target['accounts'])})\n")
+        out.write(f"  NOTE: {scp['management_account_note']}\n")
         out.write(json.dumps(scp["policy"], indent=2) + "\n")
         for cmd in scp["commands"]:
+            out.write(f"  $ {cmd}\n")
+    if root_scp is not None:
+        out.write(f"\nOptional: service control policy {root_scp['name']} (apply when {root_scp['apply_when']}):\n")
+        out.write(json.dumps(root_scp["policy"], indent=2) + "\n")
+        for cmd in root_scp["commands"]:
             out.write(f"  $ {cmd}\n")

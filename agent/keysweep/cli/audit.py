@@ -21,6 +21,7 @@ from keysweep.central.audit import (
 from keysweep.central.audit_output import FORMATS, render_audit
 from keysweep.central.deactivate import apply_deactivation, check_key_ids, plan_deactivation, read_key_list
 from keysweep.central.evidence import verification_times
+from keysweep.central.organization import Organization, OrganizationError, read_organization
 from keysweep.cli.report import open_existing_store
 from keysweep.errors import ConfigError, ExitCode
 
@@ -43,7 +44,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     who = p.add_argument_group("accounts (default: the account of keysweep's own credentials)")
     who.add_argument("--account", action="append", default=[], metavar="ID",
                      help="account to audit by assuming --role-name in it (repeatable)")
-    who.add_argument("--role-name", metavar="NAME", help="role assumed in each --account")
+    who.add_argument("--role-name", metavar="NAME", help="role assumed in each --account (or member account)")
+    who.add_argument("--organization", action="store_true",
+                     help="every active account of the organization (organizations:ListAccounts), assuming "
+                          "--role-name in each member account; the SCP commands then name the ready OUs and accounts")
     who.add_argument("--assume-role-arn", action="append", default=[], metavar="ARN",
                      help="a role to assume, one per account (repeatable)")
     who.add_argument("--external-id", metavar="ID", help="ExternalId for AssumeRole")
@@ -61,7 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--db", metavar="PATH", help="fleet store (path or dynamodb://TABLE) to correlate with")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
-    p.add_argument("--no-scp", action="store_true", help="leave the deny-key-creation SCP out of the output")
+    p.add_argument("--no-scp", action="store_true", help="leave the SCPs out of the output")
+    p.add_argument("--exempt-role", action="append", default=[], metavar="ARN",
+                   help="a break-glass principal the deny-key-creation SCP spares, e.g. "
+                        "arn:aws:iam::*:role/BreakGlass (repeatable)")
     act = p.add_argument_group("deactivation (explicit; never done by default)")
     act.add_argument("--deactivate", nargs="+", default=[], metavar="KEY_ID",
                      help="set these access keys Inactive (after a confirmation)")
@@ -94,7 +101,15 @@ def _need_credentials() -> None:
 
 
 def run(args: argparse.Namespace) -> ExitCode:
-    targets = account_targets(accounts=args.account, role_name=args.role_name, role_arns=args.assume_role_arn)
+    for arn in args.exempt_role:
+        if not arn.startswith("arn:") or ":role/" not in arn:
+            raise ConfigError(f"--exempt-role {arn!r}: not a role ARN pattern (arn:aws:iam::*:role/NAME)")
+    organization = own = None
+    if args.organization:
+        organization = _organization()
+        own = open_account(AccountTarget()).account_id
+    targets = account_targets(accounts=args.account, role_name=args.role_name, role_arns=args.assume_role_arn,
+                              organization=organization, own_account=own)
     if args.deactivate or args.deactivate_from:
         return _deactivate(args, targets)
     _need_credentials()
@@ -105,7 +120,7 @@ def run(args: argparse.Namespace) -> ExitCode:
     try:
         findings = list(store.iter_findings()) if store else None
         result = run_audit(targets, options, findings=findings, session_name=args.session_name,
-                           external_id=args.external_id)
+                           external_id=args.external_id, organization=organization, exempt_roles=args.exempt_role)
     finally:
         if store:
             store.close()
@@ -168,6 +183,14 @@ def _deactivate(args: argparse.Namespace, targets: list[AccountTarget]) -> ExitC
     for p in held:
         print(f"{p.key_id}\theld ({p.hold}; --force to deactivate anyway)")
     return ExitCode.RUNTIME if failed else ExitCode.FINDINGS if held else ExitCode.CLEAN
+
+
+def _organization() -> Organization:
+    try:
+        return read_organization()
+    except OrganizationError as exc:
+        raise ConfigError(f"--organization: {exc} (run with the management account's or a delegated "
+                          "administrator's credentials)") from None
 
 
 def _fleet_evidence(db: str | None) -> tuple[dict[str, list[str]], dict[str, list[datetime]]]:
