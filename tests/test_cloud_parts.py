@@ -47,3 +47,16 @@ def test_package_urls_go_through_keysweeps_own_s3_endpoint(monkeypatch: pytest.M
     with pytest.raises(packages.PackageError) as why:  # nothing listens on port 9: unreachable, URL not in the reason
         packages.fetch(url, max_bytes=10, timeout=2)
     assert why.value.reason.startswith("package-unreachable") and "Signature" not in str(why.value)
+
+
+def test_no_echo_parameters_of_json_and_yaml_templates() -> None:
+    from keysweep.cloud.cloudformation import _no_echo
+
+    yaml_template = (
+        "Parameters:\n  Hidden: {Type: String, NoEcho: true}\n  Shown: {Type: String}\n"
+        "  Quoted:\n    Type: String\n    NoEcho: 'TRUE'\n"
+        "Resources:\n  T:\n    Type: AWS::SNS::Topic\n    Properties: {TopicName: !Ref Shown}\n"
+    )
+    assert _no_echo(yaml_template) == {"Hidden", "Quoted"}
+    assert _no_echo({"Parameters": {"H": {"NoEcho": "true"}, "S": {}}}) == {"H"}
+    assert _no_echo("a: [unclosed") == set() and _no_echo("- just a list") == set()

@@ -14,28 +14,30 @@ from keysweep.cloud.session import Target, paginate
 _MASKED = "****"  # how CloudFormation shows a NoEcho parameter's value
 
 
-class _AnyTagLoader(yaml.SafeLoader):
-    """YAML templates use short-form intrinsic functions (!Ref, !Sub, …): read them as plain values."""
-
-
-_AnyTagLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
-def _template_doc(body: Any) -> dict[str, Any]:
-    if isinstance(body, dict):
-        return body
-    try:
-        doc = yaml.load(str(body), Loader=_AnyTagLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError:
+def _mapping(node: yaml.Node | None) -> dict[str, yaml.Node]:
+    if not isinstance(node, yaml.MappingNode):
         return {}
-    return doc if isinstance(doc, dict) else {}
+    return {k.value: v for k, v in node.value if isinstance(k, yaml.ScalarNode)}
 
 
-def _no_echo(doc: dict[str, Any]) -> set[str]:
-    params = doc.get("Parameters")
-    if not isinstance(params, dict):
+def _no_echo(body: Any) -> set[str]:
+    """Names of the template's NoEcho parameters. A YAML template is composed, not constructed: its short-form
+    intrinsic functions (!Ref, !Sub) need no constructor and aliases are not expanded."""
+    if isinstance(body, dict):
+        params = body.get("Parameters")
+        if not isinstance(params, dict):
+            return set()
+        return {k for k, v in params.items() if isinstance(v, dict) and str(v.get("NoEcho", "")).lower() == "true"}
+    try:
+        root = yaml.compose(str(body), Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
         return set()
-    return {k for k, v in params.items() if isinstance(v, dict) and str(v.get("NoEcho", "")).lower() == "true"}
+    out = set()
+    for name, param in _mapping(_mapping(root).get("Parameters")).items():
+        flag = _mapping(param).get("NoEcho")
+        if isinstance(flag, yaml.ScalarNode) and flag.value.lower() == "true":
+            out.add(name)
+    return out
 
 
 def stacks(target: Target) -> Iterator[Item]:
@@ -44,8 +46,7 @@ def stacks(target: Target) -> Iterator[Item]:
         stack_id = stack["StackId"]
         got = target.attempt("cloudformation", client.get_template, StackName=stack_id, TemplateStage="Original")
         body = (got or {}).get("TemplateBody")
-        doc = _template_doc(body) if body is not None else {}
-        hidden = _no_echo(doc)
+        hidden = _no_echo(body) if body is not None else set()
         resource = Resource("cloudformation", stack_id, target.region, target.account, stack.get("RoleARN"))
         params = [
             (p["ParameterKey"], p.get("ParameterValue"))
