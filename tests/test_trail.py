@@ -184,3 +184,29 @@ def test_athena_runs_the_query_over_the_trail_table(
     (qid,) = athena.list_query_executions(WorkGroup="primary")["QueryExecutionIds"]
     sql = athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]["Query"]
     assert "FROM cloudtrail.org_trail" in sql and key in sql and quiet in sql
+
+
+def test_organization_reads_each_accounts_keys_with_its_own_role(
+    trail: CloudTrailServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    org = boto3.client("organizations")
+    org.create_organization(FeatureSet="ALL")
+    member = org.create_account(Email="m@example.com", AccountName="m")["CreateAccountStatus"]["AccountId"]
+    creds = boto3.client("sts").assume_role(RoleArn=f"arn:aws:iam::{member}:role/Audit", RoleSessionName="seed")[
+        "Credentials"]
+    member_iam = boto3.client("iam", aws_access_key_id=creds["AccessKeyId"],
+                              aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"])
+    member_iam.create_user(UserName="ci")
+    member_key = member_iam.create_access_key(UserName="ci")["AccessKey"]["AccessKeyId"]
+    (own_key,) = keys_of("alice")
+    trail.add_event(member_key, ip=OUTSIDE, user_agent=CLI, at=time.time() - 60)
+
+    code, out, err = run_trail(capsys, "--organization", "--role-name", "Audit", "--region", "us-east-1",
+                               "--format", "json")
+    assert code == 1, err
+    keys = {k["key_id"]: k for k in json.loads(out)["keys"]}
+    assert (keys[member_key]["account"], keys[member_key]["user"], keys[member_key]["verdict"]) == (
+        member, "ci", "in-use-outside-aws")
+    assert (keys[own_key]["account"], keys[own_key]["verdict"]) == (ACCOUNT, "unused")
+    signers = {r.attributes[0]["AttributeValue"]: r.signer for r in trail.requests}
+    assert signers[own_key] == "testing" and signers[member_key] not in ("testing", "")  # the assumed role's key
