@@ -269,3 +269,8 @@ def test_fleet_table_rows_fit_100_columns(tmp_path: Path, capsys) -> None:
     assert len(rows) >= 12 and all(len(line) <= 100 for line in rows), max(rows, key=len)
     live = lines.index(next(line for line in lines if line.startswith(LIVE_KEY)))
     assert lines[live + 1] == "    owner: arn:aws:iam::534261010715:user/deploy"  # whole, on its own line
+
+    main(["collect", "--coverage", "--db", str(db)])
+    coverage = capsys.readouterr().out.splitlines()
+    assert len(coverage) >= 6 and all(len(line) <= 100 for line in coverage), max(coverage, key=len)
+    assert any("i-0aaaaaaaaaaaaaaa1" in line for line in coverage)  # an instance id is never cut

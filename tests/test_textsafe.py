@@ -108,7 +108,7 @@ def test_host_coverage_carries_no_attacker_bytes(hostile_db: Path, capsys) -> No
         main(["collect", "--coverage", "--db", str(hostile_db), "--format", fmt])
         out = capsys.readouterr().out
         assert not _unsafe_in(out), (fmt, _unsafe_in(out))
-        assert "\\u2066" in out and "\\x07" in out, fmt
+        assert "\\u2066" in out, fmt
 
 
 def test_fleet_report_json_is_read_by_strict_parsers_and_jq(hostile_db: Path, capsys) -> None:

@@ -43,6 +43,13 @@ def safe_text(value: object) -> str:
     return text.translate(_ESCAPES)
 
 
+def shorten(value: object, width: int) -> str:
+    """:func:`safe_text` of at most ``width`` characters (cut with ``…``): for table cells, where the full value
+    is in the JSON output."""
+    text = safe_text(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def safe_lines(values: Iterable[object]) -> str:
     """Several values as lines of one cell: each made safe on its own, joined by our own newlines."""
     return "\n".join(safe_text(v) for v in values)

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 from keysweep.central.coverage import DEFAULT_SILENT_AFTER, OK, HostCoverage, host_coverage
 from keysweep.central.records import FindingRecord, HostRecord
 from keysweep.central.store import Store
-from keysweep.textsafe import csv_cell, dump_json, safe_text
+from keysweep.textsafe import csv_cell, dump_json, safe_text, shorten
 
 FORMATS = ("table", "json", "csv", "html")
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
@@ -311,8 +311,7 @@ def write_csv(report: FleetReport, stream: TextIO) -> None:
 
 def _short(text: str | None, width: int) -> str:
     """One terminal-safe line of at most ``width`` characters."""
-    text = safe_text(text or "-")
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return shorten(text or "-", width)
 
 
 def write_table(report: FleetReport, out: TextIO) -> None:

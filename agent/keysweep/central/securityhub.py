@@ -19,7 +19,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from keysweep import __version__, aws
 from keysweep.central.fleet_report import FleetKey, FleetReport
 from keysweep.errors import KeysweepError
-from keysweep.textsafe import safe_data, safe_text
+from keysweep.textsafe import safe_data, shorten
 
 ASFF_SCHEMA_VERSION = "2018-10-08"
 MAX_BATCH = 100
@@ -52,8 +52,7 @@ def _iso(value: str | None, default: str) -> str:
 
 def _cut(text: str, limit: int) -> str:
     """Safe text (host values carry no control or bidi character into Security Hub) of at most ``limit``."""
-    text = safe_text(text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return shorten(text, limit)
 
 
 def _principal(owner_arn: str | None) -> tuple[str | None, str | None]:

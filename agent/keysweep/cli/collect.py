@@ -91,14 +91,15 @@ def _coverage(args: argparse.Namespace) -> int:
         cov = host_coverage(store.iter_hosts(), silent_after=timedelta(hours=args.silent_after))
     finally:
         store.close()
-    from keysweep.textsafe import dumps_json, safe_text
+    from keysweep.textsafe import dumps_json, shorten
 
     if args.format == "json":
         print(dumps_json(cov.to_dict(), indent=2, sort_keys=True))
-    else:  # host values are the hosts' own text: no control or bidi character reaches the terminal
+    else:  # host values are the hosts' own text, safe and cut to fit 100 columns (an EC2 instance id whole; JSON has all)
         header = ("STATE", "HOST", "HOST ID", "KIND", "AGENT", "LAST HEARTBEAT", "AGO")
-        rows = [tuple(safe_text(v) for v in (h.state, h.hostname, h.host_id, h.kind, h.agent_version or "-",
-                                             h.last_heartbeat or "-", _ago(h.silent_for_s))) for h in cov.hosts]
+        rows = [(shorten(h.state, 12), shorten(h.hostname, 15), shorten(h.host_id, 19), shorten(h.kind, 11),
+                 shorten(h.agent_version or "-", 8), f"{h.last_heartbeat[:16]}Z" if h.last_heartbeat else "-",
+                 _ago(h.silent_for_s)) for h in cov.hosts]
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())

@@ -9,7 +9,8 @@ from typing import Any
 
 from keysweep.detect import check_rule_examples
 from keysweep.errors import ExitCode, RuleError
-from keysweep.ruleset import load_ruleset
+from keysweep.ruleset import builtin_rules_dir, load_ruleset
+from keysweep.textsafe import safe_text
 
 
 def register(subparsers: Any) -> None:
@@ -36,6 +37,13 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return int(ExitCode.USAGE)
 
 
+def _source(path: str) -> str:
+    """Where a rule came from: ``built-in NAME`` for the packaged rules (their install path is long), else the
+    path given."""
+    source = Path(path)
+    return f"built-in {source.name}" if source.parent == builtin_rules_dir() else safe_text(path)
+
+
 def run_check(args: argparse.Namespace) -> int:
     try:
         ruleset = load_ruleset(args.dirs)
@@ -48,10 +56,10 @@ def run_check(args: argparse.Namespace) -> int:
         mine = [r for r in results if r.rule == rule.id]
         bad = sum(1 for r in mine if not r.ok)
         status = "ok" if not bad else f"FAILED {bad}"
-        print(f"{rule.id:28} {rule.kind:14} {len(mine):3} examples  {status}  ({rule.source})")
+        print(f"{rule.id:28} {rule.kind:14} {len(mine):3} examples  {status}  ({_source(rule.source)})")
     for r in failed:
         what = "example not detected" if r.positive else "negative example detected"
-        print(f"  {r.rule}: {what}: {r.example!r}")
+        print(f"  {r.rule}: {what}: {safe_text(repr(r.example))}")
     print(
         f"{len(ruleset.rules)} rules, {len(results)} examples, {len(failed)} failed; "
         f"{len(ruleset.ignore_paths)} ignored path globs; digest {ruleset.digest[:16]}"
