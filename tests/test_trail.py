@@ -122,6 +122,10 @@ def test_lookups_are_paced_per_account_and_region(trail: CloudTrailServer, capsy
         assert len(times) == len(ids)
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
         assert min(gaps) >= 0.45, gaps  # at most 2 requests per second
+    # the regions are paced apart, not one after the other: their lookups overlap in time
+    east = [r.at for r in trail.requests if r.region == "us-east-1"]
+    west = [r.at for r in trail.requests if r.region == "eu-west-1"]
+    assert min(west) < max(east) and min(east) < max(west)
 
 
 def test_throttled_lookups_back_off_and_a_failing_region_is_a_skip(

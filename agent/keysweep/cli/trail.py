@@ -58,7 +58,6 @@ def _trail(args: argparse.Namespace) -> int:
         error_reason,
         resolve_accounts,
     )
-    from keysweep.ratelimit import TokenBucket
 
     if args.days < 1:
         raise ConfigError("--days: at least 1")
@@ -113,14 +112,8 @@ def _trail(args: argparse.Namespace) -> int:
             keys_by_account: dict[str, list[Any]] = defaultdict(list)
             for u in usages:
                 keys_by_account[u.account].append(u)
-            for account, account_targets in targets.items():
-                for target in account_targets:
-                    bucket = TokenBucket(trail.LOOKUP_RATE)  # per account and region, as CloudTrail limits it
-                    try:
-                        trail.collect(keys_by_account[account], target.client("cloudtrail"), start, end, bucket,
-                                      stopping)
-                    except AWS_ERRORS as exc:
-                        target.skip("cloudtrail", error_reason(exc))
+            jobs = [(keys_by_account[a], t) for a, account_targets in targets.items() for t in account_targets]
+            trail.collect_all(jobs, start, end, stopping)
 
     fleet = _fleet(args.db) if args.db else Fleet()
     for account, account_targets in targets.items():

@@ -5,18 +5,19 @@ For every key of every user (``iam:ListUsers`` + ``iam:ListAccessKeys``, active 
 event's ``sourceIPAddress`` becomes a :class:`Source` with its user agents, event sources, first/last time and
 count. keysweep's own calls (User-Agent ``keysweep/…``: verification's ``GetCallerIdentity``) are counted apart and
 never count as use. ``LookupEvents`` allows 2 requests per second per account and region: the calls are paced by a
-token bucket per account and region.
+token bucket per account and region, and the account-regions run side by side (:func:`collect_all`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from keysweep.cloud.session import paginate
+from keysweep.cloud.session import AWS_ERRORS, Target, error_reason, paginate
 from keysweep.ratelimit import TokenBucket
 
 MAX_DAYS = 90
@@ -47,6 +48,12 @@ class Source:
         self.first = min(self.first, at) if self.first else at
         self.last = max(self.last, last)
 
+    def merge(self, other: Source) -> None:
+        if other.events:
+            self.add(other.first, "", "", other.events, other.last)
+        self.user_agents |= other.user_agents
+        self.event_sources |= other.event_sources
+
     def to_dict(self) -> dict[str, Any]:
         return {"ip": self.ip, "user_agents": sorted(self.user_agents), "resource": self.resource, "kind": self.kind,
                 "first": self.first, "last": self.last, "events": self.events}
@@ -68,6 +75,11 @@ class KeyUsage:
             self.keysweep_events += count
             return
         self.sources.setdefault(ip, Source(ip)).add(at, user_agent, event_source, count, last)
+
+    def merge(self, other: KeyUsage) -> None:
+        self.keysweep_events += other.keysweep_events
+        for ip, source in other.sources.items():
+            self.sources.setdefault(ip, Source(ip)).merge(source)
 
     def to_dict(self) -> dict[str, Any]:
         return {"key_id": self.key_id, "user": self.user, "account": self.account, "verdict": self.verdict,
@@ -140,6 +152,33 @@ def collect(
             return
         for event in lookup_events(client, usage.key_id, start, end, bucket):
             record_event(usage, event)
+
+
+def collect_all(
+    jobs: Sequence[tuple[Sequence[KeyUsage], Target]], start: datetime, end: datetime,
+    should_stop: Callable[[], bool] = lambda: False, *, workers: int = 8,
+) -> None:
+    """Every account-region's lookups, each in its own thread with its own pacing (CloudTrail's limit is per
+    account and region, so one region never waits for another); each thread fills its own copies of the keys,
+    merged here. A region that fails is a skip on its target; what it read before failing still counts."""
+
+    def one(keys: Sequence[KeyUsage], client: Any) -> tuple[list[KeyUsage], str | None]:
+        mine = [KeyUsage(u.key_id, u.user, u.account, u.status) for u in keys]
+        try:
+            collect(mine, client, start, end, TokenBucket(LOOKUP_RATE), should_stop)
+        except AWS_ERRORS as exc:
+            return mine, error_reason(exc)
+        return mine, None
+
+    clients = [target.client("cloudtrail") for _, target in jobs]  # made here: a boto3 session is not thread-safe
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
+        futures = [pool.submit(one, keys, client) for (keys, _), client in zip(jobs, clients, strict=True)]
+        for (keys, target), future in zip(jobs, futures, strict=True):
+            mine, error = future.result()
+            if error:
+                target.skip("cloudtrail", error)
+            for usage, part in zip(keys, mine, strict=True):
+                usage.merge(part)
 
 
 COMPUTE_WITHOUT_AGENT = frozenset({"ec2-instance", "lambda", "ecs-task", "nat-gateway", "network-interface"})
