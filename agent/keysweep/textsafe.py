@@ -38,6 +38,8 @@ _ESCAPES.update({c: f"\\u{c:04x}" for c in (*BIDI_CONTROLS, 0x2028, 0x2029)})
 def safe_text(value: object) -> str:
     """``value`` as one line of inert text (None as the empty string); see the module's description."""
     text = "" if value is None else value if isinstance(value, str) else str(value)
+    if text.isprintable():  # the common case: no control (Cc), format (Cf), surrogate (Cs) or separator
+        return text
     if not text.isascii():
         text = readable(text)
     return text.translate(_ESCAPES)
