@@ -207,6 +207,11 @@ def test_a_partly_scanned_archive_is_named(tmp_path: Path) -> None:
     assert proc.returncode == 3, proc.stderr
     assert summary["incomplete"]["places"] == [{"reason": "archive-ratio", "path": f"{tmp_path}/app.whl"}]
     assert f"{tmp_path}/app.whl (archive-ratio)" in proc.stderr
+    sarif = _cli("scan", str(tmp_path), "--format", "sarif", "--workers", "1")
+    assert sarif.returncode == 0  # without --strict: nothing found
+    notes = json.loads(sarif.stdout)["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert [(n["descriptor"]["id"], n["locations"][0]["physicalLocation"]["artifactLocation"]["uri"])
+            for n in notes] == [("archive-ratio", f"file://{tmp_path}/app.whl")]
 
 
 @pytest.mark.timeout(60)

@@ -94,3 +94,18 @@ def test_schema_catches_a_broken_document(validator, detector):
     doc = to_sarif(_findings(detector))
     doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"]["startLine"] = 0
     assert list(validator.iter_errors(doc))
+
+
+def test_places_not_read_are_tool_notifications(validator, detector):
+    summary = {"incomplete": {"count": 3, "not_listed": 0, "places": [
+        {"reason": "permission-denied", "path": "/srv/private.env"},
+        {"reason": "archive-encrypted", "path": "/opt/app.jar!lib/secret.zip"},
+        {"reason": "source-failed", "path": "source:processes", "error": "ValueError"}]}}
+    doc = to_sarif(_findings(detector), summary=summary)
+    assert not list(validator.iter_errors(doc))
+    notes = doc["runs"][0]["invocations"][0]["toolExecutionNotifications"]
+    assert [n["descriptor"]["id"] for n in notes] == ["permission-denied", "archive-encrypted", "source-failed"]
+    assert notes[0]["locations"][0]["physicalLocation"]["artifactLocation"]["uri"] == "file:///srv/private.env"
+    assert notes[1]["locations"][0]["properties"]["member"] == "lib/secret.zip"
+    assert "locations" not in notes[2]
+    assert "invocations" not in to_sarif([], summary={"incomplete": {"count": 0, "places": [], "not_listed": 0}})

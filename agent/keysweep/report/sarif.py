@@ -53,7 +53,24 @@ def to_sarif(findings: Sequence[Finding], *, summary: Mapping[str, Any] | None =
     }
     if summary is not None:
         run["properties"] = {"summary": dict(summary)}
+        unread = (summary.get("incomplete") or {}).get("places")
+        if unread:  # what the scan could not read, where code-scanning tools show a run's problems
+            run["invocations"] = [{"executionSuccessful": True,
+                                   "toolExecutionNotifications": [_not_read(p) for p in unread]}]
     return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
+
+
+def _not_read(place: Mapping[str, Any]) -> dict[str, Any]:
+    """A warning naming one place the scan could not read, or read only in part, and why."""
+    path = str(place.get("path") or "")
+    note: dict[str, Any] = {"level": "warning", "descriptor": {"id": str(place.get("reason") or "unread")},
+                            "message": {"text": f"not read or partly read: {place.get('reason')}"}}
+    if path and not path.startswith("source:"):
+        member = path.split("!", 1)  # an archive member: the archive on disk is the artifact
+        note["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": _uri(member[0])}}}]
+        if len(member) > 1:
+            note["locations"][0]["properties"] = {"member": member[1]}
+    return note
 
 
 def write_sarif(findings: Sequence[Finding], stream: TextIO, *, summary: Mapping[str, Any] | None = None) -> None:
