@@ -322,6 +322,27 @@ def test_scan_moves_a_bad_state_file_aside_and_rebuilds_it(
         assert json.loads(again.stdout)["summary"]["files_cached"] == 2  # rebuilt and used
 
 
+def test_a_database_damaged_while_open_is_rebuilt_when_reopened(tmp_path: Path, hostile_tree: Path,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    from keysweep.config import from_mapping
+    from keysweep.sweep import Pipeline
+
+    cfg = from_mapping({"state_dir": str(tmp_path / "state"), "scan": {"roots": [str(hostile_tree)],
+                        "sources": ["files"], "workers": 1}, "context": NO_IMDS}, source="test")
+    pipeline = Pipeline(cfg)
+    try:
+        assert len(pipeline.sweep(should_stop=lambda: False, full_reread_every=100).findings) == 1
+        pipeline.state.close()
+        (tmp_path / "state" / STATE_FILE).write_bytes(os.urandom(8192))  # another writer, a bad disk
+        pipeline.reopen_state()
+        assert [r.fields["file"] for r in caplog.records if r.msg == "state.corrupt"] == [  # type: ignore[attr-defined]
+            str(tmp_path / "state" / STATE_FILE)]
+        again = pipeline.sweep(should_stop=lambda: False, full_reread_every=100)
+        assert len(again.findings) == 1 and again.stats["files_scanned"] == 2  # rebuilt: everything read again
+    finally:
+        pipeline.close()
+
+
 @pytest.mark.timeout(120)
 def test_a_bad_spool_message_is_set_aside_and_the_others_are_sent(
     tmp_path: Path, hostile_tree: Path, moto_server: MotoServer
@@ -332,10 +353,13 @@ def test_a_bad_spool_message_is_set_aside_and_the_others_are_sent(
     spool.mkdir(parents=True, mode=0o700)
     (tmp_path / "state").chmod(0o700)
     (spool / "00000000000000000001-f-1-1-bad.msg").write_bytes(b'{"message_id": 7, "x": [')
+    (spool / "00000000000000000002-f-1-2-link.msg").symlink_to("/etc/shadow")
+    (spool / "00000000000000000003-f-1-3-dir.msg").mkdir()
     proc = keysweep("agent", "--config", config, "--once")
     assert proc.returncode == 1, proc.stderr
-    assert [e["file"] for e in events(proc) if e["event"] == "state.corrupt"] == [
-        str(spool / "00000000000000000001-f-1-1-bad.msg")]
+    assert sorted(e["file"] for e in events(proc) if e["event"] == "state.corrupt") == [
+        str(spool / name) for name in ("00000000000000000001-f-1-1-bad.msg", "00000000000000000002-f-1-2-link.msg",
+                                       "00000000000000000003-f-1-3-dir.msg")]
     assert len(_drain(queue_url)) == 2  # the finding and the heartbeat
     assert list(spool.glob("*.msg")) == []
 
@@ -396,6 +420,8 @@ def test_an_untrusted_state_directory_is_refused(tmp_path: Path, hostile_tree: P
     else:
         state.mkdir()
         state.chmod(0o770 if problem == "group-writable" else 0o1777)
+        if problem == "group-writable":
+            os.chown(state, -1, 65534)  # a group of other users (group root's write is accepted: see statedir)
     for cmd in (["scan", hostile_tree, "--state-dir", state],
                 ["agent", "--config", agent_config(tmp_path, hostile_tree), "--once"]):
         proc = keysweep(*cmd)
@@ -427,6 +453,16 @@ def test_a_symlink_in_the_state_directory_is_moved_aside_never_followed(
     assert stat.S_IMODE((victim / "precious").stat().st_mode) == 0o644  # never chmodded through it
     assert stat.S_IMODE(victim.stat().st_mode) == 0o755
     assert not (state / planted).is_symlink()
+
+
+def test_group_root_may_write_the_state_directory(tmp_path: Path, hostile_tree: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    os.chown(state, -1, 0)
+    state.chmod(0o770)  # the container image's layout: owner keysweep, group root with write
+    proc = keysweep("scan", hostile_tree, "--state-dir", state)
+    assert proc.returncode == 1, proc.stderr
+    assert (state / STATE_FILE).exists()
 
 
 def test_files_are_created_0600_and_directories_0700(tmp_path: Path, hostile_tree: Path,

@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -237,6 +238,8 @@ class Agent:
                 except Exception as exc:  # a bug on one sweep must not end the agent; the next one resumes
                     self._agent_errors["sweep_failed"] = self._agent_errors.get("sweep_failed", 0) + 1
                     log.error("sweep.failed", exc_info=exc, extra={"fields": {"next": "after the interval"}})
+                    if isinstance(exc, sqlite3.DatabaseError):  # damaged under us: checked (and rebuilt) on reopen
+                        self._reopen_state()
                     self._state = "idle"
                     self._schedule_next()
                     self._write_status()
@@ -247,6 +250,14 @@ class Agent:
             return int(ExitCode.CLEAN)
         finally:
             self._shutdown()
+
+    def _reopen_state(self) -> None:
+        try:
+            with self._pipeline_lock:
+                if self.pipeline is not None:
+                    self.pipeline.reopen_state()
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+            log.error("state.reopen_failed", exc_info=exc, extra={"fields": {"next": "after the interval"}})
 
     def _first_schedule(self, last: float | None) -> None:
         """Sweep soon after start when a sweep was interrupted or is overdue; otherwise keep the rhythm."""

@@ -4,7 +4,7 @@ The agent runs as root in directories other users write, so a state directory (o
 prepared must never steer root's reads or writes:
 
 * the directory is refused (:class:`StateDirError`, exit 2) when it is a symlink, not owned by the running user, or
-  writable by group or others; created, it is mode 0700;
+  writable by others or by a group other than root's; created, it is mode 0700;
 * files are created with ``O_NOFOLLOW`` and mode 0600 (``O_EXCL`` for new ones); modes are fixed with ``fchmod`` on
   the open descriptor, never through a path;
 * a state file that is damaged, of the wrong type (a directory, a link, a FIFO) or of the wrong shape is moved
@@ -50,7 +50,9 @@ def _problem(st: os.stat_result, what: str, *, directory: bool) -> str | None:
         return f"{what} is not a regular file"
     if st.st_uid != os.geteuid():
         return f"{what} is owned by uid {st.st_uid}, not by the running user (uid {os.geteuid()})"
-    if st.st_mode & 0o022:
+    # group write is accepted for group root only (gid 0: its members may write root's files anyway) — the
+    # container image's state directory is keysweep:root 0770 so that uid 0 without CAP_DAC_OVERRIDE can write it
+    if st.st_mode & 0o002 or (st.st_mode & 0o020 and st.st_gid != 0):
         return f"{what} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
     return None
 

@@ -11,6 +11,7 @@ import dataclasses
 import datetime as dt
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections import Counter
@@ -156,14 +157,27 @@ class Pipeline:
         self.detector = Detector(self.ruleset, self.fingerprinter)
         self.verifier = Verifier(config.verify or VerifyConfig(), state_dir=state_dir, fingerprinter=self.fingerprinter)
         self.options = build_scan_options(config)
-        self.state = StateStore(
-            state_dir, digest=state_digest(self.detector, self.options), needs_reverify=self._needs_reverify
-        )
+        self.state = self._open_state()
         self.context: HostContext | None = None
         self._reporter: Any = None
         self._lock = threading.Lock()  # verification + reporting, shared by sweeps and watch scans
         self._logged: dict[tuple[str, str], str] = {}
         self.watch_scans = 0
+
+    def _open_state(self) -> StateStore:
+        return StateStore(
+            self.config.state_path, digest=state_digest(self.detector, self.options),
+            needs_reverify=self._needs_reverify,
+        )
+
+    def reopen_state(self) -> None:
+        """After a sweep failed in the state database: open it again (a damaged one is then moved aside and
+        rebuilt), so one bad page does not fail every later sweep."""
+        try:
+            self.state.close()
+        except sqlite3.Error:
+            pass
+        self.state = self._open_state()
 
     def _needs_reverify(self, f: Finding) -> bool:
         # a finding restored from state has no secret: verifiable only from the cache or offline gates

@@ -134,7 +134,10 @@ class Spool:
         index = {}
         with os.scandir(self.directory) as it:
             for e in it:
-                if not e.name.endswith(_SUFFIX) or not e.is_file(follow_symlinks=False):
+                if not e.name.endswith(_SUFFIX) or e.name.startswith("."):
+                    continue
+                if not e.is_file(follow_symlinks=False):  # a link, a directory or a FIFO: never opened
+                    statedir.quarantine(self.state_dir, Path(e.path), "spool message: not a regular file")
                     continue
                 parts = e.name.split("-")
                 kind = "heartbeat" if len(parts) > 2 and parts[1] == "h" else "finding"
