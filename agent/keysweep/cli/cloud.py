@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -18,6 +20,7 @@ from keysweep.errors import ConfigError, ExitCode
 from keysweep.models import Finding, HostContext
 
 FORMATS = ("table", "json", "jsonl", "sarif")
+WORKERS = 8  # account-regions read at once
 
 
 def register(sub: Any) -> None:
@@ -63,17 +66,19 @@ def _cloud(args: argparse.Namespace) -> int:
     stats = CloudStats()
     per_target: list[tuple[Any, list[Finding], CloudStats]] = []
     stopping = _StopFlag()
-    with stopping.installed():
-        for target in _targets(base_session(), args, stats):
-            if stopping():
-                break
-            result = run_cloud([target], detector, should_stop=stopping)
+    started = time.monotonic()
+    # account-regions side by side: the work is waiting on AWS, and each API's limits are per account and region
+    with stopping.installed(), ThreadPoolExecutor(max_workers=WORKERS) as pool:
+        targets = list(_targets(base_session(), args, stats))
+        futures = [pool.submit(run_cloud, [t], detector, should_stop=stopping) for t in targets]
+        for target, future in zip(targets, futures, strict=True):
+            result = future.result()
             per_target.append((target, result.findings, result.stats))
             stats.merge(result.stats)
     stats.interrupted = stopping()
     stats.accounts = len({t.account for t, _, _ in per_target})
     stats.regions = len(per_target)
-    stats.duration_seconds = sum(st.duration_seconds for _, _, st in per_target)
+    stats.duration_seconds = time.monotonic() - started
     findings = [f for _, found, _ in per_target for f in found]
 
     if args.verify and findings:

@@ -85,13 +85,12 @@ class Resolver:
         return "outside-aws", None
 
 
+_FAIL_FAST = client_config(read_timeout=15.0, max_attempts=3)
+
+
 def _ec2(target: Target) -> Any:
     """An EC2 client that fails fast: an address that cannot be resolved is a skip, not minutes of retries."""
-    key = "ec2-resolver"
-    if key not in target._clients:
-        target._clients[key] = target.session.client(
-            "ec2", region_name=target.region, config=client_config(read_timeout=15.0, max_attempts=3))
-    return target._clients[key]
+    return target.client("ec2", config=_FAIL_FAST)
 
 
 def _by_interface(filter_name: str) -> Any:

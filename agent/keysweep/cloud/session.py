@@ -8,11 +8,13 @@ skip for that service, account and region, never as the end of the run.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
@@ -23,6 +25,7 @@ SESSION_NAME = "keysweep-cloud"
 # control-plane list calls are cheap but an organisation-wide run makes many: let the SDK back off longer
 _CONFIG = client_config(connect_timeout=5.0, read_timeout=30.0, max_attempts=8)
 T = TypeVar("T")
+_CLIENT_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,13 @@ class Target:
     skips: list[Skip] = field(default_factory=list)
     _clients: dict[str, Any] = field(default_factory=dict)
 
-    def client(self, service: str) -> Any:
-        if service not in self._clients:
-            self._clients[service] = self.session.client(service, region_name=self.region, config=_CONFIG)
-        return self._clients[service]
+    def client(self, service: str, *, config: Config | None = None) -> Any:
+        """This account-region's client for ``service`` (with ``config``: its own one, e.g. fewer retries)."""
+        key = service if config is None else f"{service}#{id(config)}"
+        with _CLIENT_LOCK:  # creating clients from one boto3 session is not thread-safe; using them is
+            if key not in self._clients:
+                self._clients[key] = self.session.client(service, region_name=self.region, config=config or _CONFIG)
+            return self._clients[key]
 
     def skip(self, service: str, reason: str) -> None:
         s = Skip(self.account, self.region, service, reason)
