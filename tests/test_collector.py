@@ -16,11 +16,20 @@ from typing import Any
 import boto3
 import pytest
 from keysweep.central.collector import Collector, CollectorConfig
+from keysweep.central.senders import SenderMap
 from keysweep.central.store import open_store
 from keysweep.cli import main
 
 from tests.support import messages as M
-from tests.support.central import counts, drain_bodies, make_queues, send, send_bodies, sqs_client
+from tests.support.central import (
+    TRUST_MOTO_SENDER,
+    counts,
+    drain_bodies,
+    make_queues,
+    send,
+    send_bodies,
+    sqs_client,
+)
 
 PLANTED_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzPLANTEDzz"
 
@@ -35,7 +44,9 @@ def _agent_messages(host_id: str, hostname: str, n: int) -> list[dict[str, Any]]
 
 
 def _collect_once(url: str, store: Any, **config: Any) -> Any:
-    cfg = CollectorConfig(queue_url=url, wait_seconds=config.pop("wait_seconds", 0), once=True, **config)
+    senders = SenderMap.from_mapping(TRUST_MOTO_SENDER, source="test")  # the binding has tests of its own
+    cfg = CollectorConfig(queue_url=url, wait_seconds=config.pop("wait_seconds", 0), once=True, senders=senders,
+                          **config)
     return Collector(cfg, store).run()
 
 

@@ -42,7 +42,11 @@ def _fleet(n_per_host: int) -> list[dict[str, Any]]:
 
 
 def _content(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    return [f.to_dict() for f in store.iter_findings()], [h.to_dict() for h in store.iter_hosts()]
+    """The records, without what only the queue knows (the sender, the queue's time of the first message)."""
+    def own(record: Any) -> dict[str, Any]:
+        return {k: v for k, v in record.to_dict().items() if k not in ("sender", "received_first")}
+
+    return [own(f) for f in store.iter_findings()], [own(h) for h in store.iter_hosts()]
 
 
 def _reference(messages: list[dict[str, Any]], tmp_path: Path) -> tuple[list[Any], list[Any]]:

@@ -236,9 +236,10 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", function_key["SecretAccessKey"])
     monkeypatch.setenv(lambda_handler.TABLE_ENV, table)
     fn_sqs = _client("sqs", function_key)
-    got = fn_sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=2, WaitTimeSeconds=1)["Messages"]
+    got = fn_sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=2, WaitTimeSeconds=1,
+                                 MessageSystemAttributeNames=["All"])["Messages"]
     event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                          "attributes": {}, "messageAttributes": {}, "eventSource": "aws:sqs",
+                          "attributes": m["Attributes"], "messageAttributes": {}, "eventSource": "aws:sqs",
                           "eventSourceARN": outputs["QueueArn"], "awsRegion": "us-east-1"} for m in got]}
     assert lambda_handler.handler(event, None) == {"batchItemFailures": []}
     for m in got:

@@ -12,11 +12,20 @@ from typing import Any
 import boto3
 import pytest
 from keysweep.central import lambda_handler
+from keysweep.central.senders import SENDER_MAP_ENV
 from keysweep.central.store import Store, open_store
 from keysweep.errors import ConfigError, StoreError
 
 from tests.support import messages as M
-from tests.support.central import counts, drain_bodies, make_queues, send, send_bodies, sqs_client
+from tests.support.central import (
+    TRUST_MOTO_SENDER,
+    counts,
+    drain_bodies,
+    make_queues,
+    send,
+    send_bodies,
+    sqs_client,
+)
 
 PLANTED_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzPLANTEDzz"
 
@@ -59,6 +68,7 @@ def table(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> str:
     name = f"keysweep-fleet-{uuid.uuid4().hex[:8]}"
     open_store(f"dynamodb://{name}").close()  # the deployment template creates it
     monkeypatch.setenv(lambda_handler.TABLE_ENV, name)
+    monkeypatch.setenv(SENDER_MAP_ENV, json.dumps(TRUST_MOTO_SENDER))  # the binding has tests of its own
     return name
 
 

@@ -49,8 +49,9 @@ def test_new_finding_is_stored_with_host_and_status(store: Store) -> None:
     [host] = list(store.iter_hosts())
     assert host.host_id == msg["host"]["host_id"]
     assert host.last_heartbeat is None  # findings alone are not a heartbeat
-    assert store.get_finding(rec.finding_fingerprint) == rec
-    assert store.get_finding("0" * 32) is None
+    assert store.get_finding(rec.host_id, rec.finding_fingerprint) == rec
+    assert store.get_finding("i-other", rec.finding_fingerprint) is None
+    assert store.get_finding(rec.host_id, "0" * 32) is None
 
 
 def test_replaying_messages_changes_nothing(store: Store) -> None:

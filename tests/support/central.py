@@ -15,6 +15,10 @@ from typing import Any
 import boto3
 
 ROOT = Path(__file__).resolve().parents[2]
+# moto gives every message this SenderId (an IAM user's id): to the collector, one on-premises sender
+MOTO_SENDER = "AIDAIT2UOQQY3AUEKVGXU"
+# a sender map that lets moto's one sender speak for any host id, for tests about something else than the binding
+TRUST_MOTO_SENDER: dict[str, Any] = {"principals": {MOTO_SENDER: ["*"]}}
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 A batch is received, each body is validated and applied to the store, and only then are the applied messages
 deleted. A crash between the store commit and the delete redelivers messages the store already holds; the
 idempotent upsert makes that harmless. Malformed and unknown-version messages are never deleted: they become
-visible again and the queue's redrive policy moves them to the dead-letter queue. While a batch is being
+visible again and the queue's redrive policy moves them to the dead-letter queue. Each message is bound to the
+SQS sender that sent it (:mod:`keysweep.central.senders`): one that claims a host its sender may not speak for is
+rejected the same way. While a batch is being
 processed a background thread keeps extending the visibility timeout of the messages still in hand.
 """
 
@@ -14,13 +16,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep.aws import client_config, make_client
-from keysweep.central.handler import MessageHandler, Outcome
+from keysweep.central.handler import MessageHandler, Outcome, queue_origin
+from keysweep.central.senders import SenderMap
 from keysweep.central.store import MessageRefused, Store
 from keysweep.errors import KeysweepError, StoreError
 
@@ -40,6 +43,7 @@ class CollectorConfig:
     once: bool = False  # drain what is there, stop after the first empty receive
     region: str | None = None
     max_receive_failures: int = 3  # consecutive failed receives before --once gives up
+    senders: SenderMap = field(default_factory=SenderMap)  # which SQS sender may speak for which host
 
     def __post_init__(self) -> None:
         if not 0 <= self.wait_seconds <= 20:
@@ -58,6 +62,8 @@ class CollectStats:
     duplicates: int = 0  # applied, changed nothing
     malformed: int = 0
     unknown_version: int = 0
+    rejected_sender: int = 0  # its SQS sender may not speak for the host it names
+    clamped_times: int = 0  # times later than the queue's time plus the skew, set to the queue's time
     refused: int = 0  # valid, but the store refused it for its own content (too large, ValidationException)
     store_errors: int = 0
     internal_errors: int = 0  # a message that broke the handler: left on the queue, so it ends in the DLQ
@@ -124,7 +130,7 @@ class Collector:
         handler: MessageHandler | None = None,
     ) -> None:
         self.config = config
-        self.handler = handler or MessageHandler(store)
+        self.handler = handler or MessageHandler(store, senders=config.senders)
         self.stats = CollectStats()
         self._sqs = sqs or make_client(
             "sqs", region=config.region,
@@ -173,7 +179,8 @@ class Collector:
                 MaxNumberOfMessages=self.config.max_messages,
                 WaitTimeSeconds=self.config.wait_seconds,
                 VisibilityTimeout=self.config.visibility_timeout,
-                MessageSystemAttributeNames=["ApproximateReceiveCount"],
+                # who sent it and when, as SQS says: the sender binding and the collector's clock
+                MessageSystemAttributeNames=["ApproximateReceiveCount", "SenderId", "SentTimestamp"],
             )
         except (ClientError, BotoCoreError) as exc:
             code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
@@ -213,7 +220,7 @@ class Collector:
         """True when the message is in the store; False when it was rejected. Raises StoreError."""
         message_id = message.get("MessageId", "?")
         try:
-            result = self.handler.handle(message.get("Body", ""))
+            result = self.handler.handle(message.get("Body", ""), queue_origin(message.get("Attributes")))
         except MessageRefused as exc:  # this message's failure: the store is not down, no backoff
             self.stats.refused += 1
             log.warning("message %s refused by the store (%s), left for the dead-letter queue", message_id, exc)
@@ -225,6 +232,7 @@ class Collector:
             # the type only: an exception's text may quote the message
             log.error("message %s could not be handled (%s), left on the queue", message_id, type(exc).__name__)
             return False
+        self.stats.clamped_times += result.clamped
         if result.outcome is Outcome.OK:
             if result.changed:
                 self.stats.stored += 1
@@ -234,6 +242,8 @@ class Collector:
             return True
         if result.outcome is Outcome.UNKNOWN_VERSION:
             self.stats.unknown_version += 1
+        elif result.outcome is Outcome.REJECTED:
+            self.stats.rejected_sender += 1
         else:
             self.stats.malformed += 1
         receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")

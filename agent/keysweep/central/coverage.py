@@ -4,6 +4,9 @@ A host is ``ok`` when its last heartbeat is at most ``silent_after`` old, ``sile
 ``no-heartbeat`` when it sent findings but never a heartbeat (an agent that crashes before the end of its sweeps,
 or a one-off ``keysweep scan --queue-url``). The default threshold, 24 hours, is twice the agent's default daily
 re-report; fleets sweeping more often should pass about twice their sweep interval.
+
+A heartbeat dated later than now (plus the clock skew the collector allows) proves nothing: the host is ``silent``.
+The collector already clamps message times to the queue's, so only a store filled some other way holds one.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from keysweep.central.records import HostRecord
+from keysweep.central.records import CLOCK_SKEW, HostRecord
 
 DEFAULT_SILENT_AFTER = timedelta(hours=24)
 
@@ -81,6 +84,8 @@ def host_coverage(
     for host in hosts:
         if host.last_heartbeat is None:
             state, silent_for = NO_HEARTBEAT, None
+        elif _parse(host.last_heartbeat) > now + CLOCK_SKEW:  # dated in the future: it cannot pin the host "ok"
+            state, silent_for = SILENT, None
         else:
             silent_for = max(0.0, (now - _parse(host.last_heartbeat)).total_seconds())
             state = SILENT if silent_for > silent_after.total_seconds() else OK

@@ -177,34 +177,64 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+def _status_rank(status: str | None) -> int:
+    status = status or "unverified"
+    return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
+
+
+def _arrival(rec: FindingRecord) -> tuple[str, str]:
+    """Who reported the key first, by the collector's clock (the agent's own ``first_seen`` for records that did
+    not come through the queue)."""
+    return (rec.received_first or rec.first_seen, rec.host_id)
+
+
 def _key_from(records: Sequence[FindingRecord]) -> FleetKey:
-    newest_check = max(records, key=lambda r: (r.verified_at or "", r.version))
-    newest = max(records, key=lambda r: r.version)
+    """One key's facts from its records. Each host speaks only for itself: a host's word on the key is its own newest
+    check, and the key is as urgent as the most urgent word of any host holding it (``live`` before ``invalid``), so
+    one host's report adds to what the fleet knows and never overrules another's. Owner and account follow most
+    hosts; suggestions come from the hosts holding the key, each marked with its host, the first from the
+    earliest host that says the key's status."""
+    by_host: dict[str, list[FindingRecord]] = {}
+    for rec in records:
+        by_host.setdefault(rec.host_id, []).append(rec)
+    words = [max(recs, key=lambda r: (r.verified_at or "", r.version)) for recs in by_host.values()]
+    speaker = min(words, key=lambda r: (_status_rank(r.status), _arrival(r)))
+    status = speaker.status or "unverified"
+    holders = sorted((w for w in words if (w.status or "unverified") == status), key=_arrival)
+    others = sorted((w for w in words if (w.status or "unverified") != status), key=_arrival)
+
+    def most_reported(values: Sequence[str | None]) -> str | None:
+        counted = Counter(v for v in values if v)
+        return max(counted, key=lambda v: (counted[v], -values.index(v))) if counted else None
+
     suggestions: list[Mapping[str, Any]] = []
     seen: set[str] = set()
-    for rec in sorted(records, key=lambda r: r.version, reverse=True):
-        if rec.suggestion:
-            ident = json.dumps(rec.suggestion, sort_keys=True)
-            if ident not in seen:
-                seen.add(ident)
-                suggestions.append(rec.suggestion)
+    for word in (*holders, *others):
+        rec = max((r for r in by_host[word.host_id] if r.suggestion), key=lambda r: r.version, default=None)
+        if rec is None or rec.suggestion is None:
+            continue
+        ident = json.dumps(rec.suggestion, sort_keys=True)
+        if ident not in seen:
+            seen.add(ident)
+            suggestions.append({**rec.suggestion, "host_id": rec.host_id, "hostname": rec.hostname})
     locations = tuple(sorted(
         (KeyLocation(r.host_id, r.hostname, r.host_kind, place(r.location), r.location, r.first_seen, r.last_seen,
                      r.status) for r in records),
         key=lambda loc: (loc.hostname, loc.place),
     ))
     deactivated = next((r for r in records if r.deactivated_at), None)
+    ordered = [*holders, *others]
     return FleetKey(
-        fingerprint=newest.fingerprint,
-        key_id=newest.key_id,
-        key_type=newest.key_type,
-        account_id=next((r.account_id for r in (newest_check, *records) if r.account_id), None),
-        owner_arn=newest_check.owner_arn or next((r.owner_arn for r in records if r.owner_arn), None),
-        status=newest_check.status or "unverified",
+        fingerprint=speaker.fingerprint,
+        key_id=speaker.key_id,
+        key_type=speaker.key_type,
+        account_id=most_reported([r.account_id for r in ordered]),
+        owner_arn=most_reported([r.owner_arn for r in ordered]),
+        status=status,
         severity=min((r.severity for r in records), key=lambda s: SEVERITY_RANK.get(s, 9)),
         first_seen=min(r.first_seen for r in records),
         last_seen=max(r.last_seen for r in records),
-        verified_at=newest_check.verified_at,
+        verified_at=max((w.verified_at for w in holders if w.verified_at), default=None),
         locations=locations,
         suggestions=tuple(suggestions),
         deactivated_by=deactivated.deactivated_by if deactivated else None,
@@ -287,8 +317,9 @@ CSV_FIELDS = (
 
 
 def _commands(key: FleetKey) -> list[str]:
+    """The commands of the suggestion shown first (one host's word: never mixed with another host's)."""
     out: list[str] = []
-    for s in key.suggestions:
+    for s in key.suggestions[:1]:
         for cmd in list(s.get("commands") or []) + list(s.get("cleanup") or []):
             if cmd not in out:
                 out.append(str(cmd))
@@ -333,7 +364,9 @@ def write_table(report: FleetReport, out: TextIO) -> None:
         if k.deactivated_at:
             out.write(f"    deactivated {_short(k.deactivated_at, 30)} by {_short(k.deactivated_by, 60)}\n")
         if k.suggestions:
-            out.write(f"    replace: {_short(k.suggestions[0].get('summary'), 100)}\n")
+            first = k.suggestions[0]
+            out.write(f"    replace (from {_short(first.get('hostname') or first.get('host_id'), 30)}): "
+                      f"{_short(first.get('summary'), 100)}\n")
             for cmd in _commands(k):
                 out.write(f"      $ {_short(cmd, 200)}\n")
     out.write(f"\nHOST COVERAGE (silent = no heartbeat for {report.silent_after.total_seconds() / 3600:g} h)\n")

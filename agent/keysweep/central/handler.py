@@ -1,21 +1,28 @@
 """One message body in, one outcome out: validate, classify, and apply to the store.
 
 Shared by the long-polling collector and the Lambda function. Outcomes: ``ok`` (applied; ``changed`` says whether
-the store changed — a duplicate does not), ``malformed`` (not JSON, not schema-valid, bad times) and
-``unknown-version`` (a schema version this collector does not know). Rejections carry a short reason that never
-quotes the body. Store failures are raised as :class:`keysweep.errors.StoreError` so the caller leaves the
-message on the queue.
+the store changed — a duplicate does not), ``malformed`` (not JSON, not schema-valid, bad times),
+``unknown-version`` (a schema version this collector does not know) and ``rejected`` (its SQS sender may not speak
+for the host it names: :mod:`keysweep.central.senders`). Rejections carry a short reason that never quotes the
+body. Store failures are raised as :class:`keysweep.errors.StoreError` so the caller leaves the message on the
+queue.
+
+Time is the collector's: a message's times later than the queue's ``SentTimestamp`` plus ``skew`` (5 minutes) are
+clamped to the ``SentTimestamp`` and counted, and records are ordered by the queue's time, so a host with a wrong
+(or lying) clock cannot date a report into the future and pin its records or its coverage.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from keysweep.central.records import utc_iso
+from keysweep.central.records import CLOCK_SKEW, Origin, utc_iso
+from keysweep.central.senders import SenderMap
 from keysweep.central.store import Store
 from keysweep.central.validate import Validator, depth_error, message_validator, parse_message
 
@@ -29,6 +36,7 @@ class Outcome(enum.StrEnum):
     OK = "ok"
     MALFORMED = "malformed"
     UNKNOWN_VERSION = "unknown-version"
+    REJECTED = "rejected"
 
 
 @dataclass(frozen=True)
@@ -37,24 +45,50 @@ class Result:
     kind: str | None = None  # finding | heartbeat, once known
     changed: bool = False
     reason: str | None = None  # why it was rejected; never holds message content
+    clamped: int = 0  # times later than the queue's time plus the skew, set to the queue's time
 
 
-def _times(message: Mapping[str, Any]) -> list[str]:
-    values = [message["sent_at"]]
+def queue_origin(attributes: Mapping[str, Any] | None) -> Origin:
+    """The origin SQS gives a message (``SenderId``, ``SentTimestamp`` system attributes, in a ReceiveMessage
+    answer or a Lambda event record). A missing ``SenderId`` gives the empty sender, which every host refuses."""
+    attributes = attributes or {}
+    try:
+        at = datetime.fromtimestamp(int(attributes["SentTimestamp"]) / 1000, UTC)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError):
+        at = datetime.now(UTC)
+    return Origin(str(attributes.get("SenderId") or ""), utc_iso(at.isoformat()))
+
+
+def _time_slots(message: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
+    """(object, key) of every time a message carries."""
+    yield message, "sent_at"
     finding = message.get("finding") or {}
-    values += [finding[k] for k in ("first_seen", "last_seen") if k in finding]
+    yield from ((finding, k) for k in ("first_seen", "last_seen") if k in finding)
     verification = finding.get("verification") or {}
     if verification.get("checked_at"):
-        values.append(verification["checked_at"])
+        yield verification, "checked_at"
     sweep = message.get("sweep") or {}
-    values += [sweep[k] for k in ("started_at", "finished_at") if k in sweep]
-    return values
+    yield from ((sweep, k) for k in ("started_at", "finished_at") if k in sweep)
+
+
+def clamp_times(message: dict[str, Any], at: str, skew: timedelta = CLOCK_SKEW) -> int:
+    """Set every time of ``message`` later than ``at`` + ``skew`` to ``at``; how many were."""
+    limit = utc_iso((datetime.fromisoformat(at) + skew).isoformat())
+    clamped = 0
+    for parent, key in _time_slots(message):
+        if utc_iso(parent[key]) > limit:
+            parent[key] = at
+            clamped += 1
+    return clamped
 
 
 class MessageHandler:
-    def __init__(self, store: Store, validator: Validator | None = None) -> None:
+    def __init__(self, store: Store, validator: Validator | None = None, *, senders: SenderMap | None = None,
+                 skew: timedelta = CLOCK_SKEW) -> None:
         self.store = store
         self.validator = validator or message_validator()
+        self.senders = senders or SenderMap()
+        self.skew = skew
 
     def classify(self, body: str | bytes) -> tuple[Result, dict[str, Any] | None]:
         """The outcome a body would have, and the parsed message when it is ok (the store is not touched)."""
@@ -76,18 +110,39 @@ class MessageHandler:
         if errors:
             return Result(Outcome.MALFORMED, reason="; ".join(errors[:3])), None
         try:
-            for value in _times(message):
-                utc_iso(value)
-        except (ValueError, TypeError):
+            for parent, key in _time_slots(message):
+                utc_iso(parent[key])
+        except (ValueError, TypeError, OverflowError):
             return Result(Outcome.MALFORMED, reason="a time field is not ISO-8601"), None
         return Result(Outcome.OK, kind=message["type"]), message
 
-    def handle(self, body: str | bytes) -> Result:
+    def handle(self, body: str | bytes, origin: Origin | None = None) -> Result:
+        """Classify ``body`` and apply it. ``origin``: the queue's word on its sender and time (None: a message
+        applied directly, not received from the queue — no sender binding, ordered by its own ``sent_at``, times
+        clamped to now)."""
         result, message = self.classify(body)
         if message is None:
             return result
-        if message["type"] == "finding":
-            changed = self.store.upsert_finding(message)
+        kind = message["type"]
+        clamped = clamp_times(message, origin.sent_at if origin else utc_iso(datetime.now(UTC).isoformat()),
+                              self.skew)
+        reason = self._bind(origin, message["host"]["host_id"]) if origin else None
+        if reason:
+            return Result(Outcome.REJECTED, kind=kind, reason=reason, clamped=clamped)
+        if kind == "finding":
+            changed = self.store.upsert_finding(message, origin)
         else:
-            changed = self.store.record_heartbeat(message)
-        return Result(Outcome.OK, kind=message["type"], changed=changed)
+            changed = self.store.record_heartbeat(message, origin)
+        return Result(Outcome.OK, kind=kind, changed=changed, clamped=clamped)
+
+    def _bind(self, origin: Origin, host_id: str) -> str | None:
+        """Why the sender may not speak for ``host_id`` (None when it may; a first-seen owner is recorded)."""
+        if not origin.sender:
+            return "the queue gave no SenderId"
+        binding = self.senders.bind(origin.sender, host_id)
+        if binding.reason or binding.owner is None:
+            return binding.reason
+        owner = self.store.claim_host(host_id, binding.owner, take_over=binding.authoritative)
+        if owner != binding.owner:
+            return f"the host id is owned by sender {owner}, not {binding.owner}"
+        return None

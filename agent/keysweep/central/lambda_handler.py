@@ -1,7 +1,9 @@
 """The collector as an AWS Lambda function behind an SQS event-source mapping (serverless mode).
 
-Handler: ``keysweep.central.lambda_handler.handler``. Environment: ``KEYSWEEP_TABLE`` (the DynamoDB table) and
-optionally ``KEYSWEEP_LOG_LEVEL``. The event-source mapping must enable ``ReportBatchItemFailures``: messages
+Handler: ``keysweep.central.lambda_handler.handler``. Environment: ``KEYSWEEP_TABLE`` (the DynamoDB table),
+optionally ``KEYSWEEP_SENDER_MAP`` (the sender map as JSON: :mod:`keysweep.central.senders`) and
+``KEYSWEEP_LOG_LEVEL``. Each record's ``attributes`` (``SenderId``, ``SentTimestamp``) bind it to its sender and
+give its time. The event-source mapping must enable ``ReportBatchItemFailures``: messages
 that were not stored (malformed, unknown version, refused by the store for their own content, or a store failure) are returned in ``batchItemFailures`` so
 SQS keeps them and its redrive policy eventually moves them to the dead-letter queue; the stored ones are
 deleted by the Lambda service. Bodies are never logged.
@@ -14,24 +16,28 @@ import os
 from collections import Counter
 from typing import Any
 
-from keysweep.central.handler import MessageHandler, Outcome
+from keysweep.central.handler import MessageHandler, Outcome, queue_origin
+from keysweep.central.senders import SENDER_MAP_ENV, SenderMap
 from keysweep.central.store import MessageRefused, open_store
 from keysweep.errors import ConfigError, StoreError
 
 TABLE_ENV = "KEYSWEEP_TABLE"
 
 log = logging.getLogger("keysweep.lambda")
-_handlers: dict[str, MessageHandler] = {}  # reused across warm invocations
+_handlers: dict[tuple[str, str], MessageHandler] = {}  # reused across warm invocations
 
 
 def _handler() -> MessageHandler:
     table = os.environ.get(TABLE_ENV)
     if not table:
         raise ConfigError(f"{TABLE_ENV} is not set")
-    if table not in _handlers:
+    sender_map = os.environ.get(SENDER_MAP_ENV, "")
+    if (table, sender_map) not in _handlers:
         logging.getLogger("keysweep").setLevel(os.environ.get("KEYSWEEP_LOG_LEVEL", "INFO").upper())
-        _handlers[table] = MessageHandler(open_store(f"dynamodb://{table}", create=False))
-    return _handlers[table]
+        senders = SenderMap.from_json(sender_map)
+        _handlers[(table, sender_map)] = MessageHandler(open_store(f"dynamodb://{table}", create=False),
+                                                        senders=senders)
+    return _handlers[(table, sender_map)]
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[str, str]]]:
@@ -46,7 +52,7 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
             failures.append({"itemIdentifier": message_id})
             continue
         try:
-            result = message_handler.handle(record.get("body", ""))
+            result = message_handler.handle(record.get("body", ""), queue_origin(record.get("attributes")))
         except MessageRefused as exc:  # this message only: the store is fine
             counts["refused"] += 1
             log.warning("message %s rejected (%s); left for the dead-letter queue", message_id, exc)
@@ -63,6 +69,8 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
             log.error("message %s could not be handled (%s)", message_id, type(exc).__name__)
             failures.append({"itemIdentifier": message_id})
             continue
+        if result.clamped:
+            counts["clamped_times"] += result.clamped
         if result.outcome is Outcome.OK:
             counts["stored" if result.changed else "duplicate"] += 1
             continue

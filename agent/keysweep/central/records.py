@@ -1,10 +1,16 @@
-"""What the central store keeps: one record per finding and one per host, and how a message updates them.
+"""What the central store keeps: one record per finding (a key at a place on a host) and one per host, and how a
+message updates them.
+
+A host only changes its own records: a finding record is keyed by (host id, finding fingerprint), so a message that
+names another host's finding fingerprint creates a record of its own host and never touches the other's. Key-level
+facts (status, owner, suggestion) are derived when reading, from each host's own records (:func:`key_facts`).
 
 The merge functions are pure and shared by every store backend, so SQLite and DynamoDB agree on what a message
-does. They are idempotent (applying the same message twice gives the same record) and tolerate out-of-order
-delivery: descriptive fields follow the newest message (by ``sent_at``, then ``message_id``), ``first_seen`` is the
-earliest and ``last_seen`` the latest time reported, and the verification history is kept in time order with an
-entry only where the status changes.
+does. They are idempotent (applying the same message twice gives the same record, and so does the agent sending it
+twice) and tolerate out-of-order delivery: descriptive fields follow the newest message — by ``sent_at``, which the
+handler has clamped to the queue's ``SentTimestamp`` (:class:`Origin`) plus a small skew, then ``message_id`` —
+``first_seen`` is the earliest and ``last_seen`` the latest time reported, and the verification history is kept
+in time order with an entry only where the status changes.
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
+
+CLOCK_SKEW = timedelta(minutes=5)  # how far a host's times may run ahead of the collector's before they are not trusted
 
 
 def utc_iso(value: str) -> str:
@@ -27,8 +35,25 @@ def utc_iso(value: str) -> str:
     return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Who sent a message and when, as the queue (not the message) says: SQS's ``SenderId`` and ``SentTimestamp``.
+
+    ``sender`` is None for a message that did not come through the queue (a store filled directly)."""
+
+    sender: str | None
+    sent_at: str  # utc_iso() of the queue's time
+
+    @classmethod
+    def of_message(cls, message: Mapping[str, Any]) -> Origin:
+        """The origin a message has when only its own word is known (no queue in between)."""
+        return cls(None, utc_iso(message["sent_at"]))
+
+
 def message_version(message: Mapping[str, Any]) -> str:
-    """A total order on messages: newer ``sent_at`` wins, ``message_id`` breaks ties deterministically."""
+    """A total order on messages: newer ``sent_at`` wins, ``message_id`` breaks ties deterministically. Through the
+    queue, ``sent_at`` is never later than the queue's ``SentTimestamp`` plus a small skew (the handler clamps it),
+    so no sender can date a message into the future and pin its records."""
     return f"{utc_iso(message['sent_at'])}|{message['message_id']}"
 
 
@@ -69,6 +94,8 @@ class FindingRecord:
     owner_arn: str | None = None
     deactivated_by: str | None = None
     deactivated_at: str | None = None
+    sender: str | None = None  # SQS SenderId of the newest message (None: not received through the queue)
+    received_first: str | None = None  # the queue's time of the first message about this place
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -105,6 +132,7 @@ class HostRecord:
     last_sweep: dict[str, Any] | None = None
     errors: tuple[str, ...] = ()
     spool: dict[str, Any] | None = None
+    sender: str | None = None  # SQS SenderId of the newest message
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -154,10 +182,13 @@ def insert_history(history: Sequence[dict[str, Any]], entry: dict[str, Any]) -> 
     return tuple(items)
 
 
-def merge_finding(existing: FindingRecord | None, message: Mapping[str, Any]) -> FindingRecord:
-    """The record after ``message`` (a validated finding message) is applied to ``existing``."""
+def merge_finding(
+    existing: FindingRecord | None, message: Mapping[str, Any], origin: Origin | None = None
+) -> FindingRecord:
+    """The record after ``message`` (a validated finding message, of the record's own host) is applied."""
     finding = message["finding"]
     host = message["host"]
+    origin = origin or Origin.of_message(message)
     sent = utc_iso(message["sent_at"])
     version = message_version(message)
     first = utc_iso(finding.get("first_seen") or sent)
@@ -190,6 +221,8 @@ def merge_finding(existing: FindingRecord | None, message: Mapping[str, Any]) ->
         verification_history=(_history_entry(ver, verified_at),) if ver and verified_at else (),
         suggestion=dict(message["suggestion"]) if message.get("suggestion") else None,
         owner_arn=(ver or {}).get("arn"),
+        sender=origin.sender,
+        received_first=origin.sent_at,
     )
     if existing is None:
         return fresh
@@ -211,12 +244,14 @@ def merge_finding(existing: FindingRecord | None, message: Mapping[str, Any]) ->
         owner_arn=(fresh.owner_arn if version > existing.version else None) or existing.owner_arn or fresh.owner_arn,
         deactivated_by=existing.deactivated_by,
         deactivated_at=existing.deactivated_at,
+        received_first=min(filter(None, (existing.received_first, fresh.received_first))),
     )
 
 
-def merge_host(existing: HostRecord | None, message: Mapping[str, Any]) -> HostRecord:
+def merge_host(existing: HostRecord | None, message: Mapping[str, Any], origin: Origin | None = None) -> HostRecord:
     """The host record after any message from it (a finding or a heartbeat) is applied."""
     host = message["host"]
+    origin = origin or Origin.of_message(message)
     sent = utc_iso(message["sent_at"])
     version = message_version(message)
     agent = message["agent"]
@@ -236,6 +271,7 @@ def merge_host(existing: HostRecord | None, message: Mapping[str, Any]) -> HostR
         last_sweep=dict(message["sweep"]) if is_heartbeat else None,
         errors=tuple(message["sweep"].get("errors") or ()) if is_heartbeat else (),
         spool=dict(message["spool"]) if is_heartbeat and message.get("spool") else None,
+        sender=origin.sender,
     )
     if existing is None:
         return fresh
@@ -243,7 +279,7 @@ def merge_host(existing: HostRecord | None, message: Mapping[str, Any]) -> HostR
     if version > existing.version:
         merged = dataclasses.replace(
             merged, hostname=fresh.hostname, kind=fresh.kind, agent_version=fresh.agent_version,
-            agent_mode=fresh.agent_mode, host=fresh.host, version=version,
+            agent_mode=fresh.agent_mode, host=fresh.host, version=version, sender=fresh.sender,
         )
     if is_heartbeat and (existing.heartbeat_version is None or version > existing.heartbeat_version):
         merged = dataclasses.replace(

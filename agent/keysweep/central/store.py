@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
-from keysweep.central.records import FindingRecord, HostRecord
+from keysweep.central.records import FindingRecord, HostRecord, Origin
 from keysweep.errors import ConfigError, StoreError
 
 DEFAULT_DB = "keysweep.db"
@@ -29,12 +29,18 @@ class RecordTooLarge(MessageRefused):
 
 @runtime_checkable
 class Store(Protocol):
-    def upsert_finding(self, message: Mapping[str, Any]) -> bool:
-        """Apply a validated finding message (and touch its host). True when the store changed."""
+    def upsert_finding(self, message: Mapping[str, Any], origin: Origin | None = None) -> bool:
+        """Apply a validated finding message to its own host's record of that place (and touch the host).
+        ``origin`` is the queue's word on who sent it and when. True when the store changed."""
         ...
 
-    def record_heartbeat(self, message: Mapping[str, Any]) -> bool:
+    def record_heartbeat(self, message: Mapping[str, Any], origin: Origin | None = None) -> bool:
         """Apply a validated heartbeat message to its host's record. True when the store changed."""
+        ...
+
+    def claim_host(self, host_id: str, sender: str, *, take_over: bool = False) -> str:
+        """Record ``sender`` as the owner of ``host_id`` unless another sender owns it already (``take_over``:
+        even then); atomic with respect to other collectors. Returns the owner after the call."""
         ...
 
     def iter_findings(self) -> Iterator[FindingRecord]:
@@ -43,7 +49,7 @@ class Store(Protocol):
     def iter_hosts(self) -> Iterator[HostRecord]:
         ...
 
-    def get_finding(self, finding_fingerprint: str) -> FindingRecord | None:
+    def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
         ...
 
     def record_deactivation(self, key_id: str, actor: str, at: str) -> None:

@@ -5,12 +5,16 @@ Table design (one table, on-demand capacity):
 =====================  ================  ==========================================================
 pk (hash key, S)       sk (range, S)     item
 =====================  ================  ==========================================================
-``FINDING#<ffp>``      ``FINDING``       one finding (``ffp`` = finding fingerprint)
+``HOST#<host_id>``     ``FINDING#<ffp>``  one finding of that host (``ffp`` = finding fingerprint)
 ``HOST#<host_id>``     ``HOST``          one host (coverage)
+``HOST#<host_id>``     ``OWNER``         the sender that owns the host id (``sender``)
 ``KEY#<key_id>``       ``DEACTIVATION``  who set the key Inactive, and when
 =====================  ================  ==========================================================
 
-Every item carries ``type`` (finding | host | deactivation); findings and hosts carry ``rev`` (a number bumped
+Stores written before findings were kept per host hold ``FINDING#<ffp>`` / ``FINDING`` items; they are still read
+(a record of the same host and place in the new layout wins) and never written again.
+
+Every item carries ``type`` (finding | host | owner | deactivation); findings and hosts carry ``rev`` (a number bumped
 on every write) and ``data`` (the record as zlib-compressed canonical JSON, so nested values need no DynamoDB
 type mapping), and findings also the plain attributes ``key_id``, ``fingerprint``, ``host_id``, ``status`` and
 ``last_seen`` for ad-hoc queries. Writes are optimistic: read the item, merge the message, and put it back with
@@ -30,7 +34,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep.aws import client_config, make_client
-from keysweep.central.records import FindingRecord, HostRecord, merge_finding, merge_host
+from keysweep.central.records import FindingRecord, HostRecord, Origin, merge_finding, merge_host
 from keysweep.central.store import MessageRefused, RecordTooLarge
 from keysweep.errors import StoreError
 
@@ -128,26 +132,44 @@ class DynamoDBStore:
             raise _error(self.table, exc) from exc
         raise StoreError(f"store dynamodb://{self.table}: gave up on {pk} after {MAX_ATTEMPTS} conflicting writes")
 
-    def upsert_finding(self, message: Mapping[str, Any]) -> bool:
-        fp = message["finding"]["finding_fingerprint"]
+    def upsert_finding(self, message: Mapping[str, Any], origin: Origin | None = None) -> bool:
+        fp, host_id = message["finding"]["finding_fingerprint"], message["host"]["host_id"]
         # the host first: a key DynamoDB refuses (too long) then fails the message before any finding is written
-        host_changed = self._merge_host(message)
+        host_changed = self._merge_host(message, origin)
         changed = self._merge_item(
-            f"FINDING#{fp}", "FINDING", FindingRecord.from_dict, lambda old: merge_finding(old, message),
+            f"HOST#{host_id}", f"FINDING#{fp}", FindingRecord.from_dict,
+            lambda old: merge_finding(old, message, origin),
             lambda r: {"type": {"S": "finding"}, "key_id": {"S": r.key_id}, "fingerprint": {"S": r.fingerprint},
                        "host_id": {"S": r.host_id}, "status": {"S": r.status or "none"},
                        "last_seen": {"S": r.last_seen}},
         )
         return host_changed or changed
 
-    def record_heartbeat(self, message: Mapping[str, Any]) -> bool:
-        return self._merge_host(message)
+    def record_heartbeat(self, message: Mapping[str, Any], origin: Origin | None = None) -> bool:
+        return self._merge_host(message, origin)
 
-    def _merge_host(self, message: Mapping[str, Any]) -> bool:
+    def _merge_host(self, message: Mapping[str, Any], origin: Origin | None) -> bool:
         return self._merge_item(
-            f"HOST#{message['host']['host_id']}", "HOST", HostRecord.from_dict, lambda old: merge_host(old, message),
+            f"HOST#{message['host']['host_id']}", "HOST", HostRecord.from_dict,
+            lambda old: merge_host(old, message, origin),
             lambda r: {"type": {"S": "host"}, "last_message_at": {"S": r.last_message_at}},
         )
+
+    def claim_host(self, host_id: str, sender: str, *, take_over: bool = False) -> str:
+        key = {"pk": {"S": f"HOST#{host_id}"}, "sk": {"S": "OWNER"}}
+        item = {**key, "type": {"S": "owner"}, "sender": {"S": sender}}
+        try:
+            try:
+                condition = {} if take_over else {"ConditionExpression": "attribute_not_exists(pk)"}
+                self._ddb.put_item(TableName=self.table, Item=item, **condition)
+                return sender
+            except ClientError as exc:
+                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+            owner = self._ddb.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+        except (ClientError, BotoCoreError) as exc:
+            raise _error(self.table, exc) from exc
+        return owner["sender"]["S"] if owner else sender
 
     def record_deactivation(self, key_id: str, actor: str, at: str) -> None:
         try:
@@ -182,14 +204,19 @@ class DynamoDBStore:
 
     def iter_findings(self) -> Iterator[FindingRecord]:
         deactivations = self._deactivations()
-        records = [self._finding(_decode(i["data"]["B"]), deactivations) for i in self._scan("finding")]
-        yield from sorted(records, key=lambda r: r.finding_fingerprint)
+        records: dict[tuple[str, str], FindingRecord] = {}
+        for item in self._scan("finding"):
+            record = self._finding(_decode(item["data"]["B"]), deactivations)
+            place = (record.host_id, record.finding_fingerprint)
+            if item["sk"]["S"] != "FINDING" or place not in records:  # the per-host layout wins over the old one
+                records[place] = record
+        yield from sorted(records.values(), key=lambda r: (r.finding_fingerprint, r.host_id))
 
-    def get_finding(self, finding_fingerprint: str) -> FindingRecord | None:
+    def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
         try:
             item = self._ddb.get_item(
                 TableName=self.table, ConsistentRead=True,
-                Key={"pk": {"S": f"FINDING#{finding_fingerprint}"}, "sk": {"S": "FINDING"}},
+                Key={"pk": {"S": f"HOST#{host_id}"}, "sk": {"S": f"FINDING#{finding_fingerprint}"}},
             ).get("Item")
             if not item:
                 return None

@@ -17,27 +17,30 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from keysweep.central.records import FindingRecord, HostRecord, merge_finding, merge_host
+from keysweep.central.records import FindingRecord, HostRecord, Origin, merge_finding, merge_host
 from keysweep.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS findings (
-    finding_fingerprint TEXT PRIMARY KEY,
+_FINDINGS = """
+CREATE TABLE IF NOT EXISTS {name} (
+    finding_fingerprint TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     key_id TEXT NOT NULL,
     account_id TEXT,
     host_id TEXT NOT NULL,
     status TEXT,
     last_seen TEXT NOT NULL,
-    data TEXT NOT NULL
-);
+    data TEXT NOT NULL,
+    PRIMARY KEY (host_id, finding_fingerprint)
+)"""
+_SCHEMA = _FINDINGS.format(name="findings") + """;
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS findings_key_id ON findings (key_id);
 CREATE INDEX IF NOT EXISTS findings_fingerprint ON findings (fingerprint);
 CREATE TABLE IF NOT EXISTS hosts (host_id TEXT PRIMARY KEY, last_heartbeat TEXT, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS host_owners (host_id TEXT PRIMARY KEY, sender TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deactivations (key_id TEXT PRIMARY KEY, actor TEXT NOT NULL, at TEXT NOT NULL);
 """
 
@@ -93,13 +96,20 @@ class SQLiteStore:
 
     @staticmethod
     def _init_schema(db: sqlite3.Connection) -> None:
+        db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
+        if row is not None and int(row[0]) > SCHEMA_VERSION:
+            raise StoreError(f"store schema version {row[0]} is newer than this keysweep ({SCHEMA_VERSION})")
+        if row is not None and int(row[0]) == 1:
+            # version 1 keyed findings by the agent's finding fingerprint alone: key them by (host, fingerprint)
+            db.execute(_FINDINGS.format(name="findings_v2"))
+            db.execute("INSERT INTO findings_v2 SELECT finding_fingerprint, fingerprint, key_id, account_id, host_id,"
+                       " status, last_seen, data FROM findings")
+            db.execute("DROP TABLE findings")
+            db.execute("ALTER TABLE findings_v2 RENAME TO findings")
         for statement in filter(str.strip, _SCHEMA.split(";")):
             db.execute(statement)
-        row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
-        if row is None:
-            db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) > SCHEMA_VERSION:
-            raise StoreError(f"store schema version {row[0]} is newer than this keysweep ({SCHEMA_VERSION})")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one write transaction (write lock taken up front)."""
@@ -118,13 +128,14 @@ class SQLiteStore:
 
     # -- writes ----------------------------------------------------------------------------------------------
 
-    def upsert_finding(self, message: Mapping[str, Any]) -> bool:
-        fp = message["finding"]["finding_fingerprint"]
+    def upsert_finding(self, message: Mapping[str, Any], origin: Origin | None = None) -> bool:
+        fp, host_id = message["finding"]["finding_fingerprint"], message["host"]["host_id"]
 
         def work(db: sqlite3.Connection) -> bool:
-            row = db.execute("SELECT data FROM findings WHERE finding_fingerprint = ?", (fp,)).fetchone()
+            row = db.execute("SELECT data FROM findings WHERE host_id = ? AND finding_fingerprint = ?",
+                             (host_id, fp)).fetchone()
             old = FindingRecord.from_dict(json.loads(row[0])) if row else None
-            new = merge_finding(old, message)
+            new = merge_finding(old, message, origin)
             changed = new != old
             if changed:
                 db.execute(
@@ -132,19 +143,29 @@ class SQLiteStore:
                     (new.finding_fingerprint, new.fingerprint, new.key_id, new.account_id, new.host_id, new.status,
                      new.last_seen, canonical_json(new.to_dict())),
                 )
-            return self._merge_host(db, message) or changed
+            return self._merge_host(db, message, origin) or changed
 
         return self._write(work)
 
-    def record_heartbeat(self, message: Mapping[str, Any]) -> bool:
-        return self._write(lambda db: self._merge_host(db, message))
+    def record_heartbeat(self, message: Mapping[str, Any], origin: Origin | None = None) -> bool:
+        return self._write(lambda db: self._merge_host(db, message, origin))
+
+    def claim_host(self, host_id: str, sender: str, *, take_over: bool = False) -> str:
+        def work(db: sqlite3.Connection) -> str:
+            if take_over:
+                db.execute("INSERT OR REPLACE INTO host_owners VALUES (?, ?)", (host_id, sender))
+            else:
+                db.execute("INSERT OR IGNORE INTO host_owners VALUES (?, ?)", (host_id, sender))
+            return str(db.execute("SELECT sender FROM host_owners WHERE host_id = ?", (host_id,)).fetchone()[0])
+
+        return self._write(work)
 
     @staticmethod
-    def _merge_host(db: sqlite3.Connection, message: Mapping[str, Any]) -> bool:
+    def _merge_host(db: sqlite3.Connection, message: Mapping[str, Any], origin: Origin | None) -> bool:
         host_id = message["host"]["host_id"]
         row = db.execute("SELECT data FROM hosts WHERE host_id = ?", (host_id,)).fetchone()
         old = HostRecord.from_dict(json.loads(row[0])) if row else None
-        new = merge_host(old, message)
+        new = merge_host(old, message, origin)
         if new == old:
             return False
         db.execute("INSERT OR REPLACE INTO hosts VALUES (?, ?, ?)",
@@ -175,11 +196,12 @@ class SQLiteStore:
         return FindingRecord.from_dict(data)
 
     def iter_findings(self) -> Iterator[FindingRecord]:
-        for row in self._query(self._FINDINGS_SQL + " ORDER BY f.finding_fingerprint"):
+        for row in self._query(self._FINDINGS_SQL + " ORDER BY f.finding_fingerprint, f.host_id"):
             yield self._finding(row)
 
-    def get_finding(self, finding_fingerprint: str) -> FindingRecord | None:
-        rows = self._query(self._FINDINGS_SQL + " WHERE f.finding_fingerprint = ?", (finding_fingerprint,))
+    def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
+        rows = self._query(self._FINDINGS_SQL + " WHERE f.host_id = ? AND f.finding_fingerprint = ?",
+                           (host_id, finding_fingerprint))
         return self._finding(rows[0]) if rows else None
 
     def iter_hosts(self) -> Iterator[HostRecord]:
