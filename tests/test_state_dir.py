@@ -422,9 +422,12 @@ def test_an_untrusted_state_directory_is_refused(tmp_path: Path, hostile_tree: P
         state.chmod(0o770 if problem == "group-writable" else 0o1777)
         if problem == "group-writable":
             os.chown(state, -1, 65534)  # a group of other users (group root's write is accepted: see statedir)
-    for cmd in (["scan", hostile_tree, "--state-dir", state],
-                ["agent", "--config", agent_config(tmp_path, hostile_tree), "--once"]):
-        proc = keysweep(*cmd)
+    config = agent_config(tmp_path, hostile_tree)
+    org_key = {"KEYSWEEP_FINGERPRINT_KEY": "an-organisation-key-0123"}  # no key file: only the check stops it
+    for cmd, env in ((["scan", hostile_tree, "--state-dir", state], None),
+                     (["agent", "--config", config, "--once"], None),
+                     (["scan", hostile_tree, "--config", config, "--verify"], org_key)):
+        proc = keysweep(*cmd, env=env)
         assert proc.returncode == 2, proc.stderr
         [line] = proc.stderr.decode().splitlines()
         assert line.startswith(f"keysweep: error: state dir {state} ") and "refusing to use it" in line

@@ -115,6 +115,10 @@ def _scan(args: argparse.Namespace) -> int:
     options = build_options(args, cfg)
     report_cfg = _report_config(args.queue_url, cfg) if args.queue_url else None  # before anything is created
     state_dir = Path(args.state_dir) if args.state_dir else (Path(cfg.state_dir) if cfg is not None else None)
+    if state_dir is not None:  # checked before anything is written there (refused: exit 2)
+        from keysweep import statedir
+
+        statedir.prepare(state_dir)
     ruleset = load_ruleset([Path(d) for d in cfg.scan.rules_dirs] if cfg is not None else ())
     # a plain scan needs no state directory: without one (and without a spool to feed) fingerprints use a key
     # made for this run, and the output says so
