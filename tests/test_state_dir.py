@@ -582,3 +582,15 @@ def test_output_replaces_a_symlink_and_never_keeps_a_wider_mode(tmp_path: Path, 
 
     missing = keysweep("scan", hostile_tree, "--output", tmp_path / "no" / "such" / "dir.json")
     assert missing.returncode == 2 and b"--output" in missing.stderr
+
+
+def test_status_never_reads_through_a_link(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere.json"
+    elsewhere.write_text(json.dumps({"pid": 1, "findings": 4242, "state": "idle"}))
+    (state / "status.json").symlink_to(elsewhere)
+    proc = keysweep("status", "--state-dir", state, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"errors": {"status_file_unreadable": 1}}
+    assert (state / "status.json").is_symlink()  # a viewer reports it and moves nothing

@@ -129,9 +129,16 @@ def open_file(path: Path, flags: int, *, create: bool = True, exclusive: bool = 
     return fd
 
 
-def read_file(path: Path, limit: int = 64 * 1024 * 1024) -> bytes:
-    """The bytes of a state file (see :func:`open_file`); ``FileNotFoundError`` when absent."""
-    fd = open_file(path, os.O_RDONLY, create=False)
+def read_file(path: Path, limit: int = 64 * 1024 * 1024, *, viewer: bool = False) -> bytes:
+    """The bytes of a state file (see :func:`open_file`); ``FileNotFoundError`` when absent. A ``viewer`` (``keysweep
+    status``, perhaps another user than the agent's) only reads: never through a link, only a regular file."""
+    if viewer:
+        fd = os.open(path, os.O_RDONLY | _OPEN_FLAGS | os.O_NONBLOCK)
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise CorruptStateFile("not a regular file")
+    else:
+        fd = open_file(path, os.O_RDONLY, create=False)
     with os.fdopen(fd, "rb") as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:

@@ -37,7 +37,7 @@ def read_status(state_dir: str | Path, *, quarantine: bool = False) -> dict[str,
     if quarantine:
         return statedir.load_json(path.parent, path, _valid)
     try:
-        return _valid(json.loads(path.read_bytes()))
+        return _valid(json.loads(statedir.read_file(path, viewer=True)))
     except FileNotFoundError:
         return None
     except (OSError, ValueError, statedir.CorruptStateFile):
