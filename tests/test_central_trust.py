@@ -402,3 +402,25 @@ def test_report_of_hosts_that_disagree_takes_the_most_urgent_word() -> None:
     assert [s["host_id"] for s in key.suggestions] == ["a", "b", "c"]
     [key] = build_report(recs[2:], []).keys  # a host's own newer word does change what it says
     assert key.status == "invalid"
+
+
+def test_cli_collect_takes_the_sender_map(moto_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from keysweep.cli import main
+
+    from tests.support.central import MOTO_SENDER
+
+    sqs = sqs_client()
+    q = make_queues(sqs)
+    send_bodies(sqs, q.url, [json.dumps(genuine(on_prem("build-01"))), json.dumps(genuine(on_prem("db-01")))])
+    senders = tmp_path / "senders.yaml"
+    senders.write_text(f"principals:\n  {MOTO_SENDER}: [build-*]\n")
+    db = str(tmp_path / "fleet.db")
+    args = ["collect", "--queue-url", q.url, "--db", db, "--once", "--wait-seconds", "0", "--visibility-timeout", "1"]
+    assert main([*args, "--senders", str(senders)]) == 0
+    err = capsys.readouterr().err
+    assert "stored=1 " in err and "rejected_sender=1 " in err
+    assert [r.host_id for r in open_store(db).iter_findings()] == ["build-01"]
+    senders.write_text("principals: nonsense\n")
+    assert main([*args, "--senders", str(senders)]) == 2
+    assert "principals must map" in capsys.readouterr().err

@@ -18,6 +18,7 @@ import yaml
 from botocore.exceptions import ClientError
 from keysweep.central import lambda_handler
 from keysweep.central.collector import Collector, CollectorConfig
+from keysweep.central.senders import SENDER_MAP_ENV
 from keysweep.central.store import open_store
 
 from tests.support import messages as M
@@ -96,7 +97,15 @@ def test_template_resources(template: dict[str, Any]) -> None:
     fn = res["CollectorFunction"]["Properties"]
     module, func = fn["Handler"].rsplit(".", 1)
     assert callable(getattr(importlib.import_module(module), func))
-    assert fn["Environment"]["Variables"] == {lambda_handler.TABLE_ENV: {"Ref": "FleetTable"}}
+    assert fn["Environment"]["Variables"] == {lambda_handler.TABLE_ENV: {"Ref": "FleetTable"},
+                                              SENDER_MAP_ENV: {"Ref": "SenderMap"}}
+    # only the agents' principals may send: every other principal is denied sqs:SendMessage by the queue
+    [only_agents] = [s for name, s in _statements(template) if s.get("Sid") == "OnlyAgentsSend"]
+    assert only_agents["Effect"] == "Deny" and only_agents["Principal"] == "*"
+    assert only_agents["Action"] == "sqs:SendMessage"
+    assert only_agents["Resource"] == {"Fn::GetAtt": ["FindingsQueue", "Arn"]}
+    assert only_agents["Condition"] == {"ArnNotLike": {"aws:PrincipalArn": {"Ref": "AgentPrincipalArns"}}}
+    assert "Default" not in template["Parameters"]["AgentPrincipalArns"]  # a deployment must name its agents
     assert set(fn["Code"]) == {"S3Bucket", "S3Key"}
     esm = res["CollectorEventSource"]["Properties"]
     assert esm["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
@@ -192,7 +201,9 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
     cfn = boto3.client("cloudformation", region_name="us-east-1")
     cfn.create_stack(StackName=stack, TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
                      Parameters=[{"ParameterKey": "CodeBucket", "ParameterValue": "keysweep-artefacts"},
-                                 {"ParameterKey": "CodeKey", "ParameterValue": "collector.zip"}])
+                                 {"ParameterKey": "CodeKey", "ParameterValue": "collector.zip"},
+                                 {"ParameterKey": "AgentPrincipalArns",
+                                  "ParameterValue": "arn:aws:iam::123456789012:user/agent"}])
     described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     assert described["StackStatus"] == "CREATE_COMPLETE"
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
@@ -266,7 +277,9 @@ def test_stack_with_a_kms_key(moto_server: Any) -> None:
     cfn = boto3.client("cloudformation", region_name="us-east-1")
     cfn.create_stack(StackName="kskms", TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
                      Parameters=[{"ParameterKey": "CodeBucket", "ParameterValue": "artefacts"},
-                                 {"ParameterKey": "KmsKeyArn", "ParameterValue": key_arn}])
+                                 {"ParameterKey": "KmsKeyArn", "ParameterValue": key_arn},
+                                 {"ParameterKey": "AgentPrincipalArns",
+                                  "ParameterValue": "arn:aws:iam::123456789012:role/keysweep-agent-*"}])
     described = cfn.describe_stacks(StackName="kskms")["Stacks"][0]
     assert described["StackStatus"] == "CREATE_COMPLETE"
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}

@@ -8,7 +8,7 @@ body. Store failures are raised as :class:`keysweep.errors.StoreError` so the ca
 queue.
 
 Time is the collector's: a message's times later than the queue's ``SentTimestamp`` plus ``skew`` (5 minutes) are
-clamped to the ``SentTimestamp`` and counted, and records are ordered by the queue's time, so a host with a wrong
+clamped to the ``SentTimestamp`` and counted; records are ordered by those clamped times, so a host with a wrong
 (or lying) clock cannot date a report into the future and pin its records or its coverage.
 """
 

@@ -32,6 +32,9 @@ def register(sub: Any) -> None:
     p.add_argument("--visibility-timeout", type=int, default=120, metavar="S",
                    help="seconds a received message stays hidden; extended while it is processed (default 120)")
     p.add_argument("--region", metavar="REGION", help="region of the queue (default: the one in the queue URL, else AWS_REGION / the profile's)")
+    p.add_argument("--senders", metavar="FILE",
+                   help="sender map (YAML): which SQS sender may speak for which host ids (default: an EC2 instance "
+                        "profile speaks for its own instance; any other sender owns the host ids it sends first)")
     p.add_argument("--coverage", action="store_true",
                    help="print host coverage from the store's heartbeats and exit (1 when a host is silent)")
     p.add_argument("--silent-after", type=float, default=24.0, metavar="HOURS",
@@ -51,12 +54,14 @@ def _collect(args: argparse.Namespace) -> int:
 
     from keysweep.aws import resolve_region
     from keysweep.central.collector import Collector, CollectorConfig
+    from keysweep.central.senders import SenderMap
     from keysweep.central.store import open_store
 
     try:
         config = CollectorConfig(queue_url=args.queue_url, wait_seconds=args.wait_seconds,
                                  max_messages=args.max_messages, visibility_timeout=args.visibility_timeout,
-                                 once=args.once, region=args.region)
+                                 once=args.once, region=args.region,
+                                 senders=SenderMap.load(args.senders) if args.senders else SenderMap())
     except ValueError as exc:
         raise ConfigError(f"collect: {exc}") from None
     # checked before the store is opened, so a missing region creates nothing
