@@ -75,5 +75,8 @@ def test_cloud_findings_reach_the_queue_as_host_messages(
                  "--state-dir", str(tmp_path / "state")]) == 1
     capsys.readouterr()
     assert sorted(json.loads(b)["type"] for b in drain(queue)) == ["heartbeat", "heartbeat"]
+    # nothing in the state directory (spool, sent state, fingerprint key) holds the secret
+    state_files = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert state_files and all(in_lambda.secret.encode() not in p.read_bytes() for p in state_files)
 
 
