@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import sys
-from collections import defaultdict
 from typing import Any, TextIO
 
 from keysweep.errors import ConfigError, ExitCode
@@ -48,47 +47,16 @@ def register(sub: Any) -> None:
 def _trail(args: argparse.Namespace) -> int:
     from keysweep.cli.scan import _StopFlag
     from keysweep.cloud import athena, trail
-    from keysweep.cloud.addresses import Fleet, Resolver
-    from keysweep.cloud.session import (
-        AWS_ERRORS,
-        Skip,
-        Target,
-        base_session,
-        enabled_regions,
-        error_reason,
-        resolve_accounts,
-    )
+    from keysweep.cloud.addresses import Fleet
+    from keysweep.cloud.session import base_session, resolve_accounts
 
-    if args.days < 1:
-        raise ConfigError("--days: at least 1")
-    if bool(args.athena_workgroup) != bool(args.trail_table) and not args.print_query:
-        raise ConfigError("--athena-workgroup and --trail-table go together")
-    if args.role_name and not (args.account or args.organization):
-        raise ConfigError("--role-name: only with --account or --organization")
-    if args.days > trail.MAX_DAYS and not args.athena_workgroup and not args.print_query:
-        raise ConfigError(f"--days {args.days}: CloudTrail LookupEvents keeps {trail.MAX_DAYS} days "
-                          "(use --athena-workgroup and --trail-table for an organisation trail in S3)")
+    _check(args)
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
     session = base_session()
     accounts, skips = resolve_accounts(session, accounts=args.account, organization=args.organization,
                                        role_name=args.role_name)
-    usages: list[Any] = []
-    targets: dict[str, list[Any]] = {}
-    for account in accounts:
-        try:
-            usages += trail.list_keys(account.session.client("iam"), account.account)
-        except AWS_ERRORS as exc:
-            skips.append(Skip(account.account, "-", "iam", error_reason(exc)))
-            continue
-        regions = list(dict.fromkeys(args.region))
-        if not regions:
-            try:
-                regions = enabled_regions(account.session)
-            except AWS_ERRORS as exc:
-                skips.append(Skip(account.account, "-", "ec2", error_reason(exc)))
-                continue
-        targets[account.account] = [Target(account.account, r, account.session) for r in regions]
-
+    usages, targets, more = trail.keys_and_targets(accounts, args.region)
+    skips += more
     start, end = trail.window(args.days, limit=None if args.athena_workgroup else trail.MAX_DAYS)
     if args.print_query:
         print(athena.query(args.trail_table or "cloudtrail_logs", [u.key_id for u in usages], start))
@@ -97,36 +65,12 @@ def _trail(args: argparse.Namespace) -> int:
     stopping = _StopFlag()
     with stopping.installed():
         if args.athena_workgroup:
-            by_key = {u.key_id: u for u in usages}
-            sql = athena.query(args.trail_table, list(by_key), start)
             client = session.client("athena", region_name=(args.region or [None])[0])
-            try:
-                for row in athena.run(client, args.athena_workgroup, sql):
-                    u = by_key.get(row.get("key_id", ""))
-                    if u is not None:
-                        u.add(row.get("ip") or "unknown", row.get("first", ""), row.get("user_agent", ""),
-                              row.get("event_source", ""), int(row.get("events") or 0), row.get("last"))
-            except AWS_ERRORS as exc:
-                raise ConfigError(f"--athena-workgroup: {error_reason(exc)}") from None
+            athena.collect(client, args.athena_workgroup, args.trail_table, usages, start)
         else:
-            keys_by_account: dict[str, list[Any]] = defaultdict(list)
-            for u in usages:
-                keys_by_account[u.account].append(u)
-            jobs = [(keys_by_account[a], t) for a, account_targets in targets.items() for t in account_targets]
-            trail.collect_all(jobs, start, end, stopping)
-
-    fleet = _fleet(args.db) if args.db else Fleet()
-    for account, account_targets in targets.items():
-        resolver = Resolver(account_targets, fleet)
-        for u in usages:
-            if u.account != account:
-                continue
-            for source in u.sources.values():
-                source.kind, source.resource = resolver.resolve(source.ip)
-            u.verdict = trail.decide(u)
-    for account_targets in targets.values():
-        for t in account_targets:
-            skips += t.skips
+            trail.lookup_all(usages, targets, start, end, stopping)
+    trail.resolve_all(usages, targets, _fleet(args.db) if args.db else Fleet())
+    skips += [s for account_targets in targets.values() for t in account_targets for s in t.skips]
 
     _render(usages, fmt, sys.stdout)
     sys.stdout.flush()
@@ -134,6 +78,20 @@ def _trail(args: argparse.Namespace) -> int:
     if stopping():
         return int(ExitCode.INTERRUPTED)
     return int(ExitCode.FINDINGS if any(u.verdict.startswith("in-use") for u in usages) else ExitCode.CLEAN)
+
+
+def _check(args: argparse.Namespace) -> None:
+    from keysweep.cloud.trail import MAX_DAYS
+
+    if args.days < 1:
+        raise ConfigError("--days: at least 1")
+    if bool(args.athena_workgroup) != bool(args.trail_table) and not args.print_query:
+        raise ConfigError("--athena-workgroup and --trail-table go together")
+    if args.role_name and not (args.account or args.organization):
+        raise ConfigError("--role-name: only with --account or --organization")
+    if args.days > MAX_DAYS and not args.athena_workgroup and not args.print_query:
+        raise ConfigError(f"--days {args.days}: CloudTrail LookupEvents keeps {MAX_DAYS} days "
+                          "(use --athena-workgroup and --trail-table for an organisation trail in S3)")
 
 
 def _fleet(db: str) -> Any:

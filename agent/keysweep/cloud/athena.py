@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
+from keysweep.cloud.session import AWS_ERRORS, error_reason
+from keysweep.cloud.trail import KeyUsage
 from keysweep.errors import ConfigError, KeysweepError
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
@@ -59,3 +61,16 @@ def run(
             header = values
             continue
         yield dict(zip(header, values, strict=False))
+
+
+def collect(athena: Any, workgroup: str, table: str, usages: Sequence[KeyUsage], start: datetime) -> None:
+    """Add what the trail table says about each key to its usage (one query for all keys)."""
+    by_key = {u.key_id: u for u in usages}
+    try:
+        for row in run(athena, workgroup, query(table, list(by_key), start)):
+            u = by_key.get(row.get("key_id", ""))
+            if u is not None:
+                u.add(row.get("ip") or "unknown", row.get("first", ""), row.get("user_agent", ""),
+                      row.get("event_source", ""), int(row.get("events") or 0), row.get("last"))
+    except AWS_ERRORS as exc:
+        raise KeysweepError(f"Athena workgroup {workgroup}: {error_reason(exc)}") from None

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from keysweep.cloud.session import AWS_ERRORS, Target, error_reason, paginate
+from keysweep.cloud.addresses import Fleet, Resolver
+from keysweep.cloud.session import AWS_ERRORS, Account, Skip, Target, enabled_regions, error_reason, paginate
 from keysweep.ratelimit import TokenBucket
 
 MAX_DAYS = 90
@@ -179,6 +180,51 @@ def collect_all(
                 target.skip("cloudtrail", error)
             for usage, part in zip(keys, mine, strict=True):
                 usage.merge(part)
+
+
+def keys_and_targets(
+    accounts: Sequence[Account], regions: Sequence[str]
+) -> tuple[list[KeyUsage], dict[str, list[Target]], list[Skip]]:
+    """Every account's keys and its account-regions (``regions``, or the enabled ones); what cannot be read is
+    a skip for that account."""
+    usages: list[KeyUsage] = []
+    targets: dict[str, list[Target]] = {}
+    skips: list[Skip] = []
+    for account in accounts:
+        try:
+            usages += list_keys(account.session.client("iam"), account.account)
+        except AWS_ERRORS as exc:
+            skips.append(Skip(account.account, "-", "iam", error_reason(exc)))
+            continue
+        try:
+            names = list(dict.fromkeys(regions)) or enabled_regions(account.session)
+        except AWS_ERRORS as exc:
+            skips.append(Skip(account.account, "-", "ec2", error_reason(exc)))
+            continue
+        targets[account.account] = [Target(account.account, r, account.session) for r in names]
+    return usages, targets, skips
+
+
+def lookup_all(
+    usages: Sequence[KeyUsage], targets: dict[str, list[Target]], start: datetime, end: datetime,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """LookupEvents for every key in every region of its own account."""
+    by_account: dict[str, list[KeyUsage]] = {}
+    for u in usages:
+        by_account.setdefault(u.account, []).append(u)
+    jobs = [(by_account.get(a, []), t) for a, account_targets in targets.items() for t in account_targets]
+    collect_all(jobs, start, end, should_stop)
+
+
+def resolve_all(usages: Sequence[KeyUsage], targets: dict[str, list[Target]], fleet: Fleet) -> None:
+    """Resolve every source address in its key's account, then give each key its verdict."""
+    resolvers = {account: Resolver(account_targets, fleet) for account, account_targets in targets.items()}
+    for u in usages:
+        resolver = resolvers.get(u.account)
+        for source in u.sources.values():
+            source.kind, source.resource = resolver.resolve(source.ip) if resolver else ("outside-aws", None)
+        u.verdict = decide(u)
 
 
 COMPUTE_WITHOUT_AGENT = frozenset({"ec2-instance", "lambda", "ecs-task", "nat-gateway", "network-interface"})
