@@ -18,6 +18,7 @@ import argparse
 import base64
 import hashlib
 import json
+import lzma
 import os
 import random
 import resource
@@ -182,6 +183,27 @@ def zip_lying_end(path: Path, members: int) -> None:
     out.write_bytes(bytes(data))
 
 
+def xz_huge_dictionary(path: Path, size: int) -> None:
+    """A log as .xz compressed with a 1 MiB dictionary whose block header declares 2 GiB (liblzma fills the
+    declared dictionary as it decodes)."""
+    rng = random.Random(3)
+    comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20,
+                                                                 "preset": 1}])
+    parts, written = [], 0
+    while written < size:
+        lines = b"".join(b"2026-12-03T10:00:00Z GET /items/%08x status=200 bytes=%d\n"
+                         % (rng.getrandbits(32), rng.getrandbits(16)) for _ in range(10_000))
+        parts.append(comp.compress(lines))
+        written += len(lines)
+    xz = b"".join(parts) + comp.flush()
+    head = (xz[12] + 1) * 4
+    header = bytearray(xz[12 : 12 + head])
+    at = header.find(b"\x21\x01")  # the LZMA2 filter's one property byte: its dictionary size
+    header[at + 2] = 38  # 2 GiB
+    struct.pack_into("<I", header, head - 4, zlib.crc32(bytes(header[:-4])))
+    (path / "app.log.xz").write_bytes(xz[:12] + bytes(header) + xz[12 + head :])
+
+
 # name -> (generator, its size argument at scale 1, what the size counts)
 CASES: dict[str, tuple[Callable[[Path, int], None], int]] = {
     "tar-longname-bomb": (tar_longname, 1 << 30),
@@ -191,6 +213,7 @@ CASES: dict[str, tuple[Callable[[Path, int], None], int]] = {
     "dense-base64-log": (dense_base64, 50 * _MB),
     "dense-utf16-log": (dense_utf16, 50 * _MB),
     "zip-lying-end-record": (zip_lying_end, 200_000),
+    "xz-huge-dictionary": (xz_huge_dictionary, 100 * _MB),
 }
 
 

@@ -386,3 +386,47 @@ def test_keys_are_capped_per_archive_and_the_rest_counted(tmp_path: Path) -> Non
     assert sum(1 for f in result.findings if not f.has_secret) == MAX_KEYS_PER_PLACE
     # the real pair after them is still found: paired keys have a pool of their own
     assert [(f.location.member, f.key_id) for f in result.findings if f.has_secret] == [("zz.env", KEY)]
+
+
+def _xz_declaring(data: bytes, dict_props: int) -> bytes:
+    """``data`` as .xz compressed with a 1 MiB dictionary, its block header then declaring a larger one."""
+    import struct
+    import zlib
+
+    xz = lzma.compress(data, format=lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20}])
+    size = (xz[12] + 1) * 4
+    header = bytearray(xz[12 : 12 + size])
+    at = header.find(b"\x21\x01")  # the LZMA2 filter and its one property byte: the dictionary size
+    header[at + 2] = dict_props
+    struct.pack_into("<I", header, size - 4, zlib.crc32(bytes(header[:-4])))
+    return xz[:12] + bytes(header) + xz[12 + size :]
+
+
+def test_an_xz_declaring_a_huge_dictionary_is_not_decoded(tmp_path: Path) -> None:
+    from keysweep.sources import archives
+
+    # 38: a 2 GiB dictionary, which liblzma fills as it decodes (lzma.LZMAFile has no memory limit)
+    (tmp_path / "huge-dict.log.xz").write_bytes(_xz_declaring(PAIR + b"\0" * (4 << 20), 38))
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["archive-memory-limit"] == 1 and result.findings == []
+    # within the limit (16 MiB, the dictionary of xz -7) it is decoded as usual
+    assert archives.XZ_MEMLIMIT > 16 << 20
+    (tmp_path / "huge-dict.log.xz").write_bytes(_xz_declaring(PAIR + b"\0" * (4 << 20), 24))
+    assert _only(tmp_path) == [("archive", "huge-dict.log", True)]
+    # nested in a tar: only that member is skipped
+    (tmp_path / "huge-dict.log.xz").unlink()
+    (tmp_path / "outer.tar").write_bytes(_tar({"a.xz": _xz_declaring(PAIR, 38), "b.env": PAIR}))
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["archive-memory-limit"] == 1
+    assert [f.location.member for f in result.findings] == ["b.env"]
+
+
+def test_an_lzma_zip_member_declaring_a_huge_dictionary_is_not_decoded(tmp_path: Path) -> None:
+    data = bytearray(_zip({"big.env": PAIR + b"\0" * 100_000, "b.env": PAIR}, zipfile.ZIP_LZMA))
+    at = 30 + len("big.env") + 5  # the first member's data: version, properties size, lc/lp/pb, dictionary
+    assert data[:4] == b"PK\x03\x04"
+    data[at : at + 4] = (2 << 30).to_bytes(4, "little")  # 2 GiB; zipfile gives liblzma no memory limit
+    (tmp_path / "lzma.zip").write_bytes(bytes(data))
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["archive-memory-limit"] == 1
+    assert [f.location.member for f in result.findings] == ["b.env"]

@@ -10,6 +10,7 @@ the entries it really holds (counted by walking it, not by trusting the end reco
 
 from __future__ import annotations
 
+import _compression  # the stdlib's decompressing reader behind GzipFile, BZ2File and LZMAFile
 import bz2
 import gzip
 import io
@@ -36,6 +37,8 @@ MAX_ZIP_MEMBERS = 50_000
 # zipfile reads its central directory whole and keeps every entry: past this size (~50,000 entries with
 # long names) the zip is scanned as bytes instead
 MAX_ZIP_DIRECTORY = 8 * 1024 * 1024
+# an .xz whose decoder needs more (its dictionary: xz -9 uses 64 MiB, the default -6 8 MiB) is scanned as bytes
+XZ_MEMLIMIT = 33 * 1024 * 1024
 _CD_ENTRY = struct.Struct("<4s24xHHH12x")  # central directory entry: signature, name/extra/comment lengths
 _READ = 1024 * 1024
 _COMPRESSED = ("gzip", "bz2", "xz")
@@ -149,7 +152,11 @@ def _decompressor(kind: str, raw: _Readable) -> IO[bytes]:
         return gzip.GzipFile(fileobj=fh, mode="rb")
     if kind == "bz2":
         return bz2.BZ2File(fh, mode="rb")
-    return lzma.LZMAFile(fh, mode="rb")
+    # what LZMAFile does, with liblzma's memory limit (LZMAFile has none: a 30 KB .xz may declare a 2 GiB
+    # dictionary, which fills as it decodes)
+    reader = _compression.DecompressReader(fh, lzma.LZMADecompressor, trailing_error=lzma.LZMAError,
+                                           memlimit=XZ_MEMLIMIT)
+    return io.BufferedReader(reader)  # type: ignore[arg-type]
 
 
 def _check_zip_directory(fh: _Readable) -> None:
@@ -193,6 +200,24 @@ def _check_zip_directory(fh: _Readable) -> None:
         seek(0)
 
 
+def _zip_lzma_dictionary(fh: _Readable, info: zipfile.ZipInfo) -> int:
+    """The dictionary size an LZMA-compressed zip member declares (zipfile decodes it raw, where liblzma takes
+    no memory limit); 0 when its headers cannot be read (zipfile then refuses the member itself)."""
+    seek = fh.seek  # type: ignore[attr-defined]
+    pos = fh.tell()  # type: ignore[attr-defined]
+    try:
+        seek(info.header_offset)
+        local = fh.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return 0
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        seek(info.header_offset + 30 + name_len + extra_len)
+        props = fh.read(9)  # version (2), size of the properties (2), lc/lp/pb (1), dictionary size (4)
+        return int.from_bytes(props[5:9], "little") if len(props) == 9 else 0
+    finally:
+        seek(pos)
+
+
 def _strip_suffix(name: str) -> str:
     base = os.path.basename(name) or name
     for suffix in (".gz", ".tgz", ".bz2", ".xz", ".z"):
@@ -223,7 +248,12 @@ class _ArchiveScan:
             self._tar(fh if charged else _Charged(fh, self.budget), prefix, depth)
         else:
             stream = _Charged(_decompressor(kind, fh), self.budget)
-            head = stream.read(512)
+            try:
+                head = stream.read(512)
+            except lzma.LZMAError as exc:
+                if "memory usage limit" in str(exc).lower():
+                    raise _NotOpened("archive-memory-limit") from None
+                raise
             body = Prefixed(head, stream)
             if sniff(head) == "tar":
                 self._tar(body, prefix, depth)
@@ -237,6 +267,9 @@ class _ArchiveScan:
         with zipfile.ZipFile(fh) as zf:  # type: ignore[arg-type]
             for info in zf.infolist():
                 if info.is_dir():
+                    continue
+                if info.compress_type == zipfile.ZIP_LZMA and _zip_lzma_dictionary(fh, info) > XZ_MEMLIMIT:
+                    self.stats.skipped["archive-memory-limit"] += 1
                     continue
                 try:
                     with zf.open(info) as mf:
@@ -283,8 +316,10 @@ class _ArchiveScan:
         if kind != "zip":
             try:
                 self.container(Prefixed(head, reader), kind, prefix, name, depth + 1, charged=True)
-            except (ArchiveLimit, _NotOpened):
+            except ArchiveLimit:
                 raise
+            except _NotOpened as why:  # compressed: its raw bytes would show nothing
+                self.stats.skipped[why.reason] += 1
             except _ARCHIVE_ERRORS:
                 self.stats.errors["archive-corrupt"] += 1  # streamed: what was read is gone, the rest is skipped
             return None
