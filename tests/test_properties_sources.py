@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from keysweep import keyid
 from keysweep.detect import Detector
 from keysweep.fingerprint import Fingerprinter
 from keysweep.ruleset import load_ruleset
@@ -59,7 +60,8 @@ def test_generated_credentials_files_give_back_every_profile(profiles, eol: str,
     data = ("\ufeff" if bom else "").encode() + text.encode()
     found = scan_aws_text(data, "/h/.aws/credentials", "aws-credentials", DETECTOR, ScanStats())
     got = {(f.location.profile, f.key_id, f.secret.reveal() if f.secret else None, f.location.line) for f in found}
-    assert {(n, k, s, ln) for n, k, s, ln in expected} <= got
+    # placeholder-looking ids (AKIAXXXX…) are dropped as documentation examples, by design
+    assert {(n, k, s, ln) for n, k, s, ln in expected if not keyid.is_example_key(k)} <= got
 
 
 @_ANY
