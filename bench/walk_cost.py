@@ -1,6 +1,7 @@
 """What one version of keysweep's files walk costs next to another: wall and CPU seconds of `keysweep scan`.
 
-    python bench/walk_cost.py --before /path/to/old/agent [--size-mb 256] [--files 25000] [--repeat 5]
+    python bench/walk_cost.py --before /path/to/old/agent [--after /path/to/new/agent] [--size-mb 256]
+        [--files 25000] [--repeat 5]
 
 Generates a tree with bench/corpus.py (kept in bench/out/), then runs `keysweep scan TREE` with this checkout's
 code and with the code under ``--before`` (put first on PYTHONPATH; e.g. an export of an older commit:
@@ -57,6 +58,7 @@ def _run(tree: Path, mode: list[str], pythonpath: str | None) -> tuple[float, fl
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--before", required=True, help="the older code's package directory (its 'agent' folder)")
+    ap.add_argument("--after", help="the newer code's package directory (default: this checkout)")
     ap.add_argument("--size-mb", type=int, default=256)
     ap.add_argument("--files", type=int, default=25_000)
     ap.add_argument("--seed", type=int, default=1)
@@ -69,7 +71,7 @@ def main() -> int:
         shutil.rmtree(tmp, ignore_errors=True)
         corpus.generate(tmp, size_mb=args.size_mb, files=args.files, seed=args.seed)
         tmp.rename(tree)
-    versions = {"before": args.before, "after": None}
+    versions = {"before": args.before, "after": args.after}
     results: dict[str, dict[str, dict[str, float]]] = {}
     for mode, flags in MODES.items():
         runs: dict[str, list[tuple[float, float, int]]] = {v: [] for v in versions}

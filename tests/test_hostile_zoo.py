@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -16,7 +17,7 @@ import threading
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,10 +91,12 @@ def zoo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dict[s
     yield root, facts
 
 
+def _as(user: str | None, cmd: list[str]) -> list[str]:
+    return cmd if user is None else ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
+
+
 def _cli(*args: str, user: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "keysweep", "scan", *args]
-    if user is not None:
-        cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
+    cmd = _as(user, [sys.executable, "-m", "keysweep", "scan", *args])
     return subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=timeout)
 
 
@@ -109,8 +112,8 @@ class Run:
     files_cached: int = 0
 
 
-def _scan_run(*args: str) -> Run:
-    proc = _cli(*args, "--format", "json")
+def _scan_run(*args: str, user: str | None = None) -> Run:
+    proc = _cli(*args, "--format", "json", user=user)
     doc = json.loads(proc.stdout) if proc.stdout.strip() else {"findings": [], "summary": {}}
     s = doc["summary"]
     return Run(proc.returncode, proc.stderr, {(f["key_id"], f["location"]["path"]) for f in doc["findings"]},
@@ -128,6 +131,7 @@ def _agent_config(tmp: Path, roots: list[str], **sections: object) -> Path:
     }
     path = tmp / "agent.yaml"
     path.write_text(json.dumps(cfg))  # JSON is YAML
+    path.chmod(0o644)
     return path
 
 
@@ -145,21 +149,24 @@ def _from_events(rc: int, stderr: str, events: list[dict[str, Any]], done: str) 
     return run
 
 
-def _agent_once(root: Path, tmp: Path) -> Run:
+def _agent_once(root: Path, tmp: Path, user: str | None = None) -> Run:
     cfg = _agent_config(tmp, [str(root)])
-    cmd = [sys.executable, "-m", "keysweep", "agent", "--config", str(cfg), "--once"]
+    cmd = _as(user, [sys.executable, "-m", "keysweep", "agent", "--config", str(cfg), "--once"])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=150)
     return _from_events(proc.returncode, proc.stderr, _agent_events(proc.stdout), "sweep.finished")
 
 
-def _watched(root: Path, tmp: Path, facts_out: dict[str, object]) -> Run:
-    """The resident agent watching ``root`` while the zoo is made in it: every file is scanned from its event."""
+def _watched(
+    root: Path, tmp: Path, make_dirs: Callable[[], object], make_files: Callable[[], object],
+    done: Callable[[Run], bool], user: str | None = None,
+) -> Run:
+    """The resident agent watching ``root`` (which must exist) while a tree is made in it: its directories,
+    then, once they are watched, its files; every file is scanned from its event until ``done``."""
     empty = tmp / "empty"
-    empty.mkdir()
-    root.mkdir()
+    empty.mkdir(mode=0o755)
     cfg = _agent_config(tmp, [str(empty)], watch={
         "enabled": True, "homes": False, "system_paths": False, "paths": [str(root)], "debounce": "200ms"})
-    cmd = [sys.executable, "-m", "keysweep", "agent", "--config", str(cfg)]
+    cmd = _as(user, [sys.executable, "-m", "keysweep", "agent", "--config", str(cfg)])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
     lines: list[str] = []
     errs: list[str] = []  # drained as it comes: a full stderr pipe would stall the agent
@@ -170,16 +177,13 @@ def _watched(root: Path, tmp: Path, facts_out: dict[str, object]) -> Run:
     try:
         deadline = time.monotonic() + 60
         while not any('"watch.started"' in line for line in lines):
-            assert proc.poll() is None and time.monotonic() < deadline, "the agent did not start watching"
+            assert proc.poll() is None and time.monotonic() < deadline, ("the agent did not start watching", errs)
             time.sleep(0.1)
-        _zoo_dirs(root)
+        make_dirs()
         time.sleep(2)  # the recursive watch reaches the new directories
-        facts_out.update(_zoo_files(root))
+        make_files()
         deadline = time.monotonic() + 90
-        while True:
-            run = _from_events(0, "", _agent_events("".join(lines)), "watch.scanned")
-            if len(run.found) >= 3 and run.skipped["archive-ratio"] and run.skipped["too-large"]:
-                break
+        while not done(run := _from_events(0, "", _agent_events("".join(lines)), "watch.scanned")):
             assert proc.poll() is None and time.monotonic() < deadline, (run, lines[-5:])
             time.sleep(0.2)
         time.sleep(1)  # the last events' scans
@@ -197,6 +201,33 @@ def _watched(root: Path, tmp: Path, facts_out: dict[str, object]) -> Run:
     return _from_events(proc.returncode, err, _agent_events("".join(lines)), "watch.scanned")
 
 
+@contextlib.contextmanager
+def _churning(d: Path) -> Iterator[None]:
+    """Files and directories that appear and vanish in ``d`` all the time, as in a busy spool or cache."""
+    d.mkdir(exist_ok=True)
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            f, sub = d / f"f{i % 20}.tmp", d / f"dir{i % 5}"
+            f.write_text("nothing\n")
+            sub.mkdir(exist_ok=True)
+            (sub / "x.tmp").write_text("nothing\n")
+            f.unlink()
+            shutil.rmtree(sub, ignore_errors=True)
+            i += 1
+
+    thread = threading.Thread(target=churn, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(10)
+        shutil.rmtree(d, ignore_errors=True)
+
+
 _MODES = [
     pytest.param("scan-1", id="scan-workers-1"),
     pytest.param("scan-2", id="scan-workers-2"),
@@ -206,34 +237,52 @@ _MODES = [
 ]
 
 
+def _runs_in(mode: str, root: Path, tmp: Path, user: str | None = None) -> list[Run]:
+    """The runs of one mode over an existing tree (the watcher's mode makes its own: see the callers)."""
+    if mode.startswith("scan-") and mode != "scan-state":
+        return [_scan_run(str(root), "--workers", mode[-1], user=user)]
+    if mode == "scan-state":
+        runs = [_scan_run(str(root), "--state-dir", str(tmp / "state"), user=user) for _ in range(2)]
+        assert runs[1].files_cached > 0  # the second run read unchanged files from the state
+        return runs
+    assert mode == "agent-once"
+    return [_agent_once(root, tmp, user)]
+
+
+def _finished_cleanly(run: Run) -> None:
+    assert run.rc in (0, 1), run.stderr
+    assert "Traceback" not in run.stderr, run.stderr
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", _MODES)
 def test_zoo_through_every_mode(
     zoo: tuple[Path, dict[str, object]], tmp_path: Path, mode: str
 ) -> None:
-    """Every way keysweep reads files meets the zoo: it finishes (exit 0 or 1, no traceback), finds the planted
-    keys, and counts each hostile entry with its reason."""
+    """Every way keysweep reads files meets the zoo, with files and directories vanishing all the while: it
+    finishes (exit 0 or 1, no traceback), finds the planted keys, and counts each hostile entry with its reason."""
     root, facts = zoo
     exact = True
-    if mode.startswith("scan-") and mode != "scan-state":
-        runs = [_scan_run(str(root), "--workers", mode[-1])]
-    elif mode == "scan-state":
-        runs = [_scan_run(str(root), "--state-dir", str(tmp_path / "state")) for _ in range(2)]
-        assert runs[1].files_cached > 0  # the second run read unchanged files from the state
-    elif mode == "agent-once":
-        runs = [_agent_once(root, tmp_path)]
+    if mode != "watch":
+        with _churning(root / "churn"):
+            runs = _runs_in(mode, root, tmp_path)
     else:
         root, facts = tmp_path / "watched", {}
-        runs = [_watched(root, tmp_path, facts)]
+        root.mkdir()
+
+        def done(run: Run) -> bool:
+            return len(run.found) >= 3 and bool(run.skipped["archive-ratio"] and run.skipped["too-large"])
+
+        with _churning(root / "churn"):
+            runs = [_watched(root, tmp_path, lambda: _zoo_dirs(root), lambda: facts.update(_zoo_files(root)), done)]
         exact = False  # a file may be scanned once per burst of its events
     for run in runs:
-        assert run.rc in (0, 1), run.stderr
-        assert "Traceback" not in run.stderr, run.stderr
+        _finished_cleanly(run)
         assert (KEY, f"{root}/ok.env") in run.found
         assert (KEY, f"{root}/bad-\\xff\\xfe-name/k\\xe9y.env") in run.found
         assert any(k == DEEP_KEY and p.endswith("/d/bottom.env") for k, p in run.found)
         assert not any(f"{root}/filler" in p for _, p in run.found)
-        assert run.errors == {}, run.errors
+        assert run.errors == {}, run.errors  # what vanished is counted as skipped (vanished), never an error
         expected = {"fifo": 1, "socket": 1, "device": facts["devices"], "symlink": 3, "too-large": 1}
         if not run.files_cached:
             expected["archive-ratio"] = 1  # a rerun from the state does not open the unchanged archive again
@@ -242,6 +291,7 @@ def test_zoo_through_every_mode(
                 assert run.skipped[reason] == n, (reason, run.skipped)
             else:
                 assert (run.skipped[reason] >= 1) == (n >= 1), (reason, run.skipped)
+        assert set(run.skipped) <= {*expected, "vanished", "replaced", "archive-ratio"}, run.skipped
 
 
 @pytest.mark.timeout(180)
@@ -273,23 +323,47 @@ def shared_tree() -> Iterator[Path]:
         shutil.rmtree(d)
 
 
+def _unreadable_dirs(tree: Path) -> None:
+    (tree / "locked").mkdir(mode=0o700)
+
+
+def _unreadable_files(tree: Path) -> None:
+    for name, mode in (("readable.env", 0o644), ("private.env", 0o600), ("locked/inner.env", 0o600)):
+        (tree / name).write_text(PAIR)
+        (tree / name).chmod(mode)
+
+
 @pytest.mark.root
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(180)
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv")
-def test_unreadable_files_and_directories_as_an_unprivileged_user(shared_tree: Path) -> None:
-    (shared_tree / "readable.env").write_text(PAIR)
-    (shared_tree / "readable.env").chmod(0o644)
-    (shared_tree / "private.env").write_text(PAIR)
-    (shared_tree / "private.env").chmod(0o600)
-    (shared_tree / "locked").mkdir()
-    (shared_tree / "locked" / "inner.env").write_text(PAIR)
-    (shared_tree / "locked").chmod(0o700)
-    proc = _cli(str(shared_tree), "--format", "json", user="nobody")
-    assert proc.returncode == 1, proc.stderr
-    doc = json.loads(proc.stdout)
-    assert [f["location"]["path"] for f in doc["findings"]] == [f"{shared_tree}/readable.env"]
-    assert doc["summary"]["errors"] == {"permission-denied": 2}
-    assert "permission-denied 2" in proc.stderr
+@pytest.mark.parametrize("mode", _MODES)
+def test_unreadable_files_and_directories_as_an_unprivileged_user_in_every_mode(shared_tree: Path, mode: str) -> None:
+    """Run as nobody, every mode reports what it may read, counts what it may not (permission-denied, with
+    the place), and finishes."""
+    tree = shared_tree / "tree"
+    tree.mkdir(mode=0o755)
+    home = shared_tree / "home"  # nobody's: its state directory and configuration
+    home.mkdir(mode=0o755)
+    os.chown(home, 65534, 65534)
+    if mode != "watch":
+        _unreadable_dirs(tree)
+        _unreadable_files(tree)
+        runs = _runs_in(mode, tree, home, user="nobody")
+    else:
+        def done(run: Run) -> bool:
+            return bool(run.found) and run.errors["permission-denied"] >= 1
+
+        runs = [_watched(tree, home, lambda: _unreadable_dirs(tree), lambda: _unreadable_files(tree), done,
+                         user="nobody")]
+    for run in runs:
+        _finished_cleanly(run)
+        assert run.found == {(KEY, f"{tree}/readable.env")}
+        if mode == "watch":  # the locked directory cannot be watched by nobody: only the private file is seen
+            assert run.errors["permission-denied"] >= 1 and set(run.errors) == {"permission-denied"}, run.errors
+        else:
+            assert run.errors == {"permission-denied": 2}, run.errors
+    if mode.startswith("scan-") and mode != "scan-state":
+        assert "permission-denied 2" in runs[0].stderr
 
 
 class _DeletingCache:
