@@ -217,6 +217,7 @@ def _churning(d: Path) -> Iterator[None]:
             f.unlink()
             shutil.rmtree(sub, ignore_errors=True)
             i += 1
+            stop.wait(0.005)  # busy, not a flood: a flood overflows the kernel's inotify queue and drops events
 
     thread = threading.Thread(target=churn, daemon=True)
     thread.start()
