@@ -49,7 +49,8 @@ def register(sub: Any) -> None:
         action="append",
         choices=SOURCES,
         dest="sources",
-        help="what to scan (repeatable; default: all three without PATHs, 'files' with PATHs)",
+        help="what to scan (repeatable; default: all three without PATHs, 'files' with PATHs; with PATHs, "
+        "'aws-files' reads only the AWS files under them)",
     )
     p.add_argument(
         "--exclude",
