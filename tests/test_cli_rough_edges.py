@@ -17,7 +17,7 @@ from keysweep.cli import _COMMAND_MODULES, main
 
 from tests.support.central import make_queues, send, sqs_client
 from tests.support.hosttree import cli_env
-from tests.support.messages import finding_message
+from tests.support.messages import finding_message, host
 
 REPO = Path(__file__).resolve().parent.parent
 KEY, SECRET = "AKIAXYZDQCEN4B6JSJQI", "Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"
@@ -46,7 +46,7 @@ def _no_region(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_collect_takes_the_region_from_the_queue_url(moto_server, monkeypatch, tmp_path, capsys) -> None:
     sqs = sqs_client()
     q = make_queues(sqs)
-    send(sqs, q.url, [finding_message()])
+    send(sqs, q.url, [finding_message(host_info=host("build-1", "build-1", "on-premises"))])
     _no_region(monkeypatch)
     name = q.url.rstrip("/").rsplit("/", 1)[1]
     url = f"https://sqs.us-east-1.amazonaws.com/123456789012/{name}"  # as the console shows it
