@@ -594,3 +594,16 @@ def test_status_never_reads_through_a_link(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"errors": {"status_file_unreadable": 1}}
     assert (state / "status.json").is_symlink()  # a viewer reports it and moves nothing
+
+
+def test_corrupt_keeps_only_the_newest_files(tmp_path: Path) -> None:
+    from keysweep import statedir
+
+    state = statedir.prepare(tmp_path / "state")
+    for i in range(statedir.CORRUPT_KEEP + 5):
+        bad = state / "sent-state.json"
+        bad.write_text(f"garbage {i}")
+        assert statedir.load_json(state, bad, dict) is None
+    kept = sorted(p.read_text() for p in (state / "corrupt").iterdir())
+    assert len(kept) == statedir.CORRUPT_KEEP
+    assert "garbage 0" not in kept and f"garbage {statedir.CORRUPT_KEEP + 4}" in kept

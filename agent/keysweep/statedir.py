@@ -8,8 +8,8 @@ prepared must never steer root's reads or writes:
 * files are created with ``O_NOFOLLOW`` and mode 0600 (``O_EXCL`` for new ones); modes are fixed with ``fchmod`` on
   the open descriptor, never through a path;
 * a state file that is damaged, of the wrong type (a directory, a link, a FIFO) or of the wrong shape is moved
-  aside to ``corrupt/`` (timestamped name, mode 0600), logged once as ``state.corrupt`` and rebuilt: a bad file
-  never stops a sweep and never crash-loops the agent.
+  aside to ``corrupt/`` (timestamped name, mode 0600; the newest :data:`CORRUPT_KEEP` are kept), logged once as
+  ``state.corrupt`` and rebuilt: a bad file never stops a sweep and never crash-loops the agent.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import errno
 import json
 import logging
 import os
+import shutil
 import stat
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from keysweep.sources.names import readable
 log = logging.getLogger(__name__)
 
 CORRUPT_DIR = "corrupt"
+CORRUPT_KEEP = 50  # the newest files moved aside are kept; older ones are removed (a failing disk must not fill it)
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -171,10 +173,24 @@ def quarantine(state_dir: Path, path: Path, reason: str) -> Path | None:
     except OSError as exc:
         moved = None
         reason = f"{reason}; could not move it aside ({exc.strerror})"
+    if moved is not None:
+        _prune(corrupt)
     log.error("state.corrupt", extra={"fields": {
         "file": readable(str(path)), "reason": reason, "moved_to": readable(str(moved)) if moved else None,
         "action": "rebuilt"}})
     return moved
+
+
+def _prune(corrupt: Path) -> None:
+    try:
+        entries = sorted(os.scandir(corrupt), key=lambda e: e.stat(follow_symlinks=False).st_ctime_ns)
+        for e in entries[: max(0, len(entries) - CORRUPT_KEEP)]:
+            if e.is_dir(follow_symlinks=False):
+                shutil.rmtree(e.path, ignore_errors=True)
+            else:
+                os.unlink(e.path)
+    except OSError:
+        pass
 
 
 def _narrow(path: Path) -> None:
