@@ -198,7 +198,8 @@ def _unread_copy(role: str, user_ref: str, user: str | None, new_role: bool) -> 
         f"List the permissions of the key's IAM user ({user or 'see the first command'}) with the list-* "
         "commands below (and list-attached-group-policies / list-group-policies for each group).",
         f"Attach each managed policy to {role}: aws iam attach-role-policy --role-name {role} --policy-arn POLICY_ARN "
-        f"(at most {MANAGED_POLICIES_PER_ROLE} per role by default); copy each inline policy by saving it "
+        f"(at most {MANAGED_POLICIES_PER_ROLE} per role by default: merge the others into one customer managed policy, "
+        f"or raise the quota with {_QUOTA_COMMAND}); copy each inline policy by saving it "
         f"(aws iam get-user-policy --user-name {u} --policy-name NAME --query PolicyDocument --output json > NAME.json) "
         f"and putting it on the role (aws iam put-role-policy --role-name {role} --policy-name NAME "
         "--policy-document file://NAME.json); the same for each group's policies (get-group-policy).",
@@ -206,7 +207,10 @@ def _unread_copy(role: str, user_ref: str, user: str | None, new_role: bool) -> 
         f"aws iam put-role-permissions-boundary --role-name {role} --permissions-boundary BOUNDARY_ARN"
         + (" (or --permissions-boundary on create-role)." if new_role else "."),
     ]
-    return RoleCopy(tuple(cmds), tuple(steps), f"iam-user:{user or 'unknown'} (not read: list with the commands)")
+    tf = (f"# permissions of IAM user {user or 'unknown'} not read: add an aws_iam_role_policy_attachment per managed "
+          "policy, an aws_iam_role_policy per inline policy (its own and its groups') and its permissions_boundary")
+    return RoleCopy(tuple(cmds), tuple(steps), f"iam-user:{user or 'unknown'} (not read: list with the commands)",
+                    terraform=tf)
 
 
 @dataclass(frozen=True)
