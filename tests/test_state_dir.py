@@ -224,6 +224,44 @@ def test_scan_with_state_dir_twice_on_non_utf8_names(tmp_path: Path, hostile_tre
     assert b"2 unchanged files from the state" in runs[1].stderr
 
 
+@pytest.mark.timeout(240)
+def test_agent_reports_a_process_with_non_utf8_executable_and_environment(
+    tmp_path: Path, moto_server: MotoServer
+) -> None:
+    queue_url = make_client("sqs").create_queue(QueueName="findings")["QueueUrl"]
+    bindir = os.path.join(os.fsencode(tmp_path), b"bin\xff")
+    os.mkdir(bindir)
+    exe = os.path.join(bindir, b"sle\xfep")
+    shutil.copy(shutil.which("sleep") or "/bin/sleep", exe)
+    env = {b"DEPLOY_KEY_ID\xff": KEY_ID.encode(), b"AWS_SECRET_ACCESS_KEY": SECRET.encode(), b"NOTE": b"caf\xe9 \xff"}
+    child = subprocess.Popen([exe, "120"], env=env)
+    try:
+        (tmp_path / "tree").mkdir()
+        config = agent_config(tmp_path, tmp_path / "tree", report={"queue_url": queue_url, "flush_timeout": "5s"},
+                              scan={"roots": [str(tmp_path / "tree")], "sources": ["processes"]})
+        runs = [keysweep("agent", "--config", config, "--once") for _ in range(2)]
+    finally:
+        child.kill()
+        child.wait()
+    for proc in runs:
+        assert proc.returncode == 1, proc.stderr
+        strict_utf8(proc.stdout.decode("utf-8"))
+    [logged] = [e for e in events(runs[0]) if e["event"] == "finding" and e["location"].get("pid") == child.pid]
+    assert logged["location"]["exe"] == f"{tmp_path}/bin\\xff/sle\\xfep"
+    assert logged["location"]["variable"] == "DEPLOY_KEY_ID\\xff" and logged["has_secret"]
+    state = tmp_path / "state"
+    for path in state.rglob("*.json"):
+        strict_utf8(path.read_text(encoding="utf-8"))
+    bodies = _drain(queue_url)
+    for body in bodies:
+        strict_utf8(body)
+    mine = [json.loads(b)["finding"] for b in bodies if f'"pid":{child.pid}' in b]
+    assert [f["location"]["exe"] for f in mine] == [f"{tmp_path}/bin\\xff/sle\\xfep"]  # sent once
+    blob = b"".join([*runs[0].stdout.splitlines(), *runs[1].stdout.splitlines(), *(b.encode() for b in bodies),
+                     *(p.read_bytes() for p in state.rglob("*") if p.is_file())])
+    assert SECRET.encode() not in blob
+
+
 # --- damaged state files ------------------------------------------------------------------------------------
 
 
