@@ -266,3 +266,40 @@ def test_audit_key_on_hosts_carries_the_copy(moto_server, monkeypatch, tmp_path)
     assert not any("permissions-boundary" in c for c in cmds)
     assert all(aws_command_problems(c) == [] for c in cmds)
     assert hcl_problems(replacement["terraform"], names=["own-logs", "group-builders-home"]) == []
+
+
+def test_permission_set_commands_run_as_written(moto_server, monkeypatch, tmp_path):
+    cli = _aws_cli()
+    if cli is None or shutil.which("jq") is None:
+        pytest.skip("the AWS CLI or jq is not installed: commands checked against botocore's models only")
+    iam = aws.make_client("iam")
+    arns, boundary = _user_with_everything(iam)
+    p = _read(moto_server, monkeypatch, {"ci": boundary})
+    p = dataclasses.replace(p, attached=(*p.attached, "arn:aws:iam::aws:policy/ReadOnlyAccess"))
+    s = suggest(_finding("/home/ci/.aws/credentials", verification=LIVE),
+                HostContext(kind="on-premises", hostname="laptop", host_id="m"), iam_policies=p)
+    sso = aws.make_client("sso-admin")
+    instance = sso.list_instances()["Instances"][0]["InstanceArn"]
+    name = next(c for c in s.commands if "create-permission-set" in c).split("--name ")[1].split()[0]
+    ps_arn = None
+    for cmd in s.commands:
+        if "list-instances" in cmd or "create-account-assignment" in cmd:
+            continue
+        if "put-permissions-boundary-to-permission-set" in cmd:
+            continue  # moto 5.2 does not implement PutPermissionsBoundaryToPermissionSet
+        cmd = cmd.replace("INSTANCE_ARN", instance)
+        if ps_arn is None and "create-permission-set" in cmd:
+            _run([cmd + " > ps.json"], tmp_path)
+            ps_arn = json.loads((tmp_path / "ps.json").read_text())["PermissionSet"]["PermissionSetArn"]
+            continue
+        _run([cmd.replace("PERMISSION_SET_ARN", ps_arn)], tmp_path)
+    assert ps_arn and name == "ci-access"
+    refs = sso.list_customer_managed_policy_references_in_permission_set(
+        InstanceArn=instance, PermissionSetArn=ps_arn)["CustomerManagedPolicyReferences"]
+    assert sorted((r["Name"], r["Path"]) for r in refs) == sorted(policy_name_and_path(a) for a in arns)
+    aws_managed = sso.list_managed_policies_in_permission_set(
+        InstanceArn=instance, PermissionSetArn=ps_arn)["AttachedManagedPolicies"]
+    assert [m["Arn"] for m in aws_managed] == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
+    inline = json.loads(sso.get_inline_policy_for_permission_set(InstanceArn=instance,
+                                                                 PermissionSetArn=ps_arn)["InlinePolicy"])
+    assert [st["Action"] for st in inline["Statement"]] == [["logs:*"], "s3:*"]
