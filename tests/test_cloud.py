@@ -215,16 +215,13 @@ def test_clean_account_exits_0_and_examples_do_not_count(
 
 def test_default_regions_are_the_enabled_ones(moto_server: MotoServer) -> None:
     """Without --region every region DescribeRegions lists (the enabled ones) is read, in every account."""
-    import argparse
-
-    from keysweep.cli.cloud import _targets
-    from keysweep.cloud.session import base_session
-    from keysweep.cloud.sweep import CloudStats
+    from keysweep.cloud.session import account_regions, base_session, resolve_accounts
 
     regions = sorted(r["RegionName"] for r in boto3.client("ec2").describe_regions()["Regions"])
-    args = argparse.Namespace(region=[], account=[], organization=False, role_name=None)
-    targets = list(_targets(base_session(), args, CloudStats()))
+    accounts, _ = resolve_accounts(base_session())
+    targets, skips = account_regions(accounts, [])
     assert [(t.account, t.region) for t in targets] == [(ACCOUNT, r) for r in regions] and len(regions) > 10
+    assert skips == []
 
 
 def test_usage_errors(moto_server: MotoServer, capsys: pytest.CaptureFixture[str]) -> None:

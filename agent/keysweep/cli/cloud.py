@@ -12,15 +12,13 @@ import argparse
 import sys
 import time
 from collections import defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TextIO
 
 from keysweep.errors import ConfigError, ExitCode
-from keysweep.models import Finding, HostContext
+from keysweep.models import Finding
 
 FORMATS = ("table", "json", "jsonl", "sarif")
-WORKERS = 8  # account-regions read at once
 
 
 def register(sub: Any) -> None:
@@ -49,8 +47,8 @@ def register(sub: Any) -> None:
 
 def _cloud(args: argparse.Namespace) -> int:
     from keysweep.cli.scan import _StopFlag, _verify
-    from keysweep.cloud.session import base_session
-    from keysweep.cloud.sweep import CloudStats, run_cloud
+    from keysweep.cloud.session import account_regions, base_session, resolve_accounts
+    from keysweep.cloud.sweep import CloudStats, sweep_targets
     from keysweep.detect import Detector
     from keysweep.fingerprint import Fingerprinter
     from keysweep.report.formats import render
@@ -63,23 +61,23 @@ def _cloud(args: argparse.Namespace) -> int:
     detector = Detector(load_ruleset(), fingerprinter)
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
 
-    stats = CloudStats()
-    per_target: list[tuple[Any, list[Finding], CloudStats]] = []
-    stopping = _StopFlag()
     started = time.monotonic()
-    # account-regions side by side: the work is waiting on AWS, and each API's limits are per account and region
-    with stopping.installed(), ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        targets = list(_targets(base_session(), args, stats))
-        futures = [pool.submit(run_cloud, [t], detector, should_stop=stopping) for t in targets]
-        for target, future in zip(targets, futures, strict=True):
-            result = future.result()
-            per_target.append((target, result.findings, result.stats))
-            stats.merge(result.stats)
+    stats = CloudStats()
+    accounts, skips = resolve_accounts(base_session(), accounts=args.account, organization=args.organization,
+                                       role_name=args.role_name)
+    targets, more = account_regions(accounts, args.region)
+    for s in skips + more:
+        stats.skip(s)
+    stopping = _StopFlag()
+    with stopping.installed():
+        per_target = sweep_targets(targets, detector, should_stop=stopping)
+    for _, result in per_target:
+        stats.merge(result.stats)
     stats.interrupted = stopping()
-    stats.accounts = len({t.account for t, _, _ in per_target})
-    stats.regions = len(per_target)
+    stats.accounts = len({t.account for t in targets})
+    stats.regions = len(targets)
     stats.duration_seconds = time.monotonic() - started
-    findings = [f for _, found, _ in per_target for f in found]
+    findings = [f for _, result in per_target for f in result.findings]
 
     if args.verify and findings:
         findings = _verify(findings, None, state_dir, fingerprinter)
@@ -94,42 +92,14 @@ def _cloud(args: argparse.Namespace) -> int:
     return int(ExitCode.FINDINGS if findings else ExitCode.CLEAN)
 
 
-def _targets(session: Any, args: argparse.Namespace, stats: Any) -> Any:
-    """Every (account, region) to read; accounts and regions that cannot be entered become skips."""
-    from keysweep.cloud.session import AWS_ERRORS, Skip, Target, enabled_regions, error_reason, resolve_accounts
-
-    accounts, skips = resolve_accounts(
-        session, accounts=args.account, organization=args.organization, role_name=args.role_name
-    )
-    for s in skips:
-        stats.skip(s)
-    for account in accounts:
-        regions = list(dict.fromkeys(args.region))
-        if not regions:
-            try:
-                regions = enabled_regions(account.session)
-            except AWS_ERRORS as exc:
-                stats.skip(Skip(account.account, "-", "ec2", error_reason(exc)))
-                continue
-        for region in regions:
-            yield Target(account.account, region, account.session)
-
-
-def cloud_context(account: str, region: str) -> HostContext:
-    """The host context of an agentless sweep of one account and region (what a fleet report shows it as)."""
-    return HostContext(
-        kind="cloud", hostname=f"aws:{account}:{region}", host_id=f"cloud:{account}:{region}",
-        account_id=account, region=region,
-    )
-
-
 def _send_to_queue(
-    queue_url: str, findings: list[Finding], per_target: list[tuple[Any, list[Finding], Any]],
+    queue_url: str, findings: list[Finding], per_target: list[tuple[Any, Any]],
     state_dir: Path | None, fingerprinter: Any,
 ) -> None:
     """--queue-url: one sender per account and region (its own host context and heartbeat), one spool."""
     import dataclasses
 
+    from keysweep.cloud.sweep import cloud_context
     from keysweep.fingerprint import default_state_dir
     from keysweep.report.sqs import ReportConfig, Reporter
 
@@ -143,13 +113,13 @@ def _send_to_queue(
     spool_home = state_dir or default_state_dir()
     sent = pending = 0
     errors: list[str] = []
-    for target, _found, target_stats in per_target:
+    for target, result in per_target:
         context = cloud_context(target.account, target.region)
         reporter = Reporter(dataclasses.replace(config), spool_home, context, fingerprinter=fingerprinter, mode="scan")
-        result = reporter.report(by_place.get((target.account, target.region), []), target_stats)
-        sent += result.sent
-        pending = result.pending
-        errors += result.errors
+        delivery = reporter.report(by_place.get((target.account, target.region), []), result.stats)
+        sent += delivery.sent
+        pending = delivery.pending
+        errors += delivery.errors
     if pending:
         print(f"keysweep: queue: {sent} messages sent; {pending} wait in {spool_home / 'spool'} "
               f"(a later run with --state-dir {spool_home} delivers them)", file=sys.stderr)

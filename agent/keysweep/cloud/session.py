@@ -174,3 +174,18 @@ def enabled_regions(session: boto3.session.Session, default_region: str | None =
     region = default_region or session.region_name or "us-east-1"
     ec2 = session.client("ec2", region_name=region, config=_CONFIG)
     return sorted(r["RegionName"] for r in ec2.describe_regions()["Regions"])
+
+
+def account_regions(accounts: Sequence[Account], regions: Sequence[str]) -> tuple[list[Target], list[Skip]]:
+    """Every (account, region) to read: ``regions``, or each account's enabled ones; an account whose regions
+    cannot be listed is a skip."""
+    targets: list[Target] = []
+    skips: list[Skip] = []
+    for account in accounts:
+        try:
+            names = list(dict.fromkeys(regions)) or enabled_regions(account.session)
+        except AWS_ERRORS as exc:
+            skips.append(Skip(account.account, "-", "ec2", error_reason(exc)))
+            continue
+        targets += [Target(account.account, r, account.session) for r in names]
+    return targets, skips

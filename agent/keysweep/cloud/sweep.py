@@ -10,19 +10,21 @@ import dataclasses
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keysweep.cloud import autoscaling, awslambda, batch, cloudformation, codebuild, ec2, ecs, ssm
 from keysweep.cloud.items import Item, Reader
 from keysweep.cloud.session import AWS_ERRORS, Skip, Target, error_reason
-from keysweep.models import Finding, Location
+from keysweep.models import Finding, HostContext, Location
 from keysweep.scan import ScanOptions, ScanStats, dedupe
 from keysweep.sources.archives import scan_archive
 
 if TYPE_CHECKING:
     from keysweep.detect import Detector
 
+WORKERS = 8  # account-regions read at once
 # the issue's priority order
 READERS: tuple[Reader, ...] = (
     *awslambda.READERS,
@@ -139,3 +141,22 @@ def run_cloud(
     stats.interrupted = stop()
     stats.duration_seconds += time.monotonic() - started
     return CloudResult(dedupe(findings), stats)
+
+
+def sweep_targets(
+    targets: Sequence[Target], detector: Detector, *, should_stop: Callable[[], bool] | None = None,
+    workers: int = WORKERS,
+) -> list[tuple[Target, CloudResult]]:
+    """Each account-region read by :func:`run_cloud` in its own thread, ``workers`` at a time: the work is
+    waiting on AWS, and each API's limits are per account and region. Results in the order of ``targets``."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        futures = [pool.submit(run_cloud, [t], detector, should_stop=should_stop) for t in targets]
+        return [(t, f.result()) for t, f in zip(targets, futures, strict=True)]
+
+
+def cloud_context(account: str, region: str) -> HostContext:
+    """The host context of an agentless sweep of one account and region (what a fleet report shows it as)."""
+    return HostContext(
+        kind="cloud", hostname=f"aws:{account}:{region}", host_id=f"cloud:{account}:{region}",
+        account_id=account, region=region,
+    )

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from keysweep.cloud.addresses import Fleet, Resolver
-from keysweep.cloud.session import AWS_ERRORS, Account, Skip, Target, enabled_regions, error_reason, paginate
+from keysweep.cloud.session import AWS_ERRORS, Account, Skip, Target, account_regions, error_reason, paginate
 from keysweep.ratelimit import TokenBucket
 
 MAX_DAYS = 90
@@ -185,24 +185,21 @@ def collect_all(
 def keys_and_targets(
     accounts: Sequence[Account], regions: Sequence[str]
 ) -> tuple[list[KeyUsage], dict[str, list[Target]], list[Skip]]:
-    """Every account's keys and its account-regions (``regions``, or the enabled ones); what cannot be read is
-    a skip for that account."""
+    """Every account's keys and its account-regions; an account whose keys cannot be listed is a skip."""
     usages: list[KeyUsage] = []
-    targets: dict[str, list[Target]] = {}
+    readable: list[Account] = []
     skips: list[Skip] = []
     for account in accounts:
         try:
             usages += list_keys(account.session.client("iam"), account.account)
+            readable.append(account)
         except AWS_ERRORS as exc:
             skips.append(Skip(account.account, "-", "iam", error_reason(exc)))
-            continue
-        try:
-            names = list(dict.fromkeys(regions)) or enabled_regions(account.session)
-        except AWS_ERRORS as exc:
-            skips.append(Skip(account.account, "-", "ec2", error_reason(exc)))
-            continue
-        targets[account.account] = [Target(account.account, r, account.session) for r in names]
-    return usages, targets, skips
+    found, more = account_regions(readable, regions)
+    targets: dict[str, list[Target]] = {}
+    for t in found:
+        targets.setdefault(t.account, []).append(t)
+    return usages, targets, skips + more
 
 
 def lookup_all(
