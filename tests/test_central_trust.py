@@ -424,3 +424,17 @@ def test_cli_collect_takes_the_sender_map(moto_server: Any, tmp_path: Path, monk
     senders.write_text("principals: nonsense\n")
     assert main([*args, "--senders", str(senders)]) == 2
     assert "principals must map" in capsys.readouterr().err
+
+
+def test_the_audit_takes_the_same_word_for_a_key_on_hosts() -> None:
+    from keysweep.central.audit import correlate
+    from keysweep.central.records import merge_finding
+
+    victim = genuine(ec2(VICTIM, "web-victim"), sent_at="2026-11-28T10:00:00Z")
+    forged = the_attack()
+    forged["sent_at"] = forged["finding"]["last_seen"] = forged["finding"]["first_seen"] = "2026-11-28T11:00:00Z"
+    forged["finding"]["verification"]["checked_at"] = "2026-11-28T11:00:00Z"  # newer, but another host's word
+    records = [merge_finding(None, victim, Origin(instance_sender(VICTIM), "2026-11-28T10:00:00.000Z")),
+               merge_finding(None, forged, Origin(instance_sender(ATTACKER), "2026-11-28T11:00:00.000Z"))]
+    [host_key], _ = correlate(records, [], {})
+    assert host_key.fleet_status == "live"

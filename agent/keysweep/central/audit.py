@@ -29,7 +29,7 @@ from keysweep.central.credential_report import (
 from keysweep.central.evidence import keysweep_use, verification_times
 from keysweep.central.iam_credentials import OtherCredentials, other_credentials
 from keysweep.central.organization import Organization
-from keysweep.central.records import FindingRecord
+from keysweep.central.records import FindingRecord, key_word
 from keysweep.errors import ConfigError, KeysweepError
 from keysweep.iam_policies import UserPolicies, read_user_policies
 from keysweep.permission_copy import copy_to_permission_set, copy_to_role
@@ -644,7 +644,7 @@ def correlate(
     for key_id, recs in sorted(_gather_host_keys(findings).items()):
         hosts = tuple(sorted({r.hostname or r.host_id for r in recs}))
         locations = tuple(sorted({(r.hostname or r.host_id, _place(r.location)) for r in recs}))
-        newest = max(recs, key=lambda r: r.verified_at or "")
+        newest = key_word(recs)  # each host speaks for itself: the most urgent host's word, not the latest date
         account = next((r.account_id for r in recs if r.account_id), None)
         info = known.get(key_id)
         if info is None:

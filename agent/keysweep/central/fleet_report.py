@@ -17,14 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from keysweep.central.coverage import DEFAULT_SILENT_AFTER, OK, HostCoverage, host_coverage
-from keysweep.central.records import FindingRecord, HostRecord
+from keysweep.central.records import STATUS_URGENCY, FindingRecord, HostRecord, arrival, host_words, key_word
 from keysweep.central.store import Store
 from keysweep.textsafe import csv_cell, dump_json, safe_text, shorten
 
 FORMATS = ("table", "json", "csv", "html")
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 # order of statuses in charts and sorting: what needs action first
-STATUS_ORDER = ("live", "canary", "unknown", "wrong_secret", "expired", "invalid", "skipped", "unverified")
+STATUS_ORDER = STATUS_URGENCY
 AGE_BUCKETS: tuple[tuple[str, timedelta | None], ...] = (
     ("< 1 day", timedelta(days=1)),
     ("1–7 days", timedelta(days=7)),
@@ -177,17 +177,6 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _status_rank(status: str | None) -> int:
-    status = status or "unverified"
-    return STATUS_ORDER.index(status) if status in STATUS_ORDER else len(STATUS_ORDER)
-
-
-def _arrival(rec: FindingRecord) -> tuple[str, str]:
-    """Who reported the key first, by the collector's clock (the agent's own ``first_seen`` for records that did
-    not come through the queue)."""
-    return (rec.received_first or rec.first_seen, rec.host_id)
-
-
 def _key_from(records: Sequence[FindingRecord]) -> FleetKey:
     """One key's facts from its records. Each host speaks only for itself: a host's word on the key is its own newest
     check, and the key is as urgent as the most urgent word of any host holding it (``live`` before ``invalid``), so
@@ -197,11 +186,11 @@ def _key_from(records: Sequence[FindingRecord]) -> FleetKey:
     by_host: dict[str, list[FindingRecord]] = {}
     for rec in records:
         by_host.setdefault(rec.host_id, []).append(rec)
-    words = [max(recs, key=lambda r: (r.verified_at or "", r.version)) for recs in by_host.values()]
-    speaker = min(words, key=lambda r: (_status_rank(r.status), _arrival(r)))
+    words = host_words(records)
+    speaker = key_word(records)
     status = speaker.status or "unverified"
-    holders = sorted((w for w in words if (w.status or "unverified") == status), key=_arrival)
-    others = sorted((w for w in words if (w.status or "unverified") != status), key=_arrival)
+    holders = sorted((w for w in words if (w.status or "unverified") == status), key=arrival)
+    others = sorted((w for w in words if (w.status or "unverified") != status), key=arrival)
 
     def most_reported(values: Sequence[str | None]) -> str | None:
         counted = Counter(v for v in values if v)

@@ -127,7 +127,8 @@ def _badge(status: str) -> str:
 
 
 def _suggestion(s: Mapping[str, Any]) -> str:
-    out = [f"<p><b>Replace with:</b> {esc(s.get('summary'))}"]
+    source = s.get("hostname") or s.get("host_id")  # the host whose suggestion this is
+    out = [f"<p><b>Replace with{f' (from {esc(source)})' if source else ''}:</b> {esc(s.get('summary'))}"]
     if s.get("role_name"):
         out.append(f" (role <code>{esc(s.get('role_name'))}</code>)")
     out.append(f' <span class="muted">{esc(s.get("kind"))}</span></p>')

@@ -289,3 +289,34 @@ def merge_host(existing: HostRecord | None, message: Mapping[str, Any], origin: 
     return dataclasses.replace(
         merged, first_seen=min(existing.first_seen, sent), last_message_at=max(existing.last_message_at, sent)
     )
+
+
+STATUS_URGENCY = ("live", "canary", "unknown", "wrong_secret", "expired", "invalid", "skipped", "unverified")
+
+
+def status_rank(status: str | None) -> int:
+    """Where a verification status stands in urgency (``live`` first; None is ``unverified``)."""
+    status = status or "unverified"
+    return STATUS_URGENCY.index(status) if status in STATUS_URGENCY else len(STATUS_URGENCY)
+
+
+def arrival(record: FindingRecord) -> tuple[str, str]:
+    """When the collector first heard of this place (the agent's own ``first_seen`` for records that did not come
+    through the queue), then the host id: earlier reporters first."""
+    return (record.received_first or record.first_seen, record.host_id)
+
+
+def host_words(records: Sequence[FindingRecord]) -> list[FindingRecord]:
+    """Each host's own word on one key: its record with the newest check (a host speaks only for itself)."""
+    by_host: dict[str, FindingRecord] = {}
+    for rec in records:
+        mine = by_host.get(rec.host_id)
+        if mine is None or (rec.verified_at or "", rec.version) > (mine.verified_at or "", mine.version):
+            by_host[rec.host_id] = rec
+    return list(by_host.values())
+
+
+def key_word(records: Sequence[FindingRecord]) -> FindingRecord:
+    """The record whose status is the key's: the most urgent of the hosts' own words, the earliest reporter first.
+    One host's report can raise the alarm about a key, never clear another host's ``live``."""
+    return min(host_words(records), key=lambda r: (status_rank(r.status), arrival(r)))
