@@ -216,7 +216,7 @@ def test_every_field_the_agent_can_send_is_in_the_schema() -> None:
 
 
 def test_an_agentless_cloud_sweep_sends_what_the_collector_accepts() -> None:
-    from keysweep.cli.cloud import cloud_context
+    from keysweep.cloud.sweep import cloud_context
     from keysweep.models import Finding, Location
 
     context = cloud_context("123456789012", "eu-west-1")
