@@ -437,7 +437,8 @@ class Detector:
             rs, rend = decode.base64_run(view, h)
             if rend - rs < 26 and (rend == len(view) or view[rend] not in b"\r\n"):
                 continue  # a 20-character id needs at least 26 base64 characters
-            if rend == len(view) or view[rend] in b"\r\n":
+            # a wrapped line runs from its indentation to its end (a run after "payload=" is not one)
+            if (rend == len(view) or view[rend] in b"\r\n") and (rs == 0 or view[rs - 1] in b" \t\n"):
                 block = decode.wrapped_base64(view, h)
                 if block is not None:
                     wrapped_until = self._scan_wrapped(block, h, first, depth, view, out, settled)
