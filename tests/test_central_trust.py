@@ -345,6 +345,13 @@ def test_sender_map_file_is_checked(tmp_path: Path) -> None:
     assert senders.bind("AROAOTHER:i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa1").reason  # not an instance role
     assert senders.bind("AROAZZZZZZZZZZZZZZZZ:i-0aaaaaaaaaaaaaaa1", "i-0aaaaaaaaaaaaaaa1").authoritative
     assert senders.bind("AIDANEW", "anything").reason == "sender AIDANEW is not in the sender map"
+    # pods on an EC2 node that send with the node's instance profile: the map gives the node role their host ids
+    nodes = SenderMap.from_mapping({"principals": {"AROANODEROLE00000001": ["kube-system/*"]}}, source="test")
+    node = "AROANODEROLE00000001:i-0ddddddddddddddd4"
+    assert nodes.bind(node, "kube-system/keysweep-abcde").authoritative
+    assert nodes.bind(node, "i-0ddddddddddddddd4").authoritative  # the node itself still speaks for itself
+    assert nodes.bind(node, "default/web").reason and nodes.bind(node, "i-0eeeeeeeeeeeeeee5").reason
+    assert SenderMap().bind(node, "kube-system/keysweep-abcde").reason  # without the map: its own id only
     for text, problem in [("principals: [a]", "principals must map"), ("unmapped: maybe", "unmapped must be"),
                           ("principals: {AIDAX: []}", "expected a list"), ("extra: 1", "unknown key"),
                           ("principals: {AIDAX: [x]}\ninstance_roles: AROA", "instance_roles must be")]:

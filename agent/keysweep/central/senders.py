@@ -3,7 +3,8 @@
 Rules, in order:
 
 1. An EC2 instance profile sends as ``AROA…:i-0123…`` (the role session is named by EC2 after the instance): such a
-   sender speaks only for host id = that instance id. ``instance_roles`` in the sender map limits this to the
+   sender speaks for host id = that instance id, and for nothing else unless the sender map gives it more (agents
+   in pods that use their node's instance profile). ``instance_roles`` in the sender map limits this rule to the
    agents' instance roles, for accounts where other roles could pick a session name that looks like an instance.
 2. A sender named in the sender map (``principals``: a SenderId or principal id — the part before ``:`` — or a
    glob of either, to a list of host ids or host id globs) speaks only for the host ids its entries allow.
@@ -110,15 +111,17 @@ class SenderMap:
 
     def bind(self, sender: str, host_id: str) -> Binding:
         instance = _INSTANCE_SESSION.match(sender)
-        if instance and (not self.instance_roles or instance.group(1) in self.instance_roles):
-            if host_id != instance.group(2):
-                return Binding(reason=f"sender {sender} is an EC2 instance and speaks only for its own host id")
+        if instance and self.instance_roles and instance.group(1) not in self.instance_roles:
+            instance = None
+        if instance and host_id == instance.group(2):
             return Binding(owner=sender, authoritative=True)
         entries = self._entries(sender)
         if entries:
             if any(fnmatchcase(host_id, pattern) for hosts in entries for pattern in hosts):
                 return Binding(owner=principal(sender), authoritative=True)
             return Binding(reason=f"the sender map does not let sender {sender} speak for this host id")
+        if instance:
+            return Binding(reason=f"sender {sender} is an EC2 instance and speaks only for its own host id")
         if self.unmapped == "reject":
             return Binding(reason=f"sender {sender} is not in the sender map")
         if _INSTANCE_ID.match(host_id):
