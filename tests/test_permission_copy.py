@@ -303,3 +303,29 @@ def test_permission_set_commands_run_as_written(moto_server, monkeypatch, tmp_pa
     inline = json.loads(sso.get_inline_policy_for_permission_set(InstanceArn=instance,
                                                                  PermissionSetArn=ps_arn)["InlinePolicy"])
     assert [st["Action"] for st in inline["Statement"]] == [["logs:*"], "s3:*"]
+
+
+def test_a_very_broad_user_fits_a_message_without_broken_pairs():
+    from keysweep.report.message import finding_message as agent_message
+
+    boundary = "arn:aws:iam::534261010715:policy/bound"
+    groups = tuple(GroupPolicies(f"g{g}", tuple(f"arn:aws:iam::534261010715:policy/g{g}-{i}" for i in range(10)),
+                                 (f"gi{g}",)) for g in range(10))
+    p = UserPolicies("ci-deployer", tuple(f"arn:aws:iam::534261010715:policy/u{i}" for i in range(10)), ("own",),
+                     groups, boundary)
+    ctx = HostContext(kind="lambda", hostname="h", host_id="lambda:x", function_name="export", region="eu-west-1")
+    f = _finding(verification=LIVE)
+    s = suggest(f, ctx, iam_policies=p)
+    assert len(s.commands) <= 64
+    assert s.commands[-1] == ("aws iam put-role-permissions-boundary --role-name ROLE_NAME "
+                              f"--permissions-boundary {boundary}")
+    saves = [i for i, c in enumerate(s.commands) if " > " in c]
+    assert saves and all("put-role-policy" in s.commands[i + 1] for i in saves)
+    assert any("more than a suggestion carries" in st and "left out here" in st for st in s.steps)
+    assert s.terraform.count("aws_iam_role_policy_attachment") == 10 and 'data "aws_iam_policy"' in s.terraform
+    msg = agent_message(f, ctx, finding_fingerprint="d" * 32, suggestion=s, report_reason="new")
+    assert msg["suggestion"]["commands"] == list(s.commands)
+    assert not any("commands" in t for t in msg.get("truncated", []))
+    # the audit's copy is not bounded: every policy is there
+    full = copy_to_role(p, "ROLE_NAME", user_ref="ci-deployer", user="ci-deployer", new_role=False)
+    assert len(full.commands) == 10 + 100 * 2 + 11 * 2 + 1

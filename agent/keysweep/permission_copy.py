@@ -104,13 +104,16 @@ def _boundary_lookup(user_ref: str) -> str:
 
 
 def copy_to_role(
-    policies: UserPolicies | None, role: str, *, user_ref: str, user: str | None, new_role: bool
+    policies: UserPolicies | None, role: str, *, user_ref: str, user: str | None, new_role: bool,
+    max_commands: int | None = None,
 ) -> RoleCopy:
     """How to give ``role`` the permissions of the key's IAM user.
 
     ``new_role``: the role is created with the suggestion (the boundary goes on ``create-role``); otherwise it
     exists already and gets the boundary with ``put-role-permissions-boundary``. Terraform refers to a new role
-    as ``aws_iam_role.replacement`` and to an existing one by name.
+    as ``aws_iam_role.replacement`` and to an existing one by name. ``max_commands`` bounds the commands (a
+    message carries at most 64): the boundary command is always kept, a save is never separated from its put,
+    and a step says how many were left out (Terraform keeps them all).
     """
     ref = "aws_iam_role.replacement.name" if new_role else '"' + role.strip('"').lstrip("$") + '"'
     if policies is None:
@@ -178,12 +181,26 @@ def copy_to_role(
             f"replaces any boundary it has: check first (aws iam get-role --role-name {role})."
         )
         tf.append(f'# role {role} exists: set permissions_boundary = "{p.boundary}" where it is defined')
+    if max_commands is not None and len(cmds) > max_commands:
+        cmds, steps = _bounded(cmds, steps, max_commands, p.user_name)
     unread = [u for u in p.unread if not u.startswith("permissions boundary")]
     source = (f"iam-user:{p.user_name} (read from IAM: {len(managed)} managed, {len(p.inline_policies())} inline "
               f"policies, boundary {p.boundary or ('none' if p.boundary_known else 'not read')})")
     if unread:
         source += f"; not read: {', '.join(unread)}"
     return RoleCopy(tuple(cmds), tuple(steps), source, create_flags, role_attributes, "\n\n".join(tf))
+
+
+def _bounded(cmds: list[str], steps: list[str], limit: int, user: str) -> tuple[list[str], list[str]]:
+    boundary = [c for c in cmds if c.startswith(("aws iam put-role-permissions-boundary ", "aws iam get-user "))]
+    kept = [c for c in cmds if c not in boundary][: max(0, limit - len(boundary))]
+    if kept and " > " in kept[-1]:  # a saved document without the put-role-policy that uses it
+        kept.pop()
+    left = len(cmds) - len(kept) - len(boundary)
+    steps = [*steps, f"IAM user {user}'s permissions take {len(cmds)} commands, more than a suggestion carries: "
+             f"{left} are left out here (the Terraform has them all; `keysweep audit --db` lists every command in "
+             "key-on-hosts details.replacement). A role this broad is worth narrowing first."]
+    return [*kept, *boundary], steps
 
 
 def _unread_copy(role: str, user_ref: str, user: str | None, new_role: bool) -> RoleCopy:

@@ -26,6 +26,7 @@ from keysweep.scp import scp_recommendation
 _HUMAN_PATH = re.compile(r"(^|/)(home|Users)/[^/]+/")
 _HISTORY_NAMES = (".bash_history", ".zsh_history", ".history", ".sh_history", ".ash_history", "fish_history")
 _ROLE_NAME_BAD = re.compile(r"[^\w+=,.@-]")
+_COPY_COMMANDS = 48  # of the 64 commands a finding message carries, leaving room for the role's own
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ class _Plan:
 
     def copy_permissions(self, role: str, *, new_role: bool = False) -> RoleCopy:
         """What gives ``role`` the permissions of the key's IAM user (``new_role``: created by this suggestion)."""
-        return copy_to_role(self.policies, role, user_ref=self.user_ref, user=self.user, new_role=new_role)
+        return copy_to_role(self.policies, role, user_ref=self.user_ref, user=self.user, new_role=new_role,
+                            max_commands=_COPY_COMMANDS)
 
     def role_arn(self, role: str) -> str:
         return f"arn:aws:iam::{self.account}:role/{role}"
