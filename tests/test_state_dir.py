@@ -538,16 +538,28 @@ def shared(tmp_path: Path) -> Iterator[Path]:
 
 
 @pytest.mark.skipif(not ROOT, reason="needs root and setpriv")
-def test_a_state_directory_precreated_by_another_user_is_refused(shared: Path, hostile_tree: Path) -> None:
+@pytest.mark.parametrize("planted", ["directory", "symlink"])
+def test_a_state_directory_planted_by_another_user_is_refused(shared: Path, hostile_tree: Path, planted: str) -> None:
     shared.chmod(0o1777)  # like /tmp: anyone may create entries
     state = shared / "state"
-    made = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                           "mkdir", "-m", "0700", str(state)], capture_output=True)
+    root_only = shared / "root-only"
+    root_only.mkdir(mode=0o700)
+    as_nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    cmd = ["mkdir", "-m", "0700", str(state)] if planted == "directory" else ["ln", "-s", str(root_only), str(state)]
+    made = subprocess.run([*as_nobody, *cmd], capture_output=True)
     assert made.returncode == 0, made.stderr
-    proc = keysweep("scan", hostile_tree, "--state-dir", state)
-    assert proc.returncode == 2
-    assert f"state dir {state} is owned by uid {state.stat().st_uid}, not by the running user".encode() in proc.stderr
-    assert not (state / "fingerprint.key").exists()
+    for args in (["scan", hostile_tree, "--state-dir", state],
+                 ["agent", "--config", agent_config(shared, hostile_tree), "--once"]):
+        proc = keysweep(*args)
+        assert proc.returncode == 2, proc.stderr
+        [line] = proc.stderr.decode().splitlines()
+        if planted == "directory":
+            assert f"state dir {state} is owned by uid {state.stat().st_uid}, not by the running user" in line
+        else:
+            assert f"state dir {state} is a symlink; refusing to use it" in line
+    assert list(root_only.iterdir()) == []  # nothing created through the link
+    if planted == "directory":
+        assert list(state.iterdir()) == []
 
 
 @pytest.mark.skipif(not ROOT, reason="needs root and setpriv")
