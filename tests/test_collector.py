@@ -284,4 +284,5 @@ def test_cli_collect_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["collect", "--db", str(tmp_path / "x.db")]) == 2
     assert "--queue-url" in capsys.readouterr().err
     assert main(["collect", "--queue-url", "http://127.0.0.1:1/q", "--wait-seconds", "30"]) == 2
-    assert main(["collect", "--coverage", "--db", str(tmp_path / "missing.db")]) == 3
+    assert main(["collect", "--coverage", "--db", str(tmp_path / "missing.db")]) == 2  # no store: collect first
+    assert not (tmp_path / "missing.db").exists()

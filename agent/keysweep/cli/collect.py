@@ -89,9 +89,9 @@ def _ago(seconds: float | None) -> str:
 
 def _coverage(args: argparse.Namespace) -> int:
     from keysweep.central.coverage import host_coverage
-    from keysweep.central.store import open_store
+    from keysweep.cli.report import open_existing_store
 
-    store = open_store(args.db, create=False)
+    store = open_existing_store(args.db)  # a missing store: exit 2, "run keysweep collect … first"
     try:
         cov = host_coverage(store.iter_hosts(), silent_after=timedelta(hours=args.silent_after))
     finally:
