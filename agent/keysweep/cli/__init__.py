@@ -67,12 +67,12 @@ class _StderrFormatter(logging.Formatter):
 
 
 def _stderr_logging() -> None:
-    root = logging.getLogger()
-    if not root.handlers:  # the agent replaces this with its JSON log
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_StderrFormatter())
-        root.addHandler(handler)
-        root.setLevel(logging.WARNING)
+    """Warnings of a command that sets up no logging of its own (the agent's JSON log, collect's) go to stderr
+    in our format: the last-resort handler, so any real configuration still takes over."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_StderrFormatter())
+    logging.lastResort = handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,9 +98,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _log_fatal(exc: Exception, exit_code: int) -> str:
-    """The error as one line; when the agent's JSON log is set up, also logged there as ``fatal-error``."""
+    """The error as one line; when a log other than stderr is set up (the agent's JSON log on stdout), also logged
+    there as ``fatal-error``."""
     error = describe(exc)
-    if any(not isinstance(h.formatter, _StderrFormatter) for h in logging.getLogger().handlers):
+    if any(getattr(h, "stream", None) not in (None, sys.stderr) for h in logging.getLogger().handlers):
         logging.getLogger("keysweep").critical("fatal-error", extra={"fields": {
             "error_type": type(exc).__name__, "error": error, "exit_code": exit_code}})
     return error
