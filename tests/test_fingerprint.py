@@ -144,3 +144,15 @@ def test_redact():
     assert redact("short") == "…"
     assert redact(None) is None
     assert SECRET[4:8] not in redact(SECRET)
+
+
+def test_key_created_under_a_strict_umask_is_0600_and_usable(tmp_path, monkeypatch):
+    monkeypatch.delenv(ENV_KEY, raising=False)
+    (tmp_path / "state").mkdir(mode=0o700)
+    old = os.umask(0o277)  # a new file would be 0400
+    try:
+        fp = Fingerprinter.from_config(None, tmp_path / "state")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "state" / KEY_FILE).stat().st_mode) == 0o600
+    assert Fingerprinter.from_config(None, tmp_path / "state").secret_fingerprint(SECRET) == fp.secret_fingerprint(SECRET)

@@ -115,7 +115,7 @@ def open_file(path: Path, flags: int, *, create: bool = True, exclusive: bool = 
         if not stat.S_ISREG(st.st_mode):
             raise CorruptStateFile("not a regular file")
         mode = stat.S_IMODE(st.st_mode)
-        if secret and (st.st_uid != os.geteuid() or mode != 0o600):
+        if secret and not exclusive and (st.st_uid != os.geteuid() or mode != 0o600):  # exclusive: we made it
             raise StateDirError(
                 f"{readable(str(path))}: owned by uid {st.st_uid} with mode {mode:04o}, not by uid {os.geteuid()} "
                 "with mode 0600; refusing to use it (remove it to create a new one)"
