@@ -276,7 +276,8 @@ def test_collector_binds_senders_and_clamps_times(moto_server: Any, tmp_path: Pa
     assert json.loads(dead)["message_id"] == forged["message_id"]
 
 
-def test_two_collectors_at_once_one_first_sender_wins(moto_server: Any, tmp_path: Path,
+@pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
+def test_two_collectors_at_once_one_first_sender_wins(backend: str, moto_server: Any, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     sqs = sqs_client()
     q = make_queues(sqs, visibility=30)
@@ -292,7 +293,8 @@ def test_two_collectors_at_once_one_first_sender_wins(moto_server: Any, tmp_path
         return "AIDALEFT000000000001" if json.loads(body)["sweep"]["sweep_id"].startswith("left") \
             else "AIDARIGHT00000000001"
 
-    db = str(tmp_path / "fleet.db")
+    db = str(tmp_path / "fleet.db") if backend == "sqlite" else f"dynamodb://race-{uuid.uuid4().hex[:8]}"
+    open_store(db).close()
     results = []
     with sender_proxy(moto_server.endpoint, sender) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.endpoint)

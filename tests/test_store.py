@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import uuid
 from collections.abc import Iterator
@@ -243,3 +244,24 @@ def test_dynamodb_refusing_a_message_is_that_messages_failure(moto_server: Any) 
     assert "aaaa" not in str(err.value)
     assert list(store.iter_findings()) == [] and list(store.iter_hosts()) == []  # nothing half-written
     assert store.upsert_finding(M.finding_message()) is True  # the store is fine
+
+
+def test_dynamodb_reads_findings_of_the_layout_before_per_host_records(moto_server: Any) -> None:
+    import zlib
+
+    import boto3
+    from keysweep.central.records import merge_finding
+
+    table = f"keysweep-test-{uuid.uuid4().hex[:8]}"
+    store = open_store(f"dynamodb://{table}")
+    old_message = M.finding_message(sent_at="2026-11-28T10:00:00Z", status="live")
+    old = merge_finding(None, old_message)
+    blob = zlib.compress(json.dumps(old.to_dict(), sort_keys=True, separators=(",", ":")).encode())
+    boto3.client("dynamodb", region_name="us-east-1").put_item(TableName=table, Item={
+        "pk": {"S": f"FINDING#{old.finding_fingerprint}"}, "sk": {"S": "FINDING"}, "type": {"S": "finding"},
+        "rev": {"N": "1"}, "data": {"B": blob}})
+    assert [r.to_dict() for r in store.iter_findings()] == [old.to_dict()]
+    store.upsert_finding(M.finding_message(sent_at="2026-11-28T11:00:00Z", status="invalid"))
+    [now] = list(store.iter_findings())  # the same host and place in the per-host layout wins
+    assert now.status == "invalid" and now.finding_fingerprint == old.finding_fingerprint
+    assert [e["status"] for e in now.verification_history] == ["live", "invalid"]  # the old history carried over

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 SUPPORTED_VERSIONS = frozenset({1})
 MAX_BODY_BYTES = 1024 * 1024  # SQS's own limit: anything larger did not come from an agent
+MAX_CACHED_OWNERS = 100_000
 
 
 class Outcome(enum.StrEnum):
@@ -89,6 +90,9 @@ class MessageHandler:
         self.validator = validator or message_validator()
         self.senders = senders or SenderMap()
         self.skew = skew
+        # host id -> owner the store confirmed: an owner changes only by a take-over, which a sender the cache knows
+        # as the owner never needs and another first-seen sender can never make
+        self._owners: dict[str, str] = {}
 
     def classify(self, body: str | bytes) -> tuple[Result, dict[str, Any] | None]:
         """The outcome a body would have, and the parsed message when it is ok (the store is not touched)."""
@@ -142,7 +146,12 @@ class MessageHandler:
         binding = self.senders.bind(origin.sender, host_id)
         if binding.reason or binding.owner is None:
             return binding.reason
-        owner = self.store.claim_host(host_id, binding.owner, take_over=binding.authoritative)
+        owner = self._owners.get(host_id)
+        if owner != binding.owner and (owner is None or binding.authoritative):
+            owner = self.store.claim_host(host_id, binding.owner, take_over=binding.authoritative)
+            if len(self._owners) >= MAX_CACHED_OWNERS:
+                self._owners.clear()
+            self._owners[host_id] = owner
         if owner != binding.owner:
             return f"the host id is owned by sender {owner}, not {binding.owner}"
         return None

@@ -12,7 +12,8 @@ pk (hash key, S)       sk (range, S)     item
 =====================  ================  ==========================================================
 
 Stores written before findings were kept per host hold ``FINDING#<ffp>`` / ``FINDING`` items; they are still read
-(a record of the same host and place in the new layout wins) and never written again.
+(a record of the same host and place in the new layout wins, and starts from the old one's history) and never
+written again.
 
 Every item carries ``type`` (finding | host | owner | deactivation); findings and hosts carry ``rev`` (a number bumped
 on every write) and ``data`` (the record as zlib-compressed canonical JSON, so nested values need no DynamoDB
@@ -138,12 +139,19 @@ class DynamoDBStore:
         host_changed = self._merge_host(message, origin)
         changed = self._merge_item(
             f"HOST#{host_id}", f"FINDING#{fp}", FindingRecord.from_dict,
-            lambda old: merge_finding(old, message, origin),
+            lambda old: merge_finding(old or self._legacy_finding(host_id, fp), message, origin),
             lambda r: {"type": {"S": "finding"}, "key_id": {"S": r.key_id}, "fingerprint": {"S": r.fingerprint},
                        "host_id": {"S": r.host_id}, "status": {"S": r.status or "none"},
                        "last_seen": {"S": r.last_seen}},
         )
         return host_changed or changed
+
+    def _legacy_finding(self, host_id: str, fp: str) -> FindingRecord | None:
+        """The record of this host and place in the layout before per-host records, to carry its history over."""
+        item = self._ddb.get_item(TableName=self.table, ConsistentRead=True,
+                                  Key={"pk": {"S": f"FINDING#{fp}"}, "sk": {"S": "FINDING"}}).get("Item")
+        record = FindingRecord.from_dict(_decode(item["data"]["B"])) if item else None
+        return record if record is not None and record.host_id == host_id else None
 
     def record_heartbeat(self, message: Mapping[str, Any], origin: Origin | None = None) -> bool:
         return self._merge_host(message, origin)
