@@ -295,6 +295,8 @@ def _damage(path: Path, how: str) -> None:
     elif how == "directory":
         path.mkdir()
         (path / "inside").write_text("x")
+    elif how == "fifo":
+        os.mkfifo(path, 0o600)
     if path.is_file():
         path.chmod(0o600)
 
@@ -342,6 +344,7 @@ def test_agent_moves_a_bad_state_file_aside_and_keeps_sweeping(
 @pytest.mark.parametrize(("name", "how"), [
     (STATE_FILE, "truncated"), (STATE_FILE, "garbage"), (STATE_FILE, "directory"),
     ("fingerprint.key", "truncated"), ("fingerprint.key", "garbage"), ("fingerprint.key", "directory"),
+    (STATE_FILE, "fifo"), ("fingerprint.key", "fifo"),
 ])
 def test_scan_moves_a_bad_state_file_aside_and_rebuilds_it(
     tmp_path: Path, hostile_tree: Path, name: str, how: str
