@@ -368,3 +368,20 @@ def test_throttling_backs_off_and_the_read_completes(
         proxy.close()
     assert proxy.throttled == 3
     assert code == 1 and list(by_key(doc)) == [k.key_id] and doc["summary"]["skips"] == [], err
+
+
+def test_an_unreadable_layer_is_a_skip_with_its_reason(
+    moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lam = boto3.client("lambda")
+    layer = lam.publish_layer_version(LayerName="shared", Content={"ZipFile": zipped("python/x.py", "")})[
+        "LayerVersionArn"]
+    for name in ("a", "b"):
+        lam.create_function(FunctionName=name, Runtime="python3.12", Role=role(f"r-{name}"), Handler="h.h",
+                            Code={"ZipFile": zipped("h.py", "")}, Layers=[layer])
+    code, doc, err = run_cloud(capsys, "--region", REGION)
+    # moto answers a layer's content location as "s3://" (nothing to fetch): the layer is looked up and
+    # reported as not read, with the reason
+    reasons = [s["reason"] for s in doc["summary"]["skips"]]
+    assert reasons.count("no-package-location (Content)") == 1, err
+    assert code == 0

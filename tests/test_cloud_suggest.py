@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from keysweep.cloud.sweep import cloud_context
+from keysweep.cli.cloud import cloud_context
 from keysweep.models import Finding, Location, Verification
 from keysweep.suggest import UserPolicies, suggest
 

@@ -15,6 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, TextIO
 
+from keysweep.cloud import cloud_context
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.models import Finding
 
@@ -99,7 +100,6 @@ def _send_to_queue(
     """--queue-url: one sender per account and region (its own host context and heartbeat), one spool."""
     import dataclasses
 
-    from keysweep.cloud.sweep import cloud_context
     from keysweep.fingerprint import default_state_dir
     from keysweep.report.sqs import ReportConfig, Reporter
 

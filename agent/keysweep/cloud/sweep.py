@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from keysweep.cloud import autoscaling, awslambda, batch, cloudformation, codebuild, ec2, ecs, ssm
 from keysweep.cloud.items import Item, Reader
 from keysweep.cloud.session import AWS_ERRORS, Skip, Target, error_reason
-from keysweep.models import Finding, HostContext, Location
+from keysweep.models import Finding, Location
 from keysweep.scan import ScanOptions, ScanStats, dedupe
 from keysweep.sources.archives import scan_archive
 
@@ -152,11 +152,3 @@ def sweep_targets(
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(run_cloud, [t], detector, should_stop=should_stop) for t in targets]
         return [(t, f.result()) for t, f in zip(targets, futures, strict=True)]
-
-
-def cloud_context(account: str, region: str) -> HostContext:
-    """The host context of an agentless sweep of one account and region (what a fleet report shows it as)."""
-    return HostContext(
-        kind="cloud", hostname=f"aws:{account}:{region}", host_id=f"cloud:{account}:{region}",
-        account_id=account, region=region,
-    )
