@@ -329,3 +329,29 @@ def test_a_very_broad_user_fits_a_message_without_broken_pairs():
     # the audit's copy is not bounded: every policy is there
     full = copy_to_role(p, "ROLE_NAME", user_ref="ci-deployer", user="ci-deployer", new_role=False)
     assert len(full.commands) == 10 + 100 * 2 + 11 * 2 + 1
+
+
+def test_hcl_json_escapes_template_sequences():
+    from keysweep.permission_copy import hcl_json
+
+    doc = {"Resource": "arn:aws:s3:::b/${aws:username}/%{x}", "N": [1, True, None]}
+    text = f'resource "aws_iam_role_policy" "x" {{\n  policy = jsonencode({hcl_json(doc)})\n}}\n'
+    assert "$${aws:username}" in text and "%%{x}" in text
+    assert hcl_problems(text) == []
+
+
+def test_permission_set_past_the_quota_and_unread():
+    managed = tuple(f"arn:aws:iam::111122223333:policy/p{i}" for i in range(12))
+    p = UserPolicies("u", managed, ("own",), documents={"own": _doc("s3:GetObject")})
+    ps = copy_to_permission_set(p, account="111122223333", user_ref="u")
+    refs = [c for c in ps.commands if "attach-customer-managed-policy-reference" in c]
+    assert len(refs) == MANAGED_POLICIES_PER_ROLE
+    (merge,) = [c for c in ps.commands if c.startswith("jq ")]
+    assert "managed-p10.json managed-p11.json inline-own.json" in merge
+    assert any("the other 2 go into the inline policy" in st for st in ps.steps)
+    assert 'file("permission-set-inline.json")' in ps.terraform  # managed documents are not read: from the file
+    unread = copy_to_permission_set(None, account="111122223333", user_ref="$USER_NAME")
+    assert unread.commands[-1].startswith('aws iam get-user --user-name $USER_NAME')
+    for cmd in (*ps.commands, *unread.commands):
+        if not cmd.startswith("jq "):
+            assert aws_command_problems(cmd) == [], cmd
