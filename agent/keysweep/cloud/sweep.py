@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from keysweep.cloud import autoscaling, awslambda, batch, cloudformation, codebuild, ec2, ecs, ssm
+from keysweep.cloud import cloud_context as cloud_context  # re-exported: the queue's host context
 from keysweep.cloud.items import Item, Reader
 from keysweep.cloud.session import AWS_ERRORS, Skip, Target, error_reason
 from keysweep.models import Finding, Location
