@@ -355,3 +355,20 @@ def test_permission_set_past_the_quota_and_unread():
     for cmd in (*ps.commands, *unread.commands):
         if not cmd.startswith("jq "):
             assert aws_command_problems(cmd) == [], cmd
+
+
+def test_copied_names_never_collide():
+    p = UserPolicies("u", tuple(f"arn:aws:iam::1:policy/p{i}" for i in range(10))
+                     + ("arn:aws:iam::1:policy/a/deploy", "arn:aws:iam::1:policy/b/deploy",
+                        "arn:aws:iam::aws:policy/deploy"),
+                     ("group-a-b-c",), (GroupPolicies("a-b", (), ("c",)), GroupPolicies("a", (), ("b-c",))))
+    copy = copy_to_role(p, "R", user_ref="u", user="u", new_role=True)
+    puts = [c.split("--policy-name ")[1].split()[0] for c in copy.commands if "put-role-policy" in c]
+    files = [c.rsplit("> ", 1)[1] for c in copy.commands if " > " in c]
+    assert puts == ["managed-a-deploy", "managed-b-deploy", "managed-aws-deploy", "group-a-b-c", "group-a-b-c-2",
+                    "group-a-b-c-3"]
+    assert len(set(files)) == len(files) == 6
+    ps = copy_to_permission_set(p, account="1", user_ref="u")
+    (merge,) = [c for c in ps.commands if c.startswith("jq ")]
+    assert all(f in merge for f in files)
+    assert hcl_problems(copy.terraform, names=puts) == []

@@ -59,27 +59,42 @@ def _file(kind: str, *names: str) -> str:
     return _FILE_BAD.sub("-", "-".join((kind, *names))) + ".json"
 
 
-def _save_inline(user_ref: str, p: InlinePolicy) -> tuple[str, str]:
-    """(command saving the inline policy's document to a file, that file's name)."""
+def _save_inline(user_ref: str, p: InlinePolicy, name: str) -> tuple[str, str]:
+    """(command saving the inline policy's document to a file, that file); ``name`` is its name on the role."""
     if p.group is None:
-        f = _file("inline", p.name)
+        f = _file("inline", name)
         cmd = f"aws iam get-user-policy --user-name {user_ref} --policy-name {p.name} --query PolicyDocument"
     else:
-        f = _file("group", p.group, p.name)
+        f = _file(name)
         cmd = f"aws iam get-group-policy --group-name {p.group} --policy-name {p.name} --query PolicyDocument"
     return f"{cmd} --output json > {f}", f
 
 
-def _save_managed(arn: str) -> tuple[str, str, str]:
-    """(command saving a managed policy's default version to a file, that file, the name to give it inline)."""
-    name = policy_name_and_path(arn)[0]
-    f = _file("managed", name)
+def _distinct(name: str, used: set[str]) -> str:
+    """``name``, or ``name-2``, ``name-3``… when another copied policy already has it (group ``a-b`` policy ``c``
+    and group ``a`` policy ``b-c`` would both be ``group-a-b-c``)."""
+    out, n = name, 1
+    while out in used:
+        n += 1
+        out = f"{name[:120]}-{n}"
+    used.add(out)
+    return out
+
+
+def _save_managed(arn: str, used: set[str]) -> tuple[str, str, str]:
+    """(command saving a managed policy's default version to a file, that file, the name to give it inline).
+
+    The name holds the path (and ``aws`` for an AWS managed policy): two policies of one name stay apart."""
+    name, path = policy_name_and_path(arn)
+    unique = _distinct("managed-" + _FILE_BAD.sub("-", ("aws" if is_aws_managed(arn) else "") + path + name).strip("-"),
+                       used)[:128]
+    f = _file(unique)
     cmd = (
         f"aws iam get-policy-version --policy-arn {arn} --version-id "
         f"\"$(aws iam get-policy --policy-arn {arn} --query Policy.DefaultVersionId --output text)\" "
         f"--query PolicyVersion.Document --output json > {f}"
     )
-    return cmd, f, f"managed-{name}"[:128]
+    return cmd, f, unique
 
 
 def hcl_json(doc: object) -> str:
@@ -127,8 +142,9 @@ def copy_to_role(
         tf.append(f'resource "aws_iam_role_policy_attachment" "replacement_{i}" {{\n  role       = {ref}\n'
                   f'  policy_arn = "{arn}"\n}}')
     steps = [f"Give role {role} the permissions of IAM user {p.user_name} (commands below), then narrow them."]
+    used: set[str] = set()
     for arn in extra:
-        save, f, name = _save_managed(arn)
+        save, f, name = _save_managed(arn, used)
         cmds += [save, f"aws iam put-role-policy --role-name {role} --policy-name {name} --policy-document file://{f}"]
         label = _hcl_label(name)
         tf.append(f'data "aws_iam_policy" "{label}" {{\n  arn = "{arn}"\n}}')
@@ -147,8 +163,8 @@ def copy_to_role(
         steps.append(f"Role {role} already exists: its own managed policies count towards the same quota "
                      f"(aws iam list-attached-role-policies --role-name {role}).")
     for i, pol in enumerate(p.inline_policies()):
-        save, f = _save_inline(user_ref, pol)
-        name = pol.role_policy_name
+        name = _distinct(pol.role_policy_name, used)
+        save, f = _save_inline(user_ref, pol, name)
         cmds += [save, f"aws iam put-role-policy --role-name {role} --policy-name {name} --policy-document file://{f}"]
         body = f"jsonencode({hcl_json(pol.document)})" if pol.document is not None else f'file("{f}")'
         tf.append(f'resource "aws_iam_role_policy" "inline_{i}" {{\n  name   = "{name}"\n  role   = {ref}\n'
@@ -288,9 +304,10 @@ def copy_to_permission_set(policies: UserPolicies | None, *, account: str, user_
                      f"of that name and path must exist in every account the permission set is assigned to (it does "
                      f"in {account}; create it in any other).")
     files: list[str] = []
+    used: set[str] = set()
     docs: list[object] = []
     for arn in extra:
-        save, f, _ = _save_managed(arn)
+        save, f, _ = _save_managed(arn, used)
         cmds.append(save)
         files.append(f)
         docs.append(None)
@@ -298,7 +315,7 @@ def copy_to_permission_set(policies: UserPolicies | None, *, account: str, user_
         steps.append(f"IAM user {p.user_name} has {len(managed)} managed policies; the role Identity Center creates "
                      f"holds {MANAGED_POLICIES_PER_ROLE} by default: the other {len(extra)} go into the inline policy.")
     for pol in p.inline_policies():
-        save, f = _save_inline(user_ref, pol)
+        save, f = _save_inline(user_ref, pol, _distinct(pol.role_policy_name, used))
         cmds.append(save)
         files.append(f)
         docs.append(pol.document)
