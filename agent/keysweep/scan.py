@@ -265,9 +265,8 @@ _Exported = tuple[Finding, str | None, str | None]
 _Item = tuple[filesystem.FileRef, os.stat_result | None]  # the lstat only when a FileCache needs it
 _Part = tuple[filesystem.FileRef, os.stat_result | None, int, int, int | None]  # file, lstat, index, start, end
 _PartDone = tuple[int, list[_Exported], int, int, int]  # index, findings, lines before, lines in, bytes
-_Outcome = tuple[
-    filesystem.FileRef, os.stat_result | None, "list[_Exported] | filesystem.SplitFile | _PartDone | str | None"
-]
+# what a worker sends back about a file, by path (a file to split carries its FileRef in the SplitFile)
+_Outcome = tuple[str, os.stat_result | None, "list[_Exported] | filesystem.SplitFile | _PartDone | str | None"]
 # a directory for a worker to list: the directory, its root's st_dev, entries to pass over (the rest of a
 # listing a dead worker had begun)
 _Dir = tuple[filesystem.Dir, int, int]
@@ -329,7 +328,7 @@ class _FilesScan:
 
     def _scan_here(self, items: Iterable[_Item]) -> None:
         for ref, st in items:
-            self._done(ref, st, _scan_one(ref, st, self.detector, self.options, self.stats, self.dirs))
+            self._done(ref.path, st, _scan_one(ref, st, self.detector, self.options, self.stats, self.dirs))
 
     def _run(self, handled: set[tuple[int, int]]) -> None:
         if self.options.worker_count > 1 and self.cache is None:
@@ -354,13 +353,13 @@ class _FilesScan:
 
     def _take(self, pool: _Pool, outcomes: Iterable[_Outcome]) -> None:
         """Record what the workers sent back: a file's findings, a part of a split file, or a file to split."""
-        for ref, st, exported in outcomes:
+        for path, st, exported in outcomes:
             if isinstance(exported, filesystem.SplitFile):
-                pool.push(self._split(ref, st, exported.size, self.options.worker_count))
+                pool.push(self._split(exported.ref, st, exported.size, self.options.worker_count))
             elif isinstance(exported, (tuple, str)):
-                self._part_done(ref, st, exported)
+                self._part_done(path, st, exported)
             else:
-                self._done(ref, st, None if exported is None else [_import(t) for t in exported])
+                self._done(path, st, None if exported is None else [_import(t) for t in exported])
 
     def _probe(self, handled: set[tuple[int, int]]) -> list[_Item] | None:
         """The whole walk when it yields at most one batch of files (not worth forking for), else None."""
@@ -433,9 +432,8 @@ class _FilesScan:
         self._parts[ref.path] = [None] * n
         return [(ref, st, i, lo, bounds[i + 1] if i + 1 < n else None) for i, lo in enumerate(bounds)]
 
-    def _part_done(self, ref: filesystem.FileRef, st: os.stat_result | None, part: _PartDone | str) -> None:
+    def _part_done(self, path: str, st: os.stat_result | None, part: _PartDone | str) -> None:
         """A part of a split file; once all are in, line numbers are made absolute and the file is done."""
-        path = ref.path
         parts = self._parts.get(path)
         if parts is None:
             return  # an earlier part failed: the file is already counted
@@ -464,18 +462,18 @@ class _FilesScan:
             lines += inside
             self.stats.bytes_scanned += nbytes
         self.stats.files_scanned += 1
-        self._done(ref, st, list(found.values()))
+        self._done(path, st, list(found.values()))
 
-    def _done(self, ref: filesystem.FileRef, st: os.stat_result | None, found: list[Finding] | None) -> None:
+    def _done(self, path: str, st: os.stat_result | None, found: list[Finding] | None) -> None:
         if found is None:
             return
         self.findings += found
         self.stats.findings_by_source["files"] += len(found)
         if self.cache is not None and st is not None:
             try:
-                self.cache.store(ref.path, st, found)
+                self.cache.store(path, st, found)
             except Exception as exc:  # the file's findings stand; it is read again next time
-                self.stats.fail("state-error", filesystem.display_path(ref.path, self.options.path_prefix), exc)
+                self.stats.fail("state-error", filesystem.display_path(path, self.options.path_prefix), exc)
 
     def _cached(self, ref: filesystem.FileRef, st: os.stat_result) -> list[Finding] | None:
         """The file cache's findings for an unchanged file; a cache that fails on one file is counted, and the
@@ -537,9 +535,9 @@ def _worker(
             ref, st = task
             found = _scan_one(ref, st, detector, options, stats, walker.dirs, split_over=_SPLIT_OVER)
             if isinstance(found, filesystem.SplitFile):
-                out.append((ref, st, found))
+                out.append((ref.path, st, found))
             elif found or st is not None:  # without a stat (no FileCache) a file with no finding needs no answer
-                out.append((ref, st, None if found is None else [_export(f) for f in found]))
+                out.append((ref.path, st, None if found is None else [_export(f) for f in found]))
         results.send(("batch", out, stats))
 
 
@@ -579,9 +577,9 @@ def _walk_dirs(
                         break
                     found = _scan_one(ref, None, detector, options, walker.stats, walker.dirs, split_over=_SPLIT_OVER)
                     if isinstance(found, filesystem.SplitFile):
-                        out.append((ref, None, found))
+                        out.append((ref.path, None, found))
                     elif found:
-                        out.append((ref, None, [_export(f) for f in found]))
+                        out.append((ref.path, None, [_export(f) for f in found]))
                 group = []
             if item is None:
                 break
@@ -595,10 +593,10 @@ def _scan_part(task: _Part, detector: Detector, options: ScanOptions, dirs: file
     try:
         part = filesystem.scan_part(ref, start, end, detector, options, dirs)
     except filesystem.Skip as skip:
-        return ref, st, ("error:" if skip.error else "skip:") + skip.reason
+        return ref.path, st, ("error:" if skip.error else "skip:") + skip.reason
     except Exception:
-        return ref, st, "error:internal-error"
-    return ref, st, (index, [_export(f) for f in part.findings], part.lines_before, part.lines_in, part.nbytes)
+        return ref.path, st, "error:internal-error"
+    return ref.path, st, (index, [_export(f) for f in part.findings], part.lines_before, part.lines_in, part.nbytes)
 
 
 class _Worker:

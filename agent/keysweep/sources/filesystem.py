@@ -618,6 +618,7 @@ class SplitFile(NamedTuple):
     """A plain file of ``size`` bytes left to be scanned in parts (:func:`scan_part`) by several workers."""
 
     size: int
+    ref: FileRef
 
 
 class PartResult(NamedTuple):
@@ -719,7 +720,7 @@ def scan_file(
                 if found is not None:
                     return found
         if split_over is not None and size > split_over and len(head) >= want:
-            return SplitFile(size)
+            return SplitFile(size, ref)
         if len(head) < want:  # the whole file
             # almost every file holds no key: its Location (~1 µs to build) is made only for findings
             findings = detector.scan(head, location=_FILE)
