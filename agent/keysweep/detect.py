@@ -211,7 +211,7 @@ class Detector:
     ) -> list[Finding]:
         """Findings in ``buf``, whose first byte is at ``base_offset`` / line ``base_line`` of the stream.
 
-        One finding per key (id and secret) per place, at its first line (see :class:`Place`; ``place``
+        One finding per key id per place, at its first line unless better paired later (see :class:`Place`; ``place``
         carries what earlier buffers of the same place found, and the findings returned are those this buffer
         added or improved). ``per_line``: one finding per key id and line instead, for callers that map lines
         to places of their own (environment variables); bounded by the same cap. Ids at absolute offsets below
