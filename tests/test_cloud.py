@@ -385,3 +385,30 @@ def test_an_unreadable_layer_is_a_skip_with_its_reason(
     reasons = [s["reason"] for s in doc["summary"]["skips"]]
     assert reasons.count("no-package-location (Content)") == 1, err
     assert code == 0
+
+
+def test_a_refused_per_resource_call_is_tried_once_and_the_rest_goes_on(
+    moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.recording_proxy import recording_proxy
+
+    k = planted_key(46)
+    ec2 = boto3.client("ec2")
+    ami = ec2.describe_images()["Images"][0]["ImageId"]
+    ec2.run_instances(ImageId=ami, MinCount=3, MaxCount=3, UserData=k.key_id)
+    ec2.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={
+        "UserData": base64.b64encode(k.key_id.encode()).decode()})
+    key_id, secret = _reader_user("auditor", ["ec2:DescribeInstanceAttribute"])
+    moto_server.enable_auth()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
+    with recording_proxy(moto_server.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.endpoint)
+        code, doc, err = run_cloud(capsys, "--region", REGION)
+        asked = [r for r in proxy.snapshot() if b"Action=DescribeInstanceAttribute" in r.body]
+    assert len(asked) == 1  # refused once: the other two instances are not asked
+    # (AWS's code is UnauthorizedOperation, moto's AccessDenied; moto also refuses an IAM user's Lambda calls)
+    ec2_skips = [s["reason"] for s in doc["summary"]["skips"] if s["service"] == "ec2"]
+    assert len(ec2_skips) == 1 and ec2_skips[0].endswith(" (DescribeInstanceAttribute)"), err
+    (found,) = doc["findings"]  # the launch template is still read
+    assert code == 1 and found["location"]["field"] == "versions/1/UserData"

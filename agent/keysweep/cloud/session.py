@@ -25,6 +25,7 @@ SESSION_NAME = "keysweep-cloud"
 # control-plane list calls are cheap but an organisation-wide run makes many: let the SDK back off longer
 _CONFIG = client_config(connect_timeout=5.0, read_timeout=30.0, max_attempts=8)
 T = TypeVar("T")
+_GONE = ("NotFound", "NotFoundException", "ResourceNotFoundException", "ClientException")  # deleted since listed
 _CLIENT_LOCK = threading.Lock()
 
 
@@ -65,6 +66,7 @@ class Target:
     session: boto3.session.Session
     skips: list[Skip] = field(default_factory=list)
     _clients: dict[str, Any] = field(default_factory=dict)
+    _refused: set[str] = field(default_factory=set)
 
     def client(self, service: str, *, config: Config | None = None) -> Any:
         """This account-region's client for ``service`` (with ``config``: its own one, e.g. fewer retries)."""
@@ -80,12 +82,19 @@ class Target:
             self.skips.append(s)
 
     def attempt(self, service: str, call: Callable[..., T], **kwargs: Any) -> T | None:
-        """``call(**kwargs)``, or None with a skip recorded when AWS refuses or fails it (one resource's call:
-        the rest of the service goes on)."""
+        """``call(**kwargs)`` for one resource, or None: a resource gone since it was listed is passed over; any
+        other failure is a skip, and that operation is not tried again in this account-region (a role without
+        ``ec2:DescribeInstanceAttribute`` costs one refused call, not one per instance)."""
+        name = getattr(call, "__name__", repr(call))
+        if name in self._refused:
+            return None
         try:
             return call(**kwargs)
         except AWS_ERRORS as exc:
-            self.skip(service, error_reason(exc))
+            code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
+            if not str(code).endswith(_GONE):
+                self._refused.add(name)
+                self.skip(service, error_reason(exc))
             return None
 
 
