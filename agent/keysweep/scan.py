@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import signal
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -113,7 +114,8 @@ class ScanStats:
     suppressed: int = 0  # findings the allowlist accepted
     duration_seconds: float = 0.0
     interrupted: bool = False
-    # where the first errors happened: {"reason", "path" (a readable path, or "source:NAME"), "error" (a type)}
+    # where the first errors happened: {"reason", "path" (a readable path, or "source:NAME"), and for an exception
+    # "error" (its type) and "at" (file:line where it was raised)}
     error_details: list[dict[str, str]] = field(default_factory=list)
     # files a limit left unread or partly read: {"reason", "path"}, the first ones only (the counts are complete)
     unread_details: list[dict[str, str]] = field(default_factory=list)
@@ -126,6 +128,9 @@ class ScanStats:
             detail = {"reason": reason, "path": where}
             if exc is not None:
                 detail["error"] = type(exc).__name__
+                frames = traceback.extract_tb(exc.__traceback__)
+                if frames:  # where it was raised, for a bug report
+                    detail["at"] = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}"
             self.error_details.append(detail)
 
     def unread(self, reason: str, where: str) -> None:
