@@ -210,3 +210,34 @@ def test_headers_without_data_are_charged_until_the_budget_stops_them(tmp_path: 
         assert result.stats.skipped["archive-too-large"] == 1
     else:
         assert not result.stats.skipped and not result.stats.errors
+
+
+def test_pax_headers_repeated_without_a_member_hold_no_more_than_one() -> None:
+    """Thousands of global and per-file pax headers, each with a new large record, before one member: the
+    reader keeps only the records it uses, so what it holds does not grow with them."""
+    import tracemalloc
+
+    def pax(typeflag: bytes, i: int) -> bytes:
+        body = b"SCHILY.xattr.user.k%d=" % i + b"v" * 60_000 + b"\n"
+        rec = b"%d " % (len(body) + 6) + body
+        assert int(rec.split(b" ", 1)[0]) == len(rec)
+        h = bytearray(512)
+        h[:3] = b"pax"
+        h[124:136] = b"%011o\0" % len(rec)
+        h[156:157] = typeflag
+        h[257:265] = b"ustar\x0000"
+        h[148:156] = b" " * 8
+        h[148:156] = b"%06o\0 " % sum(h)
+        return bytes(h) + rec + bytes(-len(rec) % 512)
+
+    def stream():  # noqa: ANN202
+        for i in range(300):
+            yield pax(b"g" if i % 2 else b"x", i)
+
+    data = b"".join(stream()) + _tar([("a.env", "file", PAIR)], tarfile.USTAR_FORMAT)
+    tracemalloc.start()
+    got = [(m.name, r.read()) for m, r in tarstream.members(io.BytesIO(data).read)]
+    _current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert got == [(b"a.env", PAIR)]
+    assert peak < 6 * tarstream.MAX_HEADER, peak  # one header, its records and their copies; not 300 of them

@@ -21,6 +21,7 @@ _SKIP_READ = 64 * 1024
 _REGULAR = frozenset(b"07\0S")
 _NO_DATA = frozenset(b"123456")  # hard and symbolic links, devices, directories, FIFOs: size is ignored
 _LONG_NAME, _LONG_LINK, _PAX, _PAX_GLOBAL, _SPARSE = ord("L"), ord("K"), ord("x"), ord("g"), ord("S")
+_PAX_USED = frozenset({b"path", b"size"})
 
 
 class TarFormatError(Exception):
@@ -162,7 +163,9 @@ def members(read: Callable[[int], bytes]) -> Iterator[tuple[TarMember, _Data]]:
             continue
         if typeflag in (_PAX, _PAX_GLOBAL):
             records = _pax_records(_long_header(read, size))
-            (global_pax if typeflag == _PAX_GLOBAL else pax).update(records)
+            # only what is used is kept: headers repeated without a member between them add nothing up
+            kept = {k: v for k, v in records.items() if k in _PAX_USED}
+            (global_pax if typeflag == _PAX_GLOBAL else pax).update(kept)
             continue
         values = {**global_pax, **pax}
         pax = {}
