@@ -311,3 +311,31 @@ def test_deep_tree_is_walked_with_a_bounded_number_of_open_fds(tmp_path: Path) -
     assert sorted(found) == ["bottom.env"] + ["s.env"] * 5
     assert most <= 8 + 2  # the cache, the listing's own fd, listdir's own
     assert stats.skipped == {} and stats.errors == {}
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a link owned by another user)")
+def test_a_watched_path_through_a_users_link_to_a_root_only_directory_is_not_read(tmp_path: Path) -> None:
+    """A watcher's event names a path in a directory a user writes: ``~/.aws`` swapped for that user's link to
+    a root-only directory never makes root read what is there (the operator naming the path still follows it)."""
+    from keysweep.scan import run_scan
+
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "credentials").write_text(PAIR)
+    home = tmp_path / "home" / "u"
+    home.mkdir(parents=True)
+    os.chown(home, 65534, 65534)
+    (home / ".aws").symlink_to(private)
+    os.lchown(home / ".aws", 65534, 65534)
+    named = str(home / ".aws" / "credentials")
+    detector = make_detector()
+    watched = ScanOptions(paths=(named,), sources=("files",), workers=1, follow_named=False)
+    result = run_scan(watched, detector)
+    assert result.findings == [] and result.stats.files_scanned == 0
+    assert result.stats.skipped["symlink-other-owner"] == 1
+    os.lchown(home / ".aws", 0, 0)  # an administrator's link is followed
+    assert [f.key_id for f in run_scan(watched, detector).findings] == [KEY]
+    os.lchown(home / ".aws", 65534, 65534)
+    operator = ScanOptions(paths=(named,), sources=("files",), workers=1)
+    assert [f.key_id for f in run_scan(operator, detector).findings] == [KEY]

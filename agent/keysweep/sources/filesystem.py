@@ -508,15 +508,31 @@ def open_regular(path: str, *, follow: bool = False, dir_fd: int | None = None) 
     return fd, st
 
 
-def open_file(ref: FileRef, dirs: DirCache, *, follow: bool = False) -> tuple[int, os.stat_result]:
+def open_file(
+    ref: FileRef, dirs: DirCache, *, follow: bool = False, beneath: str | None = None
+) -> tuple[int, os.stat_result]:
     """Open a file the walk saw, relative to its verified directory fd, and check by ``fstat`` that it is the
-    regular file the walk saw (else :class:`Skip` ``replaced``)."""
+    regular file the walk saw (else :class:`Skip` ``replaced``). A file named by someone other than the
+    operator (a watcher's event: ``beneath`` is the root it lives in) is resolved inside that root one component
+    at a time, following only links that belong to root or to the file's owner (:mod:`safeopen`)."""
     dir_fd = None if ref.dir is None else dirs.fd(ref.dir)
-    fd, st = open_regular(ref.name, follow=follow, dir_fd=dir_fd)
+    if ref.dir is None and beneath is not None:
+        from keysweep.sources.safeopen import open_beneath  # it builds on this module
+
+        root = beneath.rstrip("/")
+        opened = open_beneath(beneath, ref.path[len(root) :] if root and ref.path.startswith(root + "/") else ref.path)
+        fd, st = opened.fd, opened.st
+    else:
+        fd, st = open_regular(ref.name, follow=follow, dir_fd=dir_fd)
     if not _same_file(ref, st, dir_fd):
         os.close(fd)
         raise Skip("replaced")
     return fd, st
+
+
+def _beneath(options: ScanOptions) -> str | None:
+    """The root a named path is resolved in when the operator did not name it (None: opened as named)."""
+    return None if options.follow_named else (options.path_prefix or "/")
 
 
 def _same_file(ref: FileRef, st: os.stat_result, dir_fd: int | None) -> bool:
@@ -634,7 +650,7 @@ def scan_part(
     """Ids at offsets ``[start, end)`` of a file (``end`` None: to its end), read with half the detector's
     overlap on each side so every pairing window is whole. Raises :class:`Skip`."""
     path = ref.path
-    fd, fst = open_file(ref, dirs, follow=options.follow_symlinks)
+    fd, fst = open_file(ref, dirs, follow=options.follow_symlinks, beneath=_beneath(options))
     try:
         half = detector.overlap // 2
         lo = max(0, start - half)
@@ -688,7 +704,7 @@ def scan_file(
         stats.skipped["ignored-path"] += 1  # vendored SDK example data (rules/ignore.yaml)
         return None
     try:
-        fd, fst = open_file(ref, dirs, follow=options.follow_symlinks)
+        fd, fst = open_file(ref, dirs, follow=options.follow_symlinks, beneath=_beneath(options))
     except Skip as skip:
         skip.count(stats, shown)
         return None
