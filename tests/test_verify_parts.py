@@ -216,7 +216,8 @@ def test_config_from_mapping_reads_every_kind_of_value():
     assert cfg.canary_accounts == ("000000000001",) and cfg.unknown_account == "skip"
     assert VerifyConfig.from_mapping({}) == VerifyConfig()
     assert VerifyConfig().enabled is False
-    assert VerifyConfig().cache_ttls()["live"] == 86400 and VerifyConfig().cache_ttls()["invalid"] == 7 * 86400
+    assert VerifyConfig().cache_ttls()["live"] == 7 * 86400 and VerifyConfig().cache_ttls()["invalid"] == 7 * 86400
+    assert VerifyConfig().mode == "sign" and VerifyConfig.from_mapping({"mode": "identify"}).mode == "identify"
 
 
 @pytest.mark.parametrize(
@@ -236,6 +237,7 @@ def test_config_from_mapping_reads_every_kind_of_value():
         ("endpoint", "sts.amazonaws.com"),
         ("region", "mars"),
         ("unknown_account", "maybe"),
+        ("mode", "probe"),
         ("verfy_everything", True),
     ],
 )

@@ -85,7 +85,10 @@ class Location:
 
 @dataclass(frozen=True)
 class Verification:
-    """What sts:GetCallerIdentity proved. status: live, invalid, wrong_secret, expired, unknown, canary, skipped."""
+    """What sts:GetCallerIdentity proved. status: live, invalid, wrong_secret, expired, unknown, canary, skipped.
+
+    ``checked_at`` and ``request_id`` are set for every call that reached AWS: they name the request that made the
+    key's IAM last use, so the central audit can tell keysweep's own use from real use."""
 
     status: str
     account: str | None = None
@@ -95,6 +98,7 @@ class Verification:
     reason: str | None = None  # short machine-readable cause for unknown/skipped/canary (never a secret)
     checked_at: str | None = None  # ISO-8601 UTC
     cached: bool = False
+    request_id: str | None = None  # the STS answer's RequestId (CloudTrail's requestID of the call)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

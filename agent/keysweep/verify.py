@@ -9,7 +9,11 @@ Order of decisions for each finding (nothing is sent before the last step):
    global token bucket and per-key-id spacing, with botocore's retries off and our own bounded retries.
 
 The STS answer is mapped explicitly; anything that is not one of the documented STS answers is ``unknown`` with
-a reason and is retried on a later sweep, never ``live`` or ``invalid``.
+a reason and is retried on a later sweep, never ``live`` or ``invalid``. Every answer's time and RequestId travel
+with the finding (a signed call is the key's IAM last use: the central audit discounts these).
+
+``mode: identify`` never signs with the found key: steps 1 and 2 only, and the finding's verification is
+``skipped`` (``identify-only``) with the account; liveness then comes from IAM on the central side.
 """
 
 from __future__ import annotations
@@ -74,6 +78,9 @@ _THROTTLING = frozenset(
 _TRANSIENT_CODES = frozenset({"InternalFailure", "InternalError", "ServiceUnavailable", "RequestTimeout"})
 _REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
 _UNKNOWN_ACCOUNT_POLICIES = ("verify", "skip")
+MODES = ("sign", "identify")
+# AWS request ids: a UUID (STS, IAM) or an opaque token (moto, S3's x-amz-request-id); anything else is dropped
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 _DURATIONS = frozenset(
     {
         "connect_timeout",
@@ -95,6 +102,9 @@ class VerifyConfig:
     """How keysweep verifies keys. Durations are in seconds; a TTL of 0 means "do not cache"."""
 
     enabled: bool = False
+    # sign: GetCallerIdentity with the found key (proves live / invalid / wrong secret; counts as the key's last use)
+    # identify: never signs with the found key: the account only (offline, or GetAccessKeyInfo as keysweep itself)
+    mode: str = "sign"
     endpoint: str | None = None  # None: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, else https://sts.<region>.amazonaws.com
     region: str = DEFAULT_REGION
     rate_limit_per_s: float = 5.0
@@ -106,7 +116,9 @@ class VerifyConfig:
     backoff_max: float = 8.0
     same_key_spacing: float = 5.0  # minimum gap between two calls with the same key id
     cache_enabled: bool = True
-    cache_ttl_live: float = 86400.0
+    # a week: each re-verification is a last use of the key in IAM (the audit discounts it by the store's
+    # verification times), and a week is soon enough to notice a key that was deactivated
+    cache_ttl_live: float = 7 * 86400.0
     cache_ttl_invalid: float = 7 * 86400.0
     cache_ttl_wrong_secret: float = 86400.0
     cache_ttl_expired: float = 7 * 86400.0
@@ -168,6 +180,10 @@ def _check_value(key: str, value: Any, where: str) -> Any:
     if key == "region":
         if not (isinstance(value, str) and _REGION_RE.fullmatch(value)):
             raise _bad(where, key, value, "an AWS region name such as us-east-1")
+        return value
+    if key == "mode":
+        if value not in MODES:
+            raise _bad(where, key, value, " or ".join(MODES))
         return value
     if key == "unknown_account":
         if value not in _UNKNOWN_ACCOUNT_POLICIES:
@@ -233,15 +249,38 @@ def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
 
-def _unknown(reason: str, *, retryable: bool = False, connection_failed: bool = False) -> Outcome:
-    return Outcome(Verification("unknown", reason=reason, checked_at=_now()), retryable, connection_failed)
+def _unknown(
+    reason: str, *, retryable: bool = False, connection_failed: bool = False, request_id: str | None = None
+) -> Outcome:
+    return Outcome(
+        Verification("unknown", reason=reason, checked_at=_now(), request_id=request_id), retryable, connection_failed
+    )
+
+
+def request_id(response: Mapping[str, Any] | None) -> str | None:
+    """The RequestId of an AWS answer (a parsed result or a ClientError's response), when it is well formed."""
+    meta = (response or {}).get("ResponseMetadata")
+    if not isinstance(meta, Mapping):
+        return None
+    headers = meta.get("HTTPHeaders")
+    headers = headers if isinstance(headers, Mapping) else {}
+    for value in (meta.get("RequestId"), headers.get("x-amzn-requestid"), headers.get("x-amz-request-id")):
+        if isinstance(value, str) and _REQUEST_ID_RE.fullmatch(value):
+            return value
+    return None
+
+
+def identified(account: str | None) -> Verification:
+    """identify mode's word on a key: its account, learned without signing anything with the key."""
+    return Verification("skipped", account=account, reason="identify-only")
 
 
 def classify_identity(answer: Mapping[str, Any]) -> Outcome:
     """A 200 answer is ``live`` only when it carries a well-formed account and ARN."""
     account, arn, user_id = answer.get("Account"), answer.get("Arn"), answer.get("UserId")
+    rid = request_id(answer)
     if not (isinstance(account, str) and is_account_id(account) and isinstance(arn, str) and arn.startswith("arn:")):
-        return _unknown("malformed-response")
+        return _unknown("malformed-response", request_id=rid)
     return Outcome(
         Verification(
             "live",
@@ -250,6 +289,7 @@ def classify_identity(answer: Mapping[str, Any]) -> Outcome:
             user_id=user_id if isinstance(user_id, str) else None,
             principal_type=principal_type(arn),
             checked_at=_now(),
+            request_id=rid,
         )
     )
 
@@ -260,26 +300,11 @@ def classify_error(exc: Exception, status: int | None = None) -> Outcome:
     ``status``: the HTTP status of the response, when one arrived (:class:`keysweep.aws.ResponseStatus`); it
     classifies answers whose body botocore could not parse (a proxy's plain-text 429 is throttling)."""
     if isinstance(exc, ClientError):
-        response = exc.response or {}
-        status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or status or 0)
-        error = response.get("Error")
-        code = error.get("Code") if isinstance(error, dict) else None
-        message = error.get("Message") if isinstance(error, dict) else None
-        if code == "SignatureDoesNotMatch" and isinstance(message, str) and "Signature expired" in message:
-            # the host clock is off by more than 5 minutes: says nothing about the secret
-            return _unknown("clock-skew")
-        if code in _STS_ANSWERS and status in (400, 403):
-            return Outcome(Verification(_STS_ANSWERS[code], reason=code, checked_at=_now()))
-        if code in _THROTTLING:
-            return _unknown("throttled", retryable=True)
-        by_status = _by_status(status)
-        if by_status is not None:
-            return by_status
-        if code in _TRANSIENT_CODES:
-            return _unknown(f"sts-error:{code}", retryable=True)
-        if isinstance(code, str) and code and not code.isdigit() and status in (400, 403):
-            return _unknown(f"sts-error:{code}")
-        return _unknown(f"not-sts-response-{status}" if status else "not-sts-response")
+        outcome = _classify_client_error(exc, status)
+        rid = request_id(exc.response)
+        if rid is None:
+            return outcome
+        return dataclasses.replace(outcome, verification=dataclasses.replace(outcome.verification, request_id=rid))
     if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
         return _unknown("timeout", retryable=True, connection_failed=True)
     if isinstance(exc, BotoConnectionError):
@@ -290,6 +315,29 @@ def classify_error(exc: Exception, status: int | None = None) -> Outcome:
         # the body was not an STS document (botocore raises ResponseParserError, KeyError, ValueError, …)
         return _by_status(status) or _unknown(f"not-sts-response-{status}")
     return _unknown(f"unexpected-error:{exc.__class__.__name__}")
+
+
+def _classify_client_error(exc: ClientError, status: int | None) -> Outcome:
+    response = exc.response or {}
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or status or 0)
+    error = response.get("Error")
+    code = error.get("Code") if isinstance(error, dict) else None
+    message = error.get("Message") if isinstance(error, dict) else None
+    if code == "SignatureDoesNotMatch" and isinstance(message, str) and "Signature expired" in message:
+        # the host clock is off by more than 5 minutes: says nothing about the secret
+        return _unknown("clock-skew")
+    if code in _STS_ANSWERS and status in (400, 403):
+        return Outcome(Verification(_STS_ANSWERS[code], reason=code, checked_at=_now()))
+    if code in _THROTTLING:
+        return _unknown("throttled", retryable=True)
+    by_status = _by_status(status)
+    if by_status is not None:
+        return by_status
+    if code in _TRANSIENT_CODES:
+        return _unknown(f"sts-error:{code}", retryable=True)
+    if isinstance(code, str) and code and not code.isdigit() and status in (400, 403):
+        return _unknown(f"sts-error:{code}")
+    return _unknown(f"not-sts-response-{status}" if status else "not-sts-response")
 
 
 def _by_status(status: int) -> Outcome | None:
@@ -357,6 +405,11 @@ class Verifier:
             if v is not None:
                 decided[i] = v
                 continue
+            if self.config.mode == "identify":
+                if accounts[i] is None and self.config.use_get_access_key_info and not self._should_stop():
+                    accounts[i] = self._lookup_account(f.key_id)
+                decided[i] = self._account_gate(f, accounts[i]) or identified(accounts[i])
+                continue
             key = self._cache_key(f)
             cached = self._cache.get(key)
             if cached is not None:
@@ -397,6 +450,11 @@ class Verifier:
         v = self._offline_gate(f, account)
         if v is not None and not (v.reason == "no-secret" and f.has_secret):
             return v
+        if self.config.mode == "identify":  # the secret is not needed: only an old id's account may be missing
+            account = account or self._account_lookups.get(f.key_id, (None, None))[0]
+            if account is None:
+                return None
+            return self._account_gate(f, account) or identified(account)
         if f.has_session_token and f.session_token is None:
             return None  # the cache key of temporary credentials includes the token
         cached = self._cache.get(self._cache_key(f))

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 CACHE_FILE = "verify-cache.json"
 _FORMAT = 1
-_FIELDS = ("status", "account", "arn", "user_id", "principal_type", "reason", "checked_at")
+_FIELDS = ("status", "account", "arn", "user_id", "principal_type", "reason", "checked_at", "request_id")
 
 
 def _valid(doc: Any) -> dict[str, dict[str, Any]]:

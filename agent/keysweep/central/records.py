@@ -64,7 +64,8 @@ class FindingRecord:
     ``fingerprint`` is key-level (shared by every place the same key is found); ``finding_fingerprint`` names this
     (host, location, key) and is the store's primary key. ``status`` is the current verification status (None when
     the agent did not verify). ``verification_history`` holds ``{"status", "at", "last_at", "arn", "reason"}`` runs
-    in time order, one per change of status (``at`` when the status was first seen, ``last_at`` last seen).
+    in time order, one per change of status (``at`` when the status was first seen, ``last_at`` last seen), with the
+    STS ``request_id`` of the call at ``at`` and ``last_request_id`` of the one at ``last_at`` when the agent sent them.
     """
 
     finding_fingerprint: str
@@ -149,7 +150,7 @@ class HostRecord:
 
 def _history_entry(verification: Mapping[str, Any], at: str) -> dict[str, Any]:
     return {"status": verification["status"], "at": at, "last_at": at, "arn": verification.get("arn"),
-            "reason": verification.get("reason")}
+            "reason": verification.get("reason"), "request_id": verification.get("request_id")}
 
 
 def insert_history(history: Sequence[dict[str, Any]], entry: dict[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -175,8 +176,10 @@ def insert_history(history: Sequence[dict[str, Any]], entry: dict[str, Any]) -> 
         prev["last_at"] = prev["at"]
     elif prev is not None and prev["status"] == status:
         prev["last_at"] = entry["at"]
+        prev["last_request_id"] = entry.get("request_id")
     elif nxt is not None and nxt["status"] == status:
         nxt["at"] = entry["at"]
+        nxt["request_id"] = entry.get("request_id")
     else:
         items.insert(pos, dict(entry))
     return tuple(items)

@@ -96,6 +96,12 @@ def register(sub: Any) -> None:
         "--state-dir", metavar="DIR", help="state directory (fingerprint key, verification cache, report spool)"
     )
     p.add_argument("--verify", action="store_true", help="prove which keys are live with sts:GetCallerIdentity")
+    p.add_argument(
+        "--verify-mode",
+        choices=("identify", "sign"),
+        help="with --verify (implied): sign = GetCallerIdentity with each found key (the config's verify.mode, "
+        "default sign); identify = never sign with a found key, only learn its account (docs/verification.md)",
+    )
     p.add_argument("--queue-url", metavar="URL", help="also send the findings to this SQS queue")
     p.add_argument("--config", metavar="FILE", help="agent configuration file to take scan settings from")
     p.add_argument(
@@ -113,6 +119,7 @@ def _scan(args: argparse.Namespace) -> int:
     from keysweep.scan import run_scan
 
     cfg = _load_config(args.config)
+    args.verify = args.verify or args.verify_mode is not None
     options = build_options(args, cfg)
     report_cfg = _report_config(args.queue_url, cfg) if args.queue_url else None  # before anything is created
     state_dir = Path(args.state_dir) if args.state_dir else (Path(cfg.state_dir) if cfg is not None else None)
@@ -145,7 +152,7 @@ def _scan(args: argparse.Namespace) -> int:
     findings = result.findings
 
     if args.verify:
-        findings = _verify(findings, cfg, state_dir, fingerprinter)
+        findings = _verify(findings, cfg, state_dir, fingerprinter, args.verify_mode)
 
     _write_report(findings, fmt, args.output, {**result.stats.to_dict(), "fingerprint_key": fingerprinter.source})
 
@@ -225,12 +232,16 @@ def build_options(args: argparse.Namespace, cfg: Any = None) -> ScanOptions:
 # --- the hooks of the later pipeline stages -------------------------------------------------------------------
 
 
-def _verify(findings: list[Finding], cfg: Any, state_dir: Path | None, fingerprinter: Any) -> list[Finding]:
+def _verify(
+    findings: list[Finding], cfg: Any, state_dir: Path | None, fingerprinter: Any, mode: str | None
+) -> list[Finding]:
     """--verify: the single call site of verification (keysweep.verify)."""
     from keysweep.verify import Verifier, VerifyConfig
 
     config = cfg.verify if cfg is not None and cfg.verify is not None else VerifyConfig()
     config = dataclasses.replace(config, enabled=True)  # --verify turns verification on for this scan
+    if mode is not None:
+        config = dataclasses.replace(config, mode=mode)
     verifier = Verifier(config, state_dir=state_dir, fingerprinter=fingerprinter)
     stopping = _StopFlag()  # Ctrl-C: keys not yet checked are reported as unknown (interrupted)
     with stopping.installed():
