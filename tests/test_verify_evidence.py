@@ -166,3 +166,24 @@ def test_request_id_of_answers_and_of_sts_errors() -> None:
     meta = {"ResponseMetadata": {"HTTPHeaders": {"x-amzn-requestid": "<script>" + "x" * 300}}}
     assert request_id(meta) is None
     assert request_id({"ResponseMetadata": {"HTTPHeaders": {"x-amzn-requestid": "abc-123"}}}) == "abc-123"
+
+
+def test_history_runs_keep_the_request_ids_of_their_ends_in_any_order() -> None:
+    from itertools import permutations
+
+    from keysweep.central.records import _history_entry, insert_history
+
+    seen = [("live", "2026-11-28T10:00:00Z", "r1"), ("live", "2026-11-28T11:00:00Z", "r2"),
+            ("invalid", "2026-11-28T12:00:00Z", "r3"), ("live", "2026-11-28T13:00:00Z", "r4"),
+            ("live", "2026-11-28T14:00:00Z", "r5")]
+    rid_at = {at: rid for _, at, rid in seen}
+    for order in permutations(seen):
+        history: tuple[dict[str, Any], ...] = ()
+        for status, at, rid in order:
+            history = insert_history(history, _history_entry({"status": status, "request_id": rid}, at))
+        # whichever observations a late delivery leaves at a run's ends, the ids are those of the ends' requests
+        for e in history:
+            assert (e["request_id"], e["last_request_id"]) == (rid_at[e["at"]], rid_at[e["last_at"]]), order
+        if order == tuple(seen):
+            assert [(e["request_id"], e["last_request_id"]) for e in history] == [("r1", "r2"), ("r3", "r3"),
+                                                                                   ("r4", "r5")]

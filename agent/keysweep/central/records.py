@@ -150,7 +150,8 @@ class HostRecord:
 
 def _history_entry(verification: Mapping[str, Any], at: str) -> dict[str, Any]:
     return {"status": verification["status"], "at": at, "last_at": at, "arn": verification.get("arn"),
-            "reason": verification.get("reason"), "request_id": verification.get("request_id")}
+            "reason": verification.get("reason"), "request_id": verification.get("request_id"),
+            "last_request_id": verification.get("request_id")}
 
 
 def insert_history(history: Sequence[dict[str, Any]], entry: dict[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -172,8 +173,9 @@ def insert_history(history: Sequence[dict[str, Any]], entry: dict[str, Any]) -> 
         if prev["status"] == status:
             return tuple(history)
         # strictly inside a run of another status: split that run at its known ends
-        items[pos:pos] = [dict(entry), {**prev, "at": prev["last_at"]}]
+        items[pos:pos] = [dict(entry), {**prev, "at": prev["last_at"], "request_id": prev.get("last_request_id")}]
         prev["last_at"] = prev["at"]
+        prev["last_request_id"] = prev.get("request_id")
     elif prev is not None and prev["status"] == status:
         prev["last_at"] = entry["at"]
         prev["last_request_id"] = entry.get("request_id")
