@@ -44,6 +44,8 @@ def test_ec2_with_instance_profile_through_imdsv2(tmp_path):
     assert (ctx.account_id, ctx.region, ctx.availability_zone) == ("123456789012", "eu-west-1", "eu-west-1b")
     assert ctx.ami_id == "ami-0123456789abcdef0"
     assert ctx.instance_profile_arn == "arn:aws:iam::123456789012:instance-profile/web-profile"
+    assert (ctx.private_ip, ctx.public_ip) == ("172.31.20.7", "54.170.12.34")
+    assert "/latest/meta-data/local-ipv4" in requested and "/latest/meta-data/public-ipv4" in requested
     assert ctx.errors == ()
     # IMDSv2: one token, sent on every GET; live credentials are never requested
     assert requested[0] == "/latest/api/token"
@@ -52,12 +54,70 @@ def test_ec2_with_instance_profile_through_imdsv2(tmp_path):
     assert all(h["user-agent"].startswith("keysweep/") for _, _, h in imds.requests)
 
 
-def test_ec2_without_instance_profile(tmp_path):
-    with imds_server(Instance(instance_profile_arn=None)) as imds:
+def test_ec2_without_instance_profile_nor_public_address(tmp_path):
+    with imds_server(Instance(instance_profile_arn=None, public_ipv4=None, local_ipv4="10.20.30.40")) as imds:
         ctx = detect_context(_config(tmp_path, imds.endpoint), environ={})
     assert ctx.kind == "ec2"
     assert ctx.instance_profile_arn is None
-    assert ctx.errors == ()  # a 404 on iam/info means "no profile", not an error
+    assert (ctx.private_ip, ctx.public_ip) == ("10.20.30.40", None)
+    assert ctx.errors == ()  # a 404 on iam/info or public-ipv4 means "none", not an error
+
+
+def test_imds_address_that_is_not_an_ip_literal_is_not_reported(tmp_path):
+    with imds_server(Instance(local_ipv4="10.0.0.1\n<script>", public_ipv4=" 54.170.12.34 ")) as imds:
+        ctx = detect_context(_config(tmp_path, imds.endpoint), environ={})
+    assert (ctx.private_ip, ctx.public_ip) == (None, "54.170.12.34")
+
+
+def _expected_interface_addresses() -> set[str]:
+    """This machine's addresses a peer could see, read from psutil independently of the agent's code."""
+    import ipaddress
+
+    import psutil
+
+    out = set()
+    for addrs in psutil.net_if_addrs().values():
+        for a in addrs:
+            if a.family not in (socket.AF_INET, socket.AF_INET6):
+                continue
+            ip = ipaddress.ip_address(a.address.split("%")[0])
+            if not (ip.is_loopback or ip.is_link_local):
+                out.add(str(ip))
+    return out
+
+
+def test_on_premises_context_lists_this_machines_interface_addresses(tmp_path):
+    ctx = detect_context(_config(tmp_path, closed_endpoint()), environ={})
+    assert ctx.kind == "on-premises"
+    expected = _expected_interface_addresses()
+    assert len(ctx.addresses) == min(len(expected), 16)
+    assert set(ctx.addresses) <= expected
+    if len(expected) <= 16:
+        assert set(ctx.addresses) == expected
+    assert not {"127.0.0.1", "::1"} & set(ctx.addresses)
+    assert not any(a.startswith("fe80:") for a in ctx.addresses)
+    assert (ctx.private_ip, ctx.public_ip) == (None, None)  # those come from IMDS only
+    assert ctx.to_dict()["addresses"] == list(ctx.addresses)
+
+
+def test_ec2_context_also_lists_interface_addresses(tmp_path):
+    with imds_server() as imds:
+        ctx = detect_context(_config(tmp_path, imds.endpoint), environ={})
+    assert set(ctx.addresses) == _expected_interface_addresses()
+
+
+def test_reported_addresses_are_bounded_deduplicated_and_public_first():
+    from keysweep.ipaddr import MAX_ADDRESSES, reachable_addresses
+
+    many = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(40)]
+    got = reachable_addresses(
+        [*many, "10.1.0.1", "127.0.0.1", "::1", "fe80::1%eth0", "169.254.169.254", "0.0.0.0", "224.0.0.1",
+         "2001:DB8:0:0::5", "81.2.69.160", "2a05:d018::1", "not-an-address", ""]
+    )
+    assert len(got) == MAX_ADDRESSES == 16
+    assert got[:2] == ("81.2.69.160", "2a05:d018::1")  # routable first: the bound never drops them for a bridge's
+    assert got[2:] == tuple(many[:14])  # then by family and numeric value (10.1.0.10 after 10.1.0.9)
+    assert reachable_addresses(["2001:DB8:0:0::5", "2001:db8::5", "fd00::2%eth0"]) == ("2001:db8::5", "fd00::2")
 
 
 @pytest.mark.timeout(5)  # the metadata timeout is 0.3 s: anything near this bound is a hang
@@ -161,6 +221,33 @@ def test_kubernetes_node_on_ec2_is_eks(tmp_path):
     assert ctx.kind == "eks"
     assert ctx.instance_id == "i-0abc123def4567890"
     assert ctx.host_id == "ns/p"
+
+
+def test_detected_context_makes_a_valid_message(tmp_path):
+    import copy
+
+    import jsonschema
+    from keysweep.central.validate import message_validator
+    from keysweep.report.message import heartbeat_message
+    from keysweep.schemas import message_schema
+
+    validator = jsonschema.Draft202012Validator(message_schema())
+    collector = message_validator()  # the collector's own validator must accept what the agent sends
+    with imds_server() as imds:
+        ec2 = detect_context(_config(tmp_path, imds.endpoint), environ={})
+    on_prem = detect_context(_config(tmp_path, closed_endpoint()), environ={})
+    for ctx in (ec2, on_prem):
+        msg = heartbeat_message(ctx, stats=None, findings=[], started_at=0.0, finished_at=1.0, spool={})
+        validator.validate(msg)
+        assert collector.errors(msg) == []
+        assert msg["host"]["addresses"] == list(ctx.addresses)
+    assert msg["host"]["private_ip"] is None
+    for field_name, bad in (("private_ip", "10.0.0.1 "), ("public_ip", "999.1.1.1"), ("addresses", ["x"]),
+                            ("addresses", [f"10.0.0.{i}" for i in range(17)])):
+        wrong = copy.deepcopy(msg)
+        wrong["host"][field_name] = bad
+        assert not validator.is_valid(wrong), (field_name, bad)
+        assert collector.errors(wrong), (field_name, bad)
 
 
 def test_lambda_from_environment_without_network(tmp_path):

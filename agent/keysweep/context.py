@@ -2,8 +2,9 @@
 
 Detection is cheap and bounded: environment variables and small files first, then at most a handful of
 metadata requests with short timeouts. EC2 is asked through IMDSv2 only (a session token on every request), and
-the credential paths (``iam/security-credentials``) are never requested: they return live credentials. Nothing
-here raises; what could not be learnt is recorded in ``HostContext.errors``.
+the credential paths (``iam/security-credentials``) are never requested: they return live credentials. Every
+context also lists the host's own interface addresses (``psutil``; no request), so the fleet store knows where a
+host's calls can come from. Nothing here raises; what could not be learnt is recorded in ``HostContext.errors``.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from keysweep.aws import USER_AGENT
 from keysweep.errors import ConfigError
+from keysweep.ipaddr import canonical_ip, reachable_addresses
 from keysweep.models import HostContext
 
 _DURATION = {"kind": "duration"}
@@ -156,6 +160,12 @@ def _imds(config: ContextConfig, environ: Mapping[str, str], found: _Found) -> b
             found.values["instance_profile_arn"] = json.loads(body).get("InstanceProfileArn")
         elif status != 404:  # 404 = no instance profile attached
             found.errors.append(f"imds: iam/info answered HTTP {status}")
+        for key, path in (("private_ip", "meta-data/local-ipv4"), ("public_ip", "meta-data/public-ipv4")):
+            status, body = get(path)
+            if status == 200:
+                found.values[key] = canonical_ip(body.decode("ascii", "replace"))
+            elif status != 404:  # 404 = none (public-ipv4 of an instance without a public address)
+                found.errors.append(f"imds: {path} answered HTTP {status}")
     except _Unreachable as exc:
         found.errors.append(f"imds: metadata incomplete ({exc})")
     except (ValueError, AttributeError):
@@ -236,6 +246,18 @@ def _kubernetes(config: ContextConfig, environ: Mapping[str, str], found: _Found
     return True
 
 
+def _interface_addresses(found: _Found) -> tuple[str, ...]:
+    """This host's (or container's) own addresses, as its network interfaces carry them."""
+    try:
+        interfaces = psutil.net_if_addrs()
+    except (OSError, psutil.Error) as exc:
+        found.errors.append(f"addresses: interfaces unreadable ({type(exc).__name__})")
+        return ()
+    return reachable_addresses(
+        a.address for addrs in interfaces.values() for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6)
+    )
+
+
 def _machine_host_id(config: ContextConfig, hostname: str) -> str:
     machine_id = _read_small(Path(config.machine_id_path))
     if machine_id:
@@ -277,10 +299,12 @@ def detect_context(config: ContextConfig | None = None, *, environ: Mapping[str,
         if not host_id:
             kind = "unknown"  # something answered IMDSv2 but told us nothing usable
 
+    addresses = _interface_addresses(found)
     return HostContext(
         kind=kind,
         hostname=hostname,
         host_id=host_id or _machine_host_id(config, hostname),
+        addresses=addresses,
         errors=tuple(found.errors),
         **{k: v for k, v in found.values.items() if v is not None},
     )

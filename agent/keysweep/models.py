@@ -182,9 +182,15 @@ class HostContext:
     irsa_role_arn: str | None = None
     pod_identity: bool = False
     function_name: str | None = None
+    # where the host's calls come from, so ``keysweep trail --db`` can name the fleet host behind a CloudTrail
+    # sourceIPAddress: the instance's primary private and its public IPv4 (IMDS), and the interface addresses
+    private_ip: str | None = None
+    public_ip: str | None = None
+    addresses: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        d["addresses"] = list(self.addresses)
         d["errors"] = list(self.errors)
         return d

@@ -26,6 +26,8 @@ class Instance:
     availability_zone: str = "eu-west-1b"
     ami_id: str = "ami-0123456789abcdef0"
     instance_profile_arn: str | None = "arn:aws:iam::123456789012:instance-profile/web-profile"
+    local_ipv4: str = "172.31.20.7"
+    public_ipv4: str | None = "54.170.12.34"  # None: an instance without a public address (IMDS answers 404)
 
     def paths(self) -> dict[str, tuple[int, bytes]]:
         doc = {
@@ -42,7 +44,10 @@ class Instance:
             "/latest/meta-data/ami-id": (200, self.ami_id.encode()),
             "/latest/meta-data/placement/availability-zone": (200, self.availability_zone.encode()),
             "/latest/meta-data/placement/region": (200, self.region.encode()),
+            "/latest/meta-data/local-ipv4": (200, self.local_ipv4.encode()),
         }
+        if self.public_ipv4:
+            out["/latest/meta-data/public-ipv4"] = (200, self.public_ipv4.encode())
         if self.instance_profile_arn:
             info = {
                 "Code": "Success",
