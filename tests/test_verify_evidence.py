@@ -187,3 +187,23 @@ def test_history_runs_keep_the_request_ids_of_their_ends_in_any_order() -> None:
         if order == tuple(seen):
             assert [(e["request_id"], e["last_request_id"]) for e in history] == [("r1", "r2"), ("r3", "r3"),
                                                                                    ("r4", "r5")]
+
+
+@pytest.mark.timeout(120)
+def test_config_mode_identify_and_the_command_line_overrides_it(
+    emulator: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "app.env").write_text(
+        f"AWS_ACCESS_KEY_ID={emulator.alice.key_id}\nAWS_SECRET_ACCESS_KEY={emulator.alice.secret}\n"
+    )
+    config = tmp_path / "agent.yaml"
+    config.write_text("verify:\n  mode: identify\n")
+
+    def scan(*extra: str) -> dict:
+        assert main(["scan", str(tmp_path / "app.env"), "--config", str(config), "--format", "json", *extra]) == 1
+        (rec,) = json.loads(capsys.readouterr().out)["findings"]
+        return rec["verification"]
+
+    assert (scan("--verify")["reason"], emulator.requests_with(emulator.alice.key_id)) == ("identify-only", [])
+    assert scan("--verify-mode", "sign")["status"] == "live"
+    assert len(emulator.requests_with(emulator.alice.key_id)) == 1
