@@ -226,3 +226,13 @@ def test_an_agentless_cloud_sweep_sends_what_the_collector_accepts() -> None:
     finding = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=location, fingerprint="a" * 32)
     msg = finding_message(finding, context, finding_fingerprint="b" * 32, suggestion=None, report_reason="new")
     assert _classify(encode_message(msg, 256 * 1024)) == (Outcome.OK, None)
+
+
+def test_counter_names_and_counts_beyond_the_bounds_are_cut_by_the_agent() -> None:
+    stats = {"files_scanned": 3, "errors": {"e" * 300: 1, **{f"reason-{i}": i for i in range(80)}}}
+    msg = heartbeat_message(CONTEXT, stats=stats, findings=[], started_at=0, finished_at=1, spool={})
+    body = encode_message(msg, 256 * 1024)
+    assert _classify(body) == (Outcome.OK, None)
+    sent = json.loads(body)
+    assert len(sent["sweep"]["stats"]["errors"]) == 64 and all(len(k) <= 128 for k in sent["sweep"]["stats"]["errors"])
+    assert "sweep.stats.errors" in sent["truncated"]

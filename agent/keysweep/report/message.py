@@ -219,9 +219,13 @@ def _fit(value: Any, schema: Mapping[str, Any], path: tuple[str, ...], trimmed: 
             value = dict(list(value.items())[: schema["maxProperties"]])
         properties = schema.get("properties", {})
         extra = schema.get("additionalProperties")
+        names = _resolve(schema.get("propertyNames") or {})
         out = {}
         for key, item in value.items():
             sub = properties.get(key, extra if isinstance(extra, Mapping) else None)
+            if key not in properties and len(key) > names.get("maxLength", len(key)):  # a counter's name, say
+                trimmed.append(".".join((*path, "<key>")))
+                key = key[: names["maxLength"]]
             out[key] = _fit(item, sub, (*path, key), trimmed) if sub is not None else item
         return out
     return value
