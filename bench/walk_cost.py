@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -65,12 +64,8 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     tree = HERE / "out" / f"walk-tree-{args.size_mb}mb-{args.files}"
-    if not tree.exists():
-        tree.parent.mkdir(parents=True, exist_ok=True)
-        tmp = tree.with_name(tree.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        corpus.generate(tmp, size_mb=args.size_mb, files=args.files, seed=args.seed)
-        tmp.rename(tree)
+    tree.parent.mkdir(parents=True, exist_ok=True)
+    corpus.ensure(tree, size_mb=args.size_mb, files=args.files, seed=args.seed)
     versions = {"before": args.before, "after": args.after}
     results: dict[str, dict[str, dict[str, float]]] = {}
     for mode, flags in MODES.items():
