@@ -430,3 +430,26 @@ def test_an_lzma_zip_member_declaring_a_huge_dictionary_is_not_decoded(tmp_path:
     result = scan_paths(tmp_path)
     assert result.stats.skipped["archive-memory-limit"] == 1
     assert [f.location.member for f in result.findings] == ["b.env"]
+
+
+@pytest.mark.timeout(180)
+def test_zips_nested_in_zips_share_the_member_bound(tmp_path: Path) -> None:
+    from keysweep.sources import archives
+
+    def many(n: int, extra: dict[str, bytes]) -> bytes:
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+            for name, data in extra.items():
+                z.writestr(name, data)
+            for i in range(n):
+                z.writestr(f"{i:x}", b"")
+        return buf.getvalue()
+
+    half = archives.MAX_ZIP_MEMBERS // 2
+    inner = many(half + 10, {"inner.env": PAIR})  # fits alone; with its parent open, the two do not
+    assert len(inner) < archives.NESTED_ZIP_MAX
+    (tmp_path / "outer.zip").write_bytes(many(half, {"lib/inner.zip": inner}))
+    result = scan_paths(tmp_path)
+    assert result.stats.skipped["archive-too-many-members"] == 1
+    # the inner zip is scanned as the bytes it is (stored: its pair is in the clear), the outer one opened
+    assert [(f.location.member, f.key_id) for f in result.findings] == [("lib/inner.zip", KEY)]

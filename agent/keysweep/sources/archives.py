@@ -159,31 +159,32 @@ def _decompressor(kind: str, raw: _Readable) -> IO[bytes]:
     return io.BufferedReader(reader)  # type: ignore[arg-type]
 
 
-def _check_zip_directory(fh: _Readable) -> None:
-    """Raise :class:`_NotOpened` when zipfile would hold too much of this zip's central directory: its
-    declared size past ``MAX_ZIP_DIRECTORY``, or more than ``MAX_ZIP_MEMBERS`` entries in it (counted by
-    walking the directory as zipfile will, not taken from the end record, which may say anything).
-    Leaves ``fh`` at 0; a zip zipfile cannot open at all is left for zipfile to refuse."""
+def _check_zip_directory(fh: _Readable, room: int) -> int:
+    """The number of entries zipfile will hold for this zip; :class:`_NotOpened` when that is too much: a
+    directory declaring more than ``MAX_ZIP_DIRECTORY`` bytes, or holding more than ``room`` entries (counted
+    by walking the directory as zipfile will, not taken from the end record, which may say anything).
+    Leaves ``fh`` at 0; a zip zipfile cannot open at all is left for zipfile to refuse (0)."""
     seek = fh.seek  # type: ignore[attr-defined]
     try:
         # zipfile's own reading of the end records (zip64 included), so the numbers are the ones it will use
         end = zipfile._EndRecData(fh)  # type: ignore[attr-defined]  # stable since Python 2; no public equivalent
     except OSError:
-        return
+        return 0
     except AttributeError:  # a Python without it: nothing can be bounded
         raise _NotOpened("archive-unsupported") from None
     if not end:
-        return
+        return 0
     size_cd = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
     if size_cd > MAX_ZIP_DIRECTORY:
         raise _NotOpened("archive-directory-too-large")
     start = end[zipfile._ECD_LOCATION] - size_cd  # type: ignore[attr-defined]
     if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
         start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
+    count = 0
     try:
         if start >= 0:
             seek(start)
-            count = total = 0
+            total = 0
             while total < size_cd:
                 entry = fh.read(_CD_ENTRY.size)
                 if len(entry) < _CD_ENTRY.size:
@@ -192,12 +193,13 @@ def _check_zip_directory(fh: _Readable) -> None:
                 if sig != b"PK\x01\x02":
                     break
                 count += 1
-                if count > MAX_ZIP_MEMBERS:
+                if count > room:
                     raise _NotOpened("archive-too-many-members")
                 seek(n + m + k, os.SEEK_CUR)
                 total += _CD_ENTRY.size + n + m + k
     finally:
         seek(0)
+    return count
 
 
 def _zip_lzma_dictionary(fh: _Readable, info: zipfile.ZipInfo) -> int:
@@ -236,6 +238,7 @@ class _ArchiveScan:
         self.budget = _Budget(options, size)
         self.cap = KeyCap()  # one for all members: an archive of many small files is one place's worth of keys
         self.opened = False  # a member was reached: the file is an archive, whatever fails later
+        self.zip_entries = 0  # central directory entries held by the zips open now (nested ones included)
         self.findings: list[Finding] = []
 
     def container(self, fh: _Readable, kind: str, prefix: str, name: str, depth: int, charged: bool = False) -> None:
@@ -261,9 +264,17 @@ class _ArchiveScan:
                 self.member(body, prefix + _strip_suffix(name), depth, charged=True)
 
     def _zip(self, fh: _Readable, prefix: str, depth: int) -> None:
-        # zipfile holds its whole central directory in memory (~800 bytes a member): past the bounds, its
-        # bytes are scanned as they are instead
-        _check_zip_directory(fh)
+        # zipfile holds its whole central directory in memory (~600 bytes a member): past the bounds, its
+        # bytes are scanned as they are instead. A zip nested in a zip is open while its parent is, so the
+        # member bound is on all the zips open at once
+        entries = _check_zip_directory(fh, MAX_ZIP_MEMBERS - self.zip_entries)
+        self.zip_entries += entries
+        try:
+            self._zip_members(fh, prefix, depth)
+        finally:
+            self.zip_entries -= entries
+
+    def _zip_members(self, fh: _Readable, prefix: str, depth: int) -> None:
         with zipfile.ZipFile(fh) as zf:  # type: ignore[arg-type]
             for info in zf.infolist():
                 if info.is_dir():
