@@ -33,6 +33,7 @@ _COMMAND_MODULES = {
     "iac": "keysweep.cli.iac",
     "cloud": "keysweep.cli.cloud",
     "trail": "keysweep.cli.trail",
+    "plan": "keysweep.cli.plan",
 }
 
 

@@ -1,0 +1,327 @@
+"""`keysweep plan`: for every key the fleet found (and every key the audit lists), the ordered steps that remove it.
+
+``replace`` -> ``deploy`` -> ``confirm-unused`` -> ``deactivate`` -> ``delete-key`` -> ``delete-user``. Each step is
+judged on its own (``done``, ``open``, ``unknown`` without IAM facts, ``not-needed``), then in order: a step that
+is not done holds every later one that is not done (``waiting``, no commands, the reason named). So a key still on a
+host or used within the quiet period is never offered for deactivation or deletion, and its user never for deletion.
+
+Pure functions over the store's records and the audit's result; nothing here calls AWS.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from keysweep.central.audit import AuditItem, AuditResult, HostKey, _place
+from keysweep.central.evidence import keysweep_use, verification_times
+from keysweep.central.fleet_report import parse_time
+from keysweep.central.records import FindingRecord, HostRecord
+
+STEPS = ("replace", "deploy", "confirm-unused", "deactivate", "delete-key", "delete-user")
+# the key's progress, named after the last step done in order (the states `plan --mark` records)
+KEY_STATES = ("found", "replaced", "unused", "deactivated", "deleted")
+_STATE_AFTER = {"deploy": "replaced", "confirm-unused": "unused", "deactivate": "deactivated",
+                "delete-key": "deleted"}
+
+DONE, OPEN, UNKNOWN, NOT_NEEDED, WAITING = "done", "open", "unknown", "not-needed", "waiting"
+# audit checks about one key whose commands deactivate or delete it
+_KEY_CHECKS = ("never-used-key", "unused-key", "old-key", "inactive-key", "console-user-with-keys")
+NO_IAM = "no IAM facts (no credentials, or the owning account was not audited)"
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    quiet_days: int = 14  # no use but keysweep's for this long before deactivation
+    inactive_days: int = 30  # inactive this long before the key is deleted
+    rereport_hours: float = 25.0  # an agent re-reports a place daily: a newer sweep without it means it is gone
+    now: datetime | None = None
+
+    @property
+    def current_time(self) -> datetime:
+        return self.now or datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class PlanStep:
+    name: str
+    state: str  # done | open | unknown | not-needed | waiting
+    reason: str
+    commands: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"step": self.name, "state": self.state, "reason": self.reason, "commands": list(self.commands)}
+
+
+@dataclass(frozen=True)
+class KeyPlan:
+    key_id: str
+    account_id: str | None
+    user: str | None
+    iam_status: str | None  # Active | Inactive | deleted | None (not known)
+    locations: tuple[tuple[str, str], ...]  # (host, place) the store says still hold the key
+    cleared: tuple[tuple[str, str], ...]  # places whose host swept again without reporting it
+    checks: tuple[str, ...]  # the audit items about this key
+    steps: tuple[PlanStep, ...]
+
+    @property
+    def state(self) -> str:
+        """found -> replaced -> unused -> deactivated -> deleted: after the last step done in order."""
+        state = KEY_STATES[0]
+        for step in self.steps:
+            if step.state not in (DONE, NOT_NEEDED):
+                break
+            state = _STATE_AFTER.get(step.name, state)
+        return state
+
+    @property
+    def next_step(self) -> PlanStep | None:
+        return next((s for s in self.steps if s.state not in (DONE, NOT_NEEDED)), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        nxt = self.next_step
+        return {
+            "key_id": self.key_id, "account_id": self.account_id, "user": self.user, "iam_status": self.iam_status,
+            "state": self.state, "next_step": nxt.name if nxt else None,
+            "locations": [{"host": h, "place": p} for h, p in self.locations],
+            "cleared_locations": [{"host": h, "place": p} for h, p in self.cleared],
+            "checks": list(self.checks), "steps": [s.to_dict() for s in self.steps],
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    keys: tuple[KeyPlan, ...]
+    options: PlanOptions
+    iam: bool  # whether IAM facts came from an audit
+    notes: tuple[str, ...] = ()
+    user_items: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        counts: dict[str, int] = defaultdict(int)
+        for k in self.keys:
+            counts[k.state] += 1
+        return {
+            "generated_at": self.options.current_time.isoformat().replace("+00:00", "Z"),
+            "iam": self.iam, "quiet_days": self.options.quiet_days, "inactive_days": self.options.inactive_days,
+            "states": {s: counts.get(s, 0) for s in KEY_STATES},
+            "keys": [k.to_dict() for k in self.keys], "notes": list(self.notes),
+        }
+
+
+# ---------------------------------------------------------------------------------------------------- facts
+
+@dataclass
+class _Facts:
+    key_id: str
+    account_id: str | None = None
+    user: str | None = None
+    iam_status: str | None = None
+    last_used: datetime | None = None
+    last_used_service: str | None = None
+    judged_by_iam: bool = False
+    records: list[FindingRecord] = field(default_factory=list)
+    items: list[AuditItem] = field(default_factory=list)
+
+
+def _cleared(rec: FindingRecord, hosts: Mapping[str, HostRecord], options: PlanOptions) -> bool:
+    """The host has swept and reported since the place would have been re-reported: the key is no longer there."""
+    host = hosts.get(rec.host_id)
+    seen = parse_time(rec.last_seen)
+    beat = parse_time(host.last_heartbeat) if host else None
+    return seen is not None and beat is not None and beat - seen > timedelta(hours=options.rereport_hours)
+
+
+def _user_of(arn: str | None) -> str | None:
+    """The user name of an IAM user ARN (``arn:aws:iam::1:user/path/NAME``), as the verification saw the owner."""
+    resource = (arn or "").split(":", 5)[-1]
+    return resource.rsplit("/", 1)[-1] if resource.startswith("user/") else None
+
+
+def _gather(records: Sequence[FindingRecord], audit: AuditResult | None) -> dict[str, _Facts]:
+    facts: dict[str, _Facts] = {}
+    for rec in records:
+        if not rec.key_id.startswith("AKIA"):  # temporary keys expire by themselves: nothing to remove in IAM
+            continue
+        f = facts.setdefault(rec.key_id, _Facts(rec.key_id))
+        f.records.append(rec)
+        f.account_id = f.account_id or rec.account_id
+        f.user = f.user or _user_of(rec.owner_arn)
+    if audit is None:
+        return facts
+    audited = {a.account_id for a in audit.accounts if not a.error}
+    known = {k.key_id: k for a in audit.accounts for k in a.keys}
+    host_keys: dict[str, HostKey] = {hk.key_id: hk for hk in audit.host_keys}
+    for item in audit.items:
+        if item.key_id and (item.check in _KEY_CHECKS or item.check == "key-on-hosts"):
+            facts.setdefault(item.key_id, _Facts(item.key_id, item.account_id, item.user)).items.append(item)
+    for key_id, f in facts.items():
+        info, hk = known.get(key_id), host_keys.get(key_id)
+        if info is not None:
+            f.account_id, f.user, f.iam_status, f.judged_by_iam = info.account_id, info.user, info.status, True
+        elif f.account_id in audited:  # its account was read and no user holds it any more
+            f.iam_status, f.judged_by_iam = "deleted", True
+        if hk is not None and hk.known:
+            f.user = hk.user or f.user
+            f.last_used, f.last_used_service = hk.last_used, hk.last_used_service
+        for item in f.items:
+            used = item.details.get("last_used")
+            if f.last_used is None and isinstance(used, datetime):
+                f.last_used, f.last_used_service = used, item.details.get("last_used_service")
+    return facts
+
+
+# ---------------------------------------------------------------------------------------------------- steps
+
+def _replace(f: _Facts, on_hosts: bool) -> PlanStep:
+    if not on_hosts and not f.records:
+        return PlanStep("replace", NOT_NEEDED, "no host or cloud resource of the fleet holds it")
+    commands: list[str] = []
+    for item in f.items:
+        for entry in item.details.get("replacement") or ():
+            commands += [c for c in entry.get("commands") or () if c not in commands]
+    source = "the user's exact permissions, read from IAM"
+    if not commands:  # no audit of the owner: the agents' own suggestions (their permissions as the host saw them)
+        for rec in f.records:
+            commands += [c for c in (rec.suggestion or {}).get("commands") or () if c not in commands]
+        source = "the agents' suggestions (audit the owning account for the user's exact permissions)"
+    if not on_hosts:
+        return PlanStep("replace", DONE, "no host reports the key any more", tuple(commands))
+    hosts = sorted({r.hostname or r.host_id for r in f.records})
+    return PlanStep("replace", OPEN, f"give {', '.join(hosts)} a role with {source}; attach it there",
+                    tuple(commands))
+
+
+def _deploy(f: _Facts, locations: Sequence[tuple[str, str]]) -> PlanStep:
+    if not locations:
+        reason = "no place holds it" if f.records else "no host or cloud resource of the fleet holds it"
+        return PlanStep("deploy", DONE if f.records else NOT_NEEDED, reason)
+    commands = tuple(f"# on {host}: remove {f.key_id} from {place}, then let the agent sweep again"
+                     for host, place in locations)
+    return PlanStep("deploy", OPEN, f"still at {len(locations)} place(s): switch each to the role and remove the "
+                    "key", commands)
+
+
+def _confirm_unused(f: _Facts, options: PlanOptions, verified: Sequence[datetime]) -> PlanStep:
+    check = (f"aws iam get-access-key-last-used --access-key-id {f.key_id}",)
+    if f.iam_status in ("Inactive", "deleted"):
+        return PlanStep("confirm-unused", DONE, f"the key is {f.iam_status.lower()}")
+    if not f.judged_by_iam:
+        return PlanStep("confirm-unused", UNKNOWN, f"last use cannot be judged: {NO_IAM}", check)
+    if f.last_used is None:
+        return PlanStep("confirm-unused", DONE, "never used")
+    own = keysweep_use(f.last_used, f.last_used_service, verified)
+    if own is not None:
+        return PlanStep("confirm-unused", DONE, f"last use was keysweep's own verification at {_day(own)}")
+    quiet_since = options.current_time - f.last_used
+    if quiet_since >= timedelta(days=options.quiet_days):
+        return PlanStep("confirm-unused", DONE, f"unused since {_day(f.last_used)} ({quiet_since.days} days)")
+    left = timedelta(days=options.quiet_days) - quiet_since
+    return PlanStep("confirm-unused", OPEN, f"used {_day(f.last_used)} ({f.last_used_service or '?'}): wait until "
+                    f"{options.quiet_days} quiet days have passed ({left.days + 1} more day(s)), then look again",
+                    check)
+
+
+def _deactivate(f: _Facts) -> PlanStep:
+    if f.iam_status in ("Inactive", "deleted"):
+        return PlanStep("deactivate", DONE, f"the key is {f.iam_status.lower()}")
+    command = (f"keysweep audit --deactivate {f.key_id}",)
+    if not f.judged_by_iam:
+        return PlanStep("deactivate", UNKNOWN, f"status cannot be judged: {NO_IAM}", command)
+    return PlanStep("deactivate", OPEN, "set it Inactive: a use now fails loudly and can be undone", command)
+
+
+def _inactive_since(f: _Facts) -> datetime | None:
+    stamps = [parse_time(r.deactivated_at) for r in f.records]
+    known = [s for s in stamps if s is not None]
+    return min(known) if known else None
+
+
+def _delete_key(f: _Facts, options: PlanOptions) -> PlanStep:
+    if f.iam_status == "deleted":
+        return PlanStep("delete-key", DONE, "no user of its audited account holds it any more")
+    if not f.judged_by_iam or not f.user:
+        return PlanStep("delete-key", UNKNOWN, f"cannot be judged: {NO_IAM}")
+    command = (f"aws iam delete-access-key --user-name {f.user} --access-key-id {f.key_id}",)
+    since = _inactive_since(f)
+    if since is None:
+        return PlanStep("delete-key", WAITING, f"inactive since a time keysweep did not record; the "
+                        f"{options.inactive_days}-day wait counts from when it is recorded (keysweep plan --mark "
+                        f"{f.key_id} deactivated)")
+    days = (options.current_time - since).days
+    if days < options.inactive_days:
+        return PlanStep("delete-key", WAITING, f"inactive since {_day(since)}: {options.inactive_days - days} more "
+                        f"day(s) of the {options.inactive_days}-day wait before deleting")
+    return PlanStep("delete-key", OPEN, f"inactive since {_day(since)} ({days} days)", command)
+
+
+def _delete_user(f: _Facts, user_items: Mapping[tuple[str, str], AuditItem]) -> PlanStep:
+    if not f.judged_by_iam or not f.user:
+        return PlanStep("delete-user", UNKNOWN, f"cannot be judged: {NO_IAM}")
+    if f.iam_status != "deleted":
+        return PlanStep("delete-user", WAITING, f"judged once the key is deleted: {f.user} goes only when it has "
+                        "no credential left")
+    item = user_items.get((f.account_id or "", f.user))
+    if item is None:
+        return PlanStep("delete-user", NOT_NEEDED, f"the audit does not list {f.user} as without credentials: it "
+                        "still holds one (an active key, a console password, another credential) or is gone")
+    if not item.commands:
+        return PlanStep("delete-user", WAITING, item.action)
+    return PlanStep("delete-user", OPEN, f"{f.user} has no credentials left; its inline policies are saved to "
+                    "files before they are deleted", item.commands)
+
+
+def _in_order(steps: Sequence[PlanStep]) -> tuple[PlanStep, ...]:
+    """A step not done holds every later step that is not done: no commands, the reason names the blocker."""
+    out: list[PlanStep] = []
+    blocker: PlanStep | None = None
+    for step in steps:
+        if blocker is not None and step.state not in (DONE, NOT_NEEDED):
+            step = PlanStep(step.name, WAITING, f"waits for {blocker.name} ({blocker.state}): {step.reason}")
+        elif blocker is None and step.state not in (DONE, NOT_NEEDED):
+            blocker = step
+        out.append(step)
+    return tuple(out)
+
+
+def _day(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+# ---------------------------------------------------------------------------------------------------- entry point
+
+def build_plan(
+    records: Iterable[FindingRecord],
+    hosts: Iterable[HostRecord],
+    audit: AuditResult | None,
+    options: PlanOptions | None = None,
+) -> Plan:
+    """The plan for every long-term key of the store and of the audit (None: no IAM facts)."""
+    options = options or PlanOptions()
+    records = list(records)
+    by_host = {h.host_id: h for h in hosts}
+    verified = verification_times(records)
+    facts = _gather(records, audit)
+    user_items = {(i.account_id, i.user or ""): i for i in (audit.items if audit else ())
+                  if i.check == "user-without-credentials"}
+    plans: list[KeyPlan] = []
+    for key_id, f in sorted(facts.items()):
+        places: dict[tuple[str, str], bool] = {}
+        for rec in f.records:
+            where = (rec.hostname or rec.host_id, _place(rec.location))
+            places[where] = places.get(where, False) or not _cleared(rec, by_host, options)
+        held = tuple(sorted(p for p, still in places.items() if still))
+        cleared = tuple(sorted(p for p, still in places.items() if not still))
+        steps = [_replace(f, bool(held)), _deploy(f, held), _confirm_unused(f, options, verified.get(key_id, ())),
+                 _deactivate(f), _delete_key(f, options), _delete_user(f, user_items)]
+        plans.append(KeyPlan(key_id, f.account_id, f.user, f.iam_status, held, cleared,
+                             tuple(dict.fromkeys(i.check for i in f.items)), _in_order(steps)))
+    notes = [] if audit is not None else [
+        "No IAM facts: confirm-unused, deactivate, delete-key and delete-user cannot be judged. Run with "
+        "credentials that may read IAM (or --account/--role-name, --organization)."]
+    if audit is not None:
+        notes += [f"account {a.account_id} not audited: {a.error}" for a in audit.failed_accounts]
+    return Plan(tuple(plans), options, audit is not None, tuple(notes))

@@ -1,0 +1,110 @@
+"""`keysweep plan`: the ordered removal steps of every key in the fleet store (and every key the audit lists)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TextIO
+
+from keysweep.central.audit import AuditOptions, AuditResult, account_targets, open_account, run_audit
+from keysweep.central.plan import STEPS, Plan, PlanOptions, build_plan
+from keysweep.cli.audit import _organization, _output
+from keysweep.cli.report import open_existing_store
+from keysweep.errors import ConfigError, ExitCode
+from keysweep.textsafe import dump_json, safe_text
+
+FORMATS = ("table", "json")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser(
+        "plan",
+        help="the ordered steps that remove each key, and where each key stands",
+        description="For every key in the fleet store and every key the audit lists: replace -> deploy -> "
+        "confirm-unused -> deactivate -> delete-key -> delete-user, each with its state and commands. A step is "
+        "offered only once the steps before it are done. IAM facts come from an audit of the owning accounts "
+        "(keysweep's own credentials, or the accounts named as for `keysweep audit`). Exit 1 while a key is not "
+        "deleted (a step is left).",
+    )
+    p.add_argument("--db", required=True, metavar="PATH", help="fleet store (path or dynamodb://TABLE)")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("--quiet-days", type=int, default=14, metavar="N",
+                   help="a key is unused once N days pass with no use but keysweep's verification "
+                        "(default %(default)s)")
+    p.add_argument("--inactive-days", type=int, default=30, metavar="N",
+                   help="a key is deleted only after N days inactive (default %(default)s)")
+    p.add_argument("--no-iam", action="store_true", help="do not read IAM: plan from the store alone")
+    who = p.add_argument_group("accounts (default: the account of keysweep's own credentials)")
+    who.add_argument("--account", action="append", default=[], metavar="ID",
+                     help="account to read by assuming --role-name in it (repeatable)")
+    who.add_argument("--role-name", metavar="NAME", help="role assumed in each --account (or member account)")
+    who.add_argument("--organization", action="store_true",
+                     help="every active account of the organization, assuming --role-name in each member account")
+    who.add_argument("--assume-role-arn", action="append", default=[], metavar="ARN",
+                     help="a role to assume, one per account (repeatable)")
+    who.add_argument("--external-id", metavar="ID", help="ExternalId for AssumeRole")
+    who.add_argument("--session-name", default="keysweep-plan", help="RoleSessionName (default %(default)s)")
+    p.set_defaults(func=run)
+
+
+def _audit(args: argparse.Namespace, findings: list) -> AuditResult | None:  # type: ignore[type-arg]
+    from keysweep.aws import has_credentials
+
+    if args.no_iam or not has_credentials():
+        return None
+    organization = own = None
+    if args.organization:
+        organization = _organization()
+        own = open_account(account_targets()[0]).account_id
+    targets = account_targets(accounts=args.account, role_name=args.role_name, role_arns=args.assume_role_arn,
+                              organization=organization, own_account=own)
+    return run_audit(targets, AuditOptions(), findings=findings, session_name=args.session_name,
+                     external_id=args.external_id, organization=organization)
+
+
+def run(args: argparse.Namespace) -> ExitCode:
+    for name in ("quiet_days", "inactive_days"):
+        if getattr(args, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    store = open_existing_store(args.db)
+    try:
+        findings = list(store.iter_findings())
+        hosts = list(store.iter_hosts())
+    finally:
+        store.close()
+    audit = _audit(args, findings)
+    plan = build_plan(findings, hosts, audit, PlanOptions(quiet_days=args.quiet_days,
+                                                          inactive_days=args.inactive_days))
+    with _output(args.output) as stream:
+        if args.format == "json":
+            dump_json(plan.to_dict(), stream)
+        else:
+            render_table(plan, stream)
+    if audit is not None and audit.failed_accounts:
+        return ExitCode.RUNTIME
+    return ExitCode.FINDINGS if any(k.next_step is not None for k in plan.keys) else ExitCode.CLEAN
+
+
+def render_table(plan: Plan, out: TextIO) -> None:
+    d = plan.to_dict()
+    states = ", ".join(f"{n} {s}" for s, n in d["states"].items())
+    out.write(f"keysweep plan: {len(plan.keys)} key(s): {states}\n")
+    out.write(f"steps: {' -> '.join(STEPS)}; quiet period {plan.options.quiet_days} days, delete after "
+              f"{plan.options.inactive_days} days inactive\n")
+    for note in plan.notes:
+        out.write(f"note: {safe_text(note)}\n")
+    for key in plan.keys:
+        owner = f"{key.user} in {key.account_id}" if key.user else f"account {key.account_id or 'unknown'}"
+        out.write(f"\n{safe_text(key.key_id)}  ({safe_text(owner)}; IAM {safe_text(key.iam_status or 'unknown')})"
+                  f"  state: {key.state}\n")
+        for host, place in key.locations:
+            out.write(f"  at {safe_text(host)}: {safe_text(place)}\n")
+        for step in key.steps:
+            out.write(f"  [{step.state:>10}] {step.name}: {safe_text(step.reason)}\n")
+            for command in step.commands:
+                out.write(f"               $ {safe_text(command)}\n")
+    if not plan.keys:
+        out.write("\nNo long-term keys in the store or the audit.\n")
+    out.flush()
+    sys.stdout.flush()

@@ -1,0 +1,187 @@
+"""`keysweep plan`: the ordered removal steps, from a store filled by genuine agent messages and moto's IAM."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from keysweep import aws
+from keysweep.central.handler import MessageHandler, Outcome
+from keysweep.central.plan import STEPS
+from keysweep.central.store import open_store
+from keysweep.cli import main
+
+from tests.support.messages import finding_message, heartbeat_message, host
+
+ACCOUNT = "123456789012"  # moto's
+WEB = (host("i-0aaaaaaaaaaaaaaa1", "web-1"), host("i-0aaaaaaaaaaaaaaa2", "web-2"))
+SECRETS: list[str] = []
+
+
+def _finding(h, key_id, path):
+    msg = finding_message(host_info=h, key_id=key_id, path=path)
+    msg["finding"]["account_id"] = ACCOUNT
+    msg["finding"]["verification"].update(account=ACCOUNT, arn=f"arn:aws:iam::{ACCOUNT}:user/busy-svc")
+    return msg
+
+
+def _fill(db, *messages):
+    store = open_store(str(db))
+    try:
+        handler = MessageHandler(store)
+        assert all(handler.handle(json.dumps(m)).outcome is Outcome.OK for m in messages)
+    finally:
+        store.close()
+
+
+def _plan(capsys, db, *argv):
+    code = main(["plan", "--db", str(db), "--format", "json", *argv])
+    out = capsys.readouterr()
+    for secret in SECRETS:
+        assert secret not in out.out and secret not in out.err
+    doc = json.loads(out.out)
+    return code, doc, {k["key_id"]: k for k in doc["keys"]}
+
+
+def _steps(key):
+    assert [s["step"] for s in key["steps"]] == list(STEPS)
+    return {s["step"]: s for s in key["steps"]}
+
+
+def _check_order(key):
+    """No step offers commands while an earlier one is open."""
+    blocked = False
+    for step in key["steps"]:
+        if blocked:
+            assert step["state"] in ("waiting", "done", "not-needed"), step
+            if step["state"] == "waiting":
+                assert step["commands"] == [] and step["reason"].startswith("waits for "), step
+        if step["state"] not in ("done", "not-needed"):
+            blocked = True
+
+
+def _busy_user(iam):
+    iam.create_user(UserName="busy-svc")
+    key = iam.create_access_key(UserName="busy-svc")["AccessKey"]
+    SECRETS.append(key["SecretAccessKey"])
+    aws.isolated_client("sts", access_key_id=key["AccessKeyId"],
+                        secret_access_key=key["SecretAccessKey"]).get_caller_identity()  # a real use, just now
+    iam.create_policy(PolicyName="S3Read", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}))
+    iam.attach_user_policy(UserName="busy-svc", PolicyArn=f"arn:aws:iam::{ACCOUNT}:policy/S3Read")
+    iam.put_user_policy(UserName="busy-svc", PolicyName="extra", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}]}))
+    return key["AccessKeyId"]
+
+
+def test_without_iam_the_plan_says_what_cannot_be_judged(tmp_path, capsys, monkeypatch):
+    db = tmp_path / "fleet.db"
+    _fill(db, *(_finding(h, "AKIAXYZDQCEN4B6JSJQI", "/home/app/.aws/credentials") for h in WEB),
+          finding_message(host_info=WEB[0], key_id="ASIAY34FZKBOKMUTVV7A", path="/tmp/session.env"))
+    code, doc, keys = _plan(capsys, db, "--no-iam")
+    assert code == 1 and doc["iam"] is False and doc["states"]["found"] == 1
+    assert list(keys) == ["AKIAXYZDQCEN4B6JSJQI"]  # a temporary key expires by itself
+    key = keys["AKIAXYZDQCEN4B6JSJQI"]
+    steps = _steps(key)
+    assert key["state"] == "found" and key["next_step"] == "replace"
+    # the agents' own suggestion is the replacement when the owner's account was not read
+    assert steps["replace"]["state"] == "open" and steps["replace"]["commands"] == [
+        "aws iam create-role --role-name web-1-role ..."]
+    assert steps["deploy"]["state"] == "waiting" and steps["deploy"]["commands"] == []
+    for name in ("confirm-unused", "deactivate", "delete-key", "delete-user"):
+        assert steps[name]["state"] == "waiting" and "cannot be judged" in steps[name]["reason"]
+        assert steps[name]["commands"] == []
+    assert any("No IAM facts" in n for n in doc["notes"])
+    assert main(["plan", "--db", str(db), "--no-iam"]) == 1
+    table = capsys.readouterr().out
+    assert "AKIAXYZDQCEN4B6JSJQI" in table and "[      open] replace" in table
+
+
+@pytest.mark.timeout(180)
+def test_a_key_is_walked_from_found_to_deleted(moto_server, tmp_path, capsys):
+    iam = aws.make_client("iam")
+    key_id = _busy_user(iam)
+    db = tmp_path / "fleet.db"
+    _fill(db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"), _finding(WEB[1], key_id, "/srv/app/.env"))
+
+    # on two hosts and used seconds ago: only the replacement is offered, with the user's exact permissions
+    code, doc, keys = _plan(capsys, db)
+    assert code == 1 and doc["iam"] is True
+    key = keys[key_id]
+    steps = _steps(key)
+    _check_order(key)
+    assert key["user"] == "busy-svc" and key["iam_status"] == "Active" and key["state"] == "found"
+    assert {(loc["host"], loc["place"]) for loc in key["locations"]} == {
+        ("web-1", "/home/app/.aws/credentials"), ("web-2", "/srv/app/.env")}
+    replace = steps["replace"]
+    assert replace["state"] == "open" and "exact permissions" in replace["reason"]
+    assert any("S3Read" in c for c in replace["commands"]) and any("extra" in c for c in replace["commands"])
+    assert [(s["state"], s["commands"]) for s in key["steps"][1:]] == [("waiting", [])] * 5, key["steps"]
+    assert not any("delete" in c or "Inactive" in c for s in key["steps"] for c in s["commands"])
+
+    # both hosts swept two days later without reporting it: replaced and deployed; the recent use still holds it
+    _fill(db, *(heartbeat_message(host_info=h, sent_at="2026-11-30T10:05:00Z") for h in WEB))
+    code, doc, keys = _plan(capsys, db)
+    steps = _steps(keys[key_id])
+    assert keys[key_id]["locations"] == [] and len(keys[key_id]["cleared_locations"]) == 2
+    assert steps["replace"]["state"] == "done" and steps["deploy"]["state"] == "done"
+    assert steps["confirm-unused"]["state"] == "open" and "sts" in steps["confirm-unused"]["reason"]
+    assert keys[key_id]["state"] == "replaced"
+    assert steps["deactivate"]["state"] == "waiting" and not steps["deactivate"]["commands"]
+
+    # the quiet period passed (here: none asked): deactivation is offered, deletion not yet
+    code, doc, keys = _plan(capsys, db, "--quiet-days", "0")
+    steps = _steps(keys[key_id])
+    assert keys[key_id]["state"] == "unused"
+    assert steps["deactivate"]["state"] == "open"
+    assert steps["deactivate"]["commands"] == [f"keysweep audit --deactivate {key_id}"]
+    assert steps["delete-key"]["state"] == "waiting" and not steps["delete-key"]["commands"]
+
+    assert main(["audit", "--deactivate", key_id, "--yes", "--force", "--db", str(db)]) == 0
+    capsys.readouterr()
+    code, doc, keys = _plan(capsys, db)
+    steps = _steps(keys[key_id])
+    assert keys[key_id]["state"] == "deactivated" and keys[key_id]["iam_status"] == "Inactive"
+    assert steps["delete-key"]["state"] == "waiting" and "30-day wait" in steps["delete-key"]["reason"]
+    assert steps["delete-user"]["state"] == "waiting" and not steps["delete-user"]["commands"]
+
+    code, doc, keys = _plan(capsys, db, "--inactive-days", "0")
+    steps = _steps(keys[key_id])
+    assert steps["delete-key"]["state"] == "open"
+    assert steps["delete-key"]["commands"] == [
+        f"aws iam delete-access-key --user-name busy-svc --access-key-id {key_id}"]
+    assert steps["delete-user"]["state"] == "waiting"
+
+    iam.delete_access_key(UserName="busy-svc", AccessKeyId=key_id)
+    code, doc, keys = _plan(capsys, db)
+    key = keys[key_id]
+    steps = _steps(key)
+    assert key["iam_status"] == "deleted" and key["state"] == "deleted" and code == 1  # the user is left
+    delete_user = steps["delete-user"]
+    assert delete_user["state"] == "open"
+    cmds = delete_user["commands"]
+    backup = next(i for i, c in enumerate(cmds) if c.startswith("aws iam get-user-policy") and "extra" in c)
+    assert backup < next(i for i, c in enumerate(cmds) if c.startswith("aws iam delete-user-policy"))
+    assert cmds[-1] == "aws iam delete-user --user-name busy-svc"
+
+
+@pytest.mark.timeout(120)
+def test_a_key_on_a_host_is_never_offered_for_deletion(moto_server, tmp_path, capsys):
+    """Deactivated by hand while still on a host: deletion waits for the host, and so does its user."""
+    iam = aws.make_client("iam")
+    key_id = _busy_user(iam)
+    iam.update_access_key(UserName="busy-svc", AccessKeyId=key_id, Status="Inactive")
+    db = tmp_path / "fleet.db"
+    _fill(db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"))
+    code, doc, keys = _plan(capsys, db, "--inactive-days", "0", "--quiet-days", "0")
+    key = keys[key_id]
+    steps = _steps(key)
+    assert steps["deactivate"]["state"] == "done" and steps["replace"]["state"] == "open"
+    assert steps["delete-key"]["state"] == "waiting" and steps["delete-user"]["state"] == "waiting"
+    assert not any("delete" in c for s in key["steps"] for c in s["commands"])
+    assert key["state"] == "found"
+
+
+def test_bad_options_are_usage_errors(tmp_path, capsys):
+    assert main(["plan", "--db", str(tmp_path / "missing.db")]) == 2
+    assert "no such store" in capsys.readouterr().err
