@@ -6,15 +6,21 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
 import pytest
+from keysweep.central.handler import MessageHandler, Outcome
 from keysweep.central.store import open_store
 from keysweep.cli import main
+from keysweep.context import ContextConfig, detect_context
+from keysweep.models import HostContext
+from keysweep.report.message import encode_message, heartbeat_message
 
 from tests.support import messages as M
 from tests.support.cloudtrail_server import CloudTrailServer, cloudtrail_server
+from tests.support.metadata_server import Instance, closed_endpoint, imds_server
 from tests.support.moto_server import MotoServer
 
 pytestmark = pytest.mark.timeout(180)
@@ -214,3 +220,78 @@ def test_organization_reads_each_accounts_keys_with_its_own_role(
     assert (keys[own_key]["account"], keys[own_key]["verdict"]) == (ACCOUNT, "unused")
     signers = {r.attributes[0]["AttributeValue"]: r.signer for r in trail.requests}
     assert signers[own_key] == "testing" and signers[member_key] not in ("testing", "")  # the assumed role's key
+
+
+def _agent_body(context: HostContext) -> str:
+    """The heartbeat body an agent with ``context`` puts on the queue."""
+    msg = heartbeat_message(context, stats=None, findings=[], started_at=time.time() - 5, finished_at=time.time(),
+                            spool={})
+    return encode_message(msg, 256 * 1024)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
+def test_agents_reported_addresses_name_the_fleet_host(
+    trail: CloudTrailServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], backend: str
+) -> None:
+    ec2 = boto3.client("ec2")
+    ami = ec2.describe_images()["Images"][0]["ImageId"]
+    without_agent = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]
+    contexts = ContextConfig(imds_timeout=0.5, machine_id_path=str(tmp_path / "absent"))
+    # an on-premises agent: this machine's own interface addresses, as the agent detects them
+    on_prem = detect_context(replace(contexts, imds_endpoint=closed_endpoint()), environ={})
+    if not on_prem.addresses:
+        pytest.skip("this machine has no address but loopback and link-local ones")
+    # an agent on an instance of another account: its public address from IMDS
+    with imds_server(Instance(instance_id="i-0feed0000000000ab", public_ipv4="54.170.12.34")) as imds:
+        elsewhere = detect_context(replace(contexts, imds_endpoint=imds.endpoint), environ={})
+    elsewhere = replace(elsewhere, addresses=())  # one machine plays both agents: keep its interfaces to one
+    # an office host that happens to use the private address of the account's instance without an agent
+    office = replace(on_prem, host_id="machine-office", hostname="office-1",
+                     addresses=(without_agent["PrivateIpAddress"],))
+    db = str(tmp_path / "fleet.db") if backend == "sqlite" else f"dynamodb://fleet-{tmp_path.name[-20:]}"
+    store = open_store(db)
+    handler = MessageHandler(store)
+    for ctx in (on_prem, elsewhere, office):
+        assert handler.handle(_agent_body(ctx)).outcome is Outcome.OK
+    stored = {h.host_id: h.host for h in store.iter_hosts()}
+    store.close()
+    assert stored[on_prem.host_id]["addresses"] == list(on_prem.addresses)
+    assert stored["i-0feed0000000000ab"]["public_ip"] == "54.170.12.34"
+
+    on_prem_key, elsewhere_key, gap_key = keys_of("alice", 2) + keys_of("bob")
+    now = time.time()
+    trail.add_event(on_prem_key, ip=on_prem.addresses[0], user_agent=CLI, at=now - 600)
+    trail.add_event(elsewhere_key, ip="54.170.12.34", user_agent=CLI, at=now - 600)
+    trail.add_event(gap_key, ip=without_agent["PrivateIpAddress"], user_agent=CLI, at=now - 600)
+
+    code, out, err = run_trail(capsys, "--region", "us-east-1", "--format", "json")
+    assert code == 1, err
+    without_db = {k["key_id"]: k for k in json.loads(out)["keys"]}
+    assert without_db[elsewhere_key]["verdict"] == "in-use-outside-aws"  # what the store's addresses change
+
+    code, out, err = run_trail(capsys, "--region", "us-east-1", "--db", db, "--format", "json")
+    assert code == 1, err
+    keys = {k["key_id"]: k for k in json.loads(out)["keys"]}
+    assert keys[on_prem_key]["verdict"] == "in-use-by-fleet-host"
+    assert [(s["kind"], s["resource"]) for s in keys[on_prem_key]["sources"]] == [("fleet-host", on_prem.host_id)]
+    assert keys[elsewhere_key]["verdict"] == "in-use-by-fleet-host"
+    assert keys[elsewhere_key]["sources"][0]["resource"] == "i-0feed0000000000ab"
+    # a private address is the account's instance first: the office host reporting it does not hide the gap
+    assert keys[gap_key]["verdict"] == "in-use-by-compute-without-agent"
+    assert keys[gap_key]["sources"][0]["resource"] == without_agent["InstanceId"]
+
+
+def test_fleet_reads_every_reported_address_in_canonical_form() -> None:
+    from keysweep.cloud.addresses import Fleet
+
+    fleet = Fleet.from_hosts([
+        {"host_id": "i-1", "instance_id": "i-1", "private_ip": "172.31.0.5", "public_ip": "54.170.12.34",
+         "addresses": ["172.31.0.5", "2A05:D018:0:0::1"]},
+        {"host_id": "machine-a", "addresses": ["172.17.0.1", "not an address"]},
+        {"host_id": "machine-b", "addresses": ["172.17.0.1"], "private_ip": None},
+        {"host_id": "old-agent"},  # a record from before the agents reported addresses
+    ])
+    assert fleet.instance_ids == {"i-1"}
+    assert [fleet.host_at(ip) for ip in ("172.31.0.5", "54.170.12.34", "2a05:d018::1")] == ["i-1"] * 3
+    assert fleet.host_at("172.17.0.1") == "machine-a and 1 more fleet hosts"
+    assert fleet.host_at("10.9.9.9") is None and len(fleet.hosts_by_address) == 4

@@ -11,27 +11,36 @@ from typing import Any
 
 from keysweep.aws import client_config
 from keysweep.cloud.session import AWS_ERRORS, Target, error_reason
+from keysweep.ipaddr import canonical_ip
 
 
 @dataclass(frozen=True)
 class Fleet:
-    """What the fleet store says: instance ids and addresses of hosts running the agent."""
+    """What the fleet store says: instance ids of hosts running the agent, and the addresses the agents report
+    (host context ``private_ip``, ``public_ip``, ``addresses``), each with the hosts that report it."""
 
     instance_ids: frozenset[str] = frozenset()
-    addresses: frozenset[str] = frozenset()
+    hosts_by_address: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     @classmethod
     def from_hosts(cls, hosts: Iterable[Mapping[str, Any]]) -> Fleet:
         ids: set[str] = set()
-        addrs: set[str] = set()
+        by_address: dict[str, set[str]] = {}
         for h in hosts:
             if h.get("instance_id"):
                 ids.add(str(h["instance_id"]))
-            for name in ("private_ip", "public_ip"):
-                if h.get(name):
-                    addrs.add(str(h[name]))
-            addrs.update(str(a) for a in h.get("addresses") or ())
-        return cls(frozenset(ids), frozenset(addrs))
+            name = str(h.get("host_id") or h.get("hostname") or "")
+            reported = [h.get("private_ip"), h.get("public_ip"), *(h.get("addresses") or ())]
+            for ip in filter(None, (canonical_ip(a) for a in reported if a)):
+                by_address.setdefault(ip, set()).add(name)
+        return cls(frozenset(ids), {ip: tuple(sorted(names)) for ip, names in by_address.items()})
+
+    def host_at(self, ip: str) -> str | None:
+        """The fleet host that reports ``ip`` (canonical form), a count when several do, None when none does."""
+        hosts = self.hosts_by_address.get(ip)
+        if not hosts:
+            return None
+        return hosts[0] if len(hosts) == 1 else f"{hosts[0]} and {len(hosts) - 1} more fleet hosts"
 
 
 def _interface_kind(eni: Mapping[str, Any]) -> tuple[str, str]:
@@ -67,8 +76,12 @@ class Resolver:
             address = ipaddress.ip_address(ip)
         except ValueError:  # "lambda.amazonaws.com", "AWS Internal": a service acting with the key
             return "aws-service", ip
-        if ip in self.fleet.addresses:
-            return "fleet-host", ip
+        fleet_host = self.fleet.host_at(str(address))
+        # a public address is one host's: a fleet host reporting it is the answer. A private one can be reused by
+        # any network (an office LAN, a docker bridge): the account's own interfaces are asked first, so an
+        # instance without an agent is never hidden behind an on-premises host that reports the same address
+        if fleet_host is not None and not address.is_private:
+            return "fleet-host", fleet_host
         lookups = _PRIVATE_LOOKUPS if address.is_private else _PUBLIC_LOOKUPS
         for target in self.targets:
             for lookup in lookups:
@@ -82,6 +95,8 @@ class Resolver:
                     if kind == "ec2-instance" and resource in self.fleet.instance_ids:
                         return "fleet-host", resource
                     return kind, resource
+        if fleet_host is not None:
+            return "fleet-host", fleet_host
         return "outside-aws", None
 
 
