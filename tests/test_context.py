@@ -300,6 +300,7 @@ def test_disabled_detection_asks_nothing(tmp_path):
         ctx = detect_context(_config(tmp_path, imds.endpoint, enabled=False), environ={})
         assert imds.requests == []
     assert ctx.kind == "unknown"
+    assert (ctx.addresses, ctx.private_ip, ctx.public_ip) == ((), None, None)
 
 
 def test_http_proxy_in_environment_is_not_used_for_metadata(tmp_path, monkeypatch):
