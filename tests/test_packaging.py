@@ -412,6 +412,9 @@ def test_dockerfile_runs_non_root_with_exec_form_entrypoint_and_healthcheck() ->
     assert probe[:3] == ["keysweep", "status", "--check"]
     config = REPO / "packaging/container/agent.yaml"
     assert load_config(config).scan.host_prefix == "/host"
+    # the image's state volume is /var/lib/keysweep; the agent keeps its state in a subdirectory it creates itself
+    assert load_config(config).state_dir == "/var/lib/keysweep/state"
+    assert 'VOLUME ["/var/lib/keysweep"]' in [f"{o} {a}" for o, a in final]
     assert f"COPY {config.relative_to(REPO)} /etc/keysweep/agent.yaml" in [f"COPY {a}" for o, a in final if o == "COPY"]
 
 
@@ -467,6 +470,7 @@ def test_daemonset_reads_the_host_read_only_with_only_the_two_capabilities() -> 
     cfg = agent_config(docs["ConfigMap"])
     assert cfg.scan.host_prefix == "/host"
     assert cfg.state_dir in mounts(container) and "hostPath" in volumes[mounts(container)[cfg.state_dir]["name"]]
+    assert volumes[mounts(container)[cfg.state_dir]["name"]]["hostPath"]["type"] == "DirectoryOrCreate"  # root's
     assert volumes[mounts(container)["/etc/keysweep"]["name"]]["configMap"]["name"] == docs["ConfigMap"]["metadata"]["name"]
     sa = docs["ServiceAccount"]
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
@@ -502,7 +506,9 @@ def test_ecs_task_runs_the_agent_as_a_non_essential_read_only_sidecar() -> None:
     paths = {m["containerPath"]: m for m in agent["mountPoints"]}
     for root in cfg.scan.roots:
         assert paths[f"{cfg.scan.host_prefix}{root}"]["readOnly"] is True
-    assert paths[cfg.state_dir]["readOnly"] is False
+    # the agent's own subdirectory of its writable task volume (the volume's owner and mode are not the agent's)
+    state_mount = paths[str(Path(cfg.state_dir).parent)]
+    assert state_mount["readOnly"] is False and state_mount["sourceVolume"] == "keysweep-state"
     assert "exec keysweep agent" in agent["command"][0]
     assert agent["healthCheck"]["command"][:2] == ["CMD", "keysweep"]
 
