@@ -581,3 +581,30 @@ def test_organization_audit_attaches_the_scps_per_ready_ou_and_account(moto_serv
 
     assert main(["audit", "--organization"]) == 2  # needs --role-name
     assert main(["audit", "--exempt-role", "arn:aws:iam::1:user/x"]) == 2
+
+
+def test_only_verifications_that_signed_with_the_key_can_explain_a_use():
+    from keysweep.central.evidence import keysweep_use, verification_times
+    from keysweep.central.records import FindingRecord
+
+    at = datetime(2026, 11, 28, 10, tzinfo=UTC)
+    common = dict(finding_fingerprint="f", fingerprint="k", key_id="AKIAXYZDQCEN4B6JSJQI", account_id=None,
+                  rule="r", severity="high", has_secret=True, host_id="h", hostname="h", host_kind="ec2",
+                  first_seen="2026-11-28T10:00:00Z", last_seen="2026-11-28T10:00:00Z", version="v",
+                  verified_at="2026-11-28T10:00:00Z")
+    identify_only = FindingRecord(**common, status="skipped",
+                                  verification={"status": "skipped", "reason": "identify-only"},
+                                  verification_history=({"status": "skipped", "at": "2026-11-28T10:00:00Z",
+                                                         "last_at": "2026-11-28T10:00:00Z"},))
+    unparsed = FindingRecord(**common, status="unknown", verification={"status": "unknown", "reason": "throttled"})
+    signed = FindingRecord(**common, status="unknown", verification={"status": "unknown", "request_id": "req-1"})
+    legacy_live = FindingRecord(**{**common, "verified_at": None}, status="live", verification={"status": "live"},
+                                verification_history=({"status": "live", "at": "2026-11-28T10:00:00Z",
+                                                       "last_at": "2026-11-28T10:00:00Z"},))
+    use = at + timedelta(minutes=5)
+    assert verification_times([identify_only, unparsed]) == {}
+    for rec in (signed, legacy_live):
+        times = verification_times([rec])
+        assert keysweep_use(use, "sts", times[rec.key_id]) == at
+        assert keysweep_use(use, "s3", times[rec.key_id]) is None
+        assert keysweep_use(at + timedelta(minutes=30), "sts", times[rec.key_id]) is None

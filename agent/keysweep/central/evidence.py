@@ -19,11 +19,29 @@ from keysweep.central.records import FindingRecord
 KEYSWEEP_USE_WINDOW = timedelta(minutes=15)
 
 
+# statuses only an answer to a request signed with the found key gives (records stored before request ids)
+SIGNED_STATUSES = frozenset({"live", "invalid", "wrong_secret", "expired"})
+
+
+def _signed(status: object, request_id: object) -> bool:
+    """Whether an observation came from a request signed with the found key: one that has a request id, or a
+    status only such an answer gives. ``skipped`` (identify-only, disabled, …) and ``canary`` never signed."""
+    return bool(request_id) or status in SIGNED_STATUSES
+
+
 def verification_times(records: Iterable[FindingRecord]) -> dict[str, list[datetime]]:
-    """key id -> every time the fleet verified it that the store kept (each status run's first and last)."""
+    """key id -> every time the fleet signed a request with it that the store kept (each status run's first and
+    last observation); observations that signed nothing are left out, so they can never explain a use."""
     times: dict[str, set[datetime]] = defaultdict(set)
     for rec in records:
-        stamps = [rec.verified_at, *(e.get(k) for e in rec.verification_history for k in ("at", "last_at"))]
+        stamps: list[object] = []
+        if rec.verification and _signed(rec.status, rec.verification.get("request_id")):
+            stamps.append(rec.verified_at)
+        for entry in rec.verification_history:
+            if _signed(entry.get("status"), entry.get("request_id")):
+                stamps.append(entry.get("at"))
+            if _signed(entry.get("status"), entry.get("last_request_id")):
+                stamps.append(entry.get("last_at"))
         for stamp in stamps:
             when = parse_time(stamp) if isinstance(stamp, str) else None
             if when is not None:
