@@ -7,11 +7,13 @@ import json
 import pytest
 from keysweep import aws
 from keysweep.central.handler import MessageHandler, Outcome
+from keysweep.central.key_states import KeyState
 from keysweep.central.plan import STEPS
 from keysweep.central.store import open_store
 from keysweep.cli import main
 
 from tests.support.messages import finding_message, heartbeat_message, host
+from tests.test_store import store  # noqa: F401  (the fixture: both backends)
 
 ACCOUNT = "123456789012"  # moto's
 WEB = (host("i-0aaaaaaaaaaaaaaa1", "web-1"), host("i-0aaaaaaaaaaaaaaa2", "web-2"))
@@ -26,12 +28,12 @@ def _finding(h, key_id, path):
 
 
 def _fill(db, *messages):
-    store = open_store(str(db))
+    fleet = open_store(str(db))
     try:
-        handler = MessageHandler(store)
+        handler = MessageHandler(fleet)
         assert all(handler.handle(json.dumps(m)).outcome is Outcome.OK for m in messages)
     finally:
-        store.close()
+        fleet.close()
 
 
 def _plan(capsys, db, *argv):
@@ -143,6 +145,9 @@ def test_a_key_is_walked_from_found_to_deleted(moto_server, tmp_path, capsys):
     steps = _steps(keys[key_id])
     assert keys[key_id]["state"] == "deactivated" and keys[key_id]["iam_status"] == "Inactive"
     assert steps["delete-key"]["state"] == "waiting" and "30-day wait" in steps["delete-key"]["reason"]
+    observed = {h["state"]: h for h in keys[key_id]["history"]}
+    assert set(observed) == {"replaced", "unused", "deactivated"}
+    assert all(h["source"] == "observed" and "arn:aws:sts::123456789012" in h["actor"] for h in observed.values())
     assert steps["delete-user"]["state"] == "waiting" and not steps["delete-user"]["commands"]
 
     code, doc, keys = _plan(capsys, db, "--inactive-days", "0")
@@ -157,6 +162,7 @@ def test_a_key_is_walked_from_found_to_deleted(moto_server, tmp_path, capsys):
     key = keys[key_id]
     steps = _steps(key)
     assert key["iam_status"] == "deleted" and key["state"] == "deleted" and code == 1  # the user is left
+    assert {h["state"] for h in key["history"]} == {"replaced", "unused", "deactivated", "deleted"}
     delete_user = steps["delete-user"]
     assert delete_user["state"] == "open"
     cmds = delete_user["commands"]
@@ -185,3 +191,51 @@ def test_a_key_on_a_host_is_never_offered_for_deletion(moto_server, tmp_path, ca
 def test_bad_options_are_usage_errors(tmp_path, capsys):
     assert main(["plan", "--db", str(tmp_path / "missing.db")]) == 2
     assert "no such store" in capsys.readouterr().err
+
+
+def test_key_states_are_kept_first_record_wins(store):  # noqa: F811
+    first = KeyState("AKIAXYZDQCEN4B6JSJQI", "replaced", "arn:aws:iam::123456789012:user/alice",
+                     "2026-11-29T10:00:00.000Z", "mark", "CHG-1")
+    assert store.record_key_state(first) is True
+    again = KeyState("AKIAXYZDQCEN4B6JSJQI", "replaced", "arn:aws:iam::123456789012:user/bob",
+                     "2026-11-30T10:00:00.000Z", "mark")
+    assert store.record_key_state(again) is False
+    seen = KeyState("AKIAXYZDQCEN4B6JSJQI", "deactivated", "keysweep plan", "2026-11-29T09:00:00.000Z", "observed")
+    other = KeyState("AKIAAAAAAAAAAAAAAAAA", "deleted", "keysweep plan", "2026-11-28T09:00:00.000Z", "observed")
+    assert store.record_key_state(seen) and store.record_key_state(other)
+    assert list(store.iter_key_states()) == [other, seen, first]
+    with pytest.raises(ValueError):
+        KeyState("AKIAXYZDQCEN4B6JSJQI", "gone", "x", "2026-11-29T10:00:00.000Z")
+
+
+def test_marks_carry_a_plan_without_iam(tmp_path, capsys):
+    """Without IAM facts a person's marks are the plan's only word past the hosts; who and when are kept."""
+    db = tmp_path / "fleet.db"
+    key_id = "AKIAXYZDQCEN4B6JSJQI"
+    _fill(db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"))
+    assert main(["plan", "--db", str(db), "--no-iam", "--mark", key_id, "replaced", "--note", "CHG-7"]) == 1
+    capsys.readouterr()
+    code, doc, keys = _plan(capsys, db, "--no-iam")
+    key = keys[key_id]
+    steps = _steps(key)
+    # marked replaced after the host last reported it: the place counts as cleared
+    assert key["locations"] == [] and steps["replace"]["state"] == "done" and steps["deploy"]["state"] == "done"
+    assert steps["confirm-unused"]["state"] == "unknown" and steps["deactivate"]["state"] == "waiting"
+    (mark,) = [h for h in key["history"] if h["state"] == "replaced"]
+    assert mark["source"] == "mark" and mark["note"] == "CHG-7" and mark["actor"]
+    for state in ("unused", "deactivated"):
+        assert main(["plan", "--db", str(db), "--no-iam", "--mark", key_id, state]) == 1
+    capsys.readouterr()
+    code, doc, keys = _plan(capsys, db, "--no-iam")
+    steps = _steps(keys[key_id])
+    assert keys[key_id]["state"] == "deactivated"
+    assert steps["delete-key"]["state"] == "unknown" and steps["delete-key"]["commands"] == []
+    # a host reporting the key after the mark puts it back
+    later = finding_message(host_info=WEB[1], key_id=key_id, path="/srv/app/.env", sent_at="2099-01-01T00:00:00Z")
+    _fill(db, later)
+    code, doc, keys = _plan(capsys, db, "--no-iam")
+    assert [loc["host"] for loc in keys[key_id]["locations"]] == ["web-2"]
+    assert _steps(keys[key_id])["deploy"]["state"] in ("open", "waiting")
+    assert main(["plan", "--db", str(db), "--mark", key_id, "found"]) == 2
+    assert main(["plan", "--db", str(db), "--mark", "ASIAY34FZKBOKMUTVV7A", "deleted"]) == 2
+    assert main(["plan", "--db", str(db), "--note", "x"]) == 2

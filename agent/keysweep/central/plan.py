@@ -19,11 +19,11 @@ from typing import Any
 from keysweep.central.audit import AuditItem, AuditResult, HostKey, _place
 from keysweep.central.evidence import keysweep_use, verification_times
 from keysweep.central.fleet_report import parse_time
+from keysweep.central.key_states import KEY_STATES, KeyState
 from keysweep.central.records import FindingRecord, HostRecord
 
 STEPS = ("replace", "deploy", "confirm-unused", "deactivate", "delete-key", "delete-user")
-# the key's progress, named after the last step done in order (the states `plan --mark` records)
-KEY_STATES = ("found", "replaced", "unused", "deactivated", "deleted")
+# the key's progress (KEY_STATES, which `plan --mark` records) is named after the last step done in order
 _STATE_AFTER = {"deploy": "replaced", "confirm-unused": "unused", "deactivate": "deactivated",
                 "delete-key": "deleted"}
 
@@ -66,6 +66,7 @@ class KeyPlan:
     cleared: tuple[tuple[str, str], ...]  # places whose host swept again without reporting it
     checks: tuple[str, ...]  # the audit items about this key
     steps: tuple[PlanStep, ...]
+    history: tuple[KeyState, ...] = ()  # the states the store recorded, in time order
 
     @property
     def state(self) -> str:
@@ -89,6 +90,7 @@ class KeyPlan:
             "locations": [{"host": h, "place": p} for h, p in self.locations],
             "cleared_locations": [{"host": h, "place": p} for h, p in self.cleared],
             "checks": list(self.checks), "steps": [s.to_dict() for s in self.steps],
+            "history": [h.to_dict() for h in self.history],
         }
 
 
@@ -125,13 +127,22 @@ class _Facts:
     judged_by_iam: bool = False
     records: list[FindingRecord] = field(default_factory=list)
     items: list[AuditItem] = field(default_factory=list)
+    states: dict[str, KeyState] = field(default_factory=dict)  # the first record of each state
+
+    def marked(self, state: str) -> KeyState | None:
+        return self.states.get(state)
 
 
-def _cleared(rec: FindingRecord, hosts: Mapping[str, HostRecord], options: PlanOptions) -> bool:
-    """The host has swept and reported since the place would have been re-reported: the key is no longer there."""
+def _cleared(rec: FindingRecord, hosts: Mapping[str, HostRecord], options: PlanOptions,
+             replaced: KeyState | None = None) -> bool:
+    """The host has swept and reported since the place would have been re-reported, or a person marked the key
+    replaced after the host last reported it there: the key is no longer there."""
     host = hosts.get(rec.host_id)
     seen = parse_time(rec.last_seen)
     beat = parse_time(host.last_heartbeat) if host else None
+    marked = parse_time(replaced.at) if replaced else None
+    if seen is not None and marked is not None and marked > seen:
+        return True
     return seen is not None and beat is not None and beat - seen > timedelta(hours=options.rereport_hours)
 
 
@@ -141,8 +152,12 @@ def _user_of(arn: str | None) -> str | None:
     return resource.rsplit("/", 1)[-1] if resource.startswith("user/") else None
 
 
-def _gather(records: Sequence[FindingRecord], audit: AuditResult | None) -> dict[str, _Facts]:
+def _gather(records: Sequence[FindingRecord], audit: AuditResult | None,
+            states: Iterable[KeyState] = ()) -> dict[str, _Facts]:
     facts: dict[str, _Facts] = {}
+    recorded: dict[str, dict[str, KeyState]] = defaultdict(dict)
+    for st in sorted(states, key=lambda x: x.at):
+        recorded[st.key_id].setdefault(st.state, st)
     for rec in records:
         if not rec.key_id.startswith("AKIA"):  # temporary keys expire by themselves: nothing to remove in IAM
             continue
@@ -150,6 +165,9 @@ def _gather(records: Sequence[FindingRecord], audit: AuditResult | None) -> dict
         f.records.append(rec)
         f.account_id = f.account_id or rec.account_id
         f.user = f.user or _user_of(rec.owner_arn)
+    for key_id, by_state in recorded.items():
+        if key_id in facts or audit is None:
+            facts.setdefault(key_id, _Facts(key_id)).states = by_state
     if audit is None:
         return facts
     audited = {a.account_id for a in audit.accounts if not a.error}
@@ -158,6 +176,8 @@ def _gather(records: Sequence[FindingRecord], audit: AuditResult | None) -> dict
     for item in audit.items:
         if item.key_id and (item.check in _KEY_CHECKS or item.check == "key-on-hosts"):
             facts.setdefault(item.key_id, _Facts(item.key_id, item.account_id, item.user)).items.append(item)
+    for key_id, by_state in recorded.items():
+        facts.setdefault(key_id, _Facts(key_id)).states = by_state
     for key_id, f in facts.items():
         info, hk = known.get(key_id), host_keys.get(key_id)
         if info is not None:
@@ -210,6 +230,10 @@ def _confirm_unused(f: _Facts, options: PlanOptions, verified: Sequence[datetime
     if f.iam_status in ("Inactive", "deleted"):
         return PlanStep("confirm-unused", DONE, f"the key is {f.iam_status.lower()}")
     if not f.judged_by_iam:
+        mark = f.marked("unused")
+        if mark is not None:
+            return PlanStep("confirm-unused", DONE, f"marked unused by {mark.actor} at {mark.at} (not checked: "
+                            f"{NO_IAM})")
         return PlanStep("confirm-unused", UNKNOWN, f"last use cannot be judged: {NO_IAM}", check)
     if f.last_used is None:
         return PlanStep("confirm-unused", DONE, "never used")
@@ -230,12 +254,17 @@ def _deactivate(f: _Facts) -> PlanStep:
         return PlanStep("deactivate", DONE, f"the key is {f.iam_status.lower()}")
     command = (f"keysweep audit --deactivate {f.key_id}",)
     if not f.judged_by_iam:
+        mark = f.marked("deactivated")
+        if mark is not None:
+            return PlanStep("deactivate", DONE, f"marked deactivated by {mark.actor} at {mark.at}")
         return PlanStep("deactivate", UNKNOWN, f"status cannot be judged: {NO_IAM}", command)
     return PlanStep("deactivate", OPEN, "set it Inactive: a use now fails loudly and can be undone", command)
 
 
 def _inactive_since(f: _Facts) -> datetime | None:
-    stamps = [parse_time(r.deactivated_at) for r in f.records]
+    """The earliest time the store knows the key inactive: its recorded deactivation, or the state's record."""
+    mark = f.marked("deactivated")
+    stamps = [parse_time(r.deactivated_at) for r in f.records] + [parse_time(mark.at) if mark else None]
     known = [s for s in stamps if s is not None]
     return min(known) if known else None
 
@@ -244,6 +273,9 @@ def _delete_key(f: _Facts, options: PlanOptions) -> PlanStep:
     if f.iam_status == "deleted":
         return PlanStep("delete-key", DONE, "no user of its audited account holds it any more")
     if not f.judged_by_iam or not f.user:
+        mark = f.marked("deleted")
+        if mark is not None:
+            return PlanStep("delete-key", DONE, f"marked deleted by {mark.actor} at {mark.at}")
         return PlanStep("delete-key", UNKNOWN, f"cannot be judged: {NO_IAM}")
     command = (f"aws iam delete-access-key --user-name {f.user} --access-key-id {f.key_id}",)
     since = _inactive_since(f)
@@ -298,13 +330,16 @@ def build_plan(
     hosts: Iterable[HostRecord],
     audit: AuditResult | None,
     options: PlanOptions | None = None,
+    states: Iterable[KeyState] = (),
 ) -> Plan:
-    """The plan for every long-term key of the store and of the audit (None: no IAM facts)."""
+    """The plan for every long-term key of the store and of the audit (None: no IAM facts), with the key states
+    the store recorded (``states``)."""
     options = options or PlanOptions()
     records = list(records)
     by_host = {h.host_id: h for h in hosts}
     verified = verification_times(records)
-    facts = _gather(records, audit)
+    states = list(states)
+    facts = _gather(records, audit, states)
     user_items = {(i.account_id, i.user or ""): i for i in (audit.items if audit else ())
                   if i.check == "user-without-credentials"}
     plans: list[KeyPlan] = []
@@ -312,16 +347,38 @@ def build_plan(
         places: dict[tuple[str, str], bool] = {}
         for rec in f.records:
             where = (rec.hostname or rec.host_id, _place(rec.location))
-            places[where] = places.get(where, False) or not _cleared(rec, by_host, options)
+            places[where] = places.get(where, False) or not _cleared(rec, by_host, options, f.marked("replaced"))
         held = tuple(sorted(p for p, still in places.items() if still))
         cleared = tuple(sorted(p for p, still in places.items() if not still))
         steps = [_replace(f, bool(held)), _deploy(f, held), _confirm_unused(f, options, verified.get(key_id, ())),
                  _deactivate(f), _delete_key(f, options), _delete_user(f, user_items)]
+        history = tuple(sorted((st for st in states if st.key_id == key_id), key=lambda x: (x.at, x.state)))
         plans.append(KeyPlan(key_id, f.account_id, f.user, f.iam_status, held, cleared,
-                             tuple(dict.fromkeys(i.check for i in f.items)), _in_order(steps)))
+                             tuple(dict.fromkeys(i.check for i in f.items)), _in_order(steps), history))
     notes = [] if audit is not None else [
         "No IAM facts: confirm-unused, deactivate, delete-key and delete-user cannot be judged. Run with "
         "credentials that may read IAM (or --account/--role-name, --organization)."]
     if audit is not None:
         notes += [f"account {a.account_id} not audited: {a.error}" for a in audit.failed_accounts]
     return Plan(tuple(plans), options, audit is not None, tuple(notes))
+
+
+def observed_states(plan: Plan, actor: str, at: str) -> list[KeyState]:
+    """The states this plan saw for itself (IAM status, the quiet period, the hosts' sweeps) and the store has no
+    record of yet: recorded so progress and the wait before deletion survive the next run."""
+    out: list[KeyState] = []
+    for key in plan.keys:
+        have = {h.state for h in key.history}
+        steps = {s.name: s for s in key.steps}
+        seen: list[str] = []
+        if key.cleared and not key.locations:
+            seen.append("replaced")
+        if plan.iam and steps["confirm-unused"].state == DONE and not steps["confirm-unused"].reason.startswith(
+                "marked"):
+            seen.append("unused")
+        if key.iam_status in ("Inactive", "deleted"):
+            seen.append("deactivated")
+        if key.iam_status == "deleted":
+            seen.append("deleted")
+        out += [KeyState(key.key_id, st, actor, at, "observed") for st in seen if st not in have]
+    return out

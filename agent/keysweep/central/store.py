@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
+from keysweep.central.key_states import KeyState
 from keysweep.central.records import FindingRecord, HostRecord, Origin
 from keysweep.errors import ConfigError, StoreError
 
@@ -54,6 +55,14 @@ class Store(Protocol):
 
     def record_deactivation(self, key_id: str, actor: str, at: str) -> None:
         """Remember that ``actor`` set ``key_id`` Inactive at ``at``; shown on every finding of that key."""
+        ...
+
+    def record_key_state(self, state: KeyState) -> bool:
+        """Keep ``state`` unless this key already has a record of that state (the first one stays); True when kept."""
+        ...
+
+    def iter_key_states(self) -> Iterator[KeyState]:
+        """Every key state recorded, by key id then time."""
         ...
 
     def close(self) -> None:

@@ -9,13 +9,14 @@ pk (hash key, S)       sk (range, S)     item
 ``HOST#<host_id>``     ``HOST``          one host (coverage)
 ``HOST#<host_id>``     ``OWNER``         the sender that owns the host id (``sender``)
 ``KEY#<key_id>``       ``DEACTIVATION``  who set the key Inactive, and when
+``KEY#<key_id>``       ``STATE#<state>``  the key's progress (``keysweep plan``): who and when, first record kept
 =====================  ================  ==========================================================
 
 Stores written before findings were kept per host hold ``FINDING#<ffp>`` / ``FINDING`` items; they are still read
 (a record of the same host and place in the new layout wins, and starts from the old one's history) and never
 written again.
 
-Every item carries ``type`` (finding | host | owner | deactivation); findings and hosts carry ``rev`` (a number bumped
+Every item carries ``type`` (finding | host | owner | deactivation | key-state); findings and hosts carry ``rev`` (a number bumped
 on every write) and ``data`` (the record as zlib-compressed canonical JSON, so nested values need no DynamoDB
 type mapping), and findings also the plain attributes ``key_id``, ``fingerprint``, ``host_id``, ``status`` and
 ``last_seen`` for ad-hoc queries. Writes are optimistic: read the item, merge the message, and put it back with
@@ -35,6 +36,7 @@ from typing import Any, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep.aws import client_config, make_client
+from keysweep.central.key_states import KeyState
 from keysweep.central.records import FindingRecord, HostRecord, Origin, merge_finding, merge_host
 from keysweep.central.store import MessageRefused, RecordTooLarge
 from keysweep.errors import StoreError
@@ -188,6 +190,21 @@ class DynamoDBStore:
         except (ClientError, BotoCoreError) as exc:
             raise _error(self.table, exc) from exc
 
+    def record_key_state(self, state: KeyState) -> bool:
+        try:
+            self._ddb.put_item(TableName=self.table, ConditionExpression="attribute_not_exists(pk)", Item={
+                "pk": {"S": f"KEY#{state.key_id}"}, "sk": {"S": f"STATE#{state.state}"}, "type": {"S": "key-state"},
+                "key_id": {"S": state.key_id}, "at": {"S": state.at},
+                "data": {"S": json.dumps(state.to_dict(), sort_keys=True)},
+            })
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+                return False
+            raise _error(self.table, exc) from exc
+        except BotoCoreError as exc:
+            raise _error(self.table, exc) from exc
+        return True
+
     # -- reads -----------------------------------------------------------------------------------------------
 
     def _scan(self, item_type: str) -> Iterator[dict[str, Any]]:
@@ -241,6 +258,10 @@ class DynamoDBStore:
     def iter_hosts(self) -> Iterator[HostRecord]:
         records = [HostRecord.from_dict(_decode(i["data"]["B"])) for i in self._scan("host")]
         yield from sorted(records, key=lambda r: r.host_id)
+
+    def iter_key_states(self) -> Iterator[KeyState]:
+        states = [KeyState.from_dict(json.loads(i["data"]["S"])) for i in self._scan("key-state")]
+        yield from sorted(states, key=lambda s: (s.key_id, s.at, s.state))
 
     def close(self) -> None:
         self._ddb.close()

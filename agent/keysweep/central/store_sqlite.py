@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from keysweep.central.key_states import KeyState
 from keysweep.central.records import FindingRecord, HostRecord, Origin, merge_finding, merge_host
 from keysweep.errors import StoreError
 
@@ -42,6 +43,8 @@ CREATE INDEX IF NOT EXISTS findings_fingerprint ON findings (fingerprint);
 CREATE TABLE IF NOT EXISTS hosts (host_id TEXT PRIMARY KEY, last_heartbeat TEXT, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS host_owners (host_id TEXT PRIMARY KEY, sender TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deactivations (key_id TEXT PRIMARY KEY, actor TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS key_states (key_id TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (key_id, state));
 """
 
 T = TypeVar("T")
@@ -175,6 +178,14 @@ class SQLiteStore:
     def record_deactivation(self, key_id: str, actor: str, at: str) -> None:
         self._write(lambda db: db.execute("INSERT OR REPLACE INTO deactivations VALUES (?, ?, ?)", (key_id, actor, at)))
 
+    def record_key_state(self, state: KeyState) -> bool:
+        def work(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("INSERT OR IGNORE INTO key_states VALUES (?, ?, ?, ?)",
+                                (state.key_id, state.state, state.at, canonical_json(state.to_dict())))
+            return cursor.rowcount == 1
+
+        return self._write(work)
+
     # -- reads -----------------------------------------------------------------------------------------------
 
     def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -207,6 +218,10 @@ class SQLiteStore:
     def iter_hosts(self) -> Iterator[HostRecord]:
         for (data,) in self._query("SELECT data FROM hosts ORDER BY host_id"):
             yield HostRecord.from_dict(json.loads(data))
+
+    def iter_key_states(self) -> Iterator[KeyState]:
+        for (data,) in self._query("SELECT data FROM key_states ORDER BY key_id, at, state"):
+            yield KeyState.from_dict(json.loads(data))
 
     def close(self) -> None:
         self._db.close()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import getpass
+import socket
 import sys
+from datetime import UTC, datetime
 from typing import TextIO
 
 from keysweep.central.audit import AuditOptions, AuditResult, account_targets, open_account, run_audit
-from keysweep.central.plan import STEPS, Plan, PlanOptions, build_plan
+from keysweep.central.deactivate import check_key_ids
+from keysweep.central.key_states import KEY_STATES, KeyState
+from keysweep.central.plan import STEPS, Plan, PlanOptions, build_plan, observed_states
+from keysweep.central.records import utc_iso
 from keysweep.cli.audit import _organization, _output
 from keysweep.cli.report import open_existing_store
 from keysweep.errors import ConfigError, ExitCode
@@ -35,6 +41,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--inactive-days", type=int, default=30, metavar="N",
                    help="a key is deleted only after N days inactive (default %(default)s)")
     p.add_argument("--no-iam", action="store_true", help="do not read IAM: plan from the store alone")
+    p.add_argument("--mark", nargs=2, metavar=("KEY_ID", "STATE"),
+                   help=f"record that a person took KEY_ID to STATE ({', '.join(KEY_STATES[1:])}), as the caller "
+                        "ARN of keysweep's credentials, now; then print the plan")
+    p.add_argument("--note", metavar="TEXT", help="with --mark: a note kept with the record (a ticket, a change id)")
     who = p.add_argument_group("accounts (default: the account of keysweep's own credentials)")
     who.add_argument("--account", action="append", default=[], metavar="ID",
                      help="account to read by assuming --role-name in it (repeatable)")
@@ -63,19 +73,57 @@ def _audit(args: argparse.Namespace, findings: list) -> AuditResult | None:  # t
                      external_id=args.external_id, organization=organization)
 
 
+def _who() -> str:
+    """The caller ARN of keysweep's credentials; without any, the local user (said to be unverified)."""
+    from keysweep.aws import has_credentials
+
+    if has_credentials():
+        return open_account(account_targets()[0]).caller_arn
+    return f"local user {getpass.getuser()}@{socket.gethostname()} (no AWS identity)"
+
+
+def _observer(audit: AuditResult | None) -> str:
+    arn = next((a.caller_arn for a in audit.accounts if a.caller_arn), None) if audit else None
+    return f"keysweep plan as {arn}" if arn else "keysweep plan (store only)"
+
+
+def _mark(args: argparse.Namespace) -> KeyState:
+    key_id, state = args.mark
+    try:
+        check_key_ids([key_id])
+    except ConfigError:
+        raise ConfigError(f"--mark {key_id[:24]!r}: not a long-term access key id (AKIA…)") from None
+    if state not in KEY_STATES[1:]:
+        raise ConfigError(f"--mark {key_id} {state}: the state is one of {', '.join(KEY_STATES[1:])}")
+    now = utc_iso(datetime.now(UTC).isoformat())
+    return KeyState(key_id, state, _who(), now, "mark", args.note)
+
+
 def run(args: argparse.Namespace) -> ExitCode:
     for name in ("quiet_days", "inactive_days"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    mark = _mark(args) if args.mark else None
+    if args.note and not mark:
+        raise ConfigError("--note goes with --mark")
     store = open_existing_store(args.db)
     try:
+        if mark is not None and not store.record_key_state(mark):
+            print(f"keysweep: {mark.key_id} already has a record of {mark.state}; kept the first one",
+                  file=sys.stderr)
         findings = list(store.iter_findings())
         hosts = list(store.iter_hosts())
+        audit = _audit(args, findings)
+        options = PlanOptions(quiet_days=args.quiet_days, inactive_days=args.inactive_days)
+        states = list(store.iter_key_states())
+        plan = build_plan(findings, hosts, audit, options, states)
+        seen = observed_states(plan, _observer(audit), utc_iso(options.current_time.isoformat()))
+        if seen:
+            for state in seen:
+                store.record_key_state(state)
+            plan = build_plan(findings, hosts, audit, options, list(store.iter_key_states()))
     finally:
         store.close()
-    audit = _audit(args, findings)
-    plan = build_plan(findings, hosts, audit, PlanOptions(quiet_days=args.quiet_days,
-                                                          inactive_days=args.inactive_days))
     with _output(args.output) as stream:
         if args.format == "json":
             dump_json(plan.to_dict(), stream)
@@ -100,6 +148,9 @@ def render_table(plan: Plan, out: TextIO) -> None:
                   f"  state: {key.state}\n")
         for host, place in key.locations:
             out.write(f"  at {safe_text(host)}: {safe_text(place)}\n")
+        for h in key.history:
+            note = f" ({h.note})" if h.note else ""
+            out.write(f"  {h.state} at {h.at}: {h.source} by {safe_text(h.actor)}{safe_text(note)}\n")
         for step in key.steps:
             out.write(f"  [{step.state:>10}] {step.name}: {safe_text(step.reason)}\n")
             for command in step.commands:
