@@ -339,3 +339,21 @@ def test_a_watched_path_through_a_users_link_to_a_root_only_directory_is_not_rea
     os.lchown(home / ".aws", 65534, 65534)
     operator = ScanOptions(paths=(named,), sources=("files",), workers=1)
     assert [f.key_id for f in run_scan(operator, detector).findings] == [KEY]
+
+
+def test_a_file_naming_more_keys_than_a_place_may_report_counts_the_rest(tmp_path):
+    from keysweep.detect import MAX_KEYS_PER_PLACE
+
+    from tests.support.planted import planted_key
+
+    ids = [planted_key(i).key_id for i in range(MAX_KEYS_PER_PLACE + 25)]
+    small = tmp_path / "small" / "ids.log"
+    small.parent.mkdir()
+    small.write_text("".join(f"request by {k}\n" for k in ids))
+    big = tmp_path / "big" / "ids.log"  # larger than one read: the streamed path
+    big.parent.mkdir()
+    big.write_text("".join(f"request by {k}\n" for k in ids) + "x" * (3 * 1024 * 1024) + "\n")
+    for tree in (small.parent, big.parent):
+        result = scan_paths(tree)
+        assert len(result.findings) == MAX_KEYS_PER_PLACE
+        assert result.stats.skipped["too-many-keys"] == 25

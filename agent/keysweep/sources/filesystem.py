@@ -21,6 +21,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
+from keysweep.detect import Place
 from keysweep.models import Finding, Location
 from keysweep.ruleset import glob_to_regex
 from keysweep.sources import archives, aws_files
@@ -719,12 +720,14 @@ def scan_file(
             stats.bytes_scanned += len(data)
             return aws_files.scan_aws_text(data, shown, aws_kind, detector, stats)
         size = fst.st_size
+        place = Place()  # its cap bounds the keys one file may report; what it drops is counted below
         if _is_sparse(fst):
             reader = _FileReader(fd, size, limit=options.max_file_size, sparse=True)
             findings = detector.scan_stream(reader.read, location=Location(kind="file", path=shown),
-                                            chunk_size=CHUNK_SIZE)
+                                            chunk_size=CHUNK_SIZE, place=place)
             stats.files_scanned += 1
             stats.bytes_scanned += reader.bytes
+            _count_cap(place, stats)
             return findings
         # one read holds a file up to CHUNK_SIZE (one byte more than its size tells whether it grew)
         want = min(size + 1, CHUNK_SIZE) if size else 65536
@@ -739,7 +742,7 @@ def scan_file(
             return SplitFile(size, ref)
         if len(head) < want:  # the whole file
             # almost every file holds no key: its Location (~1 µs to build) is made only for findings
-            findings = detector.scan(head, location=_FILE)
+            findings = detector.scan(head, location=_FILE, place=place)
             if findings:
                 findings = [dataclasses.replace(f, location=dataclasses.replace(f.location, path=shown))
                             for f in findings]
@@ -750,14 +753,21 @@ def scan_file(
             reader.bytes = len(head)
             findings = detector.scan_stream(
                 archives.Prefixed(head, reader).read, location=Location(kind="file", path=shown),
-                chunk_size=CHUNK_SIZE,
+                chunk_size=CHUNK_SIZE, place=place,
             )
             nbytes = reader.bytes
         stats.files_scanned += 1
         stats.bytes_scanned += nbytes
+        _count_cap(place, stats)
         return findings
     except OSError as exc:
         os_error_skip(exc).count(stats, shown)
         return None
     finally:
         os.close(fd)
+
+
+def _count_cap(place: Place, stats: ScanStats) -> None:
+    """Key occurrences a file's cap dropped (a file naming more distinct keys than one place may report)."""
+    if place.cap.over:
+        stats.skipped["too-many-keys"] += place.cap.over
