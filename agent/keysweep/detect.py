@@ -136,12 +136,37 @@ class Place:
         f = detector.make_finding(h.key_id, location=loc, secret=h.secret, session_token=h.token,
                                   pairing=h.pairing, rule=h.rule.id)
         self._found[key] = (strength, f)
-        if not per_line and strength[:2] == (True, True) and (strength[2] or f.key_type != "temporary"):
+        if not per_line and _settles(h):
             self.settled.add(h.key_id)
         return f
 
     def findings(self) -> list[Finding]:
         return [f for _, f in self._found.values()]
+
+
+def _settles(h: _Hit) -> bool:
+    """Nothing later can pair this id better: its secret is on its line or named (and a temporary id's token
+    was found)."""
+    return (h.secret is not None and h.pairing in _STRONG_PAIRINGS
+            and (h.token is not None or keyid.key_type(h.key_id) != "temporary"))
+
+
+class _Settling:
+    """The ids settled before a run of decoded views, plus those the run's views settle as they go: a long
+    base64 log that repeats its key in every payload pairs it once per chunk, not once per line."""
+
+    __slots__ = ("_before", "_now")
+
+    def __init__(self, before: Container[str]) -> None:
+        self._before = before
+        self._now: set[str] = set()
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._now or key_id in self._before
+
+    def note(self, hit: _Hit) -> None:
+        if _settles(hit):
+            self._now.add(hit.key_id)
 
 
 class Detector:
@@ -430,6 +455,7 @@ class Detector:
         out: list[_Hit] = []
         covered = [-1, -1, -1, -1]  # per quantum grid: text decoded so far (keeps long runs linear)
         wrapped_until = -1
+        settled = _Settling(settled)
         for h, first in hits:
             grid = (h - first) % 4
             if h + 32 <= covered[grid] or h < wrapped_until:  # the whole encoded id (<= 28 chars) was decoded
@@ -454,6 +480,7 @@ class Detector:
                 hit.pos = s + (4 * hit.pos) // 3
                 if hit.encoding == "base64":
                     self._pair_encoded_siblings(view, hit)
+                settled.note(hit)
                 out.append(hit)
         return out
 
