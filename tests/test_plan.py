@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
+from datetime import UTC, datetime
 
 import pytest
 from keysweep import aws
 from keysweep.central.handler import MessageHandler, Outcome
 from keysweep.central.key_states import KeyState
-from keysweep.central.plan import STEPS
+from keysweep.central.plan import STEPS, PlanOptions, build_plan, burn_down
 from keysweep.central.store import open_store
 from keysweep.cli import main
 
 from tests.support.messages import finding_message, heartbeat_message, host
+from tests.test_html_report import _run_chromium
 from tests.test_store import store  # noqa: F401  (the fixture: both backends)
 
 ACCOUNT = "123456789012"  # moto's
@@ -239,3 +243,52 @@ def test_marks_carry_a_plan_without_iam(tmp_path, capsys):
     assert main(["plan", "--db", str(db), "--mark", key_id, "found"]) == 2
     assert main(["plan", "--db", str(db), "--mark", "ASIAY34FZKBOKMUTVV7A", "deleted"]) == 2
     assert main(["plan", "--db", str(db), "--note", "x"]) == 2
+
+
+def _records(db):
+    fleet = open_store(str(db), create=False)
+    try:
+        return list(fleet.iter_findings()), list(fleet.iter_hosts()), list(fleet.iter_key_states())
+    finally:
+        fleet.close()
+
+
+def test_burn_down_counts_keys_until_their_recorded_deletion(tmp_path):
+    db = tmp_path / "fleet.db"
+    early = finding_message(host_info=WEB[0], key_id="AKIAXYZDQCEN4B6JSJQI", sent_at="2026-11-20T10:00:00Z")
+    late = finding_message(host_info=WEB[1], key_id="AKIAXYZDQCEN4B6JSJQJ", sent_at="2026-11-25T10:00:00Z")
+    _fill(db, early, late)
+    records, hosts, _ = _records(db)
+    states = [KeyState("AKIAXYZDQCEN4B6JSJQI", "deleted", "arn:aws:iam::1:user/a", "2026-11-27T08:00:00.000Z")]
+    plan = build_plan(records, hosts, None, PlanOptions(now=datetime(2026, 11, 28, 12, tzinfo=UTC)), states)
+    days = dict(burn_down(plan))
+    assert list(days)[0] == "2026-11-20" and list(days)[-1] == "2026-11-28"
+    assert days["2026-11-20"] == 1 and days["2026-11-24"] == 1  # the second key was found on the 25th
+    assert days["2026-11-25"] == 2 and days["2026-11-26"] == 2
+    assert days["2026-11-27"] == 1 and days["2026-11-28"] == 1  # the first was deleted on the 27th
+    assert dict(burn_down(plan, days=3)) == {"2026-11-26": 2, "2026-11-27": 1, "2026-11-28": 1}
+
+
+@pytest.mark.timeout(180)
+def test_html_plan_is_self_contained_and_renders(tmp_path, capsys):
+    db = tmp_path / "fleet.db"
+    hostile = "<img src=x onerror=alert(1)>"
+    _fill(db, finding_message(host_info=host("i-0aaaaaaaaaaaaaaa9", hostile), key_id="AKIAXYZDQCEN4B6JSJQI"),
+          _finding(WEB[0], "AKIAXYZDQCEN4B6JSJQJ", "/home/app/.aws/credentials"))
+    assert main(["plan", "--db", str(db), "--no-iam", "--mark", "AKIAXYZDQCEN4B6JSJQJ", "replaced",
+                 "--note", "<b>CHG-9</b>"]) == 1
+    capsys.readouterr()
+    out = tmp_path / "plan.html"
+    assert main(["plan", "--db", str(db), "--no-iam", "--format", "html", "--output", str(out)]) == 1
+    text = out.read_text()
+    assert hostile not in text and html.escape(hostile, quote=True) in text
+    assert "<b>CHG-9</b>" not in text and html.escape("<b>CHG-9</b>") in text
+    assert text.count("<script") == 1 and not re.search(r"\b(src|href)\s*=", text.replace(html.escape(hostile), ""))
+    assert len(re.findall(r'<svg class="ks-chart" data-chart="burn_down"', text)) == 1
+    assert "aws iam create-role --role-name web-1-role" in text
+    assert re.search(r"<b>1</b>keys replaced", text) and re.search(r"<b>1</b>keys found", text)
+    dom = _run_chromium(tmp_path, out, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert re.search(r'<body[^>]* data-charts-ready="1"', dom.stdout)
+    errors = re.search(r'<div id="ks-errors">(.*?)</div>', dom.stdout, re.S)
+    assert errors is not None and errors.group(1) == ""

@@ -181,13 +181,37 @@ def _host_row(row: HostRow) -> str:
     )
 
 
-def render_html(report: FleetReport) -> str:
-    s = report.summary()
+def page(title: str, heading: str, subtitle: str, body: str) -> str:
+    """A self-contained page: the Content-Security-Policy (no network; only this module's script), the CSS, a
+    header with ``heading`` and ``subtitle`` (markup, already escaped), ``body`` (markup) and the chart check
+    script (which expects at least one chart)."""
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
     csp = (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; img-src data:; "
            "base-uri 'none'; form-action 'none'")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">
+<meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{esc(title)}</title><style>{CSS}</style></head>
+<body><header><h1>{esc(heading)}</h1><p>{subtitle}
+&middot; <span id="ks-status">charts-pending</span></p></header>
+<main><div id="ks-errors"></div>
+{body}</main>
+<script>{SCRIPT}</script></body></html>
+"""
+
+
+def cards(values: Sequence[tuple[str, int, bool]]) -> str:
+    """The row of counters at the top of a page: (label, value, alert)."""
+    inner = "".join(f'<div class="card{" alert" if alert else ""}"><b>{v}</b>{esc(label)}</div>'
+                    for label, v, alert in values)
+    return f'<div class="cards">{inner}</div>'
+
+
+def render_html(report: FleetReport) -> str:
+    s = report.summary()
     generated = report.to_dict()["generated_at"]
-    cards = [
+    counters = [
         ("keys found", s["keys"], False), ("live keys", s["live_keys"], s["live_keys"] > 0),
         ("places", s["locations"], False), ("hosts with live keys", s["hosts_with_live_keys"], False),
         ("hosts known", s["hosts"], False), ("silent hosts", s["silent_hosts"], s["silent_hosts"] > 0),
@@ -200,22 +224,14 @@ def render_html(report: FleetReport) -> str:
     keys = "".join(_key_rows(k, open_details=k.status == "live" and i < OPEN_LIVE_KEYS)
                    for i, k in enumerate(report.keys)) or '<tr><td colspan="8">No keys reported.</td></tr>'
     hosts = "".join(_host_row(h) for h in report.hosts) or '<tr><td colspan="9">No hosts reported.</td></tr>'
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{esc(csp)}">
-<meta name="viewport" content="width=device-width,initial-scale=1">
-<title>keysweep fleet report {esc(generated)}</title><style>{CSS}</style></head>
-<body><header><h1>keysweep fleet report</h1><p>generated {esc(generated)} by keysweep {esc(__version__)}
-&middot; silent = no heartbeat for {report.silent_after.total_seconds() / 3600:g} h
-&middot; <span id="ks-status">charts-pending</span></p></header>
-<main><div id="ks-errors"></div>
-<div class="cards">{"".join(f'<div class="card{" alert" if alert else ""}"><b>{v}</b>{esc(label)}</div>' for label, v, alert in cards)}</div>
+    subtitle = (f"generated {esc(generated)} by keysweep {esc(__version__)}\n&middot; silent = no heartbeat for "
+                f"{report.silent_after.total_seconds() / 3600:g} h")
+    body = f"""{cards(counters)}
 <div class="charts">{charts}</div>
 <section><h2>Keys</h2><input id="ks-filter" type="search" placeholder="filter by key, account, host, path, owner…">
 <table><thead><tr><th>Key id</th><th>Account</th><th>Status</th><th>Owner</th><th>Hosts</th><th>Compute</th>
 <th>First seen</th><th>Last seen</th></tr></thead><tbody>{keys}</tbody></table></section>
 <section><h2>Host coverage</h2><table><thead><tr><th>Host</th><th>Kind</th><th>Agent</th><th>Last heartbeat</th>
 <th>State</th><th>Keys</th><th>Live</th><th>Files scanned</th><th>Errors</th></tr></thead><tbody>{hosts}</tbody></table>
-</section></main>
-<script>{SCRIPT}</script></body></html>
-"""
+</section>"""
+    return page(f"keysweep fleet report {generated}", "keysweep fleet report", subtitle, body)

@@ -67,6 +67,7 @@ class KeyPlan:
     checks: tuple[str, ...]  # the audit items about this key
     steps: tuple[PlanStep, ...]
     history: tuple[KeyState, ...] = ()  # the states the store recorded, in time order
+    found_at: str | None = None  # the first time the fleet reported it (or the first record of a state)
 
     @property
     def state(self) -> str:
@@ -90,7 +91,7 @@ class KeyPlan:
             "locations": [{"host": h, "place": p} for h, p in self.locations],
             "cleared_locations": [{"host": h, "place": p} for h, p in self.cleared],
             "checks": list(self.checks), "steps": [s.to_dict() for s in self.steps],
-            "history": [h.to_dict() for h in self.history],
+            "history": [h.to_dict() for h in self.history], "found_at": self.found_at,
         }
 
 
@@ -353,8 +354,9 @@ def build_plan(
         steps = [_replace(f, bool(held)), _deploy(f, held), _confirm_unused(f, options, verified.get(key_id, ())),
                  _deactivate(f), _delete_key(f, options), _delete_user(f, user_items)]
         history = tuple(sorted((st for st in states if st.key_id == key_id), key=lambda x: (x.at, x.state)))
+        found = min([r.first_seen for r in f.records] + [h.at for h in history], default=None)
         plans.append(KeyPlan(key_id, f.account_id, f.user, f.iam_status, held, cleared,
-                             tuple(dict.fromkeys(i.check for i in f.items)), _in_order(steps), history))
+                             tuple(dict.fromkeys(i.check for i in f.items)), _in_order(steps), history, found))
     notes = [] if audit is not None else [
         "No IAM facts: confirm-unused, deactivate, delete-key and delete-user cannot be judged. Run with "
         "credentials that may read IAM (or --account/--role-name, --organization)."]
@@ -381,4 +383,25 @@ def observed_states(plan: Plan, actor: str, at: str) -> list[KeyState]:
         if key.iam_status == "deleted":
             seen.append("deleted")
         out += [KeyState(key.key_id, st, actor, at, "observed") for st in seen if st not in have]
+    return out
+
+
+def burn_down(plan: Plan, days: int = 60) -> list[tuple[str, int]]:
+    """Keys not yet deleted at the end of each day (UTC), over the last ``days`` days up to the plan's time: a key
+    counts from when it was found until its recorded ``deleted`` state."""
+    end = plan.options.current_time.astimezone(UTC).date()
+    spans: list[tuple[datetime, datetime | None]] = []
+    for key in plan.keys:
+        found = parse_time(key.found_at) or plan.options.current_time
+        gone = next((parse_time(h.at) for h in key.history if h.state == "deleted"), None)
+        spans.append((found, gone))
+    if not spans:
+        return []
+    first = max(min(f for f, _ in spans).astimezone(UTC).date(), end - timedelta(days=days - 1))
+    out: list[tuple[str, int]] = []
+    day = first
+    while day <= end:
+        close = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+        out.append((day.isoformat(), sum(1 for f, g in spans if f < close and (g is None or g >= close))))
+        day += timedelta(days=1)
     return out

@@ -19,7 +19,7 @@ from keysweep.cli.report import open_existing_store
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.textsafe import dump_json, safe_text
 
-FORMATS = ("table", "json")
+FORMATS = ("table", "json", "html")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -127,6 +127,10 @@ def run(args: argparse.Namespace) -> ExitCode:
     with _output(args.output) as stream:
         if args.format == "json":
             dump_json(plan.to_dict(), stream)
+        elif args.format == "html":
+            from keysweep.central.plan_html import render_plan_html
+
+            stream.write(render_plan_html(plan))
         else:
             render_table(plan, stream)
     if audit is not None and audit.failed_accounts:
