@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 from datetime import UTC, datetime
 
@@ -292,3 +293,20 @@ def test_html_plan_is_self_contained_and_renders(tmp_path, capsys):
     assert re.search(r'<body[^>]* data-charts-ready="1"', dom.stdout)
     errors = re.search(r'<div id="ks-errors">(.*?)</div>', dom.stdout, re.S)
     assert errors is not None and errors.group(1) == ""
+
+
+def test_without_credentials_the_plan_is_from_the_store(tmp_path, capsys, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    db = tmp_path / "fleet.db"
+    _fill(db, _finding(WEB[0], "AKIAXYZDQCEN4B6JSJQI", "/home/app/.aws/credentials"))
+    code, doc, keys = _plan(capsys, db)
+    assert code == 1 and doc["iam"] is False and any("No IAM facts" in n for n in doc["notes"])
+    assert "cannot be judged" in _steps(keys["AKIAXYZDQCEN4B6JSJQI"])["deactivate"]["reason"]
+    # naming accounts without credentials to reach them is an error, not a quiet plan without IAM
+    assert main(["plan", "--db", str(db), "--account", "111111111111", "--role-name", "Audit"]) == 2
+    assert "plan: no AWS credentials" in capsys.readouterr().err
+    assert main(["plan", "--db", str(db), "--role-name", "Audit"]) == 2
+    assert main(["plan", "--db", str(db), "--no-iam", "--account", "111111111111", "--role-name", "A"]) == 2

@@ -13,8 +13,8 @@ from keysweep.central.audit import AuditOptions, AuditResult, account_targets, o
 from keysweep.central.deactivate import check_key_ids
 from keysweep.central.key_states import KEY_STATES, KeyState
 from keysweep.central.plan import STEPS, Plan, PlanOptions, build_plan, observed_states
-from keysweep.central.records import utc_iso
-from keysweep.cli.audit import _organization, _output
+from keysweep.central.records import FindingRecord, utc_iso
+from keysweep.cli.audit import NO_CREDENTIALS, _organization, _output
 from keysweep.cli.report import open_existing_store
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.textsafe import dump_json, safe_text
@@ -58,11 +58,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run)
 
 
-def _audit(args: argparse.Namespace, findings: list) -> AuditResult | None:  # type: ignore[type-arg]
+def _audit(args: argparse.Namespace, findings: list[FindingRecord]) -> AuditResult | None:
     from keysweep.aws import has_credentials
 
-    if args.no_iam or not has_credentials():
+    named = bool(args.account or args.assume_role_arn or args.organization)
+    if named and args.no_iam:
+        raise ConfigError("--no-iam reads no account: leave out --account, --assume-role-arn and --organization")
+    if not named:
+        account_targets(role_name=args.role_name)  # --role-name alone is as wrong here as in `keysweep audit`
+    if args.no_iam or not (named or has_credentials()):
         return None
+    if not has_credentials():
+        raise ConfigError(NO_CREDENTIALS.replace("audit:", "plan:", 1))
     organization = own = None
     if args.organization:
         organization = _organization()
@@ -161,5 +168,3 @@ def render_table(plan: Plan, out: TextIO) -> None:
                 out.write(f"               $ {safe_text(command)}\n")
     if not plan.keys:
         out.write("\nNo long-term keys in the store or the audit.\n")
-    out.flush()
-    sys.stdout.flush()
