@@ -225,6 +225,7 @@ def test_marks_carry_a_plan_without_iam(tmp_path, capsys):
     steps = _steps(key)
     # marked replaced after the host last reported it: the place counts as cleared
     assert key["locations"] == [] and steps["replace"]["state"] == "done" and steps["deploy"]["state"] == "done"
+    assert steps["replace"]["commands"] == [] and "marked replaced by" in steps["deploy"]["reason"]
     assert steps["confirm-unused"]["state"] == "unknown" and steps["deactivate"]["state"] == "waiting"
     (mark,) = [h for h in key["history"] if h["state"] == "replaced"]
     assert mark["source"] == "mark" and mark["note"] == "CHG-7" and mark["actor"]

@@ -210,15 +210,20 @@ def _replace(f: _Facts, on_hosts: bool) -> PlanStep:
             commands += [c for c in (rec.suggestion or {}).get("commands") or () if c not in commands]
         source = "the agents' suggestions (audit the owning account for the user's exact permissions)"
     if not on_hosts:
-        return PlanStep("replace", DONE, "no host reports the key any more", tuple(commands))
+        return PlanStep("replace", DONE, "no host reports the key any more" + _by_mark(f))
     hosts = sorted({r.hostname or r.host_id for r in f.records})
     return PlanStep("replace", OPEN, f"give {', '.join(hosts)} a role with {source}; attach it there",
                     tuple(commands))
 
 
+def _by_mark(f: _Facts) -> str:
+    mark = f.marked("replaced")
+    return f" (marked replaced by {mark.actor} at {mark.at})" if mark and mark.source == "mark" else ""
+
+
 def _deploy(f: _Facts, locations: Sequence[tuple[str, str]]) -> PlanStep:
     if not locations:
-        reason = "no place holds it" if f.records else "no host or cloud resource of the fleet holds it"
+        reason = ("no place holds it" + _by_mark(f)) if f.records else "no host or cloud resource of the fleet holds it"
         return PlanStep("deploy", DONE if f.records else NOT_NEEDED, reason)
     commands = tuple(f"# on {host}: remove {f.key_id} from {place}, then let the agent sweep again"
                      for host, place in locations)
