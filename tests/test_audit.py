@@ -608,3 +608,34 @@ def test_only_verifications_that_signed_with_the_key_can_explain_a_use():
         assert keysweep_use(use, "sts", times[rec.key_id]) == at
         assert keysweep_use(use, "s3", times[rec.key_id]) is None
         assert keysweep_use(at + timedelta(minutes=30), "sts", times[rec.key_id]) is None
+
+
+@pytest.mark.timeout(180)
+def test_audit_items_go_to_security_hub_and_close_once_resolved(moto_server, capsys):
+    iam = aws.make_client("iam")
+    keys = _populate(iam)
+    hub = aws.make_client("securityhub")
+
+    def findings():
+        return {f["Id"]: f for page in hub.get_paginator("get_findings").paginate() for f in page["Findings"]}
+
+    code = main(["audit", "--format", "json", "--new-key-grace-days", "0", "--securityhub"])
+    out = capsys.readouterr()
+    doc = json.loads(out.out)
+    assert code == 1 and f"Security Hub: {len(doc['items'])} imported, 0 archived, 0 refused" in out.err
+    idle_id = f"keysweep-audit/123456789012/never-used-key/{keys['idle']}"
+    idle = findings()[idle_id]
+    assert idle["GeneratorId"] == "keysweep/audit/never-used-key" and idle["Severity"]["Label"] == "MEDIUM"
+    assert idle["Resources"][0]["Type"] == "AwsIamAccessKey" and idle["RecordState"] == "ACTIVE"
+    assert "update-access-key" in idle["ProductFields"]["keysweep/commands"]
+    nobody = findings()["keysweep-audit/123456789012/user-without-credentials/nobody"]
+    assert nobody["Resources"][0]["Type"] == "AwsIamUser"
+    for secret in SECRETS:
+        assert secret not in json.dumps(findings())
+    # the key is deleted: the next audit archives its finding, and the others stay open
+    iam.delete_access_key(UserName="idle-svc", AccessKeyId=keys["idle"])
+    assert main(["audit", "--format", "json", "--new-key-grace-days", "0", "--securityhub"]) == 1
+    assert "1 archived, 0 refused" in capsys.readouterr().err
+    now = findings()
+    assert now[idle_id]["RecordState"] == "ARCHIVED"
+    assert now["keysweep-audit/123456789012/user-without-credentials/nobody"]["RecordState"] == "ACTIVE"

@@ -1,4 +1,5 @@
-"""Exporting the fleet's live keys to AWS Security Hub as ASFF findings (``securityhub:BatchImportFindings``).
+"""Exporting the fleet's live keys and the account audit's items to AWS Security Hub as ASFF findings
+(``securityhub:BatchImportFindings``).
 
 One finding per key (by key fingerprint), in the account and region that runs the export; the key's own account,
 owner and every host it was found on are in the finding. Keys that stopped being live (deactivated, invalid,
@@ -17,6 +18,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep import __version__, aws
+from keysweep.central.audit import AuditItem, AuditResult
 from keysweep.central.fleet_report import FleetKey, FleetReport
 from keysweep.errors import KeysweepError
 from keysweep.textsafe import safe_data, shorten
@@ -25,6 +27,7 @@ ASFF_SCHEMA_VERSION = "2018-10-08"
 MAX_BATCH = 100
 MAX_RESOURCES = 32
 GENERATOR_ID = "keysweep/long-lived-access-key"
+AUDIT_GENERATOR_PREFIX = "keysweep/audit/"  # + the check name
 FINDING_TYPES = (
     "Sensitive Data Identifications/Passwords/AWS access key",
     "Software and Configuration Checks/AWS Security Best Practices",
@@ -160,8 +163,8 @@ def import_findings(client: Any, findings: Sequence[dict[str, Any]]) -> ExportRe
     return ExportResult(imported, archived, tuple(failed))
 
 
-def export_report(report: FleetReport, *, region: str | None = None) -> ExportResult:
-    """Send the report's live (and newly closed) keys to Security Hub in keysweep's own account and region."""
+def _hub(region: str | None) -> tuple[Any, str, str]:
+    """(Security Hub client, account id, partition) of keysweep's own credentials."""
     try:
         client = aws.make_client("securityhub", region=region)
         identity = aws.make_client("sts", region=region).get_caller_identity()
@@ -169,7 +172,88 @@ def export_report(report: FleetReport, *, region: str | None = None) -> ExportRe
         raise SecurityHubError(f"Security Hub export: {exc.response.get('Error', {}).get('Code')}") from None
     except BotoCoreError as exc:
         raise SecurityHubError(f"Security Hub export: {type(exc).__name__}") from None
-    partition = identity["Arn"].split(":")[1]
-    findings = [to_asff(k, account_id=identity["Account"], region=client.meta.region_name, partition=partition,
+    return client, identity["Account"], identity["Arn"].split(":")[1]
+
+
+def export_report(report: FleetReport, *, region: str | None = None) -> ExportResult:
+    """Send the report's live (and newly closed) keys to Security Hub in keysweep's own account and region."""
+    client, account, partition = _hub(region)
+    findings = [to_asff(k, account_id=account, region=client.meta.region_name, partition=partition,
                         now=report.generated_at) for k in exportable(report.keys)]
     return import_findings(client, findings)
+
+
+def audit_item_to_asff(item: AuditItem, *, account_id: str, region: str, partition: str = "aws",
+                       now: datetime | None = None) -> dict[str, Any]:
+    """The ASFF finding for one audit item; its id names the audited account, the check and the key or user, so
+    the next audit updates the same finding."""
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    subject = item.key_id or item.user or "account"
+    if item.key_id:
+        details: dict[str, Any] = {"AccessKeyId": item.key_id, "AccountId": item.account_id, "PrincipalType": "IAMUser"}
+        if item.user:
+            details["PrincipalName"] = item.user
+        resource = {"Type": "AwsIamAccessKey", "Id": f"AWS::IAM::AccessKey:{item.key_id}",
+                    "Details": {"AwsIamAccessKey": details}}
+    else:
+        resource = {"Type": "AwsIamUser" if item.user and item.user != "<root_account>" else "AwsAccount",
+                    "Id": item.arn or f"AWS::::Account:{item.account_id}"}
+    commands = "\n".join(item.commands)
+    finding: dict[str, Any] = {
+        "SchemaVersion": ASFF_SCHEMA_VERSION,
+        "Id": f"keysweep-audit/{item.account_id}/{item.check}/{subject}",
+        "ProductArn": f"arn:{partition}:securityhub:{region}:{account_id}:product/{account_id}/default",
+        "GeneratorId": AUDIT_GENERATOR_PREFIX + item.check,
+        "AwsAccountId": account_id,
+        "Types": ["Software and Configuration Checks/AWS Security Best Practices"],
+        "CreatedAt": stamp,
+        "UpdatedAt": stamp,
+        "Severity": {"Label": _SEVERITY.get(item.severity, "MEDIUM")},
+        "Title": _cut(f"keysweep audit {item.check}: {subject} in account {item.account_id}", 256),
+        "Description": _cut(item.summary, 1024),
+        "Remediation": {"Recommendation": {"Text": _cut(item.action, 512)}},
+        "ProductFields": {
+            "ProviderName": "keysweep", "ProviderVersion": __version__, "keysweep/check": item.check,
+            "keysweep/account": item.account_id, "keysweep/commands": _cut(commands, 2048) if commands else "none",
+        },
+        "CompanyName": "keysweep",
+        "ProductName": "keysweep",
+        "RecordState": "ACTIVE",
+        "Resources": [{**resource, "Partition": partition, "Region": region}],
+    }
+    result: dict[str, Any] = safe_data(finding)
+    return result
+
+
+def _active_audit_findings(client: Any, accounts: set[str]) -> list[dict[str, Any]]:
+    """Audit findings imported earlier, still ACTIVE, of the accounts audited now (the filter is applied here
+    too: an endpoint may ignore it)."""
+    filters = {"GeneratorId": [{"Value": AUDIT_GENERATOR_PREFIX, "Comparison": "PREFIX"}],
+               "RecordState": [{"Value": "ACTIVE", "Comparison": "EQUALS"}]}
+    found: list[dict[str, Any]] = []
+    for page in client.get_paginator("get_findings").paginate(Filters=filters):
+        found.extend(f for f in page.get("Findings", [])
+                     if str(f.get("GeneratorId", "")).startswith(AUDIT_GENERATOR_PREFIX)
+                     and f.get("RecordState", "ACTIVE") == "ACTIVE"
+                     and f.get("ProductFields", {}).get("keysweep/account") in accounts)
+    return found
+
+
+def export_audit(result: AuditResult, *, region: str | None = None, now: datetime | None = None) -> ExportResult:
+    """Send every audit item to Security Hub; an item imported by an earlier audit of the same account that this
+    audit no longer finds (the key was deleted, the user removed) is sent ARCHIVED, so its finding closes."""
+    client, account, partition = _hub(region)
+    stamp_at = now or datetime.now(UTC)
+    current = [audit_item_to_asff(i, account_id=account, region=client.meta.region_name, partition=partition,
+                                  now=stamp_at) for i in result.items]
+    audited = {a.account_id for a in result.accounts if not a.error}
+    ids = {f["Id"] for f in current}
+    try:
+        earlier = _active_audit_findings(client, audited)
+    except ClientError as exc:
+        raise SecurityHubError(f"Security Hub export: {exc.response.get('Error', {}).get('Code')}") from None
+    except BotoCoreError as exc:
+        raise SecurityHubError(f"Security Hub export: {type(exc).__name__}") from None
+    stamp = stamp_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stale = [dict(f, RecordState="ARCHIVED", UpdatedAt=stamp) for f in earlier if f["Id"] not in ids]
+    return import_findings(client, current + stale)

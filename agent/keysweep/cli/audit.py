@@ -22,7 +22,8 @@ from keysweep.central.audit_output import FORMATS, render_audit
 from keysweep.central.deactivate import apply_deactivation, check_key_ids, plan_deactivation, read_key_list
 from keysweep.central.evidence import verification_times
 from keysweep.central.organization import Organization, OrganizationError, read_organization
-from keysweep.cli.report import open_existing_store
+from keysweep.central.securityhub import export_audit
+from keysweep.cli.report import open_existing_store, print_export
 from keysweep.errors import ConfigError, ExitCode
 
 NO_CREDENTIALS = (
@@ -66,6 +67,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     p.add_argument("--no-scp", action="store_true", help="leave the SCPs out of the output")
+    p.add_argument("--securityhub", action="store_true",
+                   help="also export the items to AWS Security Hub (ASFF); items an earlier audit exported and this "
+                        "one no longer finds are archived")
+    p.add_argument("--securityhub-region", metavar="REGION", help="Security Hub region (default: the SDK's)")
     p.add_argument("--exempt-role", action="append", default=[], metavar="ARN",
                    help="a break-glass principal the deny-key-creation SCP spares, e.g. "
                         "arn:aws:iam::*:role/BreakGlass (repeatable)")
@@ -127,6 +132,8 @@ def run(args: argparse.Namespace) -> ExitCode:
     audited = len(result.failed_accounts) < len(result.accounts)  # no SCP advice when no account was audited
     with _output(args.output) as stream:
         render_audit(result, args.format, stream, include_scp=audited and not args.no_scp)
+    if args.securityhub and audited and not print_export(export_audit(result, region=args.securityhub_region)):
+        return ExitCode.RUNTIME
     for acct in result.failed_accounts:
         print(f"keysweep: account {acct.account_id} not audited: {acct.error}", file=sys.stderr)
     if result.failed_accounts:  # an incomplete audit is an error, even when the other accounts had items

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from keysweep.atomicfile import atomic_write
 from keysweep.central.fleet_report import FORMATS, load_report, render_report
-from keysweep.central.securityhub import export_report
+from keysweep.central.securityhub import ExportResult, export_report
 from keysweep.central.store import DEFAULT_DB, Store, open_store
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.textsafe import safe_text
@@ -70,13 +70,16 @@ def run(args: argparse.Namespace) -> ExitCode:
         print(f"keysweep: wrote {args.format} report of {len(report.keys)} key(s) to {args.output}", file=sys.stderr)
     else:
         render_report(report, args.format, sys.stdout)
-    if args.securityhub:
-        result = export_report(report, region=args.securityhub_region)
-        print(f"keysweep: Security Hub: {result.imported} imported, {result.archived} archived, "
-              f"{len(result.failed)} refused", file=sys.stderr)
-        for failed in result.failed:
-            print(safe_text(f"  refused {failed['Id']}: {failed['ErrorCode']} {failed['ErrorMessage']}"),
-                  file=sys.stderr)
-        if result.failed:
-            return ExitCode.RUNTIME
+    if args.securityhub and not print_export(export_report(report, region=args.securityhub_region)):
+        return ExitCode.RUNTIME
     return ExitCode.CLEAN
+
+
+def print_export(result: ExportResult) -> bool:
+    """The Security Hub export's counts and refusals on stderr; False when a finding was refused."""
+    print(f"keysweep: Security Hub: {result.imported} imported, {result.archived} archived, "
+          f"{len(result.failed)} refused", file=sys.stderr)
+    for failed in result.failed:
+        print(safe_text(f"  refused {failed['Id']}: {failed['ErrorCode']} {failed['ErrorMessage']}"),
+              file=sys.stderr)
+    return not result.failed
