@@ -164,8 +164,8 @@ def test_the_attack_in_the_issue_changes_nothing_of_the_victims(table: str, capl
     import io
 
     table_text = io.StringIO()
-    write_table(report, table_text)
-    replace_line = next(line for line in table_text.getvalue().splitlines() if "replace (from" in line)
+    write_table(report, table_text, details=True)
+    replace_line = next(line for line in table_text.getvalue().splitlines() if "  replace with " in line)
     assert "web-victim" in replace_line and "administrator" not in replace_line
     assert ADMIN not in table_text.getvalue()
 

@@ -269,10 +269,13 @@ def test_fleet_table_rows_fit_100_columns(tmp_path: Path, capsys) -> None:
     db = build_store(tmp_path / "fleet.db")
     assert main(["report", "--db", str(db)]) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 15 and all(len(line) <= 100 for line in lines), max(lines, key=len)
+    assert main(["report", "--db", str(db), "--details"]) == 0
+    lines = capsys.readouterr().out.splitlines()
     rows = [line for line in lines if line and not line.startswith(" ")]  # headers, key and host rows
-    assert len(rows) >= 12 and all(len(line) <= 100 for line in rows), max(rows, key=len)
-    live = lines.index(next(line for line in lines if line.startswith(LIVE_KEY)))
-    assert lines[live + 1] == "    owner: arn:aws:iam::534261010715:user/deploy"  # whole, on its own line
+    assert all(len(line) <= 100 for line in rows), max(rows, key=len)
+    live = lines.index(next(line for line in lines if line.startswith(f"{LIVE_KEY}  live")))
+    assert lines[live + 2] == "  owner: arn:aws:iam::534261010715:user/deploy (account 534261010715)"  # whole
 
     main(["collect", "--coverage", "--db", str(db)])
     coverage = capsys.readouterr().out.splitlines()

@@ -13,6 +13,11 @@ from keysweep.central.fleet_report import build_report, load_report, render_repo
 from keysweep.central.handler import MessageHandler
 from keysweep.central.store import open_store
 from keysweep.cli import main
+from keysweep.fingerprint import Fingerprinter
+from keysweep.models import HostContext, Verification
+from keysweep.report.message import encode_message
+from keysweep.report.message import finding_message as agent_finding
+from keysweep.suggest import suggest
 from keysweep.textsafe import csv_cell
 
 from tests.support.fleet import (
@@ -26,6 +31,7 @@ from tests.support.fleet import (
     build_store,
     messages,
 )
+from tests.support.planted import planted_findings
 
 
 @pytest.fixture
@@ -94,8 +100,11 @@ def test_deactivation_shows_on_the_key(fleet_db):
     key = next(k for k in report.keys if k.key_id == LIVE_KEY)
     assert key.deactivated_by.endswith("/alice") and key.deactivated_at == "2026-11-28T11:00:00Z"
     out = io.StringIO()
-    render_report(report, "table", out)
-    assert "deactivated 2026-11-28T11:00:00Z by arn:aws:sts::123456789012:assumed-role/Sec/alice" in out.getvalue()
+    render_report(report, "table", out, details=True)
+    assert "  deactivated 2026-11-28T11:00:00Z by arn:aws:sts::123456789012:assumed-role/Sec/alice\n" in out.getvalue()
+    table = io.StringIO()
+    render_report(report, "table", table)
+    assert "1 deactivated" in table.getvalue() and "/alice" not in table.getvalue()
 
 
 def _cli(capsys, *argv) -> tuple[int, str]:
@@ -130,11 +139,102 @@ def test_csv_output_is_spreadsheet_safe(fleet_db, capsys):
 
 
 def test_table_output_shows_control_characters_instead_of_running_them(fleet_db, capsys):
-    code, out = _cli(capsys, "--db", str(fleet_db), "--format", "table")
+    code, out = _cli(capsys, "--db", str(fleet_db), "--format", "table", "--details")
     assert code == 0
     assert "\x1b" not in out and "\\x1b[31m" in out
     assert "SILENT" in out and "NO-HEARTBEAT" in out and "0.2.0" in out
-    assert f"{LIVE_KEY}   534261010715  live" in out
+    shown = HOSTILE_PATH.replace("\x1b", "\\x1b")  # the whole place, its control character made visible
+    assert f"  at {HOSTILE_HOST} (eks): {shown} [default]:2" in out.splitlines()
+
+
+# ------------------------------------------------------------------------------------------------ the table
+
+ALICE_CTX = HostContext(kind="ec2", hostname="app-7", host_id="i-0ccccccccccccccc7", instance_id="i-0ccccccccccccccc7",
+                        account_id="534261010715", region="eu-west-1")
+ALICE = Verification(status="live", account="534261010715",
+                     arn="arn:aws:iam::534261010715:user/engineering/alice.with-a-rather-long-user-name-indeed",
+                     principal_type="iam-user", checked_at="2026-11-28T11:50:00Z")
+
+
+def _genuine(context: HostContext, verification: Verification, sent_at: str) -> dict:
+    """A finding message exactly as the agent on ``context`` builds it, with the suggestion it makes."""
+    fp = Fingerprinter(b"t" * 32)
+    finding = planted_findings(1, fingerprinter=fp, verification=verification, path="/opt/app/.env")[0][0]
+    msg = agent_finding(finding, context, finding_fingerprint=fp.finding_fingerprint(
+        context.host_id, finding.location, finding.fingerprint), suggestion=suggest(finding, context),
+        report_reason="new")
+    msg["sent_at"] = msg["finding"]["first_seen"] = msg["finding"]["last_seen"] = sent_at
+    return json.loads(encode_message(msg, 256 * 1024))
+
+
+@pytest.fixture
+def genuine_db(tmp_path: Path) -> tuple[Path, str]:
+    message = _genuine(ALICE_CTX, ALICE, "2026-11-16T12:00:00Z")
+    return build_store(tmp_path / "fleet.db", [message]), message["finding"]["key_id"]
+
+
+HEADER_LINES, FOOTER_LINES = 1, 3  # the column names; a blank line and the two lines of totals
+COVERAGE_LINES = 3  # a blank line, the section's title and its column names, then one line per host
+
+
+def test_default_table_is_one_line_per_key(genuine_db, capsys):
+    db, alice_key = genuine_db
+    code, out = _cli(capsys, "--db", str(db))
+    assert code == 0
+    lines = out.splitlines()
+    report = _report(db)
+    assert len(lines) == HEADER_LINES + len(report.keys) + COVERAGE_LINES + len(report.hosts) + FOOTER_LINES
+    assert all(len(line) <= 100 for line in lines), max(lines, key=len)
+    assert "$" not in out
+    assert lines[0].split() == ["STATUS", "KEY", "ID", "OWNER", "HOSTS", "AGE", "REPLACE", "WITH"]
+    owner_column = slice(lines[0].index("OWNER"), lines[0].index("HOSTS") - 1)
+    assert all("…" not in line[:owner_column.start] + line[owner_column.stop:] for line in lines[1:5])  # only owners cut
+
+    at_now = io.StringIO()
+    render_report(report, "table", at_now)
+    rows = [line.split() for line in at_now.getvalue().splitlines()[1:5]]
+    # live first, the key on more hosts first; the owner's user name (cut to fit), the account when there is none
+    assert [r[:2] for r in rows] == [["live", LIVE_KEY], ["live", OLD_KEY], ["live", alice_key],
+                                     ["invalid", DEAD_KEY]]
+    assert rows[0][2:] == ["deploy", "2", "2h", "ec2-new-instance-profile"]  # first seen 10:00, now 12:00
+    assert rows[1][3:5] == ["2", "696d"]  # first seen 2025-01-01
+    assert rows[2][2].startswith("alice.with-a-rather") and rows[2][2].endswith("…")
+    assert rows[2][3:] == ["1", "12d", "ec2-new-instance-profile"]
+    assert rows[3][2] == "534261010715"
+    assert lines[5] == "" and lines[6].startswith("HOST COVERAGE")
+    assert lines[-2] == "4 key(s): 3 live, 0 deactivated; in 6 place(s) on 5 host(s)"
+
+
+def test_details_has_the_whole_commands_and_prose_as_prose(genuine_db, capsys):
+    db, alice_key = genuine_db
+    _, doc = _cli(capsys, "--db", str(db), "--format", "json")
+    suggestion = next(k for k in json.loads(doc)["keys"] if k["key_id"] == alice_key)["suggestions"][0]
+    assert max(len(c) for c in suggestion["commands"]) > 100  # the trust policy: a command no table cell holds
+    code, out = _cli(capsys, "--db", str(db), "--details")
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith(f"{alice_key}  live")))
+    block = lines[start:lines.index("", start)]
+    for command in suggestion["commands"]:
+        assert f"    $ {command}" in block, command  # whole: pastes as it is
+    assert f"  replace with {suggestion['kind']} (suggested by host app-7):" in block
+    assert block[2].startswith(f"  owner: {ALICE.arn} (account ")  # whole
+    assert "  at app-7 (ec2): /opt/app/.env:1" in block
+    commands = [line for line in block if line.startswith("    $ ")]
+    replace = block.index(f"  replace with {suggestion['kind']} (suggested by host app-7):")
+    prose = [line for line in block[replace + 1:] if not line.startswith("    $ ")]
+    assert all(not line.lstrip().startswith("$") for line in prose)
+    assert max(len(step) for step in suggestion["steps"]) > 100
+    assert all(len(line) <= 100 or " " not in line.strip() for line in prose)  # wrapped; a long path stays whole
+    # the clean-up's sentences are prose, its commands commands, in their order
+    cleanup = suggestion["cleanup"]
+    assert cleanup[0].startswith("Remove the key") and not any(c.startswith("    $ Remove") for c in commands)
+    assert [c for c in commands if "update-access-key" in c] == \
+        [f"    $ {c}" for c in cleanup if c.startswith("aws iam update-access-key")]
+    joined = " ".join(line.strip() for line in prose)
+    for step in suggestion["steps"]:
+        assert step in joined, step
+    assert code == 0 and main(["report", "--db", str(db), "--format", "json", "--details"]) == 2
 
 
 def test_output_file_and_missing_store(fleet_db, tmp_path, capsys):

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import textwrap
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -334,49 +336,132 @@ def _short(text: str | None, width: int) -> str:
     return shorten(text or "-", width)
 
 
-def write_table(report: FleetReport, out: TextIO) -> None:
+TABLE_WIDTH = 100
+# the key table's fixed columns; OWNER takes what is left of TABLE_WIDTH and is the only value ever cut
+STATUS_W, KEY_W, HOSTS_W, AGE_W, KIND_W = 12, 20, 5, 5, 25  # "wrong_secret"; AKIA + 16; "eks-pod-identity-existing"
+MAX_KEY_W = 32  # a schema-valid key id longer than this (no AWS key id is) is shortened too
+MIN_OWNER_W = 12
+# a clean-up line that opens like a sentence ("Remove the key …", "Deactivate the key …:") is prose; the others
+# ("aws iam …", "USER_NAME=$(…)") are commands
+_PROSE = re.compile(r"[A-Z][a-z]*[ ,:]")
+
+
+def owner_name(key: FleetKey) -> str:
+    """Who holds the key, short: the user name of a user ARN, else the ARN's resource part (``root``,
+    ``assumed-role/…``), else the account, else ``-``."""
+    arn = key.owner_arn or ""
+    resource = arn.split(":", 5)[5] if arn.count(":") >= 5 else ""
+    if resource.startswith("user/"):
+        return resource.rsplit("/", 1)[1]
+    return resource or key.account_id or "-"
+
+
+def age_text(age: timedelta | None) -> str:
+    """``12d``, ``5h``, ``40m``; ``-`` when unknown."""
+    if age is None:
+        return "-"
+    seconds = max(0, int(age.total_seconds()))
+    if seconds >= 86400:
+        return f"{seconds // 86400}d"
+    return f"{seconds // 3600}h" if seconds >= 3600 else f"{seconds // 60}m"
+
+
+def table_order(keys: Iterable[FleetKey]) -> list[FleetKey]:
+    """Most urgent first: by status (live first), then the keys on more hosts, then severity."""
+    return sorted(keys, key=lambda k: (
+        STATUS_ORDER.index(k.status) if k.status in STATUS_ORDER else len(STATUS_ORDER), -len(k.hosts),
+        SEVERITY_RANK.get(k.severity, 9), -len(k.locations), k.key_id, k.fingerprint))
+
+
+def _key_lines(keys: Sequence[FleetKey], now: datetime) -> list[str]:
+    key_w = min(MAX_KEY_W, max([KEY_W, *(len(safe_text(k.key_id)) for k in keys)]))
+    owner_w = max(MIN_OWNER_W, TABLE_WIDTH - (STATUS_W + key_w + HOSTS_W + AGE_W + KIND_W + 5))
+    lines = [f"{'STATUS':<{STATUS_W}} {'KEY ID':<{key_w}} {'OWNER':<{owner_w}} {'HOSTS':>{HOSTS_W}} "
+             f"{'AGE':>{AGE_W}} REPLACE WITH"]
+    for k in keys:
+        kind = k.suggestions[0].get("kind") if k.suggestions else None
+        lines.append(f"{_short(k.status, STATUS_W):<{STATUS_W}} {_short(k.key_id, key_w):<{key_w}} "
+                     f"{_short(owner_name(k), owner_w):<{owner_w}} {len(k.hosts):>{HOSTS_W}} "
+                     f"{age_text(k.age(now)):>{AGE_W}} {_short(kind, KIND_W)}".rstrip())
+    return lines
+
+
+def _prose(text: object, indent: str, first: str = "") -> list[str]:
+    """``text`` as safe prose wrapped to the table width; a long word (a path, an ARN) is never broken."""
+    return textwrap.wrap(safe_text(text), TABLE_WIDTH, initial_indent=indent + first,
+                         subsequent_indent=indent + " " * len(first), break_long_words=False,
+                         break_on_hyphens=False) or [indent + first.rstrip()]
+
+
+def _suggestion_lines(s: Mapping[str, Any]) -> list[str]:
+    """A suggestion in full: its summary and steps as prose, its commands whole (``$ …``, one a line, never cut,
+    so they paste), its clean-up in order (prose as prose, commands as commands)."""
+    source = safe_text(s.get("hostname") or s.get("host_id") or "?")
+    out = [f"  replace with {safe_text(s.get('kind') or '?')} (suggested by host {source}):"]
+    if s.get("summary"):
+        out += _prose(s["summary"], "    ")
+    for n, step in enumerate(s.get("steps") or [], 1):
+        out += _prose(step, "    ", f"{n}. ")
+    out += [f"    $ {safe_text(cmd)}" for cmd in s.get("commands") or []]
+    cleanup = list(s.get("cleanup") or [])
+    if cleanup:
+        out.append("    then retire the key:")
+    for line in cleanup:
+        text = safe_text(line)
+        out += _prose(text, "    ") if _PROSE.match(text) else [f"    $ {text}"]
+    return out
+
+
+def _details(k: FleetKey, now: datetime) -> list[str]:
+    out = [f"{safe_text(k.key_id)}  {safe_text(k.status)}, severity {safe_text(k.severity)}, on {len(k.hosts)} host(s)",
+           f"  first seen {safe_text(k.first_seen)} ({age_text(k.age(now))} ago), last seen {safe_text(k.last_seen)}"]
+    out.append(f"  owner: {safe_text(k.owner_arn or '-')} (account {safe_text(k.account_id or '?')})")
+    if k.deactivated_at:
+        out.append(f"  deactivated {safe_text(k.deactivated_at)} by {safe_text(k.deactivated_by or '?')}")
+    out += [f"  at {safe_text(loc.hostname or loc.host_id)} ({safe_text(loc.host_kind)}): {safe_text(loc.place)}"
+            for loc in k.locations]
+    if k.suggestions:
+        out += _suggestion_lines(k.suggestions[0])
+        if len(k.suggestions) > 1:
+            out.append(f"  ({len(k.suggestions) - 1} other host(s) suggest differently: see --format json)")
+    return out
+
+
+def write_table(report: FleetReport, out: TextIO, *, details: bool = False) -> None:
+    """One line per key (most urgent first), the hosts' coverage, the totals; ``details``: each key in full after
+    the table (locations, owner ARN, the suggestion with its steps and whole commands)."""
     s = report.summary()
-    out.write(f"keysweep fleet report, {_iso(report.generated_at)}\n{s['keys']} key(s), {s['live_keys']} live, "
-              f"in {s['locations']} place(s) on {s['hosts_with_keys']} host(s); {s['hosts']} host(s) known, "
-              f"{s['silent_hosts']} silent\n\n")
-    header = f"{'KEY ID':<22} {'ACCOUNT':<13} {'STATUS':<12} {'HOSTS':>5} {'KINDS':<12} {'FIRST SEEN':<10} " \
-             f"{'LAST SEEN':<10}"
-    out.write(header.rstrip() + "\n")
-    for k in report.keys:  # a key's row fits 100 columns; the longer facts follow on their own lines
-        out.write(f"{_short(k.key_id, 22):<22} {_short(k.account_id, 13):<13} {_short(k.status, 12):<12} "
-                  f"{len(k.hosts):>5} {_short(','.join(k.compute_kinds), 12):<12} {safe_text(k.first_seen[:10]):<10} "
-                  f"{safe_text(k.last_seen[:10]):<10}\n")
-        if k.owner_arn:
-            out.write(f"    owner: {safe_text(k.owner_arn)}\n")
-        for loc in k.locations:
-            out.write(f"    at {_short(loc.hostname, 30)} ({_short(loc.host_kind, 12)}): {_short(loc.place, 90)}\n")
-        if k.deactivated_at:
-            out.write(f"    deactivated {_short(k.deactivated_at, 30)} by {_short(k.deactivated_by, 60)}\n")
-        if k.suggestions:
-            first = k.suggestions[0]
-            out.write(f"    replace (from {_short(first.get('hostname') or first.get('host_id'), 30)}): "
-                      f"{_short(first.get('summary'), 100)}\n")
-            for cmd in _commands(k):
-                out.write(f"      $ {_short(cmd, 200)}\n")
-    out.write(f"\nHOST COVERAGE (silent = no heartbeat for {report.silent_after.total_seconds() / 3600:g} h)\n")
-    out.write(f"{'HOST':<22} {'KIND':<11} {'AGENT':<10} {'LAST HEARTBEAT':<17} {'KEYS':>4} {'LIVE':>4}  STATE\n")
+    keys = table_order(report.keys)
+    lines = _key_lines(keys, report.generated_at)
+    if details:
+        for k in keys:
+            lines += ["", *_details(k, report.generated_at)]
+    lines += ["", f"HOST COVERAGE (silent = no heartbeat for {report.silent_after.total_seconds() / 3600:g} h)",
+              f"{'HOST':<22} {'KIND':<11} {'AGENT':<10} {'LAST HEARTBEAT':<17} {'KEYS':>4} {'LIVE':>4}  STATE"]
     for row in report.hosts:
         h = row.coverage
         state = h.state.upper() if row.silent else h.state
         if h.errors:
             state += f", {len(h.errors)} error(s)"
         heartbeat = f"{h.last_heartbeat[:16]}Z" if h.last_heartbeat else None  # to the minute
-        out.write(f"{_short(h.hostname, 22):<22} {_short(h.kind, 11):<11} {_short(h.agent_version, 10):<10} "
-                  f"{_short(heartbeat, 17):<17} {row.keys:>4} {row.live_keys:>4}  {state}\n")
+        lines.append(f"{_short(h.hostname, 22):<22} {_short(h.kind, 11):<11} {_short(h.agent_version, 10):<10} "
+                     f"{_short(heartbeat, 17):<17} {row.keys:>4} {row.live_keys:>4}  {state}")
+    lines += ["", f"{s['keys']} key(s): {s['live_keys']} live, {s['deactivated_keys']} deactivated; in "
+              f"{s['locations']} place(s) on {s['hosts_with_keys']} host(s)",
+              f"{s['hosts']} host(s) known, {s['silent_hosts']} silent; generated {_iso(report.generated_at)}"
+              + ("" if details else "; --details: each key in full")]
+    out.write("\n".join(lines) + "\n")
 
 
-def render_report(report: FleetReport, fmt: str, stream: TextIO) -> None:
+def render_report(report: FleetReport, fmt: str, stream: TextIO, *, details: bool = False) -> None:
+    """``report`` in ``fmt``; ``details`` (table only: the other formats always carry everything) adds each key in
+    full after the one-line-per-key table."""
     if fmt == "json":
         dump_json(report.to_dict(), stream)
     elif fmt == "csv":
         write_csv(report, stream)
     elif fmt == "table":
-        write_table(report, stream)
+        write_table(report, stream, details=details)
     elif fmt == "html":
         from keysweep.central.html_report import render_html
 

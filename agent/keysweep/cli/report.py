@@ -21,12 +21,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser(
         "report",
         help="the fleet report from the central store (table, JSON, CSV, self-contained HTML)",
-        description="One row per key with its locations, owner, status and suggested replacement, and the hosts' "
-        "coverage. Exit 0 when the report was written.",
+        description="The table: one line per key, most urgent first (status, key id, owner, hosts, age, "
+        "replacement), then the hosts' coverage and the totals; --details adds each key in full. JSON, CSV and HTML "
+        "carry every fact. Exit 0 when the report was written.",
     )
     p.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
                    help="the store: a SQLite path or dynamodb://TABLE (default %(default)s)")
     p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--details", action="store_true",
+                   help="table format: after the table, each key in full: its places, owner ARN, and the suggested "
+                   "replacement with its steps and whole commands to paste")
     p.add_argument("--output", metavar="FILE", help="write to FILE (default: standard output)")
     p.add_argument("--silent-after", type=float, default=24.0, metavar="HOURS",
                    help="a host with no heartbeat for this long counts as silent (default %(default)s)")
@@ -55,6 +59,8 @@ def _write(path: str, text: str) -> None:
 def run(args: argparse.Namespace) -> ExitCode:
     if args.silent_after <= 0:
         raise ConfigError(f"--silent-after {args.silent_after}: must be more than 0 hours")
+    if args.details and args.format != "table":
+        raise ConfigError(f"--details is for --format table; --format {args.format} already carries every detail")
     store = open_existing_store(args.db)
     try:
         report = load_report(store, silent_after=timedelta(hours=args.silent_after))
@@ -62,14 +68,14 @@ def run(args: argparse.Namespace) -> ExitCode:
         store.close()
     if args.output:
         buf = io.StringIO()
-        render_report(report, args.format, buf)
+        render_report(report, args.format, buf, details=args.details)
         try:
             _write(args.output, buf.getvalue())
         except OSError as exc:
             raise ConfigError(f"--output {args.output}: {exc.strerror or exc}") from None
         print(f"keysweep: wrote {args.format} report of {len(report.keys)} key(s) to {args.output}", file=sys.stderr)
     else:
-        render_report(report, args.format, sys.stdout)
+        render_report(report, args.format, sys.stdout, details=args.details)
     if args.securityhub and not print_export(export_report(report, region=args.securityhub_region)):
         return ExitCode.RUNTIME
     return ExitCode.CLEAN
