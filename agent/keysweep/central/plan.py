@@ -345,6 +345,9 @@ def build_plan(
     by_host = {h.host_id: h for h in hosts}
     verified = verification_times(records)
     states = list(states)
+    by_key: dict[str, list[KeyState]] = defaultdict(list)
+    for st in states:
+        by_key[st.key_id].append(st)
     facts = _gather(records, audit, states)
     user_items = {(i.account_id, i.user or ""): i for i in (audit.items if audit else ())
                   if i.check == "user-without-credentials"}
@@ -358,7 +361,7 @@ def build_plan(
         cleared = tuple(sorted(p for p, still in places.items() if not still))
         steps = [_replace(f, bool(held)), _deploy(f, held), _confirm_unused(f, options, verified.get(key_id, ())),
                  _deactivate(f), _delete_key(f, options), _delete_user(f, user_items)]
-        history = tuple(sorted((st for st in states if st.key_id == key_id), key=lambda x: (x.at, x.state)))
+        history = tuple(sorted(by_key.get(key_id, ()), key=lambda x: (x.at, x.state)))
         found = min([r.first_seen for r in f.records] + [h.at for h in history], default=None)
         plans.append(KeyPlan(key_id, f.account_id, f.user, f.iam_status, held, cleared,
                              tuple(dict.fromkeys(i.check for i in f.items)), _in_order(steps), history, found))
