@@ -197,7 +197,7 @@ def test_config_mode_identify_and_the_command_line_overrides_it(
         f"AWS_ACCESS_KEY_ID={emulator.alice.key_id}\nAWS_SECRET_ACCESS_KEY={emulator.alice.secret}\n"
     )
     config = tmp_path / "agent.yaml"
-    config.write_text("verify:\n  mode: identify\n")
+    config.write_text(f"state_dir: {tmp_path / 'state'}\nverify:\n  mode: identify\n")  # never the host's own
 
     def scan(*extra: str) -> dict:
         assert main(["scan", str(tmp_path / "app.env"), "--config", str(config), "--format", "json", *extra]) == 1

@@ -81,7 +81,7 @@ def _cloud(args: argparse.Namespace) -> int:
     findings = [f for _, result in per_target for f in result.findings]
 
     if args.verify and findings:
-        findings = _verify(findings, None, state_dir, fingerprinter)
+        findings = _verify(findings, None, state_dir, fingerprinter, None)
 
     render(findings, fmt, sys.stdout, summary=stats)
     sys.stdout.flush()
