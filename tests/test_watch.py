@@ -186,3 +186,29 @@ def test_hot_paths_from_the_host_password_database(tmp_path: Path) -> None:
     assert not any("ghost" in p for p in paths)
     only_config = {h.path for h in hot_paths(WatchConfig(homes=False, system_paths=False, paths=("/x",)))}
     assert only_config == {"/x"}
+
+
+@pytest.mark.timeout(30)
+def test_a_thread_of_the_observer_that_dies_is_replaced_and_watching_goes_on(
+    tmp_path: Path, seen: Seen, start_watcher, capfd: pytest.CaptureFixture[str]
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "before.env").write_text("x\n")
+    w = start_watcher([HotPath(str(app))])
+
+    def crash() -> None:  # as watchdog's inotify reader did under churn (KeyError in _remove_watch_internally)
+        raise KeyError(b"/gone/dir4")
+
+    t = threading.Thread(target=crash, name="Thread-1")
+    t.start()
+    t.join()
+    assert seen.wait_for(app)  # each watched directory is scanned whole: the gap's events were lost
+    deadline = time.monotonic() + 10
+    while w.coverage.restarts == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert w.coverage.restarts == 1 and w.coverage.watched and w._observer.is_alive()
+    after = app / "after.env"
+    after.write_text("y\n")
+    assert seen.wait_for(after)  # the new observer sees new events
+    assert "Traceback" not in capfd.readouterr().err  # an event in the log, never a raw traceback

@@ -115,11 +115,12 @@ class WatchCoverage:
     pending: list[str] = field(default_factory=list)  # hot paths that do not exist yet (parent watched)
     watches_used: int = 0
     watch_budget: int = 0
+    restarts: int = 0  # times the kernel-event reader died and was started again
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "enabled": self.enabled, "watched": self.watched, "unwatched": self.unwatched, "pending": self.pending,
-            "watches_used": self.watches_used, "watch_budget": self.watch_budget,
+            "watches_used": self.watches_used, "watch_budget": self.watch_budget, "restarts": self.restarts,
         }
 
 
@@ -167,6 +168,7 @@ class Watcher:
         self._stop = False
         self._thread: threading.Thread | None = None
         self._plan_lock = threading.Lock()
+        self._broken: str | None = None  # why the observer's threads died (watchdog can raise under churn)
 
     # --- planning -------------------------------------------------------------------------------------------
     def _plan(self) -> tuple[dict[tuple[str, bool], _Spec], list[str]]:
@@ -266,8 +268,10 @@ class Watcher:
 
     def _run(self) -> None:
         while True:
+            if self._broken is not None:
+                self._restart_observer()
             with self._cond:
-                while not self._stop:
+                while not self._stop and self._broken is None:
                     now = time.monotonic()
                     due = self._due(now)
                     if due:
@@ -281,16 +285,62 @@ class Watcher:
                         self._cond.wait()
                 if self._stop:
                     return
+                if self._broken is not None:
+                    continue
             try:
                 self.on_change(sorted(due))
             except Exception as exc:  # a failing scan of changed files must not stop the watching
                 log.error("watch.scan_failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
 
-    # --- lifecycle ------------------------------------------------------------------------------------------
-    def start(self) -> WatchCoverage:
+    # --- a dying observer -------------------------------------------------------------------------------------
+    def _thread_failed(self, args: threading.ExceptHookArgs) -> None:
+        """Any uncaught exception of another thread of the agent is one of the observer's (the watcher's own loop
+        and the verifier's pool catch theirs): logged as an event, never a raw traceback, and the observer is
+        started again by the watcher's loop."""
+        frame = args.exc_traceback
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        at = f"{os.path.basename(frame.tb_frame.f_code.co_filename)}:{frame.tb_lineno}" if frame else "?"
+        reason = f"{args.exc_type.__name__} at {at}"
+        log.error("watch.thread_failed", extra={"fields": {
+            "thread": args.thread.name if args.thread else None, "error": reason}})
+        if args.thread is not self._thread:
+            with self._cond:
+                self._broken = reason
+                self._cond.notify_all()
+
+    def _restart_observer(self) -> None:
+        """A new observer with every watch scheduled again; each watched directory is queued whole (events of the
+        gap were lost; a directory scan walks it, and its unchanged files cost one stat with state)."""
+        reason, self._broken = self._broken, None
+        old, self._observer = self._observer, None
+        try:
+            old.stop()
+        except Exception:  # noqa: BLE001 - a broken observer may fail to stop; it is dropped either way
+            pass
+        with self._plan_lock:
+            self._scheduled.clear()
+            self._failed.clear()
+            self.coverage.watched.clear()
+            self.coverage.unwatched.clear()
+            self.coverage.watches_used = 0
+            self.coverage.restarts += 1
+        self._start_observer()
+        added = self._apply_plan()
+        log.warning("watch.restarted", extra={"fields": {
+            "reason": reason, "watched": len(added), "restarts": self.coverage.restarts}})
+        for directory in added:
+            self._enqueue(directory)
+
+    def _start_observer(self) -> None:
         self._observer = Observer()
         self._observer.daemon = True
         self._observer.start()
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+    def start(self) -> WatchCoverage:
+        threading.excepthook = self._thread_failed
+        self._start_observer()
         self._thread = threading.Thread(target=self._run, name="keysweep-watch", daemon=True)
         self._thread.start()
         self._apply_plan()
@@ -301,6 +351,8 @@ class Watcher:
         return self.coverage
 
     def stop(self) -> None:
+        if threading.excepthook == self._thread_failed:
+            threading.excepthook = threading.__excepthook__
         with self._cond:
             self._stop = True
             self._cond.notify_all()
