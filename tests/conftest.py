@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,3 +47,17 @@ def emulator(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterat
 
     with sts_emulator(moto_server, monkeypatch) as emu:
         yield emu
+
+
+@pytest.fixture
+def shared_tree() -> Iterator[Path]:
+    """A tree outside pytest's private tmp dir (0700), so an unprivileged user (setpriv nobody) can reach it."""
+    d = Path(tempfile.mkdtemp(prefix="keysweep-shared-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    try:
+        yield d
+    finally:
+        for p in [d, *d.rglob("*")]:
+            if p.is_dir() and not p.is_symlink():
+                os.chmod(p, 0o755)
+        shutil.rmtree(d)

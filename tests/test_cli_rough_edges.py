@@ -7,9 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -143,20 +141,6 @@ def test_scan_help_lists_every_exit_code(capsys) -> None:
 
 
 # ------------------------------------------------------------------------------------ what was not read
-
-
-@pytest.fixture
-def shared_tree() -> Iterator[Path]:
-    """A tree outside pytest's private tmp dir, so an unprivileged user can reach it."""
-    d = Path(tempfile.mkdtemp(prefix="keysweep-unread-", dir="/tmp"))
-    os.chmod(d, 0o755)
-    try:
-        yield d
-    finally:
-        for p in [d, *d.rglob("*")]:
-            if p.is_dir() and not p.is_symlink():
-                os.chmod(p, 0o755)
-        shutil.rmtree(d)
 
 
 def _unread_tree(root: Path) -> None:

@@ -12,7 +12,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import zipfile
@@ -308,20 +307,6 @@ def test_zoo_with_symlinks_followed_and_a_large_cap(zoo: tuple[Path, dict[str, o
     # the sparse file was read by its data extents only
     assert any(f["location"]["path"] == f"{root}/sparse.img" for f in doc["findings"])
     assert s["bytes_scanned"] < 256 << 20
-
-
-@pytest.fixture
-def shared_tree() -> Iterator[Path]:
-    """A tree outside pytest's private tmp dir, so an unprivileged user can reach it."""
-    d = Path(tempfile.mkdtemp(prefix="keysweep-zoo-", dir="/tmp"))
-    os.chmod(d, 0o755)
-    try:
-        yield d
-    finally:
-        for p in [d, *d.rglob("*")]:
-            if p.is_dir() and not p.is_symlink():
-                os.chmod(p, 0o755)
-        shutil.rmtree(d)
 
 
 def _unreadable_dirs(tree: Path) -> None:
