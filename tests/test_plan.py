@@ -6,7 +6,7 @@ import html
 import json
 import os
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from keysweep import aws
@@ -311,3 +311,154 @@ def test_without_credentials_the_plan_is_from_the_store(tmp_path, capsys, monkey
     assert "plan: no AWS credentials" in capsys.readouterr().err
     assert main(["plan", "--db", str(db), "--role-name", "Audit"]) == 2
     assert main(["plan", "--db", str(db), "--no-iam", "--account", "111111111111", "--role-name", "A"]) == 2
+
+
+# ---------------------------------------------------------------------------------------------------- --trail
+
+OUTSIDE = "81.2.69.160"
+CLI = "aws-cli/2.15.0 Python/3.11 Linux"
+OWN = "Boto3/1.40 md/Botocore#1.40 keysweep/0.1.0"
+
+
+@pytest.fixture
+def cloudtrail(moto_server, monkeypatch):
+    from tests.support.cloudtrail_server import cloudtrail_server
+
+    with cloudtrail_server(page_size=2) as server:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDTRAIL", server.endpoint)
+        yield server
+
+
+def _ago(days):
+    return (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key_of(iam, user):
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    SECRETS.append(key["SecretAccessKey"])
+    return key["AccessKeyId"]
+
+
+def _found(h, key_id, user, days_ago):
+    msg = finding_message(host_info=h, key_id=key_id, path="/srv/app/.env", sent_at=_ago(days_ago))
+    msg["finding"]["account_id"] = ACCOUNT
+    msg["finding"]["verification"].update(account=ACCOUNT, arn=f"arn:aws:iam::{ACCOUNT}:user/{user}")
+    return msg
+
+
+@pytest.mark.timeout(180)
+def test_cloudtrail_use_holds_confirm_unused_and_names_where_the_key_is_used(moto_server, cloudtrail, tmp_path,
+                                                                             capsys):
+    iam = aws.make_client("iam")
+    ec2 = aws.make_client("ec2")
+    ami = ec2.describe_images()["Images"][0]["ImageId"]
+    with_agent, without_agent = (ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]
+                                 for _ in range(2))
+    web = host(with_agent["InstanceId"], "web-1")
+    other = host("i-0bbbbbbbbbbbbbbb1", "batch-1")
+    held, used, own_only = _key_of(iam, "held-svc"), _key_of(iam, "used-svc"), _key_of(iam, "quiet-svc")
+    db = tmp_path / "fleet.db"
+    # held-svc's key is still on web-1; the other two were on batch-1, which swept since without them
+    _fill(db, _found(web, held, "held-svc", 1), _found(other, used, "used-svc", 3),
+          _found(other, own_only, "quiet-svc", 3), heartbeat_message(host_info=web, sent_at=_ago(1)),
+          heartbeat_message(host_info=other, sent_at=_ago(1)))
+    now = datetime.now(UTC).timestamp()
+    cloudtrail.add_event(held, ip=with_agent["PrivateIpAddress"], user_agent=CLI, at=now - 2 * 86400)
+    cloudtrail.add_event(held, ip=without_agent["PrivateIpAddress"], user_agent=CLI, at=now - 3 * 86400)
+    cloudtrail.add_event(held, ip=OUTSIDE, user_agent=CLI, at=now - 5 * 86400)
+    # used-svc: used from outside AWS four days ago (before batch-1 last reported it), and verified by keysweep
+    cloudtrail.add_event(used, ip=OUTSIDE, user_agent=CLI, at=now - 4 * 86400, source="sts.amazonaws.com")
+    cloudtrail.add_event(used, ip="198.51.100.7", user_agent=OWN, at=now - 3600, source="sts.amazonaws.com")
+    # quiet-svc: only keysweep's own verification calls, and a use older than the quiet period
+    for hours in (1, 30):
+        cloudtrail.add_event(own_only, ip="198.51.100.7", user_agent=OWN, at=now - hours * 3600,
+                             source="sts.amazonaws.com")
+    cloudtrail.add_event(own_only, ip=OUTSIDE, user_agent=CLI, at=now - 20 * 86400)
+
+    code, doc, keys = _plan(capsys, db, "--trail", "--trail-days", "30", "--trail-region", "us-east-1")
+    assert doc["trail_days"] == 30 and code == 1
+    for key in keys.values():
+        _check_order(key)
+
+    replace = _steps(keys[held])["replace"]
+    assert replace["state"] == "open"
+    attach = [c for c in replace["commands"] if c.startswith("# attach the role where the key is used")]
+    assert len(attach) == 3
+    assert any(f"{with_agent['PrivateIpAddress']} (fleet host {with_agent['InstanceId']})" in c for c in attach)
+    assert any(f"{without_agent['PrivateIpAddress']} (ec2-instance without the agent {without_agent['InstanceId']})"
+               in c for c in attach)
+    assert any(f"{OUTSIDE} (outside AWS)" in c for c in attach)
+    assert f"{OUTSIDE} (outside AWS)" in replace["reason"]
+
+    steps = _steps(keys[used])
+    assert steps["replace"]["state"] == "done" and steps["deploy"]["state"] == "done"
+    confirm = steps["confirm-unused"]
+    assert confirm["state"] == "open", confirm
+    day = datetime.fromtimestamp(now - 4 * 86400, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    assert f"CloudTrail: last used {day} from {OUTSIDE} (outside AWS)" in confirm["reason"]
+    assert "198.51.100.7" not in confirm["reason"]  # keysweep's own call is not a use
+    assert any("lookup-events" in c and used in c for c in confirm["commands"])
+    assert steps["deactivate"]["state"] == "waiting" and steps["deactivate"]["commands"] == []
+    assert keys[used]["state"] == "replaced"
+    assert not any(h["state"] == "unused" for h in keys[used]["history"])  # not recorded as unused
+
+    steps = _steps(keys[own_only])
+    assert steps["confirm-unused"]["state"] == "done", steps["confirm-unused"]
+    assert "2 call(s) of keysweep's own not counted" in steps["confirm-unused"]["reason"]
+    assert steps["deactivate"]["state"] == "open"
+    assert steps["deactivate"]["commands"] == [f"keysweep audit --deactivate {own_only}"]
+    # the replace step lists the old use as a place, but it came before the host last reported the key
+    assert steps["replace"]["state"] == "done"
+
+    # without --trail nothing changes: IAM alone has no use of used-svc's key
+    code, doc, keys = _plan(capsys, db)
+    assert doc["trail_days"] is None
+    assert _steps(keys[used])["confirm-unused"]["state"] == "done"
+    assert "CloudTrail" not in json.dumps(doc)
+
+
+@pytest.mark.timeout(120)
+def test_cloudtrail_use_after_the_hosts_let_go_reopens_replace(moto_server, cloudtrail, tmp_path, capsys):
+    iam = aws.make_client("iam")
+    key_id = _key_of(iam, "moved-svc")
+    other = host("i-0bbbbbbbbbbbbbbb1", "batch-1")
+    db = tmp_path / "fleet.db"
+    _fill(db, _found(other, key_id, "moved-svc", 5), heartbeat_message(host_info=other, sent_at=_ago(3)))
+    at = datetime.now(UTC).timestamp() - 86400
+    cloudtrail.add_event(key_id, ip=OUTSIDE, user_agent=CLI, at=at)
+    code, doc, keys = _plan(capsys, db, "--trail", "--trail-region", "us-east-1")
+    assert doc["trail_days"] == 14
+    steps = _steps(keys[key_id])
+    assert steps["deploy"]["state"] == "done"
+    assert steps["replace"]["state"] == "open" and "no host reports it, but CloudTrail" in steps["replace"]["reason"]
+    last = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert steps["replace"]["commands"] == [f"# attach the role where the key is used: {OUTSIDE} (outside AWS), "
+                                            f"last {last}"]
+    assert steps["confirm-unused"]["state"] == "waiting"
+
+
+@pytest.mark.timeout(120)
+def test_a_region_cloudtrail_cannot_be_read_in_is_a_note_not_a_no_use(moto_server, cloudtrail, tmp_path, capsys):
+    iam = aws.make_client("iam")
+    key_id = _key_of(iam, "dark-svc")
+    other = host("i-0bbbbbbbbbbbbbbb1", "batch-1")
+    db = tmp_path / "fleet.db"
+    _fill(db, _found(other, key_id, "dark-svc", 5), heartbeat_message(host_info=other, sent_at=_ago(3)))
+    cloudtrail.errors = ["AccessDeniedException"]
+    code, doc, keys = _plan(capsys, db, "--trail", "--trail-region", "us-east-1")
+    assert any(n.startswith(f"CloudTrail not read: cloudtrail in {ACCOUNT} us-east-1: AccessDeniedException")
+               for n in doc["notes"]), doc["notes"]
+    confirm = _steps(keys[key_id])["confirm-unused"]
+    assert confirm["state"] == "done" and "CloudTrail" not in confirm["reason"]  # IAM's word alone
+
+
+def test_trail_options_are_checked(tmp_path, capsys):
+    db = tmp_path / "fleet.db"
+    _fill(db)
+    assert main(["plan", "--db", str(db), "--trail-days", "7"]) == 2
+    assert "go with --trail" in capsys.readouterr().err
+    assert main(["plan", "--db", str(db), "--trail", "--trail-days", "91"]) == 2
+    assert "from 1 to 90" in capsys.readouterr().err
+    assert main(["plan", "--db", str(db), "--trail", "--no-iam"]) == 2
+    assert "--trail needs IAM facts" in capsys.readouterr().err

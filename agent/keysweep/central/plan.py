@@ -21,6 +21,7 @@ from keysweep.central.evidence import keysweep_use, verification_times
 from keysweep.central.fleet_report import parse_time
 from keysweep.central.key_states import KEY_STATES, KeyState
 from keysweep.central.records import FindingRecord, HostRecord
+from keysweep.cloud.trail import KeyUsage, Source
 
 STEPS = ("replace", "deploy", "confirm-unused", "deactivate", "delete-key", "delete-user")
 # the key's progress (KEY_STATES, which `plan --mark` records) is named after the last step done in order
@@ -102,6 +103,7 @@ class Plan:
     iam: bool  # whether IAM facts came from an audit
     notes: tuple[str, ...] = ()
     user_items: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    trail_days: int | None = None  # the CloudTrail look-back when the plan read it (--trail)
 
     def to_dict(self) -> dict[str, Any]:
         counts: dict[str, int] = defaultdict(int)
@@ -111,7 +113,7 @@ class Plan:
             "generated_at": self.options.current_time.isoformat().replace("+00:00", "Z"),
             "iam": self.iam, "quiet_days": self.options.quiet_days, "inactive_days": self.options.inactive_days,
             "states": {s: counts.get(s, 0) for s in KEY_STATES},
-            "keys": [k.to_dict() for k in self.keys], "notes": list(self.notes),
+            "keys": [k.to_dict() for k in self.keys], "notes": list(self.notes), "trail_days": self.trail_days,
         }
 
 
@@ -129,6 +131,7 @@ class _Facts:
     records: list[FindingRecord] = field(default_factory=list)
     items: list[AuditItem] = field(default_factory=list)
     states: dict[str, KeyState] = field(default_factory=dict)  # the first record of each state
+    trail: KeyUsage | None = None  # its CloudTrail events (keysweep's own calls counted apart), when looked up
 
     def marked(self, state: str) -> KeyState | None:
         return self.states.get(state)
@@ -197,7 +200,35 @@ def _gather(records: Sequence[FindingRecord], audit: AuditResult | None,
 
 # ---------------------------------------------------------------------------------------------------- steps
 
+_KINDS = {"fleet-host": "fleet host", "outside-aws": "outside AWS", "aws-service": "an AWS service"}
+
+
+def _where(source: Source) -> str:
+    """A CloudTrail source address and what it resolves to: a fleet host, an instance or other compute of the
+    account without the agent, an AWS service, outside AWS."""
+    kind = source.kind or "not resolved"
+    label = _KINDS.get(kind, f"{kind} without the agent")
+    return f"{source.ip} ({label}{' ' + source.resource if source.resource else ''})"
+
+
+def _trail_sources(f: _Facts, since: datetime | None = None) -> list[Source]:
+    """The key's CloudTrail sources other than keysweep's own calls (last used at or after ``since``), newest
+    first."""
+    found = [s for s in (f.trail.sources.values() if f.trail else ())
+             if since is None or ((t := parse_time(s.last)) is not None and t >= since)]
+    return sorted(found, key=lambda s: (s.last, s.ip), reverse=True)
+
+
 def _replace(f: _Facts, on_hosts: bool) -> PlanStep:
+    used = _trail_sources(f)
+    attach = tuple(f"# attach the role where the key is used: {_where(s)}, last {s.last}" for s in used)
+    # used after the last time a host reported it (or never on a host): a place the fleet does not know holds it
+    last_seen = max((t for t in (parse_time(r.last_seen) for r in f.records) if t is not None), default=None)
+    elsewhere = [s for s in used if last_seen is None or (parse_time(s.last) or last_seen) > last_seen]
+    if not on_hosts and elsewhere:
+        why = "no host reports it" if f.records else "no host or cloud resource of the fleet holds it"
+        return PlanStep("replace", OPEN, f"{why}, but CloudTrail shows it used from {len(elsewhere)} address(es) "
+                        f"since, last {_where(elsewhere[0])} at {elsewhere[0].last}: give each a role", attach)
     if not on_hosts and not f.records:
         return PlanStep("replace", NOT_NEEDED, "no host or cloud resource of the fleet holds it")
     commands: list[str] = []
@@ -212,8 +243,9 @@ def _replace(f: _Facts, on_hosts: bool) -> PlanStep:
     if not on_hosts:
         return PlanStep("replace", DONE, "no host reports the key any more" + _by_mark(f))
     hosts = sorted({r.hostname or r.host_id for r in f.records})
-    return PlanStep("replace", OPEN, f"give {', '.join(hosts)} a role with {source}; attach it there",
-                    tuple(commands))
+    trail = f"; CloudTrail shows it used from {', '.join(_where(s) for s in used)}" if used else ""
+    return PlanStep("replace", OPEN, f"give {', '.join(hosts)} a role with {source}; attach it there{trail}",
+                    tuple(commands) + attach)
 
 
 def _by_mark(f: _Facts) -> str:
@@ -232,6 +264,30 @@ def _deploy(f: _Facts, locations: Sequence[tuple[str, str]]) -> PlanStep:
 
 
 def _confirm_unused(f: _Facts, options: PlanOptions, verified: Sequence[datetime]) -> PlanStep:
+    """IAM's last use judged as before; then CloudTrail, when looked up, holds the step open while it shows a use
+    other than keysweep's own within the quiet period (IAM's last-used can lag, and names no address)."""
+    step = _confirm_unused_iam(f, options, verified)
+    if f.trail is None or step.state not in (DONE, OPEN) or f.iam_status in ("Inactive", "deleted"):
+        return step
+    quiet = timedelta(days=options.quiet_days)
+    recent = _trail_sources(f, options.current_time - quiet)
+    if not recent:
+        own = f", {f.trail.keysweep_events} call(s) of keysweep's own not counted" if f.trail.keysweep_events else ""
+        return PlanStep(step.name, step.state, f"{step.reason}; CloudTrail: no use in the quiet period{own}",
+                        step.commands)
+    last = recent[0]
+    when = parse_time(last.last) or options.current_time
+    more = f" and {len(recent) - 1} other address(es)" if len(recent) > 1 else ""
+    seen = f"CloudTrail: last used {_day(when)} from {_where(last)}{more}"
+    lookup = (f"aws cloudtrail lookup-events --lookup-attributes AttributeKey=AccessKeyId,AttributeValue={f.key_id}",)
+    if step.state == OPEN:
+        return PlanStep(step.name, OPEN, f"{step.reason}; {seen}", step.commands + lookup)
+    left = quiet - (options.current_time - when)
+    return PlanStep(step.name, OPEN, f"{seen}: wait until {options.quiet_days} quiet days have passed "
+                    f"({left.days + 1} more day(s)), then look again", step.commands + lookup)
+
+
+def _confirm_unused_iam(f: _Facts, options: PlanOptions, verified: Sequence[datetime]) -> PlanStep:
     check = (f"aws iam get-access-key-last-used --access-key-id {f.key_id}",)
     if f.iam_status in ("Inactive", "deleted"):
         return PlanStep("confirm-unused", DONE, f"the key is {f.iam_status.lower()}")
@@ -337,9 +393,11 @@ def build_plan(
     audit: AuditResult | None,
     options: PlanOptions | None = None,
     states: Iterable[KeyState] = (),
+    trail: Mapping[str, KeyUsage] | None = None,
+    trail_days: int | None = None,
 ) -> Plan:
     """The plan for every long-term key of the store and of the audit (None: no IAM facts), with the key states
-    the store recorded (``states``)."""
+    the store recorded (``states``) and, when looked up, each key's CloudTrail usage over ``trail_days``."""
     options = options or PlanOptions()
     records = list(records)
     by_host = {h.host_id: h for h in hosts}
@@ -353,6 +411,7 @@ def build_plan(
                   if i.check == "user-without-credentials"}
     plans: list[KeyPlan] = []
     for key_id, f in sorted(facts.items()):
+        f.trail = (trail or {}).get(key_id)
         places: dict[tuple[str, str], bool] = {}
         for rec in f.records:
             where = (rec.hostname or rec.host_id, _place(rec.location))
@@ -370,7 +429,7 @@ def build_plan(
         "credentials that may read IAM (or --account/--role-name, --organization)."]
     if audit is not None:
         notes += [f"account {a.account_id} not audited: {a.error}" for a in audit.failed_accounts]
-    return Plan(tuple(plans), options, audit is not None, tuple(notes))
+    return Plan(tuple(plans), options, audit is not None, tuple(notes), trail_days=trail_days)
 
 
 def observed_states(plan: Plan, actor: str, at: str) -> list[KeyState]:

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import socket
 import sys
 from datetime import UTC, datetime
-from typing import TextIO
+from typing import Any, TextIO
 
 from keysweep.central.audit import AuditOptions, AuditResult, account_targets, open_account, run_audit
 from keysweep.central.deactivate import check_key_ids
 from keysweep.central.key_states import KEY_STATES, KeyState
 from keysweep.central.plan import STEPS, Plan, PlanOptions, build_plan, observed_states
-from keysweep.central.records import FindingRecord, utc_iso
+from keysweep.central.records import FindingRecord, HostRecord, utc_iso
 from keysweep.cli.audit import NO_CREDENTIALS, _organization, _output
 from keysweep.cli.report import open_existing_store
+from keysweep.cloud.trail import MAX_DAYS, KeyUsage
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.textsafe import dump_json, safe_text
 
@@ -41,6 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--inactive-days", type=int, default=30, metavar="N",
                    help="a key is deleted only after N days inactive (default %(default)s)")
     p.add_argument("--no-iam", action="store_true", help="do not read IAM: plan from the store alone")
+    p.add_argument("--trail", action="store_true",
+                   help="also look up each audited key's CloudTrail events (as `keysweep trail`): a use other than "
+                        "keysweep's within the quiet period holds confirm-unused, and replace lists the source "
+                        "addresses")
+    p.add_argument("--trail-days", type=int, metavar="N",
+                   help="with --trail: look back N days (default: the quiet period; LookupEvents keeps 90)")
+    p.add_argument("--trail-region", action="extend", nargs="+", default=[], metavar="R",
+                   help="with --trail: regions whose CloudTrail to read (default: every enabled region)")
     p.add_argument("--mark", nargs=2, metavar=("KEY_ID", "STATE"),
                    help=f"record that a person took KEY_ID to STATE ({', '.join(KEY_STATES[1:])}), as the caller "
                         "ARN of keysweep's credentials, now; then print the plan")
@@ -80,6 +90,36 @@ def _audit(args: argparse.Namespace, findings: list[FindingRecord]) -> AuditResu
                      external_id=args.external_id, organization=organization)
 
 
+def _trail(args: argparse.Namespace, days: int, plan: Plan, hosts: list[HostRecord], audit: AuditResult | None
+           ) -> tuple[dict[str, KeyUsage], list[str]]:
+    """Each audited key's CloudTrail usage (keysweep trail's lookups, pacing and address resolution), by key id,
+    and a note per account or region that could not be read."""
+    from keysweep.cloud import trail
+    from keysweep.cloud.addresses import Fleet
+    from keysweep.cloud.session import base_session, resolve_accounts
+
+    if audit is None:
+        raise ConfigError("--trail needs IAM facts: leave out --no-iam, and run with credentials that may read IAM")
+    audited = {a.account_id for a in audit.accounts if not a.error}
+    usages = [KeyUsage(k.key_id, k.user or "", k.account_id or "", k.iam_status or "Active") for k in plan.keys
+              if k.account_id in audited and k.iam_status in ("Active", "Inactive")]
+    accounts, skips = resolve_accounts(base_session(), accounts=args.account, organization=args.organization,
+                                       role_name=args.role_name)
+    accounts = [a for a in accounts if a.account in {u.account for u in usages}]
+    found, more = trail.account_regions(accounts, args.trail_region)
+    targets: dict[str, list[Any]] = {}
+    for t in found:
+        targets.setdefault(t.account, []).append(t)
+    start, end = trail.window(days, now=plan.options.current_time)
+    trail.lookup_all(usages, targets, start, end)
+    trail.resolve_all(usages, targets, Fleet.from_hosts(h.host for h in hosts))
+    skips += more + [s for ts in targets.values() for t in ts for s in t.skips]
+    notes = [f"CloudTrail not read: {s.service} in {s.account} {s.region}: {s.reason}" for s in skips]
+    # where part of an account could not be read, "no use" is not known: those keys count only a use seen
+    partial = {s.account for s in skips}
+    return {u.key_id: u for u in usages if u.account not in partial or u.sources}, notes
+
+
 def _who() -> str:
     """The caller ARN of keysweep's credentials; without any, the local user (said to be unverified)."""
     from keysweep.aws import has_credentials
@@ -110,6 +150,14 @@ def run(args: argparse.Namespace) -> ExitCode:
     for name in ("quiet_days", "inactive_days"):
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    if args.trail_days is not None and not 1 <= args.trail_days <= MAX_DAYS:
+        raise ConfigError(f"--trail-days {args.trail_days}: from 1 to {MAX_DAYS} (CloudTrail LookupEvents keeps "
+                          f"{MAX_DAYS} days)")
+    if (args.trail_days is not None or args.trail_region) and not args.trail:
+        raise ConfigError("--trail-days and --trail-region go with --trail")
+    if args.trail and args.assume_role_arn:
+        raise ConfigError("--trail reads CloudTrail with keysweep's credentials or through --role-name "
+                          "(--account, --organization), not --assume-role-arn")
     mark = _mark(args) if args.mark else None
     if args.note and not mark:
         raise ConfigError("--note goes with --mark")
@@ -124,11 +172,18 @@ def run(args: argparse.Namespace) -> ExitCode:
         options = PlanOptions(quiet_days=args.quiet_days, inactive_days=args.inactive_days)
         states = list(store.iter_key_states())
         plan = build_plan(findings, hosts, audit, options, states)
+        usage: dict[str, KeyUsage] | None = None
+        if args.trail:
+            days = args.trail_days if args.trail_days is not None else max(1, min(args.quiet_days, MAX_DAYS))
+            usage, trail_notes = _trail(args, days, plan, hosts, audit)
+            plan = build_plan(findings, hosts, audit, options, states, usage, days)
+            plan = dataclasses.replace(plan, notes=plan.notes + tuple(trail_notes))
         seen = observed_states(plan, _observer(audit), utc_iso(options.current_time.isoformat()))
         if seen:
             for state in seen:
                 store.record_key_state(state)
-            plan = build_plan(findings, hosts, audit, options, list(store.iter_key_states()))
+            plan = dataclasses.replace(build_plan(findings, hosts, audit, options, list(store.iter_key_states()),
+                                                  usage, plan.trail_days), notes=plan.notes)
     finally:
         store.close()
     with _output(args.output) as stream:
