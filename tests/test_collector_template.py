@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import importlib
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -116,13 +117,25 @@ def test_policies_are_least_privilege(template: dict[str, Any]) -> None:
     resources = set(template["Resources"]) | set(template["Parameters"])  # a parameter names one key
     allows = [(name, s) for name, s in _statements(template) if s["Effect"] == "Allow"]
     assert allows
+    # the one exception to "no Resource *": the audit's reads of IAM and of the organisation, whose List/Get calls
+    # take no narrower resource; those statements hold read actions only
+    any_resource = {("AuditRole", "ReadIam"), ("AuditRole", "ReadOrganization")}
     for name, s in allows:
         for action in _list(s["Action"]):
             assert "*" not in action, (name, action)
         if s.get("Principal"):  # a trust policy names who may assume, not what is allowed
             continue
+        if (name, s.get("Sid")) in any_resource:
+            assert s["Resource"] == "*"
+            for action in _list(s["Action"]):
+                verb = action.split(":", 1)[1]
+                assert verb.startswith(("Get", "List", "Describe")) or action == "iam:GenerateCredentialReport", action
+            continue
         for resource in _list(s["Resource"]):
             assert resource != "*", name
+            if "Fn::Sub" in resource:  # this account's Security Hub, or the audit role in the audited accounts
+                assert resource["Fn::Sub"] in AUDIT_ARNS, (name, resource)
+                continue
             ref = resource.get("Fn::GetAtt", [resource.get("Ref")])[0]
             assert ref in resources, (name, resource)
     for name, s in _statements(template):
@@ -144,6 +157,91 @@ def test_policies_are_least_privilege(template: dict[str, Any]) -> None:
         "logs:CreateLogStream", "logs:PutLogEvents"}
 
 
+AUDIT_ARNS = {
+    "arn:${AWS::Partition}:iam::*:role/${AuditRoleName}",
+    "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:product/${AWS::AccountId}/default",
+    "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:hub/default",
+}
+AUDIT_IAM_READS = {
+    "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary", "iam:ListAccessKeys",
+    "iam:GetAccessKeyLastUsed", "iam:ListAttachedUserPolicies", "iam:ListUserPolicies", "iam:ListGroupsForUser",
+    "iam:ListAttachedGroupPolicies", "iam:ListGroupPolicies", "iam:GetUser", "iam:GetUserPolicy",
+    "iam:GetGroupPolicy", "iam:ListSigningCertificates", "iam:ListSSHPublicKeys",
+    "iam:ListServiceSpecificCredentials", "iam:ListMFADevices"}
+
+
+def _audit_statements(template: dict[str, Any]) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    """The audit role's statements by Sid, each with the condition it exists under (None: always)."""
+    [doc] = [p["PolicyDocument"] for p in template["Resources"]["AuditRole"]["Properties"]["Policies"]]
+    out = {}
+    for s in doc["Statement"]:
+        condition, [statement] = (s["Fn::If"][0], _branches(s)) if "Fn::If" in s else (None, [s])
+        out[statement["Sid"]] = (condition, statement)
+    return out
+
+
+def test_audit_function_and_schedule(template: dict[str, Any]) -> None:
+    from keysweep.central import lambda_audit
+
+    res, params = template["Resources"], template["Parameters"]
+    fn = res["AuditFunction"]["Properties"]
+    module, func = fn["Handler"].rsplit(".", 1)
+    assert getattr(importlib.import_module(module), func) is lambda_audit.handler
+    assert fn["Code"] == res["CollectorFunction"]["Properties"]["Code"]  # the same artefact
+    assert fn["Timeout"] == 900 and fn["Role"] == {"Fn::GetAtt": ["AuditRole", "Arn"]}
+    assert fn["Environment"]["Variables"] == {
+        lambda_audit.TABLE_ENV: {"Ref": "FleetTable"}, lambda_audit.ROLE_NAME_ENV: {"Ref": "AuditRoleName"},
+        lambda_audit.ACCOUNTS_ENV: {"Ref": "AuditAccounts"},
+        lambda_audit.ORGANIZATION_ENV: {"Ref": "AuditOrganization"},
+        lambda_audit.SECURITYHUB_ENV: {"Ref": "AuditSecurityHub"}}
+    assert params["AuditSchedule"]["Default"] == "rate(1 day)" and params["AuditRoleName"]["Default"] == ""
+    assert params["AuditOrganization"]["Default"] == "false" and params["AuditSecurityHub"]["Default"] == "true"
+    # the handler reads exactly the values these parameters can take
+    assert set(params["AuditOrganization"]["AllowedValues"]) == set(params["AuditSecurityHub"]["AllowedValues"]) \
+        == {"true", "false"}
+    assert template["Conditions"]["ScheduleAudit"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AuditSchedule"}, ""]}]}
+    rule, permission = res["AuditScheduleRule"], res["AuditSchedulePermission"]
+    assert rule["Condition"] == permission["Condition"] == "ScheduleAudit"
+    assert "Condition" not in res["AuditFunction"]  # without a schedule it can still be invoked by hand
+    assert rule["Properties"]["ScheduleExpression"] == {"Ref": "AuditSchedule"}
+    assert [t["Arn"] for t in rule["Properties"]["Targets"]] == [{"Fn::GetAtt": ["AuditFunction", "Arn"]}]
+    assert permission["Properties"] == {"Action": "lambda:InvokeFunction",
+                                        "FunctionName": {"Fn::GetAtt": ["AuditFunction", "Arn"]},
+                                        "Principal": "events.amazonaws.com",
+                                        "SourceArn": {"Fn::GetAtt": ["AuditScheduleRule", "Arn"]}}
+
+
+def test_audit_role_actions(template: dict[str, Any]) -> None:
+    statements = _audit_statements(template)
+    got = {sid: (cond, set(_list(s["Action"])), s["Resource"]) for sid, (cond, s) in statements.items()}
+    security_hub = "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:"
+    assert got == {
+        "ReadIam": (None, AUDIT_IAM_READS, "*"),
+        "AssumeAuditRole": ("AuditAssumesRole", {"sts:AssumeRole"},
+                            {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${AuditRoleName}"}),
+        "ReadOrganization": ("AuditInOrganization",
+                             {"organizations:DescribeOrganization", "organizations:ListAccounts",
+                              "organizations:ListRoots", "organizations:ListOrganizationalUnitsForParent",
+                              "organizations:ListAccountsForParent"}, "*"),
+        "ImportAuditFindings": ("AuditToSecurityHub", {"securityhub:BatchImportFindings"},
+                                {"Fn::Sub": security_hub + "product/${AWS::AccountId}/default"}),
+        "ReadAuditFindings": ("AuditToSecurityHub", {"securityhub:GetFindings"},
+                              {"Fn::Sub": security_hub + "hub/default"}),
+        "ReadFleetTable": (None, {"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"},
+                           {"Fn::GetAtt": ["FleetTable", "Arn"]}),
+        "OwnLogs": (None, {"logs:CreateLogStream", "logs:PutLogEvents"}, {"Fn::GetAtt": ["AuditLogGroup", "Arn"]}),
+    }
+    conditions = template["Conditions"]
+    assert conditions["AuditAssumesRole"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AuditRoleName"}, ""]}]}
+    assert conditions["AuditInOrganization"] == {"Fn::Equals": [{"Ref": "AuditOrganization"}, "true"]}
+    assert conditions["AuditToSecurityHub"] == {"Fn::Equals": [{"Ref": "AuditSecurityHub"}, "true"]}
+    # docs/audit-report.md lists what the audit role needs; the function's role has exactly those IAM reads
+    docs = (ROOT / "docs" / "audit-report.md").read_text()
+    accounts = docs.split("### Accounts", 1)[1].split("\n### ", 1)[0]
+    listed = {f"iam:{a}" for a in re.findall(r"`iam:(\w+)`", accounts)} - {"iam:UpdateAccessKey"}
+    assert listed == AUDIT_IAM_READS
+
+
 def _client(service: str, key: dict[str, str]) -> Any:
     return boto3.client(service, region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
                         aws_secret_access_key=key["SecretAccessKey"])
@@ -162,12 +260,16 @@ def _for_emulator(doc: dict[str, Any] | str) -> dict[str, Any]:
     """The policy as the emulator can enforce it. It checks DynamoDB actions only against resource "*" (SQS it
     checks against the queue ARN), so DynamoDB statements are widened there; and it wants its own permission for
     the SQS batch calls, which AWS authorises with the single-message action (sqs:DeleteMessage covers
-    DeleteMessageBatch), so those are added beside it. Nothing else changes."""
+    DeleteMessageBatch), so those are added beside it. A statement that is ``!If [Cond, …, !Ref AWS::NoValue]``
+    with Cond false comes back as null from the emulator, where CloudFormation drops it: dropped here. Nothing else
+    changes."""
     if isinstance(doc, str):  # the emulator hands documents back as JSON or as a Python literal
         doc = json.loads(doc) if doc.lstrip().startswith('{"') else ast.literal_eval(doc)
     assert isinstance(doc, dict)
     statements = []
     for s in doc["Statement"]:
+        if s is None:
+            continue
         actions = _list(s["Action"])
         if all(a.startswith("dynamodb:") for a in actions):
             s = {**s, "Resource": "*"}
@@ -203,7 +305,9 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
                      Parameters=[{"ParameterKey": "CodeBucket", "ParameterValue": "keysweep-artefacts"},
                                  {"ParameterKey": "CodeKey", "ParameterValue": "collector.zip"},
                                  {"ParameterKey": "AgentPrincipalArns",
-                                  "ParameterValue": "arn:aws:iam::123456789012:user/agent"}])
+                                  "ParameterValue": "arn:aws:iam::123456789012:user/agent"},
+                                 {"ParameterKey": "AuditRoleName", "ParameterValue": "KeysweepAudit"},
+                                 {"ParameterKey": "AuditAccounts", "ParameterValue": "111111111111"}])
     described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     assert described["StackStatus"] == "CREATE_COMPLETE"
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
@@ -224,6 +328,7 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
     assert ddb.describe_table(TableName=table)["Table"]["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
 
     iam = boto3.client("iam", region_name="us-east-1")
+    _assert_scheduled_audit(cfn, stack, physical, outputs)
     role_policy = iam.get_role_policy(RoleName=physical["CollectorRole"], PolicyName="collect")["PolicyDocument"]
     host_arn = outputs["CollectorHostPolicyArn"]
     host_policy = iam.get_policy_version(
@@ -270,6 +375,32 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
 
 
 
+def _audit_policy(physical: dict[str, str]) -> dict[str, dict[str, Any]]:
+    doc = _for_emulator(boto3.client("iam", region_name="us-east-1").get_role_policy(
+        RoleName=physical["AuditRole"], PolicyName="audit")["PolicyDocument"])
+    return {s["Sid"]: s for s in doc["Statement"]}
+
+
+def _assert_scheduled_audit(cfn: Any, stack: str, physical: dict[str, str], outputs: dict[str, str]) -> None:
+    """The audit function runs daily: the rule targets it and may invoke it; its role reaches the named role."""
+    lam = boto3.client("lambda", region_name="us-east-1")
+    fn = lam.get_function(FunctionName=outputs["AuditFunctionName"])["Configuration"]
+    assert fn["Handler"] == "keysweep.central.lambda_audit.handler" and fn["Timeout"] == 900
+    assert fn["Environment"]["Variables"]["KEYSWEEP_TABLE"] == outputs["TableName"]
+    assert fn["Environment"]["Variables"]["KEYSWEEP_AUDIT_ROLE_NAME"] == "KeysweepAudit"
+    events = boto3.client("events", region_name="us-east-1")
+    rule_name = physical["AuditScheduleRule"].rsplit("/", 1)[-1].split("|")[0]
+    rule = events.describe_rule(Name=rule_name)
+    assert rule["ScheduleExpression"] == "rate(1 day)" and rule["State"] == "ENABLED"
+    assert [t["Arn"] for t in events.list_targets_by_rule(Rule=rule_name)["Targets"]] == [fn["FunctionArn"]]
+    [grant] = json.loads(lam.get_policy(FunctionName=fn["FunctionName"])["Policy"])["Statement"]
+    assert grant["Principal"] == {"Service": "events.amazonaws.com"} and grant["Action"] == "lambda:InvokeFunction"
+    assert grant["Condition"]["ArnLike"]["AWS:SourceArn"] == rule["Arn"]
+    audit = _audit_policy(physical)
+    assert audit["AssumeAuditRole"]["Resource"] == "arn:aws:iam::*:role/KeysweepAudit"
+    assert "ReadOrganization" not in audit and "ImportAuditFindings" in audit
+
+
 @pytest.mark.timeout(120)
 def test_stack_with_a_kms_key(moto_server: Any) -> None:
     key_arn = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
@@ -278,6 +409,9 @@ def test_stack_with_a_kms_key(moto_server: Any) -> None:
     cfn.create_stack(StackName="kskms", TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
                      Parameters=[{"ParameterKey": "CodeBucket", "ParameterValue": "artefacts"},
                                  {"ParameterKey": "KmsKeyArn", "ParameterValue": key_arn},
+                                 {"ParameterKey": "AuditSchedule", "ParameterValue": ""},
+                                 {"ParameterKey": "AuditOrganization", "ParameterValue": "true"},
+                                 {"ParameterKey": "AuditSecurityHub", "ParameterValue": "false"},
                                  {"ParameterKey": "AgentPrincipalArns",
                                   "ParameterValue": "arn:aws:iam::123456789012:role/keysweep-agent-*"}])
     described = cfn.describe_stacks(StackName="kskms")["Stacks"][0]
@@ -293,6 +427,14 @@ def test_stack_with_a_kms_key(moto_server: Any) -> None:
         PolicyArn=arn, VersionId=iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"])["PolicyVersion"]["Document"])
     assert [s["Resource"] for s in doc["Statement"]] == [key_arn]
     assert "CollectorKeyPolicyArn" in outputs
+    # no schedule: the audit function is there to invoke by hand, with no rule and no grant to EventBridge
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+                for r in cfn.list_stack_resources(StackName="kskms")["StackResourceSummaries"]}
+    assert "AuditFunction" in physical
+    assert not {"AuditScheduleRule", "AuditSchedulePermission"} & set(physical)
+    assert boto3.client("events", region_name="us-east-1").list_rules()["Rules"] == []
+    audit = _audit_policy(physical)
+    assert set(audit) == {"ReadIam", "ReadOrganization", "ReadFleetTable", "OwnLogs"}
 
 
 def test_collector_unit_runs_the_collect_command() -> None:
