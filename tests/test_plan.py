@@ -367,6 +367,7 @@ def test_cloudtrail_use_holds_confirm_unused_and_names_where_the_key_is_used(mot
     cloudtrail.add_event(held, ip=with_agent["PrivateIpAddress"], user_agent=CLI, at=now - 2 * 86400)
     cloudtrail.add_event(held, ip=without_agent["PrivateIpAddress"], user_agent=CLI, at=now - 3 * 86400)
     cloudtrail.add_event(held, ip=OUTSIDE, user_agent=CLI, at=now - 5 * 86400)
+    cloudtrail.add_event(held, ip="203.0.113.9", user_agent=CLI, at=now - 6 * 86400)  # the oldest of four
     # used-svc: used from outside AWS four days ago (before batch-1 last reported it), and verified by keysweep
     cloudtrail.add_event(used, ip=OUTSIDE, user_agent=CLI, at=now - 4 * 86400, source="sts.amazonaws.com")
     cloudtrail.add_event(used, ip="198.51.100.7", user_agent=OWN, at=now - 3600, source="sts.amazonaws.com")
@@ -384,12 +385,13 @@ def test_cloudtrail_use_holds_confirm_unused_and_names_where_the_key_is_used(mot
     replace = _steps(keys[held])["replace"]
     assert replace["state"] == "open"
     attach = [c for c in replace["commands"] if c.startswith("# attach the role where the key is used")]
-    assert len(attach) == 3
+    assert len(attach) == 4 and any("203.0.113.9 (outside AWS)" in c for c in attach)
     assert any(f"{with_agent['PrivateIpAddress']} (fleet host {with_agent['InstanceId']})" in c for c in attach)
     assert any(f"{without_agent['PrivateIpAddress']} (ec2-instance without the agent {without_agent['InstanceId']})"
                in c for c in attach)
     assert any(f"{OUTSIDE} (outside AWS)" in c for c in attach)
-    assert f"{OUTSIDE} (outside AWS)" in replace["reason"]
+    assert f"{OUTSIDE} (outside AWS)" in replace["reason"] and "203.0.113.9" not in replace["reason"]
+    assert "and 1 more address(es)" in replace["reason"]  # the reason names the three latest; commands have all
 
     steps = _steps(keys[used])
     assert steps["replace"]["state"] == "done" and steps["deploy"]["state"] == "done"

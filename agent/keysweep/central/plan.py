@@ -243,7 +243,8 @@ def _replace(f: _Facts, on_hosts: bool) -> PlanStep:
     if not on_hosts:
         return PlanStep("replace", DONE, "no host reports the key any more" + _by_mark(f))
     hosts = sorted({r.hostname or r.host_id for r in f.records})
-    trail = f"; CloudTrail shows it used from {', '.join(_where(s) for s in used)}" if used else ""
+    more = f" and {len(used) - 3} more address(es) (see the commands)" if len(used) > 3 else ""
+    trail = f"; CloudTrail shows it used from {', '.join(_where(s) for s in used[:3])}{more}" if used else ""
     return PlanStep("replace", OPEN, f"give {', '.join(hosts)} a role with {source}; attach it there{trail}",
                     tuple(commands) + attach)
 
