@@ -386,6 +386,7 @@ def _assert_scheduled_audit(cfn: Any, stack: str, physical: dict[str, str], outp
     lam = boto3.client("lambda", region_name="us-east-1")
     fn = lam.get_function(FunctionName=outputs["AuditFunctionName"])["Configuration"]
     assert fn["Handler"] == "keysweep.central.lambda_audit.handler" and fn["Timeout"] == 900
+    assert fn["Role"] == outputs["AuditRoleArn"] and outputs["AuditRoleArn"].endswith(physical["AuditRole"])
     assert fn["Environment"]["Variables"]["KEYSWEEP_TABLE"] == outputs["TableName"]
     assert fn["Environment"]["Variables"]["KEYSWEEP_AUDIT_ROLE_NAME"] == "KeysweepAudit"
     events = boto3.client("events", region_name="us-east-1")
