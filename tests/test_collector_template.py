@@ -450,3 +450,42 @@ def test_collector_unit_runs_the_collect_command() -> None:
     assert args.command == "collect" and not args.once and args.wait_seconds == 20
     assert args.db.startswith("/var/lib/keysweep-collect/")  # inside StateDirectory=, the only writable path
     assert "StateDirectory=keysweep-collect" in unit and "ProtectSystem=strict" in unit
+
+
+@pytest.mark.timeout(180)
+def test_audit_function_runs_with_only_its_role(moto_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scheduled audit, correlated and exported, with nothing but the audit role's policy (auth enforced)."""
+    from keysweep.central import lambda_audit
+    from keysweep.central.handler import MessageHandler, Outcome
+
+    boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="artefacts")
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    cfn.create_stack(StackName="ksaudit", TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
+                     Parameters=[{"ParameterKey": "CodeBucket", "ParameterValue": "artefacts"},
+                                 {"ParameterKey": "AgentPrincipalArns",
+                                  "ParameterValue": "arn:aws:iam::123456789012:role/keysweep-agent"}])
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+                for r in cfn.list_stack_resources(StackName="ksaudit")["StackResourceSummaries"]}
+    iam = boto3.client("iam", region_name="us-east-1")
+    iam.create_user(UserName="ci")
+    on_host = iam.create_access_key(UserName="ci")["AccessKey"]["AccessKeyId"]
+    store = open_store("dynamodb://ksaudit-fleet", create=False)
+    message = M.finding_message(host_info=M.host("i-0aaaaaaaaaaaaaaa1", "web-1"), key_id=on_host)
+    assert MessageHandler(store).handle(json.dumps(message)).outcome is Outcome.OK
+    store.close()
+    # the emulator matches Security Hub actions against resource "*" only (as DynamoDB): widened like those
+    statements = [{**s, "Resource": "*"} if s["Sid"].startswith(("ImportAudit", "ReadAudit")) else s
+                  for s in _audit_policy(physical).values()]
+    key = _user_with(iam, "audit-function", inline={"Version": "2012-10-17", "Statement": statements})
+    moto_server.enable_auth()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+    monkeypatch.setenv(lambda_audit.TABLE_ENV, "ksaudit-fleet")
+    monkeypatch.setenv(lambda_audit.SECURITYHUB_ENV, "true")
+    out = lambda_audit.handler({}, None)
+    assert out["failed_accounts"] == [] and out["audited_accounts"] == ["123456789012"]
+    assert out["checks"] == {"key-on-hosts": 1} and out["securityhub"] == {"imported": 1, "archived": 0, "failed": 0}
+    # and nothing that changes IAM
+    assert _denied(_client("iam", key).update_access_key, UserName="ci", AccessKeyId=on_host, Status="Inactive")
+    assert _denied(_client("dynamodb", key).put_item, TableName="ksaudit-fleet",
+                   Item={"pk": {"S": "x"}, "sk": {"S": "y"}})
