@@ -301,7 +301,8 @@ def _process(env: dict[str, str], *, user: str | None = None, jail: Path | None 
     p = subprocess.Popen(argv, env=env, preexec_fn=enter_jail if jail is not None else None)
     try:
         deadline = time.monotonic() + 5
-        while b"sleep" not in Path(f"/proc/{p.pid}/cmdline").read_bytes():  # exec done: the environment is final
+        # exec of sleep itself done (setpriv's own command line names sleep too): uid and environment are final
+        while not Path(f"/proc/{p.pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"sleep"):
             assert time.monotonic() < deadline
             time.sleep(0.01)
         yield p.pid

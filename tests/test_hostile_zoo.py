@@ -179,7 +179,7 @@ def _watched(
             assert proc.poll() is None and time.monotonic() < deadline, ("the agent did not start watching", errs)
             time.sleep(0.1)
         make_dirs()
-        time.sleep(2)  # the recursive watch reaches the new directories
+        time.sleep(5)  # the recursive watch reaches the new directories (a deep tree takes a while on a busy host)
         make_files()
         deadline = time.monotonic() + 90
         while not done(run := _from_events(0, "", _agent_events("".join(lines)), "watch.scanned")):

@@ -212,3 +212,18 @@ def test_a_thread_of_the_observer_that_dies_is_replaced_and_watching_goes_on(
     after.write_text("y\n")
     assert seen.wait_for(after)  # the new observer sees new events
     assert "Traceback" not in capfd.readouterr().err  # an event in the log, never a raw traceback
+
+
+
+@pytest.mark.timeout(30)
+def test_events_lost_to_an_inotify_overflow_make_the_watched_directories_scanned(
+    tmp_path: Path, seen: Seen, start_watcher
+) -> None:
+    import logging
+
+    app = tmp_path / "app"
+    app.mkdir()
+    start_watcher([HotPath(str(app))])
+    # what watchdog logs (and only logs) when the kernel's event queue overflowed
+    logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed; filesystem events were lost")
+    assert seen.wait_for(app)  # scanned whole: any file in it may have changed unseen

@@ -292,6 +292,13 @@ class Watcher:
             except Exception as exc:  # a failing scan of changed files must not stop the watching
                 log.error("watch.scan_failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
 
+    # --- lost events ------------------------------------------------------------------------------------------
+    def _events_lost(self) -> None:
+        """The kernel's event queue overflowed (a flood of changes): each watched directory is scanned whole, since
+        any file in it may have changed unseen (unchanged files cost one stat with state)."""
+        for watched in list(self.coverage.watched):
+            self._enqueue(watched["path"])
+
     # --- a dying observer -------------------------------------------------------------------------------------
     def _thread_failed(self, args: threading.ExceptHookArgs) -> None:
         """Any uncaught exception of another thread of the agent is one of the observer's (the watcher's own loop
@@ -314,10 +321,8 @@ class Watcher:
         gap were lost; a directory scan walks it, and its unchanged files cost one stat with state)."""
         reason, self._broken = self._broken, None
         old, self._observer = self._observer, None
-        try:
-            old.stop()
-        except Exception:  # noqa: BLE001 - a broken observer may fail to stop; it is dropped either way
-            pass
+        # a broken observer may fail, or hang, when stopped: never in this loop, which must go on scanning
+        threading.Thread(target=_stop_quietly, args=(old,), name="keysweep-watch-stop", daemon=True).start()
         with self._plan_lock:
             self._scheduled.clear()
             self._failed.clear()
@@ -340,6 +345,8 @@ class Watcher:
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> WatchCoverage:
         threading.excepthook = self._thread_failed
+        self._overflow = _OverflowHandler(self._events_lost)
+        logging.getLogger("watchdog.observers").addHandler(self._overflow)
         self._start_observer()
         self._thread = threading.Thread(target=self._run, name="keysweep-watch", daemon=True)
         self._thread.start()
@@ -353,6 +360,8 @@ class Watcher:
     def stop(self) -> None:
         if threading.excepthook == self._thread_failed:
             threading.excepthook = threading.__excepthook__
+        if getattr(self, "_overflow", None) is not None:
+            logging.getLogger("watchdog.observers").removeHandler(self._overflow)
         with self._cond:
             self._stop = True
             self._cond.notify_all()
@@ -365,3 +374,22 @@ class Watcher:
     def pending_paths(self) -> Iterable[str]:
         with self._cond:
             return list(self._pending)
+
+
+def _stop_quietly(observer: Any) -> None:
+    try:
+        observer.stop()
+    except Exception:  # noqa: BLE001 - it is dropped either way
+        pass
+
+
+class _OverflowHandler(logging.Handler):
+    """watchdog says only in its log that the inotify queue overflowed and events were lost."""
+
+    def __init__(self, on_overflow: Callable[[], None]) -> None:
+        super().__init__(logging.WARNING)
+        self._on_overflow = on_overflow
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in str(record.msg).lower():
+            self._on_overflow()
