@@ -40,6 +40,9 @@ cleanup() {
 }
 trap cleanup EXIT
 dpkg --purge keysweep >/dev/null 2>&1 || true
+# the package is not installed: state left in its directories (a test run as root may write the default state
+# directory) would be refused by the installed agent, as it should, so start from none
+rm -rf /var/lib/keysweep /var/cache/keysweep
 
 step "build"
 start=$(date +%s)
