@@ -21,9 +21,23 @@ def register(sub: Any) -> None:
         help="collect the agents' reports from SQS into the fleet store (or show host coverage)",
         description="Long-polls the queue, validates each message against the message schema and upserts it into "
                     "the store; messages are deleted only after the store committed them. Malformed messages are "
-                    "left for the queue's redrive policy (dead-letter queue).",
+                    "left for the queue's redrive policy (dead-letter queue). With --from-file, messages come from "
+                    "a file of JSON lines instead; exit 1 when a line was skipped (malformed, not UTF-8, too long, "
+                    "unknown version, rejected), 3 when the store failed (the summary names the line to resume "
+                    "from).",
     )
-    p.add_argument("--queue-url", metavar="URL", help="the agents' SQS queue (required unless --coverage)")
+    p.add_argument("--queue-url", metavar="URL",
+                   help="the agents' SQS queue (required unless --from-file or --coverage)")
+    p.add_argument("--from-file", metavar="FILE",
+                   help="apply messages from FILE instead of the queue (JSON lines: message bodies or SQS messages "
+                        "with their Body and Attributes; - reads standard input), through the same validation and "
+                        "sender binding; for backfill and for replaying a dead-letter queue or an archive")
+    p.add_argument("--sender", metavar="SENDER_ID",
+                   help="with --from-file: bind every line to this SQS SenderId (default: the SenderId of each "
+                        "line's SQS message; a bare body has none and is rejected)")
+    p.add_argument("--no-sender-binding", action="store_true",
+                   help="with --from-file: apply the lines without any sender binding (you vouch for the file; the "
+                        "records keep no sender and their times are clamped to now)")
     p.add_argument("--db", metavar="PATH", default=DEFAULT_DB,
                    help=f"store: a SQLite file or dynamodb://TABLE[?region=R] (default ./{DEFAULT_DB})")
     p.add_argument("--once", action="store_true", help="drain what is in the queue, then exit")
@@ -49,8 +63,12 @@ def _collect(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.coverage:
         return _coverage(args)
+    if args.from_file is not None:
+        return _from_file(args)
+    if args.sender or args.no_sender_binding:
+        raise ConfigError("collect: --sender and --no-sender-binding are for --from-file")
     if not args.queue_url:
-        raise ConfigError("collect: --queue-url is required (or use --coverage)")
+        raise ConfigError("collect: --queue-url is required (or use --from-file or --coverage)")
 
     from keysweep.aws import resolve_region
     from keysweep.central.collector import Collector, CollectorConfig
@@ -76,6 +94,56 @@ def _collect(args: argparse.Namespace) -> int:
         store.close()
     print("collect: " + " ".join(f"{k}={v}" for k, v in stats.to_dict().items()), file=sys.stderr)
     return int(ExitCode.RUNTIME if stats.store_errors or stats.internal_errors else ExitCode.CLEAN)
+
+
+def _from_file(args: argparse.Namespace) -> int:
+    from keysweep.central.handler import MessageHandler
+    from keysweep.central.replay import Attribution, Replayer, read_lines
+    from keysweep.central.senders import SenderMap
+    from keysweep.central.store import open_store
+
+    if args.queue_url:
+        raise ConfigError("collect: --from-file and --queue-url are exclusive (one source of messages)")
+    if args.sender and args.no_sender_binding:
+        raise ConfigError("collect: --sender and --no-sender-binding are exclusive")
+    attribution = (Attribution.SENDER if args.sender else Attribution.NONE if args.no_sender_binding
+                   else Attribution.ENVELOPE)
+    senders = SenderMap.load(args.senders) if args.senders else SenderMap()
+    name = "standard input" if args.from_file == "-" else args.from_file
+    try:
+        stream = sys.stdin.buffer if args.from_file == "-" else open(args.from_file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        raise ConfigError(f"collect --from-file {args.from_file}: {exc.strerror or exc}") from None
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        store = open_store(args.db)
+        try:
+            replayer = Replayer(MessageHandler(store, senders=senders), attribution=attribution, sender=args.sender,
+                                should_stop=stop.is_set)
+            stats = replayer.run(read_lines(stream))
+        except OSError as exc:
+            raise ConfigError(f"collect --from-file {args.from_file}: {exc.strerror or exc}") from None
+        finally:
+            store.close()
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+    if stats.no_sender:
+        print(f"keysweep: {stats.no_sender} line(s) of {name} carried no SenderId: give --sender SENDER_ID (the "
+              "agent role's) or --no-sender-binding to apply bare message bodies", file=sys.stderr)
+    if stats.stopped_at_line is not None:
+        why = "the store failed" if stats.store_errors else "stopped"
+        print(f"keysweep: {why} at line {stats.stopped_at_line} of {name}: it and the lines after it were not "
+              "applied; run the same command again (lines applied twice change nothing)", file=sys.stderr)
+    print("collect: " + " ".join(f"{k}={v}" for k, v in stats.to_dict().items() if k != "stopped_at_line"),
+          file=sys.stderr)
+    if stats.stopped_at_line is not None:
+        return int(ExitCode.RUNTIME if stats.store_errors else ExitCode.INTERRUPTED)
+    if stats.internal_errors:
+        return int(ExitCode.RUNTIME)
+    return int(ExitCode.FINDINGS if stats.skipped else ExitCode.CLEAN)
 
 
 def _ago(seconds: float | None) -> str:
