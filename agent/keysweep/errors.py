@@ -40,10 +40,6 @@ class SourceError(KeysweepError):
     """A source could not be read (the scan goes on; this is counted, not fatal)."""
 
 
-class VerificationError(KeysweepError):
-    """Verification could not run as configured."""
-
-
 class DeliveryError(KeysweepError):
     """A report could not be delivered (it stays in the spool)."""
 

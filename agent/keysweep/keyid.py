@@ -15,8 +15,6 @@ KEY_PREFIXES: dict[str, str] = {
     "ABIA": "bearer",
     "ACCA": "context",
 }
-# ids of principals and other resources, never keys
-PRINCIPAL_PREFIXES: frozenset[str] = frozenset({"AIDA", "AROA", "AGPA", "AIPA", "ANPA", "ANVA", "APKA", "ASCA"})
 
 KEY_ID_LEN = 20
 _KEY_ID_RE = re.compile(r"(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16}\Z")

@@ -304,13 +304,6 @@ class StateStore:
             if self._pending >= self._commit_every or time.monotonic() - self._last_commit >= self._commit_interval:
                 self._commit()
 
-    def forget(self, path: str) -> None:
-        with self._lock:
-            self._commit()
-            d, _, name = os.fsencode(path).rpartition(b"/")
-            self._db.execute("DELETE FROM files WHERE dir = ? AND name = ?", (d, name))
-            self._dir_key = None
-
     # --- housekeeping ---------------------------------------------------------------------------------------
     def _commit(self) -> None:
         if self._pending:

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,10 +370,6 @@ class Watcher:
             self._observer.join(timeout=5)
         if self._thread is not None:
             self._thread.join(timeout=5)
-
-    def pending_paths(self) -> Iterable[str]:
-        with self._cond:
-            return list(self._pending)
 
 
 def _stop_quietly(observer: Any) -> None:

@@ -24,8 +24,6 @@ from keysweep.ratelimit import TokenBucket
 MAX_DAYS = 90
 LOOKUP_RATE = 2.0  # requests per second per account and region (CloudTrail's limit)
 KEYSWEEP_AGENT = "keysweep/"
-VERDICTS = ("in-use-by-fleet-host", "in-use-by-compute-without-agent", "in-use-outside-aws",
-            "used-only-by-keysweep", "unused")
 
 
 @dataclass
