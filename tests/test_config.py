@@ -50,7 +50,7 @@ def test_a_single_string_is_a_one_item_list() -> None:
     [
         ({"scan": {"max_file_size": "lots"}}, "scan.max_file_size", "'lots'"),
         ({"scan": {"same_filesystem": "yes"}}, "scan.same_filesystem", "'yes'"),
-        ({"scan": {"workers": 0}}, "scan.workers", "0"),
+        ({"scan": {"workers": -1}}, "scan.workers", "-1"),
         ({"scan": {"workers": "2"}}, "scan.workers", "'2'"),
         ({"scan": {"roots": ["relative/dir"]}}, "scan.roots[0]", "'relative/dir'"),
         ({"scan": {"roots": [3]}}, "scan.roots", "[3]"),
@@ -87,7 +87,7 @@ def test_unknown_keys_are_errors_with_a_suggestion() -> None:
 
 
 def test_all_errors_are_reported_at_once() -> None:
-    message = _errors({"scan": {"workers": 0, "max_file_size": "x"}, "resources": {"nice": 99}})
+    message = _errors({"scan": {"workers": -1, "max_file_size": "x"}, "resources": {"nice": 99}})
     assert len(message.splitlines()) == 3
 
 

@@ -26,11 +26,10 @@ from typing import Any
 import psutil
 
 from keysweep.aws import USER_AGENT
-from keysweep.errors import ConfigError
 from keysweep.ipaddr import canonical_ip, reachable_addresses
 from keysweep.models import HostContext
+from keysweep.sections import Section, option
 
-_DURATION = {"kind": "duration"}
 _SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _IMDS = "http://169.254.169.254"
 # /etc/machine-id must not leave the host as is (machine-id(5)); an app-specific keyed hash of it is stable instead
@@ -38,34 +37,21 @@ _MACHINE_ID_APP_KEY = b"keysweep host id v1"
 
 
 @dataclass(frozen=True)
-class ContextConfig:
+class ContextConfig(Section):
     """Where the metadata services are and how long to wait for them (section ``context`` of the agent config)."""
+
+    name = "context"
 
     enabled: bool = True
     imds_endpoint: str | None = None  # default: $AWS_EC2_METADATA_SERVICE_ENDPOINT, else http://169.254.169.254
-    imds_timeout: float = field(default=0.8, metadata=_DURATION)
-    imds_token_ttl: int = 60
+    imds_timeout: float = option(0.8, kind="duration", above=0)
+    imds_token_ttl: int = option(60, lo=1, hi=21600)  # seconds
     ecs_metadata_uri: str | None = None  # default: $ECS_CONTAINER_METADATA_URI_V4
-    ecs_timeout: float = field(default=1.0, metadata=_DURATION)
+    ecs_timeout: float = option(1.0, kind="duration", above=0)
     kubernetes_serviceaccount_dir: str = _SA_DIR
     kubernetes_podinfo_dir: str = "/etc/podinfo"
     machine_id_path: str = "/etc/machine-id"
     cluster_name: str | None = None  # the EKS/Kubernetes cluster's name: a pod cannot discover it
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> ContextConfig:
-        """Build from the agent YAML's ``context`` section; :class:`ConfigError` names every bad key."""
-        from keysweep.config import build_section
-
-        errors: list[str] = []
-        cfg: ContextConfig = build_section(cls, data, "", errors)
-        if not 1 <= cfg.imds_token_ttl <= 21600:
-            errors.append(f"imds_token_ttl: must be between 1 and 21600 seconds, got {cfg.imds_token_ttl!r}")
-        if cfg.imds_timeout <= 0 or cfg.ecs_timeout <= 0:
-            errors.append("imds_timeout/ecs_timeout: must be positive")
-        if errors:
-            raise ConfigError("\n".join(errors))
-        return cfg
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -23,7 +23,7 @@ from typing import Any
 from keysweep import __version__, statedir
 from keysweep.allowlist import Allowlist
 from keysweep.config import AgentConfig
-from keysweep.context import ContextConfig, detect_context
+from keysweep.context import detect_context
 from keysweep.detect import Detector
 from keysweep.errors import KeysweepError
 from keysweep.fingerprint import Fingerprinter
@@ -32,7 +32,7 @@ from keysweep.ruleset import load_ruleset
 from keysweep.scan import ScanOptions, ScanStats, run_scan
 from keysweep.state import StateStore, cache_digest
 from keysweep.status import read_status
-from keysweep.verify import Verifier, VerifyConfig
+from keysweep.verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class Pipeline:
         self.ruleset = load_ruleset([Path(d) for d in config.scan.rules_dirs])
         self.fingerprinter = Fingerprinter.from_config(config.fingerprint_key(), state_dir)
         self.detector = Detector(self.ruleset, self.fingerprinter)
-        self.verifier = Verifier(config.verify or VerifyConfig(), state_dir=state_dir, fingerprinter=self.fingerprinter)
+        self.verifier = Verifier(config.verify, state_dir=state_dir, fingerprinter=self.fingerprinter)
         self.options = build_scan_options(config)
         self.state = self._open_state()
         self.context: HostContext | None = None
@@ -198,14 +198,14 @@ class Pipeline:
     # --- reporting ----------------------------------------------------------------------------------------
     def _context(self, refresh: bool) -> HostContext:
         if self.context is None or refresh:
-            self.context = detect_context(self.config.context or ContextConfig())
+            self.context = detect_context(self.config.context)
         return self.context
 
     def _report(
         self, findings: list[Finding], stats: ScanStats, *, heartbeat: bool, started: float
     ) -> dict[str, Any] | None:
         report_cfg = self.config.report
-        if report_cfg is None or not getattr(report_cfg, "queue_url", None):
+        if not report_cfg.queue_url:
             return None
         context = self._context(refresh=heartbeat)
         if self._reporter is None:

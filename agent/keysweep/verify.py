@@ -44,16 +44,14 @@ from botocore.exceptions import (
 
 from keysweep import aws, keyid
 from keysweep.canary import CanaryGate, is_account_id
-from keysweep.config import parse_duration
-from keysweep.errors import ConfigError
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import Finding, Verification
 from keysweep.ratelimit import KeySpacing, TokenBucket
+from keysweep.sections import Section, option
 from keysweep.verify_cache import CACHE_FILE, VerifyCache
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("live", "invalid", "wrong_secret", "expired", "unknown", "canary", "skipped")
 DEFAULT_REGION = "us-east-1"
 
 # the documented STS answers about a credential, and the status each proves
@@ -77,60 +75,55 @@ _THROTTLING = frozenset(
 )
 _TRANSIENT_CODES = frozenset({"InternalFailure", "InternalError", "ServiceUnavailable", "RequestTimeout"})
 _REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
+_URL_RE = re.compile(r"https?://[^\s/]+")
+_ACCOUNTS = "a list of quoted 12-digit account ids"
 _UNKNOWN_ACCOUNT_POLICIES = ("verify", "skip")
 MODES = ("sign", "identify")
 # AWS request ids: a UUID (STS, IAM) or an opaque token (moto, S3's x-amz-request-id); anything else is dropped
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-_DURATIONS = frozenset(
-    {
-        "connect_timeout",
-        "read_timeout",
-        "backoff_base",
-        "backoff_max",
-        "same_key_spacing",
-        "cache_ttl_live",
-        "cache_ttl_invalid",
-        "cache_ttl_wrong_secret",
-        "cache_ttl_expired",
-        "cache_ttl_unknown",
-    }
-)
-
-
 @dataclass(frozen=True)
-class VerifyConfig:
-    """How keysweep verifies keys. Durations are in seconds; a TTL of 0 means "do not cache"."""
+class VerifyConfig(Section):
+    """How keysweep verifies keys (section ``verify``). Durations are in seconds; a TTL of 0 means "do not
+    cache"; durations in the file take a unit: ``250ms``, ``30s``, ``15m``, ``6h``, ``1d``."""
+
+    name = "verify"
 
     enabled: bool = False
     # sign: GetCallerIdentity with the found key (proves live / invalid / wrong secret; counts as the key's last use)
     # identify: never signs with the found key: the account only (offline, or GetAccessKeyInfo as keysweep itself)
-    mode: str = "sign"
-    endpoint: str | None = None  # None: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, else https://sts.<region>.amazonaws.com
-    region: str = DEFAULT_REGION
-    rate_limit_per_s: float = 5.0
-    max_concurrency: int = 4
-    connect_timeout: float = 3.0
-    read_timeout: float = 5.0
-    max_retries: int = 2  # extra attempts after a transient failure (timeouts, 5xx, throttling)
-    backoff_base: float = 0.5
-    backoff_max: float = 8.0
-    same_key_spacing: float = 5.0  # minimum gap between two calls with the same key id
+    mode: str = option("sign", choices=MODES)
+    # None: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, else https://sts.<region>.amazonaws.com
+    endpoint: str | None = option(None, valid=_URL_RE.match, expected="an http(s) URL or null")
+    region: str = option(DEFAULT_REGION, valid=_REGION_RE.fullmatch, expected="an AWS region name such as us-east-1")
+    rate_limit_per_s: float = option(5.0, above=0, hi=1000)
+    max_concurrency: int = option(4, lo=1, hi=64)
+    connect_timeout: float = option(3.0, kind="duration", above=0)
+    read_timeout: float = option(5.0, kind="duration", above=0)
+    max_retries: int = option(2, lo=0, hi=64)  # extra attempts after a transient failure (timeouts, 5xx, throttling)
+    backoff_base: float = option(0.5, kind="duration")
+    backoff_max: float = option(8.0, kind="duration")
+    same_key_spacing: float = option(5.0, kind="duration")  # minimum gap between two calls with the same key id
     cache_enabled: bool = True
     # a week: each re-verification is a last use of the key in IAM (the audit discounts it by the store's
     # verification times), and a week is soon enough to notice a key that was deactivated
-    cache_ttl_live: float = 7 * 86400.0
-    cache_ttl_invalid: float = 7 * 86400.0
-    cache_ttl_wrong_secret: float = 86400.0
-    cache_ttl_expired: float = 7 * 86400.0
-    cache_ttl_unknown: float = 0.0
-    canary_accounts: tuple[str, ...] = ()  # added to rules/canary-accounts.yaml
-    canary_profiles: tuple[str, ...] = ()  # AWS profile names holding honey tokens (e.g. planted by ggshield)
-    canary_key_ids: tuple[str, ...] = ()
-    allow_accounts: tuple[str, ...] = ()  # when set: verify only keys of these accounts
-    deny_accounts: tuple[str, ...] = ()
+    cache_ttl_live: float = option(7 * 86400.0, kind="duration")
+    cache_ttl_invalid: float = option(7 * 86400.0, kind="duration")
+    cache_ttl_wrong_secret: float = option(86400.0, kind="duration")
+    cache_ttl_expired: float = option(7 * 86400.0, kind="duration")
+    cache_ttl_unknown: float = option(0.0, kind="duration")
+    # added to rules/canary-accounts.yaml
+    canary_accounts: tuple[str, ...] = option((), valid=is_account_id, expected=_ACCOUNTS, one_item_list=False)
+    # AWS profile names holding honey tokens (e.g. planted by ggshield)
+    canary_profiles: tuple[str, ...] = option((), expected="a list of profile names", one_item_list=False)
+    canary_key_ids: tuple[str, ...] = option(
+        (), valid=keyid.is_key_id, expected="a list of access key ids", one_item_list=False
+    )
+    # when set: verify only keys of these accounts
+    allow_accounts: tuple[str, ...] = option((), valid=is_account_id, expected=_ACCOUNTS, one_item_list=False)
+    deny_accounts: tuple[str, ...] = option((), valid=is_account_id, expected=_ACCOUNTS, one_item_list=False)
     use_get_access_key_info: bool = True
     # old key ids whose account stays unknown: "skip" (a honey token with an old id is never tripped) or "verify"
-    unknown_account: str = "skip"
+    unknown_account: str = option("skip", choices=_UNKNOWN_ACCOUNT_POLICIES)
 
     def endpoint_url(self) -> str:
         return self.endpoint or aws.service_endpoint("sts") or f"https://sts.{self.region}.amazonaws.com"
@@ -144,81 +137,6 @@ class VerifyConfig:
             "unknown": self.cache_ttl_unknown,
             "canary": self.cache_ttl_invalid,  # a key id once seen as a honey token, wherever it shows up next
         }
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, source: str | None = None) -> VerifyConfig:
-        """Build from the ``verify:`` section of a configuration file.
-
-        Errors are :class:`ConfigError` naming ``source`` (when given), the key and the value. Durations take
-        seconds or a unit: ``250ms``, ``30s``, ``15m``, ``6h``, ``1d``.
-        """
-        where = f"{source}: verify" if source else "verify"
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, value in data.items():
-            if key not in known:
-                raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
-            values[key] = _check_value(str(key), value, where)
-        return cls(**values)
-
-
-def _bad(where: str, key: str, value: Any, expected: str) -> ConfigError:
-    return ConfigError(f"{where}.{key}: expected {expected}, got {value!r}")
-
-
-def _check_value(key: str, value: Any, where: str) -> Any:
-    if key in ("enabled", "cache_enabled", "use_get_access_key_info"):
-        if not isinstance(value, bool):
-            raise _bad(where, key, value, "true or false")
-        return value
-    if key == "endpoint":
-        if value is not None and not (isinstance(value, str) and re.match(r"https?://[^\s/]+", value)):
-            raise _bad(where, key, value, "an http(s) URL or null")
-        return value
-    if key == "region":
-        if not (isinstance(value, str) and _REGION_RE.fullmatch(value)):
-            raise _bad(where, key, value, "an AWS region name such as us-east-1")
-        return value
-    if key == "mode":
-        if value not in MODES:
-            raise _bad(where, key, value, " or ".join(MODES))
-        return value
-    if key == "unknown_account":
-        if value not in _UNKNOWN_ACCOUNT_POLICIES:
-            raise _bad(where, key, value, " or ".join(_UNKNOWN_ACCOUNT_POLICIES))
-        return value
-    if key in ("max_concurrency", "max_retries"):
-        low = 1 if key == "max_concurrency" else 0
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 64:
-            raise _bad(where, key, value, f"an integer from {low} to 64")
-        return value
-    if key == "rate_limit_per_s":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1000:
-            raise _bad(where, key, value, "a number of calls per second above 0 (at most 1000)")
-        return float(value)
-    if key in _DURATIONS:
-        try:
-            seconds = parse_duration(value)
-        except ValueError:
-            raise _bad(where, key, value, "a duration such as 30, 250ms, 30s, 15m, 6h or 1d") from None
-        if seconds == 0 and key in ("connect_timeout", "read_timeout"):
-            raise _bad(where, key, value, "a duration above 0")
-        return seconds
-    if key in ("canary_accounts", "allow_accounts", "deny_accounts"):
-        if not isinstance(value, list) or not all(isinstance(v, str) and is_account_id(v) for v in value):
-            raise _bad(where, key, value, "a list of quoted 12-digit account ids")
-        return tuple(value)
-    if key == "canary_key_ids":
-        if not isinstance(value, list) or not all(isinstance(v, str) and keyid.is_key_id(v) for v in value):
-            raise _bad(where, key, value, "a list of access key ids")
-        return tuple(value)
-    if key == "canary_profiles":
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise _bad(where, key, value, "a list of profile names")
-        return tuple(value)
-    raise _bad(where, key, value, "a supported value")  # a field without a rule above
 
 
 def principal_type(arn: str) -> str | None:

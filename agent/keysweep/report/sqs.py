@@ -37,12 +37,11 @@ from keysweep.report.message import (
 )
 from keysweep.report.sent_state import SentState
 from keysweep.report.spool import Spool, SpoolEntry, SpoolError, SpoolFull
+from keysweep.sections import Section, option
 from keysweep.suggest import UserPolicies, read_user_policies, suggest
 
 log = logging.getLogger(__name__)
 
-_SIZE = {"kind": "size"}
-_DURATION = {"kind": "duration"}
 SQS_MAX_ENTRIES = 10
 SQS_MAX_BYTES = 1024 * 1024
 _QUEUE_URL = re.compile(r"^https?://[^/\s]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
@@ -60,38 +59,28 @@ _RETRYABLE_CODES = {
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Section):
     """Section ``report`` of the agent config (and the scan's ``--queue-url``)."""
+
+    name = "report"
 
     queue_url: str | None = None
     region: str | None = None  # default: from the queue URL, else the SDK's region
     fifo: bool | None = None  # default: the queue name ends in .fifo
-    max_message_size: int = field(default=256 * 1024, metadata=_SIZE)  # the queue's MaximumMessageSize
-    max_batch_size: int = field(default=SQS_MAX_BYTES, metadata=_SIZE)
-    flush_timeout: float = field(default=20.0, metadata=_DURATION)
-    backoff_base: float = field(default=0.5, metadata=_DURATION)
-    backoff_max: float = field(default=10.0, metadata=_DURATION)
-    spool_max_size: int = field(default=64 * 1024 * 1024, metadata=_SIZE)
+    max_message_size: int = option(256 * 1024, kind="size")  # the queue's MaximumMessageSize
+    max_batch_size: int = option(SQS_MAX_BYTES, kind="size")
+    flush_timeout: float = option(20.0, kind="duration")
+    backoff_base: float = option(0.5, kind="duration")
+    backoff_max: float = option(10.0, kind="duration")
+    spool_max_size: int = option(64 * 1024 * 1024, kind="size")
     spool_max_messages: int = 10_000
     spool_max_heartbeats: int = 24
     spool_warn_ratio: float = 0.8
-    rereport_interval: float = field(default=86400.0, metadata=_DURATION)
-    sent_state_retention: float = field(default=30 * 86400.0, metadata=_DURATION)
+    rereport_interval: float = option(86400.0, kind="duration")
+    sent_state_retention: float = option(30 * 86400.0, kind="duration")
     heartbeats: bool = True
     read_iam_policies: bool = False
     scp_exempt_principal_arns: tuple[str, ...] = ()
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> ReportConfig:
-        """Build from the agent YAML's ``report`` section; :class:`ConfigError` names every bad key."""
-        from keysweep.config import build_section
-
-        errors: list[str] = []
-        cfg: ReportConfig = build_section(cls, data, "", errors)
-        errors += cfg.problems()
-        if errors:
-            raise ConfigError("\n".join(errors))
-        return cfg
 
     def problems(self) -> list[str]:
         out = []
