@@ -52,6 +52,7 @@ def test_line_reader_matches_split(lines: list[bytes], final_newline: bool, limi
         expected.pop()
     got = list(read_lines(BoundedReads(data, limit + 1), limit))
     assert [line.number for line in got] == list(range(1, len(expected) + 1))
+    assert len(got) == len(expected)
     for line, raw in zip(got, expected, strict=True):
         if len(raw) > limit:
             assert line.data is None

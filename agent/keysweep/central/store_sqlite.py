@@ -13,6 +13,7 @@ import random
 import sqlite3
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from keysweep.errors import StoreError
 
 SCHEMA_VERSION = 2
 BUSY_TIMEOUT_S = 60.0
+_PAGE_ROWS = 500
 
 _FINDINGS = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -206,8 +208,25 @@ class SQLiteStore:
             data["deactivated_by"], data["deactivated_at"] = row[1], row[2]
         return FindingRecord.from_dict(data)
 
+    def _stream(self, sql: str) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``sql`` a page at a time, from a read-only connection of its own: memory stays bounded
+        whatever the store's size, the rows are one consistent snapshot (WAL), and writers are never held up."""
+        try:
+            db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro", uri=True,
+                                 timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+        try:
+            cursor = db.execute(sql)
+            while rows := cursor.fetchmany(_PAGE_ROWS):
+                yield from rows
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+        finally:
+            db.close()
+
     def iter_findings(self) -> Iterator[FindingRecord]:
-        for row in self._query(self._FINDINGS_SQL + " ORDER BY f.finding_fingerprint, f.host_id"):
+        for row in self._stream(self._FINDINGS_SQL + " ORDER BY f.finding_fingerprint, f.host_id"):
             yield self._finding(row)
 
     def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
@@ -216,7 +235,7 @@ class SQLiteStore:
         return self._finding(rows[0]) if rows else None
 
     def iter_hosts(self) -> Iterator[HostRecord]:
-        for (data,) in self._query("SELECT data FROM hosts ORDER BY host_id"):
+        for (data,) in self._stream("SELECT data FROM hosts ORDER BY host_id"):
             yield HostRecord.from_dict(json.loads(data))
 
     def iter_key_states(self) -> Iterator[KeyState]:

@@ -29,6 +29,7 @@ _COMMAND_MODULES = {
     "status": "keysweep.cli.agent",
     "collect": "keysweep.cli.collect",
     "report": "keysweep.cli.report",
+    "export": "keysweep.cli.export",
     "audit": "keysweep.cli.audit",
     "iac": "keysweep.cli.iac",
     "cloud": "keysweep.cli.cloud",
