@@ -61,6 +61,15 @@ def test_checks_on_a_real_report_file():
     assert all(i.action and i.commands for i in items)
 
 
+def test_each_check_is_one_function():
+    """The registry and the functions agree: a check added to CHECKS without its function (or the reverse) fails."""
+    from keysweep.central.audit import CHECKS, checks, correlate
+
+    functions = (checks.root_access_key, *checks.KEY_CHECKS, *checks.USER_CHECKS,
+                 correlate.key_on_hosts, correlate.host_key_unknown_to_audit)
+    assert sorted(f.__name__.replace("_", "-") for f in functions) == sorted(CHECKS)
+
+
 def test_thresholds_are_options():
     report = parse_credential_report((DATA / "credential-report-sample.csv").read_bytes())
     strict = evaluate_report(report, account_id="1", options=AuditOptions(now=NOW, unused_days=250, rotation_days=30))

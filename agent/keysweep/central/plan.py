@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from keysweep.central.audit import AuditItem, AuditResult, HostKey, _place
+from keysweep.central.audit import AuditItem, AuditResult, HostKey, place
 from keysweep.central.evidence import keysweep_use, verification_times
 from keysweep.central.fleet_report import parse_time
 from keysweep.central.key_states import KEY_STATES, KeyState
@@ -415,7 +415,7 @@ def build_plan(
         f.trail = (trail or {}).get(key_id)
         places: dict[tuple[str, str], bool] = {}
         for rec in f.records:
-            where = (rec.hostname or rec.host_id, _place(rec.location))
+            where = (rec.hostname or rec.host_id, place(rec.location))
             places[where] = places.get(where, False) or not _cleared(rec, by_host, options, f.marked("replaced"))
         held = tuple(sorted(p for p, still in places.items() if still))
         cleared = tuple(sorted(p for p, still in places.items() if not still))
