@@ -63,10 +63,10 @@ def test_checks_on_a_real_report_file():
 
 def test_each_check_is_one_function():
     """The registry and the functions agree: a check added to CHECKS without its function (or the reverse) fails."""
-    from keysweep.central.audit import CHECKS, checks, correlate
+    from keysweep.central.audit import CHECKS, checks, correlation
 
     functions = (checks.root_access_key, *checks.KEY_CHECKS, *checks.USER_CHECKS,
-                 correlate.key_on_hosts, correlate.host_key_unknown_to_audit)
+                 correlation.key_on_hosts, correlation.host_key_unknown_to_audit)
     assert sorted(f.__name__.replace("_", "-") for f in functions) == sorted(CHECKS)
 
 

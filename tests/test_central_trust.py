@@ -436,7 +436,7 @@ def test_cli_collect_takes_the_sender_map(moto_server: Any, tmp_path: Path, monk
 
 
 def test_the_audit_takes_the_same_word_for_a_key_on_hosts() -> None:
-    from keysweep.central.audit.correlate import correlate
+    from keysweep.central.audit import correlate
     from keysweep.central.records import merge_finding
 
     victim = genuine(ec2(VICTIM, "web-victim"), sent_at="2026-11-28T10:00:00Z")

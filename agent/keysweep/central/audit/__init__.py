@@ -7,13 +7,13 @@ action to take and the exact command. With a fleet store it adds what the hosts 
 service and region, its owner's policies, and the keys no audited account knows.
 
 Modules: ``model`` (checks registry, options, items, results), ``accounts`` (targets and their clients),
-``iam_reads`` (every IAM read), ``checks`` (one function per credential-report check), ``correlate`` (the keys on
+``iam_reads`` (every IAM read), ``checks`` (one function per credential-report check), ``correlation`` (the keys on
 hosts), ``run`` (one audit run). The names below are the package's interface.
 """
 
 from keysweep.central.audit.accounts import AccountClients, AccountTarget, account_targets, open_account
 from keysweep.central.audit.checks import evaluate_report, inline_backup_file
-from keysweep.central.audit.correlate import place
+from keysweep.central.audit.correlation import correlate, place
 from keysweep.central.audit.model import (
     CHECKS,
     SEVERITY_ORDER,
@@ -41,6 +41,7 @@ __all__ = [
     "HostKey",
     "account_targets",
     "audit_account",
+    "correlate",
     "evaluate_report",
     "inline_backup_file",
     "open_account",

@@ -1,7 +1,7 @@
 """What the audit reads from IAM: an account's credential report, key ids, summary and the policies and other
 credentials of the users it may delete; for keys found on hosts, their owner's last use and policies.
 
-Every IAM call of the audit is here; the checks (``checks``) and the correlation (``correlate``) only judge values.
+Every IAM call of the audit is here; the checks (``checks``) and the correlation (``correlation``) only judge values.
 """
 
 from __future__ import annotations

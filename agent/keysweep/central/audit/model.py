@@ -15,7 +15,7 @@ from keysweep.iam_policies import UserPolicies
 SEVERITY_ORDER = ("critical", "high", "medium", "low", "info")
 
 # check name -> (severity, one-line meaning); the order is the order of the output. Each check is one function:
-# ``checks`` for those judged from an account's credential report, ``correlate`` for those about keys on hosts.
+# ``checks`` for those judged from an account's credential report, ``correlation`` for those about keys on hosts.
 CHECKS: dict[str, tuple[str, str]] = {
     "root-access-key": ("critical", "the root user has access keys"),
     "host-key-unknown-to-audit": ("high", "a key found on hosts that no audited account knows"),

@@ -15,7 +15,7 @@ from keysweep.central.audit.checks import (
     keys_in_shorter_window,
     window_note,
 )
-from keysweep.central.audit.correlate import correlate, hold_for_hosts
+from keysweep.central.audit.correlation import correlate, hold_for_hosts
 from keysweep.central.audit.iam_reads import read_account
 from keysweep.central.audit.model import AccountAudit, AuditError, AuditItem, AuditOptions, AuditResult, HostKey
 from keysweep.central.credential_report import CredentialReport, CredentialReportError
