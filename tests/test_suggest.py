@@ -7,9 +7,10 @@ import shlex
 import botocore.session
 import pytest
 from botocore import xform_name
+from keysweep.iam_policies import UserPolicies, read_user_policies_if_allowed
 from keysweep.models import Finding, HostContext, Location, Verification
 from keysweep.scp import SCP_WARNING, deny_key_creation_policy
-from keysweep.suggest import UserPolicies, read_user_policies, suggest
+from keysweep.suggest import suggest
 
 from tests.support.hcl import hcl_problems
 
@@ -294,7 +295,7 @@ def test_policies_read_from_iam_are_copied_to_the_role(moto_server, monkeypatch)
     # moto 5.2 has no user boundaries (PutUserPermissionsBoundary is not implemented): a proxy adds it to GetUser
     with user_boundaries(moto_server.endpoint, {"ci-deployer": boundary}) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL_IAM", proxy.endpoint)
-        policies = read_user_policies("ci-deployer")
+        policies = read_user_policies_if_allowed("ci-deployer")
     assert policies == UserPolicies(
         user_name="ci-deployer",
         attached=(arn,),
@@ -323,7 +324,7 @@ def test_policies_read_from_iam_are_copied_to_the_role(moto_server, monkeypatch)
 
 def test_policies_unreadable_without_iam_permission_return_none(moto_server):
     moto_server.enable_auth()  # the testing key is not a user of the emulator: IAM refuses
-    assert read_user_policies("ci-deployer") is None
+    assert read_user_policies_if_allowed("ci-deployer") is None
 
 
 def _doc(action: str) -> str:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 
 @dataclass(frozen=True)
@@ -143,3 +143,14 @@ def read_user_policies(iam: Any, user: str, *, details: bool = True) -> UserPoli
                 group_docs[n] = doc.get("PolicyDocument")
         with_docs.append(GroupPolicies(g.name, g.attached, g.inline, group_docs))
     return UserPolicies(user, attached, inline, tuple(with_docs), boundary, documents, tuple(unread))
+
+
+def read_user_policies_if_allowed(user: str, *, client: Any = None) -> UserPolicies | None:
+    """The agent's read: ``user``'s policies with details through ``client`` (default: an IAM client on the
+    host's credentials); None when those credentials may not list them or IAM cannot be reached."""
+    from keysweep.aws import make_client
+
+    try:
+        return read_user_policies(client or make_client("iam"), user)
+    except (ClientError, BotoCoreError):
+        return None

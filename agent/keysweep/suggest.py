@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keysweep.iam_policies import UserPolicies
-from keysweep.iam_policies import read_user_policies as read_iam_user_policies
 from keysweep.models import Finding, HostContext
 from keysweep.permission_copy import RoleCopy, copy_to_permission_set, copy_to_role, hcl_json
 from keysweep.report.formats import describe_location
@@ -55,18 +54,6 @@ class Suggestion:
             "cleanup": list(self.cleanup),
             "scp": self.scp,
         }
-
-
-def read_user_policies(user_name: str, *, client: Any = None) -> UserPolicies | None:
-    """The user's policies, boundary and inline documents through IAM; None when the agent may not list them."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from keysweep.aws import make_client
-
-    try:
-        return read_iam_user_policies(client or make_client("iam"), user_name)
-    except (ClientError, BotoCoreError):
-        return None
 
 
 def _trust(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from keysweep.errors import ConfigError
+from keysweep.iam_policies import UserPolicies, read_user_policies_if_allowed
 from keysweep.models import Finding, HostContext
 from keysweep.report.message import (
     MessageTooLarge,
@@ -38,7 +39,7 @@ from keysweep.report.message import (
 from keysweep.report.sent_state import SentState
 from keysweep.report.spool import Spool, SpoolEntry, SpoolError, SpoolFull
 from keysweep.sections import Section, option
-from keysweep.suggest import UserPolicies, read_user_policies, suggest
+from keysweep.suggest import suggest
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +268,7 @@ class Reporter:
             return None
         user = v.arn.rsplit("/", 1)[-1]
         if user not in self._policies:
-            self._policies[user] = read_user_policies(user)
+            self._policies[user] = read_user_policies_if_allowed(user)
         return self._policies[user]
 
     def finding_fingerprint(self, finding: Finding) -> str:
