@@ -5,6 +5,7 @@ encoder produced."""
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 import re
 from urllib.parse import quote
@@ -21,7 +22,7 @@ from tests.support.planted import planted_key
 
 DETECTOR = Detector(load_ruleset(), Fingerprinter(b"property-fingerprint-key"))
 LOC = Location(kind="file", path="/p")
-_B64 = re.compile(rb"[A-Za-z0-9+/]")
+_B64 = re.compile(rb"[A-Za-z0-9+/_-]")  # either alphabet: standard and URL-safe
 _ANY = settings(max_examples=300, deadline=None)
 
 
@@ -77,11 +78,51 @@ def test_a_wrapped_base64_block_is_joined_whole(data: bytes, width: int, indent:
     pos = start + int(where * (len(text) - 1))
     pos += (pos - start) // width * (len(indent) + len(eol))  # the same character in the wrapped document
     block = decode.wrapped_base64(doc, min(pos, len(doc) - 1))
+    # wherever ``pos`` falls (the last, shorter or padded line included) the whole block is found
+    assert block is not None
+    joined, text_offsets, buf_offsets = block
+    assert joined == text.encode()
+    for t, b in zip(text_offsets, buf_offsets, strict=True):
+        assert doc[b : b + 4] == joined[t : t + 4]
+
+
+@_ANY
+@given(st.binary(max_size=3000), st.integers(0, 3000))
+def test_wrapped_base64_on_any_bytes_stays_in_bounds(buf: bytes, pos: int) -> None:
+    pos = min(pos, max(0, len(buf) - 1))
+    block = decode.wrapped_base64(buf, pos)
     if block is not None:
         joined, text_offsets, buf_offsets = block
-        assert joined == text.encode()
-        for t, b in zip(text_offsets, buf_offsets, strict=True):
-            assert doc[b : b + 4] == joined[t : t + 4]
+        assert len(joined) <= 2 * decode.B64_MAX_RUN + 2048 and len(text_offsets) == len(buf_offsets) >= 2
+        for k, (t, b) in enumerate(zip(text_offsets, buf_offsets, strict=True)):
+            end = text_offsets[k + 1] if k + 1 < len(text_offsets) else len(joined)
+            assert buf[b : b + end - t] == joined[t:end]  # every line is a slice of the buffer
+
+
+@_ANY
+@given(st.binary(min_size=1, max_size=600), st.integers(0, 2))
+def test_url_safe_base64_decodes_like_standard(data: bytes, strip: int) -> None:
+    encoded = base64.urlsafe_b64encode(data)
+    encoded = encoded[: len(encoded) - min(strip, encoded.count(b"="))]  # padding is optional
+    got = decode.decode_base64_run(encoded, 0, len(encoded), 0)
+    assert got is not None and got[1] == data
+
+
+@_ANY
+@given(st.binary(max_size=2000), st.booleans(), st.integers(0, 2000), st.integers(0, 2000))
+def test_quoted_printable_view_decodes_what_an_encoder_wrote(data: bytes, crlf: bool, a: int, b: int) -> None:
+    encoded = binascii.b2a_qp(data, istext=False)  # '=XX' escapes, soft line breaks at 76 columns
+    if crlf:
+        encoded = encoded.replace(b"\n", b"\r\n")
+    text, offsets = decode.quoted_printable_view(encoded, 0, len(encoded))
+    assert text == data
+    assert len(offsets) == len(text) and offsets == sorted(set(offsets))
+    # on any slice of it (attacker bytes, cut anywhere): never raises, every byte maps back into the slice
+    lo, hi = sorted((min(a, len(encoded)), min(b, len(encoded))))
+    part, where = decode.quoted_printable_view(encoded, lo, hi)
+    assert len(part) == len(where) and all(lo <= o < hi for o in where)
+    for ch, o in zip(part, where, strict=True):
+        assert encoded[o] == ch or encoded[o] == ord("=")
 
 
 @_ANY

@@ -4,6 +4,7 @@ pair is found, paired, once, at its line, through the same chunked reading the f
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 import random
@@ -39,11 +40,16 @@ def _form(kind: str, kid: str, secret: str) -> bytes:
         return f"\n[p]\naws_access_key_id = {kid}\naws_secret_access_key = {secret}\n".encode()
     if kind == "utf-16":
         return f"\n{kid},{secret}\n".encode("utf-16-le")
+    if kind == "wrapped":  # a mail attachment: base64 at 76 columns, CRLF; the wrap falls anywhere in the pair
+        text = "#" * (sum(map(ord, kid)) % 76) + f"\n{kid},{secret}\n"
+        return b"\r\n" + base64.encodebytes(text.encode()).replace(b"\n", b"\r\n")
+    if kind == "quoted-printable":  # a mail body: '=' escaped as =3D
+        return b"\n" + binascii.b2a_qp(f"AWS_ACCESS_KEY_ID={kid}\nAWS_SECRET_ACCESS_KEY={secret}\n".encode())
     blob = json.dumps({"AccessKeyId": kid, "SecretAccessKey": secret}).encode()
     return b"\npayload: " + base64.b64encode(blob) + b"\n"
 
 
-_KINDS = st.sampled_from(["raw", "lines", "utf-16", "base64"])
+_KINDS = st.sampled_from(["raw", "lines", "utf-16", "base64", "wrapped", "quoted-printable"])
 # offsets near where buffers start and end, and anywhere
 _NEAR_EDGE = st.tuples(st.integers(1, 6), st.integers(-300, 300), st.sampled_from([0, DETECTOR.overlap // 2]))
 _OFFSET = st.one_of(_NEAR_EDGE.map(lambda t: t[0] * STEP + t[1] + t[2]), st.integers(0, 6 * STEP))

@@ -1,4 +1,5 @@
-"""Encoded views of a buffer where a key can hide: base64 blobs, UTF-16 text, percent-encoding.
+"""Encoded views of a buffer where a key can hide: base64 blobs (wrapped, URL-safe), UTF-16 text, percent-encoding,
+quoted-printable.
 
 Everything here runs only where the prefilter already hit, on bounded slices, never over whole buffers.
 """
@@ -11,11 +12,14 @@ import re
 from collections.abc import Iterable
 
 B64_MAX_RUN = 16 * 1024  # a key hidden in base64 lives in a value or file of modest size; longer runs are cut
-_B64_RUN_RE = re.compile(rb"[A-Za-z0-9+/]+")
+_B64_RUN_RE = re.compile(rb"[A-Za-z0-9+/_-]+")  # standard and URL-safe (RFC 4648 section 5) alphabets
+_URL_SAFE = bytes.maketrans(b"-_", b"+/")
 _WRAP_MAX = 1024  # widest wrapped line considered (tools wrap at 64 or 76)
 _WRAP_LINE_RE = re.compile(rb"[ \t]{0,64}([A-Za-z0-9+/]{1,1024}={0,2})[ \t]*\r?(?:\n|\Z)")
 _PERCENT_RE = re.compile(rb"%(2[FfBb]|3[Dd])")
 _ESCAPE_RE = re.compile(rb"%([0-9A-Fa-f]{2})")
+_QP_ESCAPE_RE = re.compile(rb"=(?:([0-9A-F]{2})|[ \t]*\r?\n)")  # RFC 2045: upper-case hex; soft line breaks
+_QP_HEX_RE = re.compile(rb"=[0-9A-F]{2}")
 _PERCENT_MAP = {b"2f": b"/", b"2b": b"+", b"3d": b"="}
 
 
@@ -60,7 +64,7 @@ def utf16_form(keyword: bytes) -> bytes:
 
 
 def base64_run(buf: bytes, pos: int) -> tuple[int, int]:
-    """The run of base64 characters around ``pos`` (at most B64_MAX_RUN on each side)."""
+    """The run of base64 characters (either alphabet) around ``pos`` (at most B64_MAX_RUN on each side)."""
     ahead = _B64_RUN_RE.match(buf, pos, min(len(buf), pos + B64_MAX_RUN))
     back = 256  # most runs are short: look a little way back first, not the whole bound (a copy per hit)
     while True:
@@ -74,8 +78,9 @@ def base64_run(buf: bytes, pos: int) -> tuple[int, int]:
 
 
 def wrapped_base64(buf: bytes, pos: int) -> tuple[bytes, list[int], list[int]] | None:
-    """The block of wrapped base64 lines around ``pos`` (the ``base64`` tool's 76 columns, PEM's 64, mail, …;
-    indentation allowed): every line the same length, a multiple of 4, the last one possibly shorter.
+    """The block of wrapped base64 lines around ``pos`` (the ``base64`` tool's 76 columns, PEM's 64, MIME parts
+    of mail, …; indentation allowed): every line the same length, a multiple of 4, the last one possibly shorter
+    (or padded with ``=``). ``pos`` may be on any of its lines, the last one included.
 
     Returns (the lines' text joined, each line's offset in it, each line's offset in ``buf``), or None when
     ``pos`` is not inside such a block of at least two lines. At most B64_MAX_RUN bytes either side.
@@ -85,21 +90,26 @@ def wrapped_base64(buf: bytes, pos: int) -> tuple[bytes, list[int], list[int]] |
     if start == 0 and floor > 0:
         return None  # a line longer than any wrapping
     line = _WRAP_LINE_RE.match(buf, start)
-    if line is None or line.end(1) < pos or len(line.group(1)) % 4 or len(line.group(1)) < 16 \
-            or line.group(1).endswith(b"="):
+    if line is None or line.end(1) < pos:
         return None
-    width = len(line.group(1))
+    n = len(line.group(1))
+    prev = _full_line_before(buf, start)
+    if prev is not None and (len(prev.group(1)) > n or line.group(1).endswith(b"=")):
+        width, last = len(prev.group(1)), True  # pos is on the block's last line
+    else:
+        width, last = n, False
+    if width % 4 or width < 16 or (not last and line.group(1).endswith(b"=")) or n > width:
+        return None
     lines = [line]
     lo = start
-    while lo > 0 and pos - lo < B64_MAX_RUN:  # earlier lines of the same width
-        prev_start = buf.rfind(b"\n", max(0, lo - 1 - _WRAP_MAX - 70), lo - 1) + 1
-        m = _WRAP_LINE_RE.match(buf, prev_start)
-        if m is None or m.end() != lo or len(m.group(1)) != width or m.group(1).endswith(b"="):
+    while pos - lo < B64_MAX_RUN:  # earlier lines of the same width
+        m = _full_line_before(buf, lo)
+        if m is None or len(m.group(1)) != width:
             break
         lines.insert(0, m)
-        lo = prev_start
+        lo = m.start()
     at = line.end()
-    while at - pos < B64_MAX_RUN:  # later lines of the same width, then one shorter last line
+    while not last and at - pos < B64_MAX_RUN:  # later lines of the same width, then one shorter last line
         m = _WRAP_LINE_RE.match(buf, at)
         if m is None or len(m.group(1)) > width:
             break
@@ -109,18 +119,32 @@ def wrapped_base64(buf: bytes, pos: int) -> tuple[bytes, list[int], list[int]] |
             break
     if len(lines) < 2:
         return None
-    text_offsets, buf_offsets, n = [], [], 0
+    text_offsets, buf_offsets, total = [], [], 0
     for m in lines:
-        text_offsets.append(n)
+        text_offsets.append(total)
         buf_offsets.append(m.start(1))
-        n += len(m.group(1))
+        total += len(m.group(1))
     return b"".join(m.group(1) for m in lines), text_offsets, buf_offsets
 
 
+def _full_line_before(buf: bytes, start: int) -> re.Match[bytes] | None:
+    """The wrapped base64 line ending right before ``start`` (a line start), unless it ends with padding."""
+    if start == 0:
+        return None
+    prev_start = buf.rfind(b"\n", max(0, start - 1 - _WRAP_MAX - 70), start - 1) + 1
+    m = _WRAP_LINE_RE.match(buf, prev_start)
+    if m is None or m.end() != start or m.group(1).endswith(b"="):
+        return None
+    return m
+
+
 def decode_base64_run(buf: bytes, start: int, end: int, grid: int) -> tuple[int, bytes] | None:
-    """Decode buf[start:end] from the first position congruent to ``grid`` mod 4; returns (text start, bytes)."""
+    """Decode buf[start:end] from the first position congruent to ``grid`` mod 4; returns (text start, bytes).
+    The URL-safe alphabet (``-_``, padding optional: JWTs, URLs) decodes too."""
     s = start + ((grid - start) % 4)
     chunk = buf[s:end]
+    if b"-" in chunk or b"_" in chunk:
+        chunk = chunk.translate(_URL_SAFE)
     extra = len(chunk) % 4
     if extra == 1:
         chunk = chunk[:-1]
@@ -143,15 +167,28 @@ def decode_base64_value(value: bytes) -> bytes | None:
 def percent_view(buf: bytes, lo: int, hi: int) -> tuple[bytes, list[int]]:
     """buf[lo:hi] with every ``%XX`` escape decoded (URL-encoded JSON or forms), and for each decoded byte its
     offset in ``buf``."""
+    return _unescaped_view(buf, lo, hi, _ESCAPE_RE)
+
+
+def quoted_printable_view(buf: bytes, lo: int, hi: int) -> tuple[bytes, list[int]]:
+    """buf[lo:hi] decoded as quoted-printable (mail bodies, RFC 2045): ``=XX`` escapes decoded, soft line breaks
+    (``=`` at a line's end) removed; for each decoded byte its offset in ``buf``."""
+    return _unescaped_view(buf, lo, hi, _QP_ESCAPE_RE)
+
+
+def _unescaped_view(buf: bytes, lo: int, hi: int, escape: re.Pattern[bytes]) -> tuple[bytes, list[int]]:
+    """buf[lo:hi] with each match of ``escape`` replaced by the byte its hex group names (nothing when the group
+    did not take part), and each output byte's offset in ``buf``."""
     out = bytearray()
     offsets: list[int] = []
     pos = lo
-    for m in _ESCAPE_RE.finditer(buf, lo, hi):
+    for m in escape.finditer(buf, lo, hi):
         s = m.start()
         out += buf[pos:s]
         offsets.extend(range(pos, s))
-        out.append(int(m.group(1), 16))
-        offsets.append(s)
+        if m.group(1) is not None:
+            out.append(int(m.group(1), 16))
+            offsets.append(s)
         pos = m.end()
     out += buf[pos:hi]
     offsets.extend(range(pos, hi))
@@ -161,6 +198,16 @@ def percent_view(buf: bytes, lo: int, hi: int) -> tuple[bytes, list[int]]:
 def ends_with_escape(buf: bytes, pos: int) -> bool:
     """True when the three bytes before ``pos`` are a ``%XX`` escape."""
     return pos >= 3 and _ESCAPE_RE.match(buf, pos - 3, pos) is not None
+
+
+def ends_with_qp_escape(buf: bytes, pos: int) -> bool:
+    """True when the three bytes before ``pos`` are a quoted-printable ``=XX`` escape (``=3D``: an encoded '=')."""
+    return pos >= 3 and _QP_HEX_RE.match(buf, pos - 3, pos) is not None
+
+
+def soft_line_break(buf: bytes, lo: int, hi: int) -> bool:
+    """A quoted-printable soft line break (``=`` ending a line) in buf[lo:hi]."""
+    return buf.find(b"=\n", lo, hi) >= 0 or buf.find(b"=\r\n", lo, hi) >= 0
 
 
 def percent_decode(value: bytes) -> bytes:

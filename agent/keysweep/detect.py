@@ -36,6 +36,7 @@ UNNAMED_MAX_LINES = 10
 TOKEN_MAX = 4096  # a session token may run this far past the pair window
 _NAME_LOOKBACK = 120  # how far before a value on its line a secret-looking name may sit
 _MAX_DEPTH = 2  # base64 inside base64 inside the file, no deeper
+_QP_SECRET_REACH = 256  # how far after an unpaired id a soft line break makes its window be read as quoted-printable
 _ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 # marshal's TYPE_SHORT_ASCII 'z' and TYPE_SHORT_ASCII_INTERNED 'Z', each also with FLAG_REF (0x80)
 _MARSHAL_SHORT_ASCII = frozenset(b"zZ\xfa\xda")
@@ -211,9 +212,10 @@ class Detector:
                 self._forms.setdefault(form, ("base64", first))
         # re searches fast only behind a literal first byte, so one pattern per first byte (measured on a
         # host-like corpus: one alternation of all forms ~400 MB/s; four grouped passes ~700 MB/s)
-        self._prefilters = _grouped(list(self._forms))
+        wrappable = {f for f, (kind, _) in self._forms.items() if kind == "base64"}
+        self._prefilters = _grouped(list(self._forms), wrappable)
         # UTF-16 text of ASCII characters always holds NUL bytes: a buffer without one (most text) skips those forms
-        self._prefilters_no_nul = _grouped([f for f, (kind, _) in self._forms.items() if kind != "utf-16"])
+        self._prefilters_no_nul = _grouped([f for f, (kind, _) in self._forms.items() if kind != "utf-16"], wrappable)
 
     # -- public API ---------------------------------------------------------------------------------------
 
@@ -380,16 +382,19 @@ class Detector:
         utf16_hits: list[int] = []
         b64_hits: list[tuple[int, int]] = []
         pct_hits: list[int] = []  # ids right after a %XX escape: URL-encoded text (%22AKIA…%22)
+        qp_hits: list[int] = []  # ids after a =XX escape or broken by a soft line break: quoted-printable mail
         for anchor, rx in self._prefilters if b"\0" in view else self._prefilters_no_nul:
             at = view.find(anchor)  # memchr: a view without the byte (often, for small files) costs no pass
             if at < 0:
                 continue
             for m in _prefilter_matches(view, anchor, rx, at) if anchor in _RARE_ANCHORS else rx.finditer(view, at):
-                kind, first = self._forms[m.group()]
+                kind, first = self._forms[_form_of(m.group())]
                 p = m.start()
                 if kind == "raw":
                     idm = self._id_re.match(view, p)
                     if idm is None:
+                        if decode.soft_line_break(view, p + 4, p + 24):  # the id wrapped in a mail body
+                            qp_hits.append(p)
                         continue
                     e = idm.end()
                     if e < len(view) and view[e] in _ALNUM and not _marshalled_id(view, p, e):
@@ -397,6 +402,8 @@ class Detector:
                     if p and view[p - 1] in _ALNUM and not _after_backslash_escape(view, p):
                         if decode.ends_with_escape(view, p):
                             pct_hits.append(p)
+                        elif decode.ends_with_qp_escape(view, p):  # "=3D": an '=' in a mail body
+                            qp_hits.append(p)
                         continue
                     key_id = idm.group().decode("ascii")
                     if self.include_examples or not self.is_example_key(key_id):
@@ -417,21 +424,31 @@ class Detector:
         else:
             ids.sort(key=lambda h: h.pos)
             self._pair(view, ids)
+            # a secret after the id broken by a soft line break: a long line of a quoted-printable mail body
+            qp_hits += [h.pos for h in ids
+                        if h.secret is None and decode.soft_line_break(view, h.pos, h.pos + _QP_SECRET_REACH)]
         if depth < _MAX_DEPTH:
             if pct_hits:
-                ids += self._scan_percent(view, pct_hits, depth, settled)
+                ids += self._scan_unescaped(view, pct_hits, depth, settled, decode.percent_view, "percent")
+            if qp_hits:
+                ids += self._scan_unescaped(view, qp_hits, depth, settled, decode.quoted_printable_view,
+                                            "quoted-printable")
             if utf16_hits:
                 ids += self._scan_utf16(view, utf16_hits, depth, origin, settled)
             if b64_hits:
                 ids += self._scan_base64(view, sorted(b64_hits), depth, settled)
         return ids
 
-    def _scan_percent(self, view: bytes, hits: list[int], depth: int, settled: Container[str]) -> list[_Hit]:
+    def _scan_unescaped(
+        self, view: bytes, hits: list[int], depth: int, settled: Container[str],
+        unescape: Callable[[bytes, int, int], tuple[bytes, list[int]]], encoding: str,
+    ) -> list[_Hit]:
+        """Scan the windows around ``hits`` again through ``unescape`` (percent-encoding, quoted-printable)."""
         radius = self.pair_window + TOKEN_MAX
         out: list[_Hit] = []
         for lo, hi in _merge_spans([(max(0, h - radius), min(len(view), h + radius)) for h in hits]):
-            text, offsets = decode.percent_view(view, lo, hi)
-            for h in self._scan_view(text, "percent", depth + 1, settled=settled):
+            text, offsets = unescape(view, lo, hi)
+            for h in self._scan_view(text, encoding, depth + 1, settled=settled):
                 h.pos = offsets[h.pos]
                 out.append(h)
         return out
@@ -461,10 +478,11 @@ class Detector:
             if h + 32 <= covered[grid] or h < wrapped_until:  # the whole encoded id (<= 28 chars) was decoded
                 continue
             rs, rend = decode.base64_run(view, h)
-            if rend - rs < 26 and (rend == len(view) or view[rend] not in b"\r\n"):
+            eol = _line_end(view, rend)
+            if rend - rs < 26 and not eol:
                 continue  # a 20-character id needs at least 26 base64 characters
             # a wrapped line runs from its indentation to its end (a run after "payload=" is not one)
-            if (rend == len(view) or view[rend] in b"\r\n") and (rs == 0 or view[rs - 1] in b" \t\n"):
+            if eol and (rs == 0 or view[rs - 1] in b" \t\n"):
                 block = decode.wrapped_base64(view, h)
                 if block is not None:
                     wrapped_until = self._scan_wrapped(block, h, first, depth, view, out, settled)
@@ -666,6 +684,12 @@ class Detector:
         return names.search(view, nl + 1 if nl >= 0 else lo, pos) is not None
 
 
+def _line_end(view: bytes, end: int) -> bool:
+    """A base64 run ending at ``end`` ends its line (after its '=' padding, if any)."""
+    end += 2 if view.startswith(b"==", end) else view.startswith(b"=", end)
+    return end == len(view) or view[end] in b"\r\n"
+
+
 def _marshalled_id(view: bytes, start: int, end: int) -> bool:
     """The id is a whole string marshalled by CPython (a ``.pyc`` constant): a short-ASCII type byte and the
     length byte 20 before it, so the byte after it is the next object's type byte ('z', 'i', 'N', …), not text."""
@@ -748,18 +772,46 @@ def _unescape(raw: bytes) -> bytes:
     return decode.percent_decode(raw) if b"%" in raw else raw
 
 
-def _grouped(forms: list[bytes]) -> list[tuple[bytes, re.Pattern[bytes]]]:
-    """(first byte, alternation of the forms starting with it) per distinct first byte."""
-    groups: dict[int, list[bytes]] = {}
+_INDENT = object()  # the indentation after a line break inside a wrapped form
+
+
+def _grouped(forms: list[bytes], wrappable: Container[bytes] = ()) -> list[tuple[bytes, re.Pattern[bytes]]]:
+    """(first byte, pattern of the forms starting with it) per distinct first byte.
+
+    The rest of the forms is one trie: ``re`` tries alternatives one by one and skips one that starts with a
+    literal byte at the cost of a compare, so a trie of literals is as fast as the plain alternation on text
+    and faster on base64. A form in ``wrappable`` also matches with a line break (LF or CRLF, then any
+    indentation) between any two of its characters: base64 wrapped at 64 or 76 columns breaks a line inside
+    the encoded keyword about once in 16 places. Such a match holds the break (see :func:`_form_of`).
+    """
+    groups: dict[int, dict[object, dict]] = {}
     for f in forms:
-        groups.setdefault(f[0], []).append(f[1:])
-    return [
-        (
-            bytes([first]),
-            re.compile(re.escape(bytes([first])) + b"(?:" + b"|".join(re.escape(r) for r in sorted(rest, key=len, reverse=True)) + b")"),
-        )
-        for first, rest in groups.items()
-    ]
+        variants: list[list[object]] = [list(f)]
+        if f in wrappable:
+            for i in range(1, len(f)):
+                variants += [[*f[:i], 0x0A, _INDENT, *f[i:]], [*f[:i], 0x0D, 0x0A, _INDENT, *f[i:]]]
+        root = groups.setdefault(f[0], {})
+        for v in variants:
+            node = root
+            for t in v[1:]:
+                node = node.setdefault(t, {})
+            node[None] = {}
+    return [(bytes([first]), re.compile(re.escape(bytes([first])) + _trie(root))) for first, root in groups.items()]
+
+
+def _trie(node: dict[object, dict]) -> bytes:
+    alts = [(rb"[ \t]*" if t is _INDENT else re.escape(bytes([t]))) + _trie(child)  # type: ignore[list-item]
+            for t, child in node.items() if t is not None]
+    if not alts:
+        return b""
+    if None in node:
+        return b"(?:" + b"|".join(alts) + b")?"
+    return alts[0] if len(alts) == 1 else b"(?:" + b"|".join(alts) + b")"
+
+
+def _form_of(match: bytes) -> bytes:
+    """The form a prefilter match stands for: the match without the line break of a wrapped form."""
+    return match.translate(None, b"\r\n \t") if b"\n" in match else match
 
 
 # uppercase letters that are rare in text and code (the base64 forms' Q and B): found with memchr, not re
