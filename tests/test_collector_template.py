@@ -17,7 +17,7 @@ import boto3
 import pytest
 import yaml
 from botocore.exceptions import ClientError
-from keysweep.central import lambda_handler
+from keysweep.central import lambda_handler, store_dynamodb
 from keysweep.central.collector import Collector, CollectorConfig
 from keysweep.central.senders import SENDER_MAP_ENV
 from keysweep.central.store import open_store
@@ -95,6 +95,10 @@ def test_template_resources(template: dict[str, Any]) -> None:
     table = res["FleetTable"]["Properties"]
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert {k["AttributeName"]: k["KeyType"] for k in table["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
+    # the index the store reads through, exactly as the store itself creates it
+    assert table["GlobalSecondaryIndexes"] == [store_dynamodb.INDEX_DEFINITION]
+    assert store_dynamodb.INDEX_ATTRIBUTES == [a for a in table["AttributeDefinitions"]
+                                               if a["AttributeName"] in ("tpk", "tsk")]
     fn = res["CollectorFunction"]["Properties"]
     module, func = fn["Handler"].rsplit(".", 1)
     assert callable(getattr(importlib.import_module(module), func))
@@ -157,7 +161,9 @@ def test_policies_are_least_privilege(template: dict[str, Any]) -> None:
         "logs:CreateLogStream", "logs:PutLogEvents"}
 
 
+FLEET_INDEX_ARN = "${FleetTable.Arn}/index/" + store_dynamodb.INDEX
 AUDIT_ARNS = {
+    FLEET_INDEX_ARN,
     "arn:${AWS::Partition}:iam::*:role/${AuditRoleName}",
     "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:product/${AWS::AccountId}/default",
     "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:hub/default",
@@ -227,8 +233,9 @@ def test_audit_role_actions(template: dict[str, Any]) -> None:
                                 {"Fn::Sub": security_hub + "product/${AWS::AccountId}/default"}),
         "ReadAuditFindings": ("AuditToSecurityHub", {"securityhub:GetFindings"},
                               {"Fn::Sub": security_hub + "hub/default"}),
-        "ReadFleetTable": (None, {"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Query", "dynamodb:Scan"},
-                           {"Fn::GetAtt": ["FleetTable", "Arn"]}),
+        "ReadFleetTable": (None, {"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:BatchGetItem",
+                                  "dynamodb:Query", "dynamodb:Scan"}, {"Fn::GetAtt": ["FleetTable", "Arn"]}),
+        "ReadFleetIndex": (None, {"dynamodb:Query"}, {"Fn::Sub": FLEET_INDEX_ARN}),
         "OwnLogs": (None, {"logs:CreateLogStream", "logs:PutLogEvents"}, {"Fn::GetAtt": ["AuditLogGroup", "Arn"]}),
     }
     conditions = template["Conditions"]
@@ -372,6 +379,10 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
     assert stats.deleted == len(messages) - len(got) and stats.store_errors == 0
     assert len(list(store.iter_findings())) == len(messages)
     assert _denied(_client("dynamodb", host_key).delete_table, TableName=table)
+    # a collector host opening the table as a writer marks it indexed, then lists hosts through the index
+    indexed = open_store(outputs["StoreUrl"])
+    assert isinstance(indexed, store_dynamodb.DynamoDBStore) and indexed.indexed()
+    assert [h.host_id for h in indexed.iter_hosts()] == ["i-cfn"]
 
 
 
@@ -435,7 +446,7 @@ def test_stack_with_a_kms_key(moto_server: Any) -> None:
     assert not {"AuditScheduleRule", "AuditSchedulePermission"} & set(physical)
     assert boto3.client("events", region_name="us-east-1").list_rules()["Rules"] == []
     audit = _audit_policy(physical)
-    assert set(audit) == {"ReadIam", "ReadOrganization", "ReadFleetTable", "OwnLogs"}
+    assert set(audit) == {"ReadIam", "ReadOrganization", "ReadFleetTable", "ReadFleetIndex", "OwnLogs"}
 
 
 def test_collector_unit_runs_the_collect_command() -> None:

@@ -30,7 +30,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
 
 
 def content(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    return [f.to_dict() for f in store.iter_findings()], [h.to_dict() for h in store.iter_hosts()]
+    """Everything stored; findings sorted (DynamoDB reads them by a parallel scan, in no particular order)."""
+    findings = sorted(store.iter_findings(), key=lambda f: (f.finding_fingerprint, f.host_id))
+    return [f.to_dict() for f in findings], [h.to_dict() for h in store.iter_hosts()]
 
 
 def test_new_finding_is_stored_with_host_and_status(store: Store) -> None:
