@@ -130,6 +130,29 @@ def test_corrupt_archives_are_counted_and_still_scanned_as_bytes(tmp_path: Path)
     assert result.stats.errors["archive-corrupt"] == 1
 
 
+def test_gzip_read_whole_or_streamed_alike(tmp_path: Path) -> None:
+    """A small gzip file is inflated in one call; what it reports is what the streamed reader reports: several
+    members as one, a damaged checksum counted as corrupt, a tar inside still opened as a tar."""
+    filler = b"INFO request served\n" * 200
+    (tmp_path / "a.log.2.gz").write_bytes(gzip.compress(filler + PAIR))
+    (tmp_path / "b.log.gz").write_bytes(gzip.compress(filler) + gzip.compress(PAIR))  # two members
+    (tmp_path / "c.tgz").write_bytes(_tar({"etc/a.env": PAIR}, "w:gz"))
+    result = scan_paths(tmp_path)
+    assert sorted((f.location.path.rsplit("/", 1)[1], f.location.member, f.has_secret) for f in result.findings) == [
+        ("a.log.2.gz", "a.log.2", True), ("b.log.gz", "b.log", True), ("c.tgz", "etc/a.env", True)]
+    assert result.stats.archives_scanned == 3
+    assert result.stats.archive_members_scanned == 3
+    assert result.stats.files_scanned == 3
+    assert result.stats.bytes_scanned == len(filler + PAIR) * 2 + len(PAIR)  # what the members hold
+    damaged = bytearray(gzip.compress(filler + PAIR))
+    damaged[-8] ^= 0xFF  # the CRC of the member's data
+    for p in tmp_path.iterdir():
+        p.unlink()
+    (tmp_path / "d.log.gz").write_bytes(bytes(damaged))
+    result = scan_paths(tmp_path)
+    assert result.stats.errors["archive-corrupt"] == 1
+
+
 def test_encrypted_member_is_counted(tmp_path: Path) -> None:
     data = bytearray(_zip({"secret.env": PAIR}, zipfile.ZIP_STORED))
     # set the "encrypted" flag bit in the local and central headers

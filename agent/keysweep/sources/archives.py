@@ -359,6 +359,36 @@ class _ArchiveScan:
         return None
 
 
+SMALL_GZIP_MAX = 4 * 1024 * 1024  # a gzip file read whole that expands to at most this is inflated in one call
+
+
+def scan_small_gzip(
+    data: bytes, path: str, detector: Detector, options: ScanOptions, stats: ScanStats
+) -> list[Finding] | None:
+    """A whole gzip file of one member holding plain bytes (a rotated log, a man page), inflated in one zlib
+    call (the CRC and length checked) and scanned as its member: what :func:`scan_archive` would report, without
+    its stream layers. None when it is anything else (several members, a tar, a nested archive, past the
+    budget or :data:`SMALL_GZIP_MAX`, damaged): then :func:`scan_archive` reads it."""
+    budget = _Budget(options, len(data))
+    limit = min(SMALL_GZIP_MAX, budget.max_bytes, budget.ratio_cap)
+    inflate = zlib.decompressobj(wbits=31)
+    try:
+        out = inflate.decompress(data, limit + 1)
+    except zlib.error:
+        return None
+    if not inflate.eof or inflate.unused_data or len(out) > limit or sniff(out[:_READ]) is not None:
+        return None
+    place = Place()
+    location = Location(kind="archive", path=path, member=_strip_suffix(os.path.basename(path)))
+    findings = detector.scan(out, location=location, place=place)
+    stats.archives_scanned += 1
+    stats.archive_members_scanned += 1
+    stats.bytes_scanned += len(out)
+    if place.cap.over:
+        stats.skipped["too-many-keys"] += place.cap.over
+    return findings
+
+
 def scan_archive(
     fh: IO[bytes],
     kind: str,

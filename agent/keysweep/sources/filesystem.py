@@ -734,6 +734,11 @@ def scan_file(
         head = os.read(fd, want)
         if options.archive_max_depth > 0 and len(head) >= 4:
             kind = archives.sniff(head)
+            if kind == "gzip" and len(head) < want:  # the whole file: a rotated log, a man page
+                found = archives.scan_small_gzip(head, shown, detector, options, stats)
+                if found is not None:
+                    stats.files_scanned += 1
+                    return found
             if kind is not None:
                 found = _scan_archive(fd, kind, shown, size, detector, options, stats)
                 if found is not None:
