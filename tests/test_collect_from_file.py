@@ -212,7 +212,9 @@ def test_store_failure_stops_at_the_line_and_says_where_to_resume(moto_server: A
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         tables = ddb.list_tables()["TableNames"]
-        if "fleet-gone" in tables and ddb.scan(TableName="fleet-gone", Select="COUNT")["Count"] >= 2:
+        if "fleet-gone" in tables and ddb.scan(
+                TableName="fleet-gone", Select="COUNT", FilterExpression="#t = :t",
+                ExpressionAttributeNames={"#t": "type"}, ExpressionAttributeValues={":t": {"S": "finding"}})["Count"]:
             break
         time.sleep(0.1)
     ddb.delete_table(TableName="fleet-gone")

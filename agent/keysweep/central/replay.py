@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, BinaryIO
 
-from keysweep.central.handler import MAX_BODY_BYTES, MessageHandler, Outcome, queue_origin
+from keysweep.central.handler import MAX_BODY_BYTES, MessageHandler, Outcome, Result, queue_origin
 from keysweep.central.records import Origin
 from keysweep.central.store import MessageRefused
 from keysweep.errors import StoreError
@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 # an envelope holds the body as a JSON string: escaping can make it several times longer than the body itself
 MAX_LINE_BYTES = 4 * MAX_BODY_BYTES
 MAX_LOGGED_SKIPS = 100  # skipped lines logged one by one; beyond this they are only counted
+BATCH_LINES = 100  # lines applied in one store transaction (SQLite), as a collector applies a receive
+BATCH_BYTES = 8 * 1024 * 1024  # ... or fewer, so a batch of long lines stays small in memory
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,8 @@ def unwrap(text: str) -> tuple[str, Mapping[str, Any] | None]:
 
 class Replayer:
     def __init__(self, handler: MessageHandler, *, attribution: Attribution = Attribution.ENVELOPE,
-                 sender: str | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+                 sender: str | None = None, should_stop: Callable[[], bool] | None = None,
+                 batch_lines: int = BATCH_LINES) -> None:
         if (attribution is Attribution.SENDER) != bool(sender):
             raise ValueError("a sender is given exactly when every line is attributed to it")
         self.handler = handler
@@ -125,6 +128,7 @@ class Replayer:
         self.sender = sender
         self.stats = ReplayStats()
         self._should_stop = should_stop or (lambda: False)
+        self._batch_lines = max(1, batch_lines)
 
     def _origin(self, attributes: Mapping[str, Any] | None) -> Origin | None:
         if self.attribution is Attribution.NONE:
@@ -135,21 +139,83 @@ class Replayer:
         return queue_origin(attributes)
 
     def run(self, lines: Iterator[Line]) -> ReplayStats:
-        """Apply every line; stops at the first store failure (``stopped_at_line``). Raises nothing but
-        interrupts."""
+        """Apply every line, up to ``batch_lines`` lines in one store transaction where the handler can
+        (``handle_batch``; 1 for a live pipe, so that each line is applied as it comes); stops at the first store failure (``stopped_at_line``: the first line of the batch that
+        failed, none of which may be taken as applied). Raises nothing but interrupts."""
+        batch: list[tuple[Line, str, Origin | None]] = []
+        size = 0
         for line in lines:
             if self._should_stop():
-                self.stats.stopped_at_line = line.number
+                self.stats.stopped_at_line = batch[0][0].number if batch else line.number
+                batch = []
                 break
             self.stats.lines += 1
-            try:
-                self._apply(line)
-            except StoreError as exc:
-                self.stats.store_errors += 1
-                self.stats.stopped_at_line = line.number
-                log.error("line %d: the store failed, stopping (%s)", line.number, exc)
-                break
+            prepared = self._prepare(line)
+            if prepared is None:
+                continue
+            batch.append(prepared)
+            size += len(prepared[1])
+            if len(batch) >= self._batch_lines or size >= BATCH_BYTES:
+                if not self._apply_batch(batch):
+                    return self.stats
+                batch, size = [], 0
+        if batch:
+            self._apply_batch(batch)
         return self.stats
+
+    def _prepare(self, line: Line) -> tuple[Line, str, Origin | None] | None:
+        """(line, body, origin) to apply, or None when the line is blank or skipped already."""
+        if line.data is None:
+            self._skip(line, "too_long", f"longer than {MAX_LINE_BYTES} bytes")
+            return None
+        if not line.data.strip():
+            self.stats.blank += 1
+            return None
+        try:
+            text = line.data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self._skip(line, "not_utf8", f"not UTF-8 at byte {exc.start}")
+            return None
+        body, attributes = unwrap(text)
+        return line, body, self._origin(attributes)
+
+    def _apply_batch(self, batch: list[tuple[Line, str, Origin | None]]) -> bool:
+        """Apply a batch; False (and ``stopped_at_line``) when the store failed."""
+        handle_batch = getattr(self.handler, "handle_batch", None)
+        try:
+            if handle_batch is not None:
+                try:
+                    outcomes = handle_batch([(body, origin) for _, body, origin in batch])
+                except StoreError:
+                    raise
+                except Exception:  # noqa: BLE001 (a line broke the batch: find it, one line at a time)
+                    outcomes = None
+                if outcomes is not None:
+                    for (line, _, origin), outcome in zip(batch, outcomes, strict=True):
+                        self._count(line, origin, outcome)
+                    return True
+            for i, (line, body, origin) in enumerate(batch):
+                try:
+                    self._count(line, origin, self._handle_one(body, origin))
+                except StoreError:
+                    batch = batch[i:]
+                    raise
+        except StoreError as exc:
+            self.stats.store_errors += 1
+            self.stats.stopped_at_line = batch[0][0].number
+            log.error("line %d: the store failed, stopping (%s)", batch[0][0].number, exc)
+            return False
+        return True
+
+    def _handle_one(self, body: str, origin: Origin | None) -> Result | MessageRefused | Exception:
+        try:
+            return self.handler.handle(body, origin)
+        except (MessageRefused, StoreError) as exc:
+            if isinstance(exc, MessageRefused):
+                return exc
+            raise
+        except Exception as exc:  # noqa: BLE001 (one bad line must not stop a replay; its text may quote the line)
+            return exc
 
     def _skip(self, line: Line, counter: str, reason: str) -> None:
         setattr(self.stats, counter, getattr(self.stats, counter) + 1)
@@ -159,30 +225,14 @@ class Replayer:
         if skipped == MAX_LOGGED_SKIPS:
             log.warning("further skipped lines are counted, not logged")
 
-    def _apply(self, line: Line) -> None:
-        if line.data is None:
-            self._skip(line, "too_long", f"longer than {MAX_LINE_BYTES} bytes")
+    def _count(self, line: Line, origin: Origin | None, outcome: Result | Exception) -> None:
+        if isinstance(outcome, MessageRefused):
+            self._skip(line, "refused", f"refused by the store: {outcome}")
             return
-        if not line.data.strip():
-            self.stats.blank += 1
+        if isinstance(outcome, Exception):
+            self._skip(line, "internal_errors", f"could not be handled: {type(outcome).__name__}")
             return
-        try:
-            text = line.data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            self._skip(line, "not_utf8", f"not UTF-8 at byte {exc.start}")
-            return
-        body, attributes = unwrap(text)
-        origin = self._origin(attributes)
-        try:
-            result = self.handler.handle(body, origin)
-        except MessageRefused as exc:
-            self._skip(line, "refused", f"refused by the store: {exc}")
-            return
-        except StoreError:
-            raise
-        except Exception as exc:  # noqa: BLE001 (one bad line must not stop a replay; its text may quote the line)
-            self._skip(line, "internal_errors", f"could not be handled: {type(exc).__name__}")
-            return
+        result = outcome
         self.stats.clamped_times += result.clamped
         if result.outcome is Outcome.OK:
             if result.changed:

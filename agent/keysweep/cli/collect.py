@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import signal
+import stat
 import sys
 import threading
 from datetime import timedelta
@@ -98,7 +100,7 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _from_file(args: argparse.Namespace) -> int:
     from keysweep.central.handler import MessageHandler
-    from keysweep.central.replay import Attribution, Replayer, read_lines
+    from keysweep.central.replay import BATCH_LINES, Attribution, Replayer, read_lines
     from keysweep.central.senders import SenderMap
     from keysweep.central.store import open_store
 
@@ -120,8 +122,10 @@ def _from_file(args: argparse.Namespace) -> int:
     try:
         store = open_store(args.db)
         try:
+            # a regular file is applied in batches; a pipe line by line, so a live one is never held back
+            regular = stat.S_ISREG(os.fstat(stream.fileno()).st_mode)
             replayer = Replayer(MessageHandler(store, senders=senders), attribution=attribution, sender=args.sender,
-                                should_stop=stop.is_set)
+                                should_stop=stop.is_set, batch_lines=BATCH_LINES if regular else 1)
             stats = replayer.run(read_lines(stream))
         except OSError as exc:
             raise ConfigError(f"collect --from-file {args.from_file}: {exc.strerror or exc}") from None
