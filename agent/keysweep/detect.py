@@ -13,8 +13,10 @@ Pairing (``Finding.pairing``), best first, each secret used by at most one id:
                  (the default 4 KiB covers ``.s3cfg``, whose ``secret_key`` sits ~50 lines below ``access_key``);
   ``window``     the nearest plausible unnamed secret within ``pair_window`` bytes and 10 lines;
   ``none``       no secret found (still a finding: it says where a key lives).
-Within a tier a secret after the id beats one before it (secrets follow their ids in credential files, CSV
-exports, API JSON and sorted environments), then the nearer one wins. Session tokens pair the same way.
+Within a tier a secret named with the id's qualifiers (``_PROD``, ``DEV_``, ``_2``) wins, then a secret after
+the id beats one before it (secrets follow their ids in credential files, CSV exports, API JSON and sorted
+environments), then the nearer one; pairs of one kind are then put in order (two ids followed by two secrets
+pair first-first, not crosswise). Session tokens pair the same way.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ MAX_KEYS_PER_PLACE = 1000  # distinct keys one file or archive reports (see KeyC
 _EXAMPLE_CACHE = 4096
 _STRONG_PAIRINGS = frozenset({"same-line", "named"})
 _MAX_CHOICES = 4  # candidates kept per id for the one-to-one assignment (bounds work in dense files)
+_MAX_QUALIFIED_CHOICES = 16  # for an id whose name has qualifiers (``_PROD``): its own may be further away
 
 
 @dataclass(slots=True)  # a dense chunk holds one per id until it is paired
@@ -533,13 +536,36 @@ class Detector:
             newlines = [m.start() for lo, hi in spans for m in _NEWLINE_RE.finditer(view, lo, hi)]
             cand_pos = [c.pos for c in cands]
             cand_line = [bisect.bisect_right(newlines, p) for p in cand_pos]
+            id_line = [bisect.bisect_right(newlines, h.pos) for h in ids]
             named = [c.named for c in cands]
             nxt_named, prv_named = _next_true(named), _prev_true(named)
-            scored: list[tuple[int, tuple[int, int], int, int]] = []  # (tier, distance, id, candidate)
+            quals = [_qualifiers(view, h.pos) for h in ids]
+            cand_quals: dict[int, frozenset[bytes]] = {}
+
+            def match(i: int, j: int) -> int:
+                """0: the id's and the secret's names carry the same qualifiers (``_prod``, ``DEV_``, ``_2``);
+                2: both carry qualifiers, different ones; 1: either has none."""
+                if not quals[i] or not cands[j].named:
+                    return 1
+                q = cand_quals.get(j)
+                if q is None:
+                    q = cand_quals[j] = _qualifiers(view, cands[j].pos)
+                return 1 if not q else 0 if q == quals[i] else 2
+
+            scored: list[tuple[int, int, tuple[int, int], int, int]] = []  # (tier, names, distance, id, candidate)
             for i, h in enumerate(ids):
-                scored += self._choices(h, i, bisect.bisect_right(newlines, h.pos), cands, cand_pos, cand_line,
-                                        nxt_named, prv_named)
-            for tier, i, j in _assign(scored):
+                args = (h, i, id_line[i], cands, cand_pos, cand_line, nxt_named, prv_named)
+                mine = [(tier, match(i, j), dist, i, j) for tier, dist, _i, j in self._choices(*args)]
+                if quals[i] and all(m[1] for m in mine):  # none named like the id: its own may be further away
+                    mine = [(tier, match(i, j), dist, i, j)
+                            for tier, dist, _i, j in self._choices(*args, _MAX_QUALIFIED_CHOICES)]
+                scored += mine
+
+            def same_kind(i: int, j: int, tier: int, names: int) -> bool:
+                return (cand_line[j] == id_line[i]) == (tier <= 1) and match(i, j) == names
+
+            chosen = _uncross(_assign(scored), [h.pos for h in ids], cand_pos, same_kind)
+            for (tier, _names), i, j in chosen:
                 ids[i].secret = cands[j].value
                 ids[i].pairing = ("same-line", "same-line", "named", "window")[tier]
         temporary = [h for h in ids if keyid.key_type(h.key_id) == "temporary"]
@@ -553,19 +579,19 @@ class Detector:
             for i, h in enumerate(temporary):
                 lo = bisect.bisect_left(tok_pos, h.pos - w)
                 hi = bisect.bisect_right(tok_pos, h.pos + 20 + w + TOKEN_MAX)
-                mine = [(0, _distance(h.pos, tokens[j][0], tokens[j][1]), i, j) for j in range(lo, hi)]
+                mine = [(0, 1, _distance(h.pos, tokens[j][0], tokens[j][1]), i, j) for j in range(lo, hi)]
                 scored += heapq.nsmallest(_MAX_CHOICES, mine)
-            for _tier, i, j in _assign(scored):
+            for _kind, i, j in _uncross(_assign(scored), [h.pos for h in temporary], tok_pos):
                 temporary[i].token = tokens[j][2]
 
     def _choices(
         self, h: _Hit, i: int, id_line: int, cands: list[_Cand], cand_pos: list[int], cand_line: list[int],
-        nxt_named: list[int], prv_named: list[int],
+        nxt_named: list[int], prv_named: list[int], most: int = _MAX_CHOICES,
     ) -> list[tuple[int, tuple[int, int], int, int]]:
-        """The id's best ``_MAX_CHOICES`` candidates by (tier, distance): what sorting every candidate in its
+        """The id's best ``most`` candidates by (tier, distance): what sorting every candidate in its
         window would give, found by looking only as far as a better one could still be. Its own line
         (tiers 0, 1) first; then outwards, later lines before earlier ones: a named value (tier 2) on a later
-        line beats every value before the id, and once ``_MAX_CHOICES`` values of tier <= 2 are in hand
+        line beats every value before the id, and once ``most`` values of tier <= 2 are in hand
         nothing further can enter; unnamed values (tier 3) only within ``UNNAMED_MAX_LINES``."""
         w, pos = self.pair_window, h.pos
         lo_j = bisect.bisect_left(cand_pos, pos - w)
@@ -575,7 +601,7 @@ class Detector:
         mine = [(1 - cands[j].named, _distance(pos, cands[j].pos, cands[j].end), i, j) for j in range(a, b)]
         good = len(mine)  # values of tier <= 2 in hand
         for forward in (True, False):
-            if good >= _MAX_CHOICES:
+            if good >= most:
                 break
             if forward:
                 near = range(b, bisect.bisect_right(cand_line, id_line + UNNAMED_MAX_LINES, b, hi_j))
@@ -587,19 +613,19 @@ class Detector:
                 if c.named:
                     good += 1
                     mine.append((2, _distance(pos, c.pos, c.end), i, j))
-                    if good >= _MAX_CHOICES:
+                    if good >= most:
                         break
-                elif c.plausible and unnamed < _MAX_CHOICES:
+                elif c.plausible and unnamed < most:
                     unnamed += 1
                     mine.append((3, _distance(pos, c.pos, c.end), i, j))
             else:  # named values further away
                 j = nxt_named[near.stop] if forward else prv_named[near.stop + 1]
-                while good < _MAX_CHOICES and lo_j <= j < hi_j:
+                while good < most and lo_j <= j < hi_j:
                     good += 1
                     mine.append((2, _distance(pos, cands[j].pos, cands[j].end), i, j))
                     j = nxt_named[j + 1] if forward else prv_named[j]
         mine.sort()
-        return mine[:_MAX_CHOICES]
+        return mine[:most]
 
     def _secret_candidates(self, view: bytes, lo: int, hi: int) -> list[_Cand]:
         found = []
@@ -708,19 +734,62 @@ def _distance(id_pos: int, start: int, end: int) -> tuple[int, int]:
     return (0, start - id_pos - 20) if start >= id_pos else (1, id_pos - end)
 
 
-def _assign(scored: list[tuple[int, tuple[int, int], int, int]]) -> list[tuple[int, int, int]]:
-    """Greedy one-to-one assignment, best (tier, (before, distance)) first: (tier, id index, candidate index)."""
+def _assign(scored: list[tuple[int, int, tuple[int, int], int, int]]) -> list[tuple[tuple[int, int], int, int]]:
+    """Greedy one-to-one assignment, best (tier, names, (before, distance)) first: ((tier, names), id, candidate)."""
     scored.sort()
     used_ids: set[int] = set()
     used: set[int] = set()
     out = []
-    for tier, _dist, i, j in scored:
+    for tier, names, _dist, i, j in scored:
         if i in used_ids or j in used:
             continue
         used_ids.add(i)
         used.add(j)
-        out.append((tier, i, j))
+        out.append(((tier, names), i, j))
     return out
+
+
+def _uncross(
+    pairs: list[tuple[tuple[int, int], int, int]], id_pos: list[int], cand_pos: list[int],
+    same_kind: Callable[[int, int, int, int], bool] | None = None,
+) -> list[tuple[tuple[int, int], int, int]]:
+    """Pairs of one kind (tier and names) on one side of their ids, put in order: the first id gets the first
+    value. Nearest-first pairs two ids followed by two secrets crosswise (the second id is nearer to the first
+    secret); in order they are right, and still within every window and line limit (an ordered matching never
+    stretches further than a crossing one). A group is reordered only when each new pair stays of its kind
+    (``same_kind(id, candidate, tier, names)``)."""
+    groups: dict[tuple[int, int, bool], list[tuple[int, int]]] = {}
+    for kind, i, j in pairs:
+        groups.setdefault((*kind, cand_pos[j] < id_pos[i]), []).append((i, j))
+    out: list[tuple[tuple[int, int], int, int]] = []
+    for (tier, names, _before), members in groups.items():
+        members.sort(key=lambda m: id_pos[m[0]])
+        ordered = sorted((j for _i, j in members), key=cand_pos.__getitem__)
+        if any(j != k for (_i, j), k in zip(members, ordered, strict=True)) and (
+            same_kind is None or all(same_kind(i, k, tier, names) for (i, _j), k in zip(members, ordered, strict=True))
+        ):
+            members = [(i, k) for (i, _j), k in zip(members, ordered, strict=True)]
+        out += [((tier, names), i, j) for i, j in members]
+    return out
+
+
+_NAME_BEFORE_RE = re.compile(rb"([A-Za-z0-9_.\-]{1,80})[ \t\"':=>]{1,8}\Z")  # a name, then what assigns to it
+_NAME_WORD_RE = re.compile(rb"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+")
+# the words every key or secret name is made of; what is left (prod, dev, backup, 2, …) tells keys apart
+_GENERIC_WORDS = frozenset(
+    b"aws amazon access key keys id ids secret secrets accesskey accesskeyid secretkey secretaccesskey keyid ak sk "
+    b"value".split()
+)
+
+
+def _qualifiers(view: bytes, pos: int) -> frozenset[bytes]:
+    """The qualifiers in the name a value at ``pos`` is assigned to (``AWS_ACCESS_KEY_ID_PROD = …``,
+    ``"backupSecretAccessKey": "…"``: {prod}, {backup}); empty when there is no name or only generic words."""
+    lo = max(0, pos - 96)
+    m = _NAME_BEFORE_RE.search(view, view.rfind(b"\n", lo, pos) + 1 or lo, pos)
+    if m is None:
+        return frozenset()  # no name right before it (CSV, URLs)
+    return frozenset(w.lower() for w in _NAME_WORD_RE.findall(m.group(1))) - _GENERIC_WORDS
 
 
 def _next_true(flags: list[bool]) -> list[int]:
