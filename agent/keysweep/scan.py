@@ -164,7 +164,8 @@ class ScanResult:
 
 
 class FileCache(Protocol):
-    """Incremental scanning: findings of files unchanged since they were last read (keysweep.state)."""
+    """Incremental scanning: findings of files unchanged since they were last read (keysweep.state). One that
+    also knows whole directories (:class:`filesystem.Listings`) spares the walk a lookup per file."""
 
     def lookup(self, path: str, st: os.stat_result) -> list[Finding] | None: ...
 
@@ -415,7 +416,7 @@ class _FilesScan:
         opts = self.options
         walk = filesystem.iter_files(
             opts, self.stats, skip_ids=handled, should_stop=self.stop, file_stat=self.cache is not None,
-            dirs=self.dirs,
+            dirs=self.dirs, listings=self.cache if isinstance(self.cache, filesystem.Listings) else None,
         )
         for ref, st in walk:
             if st is not None and st.st_size > opts.max_file_size:

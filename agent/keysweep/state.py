@@ -1,8 +1,13 @@
-"""Incremental file state: an unchanged file costs one ``stat``.
+"""Incremental file state: an unchanged file costs one ``stat``, an unchanged directory one query.
 
 Per file the identity and change markers (device, inode, size, mtime_ns, ctime_ns) and the findings of its last
-read, stored without any secret. SQLite in WAL mode inside the state directory (which scans exclude), committed in
-batches: a crash loses at most the last batch, whose files are simply read again.
+read, stored without any secret. Per directory whose files were all read (or found unchanged) without a finding,
+a digest of its files' names and markers (computed by the walk): a directory listed with the same digest needs
+nothing more for its files, not even one lookup each; its subdirectories are still walked (a file changed deep
+below changes only its own directory's digest). SQLite in WAL mode inside the state directory (which scans
+exclude); rows are buffered and written with ``executemany``, committed in batches: a crash loses at most the
+last batch, whose files are simply read again. The state is a cache that a full read rebuilds, so SQLite never
+waits for the disk (``synchronous=OFF``): a database damaged by a power loss is moved aside and rebuilt on open.
 
 A different cache digest (rules, detector settings, fingerprint key, scan options that change per-file results)
 empties the cache. Every ``full_reread_every`` sweeps a sweep ignores the markers and reads everything again; such a
@@ -18,6 +23,7 @@ import logging
 import os
 import sqlite3
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,8 +37,9 @@ from keysweep.models import Finding, Location
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.sqlite"
-_SCHEMA_VERSION = "3"  # 3: paths as BLOBs (the exact bytes of any name)
+_SCHEMA_VERSION = "4"  # 3: paths as BLOBs (the exact bytes of any name); 4: directory digests
 _DIR_ROWS_MAX = 4096  # a directory with more files is looked up file by file (memory stays bounded)
+_PENDING_DIRS_MAX = 4096  # directories listed whose files are not all done yet (one never done is dropped)
 
 # rows keyed by (directory, name) as the bytes of the path (os.fsencode), so any name round-trips exactly; the
 # walk goes directory by directory, so one query answers a whole directory
@@ -46,10 +53,17 @@ CREATE TABLE IF NOT EXISTS files (
     findings TEXT,
     PRIMARY KEY (dir, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dirs (
+    dir BLOB PRIMARY KEY, digest BLOB NOT NULL, files INTEGER NOT NULL, excluded INTEGER NOT NULL,
+    sweep_no INTEGER NOT NULL
+) WITHOUT ROWID;
 """
 _DAMAGED = {"SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CORRUPT_VTAB", "SQLITE_CORRUPT_SEQUENCE", "SQLITE_CORRUPT_INDEX"}
 _COLUMNS = "name, dev, ino, size, mtime_ns, ctime_ns, sweep_no, findings"
+_INSERT_FILE = f"INSERT OR REPLACE INTO files (dir, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_DIR = "INSERT OR REPLACE INTO dirs (dir, digest, files, excluded, sweep_no) VALUES (?, ?, ?, ?, ?)"
 _Row = tuple[int, int, int, int, int, int, str | None]
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, inlined
 
 
 def cache_digest(*parts: object) -> str:
@@ -84,6 +98,17 @@ class SweepPlan:
 
 
 @dataclass
+class _PendingDir:
+    """A directory listed with a new digest: recorded once each of its files is stored or found unchanged
+    without a finding."""
+
+    digest: bytes
+    waiting: set[str]  # names of its files not done yet
+    files: int
+    excluded: int
+
+
+@dataclass
 class CacheCounters:
     hits: int = 0
     misses: int = 0
@@ -99,7 +124,8 @@ def _markers(st: os.stat_result) -> tuple[int, int, int, int, int]:
 
 
 class StateStore:
-    """The agent's persistent file cache; implements the scan's ``FileCache`` protocol (lookup/store).
+    """The agent's persistent file cache; implements the scan's ``FileCache`` protocol (lookup/store, and the
+    walk's directory digests: unchanged/listed).
 
     ``needs_reverify(finding)`` is asked for every cached finding that had a secret: when it answers True the
     file is read again, because only a fresh read brings the secret back for verification.
@@ -121,8 +147,12 @@ class StateStore:
         self.invalidated = False
         self._commit_every = commit_every
         self._commit_interval = commit_interval
-        self._pending = 0
+        self._in_txn = False
+        self._file_rows: list[tuple[Any, ...]] = []  # buffered, written by executemany
+        self._dir_out: list[tuple[Any, ...]] = []
+        self._pending_dirs: dict[str, _PendingDir] = {}
         self._last_commit = time.monotonic()
+        self._encoded = ("", b"")  # the last directory encoded (files come directory by directory)
         self._lock = threading.RLock()
         self._plan: SweepPlan | None = None
         try:
@@ -138,9 +168,10 @@ class StateStore:
                 if os.path.lexists(f"{self.path}{suffix}"):
                     statedir.quarantine(self.dir, Path(f"{self.path}{suffix}"), f"not a usable database ({exc})")
             self._open()
-        self._dir_key: bytes | None = None
+        self._dir_key: str | None = None
         self._dir_rows: dict[bytes, _Row] | None = None  # rows of the directory the walk is in (None: too many)
         self._check_digest(digest)
+        self._sweep_no = self._int("sweep_no") or 0
 
     def _open(self) -> None:
         for suffix in ("-wal", "-shm"):  # SQLite opens these itself: a planted link must not be followed
@@ -153,13 +184,13 @@ class StateStore:
         os.close(statedir.open_file(self.path, os.O_RDWR))
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA synchronous=OFF")  # a cache: damage is found on open and rebuilt
         self._db.execute("PRAGMA cache_size=-4096")  # 4 MiB page cache: bounded memory on any tree size
         check = self._db.execute("PRAGMA quick_check(1)").fetchone()
         if not check or check[0] != "ok":
             raise statedir.CorruptStateFile(f"quick_check: {check[0] if check else 'no answer'}")
         if self._get_schema() != _SCHEMA_VERSION:  # an older layout (text paths) is rebuilt, not migrated
-            self._db.executescript("DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS meta;")
+            self._db.executescript("DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS dirs; DROP TABLE IF EXISTS meta;")
         self._db.executescript(_SCHEMA)
         self._set("schema", _SCHEMA_VERSION)
         for key in ("sweep_no", "running", "full_pending", "last_full"):
@@ -195,6 +226,7 @@ class StateStore:
                 return
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("DELETE FROM files")
+            self._db.execute("DELETE FROM dirs")
             self._dir_key = None
             self._set("digest", digest)
             self._set("last_full", None)
@@ -234,6 +266,7 @@ class StateStore:
             self._set("running", number)
             self._set("full_pending", start if full else None)
             self._db.execute("COMMIT")
+            self._sweep_no = number
             self._plan = SweepPlan(number=number, full=full, full_start=start, resumed=resumed)
             return self._plan
 
@@ -247,6 +280,7 @@ class StateStore:
                 self._set("running", None)
                 if plan.full:
                     pruned = self._db.execute("DELETE FROM files WHERE sweep_no < ?", (plan.full_start,)).rowcount
+                    self._db.execute("DELETE FROM dirs WHERE sweep_no < ?", (plan.full_start,))
                     self._dir_key = None
                     self._set("last_full", plan.number)
                     self._set("full_pending", None)
@@ -255,22 +289,30 @@ class StateStore:
         return pruned
 
     # --- FileCache protocol ---------------------------------------------------------------------------------
-    def _row(self, path: str) -> _Row | None:
-        d, _, name = os.fsencode(path).rpartition(b"/")
+    def _dir_bytes(self, d: str) -> bytes:
+        if d != self._encoded[0]:
+            self._encoded = (d, d.encode(_FS_ENCODING, _FS_ERRORS))
+        return self._encoded[1]
+
+    def _row(self, d: str, name: bytes) -> _Row | None:
         if d != self._dir_key:
+            self._write()  # rows stored earlier in this process are found too
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM files WHERE dir = ? LIMIT {_DIR_ROWS_MAX + 1}", (d,)
+                f"SELECT {_COLUMNS} FROM files WHERE dir = ? LIMIT {_DIR_ROWS_MAX + 1}", (self._dir_bytes(d),)
             ).fetchall()
             self._dir_key = d
             self._dir_rows = {r[0]: r[1:] for r in rows} if len(rows) <= _DIR_ROWS_MAX else None
         if self._dir_rows is not None:
             return self._dir_rows.get(name)
-        r = self._db.execute(f"SELECT {_COLUMNS} FROM files WHERE dir = ? AND name = ?", (d, name)).fetchone()
+        r = self._db.execute(
+            f"SELECT {_COLUMNS} FROM files WHERE dir = ? AND name = ?", (self._dir_bytes(d), name)
+        ).fetchone()
         return r[1:] if r else None
 
     def lookup(self, path: str, st: os.stat_result) -> list[Finding] | None:
+        d, _, name = path.rpartition("/")
         with self._lock:
-            row = self._row(path)
+            row = self._row(d, name.encode(_FS_ENCODING, _FS_ERRORS))
             plan = self._plan
         if row is None or row[:5] != _markers(st) or (plan and plan.full and row[5] < plan.full_start):
             self.counters.misses += 1
@@ -285,30 +327,92 @@ class StateStore:
             self.counters.misses += 1
             return None
         self.counters.hits += 1
+        if self._pending_dirs:
+            with self._lock:
+                self._file_done(d, name, clean=not findings)
         return findings
 
     def store(self, path: str, st: os.stat_result, findings: Sequence[Finding]) -> None:
         payload = json.dumps([finding_to_state(f) for f in findings]) if findings else None
-        d, _, name = os.fsencode(path).rpartition(b"/")
+        d, _, name = path.rpartition("/")
+        bname = name.encode(_FS_ENCODING, _FS_ERRORS)
         with self._lock:
-            number = self._plan.number if self._plan else (self._int("sweep_no") or 0)
-            if self._pending == 0:
-                self._db.execute("BEGIN")
-            row = (*_markers(st), number, payload)
-            self._db.execute(f"INSERT OR REPLACE INTO files (dir, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                             (d, name, *row))
+            row = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, self._sweep_no, payload)
+            self._file_rows.append((self._dir_bytes(d), bname, *row))
             if d == self._dir_key and self._dir_rows is not None:
-                self._dir_rows[name] = row
-            self._pending += 1
+                self._dir_rows[bname] = row
             self.counters.stored += 1
-            if self._pending >= self._commit_every or time.monotonic() - self._last_commit >= self._commit_interval:
-                self._commit()
+            if self._pending_dirs:
+                self._file_done(d, name, clean=not findings)
+            if len(self._file_rows) >= self._commit_every or not self.counters.stored & 63:
+                self._maybe_commit()
+
+    # --- directory digests (the walk's side: filesystem.Listings) -------------------------------------------
+    def unchanged(self, directory: str, digest: bytes) -> tuple[int, int] | None:
+        """``(files, excluded)`` recorded for ``directory`` when its files' digest is still ``digest`` (their
+        findings were none: nothing more to do for them); None when they must be looked at file by file."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT digest, files, excluded, sweep_no FROM dirs WHERE dir = ?", (self._dir_bytes(directory),)
+            ).fetchone()
+            plan = self._plan
+        if row is None or row[0] != digest or (plan is not None and plan.full and row[3] < plan.full_start):
+            return None
+        self.counters.hits += row[1]
+        return row[1], row[2]
+
+    def listed(self, directory: str, digest: bytes, names: Sequence[str], excluded: int) -> None:
+        """The walk listed ``directory`` (digest ``digest``) and hands ``names`` on to be read or looked up; once
+        each is stored or found unchanged, all without a finding, the digest is recorded."""
+        with self._lock:
+            self._pending_dirs.pop(directory, None)
+            if len(self._pending_dirs) >= _PENDING_DIRS_MAX:  # one whose file failed never completes
+                del self._pending_dirs[next(iter(self._pending_dirs))]
+            self._pending_dirs[directory] = _PendingDir(digest, set(names), len(names), excluded)
+            if not names:
+                self._dir_recorded(directory, self._pending_dirs.pop(directory))
+
+    def _file_done(self, d: str, name: str, *, clean: bool) -> None:
+        pending = self._pending_dirs.get(d)
+        if pending is None:
+            return
+        if not clean:  # a directory with a finding is looked at file by file (its findings come from there)
+            del self._pending_dirs[d]
+            return
+        pending.waiting.discard(name)
+        if not pending.waiting:
+            self._dir_recorded(d, self._pending_dirs.pop(d))
+
+    def _dir_recorded(self, directory: str, pending: _PendingDir) -> None:
+        self._dir_out.append((self._dir_bytes(directory), pending.digest, pending.files, pending.excluded,
+                              self._sweep_no))
+        self._maybe_commit()
 
     # --- housekeeping ---------------------------------------------------------------------------------------
+    def _write(self) -> None:
+        """Buffered rows into the open transaction (begun here)."""
+        if not (self._file_rows or self._dir_out):
+            return
+        if not self._in_txn:
+            self._db.execute("BEGIN")
+            self._in_txn = True
+        if self._file_rows:
+            self._db.executemany(_INSERT_FILE, self._file_rows)
+            self._file_rows.clear()
+        if self._dir_out:
+            self._db.executemany(_INSERT_DIR, self._dir_out)
+            self._dir_out.clear()
+
+    def _maybe_commit(self) -> None:
+        if (len(self._file_rows) + len(self._dir_out) >= self._commit_every
+                or time.monotonic() - self._last_commit >= self._commit_interval):
+            self._commit()
+
     def _commit(self) -> None:
-        if self._pending:
+        self._write()
+        if self._in_txn:
             self._db.execute("COMMIT")
-            self._pending = 0
+            self._in_txn = False
         self._last_commit = time.monotonic()
 
     def flush(self) -> None:

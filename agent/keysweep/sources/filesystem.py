@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import hashlib
+import itertools
 import os
 import re
 import stat
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
 
 from keysweep.detect import Place
 from keysweep.models import Finding, Location
@@ -39,6 +41,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC
 MAX_DIR_FDS = 32  # directory fds one process keeps open; deeper chains are reopened from a nearer one
 _SEEK_DATA = getattr(os, "SEEK_DATA", None)
 _SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
+LISTING_MAX = 4096  # a directory with more entries is not digested (its listing would be held in memory)
 
 
 class Skip(Exception):
@@ -194,6 +197,18 @@ class PathFilter:
         return self._re is not None and self._re.search(display_path(path, prefix)) is not None
 
 
+@runtime_checkable
+class Listings(Protocol):
+    """What a file cache knows about whole directories (keysweep.state): a directory is named by its path, its
+    files by a digest of their names and markers (device, inode, size, mtime_ns, ctime_ns)."""
+
+    def unchanged(self, directory: str, digest: bytes) -> tuple[int, int] | None:
+        """``(files, excluded)`` when nothing needs to be done for the files of a directory with this digest."""
+
+    def listed(self, directory: str, digest: bytes, names: Sequence[str], excluded: int) -> None:
+        """The walk hands on ``names`` of a directory with this digest (``excluded`` files were excluded)."""
+
+
 _SDK_CACHE_DIRS = tuple("/.aws/" + c for c in aws_files.SDK_CACHES)
 
 
@@ -210,14 +225,16 @@ def iter_files(
     should_stop: Callable[[], bool] | None = None,
     file_stat: bool = False,
     dirs: DirCache | None = None,
+    listings: Listings | None = None,
 ) -> Iterator[tuple[FileRef, os.stat_result | None]]:
     """Yield ``(file, lstat)`` for every regular file to read under the options' paths (or roots); the lstat
     is None unless ``file_stat`` asks for it (the type then comes from the directory entry). Directories are
-    opened through ``dirs`` (a private cache, closed at the end, when not given)."""
+    opened through ``dirs`` (a private cache, closed at the end, when not given). With ``listings`` (and
+    ``file_stat``) the files of a directory it knows unchanged are not yielded but counted as cached."""
     mounts = mounts if mounts is not None else MountTable.current()
     own = dirs is None
     cache = DirCache(follow=options.follow_symlinks) if dirs is None else dirs
-    walker = Walker(options, stats, mounts, skip_ids or set(), should_stop, file_stat, cache)
+    walker = Walker(options, stats, mounts, skip_ids or set(), should_stop, file_stat, cache, listings)
     try:
         for path, st, is_dir in start_points(options, stats, mounts):
             if is_dir:
@@ -309,6 +326,7 @@ class Walker:
         should_stop: Callable[[], bool] | None,
         file_stat: bool,
         dirs: DirCache | None = None,
+        listings: Listings | None = None,
     ) -> None:
         self.options = options
         self.file_stat = file_stat or options.same_filesystem
@@ -322,6 +340,10 @@ class Walker:
         self.pseudo_paths = {_prefixed(p, options.path_prefix) for p in PSEUDO_PATHS}
         self.root_dev = 0
         self.entries_read = 0  # entries of the directory being listed read so far
+        # a followed symlink's target is not in its directory's digest: with --follow-symlinks, file by file
+        self.listings = listings if file_stat and not options.follow_symlinks else None
+        # what else decides which files are handed on (excludes match the shown path) seeds every digest
+        self._seed = hashlib.blake2b(repr((options.excludes, options.path_prefix)).encode(), digest_size=16)
 
     def walk(self, root: Dir) -> Iterator[tuple[FileRef, os.stat_result | None]]:
         if root.ident in self.seen_dirs:
@@ -358,6 +380,15 @@ class Walker:
     ) -> Iterator[tuple[FileRef, os.stat_result | None]]:
         in_sdk_cache = _is_sdk_cache_dir(d.path)
         base = d.path.rstrip("/") + "/"
+        if self.listings is not None and not skip:
+            try:
+                with os.scandir(dir_fd) as it:
+                    entries = list(itertools.islice(it, LISTING_MAX + 1))
+            except OSError:
+                entries = None  # listed below again, where the error is counted
+            if entries is not None and len(entries) <= LISTING_MAX:
+                yield from self._digested(d, dir_fd, entries, base, in_sdk_cache, stack)
+                return
         seen = 0
         with os.scandir(dir_fd) as it:
             while True:
@@ -379,6 +410,54 @@ class Walker:
                     yield from self._entry(d, dir_fd, entry, path, in_sdk_cache, stack)
                 except Exception as exc:  # a bug on one odd entry must not end the walk; counted with its place
                     self.stats.fail("internal-error", display_path(path, self.options.path_prefix), exc)
+
+    def _digested(
+        self, d: Dir, dir_fd: int, entries: list[os.DirEntry[str]], base: str, in_sdk_cache: bool, stack: list[Dir]
+    ) -> Iterator[tuple[FileRef, os.stat_result | None]]:
+        """A whole listing: its regular files' names and markers digested in one pass. A digest the listings
+        know: those files need nothing more (counted as cached); else they are handed on as usual, and the
+        listings told which (when each file was either handed on or excluded)."""
+        assert self.listings is not None
+        self.entries_read = len(entries)
+        meta: list[tuple[str, int, int, int, int, int]] | None = []
+        others = []
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                meta = None  # vanished or unreadable: counted where the entry is handled below
+                break
+            if st.st_mode & 0o170000 == stat.S_IFREG:
+                meta.append((entry.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            else:
+                others.append(entry)
+        directory = base[:-1]
+        digest = b""
+        if meta:
+            meta.sort()
+            h = self._seed.copy()
+            h.update(repr(meta).encode())  # repr escapes a name's undecodable bytes
+            digest = h.digest()
+            known = self.listings.unchanged(directory, digest)
+            if known is not None:
+                self.stats.files_cached += known[0]
+                if known[1]:
+                    self.stats.skipped["excluded"] += known[1]
+                entries = others
+        items: list[tuple[FileRef, os.stat_result | None]] = []
+        for entry in entries:
+            path = base + entry.name
+            try:
+                items.extend(self._entry(d, dir_fd, entry, path, in_sdk_cache, stack))
+            except Exception as exc:  # as in _entries: one odd entry does not end the walk
+                self.stats.fail("internal-error", display_path(path, self.options.path_prefix), exc)
+        if digest and entries is not others:
+            handed = [ref.name for ref, _st in items]
+            left = {m[0] for m in meta or ()}.difference(handed)
+            excluded = sum(1 for name in left if self.excl.excluded(base + name, self.options.path_prefix))
+            if excluded == len(left):  # a file left for another reason (a cache of credentials, …): not whole
+                self.listings.listed(directory, digest, handed, excluded)
+        yield from items
 
     def _entry(
         self, d: Dir, dir_fd: int, entry: os.DirEntry[str], path: str, in_sdk_cache: bool, stack: list[Dir]

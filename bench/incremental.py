@@ -1,0 +1,123 @@
+"""Incremental state on a tree of many small files: what ``--state-dir`` costs and what it saves.
+
+    python bench/incremental.py [--files 100000] [--tree DIR] [--workers 0] [--repeat 3]
+
+Four runs of the real CLI (``python -m keysweep scan``), each a fresh process, on the same tree with a warm page
+cache: a stateless scan, a first sweep with an empty ``--state-dir``, and a re-sweep of the unchanged tree with that
+state (twice: a stateless scan, then the re-sweep, ``--repeat`` rounds; each figure is the median). Reported per
+run: wall seconds, CPU seconds (the process and its workers) and peak RSS (the largest process). Targets (issue
+14): first stateful sweep <= 1.2x the stateless scan; re-sweep of the unchanged tree >= 10x faster than the
+stateless scan.
+
+Without ``--tree`` a host-like tree of ``--files`` small files is generated (nested package-like directories of
+~4-40 files, sizes log-normal around 2 KiB, a few planted key pairs) under bench/out/, kept for the next run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+_WORDS = ("lib site-packages node_modules src test util core api model view config data cache log doc "
+          "share include bin etc var opt app service handler client server common internal").split()
+_PAIR = "AWS_ACCESS_KEY_ID=AKIAXYZDQCEN4B6JSJQI\nAWS_SECRET_ACCESS_KEY=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\n"
+
+
+def generate(root: Path, files: int, seed: int = 1) -> int:
+    """``files`` small files in nested directories (a package tree's shape); returns the bytes written."""
+    rng = random.Random(seed)
+    text = "".join(f"{rng.choice(_WORDS)} = {rng.getrandbits(40):x}  # {rng.choice(_WORDS)}\n"
+                   for _ in range(4000)).encode()
+    written = 0
+    made = 0
+    dirs = 0
+    while made < files:
+        depth = rng.randint(2, 6)
+        d = root.joinpath(*(f"{rng.choice(_WORDS)}{rng.randrange(40)}" for _ in range(depth)))
+        d.mkdir(parents=True, exist_ok=True)
+        dirs += 1
+        for _ in range(min(files - made, rng.randint(4, 40))):
+            size = max(32, min(int(rng.lognormvariate(7.6, 1.0)), 256 * 1024))
+            start = rng.randrange(0, len(text) - 1)
+            body = (text[start:] + text)[:size]
+            if made % 20000 == 7:
+                body += _PAIR.encode()
+            (d / f"m{made:06d}.{rng.choice(('py', 'js', 'json', 'txt', 'cfg'))}").write_bytes(body)
+            written += len(body)
+            made += 1
+    return written
+
+
+def run(cmd: list[str]) -> dict[str, Any]:
+    """Wall seconds, CPU seconds of the process and the workers it waited for, and its peak RSS (MB)."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    code = os.waitstatus_to_exitcode(status)
+    if code not in (0, 1):
+        raise SystemExit(f"{' '.join(cmd)}: exit {code}")
+    summary = json.loads(out)["summary"]
+    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
+            "files_scanned": summary["files_scanned"], "files_cached": summary.get("files_cached", 0)}
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out = dict(runs[-1])
+    for k in ("wall_s", "cpu_s", "peak_rss_mb"):
+        out[k] = statistics.median(r[k] for r in runs)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--tree", type=Path, help="an existing tree to scan (default: generated under bench/out/)")
+    ap.add_argument("--workers", type=int, default=0, help="keysweep --workers (0: one per CPU)")
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+
+    tree = args.tree or HERE / "out" / f"small-{args.files}f"
+    if args.tree is None and not (tree / ".complete").exists():
+        shutil.rmtree(tree, ignore_errors=True)
+        t0 = time.monotonic()
+        size = generate(tree, args.files)
+        (tree / ".complete").write_text("")
+        print(f"generated {tree}: {args.files} files, {size / 1048576:.0f} MiB in {time.monotonic() - t0:.0f}s")
+    base = [sys.executable, "-m", "keysweep", "scan", str(tree), "--format", "json",
+            "--workers", str(args.workers)]
+    work = Path(tempfile.mkdtemp(prefix="keysweep-incremental-"))
+    try:
+        run(base)  # warm the page cache
+        stateless, first, again = [], [], []
+        for i in range(args.repeat):
+            state = work / f"state{i}"
+            stateless.append(run(base))
+            first.append(run([*base, "--state-dir", str(state)]))
+            again.append(run([*base, "--state-dir", str(state)]))
+        s, f, a = _median(stateless), _median(first), _median(again)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for name, r in (("stateless scan", s), ("first stateful sweep", f), ("re-sweep, unchanged", a)):
+        print(f"{name:22s} wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:6.2f} s  peak RSS {r['peak_rss_mb']:5.1f} MB  "
+              f"read {r['files_scanned']}, from state {r['files_cached']}")
+    print(f"first stateful sweep / stateless: {f['wall_s'] / s['wall_s']:.2f}x wall, "
+          f"{f['cpu_s'] / s['cpu_s']:.2f}x cpu [target <= 1.2x]")
+    print(f"stateless / re-sweep: {s['wall_s'] / a['wall_s']:.1f}x wall, {s['cpu_s'] / a['cpu_s']:.1f}x cpu "
+          f"[target >= 10x]")
+
+
+if __name__ == "__main__":
+    main()
