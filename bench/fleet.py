@@ -200,7 +200,7 @@ def run_size(findings: int, places: int, keys: int, workdir: Path) -> dict[str, 
 
 def _line(row: dict[str, Any]) -> str:
     parts = [f"{row['findings']:>7} findings ({row['hosts']} hosts x {row['places']}, {row['keys']} keys): "
-             f"ingest {row['ingest_msg_per_s']} msg/s, store {row['bytes_per_finding']} B/finding"]
+             f"ingest {row['ingest_msg_per_s']} msg/s ({row['ingest_cpu_s']} s CPU for {row['messages']}), store {row['bytes_per_finding']} B/finding"]
     for fmt, r in {**row["reports"], "correlate": row["correlation"]}.items():
         extra = f", {r['lines']} lines" if "lines" in r else ""
         fail = f" FAILED {r.get('error', '')}" if r["exit"] not in (0, 1) else ""

@@ -371,15 +371,18 @@ def test_version_1_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     store = open_store(str(path))
     store.upsert_finding(genuine(on_prem("old-01")))
+    [stored] = store.iter_findings()
     store.close()
     with sqlite3.connect(path) as db:  # the version-1 layout: findings keyed by the agent's fingerprint alone
-        db.execute("CREATE TABLE f1 AS SELECT * FROM findings")
         db.execute("DROP TABLE findings")
+        db.execute("DROP TABLE exemplars")
         db.execute("CREATE TABLE findings (finding_fingerprint TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
                    "key_id TEXT NOT NULL, account_id TEXT, host_id TEXT NOT NULL, status TEXT, "
                    "last_seen TEXT NOT NULL, data TEXT NOT NULL)")
-        db.execute("INSERT INTO findings SELECT * FROM f1")
-        db.execute("DROP TABLE f1")
+        db.execute("CREATE INDEX findings_key_id ON findings (key_id)")
+        db.execute("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                   (stored.finding_fingerprint, stored.fingerprint, stored.key_id, stored.account_id,
+                    stored.host_id, stored.status, stored.last_seen, json.dumps(stored.to_dict())))
         db.execute("DROP TABLE host_owners")
         db.execute("UPDATE meta SET value = '1' WHERE name = 'schema_version'")
     store = open_store(str(path))

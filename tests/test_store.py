@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from keysweep.central.records import insert_history, utc_iso
-from keysweep.central.store import MessageRefused, Store, open_store
+from keysweep.central.records import FindingSummary, insert_history, utc_iso
+from keysweep.central.store import MessageRefused, Store, apply_messages, finding_summaries, key_findings, open_store
 from keysweep.errors import StoreError
 
 from tests.support import messages as M
@@ -267,3 +267,107 @@ def test_dynamodb_reads_findings_of_the_layout_before_per_host_records(moto_serv
     [now] = list(store.iter_findings())  # the same host and place in the per-host layout wins
     assert now.status == "invalid" and now.finding_fingerprint == old.finding_fingerprint
     assert [e["status"] for e in now.verification_history] == ["live", "invalid"]  # the old history carried over
+
+
+def _fleet_messages(hosts: int, keys: int) -> list[dict[str, Any]]:
+    """Every key on every host, each host with its own suggestion text (it names the host's role)."""
+    out = []
+    for h in range(hosts):
+        for k in range(keys):
+            m = M.finding_message(host_info=M.host(f"i-{h:04d}", f"web-{h}"), key_id=f"AKIAFLEET{k:011d}",
+                                  path=f"/srv/{k}/.env", sent_at=f"2026-11-28T10:{k:02d}:00Z",
+                                  status=["live", "invalid", None][k % 3])
+            m["suggestion"]["role_name"] = f"web-{h}-role"
+            m["suggestion"]["commands"] = [f"aws iam create-role --role-name web-{h}-role ...",
+                                           *m["suggestion"]["commands"]]
+            out.append(m)
+    return out
+
+
+def test_apply_messages_is_the_same_as_one_by_one_and_idempotent(store: Store, tmp_path: Path) -> None:
+    msgs = _fleet_messages(3, 4) + [M.heartbeat_message(host_info=M.host("i-0001", "web-1"))]
+    msgs.append(M.finding_message(host_info=M.host("i-0001", "web-1"), key_id="AKIAFLEET00000000001",
+                                  path="/srv/1/.env", sent_at="2026-11-29T10:00:00Z", status="expired"))
+    first = apply_messages(store, [(m, None) for m in msgs])
+    assert first == [True] * len(msgs)
+    assert apply_messages(store, [(m, None) for m in msgs]) == [False] * len(msgs)
+    one_by_one = open_store(str(tmp_path / "one.db"))
+    for m in msgs:
+        one_by_one.upsert_finding(m) if m["type"] == "finding" else one_by_one.record_heartbeat(m)
+    def ordered(s: Store) -> list[dict[str, Any]]:
+        return sorted((r.to_dict() for r in s.iter_findings()), key=lambda d: (d["host_id"], d["finding_fingerprint"]))
+
+    assert ordered(store) == ordered(one_by_one)
+    assert [h.to_dict() for h in store.iter_hosts()] == [h.to_dict() for h in one_by_one.iter_hosts()]
+    [rec] = [r for r in store.iter_findings() if r.host_id == "i-0001" and r.key_id.endswith("1")]
+    assert [e["status"] for e in rec.verification_history] == ["invalid", "expired"]
+    one_by_one.close()
+
+
+def test_summaries_come_grouped_by_key_and_agree_with_the_records(store: Store) -> None:
+    msgs = _fleet_messages(4, 3)
+    apply_messages(store, [(m, None) for m in msgs])
+    store.record_deactivation("AKIAFLEET00000000002", "arn:aws:iam::1:user/admin", "2026-11-30T00:00:00Z")
+    summaries = list(finding_summaries(store))
+    assert len(summaries) == 12
+    order = [(s.fingerprint, s.host_id) for s in summaries]
+    assert order == sorted(order)
+    records = {(r.host_id, r.finding_fingerprint): r for r in store.iter_findings()}
+    for s in summaries:
+        assert s == FindingSummary.of(records[(s.host_id, s.finding_fingerprint)])
+    assert {s.deactivated_by for s in summaries if s.key_id.endswith("2")} == {"arn:aws:iam::1:user/admin"}
+    fp = summaries[0].fingerprint
+    assert [r.host_id for r in key_findings(store, fp)] == ["i-0000", "i-0001", "i-0002", "i-0003"]
+    assert all(r.fingerprint == fp for r in key_findings(store, fp))
+    assert len({s.suggestion_digest for s in summaries}) == 4  # each host names its own role, whatever the key
+
+
+def test_sqlite_keeps_what_a_key_shares_once(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "fleet.db"
+    store = open_store(str(path))
+    msgs = _fleet_messages(40, 2)
+    apply_messages(store, [(m, None) for m in msgs])
+    expected = {(m["host"]["host_id"], m["finding"]["finding_fingerprint"]): m["suggestion"] for m in msgs}
+    records = list(store.iter_findings())
+    assert {(r.host_id, r.finding_fingerprint): r.suggestion for r in records} == expected
+    store.close()
+    with sqlite3.connect(path) as db:
+        [(exemplars,)] = db.execute("SELECT COUNT(*) FROM exemplars")
+        [(average,)] = db.execute("SELECT AVG(LENGTH(data)) FROM findings")
+    raw = sum(len(json.dumps(r.to_dict())) for r in records) / len(records)
+    assert exemplars == 2  # one per key (and suggestion kind)
+    assert average < raw / 8, (average, raw)
+
+
+def test_sqlite_store_of_schema_2_is_upgraded_in_place(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "fleet.db"
+    store = open_store(str(path))
+    msgs = _fleet_messages(3, 2)
+    apply_messages(store, [(m, None) for m in msgs])
+    before = content(store)
+    records = list(store.iter_findings())
+    store.close()
+    with sqlite3.connect(path) as db:  # the schema-2 layout: each whole record as JSON
+        db.execute("DROP TABLE findings")
+        db.execute("DROP TABLE exemplars")
+        db.execute("CREATE TABLE findings (finding_fingerprint TEXT NOT NULL, fingerprint TEXT NOT NULL, "
+                   "key_id TEXT NOT NULL, account_id TEXT, host_id TEXT NOT NULL, status TEXT, "
+                   "last_seen TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (host_id, finding_fingerprint))")
+        db.execute("CREATE INDEX findings_key_id ON findings (key_id)")
+        db.execute("CREATE INDEX findings_fingerprint ON findings (fingerprint)")
+        db.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       [(r.finding_fingerprint, r.fingerprint, r.key_id, r.account_id, r.host_id, r.status,
+                         r.last_seen, json.dumps(r.to_dict())) for r in records])
+        db.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
+    store = open_store(str(path))
+    assert content(store) == before
+    assert not store.upsert_finding(msgs[0])  # the same message: still a duplicate
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == ("3",)
+        names = {n for (n,) in db.execute("SELECT name FROM sqlite_master")}
+    assert "findings_old" not in names and {"findings_key", "findings_key_id", "exemplars"} <= names

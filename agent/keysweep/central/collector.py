@@ -1,7 +1,7 @@
 """The long-polling collector: SQS queue in, store out, at least once and idempotently.
 
-A batch is received, each body is validated and applied to the store, and only then are the applied messages
-deleted. A crash between the store commit and the delete redelivers messages the store already holds; the
+A batch is received, each body is validated, the valid ones are applied to the store in one transaction, and only
+then are the applied messages deleted. A crash between the store commit and the delete redelivers messages the store already holds; the
 idempotent upsert makes that harmless. Malformed and unknown-version messages are never deleted: they become
 visible again and the queue's redrive policy moves them to the dead-letter queue. Each message is bound to the
 SQS sender that sent it (:mod:`keysweep.central.senders`): one that claims a host its sender may not speak for is
@@ -22,7 +22,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep.aws import client_config, make_client
-from keysweep.central.handler import MessageHandler, Outcome, queue_origin
+from keysweep.central.handler import MessageHandler, Outcome, Result, queue_origin
 from keysweep.central.senders import SenderMap
 from keysweep.central.store import MessageRefused, Store
 from keysweep.errors import KeysweepError, StoreError
@@ -198,33 +198,50 @@ class Collector:
         with VisibilityExtender(self._sqs, self.config.queue_url, self.config.visibility_timeout,
                                 self.stats) as extender:
             extender.hold(messages)
+            try:
+                applied = self._apply_all(messages)
+            except StoreError as exc:
+                self.stats.store_errors += 1
+                log.error("store failed for a batch of %d message(s), batch left on the queue: %s", len(messages), exc)
+                applied, store_ok = [], False
             for i, message in enumerate(messages):
-                if self._should_stop() and i:
-                    break  # the rest become visible again after the timeout
-                try:
-                    applied = self._apply(message)
-                except StoreError as exc:
-                    self.stats.store_errors += 1
-                    log.error("store failed for message %s, batch left on the queue: %s",
-                              message.get("MessageId", "?"), exc)
-                    store_ok = False
-                    break
-                if applied:
+                if i < len(applied) and applied[i]:
                     done.append(message)
                 else:
                     extender.release(message["MessageId"])  # let it reappear for the redrive policy
         self._delete(done)
         return store_ok
 
+    def _apply_all(self, messages: Sequence[dict[str, Any]]) -> list[bool]:
+        """Whether each message is in the store, the batch applied in one store transaction; a message that breaks
+        the batch (not a store failure) has it applied one message at a time, so only that one fails. Raises
+        StoreError."""
+        items = [(m.get("Body", ""), queue_origin(m.get("Attributes"))) for m in messages]
+        try:
+            results = self.handler.handle_batch(items)
+        except StoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 (find the message that broke it, one at a time)
+            log.warning("a batch of %d message(s) failed (%s): applying them one at a time", len(messages),
+                        type(exc).__name__)
+            return [self._apply(m) for m in messages]
+        return [self._refused(m, results[i]) if isinstance(results[i], MessageRefused) else self._account(m, results[i])
+                for i, m in enumerate(messages)]
+
+    def _refused(self, message: dict[str, Any], exc: MessageRefused) -> bool:
+        """This message's failure: the store is not down, no backoff."""
+        self.stats.refused += 1
+        log.warning("message %s refused by the store (%s), left for the dead-letter queue",
+                    message.get("MessageId", "?"), exc)
+        return False
+
     def _apply(self, message: dict[str, Any]) -> bool:
         """True when the message is in the store; False when it was rejected. Raises StoreError."""
         message_id = message.get("MessageId", "?")
         try:
             result = self.handler.handle(message.get("Body", ""), queue_origin(message.get("Attributes")))
-        except MessageRefused as exc:  # this message's failure: the store is not down, no backoff
-            self.stats.refused += 1
-            log.warning("message %s refused by the store (%s), left for the dead-letter queue", message_id, exc)
-            return False
+        except MessageRefused as exc:
+            return self._refused(message, exc)
         except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001 (one bad message must not stop the collector)
@@ -232,6 +249,11 @@ class Collector:
             # the type only: an exception's text may quote the message
             log.error("message %s could not be handled (%s), left on the queue", message_id, type(exc).__name__)
             return False
+        return self._account(message, result)
+
+    def _account(self, message: dict[str, Any], result: Result) -> bool:
+        """Count and log a handled message's outcome; True when it is in the store."""
+        message_id = message.get("MessageId", "?")
         self.stats.clamped_times += result.clamped
         if result.outcome is Outcome.OK:
             if result.changed:

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from keysweep.central.records import CLOCK_SKEW, Origin, utc_iso
 from keysweep.central.senders import SenderMap
-from keysweep.central.store import Store
+from keysweep.central.store import MessageRefused, Store, apply_messages
 from keysweep.central.validate import Validator, depth_error, message_validator, parse_message
 
 log = logging.getLogger(__name__)
@@ -120,24 +120,53 @@ class MessageHandler:
             return Result(Outcome.MALFORMED, reason="a time field is not ISO-8601"), None
         return Result(Outcome.OK, kind=message["type"]), message
 
-    def handle(self, body: str | bytes, origin: Origin | None = None) -> Result:
-        """Classify ``body`` and apply it. ``origin``: the queue's word on its sender and time (None: a message
-        applied directly, not received from the queue — no sender binding, ordered by its own ``sent_at``, times
-        clamped to now)."""
+    def prepare(self, body: str | bytes, origin: Origin | None = None) -> tuple[Result, dict[str, Any] | None]:
+        """Classify ``body``, clamp its times and bind its sender: the outcome so far and the message to apply (None
+        when it is not to be applied). ``origin`` as for :meth:`handle`."""
         result, message = self.classify(body)
         if message is None:
-            return result
+            return result, None
         kind = message["type"]
         clamped = clamp_times(message, origin.sent_at if origin else utc_iso(datetime.now(UTC).isoformat()),
                               self.skew)
         reason = self._bind(origin, message["host"]["host_id"]) if origin else None
         if reason:
-            return Result(Outcome.REJECTED, kind=kind, reason=reason, clamped=clamped)
-        if kind == "finding":
+            return Result(Outcome.REJECTED, kind=kind, reason=reason, clamped=clamped), None
+        return Result(Outcome.OK, kind=kind, clamped=clamped), message
+
+    def handle(self, body: str | bytes, origin: Origin | None = None) -> Result:
+        """Classify ``body`` and apply it. ``origin``: the queue's word on its sender and time (None: a message
+        applied directly, not received from the queue — no sender binding, ordered by its own ``sent_at``, times
+        clamped to now)."""
+        result, message = self.prepare(body, origin)
+        if message is None:
+            return result
+        if message["type"] == "finding":
             changed = self.store.upsert_finding(message, origin)
         else:
             changed = self.store.record_heartbeat(message, origin)
-        return Result(Outcome.OK, kind=kind, changed=changed, clamped=clamped)
+        return replace(result, changed=changed)
+
+    def handle_batch(self, items: Sequence[tuple[str | bytes, Origin | None]]) -> list[Result | MessageRefused]:
+        """:meth:`handle` for each (body, origin), the accepted messages applied to the store together
+        (:meth:`Store.apply_messages`: one transaction in SQLite). One entry per item: its result, or the
+        :class:`MessageRefused` of a message the store refused. A StoreError is raised for the whole batch."""
+        out: list[Result | MessageRefused] = []
+        todo: list[tuple[int, Result, dict[str, Any], Origin | None]] = []
+        for body, origin in items:
+            try:
+                result, message = self.prepare(body, origin)
+            except MessageRefused as exc:  # binding its host id: the store refused that message
+                out.append(exc)
+                continue
+            if message is not None:
+                todo.append((len(out), result, message, origin))
+            out.append(result)
+        applied = apply_messages(self.store, [(message, origin) for _, _, message, origin in todo]) if todo else []
+        for n, (i, result, _, _) in enumerate(todo):
+            changed = applied[n]
+            out[i] = changed if isinstance(changed, MessageRefused) else replace(result, changed=changed)
+        return out
 
     def _bind(self, origin: Origin, host_id: str) -> str | None:
         """Why the sender may not speak for ``host_id`` (None when it may; a first-seen owner is recorded)."""

@@ -16,10 +16,12 @@ in time order with an entry only where the status changes.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far a host's times may run ahead of the collector's before they are not trusted
 
@@ -103,12 +105,76 @@ class FindingRecord:
         d["verification_history"] = [dict(e) for e in self.verification_history]
         return d
 
+    def fields(self) -> dict[str, Any]:
+        """The fields by name, sharing their values with the record (for serialising: never change them)."""
+        return {name: getattr(self, name) for name in _FINDING_FIELDS}
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FindingRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
         values["verification_history"] = tuple(dict(e) for e in data.get("verification_history") or ())
         return cls(**values)
+
+
+_FINDING_FIELDS = tuple(f.name for f in dataclasses.fields(FindingRecord))
+
+
+@dataclass(frozen=True)
+class FindingSummary:
+    """What a fleet view needs of every finding: a :class:`FindingRecord` without its verification details and
+    history, host context and suggestion, which a store can give for every finding without decoding them.
+
+    ``suggestion_kind`` is the suggestion's kind (None: the message carried no suggestion); ``suggestion_digest``
+    names its whole content, so identical suggestions are known as such without reading them."""
+
+    finding_fingerprint: str
+    fingerprint: str
+    key_id: str
+    key_type: str | None
+    account_id: str | None
+    owner_arn: str | None
+    severity: str
+    host_id: str
+    hostname: str
+    host_kind: str
+    location: Mapping[str, Any]
+    first_seen: str
+    last_seen: str
+    status: str | None
+    verified_at: str | None
+    version: str
+    received_first: str | None
+    suggestion_kind: str | None = None
+    suggestion_digest: str | None = None
+    deactivated_by: str | None = None
+    deactivated_at: str | None = None
+
+    @classmethod
+    def of(cls, rec: FindingRecord) -> FindingSummary:
+        return cls(
+            rec.finding_fingerprint, rec.fingerprint, rec.key_id, rec.key_type, rec.account_id, rec.owner_arn,
+            rec.severity, rec.host_id, rec.hostname, rec.host_kind, rec.location, rec.first_seen, rec.last_seen,
+            rec.status, rec.verified_at, rec.version, rec.received_first,
+            suggestion_kind(rec.suggestion), suggestion_digest(rec.suggestion), rec.deactivated_by,
+            rec.deactivated_at,
+        )
+
+
+def canonical_json(data: Any) -> str:
+    """The one JSON text of ``data``: sorted keys, no spaces, unescaped Unicode."""
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def suggestion_kind(suggestion: Mapping[str, Any] | None) -> str | None:
+    return None if suggestion is None else str(suggestion.get("kind") or "")
+
+
+def suggestion_digest(suggestion: Mapping[str, Any] | None) -> str | None:
+    """A name for the suggestion's whole content (None without one)."""
+    if suggestion is None:
+        return None
+    return hashlib.blake2b(canonical_json(suggestion).encode(), digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -139,6 +205,10 @@ class HostRecord:
         d = dataclasses.asdict(self)
         d["errors"] = list(self.errors)
         return d
+
+    def fields(self) -> dict[str, Any]:
+        """The fields by name, sharing their values with the record (for serialising: never change them)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> HostRecord:
@@ -305,15 +375,18 @@ def status_rank(status: str | None) -> int:
     return STATUS_URGENCY.index(status) if status in STATUS_URGENCY else len(STATUS_URGENCY)
 
 
-def arrival(record: FindingRecord) -> tuple[str, str]:
+AnyFinding = TypeVar("AnyFinding", FindingRecord, FindingSummary)
+
+
+def arrival(record: FindingRecord | FindingSummary) -> tuple[str, str]:
     """When the collector first heard of this place (the agent's own ``first_seen`` for records that did not come
     through the queue), then the host id: earlier reporters first."""
     return (record.received_first or record.first_seen, record.host_id)
 
 
-def host_words(records: Sequence[FindingRecord]) -> list[FindingRecord]:
+def host_words(records: Sequence[AnyFinding]) -> list[AnyFinding]:
     """Each host's own word on one key: its record with the newest check (a host speaks only for itself)."""
-    by_host: dict[str, FindingRecord] = {}
+    by_host: dict[str, AnyFinding] = {}
     for rec in records:
         mine = by_host.get(rec.host_id)
         if mine is None or (rec.verified_at or "", rec.version) > (mine.verified_at or "", mine.version):
@@ -321,7 +394,7 @@ def host_words(records: Sequence[FindingRecord]) -> list[FindingRecord]:
     return list(by_host.values())
 
 
-def key_word(records: Sequence[FindingRecord]) -> FindingRecord:
+def key_word(records: Sequence[AnyFinding]) -> AnyFinding:
     """The record whose status is the key's: the most urgent of the hosts' own words, the earliest reporter first.
     One host's report can raise the alarm about a key, never clear another host's ``live``."""
     return min(host_words(records), key=lambda r: (status_rank(r.status), arrival(r)))

@@ -2,11 +2,19 @@
 
 Each upsert is a read-merge-write inside ``BEGIN IMMEDIATE``, which takes SQLite's write lock before reading, so two
 processes can never merge from the same old record and lose one update; a busy timeout makes the other writer
-wait instead of failing. Records are kept as canonical JSON beside a few indexed columns.
+wait instead of failing. A batch of messages (:meth:`SQLiteStore.apply_messages`) is one such transaction.
+
+A finding record is kept as columns (the fields fleet views aggregate: key, host, place, times, status, owner) and
+the rest of it (verification, history, host context, suggestion) as canonical JSON deflated with its key's
+*exemplar* as zlib's preset dictionary: the first record stored for that key (fingerprint) and suggestion kind.
+What is the same for every finding of a key — the suggestion's text, steps and commands, the owner, the host
+context's shape — is thus kept once, in the exemplar, and each record keeps only what differs (about 150 bytes
+instead of 6 KB). An exemplar never changes once written. Schema 1 and 2 stores are upgraded in place on opening.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
@@ -14,18 +22,38 @@ import sqlite3
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from keysweep.central.key_states import KeyState
-from keysweep.central.records import FindingRecord, HostRecord, Origin, merge_finding, merge_host
+from keysweep.central.records import (
+    FindingRecord,
+    FindingSummary,
+    HostRecord,
+    Origin,
+    canonical_json,
+    merge_finding,
+    merge_host,
+    suggestion_digest,
+    suggestion_kind,
+)
+from keysweep.central.store import MessageRefused
 from keysweep.errors import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 BUSY_TIMEOUT_S = 60.0
 _PAGE_ROWS = 500
+MAX_CACHED_EXEMPLARS = 4096
 
+# the finding fields kept as columns (what fleet views aggregate, sort and filter on), in table order; the rest of
+# the record is the ``data`` column (see the module's docstring)
+_COLUMNS = ("finding_fingerprint", "fingerprint", "key_id", "account_id", "host_id", "status", "last_seen",
+            "hostname", "host_kind", "first_seen", "verified_at", "version", "received_first", "severity",
+            "key_type", "owner_arn", "location")
+_EXTRA = ("suggestion_kind", "suggestion_digest")
+_IN_COLUMNS = frozenset(_COLUMNS)
 _FINDINGS = """
 CREATE TABLE IF NOT EXISTS {name} (
     finding_fingerprint TEXT NOT NULL,
@@ -35,13 +63,27 @@ CREATE TABLE IF NOT EXISTS {name} (
     host_id TEXT NOT NULL,
     status TEXT,
     last_seen TEXT NOT NULL,
-    data TEXT NOT NULL,
+    hostname TEXT NOT NULL,
+    host_kind TEXT NOT NULL,
+    first_seen TEXT NOT NULL,
+    verified_at TEXT,
+    version TEXT NOT NULL,
+    received_first TEXT,
+    severity TEXT NOT NULL,
+    key_type TEXT,
+    owner_arn TEXT,
+    location TEXT NOT NULL,
+    suggestion_kind TEXT,
+    suggestion_digest TEXT,
+    data BLOB NOT NULL,
     PRIMARY KEY (host_id, finding_fingerprint)
-)"""
+) WITHOUT ROWID"""
 _SCHEMA = _FINDINGS.format(name="findings") + """;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS findings_key ON findings (fingerprint, host_id);
 CREATE INDEX IF NOT EXISTS findings_key_id ON findings (key_id);
-CREATE INDEX IF NOT EXISTS findings_fingerprint ON findings (fingerprint);
+CREATE TABLE IF NOT EXISTS exemplars (fingerprint TEXT NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (fingerprint, kind)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hosts (host_id TEXT PRIMARY KEY, last_heartbeat TEXT, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS host_owners (host_id TEXT PRIMARY KEY, sender TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deactivations (key_id TEXT PRIMARY KEY, actor TEXT NOT NULL, at TEXT NOT NULL);
@@ -49,11 +91,20 @@ CREATE TABLE IF NOT EXISTS key_states (key_id TEXT NOT NULL, state TEXT NOT NULL
     PRIMARY KEY (key_id, state));
 """
 
+_RECORD_COLUMNS = ", ".join(f"f.{c}" for c in (*_COLUMNS, *_EXTRA, "data"))
+_SUMMARY_COLUMNS = tuple(f.name for f in dataclasses.fields(FindingSummary))[:-2]
+
 T = TypeVar("T")
 
 
-def canonical_json(data: Mapping[str, Any]) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def _deflate(data: bytes, exemplar: bytes) -> bytes:
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15, zdict=exemplar)
+    return packer.compress(data) + packer.flush()
+
+
+def _inflate(blob: bytes, exemplar: bytes) -> bytes:
+    unpacker = zlib.decompressobj(-15, zdict=exemplar)
+    return unpacker.decompress(blob) + unpacker.flush()
 
 
 class SQLiteStore:
@@ -69,6 +120,8 @@ class SQLiteStore:
                 raise StoreError(f"store {self.path}: cannot create: {exc.strerror}") from None
         # usable from any one thread at a time (the lock), e.g. a collector running in a worker thread
         self._lock = threading.RLock()
+        self._exemplars: dict[tuple[str, str], bytes] = {}  # (key fingerprint, suggestion kind) -> exemplar JSON
+        self._new_exemplars: dict[tuple[str, str], bytes] = {}  # written in the open transaction
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         while True:
             try:
@@ -99,21 +152,24 @@ class SQLiteStore:
             db.close()
             raise
 
-    @staticmethod
-    def _init_schema(db: sqlite3.Connection) -> None:
+    def _init_schema(self, db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)")
         row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
         if row is not None and int(row[0]) > SCHEMA_VERSION:
             raise StoreError(f"store schema version {row[0]} is newer than this keysweep ({SCHEMA_VERSION})")
-        if row is not None and int(row[0]) == 1:
-            # version 1 keyed findings by the agent's finding fingerprint alone: key them by (host, fingerprint)
-            db.execute(_FINDINGS.format(name="findings_v2"))
-            db.execute("INSERT INTO findings_v2 SELECT finding_fingerprint, fingerprint, key_id, account_id, host_id,"
-                       " status, last_seen, data FROM findings")
-            db.execute("DROP TABLE findings")
-            db.execute("ALTER TABLE findings_v2 RENAME TO findings")
+        old = row is not None and int(row[0]) < SCHEMA_VERSION
+        if old:
+            # versions 1 and 2 kept each whole record as JSON (1 keyed findings by the agent's finding fingerprint
+            # alone, 2 by host and fingerprint): store every record again in this version's layout
+            db.execute("ALTER TABLE findings RENAME TO findings_old")
+            db.execute("DROP INDEX IF EXISTS findings_key_id")
+            db.execute("DROP INDEX IF EXISTS findings_fingerprint")
         for statement in filter(str.strip, _SCHEMA.split(";")):
             db.execute(statement)
+        if old:
+            for (data,) in db.execute("SELECT data FROM findings_old"):
+                self._put_finding(db, FindingRecord.from_dict(json.loads(data)))
+            db.execute("DROP TABLE findings_old")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -124,36 +180,78 @@ class SQLiteStore:
                 try:
                     result = work(self._db)
                 except BaseException:
+                    self._new_exemplars.clear()
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
+                self._remember_exemplars(self._new_exemplars)
+                self._new_exemplars.clear()
                 return result
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
 
+    # -- exemplars -------------------------------------------------------------------------------------------
+
+    def _remember_exemplars(self, exemplars: Mapping[tuple[str, str], bytes]) -> None:
+        if len(self._exemplars) + len(exemplars) > MAX_CACHED_EXEMPLARS:
+            self._exemplars.clear()
+        self._exemplars.update(exemplars)
+
+    def _exemplar(self, db: sqlite3.Connection, fingerprint: str, kind: str, candidate: bytes | None = None) -> bytes:
+        """The exemplar of (key, suggestion kind); ``candidate`` becomes it when there is none yet (inside a write
+        transaction: known to this process only once that commits)."""
+        name = (fingerprint, kind)
+        known = self._exemplars.get(name) or self._new_exemplars.get(name)
+        if known is not None:
+            return known
+        row = db.execute("SELECT data FROM exemplars WHERE fingerprint = ? AND kind = ?", name).fetchone()
+        if row is not None:
+            known = zlib.decompress(row[0])
+            self._remember_exemplars({name: known})
+            return known
+        if candidate is None:
+            raise StoreError(f"store {self.path}: a finding of key {fingerprint[:16]} has no exemplar")
+        db.execute("INSERT INTO exemplars VALUES (?, ?, ?)", (fingerprint, kind, zlib.compress(candidate)))
+        self._new_exemplars[name] = candidate
+        return candidate
+
     # -- writes ----------------------------------------------------------------------------------------------
 
-    def upsert_finding(self, message: Mapping[str, Any], origin: Origin | None = None) -> bool:
+    def _put_finding(self, db: sqlite3.Connection, rec: FindingRecord) -> None:
+        fields = rec.fields()
+        rest = canonical_json({k: v for k, v in fields.items() if k not in _IN_COLUMNS}).encode()
+        kind = suggestion_kind(rec.suggestion)
+        exemplar = self._exemplar(db, rec.fingerprint, kind or "", rest)
+        columns = [fields[c] for c in _COLUMNS]
+        columns[-1] = canonical_json(rec.location)
+        db.execute(f"INSERT OR REPLACE INTO findings VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})",
+                   (*columns, kind, suggestion_digest(rec.suggestion), _deflate(rest, exemplar)))
+
+    def _upsert(self, db: sqlite3.Connection, message: Mapping[str, Any], origin: Origin | None) -> bool:
         fp, host_id = message["finding"]["finding_fingerprint"], message["host"]["host_id"]
+        row = db.execute(f"SELECT {_RECORD_COLUMNS}, NULL, NULL FROM findings f"
+                         " WHERE host_id = ? AND finding_fingerprint = ?", (host_id, fp)).fetchone()
+        old = self._record(db, row) if row else None
+        new = merge_finding(old, message, origin)
+        changed = new != old
+        if changed:
+            self._put_finding(db, new)
+        return self._merge_host(db, message, origin) or changed
 
-        def work(db: sqlite3.Connection) -> bool:
-            row = db.execute("SELECT data FROM findings WHERE host_id = ? AND finding_fingerprint = ?",
-                             (host_id, fp)).fetchone()
-            old = FindingRecord.from_dict(json.loads(row[0])) if row else None
-            new = merge_finding(old, message, origin)
-            changed = new != old
-            if changed:
-                db.execute(
-                    "INSERT OR REPLACE INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (new.finding_fingerprint, new.fingerprint, new.key_id, new.account_id, new.host_id, new.status,
-                     new.last_seen, canonical_json(new.to_dict())),
-                )
-            return self._merge_host(db, message, origin) or changed
-
-        return self._write(work)
+    def upsert_finding(self, message: Mapping[str, Any], origin: Origin | None = None) -> bool:
+        return self._write(lambda db: self._upsert(db, message, origin))
 
     def record_heartbeat(self, message: Mapping[str, Any], origin: Origin | None = None) -> bool:
         return self._write(lambda db: self._merge_host(db, message, origin))
+
+    def apply_messages(self, items: Sequence[tuple[Mapping[str, Any], Origin | None]]) -> list[bool | MessageRefused]:
+        """Every message in one write transaction (one commit, one sync to disk for the batch)."""
+
+        def work(db: sqlite3.Connection) -> list[bool | MessageRefused]:
+            return [self._upsert(db, message, origin) if message["type"] == "finding"
+                    else self._merge_host(db, message, origin) for message, origin in items]
+
+        return self._write(work)
 
     def claim_host(self, host_id: str, sender: str, *, take_over: bool = False) -> str:
         def work(db: sqlite3.Connection) -> str:
@@ -174,7 +272,7 @@ class SQLiteStore:
         if new == old:
             return False
         db.execute("INSERT OR REPLACE INTO hosts VALUES (?, ?, ?)",
-                   (new.host_id, new.last_heartbeat, canonical_json(new.to_dict())))
+                   (new.host_id, new.last_heartbeat, canonical_json(new.fields())))
         return True
 
     def record_deactivation(self, key_id: str, actor: str, at: str) -> None:
@@ -197,18 +295,21 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
 
-    _FINDINGS_SQL = (
-        "SELECT f.data, d.actor, d.at FROM findings f LEFT JOIN deactivations d ON d.key_id = f.key_id"
-    )
+    _FINDINGS_SQL = (f"SELECT {_RECORD_COLUMNS}, d.actor, d.at FROM findings f "
+                     "LEFT JOIN deactivations d ON d.key_id = f.key_id")
 
-    @staticmethod
-    def _finding(row: tuple[Any, ...]) -> FindingRecord:
-        data = json.loads(row[0])
-        if row[1] is not None:
-            data["deactivated_by"], data["deactivated_at"] = row[1], row[2]
+    def _record(self, db: sqlite3.Connection, row: Sequence[Any]) -> FindingRecord:
+        """A record from a row of ``_RECORD_COLUMNS``, the deactivation's actor and time."""
+        n = len(_COLUMNS)
+        exemplar = self._exemplar(db, row[1], row[n] or "")
+        data = json.loads(_inflate(row[n + 2], exemplar))
+        data.update({c: row[i] for i, c in enumerate(_COLUMNS)})
+        data["location"] = json.loads(row[n - 1])
+        if row[n + 3] is not None:
+            data["deactivated_by"], data["deactivated_at"] = row[n + 3], row[n + 4]
         return FindingRecord.from_dict(data)
 
-    def _stream(self, sql: str) -> Iterator[tuple[Any, ...]]:
+    def _stream(self, sql: str, params: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
         """The rows of ``sql`` a page at a time, from a read-only connection of its own: memory stays bounded
         whatever the store's size, the rows are one consistent snapshot (WAL), and writers are never held up."""
         try:
@@ -217,7 +318,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
         try:
-            cursor = db.execute(sql)
+            cursor = db.execute(sql, params)
             while rows := cursor.fetchmany(_PAGE_ROWS):
                 yield from rows
         except sqlite3.Error as exc:
@@ -225,14 +326,42 @@ class SQLiteStore:
         finally:
             db.close()
 
+    def _records(self, rows: Iterable[Sequence[Any]]) -> Iterator[FindingRecord]:
+        for row in rows:
+            try:
+                with self._lock:
+                    rec = self._record(self._db, row)
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: {exc}") from exc
+            yield rec
+
     def iter_findings(self) -> Iterator[FindingRecord]:
-        for row in self._stream(self._FINDINGS_SQL + " ORDER BY f.finding_fingerprint, f.host_id"):
-            yield self._finding(row)
+        yield from self._records(self._stream(self._FINDINGS_SQL + " ORDER BY f.finding_fingerprint, f.host_id"))
+
+    def iter_key_findings(self, fingerprint: str) -> Iterator[FindingRecord]:
+        yield from self._records(self._stream(
+            self._FINDINGS_SQL + " WHERE f.fingerprint = ? ORDER BY f.host_id, f.finding_fingerprint", (fingerprint,)))
+
+    def iter_finding_summaries(self) -> Iterator[FindingSummary]:
+        sql = (f"SELECT {', '.join('f.' + c for c in _SUMMARY_COLUMNS)}, d.actor, d.at FROM findings f "
+               "INDEXED BY findings_key LEFT JOIN deactivations d ON d.key_id = f.key_id "
+               "ORDER BY f.fingerprint, f.host_id")
+        locations: dict[str, Mapping[str, Any]] = {}  # the same place on many hosts: one dict
+        for row in self._stream(sql):
+            values = {c: row[i] for i, c in enumerate(_SUMMARY_COLUMNS)}
+            text = values["location"]
+            location = locations.get(text)
+            if location is None:
+                if len(locations) > 10_000:
+                    locations.clear()
+                location = locations[text] = json.loads(text)
+            values["location"] = location
+            yield FindingSummary(**values, deactivated_by=row[-2], deactivated_at=row[-1])
 
     def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
         rows = self._query(self._FINDINGS_SQL + " WHERE f.host_id = ? AND f.finding_fingerprint = ?",
                            (host_id, finding_fingerprint))
-        return self._finding(rows[0]) if rows else None
+        return next(self._records(rows), None)
 
     def iter_hosts(self) -> Iterator[HostRecord]:
         for (data,) in self._stream("SELECT data FROM hosts ORDER BY host_id"):
