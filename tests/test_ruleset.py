@@ -58,6 +58,14 @@ def test_digest_changes_with_rule_content(tmp_path):
         ("/etc/app/examples-1.json", False),
         ("/opt/keysweep/lib/python3.11/site-packages/keysweep/rules/aws.yaml", True),
         ("/opt/keysweep/lib/python3.11/site-packages/keysweep/detect.py", False),
+        # documentation: only the system's documentation trees
+        ("/usr/share/doc/python3-botocore/html/reference/sts.html", True),
+        ("/usr/local/share/doc/awscli/index.html", True),
+        ("/usr/share/doc/python3-botocore/changelog.txt", False),
+        ("/opt/billing/share/doc/setup.html", False),
+        ("/home/dev/.local/share/doc/notes.html", False),
+        ("/srv/chroot/usr/share/doc/app/index.html", False),
+        ("/var/www/usr/share/doc/index.html", False),
     ],
 )
 def test_ignored_paths(path, ignored):
@@ -147,3 +155,28 @@ def test_cli_rules_check_accepts_a_single_file(tmp_path):
     f.write_text(GOOD_RULE)
     code, out, _ = _run(["rules", "check", str(f)])
     assert code == 0 and "extra-rule" in out
+
+
+@pytest.mark.parametrize("root", ["/", "/usr", "/opt"])
+def test_documentation_is_ignored_by_host_path_whatever_the_scan_root(tmp_path, root):
+    """Ignore globs match the host's absolute path (the host prefix stripped), not a path relative to where the
+    scan starts: a scan of / and one of /usr skip the same system documentation, and an application's own
+    share/doc is scanned from any root."""
+    from tests.support.hosttree import scan_paths
+
+    host = tmp_path / "host"
+    key, other = "AKIAXYZDQCEN4B6JSJQI", "AKIASP2TPHJSQH3FJRUX"
+    page = "<p>aws_access_key_id = {}</p>\n"
+    for rel, kid in [("usr/share/doc/tool/html/index.html", key), ("usr/local/share/doc/tool/a.html", key),
+                     ("usr/lib/app/share/doc/b.html", other), ("opt/app/share/doc/c.html", other)]:
+        (host / rel).parent.mkdir(parents=True, exist_ok=True)
+        (host / rel).write_text(page.format(kid))
+    result = scan_paths(roots=(root,), path_prefix=str(host))
+    found = sorted(f.location.path for f in result.findings)
+    expected = {"/": ["/opt/app/share/doc/c.html", "/usr/lib/app/share/doc/b.html"],
+                "/usr": ["/usr/lib/app/share/doc/b.html"], "/opt": ["/opt/app/share/doc/c.html"]}[root]
+    assert found == expected
+    assert result.stats.skipped["ignored-path"] == (0 if root == "/opt" else 2)
+    # without the host prefix the same tree is not the host's documentation: a copy of it elsewhere is scanned
+    copy = scan_paths(host / "usr")
+    assert {f.key_id for f in copy.findings} == {key, other} and copy.stats.skipped["ignored-path"] == 0
