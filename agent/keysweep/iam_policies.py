@@ -15,6 +15,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from keysweep.retry import error_code
+
 
 @dataclass(frozen=True)
 class GroupPolicies:
@@ -109,7 +111,7 @@ def read_user_policies(iam: Any, user: str, *, details: bool = True) -> UserPoli
         try:
             return call(**kw)
         except ClientError as exc:
-            unread.append(f"{what} (iam:{action}: {exc.response.get('Error', {}).get('Code') or 'error'})")
+            unread.append(f"{what} (iam:{action}: {error_code(exc)})")
             return None
 
     attached = tuple(p["PolicyArn"] for p in pages("list_attached_user_policies", "AttachedPolicies", UserName=user))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 import re
 import threading
 import time
@@ -47,6 +46,7 @@ from keysweep.canary import CanaryGate, is_account_id
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import Finding, Verification
 from keysweep.ratelimit import KeySpacing, TokenBucket
+from keysweep.retry import THROTTLING_CODES, TRANSIENT_CODES, Backoff
 from keysweep.sections import Section, option
 from keysweep.verify_cache import CACHE_FILE, VerifyCache
 
@@ -60,20 +60,6 @@ _STS_ANSWERS = {
     "SignatureDoesNotMatch": "wrong_secret",
     "ExpiredToken": "expired",
 }
-_THROTTLING = frozenset(
-    {
-        "Throttling",
-        "ThrottlingException",
-        "ThrottledException",
-        "RequestThrottled",
-        "RequestThrottledException",
-        "RequestLimitExceeded",
-        "TooManyRequestsException",
-        "SlowDown",
-        "PriorRequestNotComplete",
-    }
-)
-_TRANSIENT_CODES = frozenset({"InternalFailure", "InternalError", "ServiceUnavailable", "RequestTimeout"})
 _REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
 _URL_RE = re.compile(r"https?://[^\s/]+")
 _ACCOUNTS = "a list of quoted 12-digit account ids"
@@ -246,12 +232,12 @@ def _classify_client_error(exc: ClientError, status: int | None) -> Outcome:
         return _unknown("clock-skew")
     if code in _STS_ANSWERS and status in (400, 403):
         return Outcome(Verification(_STS_ANSWERS[code], reason=code, checked_at=_now()))
-    if code in _THROTTLING:
+    if code in THROTTLING_CODES:
         return _unknown("throttled", retryable=True)
     by_status = _by_status(status)
     if by_status is not None:
         return by_status
-    if code in _TRANSIENT_CODES:
+    if code in TRANSIENT_CODES:
         return _unknown(f"sts-error:{code}", retryable=True)
     if isinstance(code, str) and code and not code.isdigit() and status in (400, 403):
         return _unknown(f"sts-error:{code}")
@@ -459,8 +445,7 @@ class Verifier:
             self.calls += 1
 
     def _backoff(self, attempt: int) -> float:
-        cap = min(self.config.backoff_max, self.config.backoff_base * (2 ** (attempt - 1)))
-        return cap / 2 + random.uniform(0, cap / 2)
+        return Backoff(self.config.backoff_base, self.config.backoff_max, "equal").delay(attempt)
 
     def _check(self, f: Finding) -> Verification:
         """GetCallerIdentity with the finding's credentials, with bounded retries; never raises."""

@@ -12,7 +12,6 @@ processed a background thread keeps extending the visibility timeout of the mess
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -26,6 +25,7 @@ from keysweep.central.handler import MessageHandler, Outcome, Result, queue_orig
 from keysweep.central.senders import SenderMap
 from keysweep.central.store import MessageRefused, Store
 from keysweep.errors import KeysweepError, StoreError
+from keysweep.retry import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +119,11 @@ class VisibilityExtender:
                 log.warning("could not extend visibility of %d message(s): %s", len(entries), type(exc).__name__)
 
 
+# after a failed receive: 1 s, 2 s, 4 s … up to a minute; after a failed store write: 2 s … up to 5 minutes
+RECEIVE_BACKOFF = Backoff(1.0, 60.0, "equal")
+STORE_BACKOFF = Backoff(2.0, 300.0, "equal")
+
+
 class Collector:
     def __init__(
         self,
@@ -148,7 +153,7 @@ class Collector:
                 self.stats.receive_errors += 1
                 if self.config.once and failures >= self.config.max_receive_failures:
                     raise
-                self._sleep(min(60.0, 0.5 * 2 ** min(failures, 7)) * random.uniform(0.5, 1.0))
+                self._sleep(RECEIVE_BACKOFF.delay(failures))
                 continue
             failures = 0
             if not messages:
@@ -164,7 +169,7 @@ class Collector:
             store_failures += 1
             if self.config.once:
                 break
-            self._sleep(min(300.0, 2.0 ** store_failures) * random.uniform(0.5, 1.0))
+            self._sleep(STORE_BACKOFF.delay(store_failures))
         return self.stats
 
     def _sleep(self, seconds: float) -> None:

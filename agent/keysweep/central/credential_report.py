@@ -21,6 +21,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from keysweep.errors import KeysweepError
+from keysweep.retry import THROTTLING_CODES, Backoff, BoundedWait, error_code
 
 ROOT_USER = "<root_account>"
 # the day AWS started tracking access key last use; N/A for a key older than this may hide use before it
@@ -270,10 +271,6 @@ def _row(cells: dict[str, str]) -> CredentialReportRow:
     )
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def fetch_credential_report(
     iam: Any,
     *,
@@ -288,26 +285,21 @@ def fetch_credential_report(
     still say ``ReportInProgress`` (wait), ``ReportNotPresent`` or ``ReportExpired`` (generate again). The total
     time spent sleeping never exceeds ``max_wait`` seconds.
     """
-    waited = 0.0
-    delay = first_delay
+    wait = BoundedWait(Backoff(first_delay, max_delay, "none"), max_wait, sleep=sleep)
 
     def pause(why: str) -> None:
-        nonlocal waited, delay
-        if waited + delay > max_wait:
-            raise CredentialReportError(f"credential report not ready after {waited:.0f} s ({why})")
-        sleep(delay)
-        waited += delay
-        delay = min(delay * 2, max_delay)
+        if not wait.pause():
+            raise CredentialReportError(f"credential report not ready after {wait.waited:.0f} s ({why})")
 
     def generate() -> None:
         while True:
             try:
                 state = iam.generate_credential_report().get("State")
             except ClientError as exc:
-                if _error_code(exc) in ("LimitExceeded", "Throttling", "ThrottlingException"):
-                    pause(_error_code(exc))
+                if error_code(exc) == "LimitExceeded" or error_code(exc) in THROTTLING_CODES:
+                    pause(error_code(exc))
                     continue
-                raise CredentialReportError(f"GenerateCredentialReport failed: {_error_code(exc)}") from None
+                raise CredentialReportError(f"GenerateCredentialReport failed: {error_code(exc)}") from None
             if state == "COMPLETE":
                 return
             if state not in ("STARTED", "INPROGRESS"):
@@ -320,7 +312,7 @@ def fetch_credential_report(
         try:
             resp = iam.get_credential_report()
         except ClientError as exc:
-            code = _error_code(exc)
+            code = error_code(exc)
             if code == "ReportInProgress":
                 pause(code)
                 continue

@@ -25,6 +25,7 @@ from keysweep.central.audit import AccountClients
 from keysweep.central.evidence import keysweep_use
 from keysweep.central.store import Store
 from keysweep.errors import ConfigError
+from keysweep.retry import error_code
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,7 @@ def apply_deactivation(
         try:
             clients.iam.update_access_key(UserName=item.user, AccessKeyId=item.key_id, Status="Inactive")
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code") or "error")
+            code = error_code(exc)
             results.append(Deactivation(item.key_id, item.account_id, item.user, "failed", error=code))
             continue
         except BotoCoreError as exc:

@@ -13,6 +13,8 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
+from keysweep.retry import error_code
+
 
 @dataclass(frozen=True)
 class OtherCredential:
@@ -76,7 +78,7 @@ def other_credentials(iam: Any, user: str) -> OtherCredentials:
         try:
             listed = _all(iam, op, key, UserName=user)
         except ClientError as exc:
-            unlisted.append(f"{kind}: {exc.response.get('Error', {}).get('Code') or 'error'}")
+            unlisted.append(f"{kind}: {error_code(exc)}")
             continue
         except (BotoCoreError, ResponseParserError) as exc:  # e.g. an endpoint that lacks the API
             unlisted.append(f"{kind}: {type(exc).__name__}")

@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep import aws
 from keysweep.errors import KeysweepError
+from keysweep.retry import error_code
 
 
 class OrganizationError(KeysweepError):
@@ -63,7 +64,7 @@ def read_organization(client: Any = None) -> Organization:
         roots = _pages(org, "list_roots", "Roots")
         root = _unit(org, roots[0]["Id"], "Root", set(accounts)) if roots else None
     except ClientError as exc:
-        raise OrganizationError(f"organizations: {exc.response.get('Error', {}).get('Code') or 'error'}") from None
+        raise OrganizationError(f"organizations: {error_code(exc)}") from None
     except BotoCoreError as exc:
         raise OrganizationError(f"organizations: {type(exc).__name__}") from None
     return Organization(management, accounts, root)

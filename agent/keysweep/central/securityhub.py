@@ -21,6 +21,7 @@ from keysweep import __version__, aws
 from keysweep.central.audit import AuditItem, AuditResult
 from keysweep.central.fleet_report import FleetKey, FleetReport
 from keysweep.errors import KeysweepError
+from keysweep.retry import error_code
 from keysweep.textsafe import safe_data, shorten
 
 ASFF_SCHEMA_VERSION = "2018-10-08"
@@ -146,7 +147,7 @@ def import_findings(client: Any, findings: Sequence[dict[str, Any]]) -> ExportRe
         try:
             resp = client.batch_import_findings(Findings=batch)
         except ClientError as exc:
-            code = str(exc.response.get("Error", {}).get("Code") or "error")
+            code = error_code(exc)
             failed.extend({"Id": f["Id"], "ErrorCode": code, "ErrorMessage": "batch refused"} for f in batch)
             continue
         except BotoCoreError as exc:
@@ -169,7 +170,7 @@ def _hub(region: str | None) -> tuple[Any, str, str]:
         client = aws.make_client("securityhub", region=region)
         identity = aws.make_client("sts", region=region).get_caller_identity()
     except ClientError as exc:
-        raise SecurityHubError(f"Security Hub export: {exc.response.get('Error', {}).get('Code')}") from None
+        raise SecurityHubError(f"Security Hub export: {error_code(exc)}") from None
     except BotoCoreError as exc:
         raise SecurityHubError(f"Security Hub export: {type(exc).__name__}") from None
     return client, identity["Account"], identity["Arn"].split(":")[1]
@@ -251,7 +252,7 @@ def export_audit(result: AuditResult, *, region: str | None = None, now: datetim
     try:
         earlier = _active_audit_findings(client, audited)
     except ClientError as exc:
-        raise SecurityHubError(f"Security Hub export: {exc.response.get('Error', {}).get('Code')}") from None
+        raise SecurityHubError(f"Security Hub export: {error_code(exc)}") from None
     except BotoCoreError as exc:
         raise SecurityHubError(f"Security Hub export: {type(exc).__name__}") from None
     stamp = stamp_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

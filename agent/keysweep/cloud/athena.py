@@ -13,6 +13,7 @@ from typing import Any
 from keysweep.cloud.session import AWS_ERRORS, error_reason
 from keysweep.cloud.trail import KeyUsage
 from keysweep.errors import ConfigError, KeysweepError
+from keysweep.retry import Backoff, BoundedWait
 
 _TABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 _KEY = re.compile(r"^A[A-Z0-9]{15,127}$")
@@ -40,18 +41,15 @@ def run(
 ) -> Iterator[dict[str, str]]:
     """Rows of ``sql`` run in ``workgroup`` (its output location and limits apply), as dicts by column name."""
     qid = athena.start_query_execution(QueryString=sql, WorkGroup=workgroup)["QueryExecutionId"]
-    waited, delay = 0.0, 0.5
+    wait = BoundedWait(Backoff(0.5, 10.0, "none"), max_wait, sleep=sleep)
     while True:
         state = athena.get_query_execution(QueryExecutionId=qid)["QueryExecution"]["Status"]
         if state["State"] == "SUCCEEDED":
             break
         if state["State"] in ("FAILED", "CANCELLED"):
             raise KeysweepError(f"Athena query {qid} {state['State'].lower()}: {state.get('StateChangeReason', '')}")
-        if waited >= max_wait:
-            raise KeysweepError(f"Athena query {qid} not finished after {waited:.0f} s")
-        sleep(delay)
-        waited += delay
-        delay = min(delay * 2, 10.0)
+        if not wait.pause():
+            raise KeysweepError(f"Athena query {qid} not finished after {wait.waited:.0f} s")
     header: list[str] | None = None
     rows = (r for page in athena.get_paginator("get_query_results").paginate(QueryExecutionId=qid)
             for r in (page.get("ResultSet") or {}).get("Rows") or ())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -38,6 +37,7 @@ from keysweep.report.message import (
 )
 from keysweep.report.sent_state import SentState
 from keysweep.report.spool import Spool, SpoolEntry, SpoolError, SpoolFull
+from keysweep.retry import Backoff, is_retryable
 from keysweep.sections import Section, option
 from keysweep.suggest import suggest
 
@@ -47,16 +47,6 @@ SQS_MAX_ENTRIES = 10
 SQS_MAX_BYTES = 1024 * 1024
 _QUEUE_URL = re.compile(r"^https?://[^/\s]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
 _GROUP_ID_OK = re.compile(r"^[!-~]{1,128}$")
-_RETRYABLE_CODES = {
-    "ThrottlingException",
-    "Throttling",
-    "RequestThrottled",
-    "ServiceUnavailable",
-    "InternalError",
-    "InternalFailure",
-    "KmsThrottled",
-    "RequestTimeout",
-}
 
 
 @dataclass(frozen=True)
@@ -141,18 +131,6 @@ class DeliveryResult:
             queue_reachable=other.queue_reachable if other.queue_reachable is not None else self.queue_reachable,
             errors=self.errors + other.errors,
         )
-
-
-def _is_retryable(exc: Exception) -> bool:
-    """Worth retrying: the queue is unreachable or busy. Not: no credentials or region, access denied, no queue."""
-    from botocore.exceptions import ClientError, HTTPClientError
-    from botocore.exceptions import ConnectionError as BotoConnectionError
-
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return code in _RETRYABLE_CODES or status >= 500
-    return isinstance(exc, BotoConnectionError | HTTPClientError)  # refused, reset, timed out, DNS
 
 
 def _attributes(msg: Mapping[str, Any]) -> dict[str, dict[str, str]]:
@@ -477,7 +455,7 @@ class Reporter:
                         )
                         break
                     except Exception as exc:  # noqa: BLE001 - classified here; nothing escapes a flush
-                        if not _is_retryable(exc):
+                        if not is_retryable(exc):
                             errors.append(f"sqs: {type(exc).__name__}: {exc}"[:300])
                             log.error("report: SQS refused the batch (%s); messages stay spooled", exc)
                             answered = hasattr(exc, "response")  # SQS answered (vs. no credentials, region…)
@@ -517,7 +495,7 @@ class Reporter:
 
     def _backoff(self, attempt: int, deadline: float) -> bool:
         """Sleep with exponential backoff and full jitter; False when that would pass the deadline."""
-        delay = random.uniform(0, min(self.config.backoff_max, self.config.backoff_base * 2 ** (attempt - 1)))
+        delay = Backoff(self.config.backoff_base, self.config.backoff_max, "full").delay(attempt)
         if time.monotonic() + delay >= deadline:
             return False
         time.sleep(delay)

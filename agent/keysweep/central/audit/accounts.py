@@ -12,6 +12,7 @@ from keysweep import aws
 from keysweep.central.audit.model import AuditError
 from keysweep.central.organization import Organization
 from keysweep.errors import ConfigError
+from keysweep.retry import error_code
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,6 @@ class AccountClients:
     caller_arn: str
     iam: Any
     sts: Any
-
-
-def error_code(exc: ClientError) -> str:
-    """The AWS error code of ``exc`` (never its message, which may quote request parameters)."""
-    return str(exc.response.get("Error", {}).get("Code") or "error")
 
 
 def open_account(target: AccountTarget, *, session_name: str = "keysweep-audit",

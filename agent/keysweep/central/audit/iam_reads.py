@@ -14,12 +14,13 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from keysweep.central.audit.accounts import AccountClients, error_code
+from keysweep.central.audit.accounts import AccountClients
 from keysweep.central.audit.model import AccessKeyInfo, AuditError, AuditOptions
 from keysweep.central.credential_report import CredentialReport, fetch_credential_report
 from keysweep.central.evidence import keysweep_use
 from keysweep.central.iam_credentials import OtherCredentials, other_credentials
 from keysweep.iam_policies import UserPolicies, read_user_policies
+from keysweep.retry import error_code
 
 
 @dataclass(frozen=True)
