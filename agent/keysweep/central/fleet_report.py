@@ -21,6 +21,7 @@ from typing import Any, TextIO
 from keysweep.central.coverage import DEFAULT_SILENT_AFTER, OK, HostCoverage, host_coverage
 from keysweep.central.records import STATUS_URGENCY, FindingRecord, HostRecord, arrival, host_words, key_word
 from keysweep.central.store import Store
+from keysweep.textable import table_lines
 from keysweep.textsafe import csv_cell, dump_json, safe_text, shorten
 
 FORMATS = ("table", "json", "csv", "html")
@@ -376,14 +377,12 @@ def table_order(keys: Iterable[FleetKey]) -> list[FleetKey]:
 def _key_lines(keys: Sequence[FleetKey], now: datetime) -> list[str]:
     key_w = min(MAX_KEY_W, max([KEY_W, *(len(safe_text(k.key_id)) for k in keys)]))
     owner_w = max(MIN_OWNER_W, TABLE_WIDTH - (STATUS_W + key_w + HOSTS_W + AGE_W + KIND_W + 5))
-    lines = [f"{'STATUS':<{STATUS_W}} {'KEY ID':<{key_w}} {'OWNER':<{owner_w}} {'HOSTS':>{HOSTS_W}} "
-             f"{'AGE':>{AGE_W}} REPLACE WITH"]
+    rows = [("STATUS", "KEY ID", "OWNER", "HOSTS", "AGE", "REPLACE WITH")]
     for k in keys:
         kind = k.suggestions[0].get("kind") if k.suggestions else None
-        lines.append(f"{_short(k.status, STATUS_W):<{STATUS_W}} {_short(k.key_id, key_w):<{key_w}} "
-                     f"{_short(owner_name(k), owner_w):<{owner_w}} {len(k.hosts):>{HOSTS_W}} "
-                     f"{age_text(k.age(now)):>{AGE_W}} {_short(kind, KIND_W)}".rstrip())
-    return lines
+        rows.append((_short(k.status, STATUS_W), _short(k.key_id, key_w), _short(owner_name(k), owner_w),
+                     str(len(k.hosts)), age_text(k.age(now)), _short(kind, KIND_W)))
+    return table_lines(rows, widths=(STATUS_W, key_w, owner_w, HOSTS_W, AGE_W), right=(3, 4), sep=" ")
 
 
 def _prose(text: object, indent: str, first: str = "") -> list[str]:

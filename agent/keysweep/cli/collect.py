@@ -168,6 +168,7 @@ def _coverage(args: argparse.Namespace) -> int:
         cov = host_coverage(store.iter_hosts(), silent_after=timedelta(hours=args.silent_after))
     finally:
         store.close()
+    from keysweep.textable import table_lines
     from keysweep.textsafe import dumps_json, shorten
 
     if args.format == "json":
@@ -177,9 +178,8 @@ def _coverage(args: argparse.Namespace) -> int:
         rows = [(shorten(h.state, 12), shorten(h.hostname, 15), shorten(h.host_id, 19), shorten(h.kind, 11),
                  shorten(h.agent_version or "-", 8), f"{h.last_heartbeat[:16]}Z" if h.last_heartbeat else "-",
                  _ago(h.silent_for_s)) for h in cov.hosts]
-        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        for row in [header, *rows]:
-            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        for line in table_lines([header, *rows]):
+            print(line)
         states = ", ".join(f"{n} {s}" for s, n in sorted(cov.by_state.items()))
         print(f"\n{len(cov.hosts)} host(s): {states or 'none'}")
     return int(ExitCode.FINDINGS if cov.silent else ExitCode.CLEAN)

@@ -106,6 +106,7 @@ def _fleet(db: str) -> Any:
 
 
 def _render(usages: list[Any], fmt: str, stream: TextIO) -> None:
+    from keysweep.textable import table_lines
     from keysweep.textsafe import csv_cell, dump_json, safe_text
 
     if fmt == "json":
@@ -131,9 +132,8 @@ def _render(usages: list[Any], fmt: str, stream: TextIO) -> None:
         sources = "; ".join(f"{s.ip} {s.kind} {s.resource or '-'} ({s.events})" for s in
                             sorted(u.sources.values(), key=lambda s: -s.events)) or "-"
         rows.append((u.key_id, safe_text(u.user), u.account, u.verdict, safe_text(sources)))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        stream.write("  ".join([*(c.ljust(w) for c, w in zip(r[:4], widths, strict=True)), r[4]]) + "\n")
+    for line in table_lines(rows):
+        stream.write(line + "\n")
 
 
 def _print_summary(stream: TextIO, usages: list[Any], skips: list[Any]) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
 from keysweep.models import Finding, Location
+from keysweep.textable import table_lines
 from keysweep.textsafe import dump_json, dumps_json, safe_text
 
 FORMATS = ("table", "json", "jsonl", "sarif")
@@ -136,13 +137,7 @@ def render_table(findings: Sequence[Finding]) -> str:
             secret += " +token"
         status = f.verification.status if f.verification else "-"
         rows.append((f.severity, f.key_id, f.account_id or "-", secret, status, safe_text(describe_location(f.location))))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
-    lines = ["  ".join([*(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)), r[-1]]) for r in rows]
-    if max(len(line) for line in lines) > TABLE_WIDTH:
-        # a long place goes on its own line under its row, whole (a path that is cut cannot be used)
-        lines = []
-        for r in rows:
-            lines.append("  ".join(c.ljust(w) for c, w in zip(r[:-1], widths, strict=True)).rstrip())
-            lines.append(f"    {r[-1]}")
+    # a long place goes on its own line under its row, whole (a path that is cut cannot be used)
+    lines = table_lines(rows, fold_over=TABLE_WIDTH)
     return "\n".join(lines) + f"\n\n{len(findings)} finding(s)\n"
 
