@@ -6,8 +6,8 @@ import json
 import pytest
 from keysweep.detect import Detector
 from keysweep.fingerprint import Fingerprinter
-from keysweep.models import Location, Verification
-from keysweep.report.formats import FORMATS, describe_location, render
+from keysweep.models import Location, Verification, describe_location
+from keysweep.report.formats import FORMATS, render
 from keysweep.ruleset import load_ruleset
 
 KID = "ASIAY34FZKBOKMUTVV7A"

@@ -194,3 +194,40 @@ class HostContext:
         d["addresses"] = list(self.addresses)
         d["errors"] = list(self.errors)
         return d
+
+
+def describe_location(loc: Location) -> str:
+    """One line naming the place: ``path:line``, ``archive!member:line``, ``pid 42 (exe) $VAR``, ``file [profile]``."""
+    if loc.kind == "cloud":
+        return _describe_cloud(loc)
+    if loc.kind == "process":
+        text = f"pid {loc.pid}" if loc.pid is not None else "process"
+        if loc.exe:
+            text += f" ({loc.exe})"
+        if loc.variable:
+            text += f" ${loc.variable}"
+        return text
+    text = loc.path or loc.kind
+    if loc.member:
+        text += f"!{loc.member}"
+    if loc.profile:
+        text += f" [{loc.profile}]"
+    if loc.line is not None:
+        text += f":{loc.line}"
+    if loc.encoding:
+        text += f" ({loc.encoding})"
+    return text
+
+
+def _describe_cloud(loc: Location) -> str:
+    """``arn field``, ``arn Code!member:line``; the line only where a field holds several (user data, templates)."""
+    text = loc.resource_arn or loc.service or "cloud"
+    if loc.field:
+        text += f" {loc.field}"
+    if loc.member:
+        text += f"!{loc.member}"
+    if loc.line is not None and (loc.member or loc.line > 1):
+        text += f":{loc.line}"
+    if loc.encoding:
+        text += f" ({loc.encoding})"
+    return text

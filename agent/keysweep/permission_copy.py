@@ -265,18 +265,18 @@ def copy_to_permission_set(policies: UserPolicies | None, *, account: str, user_
     inline policies (and managed ones past the quota) are merged into it.
     """
     if policies is None:
-        cmds = [
+        lookups = [
             f"aws iam list-attached-user-policies --user-name {user_ref}",
             f"aws iam list-user-policies --user-name {user_ref}",
             f"aws iam list-groups-for-user --user-name {user_ref}",
             _boundary_lookup(user_ref),
         ]
-        steps = ["Give the permission set the permissions these commands list: AWS managed policies with "
+        how = ["Give the permission set the permissions these commands list: AWS managed policies with "
                  "attach-managed-policy-to-permission-set, customer managed ones with "
                  "attach-customer-managed-policy-reference-to-permission-set (Name=...,Path=...; the policy must "
                  f"exist in account {account}), inline ones merged into one with put-inline-policy-to-permission-set, "
                  "the boundary with put-permissions-boundary-to-permission-set."]
-        return PermissionSetCopy(tuple(cmds), tuple(steps), "")
+        return PermissionSetCopy(tuple(lookups), tuple(how), "")
     p = policies
     managed = p.managed_arns()
     attach, extra = managed[:MANAGED_POLICIES_PER_ROLE], managed[MANAGED_POLICIES_PER_ROLE:]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from keysweep.errors import ConfigError
-from keysweep.sources.names import readable
+from keysweep.textsafe import readable
 
 log = logging.getLogger(__name__)
 

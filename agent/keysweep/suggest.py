@@ -17,9 +17,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from keysweep.iam_policies import UserPolicies
-from keysweep.models import Finding, HostContext
+from keysweep.models import Finding, HostContext, describe_location
 from keysweep.permission_copy import RoleCopy, copy_to_permission_set, copy_to_role, hcl_json
-from keysweep.report.formats import describe_location
 from keysweep.scp import scp_recommendation
 
 _HUMAN_PATH = re.compile(r"(^|/)(home|Users)/[^/]+/")
@@ -512,7 +511,7 @@ def _resource_context(finding: Finding, context: HostContext) -> HostContext:
     arn = loc.resource_arn or ""
     region = loc.region or context.region
     account = loc.account or context.account_id
-    base = {"hostname": arn, "host_id": arn, "region": region, "account_id": account}
+    base: dict[str, Any] = {"hostname": arn, "host_id": arn, "region": region, "account_id": account}
     if loc.service == "lambda" and ":function:" in arn:
         return HostContext(kind="lambda", function_name=arn.split(":function:", 1)[1].split(":", 1)[0], **base)
     if loc.service == "ecs":

@@ -6,9 +6,9 @@ What is neutralised, and how it is shown (visible, never dropped, so a reader st
   newline ``\\x0a``), so no value drives a terminal, starts a new CSV/log line or hides in JSON as ``\\u001b``;
 - Unicode bidirectional controls (the Bidi_Control set: U+061C, U+200E, U+200F, U+202A–U+202E, U+2066–U+2069)
   and the line/paragraph separators U+2028/U+2029: ``\\uNNNN``, so no value reorders what is shown around it;
-- undecodable bytes of a name (Python's surrogate escapes): ``\\xNN`` (:func:`keysweep.sources.names.readable`).
+- undecodable bytes of a name (Python's surrogate escapes): ``\\xNN`` (:func:`readable`).
 
-A backslash is left as it is (as in :mod:`keysweep.sources.names`): a name holding the four characters ``\\x1b``
+A backslash is left as it is (as by :func:`readable`): a name holding the four characters ``\\x1b``
 reads the same as one holding ESC; both are harmless.
 
 JSON written by :func:`dump_json` is strictly standard (no ``NaN``/``Infinity``: a non-finite number becomes
@@ -24,8 +24,6 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
-from keysweep.sources.names import readable
-
 MAX_JSON_DEPTH = 64
 DEPTH_MARKER = f"[nested deeper than {MAX_JSON_DEPTH} levels: left out]"
 BIDI_CONTROLS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
@@ -33,6 +31,18 @@ FORMULA_STARTS = ("=", "+", "-", "@")  # a leading tab or CR is already shown as
 
 _ESCAPES: dict[int, str] = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
 _ESCAPES.update({c: f"\\u{c:04x}" for c in (*BIDI_CONTROLS, 0x2028, 0x2029)})
+
+
+def readable(text: str) -> str:
+    """``text`` with undecodable bytes (Python's surrogate escapes) shown as ``\\xNN``: never a lone surrogate,
+    which no UTF-8 output could write."""
+    if text.isascii():
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that was not an escaped byte
+        raw = text.encode("utf-8", "surrogatepass")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def safe_text(value: object) -> str:

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TextIO
 
-from keysweep.models import Finding, Location
+from keysweep.models import Finding, describe_location
 from keysweep.textable import table_lines
 from keysweep.textsafe import dump_json, dumps_json, safe_text
 
@@ -87,43 +87,6 @@ internal error; the first ones kept) and ``not_listed``
     count = sum((summary.get("errors") or {}).values()) + sum(skipped.get(r, 0) for r in UNREAD_REASONS)
     places = [dict(d) for d in [*(summary.get("error_details") or ()), *(summary.get("unread_details") or ())]]
     return {"count": count, "places": places, "not_listed": max(0, count - len(places))}
-
-
-def describe_location(loc: Location) -> str:
-    """One line naming the place: ``path:line``, ``archive!member:line``, ``pid 42 (exe) $VAR``, ``file [profile]``."""
-    if loc.kind == "cloud":
-        return _describe_cloud(loc)
-    if loc.kind == "process":
-        text = f"pid {loc.pid}" if loc.pid is not None else "process"
-        if loc.exe:
-            text += f" ({loc.exe})"
-        if loc.variable:
-            text += f" ${loc.variable}"
-        return text
-    text = loc.path or loc.kind
-    if loc.member:
-        text += f"!{loc.member}"
-    if loc.profile:
-        text += f" [{loc.profile}]"
-    if loc.line is not None:
-        text += f":{loc.line}"
-    if loc.encoding:
-        text += f" ({loc.encoding})"
-    return text
-
-
-def _describe_cloud(loc: Location) -> str:
-    """``arn field``, ``arn Code!member:line``; the line only where a field holds several (user data, templates)."""
-    text = loc.resource_arn or loc.service or "cloud"
-    if loc.field:
-        text += f" {loc.field}"
-    if loc.member:
-        text += f"!{loc.member}"
-    if loc.line is not None and (loc.member or loc.line > 1):
-        text += f":{loc.line}"
-    if loc.encoding:
-        text += f" ({loc.encoding})"
-    return text
 
 
 def render_table(findings: Sequence[Finding]) -> str:

@@ -13,8 +13,7 @@ from urllib.parse import quote
 
 from keysweep import __version__
 from keysweep.errors import RuleError
-from keysweep.models import Finding, Location
-from keysweep.report.formats import describe_location
+from keysweep.models import Finding, Location, describe_location
 from keysweep.ruleset import load_ruleset, most_severe
 from keysweep.textsafe import dump_json
 

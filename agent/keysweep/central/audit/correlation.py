@@ -168,7 +168,9 @@ def hold_for_hosts(items: Sequence[AuditItem], host_keys: Sequence[HostKey]) -> 
     """The items with every removal of a key that hosts still hold (or of its user) held back: no commands,
     the reason in the action, the hosts in ``details.held_by_hosts``."""
     by_key = {hk.key_id: hk for hk in host_keys if hk.known}
-    by_user = {(hk.account_id, hk.user): hk for hk in by_key.values() if hk.user}
+    by_user: dict[tuple[str | None, str | None], HostKey] = {
+        (hk.account_id, hk.user): hk for hk in by_key.values() if hk.user
+    }
     out: list[AuditItem] = []
     for item in items:
         hk = by_key.get(item.key_id or "") or (by_user.get((item.account_id, item.user))
