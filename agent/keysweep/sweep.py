@@ -22,14 +22,15 @@ from typing import Any
 
 from keysweep import __version__, statedir
 from keysweep.allowlist import Allowlist
-from keysweep.config import AgentConfig
+from keysweep.config import AgentConfig, ScanConfig
 from keysweep.context import detect_context
 from keysweep.detect import Detector
 from keysweep.errors import KeysweepError
-from keysweep.fingerprint import Fingerprinter
+from keysweep.fingerprint import Fingerprinter, default_state_dir
 from keysweep.models import Finding, HostContext, Verification
+from keysweep.report.sqs import DeliveryResult, Reporter
 from keysweep.ruleset import load_ruleset
-from keysweep.scan import ScanOptions, ScanStats, run_scan
+from keysweep.scan import ScanOptions, ScanResult, ScanStats, run_scan
 from keysweep.state import StateStore, cache_digest
 from keysweep.status import read_status
 from keysweep.verify import Verifier
@@ -101,27 +102,39 @@ def state_excludes(state_dir: str, starts: Sequence[str], host_prefix: str | Non
     return ()
 
 
+def scan_options(
+    scan: ScanConfig,
+    paths: Sequence[str] = (),
+    *,
+    state_dirs: Sequence[str] = (),
+    sources: Sequence[str] | None = None,
+    follow_symlinks: bool = False,
+) -> ScanOptions:
+    """The one mapping of a ``scan`` section to the scan's options. With ``paths``, only they are scanned (source
+    ``files`` unless ``sources`` says otherwise); each state directory a walk could reach is excluded."""
+    starts = paths or scan.roots
+    own = tuple(e for d in state_dirs for e in state_excludes(d, starts, scan.host_prefix))
+    return ScanOptions(
+        paths=tuple(paths),
+        roots=scan.roots,
+        sources=tuple(sources) if sources else (("files",) if paths else scan.sources),
+        excludes=(*scan.excludes, *own),
+        allowlist=Allowlist.load(scan.allowlist) if scan.allowlist else None,
+        max_file_size=scan.max_file_size,
+        workers=scan.workers,
+        same_filesystem=scan.same_filesystem,
+        skip_network_fs=scan.skip_network_fs,
+        follow_symlinks=follow_symlinks,
+        path_prefix=scan.host_prefix,
+        archive_max_depth=scan.archive_max_depth,
+        archive_max_bytes=scan.archive_max_bytes,
+        archive_max_ratio=scan.archive_max_ratio,
+    )
+
+
 def build_scan_options(config: AgentConfig, paths: Sequence[str] = ()) -> ScanOptions:
-    """The scan's options from the agent configuration; the state directory is always excluded."""
-    s = config.scan
-    state_dir = config.state_dir
-    values: dict[str, Any] = {
-        "paths": tuple(paths),
-        "roots": s.roots,
-        "sources": ("files",) if paths else s.sources,
-        "excludes": (*s.excludes, *state_excludes(state_dir, paths or s.roots, s.host_prefix)),
-        "allowlist": Allowlist.load(s.allowlist) if s.allowlist else None,
-        "max_file_size": s.max_file_size,
-        "workers": s.workers,
-        "same_filesystem": s.same_filesystem,
-        "skip_network_fs": s.skip_network_fs,
-        "path_prefix": s.host_prefix,
-        "archive_max_depth": s.archive_max_depth,
-        "archive_max_bytes": s.archive_max_bytes,
-        "archive_max_ratio": s.archive_max_ratio,
-    }
-    known = {f.name for f in dataclasses.fields(ScanOptions)}
-    return ScanOptions(**{k: v for k, v in values.items() if k in known})
+    """The agent's scan options: its ``scan`` section; its state directory is always excluded."""
+    return scan_options(config.scan, paths, state_dirs=(config.state_dir,))
 
 
 def state_digest(detector: Detector, options: ScanOptions) -> str:
@@ -136,28 +149,44 @@ def state_digest(detector: Detector, options: ScanOptions) -> str:
     )
 
 
-def open_state(state_dir: Path, detector: Detector, options: ScanOptions, *, reread_secrets: bool = False) -> StateStore:
-    """The state for a manual ``keysweep scan --state-dir``; ``reread_secrets`` (with --verify) reads again every
-    file whose findings had a secret, so verification sees the secret."""
-    return StateStore(
-        state_dir,
-        digest=state_digest(detector, options),
-        needs_reverify=(lambda f: True) if reread_secrets else None,
-    )
-
-
 class Pipeline:
-    """Everything a sweep needs, built from one configuration (a reload builds a new one)."""
+    """The one composition root: rules, detector, verifier, file state and reporter built from one configuration.
 
-    def __init__(self, config: AgentConfig) -> None:
+    The agent builds one per configuration (a reload builds a new one) and runs :meth:`sweep` and
+    :meth:`scan_paths`; ``keysweep scan`` and ``keysweep cloud`` build one for a run and call :meth:`scan`,
+    :meth:`verify` and :meth:`deliver` themselves. Keyword arguments say how a manual run differs from the agent:
+
+    - ``use_state_dir=False``: no state directory (no verification cache; the fingerprint key is made for this run
+      with ``per_run_key``, else it is the user's installation key);
+    - ``incremental=False``: no file state (every file is read); ``reread_secrets``: with a file state, whether a
+      file whose findings had a secret is read again — None (the agent): when the verifier cannot tell without
+      the secret; True: always (a manual ``--verify``); False: never (a manual scan without verification);
+    - ``options``: the scan's options (default: from the configuration); ``include_examples``: report example
+      keys; ``mode``: the reporter's mode (``agent`` or ``scan``).
+    """
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        options: ScanOptions | None = None,
+        use_state_dir: bool = True,
+        incremental: bool = True,
+        reread_secrets: bool | None = None,
+        per_run_key: bool = False,
+        include_examples: bool = False,
+        mode: str = "agent",
+    ) -> None:
         self.config = config
-        state_dir = statedir.prepare(config.state_path)
+        self.state_dir = statedir.prepare(config.state_path) if use_state_dir else None
         self.ruleset = load_ruleset([Path(d) for d in config.scan.rules_dirs])
-        self.fingerprinter = Fingerprinter.from_config(config.fingerprint_key(), state_dir)
-        self.detector = Detector(self.ruleset, self.fingerprinter)
-        self.verifier = Verifier(config.verify, state_dir=state_dir, fingerprinter=self.fingerprinter)
-        self.options = build_scan_options(config)
-        self.state = self._open_state()
+        self.fingerprinter = Fingerprinter.from_config(config.fingerprint_key(), self.state_dir, per_run=per_run_key)
+        self.detector = Detector(self.ruleset, self.fingerprinter, include_examples=include_examples)
+        self.verifier = Verifier(config.verify, state_dir=self.state_dir, fingerprinter=self.fingerprinter)
+        self.options = options if options is not None else build_scan_options(config)
+        self._reread_secrets = reread_secrets
+        self.mode = mode
+        self.state: StateStore | None = self._open_state() if incremental and self.state_dir is not None else None
         self.context: HostContext | None = None
         self._reporter: Any = None
         self._lock = threading.Lock()  # verification + reporting, shared by sweeps and watch scans
@@ -165,16 +194,28 @@ class Pipeline:
         self.watch_scans = 0
 
     def _open_state(self) -> StateStore:
+        needs_reverify: Callable[[Finding], bool] | None = {
+            None: self._needs_reverify, True: lambda f: True, False: None
+        }[self._reread_secrets]
         return StateStore(
-            self.config.state_path, digest=state_digest(self.detector, self.options),
-            needs_reverify=self._needs_reverify,
+            self.config.state_path, digest=state_digest(self.detector, self.options), needs_reverify=needs_reverify
         )
+
+    @property
+    def spool_home(self) -> Path:
+        """Where the report spool lives: the state directory, else the user's default one."""
+        return self.state_dir if self.state_dir is not None else default_state_dir()
+
+    def _file_state(self) -> StateStore:
+        if self.state is None:
+            raise KeysweepError("this pipeline has no file state")
+        return self.state
 
     def reopen_state(self) -> None:
         """After a sweep failed in the state database: open it again (a damaged one is then moved aside and
         rebuilt), so one bad page does not fail every later sweep."""
         try:
-            self.state.close()
+            self._file_state().close()
         except sqlite3.Error:
             pass
         self.state = self._open_state()
@@ -201,20 +242,26 @@ class Pipeline:
             self.context = detect_context(self.config.context)
         return self.context
 
+    def deliver(
+        self, findings: list[Finding], stats: ScanStats, *, heartbeat: bool = True, started: float | None = None
+    ) -> DeliveryResult:
+        """Send the findings (and a heartbeat) to the configured queue through the spool."""
+        context = self._context(refresh=heartbeat)
+        if self._reporter is None:
+            self._reporter = Reporter(
+                self.config.report, self.spool_home, context, fingerprinter=self.fingerprinter, mode=self.mode
+            )
+        self._reporter.context = context
+        result: DeliveryResult = self._reporter.report(findings, stats, heartbeat=heartbeat, started_at=started)
+        return result
+
     def _report(
         self, findings: list[Finding], stats: ScanStats, *, heartbeat: bool, started: float
     ) -> dict[str, Any] | None:
-        report_cfg = self.config.report
-        if not report_cfg.queue_url:
+        if not self.config.report.queue_url:
             return None
-        context = self._context(refresh=heartbeat)
-        if self._reporter is None:
-            from keysweep.report.sqs import Reporter
-
-            self._reporter = Reporter(report_cfg, self.config.state_path, context, fingerprinter=self.fingerprinter)
-        self._reporter.context = context
         try:
-            result = self._reporter.report(findings, stats, heartbeat=heartbeat, started_at=started)
+            result = self.deliver(findings, stats, heartbeat=heartbeat, started=started)
         except (KeysweepError, OSError) as exc:  # what was not spooled is offered again at the next sweep
             log.error("report.failed", extra={"fields": {"error": f"{type(exc).__name__}: {exc}"}})
             return {"errors": [type(exc).__name__]}
@@ -245,19 +292,39 @@ class Pipeline:
                 "severity": f.severity, "verification": status, "location": f.location.to_dict()}})
 
     # --- runs -----------------------------------------------------------------------------------------------
+    def scan(
+        self,
+        options: ScanOptions | None = None,
+        *,
+        should_stop: StopCheck,
+        progress: Callable[[ScanStats], None] | None = None,
+    ) -> ScanResult:
+        """One scan (default: of :attr:`options`); the file state, when open, keeps unchanged files from being read
+        again and learns what was read."""
+        result = run_scan(
+            options or self.options, self.detector, file_cache=self.state, should_stop=should_stop, progress=progress
+        )
+        if self.state is not None:
+            self.state.flush()
+        return result
+
+    def verify(self, findings: Sequence[Finding], *, should_stop: StopCheck | None = None) -> list[Finding]:
+        """Verify the findings as the configuration's ``verify`` section says (the same findings, in order)."""
+        return self.verifier.verify_all(findings, should_stop=should_stop)
+
     def _run(
         self, options: ScanOptions, should_stop: StopCheck, pace: Callable[[], None] | None = None
     ) -> tuple[list[Finding], ScanStats, bool]:
         progress = (lambda _stats: pace()) if pace is not None else None  # the walk's stop check is per directory
-        result = run_scan(options, self.detector, file_cache=self.state, should_stop=should_stop, progress=progress)
-        self.state.flush()
+        result = self.scan(options, should_stop=should_stop, progress=progress)
         return result.findings, result.stats, result.stats.interrupted
 
     def sweep(
         self, *, should_stop: StopCheck, full_reread_every: int, pace: Callable[[], None] | None = None
     ) -> SweepResult:
-        plan = self.state.begin_sweep(full_reread_every)
-        before = dataclasses.replace(self.state.counters)
+        state = self._file_state()
+        plan = state.begin_sweep(full_reread_every)
+        before = dataclasses.replace(state.counters)
         started = time.time()
         log.info("sweep.started", extra={"fields": {
             "number": plan.number, "full_reread": plan.full, "resumed": plan.resumed}})
@@ -265,8 +332,8 @@ class Pipeline:
         with self._lock:
             verified = self._verify(findings)
             delivery = self._report(verified, stats, heartbeat=True, started=started)
-        pruned = self.state.finish_sweep(plan, completed=not interrupted)
-        c = self.state.counters
+        pruned = state.finish_sweep(plan, completed=not interrupted)
+        c = state.counters
         cache = {k: getattr(c, k) - getattr(before, k) for k in ("hits", "misses", "reverify", "stored")}
         result = SweepResult(
             number=plan.number, started=started, finished=time.time(), interrupted=interrupted, full_reread=plan.full,
@@ -283,7 +350,8 @@ class Pipeline:
     def scan_paths(self, paths: Sequence[str], *, should_stop: StopCheck) -> SweepResult:
         """Scan files the watcher saw change, then verify and report what they hold."""
         started = time.time()
-        before = dataclasses.replace(self.state.counters)
+        state = self._file_state()
+        before = dataclasses.replace(state.counters)
         # the paths come from events in directories users write: a symlink there is not followed
         options = dataclasses.replace(build_scan_options(self.config, paths), follow_named=False)
         findings, stats, interrupted = self._run(options, should_stop)
@@ -291,7 +359,7 @@ class Pipeline:
             verified = self._verify(findings)
             delivery = self._report(verified, stats, heartbeat=False, started=started)
         self.watch_scans += 1
-        c = self.state.counters
+        c = state.counters
         result = SweepResult(
             number=None, started=started, finished=time.time(), interrupted=interrupted, full_reread=False,
             resumed=False, stats=stats.to_dict(),
@@ -314,4 +382,5 @@ class Pipeline:
         return float(ts) if isinstance(ts, int | float) else None
 
     def close(self) -> None:
-        self.state.close()
+        if self.state is not None:
+            self.state.close()

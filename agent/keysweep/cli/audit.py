@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
 
 from keysweep.central.audit import (
     AccountTarget,
@@ -21,8 +18,9 @@ from keysweep.central.audit import (
 from keysweep.central.audit_output import FORMATS, render_audit
 from keysweep.central.deactivate import apply_deactivation, check_key_ids, plan_deactivation, read_key_list
 from keysweep.central.evidence import verification_times
-from keysweep.central.organization import Organization, OrganizationError, read_organization
 from keysweep.central.securityhub import export_audit
+from keysweep.cli import common
+from keysweep.cli.common import add_iam_accounts, output_stream
 from keysweep.cli.report import open_existing_store, print_export
 from keysweep.errors import ConfigError, ExitCode
 
@@ -42,17 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "users and keys past the rotation age, each with the command that fixes it. Exit 1 when there is "
         "something to clean up.",
     )
-    who = p.add_argument_group("accounts (default: the account of keysweep's own credentials)")
-    who.add_argument("--account", action="append", default=[], metavar="ID",
-                     help="account to audit by assuming --role-name in it (repeatable)")
-    who.add_argument("--role-name", metavar="NAME", help="role assumed in each --account (or member account)")
-    who.add_argument("--organization", action="store_true",
-                     help="every active account of the organization (organizations:ListAccounts), assuming "
-                          "--role-name in each member account; the SCP commands then name the ready OUs and accounts")
-    who.add_argument("--assume-role-arn", action="append", default=[], metavar="ARN",
-                     help="a role to assume, one per account (repeatable)")
-    who.add_argument("--external-id", metavar="ID", help="ExternalId for AssumeRole")
-    who.add_argument("--session-name", default="keysweep-audit", help="RoleSessionName (default %(default)s)")
+    add_iam_accounts(p, session_name="keysweep-audit",
+                     organization_note="; the SCP commands then name the ready OUs and accounts")
     p.add_argument("--unused-days", type=int, default=90, metavar="N",
                    help="active keys unused for more than N days are listed (default %(default)s, CIS)")
     p.add_argument("--recommended-unused-days", type=int, default=45, metavar="N",
@@ -88,15 +77,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.set_defaults(func=run)
 
 
-@contextmanager
-def _output(path: str | None) -> Iterator[TextIO]:
-    if not path:
-        yield sys.stdout
-        return
-    with open(path, "w", encoding="utf-8") as stream:
-        yield stream
-
-
 def _need_credentials() -> None:
     """Every target, own account or assumed role, starts from keysweep's own credentials."""
     from keysweep.aws import has_credentials
@@ -111,7 +91,7 @@ def run(args: argparse.Namespace) -> ExitCode:
             raise ConfigError(f"--exempt-role {arn!r}: not a role ARN pattern (arn:aws:iam::*:role/NAME)")
     organization = own = None
     if args.organization:
-        organization = _organization()
+        organization = common.organization()
         own = open_account(AccountTarget()).account_id
     targets = account_targets(accounts=args.account, role_name=args.role_name, role_arns=args.assume_role_arn,
                               organization=organization, own_account=own)
@@ -130,7 +110,7 @@ def run(args: argparse.Namespace) -> ExitCode:
         if store:
             store.close()
     audited = len(result.failed_accounts) < len(result.accounts)  # no SCP advice when no account was audited
-    with _output(args.output) as stream:
+    with output_stream(args.output) as stream:
         render_audit(result, args.format, stream, include_scp=audited and not args.no_scp)
     if args.securityhub and audited and not print_export(export_audit(result, region=args.securityhub_region)):
         return ExitCode.RUNTIME
@@ -190,14 +170,6 @@ def _deactivate(args: argparse.Namespace, targets: list[AccountTarget]) -> ExitC
     for p in held:
         print(f"{p.key_id}\theld ({p.hold}; --force to deactivate anyway)")
     return ExitCode.RUNTIME if failed else ExitCode.FINDINGS if held else ExitCode.CLEAN
-
-
-def _organization() -> Organization:
-    try:
-        return read_organization()
-    except OrganizationError as exc:
-        raise ConfigError(f"--organization: {exc} (run with the management account's or a delegated "
-                          "administrator's credentials)") from None
 
 
 def _fleet_evidence(db: str | None) -> tuple[dict[str, list[str]], dict[str, list[datetime]]]:

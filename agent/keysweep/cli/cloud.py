@@ -9,17 +9,23 @@ and SQS reporting. Exit 0: nothing found, 1: findings, 2: usage or configuration
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections import defaultdict
-from pathlib import Path
 from typing import Any, TextIO
 
+from keysweep.cli.common import (
+    StopFlag,
+    add_cloud_accounts,
+    add_pipeline_options,
+    counts,
+    print_delivery,
+    verify_findings,
+)
 from keysweep.cloud import cloud_context
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.models import Finding
-
-FORMATS = ("table", "json", "jsonl", "sarif")
 
 
 def register(sub: Any) -> None:
@@ -30,36 +36,25 @@ def register(sub: Any) -> None:
         "templates and configurations, SSM String parameters, CloudFormation stacks, CodeBuild projects and Batch job "
         "definitions for AWS access keys. Exit status: 0 nothing found, 1 findings, 2 usage or configuration error.",
     )
-    p.add_argument("--region", action="extend", nargs="+", default=[], metavar="R",
-                   help="regions to read (default: every region enabled for each account)")
-    who = p.add_mutually_exclusive_group()
-    who.add_argument("--account", action="extend", nargs="+", default=[], metavar="ID",
-                     help="accounts to read, through --role-name in each (default: the caller's own account)")
-    who.add_argument("--organization", action="store_true",
-                     help="every active account of the organisation (organizations:ListAccounts), through --role-name")
-    p.add_argument("--role-name", metavar="NAME", help="the role to assume in each account (--account, --organization)")
-    p.add_argument("--format", choices=FORMATS, help="output format (default: table on a terminal, json otherwise)")
-    p.add_argument("--verify", action="store_true", help="prove which keys are live with sts:GetCallerIdentity")
-    p.add_argument("--queue-url", metavar="URL", help="also send the findings to this SQS queue (as a host would)")
-    p.add_argument("--state-dir", metavar="DIR",
-                   help="state directory (fingerprint key, verification cache, report spool)")
+    add_cloud_accounts(p)
+    add_pipeline_options(p, queue_help="also send the findings to this SQS queue (as a host would)")
     p.set_defaults(func=_cloud)
 
 
 def _cloud(args: argparse.Namespace) -> int:
-    from keysweep.cli.scan import _StopFlag, _verify
     from keysweep.cloud.session import account_regions, base_session, resolve_accounts
     from keysweep.cloud.sweep import CloudStats, sweep_targets
-    from keysweep.detect import Detector
-    from keysweep.fingerprint import Fingerprinter
+    from keysweep.config import AgentConfig
     from keysweep.report.formats import render
-    from keysweep.ruleset import load_ruleset
+    from keysweep.sweep import Pipeline
+    from keysweep.verify import VerifyConfig
 
     if args.role_name and not (args.account or args.organization):
         raise ConfigError("--role-name: only with --account or --organization")
-    state_dir = Path(args.state_dir) if args.state_dir else None
-    fingerprinter = Fingerprinter.from_config(None, state_dir)
-    detector = Detector(load_ruleset(), fingerprinter)
+    config = AgentConfig(verify=VerifyConfig(enabled=args.verify))
+    if args.state_dir:
+        config = dataclasses.replace(config, state_dir=args.state_dir)
+    pipeline = Pipeline(config, use_state_dir=bool(args.state_dir), incremental=False, mode="scan")
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
 
     started = time.monotonic()
@@ -69,9 +64,9 @@ def _cloud(args: argparse.Namespace) -> int:
     targets, more = account_regions(accounts, args.region)
     for s in skips + more:
         stats.skip(s)
-    stopping = _StopFlag()
+    stopping = StopFlag()
     with stopping.installed():
-        per_target = sweep_targets(targets, detector, should_stop=stopping)
+        per_target = sweep_targets(targets, pipeline.detector, should_stop=stopping)
     for _, result in per_target:
         stats.merge(result.stats)
     stats.interrupted = stopping()
@@ -81,12 +76,12 @@ def _cloud(args: argparse.Namespace) -> int:
     findings = [f for _, result in per_target for f in result.findings]
 
     if args.verify and findings:
-        findings = _verify(findings, None, state_dir, fingerprinter, None)
+        findings = verify_findings(pipeline, findings)
 
     render(findings, fmt, sys.stdout, summary=stats)
     sys.stdout.flush()
     if args.queue_url:
-        _send_to_queue(args.queue_url, findings, per_target, state_dir, fingerprinter)
+        _send_to_queue(args.queue_url, findings, per_target, pipeline)
     _print_summary(sys.stderr, findings, stats)
     if stats.interrupted:
         return int(ExitCode.INTERRUPTED)
@@ -94,13 +89,9 @@ def _cloud(args: argparse.Namespace) -> int:
 
 
 def _send_to_queue(
-    queue_url: str, findings: list[Finding], per_target: list[tuple[Any, Any]],
-    state_dir: Path | None, fingerprinter: Any,
+    queue_url: str, findings: list[Finding], per_target: list[tuple[Any, Any]], pipeline: Any
 ) -> None:
     """--queue-url: one sender per account and region (its own host context and heartbeat), one spool."""
-    import dataclasses
-
-    from keysweep.fingerprint import default_state_dir
     from keysweep.report.sqs import ReportConfig, Reporter
 
     config = ReportConfig(queue_url=queue_url)
@@ -110,30 +101,22 @@ def _send_to_queue(
     by_place: dict[tuple[str | None, str | None], list[Finding]] = defaultdict(list)
     for f in findings:  # verified findings, regrouped by where they were found
         by_place[(f.location.account, f.location.region)].append(f)
-    spool_home = state_dir or default_state_dir()
+    spool_home = pipeline.spool_home
     sent = pending = 0
     errors: list[str] = []
     for target, result in per_target:
         context = cloud_context(target.account, target.region)
-        reporter = Reporter(dataclasses.replace(config), spool_home, context, fingerprinter=fingerprinter, mode="scan")
+        reporter = Reporter(config, spool_home, context, fingerprinter=pipeline.fingerprinter, mode="scan")
         delivery = reporter.report(by_place.get((target.account, target.region), []), result.stats)
         sent += delivery.sent
         pending = delivery.pending
         errors += delivery.errors
-    if pending:
-        print(f"keysweep: queue: {sent} messages sent; {pending} wait in {spool_home / 'spool'} "
-              f"(a later run with --state-dir {spool_home} delivers them)", file=sys.stderr)
-    else:
-        print(f"keysweep: queue: {sent} messages sent", file=sys.stderr)
-    for error in dict.fromkeys(errors):
-        print(f"keysweep: queue: {error}", file=sys.stderr)
+    print_delivery(sent, pending, errors, spool_home)
 
 
 def _print_summary(stream: TextIO, findings: list[Finding], stats: Any) -> None:
-    from keysweep.cli.scan import _counts
-
     paired = sum(1 for f in findings if f.has_secret)
-    read = _counts(stats.items_scanned) if stats.items_scanned else "nothing"
+    read = counts(stats.items_scanned) if stats.items_scanned else "nothing"
     print(
         f"keysweep: read {stats.accounts} accounts, {stats.regions} account-regions: {read}; "
         f"{len(findings)} findings ({paired} with secret)" + (" — interrupted" if stats.interrupted else ""),

@@ -15,7 +15,9 @@ from keysweep.central.deactivate import check_key_ids
 from keysweep.central.key_states import KEY_STATES, KeyState
 from keysweep.central.plan import STEPS, Plan, PlanOptions, build_plan, observed_states
 from keysweep.central.records import FindingRecord, HostRecord, utc_iso
-from keysweep.cli.audit import NO_CREDENTIALS, _organization, _output
+from keysweep.cli import common
+from keysweep.cli.audit import NO_CREDENTIALS
+from keysweep.cli.common import add_iam_accounts, output_stream
 from keysweep.cli.report import open_existing_store
 from keysweep.cloud.trail import MAX_DAYS, KeyUsage
 from keysweep.errors import ConfigError, ExitCode
@@ -55,16 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                    help=f"record that a person took KEY_ID to STATE ({', '.join(KEY_STATES[1:])}), as the caller "
                         "ARN of keysweep's credentials, now; then print the plan")
     p.add_argument("--note", metavar="TEXT", help="with --mark: a note kept with the record (a ticket, a change id)")
-    who = p.add_argument_group("accounts (default: the account of keysweep's own credentials)")
-    who.add_argument("--account", action="append", default=[], metavar="ID",
-                     help="account to read by assuming --role-name in it (repeatable)")
-    who.add_argument("--role-name", metavar="NAME", help="role assumed in each --account (or member account)")
-    who.add_argument("--organization", action="store_true",
-                     help="every active account of the organization, assuming --role-name in each member account")
-    who.add_argument("--assume-role-arn", action="append", default=[], metavar="ARN",
-                     help="a role to assume, one per account (repeatable)")
-    who.add_argument("--external-id", metavar="ID", help="ExternalId for AssumeRole")
-    who.add_argument("--session-name", default="keysweep-plan", help="RoleSessionName (default %(default)s)")
+    add_iam_accounts(p, session_name="keysweep-plan")
     p.set_defaults(func=run)
 
 
@@ -82,7 +75,7 @@ def _audit(args: argparse.Namespace, findings: list[FindingRecord]) -> AuditResu
         raise ConfigError(NO_CREDENTIALS.replace("audit:", "plan:", 1))
     organization = own = None
     if args.organization:
-        organization = _organization()
+        organization = common.organization()
         own = open_account(account_targets()[0]).account_id
     targets = account_targets(accounts=args.account, role_name=args.role_name, role_arns=args.assume_role_arn,
                               organization=organization, own_account=own)
@@ -186,7 +179,7 @@ def run(args: argparse.Namespace) -> ExitCode:
                                                   usage, plan.trail_days), notes=plan.notes)
     finally:
         store.close()
-    with _output(args.output) as stream:
+    with output_stream(args.output) as stream:
         if args.format == "json":
             dump_json(plan.to_dict(), stream)
         elif args.format == "html":

@@ -9,22 +9,24 @@ interrupted.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import os
-import signal
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
+from keysweep.cli.common import FORMATS, StopFlag, add_pipeline_options, counts, print_delivery, verify_findings
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.models import Finding
 from keysweep.scan import SOURCES, ScanOptions, ScanStats
 
-FORMATS = ("table", "json", "jsonl", "sarif")
+if TYPE_CHECKING:  # the configuration pulls in the AWS SDK: imported when a scan runs, not to parse its flags
+    from keysweep.config import AgentConfig
+    from keysweep.report.sqs import ReportConfig
+
+__all__ = ["FORMATS", "build_options", "register", "scan_is_incomplete"]
 
 
 def register(sub: Any) -> None:
@@ -67,7 +69,7 @@ def register(sub: Any) -> None:
         help="worker processes for the files walk (0: one per CPU, the default; 1: none)",
     )
     p.add_argument("--allowlist", metavar="FILE", help="YAML allowlist of accepted paths, key ids, fingerprints")
-    p.add_argument("--format", choices=FORMATS, help="output format (default: table on a terminal, json otherwise)")
+    add_pipeline_options(p)
     p.add_argument("--output", metavar="FILE", help="write the report to FILE (mode 0600) instead of stdout")
     p.add_argument(
         "--include-examples",
@@ -93,16 +95,11 @@ def register(sub: Any) -> None:
         help="the host's filesystem is mounted at DIR (e.g. /host in a container); paths are reported without it",
     )
     p.add_argument(
-        "--state-dir", metavar="DIR", help="state directory (fingerprint key, verification cache, report spool)"
-    )
-    p.add_argument("--verify", action="store_true", help="prove which keys are live with sts:GetCallerIdentity")
-    p.add_argument(
         "--verify-mode",
         choices=("identify", "sign"),
         help="with --verify (implied): sign = GetCallerIdentity with each found key (the config's verify.mode, "
         "default sign); identify = never sign with a found key, only learn its account (docs/verification.md)",
     )
-    p.add_argument("--queue-url", metavar="URL", help="also send the findings to this SQS queue")
     p.add_argument("--config", metavar="FILE", help="agent configuration file to take scan settings from")
     p.add_argument(
         "--strict",
@@ -113,54 +110,46 @@ def register(sub: Any) -> None:
 
 
 def _scan(args: argparse.Namespace) -> int:
-    from keysweep.detect import Detector
-    from keysweep.fingerprint import Fingerprinter
-    from keysweep.ruleset import load_ruleset
-    from keysweep.scan import run_scan
+    from keysweep.sweep import Pipeline
 
     cfg = _load_config(args.config)
     args.verify = args.verify or args.verify_mode is not None
     options = build_options(args, cfg)
-    report_cfg = _report_config(args.queue_url, cfg) if args.queue_url else None  # before anything is created
-    state_dir = Path(args.state_dir) if args.state_dir else (Path(cfg.state_dir) if cfg is not None else None)
-    if state_dir is not None:  # checked before anything is written there (refused: exit 2)
-        from keysweep import statedir
-
-        statedir.prepare(state_dir)
-    ruleset = load_ruleset([Path(d) for d in cfg.scan.rules_dirs] if cfg is not None else ())
+    config = _run_config(args, cfg)  # checked (queue URL and region included) before anything is created
     # a plain scan needs no state directory: without one (and without a spool to feed) fingerprints use a key
     # made for this run, and the output says so
-    fingerprinter = Fingerprinter.from_config(
-        cfg.fingerprint_key() if cfg is not None else None, state_dir, per_run=state_dir is None and not args.queue_url
+    use_state_dir = bool(args.state_dir) or cfg is not None
+    pipeline = Pipeline(
+        config, options=options, use_state_dir=use_state_dir,
+        incremental=bool(args.state_dir),  # the agent's file state: unchanged files are not read again
+        reread_secrets=args.verify, per_run_key=not use_state_dir and not args.queue_url,
+        include_examples=args.include_examples, mode="scan",
     )
-    detector = Detector(ruleset, fingerprinter, include_examples=args.include_examples)
+    try:
+        return _run(args, pipeline)
+    finally:
+        pipeline.close()
+
+
+def _run(args: argparse.Namespace, pipeline: Any) -> int:
     fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
-
-    stopping = _StopFlag()
+    stopping = StopFlag()
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
-    state = None
-    if args.state_dir:  # the agent's incremental state: unchanged files are not read again
-        from keysweep.sweep import open_state
-
-        state = open_state(Path(args.state_dir), detector, options, reread_secrets=args.verify)
     with stopping.installed():
-        result = run_scan(options, detector, should_stop=stopping, progress=progress, file_cache=state)
-    if state is not None:
-        state.close()
+        result = pipeline.scan(should_stop=stopping, progress=progress)
     if progress is not None:
         progress.clear()
     findings = result.findings
-
     if args.verify:
-        findings = _verify(findings, cfg, state_dir, fingerprinter, args.verify_mode)
-
-    _write_report(findings, fmt, args.output, {**result.stats.to_dict(), "fingerprint_key": fingerprinter.source})
-
-    if report_cfg is not None:
-        _send_to_queue(report_cfg, findings, result.stats, cfg, state_dir, fingerprinter)
+        findings = verify_findings(pipeline, findings)
+    source = pipeline.fingerprinter.source
+    _write_report(findings, fmt, args.output, {**result.stats.to_dict(), "fingerprint_key": source})
+    if args.queue_url:
+        delivery = pipeline.deliver(findings, result.stats)
+        print_delivery(delivery.sent, delivery.pending, delivery.errors, pipeline.spool_home)
 
     _print_summary(sys.stderr, findings, result.stats)
-    if fingerprinter.source == "per-run":
+    if source == "per-run":
         print("keysweep: fingerprint_key: per-run (no state directory; fingerprints match only within this report)",
               file=sys.stderr)
     if result.stats.interrupted:
@@ -173,38 +162,44 @@ def _scan(args: argparse.Namespace) -> int:
     return int(ExitCode.CLEAN)
 
 
-def _load_config(path: str | None) -> Any:
-    if path is None:
-        return None
+def _load_config(path: str | None) -> AgentConfig | None:
     from keysweep.config import load_config
 
-    return load_config(path)
+    return load_config(path) if path is not None else None
 
 
-def build_options(args: argparse.Namespace, cfg: Any = None) -> ScanOptions:
-    """Scan options: the configuration's scan section (when --config is given), then the flags."""
-    from keysweep.allowlist import Allowlist
-    from keysweep.config import parse_size
+def _run_config(args: argparse.Namespace, cfg: AgentConfig | None) -> AgentConfig:
+    """The configuration of this run: the file's (or the defaults), with the flags that change a stage."""
+    from keysweep.config import AgentConfig
+
+    config = cfg if cfg is not None else AgentConfig()
+    changes: dict[str, Any] = {}
+    if args.state_dir:
+        changes["state_dir"] = args.state_dir
+    if args.verify:  # --verify turns verification on for this scan; --verify-mode overrides verify.mode
+        changes["verify"] = dataclasses.replace(
+            config.verify, enabled=True, **({"mode": args.verify_mode} if args.verify_mode else {})
+        )
+    if args.queue_url:
+        changes["report"] = _report_config(args.queue_url, config.report)
+    return dataclasses.replace(config, **changes)
+
+
+def build_options(args: argparse.Namespace, cfg: AgentConfig | None = None) -> ScanOptions:
+    """Scan options: the configuration's scan section (when --config is given, else the command's defaults), then
+    the flags, through the one mapping of a scan section to scan options (:func:`keysweep.sweep.scan_options`)."""
+    from keysweep.config import ScanConfig, parse_size
+    from keysweep.sweep import scan_options
 
     paths = tuple(args.paths)
-    if cfg is not None:
-        from keysweep.sweep import build_scan_options
-
-        base = build_scan_options(cfg, paths)
-        allowlist_file = args.allowlist or cfg.scan.allowlist
-    else:
-        base = ScanOptions(paths=paths, sources=("files",) if paths else SOURCES, workers=0)
-        allowlist_file = args.allowlist
+    for p in paths:
+        if not os.path.lexists(p):
+            raise ConfigError(f"{p}: no such file or directory")
+    # without --config: one worker process per CPU, network file systems entered (the agent's file says otherwise)
+    scan = cfg.scan if cfg is not None else ScanConfig(workers=0, skip_network_fs=False)
     changes: dict[str, Any] = {}
-    if args.sources:
-        changes["sources"] = tuple(dict.fromkeys(args.sources))
     if args.exclude:
-        changes["excludes"] = (*base.excludes, *args.exclude)
-    if args.state_dir:  # never report the scan's own state (the agent's sweeps exclude it the same way)
-        from keysweep.sweep import state_excludes
-
-        own = state_excludes(args.state_dir, paths or base.roots, args.host_prefix or base.path_prefix)
-        changes["excludes"] = (*changes.get("excludes", base.excludes), *own)
+        changes["excludes"] = (*scan.excludes, *args.exclude)
     if args.max_file_size is not None:
         try:
             changes["max_file_size"] = parse_size(args.max_file_size)
@@ -214,79 +209,33 @@ def build_options(args: argparse.Namespace, cfg: Any = None) -> ScanOptions:
         changes["workers"] = args.workers
     if args.archive_depth is not None:
         changes["archive_max_depth"] = args.archive_depth
-    for flag in ("same_filesystem", "skip_network_fs", "follow_symlinks"):
+    for flag in ("same_filesystem", "skip_network_fs"):
         if getattr(args, flag):
             changes[flag] = True
     if args.host_prefix:
         if not os.path.isdir(args.host_prefix):
             raise ConfigError(f"--host-prefix: {args.host_prefix} is not a directory")
-        changes["path_prefix"] = args.host_prefix
-    if allowlist_file:
-        changes["allowlist"] = Allowlist.load(allowlist_file)
-    for p in paths:
-        if not os.path.lexists(p):
-            raise ConfigError(f"{p}: no such file or directory")
-    return dataclasses.replace(base, **changes)
+        changes["host_prefix"] = args.host_prefix
+    if args.allowlist:
+        changes["allowlist"] = args.allowlist
+    # never report the scan's own state (the agent's sweeps exclude it the same way)
+    state_dirs = (*((cfg.state_dir,) if cfg is not None else ()), *((args.state_dir,) if args.state_dir else ()))
+    return scan_options(
+        dataclasses.replace(scan, **changes), paths, state_dirs=state_dirs,
+        sources=tuple(dict.fromkeys(args.sources)) if args.sources else None, follow_symlinks=args.follow_symlinks,
+    )
 
 
-# --- the hooks of the later pipeline stages -------------------------------------------------------------------
-
-
-def _verify(
-    findings: list[Finding], cfg: Any, state_dir: Path | None, fingerprinter: Any, mode: str | None
-) -> list[Finding]:
-    """--verify: the single call site of verification (keysweep.verify)."""
-    from keysweep.verify import Verifier, VerifyConfig
-
-    config = cfg.verify if cfg is not None and cfg.verify is not None else VerifyConfig()
-    config = dataclasses.replace(config, enabled=True)  # --verify turns verification on for this scan
-    if mode is not None:
-        config = dataclasses.replace(config, mode=mode)
-    verifier = Verifier(config, state_dir=state_dir, fingerprinter=fingerprinter)
-    stopping = _StopFlag()  # Ctrl-C: keys not yet checked are reported as unknown (interrupted)
-    with stopping.installed():
-        verified = verifier.verify_all(findings, should_stop=stopping)
-    counts = Counter(f.verification.status for f in verified if f.verification is not None)
-    if counts:
-        print(f"keysweep: verification: {_counts(counts)} ({verifier.calls} STS calls)", file=sys.stderr)
-    return verified
-
-
-def _report_config(queue_url: str, cfg: Any) -> Any:
+def _report_config(queue_url: str, report: ReportConfig) -> ReportConfig:
     """--queue-url: the configuration's report section with this queue, checked (region included)."""
     from keysweep.aws import resolve_region
-    from keysweep.report.sqs import ReportConfig
 
-    report_cfg = cfg.report if cfg is not None and cfg.report is not None else ReportConfig()
-    report_cfg = dataclasses.replace(report_cfg, queue_url=queue_url)
+    report_cfg = dataclasses.replace(report, queue_url=queue_url)
     problems = report_cfg.problems()
     if problems:
         raise ConfigError("--queue-url: " + "; ".join(problems))
     region = resolve_region(report_cfg.queue_region(), queue_url, what="--queue-url")
     return dataclasses.replace(report_cfg, region=region)
-
-
-def _send_to_queue(
-    report_cfg: Any, findings: list[Finding], stats: ScanStats, cfg: Any, state_dir: Path | None, fingerprinter: Any
-) -> None:
-    """--queue-url: the single call site of reporting to SQS (keysweep.report.sqs)."""
-    from keysweep.context import ContextConfig, detect_context
-    from keysweep.fingerprint import default_state_dir
-    from keysweep.report.sqs import Reporter
-
-    context = detect_context(cfg.context if cfg is not None and cfg.context is not None else ContextConfig())
-    spool_home = state_dir or default_state_dir()
-    result = Reporter(report_cfg, spool_home, context, fingerprinter=fingerprinter, mode="scan").report(findings, stats)
-    if result.pending:
-        print(
-            f"keysweep: queue: {result.sent} messages sent; {result.pending} wait in {spool_home / 'spool'} "
-            f"(a later run with --state-dir {spool_home} delivers them)",
-            file=sys.stderr,
-        )
-    else:
-        print(f"keysweep: queue: {result.sent} messages sent", file=sys.stderr)
-    for error in result.errors:
-        print(f"keysweep: queue: {error}", file=sys.stderr)
 
 
 # --- output -------------------------------------------------------------------------------------------------
@@ -322,10 +271,6 @@ def _human(n: float) -> str:
     return f"{n:.1f} GB"
 
 
-def _counts(c: Any) -> str:
-    return ", ".join(f"{k} {v}" for k, v in sorted(c.items(), key=lambda kv: (-kv[1], kv[0])))
-
-
 SUMMARY_PLACES = 5  # unread places named on stderr; the JSON/SARIF summary lists more
 
 
@@ -351,9 +296,9 @@ def _print_summary(stream: TextIO, findings: Sequence[Finding], stats: ScanStats
           + (" — interrupted" if stats.interrupted else ""), file=stream)
     skipped = +stats.skipped  # unary plus drops zero counts
     if skipped:
-        print(f"keysweep: skipped: {_counts(skipped)}", file=stream)
+        print(f"keysweep: skipped: {counts(skipped)}", file=stream)
     if +stats.errors:
-        print(f"keysweep: errors: {_counts(+stats.errors)}", file=stream)
+        print(f"keysweep: errors: {counts(+stats.errors)}", file=stream)
     unread = incomplete(stats.to_dict())
     if unread["count"]:
         places = unread["places"]
@@ -366,7 +311,7 @@ def _print_summary(stream: TextIO, findings: Sequence[Finding], stats: ScanStats
     if stats.suppressed:
         print(f"keysweep: allowlisted: {stats.suppressed} findings", file=stream)
     if +stats.profiles:
-        print(f"keysweep: AWS profiles: {_counts(+stats.profiles)}", file=stream)
+        print(f"keysweep: AWS profiles: {counts(+stats.profiles)}", file=stream)
 
 
 def scan_is_incomplete(stats: ScanStats) -> bool:
@@ -395,27 +340,3 @@ class _Progress:
     def clear(self) -> None:
         self.stream.write("\r\x1b[K")
         self.stream.flush()
-
-
-class _StopFlag:
-    """Set by Ctrl-C (SIGINT) or SIGTERM: the scan ends early and still reports what it found."""
-
-    def __init__(self) -> None:
-        self.stopped = False
-
-    def __call__(self) -> bool:
-        return self.stopped
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.stopped:  # a second Ctrl-C: stop now
-            raise KeyboardInterrupt
-        self.stopped = True
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[None]:
-        saved = [(sig, signal.signal(sig, self._handle)) for sig in (signal.SIGINT, signal.SIGTERM)]
-        try:
-            yield
-        finally:
-            for sig, handler in saved:
-                signal.signal(sig, handler)

@@ -12,6 +12,7 @@ import csv
 import sys
 from typing import Any, TextIO
 
+from keysweep.cli.common import StopFlag, add_cloud_accounts, counts
 from keysweep.errors import ConfigError, ExitCode
 
 FORMATS = ("table", "json", "csv")
@@ -29,13 +30,7 @@ def register(sub: Any) -> None:
         "1 some key in use, 2 usage or configuration error.",
     )
     p.add_argument("--days", type=int, default=90, metavar="N", help="look back N days (LookupEvents: at most 90)")
-    who = p.add_mutually_exclusive_group()
-    who.add_argument("--account", action="extend", nargs="+", default=[], metavar="ID",
-                     help="accounts to read, through --role-name in each (default: the caller's own account)")
-    who.add_argument("--organization", action="store_true", help="every active account of the organisation")
-    p.add_argument("--role-name", metavar="NAME", help="the role to assume in each account (--account, --organization)")
-    p.add_argument("--region", action="extend", nargs="+", default=[], metavar="R",
-                   help="regions whose CloudTrail to read (default: every enabled region)")
+    add_cloud_accounts(p, region_help="regions whose CloudTrail to read (default: every enabled region)")
     p.add_argument("--db", metavar="PATH", help="fleet store: addresses and instances of hosts running the agent")
     p.add_argument("--format", choices=FORMATS, help="output format (default: table on a terminal, json otherwise)")
     p.add_argument("--athena-workgroup", metavar="W", help="run the lookup as an Athena query over --trail-table")
@@ -45,7 +40,6 @@ def register(sub: Any) -> None:
 
 
 def _trail(args: argparse.Namespace) -> int:
-    from keysweep.cli.scan import _StopFlag
     from keysweep.cloud import athena, trail
     from keysweep.cloud.addresses import Fleet
     from keysweep.cloud.session import base_session, resolve_accounts
@@ -62,7 +56,7 @@ def _trail(args: argparse.Namespace) -> int:
         print(athena.query(args.trail_table or "cloudtrail_logs", [u.key_id for u in usages], start))
         return int(ExitCode.CLEAN)
 
-    stopping = _StopFlag()
+    stopping = StopFlag()
     with stopping.installed():
         if args.athena_workgroup:
             client = session.client("athena", region_name=(args.region or [None])[0])
@@ -139,11 +133,10 @@ def _render(usages: list[Any], fmt: str, stream: TextIO) -> None:
 def _print_summary(stream: TextIO, usages: list[Any], skips: list[Any]) -> None:
     from collections import Counter
 
-    from keysweep.cli.scan import _counts
 
     verdicts = Counter(u.verdict for u in usages)
     own = sum(u.keysweep_events for u in usages)
-    print(f"keysweep: {len(usages)} keys: {_counts(verdicts) if verdicts else 'none'}; "
+    print(f"keysweep: {len(usages)} keys: {counts(verdicts) if verdicts else 'none'}; "
           f"{own} events of keysweep's own calls not counted as use", file=stream)
     for s in skips:
         print(f"keysweep: skipped: {s.service} in {s.account} {s.region}: {s.reason}", file=stream)
