@@ -338,6 +338,7 @@ class Detector:
         severity = self._severity.get(rule, "high")
         if secret is not None:
             severity = most_severe(severity, self._secret_rule.severity)
+        example = self.example_reason(key_id, secret, location.path) if self.include_examples else None
         return Finding(
             rule=rule,
             key_id=key_id,
@@ -352,6 +353,7 @@ class Detector:
             pairing=pairing,
             has_session_token=session_token is not None,
             profile_kind=profile_kind,
+            example=example,
             secret=Secret(secret) if secret is not None else None,
             session_token=Secret(session_token) if session_token is not None else None,
         )
@@ -367,6 +369,30 @@ class Detector:
 
     def is_example_secret(self, secret: str) -> bool:
         return secret in self.ruleset.example_secrets or "EXAMPLE" in secret
+
+    def example_reason(self, key_id: str, secret: str | None = None, path: str | None = None) -> str | None:
+        """Why a finding of this key (with this secret, at this path) is hidden unless examples are included:
+        ``documentation key id``, ``placeholder key id (contains XXXX)``, ``ignored path **/moto/**``, … (several
+        joined by ``; ``), or None for a finding shown anyway."""
+        reasons = []
+        if key_id in self.ruleset.example_key_ids:
+            reasons.append("documentation key id")
+        elif (why := keyid.example_reason(key_id)) is not None:
+            reasons.append(why)
+        if secret is not None and self.is_example_secret(secret):
+            reasons.append("documentation secret" if secret in self.ruleset.example_secrets
+                           else "secret contains EXAMPLE")
+        if path and (glob := self.ruleset.ignoring_glob(path)) is not None:
+            reasons.append(f"ignored path {glob}")
+        return "; ".join(reasons) or None
+
+    def at_path(self, finding: Finding, path: str) -> Finding:
+        """The finding placed at ``path`` (found in a buffer scanned before its path was known)."""
+        found = dataclasses.replace(finding, location=dataclasses.replace(finding.location, path=path))
+        if self.include_examples:
+            found = dataclasses.replace(found, example=self.example_reason(
+                finding.key_id, finding.secret.reveal() if finding.secret else None, path))
+        return found
 
     # -- views ----------------------------------------------------------------------------------------------
 

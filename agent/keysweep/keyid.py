@@ -56,12 +56,24 @@ def is_example_key(key_id: str) -> bool:
 
     Structural only; the explicit list of documentation ids lives in rules/ignore.yaml.
     """
+    return example_reason(key_id) is not None
+
+
+def example_reason(key_id: str) -> str | None:
+    """Why :func:`is_example_key` holds for this id (``placeholder key id (contains XXXX)``), else None."""
     body = key_id[4:]
     if key_id.endswith("EXAMPLE"):
-        return True
+        return "key id ends in EXAMPLE"
     if len(set(body)) <= 3:  # AKIAAAAAAAAAAAAAAAAA, AKIA2222222222222222, AKIAABABABABABABABAB
-        return True
-    return _PLACEHOLDER_RE.search(body) is not None
+        return "placeholder key id (at most three distinct characters)"
+    m = _PLACEHOLDER_RE.search(body)
+    if m is None:
+        return None
+    if m.group() in _PLACEHOLDER_WORDS:
+        return f"placeholder key id (contains {m.group()})"
+    if m.group(1) is not None:
+        return "placeholder key id (a run of one character)"
+    return "placeholder key id (consecutive alphabet characters)"
 
 
 _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"

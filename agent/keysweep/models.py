@@ -127,6 +127,7 @@ class Finding:
     has_session_token: bool = False
     profile_kind: str | None = None  # for AWS config files: static, credential_process, sso, role_arn, canary
     verification: Verification | None = None
+    example: str | None = None  # kept by --include-examples: why it would have been hidden
     secret: Secret | None = field(default=None, repr=False, compare=False)
     session_token: Secret | None = field(default=None, repr=False, compare=False)
 
@@ -154,6 +155,8 @@ class Finding:
             "location": self.location.to_dict(),
             "verification": self.verification.to_dict() if self.verification else None,
         }
+        if self.example is not None:  # only with --include-examples: every other finding keeps its fields
+            d["example"] = self.example
         return d
 
 

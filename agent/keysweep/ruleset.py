@@ -54,7 +54,8 @@ class Ruleset:
     example_key_ids: frozenset[str]
     example_secrets: frozenset[str]
     digest: str  # sha256 of every loaded file's name and content: changes whenever a rule does
-    # (any glob's longest literal, every glob as one alternation): the first is a cheap gate, almost always false
+    # (any glob's longest literal, every glob as one alternation, one group each): the first is a cheap gate,
+    # almost always false
     _ignore: tuple[re.Pattern[str], re.Pattern[str]] | None
 
     @property
@@ -90,6 +91,13 @@ class Ruleset:
             return False
         gate, globs = self._ignore
         return gate.search(path) is not None and globs.search(path) is not None
+
+    def ignoring_glob(self, path: str) -> str | None:
+        """The first ignore glob that matches ``path`` (for saying why a finding is an example), else None."""
+        if self._ignore is None:
+            return None
+        m = self._ignore[1].search(path)
+        return self.ignore_paths[(m.lastindex or 1) - 1] if m is not None else None
 
 
 def builtin_rules_dir() -> Path:
@@ -153,7 +161,7 @@ def load_files(files: Sequence[Path]) -> Ruleset:
         literals = sorted({_longest_literal(g) for g in ignore_paths}, key=len, reverse=True)
         ignore = (
             re.compile("|".join(re.escape(lit) for lit in literals)),
-            re.compile("|".join(f"(?:{glob_to_regex(g)})" for g in ignore_paths)),
+            re.compile("|".join(f"({glob_to_regex(g)})" for g in ignore_paths)),  # group k: glob k-1
         )
     return Ruleset(
         rules=tuple(rules),

@@ -99,7 +99,10 @@ def render_table(findings: Sequence[Finding]) -> str:
         if f.has_session_token:
             secret += " +token"
         status = f.verification.status if f.verification else "-"
-        rows.append((f.severity, f.key_id, f.account_id or "-", secret, status, safe_text(describe_location(f.location))))
+        where = describe_location(f.location)
+        if f.example is not None:  # kept by --include-examples
+            where += f"  (example: {f.example})"
+        rows.append((f.severity, f.key_id, f.account_id or "-", secret, status, safe_text(where)))
     # a long place goes on its own line under its row, whole (a path that is cut cannot be used)
     lines = table_lines(rows, fold_over=TABLE_WIDTH)
     return "\n".join(lines) + f"\n\n{len(findings)} finding(s)\n"

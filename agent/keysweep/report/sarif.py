@@ -83,6 +83,8 @@ def _result(f: Finding, rule_index: int) -> dict[str, Any]:
         text += f" (account {f.account_id})"
     if f.verification is not None:
         text += f"; verification: {f.verification.status}"
+    if f.example is not None:
+        text += f"; example: {f.example}"
     result: dict[str, Any] = {
         "ruleId": f.rule,
         "ruleIndex": rule_index,

@@ -12,7 +12,6 @@ stops the walk.
 
 from __future__ import annotations
 
-import dataclasses
 import errno
 import hashlib
 import itertools
@@ -828,8 +827,7 @@ def scan_file(
             # almost every file holds no key: its Location (~1 µs to build) is made only for findings
             findings = detector.scan(head, location=_FILE, place=place)
             if findings:
-                findings = [dataclasses.replace(f, location=dataclasses.replace(f.location, path=shown))
-                            for f in findings]
+                findings = [detector.at_path(f, shown) for f in findings]
             nbytes = len(head)
         else:
             reader = _FileReader(fd, size, limit=options.max_file_size)
