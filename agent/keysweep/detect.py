@@ -721,9 +721,9 @@ class Detector:
                 if data is None or not _TOKEN_VALUE_RE.match(data):
                     continue
                 if self._named(view, s, self._token_names) or data.startswith(self._token_prefixes):
-                    rank = _distance(at, s, m.end())
-                    if best_token is None or rank < best_token[0]:
-                        best_token = (rank, data.decode("ascii"))
+                    distance = _distance(at, s, m.end())
+                    if best_token is None or distance < best_token[0]:
+                        best_token = (distance, data.decode("ascii"))
             if best_token is not None:
                 hit.token = best_token[1]
 

@@ -233,6 +233,7 @@ def _parse_rule(item: Any, path: Path, i: int) -> Rule:
     for f in ("id", "kind", "description", "severity", "regex"):
         if not isinstance(item[f], str) or not item[f]:
             raise RuleError(f"{where}: {f}: must be a non-empty string")
+    rid = item["id"]
     if not _ID_RE.match(rid):
         raise RuleError(f"{where}: id: {rid!r} must be lowercase letters, digits and '-'")
     if item["kind"] not in KINDS:

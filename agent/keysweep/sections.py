@@ -61,7 +61,7 @@ def option(
     *,
     kind: str | None = None,
     choices: tuple[str, ...] | None = None,
-    valid: Callable[[Any], bool] | None = None,
+    valid: Callable[[Any], object] | None = None,  # a truthy result: valid (a regex match will do)
     expected: str | None = None,
     lo: float | None = None,
     hi: float | None = None,

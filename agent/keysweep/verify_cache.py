@@ -60,7 +60,7 @@ class VerifyCache:
                 del self._entries[key]
                 self._dirty = True
                 return None
-        fields = {f: entry.get(f) for f in _FIELDS}
+        fields: dict[str, Any] = {f: entry.get(f) for f in _FIELDS}
         if not isinstance(fields["status"], str):
             return None
         return Verification(**fields, cached=True)

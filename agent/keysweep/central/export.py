@@ -76,7 +76,7 @@ class Column:
 
 
 @lru_cache(maxsize=1)
-def _schema_types() -> dict[str, AthenaType]:
+def _schema_types() -> dict[str, AthenaType | None]:
     schema = json.loads(resources.files("keysweep.schemas").joinpath("message-v1.schema.json").read_text())
     defs = schema["$defs"]
     return {name: from_schema(defs[name], defs) for name in ("host", "location", "verification", "spool")}

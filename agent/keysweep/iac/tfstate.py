@@ -64,5 +64,5 @@ def _instances(document: Mapping[str, Any]) -> Iterator[tuple[str, str, Mapping[
                     continue
                 primary = r.get("primary")
                 attrs = primary.get("attributes") if isinstance(primary, Mapping) else None
-                if isinstance(attrs, Mapping):
+                if isinstance(primary, Mapping) and isinstance(attrs, Mapping):
                     yield prefix + str(name), r["type"], {**attrs, "id": primary.get("id", attrs.get("id"))}
