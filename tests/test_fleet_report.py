@@ -174,7 +174,7 @@ def genuine_db(tmp_path: Path) -> tuple[Path, str]:
 
 
 HEADER_LINES, FOOTER_LINES = 1, 3  # the column names; a blank line and the two lines of totals
-COVERAGE_LINES = 3  # a blank line, the section's title and its column names, then one line per host
+COVERAGE_LINES = 4  # a blank line, the section's title, its summary and its column names, then one line per host
 
 
 def test_default_table_is_one_line_per_key(genuine_db, capsys):

@@ -10,21 +10,34 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
+import tempfile
 import textwrap
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from itertools import groupby, islice
+from operator import attrgetter
+from typing import Any, TextIO, overload
 
-from keysweep.central.coverage import DEFAULT_SILENT_AFTER, OK, HostCoverage, host_coverage
-from keysweep.central.records import STATUS_URGENCY, FindingRecord, HostRecord, arrival, host_words, key_word
-from keysweep.central.store import Store
+from keysweep.central.coverage import DEFAULT_SILENT_AFTER, NO_HEARTBEAT, OK, SILENT, HostCoverage, host_coverage
+from keysweep.central.records import (
+    STATUS_URGENCY,
+    FindingRecord,
+    FindingSummary,
+    HostRecord,
+    arrival,
+    host_words,
+    key_word,
+)
+from keysweep.central.store import Store, finding_summaries
 from keysweep.textable import table_lines
-from keysweep.textsafe import csv_cell, dump_json, safe_text, shorten
+from keysweep.textsafe import csv_cell, dumps_json, safe_text, shorten
 
 FORMATS = ("table", "json", "csv", "html")
+MAX_SUGGESTIONS = 10  # distinct suggestions read and listed per key, the key's speaker first (the rest counted)
 SEVERITY_RANK = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 # order of statuses in charts and sorting: what needs action first
 STATUS_ORDER = STATUS_URGENCY
@@ -95,18 +108,21 @@ class FleetKey:
     first_seen: str
     last_seen: str
     verified_at: str | None
-    locations: tuple[KeyLocation, ...]
-    suggestions: tuple[Mapping[str, Any], ...] = ()
+    locations: Sequence[KeyLocation]  # by host name, then place; spooled to a temporary file by load_report
+    suggestions: tuple[Mapping[str, Any], ...] = ()  # the first MAX_SUGGESTIONS distinct ones
     deactivated_by: str | None = None
     deactivated_at: str | None = None
+    host_names: tuple[str, ...] = ()  # the hosts holding it (name, else id), sorted
+    kinds: tuple[str, ...] = ()  # their compute kinds, sorted
+    suggestions_total: int = 0  # distinct suggestions the hosts holding it made
 
     @property
     def hosts(self) -> list[str]:
-        return sorted({loc.hostname or loc.host_id for loc in self.locations})
+        return list(self.host_names)
 
     @property
     def compute_kinds(self) -> list[str]:
-        return sorted({loc.host_kind for loc in self.locations})
+        return list(self.kinds)
 
     def age(self, now: datetime) -> timedelta | None:
         first = parse_time(self.first_seen)
@@ -119,7 +135,7 @@ class FleetKey:
             "severity": self.severity, "first_seen": self.first_seen, "last_seen": self.last_seen,
             "verified_at": self.verified_at, "hosts": self.hosts, "compute_kinds": self.compute_kinds,
             "locations": [loc.to_dict() for loc in self.locations],
-            "suggestions": [dict(s) for s in self.suggestions],
+            "suggestions": [dict(s) for s in self.suggestions], "suggestions_total": self.suggestions_total,
             "deactivated_by": self.deactivated_by, "deactivated_at": self.deactivated_at,
         }
 
@@ -165,28 +181,35 @@ class FleetReport:
             "deactivated_keys": sum(1 for k in self.keys if k.deactivated_at),
         }
 
-    def to_dict(self) -> dict[str, Any]:
+    def header(self) -> dict[str, Any]:
+        """The JSON document's fields before its keys and hosts."""
         return {
             "generated_at": _iso(self.generated_at),
             "silent_after_hours": self.silent_after.total_seconds() / 3600,
             "summary": self.summary(),
             "charts": {name: [{"label": lab, "value": v} for lab, v in data] for name, data in self.charts.items()},
-            "keys": [k.to_dict() for k in self.keys],
-            "hosts": [h.to_dict() for h in self.hosts],
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.header(), "keys": [k.to_dict() for k in self.keys], "hosts": [h.to_dict() for h in self.hosts]}
 
 
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def _key_from(records: Sequence[FindingRecord]) -> FleetKey:
+SuggestionOf = Callable[[FindingSummary], "Mapping[str, Any] | None"]
+
+
+def _key_from(records: Sequence[FindingSummary], suggestion_of: SuggestionOf,
+              spool: LocationSpool | None = None) -> FleetKey:
     """One key's facts from its records. Each host speaks only for itself: a host's word on the key is its own newest
     check, and the key is as urgent as the most urgent word of any host holding it (``live`` before ``invalid``), so
     one host's report adds to what the fleet knows and never overrules another's. Owner and account follow most
     hosts; suggestions come from the hosts holding the key, each marked with its host, the first from the
-    earliest host that says the key's status."""
-    by_host: dict[str, list[FindingRecord]] = {}
+    earliest host that says the key's status: the first MAX_SUGGESTIONS distinct ones are read (``suggestion_of``),
+    the others only counted. ``spool``: where the locations go (else they are kept in memory)."""
+    by_host: dict[str, list[FindingSummary]] = {}
     for rec in records:
         by_host.setdefault(rec.host_id, []).append(rec)
     words = host_words(records)
@@ -202,18 +225,20 @@ def _key_from(records: Sequence[FindingRecord]) -> FleetKey:
     suggestions: list[Mapping[str, Any]] = []
     seen: set[str] = set()
     for word in (*holders, *others):
-        rec = max((r for r in by_host[word.host_id] if r.suggestion), key=lambda r: r.version, default=None)
-        if rec is None or rec.suggestion is None:
+        rec = max((r for r in by_host[word.host_id] if r.suggestion_kind is not None), key=lambda r: r.version,
+                  default=None)
+        if rec is None or rec.suggestion_digest in seen:
             continue
-        ident = json.dumps(rec.suggestion, sort_keys=True)
-        if ident not in seen:
-            seen.add(ident)
-            suggestions.append({**rec.suggestion, "host_id": rec.host_id, "hostname": rec.hostname})
-    locations = tuple(sorted(
+        seen.add(rec.suggestion_digest or "")
+        suggestion = suggestion_of(rec) if len(suggestions) < MAX_SUGGESTIONS else None
+        if suggestion is not None:
+            suggestions.append({**suggestion, "host_id": rec.host_id, "hostname": rec.hostname})
+    ordered_locations = sorted(
         (KeyLocation(r.host_id, r.hostname, r.host_kind, place(r.location), r.location, r.first_seen, r.last_seen,
                      r.status) for r in records),
         key=lambda loc: (loc.hostname, loc.place),
-    ))
+    )
+    locations = spool.add(ordered_locations) if spool is not None else tuple(ordered_locations)
     deactivated = next((r for r in records if r.deactivated_at), None)
     ordered = [*holders, *others]
     return FleetKey(
@@ -231,12 +256,39 @@ def _key_from(records: Sequence[FindingRecord]) -> FleetKey:
         suggestions=tuple(suggestions),
         deactivated_by=deactivated.deactivated_by if deactivated else None,
         deactivated_at=deactivated.deactivated_at if deactivated else None,
+        host_names=tuple(sorted({r.hostname or r.host_id for r in records})),
+        kinds=tuple(sorted({r.host_kind for r in records})),
+        suggestions_total=len(seen),
     )
 
 
 def _sort_key(key: FleetKey) -> tuple[Any, ...]:
     status = STATUS_ORDER.index(key.status) if key.status in STATUS_ORDER else len(STATUS_ORDER)
     return (status, SEVERITY_RANK.get(key.severity, 9), -len(key.locations), key.key_id, key.fingerprint)
+
+
+class _HostCounts:
+    """Distinct keys and live keys per host, counted key by key."""
+
+    def __init__(self) -> None:
+        self.keys: Counter[str] = Counter()
+        self.live: Counter[str] = Counter()
+
+    def add(self, key: FleetKey, host_ids: Iterable[str]) -> None:
+        for host_id in set(host_ids):
+            self.keys[host_id] += 1
+            if key.status == "live":
+                self.live[host_id] += 1
+
+
+def _assemble(keys: list[FleetKey], counts: _HostCounts, hosts: Iterable[HostRecord], now: datetime,
+              silent_after: timedelta) -> FleetReport:
+    keys.sort(key=_sort_key)
+    # the store records every host that sent anything (findings too), so coverage names every host of a key
+    rows = [HostRow(c, counts.keys[c.host_id], counts.live[c.host_id])
+            for c in host_coverage(hosts, now=now, silent_after=silent_after).hosts]
+    rows.sort(key=lambda r: (not r.silent, -r.live_keys, r.coverage.hostname, r.coverage.host_id))
+    return FleetReport(now, tuple(keys), tuple(rows), silent_after, chart_data(keys, rows, now))
 
 
 def build_report(
@@ -246,24 +298,20 @@ def build_report(
     now: datetime | None = None,
     silent_after: timedelta = DEFAULT_SILENT_AFTER,
 ) -> FleetReport:
+    """The report of records in memory (every record is held); :func:`load_report` streams a store instead."""
     now = now or datetime.now(UTC)
     groups: dict[str, list[FindingRecord]] = {}
     for rec in findings:
         groups.setdefault(rec.fingerprint, []).append(rec)
-    keys = sorted((_key_from(recs) for recs in groups.values()), key=_sort_key)
-
-    keys_per_host: dict[str, set[str]] = {}
-    live_per_host: dict[str, set[str]] = {}
-    for key in keys:
-        for loc in key.locations:
-            keys_per_host.setdefault(loc.host_id, set()).add(key.fingerprint)
-            if key.status == "live":
-                live_per_host.setdefault(loc.host_id, set()).add(key.fingerprint)
-    # the store records every host that sent anything (findings too), so coverage names every host of a key
-    rows = [HostRow(c, len(keys_per_host.get(c.host_id, ())), len(live_per_host.get(c.host_id, ())))
-            for c in host_coverage(hosts, now=now, silent_after=silent_after).hosts]
-    rows.sort(key=lambda r: (not r.silent, -r.live_keys, r.coverage.hostname, r.coverage.host_id))
-    return FleetReport(now, tuple(keys), tuple(rows), silent_after, chart_data(keys, rows, now))
+    keys: list[FleetKey] = []
+    counts = _HostCounts()
+    for recs in groups.values():
+        by_place = {(r.host_id, r.finding_fingerprint): r for r in recs}
+        key = _key_from([FindingSummary.of(r) for r in recs],
+                        lambda s, by_place=by_place: by_place[(s.host_id, s.finding_fingerprint)].suggestion)
+        keys.append(key)
+        counts.add(key, (r.host_id for r in recs))
+    return _assemble(keys, counts, hosts, now, silent_after)
 
 
 def chart_data(keys: Sequence[FleetKey], hosts: Sequence[HostRow], now: datetime | None = None) -> dict[str, list[tuple[str, int]]]:
@@ -297,7 +345,72 @@ def chart_data(keys: Sequence[FleetKey], hosts: Sequence[HostRow], now: datetime
 
 def load_report(store: Store, *, now: datetime | None = None,
                 silent_after: timedelta = DEFAULT_SILENT_AFTER) -> FleetReport:
-    return build_report(store.iter_findings(), store.iter_hosts(), now=now, silent_after=silent_after)
+    """The report of a store in bounded memory: the findings are read key by key as summaries (nothing decoded but
+    the few suggestions shown), each key's locations go to a temporary file, and only the keys' facts and the hosts'
+    coverage are held."""
+    now = now or datetime.now(UTC)
+    spool = LocationSpool()
+    keys: list[FleetKey] = []
+    counts = _HostCounts()
+
+    def suggestion_of(summary: FindingSummary) -> Mapping[str, Any] | None:
+        record = store.get_finding(summary.host_id, summary.finding_fingerprint)
+        return record.suggestion if record else None
+
+    for _, group in groupby(finding_summaries(store), key=attrgetter("fingerprint")):
+        records = list(group)
+        key = _key_from(records, suggestion_of, spool)
+        keys.append(key)
+        counts.add(key, (r.host_id for r in records))
+    return _assemble(keys, counts, store.iter_hosts(), now, silent_after)
+
+
+class LocationSpool:
+    """Keys' locations in an unnamed temporary file (private, gone when closed), as JSON lines, each key's together."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile(mode="w+b")
+
+    def add(self, locations: Sequence[KeyLocation]) -> SpooledLocations:
+        self._file.seek(0, os.SEEK_END)
+        start = self._file.tell()
+        for loc in locations:
+            self._file.write(json.dumps(loc.to_dict(), ensure_ascii=False, separators=(",", ":")).encode())
+            self._file.write(b"\n")
+        return SpooledLocations(self, start, self._file.tell() - start, len(locations))
+
+    def read(self, start: int, size: int) -> bytes:
+        self._file.seek(start)
+        return self._file.read(size)
+
+
+class SpooledLocations(Sequence[KeyLocation]):
+    """One key's locations in a :class:`LocationSpool`: counted without reading, read on each iteration."""
+
+    def __init__(self, spool: LocationSpool, start: int, size: int, count: int) -> None:
+        self._spool, self._start, self._size, self._count = spool, start, size, count
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[KeyLocation]:
+        for line in self._spool.read(self._start, self._size).splitlines():
+            d = json.loads(line)
+            yield KeyLocation(d["host_id"], d["hostname"], d["host_kind"], d["place"], d["location"],
+                              d["first_seen"], d["last_seen"], d["status"])
+
+    @overload
+    def __getitem__(self, index: int) -> KeyLocation: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[KeyLocation]: ...
+
+    def __getitem__(self, index: int | slice) -> KeyLocation | list[KeyLocation]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        if not -self._count <= index < self._count:
+            raise IndexError(index)
+        return next(islice(self, index % self._count, None))
 
 
 # ------------------------------------------------------------------------------------------------ text outputs
@@ -426,18 +539,41 @@ def _details(k: FleetKey, now: datetime) -> list[str]:
     return out
 
 
+TABLE_KEYS = 300  # key lines in the default table (the most urgent); --details lists every key
+TABLE_HOSTS = 50  # host lines in the default table's coverage (silent ones first); --details lists every host
+
+
+def coverage_summary(report: FleetReport) -> str:
+    """One line: hosts by state, then the agent versions (the most common first)."""
+    states = Counter(row.coverage.state for row in report.hosts)
+    versions = Counter(row.coverage.agent_version or "unknown" for row in report.hosts).most_common()
+    shown = ", ".join(f"{safe_text(v)} x{n}" for v, n in versions[:4])
+    more = f", {len(versions) - 4} more" if len(versions) > 4 else ""
+    by_state = ", ".join(f"{states[s]} {s}" for s in (OK, SILENT, NO_HEARTBEAT) if states[s]) or "none"
+    return f"{len(report.hosts)} host(s): {by_state}; agent versions: {shown or '-'}{more}"
+
+
 def write_table(report: FleetReport, out: TextIO, *, details: bool = False) -> None:
-    """One line per key (most urgent first), the hosts' coverage, the totals; ``details``: each key in full after
-    the table (locations, owner ARN, the suggestion with its steps and whole commands)."""
+    """One line per key (most urgent first, at most TABLE_KEYS), the hosts' coverage (a summary line, then the
+    hosts: all of them in a small fleet, else the silent ones first, at most TABLE_HOSTS), the totals; ``details``:
+    every key and host, and each key in full after the table (locations, owner ARN, the suggestion with its steps
+    and whole commands)."""
     s = report.summary()
     keys = table_order(report.keys)
-    lines = _key_lines(keys, report.generated_at)
+    shown = keys if details else keys[:TABLE_KEYS]
+    lines = _key_lines(shown, report.generated_at)
+    if len(shown) < len(keys):
+        lines.append(f"... {len(keys) - len(shown)} more key(s), less urgent: --details (or --format csv) lists "
+                     "every key")
     if details:
         for k in keys:
             lines += ["", *_details(k, report.generated_at)]
+    hosts = list(report.hosts) if details or len(report.hosts) <= TABLE_HOSTS else \
+        [row for row in report.hosts if row.silent or row.coverage.errors][:TABLE_HOSTS]
     lines += ["", f"HOST COVERAGE (silent = no heartbeat for {report.silent_after.total_seconds() / 3600:g} h)",
+              coverage_summary(report),
               f"{'HOST':<22} {'KIND':<11} {'AGENT':<10} {'LAST HEARTBEAT':<17} {'KEYS':>4} {'LIVE':>4}  STATE"]
-    for row in report.hosts:
+    for row in hosts:
         h = row.coverage
         state = h.state.upper() if row.silent else h.state
         if h.errors:
@@ -445,6 +581,9 @@ def write_table(report: FleetReport, out: TextIO, *, details: bool = False) -> N
         heartbeat = f"{h.last_heartbeat[:16]}Z" if h.last_heartbeat else None  # to the minute
         lines.append(f"{_short(h.hostname, 22):<22} {_short(h.kind, 11):<11} {_short(h.agent_version, 10):<10} "
                      f"{_short(heartbeat, 17):<17} {row.keys:>4} {row.live_keys:>4}  {state}")
+    if len(hosts) < len(report.hosts):
+        lines.append(f"... {len(report.hosts) - len(hosts)} more host(s) ({len(hosts)} shown: the silent and those "
+                     "with errors first): --details lists every host")
     lines += ["", f"{s['keys']} key(s): {s['live_keys']} live, {s['deactivated_keys']} deactivated; in "
               f"{s['locations']} place(s) on {s['hosts_with_keys']} host(s)",
               f"{s['hosts']} host(s) known, {s['silent_hosts']} silent; generated {_iso(report.generated_at)}"
@@ -452,11 +591,33 @@ def write_table(report: FleetReport, out: TextIO, *, details: bool = False) -> N
     out.write("\n".join(lines) + "\n")
 
 
+def _indented(text: str, pad: str) -> str:
+    return text.replace("\n", "\n" + pad)
+
+
+def write_json(report: FleetReport, stream: TextIO) -> None:
+    """:meth:`FleetReport.to_dict` as indented JSON, written one key and one host at a time (never whole in
+    memory)."""
+    stream.write("{\n")
+    for name, value in report.header().items():
+        stream.write(f"  {json.dumps(name)}: {_indented(dumps_json(value, indent=2), '  ')},\n")
+    sections: tuple[tuple[str, Iterable[FleetKey] | Iterable[HostRow]], ...] = (
+        ("keys", report.keys), ("hosts", report.hosts))
+    for i, (name, items) in enumerate(sections):
+        stream.write(f"  {json.dumps(name)}: [")
+        sep = "\n    "
+        for item in items:
+            stream.write(sep + _indented(dumps_json(item.to_dict(), indent=2), "    "))
+            sep = ",\n    "
+        stream.write(("]" if sep == "\n    " else "\n  ]") + ("," if i < len(sections) - 1 else "") + "\n")
+    stream.write("}\n")
+
+
 def render_report(report: FleetReport, fmt: str, stream: TextIO, *, details: bool = False) -> None:
     """``report`` in ``fmt``; ``details`` (table only: the other formats always carry everything) adds each key in
     full after the one-line-per-key table."""
     if fmt == "json":
-        dump_json(report.to_dict(), stream)
+        write_json(report, stream)
     elif fmt == "csv":
         write_csv(report, stream)
     elif fmt == "table":

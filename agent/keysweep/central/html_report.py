@@ -13,10 +13,11 @@ import base64
 import hashlib
 import html
 from collections.abc import Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from keysweep import __version__
-from keysweep.central.fleet_report import FleetKey, FleetReport, HostRow
+from keysweep.central.fleet_report import FleetKey, FleetReport, HostRow, coverage_summary
 from keysweep.textsafe import safe_text
 
 STATUS_COLOURS = {
@@ -24,6 +25,11 @@ STATUS_COLOURS = {
     "invalid": "#9e9e9e", "skipped": "#b0bec5", "unverified": "#fbc02d",
 }
 OPEN_LIVE_KEYS = 10
+# what one page shows of a large fleet (the JSON and CSV outputs carry everything)
+PAGE_KEYS = 1000  # key rows, the most urgent first
+PAGE_LOCATIONS = 25  # places listed under each key
+PAGE_SUGGESTIONS = 3  # suggestions shown under each key
+PAGE_HOSTS = 500  # host rows: every host of a small fleet, else those needing attention first
 CHARTS: tuple[tuple[str, str, str], ...] = (
     ("live_keys_by_account", "Live keys by account", "#c62828"),
     ("keys_by_status", "Keys by verification status", "status"),
@@ -145,8 +151,9 @@ def _suggestion(s: Mapping[str, Any]) -> str:
 
 
 def _key_rows(k: FleetKey, *, open_details: bool = False) -> str:
-    search = " ".join([k.key_id, k.account_id or "", k.status, k.owner_arn or "", *k.hosts,
-                       *(loc.place for loc in k.locations), *k.compute_kinds]).lower()
+    shown = list(islice(k.locations, PAGE_LOCATIONS))
+    search = " ".join([k.key_id, k.account_id or "", k.status, k.owner_arn or "", *k.hosts[:PAGE_LOCATIONS],
+                       *(loc.place for loc in shown), *k.compute_kinds]).lower()
     row = (
         f'<tr class="ks-key" data-search="{esc(search)}"><td><code>{esc(k.key_id)}</code></td>'
         f"<td>{esc(k.account_id or '?')}</td><td>{_badge(k.status)}</td><td>{esc(k.owner_arn or '-')}</td>"
@@ -156,11 +163,18 @@ def _key_rows(k: FleetKey, *, open_details: bool = False) -> str:
     locs = "".join(
         f"<tr><td>{esc(loc.hostname)}</td><td>{esc(loc.host_kind)}</td><td><code>{esc(loc.place)}</code></td>"
         f"<td>{esc(loc.last_seen[:19])}</td></tr>"
-        for loc in k.locations
+        for loc in shown
     )
+    if len(k.locations) > len(shown):
+        locs += (f'<tr><td colspan="4" class="muted">and {len(k.locations) - len(shown)} more place(s), on '
+                 f"{len(k.hosts)} host(s) in all: the JSON and CSV reports list every place</td></tr>")
     deact = (f"<p><b>Deactivated</b> {esc(k.deactivated_at)} by {esc(k.deactivated_by)}</p>"
              if k.deactivated_at else "")
-    suggestions = "".join(_suggestion(s) for s in k.suggestions) or '<p class="muted">No suggestion reported.</p>'
+    suggestions = "".join(_suggestion(s) for s in k.suggestions[:PAGE_SUGGESTIONS]) or \
+        '<p class="muted">No suggestion reported.</p>'
+    if k.suggestions_total > PAGE_SUGGESTIONS:
+        suggestions += (f'<p class="muted">{k.suggestions_total - PAGE_SUGGESTIONS} other host(s) suggest '
+                        "differently: see the JSON report.</p>")
     detail = (
         f'<tr class="ks-detail"><td colspan="8"><details{" open" if open_details else ""}><summary>{len(k.locations)} location(s), owner and '
         f"replacement</summary><p><b>Owner:</b> {esc(k.owner_arn or 'unknown')} &middot; <b>fingerprint</b> "
@@ -222,8 +236,17 @@ def render_html(report: FleetReport) -> str:
     )
     # the first live keys are shown unfolded: their places and replacement are what the reader came for
     keys = "".join(_key_rows(k, open_details=k.status == "live" and i < OPEN_LIVE_KEYS)
-                   for i, k in enumerate(report.keys)) or '<tr><td colspan="8">No keys reported.</td></tr>'
-    hosts = "".join(_host_row(h) for h in report.hosts) or '<tr><td colspan="9">No hosts reported.</td></tr>'
+                   for i, k in enumerate(islice(report.keys, PAGE_KEYS))) or \
+        '<tr><td colspan="8">No keys reported.</td></tr>'
+    if len(report.keys) > PAGE_KEYS:
+        keys += (f'<tr><td colspan="8" class="muted">and {len(report.keys) - PAGE_KEYS} more key(s), less urgent: '
+                 "the JSON and CSV reports list every key</td></tr>")
+    rows = report.hosts if len(report.hosts) <= PAGE_HOSTS else \
+        sorted(report.hosts, key=lambda h: not (h.silent or h.coverage.errors))[:PAGE_HOSTS]
+    hosts = "".join(_host_row(h) for h in rows) or '<tr><td colspan="9">No hosts reported.</td></tr>'
+    if len(rows) < len(report.hosts):
+        hosts += (f'<tr><td colspan="9" class="muted">and {len(report.hosts) - len(rows)} more host(s) (silent ones '
+                  "and those with errors are shown first): the JSON report lists every host</td></tr>")
     subtitle = (f"generated {esc(generated)} by keysweep {esc(__version__)}\n&middot; silent = no heartbeat for "
                 f"{report.silent_after.total_seconds() / 3600:g} h")
     body = f"""{cards(counters)}
@@ -231,7 +254,7 @@ def render_html(report: FleetReport) -> str:
 <section><h2>Keys</h2><input id="ks-filter" type="search" placeholder="filter by key, account, host, path, owner…">
 <table><thead><tr><th>Key id</th><th>Account</th><th>Status</th><th>Owner</th><th>Hosts</th><th>Compute</th>
 <th>First seen</th><th>Last seen</th></tr></thead><tbody>{keys}</tbody></table></section>
-<section><h2>Host coverage</h2><table><thead><tr><th>Host</th><th>Kind</th><th>Agent</th><th>Last heartbeat</th>
+<section><h2>Host coverage</h2><p>{esc(coverage_summary(report))}</p><table><thead><tr><th>Host</th><th>Kind</th><th>Agent</th><th>Last heartbeat</th>
 <th>State</th><th>Keys</th><th>Live</th><th>Files scanned</th><th>Errors</th></tr></thead><tbody>{hosts}</tbody></table>
 </section>"""
     return page(f"keysweep fleet report {generated}", "keysweep fleet report", subtitle, body)

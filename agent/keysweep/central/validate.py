@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping
-from functools import lru_cache
+from collections.abc import Callable, Mapping
+from functools import cached_property, lru_cache
 from typing import Any
 
 from keysweep.errors import KeysweepError
@@ -105,78 +105,244 @@ class Validator:
     def errors(self, instance: Any) -> list[str]:
         """Every rule ``instance`` breaks, as ``path: rule`` strings (at most MAX_ERRORS)."""
         out: list[str] = []
-        self._validate(instance, self.schema, "$", out)
+        self._check(instance, "$", out)
         return out[:MAX_ERRORS]
 
-    def _validate(self, value: Any, schema: Any, path: str, out: list[str]) -> None:
+    @cached_property
+    def _check(self) -> Check:
+        """The schema compiled once into nested checks (a collector validates thousands of messages a second)."""
+        return self._compile(self.schema, {})
+
+    def _compile(self, schema: Any, refs: dict[str, Check]) -> Check:
+        """A check of ``schema``: appends each rule the value breaks to ``out``, in the order of the keywords below."""
         if schema is True:
-            return
+            return _nothing
         if schema is False:
-            out.append(f"{path}: not allowed")
-            return
+            return _not_allowed
+        steps: list[Check] = []
         if "$ref" in schema:
-            self._validate(value, self._resolve(schema["$ref"]), path, out)
+            steps.append(self._ref(schema["$ref"], refs))
         if "type" in schema:
             names = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-            if not any(_is_type(value, n) for n in names):
-                out.append(f"{path}: must be of type {'/'.join(names)}")
-                return
-        if "const" in schema and not _same(value, schema["const"]):
-            out.append(f"{path}: must be the constant {json.dumps(schema['const'])}")
-        if "enum" in schema and not any(_same(value, e) for e in schema["enum"]):
-            out.append(f"{path}: must be one of the schema's allowed values")
-        if isinstance(value, str):
-            if "minLength" in schema and len(value) < schema["minLength"]:
-                out.append(f"{path}: shorter than {schema['minLength']}")
-            if "maxLength" in schema and len(value) > schema["maxLength"]:
-                out.append(f"{path}: longer than {schema['maxLength']}")
-            if "pattern" in schema and not self._patterns[schema["pattern"]].search(value):
-                out.append(f"{path}: does not match the schema's pattern")
-        if _is_type(value, "number"):
-            if "minimum" in schema and value < schema["minimum"]:
-                out.append(f"{path}: below {schema['minimum']}")
-            if "maximum" in schema and value > schema["maximum"]:
-                out.append(f"{path}: above {schema['maximum']}")
-        if isinstance(value, list):
-            if "minItems" in schema and len(value) < schema["minItems"]:
-                out.append(f"{path}: fewer than {schema['minItems']} items")
-            if "maxItems" in schema and len(value) > schema["maxItems"]:
-                out.append(f"{path}: more than {schema['maxItems']} items")
-            if "items" in schema:
-                for i, item in enumerate(value):
-                    self._validate(item, schema["items"], f"{path}[{i}]", out)
-        if isinstance(value, dict):
-            if "maxProperties" in schema and len(value) > schema["maxProperties"]:
-                out.append(f"{path}: more than {schema['maxProperties']} properties")
-            if "propertyNames" in schema:
+            steps.append(_type_check(names))
+        if "const" in schema:
+            steps.append(_const_check(schema["const"]))
+        if "enum" in schema:
+            steps.append(_enum_check(schema["enum"]))
+        if any(k in schema for k in ("minLength", "maxLength", "pattern")):
+            steps.append(_string_check(schema, self._patterns.get(schema.get("pattern", ""))))
+        if "minimum" in schema or "maximum" in schema:
+            steps.append(_number_check(schema.get("minimum"), schema.get("maximum")))
+        if any(k in schema for k in ("minItems", "maxItems", "items")):
+            items = self._compile(schema["items"], refs) if "items" in schema else None
+            steps.append(_array_check(schema.get("minItems"), schema.get("maxItems"), items))
+        if any(k in schema for k in ("maxProperties", "propertyNames", "required", "properties",
+                                     "additionalProperties")):
+            steps.append(self._object_check(schema, refs))
+        steps += [self._compile(sub, refs) for sub in schema.get("allOf", ())]
+        if "anyOf" in schema:
+            steps.append(_any_of([self._compile(sub, refs) for sub in schema["anyOf"]]))
+        if "oneOf" in schema:
+            steps.append(_one_of([self._compile(sub, refs) for sub in schema["oneOf"]]))
+        if "not" in schema:
+            steps.append(_not(self._compile(schema["not"], refs)))
+        if "if" in schema:
+            steps.append(_if(self._compile(schema["if"], refs),
+                             self._compile(schema["then"], refs) if "then" in schema else None,
+                             self._compile(schema["else"], refs) if "else" in schema else None))
+        return _sequence(steps)
+
+    def _ref(self, ref: str, refs: dict[str, Check]) -> Check:
+        """The check of a reference, compiled once; a reference inside itself resolves when first run."""
+        if ref not in refs:
+            box: list[Check] = []
+            refs[ref] = lambda value, path, out: box[0](value, path, out)
+            box.append(self._compile(self._resolve(ref), refs))
+        return refs[ref]
+
+    def _object_check(self, schema: Mapping[str, Any], refs: dict[str, Check]) -> Check:
+        max_props = schema.get("maxProperties")
+        names = self._compile(schema["propertyNames"], refs) if "propertyNames" in schema else None
+        required = tuple(schema.get("required", ()))
+        properties = {name: self._compile(sub, refs) for name, sub in schema.get("properties", {}).items()}
+        extra = self._compile(schema["additionalProperties"], refs) if "additionalProperties" in schema else None
+
+        def check(value: Any, path: str, out: list[str]) -> bool:
+            if not isinstance(value, dict):
+                return True
+            if max_props is not None and len(value) > max_props:
+                out.append(f"{path}: more than {max_props} properties")
+            if names is not None:
                 for name in value:
-                    self._validate(name, schema["propertyNames"], f"{path}.<key>", out)
-            for name in schema.get("required", ()):
+                    names(name, f"{path}.<key>", out)
+            for name in required:
                 if name not in value:
                     out.append(f"{path}: missing required field {name!r}")
-            properties = schema.get("properties", {})
             for name, item in value.items():
-                if name in properties:
-                    self._validate(item, properties[name], f"{path}.{name}", out)
-                elif "additionalProperties" in schema:
-                    self._validate(item, schema["additionalProperties"], f"{path}.<key>", out)
-        for sub in schema.get("allOf", ()):
-            self._validate(value, sub, path, out)
-        if "anyOf" in schema and not any(not self._sub_errors(value, s, path) for s in schema["anyOf"]):
-            out.append(f"{path}: matches none of the allowed shapes")
-        if "oneOf" in schema and sum(not self._sub_errors(value, s, path) for s in schema["oneOf"]) != 1:
-            out.append(f"{path}: must match exactly one allowed shape")
-        if "not" in schema and not self._sub_errors(value, schema["not"], path):
-            out.append(f"{path}: matches a forbidden shape")
-        if "if" in schema:
-            branch = "then" if not self._sub_errors(value, schema["if"], path) else "else"
-            if branch in schema:
-                self._validate(value, schema[branch], path, out)
+                sub = properties.get(name)
+                if sub is not None:
+                    sub(item, f"{path}.{name}", out)
+                elif extra is not None:
+                    extra(item, f"{path}.<key>", out)
+            return True
 
-    def _sub_errors(self, value: Any, schema: Any, path: str) -> list[str]:
-        errs: list[str] = []
-        self._validate(value, schema, path, errs)
-        return errs
+        return check
+
+
+# A check appends what ``value`` breaks to ``out``; False stops the checks after it (a value of the wrong type).
+Check = Callable[[Any, str, list[str]], "bool | None"]
+
+
+def _nothing(value: Any, path: str, out: list[str]) -> bool:
+    return True
+
+
+def _not_allowed(value: Any, path: str, out: list[str]) -> bool:
+    out.append(f"{path}: not allowed")
+    return True
+
+
+def _sequence(steps: list[Check]) -> Check:
+    if not steps:
+        return _nothing
+    if len(steps) == 1:
+        only = steps[0]
+
+        def single(value: Any, path: str, out: list[str]) -> bool:
+            only(value, path, out)
+            return True
+
+        return single
+
+    def run(value: Any, path: str, out: list[str]) -> bool:
+        for step in steps:
+            if step(value, path, out) is False:
+                break
+        return True
+
+    return run
+
+
+_PLAIN_TYPES = {"object": dict, "array": list, "string": str, "null": type(None), "boolean": bool}
+
+
+def _type_check(names: list[str]) -> Check:
+    for name in names:
+        _is_type(None, name)  # refuses an unknown type name now, not on the first message
+    plain = tuple(_PLAIN_TYPES[n] for n in names if n in _PLAIN_TYPES)
+    numeric = [n for n in names if n not in _PLAIN_TYPES]
+
+    def check(value: Any, path: str, out: list[str]) -> bool:
+        if isinstance(value, plain) or (numeric and any(_is_type(value, n) for n in numeric)):
+            return True
+        out.append(f"{path}: must be of type {'/'.join(names)}")
+        return False
+
+    return check
+
+
+def _const_check(const: Any) -> Check:
+    def check(value: Any, path: str, out: list[str]) -> bool:
+        if not _same(value, const):
+            out.append(f"{path}: must be the constant {json.dumps(const)}")
+        return True
+
+    return check
+
+
+def _enum_check(allowed: list[Any]) -> Check:
+    def check(value: Any, path: str, out: list[str]) -> bool:
+        if not any(_same(value, e) for e in allowed):
+            out.append(f"{path}: must be one of the schema's allowed values")
+        return True
+
+    return check
+
+
+def _string_check(schema: Mapping[str, Any], pattern: re.Pattern[str] | None) -> Check:
+    low, high = schema.get("minLength"), schema.get("maxLength")
+
+    def check(value: Any, path: str, out: list[str]) -> bool:
+        if isinstance(value, str):
+            if low is not None and len(value) < low:
+                out.append(f"{path}: shorter than {low}")
+            if high is not None and len(value) > high:
+                out.append(f"{path}: longer than {high}")
+            if pattern is not None and not pattern.search(value):
+                out.append(f"{path}: does not match the schema's pattern")
+        return True
+
+    return check
+
+
+def _number_check(low: Any, high: Any) -> Check:
+    def check(value: Any, path: str, out: list[str]) -> bool:
+        if _is_type(value, "number"):
+            if low is not None and value < low:
+                out.append(f"{path}: below {low}")
+            if high is not None and value > high:
+                out.append(f"{path}: above {high}")
+        return True
+
+    return check
+
+
+def _array_check(low: int | None, high: int | None, items: Check | None) -> Check:
+    def check(value: Any, path: str, out: list[str]) -> bool:
+        if isinstance(value, list):
+            if low is not None and len(value) < low:
+                out.append(f"{path}: fewer than {low} items")
+            if high is not None and len(value) > high:
+                out.append(f"{path}: more than {high} items")
+            if items is not None:
+                for i, item in enumerate(value):
+                    items(item, f"{path}[{i}]", out)
+        return True
+
+    return check
+
+
+def _passes(check: Check, value: Any, path: str) -> bool:
+    errs: list[str] = []
+    check(value, path, errs)
+    return not errs
+
+
+def _any_of(subs: list[Check]) -> Check:
+    def check(value: Any, path: str, out: list[str]) -> bool:
+        if not any(_passes(sub, value, path) for sub in subs):
+            out.append(f"{path}: matches none of the allowed shapes")
+        return True
+
+    return check
+
+
+def _one_of(subs: list[Check]) -> Check:
+    def check(value: Any, path: str, out: list[str]) -> bool:
+        if sum(_passes(sub, value, path) for sub in subs) != 1:
+            out.append(f"{path}: must match exactly one allowed shape")
+        return True
+
+    return check
+
+
+def _not(sub: Check) -> Check:
+    def check(value: Any, path: str, out: list[str]) -> bool:
+        if _passes(sub, value, path):
+            out.append(f"{path}: matches a forbidden shape")
+        return True
+
+    return check
+
+
+def _if(condition: Check, then: Check | None, otherwise: Check | None) -> Check:
+    def check(value: Any, path: str, out: list[str]) -> bool:
+        branch = then if _passes(condition, value, path) else otherwise
+        if branch is not None:
+            branch(value, path, out)
+        return True
+
+    return check
 
 
 def depth_error(value: Any, limit: int = MAX_DEPTH) -> str | None:

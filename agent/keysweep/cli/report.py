@@ -9,7 +9,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from keysweep.atomicfile import atomic_write
+from keysweep.atomicfile import atomic_output
 from keysweep.central.fleet_report import FORMATS, load_report, render_report
 from keysweep.central.securityhub import ExportResult, export_report
 from keysweep.central.store import DEFAULT_DB, Store, open_store
@@ -51,11 +51,6 @@ def open_existing_store(db: str) -> Store:
     return open_store(db, create=False)
 
 
-def _write(path: str, text: str) -> None:
-    """Write the whole report or nothing."""
-    atomic_write(Path(path), text.encode("utf-8"), mode=0o640)
-
-
 def run(args: argparse.Namespace) -> ExitCode:
     if args.silent_after <= 0:
         raise ConfigError(f"--silent-after {args.silent_after}: must be more than 0 hours")
@@ -67,10 +62,12 @@ def run(args: argparse.Namespace) -> ExitCode:
     finally:
         store.close()
     if args.output:
-        buf = io.StringIO()
-        render_report(report, args.format, buf, details=args.details)
         try:
-            _write(args.output, buf.getvalue())
+            with atomic_output(Path(args.output), mode=0o640) as raw:  # the whole report or nothing
+                text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
+                render_report(report, args.format, text, details=args.details)
+                text.flush()
+                text.detach()
         except OSError as exc:
             raise ConfigError(f"--output {args.output}: {exc.strerror or exc}") from None
         print(f"keysweep: wrote {args.format} report of {len(report.keys)} key(s) to {args.output}", file=sys.stderr)
