@@ -140,8 +140,9 @@ class Replayer:
 
     def run(self, lines: Iterator[Line]) -> ReplayStats:
         """Apply every line, up to ``batch_lines`` lines in one store transaction where the handler can
-        (``handle_batch``; 1 for a live pipe, so that each line is applied as it comes); stops at the first store failure (``stopped_at_line``: the first line of the batch that
-        failed, none of which may be taken as applied). Raises nothing but interrupts."""
+        (``handle_batch``; 1 for a live pipe, so that each line is applied as it comes). Stops at the first store
+        failure: ``stopped_at_line`` is the first line of the batch that failed, none of which may be taken as
+        applied. Raises nothing but interrupts."""
         batch: list[tuple[Line, str, Origin | None]] = []
         size = 0
         for line in lines:
