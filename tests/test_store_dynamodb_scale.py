@@ -3,6 +3,7 @@ segments for full reads, and tables written before the index made fully indexed 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 import zlib
@@ -13,10 +14,13 @@ from typing import Any
 import boto3
 import pytest
 from keysweep.central import store_dynamodb as ddb
+from keysweep.central.handler import MessageHandler, Outcome
 from keysweep.central.key_states import KeyState
+from keysweep.central.records import FindingSummary
 from keysweep.central.store import open_store
 from keysweep.central.store_dynamodb import INDEX, SHARDS, DynamoDBStore
 
+from tests.support import fleet
 from tests.support import messages as M
 from tests.support.recording_proxy import RecordingProxy, recording_proxy
 
@@ -88,6 +92,11 @@ def test_a_table_written_before_the_index_is_scanned_until_indexed_then_listed(p
     new = DynamoDBStore(f"scratch-{uuid.uuid4().hex[:8]}")
     fill(new, 6)
     new.record_deactivation("AKIAXYZDQCEN4B6JSJQI", "secops", "2026-12-01T00:00:00.000Z")
+    # and one finding of the layout before per-host records (a host that has not reported since)
+    legacy = ddb.merge_finding(None, M.finding_message(host_info=M.host("host-legacy", "legacy", "on-premises")))
+    client.put_item(TableName=table, Item={
+        "pk": {"S": f"FINDING#{legacy.finding_fingerprint}"}, "sk": {"S": "FINDING"}, "type": {"S": "finding"},
+        "rev": {"N": "1"}, "data": {"B": ddb._encode(legacy.to_dict())}})
     for item in client.scan(TableName=new.table)["Items"]:
         if item["pk"]["S"] != "META":
             old = {k: v for k, v in item.items() if k not in ("tpk", "tsk", "summary", "last_heartbeat")}
@@ -105,7 +114,8 @@ def test_a_table_written_before_the_index_is_scanned_until_indexed_then_listed(p
     assert isinstance(collector, DynamoDBStore)
     description = client.describe_table(TableName=table)["Table"]
     assert [g["IndexName"] for g in description["GlobalSecondaryIndexes"]] == [INDEX]
-    old_items = [i for i in client.scan(TableName=table)["Items"] if i["type"]["S"] in ("host", "finding")]
+    old_items = [i for i in client.scan(TableName=table)["Items"]
+                 if i["type"]["S"] in ("host", "finding") and i["sk"]["S"] != "FINDING"]
     assert old_items and all("tpk" in i and "tsk" in i for i in old_items)
     assert collector.indexed()  # moto builds the index at once; AWS marks it on a later opening once it is active
     collector.close()
@@ -115,6 +125,8 @@ def test_a_table_written_before_the_index_is_scanned_until_indexed_then_listed(p
     hosts = list(reader.iter_hosts())
     assert [h.host_id for h in hosts] == [f"host-{h:03d}" for h in range(6)]
     assert reader._deactivations() == {"AKIAXYZDQCEN4B6JSJQI": ("secops", "2026-12-01T00:00:00.000Z")}
+    summaries = list(reader.iter_finding_summaries())
+    assert len(summaries) == 13 and "host-legacy" in {s.host_id for s in summaries}  # the old layout's too
     assert operations(proxy, start)["Scan"] == 0
     reader.close()
 
@@ -129,7 +141,8 @@ def test_index_keys_order_findings_by_key_then_host_and_fit_dynamodbs_limits(mot
     assert len(entry["tsk"]["S"].encode()) <= 1024
     assert entry["tpk"]["S"] == f"finding#{zlib.crc32(long_host.encode()) % SHARDS}"
     summary = json.loads(zlib.decompress(entry["summary"]["B"]))
-    assert set(summary) == set(ddb.SUMMARY_FIELDS) and summary["host_id"] == long_host
+    assert set(summary) == {f.name for f in dataclasses.fields(FindingSummary)} - {"deactivated_by", "deactivated_at"}
+    assert summary["host_id"] == long_host
     # (fingerprint, host id, place) order as a tuple sorts, even for host ids with separators in them
     keys = [ddb.finding_index(ddb.FindingRecord.from_dict({**record.to_dict(), "host_id": h}))["tsk"]["S"]
             for h in ("a#b", "a", "a b", "ab")]
@@ -139,3 +152,30 @@ def test_index_keys_order_findings_by_key_then_host_and_fit_dynamodbs_limits(mot
     assert store.upsert_finding(msg) is True  # within DynamoDB's key limits: stored, not refused
     assert [h.host_id for h in store.iter_hosts()] == [long_host]
     store.close()
+
+
+def test_summaries_and_one_keys_records_match_sqlite_without_a_scan(proxy: RecordingProxy, tmp_path: Any) -> None:
+    """The fleet view's two reads answer exactly what the SQLite store answers for the same messages, from the
+    index: no scan of the table."""
+    extra = [M.finding_message(host_info=fleet.WEB1, key_id=fleet.LIVE_KEY, path=path, sent_at="2026-11-28T10:03:00Z")
+             for path in ("/srv/b/.env", "/srv/a/.env")]  # the same key in three places of one host
+    stores = [open_store(str(tmp_path / "fleet.db")), open_store(f"dynamodb://keysweep-sum-{uuid.uuid4().hex[:8]}")]
+    sent = [*fleet.messages(), *extra]
+    for store in stores:
+        handler = MessageHandler(store)
+        for message in sent:
+            assert handler.handle(json.dumps(message)).outcome is Outcome.OK
+        store.record_deactivation(fleet.DEAD_KEY, "arn:aws:iam::1:user/secops", "2026-12-01T00:00:00.000Z")
+    sqlite, dynamo = stores
+    start = len(proxy.snapshot())
+    summaries = list(dynamo.iter_finding_summaries())
+    assert summaries == list(sqlite.iter_finding_summaries())
+    assert len(summaries) == 7 and any(s.deactivated_by for s in summaries)
+    keys = list(dict.fromkeys(s.fingerprint for s in summaries))
+    for key in keys:
+        assert [r.to_dict() for r in dynamo.iter_key_findings(key)] == [
+            r.to_dict() for r in sqlite.iter_key_findings(key)]
+    assert list(dynamo.iter_key_findings("0" * 32)) == []
+    assert operations(proxy, start)["Scan"] == 0
+    for store in stores:
+        store.close()

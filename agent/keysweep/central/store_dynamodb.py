@@ -24,21 +24,24 @@ type mapping), and findings also the plain attributes ``key_id``, ``fingerprint`
 writer makes the condition fail and the merge is redone from the fresh item, so no update is ever lost.
 
 Reads at scale. A sparse global secondary index, :data:`INDEX` (hash ``tpk``, range ``tsk``, a few small attributes
-projected), lists what a summary needs without reading the table: hosts (``tpk`` = ``host#<shard>``, ``tsk`` = host
-id), findings (``finding#<shard>``, ``<key_id>#<ffp>``, with key id, host id, status, verified_at, last_seen, account
-id and severity projected), deactivations (``deactivation``) and key states (``key-state``). The shard, CRC-32 of the
-host id modulo :data:`SHARDS`, spreads the index's writes over 16 partition key values (DynamoDB allows about 1,000
-writes per second on one). Hosts and key states are then read with ``BatchGetItem``; findings, which a report reads
-whole, with a parallel ``Scan`` in :data:`SCAN_SEGMENTS` segments.
+projected), lists what a fleet view needs without reading the table: hosts (``tpk`` = ``host#<shard>``, ``tsk`` =
+host id), findings (``finding#<shard>``, ``<fingerprint>\0<host id>\0<ffp>``, with ``summary``: the finding's
+:class:`FindingSummary`, compressed), deactivations (``deactivation``) and key states (``key-state``). The shard,
+CRC-32 of the host id modulo :data:`SHARDS`, spreads the index's writes over 16 partition key values (DynamoDB
+allows about 1,000 writes per second on one); the shards' answers are merged, so listings keep a global order.
+Hosts, key states and one key's findings are then read with ``BatchGetItem``; every finding whole with a parallel
+``Scan`` in :data:`SCAN_SEGMENTS` segments.
 
 The index is trusted only once every item carries its attributes: a ``META``/``LAYOUT`` item says so. The store
 writes it when it creates the table, and a writer that opens a table without it (``create=True``: the collector,
-``collect --from-file``) adds the index if missing, gives every existing item its attributes, and writes it once the
-index is active. Until then reads scan, as before: slower, never incomplete.
+``collect --from-file``) adds the index if missing, gives every existing item its attributes (a finding of the
+layout before per-host records is copied to its host's own record), and writes it once the index is active. Until
+then reads scan, as before: slower, never incomplete.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import json
 import logging
@@ -54,7 +57,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from keysweep.aws import client_config, make_client
 from keysweep.central.key_states import KeyState
-from keysweep.central.records import FindingRecord, HostRecord, Origin, merge_finding, merge_host
+from keysweep.central.records import FindingRecord, FindingSummary, HostRecord, Origin, merge_finding, merge_host
 from keysweep.central.store import MessageRefused, RecordTooLarge
 from keysweep.errors import StoreError
 
@@ -72,10 +75,9 @@ INDEX_DEFINITION: dict[str, Any] = {
     "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": list(_PROJECTED)},
 }
 INDEX_ATTRIBUTES = [{"AttributeName": "tpk", "AttributeType": "S"}, {"AttributeName": "tsk", "AttributeType": "S"}]
-# the finding fields a fleet view needs of every finding, kept (compressed) in the index as ``summary``
-SUMMARY_FIELDS = ("finding_fingerprint", "fingerprint", "key_id", "key_type", "account_id", "owner_arn", "severity",
-                  "host_id", "hostname", "host_kind", "location", "first_seen", "last_seen", "status", "verified_at",
-                  "version", "received_first")
+# a finding's summary, kept (compressed) in the index, has every field of FindingSummary but the deactivation,
+# which is its key's (a KEY#<key_id> item) and filled in when read
+_NOT_SUMMARISED = ("deactivated_by", "deactivated_at")
 _SEP = "\x00"  # below every character of an id: (fingerprint, host id, place) sort as a tuple would
 _MAX_HOST_BYTES_IN_KEY = 700  # an index range key holds at most 1,024 bytes
 _LAYOUT = {"pk": {"S": "META"}, "sk": {"S": "LAYOUT"}}
@@ -102,10 +104,17 @@ def _key_part(host_id: str) -> str:
     return raw[:_MAX_HOST_BYTES_IN_KEY].decode("utf-8", "ignore")  # index keys need not be unique
 
 
+def finding_attributes(record: FindingRecord) -> dict[str, Any]:
+    """A finding item's attributes beside its keys, ``rev`` and ``data``."""
+    return {"type": {"S": "finding"}, "key_id": {"S": record.key_id}, "fingerprint": {"S": record.fingerprint},
+            "host_id": {"S": record.host_id}, "status": {"S": record.status or "none"},
+            "last_seen": {"S": record.last_seen}, **finding_index(record)}
+
+
 def finding_index(record: FindingRecord) -> dict[str, Any]:
     """A finding item's attributes for :data:`INDEX`: its shard, its place in (key, host, place) order, and its
     summary."""
-    summary = {name: getattr(record, name) for name in SUMMARY_FIELDS}
+    summary = {k: v for k, v in dataclasses.asdict(FindingSummary.of(record)).items() if k not in _NOT_SUMMARISED}
     return {
         "tpk": {"S": f"finding#{shard(record.host_id)}"},
         "tsk": {"S": _SEP.join((record.fingerprint, _key_part(record.host_id), record.finding_fingerprint))},
@@ -218,9 +227,7 @@ class DynamoDBStore:
         changed = self._merge_item(
             f"HOST#{host_id}", f"FINDING#{fp}", FindingRecord.from_dict,
             lambda old: merge_finding(old or self._legacy_finding(host_id, fp), message, origin),
-            lambda r: {"type": {"S": "finding"}, "key_id": {"S": r.key_id}, "fingerprint": {"S": r.fingerprint},
-                       "host_id": {"S": r.host_id}, "status": {"S": r.status or "none"},
-                       "last_seen": {"S": r.last_seen}, **finding_index(r)},
+            finding_attributes,
         )
         return host_changed or changed
 
@@ -322,7 +329,9 @@ class DynamoDBStore:
         kind, sk = item.get("type", {}).get("S"), item["sk"]["S"]
         if "tpk" in item or kind is None:
             return False
-        if kind == "finding" and sk.startswith("FINDING#"):
+        if kind == "finding" and sk == "FINDING":
+            return self._copy_legacy(item)
+        if kind == "finding":
             extra = finding_index(FindingRecord.from_dict(_decode(item["data"]["B"])))
         elif kind == "host":
             record = HostRecord.from_dict(_decode(item["data"]["B"]))
@@ -333,7 +342,7 @@ class DynamoDBStore:
         elif kind == "key-state":
             extra = key_index("key-state", item["key_id"]["S"], sk.removeprefix("STATE#"))
         else:
-            return False  # owners, and findings of the layout before per-host records, are not listed
+            return False  # owners are not listed
         names = {f"#a{i}": name for i, name in enumerate(extra)}
         values = {f":v{i}": value for i, value in enumerate(extra.values())}
         try:
@@ -345,6 +354,20 @@ class DynamoDBStore:
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":  # rewritten meanwhile: indexed
                 raise
+        return True
+
+    def _copy_legacy(self, item: dict[str, Any]) -> bool:
+        """A finding of the layout before per-host records, as its host's own record (unless that host has one of
+        the place already, which wins anyway), so that the index lists it; the old item stays."""
+        record = FindingRecord.from_dict(_decode(item["data"]["B"]))
+        try:
+            self._ddb.put_item(TableName=self.table, ConditionExpression="attribute_not_exists(pk)", Item={
+                "pk": {"S": f"HOST#{record.host_id}"}, "sk": {"S": f"FINDING#{record.finding_fingerprint}"},
+                **finding_attributes(record), "rev": {"N": "1"}, "data": item["data"]})
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                raise
+            return False
         return True
 
     def indexed(self) -> bool:
@@ -479,6 +502,35 @@ class DynamoDBStore:
         for record in legacy:
             if (f"HOST#{record.host_id}", f"FINDING#{record.finding_fingerprint}") not in current:
                 yield record
+
+    def _merged_entries(self, prefix: str = "") -> Iterator[dict[str, Any]]:
+        """The findings' index entries of every shard (``tsk`` starting with ``prefix``), merged in ``tsk`` order:
+        by key, then host, then place."""
+        shards = (self._query(f"finding#{n}", prefix=prefix) for n in range(SHARDS))
+        yield from heapq.merge(*shards, key=lambda entry: entry["tsk"]["S"])
+
+    def iter_finding_summaries(self) -> Iterator[FindingSummary]:
+        """Every finding's summary, a key's findings together and by host: from the index (16 queries, nothing
+        decoded but the summaries), else (a table not indexed yet) from a scan sorted in memory."""
+        deactivations = self._deactivations()
+        if not self.indexed():
+            yield from sorted((FindingSummary.of(r) for r in self.iter_findings()),
+                              key=lambda s: (s.fingerprint, s.host_id, s.finding_fingerprint))
+            return
+        for entry in self._merged_entries():
+            data = _decode(entry["summary"]["B"])
+            by, at = deactivations.get(data["key_id"], (None, None))
+            yield FindingSummary(**data, deactivated_by=by, deactivated_at=at)
+
+    def iter_key_findings(self, fingerprint: str) -> Iterator[FindingRecord]:
+        """The full records of one key by host id: its index entries (16 queries), then ``BatchGetItem``."""
+        if not self.indexed():
+            yield from sorted((r for r in self.iter_findings() if r.fingerprint == fingerprint),
+                              key=lambda r: (r.host_id, r.finding_fingerprint))
+            return
+        deactivations = self._deactivations()
+        for item in self._get_many(self._merged_entries(fingerprint + _SEP)):
+            yield self._finding(_decode(item["data"]["B"]), deactivations)
 
     def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
         try:
