@@ -82,6 +82,16 @@ def test_glob_semantics():
     assert not re.compile(glob_to_regex("/etc/**")).search("/srv/etc/x")
 
 
+SECRET_RULE = """rules:
+  - id: second-secret
+    kind: secret
+    description: another secret shape
+    severity: high
+    regex: '[A-Za-z0-9/+]{40}'
+    names: 'password'
+    examples: ['x']
+"""
+
 BAD_FILES = [
     ("rules: [", "line"),
     ("- just a list", "top level"),
@@ -98,6 +108,12 @@ BAD_FILES = [
     (GOOD_RULE + "    colour: red\n", "colour: unknown field"),
     (GOOD_RULE.replace("id: extra-rule", "id: aws-access-key-id"), "id: duplicate"),
     ("ignore:\n  paths: '**/x'\n", "ignore.paths: must be a list"),
+    # fields a kind does not use are refused, not ignored
+    (SECRET_RULE, "regex: only key-id rules have a regex"),
+    (SECRET_RULE.replace("    regex: '[A-Za-z0-9/+]{40}'\n", "    keywords: [SECRET]\n"), "keywords: only key-id"),
+    (SECRET_RULE.replace("    regex: '[A-Za-z0-9/+]{40}'\n", "    prefixes: [abc]\n"), "prefixes: only session-token"),
+    (GOOD_RULE + "    names: 'key'\n", "names: only secret and session-token"),
+    (SECRET_RULE.replace("    regex: '[A-Za-z0-9/+]{40}'\n", ""), "kind: only one secret rule may exist"),
     ("ignore:\n  pathz: []\n", "ignore.pathz: unknown field"),
 ]
 
@@ -148,6 +164,21 @@ def test_cli_rules_check_bad_file_exits_2_naming_it(tmp_path):
     code, _, err = _run(["rules", "check", str(tmp_path)])
     assert code == 2
     assert "bad.yaml" in err and "severity" in err
+
+
+def test_cli_rules_check_reports_a_regex_that_does_not_start_with_a_keyword(tmp_path):
+    # 'AKIB' is this rule's keyword, but its regex also matches 'XKIB…': the prefilter never looks there
+    (tmp_path / "extra.yaml").write_text(GOOD_RULE.replace("regex: 'AKIB[A-Z2-7]{16}'", "regex: '[AX]KIB[A-Z2-7]{16}'")
+                                         .replace("examples: ['x AKIB", "examples: ['XKIBXYZDQCEN4B6JSJQI', 'x AKIB"))
+    code, out, _ = _run(["rules", "check", str(tmp_path)])
+    assert code == 2
+    assert "extra-rule: regex matches 'XKIBXYZDQCEN4B6JSJQI' in an example, which starts with none of its keywords" in out
+
+
+def test_builtin_secret_and_token_rules_have_no_regex():
+    ruleset = load_ruleset()
+    assert ruleset.secret_rule.regex is None and ruleset.token_rule.regex is None
+    assert all(r.regex for r in ruleset.key_rules)
 
 
 def test_cli_rules_check_accepts_a_single_file(tmp_path):

@@ -28,6 +28,14 @@ _ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 _RULE_FIELDS = {
     "id", "kind", "description", "severity", "regex", "keywords", "names", "prefixes", "examples", "negative_examples",
 }
+# fields only some kinds take: (kinds, why another kind may not have it)
+_KIND_FIELDS = {
+    "regex": (("key-id",), "only key-id rules have a regex: secrets (40 characters of [A-Za-z0-9/+]) and session "
+                           "tokens have a fixed shape, searched only near key ids; see docs/detection.md"),
+    "keywords": (("key-id",), "only key-id rules have keywords (the prefilter's literals)"),
+    "names": (("secret", "session-token"), "only secret and session-token rules have names"),
+    "prefixes": (("session-token",), "only session-token rules have prefixes"),
+}
 _IGNORE_FIELDS = {"paths", "example_key_ids", "example_secrets"}
 _NOT_RULES = frozenset({"canary-accounts.yaml"})  # other data shipped in the same package (verification's)
 
@@ -38,7 +46,7 @@ class Rule:
     kind: str
     description: str
     severity: str
-    regex: str
+    regex: str | None  # key-id rules only
     keywords: tuple[str, ...]
     names: str | None
     prefixes: tuple[str, ...]
@@ -153,9 +161,13 @@ def load_files(files: Sequence[Path]) -> Ruleset:
             example_ids.update(_strings(ign.get("example_key_ids", []), path, "ignore.example_key_ids"))
             example_secrets.update(_strings(ign.get("example_secrets", []), path, "ignore.example_secrets"))
     for kind in KINDS:
-        if not any(r.kind == kind for r in rules):
+        of_kind = [r for r in rules if r.kind == kind]
+        if not of_kind:
             where = ", ".join(str(f) for f in files) or "(no rule files)"
             raise RuleError(f"{where}: rules: no rule of kind {kind!r}")
+        if kind != "key-id" and len(of_kind) > 1:  # the detector pairs with one secret shape and one token shape
+            raise RuleError(f"{of_kind[1].source}: rule {of_kind[1].id!r}: kind: only one {kind} rule may exist "
+                            f"({of_kind[0].id!r} in {of_kind[0].source})")
     ignore = None
     if ignore_paths:
         literals = sorted({_longest_literal(g) for g in ignore_paths}, key=len, reverse=True)
@@ -227,23 +239,34 @@ def _parse_rule(item: Any, path: Path, i: int) -> Rule:
     unknown = set(item) - _RULE_FIELDS
     if unknown:
         raise RuleError(f"{where}: {sorted(unknown)[0]}: unknown field")
-    for f in ("id", "kind", "description", "severity", "regex", "examples"):
+    for f in ("id", "kind", "description", "severity", "examples"):
         if f not in item:
             raise RuleError(f"{where}: {f}: missing")
-    for f in ("id", "kind", "description", "severity", "regex"):
+    for f in ("id", "kind", "description", "severity"):
         if not isinstance(item[f], str) or not item[f]:
             raise RuleError(f"{where}: {f}: must be a non-empty string")
     rid = item["id"]
     if not _ID_RE.match(rid):
         raise RuleError(f"{where}: id: {rid!r} must be lowercase letters, digits and '-'")
-    if item["kind"] not in KINDS:
-        raise RuleError(f"{where}: kind: {item['kind']!r} is not one of {', '.join(KINDS)}")
+    kind = item["kind"]
+    if kind not in KINDS:
+        raise RuleError(f"{where}: kind: {kind!r} is not one of {', '.join(KINDS)}")
+    for f in sorted(set(item) & _KIND_FIELDS.keys()):
+        if kind not in _KIND_FIELDS[f][0]:
+            raise RuleError(f"{where}: {f}: {_KIND_FIELDS[f][1]}")
     if item["severity"] not in SEVERITIES:
         raise RuleError(f"{where}: severity: {item['severity']!r} is not one of {', '.join(SEVERITIES)}")
-    try:
-        re.compile(item["regex"])
-    except re.error as exc:
-        raise RuleError(f"{where}: regex: does not compile ({exc})") from None
+    regex = None
+    if kind == "key-id":
+        if "regex" not in item:
+            raise RuleError(f"{where}: regex: missing")
+        regex = item["regex"]
+        if not isinstance(regex, str) or not regex:
+            raise RuleError(f"{where}: regex: must be a non-empty string")
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise RuleError(f"{where}: regex: does not compile ({exc})") from None
     names = item.get("names")
     if names is not None:
         if not isinstance(names, str):
@@ -253,7 +276,7 @@ def _parse_rule(item: Any, path: Path, i: int) -> Rule:
         except re.error as exc:
             raise RuleError(f"{where}: names: does not compile ({exc})") from None
     keywords = _strings(item.get("keywords", []), path, f"rule {rid!r}: keywords")
-    if item["kind"] == "key-id":
+    if kind == "key-id":
         if not keywords:
             raise RuleError(f"{where}: keywords: a key-id rule needs literal keywords for the prefilter")
         for kw in keywords:
@@ -266,10 +289,10 @@ def _parse_rule(item: Any, path: Path, i: int) -> Rule:
     prefixes = _strings(item.get("prefixes", []), path, f"rule {rid!r}: prefixes")
     return Rule(
         id=rid,
-        kind=item["kind"],
+        kind=kind,
         description=item["description"],
         severity=item["severity"],
-        regex=item["regex"],
+        regex=regex,
         keywords=tuple(keywords),
         names=names,
         prefixes=tuple(prefixes),
@@ -277,3 +300,13 @@ def _parse_rule(item: Any, path: Path, i: int) -> Rule:
         negative_examples=tuple(negatives),
         source=str(path),
     )
+
+
+def keyword_misses(rule: Rule) -> list[str]:
+    """What the rule's regex matches in its own examples without starting at one of its keywords: text the
+    prefilter never looks at, so the rule can never report it (a key-id regex must start with a keyword)."""
+    if rule.regex is None:
+        return []
+    rx = re.compile(rule.regex)
+    return [m.group() for example in rule.examples for m in rx.finditer(example)
+            if m.group() and not m.group().startswith(rule.keywords)]

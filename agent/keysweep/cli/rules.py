@@ -9,7 +9,7 @@ from typing import Any
 
 from keysweep.detect import check_rule_examples
 from keysweep.errors import ExitCode, RuleError
-from keysweep.ruleset import builtin_rules_dir, load_ruleset
+from keysweep.ruleset import builtin_rules_dir, keyword_misses, load_ruleset
 from keysweep.textsafe import safe_text
 
 
@@ -52,16 +52,22 @@ def run_check(args: argparse.Namespace) -> int:
         return int(ExitCode.USAGE)
     results = check_rule_examples(ruleset)
     failed = [r for r in results if not r.ok]
+    misses = {rule.id: keyword_misses(rule) for rule in ruleset.rules}
     for rule in ruleset.rules:
         mine = [r for r in results if r.rule == rule.id]
-        bad = sum(1 for r in mine if not r.ok)
+        bad = sum(1 for r in mine if not r.ok) + len(misses[rule.id])
         status = "ok" if not bad else f"FAILED {bad}"
         print(f"{rule.id:28} {rule.kind:14} {len(mine):3} examples  {status}  ({_source(rule.source)})")
     for r in failed:
         what = "example not detected" if r.positive else "negative example detected"
         print(f"  {r.rule}: {what}: {safe_text(repr(r.example))}")
+    for rid, texts in misses.items():
+        for text in texts:
+            print(f"  {rid}: regex matches {safe_text(repr(text))} in an example, which starts with none of its "
+                  "keywords: the prefilter never looks there")
+    n_failed = len(failed) + sum(map(len, misses.values()))
     print(
-        f"{len(ruleset.rules)} rules, {len(results)} examples, {len(failed)} failed; "
+        f"{len(ruleset.rules)} rules, {len(results)} examples, {n_failed} failed; "
         f"{len(ruleset.ignore_paths)} ignored path globs; digest {ruleset.digest[:16]}"
     )
-    return int(ExitCode.USAGE if failed else ExitCode.CLEAN)
+    return int(ExitCode.USAGE if n_failed else ExitCode.CLEAN)
