@@ -571,16 +571,17 @@ def write_table(report: FleetReport, out: TextIO, *, details: bool = False) -> N
     hosts = list(report.hosts) if details or len(report.hosts) <= TABLE_HOSTS else \
         [row for row in report.hosts if row.silent or row.coverage.errors][:TABLE_HOSTS]
     lines += ["", f"HOST COVERAGE (silent = no heartbeat for {report.silent_after.total_seconds() / 3600:g} h)",
-              coverage_summary(report),
-              f"{'HOST':<22} {'KIND':<11} {'AGENT':<10} {'LAST HEARTBEAT':<17} {'KEYS':>4} {'LIVE':>4}  STATE"]
+              coverage_summary(report)]
+    rows = [("HOST", "KIND", "AGENT", "LAST HEARTBEAT", "KEYS", "LIVE", "STATE")]
     for row in hosts:
         h = row.coverage
         state = h.state.upper() if row.silent else h.state
         if h.errors:
             state += f", {len(h.errors)} error(s)"
         heartbeat = f"{h.last_heartbeat[:16]}Z" if h.last_heartbeat else None  # to the minute
-        lines.append(f"{_short(h.hostname, 22):<22} {_short(h.kind, 11):<11} {_short(h.agent_version, 10):<10} "
-                     f"{_short(heartbeat, 17):<17} {row.keys:>4} {row.live_keys:>4}  {state}")
+        rows.append((_short(h.hostname, 22), _short(h.kind, 11), _short(h.agent_version, 10), _short(heartbeat, 17),
+                     str(row.keys), str(row.live_keys), state))
+    lines += table_lines(rows, widths=(22, 11, 10, 17, 4, 4), right=(4, 5), sep=" ")
     if len(hosts) < len(report.hosts):
         lines.append(f"... {len(report.hosts) - len(hosts)} more host(s) ({len(hosts)} shown: the silent and those "
                      "with errors first): --details lists every host")
