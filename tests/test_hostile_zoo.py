@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -25,7 +26,7 @@ import pytest
 from keysweep.models import Finding
 from keysweep.scan import ScanOptions, run_scan
 
-from tests.support.hosttree import cli_env, make_detector
+from tests.support.hosttree import Keys, cli_env, make_detector
 
 KEY, SECRET = "AKIAXYZDQCEN4B6JSJQI", "Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"
 DEEP_KEY = "AKIASP2TPHJSQH3FJRUX"
@@ -408,7 +409,7 @@ def _detector_killed_by_poison():
 
 
 class _MemoryCache:
-    """A FileCache in memory: makes the scan send batches of stat'ed files to its workers."""
+    """A FileCache in memory: the scan then stats every file and records each one's outcome."""
 
     def __init__(self) -> None:
         self.stored: dict[str, list[Finding]] = {}
@@ -421,7 +422,7 @@ class _MemoryCache:
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("mode", ["in-process", "workers-walk", "workers-batches"])
+@pytest.mark.parametrize("mode", ["in-process", "workers", "workers-file-cache"])
 def test_a_file_that_makes_the_scan_raise_is_counted_with_its_place_and_the_sweep_goes_on(
     tmp_path: Path, mode: str
 ) -> None:
@@ -431,7 +432,7 @@ def test_a_file_that_makes_the_scan_raise_is_counted_with_its_place_and_the_swee
     (tmp_path / "sub" / "poison-1.txt").write_text("POISON\n")
     (tmp_path / "poison-2.txt").write_text(f"POISON\n{PAIR}")
     workers = 1 if mode == "in-process" else 2
-    cache = _MemoryCache() if mode == "workers-batches" else None
+    cache = _MemoryCache() if mode == "workers-file-cache" else None
     opts = ScanOptions(paths=(str(tmp_path),), sources=("files",), workers=workers)
     result = run_scan(opts, _poisoned_detector(kill=False), file_cache=cache)
     assert result.stats.errors == {"internal-error": 2}
@@ -460,22 +461,33 @@ def test_a_worker_killed_mid_scan_is_counted_and_replaced(tmp_path: Path) -> Non
 
 
 @pytest.mark.timeout(60)
-def test_a_worker_killed_while_walking_hands_its_unfinished_directories_on(tmp_path: Path) -> None:
-    """Workers share the walk; one killed part way through its directories loses only the files it was
-    reading: the directories it had not finished are listed by its replacement, none is lost."""
+@pytest.mark.parametrize("file_cache", [False, True], ids=["no-cache", "file-cache"])
+def test_a_worker_killed_mid_scan_loses_only_its_batch_and_no_finding_of_other_files(
+    tmp_path: Path, file_cache: bool
+) -> None:
+    """A worker killed while reading (as the OOM killer would) loses the files of the batch it held: each is
+    counted as worker-crashed with its place; a new worker takes over and every other file's key is found."""
     detector = _detector_killed_by_poison()
-    for i in range(40):
-        d = tmp_path / f"d{i:02d}"
-        (d / "sub").mkdir(parents=True)
-        for j in range(9):
-            (d / f"f{j}.txt").write_text("nothing\n")
-        (d / "sub" / "key.env").write_text(PAIR)
+    ids = Keys(random.Random(14))
+    keys = {ids.key_id() for _ in range(400)}
+    assert len(keys) == 400
+    for i, key in enumerate(sorted(keys)):
+        d = tmp_path / f"d{i // 10:02d}"
+        d.mkdir(exist_ok=True)
+        (d / f"f{i}.env").write_text(f"AWS_ACCESS_KEY_ID={key}\nAWS_SECRET_ACCESS_KEY={SECRET}\n")
     (tmp_path / "d17" / "poison.txt").write_text("POISON\n")
-    result = run_scan(ScanOptions(paths=(str(tmp_path),), sources=("files",), workers=2), detector)
+    cache = _MemoryCache() if file_cache else None
+    opts = ScanOptions(paths=(str(tmp_path),), sources=("files",), workers=2)
+    result = run_scan(opts, detector, file_cache=cache)
     lost = result.stats.errors["worker-crashed"]
-    assert 1 <= lost <= 128
-    assert result.stats.files_scanned + lost == 40 * 10 + 1
-    assert len(result.findings) >= 40 - lost  # every key file not in the lost group is found
+    assert 1 <= lost <= 128  # the one batch that held the poison
+    lost_places = {d["path"] for d in result.stats.error_details if d["reason"] == "worker-crashed"}
+    assert f"{tmp_path}/d17/poison.txt" in lost_places
+    assert len(lost_places) == min(lost, 100)  # each lost file named (while few are kept)
+    assert result.stats.files_scanned + lost == 401
+    found = {f.key_id for f in result.findings}
+    assert len(found) + lost - 1 == 400  # every key not in the lost batch is found (the poison file holds none)
+    assert not {f.location.path for f in result.findings} & lost_places
 
 
 @pytest.mark.timeout(60)
@@ -537,7 +549,7 @@ def test_a_user_swapping_a_directory_for_a_symlink_never_gets_a_root_only_file_r
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", _SWAPPER, "120"],
         cwd=attacker, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    modes = [(1, None), (2, None), (2, _MemoryCache())]  # in this process; workers walking; workers reading batches
+    modes = [(1, None), (2, None), (2, _MemoryCache())]  # in this process; workers; workers with a file cache
     try:
         leaked, mine = 0, 0
         for n in range(45):

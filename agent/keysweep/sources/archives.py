@@ -28,7 +28,7 @@ from keysweep.sources.names import readable
 
 if TYPE_CHECKING:
     from keysweep.detect import Detector
-    from keysweep.scan import ScanOptions, ScanStats
+    from keysweep.scan_types import ScanOptions, ScanStats
 
 # a zip nested in another archive needs random access; it is read into memory only up to this size
 NESTED_ZIP_MAX = 8 * 1024 * 1024

@@ -8,12 +8,13 @@ host's own temporary role credentials and are not read (the files walk counts th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import os
 import pwd
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,7 +24,7 @@ from keysweep.sources.names import readable
 
 if TYPE_CHECKING:
     from keysweep.detect import Detector
-    from keysweep.scan import ScanOptions, ScanStats
+    from keysweep.scan_types import ScanContext, ScanOptions, ScanStats
 
 MAX_AWS_FILE = 1024 * 1024
 _SECTION = re.compile(r"^\s*\[\s*([^\]]*?)\s*\]\s*(?:[#;].*)?$")
@@ -293,3 +294,40 @@ def scan_aws_files(
         )
         findings.extend(scan_aws_text(data, shown, f.kind, detector, stats, place=place))
     return findings
+
+
+class AwsFilesSource:
+    """Every user's AWS files (or those under the named paths) and the files process environments named, as a
+    :class:`keysweep.scan_types.Source`; what it read is recorded in ``ctx.handled`` for the files walk."""
+
+    name = "aws-files"
+
+    def scan(self, ctx: ScanContext) -> Iterator[Finding]:
+        options = ctx.options
+        homes = _aws_files_under(options) if options.paths else home_files(options.path_prefix)
+        yield from scan_aws_files(homes + ctx.named_files, ctx.detector, options, ctx.stats, handled=ctx.handled,
+                                  count_caches="files" not in options.sources)
+
+
+def _aws_files_under(options: ScanOptions) -> list[AwsFile]:
+    """With PATHs, the AWS files source reads only what they hold: a named file as an AWS file (``config`` by
+    its name, else credentials); in a directory D, ``D/.aws/*`` and ``D/*/.aws/*`` (a home, or a directory of
+    homes such as /home), or ``D/*`` when D is itself an ``.aws`` directory."""
+    from keysweep.sources.filesystem import display_path  # it builds on this module
+
+    out: list[AwsFile] = []
+    for start in options.paths:
+        start = os.path.abspath(start)
+        if not os.path.isdir(start):
+            kind = "aws-config" if os.path.basename(start) == "config" else "aws-credentials"
+            out.append(AwsFile(start, display_path(start, options.path_prefix), kind))
+            continue
+        dirs = [start] if os.path.basename(start) == ".aws" else [os.path.join(start, ".aws")]
+        if os.path.basename(start) != ".aws":
+            with contextlib.suppress(OSError), os.scandir(start) as it:
+                dirs += sorted(os.path.join(e.path, ".aws") for e in it if e.is_dir(follow_symlinks=False))
+        for d in dirs:
+            for base, kind in (("credentials", "aws-credentials"), ("config", "aws-config")):
+                path = os.path.join(d, base)
+                out.append(AwsFile(path, display_path(path, options.path_prefix), kind))
+    return out

@@ -31,7 +31,7 @@ from keysweep.sources.names import readable
 
 if TYPE_CHECKING:
     from keysweep.detect import Detector
-    from keysweep.scan import ScanOptions, ScanStats
+    from keysweep.scan_types import ScanOptions, ScanStats
 
 CHUNK_SIZE = 2 * 1024 * 1024
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
@@ -313,8 +313,7 @@ def _ancestors(path: str, stop: str) -> list[str]:
 class Walker:
     """Depth-first with an explicit stack (no recursion limit), by directory fds (:class:`DirCache`).
 
-    :meth:`walk` walks a whole tree; :meth:`list_dir` reads one directory (the scan's worker processes share
-    a tree that way: each lists directories it is handed and hands back the subdirectories it found)."""
+    :meth:`walk` walks a whole tree; :meth:`list_dir` reads one directory."""
 
     def __init__(
         self,
@@ -338,7 +337,6 @@ class Walker:
         self.seen_dirs: set[tuple[int, int]] = set()
         self.pseudo_paths = {_prefixed(p, options.path_prefix) for p in PSEUDO_PATHS}
         self.root_dev = 0
-        self.entries_read = 0  # entries of the directory being listed read so far
         # a followed symlink's target is not in its directory's digest: with --follow-symlinks, file by file
         self.listings = listings if file_stat and not options.follow_symlinks else None
         # what else decides which files are handed on (excludes match the shown path) seeds every digest
@@ -355,12 +353,8 @@ class Walker:
                 return
             yield from self.list_dir(stack.pop(), stack)
 
-    def list_dir(
-        self, d: Dir, subdirs: list[Dir], *, skip: int = 0
-    ) -> Iterator[tuple[FileRef, os.stat_result | None]]:
-        """The files of directory ``d`` to read; its subdirectories to walk are appended to ``subdirs``. The
-        first ``skip`` entries are passed over (a listing resumed)."""
-        self.entries_read = 0
+    def list_dir(self, d: Dir, subdirs: list[Dir]) -> Iterator[tuple[FileRef, os.stat_result | None]]:
+        """The files of directory ``d`` to read; its subdirectories to walk are appended to ``subdirs``."""
         try:
             dir_fd = self.dirs.open(d)  # held for the listing: its entries are stat'ed relative to it
         except Skip as skip_:
@@ -370,16 +364,14 @@ class Walker:
             os_error_skip(exc).count(self.stats, display_path(d.path, self.options.path_prefix))
             return
         try:
-            yield from self._entries(d, dir_fd, subdirs, skip)
+            yield from self._entries(d, dir_fd, subdirs)
         finally:
             os.close(dir_fd)
 
-    def _entries(
-        self, d: Dir, dir_fd: int, stack: list[Dir], skip: int
-    ) -> Iterator[tuple[FileRef, os.stat_result | None]]:
+    def _entries(self, d: Dir, dir_fd: int, stack: list[Dir]) -> Iterator[tuple[FileRef, os.stat_result | None]]:
         in_sdk_cache = _is_sdk_cache_dir(d.path)
         base = d.path.rstrip("/") + "/"
-        if self.listings is not None and not skip:
+        if self.listings is not None:
             try:
                 with os.scandir(dir_fd) as it:
                     entries = list(itertools.islice(it, LISTING_MAX + 1))
@@ -399,9 +391,6 @@ class Walker:
                     os_error_skip(exc).count(self.stats)
                     break
                 seen += 1
-                self.entries_read = seen
-                if seen <= skip:
-                    continue
                 if not seen & 1023 and self.should_stop is not None and self.should_stop():
                     return  # a huge directory is not read to its end after a stop
                 path = base + entry.name
@@ -417,7 +406,6 @@ class Walker:
         know: those files need nothing more (counted as cached); else they are handed on as usual, and the
         listings told which (when each file was either handed on or excluded)."""
         assert self.listings is not None
-        self.entries_read = len(entries)
         meta: list[tuple[str, int, int, int, int, int]] | None = []
         others = []
         for entry in entries:

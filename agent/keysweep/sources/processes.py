@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
@@ -25,7 +25,7 @@ from keysweep.sources.names import readable
 
 if TYPE_CHECKING:
     from keysweep.detect import Detector
-    from keysweep.scan import ScanStats
+    from keysweep.scan_types import ScanContext, ScanStats
 
 PROC = "/proc"
 MAX_ENVIRON = 2 * 1024 * 1024  # the kernel's default limit for argv and environment together at exec
@@ -251,3 +251,15 @@ def _cwd_inside_root(pid: int) -> str | None:
     if cwd == root:
         return "/"
     return cwd[len(root) :] if cwd.startswith(root + "/") else None
+
+
+class ProcessesSource:
+    """Every readable process environment as a :class:`keysweep.scan_types.Source`; the AWS files the
+    environments name go to ``ctx.named_files`` for the AWS-files source."""
+
+    name = "processes"
+
+    def scan(self, ctx: ScanContext) -> Iterator[Finding]:
+        found, named = scan_processes(ctx.detector, ctx.stats)
+        ctx.named_files += named
+        yield from found

@@ -1,0 +1,177 @@
+"""What a scan is asked to do and what it counts: the types every source and the scan engine share.
+
+Below the sources (they import these; nothing here imports a source): :class:`ScanOptions` (what to scan and
+how), :class:`ScanStats` (every count and skip reason), :class:`ScanResult`, the :class:`FileCache` an
+incremental scan plugs in, and :class:`Source`, the one interface each source implements.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import traceback
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from keysweep.errors import ConfigError
+from keysweep.models import Finding
+
+if TYPE_CHECKING:
+    from keysweep.allowlist import Allowlist
+    from keysweep.detect import Detector
+    from keysweep.sources.aws_files import AwsFile
+
+SOURCES = ("files", "processes", "aws-files")
+_MAX_ERROR_DETAILS = 100  # places of errors kept in the stats (the counts are complete)
+
+
+@dataclass(frozen=True)
+class ScanOptions:
+    """What to scan and how. ``paths`` (files or directories) win over ``roots`` (the host's configured
+    roots, used when no path is given); ``path_prefix`` is where the host's filesystem is mounted (``/host``
+    in a container) — walked under it, reported without it. ``workers``: 1 scans in this process, 0 uses one
+    worker process per CPU."""
+
+    paths: tuple[str, ...] = ()
+    roots: tuple[str, ...] = ("/",)
+    sources: tuple[str, ...] = SOURCES
+    excludes: tuple[str, ...] = ()
+    max_file_size: int = 256 * 1024 * 1024
+    workers: int = 1
+    archive_max_depth: int = 3
+    archive_max_bytes: int = 512 * 1024 * 1024
+    archive_max_ratio: float = 100.0
+    same_filesystem: bool = False
+    skip_network_fs: bool = False
+    allowlist: Allowlist | None = None
+    follow_symlinks: bool = False
+    path_prefix: str | None = None
+    follow_named: bool = True  # a path the operator named is followed even if a symlink; a watcher's event's is not
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.sources if s not in SOURCES]
+        if unknown:
+            raise ConfigError(f"source {unknown[0]!r}: unknown (choose from {', '.join(SOURCES)})")
+        if self.workers < 0:
+            raise ConfigError(f"workers: must be 0 (one per CPU) or more, got {self.workers}")
+        if self.max_file_size < 0 or self.archive_max_depth < 0 or self.archive_max_bytes < 0:
+            raise ConfigError("max_file_size, archive_max_depth and archive_max_bytes must not be negative")
+        if self.path_prefix is not None:
+            prefix = self.path_prefix.rstrip("/")
+            object.__setattr__(self, "path_prefix", prefix if prefix else None)
+
+    @property
+    def worker_count(self) -> int:
+        if self.workers:
+            return self.workers
+        try:
+            return len(os.sched_getaffinity(0))  # the CPUs this process may use (containers, taskset)
+        except (AttributeError, OSError):
+            return os.cpu_count() or 1
+
+
+def _counter() -> Counter[str]:
+    return Counter()
+
+
+@dataclass
+class ScanStats:
+    files_scanned: int = 0
+    bytes_scanned: int = 0
+    files_cached: int = 0  # unchanged since the last scan (FileCache hit): not read again
+    archives_scanned: int = 0
+    archive_members_scanned: int = 0
+    processes_scanned: int = 0
+    aws_files_scanned: int = 0
+    skipped: Counter[str] = field(default_factory=_counter)
+    errors: Counter[str] = field(default_factory=_counter)
+    findings_by_source: Counter[str] = field(default_factory=_counter)
+    profiles: Counter[str] = field(default_factory=_counter)  # AWS profiles by kind: static, sso, role_arn, …
+    suppressed: int = 0  # findings the allowlist accepted
+    duration_seconds: float = 0.0
+    interrupted: bool = False
+    # where the first errors happened: {"reason", "path" (a readable path, or "source:NAME"), and for an exception
+    # "error" (its type) and "at" (file:line where it was raised)}
+    error_details: list[dict[str, str]] = field(default_factory=list)
+    # files a limit left unread or partly read: {"reason", "path"}, the first ones only (the counts are complete)
+    unread_details: list[dict[str, str]] = field(default_factory=list)
+
+    def fail(self, reason: str, where: str, exc: BaseException | None = None) -> None:
+        """Count an error by reason and keep its place (while few are kept). Only the exception's type is kept:
+        its message may quote the bytes being scanned."""
+        self.errors[reason] += 1
+        if len(self.error_details) < _MAX_ERROR_DETAILS:
+            detail = {"reason": reason, "path": where}
+            if exc is not None:
+                detail["error"] = type(exc).__name__
+                frames = traceback.extract_tb(exc.__traceback__)
+                if frames:  # where it was raised, for a bug report
+                    detail["at"] = f"{os.path.basename(frames[-1].filename)}:{frames[-1].lineno}"
+            self.error_details.append(detail)
+
+    def unread(self, reason: str, where: str) -> None:
+        """Count a file a limit left unread or partly read (too large, an archive's budget) and keep its place."""
+        self.skipped[reason] += 1
+        if len(self.unread_details) < _MAX_ERROR_DETAILS:
+            self.unread_details.append({"reason": reason, "path": where})
+
+    def merge(self, other: ScanStats) -> None:
+        for f in dataclasses.fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if isinstance(mine, Counter):
+                mine.update(theirs)
+            elif isinstance(mine, list):
+                mine.extend(theirs[: max(0, _MAX_ERROR_DETAILS - len(mine))])
+            elif isinstance(mine, int) and not isinstance(mine, bool):
+                setattr(self, f.name, mine + theirs)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for name in ("skipped", "errors", "findings_by_source", "profiles"):
+            d[name] = dict(sorted(getattr(self, name).items()))
+        d["duration_seconds"] = round(self.duration_seconds, 3)
+        return d
+
+
+@dataclass
+class ScanResult:
+    findings: list[Finding]
+    stats: ScanStats
+
+
+class FileCache(Protocol):
+    """Incremental scanning: findings of files unchanged since they were last read (keysweep.state). One that
+    also knows whole directories (:class:`keysweep.sources.filesystem.Listings`) spares the walk a lookup per
+    file."""
+
+    def lookup(self, path: str, st: os.stat_result) -> list[Finding] | None: ...
+
+    def store(self, path: str, st: os.stat_result, findings: list[Finding]) -> None: ...
+
+
+@dataclass
+class ScanContext:
+    """One scan as its sources see it: what to scan, the detector, where to count, and what the sources tell
+    each other (files named by process environments for the AWS-files source; the files that source read, by
+    ``(st_dev, st_ino)``, for the files walk not to report again)."""
+
+    options: ScanOptions
+    detector: Detector
+    stats: ScanStats
+    should_stop: Callable[[], bool]
+    file_cache: FileCache | None = None
+    progress: Callable[[ScanStats], None] | None = None
+    named_files: list[AwsFile] = field(default_factory=list)
+    handled: set[tuple[int, int]] = field(default_factory=set)
+
+
+class Source(Protocol):
+    """A source of findings (files, process environments, AWS files …). ``scan`` yields each finding as it is
+    found and counts everything else (what it read, skipped and why, failed) into ``ctx.stats``; a finding
+    yielded before a failure stands."""
+
+    name: str
+
+    def scan(self, ctx: ScanContext) -> Iterator[Finding]: ...
