@@ -21,7 +21,6 @@ from keysweep.models import Finding
 if TYPE_CHECKING:
     from keysweep.allowlist import Allowlist
     from keysweep.detect import Detector
-    from keysweep.sources.aws_files import AwsFile
 
 SOURCES = ("files", "processes", "aws-files")
 _MAX_ERROR_DETAILS = 100  # places of errors kept in the stats (the counts are complete)
@@ -163,7 +162,7 @@ class ScanContext:
     should_stop: Callable[[], bool]
     file_cache: FileCache | None = None
     progress: Callable[[ScanStats], None] | None = None
-    named_files: list[AwsFile] = field(default_factory=list)
+    named_files: list[Any] = field(default_factory=list)  # keysweep.sources.aws_files.AwsFile (a layer above)
     handled: set[tuple[int, int]] = field(default_factory=set)
 
 

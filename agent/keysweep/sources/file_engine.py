@@ -375,10 +375,12 @@ class FilesScan:
             rest = itertools.chain.from_iterable(b.files for b in batches)
             for ref, st in itertools.chain(first.files if first else (), rest):
                 yield from self._drain()
-                yield from self._done(ref.path, st, _scan_one(ref, st, self.detector, self.options, self.stats,
-                                                               self.dirs))
+                found = _scan_one(ref, st, self.detector, self.options, self.stats, self.dirs)
+                assert not isinstance(found, filesystem.SplitFile)  # only with split_over
+                yield from self._done(ref.path, st, found)
             yield from self._drain()
             return
+        assert first is not None
         with Pool(self.options.worker_count, self.detector, self.options) as pool:
             for reply in pool.run(itertools.chain([first, second], batches)):
                 self.stats.merge(reply.stats)
