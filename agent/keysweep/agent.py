@@ -178,7 +178,7 @@ class Agent:
         self.pacer = self._pacer(new)
         log.info("config.reloaded", extra={"fields": {
             "config": new.source, "rules_digest": new_pipeline.ruleset.digest[:12],
-            "state_invalidated": new_pipeline.state.invalidated}})
+            "state_invalidated": new_pipeline.file_state.invalidated}})
         self._start_watch()
         return True
 
@@ -224,7 +224,7 @@ class Agent:
             while not self._stop.is_set():
                 if self._reload.is_set():
                     self._reload.clear()
-                    if self._reload_config() and self.pipeline and self.pipeline.state.invalidated:
+                    if self._reload_config() and self.pipeline and self.pipeline.file_state.invalidated:
                         self._next_sweep = time.time()
                     self._write_status()
                     continue
@@ -262,8 +262,8 @@ class Agent:
     def _first_schedule(self, last: float | None) -> None:
         """Sweep soon after start when a sweep was interrupted or is overdue; otherwise keep the rhythm."""
         assert self.pipeline is not None
-        if self.pipeline.state.interrupted() or last is None:
-            self._next_sweep = time.time() + (0 if self.pipeline.state.interrupted() else
+        if self.pipeline.file_state.interrupted() or last is None:
+            self._next_sweep = time.time() + (0 if self.pipeline.file_state.interrupted() else
                                               random.uniform(0, self.config.schedule.splay))
         elif time.time() - last >= self.config.schedule.interval:
             self._next_sweep = time.time() + random.uniform(0, self.config.schedule.splay)

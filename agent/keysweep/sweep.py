@@ -206,7 +206,9 @@ class Pipeline:
         """Where the report spool lives: the state directory, else the user's default one."""
         return self.state_dir if self.state_dir is not None else default_state_dir()
 
-    def _file_state(self) -> StateStore:
+    @property
+    def file_state(self) -> StateStore:
+        """The file state (the agent's pipelines always have one)."""
         if self.state is None:
             raise KeysweepError("this pipeline has no file state")
         return self.state
@@ -215,7 +217,7 @@ class Pipeline:
         """After a sweep failed in the state database: open it again (a damaged one is then moved aside and
         rebuilt), so one bad page does not fail every later sweep."""
         try:
-            self._file_state().close()
+            self.file_state.close()
         except sqlite3.Error:
             pass
         self.state = self._open_state()
@@ -322,7 +324,7 @@ class Pipeline:
     def sweep(
         self, *, should_stop: StopCheck, full_reread_every: int, pace: Callable[[], None] | None = None
     ) -> SweepResult:
-        state = self._file_state()
+        state = self.file_state
         plan = state.begin_sweep(full_reread_every)
         before = dataclasses.replace(state.counters)
         started = time.time()
@@ -350,7 +352,7 @@ class Pipeline:
     def scan_paths(self, paths: Sequence[str], *, should_stop: StopCheck) -> SweepResult:
         """Scan files the watcher saw change, then verify and report what they hold."""
         started = time.time()
-        state = self._file_state()
+        state = self.file_state
         before = dataclasses.replace(state.counters)
         # the paths come from events in directories users write: a symlink there is not followed
         options = dataclasses.replace(build_scan_options(self.config, paths), follow_named=False)

@@ -13,7 +13,7 @@ import dataclasses
 import sys
 import time
 from collections import defaultdict
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from keysweep.cli.common import (
     StopFlag,
@@ -26,6 +26,9 @@ from keysweep.cli.common import (
 from keysweep.cloud import cloud_context
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.models import Finding
+
+if TYPE_CHECKING:
+    from keysweep.sweep import Pipeline
 
 
 def register(sub: Any) -> None:
@@ -89,7 +92,7 @@ def _cloud(args: argparse.Namespace) -> int:
 
 
 def _send_to_queue(
-    queue_url: str, findings: list[Finding], per_target: list[tuple[Any, Any]], pipeline: Any
+    queue_url: str, findings: list[Finding], per_target: list[tuple[Any, Any]], pipeline: Pipeline
 ) -> None:
     """--queue-url: one sender per account and region (its own host context and heartbeat), one spool."""
     from keysweep.report.sqs import ReportConfig, Reporter

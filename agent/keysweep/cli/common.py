@@ -9,7 +9,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from keysweep.errors import ConfigError
 from keysweep.models import Finding
@@ -17,6 +17,7 @@ from keysweep.report.formats import FORMATS
 
 if TYPE_CHECKING:
     from keysweep.central.organization import Organization
+    from keysweep.sweep import Pipeline
 
 __all__ = ["FORMATS", "StopFlag", "add_cloud_accounts", "add_iam_accounts", "add_pipeline_options", "counts",
            "organization", "output_stream", "print_delivery", "verify_findings"]
@@ -112,12 +113,12 @@ class StopFlag:
                 signal.signal(sig, handler)
 
 
-def verify_findings(pipeline: Any, findings: Sequence[Finding]) -> list[Finding]:
+def verify_findings(pipeline: Pipeline, findings: Sequence[Finding]) -> list[Finding]:
     """--verify: the pipeline's verifier over the findings; Ctrl-C leaves the keys not yet checked ``unknown``
     (interrupted). The counts go to stderr."""
     stopping = StopFlag()
     with stopping.installed():
-        verified: list[Finding] = pipeline.verify(findings, should_stop=stopping)
+        verified = pipeline.verify(findings, should_stop=stopping)
     by_status = Counter(f.verification.status for f in verified if f.verification is not None)
     if by_status:
         print(f"keysweep: verification: {counts(by_status)} ({pipeline.verifier.calls} STS calls)", file=sys.stderr)

@@ -25,6 +25,7 @@ from keysweep.scan import SOURCES, ScanOptions, ScanStats
 if TYPE_CHECKING:  # the configuration pulls in the AWS SDK: imported when a scan runs, not to parse its flags
     from keysweep.config import AgentConfig
     from keysweep.report.sqs import ReportConfig
+    from keysweep.sweep import Pipeline
 
 __all__ = ["FORMATS", "build_options", "register", "scan_is_incomplete"]
 
@@ -131,7 +132,7 @@ def _scan(args: argparse.Namespace) -> int:
         pipeline.close()
 
 
-def _run(args: argparse.Namespace, pipeline: Any) -> int:
+def _run(args: argparse.Namespace, pipeline: Pipeline) -> int:
     fmt = args.format or ("table" if args.output is None and sys.stdout.isatty() else "json")
     stopping = StopFlag()
     progress = _Progress(sys.stderr) if sys.stderr.isatty() else None
