@@ -46,7 +46,6 @@ import heapq
 import json
 import logging
 import queue
-import random
 import threading
 import time
 import zlib
@@ -60,10 +59,13 @@ from keysweep.central.key_states import KeyState
 from keysweep.central.records import FindingRecord, FindingSummary, HostRecord, Origin, merge_finding, merge_host
 from keysweep.central.store import MessageRefused, RecordTooLarge
 from keysweep.errors import StoreError
+from keysweep.retry import Backoff
 
 log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 64
+CONFLICT_BACKOFF = Backoff(0.01, 0.5)  # after a conditional write lost to another writer
+UNPROCESSED_BACKOFF = Backoff(0.02, 1.0)  # before asking again for what BatchGetItem left unprocessed
 MAX_ITEM_BYTES = 390_000  # DynamoDB's item limit is 400 KB including attribute names
 INDEX = "type-index"
 SHARDS = 16
@@ -215,7 +217,7 @@ class DynamoDBStore:
                 except ClientError as exc:
                     if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                         raise
-                time.sleep(random.uniform(0, min(0.5, 0.01 * 2**attempt)))
+                time.sleep(CONFLICT_BACKOFF.delay(attempt + 1))
         except (ClientError, BotoCoreError) as exc:
             raise _error(self.table, exc) from exc
         raise StoreError(f"store dynamodb://{self.table}: gave up on {pk} after {MAX_ATTEMPTS} conflicting writes")
@@ -418,7 +420,7 @@ class DynamoDBStore:
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
-                time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+                time.sleep(UNPROCESSED_BACKOFF.delay(attempt + 1))
             else:
                 raise StoreError(f"store dynamodb://{self.table}: BatchGetItem kept returning unprocessed keys")
         except (ClientError, BotoCoreError) as exc:
