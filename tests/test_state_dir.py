@@ -83,7 +83,8 @@ def test_state_round_trips_the_exact_bytes_of_any_name(tmp_path: Path) -> None:
             store.store(p, os.stat(p), [])
     with StateStore(tmp_path / "state", digest="d") as store:
         assert all(store.lookup(p, os.stat(p)) == [] for p in paths)  # every name found again
-    rows = sqlite3.connect(tmp_path / "state" / STATE_FILE).execute("SELECT dir, name FROM files").fetchall()
+    rows = sqlite3.connect(tmp_path / "state" / STATE_FILE).execute(
+        "SELECT dirs.path, files.name FROM files JOIN dirs ON dirs.id = files.dir").fetchall()
     assert sorted(rows) == sorted((os.fsencode(directory), n) for n in names)
     assert all(isinstance(d, bytes) and isinstance(n, bytes) for d, n in rows)
     assert detector  # the detector is not involved: the state is keyed by path alone

@@ -37,31 +37,34 @@ from keysweep.models import Finding, Location
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.sqlite"
-_SCHEMA_VERSION = "4"  # 3: paths as BLOBs (the exact bytes of any name); 4: directory digests
+_SCHEMA_VERSION = "5"  # 3: paths as BLOBs (the exact bytes of any name); 5: directories numbered, with digests
 _DIR_ROWS_MAX = 4096  # a directory with more files is looked up file by file (memory stays bounded)
 _PENDING_DIRS_MAX = 4096  # directories listed whose files are not all done yet (one never done is dropped)
 
-# rows keyed by (directory, name) as the bytes of the path (os.fsencode), so any name round-trips exactly; the
-# walk goes directory by directory, so one query answers a whole directory
+# a directory is a row of its own (its path as the bytes of the path, os.fsencode, so any name round-trips
+# exactly), numbered: a file row is keyed by (directory number, name), small and quick to write; the walk goes
+# directory by directory, so one query answers a whole directory
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS dirs (
+    id INTEGER PRIMARY KEY, path BLOB NOT NULL UNIQUE,
+    digest BLOB, files INTEGER NOT NULL DEFAULT 0, excluded INTEGER NOT NULL DEFAULT 0,
+    sweep_no INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS files (
-    dir BLOB NOT NULL, name BLOB NOT NULL,
+    dir INTEGER NOT NULL, name BLOB NOT NULL,
     dev INTEGER NOT NULL, ino INTEGER NOT NULL, size INTEGER NOT NULL,
     mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL,
     sweep_no INTEGER NOT NULL,
     findings TEXT,
     PRIMARY KEY (dir, name)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dirs (
-    dir BLOB PRIMARY KEY, digest BLOB NOT NULL, files INTEGER NOT NULL, excluded INTEGER NOT NULL,
-    sweep_no INTEGER NOT NULL
-) WITHOUT ROWID;
 """
 _DAMAGED = {"SQLITE_NOTADB", "SQLITE_CORRUPT", "SQLITE_CORRUPT_VTAB", "SQLITE_CORRUPT_SEQUENCE", "SQLITE_CORRUPT_INDEX"}
 _COLUMNS = "name, dev, ino, size, mtime_ns, ctime_ns, sweep_no, findings"
 _INSERT_FILE = f"INSERT OR REPLACE INTO files (dir, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_DIR = "INSERT OR REPLACE INTO dirs (dir, digest, files, excluded, sweep_no) VALUES (?, ?, ?, ?, ?)"
+_RECORD_DIR = "UPDATE dirs SET digest = ?, files = ?, excluded = ?, sweep_no = ? WHERE id = ?"
+_DIR_IDS_MAX = 4096  # directory numbers remembered
 _Row = tuple[int, int, int, int, int, int, str | None]
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, inlined
 
@@ -151,8 +154,8 @@ class StateStore:
         self._file_rows: list[tuple[Any, ...]] = []  # buffered, written by executemany
         self._dir_out: list[tuple[Any, ...]] = []
         self._pending_dirs: dict[str, _PendingDir] = {}
+        self._ids: dict[str, int] = {}  # directory numbers, by path
         self._last_commit = time.monotonic()
-        self._encoded = ("", b"")  # the last directory encoded (files come directory by directory)
         self._lock = threading.RLock()
         self._plan: SweepPlan | None = None
         try:
@@ -228,6 +231,7 @@ class StateStore:
             self._db.execute("DELETE FROM files")
             self._db.execute("DELETE FROM dirs")
             self._dir_key = None
+            self._ids = {}
             self._set("digest", digest)
             self._set("last_full", None)
             self._set("full_pending", None)
@@ -280,7 +284,11 @@ class StateStore:
                 self._set("running", None)
                 if plan.full:
                     pruned = self._db.execute("DELETE FROM files WHERE sweep_no < ?", (plan.full_start,)).rowcount
-                    self._db.execute("DELETE FROM dirs WHERE sweep_no < ?", (plan.full_start,))
+                    # a digest not recorded again by this full sweep is dropped, and a directory left without files
+                    self._db.execute("UPDATE dirs SET digest = NULL WHERE sweep_no < ?", (plan.full_start,))
+                    self._db.execute("DELETE FROM dirs WHERE digest IS NULL AND NOT EXISTS "
+                                     "(SELECT 1 FROM files WHERE files.dir = dirs.id)")
+                    self._ids = {}
                     self._dir_key = None
                     self._set("last_full", plan.number)
                     self._set("full_pending", None)
@@ -289,23 +297,39 @@ class StateStore:
         return pruned
 
     # --- FileCache protocol ---------------------------------------------------------------------------------
-    def _dir_bytes(self, d: str) -> bytes:
-        if d != self._encoded[0]:
-            self._encoded = (d, d.encode(_FS_ENCODING, _FS_ERRORS))
-        return self._encoded[1]
+    def _dir_id(self, d: str, *, create: bool) -> int | None:
+        """The number of directory ``d`` (path without its trailing slash); None when unknown and not ``create``."""
+        ident = self._ids.get(d)
+        if ident is not None:
+            return ident
+        path = d.encode(_FS_ENCODING, _FS_ERRORS)
+        row = self._db.execute("SELECT id FROM dirs WHERE path = ?", (path,)).fetchone()
+        if row is not None:
+            ident = int(row[0])
+        elif not create:
+            return None
+        else:
+            self._begin()
+            ident = int(self._db.execute("INSERT INTO dirs (path, sweep_no) VALUES (?, ?)",
+                                         (path, self._sweep_no)).lastrowid or 0)
+        if len(self._ids) >= _DIR_IDS_MAX:
+            self._ids = {}
+        self._ids[d] = ident
+        return ident
 
     def _row(self, d: str, name: bytes) -> _Row | None:
         if d != self._dir_key:
             self._write()  # rows stored earlier in this process are found too
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM files WHERE dir = ? LIMIT {_DIR_ROWS_MAX + 1}", (self._dir_bytes(d),)
+            ident = self._dir_id(d, create=False)
+            rows = [] if ident is None else self._db.execute(
+                f"SELECT {_COLUMNS} FROM files WHERE dir = ? LIMIT {_DIR_ROWS_MAX + 1}", (ident,)
             ).fetchall()
             self._dir_key = d
             self._dir_rows = {r[0]: r[1:] for r in rows} if len(rows) <= _DIR_ROWS_MAX else None
         if self._dir_rows is not None:
             return self._dir_rows.get(name)
         r = self._db.execute(
-            f"SELECT {_COLUMNS} FROM files WHERE dir = ? AND name = ?", (self._dir_bytes(d), name)
+            f"SELECT {_COLUMNS} FROM files WHERE dir = ? AND name = ?", (self._dir_id(d, create=False), name)
         ).fetchone()
         return r[1:] if r else None
 
@@ -338,7 +362,7 @@ class StateStore:
         bname = name.encode(_FS_ENCODING, _FS_ERRORS)
         with self._lock:
             row = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, self._sweep_no, payload)
-            self._file_rows.append((self._dir_bytes(d), bname, *row))
+            self._file_rows.append((self._dir_id(d, create=True), bname, *row))
             if d == self._dir_key and self._dir_rows is not None:
                 self._dir_rows[bname] = row
             self.counters.stored += 1
@@ -353,13 +377,17 @@ class StateStore:
         findings were none: nothing more to do for them); None when they must be looked at file by file."""
         with self._lock:
             row = self._db.execute(
-                "SELECT digest, files, excluded, sweep_no FROM dirs WHERE dir = ?", (self._dir_bytes(directory),)
+                "SELECT id, digest, files, excluded, sweep_no FROM dirs WHERE path = ?", (directory.encode(_FS_ENCODING, _FS_ERRORS),)
             ).fetchone()
             plan = self._plan
-        if row is None or row[0] != digest or (plan is not None and plan.full and row[3] < plan.full_start):
+            if row is None:  # nothing stored for any of its files: their lookups need no query
+                self._dir_key, self._dir_rows = directory, {}
+            elif len(self._ids) < _DIR_IDS_MAX:
+                self._ids[directory] = row[0]
+        if row is None or row[1] != digest or (plan is not None and plan.full and row[4] < plan.full_start):
             return None
-        self.counters.hits += row[1]
-        return row[1], row[2]
+        self.counters.hits += row[2]
+        return row[2], row[3]
 
     def listed(self, directory: str, digest: bytes, names: Sequence[str], excluded: int) -> None:
         """The walk listed ``directory`` (digest ``digest``) and hands ``names`` on to be read or looked up; once
@@ -384,8 +412,8 @@ class StateStore:
             self._dir_recorded(d, self._pending_dirs.pop(d))
 
     def _dir_recorded(self, directory: str, pending: _PendingDir) -> None:
-        self._dir_out.append((self._dir_bytes(directory), pending.digest, pending.files, pending.excluded,
-                              self._sweep_no))
+        self._dir_out.append((pending.digest, pending.files, pending.excluded, self._sweep_no,
+                              self._dir_id(directory, create=True)))
         self._maybe_commit()
 
     # --- housekeeping ---------------------------------------------------------------------------------------
@@ -393,15 +421,18 @@ class StateStore:
         """Buffered rows into the open transaction (begun here)."""
         if not (self._file_rows or self._dir_out):
             return
-        if not self._in_txn:
-            self._db.execute("BEGIN")
-            self._in_txn = True
+        self._begin()
         if self._file_rows:
             self._db.executemany(_INSERT_FILE, self._file_rows)
             self._file_rows.clear()
         if self._dir_out:
-            self._db.executemany(_INSERT_DIR, self._dir_out)
+            self._db.executemany(_RECORD_DIR, self._dir_out)
             self._dir_out.clear()
+
+    def _begin(self) -> None:
+        if not self._in_txn:
+            self._db.execute("BEGIN")
+            self._in_txn = True
 
     def _maybe_commit(self) -> None:
         if (len(self._file_rows) + len(self._dir_out) >= self._commit_every
