@@ -146,7 +146,7 @@ class _Counted:
         return data
 
 
-def _decompressor(kind: str, raw: _Readable) -> IO[bytes]:
+def _decompressor(kind: str, raw: _Readable) -> io.BufferedIOBase:
     fh: IO[bytes] = raw  # type: ignore[assignment]
     if kind == "gzip":
         return gzip.GzipFile(fileobj=fh, mode="rb")
@@ -275,7 +275,7 @@ class _ArchiveScan:
             self.zip_entries -= entries
 
     def _zip_members(self, fh: _Readable, prefix: str, depth: int) -> None:
-        with zipfile.ZipFile(fh) as zf:  # type: ignore[arg-type]
+        with zipfile.ZipFile(fh) as zf:  # type: ignore[call-overload]  # fh is a real, seekable file
             for info in zf.infolist():
                 if info.is_dir():
                     continue

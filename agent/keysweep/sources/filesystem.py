@@ -406,13 +406,13 @@ class Walker:
         know: those files need nothing more (counted as cached); else they are handed on as usual, and the
         listings told which (when each file was either handed on or excluded)."""
         assert self.listings is not None
-        meta: list[tuple[str, int, int, int, int, int]] | None = []
+        meta: list[tuple[str, int, int, int, int, int]] = []
         others = []
         for entry in entries:
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError:
-                meta = None  # vanished or unreadable: counted where the entry is handled below
+                meta = []  # vanished or unreadable: no digest; counted where the entry is handled below
                 break
             if st.st_mode & 0o170000 == stat.S_IFREG:
                 meta.append((entry.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
@@ -632,7 +632,10 @@ class _FileReader:
         self._extents = _data_extents(fd, size) if sparse else None
         self._extent_end = 0
 
-    def read(self, n: int) -> bytes:
+    def read(self, n: int = -1, /) -> bytes:
+        """Up to ``n`` bytes (a negative ``n``: one chunk, as the archive readers do)."""
+        if n < 0:
+            n = CHUNK_SIZE
         if self._eof or self.bytes >= self._limit:
             return b""
         if self._extents is not None:

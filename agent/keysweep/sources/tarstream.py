@@ -187,10 +187,10 @@ def members(read: Callable[[int], bytes]) -> Iterator[tuple[TarMember, _Data]]:
                     raise TarFormatError("truncated sparse header")
                 if not ext[504]:
                     break
-        data = _Data(read, size)
+        member = _Data(read, size)
         if typeflag in _REGULAR:
-            yield TarMember(name, size), data
-        _skip(read, data.left + (-size % BLOCK))
+            yield TarMember(name, size), member
+        _skip(read, member.left + (-size % BLOCK))
 
 
 def _ustar_name(block: bytes) -> bytes:
