@@ -115,8 +115,10 @@ def test_a_mail_forwarded_as_an_attachment(detector):
     assert pairs(detector, outer.as_bytes()) == {(KID, SECRET, "base64"), (KID2, SECRET2, "base64")}
 
 
-def test_quoted_printable_soft_break_inside_the_id(detector):
-    body = f"AWS_ACCESS_KEY_ID =3D {KID[:9]}=\r\n{KID[9:]}\r\nAWS_SECRET_ACCESS_KEY =3D {SECRET}\r\n"
+@pytest.mark.parametrize("cut", range(1, 20))
+@pytest.mark.parametrize("eol", ["\n", "\r\n"], ids=["lf", "crlf"])
+def test_quoted_printable_soft_break_anywhere_in_the_id(detector, cut, eol):
+    body = f"AWS_ACCESS_KEY_ID =3D {KID[:cut]}={eol}{KID[cut:]}{eol}AWS_SECRET_ACCESS_KEY =3D {SECRET}{eol}"
     assert pairs(detector, body.encode()) == {(KID, SECRET, "quoted-printable")}
 
 

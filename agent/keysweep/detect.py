@@ -192,7 +192,7 @@ class Detector:
         self.pair_window = pair_window
         self.include_examples = include_examples
         key_rules = ruleset.key_rules
-        self._id_re = re.compile(b"|".join(b"(?P<r%d>%s)" % (i, r.regex.encode()) for i, r in enumerate(key_rules)))
+        self._id_re = re.compile(b"|".join(b"(?P<r%d>%s)" % (i, (r.regex or "").encode()) for i, r in enumerate(key_rules)))
         self._rule_by_group = {f"r{i}": r for i, r in enumerate(key_rules)}
         secret_rule, token_rule = ruleset.secret_rule, ruleset.token_rule
         self._secret_rule = secret_rule
@@ -216,9 +216,11 @@ class Detector:
         # re searches fast only behind a literal first byte, so one pattern per first byte (measured on a
         # host-like corpus: one alternation of all forms ~400 MB/s; four grouped passes ~700 MB/s)
         wrappable = {f for f, (kind, _) in self._forms.items() if kind == "base64"}
-        self._prefilters = _grouped(list(self._forms), wrappable)
+        raw = {f for f, (kind, _) in self._forms.items() if kind == "raw"}
+        self._prefilters = _grouped(list(self._forms), wrappable, raw)
         # UTF-16 text of ASCII characters always holds NUL bytes: a buffer without one (most text) skips those forms
-        self._prefilters_no_nul = _grouped([f for f, (kind, _) in self._forms.items() if kind != "utf-16"], wrappable)
+        self._prefilters_no_nul = _grouped(
+            [f for f, (kind, _) in self._forms.items() if kind != "utf-16"], wrappable, raw)
 
     # -- public API ---------------------------------------------------------------------------------------
 
@@ -422,7 +424,7 @@ class Detector:
                 if kind == "raw":
                     idm = self._id_re.match(view, p)
                     if idm is None:
-                        if decode.soft_line_break(view, p + 4, p + 24):  # the id wrapped in a mail body
+                        if decode.soft_line_break(view, p, p + 24):  # the id wrapped in a mail body
                             qp_hits.append(p)
                         continue
                     e = idm.end()
@@ -870,14 +872,18 @@ def _unescape(raw: bytes) -> bytes:
 _INDENT = object()  # the indentation after a line break inside a wrapped form
 
 
-def _grouped(forms: list[bytes], wrappable: Container[bytes] = ()) -> list[tuple[bytes, re.Pattern[bytes]]]:
+def _grouped(
+    forms: list[bytes], wrappable: Container[bytes] = (), soft_breakable: Container[bytes] = (),
+) -> list[tuple[bytes, re.Pattern[bytes]]]:
     """(first byte, pattern of the forms starting with it) per distinct first byte.
 
     The rest of the forms is one trie: ``re`` tries alternatives one by one and skips one that starts with a
     literal byte at the cost of a compare, so a trie of literals is as fast as the plain alternation on text
     and faster on base64. A form in ``wrappable`` also matches with a line break (LF or CRLF, then any
     indentation) between any two of its characters: base64 wrapped at 64 or 76 columns breaks a line inside
-    the encoded keyword about once in 16 places. Such a match holds the break (see :func:`_form_of`).
+    the encoded keyword about once in 16 places. A form in ``soft_breakable`` also matches with a
+    quoted-printable soft line break (``=`` and LF or CRLF) between two of its characters (a long line of a mail
+    body). Such a match holds the break (see :func:`_form_of`).
     """
     groups: dict[int, dict[object, dict]] = {}
     for f in forms:
@@ -885,6 +891,9 @@ def _grouped(forms: list[bytes], wrappable: Container[bytes] = ()) -> list[tuple
         if f in wrappable:
             for i in range(1, len(f)):
                 variants += [[*f[:i], 0x0A, _INDENT, *f[i:]], [*f[:i], 0x0D, 0x0A, _INDENT, *f[i:]]]
+        if f in soft_breakable:
+            for i in range(1, len(f)):
+                variants += [[*f[:i], 0x3D, 0x0A, *f[i:]], [*f[:i], 0x3D, 0x0D, 0x0A, *f[i:]]]
         root = groups.setdefault(f[0], {})
         for v in variants:
             node = root
@@ -906,7 +915,7 @@ def _trie(node: dict[object, dict]) -> bytes:
 
 def _form_of(match: bytes) -> bytes:
     """The form a prefilter match stands for: the match without the line break of a wrapped form."""
-    return match.translate(None, b"\r\n \t") if b"\n" in match else match
+    return match.translate(None, b"\r\n \t=") if b"\n" in match else match
 
 
 # uppercase letters that are rare in text and code (the base64 forms' Q and B): found with memchr, not re
