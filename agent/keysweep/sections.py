@@ -105,47 +105,58 @@ def describe(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _boolean(value: object, rules: Mapping[str, Any]) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("expected true or false")
+    return value
+
+
+def _integer(value: object, rules: Mapping[str, Any]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("expected an integer")
+    return value
+
+
+def _number(value: object, rules: Mapping[str, Any]) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("expected a number")
+    return float(value)
+
+
+def _text(value: object, rules: Mapping[str, Any]) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected {rules.get('expected') or 'a non-empty string'}")
+    if "choices" in rules and value not in rules["choices"]:
+        raise ValueError("expected one of " + ", ".join(rules["choices"]))
+    if "valid" in rules and not rules["valid"](value):
+        raise ValueError(f"expected {rules['expected']}")
+    return value
+
+
+_SCALARS: dict[Any, Callable[[object, Mapping[str, Any]], Any]] = {
+    bool: _boolean, int: _integer, float: _number, str: _text,
+}
+
+
 def _convert(value: object, hint: Any, rules: Mapping[str, Any]) -> Any:
     """One value converted to the field's type, or ValueError saying what was expected."""
-    kind = rules.get("kind")
-    if kind == "size":
+    if rules.get("kind") == "size":
         return parse_size(value)
-    if kind == "duration":
+    if rules.get("kind") == "duration":
         return parse_duration(value)
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):  # X | None
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
         return _convert(value, inner, rules)
-    if origin is tuple:
+    if origin is tuple:  # tuple[X, ...]
         if isinstance(value, str) and rules.get("one_item_list", True):
             value = [value]
         if not isinstance(value, list):
             raise ValueError(f"expected {rules.get('expected') or 'a list'}")
         return tuple(_convert(v, args[0], rules) for v in value)
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise ValueError("expected true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError("expected an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ValueError("expected a number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str) or not value:
-            raise ValueError(f"expected {rules.get('expected') or 'a non-empty string'}")
-        if "choices" in rules and value not in rules["choices"]:
-            raise ValueError("expected one of " + ", ".join(rules["choices"]))
-        if "valid" in rules and not rules["valid"](value):
-            raise ValueError(f"expected {rules['expected']}")
-        return value
-    raise ValueError(f"unsupported type {hint}")  # pragma: no cover - a programming error
+    return _SCALARS[hint](value, rules)
 
 
 def _bounds(value: Any, rules: Mapping[str, Any]) -> str | None:

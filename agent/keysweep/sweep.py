@@ -226,7 +226,7 @@ class Pipeline:
         # a finding restored from state has no secret: verifiable only from the cache or offline gates
         return self.verifier.known(f) is None
 
-    def _verify(self, findings: Sequence[Finding]) -> list[Finding]:
+    def _verified_without_secrets(self, findings: Sequence[Finding]) -> list[Finding]:
         fresh = [f for f in findings if not (f.has_secret and f.secret is None)]
         verified = iter(self.verifier.verify_all(fresh)) if fresh else iter(())
         out: list[Finding] = []
@@ -332,7 +332,7 @@ class Pipeline:
             "number": plan.number, "full_reread": plan.full, "resumed": plan.resumed}})
         findings, stats, interrupted = self._run(self.options, should_stop, pace)
         with self._lock:
-            verified = self._verify(findings)
+            verified = self._verified_without_secrets(findings)
             delivery = self._report(verified, stats, heartbeat=True, started=started)
         pruned = state.finish_sweep(plan, completed=not interrupted)
         c = state.counters
@@ -358,7 +358,7 @@ class Pipeline:
         options = dataclasses.replace(build_scan_options(self.config, paths), follow_named=False)
         findings, stats, interrupted = self._run(options, should_stop)
         with self._lock:
-            verified = self._verify(findings)
+            verified = self._verified_without_secrets(findings)
             delivery = self._report(verified, stats, heartbeat=False, started=started)
         self.watch_scans += 1
         c = state.counters
