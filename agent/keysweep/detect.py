@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable, Container
 from dataclasses import dataclass
 
-from keysweep import decode, keyid
+from keysweep import decode, gate, keyid
 from keysweep.fingerprint import Fingerprinter, redact
 from keysweep.models import Finding, Location, Secret
 from keysweep.ruleset import Rule, Ruleset, most_severe
@@ -221,6 +221,8 @@ class Detector:
         # UTF-16 text of ASCII characters always holds NUL bytes: a buffer without one (most text) skips those forms
         self._prefilters_no_nul = _grouped(
             [f for f, (kind, _) in self._forms.items() if kind != "utf-16"], wrappable, raw)
+        # one native pass that tells the buffers without any match (nearly all) from the rest (keysweep.gate)
+        self._gate = gate.build([rx.pattern for _, rx in self._prefilters])
 
     # -- public API ---------------------------------------------------------------------------------------
 
@@ -408,6 +410,8 @@ class Detector:
         ``settled``: key ids whose finding cannot improve (:attr:`Place.settled`). A view holding no other id
         is not paired at all (a log that repeats its key on every line costs little more than the prefilter);
         one that does is paired whole, settled ids included, so every secret still goes to the same id."""
+        if self._gate is not None and not self._gate(view):
+            return []  # not one match of the passes below
         settled_ids: list[tuple[int, str, Rule]] = []  # while every id so far is settled: cheap tuples
         ids: list[_Hit] | None = None  # from the first id that is not
         utf16_hits: list[int] = []

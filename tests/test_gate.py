@@ -1,0 +1,80 @@
+"""The Hyperscan gate before the detector's prefilter passes: exact (it passes over a buffer only when no pattern
+matches in it), so a detector with the gate finds what one without it finds."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+from keysweep import gate
+from keysweep.detect import Place
+from keysweep.models import Location
+
+from tests.support.hosttree import build_host_tree, make_detector
+
+pytest.importorskip("hyperscan")
+
+
+def test_patterns_with_nul_and_line_breaks_compile_as_re_reads_them() -> None:
+    patterns = [re.escape(b"A\x00K\x00I") + b"(?:\n[ \t]*)?X", re.escape(b"Q\r\nU") + b"tJ"]
+    g = gate.build(patterns)
+    assert g is not None
+    for buf in (b"..A\x00K\x00I\n   X..", b"A\x00K\x00IX", b"xQ\r\nUtJ", b"A\x00K\x00I", b"A K I X", b"Q\nUtJ", b""):
+        assert g(buf) == any(re.search(p, buf) for p in patterns), buf
+
+
+def _buffers(detector: object, n: int) -> list[bytes]:
+    """Text, binary and base64-like noise with the detector's forms planted whole, cut short, and (for the
+    wrappable ones) broken by a line break, as base64 wraps them."""
+    rng = random.Random(14)
+    forms = list(detector._forms)  # type: ignore[attr-defined]
+    noise = [b"INFO request served user=7 path=/api/v1 ", bytes(range(256)), b"QUJDREVGR0hJSktMTU5PUFFSU1RVVldY"]
+    out = []
+    for _ in range(n):
+        parts = []
+        for _ in range(rng.randint(1, 12)):
+            r = rng.random()
+            form = rng.choice(forms)
+            if r < 0.3:
+                parts.append(form)
+            elif r < 0.5:
+                parts.append(form[: rng.randint(1, len(form) - 1)])
+            elif r < 0.6:
+                cut = rng.randint(1, len(form) - 1)
+                parts.append(form[:cut] + rng.choice([b"\n", b"\r\n", b"\n    "]) + form[cut:])
+            else:
+                parts.append(rng.choice(noise)[: rng.randint(0, 64)])
+        out.append(b"".join(parts))
+    return out
+
+
+def test_the_gate_passes_over_a_buffer_only_when_no_pattern_matches() -> None:
+    detector = make_detector()
+    g = detector._gate
+    assert g is not None  # hyperscan is installed: the detector uses it
+    passes = [rx for _, rx in detector._prefilters]
+    hit = 0
+    for buf in _buffers(detector, 3000):
+        expected = any(rx.search(buf) for rx in passes)
+        assert g(buf) == expected, buf
+        hit += expected
+    assert 0 < hit < 3000  # both answers were exercised
+
+
+def test_a_detector_with_the_gate_finds_what_one_without_finds(tmp_path: Path) -> None:
+    fast, plain = make_detector(), make_detector()
+    plain._gate = None  # the passes on every buffer, as without hyperscan
+    tree = build_host_tree(tmp_path)
+    bufs = [p.read_bytes() for p in sorted(tree.root.rglob("*")) if p.is_file()] + _buffers(fast, 500)
+    location = Location(kind="file", path="/x")
+    found = 0
+    for buf in bufs:
+        got = [(f.key_id, f.secret_fingerprint, f.location.line) for f in fast.scan(buf, location=location,
+                                                                                    place=Place())]
+        want = [(f.key_id, f.secret_fingerprint, f.location.line) for f in plain.scan(buf, location=location,
+                                                                                      place=Place())]
+        assert got == want
+        found += len(got)
+    assert found >= 10
