@@ -120,16 +120,29 @@ def _finding_columns() -> tuple[Column, ...]:
     )
 
 
+@dataclass(frozen=True)
+class _CoveredHost:
+    """A host record with its coverage state on the export's day, for the hosts table."""
+
+    record: HostRecord
+    coverage_state: str
+
+
 SWEEP = Struct((("sweep_id", "string"), ("started_at", "string"), ("finished_at", "string"),
                 ("duration_s", "double"), ("files_scanned", "bigint"), ("bytes_scanned", "bigint")))
 
 
-def _sweep(record: HostRecord) -> dict[str, Any] | None:
+def _sweep(host: _CoveredHost) -> dict[str, Any] | None:
+    record = host.record
     if not record.last_sweep:
         return None
     stats = record.last_sweep.get("stats") or {}
     return {**record.last_sweep, "files_scanned": stats.get("files_scanned"),
             "bytes_scanned": stats.get("bytes_scanned")}
+
+
+def _host_attr(name: str) -> Callable[[_CoveredHost], Any]:
+    return lambda host: getattr(host.record, name)
 
 
 def _host_columns() -> tuple[Column, ...]:
@@ -140,12 +153,12 @@ def _host_columns() -> tuple[Column, ...]:
         ("last_heartbeat", s, "null: findings but never a heartbeat"), ("sender", s, "SQS SenderId"),
     ]
     return (
-        *(Column(name, kind, _attr(name), comment) for name, kind, comment in plain),
+        *(Column(name, kind, _host_attr(name), comment) for name, kind, comment in plain),
         Column("coverage_state", s, lambda h: h.coverage_state, "on the export's day: ok | silent | no-heartbeat"),
-        Column("errors", Array(s), lambda h: list(h.errors)),
-        Column("context", _schema_type("host"), _attr("host"), "where the host runs (account, region, instance…)"),
+        Column("errors", Array(s), lambda h: list(h.record.errors)),
+        Column("context", _schema_type("host"), _host_attr("host"), "where the host runs (account, region, instance…)"),
         Column("last_sweep", SWEEP, _sweep),
-        Column("spool", _schema_type("spool"), _attr("spool")),
+        Column("spool", _schema_type("spool"), _host_attr("spool")),
     )
 
 
@@ -156,17 +169,6 @@ TABLES: Mapping[str, tuple[Column, ...]] = {"findings": FINDING_COLUMNS, "hosts"
 
 def row(columns: Iterable[Column], record: Any) -> dict[str, Any]:
     return {c.name: conform(c.kind, c.value(record)) for c in columns}
-
-
-@dataclass(frozen=True)
-class _CoveredHost:
-    """A host record with its coverage state on the export's day, for the hosts table."""
-
-    record: HostRecord
-    coverage_state: str
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.record, name)
 
 
 @dataclass
