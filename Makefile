@@ -1,5 +1,5 @@
 # keysweep developer tasks (README.md, "Set up", says what each runs and how long it takes).
-#   make test        unit and integration tests (+ ruff and the import-layer contracts); what a change must pass
+#   make test        unit and integration tests (+ ruff, the import-layer contracts, mypy); what a change must pass
 #   make ci          everything CI runs (.ci/run runs exactly this): make test, the package checks, the image and
 #                    distribution tests; needs root and a Docker engine (started if missing)
 PYTHON ?= python3
@@ -40,6 +40,7 @@ checkov: $(CHECKOV_VENV)/bin/checkov
 test: install system-deps checkov
 	$(BIN)/ruff check agent tests bench
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/mypy agent/keysweep
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # ripgrep 14 (the speed to compare with) from its PyPI wheel, the bench extra

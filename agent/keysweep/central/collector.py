@@ -230,7 +230,7 @@ class Collector:
             log.warning("a batch of %d message(s) failed (%s): applying them one at a time", len(messages),
                         type(exc).__name__)
             return [self._apply(m) for m in messages]
-        return [self._refused(m, results[i]) if isinstance(results[i], MessageRefused) else self._account(m, results[i])
+        return [self._refused(m, result) if isinstance(result := results[i], MessageRefused) else self._account(m, result)
                 for i, m in enumerate(messages)]
 
     def _refused(self, message: dict[str, Any], exc: MessageRefused) -> bool:

@@ -225,14 +225,14 @@ def _key_from(records: Sequence[FindingSummary], suggestion_of: SuggestionOf,
     suggestions: list[Mapping[str, Any]] = []
     seen: set[str] = set()
     for word in (*holders, *others):
-        rec = max((r for r in by_host[word.host_id] if r.suggestion_kind is not None), key=lambda r: r.version,
-                  default=None)
-        if rec is None or rec.suggestion_digest in seen:
+        newest = max((r for r in by_host[word.host_id] if r.suggestion_kind is not None), key=lambda r: r.version,
+                     default=None)
+        if newest is None or newest.suggestion_digest in seen:
             continue
-        seen.add(rec.suggestion_digest or "")
-        suggestion = suggestion_of(rec) if len(suggestions) < MAX_SUGGESTIONS else None
+        seen.add(newest.suggestion_digest or "")
+        suggestion = suggestion_of(newest) if len(suggestions) < MAX_SUGGESTIONS else None
         if suggestion is not None:
-            suggestions.append({**suggestion, "host_id": rec.host_id, "hostname": rec.hostname})
+            suggestions.append({**suggestion, "host_id": newest.host_id, "hostname": newest.hostname})
     ordered_locations = sorted(
         (KeyLocation(r.host_id, r.hostname, r.host_kind, place(r.location), r.location, r.first_seen, r.last_seen,
                      r.status) for r in records),
@@ -307,8 +307,12 @@ def build_report(
     counts = _HostCounts()
     for recs in groups.values():
         by_place = {(r.host_id, r.finding_fingerprint): r for r in recs}
-        key = _key_from([FindingSummary.of(r) for r in recs],
-                        lambda s, by_place=by_place: by_place[(s.host_id, s.finding_fingerprint)].suggestion)
+
+        def suggestion_of(s: FindingSummary, by_place: dict[tuple[str, str], FindingRecord] = by_place
+                          ) -> Mapping[str, Any] | None:
+            return by_place[(s.host_id, s.finding_fingerprint)].suggestion
+
+        key = _key_from([FindingSummary.of(r) for r in recs], suggestion_of)
         keys.append(key)
         counts.add(key, (r.host_id for r in recs))
     return _assemble(keys, counts, hosts, now, silent_after)

@@ -48,17 +48,6 @@ class Store(Protocol):
         even then); atomic with respect to other collectors. Returns the owner after the call."""
         ...
 
-    def apply_messages(self, items: Sequence[tuple[Mapping[str, Any], Origin | None]]) -> list[bool | MessageRefused]:
-        """Apply validated finding and heartbeat messages in order, each exactly as :meth:`upsert_finding` or
-        :meth:`record_heartbeat` would, in as few write transactions as the backend can (SQLite: one; a backend
-        without transactions over several items may apply them one by one).
-
-        One entry per message: True when the store changed, False when not (a duplicate), or the
-        :class:`MessageRefused` for a message refused for its own content (the others are still applied). A
-        :class:`StoreError` raised means the store failed: none of the batch may be taken as stored (what was is
-        harmless to apply again: every apply is idempotent)."""
-        ...
-
     def iter_findings(self) -> Iterator[FindingRecord]:
         ...
 
@@ -95,6 +84,21 @@ class Store(Protocol):
         ...
 
 
+class BatchStore(Store, Protocol):
+    """A store that applies several messages in one write (SQLite); :func:`apply_messages` takes any store."""
+
+    def apply_messages(self, items: Sequence[tuple[Mapping[str, Any], Origin | None]]) -> list[bool | MessageRefused]:
+        """Apply validated finding and heartbeat messages in order, each exactly as :meth:`upsert_finding` or
+        :meth:`record_heartbeat` would, in as few write transactions as the backend can (SQLite: one; a backend
+        without transactions over several items may apply them one by one).
+
+        One entry per message: True when the store changed, False when not (a duplicate), or the
+        :class:`MessageRefused` for a message refused for its own content (the others are still applied). A
+        :class:`StoreError` raised means the store failed: none of the batch may be taken as stored (what was is
+        harmless to apply again: every apply is idempotent)."""
+        ...
+
+
 def open_store(url_or_path: str, *, create: bool = True) -> Store:
     """Open the store named by ``url_or_path``; ``create=False`` refuses to create a missing database/table."""
     if url_or_path.startswith("dynamodb://"):
@@ -104,7 +108,7 @@ def open_store(url_or_path: str, *, create: bool = True) -> Store:
         table = parts.netloc + parts.path.rstrip("/")
         if not table:
             raise ConfigError(f"store URL {url_or_path!r}: no table name (use dynamodb://TABLE)")
-        region = (parse_qs(parts.query).get("region") or [None])[0]
+        region = next(iter(parse_qs(parts.query).get("region", [])), None)
         return DynamoDBStore(table, region=region, create=create)
     from keysweep.central.store_sqlite import SQLiteStore
 

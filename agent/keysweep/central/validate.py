@@ -223,7 +223,7 @@ def _sequence(steps: list[Check]) -> Check:
     return run
 
 
-_PLAIN_TYPES = {"object": dict, "array": list, "string": str, "null": type(None), "boolean": bool}
+_PLAIN_TYPES: dict[str, type] = {"object": dict, "array": list, "string": str, "null": type(None), "boolean": bool}
 
 
 def _type_check(names: list[str]) -> Check:
