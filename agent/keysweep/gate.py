@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 try:
     import hyperscan
 except ImportError:  # the optional accelerator is not installed
-    hyperscan = None
+    hyperscan = None  # type: ignore[assignment]
 
 
 def hyperscan_pattern(pattern: bytes) -> bytes:
