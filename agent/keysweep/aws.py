@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import boto3
-import botocore.session
-from botocore.config import Config
 
 from keysweep import __version__
 from keysweep.errors import ConfigError
+
+if TYPE_CHECKING:  # boto3 is imported where a client is built: `keysweep scan` without AWS calls never loads it
+    from botocore.config import Config
 
 USER_AGENT = f"keysweep/{__version__}"
 # a region as one label of an AWS host name: sqs.eu-west-1.amazonaws.com, vpce-….sqs.us-gov-west-1.vpce…
@@ -28,6 +27,8 @@ _REGION_LABEL = re.compile(r"(?:^|\.)([a-z]{2}(?:-gov|-iso[a-z]?)?-[a-z]+-\d)\."
 def client_config(
     *, connect_timeout: float = 3.0, read_timeout: float = 10.0, max_attempts: int = 3, **extra: Any
 ) -> Config:
+    from botocore.config import Config
+
     return Config(
         user_agent_extra=USER_AGENT,
         connect_timeout=connect_timeout,
@@ -78,6 +79,8 @@ def resolve_region(explicit: str | None, url: str | None, *, what: str) -> str:
     """The region for a client of ``url``: ``explicit``, else the one in the URL, else the SDK's own setting
     (``AWS_REGION``, ``AWS_DEFAULT_REGION``, the profile's ``region``). None of them: a :class:`ConfigError` naming
     how to give one (``what`` says which option names the URL)."""
+    import boto3
+
     region = explicit or region_in_url(url) or boto3.session.Session().region_name
     if not region:
         raise ConfigError(f"{what}: no AWS region: the URL names none and none is configured "
@@ -87,6 +90,8 @@ def resolve_region(explicit: str | None, url: str | None, *, what: str) -> str:
 
 def has_credentials() -> bool:
     """Whether keysweep's own credentials chain (environment, profile, SSO, instance profile, task role) finds any."""
+    import boto3
+
     return boto3.session.Session().get_credentials() is not None
 
 
@@ -94,6 +99,8 @@ def make_client(
     service: str, *, region: str | None = None, config: Config | None = None, endpoint_url: str | None = None
 ) -> Any:
     """A client using keysweep's own credentials chain (instance profile, task role, environment, …)."""
+    import boto3
+
     session = boto3.session.Session(region_name=region) if region else boto3.session.Session()
     return session.client(service, config=config or client_config(), endpoint_url=endpoint_url)
 
@@ -115,6 +122,8 @@ def isolated_client(
     credentials are sent or what signs the request. The endpoint is the caller's, or keysweep's own
     ``AWS_ENDPOINT_URL_<SERVICE>`` / ``AWS_ENDPOINT_URL`` setting.
     """
+    import botocore.session
+
     bc_session = botocore.session.Session(session_vars={"profile": (None, None, None, None)})
     bc_session.set_config_variable("config_file", os.devnull)
     bc_session.set_config_variable("credentials_file", os.devnull)
