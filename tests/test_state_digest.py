@@ -247,3 +247,24 @@ def test_an_older_state_layout_is_rebuilt(tmp_path: Path) -> None:
         store.store(str(target), target.stat(), [])
     with StateStore(state, digest="d") as store:
         assert store.lookup(str(target), target.stat()) == []
+
+
+@pytest.mark.timeout(300)
+def test_worker_processes_feed_the_state(tmp_path: Path) -> None:
+    """With workers (more than two batches of files), every file's outcome comes back to the state: the re-scan
+    reads nothing and every directory is answered whole except the one with a key."""
+    root, state = tmp_path / "tree", tmp_path / "state"
+    for i in range(400):
+        d = root / f"d{i % 20}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}.txt").write_text(filler(100 + i))
+    (root / "d3" / "deploy.env").write_text(creds())
+    first = scan(root, state, "--workers", "2")
+    assert first["summary"]["files_scanned"] == 401 and len(first["findings"]) == 1
+    again = scan(root, state, "--workers", "2")
+    assert again["summary"]["files_scanned"] == 0 and again["summary"]["files_cached"] == 401
+    assert keys(again) == keys(first)
+    db = sqlite3.connect(state / STATE_FILE)
+    assert db.execute("SELECT COUNT(*) FROM dirs WHERE digest IS NOT NULL").fetchone() == (19,)
+    assert db.execute("SELECT COUNT(*) FROM files").fetchone() == (401,)
+    db.close()

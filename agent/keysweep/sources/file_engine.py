@@ -74,9 +74,11 @@ class Exported:
 
 @dataclass(frozen=True)
 class ReadFiles:
-    """Task: read these files."""
+    """Task: read these files; ``answer_all``: answer for each file, not only those with findings (a file cache
+    needs every outcome)."""
 
     files: list[Item]
+    answer_all: bool = False
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ def _read_files(task: ReadFiles, detector: Detector, options: ScanOptions, dirs:
         found = _scan_one(ref, st, detector, options, stats, dirs, split_over=SPLIT_OVER)
         if isinstance(found, filesystem.SplitFile):
             out.append(SplitMe(ref.path, st, found.ref, found.size))
-        elif found or st is not None:  # without a stat (no FileCache) a file with no finding needs no answer
+        elif found or st is not None or task.answer_all:  # without a FileCache, no finding needs no answer
             out.append(FileDone(ref.path, st, None if found is None else [Exported.of(f) for f in found]))
     return Reply(out, stats)
 
@@ -359,6 +361,7 @@ class FilesScan:
         self._last_progress = 0.0
         self._parts: dict[str, list[PartDone | None]] = {}  # large files scanned in parts, by path
         self._from_cache: list[Finding] = []  # findings of unchanged files, not yet yielded
+        self._stat_of: dict[str, os.stat_result] = {}  # the walk's stat of each file a worker holds (file cache)
         self.dirs = filesystem.DirCache(follow=self.options.follow_symlinks)  # this process's directory fds
 
     def run(self) -> Iterator[Finding]:
@@ -382,7 +385,7 @@ class FilesScan:
             return
         assert first is not None
         with Pool(self.options.worker_count, self.detector, self.options) as pool:
-            for reply in pool.run(itertools.chain([first, second], batches)):
+            for reply in pool.run(self._sent(itertools.chain([first, second], batches))):
                 self.stats.merge(reply.stats)
                 for outcome in reply.outcomes:
                     yield from self._take(pool, outcome)
@@ -392,12 +395,27 @@ class FilesScan:
             for path in pool.lost:
                 self.stats.fail("worker-crashed", filesystem.display_path(path, self.options.path_prefix))
 
+    def _sent(self, batches: Iterator[ReadFiles]) -> Iterator[ReadFiles]:
+        """With a file cache, batches go to the workers without the files' stats (pickling an ``os.stat_result``
+        both ways cost more than reading a small file): each is kept here until its file's outcome is back."""
+        for batch in batches:
+            if self.cache is None:
+                yield batch
+                continue
+            for ref, st in batch.files:
+                if st is not None:
+                    self._stat_of[ref.path] = st
+            yield ReadFiles([(ref, None) for ref, _st in batch.files], answer_all=True)
+
     def _take(self, pool: Pool, outcome: Outcome) -> Iterator[Finding]:
         """Record what a worker sent back: a file's findings, a part of a split file, or a file to split."""
         if isinstance(outcome, FileDone):
             found = None if outcome.findings is None else [e.restore() for e in outcome.findings]
-            yield from self._done(outcome.path, outcome.st, found)
+            st = outcome.st if outcome.st is not None else self._stat_of.pop(outcome.path, None)
+            yield from self._done(outcome.path, st, found)
         elif isinstance(outcome, SplitMe):
+            if outcome.st is None and outcome.path in self._stat_of:
+                outcome = dataclasses.replace(outcome, st=self._stat_of.pop(outcome.path))
             pool.push(self._split(outcome, self.options.worker_count))
         else:
             yield from self._part_done(outcome)
