@@ -9,6 +9,7 @@ no secret, so neither does the report.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import re
@@ -347,11 +348,30 @@ def chart_data(keys: Sequence[FleetKey], hosts: Sequence[HostRow], now: datetime
     }
 
 
-def load_report(store: Store, *, now: datetime | None = None,
-                silent_after: timedelta = DEFAULT_SILENT_AFTER) -> FleetReport:
+@dataclass(frozen=True)
+class ReportFilter:
+    """Which keys a report covers: any of ``key_ids``, with any of ``statuses`` (the key's status), on any of
+    ``hosts`` (host ids or names); an empty set does not filter. A filtered report's coverage lists the hosts
+    holding its keys (with ``hosts``: those hosts only)."""
+
+    key_ids: frozenset[str] = frozenset()
+    statuses: frozenset[str] = frozenset()
+    hosts: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.key_ids or self.statuses or self.hosts)
+
+    def wants(self, key: FleetKey, records: Sequence[FindingSummary]) -> bool:
+        return ((not self.key_ids or key.key_id in self.key_ids)
+                and (not self.statuses or key.status in self.statuses)
+                and (not self.hosts or any(r.host_id in self.hosts or r.hostname in self.hosts for r in records)))
+
+
+def load_report(store: Store, *, now: datetime | None = None, silent_after: timedelta = DEFAULT_SILENT_AFTER,
+                only: ReportFilter = ReportFilter()) -> FleetReport:
     """The report of a store in bounded memory: the findings are read key by key as summaries (nothing decoded but
     the few suggestions shown), each key's locations go to a temporary file, and only the keys' facts and the hosts'
-    coverage are held."""
+    coverage are held. ``only``: the keys (and hosts) to report."""
     now = now or datetime.now(UTC)
     spool = LocationSpool()
     keys: list[FleetKey] = []
@@ -363,10 +383,21 @@ def load_report(store: Store, *, now: datetime | None = None,
 
     for _, group in groupby(finding_summaries(store), key=attrgetter("fingerprint")):
         records = list(group)
-        key = _key_from(records, suggestion_of, spool)
+        if only.key_ids and records[0].key_id not in only.key_ids:
+            continue
+        key = _key_from(records, suggestion_of, spool if not only else None)
+        if not only.wants(key, records):
+            continue
+        if only:  # few keys pass a filter: their places are spooled only now
+            key = dataclasses.replace(key, locations=spool.add(key.locations))
         keys.append(key)
         counts.add(key, (r.host_id for r in records))
-    return _assemble(keys, counts, store.iter_hosts(), now, silent_after)
+    def covered(host: HostRecord) -> bool:
+        if only.hosts:
+            return host.host_id in only.hosts or host.hostname in only.hosts
+        return not only or counts.keys[host.host_id] > 0
+
+    return _assemble(keys, counts, filter(covered, store.iter_hosts()), now, silent_after)
 
 
 class LocationSpool:

@@ -15,9 +15,9 @@ from keysweep.central.audit import (
     open_account,
     run_audit,
 )
+from keysweep.central.audit.correlation import FleetFindings
 from keysweep.central.audit_output import FORMATS, render_audit
 from keysweep.central.deactivate import apply_deactivation, check_key_ids, plan_deactivation, read_key_list
-from keysweep.central.evidence import verification_times
 from keysweep.central.securityhub import export_audit
 from keysweep.cli import common
 from keysweep.cli.common import add_iam_accounts, output_stream
@@ -103,7 +103,7 @@ def run(args: argparse.Namespace) -> ExitCode:
                            report_max_wait=args.report_wait)
     store = open_existing_store(args.db) if args.db else None
     try:
-        findings = list(store.iter_findings()) if store else None
+        findings = FleetFindings.read(store) if store else None
         result = run_audit(targets, options, findings=findings, session_name=args.session_name,
                            external_id=args.external_id, organization=organization, exempt_roles=args.exempt_role)
     finally:
@@ -178,11 +178,8 @@ def _fleet_evidence(db: str | None) -> tuple[dict[str, list[str]], dict[str, lis
         return {}, {}
     store = open_existing_store(db)
     try:
-        records = list(store.iter_findings())
+        fleet = FleetFindings.read(store)
     finally:
         store.close()
-    hosts: dict[str, set[str]] = {}
-    for r in records:
-        hosts.setdefault(r.key_id, set()).add(r.hostname or r.host_id)
-    return {k: sorted(v) for k, v in hosts.items()}, verification_times(records)
+    return fleet.hosts_by_key(), fleet.verified
 

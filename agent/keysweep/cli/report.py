@@ -10,7 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 from keysweep.atomicfile import atomic_output
-from keysweep.central.fleet_report import FORMATS, load_report, render_report
+from keysweep.central.fleet_report import FORMATS, ReportFilter, load_report, render_report
+from keysweep.central.records import STATUS_URGENCY
 from keysweep.central.securityhub import ExportResult, export_report
 from keysweep.central.store import DEFAULT_DB, Store, open_store
 from keysweep.errors import ConfigError, ExitCode
@@ -31,6 +32,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--details", action="store_true",
                    help="table format: after the table, each key in full: its places, owner ARN, and the suggested "
                    "replacement with its steps and whole commands to paste")
+    p.add_argument("--key", action="append", default=[], metavar="KEY_ID",
+                   help="only this key (repeat for more); its hosts' coverage")
+    p.add_argument("--status", action="append", default=[], choices=(*STATUS_URGENCY,),
+                   help="only keys of this status (repeat for more)")
+    p.add_argument("--host", action="append", default=[], metavar="HOST",
+                   help="only keys found on this host (host id or name; repeat for more) and its coverage")
     p.add_argument("--output", metavar="FILE", help="write to FILE (default: standard output)")
     p.add_argument("--silent-after", type=float, default=24.0, metavar="HOURS",
                    help="a host with no heartbeat for this long counts as silent (default %(default)s)")
@@ -58,7 +65,8 @@ def run(args: argparse.Namespace) -> ExitCode:
         raise ConfigError(f"--details is for --format table; --format {args.format} already carries every detail")
     store = open_existing_store(args.db)
     try:
-        report = load_report(store, silent_after=timedelta(hours=args.silent_after))
+        report = load_report(store, silent_after=timedelta(hours=args.silent_after),
+                             only=ReportFilter(frozenset(args.key), frozenset(args.status), frozenset(args.host)))
     finally:
         store.close()
     if args.output:

@@ -10,15 +10,19 @@ from __future__ import annotations
 import dataclasses
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from itertools import groupby
+from operator import attrgetter
 from typing import Any
 
 from keysweep.central.audit.accounts import AccountClients
 from keysweep.central.audit.checks import when
 from keysweep.central.audit.iam_reads import KeyOwner, read_key_owner
 from keysweep.central.audit.model import AccessKeyInfo, AccountAudit, AuditItem, HostKey, jsonable
-from keysweep.central.evidence import keysweep_use
-from keysweep.central.records import FindingRecord, key_word
+from keysweep.central.evidence import keysweep_use, verification_times
+from keysweep.central.records import FindingRecord, arrival, key_word, status_rank
+from keysweep.central.store import Store, finding_summaries, key_findings
 from keysweep.iam_policies import UserPolicies
 from keysweep.permission_copy import copy_to_permission_set, copy_to_role
 
@@ -46,14 +50,98 @@ def gather_host_keys(findings: Iterable[FindingRecord]) -> dict[str, list[Findin
     return by_key
 
 
+@dataclass(frozen=True)
+class KeySighting:
+    """What the audit needs of one key's records on the fleet, without the records: its hosts and places, the key's
+    word (the most urgent host's, :func:`key_word`), the account the hosts name and the roles their suggestions
+    name, each with its hosts."""
+
+    key_id: str
+    account_id: str | None
+    status: str | None
+    word: tuple[int, tuple[str, str]]  # the speaker's (urgency, arrival): to merge two sightings of one key
+    hosts: tuple[str, ...]
+    locations: tuple[tuple[str, str], ...]
+    roles: Mapping[tuple[str, str], frozenset[str]]  # (suggestion kind, role or permission set) -> hosts
+
+    @classmethod
+    def of(cls, key_id: str, recs: Sequence[FindingRecord]) -> KeySighting:
+        speaker = key_word(recs)  # each host speaks for itself: the most urgent host's word, not the latest date
+        roles: dict[tuple[str, str], set[str]] = defaultdict(set)
+        for rec in recs:
+            suggestion = rec.suggestion or {}
+            kind = str(suggestion.get("kind") or "none")
+            role = str(suggestion.get("role_name") or "ROLE_NAME")
+            roles[(kind, "PERMISSION_SET" if kind == "sso" else role)].add(rec.hostname or rec.host_id)
+        return cls(
+            key_id, next((r.account_id for r in recs if r.account_id), None), speaker.status,
+            (status_rank(speaker.status), arrival(speaker)),
+            tuple(sorted({r.hostname or r.host_id for r in recs})),
+            tuple(sorted({(r.hostname or r.host_id, place(r.location)) for r in recs})),
+            {k: frozenset(v) for k, v in roles.items()},
+        )
+
+    def merge(self, other: KeySighting) -> KeySighting:
+        """One sighting of the key from two (its records under two fingerprint keys)."""
+        first, second = (self, other) if self.word <= other.word else (other, self)
+        roles = {k: self.roles.get(k, frozenset()) | other.roles.get(k, frozenset())
+                 for k in (*self.roles, *other.roles)}
+        return KeySighting(self.key_id, self.account_id or other.account_id, first.status, first.word,
+                           tuple(sorted({*self.hosts, *other.hosts})),
+                           tuple(sorted({*self.locations, *other.locations})), roles)
+
+
+class FleetFindings:
+    """The fleet's findings as the audit needs them: each AKIA key's :class:`KeySighting`, every key's verification
+    times (:func:`verification_times`) and the other (temporary) key ids. :meth:`read` reads a store in one pass,
+    one key's records at a time, so memory is bounded by the largest key, not the store."""
+
+    def __init__(self) -> None:
+        self.sightings: dict[str, KeySighting] = {}
+        self.verified: dict[str, list[datetime]] = {}
+        self.temporary: set[str] = set()
+
+    def add(self, recs: Sequence[FindingRecord]) -> None:
+        """Records of one or more keys (every record of each)."""
+        for key_id, times in verification_times(recs).items():
+            self.verified[key_id] = sorted({*self.verified.get(key_id, ()), *times})
+        self.temporary.update(r.key_id for r in recs if not r.key_id.startswith("AKIA"))
+        for key_id, key_recs in gather_host_keys(recs).items():
+            sighting = KeySighting.of(key_id, key_recs)
+            known = self.sightings.get(key_id)
+            self.sightings[key_id] = known.merge(sighting) if known else sighting
+
+    @classmethod
+    def of_records(cls, records: Iterable[FindingRecord]) -> FleetFindings:
+        fleet = cls()
+        fleet.add(list(records))
+        return fleet
+
+    @classmethod
+    def read(cls, store: Store) -> FleetFindings:
+        """A store's findings, key by key (a backend without key-level reads is read whole)."""
+        if getattr(store, "iter_key_findings", None) is None:
+            return cls.of_records(store.iter_findings())
+        fleet = cls()
+        for fingerprint, _ in groupby(finding_summaries(store), key=attrgetter("fingerprint")):
+            fleet.add(list(key_findings(store, fingerprint)))
+        return fleet
+
+    def hosts_by_key(self) -> dict[str, list[str]]:
+        return {key_id: list(s.hosts) for key_id, s in self.sightings.items()}
+
+
+def _sighting(key_id: str, recs: Sequence[FindingRecord] | KeySighting) -> KeySighting:
+    return recs if isinstance(recs, KeySighting) else KeySighting.of(key_id, recs)
+
+
 def host_key_unknown_to_audit(
-    key_id: str, recs: Sequence[FindingRecord], audited: Sequence[str]
+    key_id: str, recs: Sequence[FindingRecord] | KeySighting, audited: Sequence[str]
 ) -> tuple[HostKey, AuditItem]:
     """A key on hosts that no audited account holds."""
-    hosts, locations = _hosts(recs)
-    newest = key_word(recs)  # each host speaks for itself: the most urgent host's word, not the latest date
-    account = next((r.account_id for r in recs if r.account_id), None)
-    hk = HostKey(key_id, account, hosts, locations, newest.status, known=False)
+    sighting = _sighting(key_id, recs)
+    hosts, locations, account = sighting.hosts, sighting.locations, sighting.account_id
+    hk = HostKey(key_id, account, hosts, locations, sighting.status, known=False)
     where = f"account {account}" if account else "an account keysweep could not name"
     return hk, AuditItem(
         check="host-key-unknown-to-audit", account_id=account or "unknown", key_id=key_id,
@@ -63,20 +151,20 @@ def host_key_unknown_to_audit(
                "party's key on your hosts is still your exposure.",
         commands=(f"aws sts get-access-key-info --access-key-id {key_id}",),
         details={"hosts": list(hosts), "locations": [f"{h}:{p}" for h, p in locations],
-                 "fleet_status": newest.status},
+                 "fleet_status": sighting.status},
     )
 
 
 def key_on_hosts(
-    info: AccessKeyInfo, recs: Sequence[FindingRecord], owner: KeyOwner | None,
+    info: AccessKeyInfo, recs: Sequence[FindingRecord] | KeySighting, owner: KeyOwner | None,
     verified: Sequence[datetime] = (),
 ) -> tuple[HostKey, AuditItem]:
     """An audited account's key on hosts; ``owner`` is what its account's IAM said of it (None: not asked)."""
-    hosts, locations = _hosts(recs)
-    newest = key_word(recs)
+    sighting = _sighting(info.key_id, recs)
+    hosts, locations = sighting.hosts, sighting.locations
     owner = owner or KeyOwner(info.user)
     user, policies, last_used = owner.user, owner.policies, owner.last_used
-    hk = HostKey(info.key_id, info.account_id, hosts, locations, newest.status, known=True, user=user,
+    hk = HostKey(info.key_id, info.account_id, hosts, locations, sighting.status, known=True, user=user,
                  iam_status=info.status, last_used=last_used, last_used_service=owner.service,
                  last_used_region=owner.region, policies=policies, error=owner.error)
     own = keysweep_use(last_used, owner.service, verified)
@@ -94,18 +182,12 @@ def key_on_hosts(
                 "host reports it."),
         commands=(),
         details={**hk.to_dict(), "keysweep_verification_use": jsonable(own),
-                 "replacement": replacement_copies(recs, policies, user, info.account_id)},
+                 "replacement": replacement_copies(sighting, policies, user, info.account_id)},
     )
 
 
-def _hosts(recs: Sequence[FindingRecord]) -> tuple[tuple[str, ...], tuple[tuple[str, str], ...]]:
-    hosts = tuple(sorted({r.hostname or r.host_id for r in recs}))
-    locations = tuple(sorted({(r.hostname or r.host_id, place(r.location)) for r in recs}))
-    return hosts, locations
-
-
 def correlate(
-    findings: Iterable[FindingRecord],
+    findings: Iterable[FindingRecord] | FleetFindings,
     accounts: Sequence[AccountAudit],
     clients: Mapping[str, AccountClients],
     verified: Mapping[str, Sequence[datetime]] | None = None,
@@ -114,11 +196,12 @@ def correlate(
 
     Nothing is offered for deletion while a host still holds the key: an active key is replaced on every host
     first, an inactive one removed from them; the commands come once no host reports it."""
+    fleet = findings if isinstance(findings, FleetFindings) else FleetFindings.of_records(findings)
     known = {k.key_id: k for a in accounts for k in a.keys}
     audited = sorted(a.account_id for a in accounts if not a.error)
     host_keys: list[HostKey] = []
     items: list[AuditItem] = []
-    for key_id, recs in sorted(gather_host_keys(findings).items()):
+    for key_id, recs in sorted(fleet.sightings.items()):
         info = known.get(key_id)
         if info is None:
             hk, item = host_key_unknown_to_audit(key_id, recs, audited)
@@ -132,18 +215,13 @@ def correlate(
 
 
 def replacement_copies(
-    recs: Sequence[FindingRecord], policies: UserPolicies | None, user: str, account: str
+    recs: Sequence[FindingRecord] | KeySighting, policies: UserPolicies | None, user: str, account: str
 ) -> list[dict[str, Any]]:
     """For each role the hosts' suggestions name (or permission set), what gives it ``user``'s exact permissions.
 
     The same code as the agent's suggestions (``permission_copy``), with the policies the audit read centrally —
     the boundary and inline documents included — so hosts whose agent could not read IAM get them too."""
-    by_role: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for rec in recs:
-        suggestion = rec.suggestion or {}
-        kind = str(suggestion.get("kind") or "none")
-        role = str(suggestion.get("role_name") or "ROLE_NAME")
-        by_role[(kind, "PERMISSION_SET" if kind == "sso" else role)].add(rec.hostname or rec.host_id)
+    by_role = _sighting(recs.key_id if isinstance(recs, KeySighting) else recs[0].key_id, recs).roles
     out: list[dict[str, Any]] = []
     for (kind, role), hosts in sorted(by_role.items()):
         entry: dict[str, Any] = {"suggestion_kind": kind, "role_name": role, "hosts": sorted(hosts)}

@@ -15,11 +15,10 @@ from keysweep.central.audit.checks import (
     keys_in_shorter_window,
     window_note,
 )
-from keysweep.central.audit.correlation import correlate, hold_for_hosts
+from keysweep.central.audit.correlation import FleetFindings, correlate, hold_for_hosts
 from keysweep.central.audit.iam_reads import read_account
 from keysweep.central.audit.model import AccountAudit, AuditError, AuditItem, AuditOptions, AuditResult, HostKey
 from keysweep.central.credential_report import CredentialReport, CredentialReportError
-from keysweep.central.evidence import verification_times
 from keysweep.central.organization import Organization
 from keysweep.central.records import FindingRecord
 
@@ -51,7 +50,7 @@ def run_audit(
     targets: Sequence[AccountTarget],
     options: AuditOptions,
     *,
-    findings: Iterable[FindingRecord] | None = None,
+    findings: Iterable[FindingRecord] | FleetFindings | None = None,
     session_name: str = "keysweep-audit",
     external_id: str | None = None,
     organization: Organization | None = None,
@@ -62,8 +61,9 @@ def run_audit(
     clients: dict[str, AccountClients] = {}
     notes: list[str] = []
     more = 0
-    records = list(findings) if findings is not None else None
-    verified = verification_times(records) if records else {}
+    fleet = None if findings is None else \
+        findings if isinstance(findings, FleetFindings) else FleetFindings.of_records(findings)
+    verified = fleet.verified if fleet else {}
     for target in targets:
         try:
             acct = open_account(target, session_name=session_name, external_id=external_id)
@@ -80,12 +80,11 @@ def run_audit(
         notes.append(note)
     host_keys: list[HostKey] = []
     host_items: list[AuditItem] = []
-    if records is not None:
-        host_keys, host_items = correlate(records, audits, clients, verified)
+    if fleet is not None:
+        host_keys, host_items = correlate(fleet, audits, clients, verified)
         audits = [dataclasses.replace(a, items=tuple(hold_for_hosts(a.items, host_keys))) for a in audits]
-        temporary = {r.key_id for r in records if not r.key_id.startswith("AKIA")}
-        if temporary:
-            notes.append(f"{len(temporary)} temporary or other non-IAM-user key id(s) found on hosts were not "
+        if fleet.temporary:
+            notes.append(f"{len(fleet.temporary)} temporary or other non-IAM-user key id(s) found on hosts were not "
                          "correlated: only IAM users' long-term (AKIA) keys belong to an account's key list.")
     return AuditResult(tuple(audits), options, tuple(host_keys), tuple(host_items), tuple(notes),
                        organization=organization, exempt_roles=tuple(exempt_roles))
