@@ -62,6 +62,12 @@ def test_several_ids_and_secrets_pair_in_order(detector, layout):
     assert got == {k: n for n, k in enumerate(K) if k in text}
 
 
+@pytest.mark.parametrize("indent", [None, 2])
+def test_objects_holding_their_secret_before_their_id(detector, indent):
+    doc = json.dumps([{"SecretAccessKey": s, "AccessKeyId": k} for k, s in zip(K, S, strict=True)], indent=indent)
+    assert paired(detector, doc) == {K[0]: 0, K[1]: 1, K[2]: 2}
+
+
 def _named(fmt: str, quals: list[str], order: list[int]) -> str:
     ids = [fmt.format(kind="ACCESS_KEY_ID", q=quals[n]) + f"={K[n]}\n" for n in range(len(quals))]
     secrets = [fmt.format(kind="SECRET_ACCESS_KEY", q=quals[n]) + f"={S[n]}\n" for n in order]

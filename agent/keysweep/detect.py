@@ -594,7 +594,10 @@ class Detector:
                 scored += mine
 
             def same_kind(i: int, j: int, tier: int, names: int) -> bool:
-                return (cand_line[j] == id_line[i]) == (tier <= 1) and match(i, j) == names
+                """Would pairing id i with candidate j be of this tier and names, within the window?"""
+                lines = abs(cand_line[j] - id_line[i])
+                return (ids[i].pos - w <= cand_pos[j] <= ids[i].pos + 20 + w and (lines == 0) == (tier <= 1)
+                        and (tier < 3 or lines <= UNNAMED_MAX_LINES) and match(i, j) == names)
 
             chosen = _uncross(_assign(scored), [h.pos for h in ids], cand_pos, same_kind)
             for (tier, _names), i, j in chosen:
@@ -613,7 +616,10 @@ class Detector:
                 hi = bisect.bisect_right(tok_pos, h.pos + 20 + w + TOKEN_MAX)
                 mine = [(0, 1, _distance(h.pos, tokens[j][0], tokens[j][1]), i, j) for j in range(lo, hi)]
                 scored += heapq.nsmallest(_MAX_CHOICES, mine)
-            for _kind, i, j in _uncross(_assign(scored), [h.pos for h in temporary], tok_pos):
+            def in_window(i: int, j: int, _tier: int, _names: int) -> bool:
+                return temporary[i].pos - w <= tok_pos[j] <= temporary[i].pos + 20 + w + TOKEN_MAX
+
+            for _kind, i, j in _uncross(_assign(scored), [h.pos for h in temporary], tok_pos, in_window):
                 temporary[i].token = tokens[j][2]
 
     def _choices(
@@ -783,22 +789,23 @@ def _assign(scored: list[tuple[int, int, tuple[int, int], int, int]]) -> list[tu
 
 def _uncross(
     pairs: list[tuple[tuple[int, int], int, int]], id_pos: list[int], cand_pos: list[int],
-    same_kind: Callable[[int, int, int, int], bool] | None = None,
+    same_kind: Callable[[int, int, int, int], bool],
 ) -> list[tuple[tuple[int, int], int, int]]:
-    """Pairs of one kind (tier and names) on one side of their ids, put in order: the first id gets the first
-    value. Nearest-first pairs two ids followed by two secrets crosswise (the second id is nearer to the first
-    secret); in order they are right, and still within every window and line limit (an ordered matching never
-    stretches further than a crossing one). A group is reordered only when each new pair stays of its kind
+    """Pairs of one kind (tier and names) put in order: the first id gets the first value. Nearest-first pairs
+    two ids followed by two secrets crosswise (the second id is nearer to the first secret), and objects that
+    hold their secret before their id (``{"SecretAccessKey": S1, "AccessKeyId": K1}, {S2, K2}``: K1 takes S2,
+    after it); in order both are right. An ordered matching never stretches further than a crossing one, and a
+    group is reordered only when each new pair stays of its kind and in its window
     (``same_kind(id, candidate, tier, names)``)."""
-    groups: dict[tuple[int, int, bool], list[tuple[int, int]]] = {}
+    groups: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for kind, i, j in pairs:
-        groups.setdefault((*kind, cand_pos[j] < id_pos[i]), []).append((i, j))
+        groups.setdefault(kind, []).append((i, j))
     out: list[tuple[tuple[int, int], int, int]] = []
-    for (tier, names, _before), members in groups.items():
+    for (tier, names), members in groups.items():
         members.sort(key=lambda m: id_pos[m[0]])
         ordered = sorted((j for _i, j in members), key=cand_pos.__getitem__)
-        if any(j != k for (_i, j), k in zip(members, ordered, strict=True)) and (
-            same_kind is None or all(same_kind(i, k, tier, names) for (i, _j), k in zip(members, ordered, strict=True))
+        if any(j != k for (_i, j), k in zip(members, ordered, strict=True)) and all(
+            same_kind(i, k, tier, names) for (i, _j), k in zip(members, ordered, strict=True)
         ):
             members = [(i, k) for (i, _j), k in zip(members, ordered, strict=True)]
         out += [((tier, names), i, j) for i, j in members]
