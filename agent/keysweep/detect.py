@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import heapq
 import re
 from collections.abc import Callable, Container
@@ -828,7 +829,12 @@ def _qualifiers(view: bytes, pos: int) -> frozenset[bytes]:
     m = _NAME_BEFORE_RE.search(view, view.rfind(b"\n", lo, pos) + 1 or lo, pos)
     if m is None:
         return frozenset()  # no name right before it (CSV, URLs)
-    return frozenset(w.lower() for w in _NAME_WORD_RE.findall(m.group(1))) - _GENERIC_WORDS
+    return _name_qualifiers(m.group(1))
+
+
+@functools.lru_cache(maxsize=1024)  # a file repeats a few names (aws_access_key_id) on every key
+def _name_qualifiers(name: bytes) -> frozenset[bytes]:
+    return frozenset(w.lower() for w in _NAME_WORD_RE.findall(name)) - _GENERIC_WORDS
 
 
 def _next_true(flags: list[bool]) -> list[int]:
