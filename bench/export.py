@@ -22,7 +22,8 @@ import boto3
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet import Fleet, ingest, timed_child  # noqa: E402
+from fleet import Fleet, ingest  # noqa: E402
+from measure import timed_child  # noqa: E402
 
 from tests.support.moto_server import running_moto  # noqa: E402
 

@@ -19,7 +19,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fleet import SENT_MS, Fleet, timed_child  # noqa: E402
+from fleet import SENT_MS, Fleet  # noqa: E402
+from measure import timed_child  # noqa: E402
 
 
 def main() -> None:
