@@ -268,3 +268,45 @@ def test_worker_processes_feed_the_state(tmp_path: Path) -> None:
     assert db.execute("SELECT COUNT(*) FROM dirs WHERE digest IS NOT NULL").fetchone() == (19,)
     assert db.execute("SELECT COUNT(*) FROM files").fetchone() == (401,)
     db.close()
+
+
+def test_huge_directories_and_followed_symlinks_go_file_by_file(tmp_path: Path) -> None:
+    """A directory over LISTING_MAX entries is not held in memory to be digested, and a followed symlink's target
+    is not in its directory's digest: both are looked up file by file, and a change is still read."""
+    from keysweep.detect import Detector
+    from keysweep.fingerprint import Fingerprinter
+    from keysweep.ruleset import load_ruleset
+    from keysweep.scan import ScanOptions, run_scan
+    from keysweep.sources.filesystem import LISTING_MAX
+    from keysweep.state import StateStore
+
+    root, state = tmp_path / "tree", tmp_path / "state"
+    huge, linked, outside = root / "huge", root / "linked", tmp_path / "outside"
+    for d in (huge, linked, outside):
+        d.mkdir(parents=True)
+    for i in range(LISTING_MAX + 1):
+        (huge / f"f{i}").write_bytes(b"x")
+    (outside / "target.txt").write_text(filler(300))
+    (linked / "link.txt").symlink_to(outside / "target.txt")
+    detector = Detector(load_ruleset(), Fingerprinter(b"k" * 32))
+
+    def run(**opts: Any) -> Any:
+        with StateStore(state, digest="d") as store:
+            return run_scan(ScanOptions(paths=(str(root),), sources=("files",), **opts), detector, file_cache=store)
+
+    assert run().stats.files_scanned == LISTING_MAX + 1
+    assert run().stats.files_cached == LISTING_MAX + 1
+    db = sqlite3.connect(state / STATE_FILE)
+    assert db.execute("SELECT COUNT(*) FROM dirs WHERE digest IS NOT NULL").fetchone() == (0,)
+    db.close()
+    (huge / "f7").write_text(creds())
+    r = run()
+    assert r.stats.files_scanned == 1 and [f.key_id for f in r.findings] == [KEY_ID]
+
+    assert run(follow_symlinks=True).stats.files_scanned == 1  # the link's target, read once
+    assert run(follow_symlinks=True).stats.files_scanned == 0
+    target = outside / "target.txt"
+    body = creds(KEY_ID_2, SECRET_2)
+    target.write_text(body + filler(300 - len(body)))
+    r = run(follow_symlinks=True)
+    assert r.stats.files_scanned == 1 and KEY_ID_2 in {f.key_id for f in r.findings}
