@@ -7,7 +7,6 @@ keeps running on the old one.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import random
@@ -20,7 +19,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from keysweep import __version__, textsafe
+from keysweep import __version__, textsafe, timeutil
 from keysweep.config import AgentConfig, load_config
 from keysweep.errors import ExitCode, KeysweepError, describe
 from keysweep.governance import CpuPacer, apply_priority
@@ -41,7 +40,7 @@ class JsonLogFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = getattr(record, "fields", None)
         doc: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "ts": timeutil.iso(record.created, "milliseconds"),
             "level": record.levelname.lower(),
         }
         if isinstance(fields, dict):
@@ -66,10 +65,6 @@ def setup_logging(level: str, stream: TextIO | None = None) -> None:
     root.setLevel(level.upper())
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("watchdog").setLevel(logging.WARNING)
-
-
-def _iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
 class Agent:
@@ -144,8 +139,8 @@ class Agent:
             "version": __version__,
             "state": self._state,
             "config": self.config.source,
-            "updated_at": _iso(time.time()),
-            "next_sweep_at": _iso(self._next_sweep) if self._next_sweep and not self.once else None,
+            "updated_at": timeutil.iso(time.time()),
+            "next_sweep_at": timeutil.iso(self._next_sweep) if self._next_sweep and not self.once else None,
             "last_sweep": last.summary() if last else None,
             "findings": len(last.findings) if last else 0,
             "findings_by_status": dict(last.findings_by_status) if last else {},

@@ -81,7 +81,7 @@ def _http(
         return exc.code, b""
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        if isinstance(reason, socket.timeout | TimeoutError):
+        if isinstance(reason, (socket.timeout, TimeoutError)):
             raise _Unreachable("timed out") from None
         raise _Unreachable(type(reason).__name__ if not isinstance(reason, str) else reason) from None
 

@@ -61,15 +61,20 @@ _MAX_CHOICES = 4  # candidates kept per id for the one-to-one assignment (bounds
 _MAX_QUALIFIED_CHOICES = 16  # for an id whose name has qualifiers (``_PROD``): its own may be further away
 
 
-@dataclass(slots=True)  # a dense chunk holds one per id until it is paired
 class _Hit:
-    key_id: str
-    rule: Rule
-    pos: int  # in the buffer passed to scan() (estimated for decoded views)
-    encoding: str | None
-    secret: str | None = None
-    token: str | None = None
-    pairing: str = "none"
+    """A key id found in a buffer and what it was paired with (slots: a dense chunk holds one per id until it is
+    paired)."""
+
+    __slots__ = ("key_id", "rule", "pos", "encoding", "secret", "token", "pairing")
+
+    def __init__(self, key_id: str, rule: Rule, pos: int, encoding: str | None) -> None:
+        self.key_id = key_id
+        self.rule = rule
+        self.pos = pos  # in the buffer passed to scan() (estimated for decoded views)
+        self.encoding = encoding
+        self.secret: str | None = None
+        self.token: str | None = None
+        self.pairing = "none"
 
 
 @dataclass(frozen=True)
@@ -805,10 +810,10 @@ def _uncross(
     for (tier, names), members in groups.items():
         members.sort(key=lambda m: id_pos[m[0]])
         ordered = sorted((j for _i, j in members), key=cand_pos.__getitem__)
-        if any(j != k for (_i, j), k in zip(members, ordered, strict=True)) and all(
-            same_kind(i, k, tier, names) for (i, _j), k in zip(members, ordered, strict=True)
+        if any(j != k for (_i, j), k in zip(members, ordered)) and all(
+            same_kind(i, k, tier, names) for (i, _j), k in zip(members, ordered)
         ):
-            members = [(i, k) for (i, _j), k in zip(members, ordered, strict=True)]
+            members = [(i, k) for (i, _j), k in zip(members, ordered)]
         out += [((tier, names), i, j) for i, j in members]
     return out
 

@@ -10,9 +10,11 @@ dotted path and value: conversion errors read ``key: expected …, got <value as
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import difflib
 import re
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -46,7 +48,7 @@ def parse_duration(value: object) -> float:
     """``90``, ``"250ms"``, ``"30s"``, ``"15m"``, ``"6h"``, ``"1d"`` → seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration")
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         if value < 0:
             raise ValueError("expected a non-negative duration")
         return float(value)
@@ -105,6 +107,36 @@ def describe(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+# typing.Union[A, B], and A | B where evaluated by Python 3.10 or later
+_UNIONS = (typing.Union, getattr(types, "UnionType", typing.Union))
+
+
+class _UnionOperator(ast.NodeTransformer):
+    """``A | B`` in an annotation as ``Union[A, B]``: Python 3.9 cannot evaluate the operator on types."""
+
+    def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
+        self.generic_visit(node)
+        if not isinstance(node.op, ast.BitOr):
+            return node
+        union = ast.Subscript(value=ast.Name(id="_Union", ctx=ast.Load()),
+                              slice=ast.Tuple(elts=[node.left, node.right], ctx=ast.Load()), ctx=ast.Load())
+        return ast.copy_location(union, node)
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """The evaluated annotation of every field of the dataclass ``cls`` (``typing.get_type_hints``, also for
+    ``X | None`` written under ``from __future__ import annotations`` on Python 3.9)."""
+    out: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        namespace = {**vars(sys.modules[klass.__module__]), "_Union": typing.Union}
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            if isinstance(annotation, str):
+                tree = ast.fix_missing_locations(_UnionOperator().visit(ast.parse(annotation, mode="eval")))
+                annotation = eval(compile(tree, f"<annotation of {klass.__name__}.{name}>", "eval"), namespace)
+            out[name] = annotation
+    return out
+
+
 def _boolean(value: object, rules: Mapping[str, Any]) -> bool:
     if not isinstance(value, bool):
         raise ValueError("expected true or false")
@@ -118,7 +150,7 @@ def _integer(value: object, rules: Mapping[str, Any]) -> int:
 
 
 def _number(value: object, rules: Mapping[str, Any]) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError("expected a number")
     return float(value)
 
@@ -145,7 +177,7 @@ def _convert(value: object, hint: Any, rules: Mapping[str, Any]) -> Any:
     if rules.get("kind") == "duration":
         return parse_duration(value)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):  # X | None
+    if origin in _UNIONS:  # X | None
         if value is None and type(None) in args:
             return None
         (inner,) = [a for a in args if a is not type(None)]
@@ -214,7 +246,7 @@ def build(cls: type[S], data: object, prefix: str, errors: list[str]) -> S:
     if not isinstance(data, Mapping):
         errors.append(f"{prefix.rstrip('.') or 'config'}: expected a mapping of options, got {describe(data)}")
         return cls()
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}  # type: ignore[arg-type]
     values: dict[str, Any] = {}
     for key, value in data.items():
@@ -243,7 +275,7 @@ def read_section(cls: type[S], data: object, *, source: str | None = None) -> S:
 def option_paths(cls: type, prefix: str = "") -> list[str]:
     """Every option of a section as a dotted path, nested sections included (for documentation checks)."""
     out: list[str] = []
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     for f in dataclasses.fields(cls):
         if f.metadata.get("internal"):
             continue

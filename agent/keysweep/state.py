@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from keysweep import statedir
 from keysweep.models import Finding, Location
@@ -65,7 +65,7 @@ _COLUMNS = "name, dev, ino, size, mtime_ns, ctime_ns, sweep_no, findings"
 _INSERT_FILE = f"INSERT OR REPLACE INTO files (dir, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _RECORD_DIR = "UPDATE dirs SET digest = ?, files = ?, excluded = ?, sweep_no = ? WHERE id = ?"
 _DIR_IDS_MAX = 4096  # directory numbers remembered
-_Row = tuple[int, int, int, int, int, int, str | None]
+_Row = tuple[int, int, int, int, int, int, Optional[str]]
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, inlined
 
 

@@ -3,7 +3,6 @@ as text or JSON by ``keysweep status``, and optionally as a Prometheus textfile-
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import psutil
 
-from keysweep import statedir, textsafe
+from keysweep import statedir, textsafe, timeutil
 from keysweep.atomicfile import atomic_write
 from keysweep.sources.names import readable
 
@@ -57,7 +56,7 @@ def health_problems(status: Mapping[str, Any] | None, *, now: float, max_overdue
         problems.append(f"agent process {pid} is not running")
     due = status.get("next_sweep_at")
     if due and status.get("state") != "sweeping":
-        overdue = now - dt.datetime.fromisoformat(due).timestamp()
+        overdue = now - timeutil.parse(due).timestamp()
         if overdue > max_overdue:
             problems.append(f"next sweep was due at {due}, {overdue:.0f} s ago")
     return problems

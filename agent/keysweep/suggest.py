@@ -13,9 +13,9 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Optional
 
+from keysweep import timeutil
 from keysweep.iam_policies import UserPolicies
 from keysweep.models import Finding, HostContext, describe_location
 from keysweep.permission_copy import RoleCopy, copy_to_permission_set, copy_to_role, hcl_json
@@ -66,10 +66,6 @@ def _trust(
     if condition:
         statement["Condition"] = condition
     return {"Version": "2012-10-17", "Statement": [statement]}
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _json(doc: dict[str, Any]) -> str:
@@ -157,7 +153,7 @@ def _cleanup(plan: _Plan) -> list[str]:
                     "Action": "*",
                     "Resource": "*",
                     # sessions issued before this suggestion was made, as the console's "revoke sessions" does
-                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": _now_iso()}},
+                    "Condition": {"DateLessThan": {"aws:TokenIssueTime": timeutil.now_iso()}},
                 }
             ],
         }
@@ -256,7 +252,7 @@ def suggest(
     )
 
 
-_Built = tuple[str, str, str | None, dict[str, Any] | None, list[str], list[str], str | None]
+_Built = tuple[str, str, Optional[str], Optional[dict[str, Any]], list[str], list[str], Optional[str]]
 
 
 def _base_name(plan: _Plan) -> str:

@@ -8,7 +8,6 @@ An interrupted sweep resumes: every file read is already in the state, so the ne
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import logging
 import os
 import sqlite3
@@ -20,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keysweep import __version__, statedir
+from keysweep import __version__, statedir, timeutil
 from keysweep.allowlist import Allowlist
 from keysweep.config import AgentConfig, ScanConfig
 from keysweep.context import detect_context
@@ -38,10 +37,6 @@ from keysweep.verify import Verifier
 log = logging.getLogger(__name__)
 
 StopCheck = Callable[[], bool]
-
-
-def _now_iso(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -71,8 +66,8 @@ class SweepResult:
         return {
             "number": self.number,
             "kind": self.kind,
-            "started_at": _now_iso(self.started),
-            "finished_at": _now_iso(self.finished),
+            "started_at": timeutil.iso(self.started),
+            "finished_at": timeutil.iso(self.finished),
             "finished_ts": round(self.finished, 3),
             "duration_s": round(self.duration, 3),
             "files_scanned": self.stats.get("files_scanned", 0),
@@ -381,7 +376,7 @@ class Pipeline:
         status = read_status(self.config.state_dir, quarantine=True) or {}
         last = status.get("last_sweep") or {}
         ts = last.get("finished_ts")
-        return float(ts) if isinstance(ts, int | float) else None
+        return float(ts) if isinstance(ts, (int, float)) else None
 
     def close(self) -> None:
         if self.state is not None:

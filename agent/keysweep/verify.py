@@ -26,7 +26,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +40,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from keysweep import aws, keyid
+from keysweep import aws, keyid, timeutil
 from keysweep.canary import CanaryGate, is_account_id
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import Finding, Verification
@@ -150,7 +149,7 @@ class Outcome:
 
 
 def _now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return timeutil.now_iso()
 
 
 def _unknown(
@@ -209,7 +208,7 @@ def classify_error(exc: Exception, status: int | None = None) -> Outcome:
         if rid is None:
             return outcome
         return dataclasses.replace(outcome, verification=dataclasses.replace(outcome.verification, request_id=rid))
-    if isinstance(exc, ConnectTimeoutError | ReadTimeoutError):
+    if isinstance(exc, (ConnectTimeoutError, ReadTimeoutError)):
         return _unknown("timeout", retryable=True, connection_failed=True)
     if isinstance(exc, BotoConnectionError):
         return _unknown("connection-failed", retryable=True, connection_failed=True)

@@ -344,6 +344,7 @@ class Watcher:
 
     # --- lifecycle ------------------------------------------------------------------------------------------
     def start(self) -> WatchCoverage:
+        self._previous_excepthook = threading.excepthook
         threading.excepthook = self._thread_failed
         self._overflow = _OverflowHandler(self._events_lost)
         logging.getLogger("watchdog.observers").addHandler(self._overflow)
@@ -359,7 +360,7 @@ class Watcher:
 
     def stop(self) -> None:
         if threading.excepthook == self._thread_failed:
-            threading.excepthook = threading.__excepthook__
+            threading.excepthook = self._previous_excepthook
         if getattr(self, "_overflow", None) is not None:
             logging.getLogger("watchdog.observers").removeHandler(self._overflow)
         with self._cond:

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from keysweep import timeutil
 from keysweep.central.records import CLOCK_SKEW, HostRecord
 
 DEFAULT_SILENT_AFTER = timedelta(hours=24)
@@ -70,24 +71,19 @@ class Coverage:
         }
 
 
-def _parse(value: str) -> datetime:
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def host_coverage(
     hosts: Iterable[HostRecord], *, now: datetime | None = None, silent_after: timedelta = DEFAULT_SILENT_AFTER
 ) -> Coverage:
     """Coverage of ``hosts`` at ``now``; the silent and heartbeat-less hosts first, longest silent first."""
-    now = now or datetime.now(UTC)
+    now = now or timeutil.now()
     rows = []
     for host in hosts:
         if host.last_heartbeat is None:
             state, silent_for = NO_HEARTBEAT, None
-        elif _parse(host.last_heartbeat) > now + CLOCK_SKEW:  # dated in the future: it cannot pin the host "ok"
+        elif timeutil.parse(host.last_heartbeat) > now + CLOCK_SKEW:  # dated in the future: it cannot pin the host "ok"
             state, silent_for = SILENT, None
         else:
-            silent_for = max(0.0, (now - _parse(host.last_heartbeat)).total_seconds())
+            silent_for = max(0.0, (now - timeutil.parse(host.last_heartbeat)).total_seconds())
             state = SILENT if silent_for > silent_after.total_seconds() else OK
         stats = (host.last_sweep or {}).get("stats") or {}
         rows.append(HostCoverage(
@@ -98,5 +94,5 @@ def host_coverage(
         ))
     order = {NO_HEARTBEAT: 0, SILENT: 1, OK: 2}
     rows.sort(key=lambda h: (order[h.state], -(h.silent_for_s or 0.0), h.hostname, h.host_id))
-    return Coverage(generated_at=now.isoformat(timespec="seconds"), silent_after_s=silent_after.total_seconds(),
+    return Coverage(generated_at=timeutil.iso(now), silent_after_s=silent_after.total_seconds(),
                     hosts=tuple(rows))

@@ -10,22 +10,23 @@ might need is lost in parsing.
 from __future__ import annotations
 
 import csv
-import enum
 import io
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, Union
 
 from botocore.exceptions import ClientError
 
+from keysweep import timeutil
 from keysweep.errors import KeysweepError
 from keysweep.retry import THROTTLING_CODES, Backoff, BoundedWait, error_code
+from keysweep.strenum import StrEnum
 
 ROOT_USER = "<root_account>"
 # the day AWS started tracking access key last use; N/A for a key older than this may hide use before it
-KEY_USE_TRACKING_START = datetime(2015, 4, 22, tzinfo=UTC)
+KEY_USE_TRACKING_START = datetime(2015, 4, 22, tzinfo=timeutil.UTC)
 
 COLUMNS = (
     "user",
@@ -58,7 +59,7 @@ class CredentialReportError(KeysweepError):
     """The credential report could not be generated, fetched or parsed."""
 
 
-class Marker(enum.StrEnum):
+class Marker(StrEnum):
     """A cell that holds no value but says why."""
 
     NOT_APPLICABLE = "N/A"
@@ -66,9 +67,9 @@ class Marker(enum.StrEnum):
     NOT_SUPPORTED = "not_supported"
 
 
-Time = datetime | Marker
-Flag = bool | Marker
-Text = str | Marker
+Time = Union[datetime, Marker]
+Flag = Union[bool, Marker]
+Text = Union[str, Marker]
 
 _MARKERS = {m.value.lower(): m for m in Marker}
 
@@ -84,13 +85,10 @@ def parse_time(cell: str, column: str = "") -> Time:
     text = cell.strip()
     if not text:
         return Marker.NOT_APPLICABLE
-    if text.endswith("Z") or text.endswith("z"):
-        text = text[:-1] + "+00:00"
     try:
-        value = datetime.fromisoformat(text)
+        return timeutil.parse(text)
     except ValueError:
         raise CredentialReportError(f"credential report column {column!r}: not a time: {cell[:40]!r}") from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def parse_flag(cell: str, column: str = "") -> Flag:
@@ -228,7 +226,7 @@ def parse_credential_report(content: bytes | str, *, generated_at: datetime | No
             raise CredentialReportError(
                 f"credential report line {lineno}: {len(cells)} cells, header has {len(names)}"
             )
-        rows.append(_row(dict(zip(names, cells, strict=True))))
+        rows.append(_row(dict(zip(names, cells))))
     return CredentialReport(rows=tuple(rows), generated_at=generated_at, missing_columns=missing)
 
 
@@ -327,7 +325,7 @@ def fetch_credential_report(
             raise CredentialReportError(f"GetCredentialReport failed: {code or exc}") from None
         generated = resp.get("GeneratedTime")
         if isinstance(generated, datetime) and generated.tzinfo is None:
-            generated = generated.replace(tzinfo=UTC)
+            generated = generated.replace(tzinfo=timeutil.UTC)
         return parse_credential_report(
             resp.get("Content", b""), generated_at=generated if isinstance(generated, datetime) else None
         )

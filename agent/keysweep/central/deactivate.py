@@ -14,13 +14,13 @@ import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from keysweep import keyid
+from keysweep import keyid, timeutil
 from keysweep.central.audit import AccountClients
 from keysweep.central.evidence import keysweep_use
 from keysweep.central.store import Store
@@ -140,7 +140,7 @@ def plan_deactivation(
 ) -> list[PlannedDeactivation]:
     """Who owns each key and whether it may be deactivated now. ``hosts``: key id -> hosts the fleet store
     says hold it; ``verified``: key id -> the fleet's verification times (their use is not use)."""
-    when = now or datetime.now(UTC)
+    when = now or timeutil.now()
     plan: list[PlannedDeactivation] = []
     for kid in key_ids:
         decoded = keyid.decode_account(kid)
@@ -177,7 +177,7 @@ def apply_deactivation(
         if item.user is None or clients is None:
             results.append(Deactivation(item.key_id, item.account_id, None, "not-found", error=item.reason))
             continue
-        at = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        at = timeutil.iso(now or timeutil.now())
         if item.status == "Inactive":
             results.append(Deactivation(item.key_id, item.account_id, item.user, "already-inactive"))
             continue

@@ -23,7 +23,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from importlib import resources
 from typing import IO, Any
@@ -31,6 +31,7 @@ from typing import IO, Any
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
+from keysweep import timeutil
 from keysweep.central.athena import Array, AthenaType, Struct, conform, from_schema, render
 from keysweep.central.coverage import DEFAULT_SILENT_AFTER, host_coverage
 from keysweep.central.fleet_report import place
@@ -279,8 +280,8 @@ def _covered(hosts: Iterable[HostRecord], now: datetime, silent_after: timedelta
 def export_store(store: Store, location: S3Location, s3: Any, *, now: datetime | None = None,
                  silent_after: timedelta = DEFAULT_SILENT_AFTER, rows_per_part: int = ROWS_PER_PART) -> ExportResult:
     """Write the store's findings and hosts as the partition of ``now``'s day (UTC)."""
-    now = now or datetime.now(UTC)
-    dt = now.astimezone(UTC).date().isoformat()
+    now = now or timeutil.now()
+    dt = now.astimezone(timeutil.UTC).date().isoformat()
     result = ExportResult(dt)
     sources: dict[str, Iterable[Any]] = {
         "findings": store.iter_findings(),
@@ -339,7 +340,7 @@ def athena_ddl(location: S3Location, *, database: str = "keysweep", first_day: d
             ");",
             "",
         ]
-    out += _queries(database, (day or datetime.now(UTC).date()).isoformat())
+    out += _queries(database, (day or timeutil.now().date()).isoformat())
     return "\n".join(out)
 
 

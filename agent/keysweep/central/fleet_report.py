@@ -18,11 +18,12 @@ import textwrap
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import groupby, islice
 from operator import attrgetter
 from typing import Any, TextIO, overload
 
+from keysweep import timeutil
 from keysweep.central.coverage import DEFAULT_SILENT_AFTER, NO_HEARTBEAT, OK, SILENT, HostCoverage, host_coverage
 from keysweep.central.records import (
     STATUS_URGENCY,
@@ -56,10 +57,9 @@ def parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return timeutil.parse(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def place(location: Mapping[str, Any]) -> str:
@@ -185,7 +185,7 @@ class FleetReport:
     def header(self) -> dict[str, Any]:
         """The JSON document's fields before its keys and hosts."""
         return {
-            "generated_at": _iso(self.generated_at),
+            "generated_at": timeutil.iso(self.generated_at),
             "silent_after_hours": self.silent_after.total_seconds() / 3600,
             "summary": self.summary(),
             "charts": {name: [{"label": lab, "value": v} for lab, v in data] for name, data in self.charts.items()},
@@ -193,10 +193,6 @@ class FleetReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.header(), "keys": [k.to_dict() for k in self.keys], "hosts": [h.to_dict() for h in self.hosts]}
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 SuggestionOf = Callable[[FindingSummary], "Mapping[str, Any] | None"]
@@ -300,7 +296,7 @@ def build_report(
     silent_after: timedelta = DEFAULT_SILENT_AFTER,
 ) -> FleetReport:
     """The report of records in memory (every record is held); :func:`load_report` streams a store instead."""
-    now = now or datetime.now(UTC)
+    now = now or timeutil.now()
     groups: dict[str, list[FindingRecord]] = {}
     for rec in findings:
         groups.setdefault(rec.fingerprint, []).append(rec)
@@ -320,7 +316,7 @@ def build_report(
 
 
 def chart_data(keys: Sequence[FleetKey], hosts: Sequence[HostRow], now: datetime | None = None) -> dict[str, list[tuple[str, int]]]:
-    now = now or datetime.now(UTC)
+    now = now or timeutil.now()
     live = [k for k in keys if k.status == "live"]
     by_account = Counter(k.account_id or "unknown" for k in live)
     by_status = Counter(k.status for k in keys)
@@ -372,7 +368,7 @@ def load_report(store: Store, *, now: datetime | None = None, silent_after: time
     """The report of a store in bounded memory: the findings are read key by key as summaries (nothing decoded but
     the few suggestions shown), each key's locations go to a temporary file, and only the keys' facts and the hosts'
     coverage are held. ``only``: the keys (and hosts) to report."""
-    now = now or datetime.now(UTC)
+    now = now or timeutil.now()
     spool = LocationSpool()
     keys: list[FleetKey] = []
     counts = _HostCounts()
@@ -622,7 +618,7 @@ def write_table(report: FleetReport, out: TextIO, *, details: bool = False) -> N
                      "with errors first): --details lists every host")
     lines += ["", f"{s['keys']} key(s): {s['live_keys']} live, {s['deactivated_keys']} deactivated; in "
               f"{s['locations']} place(s) on {s['hosts_with_keys']} host(s)",
-              f"{s['hosts']} host(s) known, {s['silent_hosts']} silent; generated {_iso(report.generated_at)}"
+              f"{s['hosts']} host(s) known, {s['silent_hosts']} silent; generated {timeutil.iso(report.generated_at)}"
               + ("" if details else "; --details: each key in full")]
     out.write("\n".join(lines) + "\n")
 

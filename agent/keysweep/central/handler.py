@@ -14,17 +14,18 @@ clamped to the ``SentTimestamp`` and counted; records are ordered by those clamp
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
+from keysweep import timeutil
 from keysweep.central.records import CLOCK_SKEW, Origin, utc_iso
 from keysweep.central.senders import SenderMap
 from keysweep.central.store import MessageRefused, Store, apply_messages
 from keysweep.central.validate import Validator, depth_error, message_validator, parse_message
+from keysweep.strenum import StrEnum
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ MAX_BODY_BYTES = 1024 * 1024  # SQS's own limit: anything larger did not come fr
 MAX_CACHED_OWNERS = 100_000
 
 
-class Outcome(enum.StrEnum):
+class Outcome(StrEnum):
     OK = "ok"
     MALFORMED = "malformed"
     UNKNOWN_VERSION = "unknown-version"
@@ -54,10 +55,10 @@ def queue_origin(attributes: Mapping[str, Any] | None) -> Origin:
     answer or a Lambda event record). A missing ``SenderId`` gives the empty sender, which every host refuses."""
     attributes = attributes or {}
     try:
-        at = datetime.fromtimestamp(int(attributes["SentTimestamp"]) / 1000, UTC)
+        at = timeutil.iso(int(attributes["SentTimestamp"]) / 1000, "milliseconds")
     except (KeyError, TypeError, ValueError, OverflowError, OSError):
-        at = datetime.now(UTC)
-    return Origin(str(attributes.get("SenderId") or ""), utc_iso(at.isoformat()))
+        at = timeutil.now_iso("milliseconds")
+    return Origin(str(attributes.get("SenderId") or ""), at)
 
 
 def _time_slots(message: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]:
@@ -74,7 +75,7 @@ def _time_slots(message: dict[str, Any]) -> Iterator[tuple[dict[str, Any], str]]
 
 def clamp_times(message: dict[str, Any], at: str, skew: timedelta = CLOCK_SKEW) -> int:
     """Set every time of ``message`` later than ``at`` + ``skew`` to ``at``; how many were."""
-    limit = utc_iso((datetime.fromisoformat(at) + skew).isoformat())
+    limit = timeutil.iso(timeutil.parse(at) + skew, "milliseconds")
     clamped = 0
     for parent, key in _time_slots(message):
         if utc_iso(parent[key]) > limit:
@@ -127,7 +128,7 @@ class MessageHandler:
         if message is None:
             return result, None
         kind = message["type"]
-        clamped = clamp_times(message, origin.sent_at if origin else utc_iso(datetime.now(UTC).isoformat()),
+        clamped = clamp_times(message, origin.sent_at if origin else timeutil.now_iso("milliseconds"),
                               self.skew)
         reason = self._bind(origin, message["host"]["host_id"]) if origin else None
         if reason:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from keysweep import timeutil
 from keysweep.central.audit import AuditItem, AuditResult, HostKey, place
 from keysweep.central.evidence import keysweep_use, verification_times
 from keysweep.central.fleet_report import parse_time
@@ -43,7 +44,7 @@ class PlanOptions:
 
     @property
     def current_time(self) -> datetime:
-        return self.now or datetime.now(UTC)
+        return self.now or timeutil.now()
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ class Plan:
         for k in self.keys:
             counts[k.state] += 1
         return {
-            "generated_at": self.options.current_time.isoformat().replace("+00:00", "Z"),
+            "generated_at": timeutil.iso(self.options.current_time, "auto"),
             "iam": self.iam, "quiet_days": self.options.quiet_days, "inactive_days": self.options.inactive_days,
             "states": {s: counts.get(s, 0) for s in KEY_STATES},
             "keys": [k.to_dict() for k in self.keys], "notes": list(self.notes), "trail_days": self.trail_days,
@@ -383,7 +384,7 @@ def _in_order(steps: Sequence[PlanStep]) -> tuple[PlanStep, ...]:
 
 
 def _day(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return when.astimezone(timeutil.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 # ---------------------------------------------------------------------------------------------------- entry point
@@ -457,7 +458,7 @@ def observed_states(plan: Plan, actor: str, at: str) -> list[KeyState]:
 def burn_down(plan: Plan, days: int = 60) -> list[tuple[str, int]]:
     """Keys not yet deleted at the end of each day (UTC), over the last ``days`` days up to the plan's time: a key
     counts from when it was found until its recorded ``deleted`` state."""
-    end = plan.options.current_time.astimezone(UTC).date()
+    end = plan.options.current_time.astimezone(timeutil.UTC).date()
     spans: list[tuple[datetime, datetime | None]] = []
     for key in plan.keys:
         found = parse_time(key.found_at) or plan.options.current_time
@@ -465,11 +466,11 @@ def burn_down(plan: Plan, days: int = 60) -> list[tuple[str, int]]:
         spans.append((found, gone))
     if not spans:
         return []
-    first = max(min(f for f, _ in spans).astimezone(UTC).date(), end - timedelta(days=days - 1))
+    first = max(min(f for f, _ in spans).astimezone(timeutil.UTC).date(), end - timedelta(days=days - 1))
     out: list[tuple[str, int]] = []
     day = first
     while day <= end:
-        close = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1)
+        close = datetime(day.year, day.month, day.day, tzinfo=timeutil.UTC) + timedelta(days=1)
         out.append((day.isoformat(), sum(1 for f, g in spans if f < close and (g is None or g >= close))))
         day += timedelta(days=1)
     return out

@@ -20,8 +20,10 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any, TypeVar
+
+from keysweep import timeutil
 
 CLOCK_SKEW = timedelta(minutes=5)  # how far a host's times may run ahead of the collector's before they are not trusted
 
@@ -31,10 +33,7 @@ def utc_iso(value: str) -> str:
 
     Raises ValueError for anything that is not an ISO-8601 time.
     """
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return timeutil.iso(timeutil.parse(value), "milliseconds")
 
 
 @dataclass(frozen=True)

@@ -192,7 +192,7 @@ class Replayer:
                 except Exception:  # noqa: BLE001 (a line broke the batch: find it, one line at a time)
                     outcomes = None
                 if outcomes is not None:
-                    for (line, _, origin), outcome in zip(batch, outcomes, strict=True):
+                    for (line, _, origin), outcome in zip(batch, outcomes):
                         self._count(line, origin, outcome)
                     return True
             for i, (line, body, origin) in enumerate(batch):

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from keysweep import __version__, aws
+from keysweep import __version__, aws, timeutil
 from keysweep.central.audit import AuditItem, AuditResult
 from keysweep.central.fleet_report import FleetKey, FleetReport
 from keysweep.errors import KeysweepError
@@ -74,7 +74,7 @@ def _principal(owner_arn: str | None) -> tuple[str | None, str | None]:
 def to_asff(key: FleetKey, *, account_id: str, region: str, partition: str = "aws",
             now: datetime | None = None) -> dict[str, Any]:
     """The ASFF finding for one key. ``account_id``/``region``: where Security Hub receives it."""
-    stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = timeutil.iso(now or timeutil.now())
     archived = bool(key.deactivated_at) or key.status in _CLOSED
     hosts = key.hosts
     places = "; ".join(f"{loc.hostname}:{loc.place}" for loc in key.locations)
@@ -188,7 +188,7 @@ def audit_item_to_asff(item: AuditItem, *, account_id: str, region: str, partiti
                        now: datetime | None = None) -> dict[str, Any]:
     """The ASFF finding for one audit item; its id names the audited account, the check and the key or user, so
     the next audit updates the same finding."""
-    stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = timeutil.iso(now or timeutil.now())
     subject = item.key_id or item.user or "account"
     if item.key_id:
         details: dict[str, Any] = {"AccessKeyId": item.key_id, "AccountId": item.account_id, "PrincipalType": "IAMUser"}
@@ -244,7 +244,7 @@ def export_audit(result: AuditResult, *, region: str | None = None, now: datetim
     """Send every audit item to Security Hub; an item imported by an earlier audit of the same account that this
     audit no longer finds (the key was deleted, the user removed) is sent ARCHIVED, so its finding closes."""
     client, account, partition = _hub(region)
-    stamp_at = now or datetime.now(UTC)
+    stamp_at = now or timeutil.now()
     current = [audit_item_to_asff(i, account_id=account, region=client.meta.region_name, partition=partition,
                                   now=stamp_at) for i in result.items]
     audited = {a.account_id for a in result.accounts if not a.error}
@@ -255,6 +255,6 @@ def export_audit(result: AuditResult, *, region: str | None = None, now: datetim
         raise SecurityHubError(f"Security Hub export: {error_code(exc)}") from None
     except BotoCoreError as exc:
         raise SecurityHubError(f"Security Hub export: {type(exc).__name__}") from None
-    stamp = stamp_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = timeutil.iso(stamp_at)
     stale = [dict(f, RecordState="ARCHIVED", UpdatedAt=stamp) for f in earlier if f["Id"] not in ids]
     return import_findings(client, current + stale)

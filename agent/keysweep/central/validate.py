@@ -50,7 +50,7 @@ def _is_type(value: Any, name: str) -> bool:
     if name == "integer":
         return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
     if name == "number":
-        return isinstance(value, int | float) and not (isinstance(value, float) and not math.isfinite(value))
+        return isinstance(value, (int, float)) and not (isinstance(value, float) and not math.isfinite(value))
     raise SchemaError(f"unknown JSON Schema type {name!r}")
 
 

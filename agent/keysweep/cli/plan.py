@@ -7,14 +7,14 @@ import dataclasses
 import getpass
 import socket
 import sys
-from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from keysweep import timeutil
 from keysweep.central.audit import AuditOptions, AuditResult, account_targets, open_account, run_audit
 from keysweep.central.deactivate import check_key_ids
 from keysweep.central.key_states import KEY_STATES, KeyState
 from keysweep.central.plan import STEPS, Plan, PlanOptions, build_plan, observed_states
-from keysweep.central.records import FindingRecord, HostRecord, utc_iso
+from keysweep.central.records import FindingRecord, HostRecord
 from keysweep.cli import common
 from keysweep.cli.audit import NO_CREDENTIALS
 from keysweep.cli.common import add_iam_accounts, output_stream
@@ -135,7 +135,7 @@ def _mark(args: argparse.Namespace) -> KeyState:
         raise ConfigError(f"--mark {key_id[:24]!r}: not a long-term access key id (AKIA…)") from None
     if state not in KEY_STATES[1:]:
         raise ConfigError(f"--mark {key_id} {state}: the state is one of {', '.join(KEY_STATES[1:])}")
-    now = utc_iso(datetime.now(UTC).isoformat())
+    now = timeutil.now_iso("milliseconds")
     return KeyState(key_id, state, _who(), now, "mark", args.note)
 
 
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> ExitCode:
             usage, trail_notes = _trail(args, days, plan, hosts, audit)
             plan = build_plan(findings, hosts, audit, options, states, usage, days)
             plan = dataclasses.replace(plan, notes=plan.notes + tuple(trail_notes))
-        seen = observed_states(plan, _observer(audit), utc_iso(options.current_time.isoformat()))
+        seen = observed_states(plan, _observer(audit), timeutil.iso(options.current_time, "milliseconds"))
         if seen:
             for state in seen:
                 store.record_key_state(state)

@@ -58,7 +58,7 @@ def run(
         if header is None:
             header = values
             continue
-        yield dict(zip(header, values, strict=False))
+        yield dict(zip(header, values))
 
 
 def collect(athena: Any, workgroup: str, table: str, usages: Sequence[KeyUsage], start: datetime) -> None:

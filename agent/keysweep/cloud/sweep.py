@@ -152,4 +152,4 @@ def sweep_targets(
     waiting on AWS, and each API's limits are per account and region. Results in the order of ``targets``."""
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = [pool.submit(run_cloud, [t], detector, should_stop=should_stop) for t in targets]
-        return [(t, f.result()) for t, f in zip(targets, futures, strict=True)]
+        return [(t, f.result()) for t, f in zip(targets, futures)]

@@ -14,9 +14,10 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from keysweep import timeutil
 from keysweep.cloud.addresses import Fleet, Resolver
 from keysweep.cloud.session import AWS_ERRORS, Account, Skip, Target, account_regions, error_reason, paginate
 from keysweep.ratelimit import TokenBucket
@@ -86,10 +87,8 @@ class KeyUsage:
 
 
 def iso(when: Any) -> str:
-    if isinstance(when, datetime):
-        return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if isinstance(when, int | float):
-        return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(when, (datetime, int, float)):
+        return timeutil.iso(when)
     return str(when or "")
 
 
@@ -104,7 +103,7 @@ def list_keys(iam: Any, account: str) -> list[KeyUsage]:
 
 def window(days: int, *, limit: int | None = MAX_DAYS, now: datetime | None = None) -> tuple[datetime, datetime]:
     """The last ``days`` (at most ``limit``) up to now."""
-    end = now or datetime.now(UTC)
+    end = now or timeutil.now()
     return end - timedelta(days=max(1, min(days, limit) if limit else days)), end
 
 
@@ -171,12 +170,12 @@ def collect_all(
 
     clients = [target.client("cloudtrail") for _, target in jobs]  # made here: a boto3 session is not thread-safe
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(jobs)))) as pool:
-        futures = [pool.submit(one, keys, client) for (keys, _), client in zip(jobs, clients, strict=True)]
-        for (keys, target), future in zip(jobs, futures, strict=True):
+        futures = [pool.submit(one, keys, client) for (keys, _), client in zip(jobs, clients)]
+        for (keys, target), future in zip(jobs, futures):
             mine, error = future.result()
             if error:
                 target.skip("cloudtrail", error)
-            for usage, part in zip(keys, mine, strict=True):
+            for usage, part in zip(keys, mine):
                 usage.merge(part)
 
 

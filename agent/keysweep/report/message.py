@@ -13,10 +13,9 @@ import re
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from keysweep import __version__
+from keysweep import __version__, timeutil
 from keysweep.errors import DeliveryError
 from keysweep.models import Finding, HostContext
 from keysweep.schemas import message_schema
@@ -50,20 +49,12 @@ class SecretInMessage(DeliveryError):
     """A body held a plaintext secret: it is refused, never spooled or sent."""
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
 def _envelope(kind: str, context: HostContext, mode: str) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
         "type": kind,
         "message_id": uuid.uuid4().hex,
-        "sent_at": utc_now(),
+        "sent_at": timeutil.now_iso(),
         "agent": {"version": __version__, "mode": mode},
         "host": context.to_dict(),
     }
@@ -105,7 +96,7 @@ def _stats_dict(stats: Any) -> dict[str, Any]:
     for key, value in raw.items():
         if isinstance(value, Mapping):
             out[key] = {str(k): int(v) for k, v in value.items() if isinstance(v, int)}
-        elif isinstance(value, int | float) and not isinstance(value, bool):
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
             out[key] = value
     return out
 
@@ -130,8 +121,8 @@ def heartbeat_message(
     )
     msg["sweep"] = {
         "sweep_id": sweep_id or msg["message_id"],
-        "started_at": iso(started_at),
-        "finished_at": iso(finished_at),
+        "started_at": timeutil.iso(started_at),
+        "finished_at": timeutil.iso(finished_at),
         "duration_s": round(max(0.0, finished_at - started_at), 3),
         "stats": stats_d,
         "errors": list(errors),

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from keysweep import timeutil
 from keysweep.errors import ConfigError
 from keysweep.iam_policies import UserPolicies, read_user_policies_if_allowed
 from keysweep.models import Finding, HostContext
@@ -33,7 +34,6 @@ from keysweep.report.message import (
     encode_message,
     finding_message,
     heartbeat_message,
-    iso,
 )
 from keysweep.report.sent_state import SentState
 from keysweep.report.spool import Spool, SpoolEntry, SpoolError, SpoolFull
@@ -348,7 +348,7 @@ class Reporter:
                 finding_fingerprint=ffp,
                 suggestion=suggestion,
                 report_reason=reason,
-                first_seen=iso(first) if first is not None else None,
+                first_seen=timeutil.iso(first) if first is not None else None,
                 mode=self.mode,
             )
             try:
@@ -366,8 +366,8 @@ class Reporter:
         flushed = DeliveryResult()
         for attempt in (1, 2):
             results = self.spool.put_many([(p.body, "finding", p.message_id) for p in pending])
-            retry = [(p, r) for p, r in zip(pending, results, strict=True) if isinstance(r, SpoolError)]
-            for p, r in zip(pending, results, strict=True):
+            retry = [(p, r) for p, r in zip(pending, results) if isinstance(r, SpoolError)]
+            for p, r in zip(pending, results):
                 if not isinstance(r, SpoolError):
                     self.sent_state.record_sent(p.finding_fp, p.status, now)
                     tally.spooled += 1

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from keysweep import timeutil
 from keysweep.central.audit.model import AuditItem, AuditOptions
 from keysweep.central.credential_report import CredentialReport, CredentialReportRow, KeyColumns
 from keysweep.central.iam_credentials import OtherCredentials
@@ -98,7 +99,7 @@ def delete_user_commands(
 def when(value: Any, *, exact: bool = False) -> str:
     """A report time as a UTC date (``exact``: to the second); the report's N/A markers as "never"."""
     if isinstance(value, datetime):
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ" if exact else "%Y-%m-%d")
+        return value.astimezone(timeutil.UTC).strftime("%Y-%m-%d %H:%M:%SZ" if exact else "%Y-%m-%d")
     return "never" if str(value) in ("N/A", "no_information") else str(value)
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from keysweep import timeutil
 from keysweep.central.audit.accounts import AccountClients
 from keysweep.central.audit.model import AccessKeyInfo, AuditError, AuditOptions
 from keysweep.central.credential_report import CredentialReport, fetch_credential_report
@@ -75,7 +76,7 @@ def list_user_keys(iam: Any, account_id: str, report: CredentialReport) -> list[
         metas = []
         for page in iam.get_paginator("list_access_keys").paginate(UserName=row.user):
             metas.extend(page.get("AccessKeyMetadata", []))
-        metas.sort(key=lambda m: (m.get("CreateDate") or datetime.min.replace(tzinfo=UTC)))
+        metas.sort(key=lambda m: (m.get("CreateDate") or datetime.min.replace(tzinfo=timeutil.UTC)))
         free = {k.slot: k for k in slots}
         for meta in metas:
             created = meta.get("CreateDate")

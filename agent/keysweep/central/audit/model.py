@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from keysweep import timeutil
 from keysweep.central.organization import Organization
 from keysweep.errors import ConfigError, KeysweepError
 from keysweep.iam_policies import UserPolicies
@@ -52,7 +53,7 @@ class AuditOptions:
 
     @property
     def current_time(self) -> datetime:
-        return self.now or datetime.now(UTC)
+        return self.now or timeutil.now()
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class AccessKeyInfo:
 def jsonable(value: Any) -> Any:
     """``value`` with its datetimes as UTC ISO strings (``Z``) and its tuples as lists, for JSON."""
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return timeutil.iso(value, "auto")
     if isinstance(value, Mapping):
         return {k: jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
