@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds dist/keysweep_<version>-<release>_<arch>.deb and dist/keysweep-<version>-<release>.<arch>.rpm
-# (see docs/packaging.md). The packages run on the host's own CPython 3.11 to 3.14: the locked dependencies are
-# installed once per interpreter (only compiled extensions differ) and merged into /opt/keysweep/lib/common and
-# /opt/keysweep/lib/cpXY; packaging/launch.py picks the directory at run time.
+# (see docs/packaging.md). The packages run on the host's own CPython 3.9 to 3.14: the locked dependencies are
+# installed once per interpreter (3.9 and 3.10 from packaging/requirements-py39.lock, the others from
+# packaging/requirements.lock) and merged into /opt/keysweep/lib/common, lib/cpXY-cpXY (shared by some) and lib/cpXY
+# (packaging/split-sites.py); packaging/launch.py picks the directories at run time.
 #   packaging/build.sh            fetch the wheels, stage /opt/keysweep and build both packages (`make packages`)
 #   packaging/build.sh wheels     only fetch the locked wheels into packaging/wheelhouse (hash-checked; cached)
 #   packaging/build.sh package    only run nfpm over the already staged tree (KEYSWEEP_RELEASE=N for a release)
@@ -15,7 +16,7 @@ PREFIX=/opt/keysweep
 STAGE=build/pkgroot$PREFIX
 WHEELHOUSE=packaging/wheelhouse
 # the interpreters the packages support: one lib/cpXY directory each (keep in step with keysweep.sh and nfpm.yaml)
-PYTHONS="3.11 3.12 3.13 3.14"
+PYTHONS="3.9 3.10 3.11 3.12 3.13 3.14"
 ARCH_MACHINE=$(uname -m)
 # wheels for glibc 2.28 or older: the packages run on glibc 2.28 or later (RHEL 8+, Debian 10+, Ubuntu 18.10+,
 # Amazon Linux 2023); pip does not widen a --platform to older manylinux tags, so each is named
@@ -24,6 +25,15 @@ for tag in manylinux_2_28 manylinux_2_17 manylinux2014 manylinux_2_12 manylinux2
     PLATFORMS+=(--platform "${tag}_$ARCH_MACHINE")
 done
 PIP_QUIET=(--quiet --disable-pip-version-check)
+
+# the dependency lock of an interpreter: boto3, urllib3 and watchdog no longer release for 3.9 and 3.10, which get
+# the newest releases that still support them
+lock_for() {
+    case "$1" in
+        3.9 | 3.10) echo packaging/requirements-py39.lock ;;
+        *) echo packaging/requirements.lock ;;
+    esac
+}
 
 assemble_scripts() {
     local out=$1 hook
@@ -34,13 +44,13 @@ assemble_scripts() {
     done
 }
 
-# every locked wheel for every supported interpreter, plus the build backend; hashes checked against the locks
+# every locked wheel for every supported interpreter (from its lock), plus the build backend; hashes checked
 wheels() {
     local version
     mkdir -p "$WHEELHOUSE"
     for version in $PYTHONS; do
         pip download "${PIP_QUIET[@]}" --no-deps --require-hashes --only-binary=:all: --dest "$WHEELHOUSE" \
-            --python-version "$version" --implementation cp "${PLATFORMS[@]}" -r packaging/requirements.lock
+            --python-version "$version" --implementation cp "${PLATFORMS[@]}" -r "$(lock_for "$version")"
     done
     pip download "${PIP_QUIET[@]}" --no-deps --require-hashes --only-binary=:all: --dest "$WHEELHOUSE" \
         -r packaging/build-requirements.lock
@@ -65,7 +75,7 @@ package() {
     done
 }
 
-# /opt/keysweep: launch.py and lib/{common,cpXY}, from the wheelhouse only (no index)
+# /opt/keysweep: launch.py and lib/{common,cpXY-cpXY,cpXY}, from the wheelhouse only (no index)
 stage() {
     local version tag sites=()
     rm -rf build/pkgroot build/pkgscripts build/pkgwheel build/pkgtools build/pkgsites
@@ -81,7 +91,7 @@ stage() {
         tag=cp${version/./}
         pip install "${PIP_QUIET[@]}" --no-index --find-links "$WHEELHOUSE" --no-compile --target "build/pkgsites/site-$tag" \
             --python-version "$version" --implementation cp "${PLATFORMS[@]}" --require-hashes --only-binary=:all: \
-            -r packaging/requirements.lock
+            -r "$(lock_for "$version")"
         pip install "${PIP_QUIET[@]}" --no-index --no-compile --no-deps --target "build/pkgsites/site-$tag" \
             --python-version "$version" --implementation cp "${PLATFORMS[@]}" --only-binary=:all: \
             build/pkgwheel/keysweep-*.whl

@@ -4,7 +4,10 @@
     split-sites.py OUT SITE_cp311 SITE_cp312 ...   (each SITE_* directory's name ends in its tag, e.g. site-cp311)
 
 A top-level entry (package, module or .dist-info) that is byte-for-byte the same in every site goes to OUT/common
-once; any other stays per interpreter in OUT/<tag>. Console scripts (bin/) are dropped: /usr/bin/keysweep runs
+once. One that differs is kept once per variant: in OUT/<tag> when a single interpreter has that variant (compiled
+extensions), in OUT/<tag>-<tag>... when several share it (the pure-Python packages of one dependency lock, e.g.
+cp39-cp310 for the older lock of 3.9 and 3.10). packaging/launch.py puts on the path OUT/<tag>, every OUT/*-* that
+names the running interpreter's tag, and OUT/common. Console scripts (bin/) are dropped: /usr/bin/keysweep runs
 packaging/launch.py instead.
 """
 
@@ -25,15 +28,22 @@ def digest(path: Path) -> str:
     return sha.hexdigest()
 
 
+def tag(site: Path) -> str:
+    return site.name.rsplit("-", 1)[1]
+
+
 def split(out: Path, sites: list[Path]) -> dict[str, int]:
     names = {entry.name for site in sites for entry in site.iterdir()} - {"bin"}
     counts: dict[str, int] = {}
     for name in sorted(names):
-        copies = [site / name for site in sites]
-        if all(c.exists() for c in copies) and len({digest(c) for c in copies}) == 1:
-            targets = [(copies[0], out / "common" / name)]
-        else:
-            targets = [(c, out / c.parent.name.rsplit("-", 1)[1] / name) for c in copies if c.exists()]
+        variants: dict[str, list[Path]] = {}  # digest -> the copies with that content, in the order of ``sites``
+        for site in sites:
+            if (site / name).exists():
+                variants.setdefault(digest(site / name), []).append(site / name)
+        targets = []
+        for copies in variants.values():
+            directory = "common" if len(copies) == len(sites) else "-".join(tag(c.parent) for c in copies)
+            targets.append((copies[0], out / directory / name))
         for src, dst in targets:
             dst.parent.mkdir(parents=True, exist_ok=True)
             if src.is_dir():

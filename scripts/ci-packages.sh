@@ -200,7 +200,8 @@ step "rpm: list, digests, scratch-root install/upgrade/erase"
 rpm_file2=$(ls dist/keysweep-"$version"-2.*.rpm)
 rpm -qpl "$rpm_file" >"$work/rpm.list"
 for path in /usr/bin/keysweep "$UNIT" "$CONF" /opt/keysweep/launch.py /opt/keysweep/lib/common/keysweep/__init__.py \
-        /opt/keysweep/lib/cp311 /opt/keysweep/lib/cp312 /opt/keysweep/lib/cp313 /opt/keysweep/lib/cp314; do
+        /opt/keysweep/lib/cp39 /opt/keysweep/lib/cp310 /opt/keysweep/lib/cp39-cp310 /opt/keysweep/lib/cp311 \
+        /opt/keysweep/lib/cp312 /opt/keysweep/lib/cp313 /opt/keysweep/lib/cp314 /opt/keysweep/lib/cp311-cp312-cp313-cp314; do
     grep -qx "$path" "$work/rpm.list" || fail "rpm does not hold $path"
 done
 rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm_file" | grep -x "cn $CONF" >/dev/null ||

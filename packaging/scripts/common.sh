@@ -31,13 +31,19 @@ LIB=/opt/keysweep/lib
 compile_bytecode() {
     [ -z "$ROOT" ] || return 0
     seen=
-    for python in /usr/bin/python3 /usr/bin/python3.1[1-9]; do
+    for python in /usr/bin/python3 /usr/bin/python3.9 /usr/bin/python3.1[0-9]; do
         [ -x "$python" ] || continue
         tag=$("$python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null) || continue
         case " $seen " in *" $tag "*) continue ;; esac
         seen="$seen $tag"
         if [ -d "$LIB/$tag" ]; then
-            "$python" -I -m compileall -q "$LIB/common" "$LIB/$tag" >/dev/null ||
+            # common, its own directory and those it shares with other interpreters (cp39-cp310, ...)
+            dirs="$LIB/common $LIB/$tag"
+            for shared in "$LIB"/*-*; do
+                case "-${shared##*/}-" in *"-$tag-"*) dirs="$dirs $shared" ;; esac
+            done
+            # shellcheck disable=SC2086 # the directories' names hold no blanks
+            "$python" -I -m compileall -q $dirs >/dev/null ||
                 echo "keysweep: could not compile all bytecode with $python (keysweep still runs)" >&2
         fi
     done
