@@ -10,5 +10,8 @@ class StrEnum(str, enum.Enum):
     """Members are ``str`` instances equal to their values; ``str()``, ``format()`` and f-strings give the value
     (a plain ``(str, Enum)`` member formats as ``Class.MEMBER`` on Python 3.12 and later)."""
 
-    __str__ = str.__str__
-    __format__ = str.__format__
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
