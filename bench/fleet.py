@@ -22,6 +22,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -140,16 +141,28 @@ def _checkpoint(db: Path) -> None:
     conn.close()
 
 
+TIME = shutil.which("time", path="/usr/bin:/bin")  # GNU time: its child is forked from it, not from this bench
+
+
 def timed_child(cmd: list[str], out: Path | None = None) -> dict[str, Any]:
-    """Run ``cmd``; its own wall seconds, CPU seconds and peak RSS (MB) from ``wait4``."""
+    """Run ``cmd``; its own wall seconds, CPU seconds and peak RSS (MB). With GNU time the figures are of a process
+    forked from ``time`` itself: a child forked from this bench (which holds a fleet's messages) would report this
+    bench's resident memory as its own peak. Without it, ``wait4`` (and that caveat)."""
+    figures = Path(tempfile.mkstemp(prefix="fleet-time-")[1])
+    wrapped = [TIME, "-f", "%e %U %S %M", "-o", str(figures), *cmd] if TIME else cmd
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(wrapped, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
     proc.returncode = os.waitstatus_to_exitcode(status)
-    result = {"wall_s": round(wall, 2), "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
-              "peak_rss_mb": round(usage.ru_maxrss / 1024), "exit": proc.returncode}
+    cpu, rss_kb = usage.ru_utime + usage.ru_stime, usage.ru_maxrss
+    measured = figures.read_text().split() if TIME else []
+    figures.unlink()
+    if len(measured) >= 4 and measured[-4].replace(".", "").isdigit():
+        wall, cpu, rss_kb = float(measured[-4]), float(measured[-3]) + float(measured[-2]), int(measured[-1])
+    result = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(rss_kb / 1024),
+              "exit": proc.returncode}
     if proc.returncode != 0:
         result["error"] = err.strip()[-300:]
     if out is not None and out.exists():
@@ -180,7 +193,7 @@ def correlation(db: Path) -> dict[str, Any]:
     return timed_child([sys.executable, "-c", code, str(db)])
 
 
-def run_size(findings: int, places: int, keys: int, workdir: Path) -> dict[str, Any]:
+def run_size(findings: int, places: int, keys: int, workdir: Path, keep: bool = False) -> dict[str, Any]:
     hosts = max(1, findings // places)
     db = workdir / f"fleet-{findings}.db"
     fleet = Fleet(hosts, places, keys)
@@ -191,8 +204,9 @@ def run_size(findings: int, places: int, keys: int, workdir: Path) -> dict[str, 
     row["bytes_per_finding"] = round(size / row["findings"])
     row["reports"] = reports(db, workdir)
     row["correlation"] = correlation(db)
-    for path in workdir.glob(f"fleet-{findings}.db*"):
-        path.unlink()
+    if not keep:
+        for path in workdir.glob(f"fleet-{findings}.db*"):
+            path.unlink()
     return row
 
 
@@ -214,13 +228,26 @@ def main() -> None:
     parser.add_argument("--places", type=int, default=10, help="places per host (default %(default)s)")
     parser.add_argument("--keys", type=int, default=30, help="distinct keys in the fleet (default %(default)s)")
     parser.add_argument("--dir", help="work directory (default: a temporary one)")
+    parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep the stores and reports there")
+    parser.add_argument("--store", metavar="DB", help="time the reports and the correlation of this store only")
     parser.add_argument("--json", help="also write the results as JSON to this file")
     args = parser.parse_args()
+    if args.store:
+        with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+            result = {"reports": reports(Path(args.store), Path(tmp)), "correlation": correlation(Path(args.store))}
+        for fmt, r in {**result["reports"], "correlate": result["correlation"]}.items():
+            print(f"  {fmt:<9} {r['wall_s']:>6.2f} s wall {r['cpu_s']:>6.2f} s CPU {r['peak_rss_mb']:>5} MB"
+                  + (f", {r['lines']} lines" if "lines" in r else "") + (" FAILED" if r["exit"] else ""))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+        return
     sizes = args.sizes or ([1000, 10000] if args.quick else [1000, 10000, 100000])
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        workdir = Path(args.keep) if args.keep else Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         rows = []
         for n in sizes:
-            row = run_size(n, args.places, args.keys, Path(tmp))
+            row = run_size(n, args.places, args.keys, workdir, keep=bool(args.keep))
             print(_line(row), flush=True)
             rows.append(row)
     if args.json:

@@ -397,7 +397,7 @@ def load_report(store: Store, *, now: datetime | None = None, silent_after: time
 
 
 class LocationSpool:
-    """Keys' locations in an unnamed temporary file (private, gone when closed), as JSON lines, each key's together."""
+    """Keys' locations in an unnamed temporary file (private, gone when closed): each key's as one JSON array."""
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(mode="w+b")
@@ -405,9 +405,9 @@ class LocationSpool:
     def add(self, locations: Sequence[KeyLocation]) -> SpooledLocations:
         self._file.seek(0, os.SEEK_END)
         start = self._file.tell()
-        for loc in locations:
-            self._file.write(json.dumps(loc.to_dict(), ensure_ascii=False, separators=(",", ":")).encode())
-            self._file.write(b"\n")
+        self._file.write(json.dumps([(loc.host_id, loc.hostname, loc.host_kind, loc.place, loc.location,
+                                      loc.first_seen, loc.last_seen, loc.status) for loc in locations],
+                                    ensure_ascii=False, separators=(",", ":")).encode())
         return SpooledLocations(self, start, self._file.tell() - start, len(locations))
 
     def read(self, start: int, size: int) -> bytes:
@@ -425,10 +425,8 @@ class SpooledLocations(Sequence[KeyLocation]):
         return self._count
 
     def __iter__(self) -> Iterator[KeyLocation]:
-        for line in self._spool.read(self._start, self._size).splitlines():
-            d = json.loads(line)
-            yield KeyLocation(d["host_id"], d["hostname"], d["host_kind"], d["place"], d["location"],
-                              d["first_seen"], d["last_seen"], d["status"])
+        for fields in json.loads(self._spool.read(self._start, self._size)):
+            yield KeyLocation(*fields)
 
     @overload
     def __getitem__(self, index: int) -> KeyLocation: ...
@@ -628,8 +626,9 @@ def _indented(text: str, pad: str) -> str:
 
 
 def write_json(report: FleetReport, stream: TextIO) -> None:
-    """:meth:`FleetReport.to_dict` as indented JSON, written one key and one host at a time (never whole in
-    memory)."""
+    """:meth:`FleetReport.to_dict` as JSON, written one key and one host at a time (never whole in memory): the
+    document's own fields indented, each key and each host on one line of its own (compact: the encoder's fast
+    path, and a file that ``grep`` and ``jq -c`` take a key at a time)."""
     stream.write("{\n")
     for name, value in report.header().items():
         stream.write(f"  {json.dumps(name)}: {_indented(dumps_json(value, indent=2), '  ')},\n")
@@ -639,7 +638,7 @@ def write_json(report: FleetReport, stream: TextIO) -> None:
         stream.write(f"  {json.dumps(name)}: [")
         sep = "\n    "
         for item in items:
-            stream.write(sep + _indented(dumps_json(item.to_dict(), indent=2), "    "))
+            stream.write(sep + dumps_json(item.to_dict()))
             sep = ",\n    "
         stream.write(("]" if sep == "\n    " else "\n  ]") + ("," if i < len(sections) - 1 else "") + "\n")
     stream.write("}\n")

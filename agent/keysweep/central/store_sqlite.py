@@ -346,17 +346,17 @@ class SQLiteStore:
         sql = (f"SELECT {', '.join('f.' + c for c in _SUMMARY_COLUMNS)}, d.actor, d.at FROM findings f "
                "INDEXED BY findings_key LEFT JOIN deactivations d ON d.key_id = f.key_id "
                "ORDER BY f.fingerprint, f.host_id")
+        at = _SUMMARY_COLUMNS.index("location")
         locations: dict[str, Mapping[str, Any]] = {}  # the same place on many hosts: one dict
         for row in self._stream(sql):
-            values = {c: row[i] for i, c in enumerate(_SUMMARY_COLUMNS)}
-            text = values["location"]
-            location = locations.get(text)
+            values = list(row)
+            location = locations.get(row[at])
             if location is None:
                 if len(locations) > 10_000:
                     locations.clear()
-                location = locations[text] = json.loads(text)
-            values["location"] = location
-            yield FindingSummary(**values, deactivated_by=row[-2], deactivated_at=row[-1])
+                location = locations[row[at]] = json.loads(row[at])
+            values[at] = location
+            yield FindingSummary(*values)
 
     def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
         rows = self._query(self._FINDINGS_SQL + " WHERE f.host_id = ? AND f.finding_fingerprint = ?",
