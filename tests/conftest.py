@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from tests.support.moto_server import MotoServer, running_moto
 
@@ -19,6 +20,11 @@ for _name in list(os.environ):
         del os.environ[_name]
 # ...nor the link-local instance metadata address (SDK credential look-ups, host context detection)
 os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+# Property tests check behaviour, not speed: on a loaded 2-core CI machine hypothesis' 200 ms deadline and its
+# too-slow health check fail examples that are merely slow (speed goals live in bench/).
+settings.register_profile("keysweep", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("keysweep")
 
 
 @pytest.fixture(scope="session")
