@@ -6,13 +6,13 @@ recorded (time, signing key id, attributes) so tests can check pacing and what w
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 TARGET = "CloudTrail_20131101.LookupEvents"
 
@@ -60,15 +60,12 @@ class CloudTrailServer:
             out["NextToken"] = str(offset + self.page_size)
         return 200, out
 
-    def handler(self) -> type[BaseHTTPRequestHandler]:
+    def handler(self) -> type[QuietHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                raw = self.read_body()
                 auth = self.headers.get("Authorization", "")
                 signer = auth.split("Credential=", 1)[1].split("/", 1)[0] if "Credential=" in auth else ""
                 region = auth.split("Credential=", 1)[1].split("/")[2] if "Credential=" in auth else ""
@@ -79,12 +76,7 @@ class CloudTrailServer:
                     server.requests.append(Request(time.monotonic(), signer, body.get("LookupAttributes") or [],
                                                    body.get("StartTime"), region))
                     status, out = server._answer(body)
-                data = json.dumps(out).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.1")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, json.dumps(out).encode(), "application/x-amz-json-1.1")
 
         return Handler
 
@@ -92,13 +84,6 @@ class CloudTrailServer:
 @contextmanager
 def cloudtrail_server(page_size: int = 2) -> Iterator[CloudTrailServer]:
     server = CloudTrailServer(page_size=page_size)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), server.handler())
-    server.endpoint = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with LoopbackServer(server.handler()) as httpd:
+        server.endpoint = httpd.endpoint
         yield server
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)

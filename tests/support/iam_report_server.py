@@ -9,32 +9,26 @@ Each script entry is ("state", "STARTED"|"INPROGRESS"|"COMPLETE") for GenerateCr
 from __future__ import annotations
 
 import base64
-import threading
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 _NS = "https://iam.amazonaws.com/doc/2010-05-08/"
 
 
-class IamReportServer:
+class IamReportServer(LoopbackServer):
     def __init__(self, generate: list[str], get: list[tuple[str, ...]]) -> None:
         self.generate_script = list(generate)
         self.get_script = list(get)
         self.calls: list[str] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        super().__init__(self._handler())
 
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
+    def _handler(self) -> type[QuietHandler]:
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
+        class Handler(QuietHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                body = self.read_body().decode()
                 action = urllib.parse.parse_qs(body).get("Action", [""])[0]
                 server.calls.append(action)
                 if action == "GenerateCredentialReport" and server.generate_script:
@@ -62,23 +56,11 @@ class IamReportServer:
                                "<RequestId>r</RequestId></ErrorResponse>")
 
             def _send(self, status: int, xml: str) -> None:
-                data = xml.encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "text/xml")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(status, xml.encode(), "text/xml")
 
         return Handler
 
 
-@contextmanager
-def running_iam_report_server(generate: list[str], get: list[tuple[str, ...]]) -> Iterator[IamReportServer]:
-    server = IamReportServer(generate, get)
-    thread = threading.Thread(target=server._httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server._httpd.shutdown()
-        server._httpd.server_close()
+def running_iam_report_server(generate: list[str], get: list[tuple[str, ...]]) -> IamReportServer:
+    """Use as ``with running_iam_report_server(...) as server``: it serves for the length of the block."""
+    return IamReportServer(generate, get)

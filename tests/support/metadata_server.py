@@ -7,15 +7,15 @@ attached, and the credential paths are recorded (a test asserts they are never a
 
 from __future__ import annotations
 
-import http.server
 import json
 import secrets
 import socket
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 
 @dataclass
@@ -58,45 +58,21 @@ class Instance:
         return out
 
 
-@dataclass
-class _Server:
-    server: http.server.ThreadingHTTPServer
-    requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+class _Server(LoopbackServer):
+    """A metadata server that records every request as (method, path, lower-cased headers)."""
 
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
+    def __init__(self, handler: type[_Recording]) -> None:
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        super().__init__(handler)
 
     def paths_requested(self) -> list[str]:
         return [path for _, path, _ in self.requests]
 
 
-@contextmanager
-def _serving(handler: type[http.server.BaseHTTPRequestHandler], box: dict[str, Any]) -> Iterator[_Server]:
-    """Serve ``handler`` on a loopback port until the block ends; ``box["s"]`` is the server the handler records in."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    box["s"] = _Server(server)
-    try:
-        yield box["s"]
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-class _Quiet(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def _reply(self, status: int, body: bytes = b"", content_type: str = "text/plain") -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
+class _Recording(QuietHandler):
+    def record(self) -> None:
+        assert isinstance(self.owner, _Server)
+        self.owner.requests.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
 
 
 @contextmanager
@@ -104,33 +80,32 @@ def imds_server(instance: Instance | None = None) -> Iterator[_Server]:
     """An IMDSv2-only metadata service for ``instance``."""
     inst = instance or Instance()
     tokens: set[str] = set()
-    box: dict[str, Any] = {}
 
-    class Handler(_Quiet):
+    class Handler(_Recording):
         def do_PUT(self) -> None:  # noqa: N802 - http.server naming
-            box["s"].requests.append(("PUT", self.path, {k.lower(): v for k, v in self.headers.items()}))
+            self.record()
             ttl = self.headers.get("X-aws-ec2-metadata-token-ttl-seconds", "")
             if self.path != "/latest/api/token":
-                self._reply(404)
+                self.reply(404)
             elif not ttl.isdigit() or not 1 <= int(ttl) <= 21600:
-                self._reply(400)
+                self.reply(400)
             else:
                 token = secrets.token_urlsafe(32)
                 tokens.add(token)
-                self._reply(200, token.encode())
+                self.reply(200, token.encode())
 
         def do_GET(self) -> None:  # noqa: N802
-            box["s"].requests.append(("GET", self.path, {k.lower(): v for k, v in self.headers.items()}))
+            self.record()
             if self.headers.get("X-aws-ec2-metadata-token") not in tokens:
-                self._reply(401)
+                self.reply(401)
                 return
             if "/iam/security-credentials" in self.path:
-                self._reply(200, b'{"AccessKeyId": "ASIAIMDSROLECREDENTIAL", "Token": "never-ask-for-this"}')
+                self.reply(200, b'{"AccessKeyId": "ASIAIMDSROLECREDENTIAL", "Token": "never-ask-for-this"}')
                 return
             status, body = inst.paths().get(self.path, (404, b""))
-            self._reply(status, body)
+            self.reply(status, body)
 
-    with _serving(Handler, box) as served:
+    with _Server(Handler) as served:
         yield served
 
 
@@ -159,19 +134,18 @@ def ecs_task_document(
 def ecs_metadata_server(task: dict[str, Any] | None = None) -> Iterator[_Server]:
     """ECS task metadata endpoint v4: ``<uri>`` (container) and ``<uri>/task``; the test sets the env var to ``endpoint``."""
     doc = task or ecs_task_document()
-    box: dict[str, Any] = {}
 
-    class Handler(_Quiet):
+    class Handler(_Recording):
         def do_GET(self) -> None:  # noqa: N802
-            box["s"].requests.append(("GET", self.path, {k.lower(): v for k, v in self.headers.items()}))
+            self.record()
             if self.path == "/v4/task":
-                self._reply(200, json.dumps(doc).encode(), "application/json")
+                self.reply(200, json.dumps(doc).encode(), "application/json")
             elif self.path == "/v4":
-                self._reply(200, json.dumps(doc["Containers"][0]).encode(), "application/json")
+                self.reply(200, json.dumps(doc["Containers"][0]).encode(), "application/json")
             else:
-                self._reply(404)
+                self.reply(404)
 
-    with _serving(Handler, box) as served:
+    with _Server(Handler) as served:
         yield served
 
 

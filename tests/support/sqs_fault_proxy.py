@@ -7,31 +7,23 @@ else is forwarded unchanged. It speaks the JSON protocol botocore uses for SQS.
 
 from __future__ import annotations
 
-import http.client
-import http.server
 import json
-import threading
-import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
+
+from tests.support.loopback import LoopbackServer, QuietHandler, pass_back, send_on
 
 
-class FaultProxy:
+class FaultProxy(LoopbackServer):
     def __init__(self, upstream: str, *, fail_batches: int = 1) -> None:
-        parsed = urllib.parse.urlsplit(upstream)
         self.fail_batches = fail_batches
         self.batch_calls = 0
         self.failed_ids: list[str] = []
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                target = self.headers.get("X-Amz-Target", "")
+                body = self.read_body()
                 failed: list[dict] = []
-                if target.endswith(".SendMessageBatch"):
+                if self.headers.get("X-Amz-Target", "").endswith(".SendMessageBatch"):
                     proxy.batch_calls += 1
                     if proxy.batch_calls <= proxy.fail_batches:
                         req = json.loads(body)
@@ -40,41 +32,21 @@ class FaultProxy:
                         failed.append({"Id": first["Id"], "SenderFault": False, "Code": "InternalError",
                                        "Message": "injected by the test"})
                         body = json.dumps(req).encode()
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("content-length", "connection")}
-                conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
-                try:
-                    if failed and not json.loads(body)["Entries"]:
-                        status, data = 200, json.dumps({"Successful": [], "Failed": failed}).encode()
-                    else:
-                        conn.request("POST", self.path, body=body, headers=headers)
-                        resp = conn.getresponse()
-                        status, data = resp.status, resp.read()
-                        if failed and status == 200:
-                            answer = json.loads(data)
-                            answer["Failed"] = answer.get("Failed", []) + failed
-                            data = json.dumps(answer).encode()
-                finally:
-                    conn.close()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/x-amz-json-1.0")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                if failed and not json.loads(body)["Entries"]:
+                    answer = json.dumps({"Successful": [], "Failed": failed}).encode()
+                    self.reply(200, answer, "application/x-amz-json-1.0")
+                    return
+                upstream_answer = send_on(self, upstream, body, timeout=30)
+                data = None
+                if failed and upstream_answer.status == 200:
+                    answer = json.loads(upstream_answer.data)
+                    answer["Failed"] = answer.get("Failed", []) + failed
+                    data = json.dumps(answer).encode()
+                pass_back(self, upstream_answer, data)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
+        super().__init__(Handler)
 
 
-@contextmanager
-def fault_proxy(upstream: str, *, fail_batches: int = 1) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(upstream, fail_batches=fail_batches)
-    threading.Thread(target=proxy._server.serve_forever, daemon=True).start()
-    try:
-        yield proxy
-    finally:
-        proxy._server.shutdown()
-        proxy._server.server_close()
+def fault_proxy(upstream: str, *, fail_batches: int = 1) -> FaultProxy:
+    """Use as ``with fault_proxy(...) as proxy``: it serves for the length of the block."""
+    return FaultProxy(upstream, fail_batches=fail_batches)

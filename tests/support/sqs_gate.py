@@ -9,67 +9,35 @@ asked SQS to delete — without touching the collector's code.
 from __future__ import annotations
 
 import threading
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.support.loopback import LoopbackServer, QuietHandler, pass_back, send_on
 
 
-class SQSGate:
+class SQSGate(LoopbackServer):
     def __init__(self, upstream: str, hold: set[str]) -> None:
-        self.upstream = upstream.rstrip("/")
         self.hold = hold
         self.held = threading.Event()
         self._closing = threading.Event()
         gate = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                body = self.read_body()
                 target = (self.headers.get("X-Amz-Target") or "").rsplit(".", 1)[-1]
                 if target in gate.hold:
                     gate.held.set()
                     gate._closing.wait()
                     self.send_error(503)
                     return
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
-                req = urllib.request.Request(gate.upstream + self.path, data=body, headers=headers, method="POST")
-                try:
-                    with urllib.request.urlopen(req, timeout=60) as resp:
-                        status, payload, resp_headers = resp.status, resp.read(), resp.headers
-                except urllib.error.HTTPError as err:
-                    status, payload, resp_headers = err.code, err.read(), err.headers
-                self.send_response(status)
-                for k, v in resp_headers.items():
-                    if k.lower() not in ("content-length", "connection", "transfer-encoding", "server", "date"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                pass_back(self, send_on(self, upstream, body))
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(Handler)
 
-    def start(self) -> None:
-        self._thread.start()
-
-    def close(self) -> None:
+    def stop(self) -> None:
         self._closing.set()
-        self._server.shutdown()
-        self._server.server_close()
+        super().stop()
 
 
-@contextmanager
-def sqs_gate(upstream: str, hold: set[str]) -> Iterator[SQSGate]:
-    gate = SQSGate(upstream, hold)
-    gate.start()
-    try:
-        yield gate
-    finally:
-        gate.close()
+def sqs_gate(upstream: str, hold: set[str]) -> SQSGate:
+    """Use as ``with sqs_gate(...) as gate``: it serves for the length of the block."""
+    return SQSGate(upstream, hold)

@@ -5,12 +5,12 @@ Used where moto cannot produce an answer (root keys, expired tokens, throttling,
 
 from __future__ import annotations
 
-import http.server
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from tests.support.loopback import LoopbackServer, QuietHandler
 
 _ERROR_XML = (
     '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">'
@@ -47,14 +47,7 @@ def html(status: int, text: str = "Access denied by policy") -> Reply:
     return Reply(status, f"<html><head><title>{status}</title></head><body><h1>{text}</h1></body></html>", "text/html")
 
 
-class _QuietServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request: object, client_address: object) -> None:
-        pass  # a client that gave up (read timeout) leaves a broken pipe: expected here
-
-
-class StsStub:
+class StsStub(LoopbackServer):
     """Answers replies[i] to the i-th request (the last reply repeats) and records every request's headers."""
 
     def __init__(self, replies: Sequence[Reply]) -> None:
@@ -66,50 +59,25 @@ class StsStub:
         self._lock = threading.Lock()
         stub = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
+        class Handler(QuietHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server naming
-                length = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(length)
+                self.read_body()
                 with stub._lock:
                     stub.requests.append(dict(self.headers))
                     stub.arrivals.append(time.monotonic())
                     reply = stub.replies[min(len(stub.requests) - 1, len(stub.replies) - 1)]
                 if reply.delay:
                     time.sleep(reply.delay)
-                data = reply.body.encode()
-                self.send_response(reply.status)
-                self.send_header("Content-Type", reply.content_type)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.reply(reply.status, reply.body.encode(), reply.content_type)
 
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = _QuietServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.endpoint = f"http://127.0.0.1:{self._server.server_port}"
+        super().__init__(Handler, quiet_errors=True)  # a client that gave up on a delayed reply: expected
 
     @property
     def count(self) -> int:
         with self._lock:
             return len(self.requests)
 
-    def start(self) -> None:
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@contextmanager
-def running_stub(*replies: Reply) -> Iterator[StsStub]:
-    stub = StsStub(replies)
-    stub.start()
-    try:
-        yield stub
-    finally:
-        stub.stop()
+def running_stub(*replies: Reply) -> StsStub:
+    """Use as ``with running_stub(...) as stub``: it serves for the length of the block."""
+    return StsStub(replies)
