@@ -177,11 +177,16 @@ def _check_zip_directory(fh: _Readable, room: int) -> int:
     size_cd = end[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
     if size_cd > MAX_ZIP_DIRECTORY:
         raise _NotOpened("archive-directory-too-large")
-    start = end[zipfile._ECD_LOCATION] - size_cd  # type: ignore[attr-defined]
-    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
-        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
+    location = end[zipfile._ECD_LOCATION]  # type: ignore[attr-defined]
+    start = location - size_cd
     count = 0
     try:
+        if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:  # type: ignore[attr-defined]
+            # the directory ends where the zip64 end record starts: Python 3.9.2 (Debian 11) gives that record's
+            # position as the location, later releases the position of the end record after it
+            seek(location)
+            if fh.read(4) != zipfile.stringEndArchive64:  # type: ignore[attr-defined]
+                start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator  # type: ignore[attr-defined]
         if start >= 0:
             seek(start)
             total = 0
