@@ -255,6 +255,21 @@ def suggest(
 _Built = tuple[str, str, Optional[str], Optional[dict[str, Any]], list[str], list[str], Optional[str]]
 
 
+def _existing_role(plan: _Plan, kind: str, summary: str, role: str | None, *, find: str = "", name_from: str = "",
+                   then: Sequence[str] = ()) -> _Built:
+    """The workload already has a role: give it the key's permissions. ``role`` by name, or None for ROLE_NAME,
+    which the command ``find`` prints (``name_from`` says where in its output); ``then``: the steps that follow."""
+    rc = plan.copy_permissions(role or "ROLE_NAME")
+    cmds = [find, *rc.commands] if find else list(rc.commands)
+    steps = [name_from, *rc.steps] if name_from else list(rc.steps)
+    return kind, summary, role, None, [*steps, *then], cmds, _terraform(role or "ROLE_NAME", None, rc)
+
+
+def _create_role(role: str, trust: dict[str, Any], rc: RoleCopy, flags: str = "") -> str:
+    """The command creating ``role`` with ``trust`` (``flags``: more options; ``rc``'s own come last)."""
+    return f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'{flags}" + rc.create_flags
+
+
 def _base_name(plan: _Plan) -> str:
     return plan.user or "keysweep"
 
@@ -286,8 +301,7 @@ def _ec2(plan: _Plan) -> _Built:
     rc = plan.copy_permissions(role, new_role=True)
     copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = [
-        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}' "
-        f"--description 'Replaces access key {plan.finding.key_id}'" + rc.create_flags,
+        _create_role(role, trust, rc, f" --description 'Replaces access key {plan.finding.key_id}'"),
         *copy,
         f"aws iam create-instance-profile --instance-profile-name {role}",
         f"aws iam add-role-to-instance-profile --instance-profile-name {role} --role-name {role}",
@@ -316,22 +330,17 @@ def _ecs(plan: _Plan) -> _Built:
     cluster = ctx.cluster or "CLUSTER"
     known = _arn_tail(plan.finding.location.role_arn)
     if ctx.task_role_present and known:  # read from the task definition (keysweep cloud)
-        rc = plan.copy_permissions(known)
-        copy, steps = list(rc.commands), list(rc.steps)
         summary = f"Task family {family} already has task role {known}: give it this key's permissions and drop the key."
-        steps = [*steps, "Register a task definition revision without the key in the container environment and "
-                 "update the services that use it."]
-        return "ecs-existing-task-role", summary, known, None, steps, copy, _terraform(known, None, rc)
+        return _existing_role(plan, "ecs-existing-task-role", summary, known, then=[
+            "Register a task definition revision without the key in the container environment and "
+            "update the services that use it."])
     if ctx.task_role_present:
-        rc = plan.copy_permissions("ROLE_NAME")
-        copy, steps = list(rc.commands), list(rc.steps)
-        cmds = [
-            f"aws ecs describe-task-definition --task-definition {family} --query taskDefinition.taskRoleArn --output text",
-            *copy,
-        ]
         summary = f"Task family {family} already has a task role: give it this key's permissions and drop the key."
-        steps = ["ROLE_NAME: the last part of the task role ARN the first command prints.", *steps]
-        return "ecs-existing-task-role", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, rc)
+        return _existing_role(
+            plan, "ecs-existing-task-role", summary, None,
+            find=f"aws ecs describe-task-definition --task-definition {family} --query taskDefinition.taskRoleArn "
+            "--output text",
+            name_from="ROLE_NAME: the last part of the task role ARN the first command prints.")
     role = _role_name(family if family != "TASK_FAMILY" else _base_name(plan), "task")
     region = ctx.region or "*"
     trust = _trust(
@@ -344,7 +353,7 @@ def _ecs(plan: _Plan) -> _Built:
     rc = plan.copy_permissions(role, new_role=True)
     copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = [
-        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'" + rc.create_flags,
+        _create_role(role, trust, rc),
         *copy,
         f"aws ecs describe-task-definition --task-definition {family} --query taskDefinition --output json"
         + plan.region_flag
@@ -371,29 +380,24 @@ def _eks(plan: _Plan) -> _Built:
     cluster = ctx.cluster or "CLUSTER_NAME"
     if ctx.irsa_role_arn:
         role = _arn_tail(ctx.irsa_role_arn) or "ROLE_NAME"
-        rc = plan.copy_permissions(role)
-        copy, steps = list(rc.commands), list(rc.steps)
         summary = (
             f"Service account {ns}/{sa} already uses IRSA role {role}: give it this key's permissions and drop the key."
         )
-        return "eks-irsa-existing", summary, role, None, steps, copy, _terraform(role, None, rc)
+        return _existing_role(plan, "eks-irsa-existing", summary, role)
     if ctx.pod_identity:
-        rc = plan.copy_permissions("ROLE_NAME")
-        copy, steps = list(rc.commands), list(rc.steps)
-        cmds = [
-            f"aws eks list-pod-identity-associations --cluster-name {cluster} --namespace {ns} --service-account {sa}",
-            *copy,
-        ]
-        steps = ["ROLE_NAME: the role of the association (aws eks describe-pod-identity-association).", *steps]
         summary = f"Service account {ns}/{sa} already has an EKS Pod Identity role: give it this key's permissions."
-        return "eks-pod-identity-existing", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, rc)
+        return _existing_role(
+            plan, "eks-pod-identity-existing", summary, None,
+            find=f"aws eks list-pod-identity-associations --cluster-name {cluster} --namespace {ns} "
+            f"--service-account {sa}",
+            name_from="ROLE_NAME: the role of the association (aws eks describe-pod-identity-association).")
     role = _role_name(f"{ns}-{sa}" if ctx.namespace and ctx.service_account else _base_name(plan), "pod")
     trust = _trust("pods.eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession"))
     rc = plan.copy_permissions(role, new_role=True)
     copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = [
         f"aws eks create-addon --cluster-name {cluster} --addon-name eks-pod-identity-agent" + plan.region_flag,
-        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'" + rc.create_flags,
+        _create_role(role, trust, rc),
         *copy,
         f"aws eks create-pod-identity-association --cluster-name {cluster} --namespace {ns} --service-account {sa} "
         f"--role-arn {plan.role_arn(role)}" + plan.region_flag,
@@ -418,20 +422,13 @@ def _lambda(plan: _Plan) -> _Built:
     role = _arn_tail(plan.finding.location.role_arn)
     if role:  # read from the function's configuration (keysweep cloud)
         return _lambda_known_role(plan, fn, role)
-    rc = plan.copy_permissions("ROLE_NAME")
-    copy, copy_steps = list(rc.commands), list(rc.steps)
-    cmds = [
-        f"aws lambda get-function-configuration --function-name {fn} --query Role --output text" + plan.region_flag,
-        *copy,
-    ]
-    steps = [
-        "ROLE_NAME: the last part of the execution role ARN the first command prints.",
-        *copy_steps,
-        f"Remove the key from function {fn} (environment variables or code) and redeploy; "
-        "the function then uses its execution role's credentials.",
-    ]
     summary = f"Function {fn} already runs with an execution role: give it this key's permissions and drop the key."
-    return "lambda-execution-role", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, rc)
+    return _existing_role(
+        plan, "lambda-execution-role", summary, None,
+        find=f"aws lambda get-function-configuration --function-name {fn} --query Role --output text" + plan.region_flag,
+        name_from="ROLE_NAME: the last part of the execution role ARN the first command prints.",
+        then=[f"Remove the key from function {fn} (environment variables or code) and redeploy; "
+              "the function then uses its execution role's credentials."])
 
 
 def _roles_anywhere(plan: _Plan) -> _Built:
@@ -447,7 +444,7 @@ def _roles_anywhere(plan: _Plan) -> _Built:
     cmds = [
         "aws rolesanywhere create-trust-anchor --name keysweep-trust-anchor --enabled "
         "--source 'sourceType=AWS_ACM_PCA,sourceData={acmPcaArn=PCA_ARN}'",
-        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'" + rc.create_flags,
+        _create_role(role, trust, rc),
         *copy,
         f"aws rolesanywhere create-profile --name {role} --role-arns {plan.role_arn(role)} --enabled",
     ]
@@ -568,7 +565,7 @@ def _launch_template(plan: _Plan) -> _Built:
     rc = plan.copy_permissions(role, new_role=True)
     copy, copy_steps = list(rc.commands), list(rc.steps)
     cmds = [
-        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'" + rc.create_flags,
+        _create_role(role, trust, rc),
         *copy,
         f"aws iam create-instance-profile --instance-profile-name {role}",
         f"aws iam add-role-to-instance-profile --instance-profile-name {role} --role-name {role}",
@@ -586,16 +583,13 @@ def _launch_template(plan: _Plan) -> _Built:
 def _service_role(plan: _Plan, kind: str, what: str, service: str, register: str) -> _Built:
     known = _arn_tail(plan.finding.location.role_arn)
     if known:
-        rc = plan.copy_permissions(known)
-        copy, steps = list(rc.commands), list(rc.steps)
         summary = f"{what} runs with role {known}: give it this key's permissions and drop the key."
-        return kind, summary, known, None, [*steps, register], copy, _terraform(known, None, rc)
+        return _existing_role(plan, kind, summary, known, then=[register])
     role = _role_name(_base_name(plan), kind.split("-")[0])
     trust = _trust(service)
     rc = plan.copy_permissions(role, new_role=True)
     copy, copy_steps = list(rc.commands), list(rc.steps)
-    create = f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'"
-    cmds = [create + rc.create_flags, *copy]
+    cmds = [_create_role(role, trust, rc), *copy]
     summary = f"{what} has no role of its own: create {role} with this key's permissions and use it instead."
     steps = [f"Create role {role} that {service} may assume.", *copy_steps, register]
     return kind, summary, role, trust, steps, cmds, _terraform(role, trust, rc)
