@@ -259,15 +259,20 @@ def _enum_check(allowed: list[Any]) -> Check:
     return check
 
 
+def _bounds(size: Any, low: Any, high: Any, path: str, out: list[str], below: str, above: str) -> None:
+    """One schema minimum/maximum pair: ``below``/``above`` are messages with ``{}`` for the bound."""
+    if low is not None and size < low:
+        out.append(f"{path}: " + below.format(low))
+    if high is not None and size > high:
+        out.append(f"{path}: " + above.format(high))
+
+
 def _string_check(schema: Mapping[str, Any], pattern: re.Pattern[str] | None) -> Check:
     low, high = schema.get("minLength"), schema.get("maxLength")
 
     def check(value: Any, path: str, out: list[str]) -> bool:
         if isinstance(value, str):
-            if low is not None and len(value) < low:
-                out.append(f"{path}: shorter than {low}")
-            if high is not None and len(value) > high:
-                out.append(f"{path}: longer than {high}")
+            _bounds(len(value), low, high, path, out, "shorter than {}", "longer than {}")
             if pattern is not None and not pattern.search(value):
                 out.append(f"{path}: does not match the schema's pattern")
         return True
@@ -278,10 +283,7 @@ def _string_check(schema: Mapping[str, Any], pattern: re.Pattern[str] | None) ->
 def _number_check(low: Any, high: Any) -> Check:
     def check(value: Any, path: str, out: list[str]) -> bool:
         if _is_type(value, "number"):
-            if low is not None and value < low:
-                out.append(f"{path}: below {low}")
-            if high is not None and value > high:
-                out.append(f"{path}: above {high}")
+            _bounds(value, low, high, path, out, "below {}", "above {}")
         return True
 
     return check
@@ -290,10 +292,7 @@ def _number_check(low: Any, high: Any) -> Check:
 def _array_check(low: int | None, high: int | None, items: Check | None) -> Check:
     def check(value: Any, path: str, out: list[str]) -> bool:
         if isinstance(value, list):
-            if low is not None and len(value) < low:
-                out.append(f"{path}: fewer than {low} items")
-            if high is not None and len(value) > high:
-                out.append(f"{path}: more than {high} items")
+            _bounds(len(value), low, high, path, out, "fewer than {} items", "more than {} items")
             if items is not None:
                 for i, item in enumerate(value):
                     items(item, f"{path}[{i}]", out)
