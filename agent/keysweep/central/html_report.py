@@ -224,7 +224,7 @@ def cards(values: Sequence[tuple[str, int, bool]]) -> str:
 
 def render_html(report: FleetReport) -> str:
     s = report.summary()
-    generated = report.to_dict()["generated_at"]
+    generated = report.header()["generated_at"]
     counters = [
         ("keys found", s["keys"], False), ("live keys", s["live_keys"], s["live_keys"] > 0),
         ("places", s["locations"], False), ("hosts with live keys", s["hosts_with_live_keys"], False),

@@ -110,13 +110,13 @@ class FindingRecord:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FindingRecord:
-        names = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in data.items() if k in names}
+        values = {k: v for k, v in data.items() if k in _FINDING_NAMES}
         values["verification_history"] = tuple(dict(e) for e in data.get("verification_history") or ())
         return cls(**values)
 
 
 _FINDING_FIELDS = tuple(f.name for f in dataclasses.fields(FindingRecord))
+_FINDING_NAMES = frozenset(_FINDING_FIELDS)
 
 
 @dataclass(frozen=True)
