@@ -10,10 +10,12 @@ KEYS distinct keys (each place on each host holds one of them).
     python bench/fleet.py                       # 1k, 10k, 100k findings (10 places per host, 30 keys)
     python bench/fleet.py --quick               # 1k and 10k only
     python bench/fleet.py --sizes 20000 --keys 30 --places 10 --json out.json
+    python bench/fleet.py --sizes 100000 --keep /tmp/fleet      # keep the store and the reports
+    python bench/fleet.py --store /tmp/fleet/fleet-100000.db    # time the reports of that store again
 
 Per size: ingest messages/s (wall, one process, batches of 10 as the collector receives them), store bytes per
 finding (the database file after a checkpoint), and per report format the child's wall seconds, CPU seconds
-(user + system) and peak RSS (``wait4``'s ``ru_maxrss``), the output's size and, for the table, its line count.
+(user + system) and peak RSS (from GNU time, else ``wait4``), the output's size and, for the table, its line count.
 """
 
 from __future__ import annotations
