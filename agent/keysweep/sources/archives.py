@@ -385,7 +385,8 @@ def scan_small_gzip(
         return None
     place = Place()
     location = Location(kind="archive", path=path, member=_strip_suffix(os.path.basename(path)))
-    findings = detector.scan(out, location=location, place=place)
+    detector.scan(out, location=location, place=place)
+    findings = place.findings()  # what scan_stream returns for the member
     stats.archives_scanned += 1
     stats.archive_members_scanned += 1
     stats.bytes_scanned += len(out)
