@@ -15,11 +15,11 @@ import pytest
 from keysweep import aws
 from keysweep.central.audit import AuditOptions, account_targets, evaluate_report
 from keysweep.central.credential_report import parse_credential_report
-from keysweep.central.handler import MessageHandler, Outcome
 from keysweep.central.store import open_store
 from keysweep.cli import main
 from keysweep.errors import ConfigError
 
+from tests.support.fleet import store_messages
 from tests.support.messages import finding_message, host
 
 DATA = Path(__file__).parent / "data"
@@ -264,12 +264,7 @@ def _fleet(db: Path, known_key: str) -> None:
                                 path="/opt/job/config.ini"))
     msgs.append(finding_message(host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id="ASIAY34FZKBOKMUTVV7A",
                                 path="/opt/job/session.env"))
-    store = open_store(str(db))
-    try:
-        handler = MessageHandler(store)
-        assert all(handler.handle(json.dumps(m)).outcome is Outcome.OK for m in msgs)
-    finally:
-        store.close()
+    store_messages(db, *msgs)
 
 
 @pytest.mark.timeout(120)
@@ -509,15 +504,10 @@ def test_keysweeps_own_verification_is_not_use_and_nothing_on_a_host_is_offered_
     iam.create_user(UserName="retired-svc")
     retired = _key(iam, "retired-svc")["AccessKeyId"]
     iam.update_access_key(UserName="retired-svc", AccessKeyId=retired, Status="Inactive")
-    store = open_store(str(tmp_path / "fleet.db"))
-    try:
-        handler = MessageHandler(store)
-        for key_id, path in ((found["AccessKeyId"], "/srv/app/.env"), (retired, "/opt/old/.env")):
-            msg = finding_message(host_info=host("i-0aaaaaaaaaaaaaaa1", "web-1"), key_id=key_id, path=path,
-                                  checked_at=verified_at, sent_at=verified_at)
-            assert handler.handle(json.dumps(msg)).outcome is Outcome.OK
-    finally:
-        store.close()
+    store_messages(tmp_path / "fleet.db", *(
+        finding_message(host_info=host("i-0aaaaaaaaaaaaaaa1", "web-1"), key_id=key_id, path=path,
+                        checked_at=verified_at, sent_at=verified_at)
+        for key_id, path in ((found["AccessKeyId"], "/srv/app/.env"), (retired, "/opt/old/.env"))))
     # without the store, the verification looks like use: the key is not "never used"
     code, doc = _audit_json(capsys, "--new-key-grace-days", "0")
     assert ("never-used-key", found["AccessKeyId"]) not in {(i["check"], i["key_id"]) for i in doc["items"]}

@@ -15,6 +15,7 @@ import boto3
 import pytest
 from keysweep.cli import main
 
+from tests.support.accounts import client_in, member_account
 from tests.support.moto_server import MotoServer
 from tests.support.planted import Planted, planted_key
 
@@ -267,14 +268,9 @@ def test_denied_service_is_skipped_and_the_rest_goes_on(
 def test_organization_assumes_the_role_in_each_account(
     moto_server: MotoServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    org = boto3.client("organizations")
-    org.create_organization(FeatureSet="ALL")
-    member = org.create_account(Email="member@example.com", AccountName="member")["CreateAccountStatus"]["AccountId"]
-    creds = boto3.client("sts").assume_role(RoleArn=f"arn:aws:iam::{member}:role/Audit", RoleSessionName="seed")[
-        "Credentials"]
+    member = member_account("member")
     in_member, in_own = planted_key(42), planted_key(43)
-    boto3.client("ssm", aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
-                 aws_session_token=creds["SessionToken"]).put_parameter(Name="/m", Type="String", Value=in_member.key_id)
+    client_in(member, "ssm").put_parameter(Name="/m", Type="String", Value=in_member.key_id)
     boto3.client("ssm").put_parameter(Name="/o", Type="String", Value=in_own.key_id)
     code, doc, err = run_cloud(capsys, "--organization", "--role-name", "Audit", "--region", REGION)
     found = by_key(doc)

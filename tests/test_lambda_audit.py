@@ -11,11 +11,10 @@ import pytest
 from keysweep import aws
 from keysweep.central import lambda_audit
 from keysweep.central.audit import AuditError
-from keysweep.central.handler import MessageHandler, Outcome
 from keysweep.central.securityhub import AUDIT_GENERATOR_PREFIX
-from keysweep.central.store import open_store
 from keysweep.errors import ConfigError
 
+from tests.support.fleet import store_messages
 from tests.support.messages import finding_message, host
 
 UNKNOWN_KEY = "AKIAXYZDQCEN4B6JSJQI"  # a key of another account, found on a host
@@ -37,12 +36,7 @@ def _fleet_table(name: str, busy_key: str) -> None:
                             path="/home/app/.aws/credentials"),
             finding_message(host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id=UNKNOWN_KEY,
                             path="/opt/job/config.ini")]
-    store = open_store(f"dynamodb://{name}")
-    try:
-        handler = MessageHandler(store)
-        assert all(handler.handle(json.dumps(m)).outcome is Outcome.OK for m in msgs)
-    finally:
-        store.close()
+    store_messages(f"dynamodb://{name}", *msgs)
 
 
 def _audit_findings() -> dict[str, dict[str, Any]]:

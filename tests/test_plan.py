@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from keysweep import aws
-from keysweep.central.handler import MessageHandler, Outcome
 from keysweep.central.key_states import KeyState
 from keysweep.central.plan import STEPS, PlanOptions, build_plan, burn_down
 from keysweep.central.store import open_store
 from keysweep.cli import main
 
+from tests.support.fleet import store_messages
 from tests.support.messages import finding_message, heartbeat_message, host
 from tests.test_html_report import _run_chromium
 from tests.test_store import store  # noqa: F401  (the fixture: both backends)
@@ -30,15 +30,6 @@ def _finding(h, key_id, path):
     msg["finding"]["account_id"] = ACCOUNT
     msg["finding"]["verification"].update(account=ACCOUNT, arn=f"arn:aws:iam::{ACCOUNT}:user/busy-svc")
     return msg
-
-
-def _fill(db, *messages):
-    fleet = open_store(str(db))
-    try:
-        handler = MessageHandler(fleet)
-        assert all(handler.handle(json.dumps(m)).outcome is Outcome.OK for m in messages)
-    finally:
-        fleet.close()
 
 
 def _plan(capsys, db, *argv):
@@ -83,7 +74,7 @@ def _busy_user(iam):
 
 def test_without_iam_the_plan_says_what_cannot_be_judged(tmp_path, capsys, monkeypatch):
     db = tmp_path / "fleet.db"
-    _fill(db, *(_finding(h, "AKIAXYZDQCEN4B6JSJQI", "/home/app/.aws/credentials") for h in WEB),
+    store_messages(db, *(_finding(h, "AKIAXYZDQCEN4B6JSJQI", "/home/app/.aws/credentials") for h in WEB),
           finding_message(host_info=WEB[0], key_id="ASIAY34FZKBOKMUTVV7A", path="/tmp/session.env"))
     code, doc, keys = _plan(capsys, db, "--no-iam")
     assert code == 1 and doc["iam"] is False and doc["states"]["found"] == 1
@@ -109,7 +100,7 @@ def test_a_key_is_walked_from_found_to_deleted(moto_server, tmp_path, capsys):
     iam = aws.make_client("iam")
     key_id = _busy_user(iam)
     db = tmp_path / "fleet.db"
-    _fill(db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"), _finding(WEB[1], key_id, "/srv/app/.env"))
+    store_messages(db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"), _finding(WEB[1], key_id, "/srv/app/.env"))
 
     # on two hosts and used seconds ago: only the replacement is offered, with the user's exact permissions
     code, doc, keys = _plan(capsys, db)
@@ -127,7 +118,7 @@ def test_a_key_is_walked_from_found_to_deleted(moto_server, tmp_path, capsys):
     assert not any("delete" in c or "Inactive" in c for s in key["steps"] for c in s["commands"])
 
     # both hosts swept two days later without reporting it: replaced and deployed; the recent use still holds it
-    _fill(db, *(heartbeat_message(host_info=h, sent_at="2026-11-30T10:05:00Z") for h in WEB))
+    store_messages(db, *(heartbeat_message(host_info=h, sent_at="2026-11-30T10:05:00Z") for h in WEB))
     code, doc, keys = _plan(capsys, db)
     steps = _steps(keys[key_id])
     assert keys[key_id]["locations"] == [] and len(keys[key_id]["cleared_locations"]) == 2
@@ -183,7 +174,7 @@ def test_a_key_on_a_host_is_never_offered_for_deletion(moto_server, tmp_path, ca
     key_id = _busy_user(iam)
     iam.update_access_key(UserName="busy-svc", AccessKeyId=key_id, Status="Inactive")
     db = tmp_path / "fleet.db"
-    _fill(db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"))
+    store_messages(db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"))
     code, doc, keys = _plan(capsys, db, "--inactive-days", "0", "--quiet-days", "0")
     key = keys[key_id]
     steps = _steps(key)
@@ -217,7 +208,7 @@ def test_marks_carry_a_plan_without_iam(tmp_path, capsys):
     """Without IAM facts a person's marks are the plan's only word past the hosts; who and when are kept."""
     db = tmp_path / "fleet.db"
     key_id = "AKIAXYZDQCEN4B6JSJQI"
-    _fill(db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"))
+    store_messages(db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"))
     assert main(["plan", "--db", str(db), "--no-iam", "--mark", key_id, "replaced", "--note", "CHG-7"]) == 1
     capsys.readouterr()
     code, doc, keys = _plan(capsys, db, "--no-iam")
@@ -238,7 +229,7 @@ def test_marks_carry_a_plan_without_iam(tmp_path, capsys):
     assert steps["delete-key"]["state"] == "unknown" and steps["delete-key"]["commands"] == []
     # a host reporting the key after the mark puts it back
     later = finding_message(host_info=WEB[1], key_id=key_id, path="/srv/app/.env", sent_at="2099-01-01T00:00:00Z")
-    _fill(db, later)
+    store_messages(db, later)
     code, doc, keys = _plan(capsys, db, "--no-iam")
     assert [loc["host"] for loc in keys[key_id]["locations"]] == ["web-2"]
     assert _steps(keys[key_id])["deploy"]["state"] in ("open", "waiting")
@@ -259,7 +250,7 @@ def test_burn_down_counts_keys_until_their_recorded_deletion(tmp_path):
     db = tmp_path / "fleet.db"
     early = finding_message(host_info=WEB[0], key_id="AKIAXYZDQCEN4B6JSJQI", sent_at="2026-11-20T10:00:00Z")
     late = finding_message(host_info=WEB[1], key_id="AKIAXYZDQCEN4B6JSJQJ", sent_at="2026-11-25T10:00:00Z")
-    _fill(db, early, late)
+    store_messages(db, early, late)
     records, hosts, _ = _records(db)
     states = [KeyState("AKIAXYZDQCEN4B6JSJQI", "deleted", "arn:aws:iam::1:user/a", "2026-11-27T08:00:00.000Z")]
     plan = build_plan(records, hosts, None, PlanOptions(now=datetime(2026, 11, 28, 12, tzinfo=UTC)), states)
@@ -275,7 +266,7 @@ def test_burn_down_counts_keys_until_their_recorded_deletion(tmp_path):
 def test_html_plan_is_self_contained_and_renders(tmp_path, capsys):
     db = tmp_path / "fleet.db"
     hostile = "<img src=x onerror=alert(1)>"
-    _fill(db, finding_message(host_info=host("i-0aaaaaaaaaaaaaaa9", hostile), key_id="AKIAXYZDQCEN4B6JSJQI"),
+    store_messages(db, finding_message(host_info=host("i-0aaaaaaaaaaaaaaa9", hostile), key_id="AKIAXYZDQCEN4B6JSJQI"),
           _finding(WEB[0], "AKIAXYZDQCEN4B6JSJQJ", "/home/app/.aws/credentials"))
     assert main(["plan", "--db", str(db), "--no-iam", "--mark", "AKIAXYZDQCEN4B6JSJQJ", "replaced",
                  "--note", "<b>CHG-9</b>"]) == 1
@@ -302,7 +293,7 @@ def test_without_credentials_the_plan_is_from_the_store(tmp_path, capsys, monkey
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     db = tmp_path / "fleet.db"
-    _fill(db, _finding(WEB[0], "AKIAXYZDQCEN4B6JSJQI", "/home/app/.aws/credentials"))
+    store_messages(db, _finding(WEB[0], "AKIAXYZDQCEN4B6JSJQI", "/home/app/.aws/credentials"))
     code, doc, keys = _plan(capsys, db)
     assert code == 1 and doc["iam"] is False and any("No IAM facts" in n for n in doc["notes"])
     assert "cannot be judged" in _steps(keys["AKIAXYZDQCEN4B6JSJQI"])["deactivate"]["reason"]
@@ -360,7 +351,7 @@ def test_cloudtrail_use_holds_confirm_unused_and_names_where_the_key_is_used(mot
     held, used, own_only = _key_of(iam, "held-svc"), _key_of(iam, "used-svc"), _key_of(iam, "quiet-svc")
     db = tmp_path / "fleet.db"
     # held-svc's key is still on web-1; the other two were on batch-1, which swept since without them
-    _fill(db, _found(web, held, "held-svc", 1), _found(other, used, "used-svc", 3),
+    store_messages(db, _found(web, held, "held-svc", 1), _found(other, used, "used-svc", 3),
           _found(other, own_only, "quiet-svc", 3), heartbeat_message(host_info=web, sent_at=_ago(1)),
           heartbeat_message(host_info=other, sent_at=_ago(1)))
     now = datetime.now(UTC).timestamp()
@@ -426,7 +417,7 @@ def test_cloudtrail_use_after_the_hosts_let_go_reopens_replace(moto_server, clou
     key_id = _key_of(iam, "moved-svc")
     other = host("i-0bbbbbbbbbbbbbbb1", "batch-1")
     db = tmp_path / "fleet.db"
-    _fill(db, _found(other, key_id, "moved-svc", 5), heartbeat_message(host_info=other, sent_at=_ago(3)))
+    store_messages(db, _found(other, key_id, "moved-svc", 5), heartbeat_message(host_info=other, sent_at=_ago(3)))
     at = datetime.now(UTC).timestamp() - 86400
     cloudtrail.add_event(key_id, ip=OUTSIDE, user_agent=CLI, at=at)
     code, doc, keys = _plan(capsys, db, "--trail", "--trail-region", "us-east-1")
@@ -446,7 +437,7 @@ def test_a_region_cloudtrail_cannot_be_read_in_is_a_note_not_a_no_use(moto_serve
     key_id = _key_of(iam, "dark-svc")
     other = host("i-0bbbbbbbbbbbbbbb1", "batch-1")
     db = tmp_path / "fleet.db"
-    _fill(db, _found(other, key_id, "dark-svc", 5), heartbeat_message(host_info=other, sent_at=_ago(3)))
+    store_messages(db, _found(other, key_id, "dark-svc", 5), heartbeat_message(host_info=other, sent_at=_ago(3)))
     cloudtrail.errors = ["AccessDeniedException"]
     code, doc, keys = _plan(capsys, db, "--trail", "--trail-region", "us-east-1")
     assert any(n.startswith(f"CloudTrail not read: cloudtrail in {ACCOUNT} us-east-1: AccessDeniedException")
@@ -457,7 +448,7 @@ def test_a_region_cloudtrail_cannot_be_read_in_is_a_note_not_a_no_use(moto_serve
 
 def test_trail_options_are_checked(tmp_path, capsys):
     db = tmp_path / "fleet.db"
-    _fill(db)
+    store_messages(db)
     assert main(["plan", "--db", str(db), "--trail-days", "7"]) == 2
     assert "go with --trail" in capsys.readouterr().err
     assert main(["plan", "--db", str(db), "--trail", "--trail-days", "91"]) == 2

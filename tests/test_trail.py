@@ -19,6 +19,7 @@ from keysweep.models import HostContext
 from keysweep.report.message import encode_message, heartbeat_message
 
 from tests.support import messages as M
+from tests.support.accounts import client_in, member_account
 from tests.support.cloudtrail_server import CloudTrailServer, cloudtrail_server
 from tests.support.metadata_server import Instance, closed_endpoint, imds_server
 from tests.support.moto_server import MotoServer
@@ -199,13 +200,8 @@ def test_athena_runs_the_query_over_the_trail_table(
 def test_organization_reads_each_accounts_keys_with_its_own_role(
     trail: CloudTrailServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    org = boto3.client("organizations")
-    org.create_organization(FeatureSet="ALL")
-    member = org.create_account(Email="m@example.com", AccountName="m")["CreateAccountStatus"]["AccountId"]
-    creds = boto3.client("sts").assume_role(RoleArn=f"arn:aws:iam::{member}:role/Audit", RoleSessionName="seed")[
-        "Credentials"]
-    member_iam = boto3.client("iam", aws_access_key_id=creds["AccessKeyId"],
-                              aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"])
+    member = member_account("m")
+    member_iam = client_in(member, "iam")
     member_iam.create_user(UserName="ci")
     member_key = member_iam.create_access_key(UserName="ci")["AccessKey"]["AccessKeyId"]
     (own_key,) = keys_of("alice")

@@ -47,13 +47,19 @@ def messages() -> list[dict[str, Any]]:
     ]
 
 
-def build_store(path: Path, extra: list[dict[str, Any]] = ()) -> Path:  # type: ignore[assignment]
-    store = open_store(str(path))
+def store_messages(url: str | Path, *fleet_messages: dict[str, Any]) -> None:
+    """Store messages in the fleet store at ``url`` (a path or a store URL) as the collector would; each must be
+    accepted."""
+    store = open_store(str(url))
     try:
         handler = MessageHandler(store)
-        for message in [*messages(), *extra]:
+        for message in fleet_messages:
             result = handler.handle(json.dumps(message))
             assert result.outcome is Outcome.OK, result.reason
     finally:
         store.close()
+
+
+def build_store(path: Path, extra: list[dict[str, Any]] = ()) -> Path:  # type: ignore[assignment]
+    store_messages(path, *messages(), *extra)
     return path

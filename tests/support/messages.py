@@ -26,6 +26,18 @@ def _hex(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+def _envelope(kind: str, message_id: str | None, sent_at: str, agent_version: str,
+              host_info: dict[str, Any]) -> dict[str, Any]:
+    """The fields every agent message starts with."""
+    return {"schema_version": 1, "type": kind, "message_id": message_id or uuid.uuid4().hex, "sent_at": sent_at,
+            "agent": {"version": agent_version, "mode": "agent"}, "host": host_info}
+
+
+def _valid(message: dict[str, Any]) -> dict[str, Any]:
+    assert_valid(message)
+    return message
+
+
 def host(host_id: str = "i-0123456789abcdef0", hostname: str = "web-1", kind: str = "ec2") -> dict[str, Any]:
     return {
         "host_id": host_id,
@@ -65,13 +77,8 @@ def finding_message(
             "checked_at": checked_at or sent_at,
             "cached": False,
         }
-    msg = {
-        "schema_version": 1,
-        "type": "finding",
-        "message_id": message_id or uuid.uuid4().hex,
-        "sent_at": sent_at,
-        "agent": {"version": agent_version, "mode": "agent"},
-        "host": h,
+    return _valid({
+        **_envelope("finding", message_id, sent_at, agent_version, h),
         "finding": {
             "finding_fingerprint": _hex("finding", h["host_id"], path, key_fp),
             "fingerprint": key_fp,
@@ -99,9 +106,7 @@ def finding_message(
             "commands": ["aws iam create-role --role-name web-1-role ..."],
             "cleanup": ["aws iam update-access-key --status Inactive ..."],
         },
-    }
-    assert_valid(msg)
-    return msg
+    })
 
 
 def heartbeat_message(
@@ -113,13 +118,8 @@ def heartbeat_message(
     files_scanned: int = 1000,
     errors: list[str] | None = None,
 ) -> dict[str, Any]:
-    msg = {
-        "schema_version": 1,
-        "type": "heartbeat",
-        "message_id": message_id or uuid.uuid4().hex,
-        "sent_at": sent_at,
-        "agent": {"version": agent_version, "mode": "agent"},
-        "host": host_info or host(),
+    return _valid({
+        **_envelope("heartbeat", message_id, sent_at, agent_version, host_info or host()),
         "sweep": {
             "sweep_id": uuid.uuid4().hex,
             "started_at": "2026-11-28T10:00:00Z",
@@ -130,9 +130,7 @@ def heartbeat_message(
             "errors": errors or [],
         },
         "spool": {"depth": 0, "bytes": 0, "capacity_bytes": 10485760, "filling": False, "dropped": 0},
-    }
-    assert_valid(msg)
-    return msg
+    })
 
 
 def variant(message: dict[str, Any], **changes: Any) -> dict[str, Any]:
