@@ -98,10 +98,13 @@ def safe_data(
     return text(str(value))
 
 
-def dumps_json(value: Any, *, indent: int | None = None, compact: bool = False, sort_keys: bool = False) -> str:
-    """Standard JSON of :func:`safe_data` (``compact``: no spaces, for one document per line)."""
+def dumps_json(
+    value: Any, *, indent: int | None = None, compact: bool = False, sort_keys: bool = False, nested_in: int = 0
+) -> str:
+    """Standard JSON of :func:`safe_data` (``compact``: no spaces, for one document per line; ``nested_in``: how many
+    containers of a document written piece by piece hold this value, so that the whole stays within the bound)."""
     separators = (",", ":") if compact else None
-    return json.dumps(safe_data(value), indent=indent, separators=separators, ensure_ascii=False, allow_nan=False,
+    return json.dumps(safe_data(value, max_depth=MAX_JSON_DEPTH - nested_in), indent=indent, separators=separators, ensure_ascii=False, allow_nan=False,
                       sort_keys=sort_keys)
 
 

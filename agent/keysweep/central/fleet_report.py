@@ -631,14 +631,14 @@ def write_json(report: FleetReport, stream: TextIO) -> None:
     path, and a file that ``grep`` and ``jq -c`` take a key at a time)."""
     stream.write("{\n")
     for name, value in report.header().items():
-        stream.write(f"  {json.dumps(name)}: {_indented(dumps_json(value, indent=2), '  ')},\n")
+        stream.write(f"  {json.dumps(name)}: {_indented(dumps_json(value, indent=2, nested_in=1), '  ')},\n")
     sections: tuple[tuple[str, Iterable[FleetKey] | Iterable[HostRow]], ...] = (
         ("keys", report.keys), ("hosts", report.hosts))
     for i, (name, items) in enumerate(sections):
         stream.write(f"  {json.dumps(name)}: [")
         sep = "\n    "
         for item in items:
-            stream.write(sep + dumps_json(item.to_dict()))
+            stream.write(sep + dumps_json(item.to_dict(), nested_in=2))  # in the document and its list
             sep = ",\n    "
         stream.write(("]" if sep == "\n    " else "\n  ]") + ("," if i < len(sections) - 1 else "") + "\n")
     stream.write("}\n")
