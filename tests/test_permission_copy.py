@@ -26,7 +26,7 @@ from keysweep.permission_copy import (
     copy_to_role,
     policy_name_and_path,
 )
-from keysweep.suggest import suggest
+from keysweep.suggest import Suggestion, suggest
 
 from tests.support.hcl import hcl_problems
 from tests.support.iam_boundaries import user_boundaries
@@ -186,14 +186,18 @@ def test_existing_role_gets_the_boundary_with_a_warning(moto_server, monkeypatch
     assert hcl_problems(s.terraform, names=["own-logs", "group-builders-home"]) == []
 
 
-def test_permission_set_copy(moto_server, monkeypatch, tmp_path):
-    iam = aws.make_client("iam")
-    arns, boundary = _user_with_everything(iam)
+def _sso_suggestion(moto_server, monkeypatch) -> tuple[list[str], UserPolicies, Suggestion]:
+    """The suggestion for a laptop key of user ci, the user's policies read from IAM, and its managed ARNs."""
+    arns, boundary = _user_with_everything(aws.make_client("iam"))
     p = _read(moto_server, monkeypatch, {"ci": boundary})
     # moto loads no AWS managed policies by default: add one as if attached to the user
     p = dataclasses.replace(p, attached=(*p.attached, "arn:aws:iam::aws:policy/ReadOnlyAccess"))
-    s = suggest(_finding("/home/ci/.aws/credentials", verification=LIVE),
-                HostContext(kind="on-premises", hostname="laptop", host_id="m"), iam_policies=p)
+    return arns, p, suggest(_finding("/home/ci/.aws/credentials", verification=LIVE),
+                         HostContext(kind="on-premises", hostname="laptop", host_id="m"), iam_policies=p)
+
+
+def test_permission_set_copy(moto_server, monkeypatch, tmp_path):
+    arns, p, s = _sso_suggestion(moto_server, monkeypatch)
     assert s.kind == "sso"
     joined = "\n".join(s.commands)
     assert ("attach-managed-policy-to-permission-set --instance-arn INSTANCE_ARN --permission-set-arn "
@@ -272,12 +276,7 @@ def test_permission_set_commands_run_as_written(moto_server, monkeypatch, tmp_pa
     cli = _aws_cli()
     if cli is None or shutil.which("jq") is None:
         pytest.skip("the AWS CLI or jq is not installed: commands checked against botocore's models only")
-    iam = aws.make_client("iam")
-    arns, boundary = _user_with_everything(iam)
-    p = _read(moto_server, monkeypatch, {"ci": boundary})
-    p = dataclasses.replace(p, attached=(*p.attached, "arn:aws:iam::aws:policy/ReadOnlyAccess"))
-    s = suggest(_finding("/home/ci/.aws/credentials", verification=LIVE),
-                HostContext(kind="on-premises", hostname="laptop", host_id="m"), iam_policies=p)
+    arns, p, s = _sso_suggestion(moto_server, monkeypatch)
     sso = aws.make_client("sso-admin")
     instance = sso.list_instances()["Instances"][0]["InstanceArn"]
     name = next(c for c in s.commands if "create-permission-set" in c).split("--name ")[1].split()[0]

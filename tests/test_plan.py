@@ -411,13 +411,18 @@ def test_cloudtrail_use_holds_confirm_unused_and_names_where_the_key_is_used(mot
     assert "CloudTrail" not in json.dumps(doc)
 
 
-@pytest.mark.timeout(120)
-def test_cloudtrail_use_after_the_hosts_let_go_reopens_replace(moto_server, cloudtrail, tmp_path, capsys):
-    iam = aws.make_client("iam")
-    key_id = _key_of(iam, "moved-svc")
+def _let_go_key(tmp_path, user):
+    """A key of IAM user ``user`` that host batch-1 found five days ago and no longer reports; the store, the key."""
+    key_id = _key_of(aws.make_client("iam"), user)
     other = host("i-0bbbbbbbbbbbbbbb1", "batch-1")
     db = tmp_path / "fleet.db"
-    store_messages(db, _found(other, key_id, "moved-svc", 5), heartbeat_message(host_info=other, sent_at=_ago(3)))
+    store_messages(db, _found(other, key_id, user, 5), heartbeat_message(host_info=other, sent_at=_ago(3)))
+    return db, key_id
+
+
+@pytest.mark.timeout(120)
+def test_cloudtrail_use_after_the_hosts_let_go_reopens_replace(moto_server, cloudtrail, tmp_path, capsys):
+    db, key_id = _let_go_key(tmp_path, "moved-svc")
     at = datetime.now(UTC).timestamp() - 86400
     cloudtrail.add_event(key_id, ip=OUTSIDE, user_agent=CLI, at=at)
     code, doc, keys = _plan(capsys, db, "--trail", "--trail-region", "us-east-1")
@@ -433,11 +438,7 @@ def test_cloudtrail_use_after_the_hosts_let_go_reopens_replace(moto_server, clou
 
 @pytest.mark.timeout(120)
 def test_a_region_cloudtrail_cannot_be_read_in_is_a_note_not_a_no_use(moto_server, cloudtrail, tmp_path, capsys):
-    iam = aws.make_client("iam")
-    key_id = _key_of(iam, "dark-svc")
-    other = host("i-0bbbbbbbbbbbbbbb1", "batch-1")
-    db = tmp_path / "fleet.db"
-    store_messages(db, _found(other, key_id, "dark-svc", 5), heartbeat_message(host_info=other, sent_at=_ago(3)))
+    db, key_id = _let_go_key(tmp_path, "dark-svc")
     cloudtrail.errors = ["AccessDeniedException"]
     code, doc, keys = _plan(capsys, db, "--trail", "--trail-region", "us-east-1")
     assert any(n.startswith(f"CloudTrail not read: cloudtrail in {ACCOUNT} us-east-1: AccessDeniedException")
