@@ -101,6 +101,17 @@ def _escape(value: object) -> str:
     return readable(str(value)).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+# (metric, help, type, field of the last sweep's status)
+_SWEEP_METRICS = (
+    ("last_sweep_timestamp_seconds", "Unix time the last sweep finished.", "gauge", "finished_ts"),
+    ("last_sweep_duration_seconds", "Duration of the last sweep.", "gauge", "duration_s"),
+    ("last_sweep_files_scanned", "Files read by the last sweep.", "gauge", "files_scanned"),
+    ("last_sweep_files_cached", "Unchanged files answered from state by the last sweep.", "gauge", "files_cached"),
+    ("last_sweep_bytes_scanned", "Bytes read by the last sweep.", "gauge", "bytes_scanned"),
+    ("sweeps_total", "Sweeps run by this state directory.", "counter", "number"),
+)
+
+
 def render_prometheus(status: Mapping[str, Any]) -> str:
     """The node_exporter textfile format (``keysweep_*`` metrics)."""
     sweep = status.get("last_sweep") or {}
@@ -114,18 +125,8 @@ def render_prometheus(status: Mapping[str, Any]) -> str:
             lab = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
             out.append(f"keysweep_{name}{{{lab}}} {value}" if lab else f"keysweep_{name} {value}")
 
-    metric("last_sweep_timestamp_seconds", "Unix time the last sweep finished.", "gauge",
-           [({}, float(sweep.get("finished_ts", 0)))])
-    metric("last_sweep_duration_seconds", "Duration of the last sweep.", "gauge",
-           [({}, float(sweep.get("duration_s", 0)))])
-    metric("last_sweep_files_scanned", "Files read by the last sweep.", "gauge",
-           [({}, float(sweep.get("files_scanned", 0)))])
-    metric("last_sweep_files_cached", "Unchanged files answered from state by the last sweep.", "gauge",
-           [({}, float(sweep.get("files_cached", 0)))])
-    metric("last_sweep_bytes_scanned", "Bytes read by the last sweep.", "gauge",
-           [({}, float(sweep.get("bytes_scanned", 0)))])
-    metric("sweeps_total", "Sweeps run by this state directory.", "counter",
-           [({}, float(sweep.get("number", 0)))])
+    for name, help_text, kind, field in _SWEEP_METRICS:
+        metric(name, help_text, kind, [({}, float(sweep.get(field, 0)))])
     by_status = status.get("findings_by_status") or {}
     metric("findings", "Findings of the last sweep by verification status.", "gauge",
            [({"status": k}, float(v)) for k, v in sorted(by_status.items())] or [({"status": "none"}, 0.0)])
