@@ -256,13 +256,20 @@ _Built = tuple[str, str, Optional[str], Optional[dict[str, Any]], list[str], lis
 
 
 def _existing_role(plan: _Plan, kind: str, summary: str, role: str | None, *, find: str = "", name_from: str = "",
-                   then: Sequence[str] = ()) -> _Built:
+                   then: Sequence[str] = (), copy_to: str = "") -> _Built:
     """The workload already has a role: give it the key's permissions. ``role`` by name, or None for ROLE_NAME,
-    which the command ``find`` prints (``name_from`` says where in its output); ``then``: the steps that follow."""
-    rc = plan.copy_permissions(role or "ROLE_NAME")
+    which the command ``find`` prints (``name_from`` says where in its output) or sets as the shell variable the
+    commands name as ``copy_to``; ``then``: the steps that follow."""
+    rc = plan.copy_permissions(copy_to or role or "ROLE_NAME")
     cmds = [find, *rc.commands] if find else list(rc.commands)
     steps = [name_from, *rc.steps] if name_from else list(rc.steps)
     return kind, summary, role, None, [*steps, *then], cmds, _terraform(role or "ROLE_NAME", None, rc)
+
+
+def _profile_role(profile: str) -> str:
+    """The command that sets ROLE_NAME to the role of instance profile ``profile``."""
+    return (f"ROLE_NAME=$(aws iam get-instance-profile --instance-profile-name {profile} "
+            "--query 'InstanceProfile.Roles[0].RoleName' --output text)")
 
 
 def _create_role(role: str, trust: dict[str, Any], rc: RoleCopy, flags: str = "") -> str:
@@ -279,23 +286,14 @@ def _ec2(plan: _Plan) -> _Built:
     instance = ctx.instance_id or "INSTANCE_ID"
     if ctx.instance_profile_arn:
         profile = _arn_tail(ctx.instance_profile_arn) or "PROFILE_NAME"
-        rc = plan.copy_permissions('"$ROLE_NAME"')
-        copy, steps = list(rc.commands), list(rc.steps)
-        cmds = [
-            f"ROLE_NAME=$(aws iam get-instance-profile --instance-profile-name {profile} "
-            "--query 'InstanceProfile.Roles[0].RoleName' --output text)",
-            *copy,
-        ]
         summary = (
             f"Instance {instance} already has instance profile {profile}: give its role the permissions this key "
             "gives, and let the application use the instance's credentials (the default credential chain does)."
         )
-        steps = [
-            f"Find the role of instance profile {profile} (first command).",
-            *steps,
-            "Remove the key from the application's configuration; the SDK then uses the instance role.",
-        ]
-        return "ec2-existing-profile", summary, None, None, steps, cmds, _terraform("ROLE_NAME", None, rc)
+        return _existing_role(
+            plan, "ec2-existing-profile", summary, None, copy_to='"$ROLE_NAME"', find=_profile_role(profile),
+            name_from=f"Find the role of instance profile {profile} (first command).",
+            then=["Remove the key from the application's configuration; the SDK then uses the instance role."])
     role = _role_name(_base_name(plan), "ec2")
     trust = _trust("ec2.amazonaws.com")
     rc = plan.copy_permissions(role, new_role=True)
@@ -551,15 +549,9 @@ def _launch_template(plan: _Plan) -> _Built:
     profile = _arn_tail(loc.role_arn)
     remove = f"Remove the key from the user data of {what} (a new version or configuration) and roll the instances."
     if profile:
-        rc = plan.copy_permissions('"$ROLE_NAME"')
-        copy, steps = list(rc.commands), list(rc.steps)
-        cmds = [
-            f"ROLE_NAME=$(aws iam get-instance-profile --instance-profile-name {profile} "
-            "--query 'InstanceProfile.Roles[0].RoleName' --output text)",
-            *copy,
-        ]
         summary = f"Instances from {what} get instance profile {profile}: give its role this key's permissions."
-        return "ec2-existing-profile", summary, None, None, [*steps, remove], cmds, _terraform("ROLE_NAME", None, rc)
+        return _existing_role(plan, "ec2-existing-profile", summary, None, copy_to='"$ROLE_NAME"',
+                              find=_profile_role(profile), then=[remove])
     role = _role_name(_base_name(plan), "ec2")
     trust = _trust("ec2.amazonaws.com")
     rc = plan.copy_permissions(role, new_role=True)
