@@ -46,7 +46,9 @@ def _content(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     def own(record: Any) -> dict[str, Any]:
         return {k: v for k, v in record.to_dict().items() if k not in ("sender", "received_first")}
 
-    return [own(f) for f in store.iter_findings()], [own(h) for h in store.iter_hosts()]
+    # sorted: a listing's order is not part of the Store protocol (DynamoDB's parallel scan has none)
+    findings = sorted((own(f) for f in store.iter_findings()), key=lambda r: (r["host_id"], r["finding_fingerprint"]))
+    return findings, sorted((own(h) for h in store.iter_hosts()), key=lambda r: r["host_id"])
 
 
 def _reference(messages: list[dict[str, Any]], tmp_path: Path) -> tuple[list[Any], list[Any]]:

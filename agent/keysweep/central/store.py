@@ -49,6 +49,7 @@ class Store(Protocol):
         ...
 
     def iter_findings(self) -> Iterator[FindingRecord]:
+        """Every finding record, in no particular order."""
         ...
 
     def iter_finding_summaries(self) -> Iterator[FindingSummary]:
@@ -63,6 +64,7 @@ class Store(Protocol):
         ...
 
     def iter_hosts(self) -> Iterator[HostRecord]:
+        """Every host record, in no particular order."""
         ...
 
     def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
