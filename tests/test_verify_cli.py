@@ -21,6 +21,7 @@ from tests.support.verify_findings import (
     MADE_UP_SECRET,
     MOTO_ACCOUNT,
     Emulator,
+    plant,
 )
 
 
@@ -43,21 +44,9 @@ def records(stdout: str) -> list[dict]:
 
 @pytest.mark.timeout(180)
 def test_scan_verify_end_to_end_then_cached(emulator: Emulator, tmp_path: Path):
-    tree = tmp_path / "tree"
-    tree.mkdir()
     state = tmp_path / "state"
     with running_stub(Reply(500, "")) as evil:
-        (tree / "app.env").write_text(
-            f"AWS_ENDPOINT_URL_STS={evil.endpoint}\nAWS_ENDPOINT_URL={evil.endpoint}\nAWS_PROFILE=attacker\n"
-            f"AWS_ACCESS_KEY_ID={emulator.alice.key_id}\nAWS_SECRET_ACCESS_KEY={emulator.alice.secret}\n"
-        )
-        (tree / "settings.py").write_text(
-            f'aws_access_key_id = "{MADE_UP_KEY}"\naws_secret_access_key = "{MADE_UP_SECRET}"\n'
-        )
-        (tree / "stale.ini").write_text(
-            f"aws_access_key_id={emulator.alice.key_id}\naws_secret_access_key={MADE_UP_SECRET}\n"
-        )
-        (tree / "decoy.cfg").write_text(f"key = {CANARY_KEY}\nsecret = {CANARY_SECRET}\n")
+        tree = plant(tmp_path / "tree", emulator, evil.endpoint)[0].parent
         stray = {"AWS_PROFILE": "missing", "AWS_SESSION_TOKEN": "stray-token-of-the-operator"}
 
         first = keysweep("--verify", "--format", "json", "--state-dir", str(state), str(tree), env_extra=stray)
@@ -68,12 +57,12 @@ def test_scan_verify_end_to_end_then_cached(emulator: Emulator, tmp_path: Path):
         assert evil.count == 0
 
     got = {(r["key_id"], Path(r["location"]["path"]).name): r["verification"] for r in records(first.stdout)}
-    assert got[(emulator.alice.key_id, "app.env")]["status"] == "live"
-    assert got[(emulator.alice.key_id, "app.env")]["arn"] == f"arn:aws:iam::{MOTO_ACCOUNT}:user/alice"
-    assert got[(emulator.alice.key_id, "app.env")]["account"] == MOTO_ACCOUNT
+    assert got[(emulator.alice.key_id, ".env")]["status"] == "live"
+    assert got[(emulator.alice.key_id, ".env")]["arn"] == f"arn:aws:iam::{MOTO_ACCOUNT}:user/alice"
+    assert got[(emulator.alice.key_id, ".env")]["account"] == MOTO_ACCOUNT
     assert got[(MADE_UP_KEY, "settings.py")]["status"] == "invalid"
-    assert got[(emulator.alice.key_id, "stale.ini")]["status"] == "wrong_secret"
-    assert got[(CANARY_KEY, "decoy.cfg")]["status"] == "canary"
+    assert got[(emulator.alice.key_id, "old.ini")]["status"] == "wrong_secret"
+    assert got[(CANARY_KEY, "canary.cfg")]["status"] == "canary"
 
     sent = emulator.proxy.snapshot()
     assert requests_after_first == len(sent) > 0  # the second run asked nothing

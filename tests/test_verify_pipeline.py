@@ -24,27 +24,8 @@ from tests.support.verify_findings import (
     MADE_UP_SECRET,
     MOTO_ACCOUNT,
     Emulator,
+    plant,
 )
-
-
-def plant(root: Path, emulator: Emulator, evil_endpoint: str) -> list[Path]:
-    app = root / "srv" / "app"
-    app.mkdir(parents=True)
-    (app / ".env").write_text(
-        f"AWS_ENDPOINT_URL_STS={evil_endpoint}\n"
-        f"AWS_ENDPOINT_URL={evil_endpoint}\n"
-        f"AWS_ACCESS_KEY_ID={emulator.alice.key_id}\n"
-        f"AWS_SECRET_ACCESS_KEY={emulator.alice.secret}\n"
-        "AWS_PROFILE=attacker\n"
-    )
-    (app / "settings.py").write_text(
-        f'ENDPOINT = "{evil_endpoint}"\naws_access_key_id = "{MADE_UP_KEY}"\naws_secret_access_key = "{MADE_UP_SECRET}"\n'
-    )
-    (app / "old.ini").write_text(
-        f"[legacy]\naws_access_key_id={emulator.alice.key_id}\naws_secret_access_key={MADE_UP_SECRET}\n"
-    )
-    (app / "canary.cfg").write_text(f"key = {CANARY_KEY}\nsecret = {CANARY_SECRET}\n")
-    return sorted(p for p in app.iterdir())
 
 
 def detect(paths: list[Path]):
