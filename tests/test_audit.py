@@ -6,8 +6,6 @@ import csv
 import io
 import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from keysweep.central.store import open_store
 from keysweep.cli import main
 from keysweep.errors import ConfigError
 
+from tests.support.cli import run_keysweep
 from tests.support.fleet import store_messages
 from tests.support.messages import finding_message, host
 
@@ -294,9 +293,7 @@ def test_correlation_with_the_fleet_store(moto_server, capsys, tmp_path):
 # ------------------------------------------------------------------------------------------ deactivation
 
 def _cli(args, stdin="", env_extra=None):
-    env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, "-m", "keysweep", *args], input=stdin, capture_output=True, text=True,
-                          env=env, timeout=60, cwd=Path(__file__).parent.parent)
+    return run_keysweep(*args, stdin=stdin, env=dict(os.environ, **(env_extra or {})), cwd=Path(__file__).parent.parent)
 
 
 @pytest.mark.timeout(120)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from keysweep.config import AgentConfig, from_mapping, load_config, option_paths, parse_duration, parse_size
 from keysweep.errors import ConfigError
+
+from tests.support.cli import run_keysweep
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_FILE = REPO / "packaging" / "config" / "agent.yaml"
@@ -157,7 +158,7 @@ def test_default_file_loads_and_documents_every_option() -> None:
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "keysweep", *args], capture_output=True, text=True, timeout=60)
+    return run_keysweep(*args)
 
 
 @pytest.mark.timeout(120)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from keysweep.models import Location
 from keysweep.report.message import conform
 from keysweep.ruleset import load_ruleset
 
+from tests.support.cli import run_keysweep
 from tests.support.hosttree import cli_env
 
 REAL, REAL2 = "AKIAXYZDQCEN4B6JSJQI", "AKIASP2TPHJSQH3FJRUX"
@@ -39,8 +39,7 @@ def _tree(root: Path) -> dict[str, str]:
 
 
 def _scan(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "keysweep", "scan", str(root), "--workers", "1", *args],
-                          capture_output=True, text=True, env=cli_env(), timeout=60)
+    return run_keysweep("scan", str(root), "--workers", "1", *args, env=cli_env())
 
 
 @pytest.mark.timeout(120)

@@ -6,12 +6,12 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from keysweep.iac import scan_iac
 
+from tests.support.cli import run_keysweep
 from tests.support.planted import planted_key
 
 DATA = Path(__file__).parent / "data" / "iac"
@@ -28,9 +28,7 @@ EXPECTED = {
 
 
 def keysweep(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keysweep", *args], capture_output=True, text=True, timeout=60, cwd=cwd
-    )
+    return run_keysweep(*args, cwd=cwd)
 
 
 def _state(tmp_path: Path, *, version: int = 4) -> tuple[Path, str, str]:

@@ -11,16 +11,15 @@ import time
 import pytest
 from keysweep.status import write_status
 
+from tests.support.cli import run_keysweep
+
 
 def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
 
 
 def _check(state_dir, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "keysweep", "status", "--check", "--state-dir", str(state_dir), *extra],
-        capture_output=True, text=True, timeout=60,
-    )
+    return run_keysweep("status", "--check", "--state-dir", str(state_dir), *extra)
 
 
 def _dead_pid() -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from keysweep import __version__
 
+from tests.support.cli import run_keysweep
 from tests.support.sts_stub import Reply, running_stub, sts_error
 from tests.support.verify_findings import (
     CANARY_KEY,
@@ -26,15 +27,7 @@ from tests.support.verify_findings import (
 
 
 def keysweep(*args: str, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ)
-    env.update(env_extra or {})
-    return subprocess.run(
-        [sys.executable, "-m", "keysweep", "scan", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    return run_keysweep("scan", *args, env={**os.environ, **(env_extra or {})}, timeout=120)
 
 
 def records(stdout: str) -> list[dict]:
