@@ -20,6 +20,7 @@ from keysweep.sources import aws_files
 from keysweep.sources.aws_files import AwsFile, home_files, scan_aws_files, scan_aws_text
 from keysweep.sources.processes import scan_processes
 
+from tests.support.cli import run_keysweep
 from tests.support.fifo_writer import fifo_with_blocked_writer
 from tests.support.hosttree import cli_env, make_detector
 
@@ -148,7 +149,6 @@ def test_files_walk_parses_aws_files_by_name(tmp_path: Path) -> None:
 
 def test_named_files_from_environments_are_read_and_not_reported_twice(tmp_path: Path) -> None:
     import subprocess
-    import sys
 
     creds = tmp_path / "custom-creds"
     creds.write_text(f"[svc]\naws_access_key_id={K2}\naws_secret_access_key={S2}\n")
@@ -270,11 +270,11 @@ def test_hostile_homes_through_the_command_line_twice_with_state(tmp_path: Path)
     fifo = _hostile_host(host)
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
-    argv = [sys.executable, "-m", "keysweep", "scan", "--host-prefix", str(host), "--source", "aws-files",
-            "--source", "files", "--state-dir", str(state), "--format", "json"]
+    argv = ["scan", "--host-prefix", str(host), "--source", "aws-files", "--source", "files", "--state-dir", str(state),
+            "--format", "json"]
     with fifo_with_blocked_writer(fifo) as writer:
         for _ in range(2):
-            proc = subprocess.run(argv, capture_output=True, text=True, env=cli_env(), cwd=REPO, timeout=100)
+            proc = run_keysweep(*argv, env=cli_env(), cwd=REPO, timeout=100)
             assert proc.returncode == 1, proc.stderr
             report = json.loads(proc.stdout)
             got = {
