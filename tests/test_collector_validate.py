@@ -61,6 +61,11 @@ def test_agrees_with_jsonschema_on_every_mutation(kind: str) -> None:
     for mutant in _mutants(base, random.Random(kind)):
         expected = not REFERENCE.is_valid(mutant)
         assert bool(ours.errors(mutant)) == expected, (mutant, list(REFERENCE.iter_errors(mutant))[:1])
+        assert ours.is_valid(mutant) is not expected, mutant
+        # the detailed walk (what names the broken rules) agrees too, not only the yes/no test in front of it
+        walked: list[str] = []
+        ours._check(mutant, "$", walked)
+        assert bool(walked) == expected, mutant
         checked += 1
         rejected += expected
     assert checked > 200 and rejected > 50

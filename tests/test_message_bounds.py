@@ -12,7 +12,7 @@ from typing import Any
 import jsonschema
 import pytest
 from keysweep.central.handler import MessageHandler, Outcome
-from keysweep.central.validate import SchemaError, Validator
+from keysweep.central.validate import MAX_DEPTH, SchemaError, Validator, depth_error
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import HostContext
 from keysweep.report.message import encode_message, finding_message, heartbeat_message
@@ -236,3 +236,16 @@ def test_counter_names_and_counts_beyond_the_bounds_are_cut_by_the_agent() -> No
     sent = json.loads(body)
     assert len(sent["sweep"]["stats"]["errors"]) == 64 and all(len(k) <= 128 for k in sent["sweep"]["stats"]["errors"])
     assert "sweep.stats.errors" in sent["truncated"]
+
+
+def test_depth_bound_is_exact_and_any_depth_is_safe_to_check() -> None:
+    def nested(levels: int) -> Any:
+        value: Any = "x"
+        for i in range(levels):
+            value = [value] if i % 2 else {"a": value, "b": 1}
+        return value
+
+    assert depth_error(nested(MAX_DEPTH)) is None
+    assert depth_error([1, {"a": nested(MAX_DEPTH - 1)}]) == f"nested deeper than {MAX_DEPTH} levels"
+    assert depth_error(nested(MAX_DEPTH + 1)) == f"nested deeper than {MAX_DEPTH} levels"
+    assert depth_error(nested(200_000)) == f"nested deeper than {MAX_DEPTH} levels"  # far past the recursion limit

@@ -16,6 +16,7 @@ in time order with an entry only where the status changes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -28,10 +29,12 @@ from keysweep import timeutil
 CLOCK_SKEW = timedelta(minutes=5)  # how far a host's times may run ahead of the collector's before they are not trusted
 
 
+@functools.lru_cache(maxsize=4096)
 def utc_iso(value: str) -> str:
     """An ISO-8601 time as fixed-width UTC (``2026-01-02T03:04:05.678Z``) so strings sort in time order.
 
-    Raises ValueError for anything that is not an ISO-8601 time.
+    Raises ValueError for anything that is not an ISO-8601 time. Remembered: one message's times are read several
+    times on their way to the store (checked, clamped, merged into the finding and the host record).
     """
     return timeutil.iso(timeutil.parse(value), "milliseconds")
 

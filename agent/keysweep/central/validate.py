@@ -104,9 +104,96 @@ class Validator:
 
     def errors(self, instance: Any) -> list[str]:
         """Every rule ``instance`` breaks, as ``path: rule`` strings (at most MAX_ERRORS)."""
+        if self.is_valid(instance):
+            return []
         out: list[str] = []
         self._check(instance, "$", out)
         return out[:MAX_ERRORS]
+
+    def is_valid(self, instance: Any) -> bool:
+        """Whether ``instance`` breaks no rule: the same answer as ``not errors(instance)``, without building the
+        error texts and field paths, and stopping at the first broken rule (a collector's messages are valid)."""
+        return self._ok(instance)
+
+    @cached_property
+    def _ok(self) -> Predicate:
+        return self._predicate(self.schema, {})
+
+    def _predicate(self, schema: Any, refs: dict[str, Predicate]) -> Predicate:
+        """``schema`` compiled into one yes/no test: the rules of :meth:`_compile`, all of them or stopping early."""
+        if schema is True:
+            return lambda value: True
+        if schema is False:
+            return lambda value: False
+        tests: list[Predicate] = []
+        if "$ref" in schema:
+            ref = schema["$ref"]
+            if ref not in refs:
+                box: list[Predicate] = []
+                refs[ref] = lambda value: box[0](value)
+                box.append(self._predicate(self._resolve(ref), refs))
+            tests.append(refs[ref])
+        if "type" in schema:
+            tests.append(_type_ok(schema["type"] if isinstance(schema["type"], list) else [schema["type"]]))
+        if "const" in schema:
+            const = schema["const"]
+            tests.append(lambda value: _same(value, const))
+        if "enum" in schema:
+            tests.append(_enum_ok(schema["enum"]))
+        if any(k in schema for k in ("minLength", "maxLength", "pattern")):
+            tests.append(_string_ok(schema.get("minLength"), schema.get("maxLength"),
+                                    self._patterns.get(schema.get("pattern", ""))))
+        if "minimum" in schema or "maximum" in schema:
+            low, high = schema.get("minimum"), schema.get("maximum")
+            tests.append(lambda value: not _is_type(value, "number") or _within(value, low, high))
+        if any(k in schema for k in ("minItems", "maxItems", "items")):
+            items = self._predicate(schema["items"], refs) if "items" in schema else None
+            tests.append(_array_ok(schema.get("minItems"), schema.get("maxItems"), items))
+        if any(k in schema for k in ("maxProperties", "propertyNames", "required", "properties",
+                                     "additionalProperties")):
+            tests.append(self._object_ok(schema, refs))
+        tests += [self._predicate(sub, refs) for sub in schema.get("allOf", ())]
+        if "anyOf" in schema:
+            any_of = [self._predicate(sub, refs) for sub in schema["anyOf"]]
+            tests.append(_any_ok(any_of))
+        if "oneOf" in schema:
+            one_of = [self._predicate(sub, refs) for sub in schema["oneOf"]]
+            tests.append(lambda value: sum(sub(value) for sub in one_of) == 1)
+        if "not" in schema:
+            forbidden = self._predicate(schema["not"], refs)
+            tests.append(lambda value: not forbidden(value))
+        if "if" in schema:
+            tests.append(_if_ok(self._predicate(schema["if"], refs),
+                                self._predicate(schema["then"], refs) if "then" in schema else None,
+                                self._predicate(schema["else"], refs) if "else" in schema else None))
+        return _all_of(tests)
+
+    def _object_ok(self, schema: Mapping[str, Any], refs: dict[str, Predicate]) -> Predicate:
+        max_props = schema.get("maxProperties")
+        names = self._predicate(schema["propertyNames"], refs) if "propertyNames" in schema else None
+        required = tuple(schema.get("required", ()))
+        properties = {name: self._predicate(sub, refs) for name, sub in schema.get("properties", {}).items()}
+        extra = self._predicate(schema["additionalProperties"], refs) if "additionalProperties" in schema else None
+
+        def ok(value: Any) -> bool:
+            if not isinstance(value, dict):
+                return True
+            if max_props is not None and len(value) > max_props:
+                return False
+            if names is not None:
+                for name in value:
+                    if not names(name):
+                        return False
+            for name in required:
+                if name not in value:
+                    return False
+            for name, item in value.items():
+                sub = properties.get(name, extra)
+                if sub is not None and not sub(item):
+                    return False
+            return True
+
+        return ok
 
     @cached_property
     def _check(self) -> Check:
@@ -191,6 +278,93 @@ class Validator:
 
 # A check appends what ``value`` breaks to ``out``; False stops the checks after it (a value of the wrong type).
 Check = Callable[[Any, str, list[str]], "bool | None"]
+# A predicate answers whether ``value`` breaks no rule (what a check appends nothing for).
+Predicate = Callable[[Any], bool]
+
+
+def _all_of(tests: list[Predicate]) -> Predicate:
+    if not tests:
+        return lambda value: True
+    if len(tests) == 1:
+        return tests[0]
+    if len(tests) == 2:
+        first, second = tests
+        return lambda value: first(value) and second(value)
+
+    def ok(value: Any) -> bool:
+        for test in tests:
+            if not test(value):
+                return False
+        return True
+
+    return ok
+
+
+def _enum_ok(allowed: list[Any]) -> Predicate:
+    strings = frozenset(e for e in allowed if isinstance(e, str))
+
+    def ok(value: Any) -> bool:
+        if isinstance(value, str):
+            return value in strings
+        return any(_same(value, e) for e in allowed)
+
+    return ok
+
+
+def _any_ok(subs: list[Predicate]) -> Predicate:
+    def ok(value: Any) -> bool:
+        for sub in subs:
+            if sub(value):
+                return True
+        return False
+
+    return ok
+
+
+def _within(size: Any, low: Any, high: Any) -> bool:
+    return (low is None or size >= low) and (high is None or size <= high)
+
+
+def _type_ok(names: list[str]) -> Predicate:
+    for name in names:
+        _is_type(None, name)  # refuses an unknown type name now, not on the first message
+    plain = tuple(_PLAIN_TYPES[n] for n in names if n in _PLAIN_TYPES)
+    numeric = [n for n in names if n not in _PLAIN_TYPES]
+    if not numeric:
+        return lambda value: isinstance(value, plain)
+    return lambda value: isinstance(value, plain) or any(_is_type(value, n) for n in numeric)
+
+
+def _string_ok(low: Any, high: Any, pattern: re.Pattern[str] | None) -> Predicate:
+    def ok(value: Any) -> bool:
+        if not isinstance(value, str):
+            return True
+        return _within(len(value), low, high) and (pattern is None or pattern.search(value) is not None)
+
+    return ok
+
+
+def _array_ok(low: int | None, high: int | None, items: Predicate | None) -> Predicate:
+    def ok(value: Any) -> bool:
+        if not isinstance(value, list):
+            return True
+        if not _within(len(value), low, high):
+            return False
+        if items is not None:
+            for item in value:
+                if not items(item):
+                    return False
+        return True
+
+    return ok
+
+
+def _if_ok(condition: Predicate, then: Predicate | None, otherwise: Predicate | None) -> Predicate:
+    def ok(value: Any) -> bool:
+        branch = then if condition(value) else otherwise
+        return branch is None or branch(value)
+
+    return ok
 
 
 def _nothing(value: Any, path: str, out: list[str]) -> bool:
@@ -345,18 +519,22 @@ def _if(condition: Check, then: Check | None, otherwise: Check | None) -> Check:
 
 
 def depth_error(value: Any, limit: int = MAX_DEPTH) -> str | None:
-    """Why ``value`` nests objects/arrays deeper than ``limit`` (None when it does not); iterative, so any depth
-    is safe to check."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
-        if children is None:
-            continue
-        if depth > limit:
-            return f"nested deeper than {limit} levels"
-        stack.extend((child, depth + 1) for child in children)
-    return None
+    """Why ``value`` nests objects/arrays deeper than ``limit`` (None when it does not); the walk stops one level
+    below ``limit``, so any depth is safe to check."""
+    return None if _within_depth(value, limit) else f"nested deeper than {limit} levels"
+
+
+def _within_depth(node: Any, levels: int) -> bool:
+    """Whether ``node`` nests at most ``levels`` objects/arrays (scalars nest none)."""
+    if isinstance(node, dict):
+        children: Any = node.values()
+    elif isinstance(node, list):
+        children = node
+    else:
+        return True
+    if levels <= 0:
+        return False
+    return all(_within_depth(child, levels - 1) for child in children)
 
 
 def parse_message(body: str | bytes) -> Any:
