@@ -98,8 +98,11 @@ def test_audit_reads_the_store_in_one_pass_to_the_same_correlation(fleet_db: Pat
     records = list(store.iter_findings())
     fleet = FleetFindings.read(store)
     store.close()
-    assert fleet.verified == verification_times(records)
+    assert fleet.verified == verification_times(records) and fleet.verified
     assert fleet.temporary == {KEYS[3]}
+    held_fleet = FleetFindings.of_records(records)  # the store's columns say what the decoded records say
+    assert fleet.sightings == held_fleet.sightings
+    assert len(fleet.sightings[KEYS[0]].roles) > 1  # each host's own role, read from a column
     streamed, streamed_items = correlate(fleet, [], {}, fleet.verified)
     held, held_items = correlate(records, [], {}, verification_times(records))
     assert streamed == held and streamed_items == held_items

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from keysweep.central.records import FindingSummary, insert_history, utc_iso
 from keysweep.central.store import MessageRefused, Store, apply_messages, finding_summaries, key_findings, open_store
+from keysweep.central.store_sqlite import SCHEMA_VERSION
 from keysweep.errors import StoreError
 
 from tests.support import messages as M
@@ -368,6 +369,38 @@ def test_sqlite_store_of_schema_2_is_upgraded_in_place(tmp_path: Path) -> None:
     assert not store.upsert_finding(msgs[0])  # the same message: still a duplicate
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == ("3",)
+        assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),)
         names = {n for (n,) in db.execute("SELECT name FROM sqlite_master")}
     assert "findings_old" not in names and {"findings_key", "findings_key_id", "exemplars"} <= names
+
+
+def test_sqlite_store_of_schema_3_gains_the_correlation_columns(tmp_path: Path) -> None:
+    import sqlite3
+
+    from keysweep.central.audit.correlation import FleetFindings
+
+    path = tmp_path / "fleet.db"
+    store = open_store(str(path))
+    msgs = _fleet_messages(4, 2)
+    for i, m in enumerate(msgs):
+        m["suggestion"]["role_name"] = f"role-{i % 3}"
+    apply_messages(store, [(m, None) for m in msgs])
+    before = content(store)
+    records = list(store.iter_findings())
+    store.close()
+    with sqlite3.connect(path) as db:  # the schema-3 layout: the same table without the correlation columns
+        db.execute("ALTER TABLE findings DROP COLUMN role_name")
+        db.execute("ALTER TABLE findings DROP COLUMN signed")
+        db.execute("UPDATE meta SET value = '3' WHERE name = 'schema_version'")
+    store = open_store(str(path))
+    assert content(store) == before
+    fleet, held = FleetFindings.read(store), FleetFindings.of_records(records)
+    assert fleet.sightings == held.sightings and fleet.verified == held.verified and fleet.verified
+    assert {role for s in fleet.sightings.values() for _, role in s.roles} == {"role-0", "role-1", "role-2"}
+    assert not store.upsert_finding(msgs[0])  # the same message: still a duplicate
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),)
+        assert db.execute("SELECT COUNT(*) FROM findings WHERE signed IS NOT NULL").fetchone() == (len(records),)

@@ -29,24 +29,35 @@ def _signed(status: object, request_id: object) -> bool:
     return bool(request_id) or status in SIGNED_STATUSES
 
 
+def signed_stamps(rec: FindingRecord) -> list[str]:
+    """The times of one record's observations that signed a request with its key (each status run's first and
+    last observation, the latest check's too), as recorded; the SQLite store keeps them in a column of their own."""
+    stamps: list[object] = []
+    if rec.verification and _signed(rec.status, rec.verification.get("request_id")):
+        stamps.append(rec.verified_at)
+    for entry in rec.verification_history:
+        if _signed(entry.get("status"), entry.get("request_id")):
+            stamps.append(entry.get("at"))
+        if _signed(entry.get("status"), entry.get("last_request_id")):
+            stamps.append(entry.get("last_at"))
+    return [stamp for stamp in stamps if isinstance(stamp, str)]
+
+
+def stamp_times(stamps_by_key: Iterable[tuple[str, Iterable[str]]]) -> dict[str, list[datetime]]:
+    """key id -> the parsed times of its (key id, :func:`signed_stamps`) pairs, sorted and without repeats."""
+    times: dict[str, set[datetime]] = defaultdict(set)
+    for key_id, stamps in stamps_by_key:
+        for stamp in stamps:
+            when = parse_time(stamp)
+            if when is not None:
+                times[key_id].add(when)
+    return {k: sorted(v) for k, v in times.items()}
+
+
 def verification_times(records: Iterable[FindingRecord]) -> dict[str, list[datetime]]:
     """key id -> every time the fleet signed a request with it that the store kept (each status run's first and
     last observation); observations that signed nothing are left out, so they can never explain a use."""
-    times: dict[str, set[datetime]] = defaultdict(set)
-    for rec in records:
-        stamps: list[object] = []
-        if rec.verification and _signed(rec.status, rec.verification.get("request_id")):
-            stamps.append(rec.verified_at)
-        for entry in rec.verification_history:
-            if _signed(entry.get("status"), entry.get("request_id")):
-                stamps.append(entry.get("at"))
-            if _signed(entry.get("status"), entry.get("last_request_id")):
-                stamps.append(entry.get("last_at"))
-        for stamp in stamps:
-            when = parse_time(stamp) if isinstance(stamp, str) else None
-            if when is not None:
-                times[rec.key_id].add(when)
-    return {k: sorted(v) for k, v in times.items()}
+    return stamp_times((rec.key_id, signed_stamps(rec)) for rec in records)
 
 
 def keysweep_use(last_used: object, service: object, verified: Sequence[datetime]) -> datetime | None:

@@ -9,7 +9,9 @@ the rest of it (verification, history, host context, suggestion) as canonical JS
 *exemplar* as zlib's preset dictionary: the first record stored for that key (fingerprint) and suggestion kind.
 What is the same for every finding of a key — the suggestion's text, steps and commands, the owner, the host
 context's shape — is thus kept once, in the exemplar, and each record keeps only what differs (about 150 bytes
-instead of 6 KB). An exemplar never changes once written. Schema 1 and 2 stores are upgraded in place on opening.
+instead of 6 KB). An exemplar never changes once written. Two more columns keep what the audit's correlation reads
+of the rest (the suggestion's role name, the times the key signed a request: :func:`evidence.signed_stamps`), so it
+never inflates a record. Schema 1, 2 and 3 stores are upgraded in place on opening.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from keysweep.central.evidence import signed_stamps
 from keysweep.central.key_states import KeyState
 from keysweep.central.records import (
     FindingRecord,
@@ -42,7 +45,7 @@ from keysweep.central.records import (
 from keysweep.central.store import MessageRefused
 from keysweep.errors import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 60.0
 _PAGE_ROWS = 500
 MAX_CACHED_EXEMPLARS = 4096
@@ -53,6 +56,8 @@ _COLUMNS = ("finding_fingerprint", "fingerprint", "key_id", "account_id", "host_
             "hostname", "host_kind", "first_seen", "verified_at", "version", "received_first", "severity",
             "key_type", "owner_arn", "location")
 _EXTRA = ("suggestion_kind", "suggestion_digest")
+# what correlation reads of the rest of a record (schema 4): the suggestion's role name, the signed stamps as JSON
+_CORRELATION = ("role_name", "signed")
 _IN_COLUMNS = frozenset(_COLUMNS)
 _FINDINGS = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -76,6 +81,8 @@ CREATE TABLE IF NOT EXISTS {name} (
     suggestion_kind TEXT,
     suggestion_digest TEXT,
     data BLOB NOT NULL,
+    role_name TEXT,
+    signed TEXT,
     PRIMARY KEY (host_id, finding_fingerprint)
 ) WITHOUT ROWID"""
 _SCHEMA = _FINDINGS.format(name="findings") + """;
@@ -94,7 +101,17 @@ CREATE TABLE IF NOT EXISTS key_states (key_id TEXT NOT NULL, state TEXT NOT NULL
 _RECORD_COLUMNS = ", ".join(f"f.{c}" for c in (*_COLUMNS, *_EXTRA, "data"))
 _SUMMARY_COLUMNS = tuple(f.name for f in dataclasses.fields(FindingSummary))[:-2]
 
+_ALL_COLUMNS = (*_COLUMNS, *_EXTRA, "data", *_CORRELATION)
+_INSERT_FINDING = f"INSERT OR REPLACE INTO findings ({', '.join(_ALL_COLUMNS)}) VALUES ({', '.join('?' * len(_ALL_COLUMNS))})"
+
 T = TypeVar("T")
+
+
+def _correlation_columns(rec: FindingRecord) -> tuple[str | None, str | None]:
+    """The role the record's suggestion names and its signed stamps (JSON), as the correlation columns keep them."""
+    role = (rec.suggestion or {}).get("role_name")
+    stamps = signed_stamps(rec)
+    return (None if role is None else str(role)), (json.dumps(stamps) if stamps else None)
 
 
 def _deflate(data: bytes, exemplar: bytes) -> bytes:
@@ -157,7 +174,16 @@ class SQLiteStore:
         row = db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone()
         if row is not None and int(row[0]) > SCHEMA_VERSION:
             raise StoreError(f"store schema version {row[0]} is newer than this keysweep ({SCHEMA_VERSION})")
-        old = row is not None and int(row[0]) < SCHEMA_VERSION
+        old = row is not None and int(row[0]) < 3
+        if row is not None and int(row[0]) == 3:
+            # version 3 lacked the correlation columns: add them and fill them from each record
+            for column in _CORRELATION:
+                db.execute(f"ALTER TABLE findings ADD COLUMN {column} TEXT")
+            keys = "host_id = ? AND finding_fingerprint = ?"
+            for row3 in db.execute(f"SELECT {_RECORD_COLUMNS}, NULL, NULL FROM findings f").fetchall():
+                rec = self._record(db, row3)
+                db.execute(f"UPDATE findings SET role_name = ?, signed = ? WHERE {keys}",
+                           (*_correlation_columns(rec), rec.host_id, rec.finding_fingerprint))
         if old:
             # versions 1 and 2 kept each whole record as JSON (1 keyed findings by the agent's finding fingerprint
             # alone, 2 by host and fingerprint): store every record again in this version's layout
@@ -224,8 +250,8 @@ class SQLiteStore:
         exemplar = self._exemplar(db, rec.fingerprint, kind or "", rest)
         columns = [fields[c] for c in _COLUMNS]
         columns[-1] = canonical_json(rec.location)
-        db.execute(f"INSERT OR REPLACE INTO findings VALUES ({', '.join('?' * (len(_COLUMNS) + 3))})",
-                   (*columns, kind, suggestion_digest(rec.suggestion), _deflate(rest, exemplar)))
+        db.execute(_INSERT_FINDING, (*columns, kind, suggestion_digest(rec.suggestion), _deflate(rest, exemplar),
+                                     *_correlation_columns(rec)))
 
     def _upsert(self, db: sqlite3.Connection, message: Mapping[str, Any], origin: Origin | None) -> bool:
         fp, host_id = message["finding"]["finding_fingerprint"], message["host"]["host_id"]
@@ -342,21 +368,33 @@ class SQLiteStore:
         yield from self._records(self._stream(
             self._FINDINGS_SQL + " WHERE f.fingerprint = ? ORDER BY f.host_id, f.finding_fingerprint", (fingerprint,)))
 
-    def iter_finding_summaries(self) -> Iterator[FindingSummary]:
-        sql = (f"SELECT {', '.join('f.' + c for c in _SUMMARY_COLUMNS)}, d.actor, d.at FROM findings f "
+    def _summaries(self, extra: Sequence[str] = ()) -> Iterator[tuple[FindingSummary, tuple[Any, ...]]]:
+        """Every finding's summary, with the values of the ``extra`` columns of its row."""
+        columns = ", ".join(f"f.{c}" for c in (*_SUMMARY_COLUMNS, *extra))
+        sql = (f"SELECT {columns}, d.actor, d.at FROM findings f "
                "INDEXED BY findings_key LEFT JOIN deactivations d ON d.key_id = f.key_id "
-               "ORDER BY f.fingerprint, f.host_id")
-        at = _SUMMARY_COLUMNS.index("location")
+               "ORDER BY f.fingerprint, f.host_id, f.finding_fingerprint")
+        at, n = _SUMMARY_COLUMNS.index("location"), len(_SUMMARY_COLUMNS)
         locations: dict[str, Mapping[str, Any]] = {}  # the same place on many hosts: one dict
         for row in self._stream(sql):
-            values = list(row)
+            values = [*row[:n], *row[n + len(extra):]]
             location = locations.get(row[at])
             if location is None:
                 if len(locations) > 10_000:
                     locations.clear()
                 location = locations[row[at]] = json.loads(row[at])
             values[at] = location
-            yield FindingSummary(*values)
+            yield FindingSummary(*values), row[n:n + len(extra)]
+
+    def iter_finding_summaries(self) -> Iterator[FindingSummary]:
+        for summary, _ in self._summaries():
+            yield summary
+
+    def iter_signed_summaries(self) -> Iterator[tuple[FindingSummary, str | None, list[str]]]:
+        """Every finding's summary (in :meth:`iter_finding_summaries`' order) with the role its suggestion names
+        and its :func:`evidence.signed_stamps`: what the audit's correlation reads, without inflating a record."""
+        for summary, (role, signed) in self._summaries(_CORRELATION):
+            yield summary, role, json.loads(signed) if signed else []
 
     def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
         rows = self._query(self._FINDINGS_SQL + " WHERE f.host_id = ? AND f.finding_fingerprint = ?",

@@ -20,8 +20,16 @@ from keysweep.central.audit.accounts import AccountClients
 from keysweep.central.audit.checks import when
 from keysweep.central.audit.iam_reads import KeyOwner, read_key_owner
 from keysweep.central.audit.model import AccessKeyInfo, AccountAudit, AuditItem, HostKey, jsonable
-from keysweep.central.evidence import keysweep_use, verification_times
-from keysweep.central.records import FindingRecord, arrival, key_word, status_rank
+from keysweep.central.evidence import keysweep_use, stamp_times, verification_times
+from keysweep.central.records import (
+    AnyFinding,
+    FindingRecord,
+    FindingSummary,
+    arrival,
+    key_word,
+    status_rank,
+    suggestion_kind,
+)
 from keysweep.central.store import Store, finding_summaries, key_findings
 from keysweep.iam_policies import UserPolicies
 from keysweep.permission_copy import copy_to_permission_set, copy_to_role
@@ -66,13 +74,16 @@ class KeySighting:
 
     @classmethod
     def of(cls, key_id: str, recs: Sequence[FindingRecord]) -> KeySighting:
+        return cls.build(key_id, recs, [suggested_role(suggestion_kind(r.suggestion), (r.suggestion or {}).get(
+            "role_name")) for r in recs])
+
+    @classmethod
+    def build(cls, key_id: str, recs: Sequence[AnyFinding], suggested: Sequence[tuple[str, str]]) -> KeySighting:
+        """From the key's records (or summaries) and, for each, its :func:`suggested_role`."""
         speaker = key_word(recs)  # each host speaks for itself: the most urgent host's word, not the latest date
         roles: dict[tuple[str, str], set[str]] = defaultdict(set)
-        for rec in recs:
-            suggestion = rec.suggestion or {}
-            kind = str(suggestion.get("kind") or "none")
-            role = str(suggestion.get("role_name") or "ROLE_NAME")
-            roles[(kind, "PERMISSION_SET" if kind == "sso" else role)].add(rec.hostname or rec.host_id)
+        for rec, role in zip(recs, suggested):
+            roles[role].add(rec.hostname or rec.host_id)
         return cls(
             key_id, next((r.account_id for r in recs if r.account_id), None), speaker.status,
             (status_rank(speaker.status), arrival(speaker)),
@@ -89,6 +100,13 @@ class KeySighting:
         return KeySighting(self.key_id, self.account_id or other.account_id, first.status, first.word,
                            tuple(sorted({*self.hosts, *other.hosts})),
                            tuple(sorted({*self.locations, *other.locations})), roles)
+
+
+def suggested_role(kind: str | None, role_name: object) -> tuple[str, str]:
+    """(suggestion kind, role or permission set) of a suggestion of ``kind`` (None: no suggestion) naming
+    ``role_name``; ``ROLE_NAME`` when it names none."""
+    kind = kind or "none"
+    return kind, "PERMISSION_SET" if kind == "sso" else str(role_name or "ROLE_NAME")
 
 
 class FleetFindings:
@@ -111,6 +129,22 @@ class FleetFindings:
             known = self.sightings.get(key_id)
             self.sightings[key_id] = known.merge(sighting) if known else sighting
 
+    def add_summaries(self, rows: Sequence[tuple[FindingSummary, str | None, Sequence[str]]]) -> None:
+        """Summaries of one or more keys (every finding of each), each with the role its suggestion names and its
+        :func:`signed_stamps`: the same as :meth:`add` of their records."""
+        for key_id, times in stamp_times((s.key_id, stamps) for s, _, stamps in rows).items():
+            self.verified[key_id] = sorted({*self.verified.get(key_id, ()), *times})
+        self.temporary.update(s.key_id for s, _, _ in rows if not s.key_id.startswith("AKIA"))
+        by_key: dict[str, list[tuple[FindingSummary, str | None, Sequence[str]]]] = defaultdict(list)
+        for row in rows:
+            if row[0].key_id.startswith("AKIA"):
+                by_key[row[0].key_id].append(row)
+        for key_id, key_rows in by_key.items():
+            sighting = KeySighting.build(key_id, [s for s, _, _ in key_rows],
+                                         [suggested_role(s.suggestion_kind, role) for s, role, _ in key_rows])
+            known = self.sightings.get(key_id)
+            self.sightings[key_id] = known.merge(sighting) if known else sighting
+
     @classmethod
     def of_records(cls, records: Iterable[FindingRecord]) -> FleetFindings:
         fleet = cls()
@@ -119,7 +153,14 @@ class FleetFindings:
 
     @classmethod
     def read(cls, store: Store) -> FleetFindings:
-        """A store's findings, key by key (a backend without key-level reads is read whole)."""
+        """A store's findings, key by key (a backend without key-level reads is read whole); a store that keeps
+        what correlation reads in columns (SQLite: ``iter_signed_summaries``) is read without decoding a record."""
+        signed = getattr(store, "iter_signed_summaries", None)
+        if signed is not None:
+            fleet = cls()
+            for _, rows in groupby(signed(), key=lambda row: row[0].fingerprint):
+                fleet.add_summaries(list(rows))
+            return fleet
         if getattr(store, "iter_key_findings", None) is None:
             return cls.of_records(store.iter_findings())
         fleet = cls()
