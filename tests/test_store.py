@@ -375,10 +375,14 @@ def test_sqlite_store_of_schema_2_is_upgraded_in_place(tmp_path: Path) -> None:
     assert "findings_old" not in names and {"findings_key", "findings_key_id", "exemplars"} <= names
 
 
-def test_sqlite_store_of_schema_3_gains_the_correlation_columns(tmp_path: Path) -> None:
+def test_sqlite_store_of_schema_3_gains_the_correlation_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
     import sqlite3
 
+    from keysweep.central import store_sqlite
     from keysweep.central.audit.correlation import FleetFindings
+
+    monkeypatch.setattr(store_sqlite, "_PAGE_ROWS", 3)  # the upgrade pages through the 8 findings
 
     path = tmp_path / "fleet.db"
     store = open_store(str(path))

@@ -31,7 +31,8 @@ def _signed(status: object, request_id: object) -> bool:
 
 def signed_stamps(rec: FindingRecord) -> list[str]:
     """The times of one record's observations that signed a request with its key (each status run's first and
-    last observation, the latest check's too), as recorded; the SQLite store keeps them in a column of their own."""
+    last observation, the latest check's too), as recorded and without repeats; the SQLite store keeps them in a
+    column of their own."""
     stamps: list[object] = []
     if rec.verification and _signed(rec.status, rec.verification.get("request_id")):
         stamps.append(rec.verified_at)
@@ -40,7 +41,7 @@ def signed_stamps(rec: FindingRecord) -> list[str]:
             stamps.append(entry.get("at"))
         if _signed(entry.get("status"), entry.get("last_request_id")):
             stamps.append(entry.get("last_at"))
-    return [stamp for stamp in stamps if isinstance(stamp, str)]
+    return list(dict.fromkeys(stamp for stamp in stamps if isinstance(stamp, str)))
 
 
 def stamp_times(stamps_by_key: Iterable[tuple[str, Iterable[str]]]) -> dict[str, list[datetime]]:

@@ -176,14 +176,7 @@ class SQLiteStore:
             raise StoreError(f"store schema version {row[0]} is newer than this keysweep ({SCHEMA_VERSION})")
         old = row is not None and int(row[0]) < 3
         if row is not None and int(row[0]) == 3:
-            # version 3 lacked the correlation columns: add them and fill them from each record
-            for column in _CORRELATION:
-                db.execute(f"ALTER TABLE findings ADD COLUMN {column} TEXT")
-            keys = "host_id = ? AND finding_fingerprint = ?"
-            for row3 in db.execute(f"SELECT {_RECORD_COLUMNS}, NULL, NULL FROM findings f").fetchall():
-                rec = self._record(db, row3)
-                db.execute(f"UPDATE findings SET role_name = ?, signed = ? WHERE {keys}",
-                           (*_correlation_columns(rec), rec.host_id, rec.finding_fingerprint))
+            self._add_correlation_columns(db)
         if old:
             # versions 1 and 2 kept each whole record as JSON (1 keyed findings by the agent's finding fingerprint
             # alone, 2 by host and fingerprint): store every record again in this version's layout
@@ -197,6 +190,19 @@ class SQLiteStore:
                 self._put_finding(db, FindingRecord.from_dict(json.loads(data)))
             db.execute("DROP TABLE findings_old")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+
+    def _add_correlation_columns(self, db: sqlite3.Connection) -> None:
+        """Upgrade a schema-3 table: add the correlation columns and fill them from each record, a page at a time."""
+        for column in _CORRELATION:
+            db.execute(f"ALTER TABLE findings ADD COLUMN {column} TEXT")
+        page = (f"SELECT {_RECORD_COLUMNS}, NULL, NULL FROM findings f WHERE (host_id, finding_fingerprint) > (?, ?) "
+                f"ORDER BY host_id, finding_fingerprint LIMIT {_PAGE_ROWS}")
+        after = ("", "")
+        while rows := db.execute(page, after).fetchall():
+            recs = [self._record(db, r) for r in rows]
+            db.executemany("UPDATE findings SET role_name = ?, signed = ? WHERE host_id = ? AND finding_fingerprint = ?",
+                           [(*_correlation_columns(rec), rec.host_id, rec.finding_fingerprint) for rec in recs])
+            after = (recs[-1].host_id, recs[-1].finding_fingerprint)
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one write transaction (write lock taken up front)."""
