@@ -305,6 +305,28 @@ def test_apply_messages_is_the_same_as_one_by_one_and_idempotent(store: Store, t
     one_by_one.close()
 
 
+def test_a_batch_with_a_hosts_older_messages_last_does_not_regress_its_host(store: Store, tmp_path: Path) -> None:
+    """A batch keeps each host's record in hand and writes it once: what it writes is what one by one gives."""
+    renamed = M.host("i-0009", "web-9-new")
+    msgs = [M.heartbeat_message(host_info=renamed, sent_at="2026-11-28T12:00:00Z"),
+            M.finding_message(host_info=M.host("i-0009", "web-9-old"), sent_at="2026-11-28T09:00:00Z"),
+            M.finding_message(host_info=renamed, key_id="AKIAFLEET00000000009", sent_at="2026-11-28T11:00:00Z"),
+            M.heartbeat_message(host_info=M.host("i-0009", "web-9-old"), sent_at="2026-11-28T08:00:00Z")]
+    assert apply_messages(store, [(m, None) for m in msgs]) == [True, True, True, True]
+    one_by_one = open_store(str(tmp_path / "one.db"))
+    for m in msgs:
+        one_by_one.upsert_finding(m) if m["type"] == "finding" else one_by_one.record_heartbeat(m)
+    [host] = store.iter_hosts()
+    assert host.to_dict() == next(one_by_one.iter_hosts()).to_dict()
+    assert (host.hostname, host.last_heartbeat, host.first_seen) == (
+        "web-9-new", "2026-11-28T12:00:00.000Z", "2026-11-28T08:00:00.000Z")
+    # the batch again, and its messages one at a time: nothing changes
+    assert apply_messages(store, [(m, None) for m in msgs]) == [False] * 4
+    assert [store.record_heartbeat(m) if m["type"] == "heartbeat" else store.upsert_finding(m) for m in msgs] == (
+        [False] * 4)
+    one_by_one.close()
+
+
 def test_summaries_come_grouped_by_key_and_agree_with_the_records(store: Store) -> None:
     msgs = _fleet_messages(4, 3)
     apply_messages(store, [(m, None) for m in msgs])
