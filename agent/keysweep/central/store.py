@@ -7,7 +7,9 @@ same in all of them, and every write is safe with several collectors on one stor
 
 Fleet-scale reads (a report of 100,000 findings in bounded memory) use :meth:`Store.iter_finding_summaries` and
 :meth:`Store.iter_key_findings`; :func:`finding_summaries` and :func:`key_findings` fall back to
-:meth:`Store.iter_findings` (whole store in memory) for a backend that does not offer them yet.
+:meth:`Store.iter_findings` (whole store in memory) for a backend that does not offer them yet. The audit's
+correlation also uses ``iter_signed_summaries`` where a backend has it (SQLite: summaries with the suggested role and
+the signed verification times, read from columns), else a key's full records (:func:`key_findings`).
 """
 
 from __future__ import annotations
