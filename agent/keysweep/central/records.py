@@ -172,11 +172,11 @@ def suggestion_kind(suggestion: Mapping[str, Any] | None) -> str | None:
     return None if suggestion is None else str(suggestion.get("kind") or "")
 
 
-def suggestion_digest(suggestion: Mapping[str, Any] | None) -> str | None:
-    """A name for the suggestion's whole content (None without one)."""
+def suggestion_digest(suggestion: Mapping[str, Any] | None, text: str | None = None) -> str | None:
+    """A name for the suggestion's whole content (None without one); ``text``: its canonical JSON, when known."""
     if suggestion is None:
         return None
-    return hashlib.blake2b(canonical_json(suggestion).encode(), digest_size=12).hexdigest()
+    return hashlib.blake2b((text or canonical_json(suggestion)).encode(), digest_size=12).hexdigest()
 
 
 @dataclass(frozen=True)
