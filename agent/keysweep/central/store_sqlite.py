@@ -116,10 +116,13 @@ def _correlation_columns(rec: FindingRecord) -> tuple[str | None, str | None]:
     return (None if role is None else str(role)), (json.dumps(stamps) if stamps else None)
 
 
-def joined_json(parts: Mapping[str, str]) -> str:
-    """The canonical JSON of an object from its members' canonical JSON (the same text as :func:`canonical_json`
-    of the whole; a member serialised once can be used again, as the suggestion is for its digest)."""
-    return "{" + ",".join(f"{canonical_json(k)}:{parts[k]}" for k in sorted(parts)) + "}"
+def json_with_member(data: Mapping[str, Any], name: str) -> tuple[str, str]:
+    """:func:`canonical_json` of ``data`` and of its member ``name``, that member serialised once (the suggestion,
+    most of a record's remainder, is also what its digest is of)."""
+    member = canonical_json(data[name])
+    before = canonical_json({k: v for k, v in data.items() if k < name})[1:-1]
+    after = canonical_json({k: v for k, v in data.items() if k > name})[1:-1]
+    return "{" + ",".join(p for p in (before, f"{canonical_json(name)}:{member}", after) if p) + "}", member
 
 
 def _deflate(data: bytes, exemplar: bytes) -> bytes:
@@ -260,13 +263,13 @@ class SQLiteStore:
 
     def _put_finding(self, db: sqlite3.Connection, rec: FindingRecord) -> None:
         fields = rec.fields()
-        parts = {k: canonical_json(v) for k, v in fields.items() if k not in _IN_COLUMNS}
-        rest = joined_json(parts).encode()
+        text, suggestion = json_with_member({k: v for k, v in fields.items() if k not in _IN_COLUMNS}, "suggestion")
+        rest = text.encode()
         kind = suggestion_kind(rec.suggestion)
         exemplar = self._exemplar(db, rec.fingerprint, kind or "", rest)
         columns = [fields[c] for c in _COLUMNS]
         columns[-1] = canonical_json(rec.location)
-        digest = suggestion_digest(rec.suggestion, parts["suggestion"])
+        digest = suggestion_digest(rec.suggestion, suggestion)
         db.execute(_INSERT_FINDING, (*columns, kind, digest, _deflate(rest, exemplar),
                                      *_correlation_columns(rec)))
 
