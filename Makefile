@@ -1,5 +1,5 @@
 # keysweep developer tasks (README.md, "Set up", says what each runs and how long it takes).
-#   make test        unit and integration tests (+ ruff, the import-layer contracts, mypy); what a change must pass
+#   make test        unit and integration tests (+ ruff check and format, the import-layer contracts, mypy); what a change must pass
 #   make ci          everything CI runs (.ci/run runs exactly this): make test, the package checks, the image and
 #                    distribution tests; needs root and a Docker engine (started if missing)
 PYTHON ?= python3
@@ -39,6 +39,7 @@ checkov: $(CHECKOV_VENV)/bin/checkov
 
 test: install system-deps checkov
 	$(BIN)/ruff check agent tests bench
+	$(BIN)/ruff format --check agent tests bench packaging/launch.py packaging/split-sites.py
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/mypy agent/keysweep
 	$(BIN)/pytest $(PYTEST_ARGS)

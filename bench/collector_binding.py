@@ -28,8 +28,10 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--hosts", type=int, default=20)
     args = parser.parse_args()
-    bodies = [json.dumps(M.finding_message(host_info=M.host(f"build-{i % args.hosts}", "b", "on-premises"),
-                                           path=f"/p/{i}")) for i in range(args.messages)]
+    bodies = [
+        json.dumps(M.finding_message(host_info=M.host(f"build-{i % args.hosts}", "b", "on-premises"), path=f"/p/{i}"))
+        for i in range(args.messages)
+    ]
     rates = {}
     for label, origin in (("unbound", None), ("bound", Origin("AIDABENCH00000000001", "2026-11-28T12:00:00.000Z"))):
         with tempfile.TemporaryDirectory() as d:

@@ -72,24 +72,28 @@ MAIL = 0.04  # the mail spool's share of the bytes
 def _rand_line(rng: random.Random, kind: str) -> str:
     w = rng.choice
     if kind == "py":
-        return rng.choice([
-            f"def {w(_WORDS)}_{w(_WORDS)}(self, {w(_WORDS)}: str, {w(_WORDS)}: int = {rng.randint(0, 99)}) -> dict:",
-            f"    {w(_WORDS)} = self.{w(_WORDS)}.get({w(_WORDS)!r}, {rng.randint(0, 999)})",
-            f"    if not {w(_WORDS)}:\n        raise ValueError(f\"{w(_WORDS)} {{{w(_WORDS)}}} is {w(_WORDS)}\")",
-            f"from {w(_WORDS)}.{w(_WORDS)} import {w(_WORDS).capitalize()}{w(_WORDS).capitalize()}",
-            f"    # {' '.join(w(_WORDS) for _ in range(rng.randint(3, 12)))}",
-            f"    return {{'{w(_WORDS)}': {w(_WORDS)}, 'id': 0x{rng.getrandbits(32):08x}}}",
-            f"class {w(_WORDS).capitalize()}{w(_WORDS).capitalize()}(Base{w(_WORDS).capitalize()}):",
-        ])
+        return rng.choice(
+            [
+                f"def {w(_WORDS)}_{w(_WORDS)}(self, {w(_WORDS)}: str, {w(_WORDS)}: int = {rng.randint(0, 99)}) -> dict:",
+                f"    {w(_WORDS)} = self.{w(_WORDS)}.get({w(_WORDS)!r}, {rng.randint(0, 999)})",
+                f'    if not {w(_WORDS)}:\n        raise ValueError(f"{w(_WORDS)} {{{w(_WORDS)}}} is {w(_WORDS)}")',
+                f"from {w(_WORDS)}.{w(_WORDS)} import {w(_WORDS).capitalize()}{w(_WORDS).capitalize()}",
+                f"    # {' '.join(w(_WORDS) for _ in range(rng.randint(3, 12)))}",
+                f"    return {{'{w(_WORDS)}': {w(_WORDS)}, 'id': 0x{rng.getrandbits(32):08x}}}",
+                f"class {w(_WORDS).capitalize()}{w(_WORDS).capitalize()}(Base{w(_WORDS).capitalize()}):",
+            ]
+        )
     if kind == "js":
-        return rng.choice([
-            f"function {w(_WORDS)}{w(_WORDS).capitalize()}({w(_WORDS)}, {w(_WORDS)}) {{",
-            f"  const {w(_WORDS)} = require('{w(_WORDS)}-{w(_WORDS)}');",
-            f"  if ({w(_WORDS)} === undefined) return {w(_WORDS)}.{w(_WORDS)}({rng.randint(0, 99)});",
-            f"  module.exports.{w(_WORDS)} = {{ {w(_WORDS)}: {w(_WORDS)}, {w(_WORDS)}: '{w(_WORDS)}' }};",
-            f"// {' '.join(w(_WORDS) for _ in range(rng.randint(3, 12)))}",
-            "}",
-        ])
+        return rng.choice(
+            [
+                f"function {w(_WORDS)}{w(_WORDS).capitalize()}({w(_WORDS)}, {w(_WORDS)}) {{",
+                f"  const {w(_WORDS)} = require('{w(_WORDS)}-{w(_WORDS)}');",
+                f"  if ({w(_WORDS)} === undefined) return {w(_WORDS)}.{w(_WORDS)}({rng.randint(0, 99)});",
+                f"  module.exports.{w(_WORDS)} = {{ {w(_WORDS)}: {w(_WORDS)}, {w(_WORDS)}: '{w(_WORDS)}' }};",
+                f"// {' '.join(w(_WORDS) for _ in range(rng.randint(3, 12)))}",
+                "}",
+            ]
+        )
     if kind == "minjs":
         return "".join(
             f"var {w('abcdefghxyz')}{rng.randint(0, 99)}=function(e,t){{return e.{w(_WORDS)}(t,{rng.randint(0, 9)})}};"
@@ -100,22 +104,30 @@ def _rand_line(rng: random.Random, kind: str) -> str:
             f"2026-11-{rng.randint(1, 28):02d}T{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:"
             f"{rng.randint(0, 59):02d}.{rng.randint(0, 999):03d}Z {w(['INFO', 'INFO', 'INFO', 'WARN', 'DEBUG', 'ERROR'])} "
             f"[{w(_WORDS)}-{rng.randint(1, 16)}] 10.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)} "
-            f"\"{w(['GET', 'POST', 'PUT'])} /{w(_WORDS)}/{w(_WORDS)}?id={rng.getrandbits(40):x} HTTP/1.1\" "
+            f'"{w(["GET", "POST", "PUT"])} /{w(_WORDS)}/{w(_WORDS)}?id={rng.getrandbits(40):x} HTTP/1.1" '
             f"{w([200, 200, 200, 201, 304, 404, 500])} {rng.randint(50, 90000)} "
             f"req={rng.getrandbits(64):016x} {' '.join(w(_WORDS) for _ in range(rng.randint(0, 6)))}"
         )
     if kind == "conf":
-        return rng.choice([
-            f"{w(_WORDS)}_{w(_WORDS)} = {w(_WORDS)}",
-            f"{w(_WORDS)}: {rng.randint(0, 65535)}",
-            f"[{w(_WORDS)}]",
-            f"  {w(_WORDS)}.{w(_WORDS)}: \"{w(_WORDS)}-{rng.getrandbits(24):06x}\"",
-            f"# {' '.join(w(_WORDS) for _ in range(rng.randint(3, 10)))}",
-            f"{w(_WORDS).upper()}_{w(_WORDS).upper()}={rng.getrandbits(48):x}",
-        ])
+        return rng.choice(
+            [
+                f"{w(_WORDS)}_{w(_WORDS)} = {w(_WORDS)}",
+                f"{w(_WORDS)}: {rng.randint(0, 65535)}",
+                f"[{w(_WORDS)}]",
+                f'  {w(_WORDS)}.{w(_WORDS)}: "{w(_WORDS)}-{rng.getrandbits(24):06x}"',
+                f"# {' '.join(w(_WORDS) for _ in range(rng.randint(3, 10)))}",
+                f"{w(_WORDS).upper()}_{w(_WORDS).upper()}={rng.getrandbits(48):x}",
+            ]
+        )
     if kind == "json":
-        return json.dumps({w(_WORDS): w(_WORDS), "version": f"{rng.randint(0, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 9)}",
-                           w(_WORDS): [w(_WORDS) for _ in range(rng.randint(0, 4))], "id": rng.getrandbits(53)})
+        return json.dumps(
+            {
+                w(_WORDS): w(_WORDS),
+                "version": f"{rng.randint(0, 9)}.{rng.randint(0, 30)}.{rng.randint(0, 9)}",
+                w(_WORDS): [w(_WORDS) for _ in range(rng.randint(0, 4))],
+                "id": rng.getrandbits(53),
+            }
+        )
     return " ".join(w(_WORDS) for _ in range(rng.randint(6, 16))) + rng.choice([".", ",", ":", ""])  # prose
 
 
@@ -154,8 +166,9 @@ class _Pools:
         self.pyc = self._pyc()
 
     def _pyc(self) -> bytes:
-        src = "\n".join(f"def f{i}(a, b={i}):\n    x = {_rand_line(self.rng, 'prose')!r}\n    return a + b\n"
-                        for i in range(3000))
+        src = "\n".join(
+            f"def f{i}(a, b={i}):\n    x = {_rand_line(self.rng, 'prose')!r}\n    return a + b\n" for i in range(3000)
+        )
         return b"\xa7\r\r\n" + bytes(12) + marshal.dumps(compile(src, "m.py", "exec"))
 
     def take(self, src: bytes, n: int) -> bytearray:
@@ -212,10 +225,10 @@ def _dir_of(rng: random.Random, kind: str, j: int, apps: int) -> str:
     return {
         "config": lambda: f"etc/{w(_WORDS)}{j}",
         "source": lambda: f"srv/{a}/src/{w(_WORDS)}{j // 8}/{w(_WORDS)}{j}",
-        "node_modules": lambda: f"srv/{a}/node_modules/{w(_WORDS)}-{w(_WORDS)}{j // 3}"
-        + w(["", "/lib", "/dist"]),
-        "site_packages": lambda: f"usr/lib/python3/site-packages/{w(_WORDS)}{j // 3}"
-        + w(["", "/__pycache__", f"/{w(_WORDS)}"]),
+        "node_modules": lambda: f"srv/{a}/node_modules/{w(_WORDS)}-{w(_WORDS)}{j // 3}" + w(["", "/lib", "/dist"]),
+        "site_packages": lambda: (
+            f"usr/lib/python3/site-packages/{w(_WORDS)}{j // 3}" + w(["", "/__pycache__", f"/{w(_WORDS)}"])
+        ),
         "binary": lambda: w(["usr/bin", "usr/lib/x86_64-linux-gnu", "opt/tools/bin"]),
         "man": lambda: f"usr/share/man/man{1 + j % 8}",
         "doc": lambda: f"usr/share/doc/{w(_WORDS)}{j}",
@@ -244,8 +257,14 @@ def _name_of(rng: random.Random, kind: str, d: str, i: int) -> str:
     return f"{w(_WORDS)}-{i}{ext}"
 
 
-_TEXT_OF = {"config": "conf", "source": "py", "node_modules": "js", "site_packages": "py", "doc": "prose",
-            "man": "prose"}
+_TEXT_OF = {
+    "config": "conf",
+    "source": "py",
+    "node_modules": "js",
+    "site_packages": "py",
+    "doc": "prose",
+    "man": "prose",
+}
 
 
 def generate(out: Path, *, size_mb: int = 1024, files: int = 100_000, seed: int = 1) -> dict[str, object]:
@@ -253,8 +272,9 @@ def generate(out: Path, *, size_mb: int = 1024, files: int = 100_000, seed: int 
     keys = Keys(rng)
     out.mkdir(parents=True, exist_ok=True)
     host = build_host_tree(out / "host", seed=seed)
-    planted = [Planted(p.form, f"host/{p.path}", p.key_id, p.has_secret, p.kind, p.member, p.profile)
-               for p in host.planted]
+    planted = [
+        Planted(p.form, f"host/{p.path}", p.key_id, p.has_secret, p.kind, p.member, p.profile) for p in host.planted
+    ]
     decoys = list(host.decoy_ids)
     pools = _Pools(rng)
     tree = _Tree(out, rng)
@@ -264,8 +284,10 @@ def generate(out: Path, *, size_mb: int = 1024, files: int = 100_000, seed: int 
     decoy_every = max(files // 100, 1)
     styles = ("env", "json", "yaml", "py", "log")
     counter = 0
-    services = [f"var/log/{rng.choice(_WORDS)}{j}/{rng.choice(_WORDS)}"
-                for j in range(max(1, round(files * KINDS[6].file_share) // 2))]
+    services = [
+        f"var/log/{rng.choice(_WORDS)}{j}/{rng.choice(_WORDS)}"
+        for j in range(max(1, round(files * KINDS[6].file_share) // 2))
+    ]
 
     def pair() -> tuple[str, str]:
         return keys.key_id(), keys.secret()
@@ -276,8 +298,7 @@ def generate(out: Path, *, size_mb: int = 1024, files: int = 100_000, seed: int 
         if counter % plant_every == 0:
             k, s = pair()
             _insert(body, rng.randrange(0, max(1, len(body))), _snippet(rng, k, s, rng.choice(styles)).encode())
-            planted.append(Planted(f"scattered in {kind}", rel, k, True,
-                                   "archive" if member else "file", member))
+            planted.append(Planted(f"scattered in {kind}", rel, k, True, "archive" if member else "file", member))
         elif counter % decoy_every == 1:
             aida, run = keys.key_id("AIDA"), keys.key_id()
             body += f'\n"UserId": "{aida}"\n# example: AKIAIOSFODNN7EXAMPLE\nid={run}X9\n'.encode()
@@ -332,8 +353,11 @@ def generate(out: Path, *, size_mb: int = 1024, files: int = 100_000, seed: int 
                 maybe_plant(inner, rel, kind.name)
                 enc = base64.b64encode(bytes(inner))
                 if rel.endswith(".yaml"):
-                    data = (b"apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\ntype: Opaque\ndata:\n  payload: "
-                            + enc + b"\n")
+                    data = (
+                        b"apiVersion: v1\nkind: Secret\nmetadata:\n  name: app\ntype: Opaque\ndata:\n  payload: "
+                        + enc
+                        + b"\n"
+                    )
                 elif rel.endswith(".json"):
                     data = b'{"state": "' + enc + b'", "encoding": "base64"}\n'
                 else:
@@ -427,19 +451,31 @@ def _mail_spool(tree: _Tree, rng: random.Random, pools: _Pools, keys: Keys, size
         n = 0
         while total < per_user:
             n += 1
-            head = (f"From {rng.choice(users)}@host Tue Nov  3 10:{n % 60:02d}:00 2026\nFrom: {rng.choice(users)}@example.com\n"
-                    f"To: {u}@example.com\nSubject: {' '.join(rng.choice(_WORDS) for _ in range(4))}\n"
-                    f"Message-ID: <{rng.getrandbits(64):x}@host>\n")
+            head = (
+                f"From {rng.choice(users)}@host Tue Nov  3 10:{n % 60:02d}:00 2026\nFrom: {rng.choice(users)}@example.com\n"
+                f"To: {u}@example.com\nSubject: {' '.join(rng.choice(_WORDS) for _ in range(4))}\n"
+                f"Message-ID: <{rng.getrandbits(64):x}@host>\n"
+            )
             text = pools.take(pools.text["prose"], _size(rng, 3000))
             if n % 40 == 0:
                 k, s = keys.key_id(), keys.secret()
                 attachment = f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\n".encode() + bytes(
-                    pools.take(pools.text["conf"], 2000))
+                    pools.take(pools.text["conf"], 2000)
+                )
                 enc = base64.encodebytes(attachment)  # 76-column lines
-                body = (head + 'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b1"\n\n--b1\n'
-                        "Content-Type: text/plain\n\n").encode() + bytes(text) + (
-                    b'\n--b1\nContent-Type: application/octet-stream; name="app.env"\n'
-                    b"Content-Transfer-Encoding: base64\n\n") + enc + b"--b1--\n\n"
+                body = (
+                    (
+                        head + 'MIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="b1"\n\n--b1\n'
+                        "Content-Type: text/plain\n\n"
+                    ).encode()
+                    + bytes(text)
+                    + (
+                        b'\n--b1\nContent-Type: application/octet-stream; name="app.env"\n'
+                        b"Content-Transfer-Encoding: base64\n\n"
+                    )
+                    + enc
+                    + b"--b1--\n\n"
+                )
                 planted.append(Planted("mail attachment (base64)", rel, k, True))
             else:
                 if n % 40 == 20:

@@ -28,9 +28,21 @@ _B32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 
 
 def _text(rng: random.Random, size: int) -> bytes:
-    words = [
-        "".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randrange(2, 10))) for _ in range(2000)
-    ] + ["=", ":", "{", "}", "AWS", "Access", "Key", "Config", "QUERY", "Flag", "Bucket", "2026", "ID"]
+    words = ["".join(rng.choice(string.ascii_lowercase) for _ in range(rng.randrange(2, 10))) for _ in range(2000)] + [
+        "=",
+        ":",
+        "{",
+        "}",
+        "AWS",
+        "Access",
+        "Key",
+        "Config",
+        "QUERY",
+        "Flag",
+        "Bucket",
+        "2026",
+        "ID",
+    ]
     out: list[str] = []
     n = 0
     while n < size:
@@ -57,8 +69,9 @@ def _shapes(rng: random.Random, size: int) -> dict[str, bytes]:
     }
 
 
-def _rate(fn: Callable[[bytes], object], data: bytes, repeat: int = 3,
-          clock: Callable[[], float] = time.perf_counter) -> float:
+def _rate(
+    fn: Callable[[bytes], object], data: bytes, repeat: int = 3, clock: Callable[[], float] = time.perf_counter
+) -> float:
     best = float("inf")
     for _ in range(repeat):
         t0 = clock()
@@ -72,8 +85,11 @@ def main() -> None:
     ap.add_argument("--mb", type=int, default=64, help="size of each buffer shape in MB")
     ap.add_argument("--chunk", type=int, default=2 * 1024 * 1024, help="scan in chunks of this many bytes")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--cpu", action="store_true",
-                    help="time this process's CPU seconds, best of 5, not wall time (steadier on a busy machine)")
+    ap.add_argument(
+        "--cpu",
+        action="store_true",
+        help="time this process's CPU seconds, best of 5, not wall time (steadier on a busy machine)",
+    )
     args = ap.parse_args()
     clock, repeat = (time.process_time, 5) if args.cpu else (time.perf_counter, 3)
     rng = random.Random(args.seed)

@@ -51,7 +51,7 @@ DAY_MS = 86_400_000
 
 
 def value_size(value: dict[str, Any]) -> int:
-    (kind, v), = value.items()
+    ((kind, v),) = value.items()
     if kind == "S":
         return len(v.encode())
     if kind == "B":
@@ -108,8 +108,11 @@ class Meter:
             elif op == "Query":  # the index, eventually consistent
                 values = body["ExpressionAttributeValues"]
                 tpk, prefix = values[":p"]["S"], values.get(":b", {}).get("S", "")
-                size = sum(item_size(e) for e in map(index_entry, self.items.values())
-                           if e and e["tpk"]["S"] == tpk and e["tsk"]["S"].startswith(prefix))
+                size = sum(
+                    item_size(e)
+                    for e in map(index_entry, self.items.values())
+                    if e and e["tpk"]["S"] == tpk and e["tsk"]["S"].startswith(prefix)
+                )
                 self.rcu += max(1, math.ceil(size / 4096)) / 2
             elif op == "PutItem":
                 new = body["Item"]
@@ -150,8 +153,9 @@ class Meter:
         }
 
 
-def run_round(proxy: RecordingProxy, meter: Meter, handler: MessageHandler, bodies: list[tuple[str, str]],
-              sent_ms: int) -> dict[str, Any]:
+def run_round(
+    proxy: RecordingProxy, meter: Meter, handler: MessageHandler, bodies: list[tuple[str, str]], sent_ms: int
+) -> dict[str, Any]:
     start = len(proxy.snapshot())
     outcomes: Counter[str] = Counter()
     began = time.perf_counter()
@@ -164,7 +168,9 @@ def run_round(proxy: RecordingProxy, meter: Meter, handler: MessageHandler, bodi
     meter.replay(proxy.snapshot()[start:])
     n = len(bodies)
     return {
-        "messages": n, **outcomes, "seconds_in_moto": round(seconds, 1),
+        "messages": n,
+        **outcomes,
+        "seconds_in_moto": round(seconds, 1),
         "rcu_per_message": round((meter.rcu - rcu) / n, 2),
         "wcu_per_message": round((meter.wcu - wcu) / n, 2),
         "index_wcu_per_message": round((meter.index_wcu - index_wcu) / n, 2),
@@ -205,8 +211,13 @@ def main() -> None:
     first = list(fleet.bodies())
     second = later(first, SENT_MS + DAY_MS)
     with running_moto() as moto, recording_proxy(moto.endpoint) as proxy:
-        os.environ.update(AWS_ENDPOINT_URL=moto.endpoint, AWS_ENDPOINT_URL_DYNAMODB=proxy.endpoint,
-                          AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1")
+        os.environ.update(
+            AWS_ENDPOINT_URL=moto.endpoint,
+            AWS_ENDPOINT_URL_DYNAMODB=proxy.endpoint,
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
         meter = Meter()
         store = open_store(f"dynamodb://bench-{uuid.uuid4().hex[:8]}")
         meter.replay(proxy.snapshot())  # the table's creation and its layout mark
@@ -226,8 +237,11 @@ def main() -> None:
             meter.replay(proxy.snapshot()[start:])
             reads["one_key_full_records_rcu"] = round(meter.rcu - before, 1)
         store.close()
-    result = {"fleet": {"hosts": args.hosts, "places": args.places, "keys": args.keys,
-                        "messages_per_round": len(first)}, "rounds": rounds, "reads": reads}
+    result = {
+        "fleet": {"hosts": args.hosts, "places": args.places, "keys": args.keys, "messages_per_round": len(first)},
+        "rounds": rounds,
+        "reads": reads,
+    }
     print(json.dumps(result, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -48,8 +48,9 @@ def run_size(findings: int, places: int, keys: int, workdir: Path, s3: Any) -> d
     row.update(ingest(Fleet(hosts, places, keys), db))
     row["store_bytes"] = db.stat().st_size
     prefix = f"fleet-{findings}"
-    row["export"] = timed_child([sys.executable, "-m", "keysweep", "export", "--db", str(db), "--s3",
-                                 f"s3://{BUCKET}/{prefix}"])
+    row["export"] = timed_child(
+        [sys.executable, "-m", "keysweep", "export", "--db", str(db), "--s3", f"s3://{BUCKET}/{prefix}"]
+    )
     row["s3"] = exported(s3, prefix + "/findings/")
     row["findings_per_s"] = round(row["findings"] / row["export"]["wall_s"]) if row["export"]["wall_s"] else None
     for path in workdir.glob(f"fleet-{findings}.db*"):
@@ -67,18 +68,25 @@ def main() -> None:
     args = parser.parse_args()
     rows = []
     with running_moto() as moto, tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        os.environ.update(AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                          AWS_DEFAULT_REGION="us-east-1")
+        os.environ.update(
+            AWS_ENDPOINT_URL=moto.endpoint,
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+        )
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET)
         for n in args.sizes:
             row = run_size(n, args.places, args.keys, Path(tmp), s3)
             e = row["export"]
-            print(f"{row['findings']:>7} findings, {row['hosts']} hosts: export {e['wall_s']} s wall, {e['cpu_s']} s "
-                  f"CPU, {e['peak_rss_mb']} MB peak RSS, {row['findings_per_s']} findings/s; {row['s3']['rows']} rows "
-                  f"in {row['s3']['objects']} part(s), {row['s3']['gzip_bytes']} gzip bytes "
-                  f"({row['s3']['gzip_bytes'] // max(1, row['findings'])} B/finding)"
-                  + (f" FAILED {e.get('error')}" if e["exit"] else ""), flush=True)
+            print(
+                f"{row['findings']:>7} findings, {row['hosts']} hosts: export {e['wall_s']} s wall, {e['cpu_s']} s "
+                f"CPU, {e['peak_rss_mb']} MB peak RSS, {row['findings_per_s']} findings/s; {row['s3']['rows']} rows "
+                f"in {row['s3']['objects']} part(s), {row['s3']['gzip_bytes']} gzip bytes "
+                f"({row['s3']['gzip_bytes'] // max(1, row['findings'])} B/finding)"
+                + (f" FAILED {e.get('error')}" if e["exit"] else ""),
+                flush=True,
+            )
             rows.append(row)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")

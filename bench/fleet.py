@@ -50,9 +50,18 @@ FORMATS = ("json", "table", "html", "csv")
 SENT = "2026-12-01T10:00:00Z"
 SENT_MS = 1764583200000  # SENT as the queue's SentTimestamp
 BATCH = 10  # what one SQS receive hands the collector
-PLACES = ("/home/app/.aws/credentials", "/srv/app/.env", "/etc/app/config.ini", "/opt/deploy/env.sh",
-          "/var/lib/ci/settings.json", "/root/.aws/credentials", "/home/build/.bash_history",
-          "/srv/legacy/app.properties", "/etc/systemd/system/app.service.d/env.conf", "/home/ops/notes.txt")
+PLACES = (
+    "/home/app/.aws/credentials",
+    "/srv/app/.env",
+    "/etc/app/config.ini",
+    "/opt/deploy/env.sh",
+    "/var/lib/ci/settings.json",
+    "/root/.aws/credentials",
+    "/home/build/.bash_history",
+    "/srv/legacy/app.properties",
+    "/etc/systemd/system/app.service.d/env.conf",
+    "/home/ops/notes.txt",
+)
 
 
 def _verification(i: int) -> Verification | None:
@@ -62,19 +71,32 @@ def _verification(i: int) -> Verification | None:
         return Verification(status="invalid", reason="InvalidClientTokenId", checked_at=SENT)
     if i % 7 == 6:
         return None
-    return Verification(status="live", account=account, arn=f"arn:aws:iam::{account}:user/svc-{i}",
-                        principal_type="iam-user", user_id=f"AIDA{i:016d}", checked_at=SENT)
+    return Verification(
+        status="live",
+        account=account,
+        arn=f"arn:aws:iam::{account}:user/svc-{i}",
+        principal_type="iam-user",
+        user_id=f"AIDA{i:016d}",
+        checked_at=SENT,
+    )
 
 
 def _context(h: int) -> HostContext:
     if h % 10 == 9:
         return HostContext(kind="on-premises", hostname=f"build-{h:05d}", host_id=f"machine-{h:08x}")
     instance = f"i-{h:017x}"
-    return HostContext(kind="ec2", hostname=f"ip-10-{h // 250 % 250}-{h % 250}-7", host_id=instance,
-                       instance_id=instance, account_id=f"{200000000000 + h % 3:012d}", region="eu-west-1",
-                       availability_zone="eu-west-1a", ami_id="ami-0123456789abcdef0",
-                       instance_profile_arn=None if h % 4 else f"arn:aws:iam::{200000000000 + h % 3:012d}"
-                       ":instance-profile/web", private_ip=f"10.{h // 250 % 250}.{h % 250}.7")
+    return HostContext(
+        kind="ec2",
+        hostname=f"ip-10-{h // 250 % 250}-{h % 250}-7",
+        host_id=instance,
+        instance_id=instance,
+        account_id=f"{200000000000 + h % 3:012d}",
+        region="eu-west-1",
+        availability_zone="eu-west-1a",
+        ami_id="ami-0123456789abcdef0",
+        instance_profile_arn=None if h % 4 else f"arn:aws:iam::{200000000000 + h % 3:012d}:instance-profile/web",
+        private_ip=f"10.{h // 250 % 250}.{h % 250}.7",
+    )
 
 
 class Fleet:
@@ -101,15 +123,23 @@ class Fleet:
                 finding = dataclasses.replace(base, location=Location(kind="file", path=where, line=2))
                 if k not in suggestions:
                     suggestions[k] = suggest(finding, ctx)
-                msg = finding_message(finding, ctx, suggestion=suggestions[k], report_reason="new",
-                                      finding_fingerprint=FP.finding_fingerprint(ctx.host_id, finding.location,
-                                                                                 finding.fingerprint))
+                msg = finding_message(
+                    finding,
+                    ctx,
+                    suggestion=suggestions[k],
+                    report_reason="new",
+                    finding_fingerprint=FP.finding_fingerprint(ctx.host_id, finding.location, finding.fingerprint),
+                )
                 msg["sent_at"] = msg["finding"]["last_seen"] = SENT
                 yield sender, encode_message(msg, 256 * 1024)
-            hb = heartbeat_message(ctx, stats={"files_scanned": 90000, "bytes_scanned": 10 ** 9}, findings=[],
-                                   started_at=SENT_MS / 1000 - 300, finished_at=SENT_MS / 1000,
-                                   spool={"depth": 0, "bytes": 0, "capacity_bytes": 10485760, "filling": False,
-                                          "dropped": 0})
+            hb = heartbeat_message(
+                ctx,
+                stats={"files_scanned": 90000, "bytes_scanned": 10**9},
+                findings=[],
+                started_at=SENT_MS / 1000 - 300,
+                finished_at=SENT_MS / 1000,
+                spool={"depth": 0, "bytes": 0, "capacity_bytes": 10485760, "filling": False, "dropped": 0},
+            )
             hb["sent_at"] = SENT
             yield sender, encode_message(hb, 256 * 1024)
 
@@ -124,8 +154,10 @@ def ingest(fleet: Fleet, db: Path) -> dict[str, Any]:
     batch_apply = getattr(handler, "handle_batch", None)  # the collector's batched path, where there is one
     cpu0, t0 = time.process_time(), time.perf_counter()
     for start in range(0, len(bodies), BATCH):
-        items = [(body, queue_origin({"SenderId": sender, "SentTimestamp": str(SENT_MS)}))
-                 for sender, body in bodies[start:start + BATCH]]
+        items = [
+            (body, queue_origin({"SenderId": sender, "SentTimestamp": str(SENT_MS)}))
+            for sender, body in bodies[start : start + BATCH]
+        ]
         results = batch_apply(items) if batch_apply else [handler.handle(b, o) for b, o in items]
         bad = [r for r in results if r.outcome.value != "ok"]
         if bad:
@@ -133,8 +165,12 @@ def ingest(fleet: Fleet, db: Path) -> dict[str, Any]:
     seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     store.close()
     _checkpoint(db)
-    return {"messages": len(bodies), "ingest_s": round(seconds, 2), "ingest_cpu_s": round(cpu, 2),
-            "ingest_msg_per_s": round(len(bodies) / seconds)}
+    return {
+        "messages": len(bodies),
+        "ingest_s": round(seconds, 2),
+        "ingest_cpu_s": round(cpu, 2),
+        "ingest_msg_per_s": round(len(bodies) / seconds),
+    }
 
 
 def _checkpoint(db: Path) -> None:
@@ -163,8 +199,12 @@ def timed_child(cmd: list[str], out: Path | None = None) -> dict[str, Any]:
     figures.unlink()
     if len(measured) >= 4 and measured[-4].replace(".", "").isdigit():
         wall, cpu, rss_kb = float(measured[-4]), float(measured[-3]) + float(measured[-2]), int(measured[-1])
-    result = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2), "peak_rss_mb": round(rss_kb / 1024),
-              "exit": proc.returncode}
+    result = {
+        "wall_s": round(wall, 2),
+        "cpu_s": round(cpu, 2),
+        "peak_rss_mb": round(rss_kb / 1024),
+        "exit": proc.returncode,
+    }
     if proc.returncode != 0:
         result["error"] = err.strip()[-300:]
     if out is not None and out.exists():
@@ -186,12 +226,14 @@ def reports(db: Path, workdir: Path) -> dict[str, Any]:
 def correlation(db: Path) -> dict[str, Any]:
     """``keysweep audit --db``'s correlation step alone (the fleet store's keys against no account's keys), in a
     child process measured like the reports."""
-    code = ("import sys\n"
-            "from keysweep.cli.report import open_existing_store\n"
-            "from keysweep.central.audit.correlation import FleetFindings, correlate\n"
-            "fleet = FleetFindings.read(open_existing_store(sys.argv[1]))\n"
-            "host_keys, items = correlate(fleet, [], {}, fleet.verified)\n"
-            "print(len(host_keys), len(items))\n")
+    code = (
+        "import sys\n"
+        "from keysweep.cli.report import open_existing_store\n"
+        "from keysweep.central.audit.correlation import FleetFindings, correlate\n"
+        "fleet = FleetFindings.read(open_existing_store(sys.argv[1]))\n"
+        "host_keys, items = correlate(fleet, [], {}, fleet.verified)\n"
+        "print(len(host_keys), len(items))\n"
+    )
     return timed_child([sys.executable, "-c", code, str(db)])
 
 
@@ -213,13 +255,16 @@ def run_size(findings: int, places: int, keys: int, workdir: Path, keep: bool = 
 
 
 def _line(row: dict[str, Any]) -> str:
-    parts = [f"{row['findings']:>7} findings ({row['hosts']} hosts x {row['places']}, {row['keys']} keys): "
-             f"ingest {row['ingest_msg_per_s']} msg/s ({row['ingest_cpu_s']} s CPU for {row['messages']}), store {row['bytes_per_finding']} B/finding"]
+    parts = [
+        f"{row['findings']:>7} findings ({row['hosts']} hosts x {row['places']}, {row['keys']} keys): "
+        f"ingest {row['ingest_msg_per_s']} msg/s ({row['ingest_cpu_s']} s CPU for {row['messages']}), store {row['bytes_per_finding']} B/finding"
+    ]
     for fmt, r in {**row["reports"], "correlate": row["correlation"]}.items():
         extra = f", {r['lines']} lines" if "lines" in r else ""
         fail = f" FAILED {r.get('error', '')}" if r["exit"] != 0 else ""
-        parts.append(f"  {fmt:<9} {r['wall_s']:>6.2f} s wall {r['cpu_s']:>6.2f} s CPU {r['peak_rss_mb']:>5} MB"
-                     f"{extra}{fail}")
+        parts.append(
+            f"  {fmt:<9} {r['wall_s']:>6.2f} s wall {r['cpu_s']:>6.2f} s CPU {r['peak_rss_mb']:>5} MB{extra}{fail}"
+        )
     return "\n".join(parts)
 
 
@@ -238,8 +283,11 @@ def main() -> None:
         with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
             result = {"reports": reports(Path(args.store), Path(tmp)), "correlation": correlation(Path(args.store))}
         for fmt, r in {**result["reports"], "correlate": result["correlation"]}.items():
-            print(f"  {fmt:<9} {r['wall_s']:>6.2f} s wall {r['cpu_s']:>6.2f} s CPU {r['peak_rss_mb']:>5} MB"
-                  + (f", {r['lines']} lines" if "lines" in r else "") + (" FAILED" if r["exit"] else ""))
+            print(
+                f"  {fmt:<9} {r['wall_s']:>6.2f} s wall {r['cpu_s']:>6.2f} s CPU {r['peak_rss_mb']:>5} MB"
+                + (f", {r['lines']} lines" if "lines" in r else "")
+                + (" FAILED" if r["exit"] else "")
+            )
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
         return

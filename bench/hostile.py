@@ -134,7 +134,12 @@ def _write_lines(path: Path, size: int, line: Callable[[int], bytes], encoding: 
 
 def _same_key_line(i: int) -> bytes:
     return b"2026-12-03T10:%02d:%02dZ INFO GET /api/items/%d key=%s secret=%s status=200\n" % (
-        i // 60 % 60, i % 60, i, KEY.encode(), SECRET.encode())
+        i // 60 % 60,
+        i % 60,
+        i,
+        KEY.encode(),
+        SECRET.encode(),
+    )
 
 
 def dense_same_key(path: Path, size: int) -> None:
@@ -187,12 +192,15 @@ def xz_huge_dictionary(path: Path, size: int) -> None:
     """A log as .xz compressed with a 1 MiB dictionary whose block header declares 2 GiB (liblzma fills the
     declared dictionary as it decodes)."""
     rng = random.Random(3)
-    comp = lzma.LZMACompressor(format=lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20,
-                                                                 "preset": 1}])
+    comp = lzma.LZMACompressor(
+        format=lzma.FORMAT_XZ, filters=[{"id": lzma.FILTER_LZMA2, "dict_size": 1 << 20, "preset": 1}]
+    )
     parts, written = [], 0
     while written < size:
-        lines = b"".join(b"2026-12-03T10:00:00Z GET /items/%08x status=200 bytes=%d\n"
-                         % (rng.getrandbits(32), rng.getrandbits(16)) for _ in range(10_000))
+        lines = b"".join(
+            b"2026-12-03T10:00:00Z GET /items/%08x status=200 bytes=%d\n" % (rng.getrandbits(32), rng.getrandbits(16))
+            for _ in range(10_000)
+        )
         parts.append(comp.compress(lines))
         written += len(lines)
     xz = b"".join(parts) + comp.flush()
@@ -220,8 +228,19 @@ CASES: dict[str, tuple[Callable[[Path, int], None], int]] = {
 def _run(target: Path, out: Path, workers: int, kill_mb: int) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "KEYSWEEP_"))}
     env["KEYSWEEP_FINGERPRINT_KEY"] = "keysweep-hostile-benchmark"
-    cmd = [sys.executable, "-m", "keysweep", "scan", str(target), "--format", "json", "--output", str(out),
-           "--workers", str(workers)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "keysweep",
+        "scan",
+        str(target),
+        "--format",
+        "json",
+        "--output",
+        str(out),
+        "--workers",
+        str(workers),
+    ]
     started = time.perf_counter()
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, cwd=REPO)

@@ -29,16 +29,19 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-_WORDS = ("lib site-packages node_modules src test util core api model view config data cache log doc "
-          "share include bin etc var opt app service handler client server common internal").split()
+_WORDS = (
+    "lib site-packages node_modules src test util core api model view config data cache log doc "
+    "share include bin etc var opt app service handler client server common internal"
+).split()
 _PAIR = "AWS_ACCESS_KEY_ID=AKIAXYZDQCEN4B6JSJQI\nAWS_SECRET_ACCESS_KEY=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\n"
 
 
 def generate(root: Path, files: int, seed: int = 1) -> int:
     """``files`` small files in nested directories (a package tree's shape); returns the bytes written."""
     rng = random.Random(seed)
-    text = "".join(f"{rng.choice(_WORDS)} = {rng.getrandbits(40):x}  # {rng.choice(_WORDS)}\n"
-                   for _ in range(4000)).encode()
+    text = "".join(
+        f"{rng.choice(_WORDS)} = {rng.getrandbits(40):x}  # {rng.choice(_WORDS)}\n" for _ in range(4000)
+    ).encode()
     written = 0
     made = 0
     dirs = 0
@@ -70,9 +73,14 @@ def run(cmd: list[str]) -> dict[str, Any]:
     if code not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)}: exit {code}")
     summary = json.loads(out)["summary"]
-    return {"wall_s": wall, "cpu_s": usage.ru_utime + usage.ru_stime, "peak_rss_mb": usage.ru_maxrss / 1024,
-            "scan_s": summary["duration_seconds"], "files_scanned": summary["files_scanned"],
-            "files_cached": summary.get("files_cached", 0)}
+    return {
+        "wall_s": wall,
+        "cpu_s": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+        "scan_s": summary["duration_seconds"],
+        "files_scanned": summary["files_scanned"],
+        "files_cached": summary.get("files_cached", 0),
+    }
 
 
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -97,8 +105,7 @@ def main() -> None:
         size = generate(tree, args.files)
         (tree / ".complete").write_text("")
         print(f"generated {tree}: {args.files} files, {size / 1048576:.0f} MiB in {time.monotonic() - t0:.0f}s")
-    base = [sys.executable, "-m", "keysweep", "scan", str(tree), "--format", "json",
-            "--workers", str(args.workers)]
+    base = [sys.executable, "-m", "keysweep", "scan", str(tree), "--format", "json", "--workers", str(args.workers)]
     work = Path(tempfile.mkdtemp(prefix="keysweep-incremental-"))
     try:
         run(base)  # warm the page cache
@@ -111,15 +118,23 @@ def main() -> None:
         s, f, a = _median(stateless), _median(first), _median(again)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.repeat} rounds, medians; wall and CPU of the whole process (start-up included), scan: the scan's "
-          "own duration (summary.duration_seconds)")
+    print(
+        f"{args.repeat} rounds, medians; wall and CPU of the whole process (start-up included), scan: the scan's "
+        "own duration (summary.duration_seconds)"
+    )
     for name, r in (("stateless scan", s), ("first stateful sweep", f), ("re-sweep, unchanged", a)):
-        print(f"{name:22s} wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:6.2f} s  scan {r['scan_s']:6.2f} s  "
-              f"peak RSS {r['peak_rss_mb']:5.1f} MB  read {r['files_scanned']}, from state {r['files_cached']}")
-    print(f"first stateful sweep / stateless: {f['wall_s'] / s['wall_s']:.2f}x wall, "
-          f"{f['cpu_s'] / s['cpu_s']:.2f}x cpu, {f['scan_s'] / s['scan_s']:.2f}x scan [target <= 1.2x]")
-    print(f"stateless / re-sweep: {s['wall_s'] / a['wall_s']:.1f}x wall, {s['cpu_s'] / a['cpu_s']:.1f}x cpu, "
-          f"{s['scan_s'] / a['scan_s']:.1f}x scan [target >= 10x]")
+        print(
+            f"{name:22s} wall {r['wall_s']:6.2f} s  cpu {r['cpu_s']:6.2f} s  scan {r['scan_s']:6.2f} s  "
+            f"peak RSS {r['peak_rss_mb']:5.1f} MB  read {r['files_scanned']}, from state {r['files_cached']}"
+        )
+    print(
+        f"first stateful sweep / stateless: {f['wall_s'] / s['wall_s']:.2f}x wall, "
+        f"{f['cpu_s'] / s['cpu_s']:.2f}x cpu, {f['scan_s'] / s['scan_s']:.2f}x scan [target <= 1.2x]"
+    )
+    print(
+        f"stateless / re-sweep: {s['wall_s'] / a['wall_s']:.1f}x wall, {s['cpu_s'] / a['cpu_s']:.1f}x cpu, "
+        f"{s['scan_s'] / a['scan_s']:.1f}x scan [target >= 10x]"
+    )
 
 
 if __name__ == "__main__":

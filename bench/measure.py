@@ -34,9 +34,13 @@ def timed_child(cmd: list[str], out: Path | None = None) -> dict[str, Any]:
     if launcher.returncode != 0 or not launcher.stdout.strip():
         raise RuntimeError(f"launcher failed: {launcher.stderr.strip()[-300:]}")
     measured = json.loads(launcher.stdout.strip().splitlines()[-1])
-    result: dict[str, Any] = {"wall_s": round(measured["wall_s"], 2), "cpu_s": round(measured["cpu_s"], 2),
-                              "peak_rss_mb": round(measured["peak_rss_kb"] / 1024), "exit": measured["exit"],
-                              "launcher_overhead_s": round(time.perf_counter() - started - measured["wall_s"], 2)}
+    result: dict[str, Any] = {
+        "wall_s": round(measured["wall_s"], 2),
+        "cpu_s": round(measured["cpu_s"], 2),
+        "peak_rss_mb": round(measured["peak_rss_kb"] / 1024),
+        "exit": measured["exit"],
+        "launcher_overhead_s": round(time.perf_counter() - started - measured["wall_s"], 2),
+    }
     if measured["exit"] not in (0, 1):
         result["error"] = launcher.stderr.strip()[-300:]
     if out is not None and out.exists():

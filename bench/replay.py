@@ -37,8 +37,16 @@ def main() -> None:
         lines = 0
         with dump.open("w", encoding="utf-8") as out:
             for sender, body in fleet.bodies():
-                out.write(json.dumps({"MessageId": f"m-{lines}", "Body": body, "Attributes": {
-                    "SenderId": sender, "SentTimestamp": str(SENT_MS)}}) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "MessageId": f"m-{lines}",
+                            "Body": body,
+                            "Attributes": {"SenderId": sender, "SentTimestamp": str(SENT_MS)},
+                        }
+                    )
+                    + "\n"
+                )
                 lines += 1
         results["lines"] = lines
         results["file_bytes"] = dump.stat().st_size
@@ -47,9 +55,11 @@ def main() -> None:
             r = timed_child(cmd)
             r["lines_per_s"] = round(lines / r["wall_s"]) if r["wall_s"] else None
             results[run] = r
-            print(f"{run:>5}: {lines} lines in {r['wall_s']} s wall ({r['lines_per_s']} lines/s), {r['cpu_s']} s CPU, "
-                  f"{r['peak_rss_mb']} MB peak RSS, exit {r['exit']}" + (f" {r.get('error')}" if r["exit"] else ""),
-                  flush=True)
+            print(
+                f"{run:>5}: {lines} lines in {r['wall_s']} s wall ({r['lines_per_s']} lines/s), {r['cpu_s']} s CPU, "
+                f"{r['peak_rss_mb']} MB peak RSS, exit {r['exit']}" + (f" {r.get('error')}" if r["exit"] else ""),
+                flush=True,
+            )
         results["store_bytes"] = db.stat().st_size
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

@@ -43,7 +43,9 @@ def main() -> None:
     with blackhole_endpoint() as hole:
         t = time.perf_counter()
         ctx = detect_context(ContextConfig(imds_endpoint=hole), environ={})
-        print(f"detect_context, no metadata service (default 0.8 s timeout): {time.perf_counter() - t:.2f} s ({ctx.kind})")
+        print(
+            f"detect_context, no metadata service (default 0.8 s timeout): {time.perf_counter() - t:.2f} s ({ctx.kind})"
+        )
     with imds_server() as imds:
         t = time.perf_counter()
         ctx = detect_context(ContextConfig(imds_endpoint=imds.endpoint), environ={})
@@ -57,12 +59,18 @@ def main() -> None:
         print(f"spool writes (3 KB, fsynced): {500 / (time.perf_counter() - t):.0f} messages/s")
 
     fp = Fingerprinter(b"b" * 32)
-    live = Verification(status="live", account="123456789012", arn="arn:aws:iam::123456789012:user/u",
-                        principal_type="iam-user")
+    live = Verification(
+        status="live", account="123456789012", arn="arn:aws:iam::123456789012:user/u", principal_type="iam-user"
+    )
     findings, _ = planted_findings(args.findings, fingerprinter=fp, verification=live)
     with running_moto() as moto, tempfile.TemporaryDirectory() as d:
-        os.environ.update(AWS_ENDPOINT_URL=moto.endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                          AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+        os.environ.update(
+            AWS_ENDPOINT_URL=moto.endpoint,
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_EC2_METADATA_DISABLED="true",
+        )
         from keysweep.aws import make_client
 
         url = make_client("sqs").create_queue(QueueName="bench")["QueueUrl"]
@@ -75,10 +83,14 @@ def main() -> None:
         again = reporter.report(findings)
         t_again = time.perf_counter() - t
     n = args.findings
-    print(f"first report of {n} new findings to moto SQS: {t_first:.2f} s ({n / t_first:.0f} findings/s), "
-          f"sent {first.sent}, pending {first.pending}")
-    print(f"next sweep, same findings: {t_again:.3f} s, sent {again.sent} (heartbeat), unchanged {again.unchanged}; "
-          f"{t_first / t_again:.0f}x cheaper")
+    print(
+        f"first report of {n} new findings to moto SQS: {t_first:.2f} s ({n / t_first:.0f} findings/s), "
+        f"sent {first.sent}, pending {first.pending}"
+    )
+    print(
+        f"next sweep, same findings: {t_again:.3f} s, sent {again.sent} (heartbeat), unchanged {again.unchanged}; "
+        f"{t_first / t_again:.0f}x cheaper"
+    )
 
 
 if __name__ == "__main__":

@@ -101,21 +101,31 @@ def _config(path: Path, state: Path, tree: Path, **extra: Any) -> Path:
 def run_once(config: Path) -> dict[str, Any]:
     """One ``agent --once``: wall time, the sweep's own duration and stats, and the process's peak RSS."""
     t0 = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "keysweep", "agent", "--once", "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "keysweep", "agent", "--once", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
     out = proc.stdout.read() if proc.stdout else b""
     _, _status, usage = os.wait4(proc.pid, 0)
     wall = time.monotonic() - t0
     finished = [json.loads(x) for x in out.splitlines() if b'"sweep.finished"' in x][-1]
-    return {"wall_s": wall, "sweep_s": finished["duration_s"], "files_scanned": finished["files_scanned"],
-            "files_cached": finished["files_cached"], "bytes_scanned": finished["bytes_scanned"],
-            "findings": finished["findings"], "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {
+        "wall_s": wall,
+        "sweep_s": finished["duration_s"],
+        "files_scanned": finished["files_scanned"],
+        "files_cached": finished["files_cached"],
+        "bytes_scanned": finished["bytes_scanned"],
+        "findings": finished["findings"],
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
 
 
 class Daemon:
     def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "keysweep", "agent", "--config", str(config)],
-                                     stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "keysweep", "agent", "--config", str(config)], stdout=subprocess.PIPE, text=True
+        )
         self.events: list[tuple[float, dict[str, Any]]] = []
         self._cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -145,18 +155,30 @@ class Daemon:
 
 def watch_latency_and_idle(work: Path, tree: Path, rounds: int, idle_s: float) -> dict[str, Any]:
     with running_moto() as moto:
-        os.environ.update({"AWS_ENDPOINT_URL": moto.endpoint, "AWS_ACCESS_KEY_ID": "testing",
-                           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                           "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": moto.endpoint,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+                "AWS_CONFIG_FILE": os.devnull,
+                "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            }
+        )
         from keysweep.aws import make_client
 
         queue = make_client("sqs").create_queue(QueueName="bench")["QueueUrl"]
         iam = make_client("iam")
         hot = tree / "hot" / "app"
         hot.mkdir(parents=True, exist_ok=True)
-        config = _config(work / "daemon.yaml", work / "state", tree,
-                         watch={"enabled": True, "homes": False, "system_paths": False, "paths": [str(hot)]},
-                         verify={"enabled": True, "same_key_spacing": 0}, report={"queue_url": queue})
+        config = _config(
+            work / "daemon.yaml",
+            work / "state",
+            tree,
+            watch={"enabled": True, "homes": False, "system_paths": False, "paths": [str(hot)]},
+            verify={"enabled": True, "same_key_spacing": 0},
+            report={"queue_url": queue},
+        )
         daemon = Daemon(config)
         try:
             # the --once runs swept just now: the daemon keeps their rhythm and only watches until the interval
@@ -174,17 +196,23 @@ def watch_latency_and_idle(work: Path, tree: Path, rounds: int, idle_s: float) -
                 mark = len(daemon.events)
                 target = hot / f"app{i}.env"
                 t_write = time.time()
-                target.write_text(f"AWS_ACCESS_KEY_ID={key['AccessKeyId']}\n"
-                                  f"AWS_SECRET_ACCESS_KEY={key['SecretAccessKey']}\n")
-                ts, e = daemon.wait(lambda e, k=key["AccessKeyId"]: e["event"] == "finding" and e["key_id"] == k,
-                                    after=mark, timeout=30)
+                target.write_text(
+                    f"AWS_ACCESS_KEY_ID={key['AccessKeyId']}\nAWS_SECRET_ACCESS_KEY={key['SecretAccessKey']}\n"
+                )
+                ts, e = daemon.wait(
+                    lambda e, k=key["AccessKeyId"]: e["event"] == "finding" and e["key_id"] == k, after=mark, timeout=30
+                )
                 latencies.append(ts - t_write)
                 assert e["verification"] == "live"
                 time.sleep(0.3)
         finally:
             daemon.stop()
-    return {"watch_latency_median_s": statistics.median(latencies), "watch_latency_max_s": max(latencies),
-            "idle_cpu_percent": idle_pct, "idle_rss_mb": idle_rss}
+    return {
+        "watch_latency_median_s": statistics.median(latencies),
+        "watch_latency_max_s": max(latencies),
+        "idle_cpu_percent": idle_pct,
+        "idle_rss_mb": idle_rss,
+    }
 
 
 def _user(iam: Any, name: str) -> str:
@@ -216,25 +244,36 @@ def main() -> None:
         ratio_sweep = first["sweep_s"] / max(again["sweep_s"], 1e-6)
         ratio_wall = first["wall_s"] / max(again["wall_s"], 1e-6)
         rate = first["bytes_scanned"] / 1048576 / max(first["sweep_s"], 1e-6)
-        print(f"first sweep {first['sweep_s']:.2f}s ({rate:.0f} MiB/s, {first['files_scanned']} files), "
-              f"re-sweep {again['sweep_s']:.3f}s ({again['files_cached']} files from state): "
-              f"{ratio_sweep:.1f}x faster (whole process incl. start-up: {ratio_wall:.1f}x) [target >= 20x]")
+        print(
+            f"first sweep {first['sweep_s']:.2f}s ({rate:.0f} MiB/s, {first['files_scanned']} files), "
+            f"re-sweep {again['sweep_s']:.3f}s ({again['files_cached']} files from state): "
+            f"{ratio_sweep:.1f}x faster (whole process incl. start-up: {ratio_wall:.1f}x) [target >= 20x]"
+        )
         evict(tree)
         cold_cfg = _config(work / "cold.yaml", work / "state-cold", tree)
         cold = run_once(cold_cfg)
         cold_again = run_once(cold_cfg)
         print(f"cold first sweep: {cold}", flush=True)
-        print(f"cold-cache first sweep {cold['sweep_s']:.2f}s "
-              f"({cold['bytes_scanned'] / 1048576 / max(cold['sweep_s'], 1e-6):.0f} MiB/s), re-sweep "
-              f"{cold_again['sweep_s']:.3f}s: {cold['sweep_s'] / max(cold_again['sweep_s'], 1e-6):.1f}x faster")
-        print(f"peak RSS: first sweep {max(first['peak_rss_mb'], cold['peak_rss_mb']):.1f} MB, "
-              f"re-sweep {again['peak_rss_mb']:.1f} MB "
-              f"[target < 80 MB]", flush=True)
+        print(
+            f"cold-cache first sweep {cold['sweep_s']:.2f}s "
+            f"({cold['bytes_scanned'] / 1048576 / max(cold['sweep_s'], 1e-6):.0f} MiB/s), re-sweep "
+            f"{cold_again['sweep_s']:.3f}s: {cold['sweep_s'] / max(cold_again['sweep_s'], 1e-6):.1f}x faster"
+        )
+        print(
+            f"peak RSS: first sweep {max(first['peak_rss_mb'], cold['peak_rss_mb']):.1f} MB, "
+            f"re-sweep {again['peak_rss_mb']:.1f} MB "
+            f"[target < 80 MB]",
+            flush=True,
+        )
         live = watch_latency_and_idle(work, tree, args.rounds, args.idle)
-        print(f"watch latency (write -> verified, spooled and sent to SQS): median "
-              f"{live['watch_latency_median_s']:.3f}s, max {live['watch_latency_max_s']:.3f}s [target < 2 s]")
-        print(f"idle between sweeps: {live['idle_cpu_percent']:.2f}% CPU over {args.idle:.0f}s, "
-              f"RSS {live['idle_rss_mb']:.1f} MB [target: near zero]")
+        print(
+            f"watch latency (write -> verified, spooled and sent to SQS): median "
+            f"{live['watch_latency_median_s']:.3f}s, max {live['watch_latency_max_s']:.3f}s [target < 2 s]"
+        )
+        print(
+            f"idle between sweeps: {live['idle_cpu_percent']:.2f}% CPU over {args.idle:.0f}s, "
+            f"RSS {live['idle_rss_mb']:.1f} MB [target: near zero]"
+        )
     finally:
         if not args.dir:
             shutil.rmtree(work, ignore_errors=True)

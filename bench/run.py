@@ -180,7 +180,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--files", type=int, default=100_000)
-    ap.add_argument("--quick", action="store_true", help=f"the quick tree: {corpus.QUICK[0]} MB, {corpus.QUICK[1]} files")
+    ap.add_argument(
+        "--quick", action="store_true", help=f"the quick tree: {corpus.QUICK[0]} MB, {corpus.QUICK[1]} files"
+    )
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--workers", type=int, default=0, help="keysweep --workers (0: one per CPU)")
     ap.add_argument("--repeat", type=int, default=3)
@@ -211,8 +213,19 @@ def main() -> int:
     findings_file = out_dir / "keysweep-findings.json"
 
     def ks(*paths: Path, output: Path = findings_file) -> list[str]:
-        return [sys.executable, "-m", "keysweep", "scan", *map(str, paths), "--format", "json",
-                "--output", str(output), "--workers", str(a.workers)]
+        return [
+            sys.executable,
+            "-m",
+            "keysweep",
+            "scan",
+            *map(str, paths),
+            "--format",
+            "json",
+            "--output",
+            str(output),
+            "--workers",
+            str(a.workers),
+        ]
 
     def rg_cmd(*paths: Path) -> list[str]:
         return [rg, "-uuu", "-a", "-c", "--no-messages", "-e", RG_PATTERN, *map(str, paths)]
@@ -259,8 +272,9 @@ def main() -> int:
         command=" ".join(cmds["keysweep"][0]),
         peak_rss_sum_process_tree_mb=round(ks_run["peak_rss_tree_mb"], 1),
         peak_pss_process_tree_mb=round(ks_run["peak_pss_tree_mb"], 1),
-        small_files_cpu_us_per_file=_figures(timed["keysweep-small"], timed["keysweep-empty"], small_size,
-                                             small_files)["cpu_us_per_file"],
+        small_files_cpu_us_per_file=_figures(timed["keysweep-small"], timed["keysweep-empty"], small_size, small_files)[
+            "cpu_us_per_file"
+        ],
         files_scanned=summary["files_scanned"],
         bytes_scanned=summary["bytes_scanned"],
         archives_scanned=summary["archives_scanned"],
@@ -271,8 +285,9 @@ def main() -> int:
     rg_fig = _figures(timed["rg"], timed["rg-empty"], size, nfiles)
     rg_fig.update(
         command=" ".join(cmds["rg"][0]),
-        small_files_cpu_us_per_file=_figures(timed["rg-small"], timed["rg-empty"], small_size,
-                                             small_files)["cpu_us_per_file"],
+        small_files_cpu_us_per_file=_figures(timed["rg-small"], timed["rg-empty"], small_size, small_files)[
+            "cpu_us_per_file"
+        ],
     )
     py_fig = _figures(timed["python"], timed["python-empty"], size, nfiles)
     py_fig["command"] = " ".join(cmds["python"][0])

@@ -44,8 +44,13 @@ def _run(tree: Path, mode: list[str], pythonpath: str | None) -> tuple[float, fl
         args = [a if a != "STATE" else "--state-dir" for a in mode] + ([state] if "STATE" in mode else [])
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "keysweep", "scan", str(tree), "--format", "json", *args],
-                              capture_output=True, text=True, env=env, cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable, "-m", "keysweep", "scan", str(tree), "--format", "json", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=REPO,
+        )
         wall = time.monotonic() - start
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode not in (0, 1):
@@ -82,8 +87,11 @@ def main() -> int:
                 "findings": rs[0][2],
             }
         b, a = results[mode]["before"], results[mode]["after"]
-        print(f"{mode:10s} before wall {b['wall_s']:.2f}s cpu {b['cpu_s']:.2f}s | after wall {a['wall_s']:.2f}s "
-              f"cpu {a['cpu_s']:.2f}s | findings {b['findings']} / {a['findings']}", flush=True)
+        print(
+            f"{mode:10s} before wall {b['wall_s']:.2f}s cpu {b['cpu_s']:.2f}s | after wall {a['wall_s']:.2f}s "
+            f"cpu {a['cpu_s']:.2f}s | findings {b['findings']} / {a['findings']}",
+            flush=True,
+        )
     out = HERE / "out" / "walk_cost.json"
     out.write_text(json.dumps({"tree": str(tree), "repeat": args.repeat, "results": results}, indent=2))
     return 0

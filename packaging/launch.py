@@ -9,6 +9,7 @@ extensions), lib/cpXY-cpXY... what several share (the pure-Python packages of on
 /usr/bin/python3.Y present is used instead; when there is none, one line says what is needed (exit 3). Kept to
 Python 3.6 syntax (no newer feature) so that an old interpreter can say what is missing.
 """
+
 import os
 import sys
 
@@ -43,7 +44,8 @@ def main() -> None:
         sys.stderr.write(
             f"keysweep: needs CPython {names} (/usr/bin/python3 or /usr/bin/python3.Y); this host has"
             f" {current[0]}.{current[1]} at {sys.executable}. Install one of them (for example the python3.11"
-            " package) and run keysweep again.\n")
+            " package) and run keysweep again.\n"
+        )
         sys.exit(3)
     sys.path[0:0] = libs_for(current)
     import runpy

@@ -30,7 +30,9 @@ class AgentProcess:
     def __init__(self, config: Path, *extra: str) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "keysweep", "agent", "--config", str(config), *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         self.lines: list[str] = []
         self.events: list[dict[str, Any]] = []
@@ -165,14 +167,22 @@ def test_watched_and_swept_keys_are_verified_and_delivered(
     for i in range(20):
         (tree / "srv" / f"data{i}.txt").write_text("nothing here\n" * 20)
     prom = tmp_path / "keysweep.prom"
-    config = _write_config(tmp_path / "agent.yaml", _base_config(
-        tmp_path,
-        watch={"enabled": True, "homes": False, "system_paths": False,
-               "paths": [str(tree / "app")], "debounce": "200ms"},
-        verify={"enabled": True, "same_key_spacing": 0},
-        report={"queue_url": queue_url, "flush_timeout": "5s"},
-        status={"prometheus_file": str(prom)},
-    ))
+    config = _write_config(
+        tmp_path / "agent.yaml",
+        _base_config(
+            tmp_path,
+            watch={
+                "enabled": True,
+                "homes": False,
+                "system_paths": False,
+                "paths": [str(tree / "app")],
+                "debounce": "200ms",
+            },
+            verify={"enabled": True, "same_key_spacing": 0},
+            report={"queue_url": queue_url, "flush_timeout": "5s"},
+            status={"prometheus_file": str(prom)},
+        ),
+    )
     agent = agents(config)
     agent.wait_for(lambda e: e["event"] == "sweep.finished")
 
@@ -201,8 +211,10 @@ def test_watched_and_swept_keys_are_verified_and_delivered(
         if not got.get("Messages"):
             break
         bodies += [m["Body"] for m in got["Messages"]]
-        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got["Messages"])])
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got["Messages"])],
+        )
     docs = [json.loads(b) for b in bodies]
     findings = [d["finding"] for d in docs if d.get("type") == "finding"]
     assert sorted(f["key_id"] for f in findings) == sorted([watched_id, swept_id])  # one message each
@@ -219,7 +231,9 @@ def test_watched_and_swept_keys_are_verified_and_delivered(
 
     status = subprocess.run(
         [sys.executable, "-m", "keysweep", "status", "--state-dir", str(tmp_path / "state"), "--format", "json"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert status.returncode == 0, status.stderr
     st = json.loads(status.stdout)
@@ -231,9 +245,19 @@ def test_watched_and_swept_keys_are_verified_and_delivered(
     assert 'keysweep_findings{status="live"} 2.0' in prom.read_text()
     prom2 = tmp_path / "again.prom"
     text = subprocess.run(
-        [sys.executable, "-m", "keysweep", "status", "--state-dir", str(tmp_path / "state"),
-         "--prometheus-file", str(prom2)],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "keysweep",
+            "status",
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--prometheus-file",
+            str(prom2),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert text.returncode == 0, text.stderr
     assert "findings:         2 (live 2)" in text.stdout
@@ -248,7 +272,9 @@ def test_sighup_reloads_and_survives_a_broken_config(tmp_path: Path, agents: Cal
     tree = tmp_path / "tree"
     (tree / "vendored").mkdir(parents=True)
     (tree / "etc").mkdir()
-    (tree / "vendored" / "fixture.env").write_text(_creds("AKIAQWERTYUIOPASDFGH", "Zk3pQ8vR2mN7tY4wX9cB6dF1gH5jK0lM3nP8qR2s"))
+    (tree / "vendored" / "fixture.env").write_text(
+        _creds("AKIAQWERTYUIOPASDFGH", "Zk3pQ8vR2mN7tY4wX9cB6dF1gH5jK0lM3nP8qR2s")
+    )
     (tree / "etc" / "plain.conf").write_text("nothing\n")
     good = _base_config(tmp_path)
     config = _write_config(tmp_path / "agent.yaml", good)
@@ -294,8 +320,9 @@ def test_kill_9_mid_sweep_then_restart_resumes(tmp_path: Path, agents: Callable[
     for i, k in enumerate(keys):
         (tree / f"dir{i * 15:02d}" / "secrets.env").write_text(_creds(k, f"Zk3pQ8vR2mN7tY4wX9cB6dF1gH5jK0lM3nP8qR2{i}"))
     total = 40 * 60 + 3
-    slow = _base_config(tmp_path, schedule={"interval": "1h", "splay": 0},
-                        resources={"max_cpu_percent": 1})  # paced: the sweep takes a while
+    slow = _base_config(
+        tmp_path, schedule={"interval": "1h", "splay": 0}, resources={"max_cpu_percent": 1}
+    )  # paced: the sweep takes a while
     config = _write_config(tmp_path / "slow.yaml", slow)
     state_db = tmp_path / "state" / "state.sqlite"
 
@@ -329,8 +356,10 @@ def test_sigterm_mid_sweep_exits_cleanly_and_next_start_resumes(
 ) -> None:
     tree = tmp_path / "tree"
     _paced_tree(tree)
-    config = _write_config(tmp_path / "agent.yaml", _base_config(
-        tmp_path, schedule={"interval": "1h", "splay": 0}, resources={"max_cpu_percent": 1}))
+    config = _write_config(
+        tmp_path / "agent.yaml",
+        _base_config(tmp_path, schedule={"interval": "1h", "splay": 0}, resources={"max_cpu_percent": 1}),
+    )
     agent = agents(config)
     agent.wait_for(lambda e: e["event"] == "sweep.started")
     _wait_committed(tmp_path / "state" / "state.sqlite", 50)

@@ -139,7 +139,10 @@ def test_gzip_read_whole_or_streamed_alike(tmp_path: Path) -> None:
     (tmp_path / "c.tgz").write_bytes(_tar({"etc/a.env": PAIR}, "w:gz"))
     result = scan_paths(tmp_path)
     assert sorted((f.location.path.rsplit("/", 1)[1], f.location.member, f.has_secret) for f in result.findings) == [
-        ("a.log.2.gz", "a.log.2", True), ("b.log.gz", "b.log", True), ("c.tgz", "etc/a.env", True)]
+        ("a.log.2.gz", "a.log.2", True),
+        ("b.log.gz", "b.log", True),
+        ("c.tgz", "etc/a.env", True),
+    ]
     assert result.stats.archives_scanned == 3
     assert result.stats.archive_members_scanned == 3
     assert result.stats.files_scanned == 3
@@ -266,13 +269,15 @@ def test_an_over_long_tar_header_is_refused_before_it_is_read(tmp_path: Path, ty
     from keysweep.sources import tarstream
 
     size = 256 << 20  # 256 MiB of header in a ~250 KiB .tar.gz; tarfile would have held all of it
-    data = _Zeros.gzip([
-        _entry(b"first.env", PAIR),
-        _header(b"././@LongLink" if typeflag == b"L" else b"./PaxHeaders/x", size, typeflag),
-        (b"a", size),
-        _entry(b"after.env", PAIR.replace(KEY.encode(), b"AKIAXYZDQCEN4B6JSJQI")),
-        b"\0" * 1024,
-    ])
+    data = _Zeros.gzip(
+        [
+            _entry(b"first.env", PAIR),
+            _header(b"././@LongLink" if typeflag == b"L" else b"./PaxHeaders/x", size, typeflag),
+            (b"a", size),
+            _entry(b"after.env", PAIR.replace(KEY.encode(), b"AKIAXYZDQCEN4B6JSJQI")),
+            b"\0" * 1024,
+        ]
+    )
     assert len(data) < 1 << 20
     (tmp_path / "bomb.tar.gz").write_bytes(data)
     result = scan_paths(tmp_path)
@@ -285,8 +290,11 @@ def test_an_over_long_tar_header_is_refused_before_it_is_read(tmp_path: Path, ty
 def test_a_long_header_within_the_bound_names_its_member(tmp_path: Path) -> None:
     long_name = "d/" * 200 + "creds.env"  # 409 characters: a GNU long name, and a pax path
     members = {long_name: PAIR, "caf\u00e9/\u2603.env": PAIR}
-    for fmt, name in ((tarfile.GNU_FORMAT, "gnu.tar"), (tarfile.PAX_FORMAT, "pax.tar"),
-                      (tarfile.USTAR_FORMAT, "ustar.tar")):
+    for fmt, name in (
+        (tarfile.GNU_FORMAT, "gnu.tar"),
+        (tarfile.PAX_FORMAT, "pax.tar"),
+        (tarfile.USTAR_FORMAT, "ustar.tar"),
+    ):
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
             for n, data in members.items():
@@ -298,20 +306,32 @@ def test_a_long_header_within_the_bound_names_its_member(tmp_path: Path) -> None
         (tmp_path / name).write_bytes(buf.getvalue())
     got = sorted((f.location.path.rsplit("/", 1)[-1], f.location.member) for f in scan_paths(tmp_path).findings)
     ustar = "p/" * 60
-    assert got == sorted([
-        ("gnu.tar", long_name), ("gnu.tar", "caf\u00e9/\u2603.env"),
-        ("pax.tar", long_name), ("pax.tar", "caf\u00e9/\u2603.env"),
-        ("ustar.tar", ustar + "creds.env"), ("ustar.tar", ustar + "\u2603.env"),
-    ])
+    assert got == sorted(
+        [
+            ("gnu.tar", long_name),
+            ("gnu.tar", "caf\u00e9/\u2603.env"),
+            ("pax.tar", long_name),
+            ("pax.tar", "caf\u00e9/\u2603.env"),
+            ("ustar.tar", ustar + "creds.env"),
+            ("ustar.tar", ustar + "\u2603.env"),
+        ]
+    )
 
 
 def test_a_pax_size_overrides_the_header_size(tmp_path: Path) -> None:
     # what a writer does for members over 8 GiB: the real size in the pax header, the ustar field left at 0
     record = b"size=%d\n" % len(PAIR)
     record = b"%d " % (len(record) + 3) + record
-    tar = (_header(b"./PaxHeaders/a", len(record), b"x", b"ustar\x0000") + record + b"\0" * (-len(record) % 512)
-           + _header(b"a.env", 0, b"0", b"ustar\x0000") + PAIR + b"\0" * (-len(PAIR) % 512)
-           + _entry(b"b.txt", b"after\n") + b"\0" * 1024)
+    tar = (
+        _header(b"./PaxHeaders/a", len(record), b"x", b"ustar\x0000")
+        + record
+        + b"\0" * (-len(record) % 512)
+        + _header(b"a.env", 0, b"0", b"ustar\x0000")
+        + PAIR
+        + b"\0" * (-len(PAIR) % 512)
+        + _entry(b"b.txt", b"after\n")
+        + b"\0" * 1024
+    )
     (tmp_path / "big.tar").write_bytes(tar)
     result = scan_paths(tmp_path)
     assert [(f.location.member, f.has_secret) for f in result.findings] == [("a.env", True)]

@@ -64,8 +64,13 @@ def test_each_check_is_one_function():
     """The registry and the functions agree: a check added to CHECKS without its function (or the reverse) fails."""
     from keysweep.central.audit import CHECKS, checks, correlation
 
-    functions = (checks.root_access_key, *checks.KEY_CHECKS, *checks.USER_CHECKS,
-                 correlation.key_on_hosts, correlation.host_key_unknown_to_audit)
+    functions = (
+        checks.root_access_key,
+        *checks.KEY_CHECKS,
+        *checks.USER_CHECKS,
+        correlation.key_on_hosts,
+        correlation.host_key_unknown_to_audit,
+    )
     assert sorted(f.__name__.replace("_", "-") for f in functions) == sorted(CHECKS)
 
 
@@ -76,8 +81,11 @@ def test_thresholds_are_options():
     assert ("unused-key", "backup") not in checks  # 211 days idle < 250
     assert ("old-key", "backup") in checks  # …but older than 30 days and still in use
     assert ("old-key", "alice") in checks  # 58 days old
-    assert all(i.check != "old-key" for i in evaluate_report(report, account_id="1", options=AuditOptions(now=NOW))
-               if i.user == "alice")
+    assert all(
+        i.check != "old-key"
+        for i in evaluate_report(report, account_id="1", options=AuditOptions(now=NOW))
+        if i.user == "alice"
+    )
 
 
 def test_root_keys_from_account_summary_alone():
@@ -102,7 +110,8 @@ def test_bad_account_options_are_usage_errors():
 
 SECRETS: list[str] = []
 POLICY = json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]})
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}
+)
 
 
 def _key(iam, user):
@@ -120,8 +129,9 @@ def _populate(iam):
     busy = _key(iam, "busy-svc")
     keys["busy"] = busy["AccessKeyId"]
     # using the key makes moto record its last use
-    aws.isolated_client("sts", access_key_id=busy["AccessKeyId"],
-                        secret_access_key=busy["SecretAccessKey"]).get_caller_identity()
+    aws.isolated_client(
+        "sts", access_key_id=busy["AccessKeyId"], secret_access_key=busy["SecretAccessKey"]
+    ).get_caller_identity()
     iam.create_user(UserName="off-svc")
     keys["off"] = _key(iam, "off-svc")["AccessKeyId"]
     iam.update_access_key(UserName="off-svc", AccessKeyId=keys["off"], Status="Inactive")
@@ -218,19 +228,31 @@ def test_several_accounts_by_assuming_a_role(moto_server, capsys):
     for account, user in (("111111111111", "alpha"), ("222222222222", "beta")):
         role_arn = f"arn:aws:iam::{account}:role/KeysweepAudit"
         creds = aws.make_client("sts").assume_role(RoleArn=role_arn, RoleSessionName="setup")["Credentials"]
-        other = aws.isolated_client("iam", access_key_id=creds["AccessKeyId"],
-                                    secret_access_key=creds["SecretAccessKey"], session_token=creds["SessionToken"])
+        other = aws.isolated_client(
+            "iam",
+            access_key_id=creds["AccessKeyId"],
+            secret_access_key=creds["SecretAccessKey"],
+            session_token=creds["SessionToken"],
+        )
         other.create_user(UserName=user)
     iam.create_user(UserName="home")  # in the caller's own account: not audited when roles are given
-    code, doc = _audit_json(capsys, "--account", "111111111111", "--account", "222222222222",
-                            "--role-name", "KeysweepAudit", "--format", "json")
+    code, doc = _audit_json(
+        capsys,
+        "--account",
+        "111111111111",
+        "--account",
+        "222222222222",
+        "--role-name",
+        "KeysweepAudit",
+        "--format",
+        "json",
+    )
     assert code == 1
     assert [(a["account_id"], a["caller_arn"]) for a in doc["accounts"]] == [
         ("111111111111", "arn:aws:sts::111111111111:assumed-role/KeysweepAudit/keysweep-audit"),
         ("222222222222", "arn:aws:sts::222222222222:assumed-role/KeysweepAudit/keysweep-audit"),
     ]
-    assert {(i["account_id"], i["user"]) for i in doc["items"]} == {("111111111111", "alpha"),
-                                                                    ("222222222222", "beta")}
+    assert {(i["account_id"], i["user"]) for i in doc["items"]} == {("111111111111", "alpha"), ("222222222222", "beta")}
     assert doc["scp"]["ready_accounts"] == ["111111111111", "222222222222"]
 
 
@@ -254,15 +276,26 @@ def test_table_and_csv_formats(moto_server, capsys):
 
 # ------------------------------------------------------------------------------------------ fleet correlation
 
+
 def _fleet(db: Path, known_key: str) -> None:
     """Two hosts holding a key of the audited account, one holding a key of another account."""
-    msgs = [finding_message(host_info=h, key_id=known_key, path=path)
-            for h, path in ((host("i-0aaaaaaaaaaaaaaa1", "web-1"), "/home/app/.aws/credentials"),
-                            (host("i-0aaaaaaaaaaaaaaa2", "web-2"), "/srv/app/.env"))]
-    msgs.append(finding_message(host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id="AKIAXYZDQCEN4B6JSJQI",
-                                path="/opt/job/config.ini"))
-    msgs.append(finding_message(host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id="ASIAY34FZKBOKMUTVV7A",
-                                path="/opt/job/session.env"))
+    msgs = [
+        finding_message(host_info=h, key_id=known_key, path=path)
+        for h, path in (
+            (host("i-0aaaaaaaaaaaaaaa1", "web-1"), "/home/app/.aws/credentials"),
+            (host("i-0aaaaaaaaaaaaaaa2", "web-2"), "/srv/app/.env"),
+        )
+    ]
+    msgs.append(
+        finding_message(
+            host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id="AKIAXYZDQCEN4B6JSJQI", path="/opt/job/config.ini"
+        )
+    )
+    msgs.append(
+        finding_message(
+            host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id="ASIAY34FZKBOKMUTVV7A", path="/opt/job/session.env"
+        )
+    )
     store_messages(db, *msgs)
 
 
@@ -291,6 +324,7 @@ def test_correlation_with_the_fleet_store(moto_server, capsys, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ deactivation
+
 
 def _cli(args, stdin="", env_extra=None):
     return run_keysweep(*args, stdin=stdin, env=dict(os.environ, **(env_extra or {})), cwd=Path(__file__).parent.parent)
@@ -321,8 +355,9 @@ def test_deactivate_from_a_report_records_who_and_when(moto_server, capsys, tmp_
     db = tmp_path / "fleet.db"
     _fleet(db, keys["busy"])
     listing = tmp_path / "keys.json"
-    listing.write_text(json.dumps({"items": [{"key_id": keys["busy"]}, {"key_id": keys["off"]},
-                                             {"key_id": "AKIAXYZDQCEN4B6JSJQI"}]}))
+    listing.write_text(
+        json.dumps({"items": [{"key_id": keys["busy"]}, {"key_id": keys["off"]}, {"key_id": "AKIAXYZDQCEN4B6JSJQI"}]})
+    )
     # the key is still on two hosts and was used seconds ago: held back, nothing changed
     code = main(["audit", "--deactivate-from", str(listing), "--yes", "--db", str(db)])
     out = capsys.readouterr()
@@ -363,11 +398,32 @@ def test_deactivate_rejects_what_is_not_a_long_term_key(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ least privilege
 
-READ_ONLY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Resource": "*", "Action": [
-    "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary", "iam:ListAccessKeys",
-    "iam:GetAccessKeyLastUsed", "iam:ListAttachedUserPolicies", "iam:ListUserPolicies", "iam:ListGroupsForUser",
-    "iam:ListAttachedGroupPolicies", "iam:ListGroupPolicies", "iam:ListSigningCertificates", "iam:ListSSHPublicKeys",
-    "iam:ListServiceSpecificCredentials", "iam:ListMFADevices", "sts:GetCallerIdentity"]}]}
+READ_ONLY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Resource": "*",
+            "Action": [
+                "iam:GenerateCredentialReport",
+                "iam:GetCredentialReport",
+                "iam:GetAccountSummary",
+                "iam:ListAccessKeys",
+                "iam:GetAccessKeyLastUsed",
+                "iam:ListAttachedUserPolicies",
+                "iam:ListUserPolicies",
+                "iam:ListGroupsForUser",
+                "iam:ListAttachedGroupPolicies",
+                "iam:ListGroupPolicies",
+                "iam:ListSigningCertificates",
+                "iam:ListSSHPublicKeys",
+                "iam:ListServiceSpecificCredentials",
+                "iam:ListMFADevices",
+                "sts:GetCallerIdentity",
+            ],
+        }
+    ],
+}
 
 
 @pytest.mark.timeout(120)
@@ -436,6 +492,7 @@ def test_key_lists_in_every_accepted_shape(tmp_path):
 
 # ------------------------------------------------------------------------------------------ removal safety
 
+
 def _self_signed_pem() -> str:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -445,9 +502,16 @@ def _self_signed_pem() -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keysweep-test")])
     now = datetime.now(UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + timedelta(days=1))
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -470,8 +534,9 @@ def test_every_credential_kind_counts_before_a_user_is_called_credential_free(mo
     cert = iam.upload_signing_certificate(UserName="leftovers", CertificateBody=_self_signed_pem())["Certificate"]
     iam.update_signing_certificate(UserName="leftovers", CertificateId=cert["CertificateId"], Status="Inactive")
     mfa = iam.create_virtual_mfa_device(VirtualMFADeviceName="leftovers")["VirtualMFADevice"]["SerialNumber"]
-    iam.enable_mfa_device(UserName="leftovers", SerialNumber=mfa, AuthenticationCode1="123456",
-                          AuthenticationCode2="654321")
+    iam.enable_mfa_device(
+        UserName="leftovers", SerialNumber=mfa, AuthenticationCode1="123456", AuthenticationCode2="654321"
+    )
     code, doc = _audit_json(capsys)
     assert code == 1
     users = {i["user"] for i in doc["items"] if i["check"] == "user-without-credentials"}
@@ -490,21 +555,32 @@ def test_every_credential_kind_counts_before_a_user_is_called_credential_free(mo
 
 @pytest.mark.timeout(120)
 def test_keysweeps_own_verification_is_not_use_and_nothing_on_a_host_is_offered_for_removal(
-        moto_server, capsys, tmp_path):
+    moto_server, capsys, tmp_path
+):
     iam = aws.make_client("iam")
     iam.create_user(UserName="found-svc")
     found = _key(iam, "found-svc")
     # the agent's verification: the only call ever signed with this key
-    aws.isolated_client("sts", access_key_id=found["AccessKeyId"],
-                        secret_access_key=found["SecretAccessKey"]).get_caller_identity()
+    aws.isolated_client(
+        "sts", access_key_id=found["AccessKeyId"], secret_access_key=found["SecretAccessKey"]
+    ).get_caller_identity()
     verified_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     iam.create_user(UserName="retired-svc")
     retired = _key(iam, "retired-svc")["AccessKeyId"]
     iam.update_access_key(UserName="retired-svc", AccessKeyId=retired, Status="Inactive")
-    store_messages(tmp_path / "fleet.db", *(
-        finding_message(host_info=host("i-0aaaaaaaaaaaaaaa1", "web-1"), key_id=key_id, path=path,
-                        checked_at=verified_at, sent_at=verified_at)
-        for key_id, path in ((found["AccessKeyId"], "/srv/app/.env"), (retired, "/opt/old/.env"))))
+    store_messages(
+        tmp_path / "fleet.db",
+        *(
+            finding_message(
+                host_info=host("i-0aaaaaaaaaaaaaaa1", "web-1"),
+                key_id=key_id,
+                path=path,
+                checked_at=verified_at,
+                sent_at=verified_at,
+            )
+            for key_id, path in ((found["AccessKeyId"], "/srv/app/.env"), (retired, "/opt/old/.env"))
+        ),
+    )
     # without the store, the verification looks like use: the key is not "never used"
     code, doc = _audit_json(capsys, "--new-key-grace-days", "0")
     assert ("never-used-key", found["AccessKeyId"]) not in {(i["check"], i["key_id"]) for i in doc["items"]}
@@ -523,11 +599,17 @@ def test_keysweeps_own_verification_is_not_use_and_nothing_on_a_host_is_offered_
 
 # ------------------------------------------------------------------------------------------ organizations
 
+
 def _member_iam(account: str):
-    creds = aws.make_client("sts").assume_role(RoleArn=f"arn:aws:iam::{account}:role/KeysweepAudit",
-                                               RoleSessionName="setup")["Credentials"]
-    return aws.isolated_client("iam", access_key_id=creds["AccessKeyId"], secret_access_key=creds["SecretAccessKey"],
-                               session_token=creds["SessionToken"])
+    creds = aws.make_client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/KeysweepAudit", RoleSessionName="setup"
+    )["Credentials"]
+    return aws.isolated_client(
+        "iam",
+        access_key_id=creds["AccessKeyId"],
+        secret_access_key=creds["SecretAccessKey"],
+        session_token=creds["SessionToken"],
+    )
 
 
 @pytest.mark.timeout(180)
@@ -544,15 +626,20 @@ def test_organization_audit_attaches_the_scps_per_ready_ou_and_account(moto_serv
         org.move_account(AccountId=acct, SourceParentId=root, DestinationParentId=parent)
         return acct
 
-    prod_a, web_a, dev_clean, dev_keys, loose = (account("prod-a", prod), account("web-a", web),
-                                                 account("dev-clean", dev), account("dev-keys", dev),
-                                                 account("loose", root))
+    prod_a, web_a, dev_clean, dev_keys, loose = (
+        account("prod-a", prod),
+        account("web-a", web),
+        account("dev-clean", dev),
+        account("dev-keys", dev),
+        account("loose", root),
+    )
     member = _member_iam(dev_keys)
     member.create_user(UserName="ci")
     SECRETS.append(member.create_access_key(UserName="ci")["AccessKey"]["SecretAccessKey"])
 
-    code, doc = _audit_json(capsys, "--organization", "--role-name", "KeysweepAudit",
-                            "--exempt-role", "arn:aws:iam::*:role/BreakGlass")
+    code, doc = _audit_json(
+        capsys, "--organization", "--role-name", "KeysweepAudit", "--exempt-role", "arn:aws:iam::*:role/BreakGlass"
+    )
     assert code == 0  # the only key is new (grace period): nothing to act on yet, but its account is not ready
     audited = {a["account_id"]: a for a in doc["accounts"]}
     assert set(audited) == {management, prod_a, web_a, dev_clean, dev_keys, loose}
@@ -563,8 +650,11 @@ def test_organization_audit_attaches_the_scps_per_ready_ou_and_account(moto_serv
     targets = {(t["type"], t["target_id"]): t["accounts"] for t in scp["targets"]}
     # the whole Prod OU (with its nested OU) is ready; Dev is not, so its clean account stands alone;
     # the management account is never a target: SCPs do not apply to it
-    assert targets == {("ORGANIZATIONAL_UNIT", prod): sorted([prod_a, web_a]),
-                       ("ACCOUNT", dev_clean): [dev_clean], ("ACCOUNT", loose): [loose]}
+    assert targets == {
+        ("ORGANIZATIONAL_UNIT", prod): sorted([prod_a, web_a]),
+        ("ACCOUNT", dev_clean): [dev_clean],
+        ("ACCOUNT", loose): [loose],
+    }
     attach = [c for c in scp["commands"] if "attach-policy" in c]
     assert sorted(c.rsplit(" ", 1)[1] for c in attach) == sorted([prod, dev_clean, loose])
     assert "ACCOUNT_ID" not in " ".join(scp["commands"]) and "management account" in scp["management_account_note"]
@@ -573,7 +663,8 @@ def test_organization_audit_attaches_the_scps_per_ready_ou_and_account(moto_serv
     root_scp = doc["root_scp"]["policy"]["Statement"][0]
     assert root_scp["Action"] == "*" and root_scp["Condition"]["ArnLike"]["aws:PrincipalArn"] == "arn:aws:iam::*:root"
     assert sorted(c.rsplit(" ", 1)[1] for c in doc["root_scp"]["commands"] if "attach-policy" in c) == sorted(
-        [prod, dev_clean, loose])
+        [prod, dev_clean, loose]
+    )
 
     assert main(["audit", "--organization"]) == 2  # needs --role-name
     assert main(["audit", "--exempt-role", "arn:aws:iam::1:user/x"]) == 2
@@ -584,19 +675,36 @@ def test_only_verifications_that_signed_with_the_key_can_explain_a_use():
     from keysweep.central.records import FindingRecord
 
     at = datetime(2026, 11, 28, 10, tzinfo=UTC)
-    common = dict(finding_fingerprint="f", fingerprint="k", key_id="AKIAXYZDQCEN4B6JSJQI", account_id=None,
-                  rule="r", severity="high", has_secret=True, host_id="h", hostname="h", host_kind="ec2",
-                  first_seen="2026-11-28T10:00:00Z", last_seen="2026-11-28T10:00:00Z", version="v",
-                  verified_at="2026-11-28T10:00:00Z")
-    identify_only = FindingRecord(**common, status="skipped",
-                                  verification={"status": "skipped", "reason": "identify-only"},
-                                  verification_history=({"status": "skipped", "at": "2026-11-28T10:00:00Z",
-                                                         "last_at": "2026-11-28T10:00:00Z"},))
+    common = dict(
+        finding_fingerprint="f",
+        fingerprint="k",
+        key_id="AKIAXYZDQCEN4B6JSJQI",
+        account_id=None,
+        rule="r",
+        severity="high",
+        has_secret=True,
+        host_id="h",
+        hostname="h",
+        host_kind="ec2",
+        first_seen="2026-11-28T10:00:00Z",
+        last_seen="2026-11-28T10:00:00Z",
+        version="v",
+        verified_at="2026-11-28T10:00:00Z",
+    )
+    identify_only = FindingRecord(
+        **common,
+        status="skipped",
+        verification={"status": "skipped", "reason": "identify-only"},
+        verification_history=({"status": "skipped", "at": "2026-11-28T10:00:00Z", "last_at": "2026-11-28T10:00:00Z"},),
+    )
     unparsed = FindingRecord(**common, status="unknown", verification={"status": "unknown", "reason": "throttled"})
     signed = FindingRecord(**common, status="unknown", verification={"status": "unknown", "request_id": "req-1"})
-    legacy_live = FindingRecord(**{**common, "verified_at": None}, status="live", verification={"status": "live"},
-                                verification_history=({"status": "live", "at": "2026-11-28T10:00:00Z",
-                                                       "last_at": "2026-11-28T10:00:00Z"},))
+    legacy_live = FindingRecord(
+        **{**common, "verified_at": None},
+        status="live",
+        verification={"status": "live"},
+        verification_history=({"status": "live", "at": "2026-11-28T10:00:00Z", "last_at": "2026-11-28T10:00:00Z"},),
+    )
     use = at + timedelta(minutes=5)
     assert verification_times([identify_only, unparsed]) == {}
     for rec in (signed, legacy_live):

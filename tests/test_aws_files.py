@@ -270,8 +270,19 @@ def test_hostile_homes_through_the_command_line_twice_with_state(tmp_path: Path)
     fifo = _hostile_host(host)
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
-    argv = ["scan", "--host-prefix", str(host), "--source", "aws-files", "--source", "files", "--state-dir", str(state),
-            "--format", "json"]
+    argv = [
+        "scan",
+        "--host-prefix",
+        str(host),
+        "--source",
+        "aws-files",
+        "--source",
+        "files",
+        "--state-dir",
+        str(state),
+        "--format",
+        "json",
+    ]
     with fifo_with_blocked_writer(fifo) as writer:
         for _ in range(2):
             proc = run_keysweep(*argv, env=cli_env(), cwd=REPO, timeout=100)

@@ -42,11 +42,23 @@ pytestmark = pytest.mark.timeout(120)
 FP = Fingerprinter(b"f" * 32)  # the fleet's fingerprint key: every agent holds it
 ROLE = "AROAAGENTINSTANCEROLE1"
 VICTIM, ATTACKER = "i-0aaaaaaaaaaaaaaa1", "i-0bbbbbbbbbbbbbbb2"
-LIVE = Verification(status="live", account="123456789012", arn="arn:aws:iam::123456789012:user/deployer",
-                    principal_type="iam-user", checked_at="2026-11-28T10:00:00Z")
-INVALID_9999 = {"status": "invalid", "account": "123456789012", "arn": None, "user_id": None,
-                "principal_type": None, "reason": "InvalidClientTokenId", "checked_at": "9999-12-31T23:59:59Z",
-                "cached": False}
+LIVE = Verification(
+    status="live",
+    account="123456789012",
+    arn="arn:aws:iam::123456789012:user/deployer",
+    principal_type="iam-user",
+    checked_at="2026-11-28T10:00:00Z",
+)
+INVALID_9999 = {
+    "status": "invalid",
+    "account": "123456789012",
+    "arn": None,
+    "user_id": None,
+    "principal_type": None,
+    "reason": "InvalidClientTokenId",
+    "checked_at": "9999-12-31T23:59:59Z",
+    "cached": False,
+}
 ADMIN = "aws iam attach-user-policy --user-name deployer --policy-arn arn:aws:iam::aws:policy/AdministratorAccess"
 
 
@@ -55,8 +67,14 @@ def instance_sender(instance_id: str) -> str:
 
 
 def ec2(instance_id: str, hostname: str) -> HostContext:
-    return HostContext(kind="ec2", hostname=hostname, host_id=instance_id, instance_id=instance_id,
-                       account_id="123456789012", region="us-east-1")
+    return HostContext(
+        kind="ec2",
+        hostname=hostname,
+        host_id=instance_id,
+        instance_id=instance_id,
+        account_id="123456789012",
+        region="us-east-1",
+    )
 
 
 def on_prem(host_id: str) -> HostContext:
@@ -115,8 +133,9 @@ def deliver(messages: list[tuple[str, dict[str, Any] | str]]) -> tuple[dict[str,
     send_bodies(sqs, q.url, [m if isinstance(m, str) else json.dumps(m) for _, m in messages])
     got: list[dict[str, Any]] = []
     while len(got) < len(messages):
-        got += sqs.receive_message(QueueUrl=q.url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                   MessageSystemAttributeNames=["All"]).get("Messages", [])
+        got += sqs.receive_message(
+            QueueUrl=q.url, MaxNumberOfMessages=10, WaitTimeSeconds=1, MessageSystemAttributeNames=["All"]
+        ).get("Messages", [])
     by_body = {}
     for sender, m in messages:
         by_body.setdefault(m if isinstance(m, str) else json.dumps(m), []).append(sender)
@@ -125,9 +144,17 @@ def deliver(messages: list[tuple[str, dict[str, Any] | str]]) -> tuple[dict[str,
         attributes = dict(m["Attributes"])
         assert attributes["SenderId"] and int(attributes["SentTimestamp"]) > 0  # what SQS gives, moto too
         attributes["SenderId"] = by_body[m["Body"]].pop(0)
-        records.append({"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                        "attributes": attributes, "messageAttributes": {}, "eventSource": "aws:sqs",
-                        "awsRegion": "us-east-1"})
+        records.append(
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": attributes,
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "awsRegion": "us-east-1",
+            }
+        )
     order = [json.loads(r["body"])["message_id"] if r["body"].startswith("{") else r["body"] for r in records]
     return lambda_handler.handler({"Records": records}, None), order
 
@@ -138,8 +165,11 @@ def test_the_attack_in_the_issue_changes_nothing_of_the_victims(table: str, capl
     forged = the_attack()
     later = genuine(victim)  # the victim's next report, now: still live
     caplog.set_level(logging.INFO, logger="keysweep")
-    for sender, message in [(instance_sender(VICTIM), first), (instance_sender(ATTACKER), forged),
-                            (instance_sender(VICTIM), later)]:
+    for sender, message in [
+        (instance_sender(VICTIM), first),
+        (instance_sender(ATTACKER), forged),
+        (instance_sender(VICTIM), later),
+    ]:
         response, _ = deliver([(sender, message)])
         assert response == {"batchItemFailures": []}  # the attacker may speak for its own host: it is stored…
 
@@ -183,16 +213,21 @@ def test_first_sender_owns_a_host_and_others_are_refused(table: str) -> None:
     owner, other = "AIDAONPREMOWNER000001", "AIDAONPREMOTHER000002"
     response, _ = deliver([(owner, genuine(build, 0)), (owner, beat(build, "2026-11-28T10:00:00Z"))])
     assert response == {"batchItemFailures": []}
-    intrusion = [(other, genuine(build, 1)), (other, beat(build, "2026-11-28T12:00:00Z")),
-                 (other, genuine(ec2("i-0ccccccccccccccc3", "x"))),  # an instance id: never first-seen
-                 ("", genuine(on_prem("build-02")))]  # no SenderId at all
+    intrusion = [
+        (other, genuine(build, 1)),
+        (other, beat(build, "2026-11-28T12:00:00Z")),
+        (other, genuine(ec2("i-0ccccccccccccccc3", "x"))),  # an instance id: never first-seen
+        ("", genuine(on_prem("build-02"))),
+    ]  # no SenderId at all
     response, _ = deliver(intrusion)
     assert len(response["batchItemFailures"]) == 4
     response, _ = deliver([(owner + ":session-2", genuine(build, 1))])  # the same principal, a new session
     assert response == {"batchItemFailures": []}
     store = open_store(f"dynamodb://{table}", create=False)
-    assert {(r.host_id, r.sender) for r in store.iter_findings()} == {("build-01", owner),
-                                                                      ("build-01", owner + ":session-2")}
+    assert {(r.host_id, r.sender) for r in store.iter_findings()} == {
+        ("build-01", owner),
+        ("build-01", owner + ":session-2"),
+    }
     [host] = store.iter_hosts()
     assert host.last_heartbeat == "2026-11-28T10:00:00.000Z"  # the other sender's heartbeat was refused
 
@@ -200,12 +235,14 @@ def test_first_sender_owns_a_host_and_others_are_refused(table: str) -> None:
 def test_the_sender_map_binds_principals_to_host_patterns(table: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(SENDER_MAP_ENV, json.dumps({"principals": {"AIDABUILDFARM0000001": ["build-*"]}}))
     farm, stranger = "AIDABUILDFARM0000001", "AIDASTRANGER00000001"
-    response, ids = deliver([
-        (farm, genuine(on_prem("build-07"))),     # allowed by its pattern
-        (farm, genuine(on_prem("db-01"))),        # not one of its hosts
-        (stranger, genuine(on_prem("build-09"))),  # reserved by the map for the farm
-        (stranger, genuine(on_prem("db-02"))),    # unmapped: first seen
-    ])
+    response, ids = deliver(
+        [
+            (farm, genuine(on_prem("build-07"))),  # allowed by its pattern
+            (farm, genuine(on_prem("db-01"))),  # not one of its hosts
+            (stranger, genuine(on_prem("build-09"))),  # reserved by the map for the farm
+            (stranger, genuine(on_prem("db-02"))),  # unmapped: first seen
+        ]
+    )
     assert len(response["batchItemFailures"]) == 2
     store = open_store(f"dynamodb://{table}", create=False)
     assert {(r.host_id, r.sender) for r in store.iter_findings()} == {("build-07", farm), ("db-02", stranger)}
@@ -245,8 +282,9 @@ def _sender_by_host(body: str) -> str:
     return instance_sender(host_id) if host_id.startswith("i-") else "AIDAONPREM" + host_id.upper().replace("-", "")
 
 
-def test_collector_binds_senders_and_clamps_times(moto_server: Any, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_collector_binds_senders_and_clamps_times(
+    moto_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sqs = sqs_client()
     q = make_queues(sqs, max_receive=1, visibility=1)
     victim_report = genuine(ec2(VICTIM, "web-victim"))
@@ -258,8 +296,9 @@ def test_collector_binds_senders_and_clamps_times(moto_server: Any, tmp_path: Pa
     with sender_proxy(moto_server.endpoint, _sender_by_host) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", proxy.endpoint)
         store = open_store(str(tmp_path / "fleet.db"))
-        stats = Collector(CollectorConfig(queue_url=q.url, wait_seconds=1, once=True, visibility_timeout=1),
-                          store).run()
+        stats = Collector(
+            CollectorConfig(queue_url=q.url, wait_seconds=1, once=True, visibility_timeout=1), store
+        ).run()
         assert proxy.rewritten >= 3
     # clamped: the forged message's four times (sent, first and last seen, checked) and build-03's check
     assert (stats.stored, stats.rejected_sender, stats.clamped_times, stats.deleted) == (2, 1, 5, 2)
@@ -277,8 +316,9 @@ def test_collector_binds_senders_and_clamps_times(moto_server: Any, tmp_path: Pa
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "dynamodb"])
-def test_two_collectors_at_once_one_first_sender_wins(backend: str, moto_server: Any, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_two_collectors_at_once_one_first_sender_wins(
+    backend: str, moto_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sqs = sqs_client()
     q = make_queues(sqs, visibility=30)
     contested = on_prem("shared-01")
@@ -290,8 +330,11 @@ def test_two_collectors_at_once_one_first_sender_wins(backend: str, moto_server:
     send_bodies(sqs, q.url, bodies)
 
     def sender(body: str) -> str:
-        return "AIDALEFT000000000001" if json.loads(body)["sweep"]["sweep_id"].startswith("left") \
+        return (
+            "AIDALEFT000000000001"
+            if json.loads(body)["sweep"]["sweep_id"].startswith("left")
             else "AIDARIGHT00000000001"
+        )
 
     db = str(tmp_path / "fleet.db") if backend == "sqlite" else f"dynamodb://race-{uuid.uuid4().hex[:8]}"
     open_store(db).close()
@@ -339,8 +382,10 @@ def test_handler_without_a_queue_applies_directly_but_clamps_to_now(tmp_path: Pa
 
 def test_sender_map_file_is_checked(tmp_path: Path) -> None:
     good = tmp_path / "senders.yaml"
-    good.write_text("principals:\n  AIDAX: [build-*, db-1]\n  'AROAY:*': web-1\ninstance_roles: [AROAZZZZZZZZZZZZZZZZ]\n"
-                    "unmapped: reject\n")
+    good.write_text(
+        "principals:\n  AIDAX: [build-*, db-1]\n  'AROAY:*': web-1\ninstance_roles: [AROAZZZZZZZZZZZZZZZZ]\n"
+        "unmapped: reject\n"
+    )
     senders = SenderMap.load(good)
     assert senders.principals == {"AIDAX": ("build-*", "db-1"), "AROAY:*": ("web-1",)}
     assert senders.bind("AROAY:task-1", "web-1").owner == "AROAY"
@@ -354,9 +399,13 @@ def test_sender_map_file_is_checked(tmp_path: Path) -> None:
     assert nodes.bind(node, "i-0ddddddddddddddd4").authoritative  # the node itself still speaks for itself
     assert nodes.bind(node, "default/web").reason and nodes.bind(node, "i-0eeeeeeeeeeeeeee5").reason
     assert SenderMap().bind(node, "kube-system/keysweep-abcde").reason  # without the map: its own id only
-    for text, problem in [("principals: [a]", "principals must map"), ("unmapped: maybe", "unmapped must be"),
-                          ("principals: {AIDAX: []}", "expected a list"), ("extra: 1", "unknown key"),
-                          ("principals: {AIDAX: [x]}\ninstance_roles: AROA", "instance_roles must be")]:
+    for text, problem in [
+        ("principals: [a]", "principals must map"),
+        ("unmapped: maybe", "unmapped must be"),
+        ("principals: {AIDAX: []}", "expected a list"),
+        ("extra: 1", "unknown key"),
+        ("principals: {AIDAX: [x]}\ninstance_roles: AROA", "instance_roles must be"),
+    ]:
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(ConfigError, match=problem):
@@ -376,13 +425,25 @@ def test_version_1_sqlite_store_is_upgraded_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:  # the version-1 layout: findings keyed by the agent's fingerprint alone
         db.execute("DROP TABLE findings")
         db.execute("DROP TABLE exemplars")
-        db.execute("CREATE TABLE findings (finding_fingerprint TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
-                   "key_id TEXT NOT NULL, account_id TEXT, host_id TEXT NOT NULL, status TEXT, "
-                   "last_seen TEXT NOT NULL, data TEXT NOT NULL)")
+        db.execute(
+            "CREATE TABLE findings (finding_fingerprint TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, "
+            "key_id TEXT NOT NULL, account_id TEXT, host_id TEXT NOT NULL, status TEXT, "
+            "last_seen TEXT NOT NULL, data TEXT NOT NULL)"
+        )
         db.execute("CREATE INDEX findings_key_id ON findings (key_id)")
-        db.execute("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                   (stored.finding_fingerprint, stored.fingerprint, stored.key_id, stored.account_id,
-                    stored.host_id, stored.status, stored.last_seen, json.dumps(stored.to_dict())))
+        db.execute(
+            "INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                stored.finding_fingerprint,
+                stored.fingerprint,
+                stored.key_id,
+                stored.account_id,
+                stored.host_id,
+                stored.status,
+                stored.last_seen,
+                json.dumps(stored.to_dict()),
+            ),
+        )
         db.execute("DROP TABLE host_owners")
         db.execute("UPDATE meta SET value = '1' WHERE name = 'schema_version'")
     store = open_store(str(path))
@@ -400,14 +461,20 @@ def test_report_of_hosts_that_disagree_takes_the_most_urgent_word() -> None:
         from keysweep.central.records import merge_finding
 
         m = genuine(on_prem(host))
-        m["finding"]["verification"] = {**m["finding"]["verification"], "status": status, "checked_at": checked,
-                                        "arn": arn}
+        m["finding"]["verification"] = {
+            **m["finding"]["verification"],
+            "status": status,
+            "checked_at": checked,
+            "arn": arn,
+        }
         m["suggestion"]["summary"] = summary
         return merge_finding(None, m, Origin(f"AIDA{host.upper()}", checked))
 
-    recs = [record("a", "live", "2026-11-28T10:00:00Z", LIVE.arn, "from a"),
-            record("b", "live", "2026-11-28T11:00:00Z", LIVE.arn, "from b"),
-            record("c", "invalid", "2026-11-28T12:00:00Z", "arn:aws:iam::123456789012:user/other", "from c")]
+    recs = [
+        record("a", "live", "2026-11-28T10:00:00Z", LIVE.arn, "from a"),
+        record("b", "live", "2026-11-28T11:00:00Z", LIVE.arn, "from b"),
+        record("c", "invalid", "2026-11-28T12:00:00Z", "arn:aws:iam::123456789012:user/other", "from c"),
+    ]
     [key] = build_report(recs, []).keys
     assert key.status == "live" and key.owner_arn == LIVE.arn and key.verified_at == "2026-11-28T11:00:00.000Z"
     assert [s["summary"] for s in key.suggestions] == ["from a", "from b", "from c"]
@@ -416,8 +483,9 @@ def test_report_of_hosts_that_disagree_takes_the_most_urgent_word() -> None:
     assert key.status == "invalid"
 
 
-def test_cli_collect_takes_the_sender_map(moto_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_collect_takes_the_sender_map(
+    moto_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from keysweep.cli import main
 
     from tests.support.central import MOTO_SENDER
@@ -446,7 +514,9 @@ def test_the_audit_takes_the_same_word_for_a_key_on_hosts() -> None:
     forged = the_attack()
     forged["sent_at"] = forged["finding"]["last_seen"] = forged["finding"]["first_seen"] = "2026-11-28T11:00:00Z"
     forged["finding"]["verification"]["checked_at"] = "2026-11-28T11:00:00Z"  # newer, but another host's word
-    records = [merge_finding(None, victim, Origin(instance_sender(VICTIM), "2026-11-28T10:00:00.000Z")),
-               merge_finding(None, forged, Origin(instance_sender(ATTACKER), "2026-11-28T11:00:00.000Z"))]
+    records = [
+        merge_finding(None, victim, Origin(instance_sender(VICTIM), "2026-11-28T10:00:00.000Z")),
+        merge_finding(None, forged, Origin(instance_sender(ATTACKER), "2026-11-28T11:00:00.000Z")),
+    ]
     [host_key], _ = correlate(records, [], {})
     assert host_key.fleet_status == "live"

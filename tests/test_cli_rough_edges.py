@@ -23,8 +23,9 @@ PAIR = f"AWS_ACCESS_KEY_ID={KEY}\nAWS_SECRET_ACCESS_KEY={SECRET}\n"
 CREDENTIALS = f"[default]\naws_access_key_id = {KEY}\naws_secret_access_key = {SECRET}\n"
 
 
-def _cli(*args: str, user: str | None = None, env: dict[str, str] | None = None,
-         timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def _cli(
+    *args: str, user: str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "keysweep", *args]
     if user is not None:
         cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
@@ -67,8 +68,15 @@ def test_scan_with_a_queue_and_no_region_fails_before_it_scans_or_creates_state(
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / "a.env").write_text(PAIR)
     state = tmp_path / "state"
-    proc = _cli("scan", str(tmp_path / "tree"), "--queue-url", "http://127.0.0.1:1/123456789012/q",
-                "--state-dir", str(state), env=cli_env(AWS_CONFIG_FILE=os.devnull))
+    proc = _cli(
+        "scan",
+        str(tmp_path / "tree"),
+        "--queue-url",
+        "http://127.0.0.1:1/123456789012/q",
+        "--state-dir",
+        str(state),
+        env=cli_env(AWS_CONFIG_FILE=os.devnull),
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and "no AWS region" in proc.stderr
     assert proc.stdout == "" and not state.exists()
@@ -80,8 +88,9 @@ def test_region_in_the_queue_url() -> None:
     assert region_in_url("https://sqs.eu-west-1.amazonaws.com/123456789012/q") == "eu-west-1"
     assert region_in_url("https://sqs.us-gov-west-1.amazonaws.com/123456789012/q") == "us-gov-west-1"
     assert region_in_url("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/q") == "cn-north-1"
-    assert region_in_url("https://vpce-0a1b-2c3d.sqs.ap-southeast-2.vpce.amazonaws.com/123456789012/q") == \
-        "ap-southeast-2"
+    assert (
+        region_in_url("https://vpce-0a1b-2c3d.sqs.ap-southeast-2.vpce.amazonaws.com/123456789012/q") == "ap-southeast-2"
+    )
     assert region_in_url("http://127.0.0.1:4566/123456789012/q") is None
 
 
@@ -101,8 +110,13 @@ def test_report_on_a_missing_store_says_to_collect_first(tmp_path, capsys) -> No
 def test_audit_without_credentials_says_how_to_give_them_and_prints_nothing_else(tmp_path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    env = cli_env(HOME=str(home), AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-                  AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1")
+    env = cli_env(
+        HOME=str(home),
+        AWS_CONFIG_FILE=os.devnull,
+        AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
     proc = _cli("audit", env=env)
     assert proc.returncode == 2
     assert proc.stdout == ""  # no SCP, no `aws organizations` commands for an account never audited
@@ -127,7 +141,7 @@ def test_every_command_has_a_description(command: list[str], capsys) -> None:
         main([*command, "--help"])
     out = capsys.readouterr().out
     usage_end = out.index("\n\n")
-    description = out[usage_end + 2:].split("\n\n", 1)[0]
+    description = out[usage_end + 2 :].split("\n\n", 1)[0]
     assert not description.startswith(("positional arguments", "options")), out
 
 
@@ -165,16 +179,18 @@ def test_unread_files_are_named_and_strict_makes_the_scan_fail(shared_tree: Path
     assert plain.returncode == 0, plain.stderr  # nothing found: still 0 without --strict
     summary = json.loads(plain.stdout)["summary"]
     places = {(p["reason"], p["path"]) for p in summary["incomplete"]["places"]}
-    assert {("permission-denied", f"{shared_tree}/private.env"), ("permission-denied", f"{shared_tree}/locked"),
-            ("too-large", f"{shared_tree}/big.bin")} <= places
+    assert {
+        ("permission-denied", f"{shared_tree}/private.env"),
+        ("permission-denied", f"{shared_tree}/locked"),
+        ("too-large", f"{shared_tree}/big.bin"),
+    } <= places
     assert summary["incomplete"]["count"] == len(places) and summary["incomplete"]["not_listed"] == 0
     assert f"{shared_tree}/private.env (permission-denied)" in plain.stderr
     assert "not read or partly read" in plain.stderr
 
     strict = _cli(*common, "--strict", user="nobody")
     assert strict.returncode == 3 and "--strict" in strict.stderr
-    sarif = _cli("scan", str(shared_tree), "--max-file-size", "4KiB", "--format", "sarif", "--strict",
-                 user="nobody")
+    sarif = _cli("scan", str(shared_tree), "--max-file-size", "4KiB", "--format", "sarif", "--strict", user="nobody")
     assert sarif.returncode == 3
     run_summary = json.loads(sarif.stdout)["runs"][0]["properties"]["summary"]
     assert {p["path"] for p in run_summary["incomplete"]["places"]} == {p for _, p in places}
@@ -193,8 +209,9 @@ def test_a_partly_scanned_archive_is_named(tmp_path: Path) -> None:
     sarif = _cli("scan", str(tmp_path), "--format", "sarif", "--workers", "1")
     assert sarif.returncode == 0  # without --strict: nothing found
     notes = json.loads(sarif.stdout)["runs"][0]["invocations"][0]["toolExecutionNotifications"]
-    assert [(n["descriptor"]["id"], n["locations"][0]["physicalLocation"]["artifactLocation"]["uri"])
-            for n in notes] == [("archive-ratio", f"file://{tmp_path}/app.whl")]
+    assert [
+        (n["descriptor"]["id"], n["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]) for n in notes
+    ] == [("archive-ratio", f"file://{tmp_path}/app.whl")]
 
 
 @pytest.mark.timeout(60)

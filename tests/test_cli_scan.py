@@ -20,8 +20,14 @@ PAIR = f"AWS_ACCESS_KEY_ID={KEY}\nAWS_SECRET_ACCESS_KEY={SECRET}\n"
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "keysweep", "scan", *args], capture_output=True, text=True,
-                          env=cli_env(), cwd=REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "keysweep", "scan", *args],
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        cwd=REPO,
+        timeout=timeout,
+    )
 
 
 def _args(*argv: str):  # noqa: ANN202
@@ -87,9 +93,28 @@ def test_sources_default_and_flags_map_to_options(tmp_path: Path) -> None:
     assert with_paths.sources == ("files",) and with_paths.paths == (str(tmp_path),)
     whole_host = build_options(_args())
     assert set(whole_host.sources) == {"files", "processes", "aws-files"} and whole_host.roots == ("/",)
-    o = build_options(_args(str(tmp_path), "--source", "processes", "--source", "files", "--workers", "3",
-                            "--archive-depth", "1", "--same-filesystem", "--skip-network-fs", "--follow-symlinks",
-                            "--max-file-size", "10MiB", "--host-prefix", str(tmp_path), "--exclude", "*.iso"))
+    o = build_options(
+        _args(
+            str(tmp_path),
+            "--source",
+            "processes",
+            "--source",
+            "files",
+            "--workers",
+            "3",
+            "--archive-depth",
+            "1",
+            "--same-filesystem",
+            "--skip-network-fs",
+            "--follow-symlinks",
+            "--max-file-size",
+            "10MiB",
+            "--host-prefix",
+            str(tmp_path),
+            "--exclude",
+            "*.iso",
+        )
+    )
     assert o.sources == ("processes", "files") and o.workers == 3 and o.archive_max_depth == 1
     assert o.same_filesystem and o.skip_network_fs and o.follow_symlinks
     assert o.max_file_size == 10 << 20 and o.path_prefix == str(tmp_path) and o.excludes == ("*.iso",)

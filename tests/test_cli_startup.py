@@ -17,7 +17,9 @@ print(",".join(sorted(m for m in ("boto3", "botocore", "keysweep.central.store")
 
 @pytest.mark.parametrize("command", ["scan", "rules"])
 def test_local_commands_do_not_import_aws_sdk_or_central_side(command):
-    out = subprocess.run([sys.executable, "-c", PROBE.format(command=command)], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE.format(command=command)], capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == ""
 
 
@@ -40,6 +42,10 @@ def test_a_scan_without_aws_calls_does_not_load_boto3(tmp_path):
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree" / "a.env").write_text("nothing here\n")
     probe = SCAN_PROBE.format(path=str(tmp_path / "tree"), out=str(tmp_path / "out.json"))
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KEYSWEEP_FINGERPRINT_KEY": "keysweep-tests-fingerprint-key-0001"}
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "KEYSWEEP_FINGERPRINT_KEY": "keysweep-tests-fingerprint-key-0001",
+    }
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env)
     assert out.stdout.split("\n")[0].strip() == "0"

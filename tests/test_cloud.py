@@ -43,8 +43,12 @@ def creds_env(k: Planted) -> str:
 
 
 def role(name: str) -> str:
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                                                     "Action": "sts:AssumeRole"}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
     return boto3.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
 
 
@@ -61,7 +65,11 @@ def test_lambda_every_version_and_its_package(moto_server: MotoServer, capsys: p
     exec_role = role("fn-exec")
     package = zipped("app/settings.py", f"ID = '{in_code.key_id}'\nSECRET = '{in_code.secret}'\n")
     lam.create_function(
-        FunctionName="billing", Runtime="python3.12", Role=exec_role, Handler="h.h", Code={"ZipFile": package},
+        FunctionName="billing",
+        Runtime="python3.12",
+        Role=exec_role,
+        Handler="h.h",
+        Code={"ZipFile": package},
         Environment={"Variables": {"AWS_ACCESS_KEY_ID": old.key_id, "AWS_SECRET_ACCESS_KEY": old.secret}},
         Publish=True,
     )
@@ -82,8 +90,14 @@ def test_lambda_every_version_and_its_package(moto_server: MotoServer, capsys: p
     fn = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:billing"
     (v1,) = found[old.key_id]
     assert v1["location"] == {
-        "kind": "cloud", "line": 1, "offset": len("AWS_ACCESS_KEY_ID="), "service": "lambda",
-        "resource_arn": f"{fn}:1", "field": "AWS_ACCESS_KEY_ID", "region": REGION, "account": ACCOUNT,
+        "kind": "cloud",
+        "line": 1,
+        "offset": len("AWS_ACCESS_KEY_ID="),
+        "service": "lambda",
+        "resource_arn": f"{fn}:1",
+        "field": "AWS_ACCESS_KEY_ID",
+        "region": REGION,
+        "account": ACCOUNT,
         "role_arn": exec_role,
     }
     assert v1["has_secret"] and v1["secret_redacted"] == old.secret[:4] + "…"
@@ -103,11 +117,20 @@ def test_ecs_task_role_every_active_revision(moto_server: MotoServer, capsys: py
 
     def register(k: Planted) -> str:
         return ecs.register_task_definition(
-            family="worker", taskRoleArn=f"arn:aws:iam::{ACCOUNT}:role/worker-task",
+            family="worker",
+            taskRoleArn=f"arn:aws:iam::{ACCOUNT}:role/worker-task",
             executionRoleArn=f"arn:aws:iam::{ACCOUNT}:role/ecsTaskExecutionRole",
-            containerDefinitions=[{"name": "app", "image": "app:1", "memory": 128, "environment": [
-                {"name": "AWS_ACCESS_KEY_ID", "value": k.key_id}, {"name": "AWS_SECRET_ACCESS_KEY", "value": k.secret},
-            ]}],
+            containerDefinitions=[
+                {
+                    "name": "app",
+                    "image": "app:1",
+                    "memory": 128,
+                    "environment": [
+                        {"name": "AWS_ACCESS_KEY_ID", "value": k.key_id},
+                        {"name": "AWS_SECRET_ACCESS_KEY", "value": k.secret},
+                    ],
+                }
+            ],
         )["taskDefinition"]["taskDefinitionArn"]
 
     first, second, third = register(k1), register(k2), register(gone)
@@ -129,29 +152,50 @@ def test_ec2_user_data_launch_templates_and_configurations(
     ec2 = boto3.client("ec2")
     ami = ec2.describe_images()["Images"][0]["ImageId"]
     iid = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, UserData="#!/bin/sh\n" + creds_env(plain))[
-        "Instances"][0]["InstanceId"]
+        "Instances"
+    ][0]["InstanceId"]
     # cloud-init MIME multipart, gzipped, as `cloud-init devel make-mime | gzip` gives it
     mime = MIMEMultipart()
     mime.attach(MIMEText("#cloud-config\npackages: [nginx]\n", "cloud-config"))
-    script = MIMEText(f"#!/bin/sh\nexport AWS_ACCESS_KEY_ID={multipart.key_id}\n"
-                      f"export AWS_SECRET_ACCESS_KEY={multipart.secret}\n", "x-shellscript")
+    script = MIMEText(
+        f"#!/bin/sh\nexport AWS_ACCESS_KEY_ID={multipart.key_id}\nexport AWS_SECRET_ACCESS_KEY={multipart.secret}\n",
+        "x-shellscript",
+    )
     script.add_header("Content-Disposition", "attachment", filename="setup.sh")
     mime.attach(script)
     ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, UserData=gzip.compress(mime.as_bytes()))
-    ec2.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={
-        "UserData": base64.b64encode(b"#!/bin/sh\necho hi\n").decode(), "IamInstanceProfile": {"Name": "web"}})
-    ec2.create_launch_template_version(LaunchTemplateName="web", LaunchTemplateData={
-        "UserData": base64.b64encode(creds_env(lt_v2).encode()).decode(), "IamInstanceProfile": {"Name": "web"}})
+    ec2.create_launch_template(
+        LaunchTemplateName="web",
+        LaunchTemplateData={
+            "UserData": base64.b64encode(b"#!/bin/sh\necho hi\n").decode(),
+            "IamInstanceProfile": {"Name": "web"},
+        },
+    )
+    ec2.create_launch_template_version(
+        LaunchTemplateName="web",
+        LaunchTemplateData={
+            "UserData": base64.b64encode(creds_env(lt_v2).encode()).decode(),
+            "IamInstanceProfile": {"Name": "web"},
+        },
+    )
     boto3.client("autoscaling").create_launch_configuration(
-        LaunchConfigurationName="old-web", ImageId=ami, InstanceType="t3.micro", UserData=creds_env(lc),
-        IamInstanceProfile="arn:aws:iam::123456789012:instance-profile/old-web")
+        LaunchConfigurationName="old-web",
+        ImageId=ami,
+        InstanceType="t3.micro",
+        UserData=creds_env(lc),
+        IamInstanceProfile="arn:aws:iam::123456789012:instance-profile/old-web",
+    )
 
     code, doc, _ = run_cloud(capsys, "--region", REGION)
     found = by_key(doc)
     assert code == 1
     loc = found[plain.key_id][0]["location"]
     assert (loc["service"], loc["resource_arn"], loc["field"], loc["line"]) == (
-        "ec2", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{iid}", "UserData", 2)
+        "ec2",
+        f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{iid}",
+        "UserData",
+        2,
+    )
     mp = found[multipart.key_id][0]
     assert mp["has_secret"] and mp["location"]["field"].startswith("UserData/setup.sh#")
     lt = found[lt_v2.key_id][0]["location"]
@@ -172,23 +216,41 @@ def test_ssm_cloudformation_codebuild_batch(moto_server: MotoServer, capsys: pyt
         "Resources": {"T": {"Type": "AWS::SNS::Topic"}},
         "Outputs": {"Out": {"Value": ks[3].key_id}, "Tpl": {"Value": f"{ks[4].key_id}/{ks[4].secret}"}},
     }
-    boto3.client("cloudformation").create_stack(StackName="app", TemplateBody=json.dumps(template), Parameters=[
-        {"ParameterKey": "KeyId", "ParameterValue": ks[2].key_id},
-        {"ParameterKey": "Hidden", "ParameterValue": ks[5].key_id},
-    ])
+    boto3.client("cloudformation").create_stack(
+        StackName="app",
+        TemplateBody=json.dumps(template),
+        Parameters=[
+            {"ParameterKey": "KeyId", "ParameterValue": ks[2].key_id},
+            {"ParameterKey": "Hidden", "ParameterValue": ks[5].key_id},
+        ],
+    )
     boto3.client("s3").create_bucket(Bucket="src")
     boto3.client("codebuild").create_project(
-        name="build", source={"type": "S3", "location": "src/app.zip"}, artifacts={"type": "NO_ARTIFACTS"},
-        environment={"type": "LINUX_CONTAINER", "image": "img", "computeType": "BUILD_GENERAL1_SMALL",
-                     "environmentVariables": [
-                         {"name": "DEPLOY_KEY_ID", "value": ks[6].key_id, "type": "PLAINTEXT"},
-                         {"name": "FROM_SSM", "value": "/ci/secure", "type": "PARAMETER_STORE"},
-                     ]},
-        serviceRole=f"arn:aws:iam::{ACCOUNT}:role/build")
+        name="build",
+        source={"type": "S3", "location": "src/app.zip"},
+        artifacts={"type": "NO_ARTIFACTS"},
+        environment={
+            "type": "LINUX_CONTAINER",
+            "image": "img",
+            "computeType": "BUILD_GENERAL1_SMALL",
+            "environmentVariables": [
+                {"name": "DEPLOY_KEY_ID", "value": ks[6].key_id, "type": "PLAINTEXT"},
+                {"name": "FROM_SSM", "value": "/ci/secure", "type": "PARAMETER_STORE"},
+            ],
+        },
+        serviceRole=f"arn:aws:iam::{ACCOUNT}:role/build",
+    )
     boto3.client("batch").register_job_definition(
-        jobDefinitionName="nightly", type="container", containerProperties={
-            "image": "img", "vcpus": 1, "memory": 128, "jobRoleArn": f"arn:aws:iam::{ACCOUNT}:role/nightly",
-            "environment": [{"name": "BATCH_KEY", "value": ks[7].key_id}]})
+        jobDefinitionName="nightly",
+        type="container",
+        containerProperties={
+            "image": "img",
+            "vcpus": 1,
+            "memory": 128,
+            "jobRoleArn": f"arn:aws:iam::{ACCOUNT}:role/nightly",
+            "environment": [{"name": "BATCH_KEY", "value": ks[7].key_id}],
+        },
+    )
 
     code, doc, _ = run_cloud(capsys, "--region", REGION)
     found = by_key(doc)
@@ -199,9 +261,17 @@ def test_ssm_cloudformation_codebuild_batch(moto_server: MotoServer, capsys: pyt
     assert {"Parameters/KeyId", "Outputs/Out", "Outputs/Tpl", "Template"} <= fields
     assert ks[5].key_id not in found  # NoEcho parameter
     cb = found[ks[6].key_id][0]["location"]
-    assert (cb["service"], cb["field"], cb["role_arn"]) == ("codebuild", "DEPLOY_KEY_ID", f"arn:aws:iam::{ACCOUNT}:role/build")
+    assert (cb["service"], cb["field"], cb["role_arn"]) == (
+        "codebuild",
+        "DEPLOY_KEY_ID",
+        f"arn:aws:iam::{ACCOUNT}:role/build",
+    )
     bt = found[ks[7].key_id][0]["location"]
-    assert (bt["service"], bt["field"], bt["role_arn"]) == ("batch", "BATCH_KEY", f"arn:aws:iam::{ACCOUNT}:role/nightly")
+    assert (bt["service"], bt["field"], bt["role_arn"]) == (
+        "batch",
+        "BATCH_KEY",
+        f"arn:aws:iam::{ACCOUNT}:role/nightly",
+    )
 
 
 def test_clean_account_exits_0_and_examples_do_not_count(
@@ -235,10 +305,13 @@ def test_usage_errors(moto_server: MotoServer, capsys: pytest.CaptureFixture[str
 def _reader_user(name: str, deny: list[str]) -> tuple[str, str]:
     iam = boto3.client("iam")
     iam.create_user(UserName=name)
-    doc = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": "*", "Resource": "*"},
-        {"Effect": "Deny", "Action": deny, "Resource": "*"},
-    ]}
+    doc = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Action": "*", "Resource": "*"},
+            {"Effect": "Deny", "Action": deny, "Resource": "*"},
+        ],
+    }
     iam.put_user_policy(UserName=name, PolicyName="read", PolicyDocument=json.dumps(doc))
     k = iam.create_access_key(UserName=name)["AccessKey"]
     return k["AccessKeyId"], k["SecretAccessKey"]
@@ -250,8 +323,13 @@ def test_denied_service_is_skipped_and_the_rest_goes_on(
     in_ssm, in_lambda = planted_key(40), planted_key(41)
     boto3.client("ssm").put_parameter(Name="/k", Type="String", Value=in_ssm.key_id)
     boto3.client("lambda").create_function(
-        FunctionName="f", Runtime="python3.12", Role=role("f"), Handler="h.h", Code={"ZipFile": zipped("h.py", "")},
-        Environment={"Variables": {"K": in_lambda.key_id}})
+        FunctionName="f",
+        Runtime="python3.12",
+        Role=role("f"),
+        Handler="h.h",
+        Code={"ZipFile": zipped("h.py", "")},
+        Environment={"Variables": {"K": in_lambda.key_id}},
+    )
     key_id, secret = _reader_user("auditor", ["lambda:*", "ecs:ListTaskDefinitions"])
     moto_server.enable_auth()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)
@@ -290,8 +368,9 @@ def test_verify_proves_which_cloud_keys_are_live(
     iam.create_user(UserName="leaky")
     live = iam.create_access_key(UserName="leaky")["AccessKey"]
     dead = planted_key(44)  # well-formed, unknown to the emulator
-    boto3.client("ssm").put_parameter(Name="/live", Type="String",
-                                      Value=f"{live['AccessKeyId']}:{live['SecretAccessKey']}")
+    boto3.client("ssm").put_parameter(
+        Name="/live", Type="String", Value=f"{live['AccessKeyId']}:{live['SecretAccessKey']}"
+    )
     boto3.client("ssm").put_parameter(Name="/dead", Type="String", Value=f"{dead.key_id}:{dead.secret}")
     key_id, secret = _reader_user("auditor", ["lambda:*"])
     moto_server.enable_auth()
@@ -371,10 +450,17 @@ def test_an_unreadable_layer_is_a_skip_with_its_reason(
 ) -> None:
     lam = boto3.client("lambda")
     layer = lam.publish_layer_version(LayerName="shared", Content={"ZipFile": zipped("python/x.py", "")})[
-        "LayerVersionArn"]
+        "LayerVersionArn"
+    ]
     for name in ("a", "b"):
-        lam.create_function(FunctionName=name, Runtime="python3.12", Role=role(f"r-{name}"), Handler="h.h",
-                            Code={"ZipFile": zipped("h.py", "")}, Layers=[layer])
+        lam.create_function(
+            FunctionName=name,
+            Runtime="python3.12",
+            Role=role(f"r-{name}"),
+            Handler="h.h",
+            Code={"ZipFile": zipped("h.py", "")},
+            Layers=[layer],
+        )
     code, doc, err = run_cloud(capsys, "--region", REGION)
     # moto answers a layer's content location as "s3://" (nothing to fetch): the layer is looked up and
     # reported as not read, with the reason
@@ -392,8 +478,9 @@ def test_a_refused_per_resource_call_is_tried_once_and_the_rest_goes_on(
     ec2 = boto3.client("ec2")
     ami = ec2.describe_images()["Images"][0]["ImageId"]
     ec2.run_instances(ImageId=ami, MinCount=3, MaxCount=3, UserData=k.key_id)
-    ec2.create_launch_template(LaunchTemplateName="web", LaunchTemplateData={
-        "UserData": base64.b64encode(k.key_id.encode()).decode()})
+    ec2.create_launch_template(
+        LaunchTemplateName="web", LaunchTemplateData={"UserData": base64.b64encode(k.key_id.encode()).decode()}
+    )
     key_id, secret = _reader_user("auditor", ["ec2:DescribeInstanceAttribute"])
     moto_server.enable_auth()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key_id)

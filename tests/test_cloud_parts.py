@@ -40,7 +40,8 @@ def test_package_urls_go_through_keysweeps_own_s3_endpoint(monkeypatch: pytest.M
     assert packages._through_endpoint(url) == url
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "http://127.0.0.1:9/")
     assert packages._through_endpoint(url) == (
-        "http://127.0.0.1:9/awslambda-eu-west-1-tasks/snapshots/123/fn-abc?X-Amz-Signature=s")
+        "http://127.0.0.1:9/awslambda-eu-west-1-tasks/snapshots/123/fn-abc?X-Amz-Signature=s"
+    )
     with pytest.raises(packages.PackageError) as why:
         packages.fetch("s3://", max_bytes=10)
     assert why.value.reason == "no-package-location"

@@ -25,8 +25,14 @@ ROOT = Path(__file__).resolve().parent.parent
 READ_POLICY = ROOT / "packaging/central/keysweep-cloud-readonly-policy.json"
 ORG_POLICY = ROOT / "packaging/central/keysweep-cloud-organization-policy.json"
 ATHENA_POLICY = ROOT / "packaging/central/keysweep-trail-athena-policy.json"
-TRAIL_CALLS = {"iam:ListUsers", "iam:ListAccessKeys", "cloudtrail:LookupEvents", "ec2:DescribeNetworkInterfaces",
-               "ec2:DescribeAddresses", "ec2:DescribeInstances"}
+TRAIL_CALLS = {
+    "iam:ListUsers",
+    "iam:ListAccessKeys",
+    "cloudtrail:LookupEvents",
+    "ec2:DescribeNetworkInterfaces",
+    "ec2:DescribeAddresses",
+    "ec2:DescribeInstances",
+}
 _BOTO = botocore.session.get_session()
 
 
@@ -85,28 +91,51 @@ def test_a_sweep_with_exactly_the_policy_reads_everything(
 ) -> None:
     k = planted_key(60)
     env = [{"name": "K", "value": k.key_id}]
-    boto3.client("lambda").create_function(FunctionName="f", Runtime="python3.12", Role=role("f"), Handler="h.h",
-                                           Code={"ZipFile": zipped("h.py", "")}, Environment={"Variables": {"K": k.key_id}})
-    boto3.client("ecs").register_task_definition(family="t", containerDefinitions=[
-        {"name": "c", "image": "i", "memory": 128, "environment": env}])
+    boto3.client("lambda").create_function(
+        FunctionName="f",
+        Runtime="python3.12",
+        Role=role("f"),
+        Handler="h.h",
+        Code={"ZipFile": zipped("h.py", "")},
+        Environment={"Variables": {"K": k.key_id}},
+    )
+    boto3.client("ecs").register_task_definition(
+        family="t", containerDefinitions=[{"name": "c", "image": "i", "memory": 128, "environment": env}]
+    )
     ec2 = boto3.client("ec2")
     ami = ec2.describe_images()["Images"][0]["ImageId"]
     ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, UserData=k.key_id)
-    ec2.create_launch_template(LaunchTemplateName="ltx", LaunchTemplateData={
-        "UserData": base64.b64encode(k.key_id.encode()).decode()})
-    boto3.client("autoscaling").create_launch_configuration(LaunchConfigurationName="lc", ImageId=ami,
-                                                            InstanceType="t3.micro", UserData=k.key_id)
+    ec2.create_launch_template(
+        LaunchTemplateName="ltx", LaunchTemplateData={"UserData": base64.b64encode(k.key_id.encode()).decode()}
+    )
+    boto3.client("autoscaling").create_launch_configuration(
+        LaunchConfigurationName="lc", ImageId=ami, InstanceType="t3.micro", UserData=k.key_id
+    )
     boto3.client("ssm").put_parameter(Name="/p", Type="String", Value=k.key_id)
-    boto3.client("cloudformation").create_stack(StackName="s", TemplateBody=json.dumps(
-        {"Resources": {"T": {"Type": "AWS::SNS::Topic"}}, "Outputs": {"O": {"Value": k.key_id}}}))
+    boto3.client("cloudformation").create_stack(
+        StackName="s",
+        TemplateBody=json.dumps(
+            {"Resources": {"T": {"Type": "AWS::SNS::Topic"}}, "Outputs": {"O": {"Value": k.key_id}}}
+        ),
+    )
     boto3.client("s3").create_bucket(Bucket="src")
     boto3.client("codebuild").create_project(
-        name="pb", source={"type": "S3", "location": "src/a.zip"}, artifacts={"type": "NO_ARTIFACTS"},
-        environment={"type": "LINUX_CONTAINER", "image": "i", "computeType": "BUILD_GENERAL1_SMALL",
-                     "environmentVariables": [{"name": "K", "value": k.key_id}]},
-        serviceRole="arn:aws:iam::123456789012:role/b")
-    boto3.client("batch").register_job_definition(jobDefinitionName="j", type="container", containerProperties={
-        "image": "i", "vcpus": 1, "memory": 128, "environment": env})
+        name="pb",
+        source={"type": "S3", "location": "src/a.zip"},
+        artifacts={"type": "NO_ARTIFACTS"},
+        environment={
+            "type": "LINUX_CONTAINER",
+            "image": "i",
+            "computeType": "BUILD_GENERAL1_SMALL",
+            "environmentVariables": [{"name": "K", "value": k.key_id}],
+        },
+        serviceRole="arn:aws:iam::123456789012:role/b",
+    )
+    boto3.client("batch").register_job_definition(
+        jobDefinitionName="j",
+        type="container",
+        containerProperties={"image": "i", "vcpus": 1, "memory": 128, "environment": env},
+    )
 
     iam = boto3.client("iam")
     iam.create_user(UserName="keysweep-cloud")
@@ -126,8 +155,12 @@ def test_a_sweep_with_exactly_the_policy_reads_everything(
     # test above; every other service is read with exactly the policy
     assert summary["skips"] == [
         {"account": "123456789012", "region": REGION, "service": "lambda", "reason": "HTTP 403 (ListFunctions)"},
-        {"account": "123456789012", "region": REGION, "service": "batch",
-         "reason": "HTTP 403 (DescribeJobDefinitions)"},
+        {
+            "account": "123456789012",
+            "region": REGION,
+            "service": "batch",
+            "reason": "HTTP 403 (DescribeJobDefinitions)",
+        },
     ], err
     assert code == 1
     assert set(summary["findings_by_source"]) == {"ecs", "ec2", "autoscaling", "ssm", "cloudformation", "codebuild"}

@@ -30,8 +30,9 @@ def drain(queue_url: str) -> list[str]:
         if not got:
             return bodies
         bodies += [m["Body"] for m in got]
-        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+        sqs.delete_message_batch(
+            QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)]
+        )
 
 
 def test_cloud_findings_reach_the_queue_as_host_messages(
@@ -40,14 +41,30 @@ def test_cloud_findings_reach_the_queue_as_host_messages(
     in_lambda, in_ssm = planted_key(50), planted_key(51)
     exec_role = role("billing-exec")
     boto3.client("lambda").create_function(
-        FunctionName="billing", Runtime="python3.12", Role=exec_role, Handler="h.h",
+        FunctionName="billing",
+        Runtime="python3.12",
+        Role=exec_role,
+        Handler="h.h",
         Code={"ZipFile": zipped("h.py", "")},
-        Environment={"Variables": {"AWS_ACCESS_KEY_ID": in_lambda.key_id, "AWS_SECRET_ACCESS_KEY": in_lambda.secret}})
+        Environment={"Variables": {"AWS_ACCESS_KEY_ID": in_lambda.key_id, "AWS_SECRET_ACCESS_KEY": in_lambda.secret}},
+    )
     boto3.client("ssm", region_name="eu-west-1").put_parameter(Name="/k", Type="String", Value=in_ssm.key_id)
     queue = boto3.client("sqs").create_queue(QueueName="keysweep-findings")["QueueUrl"]
 
-    code = main(["cloud", "--format", "json", "--region", REGION, "eu-west-1", "--queue-url", queue,
-                 "--state-dir", str(tmp_path / "state")])
+    code = main(
+        [
+            "cloud",
+            "--format",
+            "json",
+            "--region",
+            REGION,
+            "eu-west-1",
+            "--queue-url",
+            queue,
+            "--state-dir",
+            str(tmp_path / "state"),
+        ]
+    )
     out, err = capsys.readouterr()
     assert code == 1, err
     assert "queue: 4 messages sent" in err  # two findings, one heartbeat per account-region
@@ -66,17 +83,33 @@ def test_cloud_findings_reach_the_queue_as_host_messages(
     assert lam["suggestion"]["kind"] == "lambda-execution-role" and lam["suggestion"]["role_name"] == "billing-exec"
     assert findings[in_ssm.key_id]["host"]["region"] == "eu-west-1"
     assert findings[in_ssm.key_id]["suggestion"]["kind"] == "stored-key"
-    beats = sorted((m["host"]["region"], m["sweep"]["stats"].get("findings_by_source", {})) for m in messages
-                   if m["type"] == "heartbeat")
+    beats = sorted(
+        (m["host"]["region"], m["sweep"]["stats"].get("findings_by_source", {}))
+        for m in messages
+        if m["type"] == "heartbeat"
+    )
     assert beats == [("eu-west-1", {"ssm": 1}), (REGION, {"lambda": 1})]
 
     # a second run reports nothing new (same spool and sent state), only the heartbeats
-    assert main(["cloud", "--format", "json", "--region", REGION, "eu-west-1", "--queue-url", queue,
-                 "--state-dir", str(tmp_path / "state")]) == 1
+    assert (
+        main(
+            [
+                "cloud",
+                "--format",
+                "json",
+                "--region",
+                REGION,
+                "eu-west-1",
+                "--queue-url",
+                queue,
+                "--state-dir",
+                str(tmp_path / "state"),
+            ]
+        )
+        == 1
+    )
     capsys.readouterr()
     assert sorted(json.loads(b)["type"] for b in drain(queue)) == ["heartbeat", "heartbeat"]
     # nothing in the state directory (spool, sent state, fingerprint key) holds the secret
     state_files = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
     assert state_files and all(in_lambda.secret.encode() not in p.read_bytes() for p in state_files)
-
-

@@ -36,8 +36,7 @@ PLANTED_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzPLANTEDzz"
 
 def _agent_messages(host_id: str, hostname: str, n: int) -> list[dict[str, Any]]:
     h = M.host(host_id, hostname)
-    msgs = [M.finding_message(host_info=h, path=f"/srv/app{i}/.env", sent_at="2026-11-28T10:00:00Z")
-            for i in range(n)]
+    msgs = [M.finding_message(host_info=h, path=f"/srv/app{i}/.env", sent_at="2026-11-28T10:00:00Z") for i in range(n)]
     msgs.append(M.finding_message(host_info=h, path="/root/.aws/credentials", key_id="AKIASP2TPHJSQH3FJRUX"))
     msgs.append(M.heartbeat_message(host_info=h))
     return msgs
@@ -45,8 +44,9 @@ def _agent_messages(host_id: str, hostname: str, n: int) -> list[dict[str, Any]]
 
 def _collect_once(url: str, store: Any, **config: Any) -> Any:
     senders = SenderMap.from_mapping(TRUST_MOTO_SENDER, source="test")  # the binding has tests of its own
-    cfg = CollectorConfig(queue_url=url, wait_seconds=config.pop("wait_seconds", 0), once=True, senders=senders,
-                          **config)
+    cfg = CollectorConfig(
+        queue_url=url, wait_seconds=config.pop("wait_seconds", 0), once=True, senders=senders, **config
+    )
     return Collector(cfg, store).run()
 
 
@@ -89,8 +89,14 @@ def test_poison_messages_go_to_the_dlq_and_the_rest_are_stored(
     future = M.variant(M.heartbeat_message(), schema_version=2)
     bad_time = M.finding_message(sent_at="2026-11-28T10:00:00Z")
     bad_time["sent_at"] = "yesterday " + PLANTED_SECRET
-    poison = [f"not json {PLANTED_SECRET}", json.dumps(bad_schema), json.dumps(future), json.dumps(bad_time),
-              "[" * 100000, json.dumps([PLANTED_SECRET])]
+    poison = [
+        f"not json {PLANTED_SECRET}",
+        json.dumps(bad_schema),
+        json.dumps(future),
+        json.dumps(bad_time),
+        "[" * 100000,
+        json.dumps([PLANTED_SECRET]),
+    ]
     send(sqs, q.url, good[:3])
     send_bodies(sqs, q.url, poison)
     send(sqs, q.url, good[3:])
@@ -124,12 +130,14 @@ def _peek_count(sqs: Any, url: str) -> list[int]:
 def test_fifo_queue(moto_server: Any, tmp_path: Path) -> None:
     sqs = sqs_client()
     url = sqs.create_queue(QueueName=f"keysweep-{uuid.uuid4().hex[:6]}.fifo", Attributes={"FifoQueue": "true"})[
-        "QueueUrl"]
+        "QueueUrl"
+    ]
     msgs = _agent_messages("i-fifo", "fifo", 12)
     for m in msgs:  # as the agents send to FIFO queues: one group per host, dedup by finding fingerprint
         dedup = m["finding"]["finding_fingerprint"] if m["type"] == "finding" else m["message_id"]
-        sqs.send_message(QueueUrl=url, MessageBody=json.dumps(m), MessageGroupId=m["host"]["host_id"],
-                         MessageDeduplicationId=dedup)
+        sqs.send_message(
+            QueueUrl=url, MessageBody=json.dumps(m), MessageGroupId=m["host"]["host_id"], MessageDeduplicationId=dedup
+        )
     store = open_store(str(tmp_path / "fleet.db"))
     stats = _collect_once(url, store)
     assert stats.deleted == len(msgs) and len(list(store.iter_findings())) == len(msgs) - 1
@@ -162,8 +170,9 @@ def test_slow_batch_keeps_its_messages_hidden(moto_server: Any, tmp_path: Path) 
         stolen = []
         hold_until = time.monotonic() + 7.5  # two and a half visibility timeouts
         while time.monotonic() < hold_until:
-            stolen += other.receive_message(QueueUrl=q.url, MaxNumberOfMessages=10, WaitTimeSeconds=1,
-                                            VisibilityTimeout=0).get("Messages", [])
+            stolen += other.receive_message(
+                QueueUrl=q.url, MaxNumberOfMessages=10, WaitTimeSeconds=1, VisibilityTimeout=0
+            ).get("Messages", [])
     finally:
         blocker.execute("ROLLBACK")
         blocker.close()
@@ -260,20 +269,27 @@ def test_cli_collect_once_then_coverage(moto_server: Any, tmp_path: Path, capsys
     assert main(["collect", "--coverage", "--db", db, "--format", "json"]) == 1  # a host is silent
     cov = json.loads(capsys.readouterr().out)
     assert {h["host_id"]: h["state"] for h in cov["hosts"]} == {
-        "i-fresh": "ok", "i-old": "silent", "i-quiet": "no-heartbeat"}
+        "i-fresh": "ok",
+        "i-old": "silent",
+        "i-quiet": "no-heartbeat",
+    }
     assert main(["collect", "--coverage", "--db", db]) == 1
     table = capsys.readouterr().out
     assert "silent" in table and "fresh" in table and "3 host(s)" in table
 
 
 @pytest.mark.timeout(120)
-def test_unreachable_queue_once_fails_cleanly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_unreachable_queue_once_fails_cleanly(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from tests.support.moto_server import free_port
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
-    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
+    for name, value in (
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_DEFAULT_REGION", "us-east-1"),
+    ):
         monkeypatch.setenv(name, value)
     url = "http://127.0.0.1:1/123456789012/keysweep-findings"
     assert main(["collect", "--queue-url", url, "--db", str(tmp_path / "f.db"), "--once", "--wait-seconds", "0"]) == 3

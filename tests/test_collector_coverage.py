@@ -21,15 +21,20 @@ def test_states_versions_and_order(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "fleet.db"))
     store.record_heartbeat(M.heartbeat_message(host_info=M.host("i-1", "fresh"), sent_at=_at(1), agent_version="0.2.0"))
     store.record_heartbeat(M.heartbeat_message(host_info=M.host("i-2", "stale"), sent_at=_at(30)))
-    store.record_heartbeat(M.heartbeat_message(host_info=M.host("i-3", "staler"), sent_at=_at(80),
-                                               errors=["permission denied: /root"]))
+    store.record_heartbeat(
+        M.heartbeat_message(host_info=M.host("i-3", "staler"), sent_at=_at(80), errors=["permission denied: /root"])
+    )
     store.upsert_finding(M.finding_message(host_info=M.host("i-4", "no-hb"), sent_at=_at(2)))
     # a finding after the last heartbeat does not make a silent host look alive
     store.upsert_finding(M.finding_message(host_info=M.host("i-2", "stale"), sent_at=_at(0.5)))
 
     cov = host_coverage(store.iter_hosts(), now=NOW)
     assert [(h.hostname, h.state) for h in cov.hosts] == [
-        ("no-hb", NO_HEARTBEAT), ("staler", SILENT), ("stale", SILENT), ("fresh", OK)]
+        ("no-hb", NO_HEARTBEAT),
+        ("staler", SILENT),
+        ("stale", SILENT),
+        ("fresh", OK),
+    ]
     assert cov.by_state == {OK: 1, SILENT: 2, NO_HEARTBEAT: 1}
     assert cov.by_agent_version == {"0.2.0": 1, "0.1.0": 3}
     fresh = cov.hosts[-1]

@@ -35,14 +35,16 @@ def _fleet(n_per_host: int) -> list[dict[str, Any]]:
         h = M.host(host_id, host_id.replace("i-", ""))
         for i in range(n_per_host):
             msgs.append(M.finding_message(host_info=h, path=f"/srv/{i}.env", sent_at="2026-11-28T10:00:00Z"))
-            msgs.append(M.finding_message(host_info=h, path=f"/srv/{i}.env", sent_at="2026-11-28T11:00:00Z",
-                                          status="invalid"))
+            msgs.append(
+                M.finding_message(host_info=h, path=f"/srv/{i}.env", sent_at="2026-11-28T11:00:00Z", status="invalid")
+            )
         msgs.append(M.heartbeat_message(host_info=h, sent_at="2026-11-28T11:05:00Z"))
     return msgs
 
 
 def _content(store: Store) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The records, without what only the queue knows (the sender, the queue's time of the first message)."""
+
     def own(record: Any) -> dict[str, Any]:
         return {k: v for k, v in record.to_dict().items() if k not in ("sender", "received_first")}
 
@@ -82,8 +84,15 @@ def test_killed_after_store_commit_before_delete(moto_server: Any, tmp_path: Pat
     db = str(tmp_path / "fleet.db")
 
     with sqs_gate(moto_server.endpoint, hold={"DeleteMessageBatch"}) as gate:
-        proc = start_collector(q.url, db, "--wait-seconds", "1", "--visibility-timeout", "2",
-                               env={**os.environ, "AWS_ENDPOINT_URL": gate.endpoint})
+        proc = start_collector(
+            q.url,
+            db,
+            "--wait-seconds",
+            "1",
+            "--visibility-timeout",
+            "2",
+            env={**os.environ, "AWS_ENDPOINT_URL": gate.endpoint},
+        )
         try:
             assert gate.held.wait(60), "the collector never asked to delete"
             store = open_store(db, create=False)
@@ -114,8 +123,9 @@ def test_random_kills_lose_and_double_nothing(moto_server: Any, tmp_path: Path) 
     rng = random.Random(17)  # batch sizes and kill times; where a kill lands still varies with the machine
     for _ in range(6):
         waiting = sum(counts(sqs, q.url))
-        proc = start_collector(q.url, db, "--wait-seconds", "1", "--visibility-timeout", "2", "--max-messages",
-                               str(rng.randint(1, 4)))
+        proc = start_collector(
+            q.url, db, "--wait-seconds", "1", "--visibility-timeout", "2", "--max-messages", str(rng.randint(1, 4))
+        )
         # the kill lands at a random moment of the collector's work, not of its start-up (imports alone can take
         # longer than the whole window on a loaded machine)
         deadline = time.monotonic() + 60

@@ -80,8 +80,12 @@ def _list(value: Any) -> list[Any]:
 
 
 def _actions(template: dict[str, Any], resource: str) -> set[str]:
-    return {a for name, s in _statements(template) if name == resource and s["Effect"] == "Allow"
-            for a in _list(s["Action"])}
+    return {
+        a
+        for name, s in _statements(template)
+        if name == resource and s["Effect"] == "Allow"
+        for a in _list(s["Action"])
+    }
 
 
 def test_template_resources(template: dict[str, Any]) -> None:
@@ -97,13 +101,16 @@ def test_template_resources(template: dict[str, Any]) -> None:
     assert {k["AttributeName"]: k["KeyType"] for k in table["KeySchema"]} == {"pk": "HASH", "sk": "RANGE"}
     # the index the store reads through, exactly as the store itself creates it
     assert table["GlobalSecondaryIndexes"] == [store_dynamodb.INDEX_DEFINITION]
-    assert store_dynamodb.INDEX_ATTRIBUTES == [a for a in table["AttributeDefinitions"]
-                                               if a["AttributeName"] in ("tpk", "tsk")]
+    assert store_dynamodb.INDEX_ATTRIBUTES == [
+        a for a in table["AttributeDefinitions"] if a["AttributeName"] in ("tpk", "tsk")
+    ]
     fn = res["CollectorFunction"]["Properties"]
     module, func = fn["Handler"].rsplit(".", 1)
     assert callable(getattr(importlib.import_module(module), func))
-    assert fn["Environment"]["Variables"] == {lambda_handler.TABLE_ENV: {"Ref": "FleetTable"},
-                                              SENDER_MAP_ENV: {"Ref": "SenderMap"}}
+    assert fn["Environment"]["Variables"] == {
+        lambda_handler.TABLE_ENV: {"Ref": "FleetTable"},
+        SENDER_MAP_ENV: {"Ref": "SenderMap"},
+    }
     # only the agents' principals may send: every other principal is denied sqs:SendMessage by the queue
     [only_agents] = [s for name, s in _statements(template) if s.get("Sid") == "OnlyAgentsSend"]
     assert only_agents["Effect"] == "Deny" and only_agents["Principal"] == "*"
@@ -147,8 +154,14 @@ def test_policies_are_least_privilege(template: dict[str, Any]) -> None:
             assert s["Condition"], name  # a deny-all only under a condition (TLS only)
 
     agent = [s for name, s in allows if name == "AgentSendPolicy"]
-    assert agent == [{"Sid": "SendFindings", "Effect": "Allow", "Action": "sqs:SendMessage",
-                      "Resource": {"Fn::GetAtt": ["FindingsQueue", "Arn"]}}]
+    assert agent == [
+        {
+            "Sid": "SendFindings",
+            "Effect": "Allow",
+            "Action": "sqs:SendMessage",
+            "Resource": {"Fn::GetAtt": ["FindingsQueue", "Arn"]},
+        }
+    ]
     assert _actions(template, "AgentKeyPolicy") == {"kms:GenerateDataKey", "kms:Decrypt"}
     assert _actions(template, "CollectorKeyPolicy") == {"kms:Decrypt"}
     res = template["Resources"]
@@ -156,9 +169,16 @@ def test_policies_are_least_privilege(template: dict[str, Any]) -> None:
     assert res["CollectorKeyPolicy"]["Properties"]["Roles"] == [{"Ref": "CollectorRole"}]
     # what the function and an event-source mapping need, nothing more
     assert _actions(template, "CollectorRole") - {"sts:AssumeRole"} == {
-        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
-        "dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:PutItem",
-        "logs:CreateLogStream", "logs:PutLogEvents"}
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes",
+        "sqs:ChangeMessageVisibility",
+        "dynamodb:DescribeTable",
+        "dynamodb:GetItem",
+        "dynamodb:PutItem",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
+    }
 
 
 FLEET_INDEX_ARN = "${FleetTable.Arn}/index/" + store_dynamodb.INDEX
@@ -169,11 +189,24 @@ AUDIT_ARNS = {
     "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:hub/default",
 }
 AUDIT_IAM_READS = {
-    "iam:GenerateCredentialReport", "iam:GetCredentialReport", "iam:GetAccountSummary", "iam:ListAccessKeys",
-    "iam:GetAccessKeyLastUsed", "iam:ListAttachedUserPolicies", "iam:ListUserPolicies", "iam:ListGroupsForUser",
-    "iam:ListAttachedGroupPolicies", "iam:ListGroupPolicies", "iam:GetUser", "iam:GetUserPolicy",
-    "iam:GetGroupPolicy", "iam:ListSigningCertificates", "iam:ListSSHPublicKeys",
-    "iam:ListServiceSpecificCredentials", "iam:ListMFADevices"}
+    "iam:GenerateCredentialReport",
+    "iam:GetCredentialReport",
+    "iam:GetAccountSummary",
+    "iam:ListAccessKeys",
+    "iam:GetAccessKeyLastUsed",
+    "iam:ListAttachedUserPolicies",
+    "iam:ListUserPolicies",
+    "iam:ListGroupsForUser",
+    "iam:ListAttachedGroupPolicies",
+    "iam:ListGroupPolicies",
+    "iam:GetUser",
+    "iam:GetUserPolicy",
+    "iam:GetGroupPolicy",
+    "iam:ListSigningCertificates",
+    "iam:ListSSHPublicKeys",
+    "iam:ListServiceSpecificCredentials",
+    "iam:ListMFADevices",
+}
 
 
 def _audit_statements(template: dict[str, Any]) -> dict[str, tuple[str | None, dict[str, Any]]]:
@@ -196,25 +229,32 @@ def test_audit_function_and_schedule(template: dict[str, Any]) -> None:
     assert fn["Code"] == res["CollectorFunction"]["Properties"]["Code"]  # the same artefact
     assert fn["Timeout"] == 900 and fn["Role"] == {"Fn::GetAtt": ["AuditRole", "Arn"]}
     assert fn["Environment"]["Variables"] == {
-        lambda_audit.TABLE_ENV: {"Ref": "FleetTable"}, lambda_audit.ROLE_NAME_ENV: {"Ref": "AuditRoleName"},
+        lambda_audit.TABLE_ENV: {"Ref": "FleetTable"},
+        lambda_audit.ROLE_NAME_ENV: {"Ref": "AuditRoleName"},
         lambda_audit.ACCOUNTS_ENV: {"Ref": "AuditAccounts"},
         lambda_audit.ORGANIZATION_ENV: {"Ref": "AuditOrganization"},
-        lambda_audit.SECURITYHUB_ENV: {"Ref": "AuditSecurityHub"}}
+        lambda_audit.SECURITYHUB_ENV: {"Ref": "AuditSecurityHub"},
+    }
     assert params["AuditSchedule"]["Default"] == "rate(1 day)" and params["AuditRoleName"]["Default"] == ""
     assert params["AuditOrganization"]["Default"] == "false" and params["AuditSecurityHub"]["Default"] == "true"
     # the handler reads exactly the values these parameters can take
-    assert set(params["AuditOrganization"]["AllowedValues"]) == set(params["AuditSecurityHub"]["AllowedValues"]) \
+    assert (
+        set(params["AuditOrganization"]["AllowedValues"])
+        == set(params["AuditSecurityHub"]["AllowedValues"])
         == {"true", "false"}
+    )
     assert template["Conditions"]["ScheduleAudit"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "AuditSchedule"}, ""]}]}
     rule, permission = res["AuditScheduleRule"], res["AuditSchedulePermission"]
     assert rule["Condition"] == permission["Condition"] == "ScheduleAudit"
     assert "Condition" not in res["AuditFunction"]  # without a schedule it can still be invoked by hand
     assert rule["Properties"]["ScheduleExpression"] == {"Ref": "AuditSchedule"}
     assert [t["Arn"] for t in rule["Properties"]["Targets"]] == [{"Fn::GetAtt": ["AuditFunction", "Arn"]}]
-    assert permission["Properties"] == {"Action": "lambda:InvokeFunction",
-                                        "FunctionName": {"Fn::GetAtt": ["AuditFunction", "Arn"]},
-                                        "Principal": "events.amazonaws.com",
-                                        "SourceArn": {"Fn::GetAtt": ["AuditScheduleRule", "Arn"]}}
+    assert permission["Properties"] == {
+        "Action": "lambda:InvokeFunction",
+        "FunctionName": {"Fn::GetAtt": ["AuditFunction", "Arn"]},
+        "Principal": "events.amazonaws.com",
+        "SourceArn": {"Fn::GetAtt": ["AuditScheduleRule", "Arn"]},
+    }
 
 
 def test_audit_role_actions(template: dict[str, Any]) -> None:
@@ -223,18 +263,37 @@ def test_audit_role_actions(template: dict[str, Any]) -> None:
     security_hub = "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:"
     assert got == {
         "ReadIam": (None, AUDIT_IAM_READS, "*"),
-        "AssumeAuditRole": ("AuditAssumesRole", {"sts:AssumeRole"},
-                            {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${AuditRoleName}"}),
-        "ReadOrganization": ("AuditInOrganization",
-                             {"organizations:DescribeOrganization", "organizations:ListAccounts",
-                              "organizations:ListRoots", "organizations:ListOrganizationalUnitsForParent",
-                              "organizations:ListAccountsForParent"}, "*"),
-        "ImportAuditFindings": ("AuditToSecurityHub", {"securityhub:BatchImportFindings"},
-                                {"Fn::Sub": security_hub + "product/${AWS::AccountId}/default"}),
-        "ReadAuditFindings": ("AuditToSecurityHub", {"securityhub:GetFindings"},
-                              {"Fn::Sub": security_hub + "hub/default"}),
-        "ReadFleetTable": (None, {"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:BatchGetItem",
-                                  "dynamodb:Query", "dynamodb:Scan"}, {"Fn::GetAtt": ["FleetTable", "Arn"]}),
+        "AssumeAuditRole": (
+            "AuditAssumesRole",
+            {"sts:AssumeRole"},
+            {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${AuditRoleName}"},
+        ),
+        "ReadOrganization": (
+            "AuditInOrganization",
+            {
+                "organizations:DescribeOrganization",
+                "organizations:ListAccounts",
+                "organizations:ListRoots",
+                "organizations:ListOrganizationalUnitsForParent",
+                "organizations:ListAccountsForParent",
+            },
+            "*",
+        ),
+        "ImportAuditFindings": (
+            "AuditToSecurityHub",
+            {"securityhub:BatchImportFindings"},
+            {"Fn::Sub": security_hub + "product/${AWS::AccountId}/default"},
+        ),
+        "ReadAuditFindings": (
+            "AuditToSecurityHub",
+            {"securityhub:GetFindings"},
+            {"Fn::Sub": security_hub + "hub/default"},
+        ),
+        "ReadFleetTable": (
+            None,
+            {"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:Scan"},
+            {"Fn::GetAtt": ["FleetTable", "Arn"]},
+        ),
         "ReadFleetIndex": (None, {"dynamodb:Query"}, {"Fn::Sub": FLEET_INDEX_ARN}),
         "OwnLogs": (None, {"logs:CreateLogStream", "logs:PutLogEvents"}, {"Fn::GetAtt": ["AuditLogGroup", "Arn"]}),
     }
@@ -250,8 +309,12 @@ def test_audit_role_actions(template: dict[str, Any]) -> None:
 
 
 def _client(service: str, key: dict[str, str]) -> Any:
-    return boto3.client(service, region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
-                        aws_secret_access_key=key["SecretAccessKey"])
+    return boto3.client(
+        service,
+        region_name="us-east-1",
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
 
 
 def _user_with(iam: Any, name: str, *, managed: str | None = None, inline: dict[str, Any] | None = None) -> Any:
@@ -280,8 +343,9 @@ def _for_emulator(doc: dict[str, Any] | str) -> dict[str, Any]:
         actions = _list(s["Action"])
         if all(a.startswith("dynamodb:") for a in actions):
             s = {**s, "Resource": "*"}
-        batch = [f"{a}Batch" for a in actions
-                 if a in ("sqs:SendMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")]
+        batch = [
+            f"{a}Batch" for a in actions if a in ("sqs:SendMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility")
+        ]
         if batch:
             s = {**s, "Action": [*actions, *batch]}
         statements.append(s)
@@ -301,25 +365,35 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
     moto_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     artefact = tmp_path / "collector.zip"
-    subprocess.run([sys.executable, str(ROOT / "packaging" / "central" / "build-lambda.py"), str(artefact)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "packaging" / "central" / "build-lambda.py"), str(artefact)],
+        check=True,
+        capture_output=True,
+    )
     s3 = boto3.client("s3", region_name="us-east-1")
     s3.create_bucket(Bucket="keysweep-artefacts")
     s3.put_object(Bucket="keysweep-artefacts", Key="collector.zip", Body=artefact.read_bytes())
     stack = f"ks{uuid.uuid4().hex[:6]}"
     cfn = boto3.client("cloudformation", region_name="us-east-1")
-    cfn.create_stack(StackName=stack, TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
-                     Parameters=[{"ParameterKey": "CodeBucket", "ParameterValue": "keysweep-artefacts"},
-                                 {"ParameterKey": "CodeKey", "ParameterValue": "collector.zip"},
-                                 {"ParameterKey": "AgentPrincipalArns",
-                                  "ParameterValue": "arn:aws:iam::123456789012:user/agent"},
-                                 {"ParameterKey": "AuditRoleName", "ParameterValue": "KeysweepAudit"},
-                                 {"ParameterKey": "AuditAccounts", "ParameterValue": "111111111111"}])
+    cfn.create_stack(
+        StackName=stack,
+        TemplateBody=TEMPLATE.read_text(),
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[
+            {"ParameterKey": "CodeBucket", "ParameterValue": "keysweep-artefacts"},
+            {"ParameterKey": "CodeKey", "ParameterValue": "collector.zip"},
+            {"ParameterKey": "AgentPrincipalArns", "ParameterValue": "arn:aws:iam::123456789012:user/agent"},
+            {"ParameterKey": "AuditRoleName", "ParameterValue": "KeysweepAudit"},
+            {"ParameterKey": "AuditAccounts", "ParameterValue": "111111111111"},
+        ],
+    )
     described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     assert described["StackStatus"] == "CREATE_COMPLETE"
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
-    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
-                for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]}
+    physical = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cfn.list_stack_resources(StackName=stack)["StackResourceSummaries"]
+    }
 
     # the test plays the event-source mapping itself (the emulator cannot run the function)
     lam = boto3.client("lambda", region_name="us-east-1")
@@ -359,11 +433,24 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", function_key["SecretAccessKey"])
     monkeypatch.setenv(lambda_handler.TABLE_ENV, table)
     fn_sqs = _client("sqs", function_key)
-    got = fn_sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=2, WaitTimeSeconds=1,
-                                 MessageSystemAttributeNames=["All"])["Messages"]
-    event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
-                          "attributes": m["Attributes"], "messageAttributes": {}, "eventSource": "aws:sqs",
-                          "eventSourceARN": outputs["QueueArn"], "awsRegion": "us-east-1"} for m in got]}
+    got = fn_sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=2, WaitTimeSeconds=1, MessageSystemAttributeNames=["All"]
+    )["Messages"]
+    event = {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m["Attributes"],
+                "messageAttributes": {},
+                "eventSource": "aws:sqs",
+                "eventSourceARN": outputs["QueueArn"],
+                "awsRegion": "us-east-1",
+            }
+            for m in got
+        ]
+    }
     assert lambda_handler.handler(event, None) == {"batchItemFailures": []}
     for m in got:
         fn_sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
@@ -385,10 +472,12 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
     assert [h.host_id for h in indexed.iter_hosts()] == ["i-cfn"]
 
 
-
 def _audit_policy(physical: dict[str, str]) -> dict[str, dict[str, Any]]:
-    doc = _for_emulator(boto3.client("iam", region_name="us-east-1").get_role_policy(
-        RoleName=physical["AuditRole"], PolicyName="audit")["PolicyDocument"])
+    doc = _for_emulator(
+        boto3.client("iam", region_name="us-east-1").get_role_policy(
+            RoleName=physical["AuditRole"], PolicyName="audit"
+        )["PolicyDocument"]
+    )
     return {s["Sid"]: s for s in doc["Statement"]}
 
 
@@ -418,30 +507,41 @@ def test_stack_with_a_kms_key(moto_server: Any) -> None:
     key_arn = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="artefacts")
     cfn = boto3.client("cloudformation", region_name="us-east-1")
-    cfn.create_stack(StackName="kskms", TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
-                     Parameters=[{"ParameterKey": "CodeBucket", "ParameterValue": "artefacts"},
-                                 {"ParameterKey": "KmsKeyArn", "ParameterValue": key_arn},
-                                 {"ParameterKey": "AuditSchedule", "ParameterValue": ""},
-                                 {"ParameterKey": "AuditOrganization", "ParameterValue": "true"},
-                                 {"ParameterKey": "AuditSecurityHub", "ParameterValue": "false"},
-                                 {"ParameterKey": "AgentPrincipalArns",
-                                  "ParameterValue": "arn:aws:iam::123456789012:role/keysweep-agent-*"}])
+    cfn.create_stack(
+        StackName="kskms",
+        TemplateBody=TEMPLATE.read_text(),
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[
+            {"ParameterKey": "CodeBucket", "ParameterValue": "artefacts"},
+            {"ParameterKey": "KmsKeyArn", "ParameterValue": key_arn},
+            {"ParameterKey": "AuditSchedule", "ParameterValue": ""},
+            {"ParameterKey": "AuditOrganization", "ParameterValue": "true"},
+            {"ParameterKey": "AuditSecurityHub", "ParameterValue": "false"},
+            {"ParameterKey": "AgentPrincipalArns", "ParameterValue": "arn:aws:iam::123456789012:role/keysweep-agent-*"},
+        ],
+    )
     described = cfn.describe_stacks(StackName="kskms")["Stacks"][0]
     assert described["StackStatus"] == "CREATE_COMPLETE"
     outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
     sqs = boto3.client("sqs", region_name="us-east-1")
-    attrs = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName="kskms-findings")["QueueUrl"],
-                                     AttributeNames=["All"])["Attributes"]
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=sqs.get_queue_url(QueueName="kskms-findings")["QueueUrl"], AttributeNames=["All"]
+    )["Attributes"]
     assert attrs["KmsMasterKeyId"] == key_arn
     iam = boto3.client("iam", region_name="us-east-1")
     arn = outputs["AgentKeyPolicyArn"]
-    doc = _for_emulator(iam.get_policy_version(
-        PolicyArn=arn, VersionId=iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"])["PolicyVersion"]["Document"])
+    doc = _for_emulator(
+        iam.get_policy_version(PolicyArn=arn, VersionId=iam.get_policy(PolicyArn=arn)["Policy"]["DefaultVersionId"])[
+            "PolicyVersion"
+        ]["Document"]
+    )
     assert [s["Resource"] for s in doc["Statement"]] == [key_arn]
     assert "CollectorKeyPolicyArn" in outputs
     # no schedule: the audit function is there to invoke by hand, with no rule and no grant to EventBridge
-    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
-                for r in cfn.list_stack_resources(StackName="kskms")["StackResourceSummaries"]}
+    physical = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cfn.list_stack_resources(StackName="kskms")["StackResourceSummaries"]
+    }
     assert "AuditFunction" in physical
     assert not {"AuditScheduleRule", "AuditSchedulePermission"} & set(physical)
     assert boto3.client("events", region_name="us-east-1").list_rules()["Rules"] == []
@@ -454,8 +554,11 @@ def test_collector_unit_runs_the_collect_command() -> None:
 
     unit = (ROOT / "packaging" / "central" / "keysweep-collect.service").read_text()
     [exec_start] = [ln.split("=", 1)[1] for ln in unit.splitlines() if ln.startswith("ExecStart=")]
-    argv = exec_start.replace("${KEYSWEEP_QUEUE_URL}", "https://sqs.eu-west-1.amazonaws.com/123456789012/q") \
-        .replace("${KEYSWEEP_DB}", "/var/lib/keysweep-collect/fleet.db").split()
+    argv = (
+        exec_start.replace("${KEYSWEEP_QUEUE_URL}", "https://sqs.eu-west-1.amazonaws.com/123456789012/q")
+        .replace("${KEYSWEEP_DB}", "/var/lib/keysweep-collect/fleet.db")
+        .split()
+    )
     assert argv[0] == "/usr/bin/keysweep"
     args = build_parser().parse_args(argv[1:])
     assert args.command == "collect" and not args.once and args.wait_seconds == 20
@@ -471,12 +574,19 @@ def test_audit_function_runs_with_only_its_role(moto_server: Any, monkeypatch: p
 
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="artefacts")
     cfn = boto3.client("cloudformation", region_name="us-east-1")
-    cfn.create_stack(StackName="ksaudit", TemplateBody=TEMPLATE.read_text(), Capabilities=["CAPABILITY_IAM"],
-                     Parameters=[{"ParameterKey": "CodeBucket", "ParameterValue": "artefacts"},
-                                 {"ParameterKey": "AgentPrincipalArns",
-                                  "ParameterValue": "arn:aws:iam::123456789012:role/keysweep-agent"}])
-    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"]
-                for r in cfn.list_stack_resources(StackName="ksaudit")["StackResourceSummaries"]}
+    cfn.create_stack(
+        StackName="ksaudit",
+        TemplateBody=TEMPLATE.read_text(),
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[
+            {"ParameterKey": "CodeBucket", "ParameterValue": "artefacts"},
+            {"ParameterKey": "AgentPrincipalArns", "ParameterValue": "arn:aws:iam::123456789012:role/keysweep-agent"},
+        ],
+    )
+    physical = {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in cfn.list_stack_resources(StackName="ksaudit")["StackResourceSummaries"]
+    }
     iam = boto3.client("iam", region_name="us-east-1")
     iam.create_user(UserName="ci")
     on_host = iam.create_access_key(UserName="ci")["AccessKey"]["AccessKeyId"]
@@ -485,8 +595,10 @@ def test_audit_function_runs_with_only_its_role(moto_server: Any, monkeypatch: p
     assert MessageHandler(store).handle(json.dumps(message)).outcome is Outcome.OK
     store.close()
     # the emulator matches Security Hub actions against resource "*" only (as DynamoDB): widened like those
-    statements = [{**s, "Resource": "*"} if s["Sid"].startswith(("ImportAudit", "ReadAudit")) else s
-                  for s in _audit_policy(physical).values()]
+    statements = [
+        {**s, "Resource": "*"} if s["Sid"].startswith(("ImportAudit", "ReadAudit")) else s
+        for s in _audit_policy(physical).values()
+    ]
     key = _user_with(iam, "audit-function", inline={"Version": "2012-10-17", "Statement": statements})
     moto_server.enable_auth()
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
@@ -498,5 +610,6 @@ def test_audit_function_runs_with_only_its_role(moto_server: Any, monkeypatch: p
     assert out["checks"] == {"key-on-hosts": 1} and out["securityhub"] == {"imported": 1, "archived": 0, "failed": 0}
     # and nothing that changes IAM
     assert _denied(_client("iam", key).update_access_key, UserName="ci", AccessKeyId=on_host, Status="Inactive")
-    assert _denied(_client("dynamodb", key).put_item, TableName="ksaudit-fleet",
-                   Item={"pk": {"S": "x"}, "sk": {"S": "y"}})
+    assert _denied(
+        _client("dynamodb", key).put_item, TableName="ksaudit-fleet", Item={"pk": {"S": "x"}, "sk": {"S": "y"}}
+    )

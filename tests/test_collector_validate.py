@@ -18,8 +18,23 @@ from keysweep.central.validate import SchemaError, Validator, message_validator
 from tests.support import messages as M
 
 REFERENCE = jsonschema.Draft202012Validator(M.schema())
-ODD_VALUES: list[Any] = [None, True, 0, 1.5, -3, "", "x", "AKIA", [], {}, ["s"], {"a": 1}, "2026-11-28T10:00:00Z",
-                         "f" * 200, 10**20]
+ODD_VALUES: list[Any] = [
+    None,
+    True,
+    0,
+    1.5,
+    -3,
+    "",
+    "x",
+    "AKIA",
+    [],
+    {},
+    ["s"],
+    {"a": 1},
+    "2026-11-28T10:00:00Z",
+    "f" * 200,
+    10**20,
+]
 
 
 def _paths(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -54,8 +69,11 @@ def _mutants(message: dict[str, Any], rng: random.Random) -> Iterator[dict[str, 
 
 @pytest.mark.parametrize("kind", ["finding", "heartbeat", "unverified"])
 def test_agrees_with_jsonschema_on_every_mutation(kind: str) -> None:
-    base = {"finding": M.finding_message(), "heartbeat": M.heartbeat_message(),
-            "unverified": M.finding_message(status=None)}[kind]
+    base = {
+        "finding": M.finding_message(),
+        "heartbeat": M.heartbeat_message(),
+        "unverified": M.finding_message(status=None),
+    }[kind]
     ours = message_validator()
     checked = rejected = 0
     for mutant in _mutants(base, random.Random(kind)):
@@ -91,20 +109,23 @@ def handler(tmp_path: Path) -> MessageHandler:
     return MessageHandler(open_store(str(tmp_path / "fleet.db")))
 
 
-@pytest.mark.parametrize(("body", "outcome"), [
-    ("", Outcome.MALFORMED),
-    ("{", Outcome.MALFORMED),
-    ("[1, 2]", Outcome.MALFORMED),
-    ('"text"', Outcome.MALFORMED),
-    ("[" * 50000 + "]" * 50000, Outcome.MALFORMED),
-    ('{"schema_version": NaN}', Outcome.MALFORMED),
-    ('{"schema_version": 2, "type": "finding"}', Outcome.UNKNOWN_VERSION),
-    ('{"schema_version": 0}', Outcome.UNKNOWN_VERSION),
-    ('{"schema_version": "1"}', Outcome.MALFORMED),
-    ('{"schema_version": true}', Outcome.MALFORMED),
-    ("{}", Outcome.MALFORMED),
-    (b"\xff\xfe not utf-8", Outcome.MALFORMED),
-])
+@pytest.mark.parametrize(
+    ("body", "outcome"),
+    [
+        ("", Outcome.MALFORMED),
+        ("{", Outcome.MALFORMED),
+        ("[1, 2]", Outcome.MALFORMED),
+        ('"text"', Outcome.MALFORMED),
+        ("[" * 50000 + "]" * 50000, Outcome.MALFORMED),
+        ('{"schema_version": NaN}', Outcome.MALFORMED),
+        ('{"schema_version": 2, "type": "finding"}', Outcome.UNKNOWN_VERSION),
+        ('{"schema_version": 0}', Outcome.UNKNOWN_VERSION),
+        ('{"schema_version": "1"}', Outcome.MALFORMED),
+        ('{"schema_version": true}', Outcome.MALFORMED),
+        ("{}", Outcome.MALFORMED),
+        (b"\xff\xfe not utf-8", Outcome.MALFORMED),
+    ],
+)
 def test_bad_bodies_are_classified(handler: MessageHandler, body: str, outcome: Outcome) -> None:
     result = handler.handle(body)
     assert result.outcome is outcome

@@ -26,7 +26,11 @@ def _errors(data: object) -> str:
 def test_empty_config_gives_documented_defaults() -> None:
     cfg = from_mapping({})
     assert (cfg.scan, cfg.schedule, cfg.watch, cfg.resources) == (
-        AgentConfig().scan, AgentConfig().schedule, AgentConfig().watch, AgentConfig().resources)
+        AgentConfig().scan,
+        AgentConfig().schedule,
+        AgentConfig().watch,
+        AgentConfig().resources,
+    )
     assert cfg.verify is not None and cfg.verify.enabled is False  # the verification stage's own defaults
     assert cfg.state_dir == "/var/lib/keysweep"
     assert cfg.resources.nice == 19 and cfg.resources.ionice_idle

@@ -111,8 +111,21 @@ def test_reported_addresses_are_bounded_deduplicated_and_public_first():
 
     many = [f"10.1.{i // 250}.{i % 250 + 1}" for i in range(40)]
     got = reachable_addresses(
-        [*many, "10.1.0.1", "127.0.0.1", "::1", "fe80::1%eth0", "169.254.169.254", "0.0.0.0", "224.0.0.1",
-         "2001:DB8:0:0::5", "81.2.69.160", "2a05:d018::1", "not-an-address", ""]
+        [
+            *many,
+            "10.1.0.1",
+            "127.0.0.1",
+            "::1",
+            "fe80::1%eth0",
+            "169.254.169.254",
+            "0.0.0.0",
+            "224.0.0.1",
+            "2001:DB8:0:0::5",
+            "81.2.69.160",
+            "2a05:d018::1",
+            "not-an-address",
+            "",
+        ]
     )
     assert len(got) == MAX_ADDRESSES == 16
     assert got[:2] == ("81.2.69.160", "2a05:d018::1")  # routable first: the bound never drops them for a bridge's
@@ -242,8 +255,12 @@ def test_detected_context_makes_a_valid_message(tmp_path):
         assert collector.errors(msg) == []
         assert msg["host"]["addresses"] == list(ctx.addresses)
     assert msg["host"]["private_ip"] is None
-    for field_name, bad in (("private_ip", "10.0.0.1 "), ("public_ip", "999.1.1.1"), ("addresses", ["x"]),
-                            ("addresses", [f"10.0.0.{i}" for i in range(17)])):
+    for field_name, bad in (
+        ("private_ip", "10.0.0.1 "),
+        ("public_ip", "999.1.1.1"),
+        ("addresses", ["x"]),
+        ("addresses", [f"10.0.0.{i}" for i in range(17)]),
+    ):
         wrong = copy.deepcopy(msg)
         wrong["host"][field_name] = bad
         assert not validator.is_valid(wrong), (field_name, bad)
@@ -325,10 +342,14 @@ def _live_finding():
     from keysweep.models import Finding, Location, Verification
 
     return Finding(
-        rule="aws-access-key-pair", key_id="AKIAXYZDQCEN4B6JSJQI", fingerprint="0" * 32, has_secret=True,
+        rule="aws-access-key-pair",
+        key_id="AKIAXYZDQCEN4B6JSJQI",
+        fingerprint="0" * 32,
+        has_secret=True,
         location=Location(kind="file", path="/srv/app/.env", line=2),
-        verification=Verification(status="live", account="534261010715",
-                                   arn="arn:aws:iam::534261010715:user/ci", principal_type="iam-user"),
+        verification=Verification(
+            status="live", account="534261010715", arn="arn:aws:iam::534261010715:user/ci", principal_type="iam-user"
+        ),
     )
 
 
@@ -353,8 +374,13 @@ def test_detected_context_drives_the_suggestion(tmp_path, scenario, kind):
         if scenario == "ecs":
             env = {"ECS_CONTAINER_METADATA_URI_V4": ecs.endpoint + "/v4"}
         elif scenario == "eks-irsa":
-            env = {"KUBERNETES_SERVICE_HOST": "10.0.0.1", "POD_NAME": "p", "POD_NAMESPACE": "ns",
-                   "AWS_ROLE_ARN": "arn:aws:iam::534261010715:role/app-irsa", "AWS_WEB_IDENTITY_TOKEN_FILE": "/t"}
+            env = {
+                "KUBERNETES_SERVICE_HOST": "10.0.0.1",
+                "POD_NAME": "p",
+                "POD_NAMESPACE": "ns",
+                "AWS_ROLE_ARN": "arn:aws:iam::534261010715:role/app-irsa",
+                "AWS_WEB_IDENTITY_TOKEN_FILE": "/t",
+            }
         elif scenario == "lambda":
             env = {"AWS_LAMBDA_FUNCTION_NAME": "export"}
         ctx = detect_context(_config(tmp_path, endpoint), environ=env)

@@ -127,8 +127,14 @@ def test_expired_and_not_present_regenerate_in_progress_waits():
     with running_iam_report_server(["COMPLETE", "STARTED", "COMPLETE"], script) as srv:
         fetch_credential_report(_client(srv.endpoint), sleep=sleeps.append)
         calls = srv.calls
-    assert calls == ["GenerateCredentialReport", "GetCredentialReport", "GenerateCredentialReport",
-                     "GenerateCredentialReport", "GetCredentialReport", "GetCredentialReport"]
+    assert calls == [
+        "GenerateCredentialReport",
+        "GetCredentialReport",
+        "GenerateCredentialReport",
+        "GenerateCredentialReport",
+        "GetCredentialReport",
+        "GetCredentialReport",
+    ]
     assert len(sleeps) == 2
 
 

@@ -43,8 +43,10 @@ def only(findings):
 
 
 def test_credentials_file_pairs_each_profile(detector):
-    text = f"[default]\naws_access_key_id = {KID}\naws_secret_access_key = {SECRET}\n\n" \
-           f"[prod]\naws_access_key_id = {KID2}\naws_secret_access_key = {SECRET2}\n"
+    text = (
+        f"[default]\naws_access_key_id = {KID}\naws_secret_access_key = {SECRET}\n\n"
+        f"[prod]\naws_access_key_id = {KID2}\naws_secret_access_key = {SECRET2}\n"
+    )
     fs = scan(detector, text)
     assert [(f.key_id, f.location.line, f.secret.reveal(), f.pairing) for f in fs] == [
         (KID, 2, SECRET, "named"),
@@ -69,7 +71,9 @@ def test_csv_export_pairs_on_the_same_line(detector):
 
 
 def test_minified_json_pairs_one_to_one(detector):
-    doc = json.dumps([{"AccessKeyId": KID, "SecretAccessKey": SECRET}, {"AccessKeyId": KID2, "SecretAccessKey": SECRET2}])
+    doc = json.dumps(
+        [{"AccessKeyId": KID, "SecretAccessKey": SECRET}, {"AccessKeyId": KID2, "SecretAccessKey": SECRET2}]
+    )
     fs = scan(detector, doc)
     assert {(f.key_id, f.secret.reveal()) for f in fs} == {(KID, SECRET), (KID2, SECRET2)}
 
@@ -128,7 +132,9 @@ def test_id_without_secret_is_still_a_finding(detector):
 
 
 def test_documentation_examples_are_dropped_unless_asked(detector):
-    text = "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+    text = (
+        "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+    )
     assert scan(detector, text) == []
     assert scan(detector, "key = AKIAXXXXXXXXXXXXXXXX") == []
     keep = Detector(load_ruleset(), Fingerprinter(b"k" * 16), include_examples=True)
@@ -185,7 +191,9 @@ def test_min_and_max_offset(detector):
     assert [f.key_id for f in scan(detector, text, max_offset=second)] == [KID]
 
 
-@pytest.mark.parametrize(("encoding", "label"), [("utf-16-le", "utf-16le"), ("utf-16-be", "utf-16be"), ("utf-16", "utf-16le")])
+@pytest.mark.parametrize(
+    ("encoding", "label"), [("utf-16-le", "utf-16le"), ("utf-16-be", "utf-16be"), ("utf-16", "utf-16le")]
+)
 @pytest.mark.parametrize("base_offset", [0, 2, 1000, 4096])
 def test_utf16_text(detector, encoding, label, base_offset):
     text = f"first line\r\n[default]\r\naws_access_key_id = {KID}\r\naws_secret_access_key = {SECRET}\r\n"
@@ -217,7 +225,9 @@ def test_kubernetes_secret_base64_values(detector):
 @pytest.mark.parametrize("pad", ["", "x", "xy", "xyz"])
 def test_base64_blob_at_every_alignment(detector, pad):
     inner = f"{pad}[default]\naws_access_key_id={KID}\naws_secret_access_key={SECRET}\n"
-    text = "#cloud-config\nwrite_files:\n- encoding: b64\n  content: " + base64.b64encode(inner.encode()).decode() + "\n"
+    text = (
+        "#cloud-config\nwrite_files:\n- encoding: b64\n  content: " + base64.b64encode(inner.encode()).decode() + "\n"
+    )
     f = only(scan(detector, text))
     assert f.key_id == KID and f.secret.reveal() == SECRET and f.location.encoding == "base64"
     assert f.location.line == 4
@@ -272,8 +282,9 @@ def test_findings_never_expose_the_secret(detector):
 
 def test_make_finding_for_structured_sources(detector):
     loc = Location(kind="aws-credentials", path="/root/.aws/credentials", profile="prod")
-    f = detector.make_finding(TMP, location=loc, secret=SECRET, session_token=TOKEN, pairing="profile",
-                              profile_kind="static")
+    f = detector.make_finding(
+        TMP, location=loc, secret=SECRET, session_token=TOKEN, pairing="profile", profile_kind="static"
+    )
     assert f.rule == "aws-access-key-id" and f.pairing == "profile" and f.profile_kind == "static"
     assert f.has_secret and f.has_session_token and f.account_id == "609629065308"
     assert f.fingerprint == detector.fingerprinter.key_fingerprint(TMP, SECRET)
@@ -284,9 +295,21 @@ def test_make_finding_for_structured_sources(detector):
 
 @pytest.mark.parametrize(
     "buf",
-    [b"", b"A", b"AKIA", b"AKIA" * 1000, bytes(range(256)) * 64, b"QUtJQ" * 500, b"A\x00K\x00I\x00A\x00" * 300,
-     "AKIA€".encode("utf-16-le") * 100, b"\xff\xfe" + b"\x00\xd8" * 1000, b"QUtJQ" * 400_000,
-     b"A\x00K\x00I\x00A\x00" * 250_000, b"AKIA" * 500_000, (b"QUtJQ" * 15 + b"A\n") * 30_000],
+    [
+        b"",
+        b"A",
+        b"AKIA",
+        b"AKIA" * 1000,
+        bytes(range(256)) * 64,
+        b"QUtJQ" * 500,
+        b"A\x00K\x00I\x00A\x00" * 300,
+        "AKIA€".encode("utf-16-le") * 100,
+        b"\xff\xfe" + b"\x00\xd8" * 1000,
+        b"QUtJQ" * 400_000,
+        b"A\x00K\x00I\x00A\x00" * 250_000,
+        b"AKIA" * 500_000,
+        (b"QUtJQ" * 15 + b"A\n") * 30_000,
+    ],
 )
 @pytest.mark.timeout(20)
 def test_hostile_buffers_do_not_crash(detector, buf):
@@ -405,10 +428,12 @@ def test_dense_csv_export_pairs_every_row(detector):
 def test_tokens_pair_one_to_one_in_minified_json(detector):
     tmp2 = "ASIAYVP4CIPPERUVIFXG"
     token2 = "FwoGZXIvYXdzEJr//////////wEaDG" + "Z" * 150 + "Xy0="
-    doc = json.dumps([
-        {"AccessKeyId": TMP, "SecretAccessKey": SECRET, "SessionToken": TOKEN},
-        {"AccessKeyId": tmp2, "SecretAccessKey": SECRET2, "SessionToken": token2},
-    ])
+    doc = json.dumps(
+        [
+            {"AccessKeyId": TMP, "SecretAccessKey": SECRET, "SessionToken": TOKEN},
+            {"AccessKeyId": tmp2, "SecretAccessKey": SECRET2, "SessionToken": token2},
+        ]
+    )
     fs = {f.key_id: f for f in scan(detector, doc)}
     assert fs[TMP].session_token.reveal() == TOKEN and fs[tmp2].session_token.reveal() == token2
     assert fs[TMP].secret.reveal() == SECRET and fs[tmp2].secret.reveal() == SECRET2
@@ -463,16 +488,33 @@ def test_wrapped_pem_width_with_two_keys(detector):
 REAL_WORLD = {
     "dotenv": f"APP=1\nAWS_ACCESS_KEY_ID={KID}\nAWS_SECRET_ACCESS_KEY={SECRET}\n",
     "java-properties": f"aws.accessKeyId={KID}\naws.secretKey={SECRET}\n",
-    "terraform-state": json.dumps({"resources": [{"instances": [{"attributes": {
-        "id": KID, "secret": SECRET, "user": "ci", "status": "Active"}}]}]}, indent=2),
+    "terraform-state": json.dumps(
+        {
+            "resources": [
+                {"instances": [{"attributes": {"id": KID, "secret": SECRET, "user": "ci", "status": "Active"}}]}
+            ]
+        },
+        indent=2,
+    ),
     "rclone": f"[s3]\ntype = s3\nprovider = AWS\naccess_key_id = {KID}\nsecret_access_key = {SECRET}\nregion = eu-west-1\n",
     "s3fs-passwd": f"{KID}:{SECRET}\n",
     "shell-history": f"aws configure set aws_access_key_id {KID}\naws configure set aws_secret_access_key {SECRET}\n",
     "export-credentials": f"export AWS_ACCESS_KEY_ID={KID}\nexport AWS_SECRET_ACCESS_KEY={SECRET}\n",
-    "docker-inspect": json.dumps({"Config": {"Env": [f"AWS_ACCESS_KEY_ID={KID}", f"AWS_SECRET_ACCESS_KEY={SECRET}",
-                                                      "PATH=/usr/bin"]}}),
-    "create-access-key": json.dumps({"AccessKey": {"UserName": "ci", "AccessKeyId": KID, "Status": "Active",
-                                                   "SecretAccessKey": SECRET, "CreateDate": "2026-01-01"}}, indent=4),
+    "docker-inspect": json.dumps(
+        {"Config": {"Env": [f"AWS_ACCESS_KEY_ID={KID}", f"AWS_SECRET_ACCESS_KEY={SECRET}", "PATH=/usr/bin"]}}
+    ),
+    "create-access-key": json.dumps(
+        {
+            "AccessKey": {
+                "UserName": "ci",
+                "AccessKeyId": KID,
+                "Status": "Active",
+                "SecretAccessKey": SECRET,
+                "CreateDate": "2026-01-01",
+            }
+        },
+        indent=4,
+    ),
     "php-array": f"'credentials' => [\n    'key'    => '{KID}',\n    'secret' => '{SECRET}',\n],\n",
 }
 
@@ -587,8 +629,14 @@ def test_a_key_repeated_on_every_line_is_one_finding_at_its_first_line(detector)
 
 def test_a_better_pairing_found_later_replaces_the_first_finding(detector):
     # a bare id, then the id with its secret, then with its session token: each replaces the one before
-    text = (f"key={TMP}\n" + "x\n" * 3000 + f"key={TMP} secret={SECRET}\n" + "x\n" * 3000
-            + f"key={TMP} secret={SECRET} token={TOKEN}\n" + f"key={TMP}\n" * 3000)
+    text = (
+        f"key={TMP}\n"
+        + "x\n" * 3000
+        + f"key={TMP} secret={SECRET}\n"
+        + "x\n" * 3000
+        + f"key={TMP} secret={SECRET} token={TOKEN}\n"
+        + f"key={TMP}\n" * 3000
+    )
     place = Place()
     f = only(detector.scan_stream(io.BytesIO(text.encode()).read, location=LOC, chunk_size=16 * 1024, place=place))
     assert (f.location.line, f.secret.reveal(), f.session_token.reveal()) == (6003, SECRET, TOKEN)

@@ -28,8 +28,10 @@ def detector() -> Detector:
 
 
 def pairs(detector: Detector, buf: bytes) -> set[tuple[str, str | None, str | None]]:
-    return {(f.key_id, f.secret.reveal() if f.secret else None, f.location.encoding)
-            for f in detector.scan(buf, location=LOC)}
+    return {
+        (f.key_id, f.secret.reveal() if f.secret else None, f.location.encoding)
+        for f in detector.scan(buf, location=LOC)
+    }
 
 
 def wrap(data: bytes, width: int, eol: str, indent: str = "") -> str:
@@ -39,8 +41,9 @@ def wrap(data: bytes, width: int, eol: str, indent: str = "") -> str:
 
 LAYOUTS = {
     # the id's line in the middle of a block
-    "id-then-secret": lambda pad: f"{pad}\n[default]\naws_access_key_id = {KID}\naws_secret_access_key = {SECRET}\n"
-                                  + "# trailing comment\n" * 4,
+    "id-then-secret": lambda pad: (
+        f"{pad}\n[default]\naws_access_key_id = {KID}\naws_secret_access_key = {SECRET}\n" + "# trailing comment\n" * 4
+    ),
     # the id on the block's last (shorter, padded) line, its secret lines before it
     "secret-then-id-at-the-end": lambda pad: f"{pad}\nsecret_key = {SECRET}\naccess_key = {KID}\n",
     # a CSV export: id and secret on one line
@@ -132,8 +135,16 @@ def test_text_that_only_looks_escaped_is_not_changed(detector):
 @pytest.mark.parametrize("pad", range(3))
 def test_url_safe_base64_without_padding(detector, pad):
     # '\xfb\xff' encodes to URL-safe characters ('-', '_') between the id and its secret: the run must not stop there
-    payload = b'{"p":"' + b"x" * pad + b'","AccessKeyId":"' + KID.encode() + b'","n":"\xfb\xff\xfe\xfb",' \
-        + b'"SecretAccessKey":"' + SECRET.encode() + b'"}'
+    payload = (
+        b'{"p":"'
+        + b"x" * pad
+        + b'","AccessKeyId":"'
+        + KID.encode()
+        + b'","n":"\xfb\xff\xfe\xfb",'
+        + b'"SecretAccessKey":"'
+        + SECRET.encode()
+        + b'"}'
+    )
     token = base64.urlsafe_b64encode(payload).rstrip(b"=")
     between = token[4 * payload.index(b"AKIA") // 3 : 4 * payload.index(b'"Secret') // 3]
     assert b"-" in between or b"_" in between

@@ -41,15 +41,24 @@ def lines(*items: tuple[str, str]) -> str:
 
 K, S = IDS, SECRETS
 IN_ORDER = {
-    "two ids then two secrets": lines(("access_key_id", K[0]), ("access_key_id", K[1]),
-                                      ("secret_access_key", S[0]), ("secret_access_key", S[1])),
-    "alternating": lines(("access_key_id", K[0]), ("secret_access_key", S[0]),
-                         ("access_key_id", K[1]), ("secret_access_key", S[1])),
-    "interleaved": lines(("access_key_id", K[0]), ("access_key_id", K[1]), ("secret_access_key", S[0]),
-                         ("access_key_id", K[2]), ("secret_access_key", S[1]), ("secret_access_key", S[2])),
+    "two ids then two secrets": lines(
+        ("access_key_id", K[0]), ("access_key_id", K[1]), ("secret_access_key", S[0]), ("secret_access_key", S[1])
+    ),
+    "alternating": lines(
+        ("access_key_id", K[0]), ("secret_access_key", S[0]), ("access_key_id", K[1]), ("secret_access_key", S[1])
+    ),
+    "interleaved": lines(
+        ("access_key_id", K[0]),
+        ("access_key_id", K[1]),
+        ("secret_access_key", S[0]),
+        ("access_key_id", K[2]),
+        ("secret_access_key", S[1]),
+        ("secret_access_key", S[2]),
+    ),
     "three ids then three secrets": lines(*[("access_key_id", k) for k in K], *[("secret_access_key", s) for s in S]),
-    "secrets first": lines(("secret_access_key", S[0]), ("secret_access_key", S[1]),
-                           ("access_key_id", K[0]), ("access_key_id", K[1])),
+    "secrets first": lines(
+        ("secret_access_key", S[0]), ("secret_access_key", S[1]), ("access_key_id", K[0]), ("access_key_id", K[1])
+    ),
     "unnamed values": "".join(f"{v}\n" for v in (K[0], K[1], S[0], S[1])),
     "one line": f"ids={K[0]},{K[1]} secrets={S[0]},{S[1]}\n",
 }
@@ -89,9 +98,17 @@ def test_shared_name_qualifiers_pair_whatever_the_order(detector, fmt, quals, or
 
 
 def test_qualifiers_in_camel_case_json(detector):
-    doc = json.dumps({"prodAccessKeyId": K[0], "backupAccessKeyId": K[1], "devAccessKeyId": K[2],
-                      "devSecretAccessKey": S[2], "prodSecretAccessKey": S[0], "backupSecretAccessKey": S[1]},
-                     indent=2)
+    doc = json.dumps(
+        {
+            "prodAccessKeyId": K[0],
+            "backupAccessKeyId": K[1],
+            "devAccessKeyId": K[2],
+            "devSecretAccessKey": S[2],
+            "prodSecretAccessKey": S[0],
+            "backupSecretAccessKey": S[1],
+        },
+        indent=2,
+    )
     assert paired(detector, doc) == {K[0]: 0, K[1]: 1, K[2]: 2}
 
 
@@ -109,8 +126,10 @@ def test_a_mismatched_qualifier_is_a_last_resort(detector):
 
 
 def test_session_tokens_pair_in_order(detector):
-    text = (f"aws_access_key_id = {TEMP[0]}\naws_access_key_id = {TEMP[1]}\n"
-            f"aws_session_token = {TOKENS[0]}\naws_session_token = {TOKENS[1]}\n")
+    text = (
+        f"aws_access_key_id = {TEMP[0]}\naws_access_key_id = {TEMP[1]}\n"
+        f"aws_session_token = {TOKENS[0]}\naws_session_token = {TOKENS[1]}\n"
+    )
     findings = detector.scan(text.encode(), location=Location(kind="file", path="/x"))
     got = {f.key_id: f.session_token.reveal() if f.session_token else None for f in findings}
     assert got == {TEMP[0]: TOKENS[0], TEMP[1]: TOKENS[1]}

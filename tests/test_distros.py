@@ -23,8 +23,11 @@ from keysweep import __version__
 from tests.support.docker import NO_ENGINE, REPO, container, docker, engine_available
 from tests.support.planted import planted_key
 
-pytestmark = [pytest.mark.docker, pytest.mark.skipif(not engine_available(), reason=NO_ENGINE),
-              pytest.mark.skipif(os.geteuid() != 0, reason="building the Debian images needs root (mmdebstrap)")]
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(not engine_available(), reason=NO_ENGINE),
+    pytest.mark.skipif(os.geteuid() != 0, reason="building the Debian images needs root (mmdebstrap)"),
+]
 
 CONF = "/etc/keysweep/agent.yaml"
 
@@ -40,8 +43,14 @@ def debs() -> tuple[str, str]:
     if deb(1) is None or deb(2) is None:
         env = {**os.environ, "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}"}
         for command in (["make", "--no-print-directory", "packages"], ["bash", "packaging/build.sh", "package"]):
-            out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800,
-                                 env={**env, "KEYSWEEP_RELEASE": "2"} if command[0] == "bash" else env)
+            out = subprocess.run(
+                command,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=1800,
+                env={**env, "KEYSWEEP_RELEASE": "2"} if command[0] == "bash" else env,
+            )
             assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     first, second = deb(1), deb(2)
     assert first and second
@@ -49,8 +58,9 @@ def debs() -> tuple[str, str]:
 
 
 def debian(suite: str) -> str:
-    out = subprocess.run(["bash", "scripts/debian-image.sh", suite], cwd=REPO, capture_output=True, text=True,
-                         timeout=1800)
+    out = subprocess.run(
+        ["bash", "scripts/debian-image.sh", suite], cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout.strip()
 
@@ -74,8 +84,9 @@ def lock_version(lock: str, package: str) -> str:
     raise AssertionError(f"{package} not in {lock}")
 
 
-@pytest.mark.parametrize(("host", "python"), [("bullseye", "3.9"), ("bookworm", "3.11"), ("trixie", "3.13")],
-                         indirect=["host"])
+@pytest.mark.parametrize(
+    ("host", "python"), [("bullseye", "3.9"), ("bookworm", "3.11"), ("trixie", "3.13")], indirect=["host"]
+)
 def test_deb_installs_runs_upgrades_and_purges(host: str, python: str, debs: tuple[str, str]) -> None:
     first, second = (f"/dist/{Path(p).name}" for p in debs)
     assert sh(host, "python3 -c 'import sys; print(\"%d.%d\" % sys.version_info[:2])'").stdout.strip() == python
@@ -88,8 +99,11 @@ def test_deb_installs_runs_upgrades_and_purges(host: str, python: str, debs: tup
     # boto3 of the interpreter's lock, imported from a directory that names the interpreter, from its bytecode
     lock = "requirements-py39.lock" if python in ("3.9", "3.10") else "requirements.lock"
     # (`audit` loads boto3 to look for credentials; a local scan no longer loads it at all)
-    trace = sh(host, "python3 -I -S -B -v /opt/keysweep/launch.py audit 2>&1 >/dev/null"
-                     " | grep -m1 'code object from .*/boto3/__pycache__/__init__'").stdout
+    trace = sh(
+        host,
+        "python3 -I -S -B -v /opt/keysweep/launch.py audit 2>&1 >/dev/null"
+        " | grep -m1 'code object from .*/boto3/__pycache__/__init__'",
+    ).stdout
     pyc = trace.split("'")[1]
     library = pyc.split("/boto3/")[0]
     assert pyc == f"{library}/boto3/__pycache__/__init__.cpython-{tag[2:]}.pyc", trace
@@ -98,8 +112,11 @@ def test_deb_installs_runs_upgrades_and_purges(host: str, python: str, debs: tup
     assert installed == f"{library}/boto3-{lock_version(lock, 'boto3')}.dist-info"
 
     key = planted_key(821)
-    sh(host, f"mkdir -p /srv/app && printf 'aws_access_key_id={key.key_id}\\naws_secret_access_key={key.secret}\\n'"
-             " > /srv/app/.env")
+    sh(
+        host,
+        f"mkdir -p /srv/app && printf 'aws_access_key_id={key.key_id}\\naws_secret_access_key={key.secret}\\n'"
+        " > /srv/app/.env",
+    )
     scan = sh(host, "keysweep scan --format json /srv", check=False)
     assert scan.returncode == 1, scan.stderr
     assert [f["key_id"] for f in json.loads(scan.stdout)["findings"]] == [key.key_id]
@@ -116,8 +133,11 @@ def test_deb_installs_runs_upgrades_and_purges(host: str, python: str, debs: tup
 
     purge = sh(host, "dpkg --purge keysweep", check=False)
     assert purge.returncode == 0, purge.stdout + purge.stderr
-    left = sh(host, "ls -d /opt/keysweep /etc/keysweep /var/lib/keysweep /usr/bin/keysweep 2>/dev/null; "
-                    "getent passwd keysweep; true").stdout
+    left = sh(
+        host,
+        "ls -d /opt/keysweep /etc/keysweep /var/lib/keysweep /usr/bin/keysweep 2>/dev/null; "
+        "getent passwd keysweep; true",
+    ).stdout
     assert left == "", f"purge left: {left}"
 
 

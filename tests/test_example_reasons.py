@@ -29,8 +29,10 @@ def _tree(root: Path) -> dict[str, str]:
         "app/.env": (f"AWS_ACCESS_KEY_ID={REAL}\nAWS_SECRET_ACCESS_KEY={SECRET}\n", None),
         "docs/readme.md": ("key AKIAIOSFODNN7EXAMPLE\n", "documentation key id"),
         "docs/placeholder.txt": ("key AKIAREDACTEDQ2W3E4RT\n", "placeholder key id (contains REDACTED)"),
-        "venv/lib/python3.11/site-packages/moto/core/models.py": (f"key = '{REAL2}'\n",
-                                                                  "ignored path **/site-packages/moto/**"),
+        "venv/lib/python3.11/site-packages/moto/core/models.py": (
+            f"key = '{REAL2}'\n",
+            "ignored path **/site-packages/moto/**",
+        ),
     }
     for rel, (text, _why) in files.items():
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -76,7 +78,8 @@ def test_reasons_from_the_detector() -> None:
     [g] = detector.scan(f"id = AKIAAB{'C' * 14}\n".encode(), location=Location(kind="file", path="/x"))
     assert g.example == "placeholder key id (at most three distinct characters)"
     assert detector.example_reason("AKIAIOSFODNN7EXAMPLE", DOC_SECRET, "/srv/node_modules/aws-sdk/x.js") == (
-        "documentation key id; documentation secret; ignored path **/node_modules/aws-sdk/**")
+        "documentation key id; documentation secret; ignored path **/node_modules/aws-sdk/**"
+    )
     assert detector.example_reason(REAL, SECRET, "/srv/app/.env") is None
     # a kept example is still a valid message for the collector
     assert conform({"finding": g.to_dict()})["finding"]["example"] == g.example

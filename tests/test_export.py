@@ -27,8 +27,13 @@ from tests.support.planted import planted_findings
 BUCKET = "fleet-exports"
 DAY = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
 FP = Fingerprinter(b"e" * 32)
-LIVE = Verification(status="live", account="123456789012", arn="arn:aws:iam::123456789012:user/deployer",
-                    principal_type="iam-user", checked_at="2026-11-28T10:00:00Z")
+LIVE = Verification(
+    status="live",
+    account="123456789012",
+    arn="arn:aws:iam::123456789012:user/deployer",
+    principal_type="iam-user",
+    checked_at="2026-11-28T10:00:00Z",
+)
 
 
 def s3() -> Any:
@@ -55,12 +60,18 @@ def planted_store(path: Path) -> tuple[str, list[str]]:
     try:
         handler = MessageHandler(store)
         for i, f in enumerate(findings):
-            context = HostContext(kind="ec2", hostname=f"app-{i}", host_id=f"i-0bbbbbbbbbbbbbb{i:02d}",
-                                  instance_id=f"i-0bbbbbbbbbbbbbb{i:02d}", account_id="123456789012",
-                                  region="eu-west-1")
+            context = HostContext(
+                kind="ec2",
+                hostname=f"app-{i}",
+                host_id=f"i-0bbbbbbbbbbbbbb{i:02d}",
+                instance_id=f"i-0bbbbbbbbbbbbbb{i:02d}",
+                account_id="123456789012",
+                region="eu-west-1",
+            )
             ffp = FP.finding_fingerprint(context.host_id, f.location, f.fingerprint)
-            msg = finding_message(f, context, finding_fingerprint=ffp, suggestion=suggest(f, context),
-                                  report_reason="new")
+            msg = finding_message(
+                f, context, finding_fingerprint=ffp, suggestion=suggest(f, context), report_reason="new"
+            )
             beat = heartbeat_message(context, stats=None, findings=[], started_at=0, finished_at=0, spool={})
             origin = queue_origin({"SenderId": f"AROAEXAMPLEAGENTROLE1:{context.host_id}"})
             for m in (msg, beat):
@@ -73,21 +84,22 @@ def planted_store(path: Path) -> tuple[str, list[str]]:
 
 # -- the DDL, parsed on its own terms -------------------------------------------------------------------------------
 
+
 def _parse_type(text: str) -> tuple[Any, str]:
     """(type tree, rest) of an Athena type: 'string' | ('array', t) | ('struct', {name: t})."""
     m = re.match(r"(string|bigint|double|boolean)", text)
     if m:
-        return m.group(1), text[m.end():]
+        return m.group(1), text[m.end() :]
     if text.startswith("array<"):
-        item, rest = _parse_type(text[len("array<"):])
+        item, rest = _parse_type(text[len("array<") :])
         assert rest.startswith(">")
         return ("array", item), rest[1:]
     assert text.startswith("struct<"), text
-    rest, fields = text[len("struct<"):], {}
+    rest, fields = text[len("struct<") :], {}
     while True:
         m = re.match(r"`([a-z_]+)`:", rest)
         assert m, rest
-        fields[m.group(1)], rest = _parse_type(rest[m.end():])
+        fields[m.group(1)], rest = _parse_type(rest[m.end() :])
         if rest.startswith(">"):
             return ("struct", fields), rest[1:]
         assert rest.startswith(","), rest
@@ -97,8 +109,12 @@ def _parse_type(text: str) -> tuple[Any, str]:
 def ddl_tables(ddl: str) -> dict[str, dict[str, Any]]:
     """table -> {column: type tree, "<location>": ..., "<template>": ..., "<partitions>": [...]}"""
     tables = {}
-    for m in re.finditer(r"CREATE EXTERNAL TABLE IF NOT EXISTS \w+\.(\w+) \(\n(.*?)\n\)\nPARTITIONED BY \((.*?)\)"
-                         r"(.*?);\n", ddl, re.S):
+    for m in re.finditer(
+        r"CREATE EXTERNAL TABLE IF NOT EXISTS \w+\.(\w+) \(\n(.*?)\n\)\nPARTITIONED BY \((.*?)\)"
+        r"(.*?);\n",
+        ddl,
+        re.S,
+    ):
         columns: dict[str, Any] = {}
         for line in m.group(2).split("\n"):
             col = re.match(r"  `(\w+)` (\S+)(?: COMMENT '(?:[^']|'')*')?,?\Z", line)
@@ -151,10 +167,12 @@ def test_export_matches_the_ddl_and_holds_no_secret(moto_server: Any, tmp_path: 
     assert result.tables["findings"].rows == len(records) == 9
     exported = objects(client)
     assert sorted(exported) == [f"keysweep/prod/findings/dt={day}/part-000{i}.json.gz" for i in range(3)] + [
-        f"keysweep/prod/hosts/dt={day}/part-000{i}.json.gz" for i in range(3)]
+        f"keysweep/prod/hosts/dt={day}/part-000{i}.json.gz" for i in range(3)
+    ]
     rows = {t: [r for k, rs in exported.items() if f"/{t}/" in k for r in rs] for t in ("findings", "hosts")}
     assert sorted((r["host_id"], r["finding_fingerprint"]) for r in rows["findings"]) == sorted(
-        (r.host_id, r.finding_fingerprint) for r in records)
+        (r.host_id, r.finding_fingerprint) for r in records
+    )
     assert sorted(r["host_id"] for r in rows["hosts"]) == sorted(h.host_id for h in hosts)
 
     tables = ddl_tables(athena_ddl(location))
@@ -204,7 +222,8 @@ def test_a_second_export_the_same_day_replaces_that_day_only(moto_server: Any, t
     assert again.tables["findings"].removed == 2
     keys = sorted(objects(client, "findings/"))
     assert keys == [f"findings/dt=2026-12-02/part-000{i}.json.gz" for i in range(3)] + [
-        "findings/dt=2026-12-03/part-0000.json.gz"]
+        "findings/dt=2026-12-03/part-0000.json.gz"
+    ]
     assert len(objects(client, "findings/dt=2026-12-03/")["findings/dt=2026-12-03/part-0000.json.gz"]) == 5
 
 
@@ -217,18 +236,24 @@ def test_empty_store_still_writes_the_days_partition(moto_server: Any, tmp_path:
     finally:
         store.close()
     assert result.tables["findings"].rows == 0
-    assert objects(client) == {"x/findings/dt=2026-12-03/part-0000.json.gz": [],
-                               "x/hosts/dt=2026-12-03/part-0000.json.gz": []}
+    assert objects(client) == {
+        "x/findings/dt=2026-12-03/part-0000.json.gz": [],
+        "x/hosts/dt=2026-12-03/part-0000.json.gz": [],
+    }
 
 
-def test_cli_exports_from_sqlite_and_dynamodb(moto_server: Any, tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_exports_from_sqlite_and_dynamodb(
+    moto_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     client = s3()
     db = str(fleet.build_store(tmp_path / "fleet.db"))
     assert main(["export", "--db", db, "--s3", f"s3://{BUCKET}/sqlite"]) == 0
     err = capsys.readouterr().err
-    assert re.search(r"export: findings: 5 row\(s\) in 1 part\(s\), \d+ bytes, 0 old part\(s\) removed, "
-                     rf"s3://{BUCKET}/sqlite/findings/dt=\d{{4}}-\d\d-\d\d/", err), err
+    assert re.search(
+        r"export: findings: 5 row\(s\) in 1 part\(s\), \d+ bytes, 0 old part\(s\) removed, "
+        rf"s3://{BUCKET}/sqlite/findings/dt=\d{{4}}-\d\d-\d\d/",
+        err,
+    ), err
 
     store = open_store("dynamodb://fleet-export")
     try:
@@ -241,17 +266,28 @@ def test_cli_exports_from_sqlite_and_dynamodb(moto_server: Any, tmp_path: Path,
     capsys.readouterr()
     from_sqlite, from_ddb = objects(client, "sqlite/findings/"), objects(client, "ddb/findings/")
     assert sorted(json.dumps(r, sort_keys=True) for rs in from_sqlite.values() for r in rs) == sorted(
-        json.dumps(r, sort_keys=True) for rs in from_ddb.values() for r in rs)
+        json.dumps(r, sort_keys=True) for rs in from_ddb.values() for r in rs
+    )
 
 
-@pytest.mark.parametrize(("args", "code", "says"), [
-    (["--s3", "https://x/y"], 2, "expected s3://BUCKET/PREFIX"),
-    (["--s3", "s3://A_B/x"], 2, "not an S3 bucket name"),
-    (["--s3", f"s3://{BUCKET}/x", "--db", "nope.db"], 2, "no such store"),
-    (["--s3", "s3://no-such-bucket-here/x"], 3, "NoSuchBucket"),
-])
-def test_cli_errors(moto_server: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any,
-                    args: list[str], code: int, says: str) -> None:
+@pytest.mark.parametrize(
+    ("args", "code", "says"),
+    [
+        (["--s3", "https://x/y"], 2, "expected s3://BUCKET/PREFIX"),
+        (["--s3", "s3://A_B/x"], 2, "not an S3 bucket name"),
+        (["--s3", f"s3://{BUCKET}/x", "--db", "nope.db"], 2, "no such store"),
+        (["--s3", "s3://no-such-bucket-here/x"], 3, "NoSuchBucket"),
+    ],
+)
+def test_cli_errors(
+    moto_server: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: Any,
+    args: list[str],
+    code: int,
+    says: str,
+) -> None:
     s3()
     monkeypatch.chdir(tmp_path)
     fleet.build_store(tmp_path / "keysweep.db")
@@ -259,8 +295,9 @@ def test_cli_errors(moto_server: Any, tmp_path: Path, capsys: pytest.CaptureFixt
     assert says in capsys.readouterr().err
 
 
-def test_athena_ddl_is_printed_without_a_store(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                               monkeypatch: Any) -> None:
+def test_athena_ddl_is_printed_without_a_store(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: Any
+) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["export", "--s3", "s3://org-security/keysweep", "--athena-ddl", "--database", "fleet"]) == 0
     out = capsys.readouterr().out

@@ -96,11 +96,13 @@ def test_pseudo_and_network_mounts_are_not_entered(tmp_path: Path) -> None:
     for d in ("proc-like", "nfs", "tmp-secrets"):
         (tmp_path / d).mkdir()
         (tmp_path / d / "k.env").write_text(PAIR)
-    mounts = MountTable(parse_mountinfo(
-        f"1 0 0:1 / {tmp_path}/proc-like rw - proc proc rw\n"
-        f"2 0 0:2 / {tmp_path}/nfs rw - nfs srv:/ rw\n"
-        f"3 0 0:3 / {tmp_path}/tmp-secrets rw - tmpfs tmpfs rw\n"
-    ))
+    mounts = MountTable(
+        parse_mountinfo(
+            f"1 0 0:1 / {tmp_path}/proc-like rw - proc proc rw\n"
+            f"2 0 0:2 / {tmp_path}/nfs rw - nfs srv:/ rw\n"
+            f"3 0 0:3 / {tmp_path}/tmp-secrets rw - tmpfs tmpfs rw\n"
+        )
+    )
     stats = ScanStats()
     opts = ScanOptions(paths=(str(tmp_path),), sources=("files",), skip_network_fs=True)
     files = sorted(os.path.relpath(ref.path, tmp_path) for ref, _ in filesystem.iter_files(opts, stats, mounts=mounts))
@@ -108,7 +110,9 @@ def test_pseudo_and_network_mounts_are_not_entered(tmp_path: Path) -> None:
     assert stats.skipped["pseudo-fs"] == 1 and stats.skipped["network-fs"] == 1
     # without --skip-network-fs the network mount is walked
     opts = ScanOptions(paths=(str(tmp_path),), sources=("files",))
-    files = sorted(os.path.relpath(ref.path, tmp_path) for ref, _ in filesystem.iter_files(opts, ScanStats(), mounts=mounts))
+    files = sorted(
+        os.path.relpath(ref.path, tmp_path) for ref, _ in filesystem.iter_files(opts, ScanStats(), mounts=mounts)
+    )
     assert files == ["nfs/k.env", "tmp-secrets/k.env"]
 
 
@@ -120,9 +124,7 @@ def test_host_prefix_is_walked_and_stripped_from_reported_paths(tmp_path: Path) 
     (host / "proc" / "fake.env").write_text(PAIR)  # the host's /proc is never walked
     from keysweep.scan import run_scan
 
-    result = run_scan(
-        ScanOptions(roots=("/",), sources=("files",), workers=1, path_prefix=str(host)), make_detector()
-    )
+    result = run_scan(ScanOptions(roots=("/",), sources=("files",), workers=1, path_prefix=str(host)), make_detector())
     assert [f.location.path for f in result.findings] == ["/etc/app/a.env"]
     assert result.stats.skipped["pseudo-fs"] == 1
 

@@ -155,4 +155,6 @@ def test_key_created_under_a_strict_umask_is_0600_and_usable(tmp_path, monkeypat
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "state" / KEY_FILE).stat().st_mode) == 0o600
-    assert Fingerprinter.from_config(None, tmp_path / "state").secret_fingerprint(SECRET) == fp.secret_fingerprint(SECRET)
+    assert Fingerprinter.from_config(None, tmp_path / "state").secret_fingerprint(SECRET) == fp.secret_fingerprint(
+        SECRET
+    )

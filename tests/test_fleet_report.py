@@ -72,10 +72,20 @@ def test_charts_and_coverage(fleet_db):
     assert charts["live_keys_by_account"] == [("534261010715", 2)]
     assert charts["keys_by_status"] == [("live", 2), ("invalid", 1)]
     assert sorted(charts["live_keys_by_compute_kind"]) == [("ec2", 2), ("eks", 1)]
-    assert dict(charts["key_age"]) == {"< 1 day": 2, "1–7 days": 0, "7–30 days": 0, "30–90 days": 0,
-                                       "90–365 days": 0, "> 1 year": 1}
-    assert dict(charts["hosts_affected"]) == {"with live keys": 3, "with other keys": 1, "no keys found": 1,
-                                              "silent": 2}
+    assert dict(charts["key_age"]) == {
+        "< 1 day": 2,
+        "1–7 days": 0,
+        "7–30 days": 0,
+        "30–90 days": 0,
+        "90–365 days": 0,
+        "> 1 year": 1,
+    }
+    assert dict(charts["hosts_affected"]) == {
+        "with live keys": 3,
+        "with other keys": 1,
+        "no keys found": 1,
+        "silent": 2,
+    }
     by_name = {h.coverage.hostname: h for h in report.hosts}
     assert by_name["=etl-task"].coverage.state == "silent" and by_name["=etl-task"].coverage.errors
     assert by_name[HOSTILE_HOST].coverage.state == "no-heartbeat"
@@ -84,8 +94,16 @@ def test_charts_and_coverage(fleet_db):
     assert (by_name["quiet-1"].keys, by_name["quiet-1"].coverage.files_scanned) == (0, 42)
     assert [h.silent for h in report.hosts][:2] == [True, True]  # silent hosts first
     summary = report.summary()
-    assert summary == {"keys": 3, "live_keys": 2, "locations": 5, "hosts": 5, "hosts_with_keys": 4,
-                       "hosts_with_live_keys": 3, "silent_hosts": 2, "deactivated_keys": 0}
+    assert summary == {
+        "keys": 3,
+        "live_keys": 2,
+        "locations": 5,
+        "hosts": 5,
+        "hosts_with_keys": 4,
+        "hosts_with_live_keys": 3,
+        "silent_hosts": 2,
+        "deactivated_keys": 0,
+    }
     # a wider silence window brings the ETL task back
     assert _report(fleet_db, silent_after=timedelta(days=7)).summary()["silent_hosts"] == 1
 
@@ -130,8 +148,10 @@ def test_csv_output_is_spreadsheet_safe(fleet_db, capsys):
     assert code == 0
     rows = list(csv.DictReader(io.StringIO(out)))
     assert [r["key_id"] for r in rows] == [LIVE_KEY, OLD_KEY, DEAD_KEY]
-    assert rows[0]["locations"].splitlines() == ["web-1:/home/app/.aws/credentials [default]:2",
-                                                "web-2:/srv/app/.env [default]:2"]
+    assert rows[0]["locations"].splitlines() == [
+        "web-1:/home/app/.aws/credentials [default]:2",
+        "web-2:/srv/app/.env [default]:2",
+    ]
     assert rows[0]["commands"].splitlines()[0].startswith("aws iam create-role")
     assert rows[2]["hosts"] == "'=etl-task"  # would be a formula in a spreadsheet
     assert all(not v.startswith(("=", "+", "-", "@")) for r in rows for v in r.values() if v)
@@ -149,20 +169,34 @@ def test_table_output_shows_control_characters_instead_of_running_them(fleet_db,
 
 # ------------------------------------------------------------------------------------------------ the table
 
-ALICE_CTX = HostContext(kind="ec2", hostname="app-7", host_id="i-0ccccccccccccccc7", instance_id="i-0ccccccccccccccc7",
-                        account_id="534261010715", region="eu-west-1")
-ALICE = Verification(status="live", account="534261010715",
-                     arn="arn:aws:iam::534261010715:user/engineering/alice.with-a-rather-long-user-name-indeed",
-                     principal_type="iam-user", checked_at="2026-11-28T11:50:00Z")
+ALICE_CTX = HostContext(
+    kind="ec2",
+    hostname="app-7",
+    host_id="i-0ccccccccccccccc7",
+    instance_id="i-0ccccccccccccccc7",
+    account_id="534261010715",
+    region="eu-west-1",
+)
+ALICE = Verification(
+    status="live",
+    account="534261010715",
+    arn="arn:aws:iam::534261010715:user/engineering/alice.with-a-rather-long-user-name-indeed",
+    principal_type="iam-user",
+    checked_at="2026-11-28T11:50:00Z",
+)
 
 
 def _genuine(context: HostContext, verification: Verification, sent_at: str) -> dict:
     """A finding message exactly as the agent on ``context`` builds it, with the suggestion it makes."""
     fp = Fingerprinter(b"t" * 32)
     finding = planted_findings(1, fingerprinter=fp, verification=verification, path="/opt/app/.env")[0][0]
-    msg = agent_finding(finding, context, finding_fingerprint=fp.finding_fingerprint(
-        context.host_id, finding.location, finding.fingerprint), suggestion=suggest(finding, context),
-        report_reason="new")
+    msg = agent_finding(
+        finding,
+        context,
+        finding_fingerprint=fp.finding_fingerprint(context.host_id, finding.location, finding.fingerprint),
+        suggestion=suggest(finding, context),
+        report_reason="new",
+    )
     msg["sent_at"] = msg["finding"]["first_seen"] = msg["finding"]["last_seen"] = sent_at
     return json.loads(encode_message(msg, 256 * 1024))
 
@@ -188,14 +222,15 @@ def test_default_table_is_one_line_per_key(genuine_db, capsys):
     assert "$" not in out
     assert lines[0].split() == ["STATUS", "KEY", "ID", "OWNER", "HOSTS", "AGE", "REPLACE", "WITH"]
     owner_column = slice(lines[0].index("OWNER"), lines[0].index("HOSTS") - 1)
-    assert all("…" not in line[:owner_column.start] + line[owner_column.stop:] for line in lines[1:5])  # only owners cut
+    assert all(
+        "…" not in line[: owner_column.start] + line[owner_column.stop :] for line in lines[1:5]
+    )  # only owners cut
 
     at_now = io.StringIO()
     render_report(report, "table", at_now)
     rows = [line.split() for line in at_now.getvalue().splitlines()[1:5]]
     # live first, the key on more hosts first; the owner's user name (cut to fit), the account when there is none
-    assert [r[:2] for r in rows] == [["live", LIVE_KEY], ["live", OLD_KEY], ["live", alice_key],
-                                     ["invalid", DEAD_KEY]]
+    assert [r[:2] for r in rows] == [["live", LIVE_KEY], ["live", OLD_KEY], ["live", alice_key], ["invalid", DEAD_KEY]]
     assert rows[0][2:] == ["deploy", "2", "2h", "ec2-new-instance-profile"]  # first seen 10:00, now 12:00
     assert rows[1][3:5] == ["2", "696d"]  # first seen 2025-01-01
     assert rows[2][2].startswith("alice.with-a-rather") and rows[2][2].endswith("…")
@@ -214,7 +249,7 @@ def test_details_has_the_whole_commands_and_prose_as_prose(genuine_db, capsys):
     assert code == 0
     lines = out.splitlines()
     start = lines.index(next(line for line in lines if line.startswith(f"{alice_key}  live")))
-    block = lines[start:lines.index("", start)]
+    block = lines[start : lines.index("", start)]
     for command in suggestion["commands"]:
         assert f"    $ {command}" in block, command  # whole: pastes as it is
     assert f"  replace with {suggestion['kind']} (suggested by host app-7):" in block
@@ -222,15 +257,16 @@ def test_details_has_the_whole_commands_and_prose_as_prose(genuine_db, capsys):
     assert "  at app-7 (ec2): /opt/app/.env:1" in block
     commands = [line for line in block if line.startswith("    $ ")]
     replace = block.index(f"  replace with {suggestion['kind']} (suggested by host app-7):")
-    prose = [line for line in block[replace + 1:] if not line.startswith("    $ ")]
+    prose = [line for line in block[replace + 1 :] if not line.startswith("    $ ")]
     assert all(not line.lstrip().startswith("$") for line in prose)
     assert max(len(step) for step in suggestion["steps"]) > 100
     assert all(len(line) <= 100 or " " not in line.strip() for line in prose)  # wrapped; a long path stays whole
     # the clean-up's sentences are prose, its commands commands, in their order
     cleanup = suggestion["cleanup"]
     assert cleanup[0].startswith("Remove the key") and not any(c.startswith("    $ Remove") for c in commands)
-    assert [c for c in commands if "update-access-key" in c] == \
-        [f"    $ {c}" for c in cleanup if c.startswith("aws iam update-access-key")]
+    assert [c for c in commands if "update-access-key" in c] == [
+        f"    $ {c}" for c in cleanup if c.startswith("aws iam update-access-key")
+    ]
     joined = " ".join(line.strip() for line in prose)
     for step in suggestion["steps"]:
         assert step in joined, step

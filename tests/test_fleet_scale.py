@@ -34,13 +34,19 @@ def _fleet() -> list[dict[str, Any]]:
                 continue
             status = ("live", "invalid", None)[(h + k) % 3 - 1] if k != 1 else ("invalid" if h % 5 else "live")
             for place in range(1 + (h + k) % 2 * (h < 10)):
-                m = M.finding_message(host_info=info, key_id=key_id, path=f"/srv/{place}/.env", status=status,
-                                      sent_at=f"2026-11-28T{10 + place}:{h % 60:02d}:00Z")
+                m = M.finding_message(
+                    host_info=info,
+                    key_id=key_id,
+                    path=f"/srv/{place}/.env",
+                    status=status,
+                    sent_at=f"2026-11-28T{10 + place}:{h % 60:02d}:00Z",
+                )
                 m["suggestion"]["role_name"] = f"web-{h:03d}-role"
                 out.append(m)
         if h % 9:
-            out.append(M.heartbeat_message(host_info=info, sent_at="2026-11-28T11:50:00Z" if h % 7
-                                           else "2026-11-20T11:50:00Z"))
+            out.append(
+                M.heartbeat_message(host_info=info, sent_at="2026-11-28T11:50:00Z" if h % 7 else "2026-11-20T11:50:00Z")
+            )
     return out
 
 

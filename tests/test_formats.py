@@ -23,14 +23,27 @@ class Stats:
 @pytest.fixture(scope="module")
 def findings():
     d = Detector(load_ruleset(), Fingerprinter(b"formats-test-key"))
-    file_f = d.make_finding(KID, location=Location(kind="file", path="/etc/app.env", line=3), secret=SECRET,
-                            session_token=TOKEN, pairing="same-line")
-    proc = d.make_finding("AKIAXYZDQCEN4B6JSJQI", location=Location(kind="process", pid=42, exe="/usr/bin/app",
-                                                                     variable="AWS_ACCESS_KEY_ID"),
-                          secret=None, session_token=None, pairing="none")
-    member = d.make_finding("AKIASP2TPHJSQH3FJRUX",
-                            location=Location(kind="archive", path="/opt/a.zip", member="cfg/x.env", line=2),
-                            secret=SECRET, session_token=None, pairing="named")
+    file_f = d.make_finding(
+        KID,
+        location=Location(kind="file", path="/etc/app.env", line=3),
+        secret=SECRET,
+        session_token=TOKEN,
+        pairing="same-line",
+    )
+    proc = d.make_finding(
+        "AKIAXYZDQCEN4B6JSJQI",
+        location=Location(kind="process", pid=42, exe="/usr/bin/app", variable="AWS_ACCESS_KEY_ID"),
+        secret=None,
+        session_token=None,
+        pairing="none",
+    )
+    member = d.make_finding(
+        "AKIASP2TPHJSQH3FJRUX",
+        location=Location(kind="archive", path="/opt/a.zip", member="cfg/x.env", line=2),
+        secret=SECRET,
+        session_token=None,
+        pairing="named",
+    )
     return [file_f.with_verification(Verification(status="live", account="609629065308")), proc, member]
 
 
@@ -51,8 +64,16 @@ def test_json_document(findings):
     assert set(doc) == {"findings", "summary"}
     assert doc["findings"] == [f.to_dict() for f in findings]
     first = doc["findings"][0]
-    for field in ("rule", "key_id", "has_secret", "fingerprint", "account_id", "location", "secret_redacted",
-                  "verification"):
+    for field in (
+        "rule",
+        "key_id",
+        "has_secret",
+        "fingerprint",
+        "account_id",
+        "location",
+        "secret_redacted",
+        "verification",
+    ):
         assert field in first
     assert first["location"] == {"kind": "file", "path": "/etc/app.env", "line": 3}
     assert first["verification"]["status"] == "live"
@@ -85,15 +106,22 @@ def test_table(findings):
 
 def test_table_escapes_control_characters():
     d = Detector(load_ruleset(), Fingerprinter(b"formats-test-key"))
-    f = d.make_finding(KID, location=Location(kind="file", path="/tmp/\x1b[31mred\udcff", line=1), secret=None,
-                       session_token=None, pairing="none")
+    f = d.make_finding(
+        KID,
+        location=Location(kind="file", path="/tmp/\x1b[31mred\udcff", line=1),
+        secret=None,
+        session_token=None,
+        pairing="none",
+    )
     text = _render([f], "table")
     assert "\x1b" not in text and "\\x1b[31mred" in text
 
 
 def test_describe_location():
-    assert describe_location(Location(kind="aws-credentials", path="/root/.aws/credentials", profile="p")) == \
-        "/root/.aws/credentials [p]"
+    assert (
+        describe_location(Location(kind="aws-credentials", path="/root/.aws/credentials", profile="p"))
+        == "/root/.aws/credentials [p]"
+    )
     assert describe_location(Location(kind="file", path="/x", line=2, encoding="base64")) == "/x:2 (base64)"
 
 

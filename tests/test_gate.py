@@ -71,10 +71,12 @@ def test_a_detector_with_the_gate_finds_what_one_without_finds(tmp_path: Path) -
     location = Location(kind="file", path="/x")
     found = 0
     for buf in bufs:
-        got = [(f.key_id, f.secret_fingerprint, f.location.line) for f in fast.scan(buf, location=location,
-                                                                                    place=Place())]
-        want = [(f.key_id, f.secret_fingerprint, f.location.line) for f in plain.scan(buf, location=location,
-                                                                                      place=Place())]
+        got = [
+            (f.key_id, f.secret_fingerprint, f.location.line) for f in fast.scan(buf, location=location, place=Place())
+        ]
+        want = [
+            (f.key_id, f.secret_fingerprint, f.location.line) for f in plain.scan(buf, location=location, place=Place())
+        ]
         assert got == want
         found += len(got)
     assert found >= 10

@@ -27,9 +27,26 @@ def checkov() -> Path:
 
 def _failed(checkov: Path, target: Path) -> set[tuple[str, str]]:
     run = subprocess.run(
-        [str(checkov), "-d", str(target), "--framework", "terraform", "terraform_json", "cloudformation", "--external-checks-dir",
-         str(POLICIES), "--check", "CKV2_KEYSWEEP_1,CKV2_KEYSWEEP_2", "-o", "json", "--skip-download", "--quiet"],
-        capture_output=True, text=True, timeout=300,
+        [
+            str(checkov),
+            "-d",
+            str(target),
+            "--framework",
+            "terraform",
+            "terraform_json",
+            "cloudformation",
+            "--external-checks-dir",
+            str(POLICIES),
+            "--check",
+            "CKV2_KEYSWEEP_1,CKV2_KEYSWEEP_2",
+            "-o",
+            "json",
+            "--skip-download",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"},
     )
     assert run.returncode in (0, 1), run.stderr[-2000:]
@@ -37,7 +54,8 @@ def _failed(checkov: Path, target: Path) -> set[tuple[str, str]]:
     reports = doc if isinstance(doc, list) else [doc]
     return {
         (c["check_id"], c["resource"])
-        for r in reports if isinstance(r, dict)
+        for r in reports
+        if isinstance(r, dict)
         for c in r.get("results", {}).get("failed_checks", [])
     }
 

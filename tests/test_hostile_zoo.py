@@ -116,8 +116,14 @@ def _scan_run(*args: str, user: str | None = None) -> Run:
     proc = _cli(*args, "--format", "json", user=user)
     doc = json.loads(proc.stdout) if proc.stdout.strip() else {"findings": [], "summary": {}}
     s = doc["summary"]
-    return Run(proc.returncode, proc.stderr, {(f["key_id"], f["location"]["path"]) for f in doc["findings"]},
-               Counter(s.get("skipped", {})), Counter(s.get("errors", {})), s.get("files_cached", 0))
+    return Run(
+        proc.returncode,
+        proc.stderr,
+        {(f["key_id"], f["location"]["path"]) for f in doc["findings"]},
+        Counter(s.get("skipped", {})),
+        Counter(s.get("errors", {})),
+        s.get("files_cached", 0),
+    )
 
 
 def _agent_config(tmp: Path, roots: list[str], **sections: object) -> Path:
@@ -157,21 +163,30 @@ def _agent_once(root: Path, tmp: Path, user: str | None = None) -> Run:
 
 
 def _watched(
-    root: Path, tmp: Path, make_dirs: Callable[[], object], make_files: Callable[[], object],
-    done: Callable[[Run], bool], user: str | None = None,
+    root: Path,
+    tmp: Path,
+    make_dirs: Callable[[], object],
+    make_files: Callable[[], object],
+    done: Callable[[Run], bool],
+    user: str | None = None,
 ) -> Run:
     """The resident agent watching ``root`` (which must exist) while a tree is made in it: its directories,
     then, once they are watched, its files; every file is scanned from its event until ``done``."""
     empty = tmp / "empty"
     empty.mkdir(mode=0o755)
-    cfg = _agent_config(tmp, [str(empty)], watch={
-        "enabled": True, "homes": False, "system_paths": False, "paths": [str(root)], "debounce": "200ms"})
+    cfg = _agent_config(
+        tmp,
+        [str(empty)],
+        watch={"enabled": True, "homes": False, "system_paths": False, "paths": [str(root)], "debounce": "200ms"},
+    )
     cmd = _as(user, [sys.executable, "-m", "keysweep", "agent", "--config", str(cfg)])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cli_env(), cwd=REPO)
     lines: list[str] = []
     errs: list[str] = []  # drained as it comes: a full stderr pipe would stall the agent
-    readers = [threading.Thread(target=lambda out=out, pipe=pipe: out.extend(pipe), daemon=True)  # type: ignore[misc]
-               for out, pipe in ((lines, proc.stdout), (errs, proc.stderr))]
+    readers = [
+        threading.Thread(target=lambda out=out, pipe=pipe: out.extend(pipe), daemon=True)  # type: ignore[misc]
+        for out, pipe in ((lines, proc.stdout), (errs, proc.stderr))
+    ]
     for reader in readers:
         reader.start()
     try:
@@ -257,9 +272,7 @@ def _finished_cleanly(run: Run) -> None:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", _MODES)
-def test_zoo_through_every_mode(
-    zoo: tuple[Path, dict[str, object]], tmp_path: Path, mode: str
-) -> None:
+def test_zoo_through_every_mode(zoo: tuple[Path, dict[str, object]], tmp_path: Path, mode: str) -> None:
     """Every way keysweep reads files meets the zoo, with files and directories vanishing all the while: it
     finishes (exit 0 or 1, no traceback), finds the planted keys, and counts each hostile entry with its reason."""
     root, facts = zoo
@@ -337,11 +350,13 @@ def test_unreadable_files_and_directories_as_an_unprivileged_user_in_every_mode(
         _unreadable_files(tree)
         runs = _runs_in(mode, tree, home, user="nobody")
     else:
+
         def done(run: Run) -> bool:
             return bool(run.found) and run.errors["permission-denied"] >= 1
 
-        runs = [_watched(tree, home, lambda: _unreadable_dirs(tree), lambda: _unreadable_files(tree), done,
-                         user="nobody")]
+        runs = [
+            _watched(tree, home, lambda: _unreadable_dirs(tree), lambda: _unreadable_files(tree), done, user="nobody")
+        ]
     for run in runs:
         _finished_cleanly(run)
         assert run.found == {(KEY, f"{tree}/readable.env")}
@@ -437,8 +452,12 @@ def test_a_file_that_makes_the_scan_raise_is_counted_with_its_place_and_the_swee
     result = run_scan(opts, _poisoned_detector(kill=False), file_cache=cache)
     assert result.stats.errors == {"internal-error": 2}
     assert sorted(d["path"] for d in result.stats.error_details) == [
-        f"{tmp_path}/poison-2.txt", f"{tmp_path}/sub/poison-1.txt"]
-    assert {(d["error"], d["at"].split(":")[0]) for d in result.stats.error_details} == {("ValueError", __name__.rpartition(".")[2] + ".py")}
+        f"{tmp_path}/poison-2.txt",
+        f"{tmp_path}/sub/poison-1.txt",
+    ]
+    assert {(d["error"], d["at"].split(":")[0]) for d in result.stats.error_details} == {
+        ("ValueError", __name__.rpartition(".")[2] + ".py")
+    }
     assert "poisoned" not in json.dumps(result.stats.to_dict())  # the message may quote scanned bytes: not kept
     assert result.stats.files_scanned == 300
     assert sorted(f.location.path for f in result.findings) == [f"{tmp_path}/f{i:03d}.env" for i in (0, 100, 200)]
@@ -507,7 +526,8 @@ def test_a_source_that_fails_is_counted_and_the_other_sources_still_run(tmp_path
     places = {d["path"] for d in result.stats.error_details}
     assert places & {"source:aws-files", "/home/u/.aws/credentials"}, result.stats.error_details
     assert [(f.key_id, f.location.path) for f in result.findings if f.location.kind == "file"] == [
-        (KEY, "/srv/app.env")]
+        (KEY, "/srv/app.env")
+    ]
 
 
 _SWAPPER = """
@@ -547,7 +567,10 @@ def test_a_user_swapping_a_directory_for_a_symlink_never_gets_a_root_only_file_r
         os.chown(p, 65534, 65534, follow_symlinks=False)
     swapper = subprocess.Popen(
         ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", sys.executable, "-c", _SWAPPER, "120"],
-        cwd=attacker, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=attacker,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     modes = [(1, None), (2, None), (2, _MemoryCache())]  # in this process; workers; workers with a file cache
     try:

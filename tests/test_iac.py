@@ -33,24 +33,49 @@ def keysweep(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 
 def _state(tmp_path: Path, *, version: int = 4) -> tuple[Path, str, str]:
     p = planted_key(7)
-    attributes = {"id": p.key_id, "user": "deploy", "secret": p.secret, "ses_smtp_password_v4": "BPx" + p.secret[:41],
-                  "status": "Active"}
+    attributes = {
+        "id": p.key_id,
+        "user": "deploy",
+        "secret": p.secret,
+        "ses_smtp_password_v4": "BPx" + p.secret[:41],
+        "status": "Active",
+    }
     if version == 4:
         doc = {
             "version": 4,
             "resources": [
-                {"mode": "managed", "type": "aws_iam_access_key", "name": "deploy", "module": "module.ci",
-                 "instances": [{"index_key": 0, "attributes": attributes}]},
-                {"mode": "managed", "type": "aws_iam_user", "name": "deploy",
-                 "instances": [{"attributes": {"id": "deploy", "name": "deploy"}}]},
+                {
+                    "mode": "managed",
+                    "type": "aws_iam_access_key",
+                    "name": "deploy",
+                    "module": "module.ci",
+                    "instances": [{"index_key": 0, "attributes": attributes}],
+                },
+                {
+                    "mode": "managed",
+                    "type": "aws_iam_user",
+                    "name": "deploy",
+                    "instances": [{"attributes": {"id": "deploy", "name": "deploy"}}],
+                },
                 {"mode": "data", "type": "aws_iam_access_key", "name": "ignored", "instances": []},
                 {"mode": "managed", "type": "aws_iam_role", "name": "app", "instances": [{"attributes": {}}]},
             ],
         }
     else:
-        doc = {"version": 3, "modules": [{"path": ["root", "ci"], "resources": {
-            "aws_iam_access_key.deploy": {"type": "aws_iam_access_key",
-                                          "primary": {"id": p.key_id, "attributes": attributes}}}}]}
+        doc = {
+            "version": 3,
+            "modules": [
+                {
+                    "path": ["root", "ci"],
+                    "resources": {
+                        "aws_iam_access_key.deploy": {
+                            "type": "aws_iam_access_key",
+                            "primary": {"id": p.key_id, "attributes": attributes},
+                        }
+                    },
+                }
+            ],
+        }
     path = tmp_path / "terraform.tfstate"
     path.write_text(json.dumps(doc))
     return path, p.key_id, p.secret
@@ -72,8 +97,9 @@ def test_state_reports_the_key_id_and_never_the_secret(tmp_path: Path, version: 
     keys = [f for f in doc["findings"] if f["kind"] == "secret-in-state"]
     assert len(keys) == 1
     assert keys[0]["key_id"] == key_id and keys[0]["framework"] == "terraform-state"
-    assert keys[0]["resource"] == ("module.ci.aws_iam_access_key.deploy[0]" if version == 4 else
-                                   "module.ci.aws_iam_access_key.deploy")
+    assert keys[0]["resource"] == (
+        "module.ci.aws_iam_access_key.deploy[0]" if version == 4 else "module.ci.aws_iam_access_key.deploy"
+    )
     assert keys[0]["secret_redacted"] and keys[0]["secret_redacted"] != secret
     text = keysweep("iac", str(state))
     for out in (run.stdout, run.stderr, text.stdout, text.stderr):
@@ -83,8 +109,26 @@ def test_state_reports_the_key_id_and_never_the_secret(tmp_path: Path, version: 
 
 def test_state_with_an_encrypted_secret_is_a_key_not_a_plaintext_secret(tmp_path: Path) -> None:
     p = planted_key(3)
-    doc = {"version": 4, "resources": [{"mode": "managed", "type": "aws_iam_access_key", "name": "k", "instances": [
-        {"attributes": {"id": p.key_id, "secret": None, "encrypted_secret": "wcBMA...", "key_fingerprint": "ab"}}]}]}
+    doc = {
+        "version": 4,
+        "resources": [
+            {
+                "mode": "managed",
+                "type": "aws_iam_access_key",
+                "name": "k",
+                "instances": [
+                    {
+                        "attributes": {
+                            "id": p.key_id,
+                            "secret": None,
+                            "encrypted_secret": "wcBMA...",
+                            "key_fingerprint": "ab",
+                        }
+                    }
+                ],
+            }
+        ],
+    }
     (tmp_path / "x.tfstate.backup").write_text(json.dumps(doc))
     [f] = scan_iac([str(tmp_path)]).findings
     assert (f.kind, f.key_id, f.secret_redacted) == ("access-key", p.key_id, None)
@@ -93,8 +137,10 @@ def test_state_with_an_encrypted_secret_is_a_key_not_a_plaintext_secret(tmp_path
 def test_text_output_and_exit_codes(tmp_path: Path) -> None:
     flagged = keysweep("iac", str(DATA / "terraform"))
     assert flagged.returncode == 1
-    assert f"{DATA / 'terraform' / 'main.tf'}:6: aws_iam_access_key.deploy: creates a long-lived IAM access key" \
+    assert (
+        f"{DATA / 'terraform' / 'main.tf'}:6: aws_iam_access_key.deploy: creates a long-lived IAM access key"
         in flagged.stdout
+    )
     assert "4 flagged resource(s) in 2 file(s)" in flagged.stderr
     clean = keysweep("iac", str(DATA / "clean"))
     assert clean.returncode == 0 and clean.stdout == ""
@@ -112,7 +158,7 @@ def test_hostile_files_are_counted_and_the_rest_still_read(tmp_path: Path) -> No
     os.mkfifo(tmp_path / "fifo.tf")
     (tmp_path / "link.tf").symlink_to(DATA / "terraform" / "main.tf")
     (tmp_path / os.fsdecode(b"caf\xe9.tf")).write_text('resource "aws_iam_user" "u" {}\n')
-    (tmp_path / "a\x1b[2Jb.yaml").write_text("Resources:\n  \"X\\u202eY\\x1b[2J\": {Type: AWS::IAM::User}\n")
+    (tmp_path / "a\x1b[2Jb.yaml").write_text('Resources:\n  "X\\u202eY\\x1b[2J": {Type: AWS::IAM::User}\n')
     (tmp_path / ".terraform" / "modules").mkdir(parents=True)
     (tmp_path / ".terraform" / "modules" / "m.tf").write_text('resource "aws_iam_user" "vendored" {}\n')
     run = keysweep("iac", str(tmp_path), "--format", "json")
@@ -132,6 +178,15 @@ def test_hostile_files_are_counted_and_the_rest_still_read(tmp_path: Path) -> No
 
 
 def test_tf_json_resource_may_be_a_list_of_objects(tmp_path: Path) -> None:
-    (tmp_path / "k.tf.json").write_text(json.dumps({"resource": [
-        {"aws_iam_access_key": {"a": {"user": "ci"}}}, {"aws_iam_user": {"b": {"name": "b"}}}, "junk"]}))
+    (tmp_path / "k.tf.json").write_text(
+        json.dumps(
+            {
+                "resource": [
+                    {"aws_iam_access_key": {"a": {"user": "ci"}}},
+                    {"aws_iam_user": {"b": {"name": "b"}}},
+                    "junk",
+                ]
+            }
+        )
+    )
     assert {f.resource for f in scan_iac([str(tmp_path)]).findings} == {"aws_iam_access_key.a", "aws_iam_user.b"}

@@ -46,8 +46,9 @@ CAP_BITS = {"DAC_READ_SEARCH": 2, "SYS_PTRACE": 19}
 @pytest.fixture(scope="session")
 def image() -> str:
     """keysweep:<version>, (re)built by `make image` (the Docker layer cache makes an unchanged rebuild quick)."""
-    out = subprocess.run(["make", "--no-print-directory", "image"], cwd=REPO, capture_output=True, text=True,
-                         timeout=1800)
+    out = subprocess.run(
+        ["make", "--no-print-directory", "image"], cwd=REPO, capture_output=True, text=True, timeout=1800
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     return IMAGE
 
@@ -162,8 +163,12 @@ def test_image_runs_as_the_daemonset_does(image: str, tmp_path: Path) -> None:
     os.chown(host / "home/dev", 1000, 1000)
     state = tmp_path / "state"  # hostPath DirectoryOrCreate: created by the kubelet as root, 0755
     state.mkdir(mode=0o755)
-    sources = {"host-root": str(host), "state": str(state), "config": str(agent_yaml(docs["ConfigMap"], tmp_path)),
-               "tmp": None}
+    sources = {
+        "host-root": str(host),
+        "state": str(state),
+        "config": str(agent_yaml(docs["ConfigMap"], tmp_path)),
+        "tmp": None,
+    }
     with container(*run_flags(pod, spec, sources), image, *spec["args"]) as name:
         wait_for("first sweep finished", lambda: first_sweep_done(name), 120, lambda: logs(name)[-4000:])
         wait_for("health check passing", lambda: health(name) == "healthy", 60, lambda: logs(name)[-2000:])
@@ -195,16 +200,32 @@ def test_image_runs_as_the_sidecar_example_does(image: str, tmp_path: Path) -> N
     state.mkdir()
     state.chmod(0o777)
     app_mount = next(m["mountPath"] for m in app_spec["volumeMounts"] if m["name"] == "app-data")
-    writer = (f"mkdir -p {app_mount}/config && printf 'aws_access_key_id={file_key.key_id}\\n"
-              f"aws_secret_access_key={file_key.secret}\\n' > {app_mount}/config/.env && exec sleep 600")
+    writer = (
+        f"mkdir -p {app_mount}/config && printf 'aws_access_key_id={file_key.key_id}\\n"
+        f"aws_secret_access_key={file_key.secret}\\n' > {app_mount}/config/.env && exec sleep 600"
+    )
     security = pod["securityContext"]
-    app_flags = ["--network", "none", "--user", f"{security['runAsUser']}:{security['runAsGroup']}",
-                 "-v", f"{shared}:{app_mount}", "-e", f"AWS_ACCESS_KEY_ID={env_key.key_id}",
-                 "-e", f"AWS_SECRET_ACCESS_KEY={env_key.secret}", "--entrypoint", "sh"]
+    app_flags = [
+        "--network",
+        "none",
+        "--user",
+        f"{security['runAsUser']}:{security['runAsGroup']}",
+        "-v",
+        f"{shared}:{app_mount}",
+        "-e",
+        f"AWS_ACCESS_KEY_ID={env_key.key_id}",
+        "-e",
+        f"AWS_SECRET_ACCESS_KEY={env_key.secret}",
+        "--entrypoint",
+        "sh",
+    ]
     with container(*app_flags, image, "-c", writer) as app:
         wait_for("the application wrote its file", lambda: (shared / "config/.env").exists(), 30, lambda: logs(app))
-        sources = {"app-data": str(shared), "keysweep-state": str(state),
-                   "keysweep-config": str(agent_yaml(docs["ConfigMap"], tmp_path))}
+        sources = {
+            "app-data": str(shared),
+            "keysweep-state": str(state),
+            "keysweep-config": str(agent_yaml(docs["ConfigMap"], tmp_path)),
+        }
         assert pod["shareProcessNamespace"] is True
         flags = [*run_flags(pod, agent_spec, sources), "--pid", f"container:{app}"]
         with container(*flags, image, *agent_spec["args"]) as name:

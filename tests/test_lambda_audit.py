@@ -32,22 +32,31 @@ def _users(iam: Any) -> dict[str, str]:
 
 
 def _fleet_table(name: str, busy_key: str) -> None:
-    msgs = [finding_message(host_info=host("i-0aaaaaaaaaaaaaaa1", "web-1"), key_id=busy_key,
-                            path="/home/app/.aws/credentials"),
-            finding_message(host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id=UNKNOWN_KEY,
-                            path="/opt/job/config.ini")]
+    msgs = [
+        finding_message(
+            host_info=host("i-0aaaaaaaaaaaaaaa1", "web-1"), key_id=busy_key, path="/home/app/.aws/credentials"
+        ),
+        finding_message(
+            host_info=host("i-0aaaaaaaaaaaaaaa3", "batch-1"), key_id=UNKNOWN_KEY, path="/opt/job/config.ini"
+        ),
+    ]
     store_messages(f"dynamodb://{name}", *msgs)
 
 
 def _audit_findings() -> dict[str, dict[str, Any]]:
     hub = aws.make_client("securityhub")
-    return {f["Id"]: f for page in hub.get_paginator("get_findings").paginate() for f in page["Findings"]
-            if f["GeneratorId"].startswith(AUDIT_GENERATOR_PREFIX)}
+    return {
+        f["Id"]: f
+        for page in hub.get_paginator("get_findings").paginate()
+        for f in page["Findings"]
+        if f["GeneratorId"].startswith(AUDIT_GENERATOR_PREFIX)
+    }
 
 
 @pytest.mark.timeout(180)
-def test_scheduled_audit_correlates_and_exports(moto_server: Any, monkeypatch: pytest.MonkeyPatch,
-                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_scheduled_audit_correlates_and_exports(
+    moto_server: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     keys = _users(aws.make_client("iam"))
     _fleet_table("fleet", keys["busy-svc"])
     monkeypatch.setenv(lambda_audit.TABLE_ENV, "fleet")
@@ -57,8 +66,12 @@ def test_scheduled_audit_correlates_and_exports(moto_server: Any, monkeypatch: p
     out = lambda_audit.handler({"source": "aws.events", "detail-type": "Scheduled Event"}, None)
     assert json.loads(json.dumps(out)) == out
     assert out["accounts"] == 1 and out["audited_accounts"] == ["123456789012"] and out["failed_accounts"] == []
-    assert out["checks"] == {"host-key-unknown-to-audit": 1, "inactive-key": 1, "key-on-hosts": 1,
-                             "user-without-credentials": 1}
+    assert out["checks"] == {
+        "host-key-unknown-to-audit": 1,
+        "inactive-key": 1,
+        "key-on-hosts": 1,
+        "user-without-credentials": 1,
+    }
     assert out["items"] == 4 and out["host_keys"] == 2
     assert out["securityhub"] == {"imported": 4, "archived": 0, "failed": 0}
     found = _audit_findings()
@@ -77,8 +90,12 @@ def test_scheduled_audit_correlates_and_exports(moto_server: Any, monkeypatch: p
     assert again["checks"] == {"host-key-unknown-to-audit": 1, "key-on-hosts": 1}
     assert again["securityhub"] == {"imported": 2, "archived": 2, "failed": 0}
     states = {f["ProductFields"]["keysweep/check"]: f["RecordState"] for f in _audit_findings().values()}
-    assert states == {"host-key-unknown-to-audit": "ACTIVE", "key-on-hosts": "ACTIVE",
-                      "inactive-key": "ARCHIVED", "user-without-credentials": "ARCHIVED"}
+    assert states == {
+        "host-key-unknown-to-audit": "ACTIVE",
+        "key-on-hosts": "ACTIVE",
+        "inactive-key": "ARCHIVED",
+        "user-without-credentials": "ARCHIVED",
+    }
 
 
 @pytest.mark.timeout(180)
@@ -96,10 +113,15 @@ def test_organization_accounts_through_the_role(moto_server: Any, monkeypatch: p
     org = aws.make_client("organizations")
     management = org.create_organization(FeatureSet="ALL")["Organization"]["MasterAccountId"]
     member = org.create_account(AccountName="dev", Email="dev@example.com")["CreateAccountStatus"]["AccountId"]
-    creds = aws.make_client("sts").assume_role(RoleArn=f"arn:aws:iam::{member}:role/KeysweepAudit",
-                                               RoleSessionName="setup")["Credentials"]
-    member_iam = aws.isolated_client("iam", access_key_id=creds["AccessKeyId"],
-                                     secret_access_key=creds["SecretAccessKey"], session_token=creds["SessionToken"])
+    creds = aws.make_client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{member}:role/KeysweepAudit", RoleSessionName="setup"
+    )["Credentials"]
+    member_iam = aws.isolated_client(
+        "iam",
+        access_key_id=creds["AccessKeyId"],
+        secret_access_key=creds["SecretAccessKey"],
+        session_token=creds["SessionToken"],
+    )
     _users(member_iam)
     monkeypatch.setenv(lambda_audit.ROLE_NAME_ENV, "KeysweepAudit")
     monkeypatch.setenv(lambda_audit.ORGANIZATION_ENV, "true")

@@ -33,25 +33,36 @@ PLANTED_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzPLANTEDzz"
 def _event(sqs: Any, queue_url: str, max_messages: int = 10) -> dict[str, Any]:
     """Receive a batch the way Lambda's SQS poller does and shape it as the event the function gets."""
     arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=1,
-                              MessageSystemAttributeNames=["All"], MessageAttributeNames=["All"])
+    got = sqs.receive_message(
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=max_messages,
+        WaitTimeSeconds=1,
+        MessageSystemAttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    )
     records = []
     for m in got.get("Messages", []):
-        records.append({
-            "messageId": m["MessageId"],
-            "receiptHandle": m["ReceiptHandle"],
-            "body": m["Body"],
-            "attributes": m.get("Attributes", {}),
-            "messageAttributes": {
-                name: {"stringValue": v.get("StringValue"), "stringListValues": [], "binaryListValues": [],
-                       "dataType": v["DataType"]}
-                for name, v in m.get("MessageAttributes", {}).items()
-            },
-            "md5OfBody": m["MD5OfBody"],
-            "eventSource": "aws:sqs",
-            "eventSourceARN": arn,
-            "awsRegion": "us-east-1",
-        })
+        records.append(
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {
+                    name: {
+                        "stringValue": v.get("StringValue"),
+                        "stringListValues": [],
+                        "binaryListValues": [],
+                        "dataType": v["DataType"],
+                    }
+                    for name, v in m.get("MessageAttributes", {}).items()
+                },
+                "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": "us-east-1",
+            }
+        )
     return {"Records": records}
 
 
@@ -86,16 +97,22 @@ def test_batch_with_poison_reports_exactly_the_bad_messages(table: str, caplog: 
     del bad_schema["finding"]["key_id"]
     bad_schema["finding"]["note"] = PLANTED_SECRET
     send(sqs, q.url, good[:3])
-    send_bodies(sqs, q.url, [PLANTED_SECRET, json.dumps(bad_schema),
-                             json.dumps(M.variant(M.heartbeat_message(), schema_version=7))])
+    send_bodies(
+        sqs,
+        q.url,
+        [PLANTED_SECRET, json.dumps(bad_schema), json.dumps(M.variant(M.heartbeat_message(), schema_version=7))],
+    )
     send(sqs, q.url, good[3:])
 
     caplog.set_level(logging.INFO, logger="keysweep")
     event = _event(sqs, q.url)
     assert len(event["Records"]) == 9
     response = lambda_handler.handler(event, None)
-    bad_ids = {r["messageId"] for r in event["Records"] if r["body"] in (PLANTED_SECRET, json.dumps(bad_schema))
-               or '"schema_version": 7' in r["body"]}
+    bad_ids = {
+        r["messageId"]
+        for r in event["Records"]
+        if r["body"] in (PLANTED_SECRET, json.dumps(bad_schema)) or '"schema_version": 7' in r["body"]
+    }
     assert {f["itemIdentifier"] for f in response["batchItemFailures"]} == bad_ids
     assert len(bad_ids) == 3
 

@@ -26,8 +26,14 @@ pytestmark = pytest.mark.timeout(60)
 
 FP = Fingerprinter(b"b" * 32)
 REFERENCE = jsonschema.Draft202012Validator(message_schema())
-CONTEXT = HostContext(kind="ec2", hostname="web-1", host_id="i-0123456789abcdef0", instance_id="i-0123456789abcdef0",
-                      account_id="123456789012", region="eu-west-1")
+CONTEXT = HostContext(
+    kind="ec2",
+    hostname="web-1",
+    host_id="i-0123456789abcdef0",
+    instance_id="i-0123456789abcdef0",
+    account_id="123456789012",
+    region="eu-west-1",
+)
 
 
 def _classify(body: str) -> tuple[Outcome, str | None]:
@@ -37,8 +43,13 @@ def _classify(body: str) -> tuple[Outcome, str | None]:
 
 def _real_messages(root: Path) -> list[str]:
     """The bodies an agent sends for a real scan of a tree with awkward file names."""
-    names = [b"plain.env", b"latin1-\xe9\xff.env", b"ctl-\x01\x1b[2J.env", b"bidi-\xe2\x80\xae.env",
-             b"deep/" * 60 + b"long-" + b"n" * 200 + b".env"]
+    names = [
+        b"plain.env",
+        b"latin1-\xe9\xff.env",
+        b"ctl-\x01\x1b[2J.env",
+        b"bidi-\xe2\x80\xae.env",
+        b"deep/" * 60 + b"long-" + b"n" * 200 + b".env",
+    ]
     for i, name in enumerate(names):
         path = os.path.join(os.fsencode(root), name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -51,12 +62,17 @@ def _real_messages(root: Path) -> list[str]:
     bodies = []
     for f in result.findings:
         ffp = FP.finding_fingerprint(CONTEXT.host_id, f.location, f.fingerprint)
-        msg = finding_message(f, CONTEXT, finding_fingerprint=ffp, suggestion=suggest(f, CONTEXT),
-                              report_reason="new")
+        msg = finding_message(f, CONTEXT, finding_fingerprint=ffp, suggestion=suggest(f, CONTEXT), report_reason="new")
         bodies.append(encode_message(msg, 256 * 1024))
-    hb = heartbeat_message(CONTEXT, stats=result.stats, findings=result.findings, started_at=start,
-                           finished_at=time.time(), spool={"depth": 0, "bytes": 0, "filling": False},
-                           errors=["scan: /proc/1/environ: permission denied\n(twice)"])
+    hb = heartbeat_message(
+        CONTEXT,
+        stats=result.stats,
+        findings=result.findings,
+        started_at=start,
+        finished_at=time.time(),
+        spool={"depth": 0, "bytes": 0, "filling": False},
+        errors=["scan: /proc/1/environ: permission denied\n(twice)"],
+    )
     bodies.append(encode_message(hb, 256 * 1024))
     return bodies
 
@@ -174,8 +190,12 @@ def test_every_string_in_the_schema_has_a_length_bound() -> None:
             return
         node = resolve(node)
         types = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
-        if "string" in types and "maxLength" not in node and "enum" not in node and not (
-                node.get("pattern", "").endswith("}\\Z")):
+        if (
+            "string" in types
+            and "maxLength" not in node
+            and "enum" not in node
+            and not (node.get("pattern", "").endswith("}\\Z"))
+        ):
             unbounded.append(where)
         for key in ("properties", "$defs"):
             for name, sub in (node.get(key) or {}).items():
@@ -220,9 +240,15 @@ def test_an_agentless_cloud_sweep_sends_what_the_collector_accepts() -> None:
     from keysweep.models import Finding, Location
 
     context = cloud_context("123456789012", "eu-west-1")
-    location = Location(kind="cloud", service="lambda", resource_arn="arn:aws:lambda:eu-west-1:123456789012:function:f",
-                        field="AWS_SECRET_ACCESS_KEY", region="eu-west-1", account="123456789012",
-                        role_arn="arn:aws:iam::123456789012:role/f")
+    location = Location(
+        kind="cloud",
+        service="lambda",
+        resource_arn="arn:aws:lambda:eu-west-1:123456789012:function:f",
+        field="AWS_SECRET_ACCESS_KEY",
+        region="eu-west-1",
+        account="123456789012",
+        role_arn="arn:aws:iam::123456789012:role/f",
+    )
     finding = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=location, fingerprint="a" * 32)
     msg = finding_message(finding, context, finding_fingerprint="b" * 32, suggestion=None, report_reason="new")
     assert _classify(encode_message(msg, 256 * 1024)) == (Outcome.OK, None)

@@ -29,24 +29,51 @@ VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 SQS_ALLOWED = {0x9, 0xA, 0xD, *range(0x20, 0xD800), *range(0xE000, 0xFFFE)}
 
 CONTEXTS = {
-    "ec2": HostContext(kind="ec2", hostname="w", host_id="i-1", instance_id="i-1", account_id="123456789012",
-                       region="eu-west-1", availability_zone="eu-west-1a", ami_id="ami-1"),
-    "ec2-profile": HostContext(kind="ec2", hostname="w", host_id="i-2", instance_id="i-2",
-                               instance_profile_arn="arn:aws:iam::123456789012:instance-profile/p"),
-    "ecs": HostContext(kind="ecs", hostname="t", host_id="arn:aws:ecs:us-east-2:1:task/c/x", task_family="f",
-                       task_revision="3", launch_type="FARGATE", task_role_present=True),
-    "eks": HostContext(kind="eks", hostname="p", host_id="ns/p", pod="p", namespace="ns", service_account="sa",
-                       pod_identity=True),
+    "ec2": HostContext(
+        kind="ec2",
+        hostname="w",
+        host_id="i-1",
+        instance_id="i-1",
+        account_id="123456789012",
+        region="eu-west-1",
+        availability_zone="eu-west-1a",
+        ami_id="ami-1",
+    ),
+    "ec2-profile": HostContext(
+        kind="ec2",
+        hostname="w",
+        host_id="i-2",
+        instance_id="i-2",
+        instance_profile_arn="arn:aws:iam::123456789012:instance-profile/p",
+    ),
+    "ecs": HostContext(
+        kind="ecs",
+        hostname="t",
+        host_id="arn:aws:ecs:us-east-2:1:task/c/x",
+        task_family="f",
+        task_revision="3",
+        launch_type="FARGATE",
+        task_role_present=True,
+    ),
+    "eks": HostContext(
+        kind="eks", hostname="p", host_id="ns/p", pod="p", namespace="ns", service_account="sa", pod_identity=True
+    ),
     "kubernetes": HostContext(kind="kubernetes", hostname="p", host_id="ns/p", pod="p", namespace="ns"),
     "lambda": HostContext(kind="lambda", hostname="l", host_id="lambda:r:f", function_name="f"),
-    "on-premises": HostContext(kind="on-premises", hostname="b", host_id="machine-x",
-                               errors=("imds: metadata unreachable (timed out)",)),
+    "on-premises": HostContext(
+        kind="on-premises", hostname="b", host_id="machine-x", errors=("imds: metadata unreachable (timed out)",)
+    ),
     "unknown": HostContext(kind="unknown", hostname="u", host_id="u"),
 }
 VERIFICATIONS = [
     None,
-    Verification(status="live", account="123456789012", arn="arn:aws:iam::123456789012:user/u",
-                 principal_type="iam-user", checked_at="2026-01-01T00:00:00Z"),
+    Verification(
+        status="live",
+        account="123456789012",
+        arn="arn:aws:iam::123456789012:user/u",
+        principal_type="iam-user",
+        checked_at="2026-01-01T00:00:00Z",
+    ),
     Verification(status="live", account="123456789012", arn="arn:aws:iam::123456789012:root", principal_type="root"),
     Verification(status="canary", account="717712589309", reason="known-canary-account"),
     Verification(status="unknown", reason="throttled"),
@@ -86,13 +113,26 @@ def test_heartbeat_validates_and_carries_sweep_and_spool():
 
     class Stats:
         def to_dict(self):
-            return {"files_scanned": 3, "bytes_scanned": 10, "skipped": {"binary": 1}, "errors": {"EACCES": 2},
-                    "findings_by_source": {"files": 1}, "interrupted": False}
+            return {
+                "files_scanned": 3,
+                "bytes_scanned": 10,
+                "skipped": {"binary": 1},
+                "errors": {"EACCES": 2},
+                "findings_by_source": {"files": 1},
+                "interrupted": False,
+            }
 
     now = time.time()
-    msg = heartbeat_message(CONTEXTS["on-premises"], stats=Stats(), findings=[f], started_at=now - 2.5,
-                            finished_at=now, spool={"depth": 3, "bytes": 100, "filling": True, "refused": 1},
-                            errors=["scan: /proc unreadable"], mode="agent")
+    msg = heartbeat_message(
+        CONTEXTS["on-premises"],
+        stats=Stats(),
+        findings=[f],
+        started_at=now - 2.5,
+        finished_at=now,
+        spool={"depth": 3, "bytes": 100, "filling": True, "refused": 1},
+        errors=["scan: /proc unreadable"],
+        mode="agent",
+    )
     body = encode_message(msg, 256 * 1024)
     VALIDATOR.validate(json.loads(body))
     _central_accepts(body)
@@ -107,7 +147,9 @@ def test_heartbeat_validates_and_carries_sweep_and_spool():
 
 def test_bodies_hold_only_characters_sqs_accepts():
     path = "/srv/\udcff\x01weird\u2028名前/🔑.env"  # undecodable byte, control character, non-BMP
-    f = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=Location(kind="file", path=path), fingerprint="a" * 32)
+    f = Finding(
+        rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=Location(kind="file", path=path), fingerprint="a" * 32
+    )
     ctx = CONTEXTS["unknown"]
     msg = finding_message(f, ctx, finding_fingerprint="b" * 32, suggestion=suggest(f, ctx), report_reason="new")
     body = encode_message(msg, 256 * 1024)
@@ -119,8 +161,13 @@ def test_bodies_hold_only_characters_sqs_accepts():
 
 def test_oversize_messages_are_trimmed_with_a_marker_and_stay_valid():
     long_path = "/deep/" + "x" * 300_000
-    f = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=Location(kind="file", path=long_path),
-                fingerprint="a" * 32, verification=VERIFICATIONS[1])
+    f = Finding(
+        rule="r",
+        key_id="AKIAXYZDQCEN4B6JSJQI",
+        location=Location(kind="file", path=long_path),
+        fingerprint="a" * 32,
+        verification=VERIFICATIONS[1],
+    )
     ctx = CONTEXTS["ec2"]
     msg = finding_message(f, ctx, finding_fingerprint="c" * 32, suggestion=suggest(f, ctx), report_reason="new")
     # the schema's bound on a path comes first, then the body's size limit: optional parts, then longest strings
@@ -136,26 +183,42 @@ def test_oversize_messages_are_trimmed_with_a_marker_and_stay_valid():
         assert path.startswith("/deep/xxx") and path.endswith("…[truncated]") and len(path) <= 4096
         assert out["finding"]["key_id"] == f.key_id and out["finding"]["finding_fingerprint"] == "c" * 32
     # a message that fits is never touched
-    short = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=Location(kind="file", path="/a"),
-                    fingerprint="a" * 32, verification=VERIFICATIONS[1])
-    small = finding_message(short, ctx, finding_fingerprint="c" * 32, suggestion=suggest(short, ctx),
-                            report_reason="new")
+    short = Finding(
+        rule="r",
+        key_id="AKIAXYZDQCEN4B6JSJQI",
+        location=Location(kind="file", path="/a"),
+        fingerprint="a" * 32,
+        verification=VERIFICATIONS[1],
+    )
+    small = finding_message(
+        short, ctx, finding_fingerprint="c" * 32, suggestion=suggest(short, ctx), report_reason="new"
+    )
     assert json.loads(encode_message(small, 64 * 1024)) == small
     with pytest.raises(MessageTooLarge):
         encode_message(msg, 200)
 
 
 def test_a_secret_that_reached_a_body_is_refused():
-    f = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=Location(kind="file", path="/p"),
-                fingerprint="a" * 32, secret=Secret("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"))
+    f = Finding(
+        rule="r",
+        key_id="AKIAXYZDQCEN4B6JSJQI",
+        location=Location(kind="file", path="/p"),
+        fingerprint="a" * 32,
+        secret=Secret("Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"),
+    )
     with pytest.raises(SecretInMessage) as err:
         assert_no_secret('{"x": "Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"}', [f])
     assert "Zq3v" not in str(err.value)
 
 
 def test_implausible_derived_account_does_not_get_the_finding_rejected():
-    f = Finding(rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=Location(kind="file", path="/p"),
-                fingerprint="a" * 32, account_id="1006947016951")
+    f = Finding(
+        rule="r",
+        key_id="AKIAXYZDQCEN4B6JSJQI",
+        location=Location(kind="file", path="/p"),
+        fingerprint="a" * 32,
+        account_id="1006947016951",
+    )
     ctx = CONTEXTS["unknown"]
     msg = finding_message(f, ctx, finding_fingerprint="d" * 32, suggestion=None, report_reason="new")
     assert msg["finding"]["account_id"] is None

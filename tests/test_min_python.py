@@ -31,8 +31,12 @@ _UNRESOLVED = object()
 
 def vermin(*paths: Path) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-c", "import sys, vermin; sys.exit(vermin.main())"]
-    return subprocess.run([*command, "--target=3.9-", "--no-tips", "--violations",
-                           "--no-parse-comments", *map(str, paths)], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [*command, "--target=3.9-", "--no-tips", "--violations", "--no-parse-comments", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _resolve(node: ast.expr, namespace: dict[str, Any]) -> Any:
@@ -71,8 +75,12 @@ def runtime_type_unions(source: str, namespace: dict[str, Any], name: str = "<mo
                     in_annotations.update(id(n) for n in ast.walk(arg.annotation))
     found = []
     for node in ast.walk(tree):
-        if (isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr) and id(node) not in in_annotations
-                and _is_type(_resolve(node, namespace))):
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.BitOr)
+            and id(node) not in in_annotations
+            and _is_type(_resolve(node, namespace))
+        ):
             found.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
     return sorted(set(found))
 
@@ -88,14 +96,17 @@ def test_vermin_finds_nothing_newer_than_python_3_9() -> None:
     assert "Target versions not met" not in out.stdout, out.stdout
 
 
-@pytest.mark.parametrize(("code", "feature"), [
-    ("def f(a, b):\n    return list(zip(a, b, strict=True))\n", "zip(strict)"),
-    ("from datetime import UTC\n", "datetime.UTC"),
-    ("import enum\nclass E(enum.StrEnum):\n    A = 'a'\n", "enum.StrEnum"),
-    ("from dataclasses import dataclass\n@dataclass(slots=True)\nclass C:\n    a: int\n", "dataclass(slots)"),
-    ("def f(x):\n    match x:\n        case 1:\n            return 2\n", "pattern matching"),
-    ("import threading\nhook = threading.__excepthook__\n", "threading.__excepthook__"),
-])
+@pytest.mark.parametrize(
+    ("code", "feature"),
+    [
+        ("def f(a, b):\n    return list(zip(a, b, strict=True))\n", "zip(strict)"),
+        ("from datetime import UTC\n", "datetime.UTC"),
+        ("import enum\nclass E(enum.StrEnum):\n    A = 'a'\n", "enum.StrEnum"),
+        ("from dataclasses import dataclass\n@dataclass(slots=True)\nclass C:\n    a: int\n", "dataclass(slots)"),
+        ("def f(x):\n    match x:\n        case 1:\n            return 2\n", "pattern matching"),
+        ("import threading\nhook = threading.__excepthook__\n", "threading.__excepthook__"),
+    ],
+)
 def test_vermin_check_fails_on_a_newer_feature(tmp_path: Path, code: str, feature: str) -> None:
     (tmp_path / "newer.py").write_text(code)
     out = vermin(tmp_path / "newer.py")

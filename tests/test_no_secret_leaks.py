@@ -31,14 +31,14 @@ def _assert_clean(text: str, tree: HostTree, where: str) -> None:
 @pytest.mark.parametrize("fmt", ["table", "json", "jsonl", "sarif"])
 def test_no_secret_in_any_format_or_on_stderr(tree: HostTree, fmt: str, tmp_path: Path) -> None:
     out_file = tmp_path / f"report.{fmt}"
-    proc = run_keysweep("scan", str(tree.root), "--format", fmt, "--workers", "2", env=cli_env(), cwd=REPO,
-                        timeout=120)
+    proc = run_keysweep("scan", str(tree.root), "--format", fmt, "--workers", "2", env=cli_env(), cwd=REPO, timeout=120)
     assert proc.returncode == 1, proc.stderr
     assert proc.stdout.strip()
     _assert_clean(proc.stdout, tree, f"stdout ({fmt})")
     _assert_clean(proc.stderr, tree, "stderr")
-    proc2 = run_keysweep("scan", str(tree.root), "--format", fmt, "--output", str(out_file), env=cli_env(), cwd=REPO,
-                         timeout=120)
+    proc2 = run_keysweep(
+        "scan", str(tree.root), "--format", fmt, "--output", str(out_file), env=cli_env(), cwd=REPO, timeout=120
+    )
     assert proc2.returncode == 1 and proc2.stdout == ""
     assert out_file.stat().st_mode & 0o777 == 0o600
     _assert_clean(out_file.read_text(encoding="utf-8"), tree, f"--output ({fmt})")

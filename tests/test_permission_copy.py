@@ -56,8 +56,9 @@ def _aws_cli() -> str | None:
 
 def _run(commands, cwd: Path) -> None:
     for cmd in commands:
-        run = subprocess.run(["bash", "-c", "set -o pipefail; " + cmd], cwd=cwd, capture_output=True, text=True,
-                             timeout=120)
+        run = subprocess.run(
+            ["bash", "-c", "set -o pipefail; " + cmd], cwd=cwd, capture_output=True, text=True, timeout=120
+        )
         assert run.returncode == 0, f"{cmd}\n{run.stderr}"
 
 
@@ -70,18 +71,30 @@ def _user_with_everything(iam, managed: int = 3) -> tuple[list[str], str]:
     arns = []
     for i in range(managed):
         path = "/team/ci/" if i == 0 else "/"
-        arn = iam.create_policy(PolicyName=f"p{i:02d}", Path=path,
-                                PolicyDocument=json.dumps(_doc(f"s3:Get{i}")))["Policy"]["Arn"]
+        arn = iam.create_policy(PolicyName=f"p{i:02d}", Path=path, PolicyDocument=json.dumps(_doc(f"s3:Get{i}")))[
+            "Policy"
+        ]["Arn"]
         arns.append(arn)
         if i < managed - 2:
             iam.attach_user_policy(UserName="ci", PolicyArn=arn)
         else:
             iam.attach_group_policy(GroupName="builders", PolicyArn=arn)
     iam.put_user_policy(UserName="ci", PolicyName="own-logs", PolicyDocument=json.dumps(_doc("logs:*", sid="A")))
-    iam.put_group_policy(GroupName="builders", PolicyName="home",
-                         PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": {
-                             "Sid": "A", "Effect": "Allow", "Action": "s3:*",
-                             "Resource": "arn:aws:s3:::home/${aws:username}/*"}}))
+    iam.put_group_policy(
+        GroupName="builders",
+        PolicyName="home",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": {
+                    "Sid": "A",
+                    "Effect": "Allow",
+                    "Action": "s3:*",
+                    "Resource": "arn:aws:s3:::home/${aws:username}/*",
+                },
+            }
+        ),
+    )
     boundary = iam.create_policy(PolicyName="ci-boundary", PolicyDocument=json.dumps(_doc("s3:*", "logs:*")))
     return arns, boundary["Policy"]["Arn"]
 
@@ -99,8 +112,9 @@ def _read(moto_server, monkeypatch, boundaries) -> UserPolicies:
 def test_the_reader_returns_lists_boundary_and_documents(moto_server, monkeypatch):
     arns, boundary = _user_with_everything(aws.make_client("iam"))
     p = _read(moto_server, monkeypatch, {"ci": boundary})
-    assert p == UserPolicies("ci", (arns[0],), ("own-logs",), (GroupPolicies("builders", tuple(arns[1:]), ("home",)),),
-                             boundary)
+    assert p == UserPolicies(
+        "ci", (arns[0],), ("own-logs",), (GroupPolicies("builders", tuple(arns[1:]), ("home",)),), boundary
+    )
     assert p.documents["own-logs"] == _doc("logs:*", sid="A")
     assert p.group_policies[0].documents["home"]["Statement"]["Resource"] == "arn:aws:s3:::home/${aws:username}/*"
     assert p.boundary_known and p.unread == () and p.managed_arns() == arns
@@ -125,8 +139,10 @@ def test_refused_details_are_named_and_the_copy_reads_them_itself(moto_server, m
     assert any(u.startswith("permissions boundary (iam:GetUser: AccessDenied") for u in p.unread)
     copy = copy_to_role(p, "ci-ec2", user_ref="ci", user="ci", new_role=True)
     assert copy.create_flags == ""  # a boundary not read is not guessed
-    assert ("aws iam get-user --user-name ci --query User.PermissionsBoundary.PermissionsBoundaryArn --output text"
-            in copy.commands)
+    assert (
+        "aws iam get-user --user-name ci --query User.PermissionsBoundary.PermissionsBoundaryArn --output text"
+        in copy.commands
+    )
     assert "boundary not read" in copy.source and "not read: inline policy own-logs" in copy.source
     # Terraform takes the inline documents from the files the commands save
     assert 'file("inline-own-logs.json")' in copy.terraform and 'file("group-builders-home.json")' in copy.terraform
@@ -170,8 +186,9 @@ def test_role_copy_within_the_managed_policy_quota(moto_server, monkeypatch, tmp
     attached = [a["PolicyArn"] for a in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]]
     assert sorted(attached) == sorted(arns[:MANAGED_POLICIES_PER_ROLE])
     inline = iam.list_role_policies(RoleName=name)["PolicyNames"]
-    assert sorted(inline) == sorted(["own-logs", "group-builders-home",
-                                     *(f"managed-{policy_name_and_path(a)[0]}" for a in extra)])
+    assert sorted(inline) == sorted(
+        ["own-logs", "group-builders-home", *(f"managed-{policy_name_and_path(a)[0]}" for a in extra)]
+    )
     got = iam.get_role_policy(RoleName=name, PolicyName="group-builders-home")["PolicyDocument"]
     assert got["Statement"]["Resource"] == "arn:aws:s3:::home/${aws:username}/*"
 
@@ -181,7 +198,9 @@ def test_existing_role_gets_the_boundary_with_a_warning(moto_server, monkeypatch
     p = _read(moto_server, monkeypatch, {"ci": boundary})
     ctx = HostContext(kind="lambda", hostname="h", host_id="lambda:x", function_name="export", region="eu-west-1")
     s = suggest(_finding(verification=LIVE), ctx, iam_policies=p)
-    assert f"aws iam put-role-permissions-boundary --role-name ROLE_NAME --permissions-boundary {boundary}" in s.commands
+    assert (
+        f"aws iam put-role-permissions-boundary --role-name ROLE_NAME --permissions-boundary {boundary}" in s.commands
+    )
     assert any("also limits what the role does today" in st for st in s.steps)
     assert hcl_problems(s.terraform, names=["own-logs", "group-builders-home"]) == []
 
@@ -192,16 +211,25 @@ def _sso_suggestion(moto_server, monkeypatch) -> tuple[list[str], UserPolicies, 
     p = _read(moto_server, monkeypatch, {"ci": boundary})
     # moto loads no AWS managed policies by default: add one as if attached to the user
     p = dataclasses.replace(p, attached=(*p.attached, "arn:aws:iam::aws:policy/ReadOnlyAccess"))
-    return arns, p, suggest(_finding("/home/ci/.aws/credentials", verification=LIVE),
-                         HostContext(kind="on-premises", hostname="laptop", host_id="m"), iam_policies=p)
+    return (
+        arns,
+        p,
+        suggest(
+            _finding("/home/ci/.aws/credentials", verification=LIVE),
+            HostContext(kind="on-premises", hostname="laptop", host_id="m"),
+            iam_policies=p,
+        ),
+    )
 
 
 def test_permission_set_copy(moto_server, monkeypatch, tmp_path):
     arns, p, s = _sso_suggestion(moto_server, monkeypatch)
     assert s.kind == "sso"
     joined = "\n".join(s.commands)
-    assert ("attach-managed-policy-to-permission-set --instance-arn INSTANCE_ARN --permission-set-arn "
-            "PERMISSION_SET_ARN --managed-policy-arn arn:aws:iam::aws:policy/ReadOnlyAccess") in joined
+    assert (
+        "attach-managed-policy-to-permission-set --instance-arn INSTANCE_ARN --permission-set-arn "
+        "PERMISSION_SET_ARN --managed-policy-arn arn:aws:iam::aws:policy/ReadOnlyAccess"
+    ) in joined
     for arn in arns:  # customer managed: by name and path, never by ARN
         name, path = policy_name_and_path(arn)
         assert f"--customer-managed-policy-reference Name={name},Path={path}" in joined
@@ -240,8 +268,10 @@ def test_one_inline_policy_goes_straight_to_the_permission_set():
 def test_policy_name_and_path():
     assert policy_name_and_path("arn:aws:iam::111122223333:policy/team/ci/deploy") == ("deploy", "/team/ci/")
     assert policy_name_and_path("arn:aws:iam::111122223333:policy/deploy") == ("deploy", "/")
-    assert policy_name_and_path("arn:aws:iam::aws:policy/service-role/AWSLambdaRole") == ("AWSLambdaRole",
-                                                                                        "/service-role/")
+    assert policy_name_and_path("arn:aws:iam::aws:policy/service-role/AWSLambdaRole") == (
+        "AWSLambdaRole",
+        "/service-role/",
+    )
 
 
 def test_audit_key_on_hosts_carries_the_copy(moto_server, monkeypatch, tmp_path):
@@ -262,8 +292,10 @@ def test_audit_key_on_hosts_carries_the_copy(moto_server, monkeypatch, tmp_path)
     (replacement,) = item.to_dict()["details"]["replacement"]
     assert replacement["role_name"] == "web-1-role" and replacement["hosts"] == ["web-1"]
     cmds = replacement["commands"]
-    assert "aws iam put-role-policy --role-name web-1-role --policy-name group-builders-home " \
-           "--policy-document file://group-builders-home.json" in cmds
+    assert (
+        "aws iam put-role-policy --role-name web-1-role --policy-name group-builders-home "
+        "--policy-document file://group-builders-home.json" in cmds
+    )
     assert any(c.startswith("aws iam attach-role-policy --role-name web-1-role") for c in cmds)
     # moto answers GetUser without a boundary: "none", and nothing to put
     assert "boundary none" in replacement["permissions_source"]
@@ -293,14 +325,17 @@ def test_permission_set_commands_run_as_written(moto_server, monkeypatch, tmp_pa
             continue
         _run([cmd.replace("PERMISSION_SET_ARN", ps_arn)], tmp_path)
     assert ps_arn and name == "ci-access"
-    refs = sso.list_customer_managed_policy_references_in_permission_set(
-        InstanceArn=instance, PermissionSetArn=ps_arn)["CustomerManagedPolicyReferences"]
+    refs = sso.list_customer_managed_policy_references_in_permission_set(InstanceArn=instance, PermissionSetArn=ps_arn)[
+        "CustomerManagedPolicyReferences"
+    ]
     assert sorted((r["Name"], r["Path"]) for r in refs) == sorted(policy_name_and_path(a) for a in arns)
-    aws_managed = sso.list_managed_policies_in_permission_set(
-        InstanceArn=instance, PermissionSetArn=ps_arn)["AttachedManagedPolicies"]
+    aws_managed = sso.list_managed_policies_in_permission_set(InstanceArn=instance, PermissionSetArn=ps_arn)[
+        "AttachedManagedPolicies"
+    ]
     assert [m["Arn"] for m in aws_managed] == ["arn:aws:iam::aws:policy/ReadOnlyAccess"]
-    inline = json.loads(sso.get_inline_policy_for_permission_set(InstanceArn=instance,
-                                                                 PermissionSetArn=ps_arn)["InlinePolicy"])
+    inline = json.loads(
+        sso.get_inline_policy_for_permission_set(InstanceArn=instance, PermissionSetArn=ps_arn)["InlinePolicy"]
+    )
     assert [st["Action"] for st in inline["Statement"]] == [["logs:*"], "s3:*"]
 
 
@@ -308,16 +343,20 @@ def test_a_very_broad_user_fits_a_message_without_broken_pairs():
     from keysweep.report.message import finding_message as agent_message
 
     boundary = "arn:aws:iam::534261010715:policy/bound"
-    groups = tuple(GroupPolicies(f"g{g}", tuple(f"arn:aws:iam::534261010715:policy/g{g}-{i}" for i in range(10)),
-                                 (f"gi{g}",)) for g in range(10))
-    p = UserPolicies("ci-deployer", tuple(f"arn:aws:iam::534261010715:policy/u{i}" for i in range(10)), ("own",),
-                     groups, boundary)
+    groups = tuple(
+        GroupPolicies(f"g{g}", tuple(f"arn:aws:iam::534261010715:policy/g{g}-{i}" for i in range(10)), (f"gi{g}",))
+        for g in range(10)
+    )
+    p = UserPolicies(
+        "ci-deployer", tuple(f"arn:aws:iam::534261010715:policy/u{i}" for i in range(10)), ("own",), groups, boundary
+    )
     ctx = HostContext(kind="lambda", hostname="h", host_id="lambda:x", function_name="export", region="eu-west-1")
     f = _finding(verification=LIVE)
     s = suggest(f, ctx, iam_policies=p)
     assert len(s.commands) <= 64
-    assert s.commands[-1] == ("aws iam put-role-permissions-boundary --role-name ROLE_NAME "
-                              f"--permissions-boundary {boundary}")
+    assert s.commands[-1] == (
+        f"aws iam put-role-permissions-boundary --role-name ROLE_NAME --permissions-boundary {boundary}"
+    )
     saves = [i for i, c in enumerate(s.commands) if " > " in c]
     assert saves and all("put-role-policy" in s.commands[i + 1] for i in saves)
     assert any("more than a suggestion carries" in st and "left out here" in st for st in s.steps)
@@ -350,22 +389,31 @@ def test_permission_set_past_the_quota_and_unread():
     assert any("the other 2 go into the inline policy" in st for st in ps.steps)
     assert 'file("permission-set-inline.json")' in ps.terraform  # managed documents are not read: from the file
     unread = copy_to_permission_set(None, account="111122223333", user_ref="$USER_NAME")
-    assert unread.commands[-1].startswith('aws iam get-user --user-name $USER_NAME')
+    assert unread.commands[-1].startswith("aws iam get-user --user-name $USER_NAME")
     for cmd in (*ps.commands, *unread.commands):
         if not cmd.startswith("jq "):
             assert aws_command_problems(cmd) == [], cmd
 
 
 def test_copied_names_never_collide():
-    p = UserPolicies("u", tuple(f"arn:aws:iam::1:policy/p{i}" for i in range(10))
-                     + ("arn:aws:iam::1:policy/a/deploy", "arn:aws:iam::1:policy/b/deploy",
-                        "arn:aws:iam::aws:policy/deploy"),
-                     ("group-a-b-c",), (GroupPolicies("a-b", (), ("c",)), GroupPolicies("a", (), ("b-c",))))
+    p = UserPolicies(
+        "u",
+        tuple(f"arn:aws:iam::1:policy/p{i}" for i in range(10))
+        + ("arn:aws:iam::1:policy/a/deploy", "arn:aws:iam::1:policy/b/deploy", "arn:aws:iam::aws:policy/deploy"),
+        ("group-a-b-c",),
+        (GroupPolicies("a-b", (), ("c",)), GroupPolicies("a", (), ("b-c",))),
+    )
     copy = copy_to_role(p, "R", user_ref="u", user="u", new_role=True)
     puts = [c.split("--policy-name ")[1].split()[0] for c in copy.commands if "put-role-policy" in c]
     files = [c.rsplit("> ", 1)[1] for c in copy.commands if " > " in c]
-    assert puts == ["managed-a-deploy", "managed-b-deploy", "managed-aws-deploy", "group-a-b-c", "group-a-b-c-2",
-                    "group-a-b-c-3"]
+    assert puts == [
+        "managed-a-deploy",
+        "managed-b-deploy",
+        "managed-aws-deploy",
+        "group-a-b-c",
+        "group-a-b-c-2",
+        "group-a-b-c-3",
+    ]
     assert len(set(files)) == len(files) == 6
     ps = copy_to_permission_set(p, account="1", user_ref="u")
     (merge,) = [c for c in ps.commands if c.startswith("jq ")]

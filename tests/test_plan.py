@@ -62,20 +62,33 @@ def _busy_user(iam):
     iam.create_user(UserName="busy-svc")
     key = iam.create_access_key(UserName="busy-svc")["AccessKey"]
     SECRETS.append(key["SecretAccessKey"])
-    aws.isolated_client("sts", access_key_id=key["AccessKeyId"],
-                        secret_access_key=key["SecretAccessKey"]).get_caller_identity()  # a real use, just now
-    iam.create_policy(PolicyName="S3Read", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}))
+    aws.isolated_client(
+        "sts", access_key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"]
+    ).get_caller_identity()  # a real use, just now
+    iam.create_policy(
+        PolicyName="S3Read",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "*"}]}
+        ),
+    )
     iam.attach_user_policy(UserName="busy-svc", PolicyArn=f"arn:aws:iam::{ACCOUNT}:policy/S3Read")
-    iam.put_user_policy(UserName="busy-svc", PolicyName="extra", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName="busy-svc",
+        PolicyName="extra",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": "*"}]}
+        ),
+    )
     return key["AccessKeyId"]
 
 
 def test_without_iam_the_plan_says_what_cannot_be_judged(tmp_path, capsys, monkeypatch):
     db = tmp_path / "fleet.db"
-    store_messages(db, *(_finding(h, "AKIAXYZDQCEN4B6JSJQI", "/home/app/.aws/credentials") for h in WEB),
-          finding_message(host_info=WEB[0], key_id="ASIAY34FZKBOKMUTVV7A", path="/tmp/session.env"))
+    store_messages(
+        db,
+        *(_finding(h, "AKIAXYZDQCEN4B6JSJQI", "/home/app/.aws/credentials") for h in WEB),
+        finding_message(host_info=WEB[0], key_id="ASIAY34FZKBOKMUTVV7A", path="/tmp/session.env"),
+    )
     code, doc, keys = _plan(capsys, db, "--no-iam")
     assert code == 1 and doc["iam"] is False and doc["states"]["found"] == 1
     assert list(keys) == ["AKIAXYZDQCEN4B6JSJQI"]  # a temporary key expires by itself
@@ -84,7 +97,8 @@ def test_without_iam_the_plan_says_what_cannot_be_judged(tmp_path, capsys, monke
     assert key["state"] == "found" and key["next_step"] == "replace"
     # the agents' own suggestion is the replacement when the owner's account was not read
     assert steps["replace"]["state"] == "open" and steps["replace"]["commands"] == [
-        "aws iam create-role --role-name web-1-role ..."]
+        "aws iam create-role --role-name web-1-role ..."
+    ]
     assert steps["deploy"]["state"] == "waiting" and steps["deploy"]["commands"] == []
     for name in ("confirm-unused", "deactivate", "delete-key", "delete-user"):
         assert steps[name]["state"] == "waiting" and "cannot be judged" in steps[name]["reason"]
@@ -100,7 +114,9 @@ def test_a_key_is_walked_from_found_to_deleted(moto_server, tmp_path, capsys):
     iam = aws.make_client("iam")
     key_id = _busy_user(iam)
     db = tmp_path / "fleet.db"
-    store_messages(db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"), _finding(WEB[1], key_id, "/srv/app/.env"))
+    store_messages(
+        db, _finding(WEB[0], key_id, "/home/app/.aws/credentials"), _finding(WEB[1], key_id, "/srv/app/.env")
+    )
 
     # on two hosts and used seconds ago: only the replacement is offered, with the user's exact permissions
     code, doc, keys = _plan(capsys, db)
@@ -110,7 +126,9 @@ def test_a_key_is_walked_from_found_to_deleted(moto_server, tmp_path, capsys):
     _check_order(key)
     assert key["user"] == "busy-svc" and key["iam_status"] == "Active" and key["state"] == "found"
     assert {(loc["host"], loc["place"]) for loc in key["locations"]} == {
-        ("web-1", "/home/app/.aws/credentials"), ("web-2", "/srv/app/.env")}
+        ("web-1", "/home/app/.aws/credentials"),
+        ("web-2", "/srv/app/.env"),
+    }
     replace = steps["replace"]
     assert replace["state"] == "open" and "exact permissions" in replace["reason"]
     assert any("S3Read" in c for c in replace["commands"]) and any("extra" in c for c in replace["commands"])
@@ -150,7 +168,8 @@ def test_a_key_is_walked_from_found_to_deleted(moto_server, tmp_path, capsys):
     steps = _steps(keys[key_id])
     assert steps["delete-key"]["state"] == "open"
     assert steps["delete-key"]["commands"] == [
-        f"aws iam delete-access-key --user-name busy-svc --access-key-id {key_id}"]
+        f"aws iam delete-access-key --user-name busy-svc --access-key-id {key_id}"
+    ]
     assert steps["delete-user"]["state"] == "waiting"
 
     iam.delete_access_key(UserName="busy-svc", AccessKeyId=key_id)
@@ -190,11 +209,18 @@ def test_bad_options_are_usage_errors(tmp_path, capsys):
 
 
 def test_key_states_are_kept_first_record_wins(store):  # noqa: F811
-    first = KeyState("AKIAXYZDQCEN4B6JSJQI", "replaced", "arn:aws:iam::123456789012:user/alice",
-                     "2026-11-29T10:00:00.000Z", "mark", "CHG-1")
+    first = KeyState(
+        "AKIAXYZDQCEN4B6JSJQI",
+        "replaced",
+        "arn:aws:iam::123456789012:user/alice",
+        "2026-11-29T10:00:00.000Z",
+        "mark",
+        "CHG-1",
+    )
     assert store.record_key_state(first) is True
-    again = KeyState("AKIAXYZDQCEN4B6JSJQI", "replaced", "arn:aws:iam::123456789012:user/bob",
-                     "2026-11-30T10:00:00.000Z", "mark")
+    again = KeyState(
+        "AKIAXYZDQCEN4B6JSJQI", "replaced", "arn:aws:iam::123456789012:user/bob", "2026-11-30T10:00:00.000Z", "mark"
+    )
     assert store.record_key_state(again) is False
     seen = KeyState("AKIAXYZDQCEN4B6JSJQI", "deactivated", "keysweep plan", "2026-11-29T09:00:00.000Z", "observed")
     other = KeyState("AKIAAAAAAAAAAAAAAAAA", "deleted", "keysweep plan", "2026-11-28T09:00:00.000Z", "observed")
@@ -266,10 +292,27 @@ def test_burn_down_counts_keys_until_their_recorded_deletion(tmp_path):
 def test_html_plan_is_self_contained_and_renders(tmp_path, capsys):
     db = tmp_path / "fleet.db"
     hostile = "<img src=x onerror=alert(1)>"
-    store_messages(db, finding_message(host_info=host("i-0aaaaaaaaaaaaaaa9", hostile), key_id="AKIAXYZDQCEN4B6JSJQI"),
-          _finding(WEB[0], "AKIAXYZDQCEN4B6JSJQJ", "/home/app/.aws/credentials"))
-    assert main(["plan", "--db", str(db), "--no-iam", "--mark", "AKIAXYZDQCEN4B6JSJQJ", "replaced",
-                 "--note", "<b>CHG-9</b>"]) == 1
+    store_messages(
+        db,
+        finding_message(host_info=host("i-0aaaaaaaaaaaaaaa9", hostile), key_id="AKIAXYZDQCEN4B6JSJQI"),
+        _finding(WEB[0], "AKIAXYZDQCEN4B6JSJQJ", "/home/app/.aws/credentials"),
+    )
+    assert (
+        main(
+            [
+                "plan",
+                "--db",
+                str(db),
+                "--no-iam",
+                "--mark",
+                "AKIAXYZDQCEN4B6JSJQJ",
+                "replaced",
+                "--note",
+                "<b>CHG-9</b>",
+            ]
+        )
+        == 1
+    )
     capsys.readouterr()
     out = tmp_path / "plan.html"
     assert main(["plan", "--db", str(db), "--no-iam", "--format", "html", "--output", str(out)]) == 1
@@ -339,21 +382,26 @@ def _found(h, key_id, user, days_ago):
 
 
 @pytest.mark.timeout(180)
-def test_cloudtrail_use_holds_confirm_unused_and_names_where_the_key_is_used(moto_server, cloudtrail, tmp_path,
-                                                                             capsys):
+def test_cloudtrail_use_holds_confirm_unused_and_names_where_the_key_is_used(moto_server, cloudtrail, tmp_path, capsys):
     iam = aws.make_client("iam")
     ec2 = aws.make_client("ec2")
     ami = ec2.describe_images()["Images"][0]["ImageId"]
-    with_agent, without_agent = (ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]
-                                 for _ in range(2))
+    with_agent, without_agent = (
+        ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0] for _ in range(2)
+    )
     web = host(with_agent["InstanceId"], "web-1")
     other = host("i-0bbbbbbbbbbbbbbb1", "batch-1")
     held, used, own_only = _key_of(iam, "held-svc"), _key_of(iam, "used-svc"), _key_of(iam, "quiet-svc")
     db = tmp_path / "fleet.db"
     # held-svc's key is still on web-1; the other two were on batch-1, which swept since without them
-    store_messages(db, _found(web, held, "held-svc", 1), _found(other, used, "used-svc", 3),
-          _found(other, own_only, "quiet-svc", 3), heartbeat_message(host_info=web, sent_at=_ago(1)),
-          heartbeat_message(host_info=other, sent_at=_ago(1)))
+    store_messages(
+        db,
+        _found(web, held, "held-svc", 1),
+        _found(other, used, "used-svc", 3),
+        _found(other, own_only, "quiet-svc", 3),
+        heartbeat_message(host_info=web, sent_at=_ago(1)),
+        heartbeat_message(host_info=other, sent_at=_ago(1)),
+    )
     now = datetime.now(UTC).timestamp()
     cloudtrail.add_event(held, ip=with_agent["PrivateIpAddress"], user_agent=CLI, at=now - 2 * 86400)
     cloudtrail.add_event(held, ip=without_agent["PrivateIpAddress"], user_agent=CLI, at=now - 3 * 86400)
@@ -364,8 +412,9 @@ def test_cloudtrail_use_holds_confirm_unused_and_names_where_the_key_is_used(mot
     cloudtrail.add_event(used, ip="198.51.100.7", user_agent=OWN, at=now - 3600, source="sts.amazonaws.com")
     # quiet-svc: only keysweep's own verification calls, and a use older than the quiet period
     for hours in (1, 30):
-        cloudtrail.add_event(own_only, ip="198.51.100.7", user_agent=OWN, at=now - hours * 3600,
-                             source="sts.amazonaws.com")
+        cloudtrail.add_event(
+            own_only, ip="198.51.100.7", user_agent=OWN, at=now - hours * 3600, source="sts.amazonaws.com"
+        )
     cloudtrail.add_event(own_only, ip=OUTSIDE, user_agent=CLI, at=now - 20 * 86400)
 
     code, doc, keys = _plan(capsys, db, "--trail", "--trail-days", "30", "--trail-region", "us-east-1")
@@ -378,8 +427,10 @@ def test_cloudtrail_use_holds_confirm_unused_and_names_where_the_key_is_used(mot
     attach = [c for c in replace["commands"] if c.startswith("# attach the role where the key is used")]
     assert len(attach) == 4 and any("203.0.113.9 (outside AWS)" in c for c in attach)
     assert any(f"{with_agent['PrivateIpAddress']} (fleet host {with_agent['InstanceId']})" in c for c in attach)
-    assert any(f"{without_agent['PrivateIpAddress']} (ec2-instance without the agent {without_agent['InstanceId']})"
-               in c for c in attach)
+    assert any(
+        f"{without_agent['PrivateIpAddress']} (ec2-instance without the agent {without_agent['InstanceId']})" in c
+        for c in attach
+    )
     assert any(f"{OUTSIDE} (outside AWS)" in c for c in attach)
     assert f"{OUTSIDE} (outside AWS)" in replace["reason"] and "203.0.113.9" not in replace["reason"]
     assert "and 1 more address(es)" in replace["reason"]  # the reason names the three latest; commands have all
@@ -431,8 +482,9 @@ def test_cloudtrail_use_after_the_hosts_let_go_reopens_replace(moto_server, clou
     assert steps["deploy"]["state"] == "done"
     assert steps["replace"]["state"] == "open" and "no host reports it, but CloudTrail" in steps["replace"]["reason"]
     last = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    assert steps["replace"]["commands"] == [f"# attach the role where the key is used: {OUTSIDE} (outside AWS), "
-                                            f"last {last}"]
+    assert steps["replace"]["commands"] == [
+        f"# attach the role where the key is used: {OUTSIDE} (outside AWS), last {last}"
+    ]
     assert steps["confirm-unused"]["state"] == "waiting"
 
 
@@ -441,8 +493,10 @@ def test_a_region_cloudtrail_cannot_be_read_in_is_a_note_not_a_no_use(moto_serve
     db, key_id = _let_go_key(tmp_path, "dark-svc")
     cloudtrail.errors = ["AccessDeniedException"]
     code, doc, keys = _plan(capsys, db, "--trail", "--trail-region", "us-east-1")
-    assert any(n.startswith(f"CloudTrail not read: cloudtrail in {ACCOUNT} us-east-1: AccessDeniedException")
-               for n in doc["notes"]), doc["notes"]
+    assert any(
+        n.startswith(f"CloudTrail not read: cloudtrail in {ACCOUNT} us-east-1: AccessDeniedException")
+        for n in doc["notes"]
+    ), doc["notes"]
     confirm = _steps(keys[key_id])["confirm-unused"]
     assert confirm["state"] == "done" and "CloudTrail" not in confirm["reason"]  # IAM's word alone
 

@@ -106,8 +106,14 @@ def test_own_process_is_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
         "f,_=scan_processes(make_detector(), ScanStats()); import os;"
         "print(json.dumps([x.location.pid for x in f if x.key_id == sys.argv[1]]), os.getpid())"
     )
-    out = subprocess.run([sys.executable, "-c", code, KEY], capture_output=True, text=True, env=dict(os.environ),
-                         cwd=os.path.dirname(os.path.dirname(__file__)), timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", code, KEY],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+        timeout=60,
+    )
     pids, own = out.stdout.split()
     assert int(own) not in __import__("json").loads(pids)
 

@@ -30,8 +30,11 @@ _NAMES = st.one_of(
     st.text("ab/", min_size=101, max_size=300),  # past ustar's 100 bytes: a GNU long name or a pax path
 ).map(lambda n: n.strip("/") or "x")
 _MEMBERS = st.lists(
-    st.tuples(_NAMES.filter(lambda n: n != "planted.env"), st.sampled_from(["file", "dir", "symlink"]),
-              st.binary(max_size=3000)),
+    st.tuples(
+        _NAMES.filter(lambda n: n != "planted.env"),
+        st.sampled_from(["file", "dir", "symlink"]),
+        st.binary(max_size=3000),
+    ),
     max_size=8,
     unique_by=lambda m: m[0],
 )
@@ -58,10 +61,7 @@ def test_the_tar_reader_yields_what_tarfile_reads(members: list[tuple[str, str, 
     data = _tar(members, fmt)
     with tarfile.open(fileobj=io.BytesIO(data), mode="r|", encoding="utf-8", errors="surrogateescape") as t:
         expected = [(m.name, t.extractfile(m).read()) for m in t if m.isreg()]  # type: ignore[union-attr]
-    got = [
-        (m.name.decode("utf-8", "surrogateescape"), r.read())
-        for m, r in tarstream.members(io.BytesIO(data).read)
-    ]
+    got = [(m.name.decode("utf-8", "surrogateescape"), r.read()) for m, r in tarstream.members(io.BytesIO(data).read)]
     assert got == expected
 
 
@@ -174,10 +174,16 @@ def test_well_formed_archives_report_their_planted_pair(
     assert not result.stats.errors
 
 
-_MAGIC = st.sampled_from([
-    b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b\x08", b"BZh9", b"\xfd7zXZ\x00",
-    b"\x1f\x8b\x08\x1c\0\0\0\0\0\x03",  # gzip with FEXTRA, FNAME and FCOMMENT set
-])
+_MAGIC = st.sampled_from(
+    [
+        b"PK\x03\x04",
+        b"PK\x05\x06",
+        b"\x1f\x8b\x08",
+        b"BZh9",
+        b"\xfd7zXZ\x00",
+        b"\x1f\x8b\x08\x1c\0\0\0\0\0\x03",  # gzip with FEXTRA, FNAME and FCOMMENT set
+    ]
+)
 
 
 @_SETTINGS
@@ -195,7 +201,9 @@ def test_random_bytes_behind_an_archive_magic_never_escape_the_scanner(
 @pytest.mark.timeout(120)
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.integers(BUDGET // 512, 8 * BUDGET // 512), st.sampled_from([b"5", b"2", b"x", b"Z"]))
-def test_headers_without_data_are_charged_until_the_budget_stops_them(tmp_path: Path, count: int, typeflag: bytes) -> None:
+def test_headers_without_data_are_charged_until_the_budget_stops_them(
+    tmp_path: Path, count: int, typeflag: bytes
+) -> None:
     """Entries with no data (directories, links, empty pax headers, unknown types) cost budget like data does."""
     block = bytearray(512)
     block[:2] = b"d/"

@@ -118,15 +118,24 @@ def test_short_reads_find_what_whole_reads_find(noise: bytes, plants: list[tuple
 def test_random_bytes_never_raise_and_every_finding_is_in_them(data: bytes) -> None:
     for f in DETECTOR.scan(data, location=LOC) + DETECTOR.scan(data, location=LOC, per_line=True):
         assert f.key_id.encode() in data or f.location.encoding is not None
-        assert f.secret is None or f.location.encoding is not None or f.secret.reveal().encode() in data \
-            or b"%" in data or b"\\/" in data
+        assert (
+            f.secret is None
+            or f.location.encoding is not None
+            or f.secret.reveal().encode() in data
+            or b"%" in data
+            or b"\\/" in data
+        )
 
 
 @pytest.mark.timeout(300)
 @settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    st.lists(st.tuples(st.integers(1, 2), st.integers(-200, 200), _KINDS), min_size=1, max_size=4,
-             unique_by=lambda t: (t[0], t[1] // 512)),
+    st.lists(
+        st.tuples(st.integers(1, 2), st.integers(-200, 200), _KINDS),
+        min_size=1,
+        max_size=4,
+        unique_by=lambda t: (t[0], t[1] // 512),
+    ),
     st.integers(0, 2**32),
 )
 def test_a_file_scan_finds_pairs_planted_across_its_read_chunks(tmp_path: Path, edges, seed: int) -> None:  # noqa: ANN001

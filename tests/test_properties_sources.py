@@ -24,17 +24,26 @@ _PROFILE = st.tuples(
     _PROFILE_NAME,
     st.integers(0, 10_000),  # which planted key
     st.sampled_from(["aws_access_key_id", "AWS_ACCESS_KEY_ID", "Aws_Access_Key_Id"]),
-    _SPACE, _SPACE, st.sampled_from(["=", ":"]),
+    _SPACE,
+    _SPACE,
+    st.sampled_from(["=", ":"]),
     st.sampled_from(["", " # a comment", " ; another", "\t# x"]),
-    st.sampled_from(["", "\"", "'"]),
-    st.lists(st.sampled_from(["# comment", "; comment", "", "   ", "region = eu-west-1", "s3 =",
-                              "  max_concurrent_requests = 10"]), max_size=3),
+    st.sampled_from(["", '"', "'"]),
+    st.lists(
+        st.sampled_from(
+            ["# comment", "; comment", "", "   ", "region = eu-west-1", "s3 =", "  max_concurrent_requests = 10"]
+        ),
+        max_size=3,
+    ),
 )
 
 
 @_ANY
-@given(st.lists(_PROFILE, min_size=1, max_size=6, unique_by=lambda p: (p[0], p[1])),
-       st.sampled_from(["\n", "\r\n"]), st.booleans())
+@given(
+    st.lists(_PROFILE, min_size=1, max_size=6, unique_by=lambda p: (p[0], p[1])),
+    st.sampled_from(["\n", "\r\n"]),
+    st.booleans(),
+)
 def test_generated_credentials_files_give_back_every_profile(profiles, eol: str, bom: bool) -> None:  # noqa: ANN001
     lines: list[str] = []
     expected = []
@@ -53,7 +62,8 @@ def test_generated_credentials_files_give_back_every_profile(profiles, eol: str,
         by_name.setdefault(prof.name, []).append(prof)
     for name, kid, secret, line in expected:
         assert any(
-            pr.get("aws_access_key_id") == kid and pr.get("aws_secret_access_key") == secret
+            pr.get("aws_access_key_id") == kid
+            and pr.get("aws_secret_access_key") == secret
             and pr.values["aws_access_key_id"][1] == line
             for pr in by_name[name]
         )

@@ -14,17 +14,20 @@ def _client_error(code: str | None, status: int = 400) -> ClientError:
     return ClientError({"Error": error, "ResponseMetadata": {"HTTPStatusCode": status}}, "SendMessageBatch")
 
 
-@pytest.mark.parametrize(("code", "status", "retry"), [
-    ("ThrottlingException", 400, True),
-    ("RequestLimitExceeded", 400, True),
-    ("KmsThrottled", 400, True),
-    ("ServiceUnavailable", 503, True),
-    ("SomethingNew", 502, True),  # any 5xx
-    ("SomethingNew", 429, True),
-    ("AccessDenied", 403, False),
-    ("AWS.SimpleQueueService.NonExistentQueue", 400, False),
-    (None, 400, False),
-])
+@pytest.mark.parametrize(
+    ("code", "status", "retry"),
+    [
+        ("ThrottlingException", 400, True),
+        ("RequestLimitExceeded", 400, True),
+        ("KmsThrottled", 400, True),
+        ("ServiceUnavailable", 503, True),
+        ("SomethingNew", 502, True),  # any 5xx
+        ("SomethingNew", 429, True),
+        ("AccessDenied", 403, False),
+        ("AWS.SimpleQueueService.NonExistentQueue", 400, False),
+        (None, 400, False),
+    ],
+)
 def test_which_answers_are_worth_another_try(code, status, retry):
     assert is_retryable(_client_error(code, status)) is retry
 

@@ -168,11 +168,16 @@ def test_cli_rules_check_bad_file_exits_2_naming_it(tmp_path):
 
 def test_cli_rules_check_reports_a_regex_that_does_not_start_with_a_keyword(tmp_path):
     # 'AKIB' is this rule's keyword, but its regex also matches 'XKIB…': the prefilter never looks there
-    (tmp_path / "extra.yaml").write_text(GOOD_RULE.replace("regex: 'AKIB[A-Z2-7]{16}'", "regex: '[AX]KIB[A-Z2-7]{16}'")
-                                         .replace("examples: ['x AKIB", "examples: ['XKIBXYZDQCEN4B6JSJQI', 'x AKIB"))
+    (tmp_path / "extra.yaml").write_text(
+        GOOD_RULE.replace("regex: 'AKIB[A-Z2-7]{16}'", "regex: '[AX]KIB[A-Z2-7]{16}'").replace(
+            "examples: ['x AKIB", "examples: ['XKIBXYZDQCEN4B6JSJQI', 'x AKIB"
+        )
+    )
     code, out, _ = _run(["rules", "check", str(tmp_path)])
     assert code == 2
-    assert "extra-rule: regex matches 'XKIBXYZDQCEN4B6JSJQI' in an example, which starts with none of its keywords" in out
+    assert (
+        "extra-rule: regex matches 'XKIBXYZDQCEN4B6JSJQI' in an example, which starts with none of its keywords" in out
+    )
 
 
 def test_builtin_secret_and_token_rules_have_no_regex():
@@ -198,14 +203,21 @@ def test_documentation_is_ignored_by_host_path_whatever_the_scan_root(tmp_path, 
     host = tmp_path / "host"
     key, other = "AKIAXYZDQCEN4B6JSJQI", "AKIASP2TPHJSQH3FJRUX"
     page = "<p>aws_access_key_id = {}</p>\n"
-    for rel, kid in [("usr/share/doc/tool/html/index.html", key), ("usr/local/share/doc/tool/a.html", key),
-                     ("usr/lib/app/share/doc/b.html", other), ("opt/app/share/doc/c.html", other)]:
+    for rel, kid in [
+        ("usr/share/doc/tool/html/index.html", key),
+        ("usr/local/share/doc/tool/a.html", key),
+        ("usr/lib/app/share/doc/b.html", other),
+        ("opt/app/share/doc/c.html", other),
+    ]:
         (host / rel).parent.mkdir(parents=True, exist_ok=True)
         (host / rel).write_text(page.format(kid))
     result = scan_paths(roots=(root,), path_prefix=str(host))
     found = sorted(f.location.path for f in result.findings)
-    expected = {"/": ["/opt/app/share/doc/c.html", "/usr/lib/app/share/doc/b.html"],
-                "/usr": ["/usr/lib/app/share/doc/b.html"], "/opt": ["/opt/app/share/doc/c.html"]}[root]
+    expected = {
+        "/": ["/opt/app/share/doc/c.html", "/usr/lib/app/share/doc/b.html"],
+        "/usr": ["/usr/lib/app/share/doc/b.html"],
+        "/opt": ["/opt/app/share/doc/c.html"],
+    }[root]
     assert found == expected
     assert result.stats.skipped["ignored-path"] == (0 if root == "/opt" else 2)
     # without the host prefix the same tree is not the host's documentation: a copy of it elsewhere is scanned

@@ -143,8 +143,11 @@ _PART = st.sampled_from(["..", ".", "a", "b", "l1", "l2", "creds", "", "outside"
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    links=st.lists(st.tuples(st.sampled_from(["l1", "l2", "a/l1", "a/b/l2"]), st.lists(_PART, max_size=4),
-                             st.booleans()), max_size=4, unique_by=lambda t: t[0]),
+    links=st.lists(
+        st.tuples(st.sampled_from(["l1", "l2", "a/l1", "a/b/l2"]), st.lists(_PART, max_size=4), st.booleans()),
+        max_size=4,
+        unique_by=lambda t: t[0],
+    ),
     path=st.lists(_PART, min_size=1, max_size=6),
     absolute=st.booleans(),
 )

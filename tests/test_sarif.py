@@ -37,16 +37,21 @@ def _findings(detector):
     found.append(
         detector.make_finding(
             "ASIAY34FZKBOKMUTVV7A",
-            location=Location(kind="process", pid=4242, exe="/usr/bin/python3", variable="AWS_ACCESS_KEY_ID",
-                              container_id="abc123"),
-            secret=SECRET, session_token=None, pairing="environment",
+            location=Location(
+                kind="process", pid=4242, exe="/usr/bin/python3", variable="AWS_ACCESS_KEY_ID", container_id="abc123"
+            ),
+            secret=SECRET,
+            session_token=None,
+            pairing="environment",
         ).with_verification(Verification(status="expired", reason="ExpiredToken"))
     )
     found.append(
         detector.make_finding(
             "AKIASP2TPHJSQH3FJRUX",
             location=Location(kind="archive", path="/opt/app.jar", member="BOOT-INF/app.properties", line=7),
-            secret=None, session_token=None, pairing="none",
+            secret=None,
+            session_token=None,
+            pairing="none",
         )
     )
     return found
@@ -97,10 +102,17 @@ def test_schema_catches_a_broken_document(validator, detector):
 
 
 def test_places_not_read_are_tool_notifications(validator, detector):
-    summary = {"incomplete": {"count": 3, "not_listed": 0, "places": [
-        {"reason": "permission-denied", "path": "/srv/private.env"},
-        {"reason": "archive-encrypted", "path": "/opt/app.jar!lib/secret.zip"},
-        {"reason": "source-failed", "path": "source:processes", "error": "ValueError"}]}}
+    summary = {
+        "incomplete": {
+            "count": 3,
+            "not_listed": 0,
+            "places": [
+                {"reason": "permission-denied", "path": "/srv/private.env"},
+                {"reason": "archive-encrypted", "path": "/opt/app.jar!lib/secret.zip"},
+                {"reason": "source-failed", "path": "source:processes", "error": "ValueError"},
+            ],
+        }
+    }
     doc = to_sarif(_findings(detector), summary=summary)
     assert not list(validator.iter_errors(doc))
     notes = doc["runs"][0]["invocations"][0]["toolExecutionNotifications"]

@@ -132,7 +132,10 @@ def test_allowlist_suppresses_by_path_key_and_fingerprint(tree: HostTree) -> Non
 def test_cli_json_report_matches_the_library(tree: HostTree) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "keysweep", "scan", str(tree.root), "--format", "json", "--workers", "2"],
-        capture_output=True, text=True, env=cli_env(), timeout=100,
+        capture_output=True,
+        text=True,
+        env=cli_env(),
+        timeout=100,
     )
     assert proc.returncode == 1, proc.stderr
     doc = json.loads(proc.stdout)
@@ -159,8 +162,9 @@ def test_should_stop_ends_the_walk_early_and_keeps_what_was_found(tmp_path: Path
         asked += 1
         return asked > 50
 
-    result = run_scan(ScanOptions(paths=(str(tmp_path),), sources=("files",), workers=workers), make_detector(),
-                      should_stop=stop)
+    result = run_scan(
+        ScanOptions(paths=(str(tmp_path),), sources=("files",), workers=workers), make_detector(), should_stop=stop
+    )
     assert result.stats.interrupted
     assert 0 < result.stats.files_scanned < 2000
 
@@ -170,8 +174,11 @@ def test_progress_reports_growing_counts(tree: HostTree) -> None:
     from keysweep.scan import ScanOptions, run_scan
 
     seen: list[tuple[int, int]] = []
-    result = run_scan(ScanOptions(paths=(str(tree.root),), sources=("files",), workers=2), make_detector(),
-                      progress=lambda s: seen.append((s.files_scanned, s.bytes_scanned)))
+    result = run_scan(
+        ScanOptions(paths=(str(tree.root),), sources=("files",), workers=2),
+        make_detector(),
+        progress=lambda s: seen.append((s.files_scanned, s.bytes_scanned)),
+    )
     assert seen and seen[-1] == (result.stats.files_scanned, result.stats.bytes_scanned)
     assert seen == sorted(seen)
 
@@ -194,8 +201,10 @@ def test_a_large_file_scanned_in_parts_reports_what_one_reader_does(tmp_path: Pa
     for cut in cuts:
         for delta in (-2, -1, 0, 1):
             idx = min(max(cut // len(filler) + delta, 0), n_lines - 2)
-            planted[idx] = ("AKIA" + "".join(rng.choice(B32) for _ in range(16)),
-                            "".join(rng.choice(SECRET_CHARS) for _ in range(39)) + "7")
+            planted[idx] = (
+                "AKIA" + "".join(rng.choice(B32) for _ in range(16)),
+                "".join(rng.choice(SECRET_CHARS) for _ in range(39)) + "7",
+            )
     with open(tmp_path / "big.log", "wb") as fh:
         for i in range(n_lines):
             if i in planted:
@@ -209,8 +218,9 @@ def test_a_large_file_scanned_in_parts_reports_what_one_reader_does(tmp_path: Pa
     def found(workers: int) -> list[tuple[str, int | None, int | None, str | None, str]]:
         result = scan_paths(tmp_path, workers=workers)
         assert result.stats.files_scanned == 301 and not result.stats.errors
-        return sorted((f.key_id, f.location.line, f.location.offset, f.secret_redacted, f.pairing)
-                      for f in result.findings)
+        return sorted(
+            (f.key_id, f.location.line, f.location.offset, f.secret_redacted, f.pairing) for f in result.findings
+        )
 
     whole = found(1)
     assert [(k, line) for k, line, *_ in whole] == sorted((kid, i + 1) for i, (kid, _) in planted.items())

@@ -22,8 +22,20 @@ SEVERITY_LABELS = {"INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"}
 
 def assert_asff(f: dict) -> None:
     """The ASFF rules BatchImportFindings enforces (required attributes, formats and limits from the ASFF syntax)."""
-    for name in ("SchemaVersion", "Id", "ProductArn", "GeneratorId", "AwsAccountId", "Types", "CreatedAt",
-                 "UpdatedAt", "Severity", "Title", "Description", "Resources"):
+    for name in (
+        "SchemaVersion",
+        "Id",
+        "ProductArn",
+        "GeneratorId",
+        "AwsAccountId",
+        "Types",
+        "CreatedAt",
+        "UpdatedAt",
+        "Severity",
+        "Title",
+        "Description",
+        "Resources",
+    ):
         assert name in f, name
     assert f["SchemaVersion"] == "2018-10-08"
     assert 1 <= len(f["Id"]) <= 512 and len(f["GeneratorId"]) <= 512
@@ -60,9 +72,13 @@ def test_asff_shape(report):
     assert live["RecordState"] == "ACTIVE" and live["Severity"]["Label"] == "CRITICAL"
     access = live["Resources"][0]
     assert access["Type"] == "AwsIamAccessKey"
-    assert access["Details"]["AwsIamAccessKey"] == {"AccessKeyId": LIVE_KEY, "Status": "Active",
-                                                    "AccountId": "534261010715", "PrincipalType": "IAMUser",
-                                                    "PrincipalName": "deploy"}
+    assert access["Details"]["AwsIamAccessKey"] == {
+        "AccessKeyId": LIVE_KEY,
+        "Status": "Active",
+        "AccountId": "534261010715",
+        "PrincipalType": "IAMUser",
+        "PrincipalName": "deploy",
+    }
     assert [r["Details"]["Other"]["hostname"] for r in live["Resources"][1:]] == ["web-1", "web-2"]
     assert "web-2:/srv/app/.env" in live["Description"]
     assert live["Remediation"]["Recommendation"]["Text"] == "Replace the key with an instance profile"
@@ -79,8 +95,9 @@ def test_many_places_stay_within_resource_limits(report):
     from dataclasses import replace
 
     key = next(k for k in report.keys if k.key_id == LIVE_KEY)
-    crowded = replace(key, locations=tuple(replace(key.locations[0], host_id=f"h{i}", hostname="h" * 2000)
-                                           for i in range(80)))
+    crowded = replace(
+        key, locations=tuple(replace(key.locations[0], host_id=f"h{i}", hostname="h" * 2000) for i in range(80))
+    )
     f = to_asff(crowded, account_id="123456789012", region="us-east-1", now=NOW)
     assert_asff(f)
     assert len(f["Resources"]) == 32
@@ -89,24 +106,26 @@ def test_many_places_stay_within_resource_limits(report):
 @pytest.mark.timeout(120)
 def test_export_through_the_cli_to_moto(moto_server, tmp_path, capsys):
     db = build_store(tmp_path / "fleet.db")
-    code = main(["report", "--db", str(db), "--format", "json", "--output", str(tmp_path / "r.json"),
-                 "--securityhub"])
+    code = main(["report", "--db", str(db), "--format", "json", "--output", str(tmp_path / "r.json"), "--securityhub"])
     err = capsys.readouterr().err
     assert code == 0, err
     assert "Security Hub: 2 imported, 1 archived, 0 refused" in err
     hub = aws.make_client("securityhub")
     found = hub.get_findings()["Findings"]
-    assert sorted(f["Title"] for f in found) == sorted([
-        f"Live long-lived AWS access key {LIVE_KEY} on 2 host(s)",
-        f"Live long-lived AWS access key {OLD_KEY} on 2 host(s)",
-        f"Former long-lived AWS access key {DEAD_KEY} on 1 host(s)",
-    ])
+    assert sorted(f["Title"] for f in found) == sorted(
+        [
+            f"Live long-lived AWS access key {LIVE_KEY} on 2 host(s)",
+            f"Live long-lived AWS access key {OLD_KEY} on 2 host(s)",
+            f"Former long-lived AWS access key {DEAD_KEY} on 1 host(s)",
+        ]
+    )
     by_title = {f["Title"]: f for f in found}
     dead = by_title[f"Former long-lived AWS access key {DEAD_KEY} on 1 host(s)"]
     assert dead["RecordState"] == "ARCHIVED" and dead["AwsAccountId"] == "123456789012"
     # a second export updates the same findings rather than adding new ones
-    assert main(["report", "--db", str(db), "--format", "csv", "--output", str(tmp_path / "r.csv"),
-                 "--securityhub"]) == 0
+    assert (
+        main(["report", "--db", str(db), "--format", "csv", "--output", str(tmp_path / "r.csv"), "--securityhub"]) == 0
+    )
     assert len(hub.get_findings()["Findings"]) == 3
 
 
@@ -127,8 +146,12 @@ def test_batches_of_100_and_refused_findings(moto_server, report):
 
 
 def _import_250(hub, report):
-    template = to_asff(report.keys[0], account_id="123456789012", region="us-east-1",
-                       now=datetime.fromisoformat("2026-11-28T12:00:00+00:00"))
+    template = to_asff(
+        report.keys[0],
+        account_id="123456789012",
+        region="us-east-1",
+        now=datetime.fromisoformat("2026-11-28T12:00:00+00:00"),
+    )
     findings = [dict(template, Id=f"keysweep/test-{i:03d}") for i in range(250)]
     findings[150] = dict(findings[150], Resources=[])  # refused by Security Hub
     return import_findings(hub, findings)

@@ -27,10 +27,21 @@ from tests.support.sqs_fault_proxy import fault_proxy
 pytestmark = pytest.mark.timeout(120)
 
 FP = Fingerprinter(b"t" * 32)
-CTX = HostContext(kind="ec2", hostname="web-1", host_id="i-0abc123def4567890", instance_id="i-0abc123def4567890",
-                  account_id="123456789012", region="us-east-1")
-LIVE = Verification(status="live", account="123456789012", arn="arn:aws:iam::123456789012:user/ci-deployer",
-                    principal_type="iam-user", checked_at="2026-01-01T00:00:00Z")
+CTX = HostContext(
+    kind="ec2",
+    hostname="web-1",
+    host_id="i-0abc123def4567890",
+    instance_id="i-0abc123def4567890",
+    account_id="123456789012",
+    region="us-east-1",
+)
+LIVE = Verification(
+    status="live",
+    account="123456789012",
+    arn="arn:aws:iam::123456789012:user/ci-deployer",
+    principal_type="iam-user",
+    checked_at="2026-01-01T00:00:00Z",
+)
 UNKNOWN = Verification(status="unknown", reason="throttled", checked_at="2026-01-01T00:00:00Z")
 SCHEMA = json.loads(resources.files("keysweep.schemas").joinpath("message-v1.schema.json").read_text())
 VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
@@ -38,8 +49,13 @@ VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 
 class Stats:
     def to_dict(self) -> dict:
-        return {"files_scanned": 40, "bytes_scanned": 12345, "skipped": {"too-large": 2}, "errors": {},
-                "findings_by_source": {"files": 3}}
+        return {
+            "files_scanned": 40,
+            "bytes_scanned": 12345,
+            "skipped": {"too-large": 2},
+            "errors": {},
+            "findings_by_source": {"files": 3},
+        }
 
 
 def _queue(name: str = "keysweep-findings", fifo: bool = False) -> str:
@@ -52,14 +68,20 @@ def _drain(url: str) -> list[dict]:
     sqs = make_client("sqs", region="us-east-1")
     out: list[dict] = []
     while True:
-        msgs = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
-                                   AttributeNames=["All"], VisibilityTimeout=600).get("Messages", [])
+        msgs = sqs.receive_message(
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            MessageAttributeNames=["All"],
+            AttributeNames=["All"],
+            VisibilityTimeout=600,
+        ).get("Messages", [])
         if not msgs:
             return out
         out += msgs
         # deleted, so a FIFO queue hands out the rest of a message group
-        sqs.delete_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                                                        for i, m in enumerate(msgs)])
+        sqs.delete_message_batch(
+            QueueUrl=url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)]
+        )
 
 
 def _reporter(tmp_path: Path, url: str, **cfg) -> Reporter:
@@ -148,8 +170,9 @@ def test_batches_respect_sqs_limits_and_oversize_messages_are_trimmed(moto_serve
     assert first.sent == 13 and result.sent == 27 and result.pending == 0
 
     def batch_entries(recorded):
-        return [json.loads(r.body)["Entries"] for r in recorded
-                if "SendMessageBatch" in r.headers.get("X-Amz-Target", "")]
+        return [
+            json.loads(r.body)["Entries"] for r in recorded if "SendMessageBatch" in r.headers.get("X-Amz-Target", "")
+        ]
 
     assert [len(b) for b in batch_entries(requests[:n_first])] == [10, 3]  # small messages: 10 per batch
     batches = batch_entries(requests[n_first:])
@@ -159,8 +182,11 @@ def test_batches_respect_sqs_limits_and_oversize_messages_are_trimmed(moto_serve
         assert 1 <= len(entries) <= 10
         assert len({e["Id"] for e in entries}) == len(entries)
         size = sum(len(e["MessageBody"].encode()) for e in entries)
-        size += sum(len(k) + len(v["DataType"]) + len(v["StringValue"]) for e in entries
-                    for k, v in e["MessageAttributes"].items())
+        size += sum(
+            len(k) + len(v["DataType"]) + len(v["StringValue"])
+            for e in entries
+            for k, v in e["MessageAttributes"].items()
+        )
         assert size <= batch_limit <= SQS_MAX_BYTES
         for e in entries:
             assert len(e["MessageBody"]) <= 256 * 1024
@@ -187,8 +213,11 @@ def test_fifo_queue_deduplicates_what_was_reported_not_the_finding(moto_server, 
     assert first.sent == second.sent == third.sent == 5
     msgs = _drain(url)
     bodies = [json.loads(m["Body"]) for m in msgs]
-    per_status = Counter((b["finding"]["finding_fingerprint"], b["finding"]["verification"]["status"])
-                         for b in bodies if b["type"] == "finding")
+    per_status = Counter(
+        (b["finding"]["finding_fingerprint"], b["finding"]["verification"]["status"])
+        for b in bodies
+        if b["type"] == "finding"
+    )
     assert len(per_status) == 8 and set(per_status.values()) == {1}
     assert sum(b["type"] == "heartbeat" for b in bodies) == 3
     for m, b in zip(msgs, bodies, strict=True):
@@ -305,8 +334,13 @@ def test_full_spool_is_reported_and_nothing_is_silently_dropped(moto_server, tmp
 
 
 def test_report_config_from_mapping_names_bad_keys_and_values():
-    cfg = ReportConfig.from_mapping({"queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/q.fifo",
-                                     "spool_max_size": "10MiB", "rereport_interval": "6h"})
+    cfg = ReportConfig.from_mapping(
+        {
+            "queue_url": "https://sqs.eu-west-1.amazonaws.com/123456789012/q.fifo",
+            "spool_max_size": "10MiB",
+            "rereport_interval": "6h",
+        }
+    )
     assert cfg.is_fifo and cfg.queue_region() == "eu-west-1"
     assert cfg.spool_max_size == 10 * 1024 * 1024 and cfg.rereport_interval == 6 * 3600
     with pytest.raises(ConfigError) as err:
@@ -320,8 +354,9 @@ def test_report_config_from_mapping_names_bad_keys_and_values():
 
 
 def _keysweep(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "keysweep", *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "keysweep", *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_scan_queue_url_sends_and_a_later_run_delivers_what_an_earlier_could_not(moto_server, tmp_path):
@@ -336,7 +371,18 @@ def test_scan_queue_url_sends_and_a_later_run_delivers_what_an_earlier_could_not
     state = tmp_path / "state"
     config = tmp_path / "agent.yaml"
     config.write_text(f"state_dir: {state}\nreport:\n  flush_timeout: 1s\n")
-    args = ("scan", str(tree), "--queue-url", url, "--state-dir", str(state), "--format", "json", "--config", str(config))
+    args = (
+        "scan",
+        str(tree),
+        "--queue-url",
+        url,
+        "--state-dir",
+        str(state),
+        "--format",
+        "json",
+        "--config",
+        str(config),
+    )
     down = {**os.environ, "AWS_ENDPOINT_URL_SQS": closed_endpoint()}
     first = _keysweep(*args, env=down)
     assert first.returncode == 1, first.stderr  # findings
@@ -393,15 +439,24 @@ def test_damaged_spool_files_are_set_aside_and_the_rest_delivered(moto_server, t
     result = rep.report(findings)
     assert (result.sent, result.pending) == (3, 0)
     assert sorted(p.name.split(".msg.")[0] for p in (spool_dir.parent / "corrupt").iterdir()) == [
-        "00000000000000000001-f-1-1-broken", "00000000000000000002-f-1-2-halfjson"]
+        "00000000000000000001-f-1-1-broken",
+        "00000000000000000002-f-1-2-halfjson",
+    ]
     assert rep.spool.status().corrupt == 2
     assert len(_drain(url)) == 3
 
 
 def test_scan_rejects_a_malformed_queue_url(tmp_path):
     (tmp_path / "f.txt").write_text("nothing here\n")
-    proc = _keysweep("scan", str(tmp_path / "f.txt"), "--queue-url", "not-a-queue", "--state-dir",
-                     str(tmp_path / "s"), env=dict(os.environ))
+    proc = _keysweep(
+        "scan",
+        str(tmp_path / "f.txt"),
+        "--queue-url",
+        "not-a-queue",
+        "--state-dir",
+        str(tmp_path / "s"),
+        env=dict(os.environ),
+    )
     assert proc.returncode == 2 and "--queue-url" in proc.stderr
 
 

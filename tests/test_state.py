@@ -252,7 +252,9 @@ def test_manual_scan_uses_the_same_state(tmp_path: Path) -> None:
     def scan() -> dict:
         res = subprocess.run(
             [sys.executable, "-m", "keysweep", "scan", "--state-dir", str(state), "--format", "json", str(root)],
-            capture_output=True, text=True, timeout=60,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert res.returncode == 1, res.stderr
         return json.loads(res.stdout)
@@ -281,13 +283,16 @@ def test_expired_verification_makes_the_file_be_read_again(tmp_path: Path, moto_
     tree.mkdir()
     (tree / "deploy.sh").write_text(_creds(key["AccessKeyId"], key["SecretAccessKey"]))
     (tree / "other.txt").write_text("nothing\n")
-    cfg = from_mapping({
-        "state_dir": str(tmp_path / "state"),
-        "scan": {"roots": [str(tree)], "sources": ["files"]},
-        "verify": {"enabled": True, "cache_ttl_live": "1s", "same_key_spacing": 0},
-    })
+    cfg = from_mapping(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "scan": {"roots": [str(tree)], "sources": ["files"]},
+            "verify": {"enabled": True, "cache_ttl_live": "1s", "same_key_spacing": 0},
+        }
+    )
     pipeline = Pipeline(cfg)
     try:
+
         def sweep():
             return pipeline.sweep(should_stop=lambda: False, full_reread_every=100)
 
@@ -307,4 +312,5 @@ def test_expired_verification_makes_the_file_be_read_again(tmp_path: Path, moto_
     finally:
         pipeline.close()
     assert key["SecretAccessKey"].encode() not in b"".join(
-        p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file())
+        p.read_bytes() for p in (tmp_path / "state").rglob("*") if p.is_file()
+    )

@@ -206,9 +206,15 @@ def test_agent_once_sweeps_and_the_watcher_share_the_digests(tmp_path: Path) -> 
     # the watcher reads a changed file at once; the next sweep finds it in the state and reads nothing
     target = root / "srv/www/static/css/f1.txt"
     target.write_text(creds(KEY_ID_2, SECRET_2) + "# changed\n")
-    pipeline = Pipeline(from_mapping({"state_dir": str(tmp_path / "state"), "context": {"imds_timeout": "200ms",
-                                      "imds_endpoint": "http://127.0.0.1:9"},
-                                      "scan": {"roots": [str(root)], "sources": ["files"]}}))
+    pipeline = Pipeline(
+        from_mapping(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "context": {"imds_timeout": "200ms", "imds_endpoint": "http://127.0.0.1:9"},
+                "scan": {"roots": [str(root)], "sources": ["files"]},
+            }
+        )
+    )
     try:
         watched = pipeline.scan_paths([str(target)], should_stop=lambda: False)
         assert watched.stats["files_scanned"] == 1

@@ -32,8 +32,9 @@ NO_IMDS = {"imds_endpoint": "http://127.0.0.1:9", "imds_timeout": "200ms", "ecs_
 ROOT = os.geteuid() == 0 and shutil.which("setpriv") is not None
 
 
-def keysweep(*args: str | Path, env: dict[Any, Any] | None = None, user: str | None = None,
-             timeout: float = 120) -> subprocess.CompletedProcess[bytes]:
+def keysweep(
+    *args: str | Path, env: dict[Any, Any] | None = None, user: str | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[bytes]:
     cmd: list[str | bytes | Path] = [sys.executable, "-m", "keysweep", *args]
     if user:
         cmd = ["setpriv", f"--reuid={user}", "--regid=nogroup", "--clear-groups", *cmd]
@@ -83,8 +84,11 @@ def test_state_round_trips_the_exact_bytes_of_any_name(tmp_path: Path) -> None:
             store.store(p, os.stat(p), [])
     with StateStore(tmp_path / "state", digest="d") as store:
         assert all(store.lookup(p, os.stat(p)) == [] for p in paths)  # every name found again
-    rows = sqlite3.connect(tmp_path / "state" / STATE_FILE).execute(
-        "SELECT dirs.path, files.name FROM files JOIN dirs ON dirs.id = files.dir").fetchall()
+    rows = (
+        sqlite3.connect(tmp_path / "state" / STATE_FILE)
+        .execute("SELECT dirs.path, files.name FROM files JOIN dirs ON dirs.id = files.dir")
+        .fetchall()
+    )
     assert sorted(rows) == sorted((os.fsencode(directory), n) for n in names)
     assert all(isinstance(d, bytes) and isinstance(n, bytes) for d, n in rows)
     assert detector  # the detector is not involved: the state is keyed by path alone
@@ -143,8 +147,10 @@ def _drain(queue_url: str) -> list[str]:
         if not got.get("Messages"):
             return bodies
         bodies += [m["Body"] for m in got["Messages"]]
-        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
-            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got["Messages"])])
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got["Messages"])],
+        )
 
 
 @pytest.mark.timeout(240)
@@ -154,8 +160,13 @@ def test_agent_with_non_utf8_names_and_environment_writes_every_channel(
     queue_url = make_client("sqs").create_queue(QueueName="findings")["QueueUrl"]
     secret = plant_live_key(hostile_tree)
     prom = tmp_path / "keysweep.prom"
-    config = agent_config(tmp_path, hostile_tree, report={"queue_url": queue_url, "flush_timeout": "5s"},
-                          verify={"enabled": True, "same_key_spacing": 0}, status={"prometheus_file": str(prom)})
+    config = agent_config(
+        tmp_path,
+        hostile_tree,
+        report={"queue_url": queue_url, "flush_timeout": "5s"},
+        verify={"enabled": True, "same_key_spacing": 0},
+        status={"prometheus_file": str(prom)},
+    )
     # the agent's own environment: Kubernetes names that are not UTF-8 reach the host context of every message
     env = {b"KUBERNETES_SERVICE_HOST": b"10.0.0.1", b"POD_NAME": b"pod\xff1", b"POD_NAMESPACE": b"ns\xfe"}
     first = keysweep("agent", "--config", config, "--once", env=env)
@@ -199,10 +210,17 @@ def test_agent_with_non_utf8_names_and_environment_writes_every_channel(
 
 @pytest.mark.timeout(240)
 def test_agent_spool_keeps_non_utf8_values_readable_when_the_queue_is_down(tmp_path: Path, hostile_tree: Path) -> None:
-    config = agent_config(tmp_path, hostile_tree, report={
-        "queue_url": "http://127.0.0.1:9/123456789012/q", "region": "us-east-1", "flush_timeout": "300ms"})
-    env = {b"KUBERNETES_SERVICE_HOST": b"10.0.0.1", b"POD_NAME": b"pod\xff1",
-           b"AWS_ACCESS_KEY_ID": b"testing", b"AWS_SECRET_ACCESS_KEY": b"testing"}
+    config = agent_config(
+        tmp_path,
+        hostile_tree,
+        report={"queue_url": "http://127.0.0.1:9/123456789012/q", "region": "us-east-1", "flush_timeout": "300ms"},
+    )
+    env = {
+        b"KUBERNETES_SERVICE_HOST": b"10.0.0.1",
+        b"POD_NAME": b"pod\xff1",
+        b"AWS_ACCESS_KEY_ID": b"testing",
+        b"AWS_SECRET_ACCESS_KEY": b"testing",
+    }
     proc = keysweep("agent", "--config", config, "--once", env=env)
     assert proc.returncode == 1, proc.stderr
     spooled = sorted((tmp_path / "state" / "spool").glob("*.msg"))
@@ -238,8 +256,12 @@ def test_agent_reports_a_process_with_non_utf8_executable_and_environment(
     child = subprocess.Popen([exe, "120"], env=env)
     try:
         (tmp_path / "tree").mkdir()
-        config = agent_config(tmp_path, tmp_path / "tree", report={"queue_url": queue_url, "flush_timeout": "5s"},
-                              scan={"roots": [str(tmp_path / "tree")], "sources": ["processes"]})
+        config = agent_config(
+            tmp_path,
+            tmp_path / "tree",
+            report={"queue_url": queue_url, "flush_timeout": "5s"},
+            scan={"roots": [str(tmp_path / "tree")], "sources": ["processes"]},
+        )
         runs = [keysweep("agent", "--config", config, "--once") for _ in range(2)]
     finally:
         child.kill()
@@ -258,8 +280,14 @@ def test_agent_reports_a_process_with_non_utf8_executable_and_environment(
         strict_utf8(body)
     mine = [json.loads(b)["finding"] for b in bodies if f'"pid":{child.pid}' in b]
     assert [f["location"]["exe"] for f in mine] == [f"{tmp_path}/bin\\xff/sle\\xfep"]  # sent once
-    blob = b"".join([*runs[0].stdout.splitlines(), *runs[1].stdout.splitlines(), *(b.encode() for b in bodies),
-                     *(p.read_bytes() for p in state.rglob("*") if p.is_file())])
+    blob = b"".join(
+        [
+            *runs[0].stdout.splitlines(),
+            *runs[1].stdout.splitlines(),
+            *(b.encode() for b in bodies),
+            *(p.read_bytes() for p in state.rglob("*") if p.is_file()),
+        ]
+    )
     assert SECRET.encode() not in blob
 
 
@@ -291,8 +319,16 @@ def _damage(path: Path, how: str) -> None:
     elif how == "garbage":
         path.write_bytes(os.urandom(3000))
     elif how == "wrong-types":
-        path.write_text(json.dumps({"format": 1, "entries": {"f" * 32: ["live", "yesterday", None, {}]},
-                                    "last_sweep": [1, 2], "errors": "none"}))
+        path.write_text(
+            json.dumps(
+                {
+                    "format": 1,
+                    "entries": {"f" * 32: ["live", "yesterday", None, {}]},
+                    "last_sweep": [1, 2],
+                    "errors": "none",
+                }
+            )
+        )
     elif how == "directory":
         path.mkdir()
         (path / "inside").write_text("x")
@@ -303,11 +339,18 @@ def _damage(path: Path, how: str) -> None:
 
 
 CASES = [
-    (STATE_FILE, "truncated"), (STATE_FILE, "garbage"), (STATE_FILE, "directory"),
-    ("sent-state.json", "wrong-types"), ("sent-state.json", "truncated"), ("sent-state.json", "directory"),
-    ("verify-cache.json", "wrong-types"), ("verify-cache.json", "garbage"),
-    ("fingerprint.key", "truncated"), ("fingerprint.key", "directory"),
-    ("status.json", "wrong-types"), ("status.json", "directory"),
+    (STATE_FILE, "truncated"),
+    (STATE_FILE, "garbage"),
+    (STATE_FILE, "directory"),
+    ("sent-state.json", "wrong-types"),
+    ("sent-state.json", "truncated"),
+    ("sent-state.json", "directory"),
+    ("verify-cache.json", "wrong-types"),
+    ("verify-cache.json", "garbage"),
+    ("fingerprint.key", "truncated"),
+    ("fingerprint.key", "directory"),
+    ("status.json", "wrong-types"),
+    ("status.json", "directory"),
 ]
 
 
@@ -318,8 +361,12 @@ def test_agent_moves_a_bad_state_file_aside_and_keeps_sweeping(
 ) -> None:
     queue_url = make_client("sqs").create_queue(QueueName="findings")["QueueUrl"]
     plant_live_key(hostile_tree)
-    config = agent_config(tmp_path, hostile_tree, report={"queue_url": queue_url, "flush_timeout": "5s"},
-                          verify={"enabled": True, "same_key_spacing": 0})
+    config = agent_config(
+        tmp_path,
+        hostile_tree,
+        report={"queue_url": queue_url, "flush_timeout": "5s"},
+        verify={"enabled": True, "same_key_spacing": 0},
+    )
     state = tmp_path / "state"
     assert keysweep("agent", "--config", config, "--once").returncode == 1
     assert (state / name).exists()
@@ -342,11 +389,19 @@ def test_agent_moves_a_bad_state_file_aside_and_keeps_sweeping(
     assert len(list((state / "corrupt").iterdir())) == 1
 
 
-@pytest.mark.parametrize(("name", "how"), [
-    (STATE_FILE, "truncated"), (STATE_FILE, "garbage"), (STATE_FILE, "directory"),
-    ("fingerprint.key", "truncated"), ("fingerprint.key", "garbage"), ("fingerprint.key", "directory"),
-    (STATE_FILE, "fifo"), ("fingerprint.key", "fifo"),
-])
+@pytest.mark.parametrize(
+    ("name", "how"),
+    [
+        (STATE_FILE, "truncated"),
+        (STATE_FILE, "garbage"),
+        (STATE_FILE, "directory"),
+        ("fingerprint.key", "truncated"),
+        ("fingerprint.key", "garbage"),
+        ("fingerprint.key", "directory"),
+        (STATE_FILE, "fifo"),
+        ("fingerprint.key", "fifo"),
+    ],
+)
 def test_scan_moves_a_bad_state_file_aside_and_rebuilds_it(
     tmp_path: Path, hostile_tree: Path, name: str, how: str
 ) -> None:
@@ -364,13 +419,20 @@ def test_scan_moves_a_bad_state_file_aside_and_rebuilds_it(
         assert json.loads(again.stdout)["summary"]["files_cached"] == 2  # rebuilt and used
 
 
-def test_a_database_damaged_while_open_is_rebuilt_when_reopened(tmp_path: Path, hostile_tree: Path,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_a_database_damaged_while_open_is_rebuilt_when_reopened(
+    tmp_path: Path, hostile_tree: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     from keysweep.config import from_mapping
     from keysweep.sweep import Pipeline
 
-    cfg = from_mapping({"state_dir": str(tmp_path / "state"), "scan": {"roots": [str(hostile_tree)],
-                        "sources": ["files"], "workers": 1}, "context": NO_IMDS}, source="test")
+    cfg = from_mapping(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "scan": {"roots": [str(hostile_tree)], "sources": ["files"], "workers": 1},
+            "context": NO_IMDS,
+        },
+        source="test",
+    )
     pipeline = Pipeline(cfg)
     try:
         assert len(pipeline.sweep(should_stop=lambda: False, full_reread_every=100).findings) == 1
@@ -378,7 +440,8 @@ def test_a_database_damaged_while_open_is_rebuilt_when_reopened(tmp_path: Path, 
         (tmp_path / "state" / STATE_FILE).write_bytes(os.urandom(8192))  # another writer, a bad disk
         pipeline.reopen_state()
         assert [r.fields["file"] for r in caplog.records if r.msg == "state.corrupt"] == [  # type: ignore[attr-defined]
-            str(tmp_path / "state" / STATE_FILE)]
+            str(tmp_path / "state" / STATE_FILE)
+        ]
         again = pipeline.sweep(should_stop=lambda: False, full_reread_every=100)
         assert len(again.findings) == 1 and again.stats["files_scanned"] == 2  # rebuilt: everything read again
     finally:
@@ -400,8 +463,13 @@ def test_a_bad_spool_message_is_set_aside_and_the_others_are_sent(
     proc = keysweep("agent", "--config", config, "--once")
     assert proc.returncode == 1, proc.stderr
     assert sorted(e["file"] for e in events(proc) if e["event"] == "state.corrupt") == [
-        str(spool / name) for name in ("00000000000000000001-f-1-1-bad.msg", "00000000000000000002-f-1-2-link.msg",
-                                       "00000000000000000003-f-1-3-dir.msg")]
+        str(spool / name)
+        for name in (
+            "00000000000000000001-f-1-1-bad.msg",
+            "00000000000000000002-f-1-2-link.msg",
+            "00000000000000000003-f-1-3-dir.msg",
+        )
+    ]
     assert len(_drain(queue_url)) == 2  # the finding and the heartbeat
     assert list(spool.glob("*.msg")) == []
 
@@ -430,8 +498,10 @@ def test_an_unexpected_error_exits_3_with_one_line_and_a_log_event(
     proc = keysweep("agent", "--config", config, "--once")
     assert proc.returncode == 3
     lines = proc.stderr.decode().splitlines()
-    assert lines == ["keysweep: internal error: PermissionError: [Errno 1] Operation not permitted: "
-                     f"'{db}' (run with --debug for the traceback)"]
+    assert lines == [
+        "keysweep: internal error: PermissionError: [Errno 1] Operation not permitted: "
+        f"'{db}' (run with --debug for the traceback)"
+    ]
     [fatal] = [e for e in events(proc) if e["event"] == "fatal-error"]
     assert fatal["error_type"] == "PermissionError" and fatal["exit_code"] == 3 and fatal["level"] == "critical"
     assert not (tmp_path / "state" / "corrupt").exists()  # not the file's fault: nothing moved aside
@@ -466,9 +536,11 @@ def test_an_untrusted_state_directory_is_refused(tmp_path: Path, hostile_tree: P
             os.chown(state, -1, 65534)  # a group of other users (group root's write is accepted: see statedir)
     config = agent_config(tmp_path, hostile_tree)
     org_key = {"KEYSWEEP_FINGERPRINT_KEY": "an-organisation-key-0123"}  # no key file: only the check stops it
-    for cmd, env in ((["scan", hostile_tree, "--state-dir", state], None),
-                     (["agent", "--config", config, "--once"], None),
-                     (["scan", hostile_tree, "--config", config, "--verify"], org_key)):
+    for cmd, env in (
+        (["scan", hostile_tree, "--state-dir", state], None),
+        (["agent", "--config", config, "--once"], None),
+        (["scan", hostile_tree, "--config", config, "--verify"], org_key),
+    ):
         proc = keysweep(*cmd, env=env)
         assert proc.returncode == 2, proc.stderr
         [line] = proc.stderr.decode().splitlines()
@@ -510,11 +582,16 @@ def test_group_root_may_write_the_state_directory(tmp_path: Path, hostile_tree: 
     assert (state / STATE_FILE).exists()
 
 
-def test_files_are_created_0600_and_directories_0700(tmp_path: Path, hostile_tree: Path,
-                                                    moto_server: MotoServer) -> None:
+def test_files_are_created_0600_and_directories_0700(
+    tmp_path: Path, hostile_tree: Path, moto_server: MotoServer
+) -> None:
     queue_url = make_client("sqs").create_queue(QueueName="findings")["QueueUrl"]
-    config = agent_config(tmp_path, hostile_tree, report={"queue_url": queue_url, "flush_timeout": "5s"},
-                          verify={"enabled": True, "same_key_spacing": 0})
+    config = agent_config(
+        tmp_path,
+        hostile_tree,
+        report={"queue_url": queue_url, "flush_timeout": "5s"},
+        verify={"enabled": True, "same_key_spacing": 0},
+    )
     old = os.umask(0)
     try:
         assert keysweep("agent", "--config", config, "--once").returncode == 1
@@ -552,8 +629,10 @@ def test_a_state_directory_planted_by_another_user_is_refused(shared: Path, host
     cmd = ["mkdir", "-m", "0700", str(state)] if planted == "directory" else ["ln", "-s", str(root_only), str(state)]
     made = subprocess.run([*as_nobody, *cmd], capture_output=True)
     assert made.returncode == 0, made.stderr
-    for args in (["scan", hostile_tree, "--state-dir", state],
-                 ["agent", "--config", agent_config(shared, hostile_tree), "--once"]):
+    for args in (
+        ["scan", hostile_tree, "--state-dir", state],
+        ["agent", "--config", agent_config(shared, hostile_tree), "--once"],
+    ):
         proc = keysweep(*args)
         assert proc.returncode == 2, proc.stderr
         [line] = proc.stderr.decode().splitlines()
@@ -610,8 +689,12 @@ def test_scan_never_reports_its_own_state_directory(tmp_path: Path) -> None:
         assert all(".keysweep" not in f["location"]["path"] for f in doc["findings"])
     assert counts == [1, 1, 1]
     # relative paths too
-    rel = subprocess.run([sys.executable, "-m", "keysweep", "scan", "tree", "--state-dir", "tree/.keysweep",
-                          "--format", "json"], cwd=tmp_path, capture_output=True, timeout=60)
+    rel = subprocess.run(
+        [sys.executable, "-m", "keysweep", "scan", "tree", "--state-dir", "tree/.keysweep", "--format", "json"],
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
     assert rel.returncode == 1 and len(json.loads(rel.stdout)["findings"]) == 1
 
 

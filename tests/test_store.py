@@ -69,8 +69,7 @@ def test_replaying_messages_changes_nothing(store: Store) -> None:
     ]
 
     def apply(msgs: list[dict[str, Any]]) -> list[bool]:
-        return [store.upsert_finding(m) if m["type"] == "finding" else store.record_heartbeat(m) or True
-                for m in msgs]
+        return [store.upsert_finding(m) if m["type"] == "finding" else store.record_heartbeat(m) or True for m in msgs]
 
     apply(batch)
     before = content(store)
@@ -91,7 +90,9 @@ def test_out_of_order_delivery_gives_the_same_record(store: Store, tmp_path: Pat
     assert rec.first_seen == utc_iso(times[0]) and rec.last_seen == utc_iso(times[-1])
     assert rec.status == "expired"
     assert [(e["status"], e["at"]) for e in rec.verification_history] == [
-        ("live", utc_iso(times[0])), ("invalid", utc_iso(times[2])), ("live", utc_iso(times[4])),
+        ("live", utc_iso(times[0])),
+        ("invalid", utc_iso(times[2])),
+        ("live", utc_iso(times[4])),
         ("expired", utc_iso(times[5])),
     ]
     in_order = open_store(str(tmp_path / "ordered.db"))
@@ -221,14 +222,23 @@ def test_sqlite_replay_leaves_rows_byte_identical(tmp_path: Path) -> None:
 
     path = tmp_path / "fleet.db"
     store = open_store(str(path))
-    batch = [M.finding_message(host_info=M.host(f"i-{i % 3}", f"h{i % 3}"), path=f"/p/{i}",
-                               sent_at=f"2026-11-28T10:{i:02d}:00Z", status=["live", "invalid"][i % 2])
-             for i in range(12)] + [M.heartbeat_message(host_info=M.host(f"i-{i}", f"h{i}")) for i in range(3)]
+    batch = [
+        M.finding_message(
+            host_info=M.host(f"i-{i % 3}", f"h{i % 3}"),
+            path=f"/p/{i}",
+            sent_at=f"2026-11-28T10:{i:02d}:00Z",
+            status=["live", "invalid"][i % 2],
+        )
+        for i in range(12)
+    ] + [M.heartbeat_message(host_info=M.host(f"i-{i}", f"h{i}")) for i in range(3)]
 
     def rows() -> list[tuple[Any, ...]]:
         with sqlite3.connect(path) as db:
-            return [r for t in ("findings", "hosts", "deactivations", "meta")
-                    for r in db.execute(f"SELECT * FROM {t} ORDER BY 1")]  # noqa: S608 (fixed table names)
+            return [
+                r
+                for t in ("findings", "hosts", "deactivations", "meta")
+                for r in db.execute(f"SELECT * FROM {t} ORDER BY 1")
+            ]  # noqa: S608 (fixed table names)
 
     for m in batch:
         store.upsert_finding(m) if m["type"] == "finding" else store.record_heartbeat(m)
@@ -260,9 +270,16 @@ def test_dynamodb_reads_findings_of_the_layout_before_per_host_records(moto_serv
     old_message = M.finding_message(sent_at="2026-11-28T10:00:00Z", status="live")
     old = merge_finding(None, old_message)
     blob = zlib.compress(json.dumps(old.to_dict(), sort_keys=True, separators=(",", ":")).encode())
-    boto3.client("dynamodb", region_name="us-east-1").put_item(TableName=table, Item={
-        "pk": {"S": f"FINDING#{old.finding_fingerprint}"}, "sk": {"S": "FINDING"}, "type": {"S": "finding"},
-        "rev": {"N": "1"}, "data": {"B": blob}})
+    boto3.client("dynamodb", region_name="us-east-1").put_item(
+        TableName=table,
+        Item={
+            "pk": {"S": f"FINDING#{old.finding_fingerprint}"},
+            "sk": {"S": "FINDING"},
+            "type": {"S": "finding"},
+            "rev": {"N": "1"},
+            "data": {"B": blob},
+        },
+    )
     assert [r.to_dict() for r in store.iter_findings()] == [old.to_dict()]
     store.upsert_finding(M.finding_message(sent_at="2026-11-28T11:00:00Z", status="invalid"))
     [now] = list(store.iter_findings())  # the same host and place in the per-host layout wins
@@ -275,26 +292,40 @@ def _fleet_messages(hosts: int, keys: int) -> list[dict[str, Any]]:
     out = []
     for h in range(hosts):
         for k in range(keys):
-            m = M.finding_message(host_info=M.host(f"i-{h:04d}", f"web-{h}"), key_id=f"AKIAFLEET{k:011d}",
-                                  path=f"/srv/{k}/.env", sent_at=f"2026-11-28T10:{k:02d}:00Z",
-                                  status=["live", "invalid", None][k % 3])
+            m = M.finding_message(
+                host_info=M.host(f"i-{h:04d}", f"web-{h}"),
+                key_id=f"AKIAFLEET{k:011d}",
+                path=f"/srv/{k}/.env",
+                sent_at=f"2026-11-28T10:{k:02d}:00Z",
+                status=["live", "invalid", None][k % 3],
+            )
             m["suggestion"]["role_name"] = f"web-{h}-role"
-            m["suggestion"]["commands"] = [f"aws iam create-role --role-name web-{h}-role ...",
-                                           *m["suggestion"]["commands"]]
+            m["suggestion"]["commands"] = [
+                f"aws iam create-role --role-name web-{h}-role ...",
+                *m["suggestion"]["commands"],
+            ]
             out.append(m)
     return out
 
 
 def test_apply_messages_is_the_same_as_one_by_one_and_idempotent(store: Store, tmp_path: Path) -> None:
     msgs = _fleet_messages(3, 4) + [M.heartbeat_message(host_info=M.host("i-0001", "web-1"))]
-    msgs.append(M.finding_message(host_info=M.host("i-0001", "web-1"), key_id="AKIAFLEET00000000001",
-                                  path="/srv/1/.env", sent_at="2026-11-29T10:00:00Z", status="expired"))
+    msgs.append(
+        M.finding_message(
+            host_info=M.host("i-0001", "web-1"),
+            key_id="AKIAFLEET00000000001",
+            path="/srv/1/.env",
+            sent_at="2026-11-29T10:00:00Z",
+            status="expired",
+        )
+    )
     first = apply_messages(store, [(m, None) for m in msgs])
     assert first == [True] * len(msgs)
     assert apply_messages(store, [(m, None) for m in msgs]) == [False] * len(msgs)
     one_by_one = open_store(str(tmp_path / "one.db"))
     for m in msgs:
         one_by_one.upsert_finding(m) if m["type"] == "finding" else one_by_one.record_heartbeat(m)
+
     def ordered(s: Store) -> list[dict[str, Any]]:
         return sorted((r.to_dict() for r in s.iter_findings()), key=lambda d: (d["host_id"], d["finding_fingerprint"]))
 
@@ -308,10 +339,12 @@ def test_apply_messages_is_the_same_as_one_by_one_and_idempotent(store: Store, t
 def test_a_batch_with_a_hosts_older_messages_last_does_not_regress_its_host(store: Store, tmp_path: Path) -> None:
     """A batch keeps each host's record in hand and writes it once: what it writes is what one by one gives."""
     renamed = M.host("i-0009", "web-9-new")
-    msgs = [M.heartbeat_message(host_info=renamed, sent_at="2026-11-28T12:00:00Z"),
-            M.finding_message(host_info=M.host("i-0009", "web-9-old"), sent_at="2026-11-28T09:00:00Z"),
-            M.finding_message(host_info=renamed, key_id="AKIAFLEET00000000009", sent_at="2026-11-28T11:00:00Z"),
-            M.heartbeat_message(host_info=M.host("i-0009", "web-9-old"), sent_at="2026-11-28T08:00:00Z")]
+    msgs = [
+        M.heartbeat_message(host_info=renamed, sent_at="2026-11-28T12:00:00Z"),
+        M.finding_message(host_info=M.host("i-0009", "web-9-old"), sent_at="2026-11-28T09:00:00Z"),
+        M.finding_message(host_info=renamed, key_id="AKIAFLEET00000000009", sent_at="2026-11-28T11:00:00Z"),
+        M.heartbeat_message(host_info=M.host("i-0009", "web-9-old"), sent_at="2026-11-28T08:00:00Z"),
+    ]
     assert apply_messages(store, [(m, None) for m in msgs]) == [True, True, True, True]
     one_by_one = open_store(str(tmp_path / "one.db"))
     for m in msgs:
@@ -319,11 +352,15 @@ def test_a_batch_with_a_hosts_older_messages_last_does_not_regress_its_host(stor
     [host] = store.iter_hosts()
     assert host.to_dict() == next(one_by_one.iter_hosts()).to_dict()
     assert (host.hostname, host.last_heartbeat, host.first_seen) == (
-        "web-9-new", "2026-11-28T12:00:00.000Z", "2026-11-28T08:00:00.000Z")
+        "web-9-new",
+        "2026-11-28T12:00:00.000Z",
+        "2026-11-28T08:00:00.000Z",
+    )
     # the batch again, and its messages one at a time: nothing changes
     assert apply_messages(store, [(m, None) for m in msgs]) == [False] * 4
     assert [store.record_heartbeat(m) if m["type"] == "heartbeat" else store.upsert_finding(m) for m in msgs] == (
-        [False] * 4)
+        [False] * 4
+    )
     one_by_one.close()
 
 
@@ -377,28 +414,43 @@ def test_sqlite_store_of_schema_2_is_upgraded_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:  # the schema-2 layout: each whole record as JSON
         db.execute("DROP TABLE findings")
         db.execute("DROP TABLE exemplars")
-        db.execute("CREATE TABLE findings (finding_fingerprint TEXT NOT NULL, fingerprint TEXT NOT NULL, "
-                   "key_id TEXT NOT NULL, account_id TEXT, host_id TEXT NOT NULL, status TEXT, "
-                   "last_seen TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (host_id, finding_fingerprint))")
+        db.execute(
+            "CREATE TABLE findings (finding_fingerprint TEXT NOT NULL, fingerprint TEXT NOT NULL, "
+            "key_id TEXT NOT NULL, account_id TEXT, host_id TEXT NOT NULL, status TEXT, "
+            "last_seen TEXT NOT NULL, data TEXT NOT NULL, PRIMARY KEY (host_id, finding_fingerprint))"
+        )
         db.execute("CREATE INDEX findings_key_id ON findings (key_id)")
         db.execute("CREATE INDEX findings_fingerprint ON findings (fingerprint)")
-        db.executemany("INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       [(r.finding_fingerprint, r.fingerprint, r.key_id, r.account_id, r.host_id, r.status,
-                         r.last_seen, json.dumps(r.to_dict())) for r in records])
+        db.executemany(
+            "INSERT INTO findings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.finding_fingerprint,
+                    r.fingerprint,
+                    r.key_id,
+                    r.account_id,
+                    r.host_id,
+                    r.status,
+                    r.last_seen,
+                    json.dumps(r.to_dict()),
+                )
+                for r in records
+            ],
+        )
         db.execute("UPDATE meta SET value = '2' WHERE name = 'schema_version'")
     store = open_store(str(path))
     assert content(store) == before
     assert not store.upsert_finding(msgs[0])  # the same message: still a duplicate
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (
-            str(SCHEMA_VERSION),)
+        assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
         names = {n for (n,) in db.execute("SELECT name FROM sqlite_master")}
     assert "findings_old" not in names and {"findings_key", "findings_key_id", "exemplars"} <= names
 
 
-def test_sqlite_store_of_schema_3_gains_the_correlation_columns(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                                                ) -> None:
+def test_sqlite_store_of_schema_3_gains_the_correlation_columns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import sqlite3
 
     from keysweep.central import store_sqlite
@@ -427,8 +479,7 @@ def test_sqlite_store_of_schema_3_gains_the_correlation_columns(tmp_path: Path, 
     assert not store.upsert_finding(msgs[0])  # the same message: still a duplicate
     store.close()
     with sqlite3.connect(path) as db:
-        assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (
-            str(SCHEMA_VERSION),)
+        assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
         assert db.execute("SELECT COUNT(*) FROM findings WHERE signed IS NOT NULL").fetchone() == (len(records),)
 
 
@@ -436,7 +487,7 @@ def test_an_objects_json_with_one_member_serialised_apart_is_its_canonical_json(
     from keysweep.central.records import canonical_json
     from keysweep.central.store_sqlite import json_with_member
 
-    record = {"zeta": None, "Alpha": [1, 2.5, {"b": "é", "a": True}], "a\"q": "ünïcode\n", "": {}, "b": "x"}
+    record = {"zeta": None, "Alpha": [1, 2.5, {"b": "é", "a": True}], 'a"q': "ünïcode\n", "": {}, "b": "x"}
     for name in record:  # first, last and in between
         assert json_with_member(record, name) == (canonical_json(record), canonical_json(record[name]))
     assert json_with_member({"only": None}, "only") == ('{"only":null}', "null")

@@ -39,8 +39,9 @@ def worker(url: str, writer: int, go: str) -> None:
         minute = 2 * r + writer
         status = STATUS[writer]
         for i in range(SHARED):
-            store.upsert_finding(M.finding_message(host_info=h, path=f"/shared/{i}", sent_at=_minute(minute),
-                                                   status=status))
+            store.upsert_finding(
+                M.finding_message(host_info=h, path=f"/shared/{i}", sent_at=_minute(minute), status=status)
+            )
         store.record_heartbeat(M.heartbeat_message(host_info=h, sent_at=_minute(minute)))
     for i in range(OWN):
         store.upsert_finding(M.finding_message(host_info=h, path=f"/own/{writer}/{i}", sent_at=_minute(0)))
@@ -58,9 +59,15 @@ def test_two_writers_lose_nothing(backend: str, tmp_path: Path, request: pytest.
     open_store(url).close()  # created once, as a deployment would
     go = tmp_path / "go"
     procs = [
-        subprocess.Popen([sys.executable, "-c",
-                          f"from tests.test_store_concurrency import worker; worker({url!r}, {w}, {str(go)!r})"],
-                         cwd=ROOT, env=os.environ.copy())
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                f"from tests.test_store_concurrency import worker; worker({url!r}, {w}, {str(go)!r})",
+            ],
+            cwd=ROOT,
+            env=os.environ.copy(),
+        )
         for w in (0, 1)
     ]
     go.touch()
@@ -77,7 +84,8 @@ def test_two_writers_lose_nothing(backend: str, tmp_path: Path, request: pytest.
         assert rec.last_seen == utc_iso(_minute(last))
         assert rec.status == STATUS[last % 2]
         assert [(e["status"], e["at"]) for e in rec.verification_history] == [
-            (STATUS[m % 2], utc_iso(_minute(m))) for m in range(last + 1)]
+            (STATUS[m % 2], utc_iso(_minute(m))) for m in range(last + 1)
+        ]
     [host] = list(store.iter_hosts())
     assert host.last_heartbeat == utc_iso(_minute(last))
     assert host.first_seen == utc_iso(_minute(0))

@@ -41,8 +41,11 @@ def fill(store: DynamoDBStore, hosts: int, places: int = 2) -> None:
     for h in range(hosts):
         info = M.host(f"host-{h:03d}", f"host-{h:03d}", "on-premises")
         for p in range(places):
-            store.upsert_finding(M.finding_message(host_info=info, path=f"/p{p}",
-                                                   key_id=("AKIAXYZDQCEN4B6JSJQI", "AKIASP2TPHJSQH3FJRUX")[p % 2]))
+            store.upsert_finding(
+                M.finding_message(
+                    host_info=info, path=f"/p{p}", key_id=("AKIAXYZDQCEN4B6JSJQI", "AKIASP2TPHJSQH3FJRUX")[p % 2]
+                )
+            )
         if h % 2:
             store.record_heartbeat(M.heartbeat_message(host_info=info))
 
@@ -53,8 +56,11 @@ def test_hosts_key_states_and_deactivations_are_listed_without_a_scan(proxy: Rec
     assert isinstance(store, DynamoDBStore)
     fill(store, 24)
     store.record_deactivation("AKIAXYZDQCEN4B6JSJQI", "arn:aws:iam::1:user/secops", "2026-12-01T00:00:00.000Z")
-    store.record_key_state(KeyState(key_id="AKIAXYZDQCEN4B6JSJQI", state="deactivated", at="2026-12-01T00:00:00Z",
-                                    actor="secops", source="mark"))
+    store.record_key_state(
+        KeyState(
+            key_id="AKIAXYZDQCEN4B6JSJQI", state="deactivated", at="2026-12-01T00:00:00Z", actor="secops", source="mark"
+        )
+    )
     store.close()
 
     reader = open_store(f"dynamodb://{table}", create=False)
@@ -73,8 +79,11 @@ def test_hosts_key_states_and_deactivations_are_listed_without_a_scan(proxy: Rec
     assert len(findings) == 48
     assert all(f.deactivated_by == "arn:aws:iam::1:user/secops" for f in findings if f.key_id.startswith("AKIAXYZ"))
     assert operations(proxy, start)["Scan"] >= ddb.SCAN_SEGMENTS  # a full read: every segment, in parallel
-    segments = {json.loads(r.body).get("Segment") for r in proxy.snapshot()[start:]
-                if r.headers.get("X-Amz-Target", "").endswith(".Scan")}
+    segments = {
+        json.loads(r.body).get("Segment")
+        for r in proxy.snapshot()[start:]
+        if r.headers.get("X-Amz-Target", "").endswith(".Scan")
+    }
     assert segments == set(range(ddb.SCAN_SEGMENTS))
     reader.close()
 
@@ -85,18 +94,30 @@ def test_a_table_written_before_the_index_is_scanned_until_indexed_then_listed(p
     table = f"keysweep-old-{uuid.uuid4().hex[:8]}"
     client = boto3.client("dynamodb")
     client.create_table(
-        TableName=table, BillingMode="PAY_PER_REQUEST",
-        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}, {"AttributeName": "sk", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}])
+        TableName=table,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+    )
     # items exactly as the previous version wrote them (the same layout, without the index's attributes)
     new = DynamoDBStore(f"scratch-{uuid.uuid4().hex[:8]}")
     fill(new, 6)
     new.record_deactivation("AKIAXYZDQCEN4B6JSJQI", "secops", "2026-12-01T00:00:00.000Z")
     # and one finding of the layout before per-host records (a host that has not reported since)
     legacy = ddb.merge_finding(None, M.finding_message(host_info=M.host("host-legacy", "legacy", "on-premises")))
-    client.put_item(TableName=table, Item={
-        "pk": {"S": f"FINDING#{legacy.finding_fingerprint}"}, "sk": {"S": "FINDING"}, "type": {"S": "finding"},
-        "rev": {"N": "1"}, "data": {"B": ddb._encode(legacy.to_dict())}})
+    client.put_item(
+        TableName=table,
+        Item={
+            "pk": {"S": f"FINDING#{legacy.finding_fingerprint}"},
+            "sk": {"S": "FINDING"},
+            "type": {"S": "finding"},
+            "rev": {"N": "1"},
+            "data": {"B": ddb._encode(legacy.to_dict())},
+        },
+    )
     for item in client.scan(TableName=new.table)["Items"]:
         if item["pk"]["S"] != "META":
             old = {k: v for k, v in item.items() if k not in ("tpk", "tsk", "summary", "last_heartbeat")}
@@ -114,8 +135,11 @@ def test_a_table_written_before_the_index_is_scanned_until_indexed_then_listed(p
     assert isinstance(collector, DynamoDBStore)
     description = client.describe_table(TableName=table)["Table"]
     assert [g["IndexName"] for g in description["GlobalSecondaryIndexes"]] == [INDEX]
-    old_items = [i for i in client.scan(TableName=table)["Items"]
-                 if i["type"]["S"] in ("host", "finding") and i["sk"]["S"] != "FINDING"]
+    old_items = [
+        i
+        for i in client.scan(TableName=table)["Items"]
+        if i["type"]["S"] in ("host", "finding") and i["sk"]["S"] != "FINDING"
+    ]
     assert old_items and all("tpk" in i and "tsk" in i for i in old_items)
     assert collector.indexed()  # moto builds the index at once; AWS marks it on a later opening once it is active
     collector.close()
@@ -134,9 +158,19 @@ def test_a_table_written_before_the_index_is_scanned_until_indexed_then_listed(p
 def test_index_keys_order_findings_by_key_then_host_and_fit_dynamodbs_limits(moto_server: Any) -> None:
     long_host = "h" + "é" * 255  # 256 characters, 511 bytes
     msg = M.finding_message(host_info=M.host(long_host, "x", "on-premises"))
-    record = ddb.FindingRecord.from_dict({**json.loads(json.dumps(msg["finding"])), **{
-        "host_id": long_host, "hostname": "x", "host_kind": "on-premises", "first_seen": "a", "last_seen": "b",
-        "version": "v"}})
+    record = ddb.FindingRecord.from_dict(
+        {
+            **json.loads(json.dumps(msg["finding"])),
+            **{
+                "host_id": long_host,
+                "hostname": "x",
+                "host_kind": "on-premises",
+                "first_seen": "a",
+                "last_seen": "b",
+                "version": "v",
+            },
+        }
+    )
     entry = ddb.finding_index(record)
     assert len(entry["tsk"]["S"].encode()) <= 1024
     assert entry["tpk"]["S"] == f"finding#{zlib.crc32(long_host.encode()) % SHARDS}"
@@ -144,8 +178,10 @@ def test_index_keys_order_findings_by_key_then_host_and_fit_dynamodbs_limits(mot
     assert set(summary) == {f.name for f in dataclasses.fields(FindingSummary)} - {"deactivated_by", "deactivated_at"}
     assert summary["host_id"] == long_host
     # (fingerprint, host id, place) order as a tuple sorts, even for host ids with separators in them
-    keys = [ddb.finding_index(ddb.FindingRecord.from_dict({**record.to_dict(), "host_id": h}))["tsk"]["S"]
-            for h in ("a#b", "a", "a b", "ab")]
+    keys = [
+        ddb.finding_index(ddb.FindingRecord.from_dict({**record.to_dict(), "host_id": h}))["tsk"]["S"]
+        for h in ("a#b", "a", "a b", "ab")
+    ]
     assert sorted(keys) == [keys[1], keys[2], keys[0], keys[3]]
 
     store = open_store(f"dynamodb://keysweep-long-{uuid.uuid4().hex[:8]}")
@@ -157,8 +193,10 @@ def test_index_keys_order_findings_by_key_then_host_and_fit_dynamodbs_limits(mot
 def test_summaries_and_one_keys_records_match_sqlite_without_a_scan(proxy: RecordingProxy, tmp_path: Any) -> None:
     """The fleet view's two reads answer exactly what the SQLite store answers for the same messages, from the
     index: no scan of the table."""
-    extra = [M.finding_message(host_info=fleet.WEB1, key_id=fleet.LIVE_KEY, path=path, sent_at="2026-11-28T10:03:00Z")
-             for path in ("/srv/b/.env", "/srv/a/.env")]  # the same key in three places of one host
+    extra = [
+        M.finding_message(host_info=fleet.WEB1, key_id=fleet.LIVE_KEY, path=path, sent_at="2026-11-28T10:03:00Z")
+        for path in ("/srv/b/.env", "/srv/a/.env")
+    ]  # the same key in three places of one host
     stores = [open_store(str(tmp_path / "fleet.db")), open_store(f"dynamodb://keysweep-sum-{uuid.uuid4().hex[:8]}")]
     sent = [*fleet.messages(), *extra]
     for store in stores:
@@ -174,7 +212,8 @@ def test_summaries_and_one_keys_records_match_sqlite_without_a_scan(proxy: Recor
     keys = list(dict.fromkeys(s.fingerprint for s in summaries))
     for key in keys:
         assert [r.to_dict() for r in dynamo.iter_key_findings(key)] == [
-            r.to_dict() for r in sqlite.iter_key_findings(key)]
+            r.to_dict() for r in sqlite.iter_key_findings(key)
+        ]
     assert list(dynamo.iter_key_findings("0" * 32)) == []
     assert operations(proxy, start)["Scan"] == 0
     for store in stores:

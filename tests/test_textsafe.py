@@ -122,8 +122,9 @@ def test_fleet_report_json_is_read_by_strict_parsers_and_jq(hostile_db: Path, ca
     jq = shutil.which("jq")
     if jq is None:
         pytest.skip("jq is not installed")
-    proc = subprocess.run([jq, "-r", ".keys[].locations[].place"], input=out, capture_output=True, text=True,
-                          timeout=30)
+    proc = subprocess.run(
+        [jq, "-r", ".keys[].locations[].place"], input=out, capture_output=True, text=True, timeout=30
+    )
     assert proc.returncode == 0, proc.stderr
     assert CLEAR_SCREEN not in proc.stdout and "\\x1b[2J" in proc.stdout  # jq -r prints no live escape either
 
@@ -160,7 +161,7 @@ def test_scan_outputs_of_files_with_hostile_names(tmp_path: Path, capsys) -> Non
         else:
             assert "\\x1b[2J" in out and "\\u202e" in out and "\\u2066" in out, fmt
         if fmt != "table":
-            for doc in (out.splitlines() if fmt == "jsonl" else [out]):
+            for doc in out.splitlines() if fmt == "jsonl" else [out]:
                 _strict_json(doc)
     paths = [f["location"]["path"] for f in _strict_json(_scan(capsys, root, "json"))["findings"]]
     assert len(paths) == 5 and any(p.endswith("line\\x0abreak.env") for p in paths)

@@ -31,29 +31,42 @@ def test_now_is_aware_utc() -> None:
     assert abs((timeutil.parse(text) - now).total_seconds()) < 5
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2026-01-02T03:04:05Z", MOMENT.replace(microsecond=0)),
-    ("2026-01-02T03:04:05z", MOMENT.replace(microsecond=0)),
-    ("2026-01-02T03:04:05.678901Z", MOMENT),
-    ("2026-01-02T03:04:05.6789012345Z", MOMENT),  # digits past microseconds are dropped
-    ("2026-01-02T03:04:05.5Z", MOMENT.replace(microsecond=500000)),
-    ("2026-01-02T03:04:05.678+00:00", MOMENT.replace(microsecond=678000)),
-    ("2026-01-02T12:04:05+09:00", MOMENT.replace(microsecond=0)),
-    ("2026-01-02T12:04:05+0900", MOMENT.replace(microsecond=0)),
-    ("2026-01-01T22:04:05-05", MOMENT.replace(microsecond=0)),
-    ("2026-01-02 03:04:05", MOMENT.replace(microsecond=0)),  # no zone: UTC
-    ("2026-01-02T03:04", MOMENT.replace(second=0, microsecond=0)),
-    ("2026-01-02", datetime(2026, 1, 2, tzinfo=UTC)),
-    ("  2026-01-02T03:04:05Z\n", MOMENT.replace(microsecond=0)),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-01-02T03:04:05Z", MOMENT.replace(microsecond=0)),
+        ("2026-01-02T03:04:05z", MOMENT.replace(microsecond=0)),
+        ("2026-01-02T03:04:05.678901Z", MOMENT),
+        ("2026-01-02T03:04:05.6789012345Z", MOMENT),  # digits past microseconds are dropped
+        ("2026-01-02T03:04:05.5Z", MOMENT.replace(microsecond=500000)),
+        ("2026-01-02T03:04:05.678+00:00", MOMENT.replace(microsecond=678000)),
+        ("2026-01-02T12:04:05+09:00", MOMENT.replace(microsecond=0)),
+        ("2026-01-02T12:04:05+0900", MOMENT.replace(microsecond=0)),
+        ("2026-01-01T22:04:05-05", MOMENT.replace(microsecond=0)),
+        ("2026-01-02 03:04:05", MOMENT.replace(microsecond=0)),  # no zone: UTC
+        ("2026-01-02T03:04", MOMENT.replace(second=0, microsecond=0)),
+        ("2026-01-02", datetime(2026, 1, 2, tzinfo=UTC)),
+        ("  2026-01-02T03:04:05Z\n", MOMENT.replace(microsecond=0)),
+    ],
+)
 def test_parse_reads_what_agents_aws_and_people_write(text: str, expected: datetime) -> None:
     parsed = timeutil.parse(text)
     assert parsed == expected
     assert parsed.tzinfo is not None
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "2026-13-01T00:00:00Z", "2026-01-02T25:00:00Z",
-                                  "2026-01-02T03:04:05Zjunk", "20260102T030405Z", "2026-01-02T03:04:05+1"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "yesterday",
+        "2026-13-01T00:00:00Z",
+        "2026-01-02T25:00:00Z",
+        "2026-01-02T03:04:05Zjunk",
+        "20260102T030405Z",
+        "2026-01-02T03:04:05+1",
+    ],
+)
 def test_parse_refuses_anything_else_naming_the_text(text: str) -> None:
     with pytest.raises(ValueError, match="not an ISO-8601 time"):
         timeutil.parse(text)

@@ -56,11 +56,13 @@ def test_each_key_gets_its_sources_and_verdict(
 ) -> None:
     ec2 = boto3.client("ec2")
     ami = ec2.describe_images()["Images"][0]["ImageId"]
-    with_agent, without_agent = (ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]
-                                 for _ in range(2))
+    with_agent, without_agent = (
+        ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0] for _ in range(2)
+    )
     subnet = ec2.describe_subnets()["Subnets"][0]["SubnetId"]
     lambda_eni = ec2.create_network_interface(SubnetId=subnet, Description="AWS Lambda VPC ENI-billing-4f2a")[
-        "NetworkInterface"]
+        "NetworkInterface"
+    ]
     db = str(tmp_path / "fleet.db")
     store = open_store(db)
     store.record_heartbeat(M.heartbeat_message(host_info=M.host(with_agent["InstanceId"], "web-1")))
@@ -94,13 +96,21 @@ def test_each_key_gets_its_sources_and_verdict(
     assert keys[fleet_key]["verdict"] == "in-use-by-fleet-host"
     (src,) = keys[fleet_key]["sources"]
     assert (src["ip"], src["kind"], src["resource"], src["events"], src["user_agents"]) == (
-        with_agent["PrivateIpAddress"], "fleet-host", with_agent["InstanceId"], 1, [CLI])
+        with_agent["PrivateIpAddress"],
+        "fleet-host",
+        with_agent["InstanceId"],
+        1,
+        [CLI],
+    )
 
     gap = keys[gap_key]
     assert gap["verdict"] == "in-use-by-compute-without-agent"
     by_ip = {s["ip"]: s for s in gap["sources"]}
-    assert (by_ip[without_agent["PrivateIpAddress"]]["kind"], by_ip[without_agent["PrivateIpAddress"]]["resource"],
-            by_ip[without_agent["PrivateIpAddress"]]["events"]) == ("ec2-instance", without_agent["InstanceId"], 3)
+    assert (
+        by_ip[without_agent["PrivateIpAddress"]]["kind"],
+        by_ip[without_agent["PrivateIpAddress"]]["resource"],
+        by_ip[without_agent["PrivateIpAddress"]]["events"],
+    ) == ("ec2-instance", without_agent["InstanceId"], 3)
     assert by_ip[lambda_eni["PrivateIpAddress"]]["kind"] == "lambda"
     assert by_ip[lambda_eni["PrivateIpAddress"]]["resource"] == "AWS Lambda VPC ENI-billing-4f2a"
     assert by_ip["cloudformation.amazonaws.com"]["kind"] == "aws-service"
@@ -155,15 +165,14 @@ def test_throttled_lookups_back_off_and_a_failing_region_is_a_skip(
 
 def test_print_query_and_usage(trail: CloudTrailServer, capsys: pytest.CaptureFixture[str]) -> None:
     (key,) = keys_of("alice")
-    code, out, _ = run_trail(capsys, "--print-query", "--trail-table", "cloudtrail.org_trail", "--days", "365",
-                             "--region", "us-east-1")
+    code, out, _ = run_trail(
+        capsys, "--print-query", "--trail-table", "cloudtrail.org_trail", "--days", "365", "--region", "us-east-1"
+    )
     assert code == 0 and trail.requests == []
     assert "FROM cloudtrail.org_trail" in out and f"IN ('{key}')" in out and "GROUP BY 1, 2, 3, 4" in out
     assert main(["trail", "--days", "120"]) == 2
     assert main(["trail", "--athena-workgroup", "primary"]) == 2
     assert main(["trail", "--print-query", "--trail-table", "x; DROP TABLE y"]) == 2
-
-
 
 
 def test_athena_runs_the_query_over_the_trail_table(
@@ -174,22 +183,44 @@ def test_athena_runs_the_query_over_the_trail_table(
     (key,) = keys_of("alice")
     (quiet,) = keys_of("bob")
     header = ["key_id", "ip", "user_agent", "event_source", "events", "first", "last"]
-    rows = [header, [key, OUTSIDE, CLI, "s3.amazonaws.com", "41", "2026-03-01T10:00:00Z", "2026-11-30T09:00:00Z"],
-            [key, OUTSIDE, OWN, "sts.amazonaws.com", "2", "2026-11-30T10:00:00Z", "2026-11-30T10:00:00Z"]]
+    rows = [
+        header,
+        [key, OUTSIDE, CLI, "s3.amazonaws.com", "41", "2026-03-01T10:00:00Z", "2026-11-30T09:00:00Z"],
+        [key, OUTSIDE, OWN, "sts.amazonaws.com", "2", "2026-11-30T10:00:00Z", "2026-11-30T10:00:00Z"],
+    ]
     body = {"results": [{"rows": [{"Data": [{"VarCharValue": v} for v in r]} for r in rows]}]}
-    req = urllib.request.Request(f"{moto_server.endpoint}/moto-api/static/athena/query-results",
-                                 data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        f"{moto_server.endpoint}/moto-api/static/athena/query-results",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
     urllib.request.urlopen(req, timeout=10).close()
 
-    code, out, err = run_trail(capsys, "--athena-workgroup", "primary", "--trail-table", "cloudtrail.org_trail",
-                               "--days", "365", "--region", "us-east-1", "--format", "json")
+    code, out, err = run_trail(
+        capsys,
+        "--athena-workgroup",
+        "primary",
+        "--trail-table",
+        "cloudtrail.org_trail",
+        "--days",
+        "365",
+        "--region",
+        "us-east-1",
+        "--format",
+        "json",
+    )
     assert code == 1, err
     assert trail.requests == []  # no LookupEvents: the trail table answers
     keys = {k["key_id"]: k for k in json.loads(out)["keys"]}
     (src,) = keys[key]["sources"]
     assert (src["ip"], src["events"], src["first"], src["last"], src["kind"]) == (
-        OUTSIDE, 41, "2026-03-01T10:00:00Z", "2026-11-30T09:00:00Z", "outside-aws")
+        OUTSIDE,
+        41,
+        "2026-03-01T10:00:00Z",
+        "2026-11-30T09:00:00Z",
+        "outside-aws",
+    )
     assert keys[key]["verdict"] == "in-use-outside-aws" and keys[quiet]["verdict"] == "unused"
     athena = boto3.client("athena")
     (qid,) = athena.list_query_executions(WorkGroup="primary")["QueryExecutionIds"]
@@ -207,12 +238,16 @@ def test_organization_reads_each_accounts_keys_with_its_own_role(
     (own_key,) = keys_of("alice")
     trail.add_event(member_key, ip=OUTSIDE, user_agent=CLI, at=time.time() - 60)
 
-    code, out, err = run_trail(capsys, "--organization", "--role-name", "Audit", "--region", "us-east-1",
-                               "--format", "json")
+    code, out, err = run_trail(
+        capsys, "--organization", "--role-name", "Audit", "--region", "us-east-1", "--format", "json"
+    )
     assert code == 1, err
     keys = {k["key_id"]: k for k in json.loads(out)["keys"]}
     assert (keys[member_key]["account"], keys[member_key]["user"], keys[member_key]["verdict"]) == (
-        member, "ci", "in-use-outside-aws")
+        member,
+        "ci",
+        "in-use-outside-aws",
+    )
     assert (keys[own_key]["account"], keys[own_key]["verdict"]) == (ACCOUNT, "unused")
     signers = {r.attributes[0]["AttributeValue"]: r.signer for r in trail.requests}
     assert signers[own_key] == "testing" and signers[member_key] not in ("testing", "")  # the assumed role's key
@@ -220,8 +255,9 @@ def test_organization_reads_each_accounts_keys_with_its_own_role(
 
 def _agent_body(context: HostContext) -> str:
     """The heartbeat body an agent with ``context`` puts on the queue."""
-    msg = heartbeat_message(context, stats=None, findings=[], started_at=time.time() - 5, finished_at=time.time(),
-                            spool={})
+    msg = heartbeat_message(
+        context, stats=None, findings=[], started_at=time.time() - 5, finished_at=time.time(), spool={}
+    )
     return encode_message(msg, 256 * 1024)
 
 
@@ -242,8 +278,9 @@ def test_agents_reported_addresses_name_the_fleet_host(
         elsewhere = detect_context(replace(contexts, imds_endpoint=imds.endpoint), environ={})
     elsewhere = replace(elsewhere, addresses=())  # one machine plays both agents: keep its interfaces to one
     # an office host that happens to use the private address of the account's instance without an agent
-    office = replace(on_prem, host_id="machine-office", hostname="office-1",
-                     addresses=(without_agent["PrivateIpAddress"],))
+    office = replace(
+        on_prem, host_id="machine-office", hostname="office-1", addresses=(without_agent["PrivateIpAddress"],)
+    )
     db = str(tmp_path / "fleet.db") if backend == "sqlite" else f"dynamodb://fleet-{tmp_path.name[-20:]}"
     store = open_store(db)
     handler = MessageHandler(store)
@@ -280,13 +317,20 @@ def test_agents_reported_addresses_name_the_fleet_host(
 def test_fleet_reads_every_reported_address_in_canonical_form() -> None:
     from keysweep.cloud.addresses import Fleet
 
-    fleet = Fleet.from_hosts([
-        {"host_id": "i-1", "instance_id": "i-1", "private_ip": "172.31.0.5", "public_ip": "54.170.12.34",
-         "addresses": ["172.31.0.5", "2A05:D018:0:0::1"]},
-        {"host_id": "machine-a", "addresses": ["172.17.0.1", "not an address"]},
-        {"host_id": "machine-b", "addresses": ["172.17.0.1"], "private_ip": None},
-        {"host_id": "old-agent"},  # a record from before the agents reported addresses
-    ])
+    fleet = Fleet.from_hosts(
+        [
+            {
+                "host_id": "i-1",
+                "instance_id": "i-1",
+                "private_ip": "172.31.0.5",
+                "public_ip": "54.170.12.34",
+                "addresses": ["172.31.0.5", "2A05:D018:0:0::1"],
+            },
+            {"host_id": "machine-a", "addresses": ["172.17.0.1", "not an address"]},
+            {"host_id": "machine-b", "addresses": ["172.17.0.1"], "private_ip": None},
+            {"host_id": "old-agent"},  # a record from before the agents reported addresses
+        ]
+    )
     assert fleet.instance_ids == {"i-1"}
     assert [fleet.host_at(ip) for ip in ("172.31.0.5", "54.170.12.34", "2a05:d018::1")] == ["i-1"] * 3
     assert fleet.host_at("172.17.0.1") == "machine-a and 1 more fleet hosts"

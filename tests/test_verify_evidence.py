@@ -59,18 +59,31 @@ def fleet(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[
 def _plant(tmp_path: Path, fleet: Fleet) -> Path:
     tree = tmp_path / "tree"
     tree.mkdir()
-    (tree / "app.env").write_text(
-        f"AWS_ACCESS_KEY_ID={fleet.found_key}\nAWS_SECRET_ACCESS_KEY={fleet.found_secret}\n"
+    (tree / "app.env").write_text(f"AWS_ACCESS_KEY_ID={fleet.found_key}\nAWS_SECRET_ACCESS_KEY={fleet.found_secret}\n")
+    (tree / "settings.py").write_text(
+        f'aws_access_key_id = "{MADE_UP_KEY}"\naws_secret_access_key = "{MADE_UP_SECRET}"\n'
     )
-    (tree / "settings.py").write_text(f'aws_access_key_id = "{MADE_UP_KEY}"\naws_secret_access_key = "{MADE_UP_SECRET}"\n')
     return tree
 
 
 def _scan_and_collect(tmp_path: Path, fleet: Fleet, *verify: str, capsys: pytest.CaptureFixture[str]) -> dict:
     tree = _plant(tmp_path, fleet)
     out = tmp_path / "scan.json"
-    code = main(["scan", str(tree), *verify, "--queue-url", fleet.queue_url, "--state-dir", str(tmp_path / "state"),
-                 "--format", "json", "--output", str(out)])
+    code = main(
+        [
+            "scan",
+            str(tree),
+            *verify,
+            "--queue-url",
+            fleet.queue_url,
+            "--state-dir",
+            str(tmp_path / "state"),
+            "--format",
+            "json",
+            "--output",
+            str(out),
+        ]
+    )
     assert code == 1, capsys.readouterr().err
     db = tmp_path / "fleet.db"
     assert main(["collect", "--queue-url", fleet.queue_url, "--db", str(db), "--once", "--wait-seconds", "0"]) == 0
@@ -115,7 +128,9 @@ def test_identify_mode_never_signs_with_the_found_key_and_iam_says_it_is_active(
     assert not any(b"GetCallerIdentity" in r.body for r in fleet.proxy.snapshot())
 
     # IAM never saw the key used, and the audit reads its liveness from IAM: active, on a host, never used
-    used = boto3.session.Session().client("iam").get_access_key_last_used(AccessKeyId=fleet.found_key)["AccessKeyLastUsed"]
+    used = (
+        boto3.session.Session().client("iam").get_access_key_last_used(AccessKeyId=fleet.found_key)["AccessKeyLastUsed"]
+    )
     assert "LastUsedDate" not in used
     assert main(["audit", "--format", "json", "--db", str(tmp_path / "fleet.db")]) in (0, 1)
     doc = json.loads(capsys.readouterr().out)
@@ -132,10 +147,14 @@ def test_identify_mode_old_key_id_asks_the_account_as_keysweep_itself(emulator: 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", emulator.agent.key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", emulator.agent.secret)
     verifier = Verifier(dataclasses.replace(FAST, mode="identify"), state_dir=None, fingerprinter=FINGERPRINTER)
-    old, new = verifier.verify_all([finding(OLD_FORMAT_KEY, MADE_UP_SECRET),
-                                    finding(emulator.alice.key_id, emulator.alice.secret)])
+    old, new = verifier.verify_all(
+        [finding(OLD_FORMAT_KEY, MADE_UP_SECRET), finding(emulator.alice.key_id, emulator.alice.secret)]
+    )
     assert (old.verification.status, old.verification.reason, old.account_id) == (
-        "skipped", "identify-only", MOTO_ACCOUNT)
+        "skipped",
+        "identify-only",
+        MOTO_ACCOUNT,
+    )
     assert (new.verification.status, new.verification.reason) == ("skipped", "identify-only")
     sent = emulator.proxy.snapshot()
     assert len(sent) == 1 and b"Action=GetAccessKeyInfo" in sent[0].body
@@ -151,16 +170,21 @@ def test_identify_mode_old_key_id_asks_the_account_as_keysweep_itself(emulator: 
 @pytest.mark.timeout(30)
 def test_request_id_of_answers_and_of_sts_errors() -> None:
     config = dataclasses.replace(FAST, same_key_spacing=0.0, max_concurrency=1)  # replies in order
-    with running_stub(identity("210987654321", "arn:aws:iam::210987654321:user/deploy", "AIDAEXAMPLE"),
-                      sts_error("InvalidClientTokenId")) as stub:
-        verifier = Verifier(dataclasses.replace(config, endpoint=stub.endpoint), state_dir=None,
-                            fingerprinter=FINGERPRINTER)
-        live, invalid = verifier.verify_all([finding(MADE_UP_KEY, MADE_UP_SECRET),
-                                             finding("AKIAQQQQRRRRSSSSTTT3", MADE_UP_SECRET)])
-    assert (live.verification.status, live.verification.request_id) == (
-        "live", "0d1c2b3a-0000-4000-8000-000000000001")
+    with running_stub(
+        identity("210987654321", "arn:aws:iam::210987654321:user/deploy", "AIDAEXAMPLE"),
+        sts_error("InvalidClientTokenId"),
+    ) as stub:
+        verifier = Verifier(
+            dataclasses.replace(config, endpoint=stub.endpoint), state_dir=None, fingerprinter=FINGERPRINTER
+        )
+        live, invalid = verifier.verify_all(
+            [finding(MADE_UP_KEY, MADE_UP_SECRET), finding("AKIAQQQQRRRRSSSSTTT3", MADE_UP_SECRET)]
+        )
+    assert (live.verification.status, live.verification.request_id) == ("live", "0d1c2b3a-0000-4000-8000-000000000001")
     assert (invalid.verification.status, invalid.verification.request_id) == (
-        "invalid", "0d1c2b3a-0000-4000-8000-000000000000")
+        "invalid",
+        "0d1c2b3a-0000-4000-8000-000000000000",
+    )
     assert live.to_dict()["verification"]["request_id"] == "0d1c2b3a-0000-4000-8000-000000000001"
     # a value that is not a request id (a proxy's junk header) is dropped rather than sent to the fleet
     meta = {"ResponseMetadata": {"HTTPHeaders": {"x-amzn-requestid": "<script>" + "x" * 300}}}
@@ -173,9 +197,13 @@ def test_history_runs_keep_the_request_ids_of_their_ends_in_any_order() -> None:
 
     from keysweep.central.records import _history_entry, insert_history
 
-    seen = [("live", "2026-11-28T10:00:00Z", "r1"), ("live", "2026-11-28T11:00:00Z", "r2"),
-            ("invalid", "2026-11-28T12:00:00Z", "r3"), ("live", "2026-11-28T13:00:00Z", "r4"),
-            ("live", "2026-11-28T14:00:00Z", "r5")]
+    seen = [
+        ("live", "2026-11-28T10:00:00Z", "r1"),
+        ("live", "2026-11-28T11:00:00Z", "r2"),
+        ("invalid", "2026-11-28T12:00:00Z", "r3"),
+        ("live", "2026-11-28T13:00:00Z", "r4"),
+        ("live", "2026-11-28T14:00:00Z", "r5"),
+    ]
     rid_at = {at: rid for _, at, rid in seen}
     for order in permutations(seen):
         history: tuple[dict[str, Any], ...] = ()
@@ -185,8 +213,11 @@ def test_history_runs_keep_the_request_ids_of_their_ends_in_any_order() -> None:
         for e in history:
             assert (e["request_id"], e["last_request_id"]) == (rid_at[e["at"]], rid_at[e["last_at"]]), order
         if order == tuple(seen):
-            assert [(e["request_id"], e["last_request_id"]) for e in history] == [("r1", "r2"), ("r3", "r3"),
-                                                                                   ("r4", "r5")]
+            assert [(e["request_id"], e["last_request_id"]) for e in history] == [
+                ("r1", "r2"),
+                ("r3", "r3"),
+                ("r4", "r5"),
+            ]
 
 
 @pytest.mark.timeout(120)

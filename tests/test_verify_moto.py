@@ -178,9 +178,7 @@ def test_old_format_key_without_agent_identity_is_skipped_unless_opted_in(
 
 
 @pytest.mark.timeout(60)
-def test_old_format_key_whose_account_lookup_is_denied_is_not_sent(
-    emulator: Emulator, monkeypatch: pytest.MonkeyPatch
-):
+def test_old_format_key_whose_account_lookup_is_denied_is_not_sent(emulator: Emulator, monkeypatch: pytest.MonkeyPatch):
     # keysweep's own identity may not call GetAccessKeyInfo (alice has sts:AssumeRole only)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", emulator.alice.key_id)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", emulator.alice.secret)

@@ -90,7 +90,9 @@ def test_throttling_is_unknown_after_bounded_retries():
 @pytest.mark.parametrize("content_type", ["text/plain", "text/html", "application/json"])
 def test_plain_429_is_throttling_retried_then_answer(content_type):
     throttled = Reply(429, "Too Many Requests", content_type)
-    with running_stub(throttled, throttled, identity("210987654321", "arn:aws:iam::210987654321:user/x", "AIDAX")) as stub:
+    with running_stub(
+        throttled, throttled, identity("210987654321", "arn:aws:iam::210987654321:user/x", "AIDAX")
+    ) as stub:
         out = verify_one(stub.endpoint, max_retries=3)
     assert out.verification.status == "live"
     assert stub.count == 3

@@ -214,7 +214,6 @@ def test_a_thread_of_the_observer_that_dies_is_replaced_and_watching_goes_on(
     assert "Traceback" not in capfd.readouterr().err  # an event in the log, never a raw traceback
 
 
-
 @pytest.mark.timeout(30)
 def test_events_lost_to_an_inotify_overflow_make_the_watched_directories_scanned(
     tmp_path: Path, seen: Seen, start_watcher

@@ -163,7 +163,9 @@ class Agent:
             new_pipeline = Pipeline(new)
         except KeysweepError as exc:
             self._agent_errors["config_reload_failed"] = self._agent_errors.get("config_reload_failed", 0) + 1
-            log.error("config.reload_failed", extra={"fields": {"error": str(exc), "keeping": "previous configuration"}})
+            log.error(
+                "config.reload_failed", extra={"fields": {"error": str(exc), "keeping": "previous configuration"}}
+            )
             return False
         self._stop_watch()
         with self._pipeline_lock:
@@ -171,9 +173,16 @@ class Agent:
         if old is not None:
             old.close()
         self.pacer = self._pacer(new)
-        log.info("config.reloaded", extra={"fields": {
-            "config": new.source, "rules_digest": new_pipeline.ruleset.digest[:12],
-            "state_invalidated": new_pipeline.file_state.invalidated}})
+        log.info(
+            "config.reloaded",
+            extra={
+                "fields": {
+                    "config": new.source,
+                    "rules_digest": new_pipeline.ruleset.digest[:12],
+                    "state_invalidated": new_pipeline.file_state.invalidated,
+                }
+            },
+        )
         self._start_watch()
         return True
 
@@ -188,7 +197,8 @@ class Agent:
         self._write_status()
         self.pacer.reset()
         result = self.pipeline.sweep(
-            should_stop=self.should_stop, full_reread_every=self.config.schedule.full_reread_every,
+            should_stop=self.should_stop,
+            full_reread_every=self.config.schedule.full_reread_every,
             pace=self.pacer.tick,
         )
         self.pacer.sample_memory()
@@ -204,10 +214,22 @@ class Agent:
         prio = apply_priority(cfg.resources.nice, cfg.resources.ionice_idle)
         self.pipeline = Pipeline(cfg)
         last = self.pipeline.last_sweep_finished()  # also checks the status file (a bad one is moved aside)
-        log.info("agent.started", extra={"fields": {
-            "pid": os.getpid(), "version": __version__, "config": cfg.source, "state_dir": cfg.state_dir,
-            "nice": prio.nice, "ionice": prio.ionice, "once": self.once,
-            "interval_s": cfg.schedule.interval, "splay_s": cfg.schedule.splay}})
+        log.info(
+            "agent.started",
+            extra={
+                "fields": {
+                    "pid": os.getpid(),
+                    "version": __version__,
+                    "config": cfg.source,
+                    "state_dir": cfg.state_dir,
+                    "nice": prio.nice,
+                    "ionice": prio.ionice,
+                    "once": self.once,
+                    "interval_s": cfg.schedule.interval,
+                    "splay_s": cfg.schedule.splay,
+                }
+            },
+        )
         found_any = False
         try:
             self._start_watch()
@@ -258,8 +280,9 @@ class Agent:
         """Sweep soon after start when a sweep was interrupted or is overdue; otherwise keep the rhythm."""
         assert self.pipeline is not None
         if self.pipeline.file_state.interrupted() or last is None:
-            self._next_sweep = time.time() + (0 if self.pipeline.file_state.interrupted() else
-                                              random.uniform(0, self.config.schedule.splay))
+            self._next_sweep = time.time() + (
+                0 if self.pipeline.file_state.interrupted() else random.uniform(0, self.config.schedule.splay)
+            )
         elif time.time() - last >= self.config.schedule.interval:
             self._next_sweep = time.time() + random.uniform(0, self.config.schedule.splay)
         else:
@@ -290,4 +313,3 @@ def run_agent(config_path: str | None, *, once: bool = False) -> int:
     agent = Agent(config, config_path=path, once=once)
     agent.install_signal_handlers()
     return agent.run()
-

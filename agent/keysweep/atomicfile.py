@@ -25,9 +25,7 @@ def fsync_dir(path: Path) -> None:
 
 
 @contextmanager
-def atomic_output(
-    path: Path, *, mode: int = 0o600, sync_dir: bool = True, parents: bool = True
-) -> Iterator[BinaryIO]:
+def atomic_output(path: Path, *, mode: int = 0o600, sync_dir: bool = True, parents: bool = True) -> Iterator[BinaryIO]:
     """A binary file to write ``path``'s new content to; renamed into place when the block ends without error
     (removed otherwise). ``sync_dir=False`` leaves the directory fsync to a caller that renames many files;
     ``parents`` creates missing parent directories (mode 0700)."""

@@ -83,8 +83,9 @@ def resolve_region(explicit: str | None, url: str | None, *, what: str) -> str:
 
     region = explicit or region_in_url(url) or boto3.session.Session().region_name
     if not region:
-        raise ConfigError(f"{what}: no AWS region: the URL names none and none is configured "
-                          "(use --region, or set AWS_REGION)")
+        raise ConfigError(
+            f"{what}: no AWS region: the URL names none and none is configured (use --region, or set AWS_REGION)"
+        )
     return region
 
 

@@ -143,8 +143,9 @@ class Place:
                 return None
             self.cap.give_back(False)
         loc = dataclasses.replace(location, line=line, offset=offset, encoding=h.encoding)
-        f = detector.make_finding(h.key_id, location=loc, secret=h.secret, session_token=h.token,
-                                  pairing=h.pairing, rule=h.rule.id)
+        f = detector.make_finding(
+            h.key_id, location=loc, secret=h.secret, session_token=h.token, pairing=h.pairing, rule=h.rule.id
+        )
         self._found[key] = (strength, f)
         if not per_line and _settles(h):
             self.settled.add(h.key_id)
@@ -157,8 +158,11 @@ class Place:
 def _settles(h: _Hit) -> bool:
     """Nothing later can pair this id better: its secret is on its line or named (and a temporary id's token
     was found)."""
-    return (h.secret is not None and h.pairing in _STRONG_PAIRINGS
-            and (h.token is not None or keyid.key_type(h.key_id) != "temporary"))
+    return (
+        h.secret is not None
+        and h.pairing in _STRONG_PAIRINGS
+        and (h.token is not None or keyid.key_type(h.key_id) != "temporary")
+    )
 
 
 class _Settling:
@@ -198,7 +202,9 @@ class Detector:
         self.pair_window = pair_window
         self.include_examples = include_examples
         key_rules = ruleset.key_rules
-        self._id_re = re.compile(b"|".join(b"(?P<r%d>%s)" % (i, (r.regex or "").encode()) for i, r in enumerate(key_rules)))
+        self._id_re = re.compile(
+            b"|".join(b"(?P<r%d>%s)" % (i, (r.regex or "").encode()) for i, r in enumerate(key_rules))
+        )
         self._rule_by_group = {f"r{i}": r for i, r in enumerate(key_rules)}
         secret_rule, token_rule = ruleset.secret_rule, ruleset.token_rule
         self._secret_rule = secret_rule
@@ -226,7 +232,8 @@ class Detector:
         self._prefilters = _grouped(list(self._forms), wrappable, raw)
         # UTF-16 text of ASCII characters always holds NUL bytes: a buffer without one (most text) skips those forms
         self._prefilters_no_nul = _grouped(
-            [f for f, (kind, _) in self._forms.items() if kind != "utf-16"], wrappable, raw)
+            [f for f, (kind, _) in self._forms.items() if kind != "utf-16"], wrappable, raw
+        )
         # one native pass that tells the buffers without any match (nearly all) from the rest (keysweep.gate)
         self._gate = gate.build([rx.pattern for _, rx in self._prefilters])
 
@@ -282,8 +289,14 @@ class Detector:
         return out
 
     def _keep(
-        self, best: dict[str, _Hit], line: int, place: Place, location: Location, base_offset: int,
-        per_line: bool, out: list[Finding],
+        self,
+        best: dict[str, _Hit],
+        line: int,
+        place: Place,
+        location: Location,
+        base_offset: int,
+        per_line: bool,
+        out: list[Finding],
     ) -> None:
         """Offer one line's best hits to the place (in the order they occur), then forget them."""
         for h in sorted(best.values(), key=lambda x: x.pos) if len(best) > 1 else best.values():
@@ -321,8 +334,15 @@ class Detector:
             max_off = None if not nxt else buf_off + len(buf) - overlap // 2
             if max_offset is not None:
                 max_off = max_offset if max_off is None else min(max_off, max_offset)
-            self.scan(buf, location=location, base_offset=buf_off, base_line=buf_line, min_offset=min_off,
-                      max_offset=max_off, place=place)
+            self.scan(
+                buf,
+                location=location,
+                base_offset=buf_off,
+                base_line=buf_line,
+                min_offset=min_off,
+                max_offset=max_off,
+                place=place,
+            )
             if not nxt:
                 break
             cut = max(0, len(buf) - overlap)
@@ -390,8 +410,9 @@ class Detector:
         elif (why := keyid.example_reason(key_id)) is not None:
             reasons.append(why)
         if secret is not None and self.is_example_secret(secret):
-            reasons.append("documentation secret" if secret in self.ruleset.example_secrets
-                           else "secret contains EXAMPLE")
+            reasons.append(
+                "documentation secret" if secret in self.ruleset.example_secrets else "secret contains EXAMPLE"
+            )
         if path and (glob := self.ruleset.ignoring_glob(path)) is not None:
             reasons.append(f"ignored path {glob}")
         return "; ".join(reasons) or None
@@ -400,14 +421,21 @@ class Detector:
         """The finding placed at ``path`` (found in a buffer scanned before its path was known)."""
         found = dataclasses.replace(finding, location=dataclasses.replace(finding.location, path=path))
         if self.include_examples:
-            found = dataclasses.replace(found, example=self.example_reason(
-                finding.key_id, finding.secret.reveal() if finding.secret else None, path))
+            found = dataclasses.replace(
+                found,
+                example=self.example_reason(finding.key_id, finding.secret.reveal() if finding.secret else None, path),
+            )
         return found
 
     # -- views ----------------------------------------------------------------------------------------------
 
     def _scan_view(
-        self, view: bytes, encoding: str | None, depth: int, origin: int = 0, settled: Container[str] = (),
+        self,
+        view: bytes,
+        encoding: str | None,
+        depth: int,
+        origin: int = 0,
+        settled: Container[str] = (),
     ) -> list[_Hit]:
         """Ids in ``view`` (the buffer itself or a decoded slice of it), paired within the view; positions
         are in ``view``, whose first byte is at ``origin`` of its stream (for the UTF-16 byte order). The
@@ -466,14 +494,16 @@ class Detector:
             ids.sort(key=lambda h: h.pos)
             self._pair(view, ids)
             # a secret after the id broken by a soft line break: a long line of a quoted-printable mail body
-            qp_hits += [h.pos for h in ids
-                        if h.secret is None and decode.soft_line_break(view, h.pos, h.pos + _QP_SECRET_REACH)]
+            qp_hits += [
+                h.pos for h in ids if h.secret is None and decode.soft_line_break(view, h.pos, h.pos + _QP_SECRET_REACH)
+            ]
         if depth < _MAX_DEPTH:
             if pct_hits:
                 ids += self._scan_unescaped(view, pct_hits, depth, settled, decode.percent_view, "percent")
             if qp_hits:
-                ids += self._scan_unescaped(view, qp_hits, depth, settled, decode.quoted_printable_view,
-                                            "quoted-printable")
+                ids += self._scan_unescaped(
+                    view, qp_hits, depth, settled, decode.quoted_printable_view, "quoted-printable"
+                )
             if utf16_hits:
                 ids += self._scan_utf16(view, utf16_hits, depth, origin, settled)
             if b64_hits:
@@ -481,8 +511,13 @@ class Detector:
         return ids
 
     def _scan_unescaped(
-        self, view: bytes, hits: list[int], depth: int, settled: Container[str],
-        unescape: Callable[[bytes, int, int], tuple[bytes, list[int]]], encoding: str,
+        self,
+        view: bytes,
+        hits: list[int],
+        depth: int,
+        settled: Container[str],
+        unescape: Callable[[bytes, int, int], tuple[bytes, list[int]]],
+        encoding: str,
     ) -> list[_Hit]:
         """Scan the windows around ``hits`` again through ``unescape`` (percent-encoding, quoted-printable)."""
         radius = self.pair_window + TOKEN_MAX
@@ -494,9 +529,7 @@ class Detector:
                 out.append(h)
         return out
 
-    def _scan_utf16(
-        self, view: bytes, hits: list[int], depth: int, origin: int, settled: Container[str]
-    ) -> list[_Hit]:
+    def _scan_utf16(self, view: bytes, hits: list[int], depth: int, origin: int, settled: Container[str]) -> list[_Hit]:
         radius = 2 * (self.pair_window + TOKEN_MAX)
         out: list[_Hit] = []
         for lo, hi in decode.utf16_regions(hits, len(view), radius):
@@ -507,9 +540,7 @@ class Detector:
                 out.append(h)
         return out
 
-    def _scan_base64(
-        self, view: bytes, hits: list[tuple[int, int]], depth: int, settled: Container[str]
-    ) -> list[_Hit]:
+    def _scan_base64(self, view: bytes, hits: list[tuple[int, int]], depth: int, settled: Container[str]) -> list[_Hit]:
         out: list[_Hit] = []
         covered = [-1, -1, -1, -1]  # per quantum grid: text decoded so far (keeps long runs linear)
         wrapped_until = -1
@@ -544,8 +575,14 @@ class Detector:
         return out
 
     def _scan_wrapped(
-        self, block: tuple[bytes, list[int], list[int]], h: int, first: int, depth: int, view: bytes,
-        out: list[_Hit], settled: Container[str],
+        self,
+        block: tuple[bytes, list[int], list[int]],
+        h: int,
+        first: int,
+        depth: int,
+        view: bytes,
+        out: list[_Hit],
+        settled: Container[str],
     ) -> int:
         """Decode a block of wrapped base64 lines as one blob; returns where the block ends in ``view``."""
         text, text_offs, view_offs = block
@@ -595,15 +632,21 @@ class Detector:
                 args = (h, i, id_line[i], cands, cand_pos, cand_line, nxt_named, prv_named)
                 mine = [(tier, match(i, j), dist, i, j) for tier, dist, _i, j in self._choices(*args)]
                 if quals[i] and all(m[1] for m in mine):  # none named like the id: its own may be further away
-                    mine = [(tier, match(i, j), dist, i, j)
-                            for tier, dist, _i, j in self._choices(*args, _MAX_QUALIFIED_CHOICES)]
+                    mine = [
+                        (tier, match(i, j), dist, i, j)
+                        for tier, dist, _i, j in self._choices(*args, _MAX_QUALIFIED_CHOICES)
+                    ]
                 scored += mine
 
             def same_kind(i: int, j: int, tier: int, names: int) -> bool:
                 """Would pairing id i with candidate j be of this tier and names, within the window?"""
                 lines = abs(cand_line[j] - id_line[i])
-                return (ids[i].pos - w <= cand_pos[j] <= ids[i].pos + 20 + w and (lines == 0) == (tier <= 1)
-                        and (tier < 3 or lines <= UNNAMED_MAX_LINES) and match(i, j) == names)
+                return (
+                    ids[i].pos - w <= cand_pos[j] <= ids[i].pos + 20 + w
+                    and (lines == 0) == (tier <= 1)
+                    and (tier < 3 or lines <= UNNAMED_MAX_LINES)
+                    and match(i, j) == names
+                )
 
             chosen = _uncross(_assign(scored), [h.pos for h in ids], cand_pos, same_kind)
             for (tier, _names), i, j in chosen:
@@ -611,9 +654,7 @@ class Detector:
                 ids[i].pairing = ("same-line", "same-line", "named", "window")[tier]
         temporary = [h for h in ids if keyid.key_type(h.key_id) == "temporary"]
         if temporary:
-            spans = _merge_spans(
-                [(max(0, h.pos - w), min(len(view), h.pos + 20 + w + TOKEN_MAX)) for h in temporary]
-            )
+            spans = _merge_spans([(max(0, h.pos - w), min(len(view), h.pos + 20 + w + TOKEN_MAX)) for h in temporary])
             tokens = [t for lo, hi in spans for t in self._token_candidates(view, lo, hi)]
             tok_pos = [t[0] for t in tokens]
             scored = []
@@ -622,6 +663,7 @@ class Detector:
                 hi = bisect.bisect_right(tok_pos, h.pos + 20 + w + TOKEN_MAX)
                 mine = [(0, 1, _distance(h.pos, tokens[j][0], tokens[j][1]), i, j) for j in range(lo, hi)]
                 scored += heapq.nsmallest(_MAX_CHOICES, mine)
+
             def in_window(i: int, j: int, _tier: int, _names: int) -> bool:
                 return temporary[i].pos - w <= tok_pos[j] <= temporary[i].pos + 20 + w + TOKEN_MAX
 
@@ -629,8 +671,16 @@ class Detector:
                 temporary[i].token = tokens[j][2]
 
     def _choices(
-        self, h: _Hit, i: int, id_line: int, cands: list[_Cand], cand_pos: list[int], cand_line: list[int],
-        nxt_named: list[int], prv_named: list[int], most: int = _MAX_CHOICES,
+        self,
+        h: _Hit,
+        i: int,
+        id_line: int,
+        cands: list[_Cand],
+        cand_pos: list[int],
+        cand_line: list[int],
+        nxt_named: list[int],
+        prv_named: list[int],
+        most: int = _MAX_CHOICES,
     ) -> list[tuple[int, tuple[int, int], int, int]]:
         """The id's best ``most`` candidates by (tier, distance): what sorting every candidate in its
         window would give, found by looking only as far as a better one could still be. Its own line
@@ -794,7 +844,9 @@ def _assign(scored: list[tuple[int, int, tuple[int, int], int, int]]) -> list[tu
 
 
 def _uncross(
-    pairs: list[tuple[tuple[int, int], int, int]], id_pos: list[int], cand_pos: list[int],
+    pairs: list[tuple[tuple[int, int], int, int]],
+    id_pos: list[int],
+    cand_pos: list[int],
     same_kind: Callable[[int, int, int, int], bool],
 ) -> list[tuple[tuple[int, int], int, int]]:
     """Pairs of one kind (tier and names) put in order: the first id gets the first value. Nearest-first pairs
@@ -895,7 +947,9 @@ _INDENT = object()  # the indentation after a line break inside a wrapped form
 
 
 def _grouped(
-    forms: list[bytes], wrappable: Container[bytes] = (), soft_breakable: Container[bytes] = (),
+    forms: list[bytes],
+    wrappable: Container[bytes] = (),
+    soft_breakable: Container[bytes] = (),
 ) -> list[tuple[bytes, re.Pattern[bytes]]]:
     """(first byte, pattern of the forms starting with it) per distinct first byte.
 
@@ -926,8 +980,11 @@ def _grouped(
 
 
 def _trie(node: dict[object, dict]) -> bytes:
-    alts = [(rb"[ \t]*" if t is _INDENT else re.escape(bytes([t]))) + _trie(child)  # type: ignore[list-item]
-            for t, child in node.items() if t is not None]
+    alts = [
+        (rb"[ \t]*" if t is _INDENT else re.escape(bytes([t]))) + _trie(child)  # type: ignore[list-item]
+        for t, child in node.items()
+        if t is not None
+    ]
     if not alts:
         return b""
     if None in node:
@@ -987,6 +1044,8 @@ def _plausible_unnamed(value: str) -> bool:
 _UPPER_RE = re.compile("[A-Z]")
 _LOWER_RE = re.compile("[a-z]")
 _DIGIT_OR_SIGN_RE = re.compile("[0-9/+]")
+
+
 def _rank(h: _Hit) -> tuple[bool, bool, bool]:
     return (h.secret is not None, h.token is not None, h.encoding is None)
 

@@ -68,7 +68,9 @@ class Fingerprinter:
         """The key from $KEYSWEEP_FINGERPRINT_KEY, else ``org_key``, else the per-installation key in ``state_dir``
         (created on first use, mode 0600; ``state_dir`` defaults to :func:`default_state_dir`), else with
         ``per_run`` a random key for this run only (nothing is written: fingerprints then match only within it)."""
-        configured = os.environb.get(ENV_KEY.encode()) or (org_key.encode("utf-8", "surrogateescape") if org_key else None)
+        configured = os.environb.get(ENV_KEY.encode()) or (
+            org_key.encode("utf-8", "surrogateescape") if org_key else None
+        )
         if configured:
             if len(configured) < _MIN_ORG_KEY:
                 raise ConfigError(
@@ -77,7 +79,9 @@ class Fingerprinter:
             return cls(configured, source="configured")
         if per_run:
             return cls(secrets.token_bytes(_KEY_BYTES), source="per-run")
-        return cls(_installation_key(state_dir if state_dir is not None else default_state_dir()), source="installation")
+        return cls(
+            _installation_key(state_dir if state_dir is not None else default_state_dir()), source="installation"
+        )
 
 
 def _installation_key(state_dir: Path) -> bytes:

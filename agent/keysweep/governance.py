@@ -122,4 +122,6 @@ class CpuPacer:
             gc.collect()
             if not self._warned:
                 self._warned = True
-                log.warning("memory.over_budget", extra={"fields": {"rss_mb": rss >> 20, "max_rss_mb": self.max_rss >> 20}})
+                log.warning(
+                    "memory.over_budget", extra={"fields": {"rss_mb": rss >> 20, "max_rss_mb": self.max_rss >> 20}}
+                )

@@ -119,11 +119,15 @@ def read_user_policies(iam: Any, user: str, *, details: bool = True) -> UserPoli
     groups = []
     for group in pages("list_groups_for_user", "Groups", UserName=user):
         name = group["GroupName"]
-        groups.append(GroupPolicies(
-            name,
-            tuple(p["PolicyArn"] for p in pages("list_attached_group_policies", "AttachedPolicies", GroupName=name)),
-            tuple(pages("list_group_policies", "PolicyNames", GroupName=name)),
-        ))
+        groups.append(
+            GroupPolicies(
+                name,
+                tuple(
+                    p["PolicyArn"] for p in pages("list_attached_group_policies", "AttachedPolicies", GroupName=name)
+                ),
+                tuple(pages("list_group_policies", "PolicyNames", GroupName=name)),
+            )
+        )
     if not details:
         return UserPolicies(user, attached, inline, tuple(groups))
     boundary = None
@@ -139,8 +143,13 @@ def read_user_policies(iam: Any, user: str, *, details: bool = True) -> UserPoli
     for g in groups:
         group_docs = {}
         for n in g.inline:
-            doc = detail(f"inline policy {n} of group {g.name}", "GetGroupPolicy", iam.get_group_policy,
-                         GroupName=g.name, PolicyName=n)
+            doc = detail(
+                f"inline policy {n} of group {g.name}",
+                "GetGroupPolicy",
+                iam.get_group_policy,
+                GroupName=g.name,
+                PolicyName=n,
+            )
             if doc is not None:
                 group_docs[n] = doc.get("PolicyDocument")
         with_docs.append(GroupPolicies(g.name, g.attached, g.inline, group_docs))

@@ -26,7 +26,7 @@ def is_key_id(value: str) -> bool:
 
 
 def key_type(key_id: str) -> str | None:
-    """"long-term", "temporary", "bearer" or "context"; None for principal ids and anything that is not a key id."""
+    """ "long-term", "temporary", "bearer" or "context"; None for principal ids and anything that is not a key id."""
     if not is_key_id(key_id):
         return None
     return KEY_PREFIXES[key_id[:4]]

@@ -38,8 +38,12 @@ class RoleCopy:
     terraform: str = ""  # resources after the role: attachments and inline policies
 
     def to_dict(self) -> dict[str, object]:
-        return {"permissions_source": self.source, "commands": list(self.commands), "steps": list(self.steps),
-                "terraform": self.terraform or None}
+        return {
+            "permissions_source": self.source,
+            "commands": list(self.commands),
+            "steps": list(self.steps),
+            "terraform": self.terraform or None,
+        }
 
 
 def is_aws_managed(arn: str) -> bool:
@@ -86,12 +90,13 @@ def _save_managed(arn: str, used: set[str]) -> tuple[str, str, str]:
 
     The name holds the path (and ``aws`` for an AWS managed policy): two policies of one name stay apart."""
     name, path = policy_name_and_path(arn)
-    unique = _distinct("managed-" + _FILE_BAD.sub("-", ("aws" if is_aws_managed(arn) else "") + path + name).strip("-"),
-                       used)[:128]
+    unique = _distinct(
+        "managed-" + _FILE_BAD.sub("-", ("aws" if is_aws_managed(arn) else "") + path + name).strip("-"), used
+    )[:128]
     f = _file(unique)
     cmd = (
         f"aws iam get-policy-version --policy-arn {arn} --version-id "
-        f"\"$(aws iam get-policy --policy-arn {arn} --query Policy.DefaultVersionId --output text)\" "
+        f'"$(aws iam get-policy --policy-arn {arn} --query Policy.DefaultVersionId --output text)" '
         f"--query PolicyVersion.Document --output json > {f}"
     )
     return cmd, f, unique
@@ -114,12 +119,18 @@ def _inline_size(policies: UserPolicies) -> int | None:
 
 
 def _boundary_lookup(user_ref: str) -> str:
-    return (f"aws iam get-user --user-name {user_ref} --query User.PermissionsBoundary.PermissionsBoundaryArn "
-            "--output text")
+    return (
+        f"aws iam get-user --user-name {user_ref} --query User.PermissionsBoundary.PermissionsBoundaryArn --output text"
+    )
 
 
 def copy_to_role(
-    policies: UserPolicies | None, role: str, *, user_ref: str, user: str | None, new_role: bool,
+    policies: UserPolicies | None,
+    role: str,
+    *,
+    user_ref: str,
+    user: str | None,
+    new_role: bool,
     max_commands: int | None = None,
 ) -> RoleCopy:
     """How to give ``role`` the permissions of the key's IAM user.
@@ -139,8 +150,10 @@ def copy_to_role(
     cmds = [f"aws iam attach-role-policy --role-name {role} --policy-arn {arn}" for arn in attach]
     tf: list[str] = []
     for i, arn in enumerate(attach):
-        tf.append(f'resource "aws_iam_role_policy_attachment" "replacement_{i}" {{\n  role       = {ref}\n'
-                  f'  policy_arn = "{arn}"\n}}')
+        tf.append(
+            f'resource "aws_iam_role_policy_attachment" "replacement_{i}" {{\n  role       = {ref}\n'
+            f'  policy_arn = "{arn}"\n}}'
+        )
     steps = [f"Give role {role} the permissions of IAM user {p.user_name} (commands below), then narrow them."]
     used: set[str] = set()
     for arn in extra:
@@ -148,8 +161,10 @@ def copy_to_role(
         cmds += [save, f"aws iam put-role-policy --role-name {role} --policy-name {name} --policy-document file://{f}"]
         label = _hcl_label(name)
         tf.append(f'data "aws_iam_policy" "{label}" {{\n  arn = "{arn}"\n}}')
-        tf.append(f'resource "aws_iam_role_policy" "{label}" {{\n  name   = "{name}"\n  role   = {ref}\n'
-                  f"  policy = data.aws_iam_policy.{label}.policy\n}}")
+        tf.append(
+            f'resource "aws_iam_role_policy" "{label}" {{\n  name   = "{name}"\n  role   = {ref}\n'
+            f"  policy = data.aws_iam_policy.{label}.policy\n}}"
+        )
     if extra:
         steps.append(
             f"IAM user {p.user_name} has {len(managed)} managed policies (its own and its groups'); a role holds "
@@ -160,35 +175,49 @@ def copy_to_role(
             "and attach them instead."
         )
     if not new_role and managed:
-        steps.append(f"Role {role} already exists: its own managed policies count towards the same quota "
-                     f"(aws iam list-attached-role-policies --role-name {role}).")
+        steps.append(
+            f"Role {role} already exists: its own managed policies count towards the same quota "
+            f"(aws iam list-attached-role-policies --role-name {role})."
+        )
     for i, pol in enumerate(p.inline_policies()):
         name = _distinct(pol.role_policy_name, used)
         save, f = _save_inline(user_ref, pol, name)
         cmds += [save, f"aws iam put-role-policy --role-name {role} --policy-name {name} --policy-document file://{f}"]
         body = f"jsonencode({hcl_json(pol.document)})" if pol.document is not None else f'file("{f}")'
-        tf.append(f'resource "aws_iam_role_policy" "inline_{i}" {{\n  name   = "{name}"\n  role   = {ref}\n'
-                  f"  policy = {body}\n}}")
+        tf.append(
+            f'resource "aws_iam_role_policy" "inline_{i}" {{\n  name   = "{name}"\n  role   = {ref}\n'
+            f"  policy = {body}\n}}"
+        )
     size = _inline_size(p)
     if size is not None and size > ROLE_INLINE_CHARACTERS:
-        steps.append(f"The inline policies copied from {p.user_name} and its groups hold {size} characters; a role's "
-                     f"inline policies may hold {ROLE_INLINE_CHARACTERS}: merge them into customer managed policies.")
+        steps.append(
+            f"The inline policies copied from {p.user_name} and its groups hold {size} characters; a role's "
+            f"inline policies may hold {ROLE_INLINE_CHARACTERS}: merge them into customer managed policies."
+        )
     if any(pol.document is None for pol in p.inline_policies()):
-        steps.append("Terraform reads the inline policies it could not copy by content from the files the "
-                      "get-user-policy / get-group-policy commands write: run those first.")
+        steps.append(
+            "Terraform reads the inline policies it could not copy by content from the files the "
+            "get-user-policy / get-group-policy commands write: run those first."
+        )
     create_flags = role_attributes = ""
     if not p.boundary_known:
         cmds.append(_boundary_lookup(user_ref))
-        steps.append(f"keysweep could not read IAM user {p.user_name}'s permissions boundary: if the get-user "
-                     f"command prints a policy ARN (not None), set it on the role: aws iam "
-                     f"put-role-permissions-boundary --role-name {role} --permissions-boundary BOUNDARY_ARN.")
-        tf.append(f"# permissions boundary of {p.user_name} not read: set permissions_boundary on the role if "
-                  "`aws iam get-user` shows one")
+        steps.append(
+            f"keysweep could not read IAM user {p.user_name}'s permissions boundary: if the get-user "
+            f"command prints a policy ARN (not None), set it on the role: aws iam "
+            f"put-role-permissions-boundary --role-name {role} --permissions-boundary BOUNDARY_ARN."
+        )
+        tf.append(
+            f"# permissions boundary of {p.user_name} not read: set permissions_boundary on the role if "
+            "`aws iam get-user` shows one"
+        )
     elif p.boundary and new_role:
         create_flags = f" --permissions-boundary {p.boundary}"
         role_attributes = f'  permissions_boundary = "{p.boundary}"\n'
-        steps.append(f"The role gets {p.user_name}'s permissions boundary {p.boundary}, so it can do no more than "
-                     "the user could.")
+        steps.append(
+            f"The role gets {p.user_name}'s permissions boundary {p.boundary}, so it can do no more than "
+            "the user could."
+        )
     elif p.boundary:
         cmds.append(f"aws iam put-role-permissions-boundary --role-name {role} --permissions-boundary {p.boundary}")
         steps.append(
@@ -200,8 +229,10 @@ def copy_to_role(
     if max_commands is not None and len(cmds) > max_commands:
         cmds, steps = _bounded(cmds, steps, max_commands, p.user_name)
     unread = [u for u in p.unread if not u.startswith("permissions boundary")]
-    source = (f"iam-user:{p.user_name} (read from IAM: {len(managed)} managed, {len(p.inline_policies())} inline "
-              f"policies, boundary {p.boundary or ('none' if p.boundary_known else 'not read')})")
+    source = (
+        f"iam-user:{p.user_name} (read from IAM: {len(managed)} managed, {len(p.inline_policies())} inline "
+        f"policies, boundary {p.boundary or ('none' if p.boundary_known else 'not read')})"
+    )
     if unread:
         source += f"; not read: {', '.join(unread)}"
     return RoleCopy(tuple(cmds), tuple(steps), source, create_flags, role_attributes, "\n\n".join(tf))
@@ -213,9 +244,12 @@ def _bounded(cmds: list[str], steps: list[str], limit: int, user: str) -> tuple[
     if kept and " > " in kept[-1]:  # a saved document without the put-role-policy that uses it
         kept.pop()
     left = len(cmds) - len(kept) - len(boundary)
-    steps = [*steps, f"IAM user {user}'s permissions take {len(cmds)} commands, more than a suggestion carries: "
-             f"{left} are left out here (the Terraform has them all; `keysweep audit --db` lists every command in "
-             "key-on-hosts details.replacement). A role this broad is worth narrowing first."]
+    steps = [
+        *steps,
+        f"IAM user {user}'s permissions take {len(cmds)} commands, more than a suggestion carries: "
+        f"{left} are left out here (the Terraform has them all; `keysweep audit --db` lists every command in "
+        "key-on-hosts details.replacement). A role this broad is worth narrowing first.",
+    ]
     return [*kept, *boundary], steps
 
 
@@ -240,10 +274,13 @@ def _unread_copy(role: str, user_ref: str, user: str | None, new_role: bool) -> 
         f"aws iam put-role-permissions-boundary --role-name {role} --permissions-boundary BOUNDARY_ARN"
         + (" (or --permissions-boundary on create-role)." if new_role else "."),
     ]
-    tf = (f"# permissions of IAM user {user or 'unknown'} not read: add an aws_iam_role_policy_attachment per managed "
-          "policy, an aws_iam_role_policy per inline policy (its own and its groups') and its permissions_boundary")
-    return RoleCopy(tuple(cmds), tuple(steps), f"iam-user:{user or 'unknown'} (not read: list with the commands)",
-                    terraform=tf)
+    tf = (
+        f"# permissions of IAM user {user or 'unknown'} not read: add an aws_iam_role_policy_attachment per managed "
+        "policy, an aws_iam_role_policy per inline policy (its own and its groups') and its permissions_boundary"
+    )
+    return RoleCopy(
+        tuple(cmds), tuple(steps), f"iam-user:{user or 'unknown'} (not read: list with the commands)", terraform=tf
+    )
 
 
 @dataclass(frozen=True)
@@ -271,11 +308,13 @@ def copy_to_permission_set(policies: UserPolicies | None, *, account: str, user_
             f"aws iam list-groups-for-user --user-name {user_ref}",
             _boundary_lookup(user_ref),
         ]
-        how = ["Give the permission set the permissions these commands list: AWS managed policies with "
-                 "attach-managed-policy-to-permission-set, customer managed ones with "
-                 "attach-customer-managed-policy-reference-to-permission-set (Name=...,Path=...; the policy must "
-                 f"exist in account {account}), inline ones merged into one with put-inline-policy-to-permission-set, "
-                 "the boundary with put-permissions-boundary-to-permission-set."]
+        how = [
+            "Give the permission set the permissions these commands list: AWS managed policies with "
+            "attach-managed-policy-to-permission-set, customer managed ones with "
+            "attach-customer-managed-policy-reference-to-permission-set (Name=...,Path=...; the policy must "
+            f"exist in account {account}), inline ones merged into one with put-inline-policy-to-permission-set, "
+            "the boundary with put-permissions-boundary-to-permission-set."
+        ]
         return PermissionSetCopy(tuple(lookups), tuple(how), "")
     p = policies
     managed = p.managed_arns()
@@ -287,22 +326,30 @@ def copy_to_permission_set(policies: UserPolicies | None, *, account: str, user_
     for i, arn in enumerate(attach):
         if is_aws_managed(arn):
             cmds.append(f"aws sso-admin attach-managed-policy-to-permission-set {_PS} --managed-policy-arn {arn}")
-            tf.append(f'resource "aws_ssoadmin_managed_policy_attachment" "replacement_{i}" {{\n{_TF_PS}'
-                      f'  managed_policy_arn = "{arn}"\n}}')
+            tf.append(
+                f'resource "aws_ssoadmin_managed_policy_attachment" "replacement_{i}" {{\n{_TF_PS}'
+                f'  managed_policy_arn = "{arn}"\n}}'
+            )
         else:
             name, path = policy_name_and_path(arn)
             customer.append(name)
-            cmds.append(f"aws sso-admin attach-customer-managed-policy-reference-to-permission-set {_PS} "
-                        f"--customer-managed-policy-reference Name={name},Path={path}")
-            tf.append(f'resource "aws_ssoadmin_customer_managed_policy_attachment" "replacement_{i}" {{\n'
-                      f'  instance_arn       = "INSTANCE_ARN"\n'
-                      "  permission_set_arn = aws_ssoadmin_permission_set.replacement.arn\n"
-                      "  customer_managed_policy_reference {\n"
-                      f'    name = "{name}"\n    path = "{path}"\n  }}\n}}')
+            cmds.append(
+                f"aws sso-admin attach-customer-managed-policy-reference-to-permission-set {_PS} "
+                f"--customer-managed-policy-reference Name={name},Path={path}"
+            )
+            tf.append(
+                f'resource "aws_ssoadmin_customer_managed_policy_attachment" "replacement_{i}" {{\n'
+                f'  instance_arn       = "INSTANCE_ARN"\n'
+                "  permission_set_arn = aws_ssoadmin_permission_set.replacement.arn\n"
+                "  customer_managed_policy_reference {\n"
+                f'    name = "{name}"\n    path = "{path}"\n  }}\n}}'
+            )
     if customer:
-        steps.append(f"Customer managed policies ({', '.join(customer)}) are referenced by name and path: a policy "
-                     f"of that name and path must exist in every account the permission set is assigned to (it does "
-                     f"in {account}; create it in any other).")
+        steps.append(
+            f"Customer managed policies ({', '.join(customer)}) are referenced by name and path: a policy "
+            f"of that name and path must exist in every account the permission set is assigned to (it does "
+            f"in {account}; create it in any other)."
+        )
     files: list[str] = []
     used: set[str] = set()
     docs: list[object] = []
@@ -312,8 +359,10 @@ def copy_to_permission_set(policies: UserPolicies | None, *, account: str, user_
         files.append(f)
         docs.append(None)
     if extra:
-        steps.append(f"IAM user {p.user_name} has {len(managed)} managed policies; the role Identity Center creates "
-                     f"holds {MANAGED_POLICIES_PER_ROLE} by default: the other {len(extra)} go into the inline policy.")
+        steps.append(
+            f"IAM user {p.user_name} has {len(managed)} managed policies; the role Identity Center creates "
+            f"holds {MANAGED_POLICIES_PER_ROLE} by default: the other {len(extra)} go into the inline policy."
+        )
     for pol in p.inline_policies():
         save, f = _save_inline(user_ref, pol, _distinct(pol.role_policy_name, used))
         cmds.append(save)
@@ -322,26 +371,35 @@ def copy_to_permission_set(policies: UserPolicies | None, *, account: str, user_
     if len(files) == 1:
         cmds.append(f"aws sso-admin put-inline-policy-to-permission-set {_PS} --inline-policy file://{files[0]}")
     elif files:
-        cmds.append("jq -s '{Version: \"2012-10-17\", Statement: [.[] | .Statement | if type == \"array\" then .[] "
-                    f"else . end | del(.Sid)]}}' {' '.join(files)} > permission-set-inline.json")
-        cmds.append(f"aws sso-admin put-inline-policy-to-permission-set {_PS} "
-                    "--inline-policy file://permission-set-inline.json")
-        steps.append("A permission set has one inline policy: jq merges the statements of the inline policies "
-                     "(and of managed ones past the quota) into permission-set-inline.json.")
+        cmds.append(
+            'jq -s \'{Version: "2012-10-17", Statement: [.[] | .Statement | if type == "array" then .[] '
+            f"else . end | del(.Sid)]}}' {' '.join(files)} > permission-set-inline.json"
+        )
+        cmds.append(
+            f"aws sso-admin put-inline-policy-to-permission-set {_PS} --inline-policy file://permission-set-inline.json"
+        )
+        steps.append(
+            "A permission set has one inline policy: jq merges the statements of the inline policies "
+            "(and of managed ones past the quota) into permission-set-inline.json."
+        )
     if files:
         if all(d is not None for d in docs):
             statements = [s for d in docs for s in _statements(d)]
             body = f"jsonencode({hcl_json({'Version': '2012-10-17', 'Statement': statements})})"
         else:
             body = 'file("permission-set-inline.json")' if len(files) > 1 else f'file("{files[0]}")'
-        tf.append(f'resource "aws_ssoadmin_permission_set_inline_policy" "replacement" {{\n{_TF_PS}'
-                  f"  inline_policy      = {body}\n}}")
+        tf.append(
+            f'resource "aws_ssoadmin_permission_set_inline_policy" "replacement" {{\n{_TF_PS}'
+            f"  inline_policy      = {body}\n}}"
+        )
     if not p.boundary_known:
         cmds.append(_boundary_lookup(user_ref))
-        steps.append("keysweep could not read the user's permissions boundary: if get-user prints a policy ARN, "
-                     f"set it with aws sso-admin put-permissions-boundary-to-permission-set {_PS} "
-                     "--permissions-boundary ManagedPolicyArn=ARN (AWS managed) or "
-                     "CustomerManagedPolicyReference={Name=NAME,Path=PATH}.")
+        steps.append(
+            "keysweep could not read the user's permissions boundary: if get-user prints a policy ARN, "
+            f"set it with aws sso-admin put-permissions-boundary-to-permission-set {_PS} "
+            "--permissions-boundary ManagedPolicyArn=ARN (AWS managed) or "
+            "CustomerManagedPolicyReference={Name=NAME,Path=PATH}."
+        )
     elif p.boundary:
         if is_aws_managed(p.boundary):
             value = f"ManagedPolicyArn={p.boundary}"
@@ -349,13 +407,18 @@ def copy_to_permission_set(policies: UserPolicies | None, *, account: str, user_
         else:
             name, path = policy_name_and_path(p.boundary)
             value = f"CustomerManagedPolicyReference={{Name={name},Path={path}}}"
-            tf_boundary = (f"    customer_managed_policy_reference {{\n      name = \"{name}\"\n"
-                           f'      path = "{path}"\n    }}\n')
+            tf_boundary = (
+                f'    customer_managed_policy_reference {{\n      name = "{name}"\n      path = "{path}"\n    }}\n'
+            )
         cmds.append(f"aws sso-admin put-permissions-boundary-to-permission-set {_PS} --permissions-boundary '{value}'")
-        tf.append(f'resource "aws_ssoadmin_permissions_boundary_attachment" "replacement" {{\n{_TF_PS}'
-                  f"  permissions_boundary {{\n{tf_boundary}  }}\n}}")
-        steps.append(f"The permission set gets {p.user_name}'s permissions boundary {p.boundary} (a customer managed "
-                     "boundary must exist in every assigned account too).")
+        tf.append(
+            f'resource "aws_ssoadmin_permissions_boundary_attachment" "replacement" {{\n{_TF_PS}'
+            f"  permissions_boundary {{\n{tf_boundary}  }}\n}}"
+        )
+        steps.append(
+            f"The permission set gets {p.user_name}'s permissions boundary {p.boundary} (a customer managed "
+            "boundary must exist in every assigned account too)."
+        )
     return PermissionSetCopy(tuple(cmds), tuple(steps), "\n\n".join(tf))
 
 

@@ -17,18 +17,20 @@ if TYPE_CHECKING:  # botocore is imported when a call fails, not by every comman
     from botocore.exceptions import ClientError
 
 # the codes AWS services answer when the caller goes too fast (botocore's standard retry mode knows the same)
-THROTTLING_CODES = frozenset({
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "RequestLimitExceeded",
-    "TooManyRequestsException",
-    "SlowDown",
-    "PriorRequestNotComplete",
-    "KmsThrottled",
-})
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "KmsThrottled",
+    }
+)
 # the codes of a server-side failure that a later try may not meet
 TRANSIENT_CODES = frozenset({"InternalFailure", "InternalError", "ServiceUnavailable", "RequestTimeout"})
 RETRYABLE_CODES = THROTTLING_CODES | TRANSIENT_CODES

@@ -24,14 +24,28 @@ SEVERITIES = ("critical", "high", "medium", "low", "info")  # most severe first
 def most_severe(*severities: str) -> str:
     """The most severe of the given severities (unknown names rank below ``info``)."""
     return min(severities, key=lambda s: SEVERITIES.index(s) if s in SEVERITIES else len(SEVERITIES))
+
+
 _ID_RE = re.compile(r"[a-z0-9][a-z0-9-]*\Z")
 _RULE_FIELDS = {
-    "id", "kind", "description", "severity", "regex", "keywords", "names", "prefixes", "examples", "negative_examples",
+    "id",
+    "kind",
+    "description",
+    "severity",
+    "regex",
+    "keywords",
+    "names",
+    "prefixes",
+    "examples",
+    "negative_examples",
 }
 # fields only some kinds take: (kinds, why another kind may not have it)
 _KIND_FIELDS = {
-    "regex": (("key-id",), "only key-id rules have a regex: secrets (40 characters of [A-Za-z0-9/+]) and session "
-                           "tokens have a fixed shape, searched only near key ids; see docs/detection.md"),
+    "regex": (
+        ("key-id",),
+        "only key-id rules have a regex: secrets (40 characters of [A-Za-z0-9/+]) and session "
+        "tokens have a fixed shape, searched only near key ids; see docs/detection.md",
+    ),
     "keywords": (("key-id",), "only key-id rules have keywords (the prefilter's literals)"),
     "names": (("secret", "session-token"), "only secret and session-token rules have names"),
     "prefixes": (("session-token",), "only session-token rules have prefixes"),
@@ -166,8 +180,10 @@ def load_files(files: Sequence[Path]) -> Ruleset:
             where = ", ".join(str(f) for f in files) or "(no rule files)"
             raise RuleError(f"{where}: rules: no rule of kind {kind!r}")
         if kind != "key-id" and len(of_kind) > 1:  # the detector pairs with one secret shape and one token shape
-            raise RuleError(f"{of_kind[1].source}: rule {of_kind[1].id!r}: kind: only one {kind} rule may exist "
-                            f"({of_kind[0].id!r} in {of_kind[0].source})")
+            raise RuleError(
+                f"{of_kind[1].source}: rule {of_kind[1].id!r}: kind: only one {kind} rule may exist "
+                f"({of_kind[0].id!r} in {of_kind[0].source})"
+            )
     ignore = None
     if ignore_paths:
         literals = sorted({_longest_literal(g) for g in ignore_paths}, key=len, reverse=True)
@@ -308,5 +324,9 @@ def keyword_misses(rule: Rule) -> list[str]:
     if rule.regex is None:
         return []
     rx = re.compile(rule.regex)
-    return [m.group() for example in rule.examples for m in rx.finditer(example)
-            if m.group() and not m.group().startswith(rule.keywords)]
+    return [
+        m.group()
+        for example in rule.examples
+        for m in rx.finditer(example)
+        if m.group() and not m.group().startswith(rule.keywords)
+    ]

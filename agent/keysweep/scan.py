@@ -31,8 +31,17 @@ from keysweep.sources.processes import ProcessesSource
 if TYPE_CHECKING:
     from keysweep.detect import Detector
 
-__all__ = ["SOURCES", "FileCache", "ScanContext", "ScanOptions", "ScanResult", "ScanStats", "Source", "dedupe",
-           "run_scan"]
+__all__ = [
+    "SOURCES",
+    "FileCache",
+    "ScanContext",
+    "ScanOptions",
+    "ScanResult",
+    "ScanStats",
+    "Source",
+    "dedupe",
+    "run_scan",
+]
 
 # in the order they run (see the module's docstring)
 SOURCE_ORDER: tuple[Source, ...] = (ProcessesSource(), AwsFilesSource(), FilesSource())

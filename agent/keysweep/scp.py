@@ -41,10 +41,18 @@ def deny_key_creation_policy(exempt_principal_arns: Sequence[str] = ()) -> dict[
 
 def deny_root_user_policy() -> dict[str, Any]:
     """The SCP document denying every action to a member account's root user."""
-    return {"Version": "2012-10-17", "Statement": [{
-        "Sid": "DenyRootUser", "Effect": "Deny", "Action": "*", "Resource": "*",
-        "Condition": {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:root"}},
-    }]}
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "DenyRootUser",
+                "Effect": "Deny",
+                "Action": "*",
+                "Resource": "*",
+                "Condition": {"ArnLike": {"aws:PrincipalArn": "arn:aws:iam::*:root"}},
+            }
+        ],
+    }
 
 
 def _policy_commands(name: str, description: str, document: dict[str, Any], target_ids: Sequence[str]) -> list[str]:
@@ -52,16 +60,19 @@ def _policy_commands(name: str, description: str, document: dict[str, Any], targ
     return [
         f"aws organizations create-policy --name {name} --type SERVICE_CONTROL_POLICY "
         f"--description '{description}' --content '{content}' --query Policy.PolicySummary.Id --output text",
-        *(f"aws organizations attach-policy --policy-id POLICY_ID --target-id {t}" for t in target_ids or
-          ["ACCOUNT_ID"]),
+        *(
+            f"aws organizations attach-policy --policy-id POLICY_ID --target-id {t}"
+            for t in target_ids or ["ACCOUNT_ID"]
+        ),
     ]
 
 
 def scp_commands(target_ids: Sequence[str], exempt_principal_arns: Sequence[str] = ()) -> list[str]:
     """AWS CLI commands (run in the organization's management account) creating the SCP and attaching it to each
     target (an account or OU id; ``ACCOUNT_ID`` as a placeholder when there is none yet)."""
-    return _policy_commands(SCP_NAME, "Deny creating IAM access keys and users",
-                            deny_key_creation_policy(exempt_principal_arns), target_ids)
+    return _policy_commands(
+        SCP_NAME, "Deny creating IAM access keys and users", deny_key_creation_policy(exempt_principal_arns), target_ids
+    )
 
 
 def scp_recommendation(target_ids: Sequence[str], exempt_principal_arns: Sequence[str] = ()) -> dict[str, Any]:
@@ -81,9 +92,10 @@ def root_scp_recommendation(target_ids: Sequence[str]) -> dict[str, Any]:
     return {
         "name": ROOT_SCP_NAME,
         "policy": deny_root_user_policy(),
-        "commands": _policy_commands(ROOT_SCP_NAME, "Deny every action to member accounts root users",
-                                     deny_root_user_policy(), target_ids),
+        "commands": _policy_commands(
+            ROOT_SCP_NAME, "Deny every action to member accounts root users", deny_root_user_policy(), target_ids
+        ),
         "apply_when": "the member accounts' root users have no access keys and no task needs root; a few tasks "
-                      "require root (closing the account, some billing and support settings): detach it for those",
+        "require root (closing the account, some billing and support settings): detach it for those",
         "management_account_note": MANAGEMENT_ACCOUNT_NOTE,
     }

@@ -81,10 +81,19 @@ def option(
     read as a one-item list. ``secret``: the value is never repeated in an error or a repr.
     """
     rules = {
-        "kind": kind, "choices": choices, "valid": valid, "expected": expected, "lo": lo, "hi": hi, "above": above,
-        "absolute": absolute, "one_item_list": one_item_list,
+        "kind": kind,
+        "choices": choices,
+        "valid": valid,
+        "expected": expected,
+        "lo": lo,
+        "hi": hi,
+        "above": above,
+        "absolute": absolute,
+        "one_item_list": one_item_list,
     }
-    return dataclasses.field(default=default, repr=not secret, metadata={k: v for k, v in rules.items() if v is not None})
+    return dataclasses.field(
+        default=default, repr=not secret, metadata={k: v for k, v in rules.items() if v is not None}
+    )
 
 
 class Section:
@@ -118,8 +127,11 @@ class _UnionOperator(ast.NodeTransformer):
         self.generic_visit(node)
         if not isinstance(node.op, ast.BitOr):
             return node
-        union = ast.Subscript(value=ast.Name(id="_Union", ctx=ast.Load()),
-                              slice=ast.Tuple(elts=[node.left, node.right], ctx=ast.Load()), ctx=ast.Load())
+        union = ast.Subscript(
+            value=ast.Name(id="_Union", ctx=ast.Load()),
+            slice=ast.Tuple(elts=[node.left, node.right], ctx=ast.Load()),
+            ctx=ast.Load(),
+        )
         return ast.copy_location(union, node)
 
 
@@ -166,7 +178,10 @@ def _text(value: object, rules: Mapping[str, Any]) -> str:
 
 
 _SCALARS: dict[Any, Callable[[object, Mapping[str, Any]], Any]] = {
-    bool: _boolean, int: _integer, float: _number, str: _text,
+    bool: _boolean,
+    int: _integer,
+    float: _number,
+    str: _text,
 }
 
 
@@ -213,8 +228,9 @@ def _unknown_key(prefix: str, key: object, known: list[str]) -> str:
     return f"{prefix}{key}: unknown key{hint}"
 
 
-def _field(cls: type, name: str, hint: Any, f: dataclasses.Field[Any], value: object, prefix: str,
-           errors: list[str]) -> Any:
+def _field(
+    cls: type, name: str, hint: Any, f: dataclasses.Field[Any], value: object, prefix: str, errors: list[str]
+) -> Any:
     if isinstance(hint, type) and issubclass(hint, Section):
         return build(hint, value, f"{prefix}{name}.", errors)
     rules = f.metadata

@@ -286,8 +286,10 @@ class StateStore:
                     pruned = self._db.execute("DELETE FROM files WHERE sweep_no < ?", (plan.full_start,)).rowcount
                     # a digest not recorded again by this full sweep is dropped, and a directory left without files
                     self._db.execute("UPDATE dirs SET digest = NULL WHERE sweep_no < ?", (plan.full_start,))
-                    self._db.execute("DELETE FROM dirs WHERE digest IS NULL AND NOT EXISTS "
-                                     "(SELECT 1 FROM files WHERE files.dir = dirs.id)")
+                    self._db.execute(
+                        "DELETE FROM dirs WHERE digest IS NULL AND NOT EXISTS "
+                        "(SELECT 1 FROM files WHERE files.dir = dirs.id)"
+                    )
                     self._ids = {}
                     self._dir_key = None
                     self._set("last_full", plan.number)
@@ -310,8 +312,10 @@ class StateStore:
             return None
         else:
             self._begin()
-            ident = int(self._db.execute("INSERT INTO dirs (path, sweep_no) VALUES (?, ?)",
-                                         (path, self._sweep_no)).lastrowid or 0)
+            ident = int(
+                self._db.execute("INSERT INTO dirs (path, sweep_no) VALUES (?, ?)", (path, self._sweep_no)).lastrowid
+                or 0
+            )
         if len(self._ids) >= _DIR_IDS_MAX:
             self._ids = {}
         self._ids[d] = ident
@@ -321,9 +325,13 @@ class StateStore:
         if d != self._dir_key:
             self._write()  # rows stored earlier in this process are found too
             ident = self._dir_id(d, create=False)
-            rows = [] if ident is None else self._db.execute(
-                f"SELECT {_COLUMNS} FROM files WHERE dir = ? LIMIT {_DIR_ROWS_MAX + 1}", (ident,)
-            ).fetchall()
+            rows = (
+                []
+                if ident is None
+                else self._db.execute(
+                    f"SELECT {_COLUMNS} FROM files WHERE dir = ? LIMIT {_DIR_ROWS_MAX + 1}", (ident,)
+                ).fetchall()
+            )
             self._dir_key = d
             self._dir_rows = {r[0]: r[1:] for r in rows} if len(rows) <= _DIR_ROWS_MAX else None
         if self._dir_rows is not None:
@@ -377,7 +385,8 @@ class StateStore:
         findings were none: nothing more to do for them); None when they must be looked at file by file."""
         with self._lock:
             row = self._db.execute(
-                "SELECT id, digest, files, excluded, sweep_no FROM dirs WHERE path = ?", (directory.encode(_FS_ENCODING, _FS_ERRORS),)
+                "SELECT id, digest, files, excluded, sweep_no FROM dirs WHERE path = ?",
+                (directory.encode(_FS_ENCODING, _FS_ERRORS),),
             ).fetchone()
             plan = self._plan
             if row is None:  # nothing stored for any of its files: their lookups need no query
@@ -412,8 +421,9 @@ class StateStore:
             self._dir_recorded(d, self._pending_dirs.pop(d))
 
     def _dir_recorded(self, directory: str, pending: _PendingDir) -> None:
-        self._dir_out.append((pending.digest, pending.files, pending.excluded, self._sweep_no,
-                              self._dir_id(directory, create=True)))
+        self._dir_out.append(
+            (pending.digest, pending.files, pending.excluded, self._sweep_no, self._dir_id(directory, create=True))
+        )
         self._maybe_commit()
 
     # --- housekeeping ---------------------------------------------------------------------------------------
@@ -435,8 +445,10 @@ class StateStore:
             self._in_txn = True
 
     def _maybe_commit(self) -> None:
-        if (len(self._file_rows) + len(self._dir_out) >= self._commit_every
-                or time.monotonic() - self._last_commit >= self._commit_interval):
+        if (
+            len(self._file_rows) + len(self._dir_out) >= self._commit_every
+            or time.monotonic() - self._last_commit >= self._commit_interval
+        ):
             self._commit()
 
     def _commit(self) -> None:

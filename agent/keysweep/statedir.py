@@ -175,9 +175,17 @@ def quarantine(state_dir: Path, path: Path, reason: str) -> Path | None:
         reason = f"{reason}; could not move it aside ({exc.strerror})"
     if moved is not None:
         _prune(corrupt)
-    log.error("state.corrupt", extra={"fields": {
-        "file": readable(str(path)), "reason": reason, "moved_to": readable(str(moved)) if moved else None,
-        "action": "rebuilt"}})
+    log.error(
+        "state.corrupt",
+        extra={
+            "fields": {
+                "file": readable(str(path)),
+                "reason": reason,
+                "moved_to": readable(str(moved)) if moved else None,
+                "action": "rebuilt",
+            }
+        },
+    )
     return moved
 
 

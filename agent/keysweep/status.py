@@ -128,16 +128,29 @@ def render_prometheus(status: Mapping[str, Any]) -> str:
     for name, help_text, kind, field in _SWEEP_METRICS:
         metric(name, help_text, kind, [({}, float(sweep.get(field, 0)))])
     by_status = status.get("findings_by_status") or {}
-    metric("findings", "Findings of the last sweep by verification status.", "gauge",
-           [({"status": k}, float(v)) for k, v in sorted(by_status.items())] or [({"status": "none"}, 0.0)])
+    metric(
+        "findings",
+        "Findings of the last sweep by verification status.",
+        "gauge",
+        [({"status": k}, float(v)) for k, v in sorted(by_status.items())] or [({"status": "none"}, 0.0)],
+    )
     metric("spool_depth", "Messages waiting in the spool.", "gauge", [({}, float(status.get("spool_depth", 0)))])
-    metric("watch_paths", "Hot paths by watch state.", "gauge", [
-        ({"state": "watched"}, float(len(watch.get("watched", [])))),
-        ({"state": "unwatched"}, float(len(watch.get("unwatched", [])))),
-    ])
+    metric(
+        "watch_paths",
+        "Hot paths by watch state.",
+        "gauge",
+        [
+            ({"state": "watched"}, float(len(watch.get("watched", [])))),
+            ({"state": "unwatched"}, float(len(watch.get("unwatched", [])))),
+        ],
+    )
     errors = status.get("errors") or {}
-    metric("errors", "Errors of the last sweep by reason.", "gauge",
-           [({"reason": k}, float(v)) for k, v in sorted(errors.items())] or [({"reason": "none"}, 0.0)])
+    metric(
+        "errors",
+        "Errors of the last sweep by reason.",
+        "gauge",
+        [({"reason": k}, float(v)) for k, v in sorted(errors.items())] or [({"reason": "none"}, 0.0)],
+    )
     return "\n".join(out) + "\n"
 
 

@@ -99,8 +99,9 @@ class _Plan:
 
     def copy_permissions(self, role: str, *, new_role: bool = False) -> RoleCopy:
         """What gives ``role`` the permissions of the key's IAM user (``new_role``: created by this suggestion)."""
-        return copy_to_role(self.policies, role, user_ref=self.user_ref, user=self.user, new_role=new_role,
-                            max_commands=_COPY_COMMANDS)
+        return copy_to_role(
+            self.policies, role, user_ref=self.user_ref, user=self.user, new_role=new_role, max_commands=_COPY_COMMANDS
+        )
 
     def role_arn(self, role: str) -> str:
         return f"arn:aws:iam::{self.account}:role/{role}"
@@ -255,8 +256,17 @@ def suggest(
 _Built = tuple[str, str, Optional[str], Optional[dict[str, Any]], list[str], list[str], Optional[str]]
 
 
-def _existing_role(plan: _Plan, kind: str, summary: str, role: str | None, *, find: str = "", name_from: str = "",
-                   then: Sequence[str] = (), copy_to: str = "") -> _Built:
+def _existing_role(
+    plan: _Plan,
+    kind: str,
+    summary: str,
+    role: str | None,
+    *,
+    find: str = "",
+    name_from: str = "",
+    then: Sequence[str] = (),
+    copy_to: str = "",
+) -> _Built:
     """The workload already has a role: give it the key's permissions. ``role`` by name, or None for ROLE_NAME,
     which the command ``find`` prints (``name_from`` says where in its output) or sets as the shell variable the
     commands name as ``copy_to``; ``then``: the steps that follow."""
@@ -268,13 +278,18 @@ def _existing_role(plan: _Plan, kind: str, summary: str, role: str | None, *, fi
 
 def _profile_role(profile: str) -> str:
     """The command that sets ROLE_NAME to the role of instance profile ``profile``."""
-    return (f"ROLE_NAME=$(aws iam get-instance-profile --instance-profile-name {profile} "
-            "--query 'InstanceProfile.Roles[0].RoleName' --output text)")
+    return (
+        f"ROLE_NAME=$(aws iam get-instance-profile --instance-profile-name {profile} "
+        "--query 'InstanceProfile.Roles[0].RoleName' --output text)"
+    )
 
 
 def _create_role(role: str, trust: dict[str, Any], rc: RoleCopy, flags: str = "") -> str:
     """The command creating ``role`` with ``trust`` (``flags``: more options; ``rc``'s own come last)."""
-    return f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'{flags}" + rc.create_flags
+    return (
+        f"aws iam create-role --role-name {role} --assume-role-policy-document '{_json(trust)}'{flags}"
+        + rc.create_flags
+    )
 
 
 def _base_name(plan: _Plan) -> str:
@@ -291,9 +306,15 @@ def _ec2(plan: _Plan) -> _Built:
             "gives, and let the application use the instance's credentials (the default credential chain does)."
         )
         return _existing_role(
-            plan, "ec2-existing-profile", summary, None, copy_to='"$ROLE_NAME"', find=_profile_role(profile),
+            plan,
+            "ec2-existing-profile",
+            summary,
+            None,
+            copy_to='"$ROLE_NAME"',
+            find=_profile_role(profile),
             name_from=f"Find the role of instance profile {profile} (first command).",
-            then=["Remove the key from the application's configuration; the SDK then uses the instance role."])
+            then=["Remove the key from the application's configuration; the SDK then uses the instance role."],
+        )
     role = _role_name(_base_name(plan), "ec2")
     trust = _trust("ec2.amazonaws.com")
     rc = plan.copy_permissions(role, new_role=True)
@@ -328,17 +349,30 @@ def _ecs(plan: _Plan) -> _Built:
     cluster = ctx.cluster or "CLUSTER"
     known = _arn_tail(plan.finding.location.role_arn)
     if ctx.task_role_present and known:  # read from the task definition (keysweep cloud)
-        summary = f"Task family {family} already has task role {known}: give it this key's permissions and drop the key."
-        return _existing_role(plan, "ecs-existing-task-role", summary, known, then=[
-            "Register a task definition revision without the key in the container environment and "
-            "update the services that use it."])
+        summary = (
+            f"Task family {family} already has task role {known}: give it this key's permissions and drop the key."
+        )
+        return _existing_role(
+            plan,
+            "ecs-existing-task-role",
+            summary,
+            known,
+            then=[
+                "Register a task definition revision without the key in the container environment and "
+                "update the services that use it."
+            ],
+        )
     if ctx.task_role_present:
         summary = f"Task family {family} already has a task role: give it this key's permissions and drop the key."
         return _existing_role(
-            plan, "ecs-existing-task-role", summary, None,
+            plan,
+            "ecs-existing-task-role",
+            summary,
+            None,
             find=f"aws ecs describe-task-definition --task-definition {family} --query taskDefinition.taskRoleArn "
             "--output text",
-            name_from="ROLE_NAME: the last part of the task role ARN the first command prints.")
+            name_from="ROLE_NAME: the last part of the task role ARN the first command prints.",
+        )
     role = _role_name(family if family != "TASK_FAMILY" else _base_name(plan), "task")
     region = ctx.region or "*"
     trust = _trust(
@@ -385,10 +419,14 @@ def _eks(plan: _Plan) -> _Built:
     if ctx.pod_identity:
         summary = f"Service account {ns}/{sa} already has an EKS Pod Identity role: give it this key's permissions."
         return _existing_role(
-            plan, "eks-pod-identity-existing", summary, None,
+            plan,
+            "eks-pod-identity-existing",
+            summary,
+            None,
             find=f"aws eks list-pod-identity-associations --cluster-name {cluster} --namespace {ns} "
             f"--service-account {sa}",
-            name_from="ROLE_NAME: the role of the association (aws eks describe-pod-identity-association).")
+            name_from="ROLE_NAME: the role of the association (aws eks describe-pod-identity-association).",
+        )
     role = _role_name(f"{ns}-{sa}" if ctx.namespace and ctx.service_account else _base_name(plan), "pod")
     trust = _trust("pods.eks.amazonaws.com", ("sts:AssumeRole", "sts:TagSession"))
     rc = plan.copy_permissions(role, new_role=True)
@@ -422,11 +460,18 @@ def _lambda(plan: _Plan) -> _Built:
         return _lambda_known_role(plan, fn, role)
     summary = f"Function {fn} already runs with an execution role: give it this key's permissions and drop the key."
     return _existing_role(
-        plan, "lambda-execution-role", summary, None,
-        find=f"aws lambda get-function-configuration --function-name {fn} --query Role --output text" + plan.region_flag,
+        plan,
+        "lambda-execution-role",
+        summary,
+        None,
+        find=f"aws lambda get-function-configuration --function-name {fn} --query Role --output text"
+        + plan.region_flag,
         name_from="ROLE_NAME: the last part of the execution role ARN the first command prints.",
-        then=[f"Remove the key from function {fn} (environment variables or code) and redeploy; "
-              "the function then uses its execution role's credentials."])
+        then=[
+            f"Remove the key from function {fn} (environment variables or code) and redeploy; "
+            "the function then uses its execution role's credentials."
+        ],
+    )
 
 
 def _roles_anywhere(plan: _Plan) -> _Built:
@@ -525,7 +570,8 @@ def _lambda_known_role(plan: _Plan, fn: str, role: str) -> _Built:
     cmds = [
         *copy,
         f"aws lambda get-function-configuration --function-name {fn} --query Environment --output json"
-        + plan.region_flag + " > environment.json",
+        + plan.region_flag
+        + " > environment.json",
         f"aws lambda update-function-configuration --function-name {fn} --environment file://environment.json"
         + plan.region_flag,
     ]
@@ -535,8 +581,10 @@ def _lambda_known_role(plan: _Plan, fn: str, role: str) -> _Built:
         f"execution role {role}.",
     ]
     if version.isdigit():
-        steps.append(f"Published version {version} keeps its configuration: publish a new version without the key, "
-                     "move aliases to it, then delete this one.")
+        steps.append(
+            f"Published version {version} keeps its configuration: publish a new version without the key, "
+            "move aliases to it, then delete this one."
+        )
         cmds.append(f"aws lambda delete-function --function-name {fn} --qualifier {version}" + plan.region_flag)
     summary = f"Function {fn} runs with execution role {role}: give it this key's permissions and drop the key."
     return "lambda-execution-role", summary, role, None, steps, cmds, _terraform(role, None, rc)
@@ -545,13 +593,24 @@ def _lambda_known_role(plan: _Plan, fn: str, role: str) -> _Built:
 def _launch_template(plan: _Plan) -> _Built:
     loc = plan.finding.location
     arn = loc.resource_arn or ""
-    what = f"launch template {arn.rsplit('/', 1)[-1]}" if ":launch-template/" in arn else f"launch configuration {arn.rsplit('/', 1)[-1]}"
+    what = (
+        f"launch template {arn.rsplit('/', 1)[-1]}"
+        if ":launch-template/" in arn
+        else f"launch configuration {arn.rsplit('/', 1)[-1]}"
+    )
     profile = _arn_tail(loc.role_arn)
     remove = f"Remove the key from the user data of {what} (a new version or configuration) and roll the instances."
     if profile:
         summary = f"Instances from {what} get instance profile {profile}: give its role this key's permissions."
-        return _existing_role(plan, "ec2-existing-profile", summary, None, copy_to='"$ROLE_NAME"',
-                              find=_profile_role(profile), then=[remove])
+        return _existing_role(
+            plan,
+            "ec2-existing-profile",
+            summary,
+            None,
+            copy_to='"$ROLE_NAME"',
+            find=_profile_role(profile),
+            then=[remove],
+        )
     role = _role_name(_base_name(plan), "ec2")
     trust = _trust("ec2.amazonaws.com")
     rc = plan.copy_permissions(role, new_role=True)
@@ -564,10 +623,16 @@ def _launch_template(plan: _Plan) -> _Built:
     ]
     if ":launch-template/" in arn:
         data = _json({"IamInstanceProfile": {"Name": role}})
-        cmds.append(f"aws ec2 create-launch-template-version --launch-template-id {arn.rsplit('/', 1)[-1]} "
-                    f"--source-version '$Latest' --launch-template-data '{data}'" + plan.region_flag)
-    steps = [f"Create role {role} that EC2 may assume, in instance profile {role}.", *copy_steps,
-             f"Give {what} that instance profile.", remove]
+        cmds.append(
+            f"aws ec2 create-launch-template-version --launch-template-id {arn.rsplit('/', 1)[-1]} "
+            f"--source-version '$Latest' --launch-template-data '{data}'" + plan.region_flag
+        )
+    steps = [
+        f"Create role {role} that EC2 may assume, in instance profile {role}.",
+        *copy_steps,
+        f"Give {what} that instance profile.",
+        remove,
+    ]
     summary = f"Instances from {what} run without an instance profile: create {role} with this key's permissions."
     return "ec2-new-instance-profile", summary, role, trust, steps, cmds, _terraform(role, trust, rc)
 
@@ -590,7 +655,10 @@ def _service_role(plan: _Plan, kind: str, what: str, service: str, register: str
 def _codebuild(plan: _Plan) -> _Built:
     name = (plan.finding.location.resource_arn or "PROJECT").rsplit("/", 1)[-1]
     return _service_role(
-        plan, "codebuild-service-role", f"CodeBuild project {name}", "codebuild.amazonaws.com",
+        plan,
+        "codebuild-service-role",
+        f"CodeBuild project {name}",
+        "codebuild.amazonaws.com",
         f"Remove the key from project {name}'s environment variables or buildspec (aws codebuild update-project); "
         "builds then use the service role's credentials.",
     )
@@ -599,7 +667,10 @@ def _codebuild(plan: _Plan) -> _Built:
 def _batch(plan: _Plan) -> _Built:
     name = (plan.finding.location.resource_arn or "JOB_DEFINITION").rsplit("/", 1)[-1]
     return _service_role(
-        plan, "batch-job-role", f"Batch job definition {name}", "ecs-tasks.amazonaws.com",
+        plan,
+        "batch-job-role",
+        f"Batch job definition {name}",
+        "ecs-tasks.amazonaws.com",
         f"Register a revision of {name.rsplit(':', 1)[0]} with jobRoleArn set and without the key in its environment.",
     )
 

@@ -139,7 +139,10 @@ def state_digest(detector: Detector, options: ScanOptions) -> str:
         detector.ruleset.digest,
         detector.fingerprinter.secret_fingerprint("keysweep state digest"),  # changes with the fingerprint key
         detector.include_examples,
-        options.max_file_size, options.archive_max_depth, options.archive_max_bytes, options.archive_max_ratio,
+        options.max_file_size,
+        options.archive_max_depth,
+        options.archive_max_bytes,
+        options.archive_max_ratio,
         options.path_prefix,
     )
 
@@ -190,7 +193,9 @@ class Pipeline:
 
     def _open_state(self) -> StateStore:
         needs_reverify: Callable[[Finding], bool] | None = {
-            None: self._needs_reverify, True: lambda f: True, False: None
+            None: self._needs_reverify,
+            True: lambda f: True,
+            False: None,
         }[self._reread_secrets]
         return StateStore(
             self.config.state_path, digest=state_digest(self.detector, self.options), needs_reverify=needs_reverify
@@ -283,10 +288,23 @@ class Pipeline:
             if self._logged.get(place) == status:
                 continue
             self._logged[place] = status
-            log.warning("finding", extra={"fields": {
-                "source": source, "rule": f.rule, "key_id": f.key_id, "fingerprint": f.fingerprint,
-                "account_id": f.account_id, "has_secret": f.has_secret, "secret_redacted": f.secret_redacted,
-                "severity": f.severity, "verification": status, "location": f.location.to_dict()}})
+            log.warning(
+                "finding",
+                extra={
+                    "fields": {
+                        "source": source,
+                        "rule": f.rule,
+                        "key_id": f.key_id,
+                        "fingerprint": f.fingerprint,
+                        "account_id": f.account_id,
+                        "has_secret": f.has_secret,
+                        "secret_redacted": f.secret_redacted,
+                        "severity": f.severity,
+                        "verification": status,
+                        "location": f.location.to_dict(),
+                    }
+                },
+            )
 
     # --- runs -----------------------------------------------------------------------------------------------
     def scan(
@@ -323,8 +341,10 @@ class Pipeline:
         plan = state.begin_sweep(full_reread_every)
         before = dataclasses.replace(state.counters)
         started = time.time()
-        log.info("sweep.started", extra={"fields": {
-            "number": plan.number, "full_reread": plan.full, "resumed": plan.resumed}})
+        log.info(
+            "sweep.started",
+            extra={"fields": {"number": plan.number, "full_reread": plan.full, "resumed": plan.resumed}},
+        )
         findings, stats, interrupted = self._run(self.options, should_stop, pace)
         with self._lock:
             verified = self._verified_without_secrets(findings)
@@ -333,15 +353,30 @@ class Pipeline:
         c = state.counters
         cache = {k: getattr(c, k) - getattr(before, k) for k in ("hits", "misses", "reverify", "stored")}
         result = SweepResult(
-            number=plan.number, started=started, finished=time.time(), interrupted=interrupted, full_reread=plan.full,
-            resumed=plan.resumed, stats=stats.to_dict(), cache=cache, findings=verified,
+            number=plan.number,
+            started=started,
+            finished=time.time(),
+            interrupted=interrupted,
+            full_reread=plan.full,
+            resumed=plan.resumed,
+            stats=stats.to_dict(),
+            cache=cache,
+            findings=verified,
             findings_by_status=Counter(f.verification.status if f.verification else "unverified" for f in verified),
-            delivery=delivery, errors=dict(stats.errors), pruned=pruned,
+            delivery=delivery,
+            errors=dict(stats.errors),
+            pruned=pruned,
         )
         self._log_findings(verified, "sweep")
-        log.info("sweep.finished", extra={"fields": {
-            **{k: v for k, v in result.summary().items() if k not in ("started_at", "finished_ts")},
-            "errors": result.errors}})
+        log.info(
+            "sweep.finished",
+            extra={
+                "fields": {
+                    **{k: v for k, v in result.summary().items() if k not in ("started_at", "finished_ts")},
+                    "errors": result.errors,
+                }
+            },
+        )
         return result
 
     def scan_paths(self, paths: Sequence[str], *, should_stop: StopCheck) -> SweepResult:
@@ -358,18 +393,34 @@ class Pipeline:
         self.watch_scans += 1
         c = state.counters
         result = SweepResult(
-            number=None, started=started, finished=time.time(), interrupted=interrupted, full_reread=False,
-            resumed=False, stats=stats.to_dict(),
+            number=None,
+            started=started,
+            finished=time.time(),
+            interrupted=interrupted,
+            full_reread=False,
+            resumed=False,
+            stats=stats.to_dict(),
             cache={k: getattr(c, k) - getattr(before, k) for k in ("hits", "misses", "reverify", "stored")},
-            findings=verified, findings_by_status=Counter(
-                f.verification.status if f.verification else "unverified" for f in verified),
-            delivery=delivery, errors=dict(stats.errors), kind="watch",
+            findings=verified,
+            findings_by_status=Counter(f.verification.status if f.verification else "unverified" for f in verified),
+            delivery=delivery,
+            errors=dict(stats.errors),
+            kind="watch",
         )
         self._log_findings(verified, "watch")
-        log.info("watch.scanned", extra={"fields": {
-            "paths": len(paths), "files_scanned": result.stats.get("files_scanned", 0),
-            "findings": len(verified), "duration_s": round(result.duration, 3),
-            "skipped": result.stats.get("skipped", {}), "errors": result.errors}})
+        log.info(
+            "watch.scanned",
+            extra={
+                "fields": {
+                    "paths": len(paths),
+                    "files_scanned": result.stats.get("files_scanned", 0),
+                    "findings": len(verified),
+                    "duration_s": round(result.duration, 3),
+                    "skipped": result.stats.get("skipped", {}),
+                    "errors": result.errors,
+                }
+            },
+        )
         return result
 
     def last_sweep_finished(self) -> float | None:

@@ -104,8 +104,14 @@ def dumps_json(
     """Standard JSON of :func:`safe_data` (``compact``: no spaces, for one document per line; ``nested_in``: how many
     containers of a document written piece by piece hold this value, so that the whole stays within the bound)."""
     separators = (",", ":") if compact else None
-    return json.dumps(safe_data(value, max_depth=MAX_JSON_DEPTH - nested_in), indent=indent, separators=separators, ensure_ascii=False, allow_nan=False,
-                      sort_keys=sort_keys)
+    return json.dumps(
+        safe_data(value, max_depth=MAX_JSON_DEPTH - nested_in),
+        indent=indent,
+        separators=separators,
+        ensure_ascii=False,
+        allow_nan=False,
+        sort_keys=sort_keys,
+    )
 
 
 def dump_json(value: Any, stream: TextIO, *, indent: int | None = 2, sort_keys: bool = False) -> None:

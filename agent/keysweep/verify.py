@@ -66,6 +66,8 @@ _UNKNOWN_ACCOUNT_POLICIES = ("verify", "skip")
 MODES = ("sign", "identify")
 # AWS request ids: a UUID (STS, IAM) or an opaque token (moto, S3's x-amz-request-id); anything else is dropped
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
 @dataclass(frozen=True)
 class VerifyConfig(Section):
     """How keysweep verifies keys (section ``verify``). Durations are in seconds; a TTL of 0 means "do not

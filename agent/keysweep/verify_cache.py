@@ -31,7 +31,9 @@ def _valid(doc: Any) -> dict[str, dict[str, Any]]:
     statedir.require(isinstance(entries, dict), "entries: not an object")
     for k, v in entries.items():
         statedir.require(
-            isinstance(v, dict) and isinstance(v.get("expires_at"), (int, float)) and isinstance(v.get("status"), str)
+            isinstance(v, dict)
+            and isinstance(v.get("expires_at"), (int, float))
+            and isinstance(v.get("status"), str)
             and all(v.get(f) is None or isinstance(v.get(f), (str, int, float)) for f in _FIELDS),
             f"entry {k[:40]!r}: not a verification",
         )

@@ -35,9 +35,21 @@ log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message="Callback with id .* already exists for watch", category=RuntimeWarning)
 
 SHELL_FILES = (
-    ".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".bash_history", ".profile",
-    ".zshrc", ".zshenv", ".zprofile", ".zsh_history", ".histfile", ".envrc", ".env",
-    ".config/fish/config.fish", ".local/share/fish/fish_history",
+    ".bashrc",
+    ".bash_profile",
+    ".bash_login",
+    ".bash_logout",
+    ".bash_history",
+    ".profile",
+    ".zshrc",
+    ".zshenv",
+    ".zprofile",
+    ".zsh_history",
+    ".histfile",
+    ".envrc",
+    ".env",
+    ".config/fish/config.fish",
+    ".local/share/fish/fish_history",
 )
 SYSTEM_PATHS = ("/etc/environment", "/etc/systemd/system", "/etc/profile.d")
 _MAX_WAIT = 1.0  # a file that keeps changing is still scanned at least this often
@@ -119,8 +131,13 @@ class WatchCoverage:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "enabled": self.enabled, "watched": self.watched, "unwatched": self.unwatched, "pending": self.pending,
-            "watches_used": self.watches_used, "watch_budget": self.watch_budget, "restarts": self.restarts,
+            "enabled": self.enabled,
+            "watched": self.watched,
+            "unwatched": self.unwatched,
+            "pending": self.pending,
+            "watches_used": self.watches_used,
+            "watch_budget": self.watch_budget,
+            "restarts": self.restarts,
         }
 
 
@@ -226,8 +243,12 @@ class Watcher:
                 self._scheduled[key] = spec
                 self.coverage.watches_used += needed
                 self.coverage.watched.append(
-                    {"path": spec.directory, "recursive": spec.recursive, "watches": needed,
-                     "names": sorted(spec.names) if spec.names is not None else None}
+                    {
+                        "path": spec.directory,
+                        "recursive": spec.recursive,
+                        "watches": needed,
+                        "names": sorted(spec.names) if spec.names is not None else None,
+                    }
                 )
                 added.append(spec.directory)
             self.coverage.pending = missing
@@ -236,8 +257,10 @@ class Watcher:
     def _fallback(self, spec: _Spec, reason: str) -> None:
         self._failed.add(spec.directory)
         self.coverage.unwatched.append({"path": spec.directory, "reason": reason})
-        log.warning("watch.fallback", extra={"fields": {
-            "path": spec.directory, "reason": reason, "covered_by": "periodic sweep"}})
+        log.warning(
+            "watch.fallback",
+            extra={"fields": {"path": spec.directory, "reason": reason, "covered_by": "periodic sweep"}},
+        )
 
     def _directory_appeared(self, path: str) -> None:
         if not any(m == path or m.startswith(path + os.sep) for m in self.coverage.pending):
@@ -263,8 +286,9 @@ class Watcher:
             self._cond.notify()
 
     def _due(self, now: float) -> list[str]:
-        return [p for p, (first, last) in self._pending.items()
-                if now - last >= self.debounce or now - first >= _MAX_WAIT]
+        return [
+            p for p, (first, last) in self._pending.items() if now - last >= self.debounce or now - first >= _MAX_WAIT
+        ]
 
     def _run(self) -> None:
         while True:
@@ -279,7 +303,9 @@ class Watcher:
                             del self._pending[p]
                         break
                     if self._pending:
-                        wake = min(min(last + self.debounce, first + _MAX_WAIT) for first, last in self._pending.values())
+                        wake = min(
+                            min(last + self.debounce, first + _MAX_WAIT) for first, last in self._pending.values()
+                        )
                         self._cond.wait(max(wake - now, 0.01))
                     else:
                         self._cond.wait()
@@ -309,8 +335,10 @@ class Watcher:
             frame = frame.tb_next
         at = f"{os.path.basename(frame.tb_frame.f_code.co_filename)}:{frame.tb_lineno}" if frame else "?"
         reason = f"{args.exc_type.__name__} at {at}"
-        log.error("watch.thread_failed", extra={"fields": {
-            "thread": args.thread.name if args.thread else None, "error": reason}})
+        log.error(
+            "watch.thread_failed",
+            extra={"fields": {"thread": args.thread.name if args.thread else None, "error": reason}},
+        )
         if args.thread is not self._thread:
             with self._cond:
                 self._broken = reason
@@ -332,8 +360,10 @@ class Watcher:
             self.coverage.restarts += 1
         self._start_observer()
         added = self._apply_plan()
-        log.warning("watch.restarted", extra={"fields": {
-            "reason": reason, "watched": len(added), "restarts": self.coverage.restarts}})
+        log.warning(
+            "watch.restarted",
+            extra={"fields": {"reason": reason, "watched": len(added), "restarts": self.coverage.restarts}},
+        )
         for directory in added:
             self._enqueue(directory)
 
@@ -352,10 +382,18 @@ class Watcher:
         self._thread = threading.Thread(target=self._run, name="keysweep-watch", daemon=True)
         self._thread.start()
         self._apply_plan()
-        log.info("watch.started", extra={"fields": {
-            "watched": len(self.coverage.watched), "unwatched": len(self.coverage.unwatched),
-            "pending": len(self.coverage.pending), "watches_used": self.coverage.watches_used,
-            "watch_budget": self.budget}})
+        log.info(
+            "watch.started",
+            extra={
+                "fields": {
+                    "watched": len(self.coverage.watched),
+                    "unwatched": len(self.coverage.unwatched),
+                    "pending": len(self.coverage.pending),
+                    "watches_used": self.coverage.watches_used,
+                    "watch_budget": self.budget,
+                }
+            },
+        )
         return self.coverage
 
     def stop(self) -> None:

@@ -16,7 +16,12 @@ def member_account(name: str) -> str:
 
 def client_in(account: str, service: str, role: str = "Audit") -> Any:
     """A boto3 client acting in ``account`` with the credentials of ``role`` assumed there."""
-    creds = boto3.client("sts").assume_role(RoleArn=f"arn:aws:iam::{account}:role/{role}",
-                                            RoleSessionName="seed")["Credentials"]
-    return boto3.client(service, aws_access_key_id=creds["AccessKeyId"],
-                        aws_secret_access_key=creds["SecretAccessKey"], aws_session_token=creds["SessionToken"])
+    creds = boto3.client("sts").assume_role(RoleArn=f"arn:aws:iam::{account}:role/{role}", RoleSessionName="seed")[
+        "Credentials"
+    ]
+    return boto3.client(
+        service,
+        aws_access_key_id=creds["AccessKeyId"],
+        aws_secret_access_key=creds["SecretAccessKey"],
+        aws_session_token=creds["SessionToken"],
+    )

@@ -35,16 +35,19 @@ def make_queues(sqs: Any, *, max_receive: int = 5, visibility: int = 30) -> Queu
     name = f"keysweep-{uuid.uuid4().hex[:8]}"
     dlq = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    url = sqs.create_queue(QueueName=name, Attributes={
-        "VisibilityTimeout": str(visibility),
-        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}),
-    })["QueueUrl"]
+    url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(visibility),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive}),
+        },
+    )["QueueUrl"]
     return Queues(url, dlq)
 
 
 def send_bodies(sqs: Any, url: str, bodies: list[str]) -> None:
     for start in range(0, len(bodies), 10):
-        entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start:start + 10])]
+        entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])]
         response = sqs.send_message_batch(QueueUrl=url, Entries=entries)
         assert not response.get("Failed"), response.get("Failed")
 
@@ -85,11 +88,17 @@ def collect_cmd(queue_url: str, db: str, *extra: str) -> list[str]:
 
 
 def start_collector(queue_url: str, db: str, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen(collect_cmd(queue_url, db, *extra), cwd=ROOT, env=env or os.environ.copy(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        collect_cmd(queue_url, db, *extra),
+        cwd=ROOT,
+        env=env or os.environ.copy(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def stats_of(stderr: str) -> dict[str, int]:
     """The counters of the summary line ``keysweep collect`` prints at exit."""
     line = [ln for ln in stderr.splitlines() if ln.startswith("collect: ")][-1]
-    return {k: int(v) for k, v in (kv.split("=") for kv in line[len("collect: "):].split())}
+    return {k: int(v) for k, v in (kv.split("=") for kv in line[len("collect: ") :].split())}

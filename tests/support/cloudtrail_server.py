@@ -34,14 +34,38 @@ class CloudTrailServer:
     requests: list[Request] = field(default_factory=list)
     endpoint: str = ""
 
-    def add_event(self, key_id: str, *, ip: str, user_agent: str, at: float, source: str = "s3.amazonaws.com",
-                  name: str = "ListBuckets", region: str = "us-east-1") -> None:
-        detail = {"eventVersion": "1.08", "userIdentity": {"type": "IAMUser", "accessKeyId": key_id},
-                  "eventTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)), "eventSource": source,
-                  "eventName": name, "awsRegion": region, "sourceIPAddress": ip, "userAgent": user_agent}
-        self.events.setdefault(key_id, []).append({
-            "EventId": f"e{sum(len(v) for v in self.events.values())}", "EventName": name, "EventTime": at,
-            "EventSource": source, "AccessKeyId": key_id, "ReadOnly": "true", "CloudTrailEvent": json.dumps(detail)})
+    def add_event(
+        self,
+        key_id: str,
+        *,
+        ip: str,
+        user_agent: str,
+        at: float,
+        source: str = "s3.amazonaws.com",
+        name: str = "ListBuckets",
+        region: str = "us-east-1",
+    ) -> None:
+        detail = {
+            "eventVersion": "1.08",
+            "userIdentity": {"type": "IAMUser", "accessKeyId": key_id},
+            "eventTime": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
+            "eventSource": source,
+            "eventName": name,
+            "awsRegion": region,
+            "sourceIPAddress": ip,
+            "userAgent": user_agent,
+        }
+        self.events.setdefault(key_id, []).append(
+            {
+                "EventId": f"e{sum(len(v) for v in self.events.values())}",
+                "EventName": name,
+                "EventTime": at,
+                "EventSource": source,
+                "AccessKeyId": key_id,
+                "ReadOnly": "true",
+                "CloudTrailEvent": json.dumps(detail),
+            }
+        )
 
     def _answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         if self.errors:
@@ -54,7 +78,7 @@ class CloudTrailServer:
         if start is not None:
             events = [e for e in events if e["EventTime"] >= float(start)]
         offset = int(body.get("NextToken") or 0)
-        page = events[offset: offset + self.page_size]
+        page = events[offset : offset + self.page_size]
         out: dict[str, Any] = {"Events": page}
         if offset + self.page_size < len(events):
             out["NextToken"] = str(offset + self.page_size)
@@ -73,8 +97,11 @@ class CloudTrailServer:
                     status, out = 400, {"__type": "UnknownOperationException", "message": "LookupEvents only"}
                 else:
                     body = json.loads(raw or b"{}")
-                    server.requests.append(Request(time.monotonic(), signer, body.get("LookupAttributes") or [],
-                                                   body.get("StartTime"), region))
+                    server.requests.append(
+                        Request(
+                            time.monotonic(), signer, body.get("LookupAttributes") or [], body.get("StartTime"), region
+                        )
+                    )
                     status, out = server._answer(body)
                 self.reply(status, json.dumps(out).encode(), "application/x-amz-json-1.1")
 

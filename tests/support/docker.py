@@ -12,26 +12,35 @@ from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent.parent
-NO_ENGINE = ("no Docker engine answers (root: scripts/docker-engine.sh starts one; `make image-test` does it and "
-             "runs these tests)")
+NO_ENGINE = (
+    "no Docker engine answers (root: scripts/docker-engine.sh starts one; `make image-test` does it and "
+    "runs these tests)"
+)
 
 
 def engine_available() -> bool:
     if shutil.which("docker") is None:
         return False
     try:
-        out = subprocess.run(["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True,
-                             text=True, timeout=20)
+        out = subprocess.run(
+            ["docker", "version", "--format", "{{.Server.Version}}"], capture_output=True, text=True, timeout=20
+        )
     except (OSError, subprocess.TimeoutExpired):
         return False
     return out.returncode == 0
 
 
-def docker(*args: str, check: bool = True, timeout: float = 300, input: str | None = None,
-           ) -> subprocess.CompletedProcess[str]:
+def docker(
+    *args: str,
+    check: bool = True,
+    timeout: float = 300,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
     out = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, input=input)
     if check and out.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)}: exit {out.returncode}\n{out.stdout[-3000:]}{out.stderr[-3000:]}")
+        raise AssertionError(
+            f"docker {' '.join(args)}: exit {out.returncode}\n{out.stdout[-3000:]}{out.stderr[-3000:]}"
+        )
     return out
 
 

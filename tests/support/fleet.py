@@ -17,7 +17,7 @@ NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 LIVE_KEY = "AKIAXYZDQCEN4B6JSJQI"  # account 534261010715
 DEAD_KEY = "AKIASP2TPHJSQH3FJRUX"
 OLD_KEY = "AKIAYVP4CIPPERUVIFXG"
-HOSTILE_HOST = '<img src=x onerror="document.title=\'pwned\'">'
+HOSTILE_HOST = "<img src=x onerror=\"document.title='pwned'\">"
 HOSTILE_PATH = '/srv/"><script>document.title="pwned"</script>/=cmd|calc\x1b[31m.env'
 # a 40-character run of the secret alphabet, standing alone: what a raw secret access key looks like
 SECRET_SHAPE = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
@@ -35,11 +35,18 @@ def messages() -> list[dict[str, Any]]:
         live1,
         json.loads(json.dumps(live1)),  # delivered twice (at-least-once): must not double anything
         finding_message(host_info=WEB2, key_id=LIVE_KEY, path="/srv/app/.env", sent_at="2026-11-28T10:01:00Z"),
-        finding_message(host_info=ETL, key_id=DEAD_KEY, path="/app/config.json", status="invalid",
-                        severity="medium", sent_at="2026-11-28T10:02:00Z"),
+        finding_message(
+            host_info=ETL,
+            key_id=DEAD_KEY,
+            path="/app/config.json",
+            status="invalid",
+            severity="medium",
+            sent_at="2026-11-28T10:02:00Z",
+        ),
         finding_message(host_info=POD, key_id=OLD_KEY, path=HOSTILE_PATH, sent_at="2025-01-01T00:00:00Z"),
-        finding_message(host_info=WEB1, key_id=OLD_KEY, path="/home/u/.aws/credentials", status=None,
-                        sent_at="2026-11-28T09:00:00Z"),
+        finding_message(
+            host_info=WEB1, key_id=OLD_KEY, path="/home/u/.aws/credentials", status=None, sent_at="2026-11-28T09:00:00Z"
+        ),
         heartbeat_message(host_info=WEB1, sent_at="2026-11-28T11:00:00Z", agent_version="0.2.0"),
         heartbeat_message(host_info=WEB2, sent_at="2026-11-28T11:30:00Z"),
         heartbeat_message(host_info=ETL, sent_at="2026-11-25T11:00:00Z", errors=["permission denied: /root"]),

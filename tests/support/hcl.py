@@ -56,7 +56,9 @@ def hcl_problems(text: str, *, names: Sequence[str] = ()) -> list[str]:
     terraform = shutil.which("terraform")
     if terraform and not problems:
         env = dict(os.environ, TF_CLI_CONFIG_FILE=os.devnull, CHECKPOINT_DISABLE="1")
-        run = subprocess.run([terraform, "fmt", "-no-color", "-"], input=text, capture_output=True, text=True, timeout=60, env=env)
+        run = subprocess.run(
+            [terraform, "fmt", "-no-color", "-"], input=text, capture_output=True, text=True, timeout=60, env=env
+        )
         if run.returncode != 0:
             problems.append(f"terraform fmt: {run.stderr.strip()[:500]}")
     return problems

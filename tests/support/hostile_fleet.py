@@ -38,8 +38,9 @@ def build_hostile_store(path: Path) -> Path:
     escaping = finding_message(host_info=BIDI_HOST, key_id=KEY_ESC, path=ESC_PATH, sent_at="2026-11-28T10:00:00Z")
     escaping["suggestion"]["summary"] = f"-2+3 {CLEAR_SCREEN}replace {RLO}me"
     escaping["suggestion"]["commands"] = [f"aws iam create-role {CLEAR_SCREEN}", "@SUM(1)"]
-    legacy = finding_message(host_info=BIDI_HOST, key_id=KEY_DEEP, path="/srv/deep.json",
-                             sent_at="2026-11-28T10:01:00Z")
+    legacy = finding_message(
+        host_info=BIDI_HOST, key_id=KEY_DEEP, path="/srv/deep.json", sent_at="2026-11-28T10:01:00Z"
+    )
     legacy["finding"]["location"]["size"] = json.loads("1e400")  # what a JSON parser makes of 1e400: inf
     legacy["suggestion"]["trust_policy"] = nested(DEEP_LEVELS)
     store = open_store(str(path))

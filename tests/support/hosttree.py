@@ -63,8 +63,13 @@ def finding_identity(root: Path, f: object) -> tuple[str, str, str | None, str, 
     loc = d["location"]
     path = loc.get("path") or ""
     prefix = str(root).rstrip("/") + "/"
-    return (loc["kind"], path[len(prefix) :] if path.startswith(prefix) else path, loc.get("member"),
-            d["key_id"], d["has_secret"])
+    return (
+        loc["kind"],
+        path[len(prefix) :] if path.startswith(prefix) else path,
+        loc.get("member"),
+        d["key_id"],
+        d["has_secret"],
+    )
 
 
 class Keys:
@@ -80,8 +85,13 @@ class Keys:
     def secret(self) -> str:
         while True:
             s = "".join(self.rng.choice(SECRET_CHARS) for _ in range(40))
-            if (any(c.isupper() for c in s) and any(c.islower() for c in s) and any(c.isdigit() for c in s)
-                    and "/" in s and len(set(s)) >= 10):
+            if (
+                any(c.isupper() for c in s)
+                and any(c.islower() for c in s)
+                and any(c.isdigit() for c in s)
+                and "/" in s
+                and len(set(s)) >= 10
+            ):
                 return s
 
     def token(self) -> str:
@@ -145,20 +155,26 @@ def build_host_tree(root: Path, *, seed: int = 1, filler: int = 0) -> HostTree:
 
     k1, s1 = pair()
     k2, s2 = pair()
-    _write(root, "home/bob/.aws/credentials",
-           f"[default]\naws_access_key_id = {k1}\naws_secret_access_key = {s1}\n\n"
-           f"[Prod]\nAWS_ACCESS_KEY_ID={k2}\nAws_Secret_Access_Key={s2}\n\n"
-           "[deploy]\nrole_arn = arn:aws:iam::123456789012:role/deploy\nsource_profile = Prod\n")
+    _write(
+        root,
+        "home/bob/.aws/credentials",
+        f"[default]\naws_access_key_id = {k1}\naws_secret_access_key = {s1}\n\n"
+        f"[Prod]\nAWS_ACCESS_KEY_ID={k2}\nAws_Secret_Access_Key={s2}\n\n"
+        "[deploy]\nrole_arn = arn:aws:iam::123456789012:role/deploy\nsource_profile = Prod\n",
+    )
     plant("aws credentials", "home/bob/.aws/credentials", k1, kind="aws-credentials", profile="default")
     plant("aws credentials", "home/bob/.aws/credentials", k2, kind="aws-credentials", profile="Prod")
 
     k, s = pair()
-    _write(root, "home/carol/.aws/config",
-           "[default]\nregion = eu-west-1\n\n[profile ci]\n"
-           f"aws_access_key_id = {k}\naws_secret_access_key = {s}\n\n"
-           "[profile sso]\nsso_session = corp\nsso_account_id = 123456789012\n\n"
-           "[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n\n"
-           "[profile tool]\ncredential_process = /usr/local/bin/get-creds\n")
+    _write(
+        root,
+        "home/carol/.aws/config",
+        "[default]\nregion = eu-west-1\n\n[profile ci]\n"
+        f"aws_access_key_id = {k}\naws_secret_access_key = {s}\n\n"
+        "[profile sso]\nsso_session = corp\nsso_account_id = 123456789012\n\n"
+        "[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n\n"
+        "[profile tool]\ncredential_process = /usr/local/bin/get-creds\n",
+    )
     plant("aws config", "home/carol/.aws/config", k, kind="aws-config", profile="ci")
 
     k, s = pair()
@@ -169,62 +185,90 @@ def build_host_tree(root: Path, *, seed: int = 1, filler: int = 0) -> HostTree:
     plant(".s3cfg", "home/dave/.s3cfg", k)
 
     k, s = pair()
-    _write(root, "srv/web/config/settings.json",
-           json.dumps({"name": "web", "aws": {"accessKeyId": k, "secretAccessKey": s, "region": "us-east-1"}},
-                      indent=2))
+    _write(
+        root,
+        "srv/web/config/settings.json",
+        json.dumps({"name": "web", "aws": {"accessKeyId": k, "secretAccessKey": s, "region": "us-east-1"}}, indent=2),
+    )
     plant("json", "srv/web/config/settings.json", k)
 
     k, s = pair()
-    _write(root, "etc/app/config.yaml",
-           f"database:\n  host: db\nstorage:\n  aws_access_key_id: {k}\n  aws_secret_access_key: \"{s}\"\n")
+    _write(
+        root,
+        "etc/app/config.yaml",
+        f'database:\n  host: db\nstorage:\n  aws_access_key_id: {k}\n  aws_secret_access_key: "{s}"\n',
+    )
     plant("yaml", "etc/app/config.yaml", k)
 
     k, s = pair()
     b64 = lambda v: base64.b64encode(v.encode()).decode()  # noqa: E731
-    _write(root, "srv/k8s/aws-secret.yaml",
-           "apiVersion: v1\nkind: Secret\nmetadata:\n  name: aws\ntype: Opaque\ndata:\n"
-           f"  AWS_ACCESS_KEY_ID: {b64(k)}\n  AWS_SECRET_ACCESS_KEY: {b64(s)}\n")
+    _write(
+        root,
+        "srv/k8s/aws-secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: aws\ntype: Opaque\ndata:\n"
+        f"  AWS_ACCESS_KEY_ID: {b64(k)}\n  AWS_SECRET_ACCESS_KEY: {b64(s)}\n",
+    )
     plant("kubernetes secret (base64)", "srv/k8s/aws-secret.yaml", k)
 
     k, s = pair()
     env_file = f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\n"
-    _write(root, "var/lib/cloud/instance/user-data.txt",
-           "#cloud-config\nwrite_files:\n  - path: /etc/app.env\n    encoding: b64\n"
-           f"    content: {b64(env_file)}\n    permissions: '0600'\n")
+    _write(
+        root,
+        "var/lib/cloud/instance/user-data.txt",
+        "#cloud-config\nwrite_files:\n  - path: /etc/app.env\n    encoding: b64\n"
+        f"    content: {b64(env_file)}\n    permissions: '0600'\n",
+    )
     plant("cloud-init user-data", "var/lib/cloud/instance/user-data.txt", k)
 
     k, s = pair()
-    url = (f"https://uploader.internal/put?AWSAccessKeyId={k}&AWSSecretKey={urllib.parse.quote(s, safe='')}"
-           "&bucket=b")
-    _write(root, "var/log/uploader/access.log", "\n".join(
-        [f"10.0.0.{i} - - GET /health 200" for i in range(20)] + [f"10.0.0.99 - - GET {url} 200"]) + "\n")
+    url = f"https://uploader.internal/put?AWSAccessKeyId={k}&AWSSecretKey={urllib.parse.quote(s, safe='')}&bucket=b"
+    _write(
+        root,
+        "var/log/uploader/access.log",
+        "\n".join([f"10.0.0.{i} - - GET /health 200" for i in range(20)] + [f"10.0.0.99 - - GET {url} 200"]) + "\n",
+    )
     plant("percent-encoded URL", "var/log/uploader/access.log", k)
 
     k, s = pair()
-    _write(root, "home/erin/Documents/aws-keys.txt",
-           ("\ufeff" + f"Access key ID: {k}\r\nSecret access key: {s}\r\n").encode("utf-16-le"))
+    _write(
+        root,
+        "home/erin/Documents/aws-keys.txt",
+        ("\ufeff" + f"Access key ID: {k}\r\nSecret access key: {s}\r\n").encode("utf-16-le"),
+    )
     plant("UTF-16 file", "home/erin/Documents/aws-keys.txt", k)
 
     k, s = pair()
     # marshal puts a type byte right after each string; here an interned name (0xda), not an ASCII letter
-    code = compile(f"ACCESS_KEY = '{k}'\nREGION = 'eu_west_1'\nSECRET_KEY = '{s}'\nMODE = 'prod'\n", "settings.py",
-                   "exec")
-    _write(root, "opt/tool/__pycache__/settings.cpython-311.pyc",
-           b"\xa7\r\r\n" + b"\x00" * 12 + marshal.dumps(code))
+    code = compile(
+        f"ACCESS_KEY = '{k}'\nREGION = 'eu_west_1'\nSECRET_KEY = '{s}'\nMODE = 'prod'\n", "settings.py", "exec"
+    )
+    _write(root, "opt/tool/__pycache__/settings.cpython-311.pyc", b"\xa7\r\r\n" + b"\x00" * 12 + marshal.dumps(code))
     plant(".pyc binary", "opt/tool/__pycache__/settings.cpython-311.pyc", k)
 
     k, s = pair()
-    _write(root, "opt/app/lib/app.jar", _zip({
-        "META-INF/MANIFEST.MF": b"Manifest-Version: 1.0\n",
-        "config/aws.properties": f"aws.accessKeyId={k}\naws.secretKey={s}\n".encode(),
-    }))
+    _write(
+        root,
+        "opt/app/lib/app.jar",
+        _zip(
+            {
+                "META-INF/MANIFEST.MF": b"Manifest-Version: 1.0\n",
+                "config/aws.properties": f"aws.accessKeyId={k}\naws.secretKey={s}\n".encode(),
+            }
+        ),
+    )
     plant("zip (jar)", "opt/app/lib/app.jar", k, kind="archive", member="config/aws.properties")
 
     k, s = pair()
-    _write(root, "var/backups/etc.tar.gz", _tar_gz({
-        "etc/hostname": b"web-1\n",
-        "etc/app/app.env": f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\n".encode(),
-    }))
+    _write(
+        root,
+        "var/backups/etc.tar.gz",
+        _tar_gz(
+            {
+                "etc/hostname": b"web-1\n",
+                "etc/app/app.env": f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\n".encode(),
+            }
+        ),
+    )
     plant("tar.gz", "var/backups/etc.tar.gz", k, kind="archive", member="etc/app/app.env")
 
     k, s = pair()
@@ -233,16 +277,18 @@ def build_host_tree(root: Path, *, seed: int = 1, filler: int = 0) -> HostTree:
     plant("nested zip in tar.gz", "var/backups/release.tar.gz", k, kind="archive", member="lib/inner.zip!secrets.env")
 
     k, s = pair()
-    _write(root, "var/log/app/app.log.1.gz",
-           gzip.compress(f"INFO start\nDEBUG creds key={k} secret={s}\nINFO done\n".encode(), mtime=0))
+    _write(
+        root,
+        "var/log/app/app.log.1.gz",
+        gzip.compress(f"INFO start\nDEBUG creds key={k} secret={s}\nINFO done\n".encode(), mtime=0),
+    )
     plant("gzip", "var/log/app/app.log.1.gz", k, kind="archive", member="app.log.1")
 
     k, s = pair()
     tok = keys.token()
     tree.secrets.append(tok)
     k = keys.key_id("ASIA")
-    _write(root, "tmp/session.env",
-           f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\nAWS_SESSION_TOKEN={tok}\n")
+    _write(root, "tmp/session.env", f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\nAWS_SESSION_TOKEN={tok}\n")
     plant("temporary key with session token", "tmp/session.env", k)
 
     k = keys.key_id()
@@ -250,15 +296,21 @@ def build_host_tree(root: Path, *, seed: int = 1, filler: int = 0) -> HostTree:
     plant("id only", "srv/docs/runbook.md", k, has_secret=False)
 
     k = keys.key_id()
-    _write(root, "srv/ci/build.log",
-           f"commit 3f786850e387550fdab836ed7d6dc881de23001b\nusing key {k}\n"
-           "tree da39a3ee5e6b4b0d3255bfef95601890afd80709\n")
+    _write(
+        root,
+        "srv/ci/build.log",
+        f"commit 3f786850e387550fdab836ed7d6dc881de23001b\nusing key {k}\n"
+        "tree da39a3ee5e6b4b0d3255bfef95601890afd80709\n",
+    )
     plant("id next to SHA-1 hashes", "srv/ci/build.log", k, has_secret=False)
 
     # decoys: nothing here may be reported
-    _write(root, "usr/share/doc/aws/example.md",
-           "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
-           "placeholder: AKIAXXXXXXXXXXXXXXXX\n")
+    _write(
+        root,
+        "usr/share/doc/aws/example.md",
+        "aws_access_key_id = AKIAIOSFODNN7EXAMPLE\naws_secret_access_key = wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
+        "placeholder: AKIAXXXXXXXXXXXXXXXX\n",
+    )
     tree.decoy_ids += ["AKIAIOSFODNN7EXAMPLE", "AKIAXXXXXXXXXXXXXXXX"]
     aida, aroa = keys.key_id("AIDA"), keys.key_id("AROA")
     _write(root, "srv/iam/whoami.json", json.dumps({"UserId": aida, "RoleId": aroa, "Account": "123456789012"}))
@@ -267,9 +319,19 @@ def build_host_tree(root: Path, *, seed: int = 1, filler: int = 0) -> HostTree:
     _write(root, "srv/data/ids.txt", f"X{embedded}\n{extended}ABC\nsha={'ab' * 20}\n")
     tree.decoy_ids += [embedded, extended]
     vk, vs = keys.key_id(), keys.secret()
-    _write(root, "usr/lib/python3/dist-packages/botocore/data/iam/2010-05-08/examples-1.json",
-           json.dumps({"examples": {"CreateAccessKey": [{"output": {"AccessKey": {
-               "AccessKeyId": vk, "SecretAccessKey": vs, "UserName": "Bob"}}}]}}))
+    _write(
+        root,
+        "usr/lib/python3/dist-packages/botocore/data/iam/2010-05-08/examples-1.json",
+        json.dumps(
+            {
+                "examples": {
+                    "CreateAccessKey": [
+                        {"output": {"AccessKey": {"AccessKeyId": vk, "SecretAccessKey": vs, "UserName": "Bob"}}}
+                    ]
+                }
+            }
+        ),
+    )
     tree.decoy_ids.append(vk)
     return tree
 

@@ -14,8 +14,10 @@ from tests.support.recording_proxy import Recorded, RecordingProxy, recording_pr
 
 
 def _boundary_xml(arn: str) -> bytes:
-    return (b"<PermissionsBoundary><PermissionsBoundaryType>PermissionsBoundaryPolicy</PermissionsBoundaryType>"
-            b"<PermissionsBoundaryArn>" + arn.encode() + b"</PermissionsBoundaryArn></PermissionsBoundary>")
+    return (
+        b"<PermissionsBoundary><PermissionsBoundaryType>PermissionsBoundaryPolicy</PermissionsBoundaryType>"
+        b"<PermissionsBoundaryArn>" + arn.encode() + b"</PermissionsBoundaryArn></PermissionsBoundary>"
+    )
 
 
 @contextmanager

@@ -33,27 +33,39 @@ class IamReportServer(LoopbackServer):
                 server.calls.append(action)
                 if action == "GenerateCredentialReport" and server.generate_script:
                     state = server.generate_script.pop(0)
-                    self._send(200, f"<GenerateCredentialReportResponse xmlns=\"{_NS}\"><GenerateCredentialReportResult>"
-                               f"<State>{state}</State></GenerateCredentialReportResult>"
-                               "<ResponseMetadata><RequestId>r</RequestId></ResponseMetadata>"
-                               "</GenerateCredentialReportResponse>")
+                    self._send(
+                        200,
+                        f'<GenerateCredentialReportResponse xmlns="{_NS}"><GenerateCredentialReportResult>'
+                        f"<State>{state}</State></GenerateCredentialReportResult>"
+                        "<ResponseMetadata><RequestId>r</RequestId></ResponseMetadata>"
+                        "</GenerateCredentialReportResponse>",
+                    )
                 elif action == "GetCredentialReport" and server.get_script:
                     entry = server.get_script.pop(0)
                     if entry[0] == "error":
-                        self._send(int(entry[2]), f"<ErrorResponse xmlns=\"{_NS}\"><Error><Type>Sender</Type>"
-                                   f"<Code>{entry[1]}</Code><Message>scripted</Message></Error>"
-                                   "<RequestId>r</RequestId></ErrorResponse>")
+                        self._send(
+                            int(entry[2]),
+                            f'<ErrorResponse xmlns="{_NS}"><Error><Type>Sender</Type>'
+                            f"<Code>{entry[1]}</Code><Message>scripted</Message></Error>"
+                            "<RequestId>r</RequestId></ErrorResponse>",
+                        )
                     else:
                         content = base64.b64encode(entry[1].encode()).decode()
-                        self._send(200, f"<GetCredentialReportResponse xmlns=\"{_NS}\"><GetCredentialReportResult>"
-                                   f"<Content>{content}</Content><ReportFormat>text/csv</ReportFormat>"
-                                   "<GeneratedTime>2026-11-28T10:00:00Z</GeneratedTime></GetCredentialReportResult>"
-                                   "<ResponseMetadata><RequestId>r</RequestId></ResponseMetadata>"
-                                   "</GetCredentialReportResponse>")
+                        self._send(
+                            200,
+                            f'<GetCredentialReportResponse xmlns="{_NS}"><GetCredentialReportResult>'
+                            f"<Content>{content}</Content><ReportFormat>text/csv</ReportFormat>"
+                            "<GeneratedTime>2026-11-28T10:00:00Z</GeneratedTime></GetCredentialReportResult>"
+                            "<ResponseMetadata><RequestId>r</RequestId></ResponseMetadata>"
+                            "</GetCredentialReportResponse>",
+                        )
                 else:
-                    self._send(400, f"<ErrorResponse xmlns=\"{_NS}\"><Error><Type>Sender</Type>"
-                               "<Code>ScriptExhausted</Code><Message>no scripted answer</Message></Error>"
-                               "<RequestId>r</RequestId></ErrorResponse>")
+                    self._send(
+                        400,
+                        f'<ErrorResponse xmlns="{_NS}"><Error><Type>Sender</Type>'
+                        "<Code>ScriptExhausted</Code><Message>no scripted answer</Message></Error>"
+                        "<RequestId>r</RequestId></ErrorResponse>",
+                    )
 
             def _send(self, status: int, xml: str) -> None:
                 self.reply(status, xml.encode(), "text/xml")

@@ -13,8 +13,16 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 # not forwarded either way; Content-Length is set again from the body actually sent
-_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade",
-               "content-length"}
+_HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+}
 # set by the proxy's own send_response: passing the upstream's too would repeat them
 _OWN_HEADERS = {"server", "date"}
 
@@ -28,8 +36,14 @@ class QuietHandler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
-    def reply(self, status: int, data: bytes = b"", content_type: str | None = "text/plain",
-              headers: Iterable[tuple[str, str]] = (), reason: str | None = None) -> None:
+    def reply(
+        self,
+        status: int,
+        data: bytes = b"",
+        content_type: str | None = "text/plain",
+        headers: Iterable[tuple[str, str]] = (),
+        reason: str | None = None,
+    ) -> None:
         self.send_response(status, reason)
         if content_type is not None:
             self.send_header("Content-Type", content_type)
@@ -93,8 +107,9 @@ class Answer:
         return next((v for k, v in self.headers if k.lower() == name.lower()), default)
 
 
-def forward(upstream: str, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes,
-            timeout: float = 60) -> Answer:
+def forward(
+    upstream: str, method: str, path: str, headers: Iterable[tuple[str, str]], body: bytes, timeout: float = 60
+) -> Answer:
     """Send a request on to ``upstream`` as it came, the Host header included (it is part of the SigV4 signature)."""
     parsed = urllib.parse.urlsplit(upstream)
     conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port or 80, timeout=timeout)

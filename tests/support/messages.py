@@ -26,11 +26,18 @@ def _hex(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
-def _envelope(kind: str, message_id: str | None, sent_at: str, agent_version: str,
-              host_info: dict[str, Any]) -> dict[str, Any]:
+def _envelope(
+    kind: str, message_id: str | None, sent_at: str, agent_version: str, host_info: dict[str, Any]
+) -> dict[str, Any]:
     """The fields every agent message starts with."""
-    return {"schema_version": 1, "type": kind, "message_id": message_id or uuid.uuid4().hex, "sent_at": sent_at,
-            "agent": {"version": agent_version, "mode": "agent"}, "host": host_info}
+    return {
+        "schema_version": 1,
+        "type": kind,
+        "message_id": message_id or uuid.uuid4().hex,
+        "sent_at": sent_at,
+        "agent": {"version": agent_version, "mode": "agent"},
+        "host": host_info,
+    }
 
 
 def _valid(message: dict[str, Any]) -> dict[str, Any]:
@@ -77,36 +84,38 @@ def finding_message(
             "checked_at": checked_at or sent_at,
             "cached": False,
         }
-    return _valid({
-        **_envelope("finding", message_id, sent_at, agent_version, h),
-        "finding": {
-            "finding_fingerprint": _hex("finding", h["host_id"], path, key_fp),
-            "fingerprint": key_fp,
-            "secret_fingerprint": _hex("secret", key_id),
-            "rule": "aws-credentials-file",
-            "key_id": key_id,
-            "key_type": "long-term",
-            "has_secret": True,
-            "has_session_token": False,
-            "secret_redacted": "wJal…",
-            "account_id": "534261010715",
-            "severity": severity,
-            "pairing": "profile",
-            "profile_kind": "static",
-            "location": {"kind": "aws-credentials", "path": path, "profile": "default", "line": 2},
-            "verification": verification,
-            "report_reason": "new",
-        },
-        "suggestion": {
-            "kind": "ec2-new-instance-profile",
-            "summary": "Replace the key with an instance profile",
-            "role_name": "web-1-role",
-            "trust_policy": None,
-            "steps": ["create the role", "associate the instance profile"],
-            "commands": ["aws iam create-role --role-name web-1-role ..."],
-            "cleanup": ["aws iam update-access-key --status Inactive ..."],
-        },
-    })
+    return _valid(
+        {
+            **_envelope("finding", message_id, sent_at, agent_version, h),
+            "finding": {
+                "finding_fingerprint": _hex("finding", h["host_id"], path, key_fp),
+                "fingerprint": key_fp,
+                "secret_fingerprint": _hex("secret", key_id),
+                "rule": "aws-credentials-file",
+                "key_id": key_id,
+                "key_type": "long-term",
+                "has_secret": True,
+                "has_session_token": False,
+                "secret_redacted": "wJal…",
+                "account_id": "534261010715",
+                "severity": severity,
+                "pairing": "profile",
+                "profile_kind": "static",
+                "location": {"kind": "aws-credentials", "path": path, "profile": "default", "line": 2},
+                "verification": verification,
+                "report_reason": "new",
+            },
+            "suggestion": {
+                "kind": "ec2-new-instance-profile",
+                "summary": "Replace the key with an instance profile",
+                "role_name": "web-1-role",
+                "trust_policy": None,
+                "steps": ["create the role", "associate the instance profile"],
+                "commands": ["aws iam create-role --role-name web-1-role ..."],
+                "cleanup": ["aws iam update-access-key --status Inactive ..."],
+            },
+        }
+    )
 
 
 def heartbeat_message(
@@ -118,19 +127,26 @@ def heartbeat_message(
     files_scanned: int = 1000,
     errors: list[str] | None = None,
 ) -> dict[str, Any]:
-    return _valid({
-        **_envelope("heartbeat", message_id, sent_at, agent_version, host_info or host()),
-        "sweep": {
-            "sweep_id": uuid.uuid4().hex,
-            "started_at": "2026-11-28T10:00:00Z",
-            "finished_at": sent_at,
-            "duration_s": 300.0,
-            "stats": {"files_scanned": files_scanned, "bytes_scanned": files_scanned * 4096,
-                      "skipped": {"too-large": 2}, "errors": {}, "findings_by_source": {"filesystem": 1}},
-            "errors": errors or [],
-        },
-        "spool": {"depth": 0, "bytes": 0, "capacity_bytes": 10485760, "filling": False, "dropped": 0},
-    })
+    return _valid(
+        {
+            **_envelope("heartbeat", message_id, sent_at, agent_version, host_info or host()),
+            "sweep": {
+                "sweep_id": uuid.uuid4().hex,
+                "started_at": "2026-11-28T10:00:00Z",
+                "finished_at": sent_at,
+                "duration_s": 300.0,
+                "stats": {
+                    "files_scanned": files_scanned,
+                    "bytes_scanned": files_scanned * 4096,
+                    "skipped": {"too-large": 2},
+                    "errors": {},
+                    "findings_by_source": {"filesystem": 1},
+                },
+                "errors": errors or [],
+            },
+            "spool": {"depth": 0, "bytes": 0, "capacity_bytes": 10485760, "filling": False, "dropped": 0},
+        }
+    )
 
 
 def variant(message: dict[str, Any], **changes: Any) -> dict[str, Any]:

@@ -22,7 +22,7 @@ class Image:
         c = self.channels
         for row in self.rows:
             for x in range(self.width):
-                px = row[x * c:(x + 1) * c]
+                px = row[x * c : (x + 1) * c]
                 out.append((px[0], px[0], px[0]) if c <= 2 else (px[0], px[1], px[2]))
         return out
 
@@ -44,8 +44,8 @@ def decode(data: bytes) -> Image:
     pos, idat = 8, b""
     width = height = depth = colour = interlace = 0
     while pos < len(data):
-        length, ctype = struct.unpack(">I4s", data[pos:pos + 8])
-        chunk = data[pos + 8:pos + 8 + length]
+        length, ctype = struct.unpack(">I4s", data[pos : pos + 8])
+        chunk = data[pos + 8 : pos + 8 + length]
         pos += 12 + length
         if ctype == b"IHDR":
             width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunk)
@@ -62,7 +62,7 @@ def decode(data: bytes) -> Image:
     prev = bytearray(stride)
     for y in range(height):
         start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1:start + 1 + stride])
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
         for i in range(stride):
             a = line[i - bpp] if i >= bpp else 0
             b = prev[i]

@@ -29,8 +29,14 @@ class FaultProxy(LoopbackServer):
                         req = json.loads(body)
                         first, req["Entries"] = req["Entries"][0], req["Entries"][1:]
                         proxy.failed_ids.append(first["Id"])
-                        failed.append({"Id": first["Id"], "SenderFault": False, "Code": "InternalError",
-                                       "Message": "injected by the test"})
+                        failed.append(
+                            {
+                                "Id": first["Id"],
+                                "SenderFault": False,
+                                "Code": "InternalError",
+                                "Message": "injected by the test",
+                            }
+                        )
                         body = json.dumps(req).encode()
                 if failed and not json.loads(body)["Entries"]:
                     answer = json.dumps({"Successful": [], "Failed": failed}).encode()

@@ -83,8 +83,9 @@ def from_schema(node: Mapping[str, Any], defs: Mapping[str, Any]) -> AthenaType 
     if kind == "object":
         if "properties" not in node or node.get("additionalProperties") not in (None, False):
             return None
-        fields = tuple((name, t) for name, t in ((n, from_schema(p, defs)) for n, p in node["properties"].items())
-                       if t is not None)
+        fields = tuple(
+            (name, t) for name, t in ((n, from_schema(p, defs)) for n, p in node["properties"].items()) if t is not None
+        )
         return Struct(fields)
     if kind == "array":
         item = from_schema(node.get("items") or {}, defs)

@@ -77,14 +77,17 @@ def render_audit(result: AuditResult, fmt: str, stream: TextIO, *, include_scp: 
             row["commands"] = list(item.commands)
             writer.writerow({k: csv_cell(v) for k, v in row.items() if k in CSV_FIELDS})
     elif fmt == "table":
-        _table(result, stream, scp_section(result) if include_scp else None,
-               root_scp_section(result) if include_scp else None)
+        _table(
+            result,
+            stream,
+            scp_section(result) if include_scp else None,
+            root_scp_section(result) if include_scp else None,
+        )
     else:
         raise ValueError(f"unknown audit format {fmt!r}")
 
 
-def _table(result: AuditResult, out: TextIO, scp: Mapping[str, Any] | None,
-           root_scp: Mapping[str, Any] | None) -> None:
+def _table(result: AuditResult, out: TextIO, scp: Mapping[str, Any] | None, root_scp: Mapping[str, Any] | None) -> None:
     items = result.items
     out.write(f"keysweep audit: {len(result.accounts)} account(s), {len(items)} item(s)\n\n")
     for acct in result.accounts:
@@ -92,9 +95,11 @@ def _table(result: AuditResult, out: TextIO, scp: Mapping[str, Any] | None,
             out.write(f"  account {safe_text(acct.account_id)}: NOT AUDITED: {safe_text(acct.error)}\n")
             continue
         root = "PRESENT" if acct.root_keys_present else "none"
-        out.write(f"  account {safe_text(acct.account_id)}  ({safe_text(acct.caller_arn)})  users {acct.users}"
-                  f"  keys {len(acct.keys)}"
-                  f"  root keys {root}\n")
+        out.write(
+            f"  account {safe_text(acct.account_id)}  ({safe_text(acct.caller_arn)})  users {acct.users}"
+            f"  keys {len(acct.keys)}"
+            f"  root keys {root}\n"
+        )
     for check, (severity, meaning) in CHECKS.items():
         group = [i for i in items if i.check == check]
         if not group:
@@ -117,8 +122,10 @@ def _table(result: AuditResult, out: TextIO, scp: Mapping[str, Any] | None,
         out.write(f"  accounts ready for it now: {ready}\n")
         for target in scp["targets"]:
             name = f" {safe_text(target['name'])}" if target["name"] else ""
-            out.write(f"  attach to {target['type'].lower().replace('_', ' ')} {target['target_id']}{name}"
-                      f" ({', '.join(target['accounts'])})\n")
+            out.write(
+                f"  attach to {target['type'].lower().replace('_', ' ')} {target['target_id']}{name}"
+                f" ({', '.join(target['accounts'])})\n"
+            )
         out.write(f"  NOTE: {scp['management_account_note']}\n")
         out.write(json.dumps(scp["policy"], indent=2) + "\n")
         for cmd in scp["commands"]:

@@ -108,8 +108,10 @@ class VisibilityExtender:
         interval = max(self._timeout / 3, 0.2)
         while not self._done.wait(interval):
             with self._lock:
-                entries = [{"Id": str(i), "ReceiptHandle": rh, "VisibilityTimeout": self._timeout}
-                           for i, rh in enumerate(self._pending.values())]
+                entries = [
+                    {"Id": str(i), "ReceiptHandle": rh, "VisibilityTimeout": self._timeout}
+                    for i, rh in enumerate(self._pending.values())
+                ]
             if not entries:
                 continue
             try:
@@ -138,7 +140,8 @@ class Collector:
         self.handler = handler or MessageHandler(store, senders=config.senders)
         self.stats = CollectStats()
         self._sqs = sqs or make_client(
-            "sqs", region=config.region,
+            "sqs",
+            region=config.region,
             config=client_config(read_timeout=config.wait_seconds + 10.0),
         )
         self._should_stop = should_stop or (lambda: False)
@@ -200,8 +203,9 @@ class Collector:
         self.stats.received += len(messages)
         done: list[dict[str, Any]] = []
         store_ok = True
-        with VisibilityExtender(self._sqs, self.config.queue_url, self.config.visibility_timeout,
-                                self.stats) as extender:
+        with VisibilityExtender(
+            self._sqs, self.config.queue_url, self.config.visibility_timeout, self.stats
+        ) as extender:
             extender.hold(messages)
             try:
                 applied = self._apply_all(messages)
@@ -227,17 +231,21 @@ class Collector:
         except StoreError:
             raise
         except Exception as exc:  # noqa: BLE001 (find the message that broke it, one at a time)
-            log.warning("a batch of %d message(s) failed (%s): applying them one at a time", len(messages),
-                        type(exc).__name__)
+            log.warning(
+                "a batch of %d message(s) failed (%s): applying them one at a time", len(messages), type(exc).__name__
+            )
             return [self._apply(m) for m in messages]
-        return [self._refused(m, result) if isinstance(result := results[i], MessageRefused) else self._account(m, result)
-                for i, m in enumerate(messages)]
+        return [
+            self._refused(m, result) if isinstance(result := results[i], MessageRefused) else self._account(m, result)
+            for i, m in enumerate(messages)
+        ]
 
     def _refused(self, message: dict[str, Any], exc: MessageRefused) -> bool:
         """This message's failure: the store is not down, no backoff."""
         self.stats.refused += 1
-        log.warning("message %s refused by the store (%s), left for the dead-letter queue",
-                    message.get("MessageId", "?"), exc)
+        log.warning(
+            "message %s refused by the store (%s), left for the dead-letter queue", message.get("MessageId", "?"), exc
+        )
         return False
 
     def _apply(self, message: dict[str, Any]) -> bool:
@@ -274,13 +282,18 @@ class Collector:
         else:
             self.stats.malformed += 1
         receives = message.get("Attributes", {}).get("ApproximateReceiveCount", "?")
-        log.warning("message %s rejected (%s: %s), left for the dead-letter queue (receive %s)",
-                    message_id, result.outcome.value, result.reason, receives)
+        log.warning(
+            "message %s rejected (%s: %s), left for the dead-letter queue (receive %s)",
+            message_id,
+            result.outcome.value,
+            result.reason,
+            receives,
+        )
         return False
 
     def _delete(self, messages: Sequence[dict[str, Any]]) -> None:
         for start in range(0, len(messages), 10):
-            chunk = messages[start:start + 10]
+            chunk = messages[start : start + 10]
             entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)]
             try:
                 response = self._sqs.delete_message_batch(QueueUrl=self.config.queue_url, Entries=entries)
@@ -292,5 +305,8 @@ class Collector:
             self.stats.deleted += len(response.get("Successful", []))
             for failed in response.get("Failed", []):
                 self.stats.delete_failures += 1
-                log.warning("delete of stored message %s failed: %s", chunk[int(failed["Id"])].get("MessageId"),
-                            failed.get("Code"))
+                log.warning(
+                    "delete of stored message %s failed: %s",
+                    chunk[int(failed["Id"])].get("MessageId"),
+                    failed.get("Code"),
+                )

@@ -86,13 +86,21 @@ def host_coverage(
             silent_for = max(0.0, (now - timeutil.parse(host.last_heartbeat)).total_seconds())
             state = SILENT if silent_for > silent_after.total_seconds() else OK
         stats = (host.last_sweep or {}).get("stats") or {}
-        rows.append(HostCoverage(
-            host_id=host.host_id, hostname=host.hostname, kind=host.kind, agent_version=host.agent_version,
-            state=state, last_heartbeat=host.last_heartbeat, last_message_at=host.last_message_at,
-            silent_for_s=silent_for, files_scanned=stats.get("files_scanned"), errors=host.errors,
-            spool_filling=bool((host.spool or {}).get("filling")),
-        ))
+        rows.append(
+            HostCoverage(
+                host_id=host.host_id,
+                hostname=host.hostname,
+                kind=host.kind,
+                agent_version=host.agent_version,
+                state=state,
+                last_heartbeat=host.last_heartbeat,
+                last_message_at=host.last_message_at,
+                silent_for_s=silent_for,
+                files_scanned=stats.get("files_scanned"),
+                errors=host.errors,
+                spool_filling=bool((host.spool or {}).get("filling")),
+            )
+        )
     order = {NO_HEARTBEAT: 0, SILENT: 1, OK: 2}
     rows.sort(key=lambda h: (order[h.state], -(h.silent_for_s or 0.0), h.hostname, h.host_id))
-    return Coverage(generated_at=timeutil.iso(now), silent_after_s=silent_after.total_seconds(),
-                    hosts=tuple(rows))
+    return Coverage(generated_at=timeutil.iso(now), silent_after_s=silent_after.total_seconds(), hosts=tuple(rows))

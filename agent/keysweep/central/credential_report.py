@@ -143,7 +143,9 @@ class KeyColumns:
     @property
     def use_may_predate_tracking(self) -> bool:
         """N/A last use on a key created before AWS tracked use: it may have been used before 2015-04-22."""
-        return self.never_used and isinstance(self.last_rotated, datetime) and self.last_rotated < KEY_USE_TRACKING_START
+        return (
+            self.never_used and isinstance(self.last_rotated, datetime) and self.last_rotated < KEY_USE_TRACKING_START
+        )
 
 
 @dataclass(frozen=True)
@@ -223,9 +225,7 @@ def parse_credential_report(content: bytes | str, *, generated_at: datetime | No
         if not any(c.strip() for c in cells):
             continue
         if len(cells) != len(names):
-            raise CredentialReportError(
-                f"credential report line {lineno}: {len(cells)} cells, header has {len(names)}"
-            )
+            raise CredentialReportError(f"credential report line {lineno}: {len(cells)} cells, header has {len(names)}")
         rows.append(_row(dict(zip(names, cells))))
     return CredentialReport(rows=tuple(rows), generated_at=generated_at, missing_columns=missing)
 
@@ -317,7 +317,9 @@ def fetch_credential_report(
             if code in ("ReportNotPresent", "ReportExpired"):
                 regenerated += 1
                 if regenerated > 3:
-                    raise CredentialReportError(f"GetCredentialReport kept answering {code} after regenerating") from None
+                    raise CredentialReportError(
+                        f"GetCredentialReport kept answering {code} after regenerating"
+                    ) from None
                 if regenerated > 1:
                     pause(code)
                 generate()

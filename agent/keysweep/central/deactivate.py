@@ -115,17 +115,23 @@ def _owner(clients: AccountClients, key_id: str) -> tuple[str, str, dict[str, An
     return None
 
 
-def _hold(used: dict[str, Any], hosts: Sequence[str], verified: Sequence[datetime], quiet: timedelta,
-          now: datetime) -> str | None:
+def _hold(
+    used: dict[str, Any], hosts: Sequence[str], verified: Sequence[datetime], quiet: timedelta, now: datetime
+) -> str | None:
     """Why deactivating now may break something, or None."""
     if hosts:
         return f"still on {len(hosts)} host(s): {', '.join(sorted(hosts)[:5])}; replace it there first"
     last = used.get("LastUsedDate")
-    if isinstance(last, datetime) and now - last < quiet and keysweep_use(last, used.get("ServiceName"),
-                                                                          verified) is None:
+    if (
+        isinstance(last, datetime)
+        and now - last < quiet
+        and keysweep_use(last, used.get("ServiceName"), verified) is None
+    ):
         ago = max(0, int((now - last).total_seconds() // 60))
-        return (f"used {ago} minute(s) ago ({used.get('ServiceName')} in {used.get('Region')}), within the "
-                f"{quiet.days}-day quiet period")
+        return (
+            f"used {ago} minute(s) ago ({used.get('ServiceName')} in {used.get('Region')}), within the "
+            f"{quiet.days}-day quiet period"
+        )
     return None
 
 
@@ -151,15 +157,32 @@ def plan_deactivation(
             owner = _owner(clients, kid)
             if owner:
                 user, status, used = owner
-                hold = _hold(used, (hosts or {}).get(kid, ()), (verified or {}).get(kid, ()),
-                             timedelta(days=quiet_days), when) if status == "Active" else None
-                found = PlannedDeactivation(kid, clients.account_id, user, status, hold=hold,
-                                            last_used=used.get("LastUsedDate"))
+                hold = (
+                    _hold(
+                        used,
+                        (hosts or {}).get(kid, ()),
+                        (verified or {}).get(kid, ()),
+                        timedelta(days=quiet_days),
+                        when,
+                    )
+                    if status == "Active"
+                    else None
+                )
+                found = PlannedDeactivation(
+                    kid, clients.account_id, user, status, hold=hold, last_used=used.get("LastUsedDate")
+                )
                 break
-        plan.append(found or PlannedDeactivation(
-            kid, decoded, None, None,
-            reason="not found in the audited account(s)" + (f"; the key id names account {decoded}" if decoded else ""),
-        ))
+        plan.append(
+            found
+            or PlannedDeactivation(
+                kid,
+                decoded,
+                None,
+                None,
+                reason="not found in the audited account(s)"
+                + (f"; the key id names account {decoded}" if decoded else ""),
+            )
+        )
     return plan
 
 
@@ -188,11 +211,11 @@ def apply_deactivation(
             results.append(Deactivation(item.key_id, item.account_id, item.user, "failed", error=code))
             continue
         except BotoCoreError as exc:
-            results.append(Deactivation(item.key_id, item.account_id, item.user, "failed",
-                                        error=type(exc).__name__))
+            results.append(Deactivation(item.key_id, item.account_id, item.user, "failed", error=type(exc).__name__))
             continue
         if store is not None:
             store.record_deactivation(item.key_id, clients.caller_arn, at)
-        results.append(Deactivation(item.key_id, item.account_id, item.user, "deactivated",
-                                    actor=clients.caller_arn, at=at))
+        results.append(
+            Deactivation(item.key_id, item.account_id, item.user, "deactivated", actor=clients.caller_arn, at=at)
+        )
     return results

@@ -56,7 +56,7 @@ class S3Location:
     def parse(cls, url: str) -> S3Location:
         if not url.startswith("s3://"):
             raise ConfigError(f"--s3 {url}: expected s3://BUCKET/PREFIX")
-        bucket, _, prefix = url[len("s3://"):].partition("/")
+        bucket, _, prefix = url[len("s3://") :].partition("/")
         if not _BUCKET.match(bucket):
             raise ConfigError(f"--s3 {url}: {bucket!r} is not an S3 bucket name")
         return cls(bucket, prefix.strip("/"))
@@ -89,8 +89,9 @@ def _schema_type(name: str) -> AthenaType:
     return kind
 
 
-HISTORY = Array(Struct(tuple((n, "string") for n in (
-    "status", "at", "last_at", "arn", "reason", "request_id", "last_request_id"))))
+HISTORY = Array(
+    Struct(tuple((n, "string") for n in ("status", "at", "last_at", "arn", "reason", "request_id", "last_request_id")))
+)
 
 
 def _attr(name: str) -> Callable[[Any], Any]:
@@ -100,15 +101,28 @@ def _attr(name: str) -> Callable[[Any], Any]:
 def _finding_columns() -> tuple[Column, ...]:
     s = "string"
     plain = [
-        ("host_id", s, "the host (join hosts on host_id and dt)"), ("hostname", s, ""), ("host_kind", s, ""),
-        ("finding_fingerprint", s, "with host_id: the place"), ("fingerprint", s, "the key: shared by its places"),
-        ("key_id", s, ""), ("key_type", s, ""), ("account_id", s, "the key's account"), ("rule", s, ""),
-        ("severity", s, ""), ("has_secret", "boolean", "the secret was found beside the key id"),
-        ("pairing", s, ""), ("status", s, "this host's newest verification status (null: not verified)"),
-        ("verified_at", s, "ISO-8601 UTC"), ("owner_arn", s, ""), ("first_seen", s, "ISO-8601 UTC"),
-        ("last_seen", s, "ISO-8601 UTC"), ("received_first", s, "the queue's time of the first message"),
-        ("agent_version", s, ""), ("sender", s, "SQS SenderId of the newest message"),
-        ("deactivated_by", s, ""), ("deactivated_at", s, ""),
+        ("host_id", s, "the host (join hosts on host_id and dt)"),
+        ("hostname", s, ""),
+        ("host_kind", s, ""),
+        ("finding_fingerprint", s, "with host_id: the place"),
+        ("fingerprint", s, "the key: shared by its places"),
+        ("key_id", s, ""),
+        ("key_type", s, ""),
+        ("account_id", s, "the key's account"),
+        ("rule", s, ""),
+        ("severity", s, ""),
+        ("has_secret", "boolean", "the secret was found beside the key id"),
+        ("pairing", s, ""),
+        ("status", s, "this host's newest verification status (null: not verified)"),
+        ("verified_at", s, "ISO-8601 UTC"),
+        ("owner_arn", s, ""),
+        ("first_seen", s, "ISO-8601 UTC"),
+        ("last_seen", s, "ISO-8601 UTC"),
+        ("received_first", s, "the queue's time of the first message"),
+        ("agent_version", s, ""),
+        ("sender", s, "SQS SenderId of the newest message"),
+        ("deactivated_by", s, ""),
+        ("deactivated_at", s, ""),
     ]
     return (
         *(Column(name, kind, _attr(name), comment) for name, kind, comment in plain),
@@ -129,8 +143,16 @@ class _CoveredHost:
     coverage_state: str
 
 
-SWEEP = Struct((("sweep_id", "string"), ("started_at", "string"), ("finished_at", "string"),
-                ("duration_s", "double"), ("files_scanned", "bigint"), ("bytes_scanned", "bigint")))
+SWEEP = Struct(
+    (
+        ("sweep_id", "string"),
+        ("started_at", "string"),
+        ("finished_at", "string"),
+        ("duration_s", "double"),
+        ("files_scanned", "bigint"),
+        ("bytes_scanned", "bigint"),
+    )
+)
 
 
 def _sweep(host: _CoveredHost) -> dict[str, Any] | None:
@@ -138,8 +160,11 @@ def _sweep(host: _CoveredHost) -> dict[str, Any] | None:
     if not record.last_sweep:
         return None
     stats = record.last_sweep.get("stats") or {}
-    return {**record.last_sweep, "files_scanned": stats.get("files_scanned"),
-            "bytes_scanned": stats.get("bytes_scanned")}
+    return {
+        **record.last_sweep,
+        "files_scanned": stats.get("files_scanned"),
+        "bytes_scanned": stats.get("bytes_scanned"),
+    }
 
 
 def _host_attr(name: str) -> Callable[[_CoveredHost], Any]:
@@ -149,9 +174,15 @@ def _host_attr(name: str) -> Callable[[_CoveredHost], Any]:
 def _host_columns() -> tuple[Column, ...]:
     s = "string"
     plain = [
-        ("host_id", s, ""), ("hostname", s, ""), ("kind", s, ""), ("agent_version", s, ""), ("agent_mode", s, ""),
-        ("first_seen", s, "ISO-8601 UTC"), ("last_message_at", s, "any message"),
-        ("last_heartbeat", s, "null: findings but never a heartbeat"), ("sender", s, "SQS SenderId"),
+        ("host_id", s, ""),
+        ("hostname", s, ""),
+        ("kind", s, ""),
+        ("agent_version", s, ""),
+        ("agent_mode", s, ""),
+        ("first_seen", s, "ISO-8601 UTC"),
+        ("last_message_at", s, "any message"),
+        ("last_heartbeat", s, "null: findings but never a heartbeat"),
+        ("sender", s, "SQS SenderId"),
     ]
     return (
         *(Column(name, kind, _host_attr(name), comment) for name, kind, comment in plain),
@@ -226,8 +257,13 @@ class _PartWriter:
         try:
             self.result.bytes += self._file.tell()
             self._file.seek(0)
-            self._s3.upload_fileobj(self._file, self._location.bucket, key, ExtraArgs={
-                "ContentType": "application/x-ndjson", "ContentEncoding": "gzip"}, Config=_transfer_config())
+            self._s3.upload_fileobj(
+                self._file,
+                self._location.bucket,
+                key,
+                ExtraArgs={"ContentType": "application/x-ndjson", "ContentEncoding": "gzip"},
+                Config=_transfer_config(),
+            )
         except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
             raise _s3_error(f"upload of {self._location.url(key)} failed", exc) from exc
         finally:
@@ -248,15 +284,20 @@ class _PartWriter:
         stale: list[str] = []
         try:
             pages = self._s3.get_paginator("list_objects_v2").paginate(
-                Bucket=self._location.bucket, Prefix=self._location.key(self._dir) + "/")
+                Bucket=self._location.bucket, Prefix=self._location.key(self._dir) + "/"
+            )
             for page in pages:
                 stale += [o["Key"] for o in page.get("Contents", []) if o["Key"] not in written]
             for start in range(0, len(stale), 1000):
-                answer = self._s3.delete_objects(Bucket=self._location.bucket, Delete={
-                    "Objects": [{"Key": k} for k in stale[start:start + 1000]], "Quiet": True})
+                answer = self._s3.delete_objects(
+                    Bucket=self._location.bucket,
+                    Delete={"Objects": [{"Key": k} for k in stale[start : start + 1000]], "Quiet": True},
+                )
                 if answer.get("Errors"):
-                    raise ExportError(f"export: could not delete {len(answer['Errors'])} old part(s) under "
-                                      f"{self._location.url(self._dir)}: {answer['Errors'][0].get('Code')}")
+                    raise ExportError(
+                        f"export: could not delete {len(answer['Errors'])} old part(s) under "
+                        f"{self._location.url(self._dir)}: {answer['Errors'][0].get('Code')}"
+                    )
         except (ClientError, BotoCoreError) as exc:
             raise _s3_error(f"clean-up of {self._location.url(self._dir)} failed", exc) from exc
         self.result.removed = len(stale)
@@ -267,8 +308,7 @@ def _transfer_config() -> Any:
     from boto3.s3.transfer import TransferConfig
 
     # a few 8 MiB chunks in flight at most: the upload's memory stays small whatever the part's size
-    return TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024,
-                          max_concurrency=2)
+    return TransferConfig(multipart_threshold=64 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024, max_concurrency=2)
 
 
 def _covered(hosts: Iterable[HostRecord], now: datetime, silent_after: timedelta) -> Iterator[_CoveredHost]:
@@ -277,8 +317,15 @@ def _covered(hosts: Iterable[HostRecord], now: datetime, silent_after: timedelta
         yield _CoveredHost(host, state)
 
 
-def export_store(store: Store, location: S3Location, s3: Any, *, now: datetime | None = None,
-                 silent_after: timedelta = DEFAULT_SILENT_AFTER, rows_per_part: int = ROWS_PER_PART) -> ExportResult:
+def export_store(
+    store: Store,
+    location: S3Location,
+    s3: Any,
+    *,
+    now: datetime | None = None,
+    silent_after: timedelta = DEFAULT_SILENT_AFTER,
+    rows_per_part: int = ROWS_PER_PART,
+) -> ExportResult:
     """Write the store's findings and hosts as the partition of ``now``'s day (UTC)."""
     now = now or timeutil.now()
     dt = now.astimezone(timeutil.UTC).date().isoformat()
@@ -298,12 +345,14 @@ def export_store(store: Store, location: S3Location, s3: Any, *, now: datetime |
 
 # -- Athena ----------------------------------------------------------------------------------------------------------
 
+
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def athena_ddl(location: S3Location, *, database: str = "keysweep", first_day: date | None = None,
-               day: date | None = None) -> str:
+def athena_ddl(
+    location: S3Location, *, database: str = "keysweep", first_day: date | None = None, day: date | None = None
+) -> str:
     """The CREATE statements for both tables (partition projection on ``dt``), and ready queries on ``day``'s
     export (default today, UTC)."""
     first = (first_day or date(2026, 1, 1)).isoformat()
@@ -316,8 +365,9 @@ def athena_ddl(location: S3Location, *, database: str = "keysweep", first_day: d
         "",
     ]
     for table, columns in TABLES.items():
-        cols = ",\n".join(f"  `{c.name}` {render(c.kind)}" + (f" COMMENT {_quote(c.comment)}" if c.comment else "")
-                          for c in columns)
+        cols = ",\n".join(
+            f"  `{c.name}` {render(c.kind)}" + (f" COMMENT {_quote(c.comment)}" if c.comment else "") for c in columns
+        )
         root = location.url(table)
         out += [
             f"CREATE EXTERNAL TABLE IF NOT EXISTS {database}.{table} (",

@@ -92,9 +92,16 @@ class KeyLocation:
     status: str | None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"host_id": self.host_id, "hostname": self.hostname, "host_kind": self.host_kind,
-                "place": self.place, "location": dict(self.location), "first_seen": self.first_seen,
-                "last_seen": self.last_seen, "status": self.status}
+        return {
+            "host_id": self.host_id,
+            "hostname": self.hostname,
+            "host_kind": self.host_kind,
+            "place": self.place,
+            "location": dict(self.location),
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "status": self.status,
+        }
 
 
 @dataclass(frozen=True)
@@ -131,13 +138,23 @@ class FleetKey:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "fingerprint": self.fingerprint, "key_id": self.key_id, "key_type": self.key_type,
-            "account_id": self.account_id, "owner_arn": self.owner_arn, "status": self.status,
-            "severity": self.severity, "first_seen": self.first_seen, "last_seen": self.last_seen,
-            "verified_at": self.verified_at, "hosts": self.hosts, "compute_kinds": self.compute_kinds,
+            "fingerprint": self.fingerprint,
+            "key_id": self.key_id,
+            "key_type": self.key_type,
+            "account_id": self.account_id,
+            "owner_arn": self.owner_arn,
+            "status": self.status,
+            "severity": self.severity,
+            "first_seen": self.first_seen,
+            "last_seen": self.last_seen,
+            "verified_at": self.verified_at,
+            "hosts": self.hosts,
+            "compute_kinds": self.compute_kinds,
             "locations": [loc.to_dict() for loc in self.locations],
-            "suggestions": [dict(s) for s in self.suggestions], "suggestions_total": self.suggestions_total,
-            "deactivated_by": self.deactivated_by, "deactivated_at": self.deactivated_at,
+            "suggestions": [dict(s) for s in self.suggestions],
+            "suggestions_total": self.suggestions_total,
+            "deactivated_by": self.deactivated_by,
+            "deactivated_at": self.deactivated_at,
         }
 
 
@@ -198,8 +215,9 @@ class FleetReport:
 SuggestionOf = Callable[[FindingSummary], "Mapping[str, Any] | None"]
 
 
-def _key_from(records: Sequence[FindingSummary], suggestion_of: SuggestionOf,
-              spool: LocationSpool | None = None) -> FleetKey:
+def _key_from(
+    records: Sequence[FindingSummary], suggestion_of: SuggestionOf, spool: LocationSpool | None = None
+) -> FleetKey:
     """One key's facts from its records. Each host speaks only for itself: a host's word on the key is its own newest
     check, and the key is as urgent as the most urgent word of any host holding it (``live`` before ``invalid``), so
     one host's report adds to what the fleet knows and never overrules another's. Owner and account follow most
@@ -222,8 +240,9 @@ def _key_from(records: Sequence[FindingSummary], suggestion_of: SuggestionOf,
     suggestions: list[Mapping[str, Any]] = []
     seen: set[str] = set()
     for word in (*holders, *others):
-        newest = max((r for r in by_host[word.host_id] if r.suggestion_kind is not None), key=lambda r: r.version,
-                     default=None)
+        newest = max(
+            (r for r in by_host[word.host_id] if r.suggestion_kind is not None), key=lambda r: r.version, default=None
+        )
         if newest is None or newest.suggestion_digest in seen:
             continue
         seen.add(newest.suggestion_digest or "")
@@ -231,8 +250,12 @@ def _key_from(records: Sequence[FindingSummary], suggestion_of: SuggestionOf,
         if suggestion is not None:
             suggestions.append({**suggestion, "host_id": newest.host_id, "hostname": newest.hostname})
     ordered_locations = sorted(
-        (KeyLocation(r.host_id, r.hostname, r.host_kind, place(r.location), r.location, r.first_seen, r.last_seen,
-                     r.status) for r in records),
+        (
+            KeyLocation(
+                r.host_id, r.hostname, r.host_kind, place(r.location), r.location, r.first_seen, r.last_seen, r.status
+            )
+            for r in records
+        ),
         key=lambda loc: (loc.hostname, loc.place),
     )
     locations = spool.add(ordered_locations) if spool is not None else tuple(ordered_locations)
@@ -278,12 +301,15 @@ class _HostCounts:
                 self.live[host_id] += 1
 
 
-def _assemble(keys: list[FleetKey], counts: _HostCounts, hosts: Iterable[HostRecord], now: datetime,
-              silent_after: timedelta) -> FleetReport:
+def _assemble(
+    keys: list[FleetKey], counts: _HostCounts, hosts: Iterable[HostRecord], now: datetime, silent_after: timedelta
+) -> FleetReport:
     keys.sort(key=_sort_key)
     # the store records every host that sent anything (findings too), so coverage names every host of a key
-    rows = [HostRow(c, counts.keys[c.host_id], counts.live[c.host_id])
-            for c in host_coverage(hosts, now=now, silent_after=silent_after).hosts]
+    rows = [
+        HostRow(c, counts.keys[c.host_id], counts.live[c.host_id])
+        for c in host_coverage(hosts, now=now, silent_after=silent_after).hosts
+    ]
     rows.sort(key=lambda r: (not r.silent, -r.live_keys, r.coverage.hostname, r.coverage.host_id))
     return FleetReport(now, tuple(keys), tuple(rows), silent_after, chart_data(keys, rows, now))
 
@@ -305,8 +331,9 @@ def build_report(
     for recs in groups.values():
         by_place = {(r.host_id, r.finding_fingerprint): r for r in recs}
 
-        def suggestion_of(s: FindingSummary, by_place: dict[tuple[str, str], FindingRecord] = by_place
-                          ) -> Mapping[str, Any] | None:
+        def suggestion_of(
+            s: FindingSummary, by_place: dict[tuple[str, str], FindingRecord] = by_place
+        ) -> Mapping[str, Any] | None:
             return by_place[(s.host_id, s.finding_fingerprint)].suggestion
 
         key = _key_from([FindingSummary.of(r) for r in recs], suggestion_of)
@@ -315,7 +342,9 @@ def build_report(
     return _assemble(keys, counts, hosts, now, silent_after)
 
 
-def chart_data(keys: Sequence[FleetKey], hosts: Sequence[HostRow], now: datetime | None = None) -> dict[str, list[tuple[str, int]]]:
+def chart_data(
+    keys: Sequence[FleetKey], hosts: Sequence[HostRow], now: datetime | None = None
+) -> dict[str, list[tuple[str, int]]]:
     now = now or timeutil.now()
     live = [k for k in keys if k.status == "live"]
     by_account = Counter(k.account_id or "unknown" for k in live)
@@ -331,8 +360,9 @@ def chart_data(keys: Sequence[FleetKey], hosts: Sequence[HostRow], now: datetime
     reporting = [h for h in hosts if not h.silent or h.keys]
     return {
         "live_keys_by_account": by_account.most_common(),
-        "keys_by_status": sorted(by_status.items(), key=lambda kv: STATUS_ORDER.index(kv[0])
-                                 if kv[0] in STATUS_ORDER else 99),
+        "keys_by_status": sorted(
+            by_status.items(), key=lambda kv: STATUS_ORDER.index(kv[0]) if kv[0] in STATUS_ORDER else 99
+        ),
         "live_keys_by_compute_kind": by_kind.most_common(),
         "key_age": [(lab, ages[lab]) for lab, _ in AGE_BUCKETS],
         "hosts_affected": [
@@ -358,13 +388,20 @@ class ReportFilter:
         return bool(self.key_ids or self.statuses or self.hosts)
 
     def wants(self, key: FleetKey, records: Sequence[FindingSummary]) -> bool:
-        return ((not self.key_ids or key.key_id in self.key_ids)
-                and (not self.statuses or key.status in self.statuses)
-                and (not self.hosts or any(r.host_id in self.hosts or r.hostname in self.hosts for r in records)))
+        return (
+            (not self.key_ids or key.key_id in self.key_ids)
+            and (not self.statuses or key.status in self.statuses)
+            and (not self.hosts or any(r.host_id in self.hosts or r.hostname in self.hosts for r in records))
+        )
 
 
-def load_report(store: Store, *, now: datetime | None = None, silent_after: timedelta = DEFAULT_SILENT_AFTER,
-                only: ReportFilter = ReportFilter()) -> FleetReport:
+def load_report(
+    store: Store,
+    *,
+    now: datetime | None = None,
+    silent_after: timedelta = DEFAULT_SILENT_AFTER,
+    only: ReportFilter = ReportFilter(),
+) -> FleetReport:
     """The report of a store in bounded memory: the findings are read key by key as summaries (nothing decoded but
     the few suggestions shown), each key's locations go to a temporary file, and only the keys' facts and the hosts'
     coverage are held. ``only``: the keys (and hosts) to report."""
@@ -388,6 +425,7 @@ def load_report(store: Store, *, now: datetime | None = None, silent_after: time
             key = dataclasses.replace(key, locations=spool.add(key.locations))
         keys.append(key)
         counts.add(key, (r.host_id for r in records))
+
     def covered(host: HostRecord) -> bool:
         if only.hosts:
             return host.host_id in only.hosts or host.hostname in only.hosts
@@ -405,9 +443,25 @@ class LocationSpool:
     def add(self, locations: Sequence[KeyLocation]) -> SpooledLocations:
         self._file.seek(0, os.SEEK_END)
         start = self._file.tell()
-        self._file.write(json.dumps([(loc.host_id, loc.hostname, loc.host_kind, loc.place, loc.location,
-                                      loc.first_seen, loc.last_seen, loc.status) for loc in locations],
-                                    ensure_ascii=False, separators=(",", ":")).encode())
+        self._file.write(
+            json.dumps(
+                [
+                    (
+                        loc.host_id,
+                        loc.hostname,
+                        loc.host_kind,
+                        loc.place,
+                        loc.location,
+                        loc.first_seen,
+                        loc.last_seen,
+                        loc.status,
+                    )
+                    for loc in locations
+                ],
+                ensure_ascii=False,
+                separators=(",", ":"),
+            ).encode()
+        )
         return SpooledLocations(self, start, self._file.tell() - start, len(locations))
 
     def read(self, start: int, size: int) -> bytes:
@@ -445,8 +499,21 @@ class SpooledLocations(Sequence[KeyLocation]):
 # ------------------------------------------------------------------------------------------------ text outputs
 
 CSV_FIELDS = (
-    "fingerprint", "key_id", "account_id", "status", "severity", "owner_arn", "first_seen", "last_seen",
-    "compute_kinds", "hosts", "locations", "suggestion", "commands", "deactivated_by", "deactivated_at",
+    "fingerprint",
+    "key_id",
+    "account_id",
+    "status",
+    "severity",
+    "owner_arn",
+    "first_seen",
+    "last_seen",
+    "compute_kinds",
+    "hosts",
+    "locations",
+    "suggestion",
+    "commands",
+    "deactivated_by",
+    "deactivated_at",
 )
 
 
@@ -466,10 +533,21 @@ def write_csv(report: FleetReport, stream: TextIO) -> None:
     for k in report.keys:
         s = k.suggestions[0] if k.suggestions else {}
         row = [
-            k.fingerprint, k.key_id, k.account_id, k.status, k.severity, k.owner_arn, k.first_seen, k.last_seen,
-            " ".join(k.compute_kinds), " ".join(k.hosts),
+            k.fingerprint,
+            k.key_id,
+            k.account_id,
+            k.status,
+            k.severity,
+            k.owner_arn,
+            k.first_seen,
+            k.last_seen,
+            " ".join(k.compute_kinds),
+            " ".join(k.hosts),
             [f"{loc.hostname}:{loc.place}" for loc in k.locations],
-            s.get("summary"), _commands(k), k.deactivated_by, k.deactivated_at,
+            s.get("summary"),
+            _commands(k),
+            k.deactivated_by,
+            k.deactivated_at,
         ]
         writer.writerow([csv_cell(v) for v in row])
 
@@ -511,9 +589,17 @@ def age_text(age: timedelta | None) -> str:
 
 def table_order(keys: Iterable[FleetKey]) -> list[FleetKey]:
     """Most urgent first: by status (live first), then the keys on more hosts, then severity."""
-    return sorted(keys, key=lambda k: (
-        STATUS_ORDER.index(k.status) if k.status in STATUS_ORDER else len(STATUS_ORDER), -len(k.hosts),
-        SEVERITY_RANK.get(k.severity, 9), -len(k.locations), k.key_id, k.fingerprint))
+    return sorted(
+        keys,
+        key=lambda k: (
+            STATUS_ORDER.index(k.status) if k.status in STATUS_ORDER else len(STATUS_ORDER),
+            -len(k.hosts),
+            SEVERITY_RANK.get(k.severity, 9),
+            -len(k.locations),
+            k.key_id,
+            k.fingerprint,
+        ),
+    )
 
 
 def _key_lines(keys: Sequence[FleetKey], now: datetime) -> list[str]:
@@ -522,16 +608,29 @@ def _key_lines(keys: Sequence[FleetKey], now: datetime) -> list[str]:
     rows = [("STATUS", "KEY ID", "OWNER", "HOSTS", "AGE", "REPLACE WITH")]
     for k in keys:
         kind = k.suggestions[0].get("kind") if k.suggestions else None
-        rows.append((_short(k.status, STATUS_W), _short(k.key_id, key_w), _short(owner_name(k), owner_w),
-                     str(len(k.hosts)), age_text(k.age(now)), _short(kind, KIND_W)))
+        rows.append(
+            (
+                _short(k.status, STATUS_W),
+                _short(k.key_id, key_w),
+                _short(owner_name(k), owner_w),
+                str(len(k.hosts)),
+                age_text(k.age(now)),
+                _short(kind, KIND_W),
+            )
+        )
     return table_lines(rows, widths=(STATUS_W, key_w, owner_w, HOSTS_W, AGE_W), right=(3, 4), sep=" ")
 
 
 def _prose(text: object, indent: str, first: str = "") -> list[str]:
     """``text`` as safe prose wrapped to the table width; a long word (a path, an ARN) is never broken."""
-    return textwrap.wrap(safe_text(text), TABLE_WIDTH, initial_indent=indent + first,
-                         subsequent_indent=indent + " " * len(first), break_long_words=False,
-                         break_on_hyphens=False) or [indent + first.rstrip()]
+    return textwrap.wrap(
+        safe_text(text),
+        TABLE_WIDTH,
+        initial_indent=indent + first,
+        subsequent_indent=indent + " " * len(first),
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [indent + first.rstrip()]
 
 
 def _suggestion_lines(s: Mapping[str, Any]) -> list[str]:
@@ -554,13 +653,17 @@ def _suggestion_lines(s: Mapping[str, Any]) -> list[str]:
 
 
 def _details(k: FleetKey, now: datetime) -> list[str]:
-    out = [f"{safe_text(k.key_id)}  {safe_text(k.status)}, severity {safe_text(k.severity)}, on {len(k.hosts)} host(s)",
-           f"  first seen {safe_text(k.first_seen)} ({age_text(k.age(now))} ago), last seen {safe_text(k.last_seen)}"]
+    out = [
+        f"{safe_text(k.key_id)}  {safe_text(k.status)}, severity {safe_text(k.severity)}, on {len(k.hosts)} host(s)",
+        f"  first seen {safe_text(k.first_seen)} ({age_text(k.age(now))} ago), last seen {safe_text(k.last_seen)}",
+    ]
     out.append(f"  owner: {safe_text(k.owner_arn or '-')} (account {safe_text(k.account_id or '?')})")
     if k.deactivated_at:
         out.append(f"  deactivated {safe_text(k.deactivated_at)} by {safe_text(k.deactivated_by or '?')}")
-    out += [f"  at {safe_text(loc.hostname or loc.host_id)} ({safe_text(loc.host_kind)}): {safe_text(loc.place)}"
-            for loc in k.locations]
+    out += [
+        f"  at {safe_text(loc.hostname or loc.host_id)} ({safe_text(loc.host_kind)}): {safe_text(loc.place)}"
+        for loc in k.locations
+    ]
     if k.suggestions:
         out += _suggestion_lines(k.suggestions[0])
         if len(k.suggestions) > 1:
@@ -592,15 +695,22 @@ def write_table(report: FleetReport, out: TextIO, *, details: bool = False) -> N
     shown = keys if details else keys[:TABLE_KEYS]
     lines = _key_lines(shown, report.generated_at)
     if len(shown) < len(keys):
-        lines.append(f"... {len(keys) - len(shown)} more key(s), less urgent: --details (or --format csv) lists "
-                     "every key")
+        lines.append(
+            f"... {len(keys) - len(shown)} more key(s), less urgent: --details (or --format csv) lists every key"
+        )
     if details:
         for k in keys:
             lines += ["", *_details(k, report.generated_at)]
-    hosts = list(report.hosts) if details or len(report.hosts) <= TABLE_HOSTS else \
-        [row for row in report.hosts if row.silent or row.coverage.errors][:TABLE_HOSTS]
-    lines += ["", f"HOST COVERAGE (silent = no heartbeat for {report.silent_after.total_seconds() / 3600:g} h)",
-              coverage_summary(report)]
+    hosts = (
+        list(report.hosts)
+        if details or len(report.hosts) <= TABLE_HOSTS
+        else [row for row in report.hosts if row.silent or row.coverage.errors][:TABLE_HOSTS]
+    )
+    lines += [
+        "",
+        f"HOST COVERAGE (silent = no heartbeat for {report.silent_after.total_seconds() / 3600:g} h)",
+        coverage_summary(report),
+    ]
     rows = [("HOST", "KIND", "AGENT", "LAST HEARTBEAT", "KEYS", "LIVE", "STATE")]
     for row in hosts:
         h = row.coverage
@@ -608,16 +718,30 @@ def write_table(report: FleetReport, out: TextIO, *, details: bool = False) -> N
         if h.errors:
             state += f", {len(h.errors)} error(s)"
         heartbeat = f"{h.last_heartbeat[:16]}Z" if h.last_heartbeat else None  # to the minute
-        rows.append((_short(h.hostname, 22), _short(h.kind, 11), _short(h.agent_version, 10), _short(heartbeat, 17),
-                     str(row.keys), str(row.live_keys), state))
+        rows.append(
+            (
+                _short(h.hostname, 22),
+                _short(h.kind, 11),
+                _short(h.agent_version, 10),
+                _short(heartbeat, 17),
+                str(row.keys),
+                str(row.live_keys),
+                state,
+            )
+        )
     lines += table_lines(rows, widths=(22, 11, 10, 17, 4, 4), right=(4, 5), sep=" ")
     if len(hosts) < len(report.hosts):
-        lines.append(f"... {len(report.hosts) - len(hosts)} more host(s) ({len(hosts)} shown: the silent and those "
-                     "with errors first): --details lists every host")
-    lines += ["", f"{s['keys']} key(s): {s['live_keys']} live, {s['deactivated_keys']} deactivated; in "
-              f"{s['locations']} place(s) on {s['hosts_with_keys']} host(s)",
-              f"{s['hosts']} host(s) known, {s['silent_hosts']} silent; generated {timeutil.iso(report.generated_at)}"
-              + ("" if details else "; --details: each key in full")]
+        lines.append(
+            f"... {len(report.hosts) - len(hosts)} more host(s) ({len(hosts)} shown: the silent and those "
+            "with errors first): --details lists every host"
+        )
+    lines += [
+        "",
+        f"{s['keys']} key(s): {s['live_keys']} live, {s['deactivated_keys']} deactivated; in "
+        f"{s['locations']} place(s) on {s['hosts_with_keys']} host(s)",
+        f"{s['hosts']} host(s) known, {s['silent_hosts']} silent; generated {timeutil.iso(report.generated_at)}"
+        + ("" if details else "; --details: each key in full"),
+    ]
     out.write("\n".join(lines) + "\n")
 
 
@@ -633,7 +757,9 @@ def write_json(report: FleetReport, stream: TextIO) -> None:
     for name, value in report.header().items():
         stream.write(f"  {json.dumps(name)}: {_indented(dumps_json(value, indent=2, nested_in=1), '  ')},\n")
     sections: tuple[tuple[str, Iterable[FleetKey] | Iterable[HostRow]], ...] = (
-        ("keys", report.keys), ("hosts", report.hosts))
+        ("keys", report.keys),
+        ("hosts", report.hosts),
+    )
     for i, (name, items) in enumerate(sections):
         stream.write(f"  {json.dumps(name)}: [")
         sep = "\n    "

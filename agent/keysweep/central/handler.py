@@ -85,8 +85,14 @@ def clamp_times(message: dict[str, Any], at: str, skew: timedelta = CLOCK_SKEW) 
 
 
 class MessageHandler:
-    def __init__(self, store: Store, validator: Validator | None = None, *, senders: SenderMap | None = None,
-                 skew: timedelta = CLOCK_SKEW) -> None:
+    def __init__(
+        self,
+        store: Store,
+        validator: Validator | None = None,
+        *,
+        senders: SenderMap | None = None,
+        skew: timedelta = CLOCK_SKEW,
+    ) -> None:
         self.store = store
         self.validator = validator or message_validator()
         self.senders = senders or SenderMap()
@@ -128,8 +134,7 @@ class MessageHandler:
         if message is None:
             return result, None
         kind = message["type"]
-        clamped = clamp_times(message, origin.sent_at if origin else timeutil.now_iso("milliseconds"),
-                              self.skew)
+        clamped = clamp_times(message, origin.sent_at if origin else timeutil.now_iso("milliseconds"), self.skew)
         reason = self._bind(origin, message["host"]["host_id"]) if origin else None
         if reason:
             return Result(Outcome.REJECTED, kind=kind, reason=reason, clamped=clamped), None

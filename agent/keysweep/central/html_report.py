@@ -21,8 +21,14 @@ from keysweep.central.fleet_report import FleetKey, FleetReport, HostRow, covera
 from keysweep.textsafe import safe_text
 
 STATUS_COLOURS = {
-    "live": "#c62828", "canary": "#6a1b9a", "unknown": "#ef6c00", "wrong_secret": "#8d6e63", "expired": "#78909c",
-    "invalid": "#9e9e9e", "skipped": "#b0bec5", "unverified": "#fbc02d",
+    "live": "#c62828",
+    "canary": "#6a1b9a",
+    "unknown": "#ef6c00",
+    "wrong_secret": "#8d6e63",
+    "expired": "#78909c",
+    "invalid": "#9e9e9e",
+    "skipped": "#b0bec5",
+    "unverified": "#fbc02d",
 }
 OPEN_LIVE_KEYS = 10
 # what one page shows of a large fleet (the JSON and CSV outputs carry everything)
@@ -106,13 +112,17 @@ def bar_chart(name: str, data: Sequence[tuple[str, int]], colour: str, *, width:
     label_w, bar_h, gap, top = 150, 22, 8, 6
     values = [(str(lab), int(v)) for lab, v in data]
     if not values or all(v == 0 for _, v in values):
-        return (f'<svg class="ks-chart" data-chart="{esc(name)}" data-bars="0" role="img" width="{width}" '
-                f'height="40" viewBox="0 0 {width} 40"><text class="empty" x="8" y="24">no data</text></svg>')
+        return (
+            f'<svg class="ks-chart" data-chart="{esc(name)}" data-bars="0" role="img" width="{width}" '
+            f'height="40" viewBox="0 0 {width} 40"><text class="empty" x="8" y="24">no data</text></svg>'
+        )
     top_value = max(v for _, v in values) or 1
     span = width - label_w - 50
     height = top + len(values) * (bar_h + gap)
-    parts = [f'<svg class="ks-chart" data-chart="{esc(name)}" data-bars="{len(values)}" role="img" '
-             f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">']
+    parts = [
+        f'<svg class="ks-chart" data-chart="{esc(name)}" data-bars="{len(values)}" role="img" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}">'
+    ]
     for i, (label, value) in enumerate(values):
         y = top + i * (bar_h + gap)
         w = max(2, round(span * value / top_value)) if value else 0
@@ -152,8 +162,17 @@ def _suggestion(s: Mapping[str, Any]) -> str:
 
 def _key_rows(k: FleetKey, *, open_details: bool = False) -> str:
     shown = list(islice(k.locations, PAGE_LOCATIONS))
-    search = " ".join([k.key_id, k.account_id or "", k.status, k.owner_arn or "", *k.hosts[:PAGE_LOCATIONS],
-                       *(loc.place for loc in shown), *k.compute_kinds]).lower()
+    search = " ".join(
+        [
+            k.key_id,
+            k.account_id or "",
+            k.status,
+            k.owner_arn or "",
+            *k.hosts[:PAGE_LOCATIONS],
+            *(loc.place for loc in shown),
+            *k.compute_kinds,
+        ]
+    ).lower()
     row = (
         f'<tr class="ks-key" data-search="{esc(search)}"><td><code>{esc(k.key_id)}</code></td>'
         f"<td>{esc(k.account_id or '?')}</td><td>{_badge(k.status)}</td><td>{esc(k.owner_arn or '-')}</td>"
@@ -166,15 +185,20 @@ def _key_rows(k: FleetKey, *, open_details: bool = False) -> str:
         for loc in shown
     )
     if len(k.locations) > len(shown):
-        locs += (f'<tr><td colspan="4" class="muted">and {len(k.locations) - len(shown)} more place(s), on '
-                 f"{len(k.hosts)} host(s) in all: the JSON and CSV reports list every place</td></tr>")
-    deact = (f"<p><b>Deactivated</b> {esc(k.deactivated_at)} by {esc(k.deactivated_by)}</p>"
-             if k.deactivated_at else "")
-    suggestions = "".join(_suggestion(s) for s in k.suggestions[:PAGE_SUGGESTIONS]) or \
-        '<p class="muted">No suggestion reported.</p>'
+        locs += (
+            f'<tr><td colspan="4" class="muted">and {len(k.locations) - len(shown)} more place(s), on '
+            f"{len(k.hosts)} host(s) in all: the JSON and CSV reports list every place</td></tr>"
+        )
+    deact = f"<p><b>Deactivated</b> {esc(k.deactivated_at)} by {esc(k.deactivated_by)}</p>" if k.deactivated_at else ""
+    suggestions = (
+        "".join(_suggestion(s) for s in k.suggestions[:PAGE_SUGGESTIONS])
+        or '<p class="muted">No suggestion reported.</p>'
+    )
     if k.suggestions_total > PAGE_SUGGESTIONS:
-        suggestions += (f'<p class="muted">{k.suggestions_total - PAGE_SUGGESTIONS} other host(s) suggest '
-                        "differently: see the JSON report.</p>")
+        suggestions += (
+            f'<p class="muted">{k.suggestions_total - PAGE_SUGGESTIONS} other host(s) suggest '
+            "differently: see the JSON report.</p>"
+        )
     detail = (
         f'<tr class="ks-detail"><td colspan="8"><details{" open" if open_details else ""}><summary>{len(k.locations)} location(s), owner and '
         f"replacement</summary><p><b>Owner:</b> {esc(k.owner_arn or 'unknown')} &middot; <b>fingerprint</b> "
@@ -200,8 +224,10 @@ def page(title: str, heading: str, subtitle: str, body: str) -> str:
     header with ``heading`` and ``subtitle`` (markup, already escaped), ``body`` (markup) and the chart check
     script (which expects at least one chart)."""
     script_hash = base64.b64encode(hashlib.sha256(SCRIPT.encode()).digest()).decode()
-    csp = (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; img-src data:; "
-           "base-uri 'none'; form-action 'none'")
+    csp = (
+        f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; img-src data:; "
+        "base-uri 'none'; form-action 'none'"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{esc(csp)}">
@@ -217,8 +243,9 @@ def page(title: str, heading: str, subtitle: str, body: str) -> str:
 
 def cards(values: Sequence[tuple[str, int, bool]]) -> str:
     """The row of counters at the top of a page: (label, value, alert)."""
-    inner = "".join(f'<div class="card{" alert" if alert else ""}"><b>{v}</b>{esc(label)}</div>'
-                    for label, v, alert in values)
+    inner = "".join(
+        f'<div class="card{" alert" if alert else ""}"><b>{v}</b>{esc(label)}</div>' for label, v, alert in values
+    )
     return f'<div class="cards">{inner}</div>'
 
 
@@ -226,29 +253,45 @@ def render_html(report: FleetReport) -> str:
     s = report.summary()
     generated = report.header()["generated_at"]
     counters = [
-        ("keys found", s["keys"], False), ("live keys", s["live_keys"], s["live_keys"] > 0),
-        ("places", s["locations"], False), ("hosts with live keys", s["hosts_with_live_keys"], False),
-        ("hosts known", s["hosts"], False), ("silent hosts", s["silent_hosts"], s["silent_hosts"] > 0),
+        ("keys found", s["keys"], False),
+        ("live keys", s["live_keys"], s["live_keys"] > 0),
+        ("places", s["locations"], False),
+        ("hosts with live keys", s["hosts_with_live_keys"], False),
+        ("hosts known", s["hosts"], False),
+        ("silent hosts", s["silent_hosts"], s["silent_hosts"] > 0),
     ]
     charts = "".join(
         f"<figure><figcaption>{esc(title)}</figcaption>{bar_chart(name, report.charts.get(name, []), colour)}</figure>"
         for name, title, colour in CHARTS
     )
     # the first live keys are shown unfolded: their places and replacement are what the reader came for
-    keys = "".join(_key_rows(k, open_details=k.status == "live" and i < OPEN_LIVE_KEYS)
-                   for i, k in enumerate(islice(report.keys, PAGE_KEYS))) or \
-        '<tr><td colspan="8">No keys reported.</td></tr>'
+    keys = (
+        "".join(
+            _key_rows(k, open_details=k.status == "live" and i < OPEN_LIVE_KEYS)
+            for i, k in enumerate(islice(report.keys, PAGE_KEYS))
+        )
+        or '<tr><td colspan="8">No keys reported.</td></tr>'
+    )
     if len(report.keys) > PAGE_KEYS:
-        keys += (f'<tr><td colspan="8" class="muted">and {len(report.keys) - PAGE_KEYS} more key(s), less urgent: '
-                 "the JSON and CSV reports list every key</td></tr>")
-    rows = report.hosts if len(report.hosts) <= PAGE_HOSTS else \
-        sorted(report.hosts, key=lambda h: not (h.silent or h.coverage.errors))[:PAGE_HOSTS]
+        keys += (
+            f'<tr><td colspan="8" class="muted">and {len(report.keys) - PAGE_KEYS} more key(s), less urgent: '
+            "the JSON and CSV reports list every key</td></tr>"
+        )
+    rows = (
+        report.hosts
+        if len(report.hosts) <= PAGE_HOSTS
+        else sorted(report.hosts, key=lambda h: not (h.silent or h.coverage.errors))[:PAGE_HOSTS]
+    )
     hosts = "".join(_host_row(h) for h in rows) or '<tr><td colspan="9">No hosts reported.</td></tr>'
     if len(rows) < len(report.hosts):
-        hosts += (f'<tr><td colspan="9" class="muted">and {len(report.hosts) - len(rows)} more host(s) (silent ones '
-                  "and those with errors are shown first): the JSON report lists every host</td></tr>")
-    subtitle = (f"generated {esc(generated)} by keysweep {esc(__version__)}\n&middot; silent = no heartbeat for "
-                f"{report.silent_after.total_seconds() / 3600:g} h")
+        hosts += (
+            f'<tr><td colspan="9" class="muted">and {len(report.hosts) - len(rows)} more host(s) (silent ones '
+            "and those with errors are shown first): the JSON report lists every host</td></tr>"
+        )
+    subtitle = (
+        f"generated {esc(generated)} by keysweep {esc(__version__)}\n&middot; silent = no heartbeat for "
+        f"{report.silent_after.total_seconds() / 3600:g} h"
+    )
     body = f"""{cards(counters)}
 <div class="charts">{charts}</div>
 <section><h2>Keys</h2><input id="ks-filter" type="search" placeholder="filter by key, account, host, path, owner…">

@@ -43,8 +43,10 @@ class OtherCredentials:
             elif c.kind == "ssh-public-key":
                 cmds.append(f"aws iam delete-ssh-public-key --user-name {user} --ssh-public-key-id {c.ident}")
             elif c.kind == "service-specific-credential":
-                cmds.append(f"aws iam delete-service-specific-credential --user-name {user} "
-                            f"--service-specific-credential-id {c.ident}")
+                cmds.append(
+                    f"aws iam delete-service-specific-credential --user-name {user} "
+                    f"--service-specific-credential-id {c.ident}"
+                )
             elif c.kind == "mfa-device":
                 cmds.append(f"aws iam deactivate-mfa-device --user-name {user} --serial-number {c.ident}")
                 if ":mfa/" in c.ident:  # a virtual device is an IAM resource of its own
@@ -53,9 +55,10 @@ class OtherCredentials:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "credentials": [{"kind": c.kind, "id": c.ident, "active": c.active, **({"service": c.service}
-                                                                                   if c.service else {})}
-                            for c in self.items],
+            "credentials": [
+                {"kind": c.kind, "id": c.ident, "active": c.active, **({"service": c.service} if c.service else {})}
+                for c in self.items
+            ],
             "unlisted": list(self.unlisted),
         }
 
@@ -64,8 +67,12 @@ class OtherCredentials:
 _LISTS: dict[str, tuple[str, str, str, str | None]] = {
     "signing-certificate": ("list_signing_certificates", "Certificates", "CertificateId", "Status"),
     "ssh-public-key": ("list_ssh_public_keys", "SSHPublicKeys", "SSHPublicKeyId", "Status"),
-    "service-specific-credential": ("list_service_specific_credentials", "ServiceSpecificCredentials",
-                                    "ServiceSpecificCredentialId", "Status"),
+    "service-specific-credential": (
+        "list_service_specific_credentials",
+        "ServiceSpecificCredentials",
+        "ServiceSpecificCredentialId",
+        "Status",
+    ),
     "mfa-device": ("list_mfa_devices", "MFADevices", "SerialNumber", None),
 }
 

@@ -35,5 +35,11 @@ class KeyState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> KeyState:
-        return cls(str(data["key_id"]), str(data["state"]), str(data["actor"]), str(data["at"]),
-                   str(data.get("source") or "mark"), data.get("note"))
+        return cls(
+            str(data["key_id"]),
+            str(data["state"]),
+            str(data["actor"]),
+            str(data["at"]),
+            str(data.get("source") or "mark"),
+            data.get("note"),
+        )

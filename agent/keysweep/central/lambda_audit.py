@@ -64,8 +64,9 @@ def _targets() -> tuple[list[AccountTarget], Organization | None]:
         own = open_account(AccountTarget(), session_name=SESSION_NAME).account_id
     elif role_name and not accounts:
         raise ConfigError(f"{ROLE_NAME_ENV} needs {ORGANIZATION_ENV}=true or {ACCOUNTS_ENV}")
-    return account_targets(accounts=accounts, role_name=role_name, organization=organization,
-                           own_account=own), organization
+    return account_targets(
+        accounts=accounts, role_name=role_name, organization=organization, own_account=own
+    ), organization
 
 
 def summary(result: AuditResult, export: ExportResult | None) -> dict[str, Any]:
@@ -77,8 +78,9 @@ def summary(result: AuditResult, export: ExportResult | None) -> dict[str, Any]:
         "items": len(result.items),
         "checks": dict(sorted(Counter(i.check for i in result.items).items())),
         "host_keys": len(result.host_keys),
-        "securityhub": None if export is None else {"imported": export.imported, "archived": export.archived,
-                                                    "failed": len(export.failed)},
+        "securityhub": None
+        if export is None
+        else {"imported": export.imported, "archived": export.archived, "failed": len(export.failed)},
     }
 
 
@@ -93,16 +95,18 @@ def handler(event: dict[str, Any] | None = None, context: Any = None) -> dict[st
     finally:
         if store:
             store.close()
-    result = run_audit(targets, AuditOptions(), findings=findings, session_name=SESSION_NAME,
-                       organization=organization)
+    result = run_audit(targets, AuditOptions(), findings=findings, session_name=SESSION_NAME, organization=organization)
     for failed in result.failed_accounts:
         log.error("account %s not audited: %s", failed.account_id, failed.error)
     if len(result.failed_accounts) == len(result.accounts):
         raise AuditError(f"no account could be audited ({len(result.accounts)} tried)")
     export = export_audit(result) if securityhub else None
     if export and export.failed:
-        log.error("Security Hub refused %d finding(s): %s", len(export.failed),
-                  sorted({f.get("ErrorCode", "?") for f in export.failed}))
+        log.error(
+            "Security Hub refused %d finding(s): %s",
+            len(export.failed),
+            sorted({f.get("ErrorCode", "?") for f in export.failed}),
+        )
     out = summary(result, export)
     log.info("audit: %s", out)
     return out

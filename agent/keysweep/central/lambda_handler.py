@@ -35,8 +35,9 @@ def _handler() -> MessageHandler:
     if (table, sender_map) not in _handlers:
         logging.getLogger("keysweep").setLevel(os.environ.get("KEYSWEEP_LOG_LEVEL", "INFO").upper())
         senders = SenderMap.from_json(sender_map)
-        _handlers[(table, sender_map)] = MessageHandler(open_store(f"dynamodb://{table}", create=False),
-                                                        senders=senders)
+        _handlers[(table, sender_map)] = MessageHandler(
+            open_store(f"dynamodb://{table}", create=False), senders=senders
+        )
     return _handlers[(table, sender_map)]
 
 
@@ -75,9 +76,13 @@ def handler(event: dict[str, Any], context: Any = None) -> dict[str, list[dict[s
             counts["stored" if result.changed else "duplicate"] += 1
             continue
         counts[result.outcome.value] += 1
-        log.warning("message %s rejected (%s: %s); left for the dead-letter queue (receive %s)", message_id,
-                    result.outcome.value, result.reason,
-                    (record.get("attributes") or {}).get("ApproximateReceiveCount", "?"))
+        log.warning(
+            "message %s rejected (%s: %s); left for the dead-letter queue (receive %s)",
+            message_id,
+            result.outcome.value,
+            result.reason,
+            (record.get("attributes") or {}).get("ApproximateReceiveCount", "?"),
+        )
         failures.append({"itemIdentifier": message_id})
     log.info("batch of %d: %s", len(event.get("Records", [])), dict(sorted(counts.items())))
     return {"batchItemFailures": failures}

@@ -59,8 +59,11 @@ def read_organization(client: Any = None) -> Organization:
     org = client or aws.make_client("organizations", region="us-east-1")
     try:
         management = org.describe_organization()["Organization"]["MasterAccountId"]
-        accounts = {a["Id"]: a.get("Name", "") for a in _pages(org, "list_accounts", "Accounts")
-                    if (a.get("State") or a.get("Status")) == "ACTIVE"}
+        accounts = {
+            a["Id"]: a.get("Name", "")
+            for a in _pages(org, "list_accounts", "Accounts")
+            if (a.get("State") or a.get("Status")) == "ACTIVE"
+        }
         roots = _pages(org, "list_roots", "Roots")
         root = _unit(org, roots[0]["Id"], "Root", set(accounts)) if roots else None
     except ClientError as exc:
@@ -75,11 +78,17 @@ def _pages(client: Any, op: str, key: str, **kwargs: Any) -> list[dict[str, Any]
 
 
 def _unit(org: Any, ident: str, name: str, active: Set[str], depth: int = 0) -> OrgUnit:
-    accounts = tuple(a["Id"] for a in _pages(org, "list_accounts_for_parent", "Accounts", ParentId=ident)
-                     if a["Id"] in active)
-    children = () if depth >= 5 else tuple(  # AWS allows five levels of OUs below the root
-        _unit(org, ou["Id"], ou.get("Name", ou["Id"]), active, depth + 1)
-        for ou in _pages(org, "list_organizational_units_for_parent", "OrganizationalUnits", ParentId=ident))
+    accounts = tuple(
+        a["Id"] for a in _pages(org, "list_accounts_for_parent", "Accounts", ParentId=ident) if a["Id"] in active
+    )
+    children = (
+        ()
+        if depth >= 5
+        else tuple(  # AWS allows five levels of OUs below the root
+            _unit(org, ou["Id"], ou.get("Name", ou["Id"]), active, depth + 1)
+            for ou in _pages(org, "list_organizational_units_for_parent", "OrganizationalUnits", ParentId=ident)
+        )
+    )
     return OrgUnit(ident, name, accounts, children)
 
 

@@ -26,8 +26,7 @@ from keysweep.cloud.trail import KeyUsage, Source
 
 STEPS = ("replace", "deploy", "confirm-unused", "deactivate", "delete-key", "delete-user")
 # the key's progress (KEY_STATES, which `plan --mark` records) is named after the last step done in order
-_STATE_AFTER = {"deploy": "replaced", "confirm-unused": "unused", "deactivate": "deactivated",
-                "delete-key": "deleted"}
+_STATE_AFTER = {"deploy": "replaced", "confirm-unused": "unused", "deactivate": "deactivated", "delete-key": "deleted"}
 
 DONE, OPEN, UNKNOWN, NOT_NEEDED, WAITING = "done", "open", "unknown", "not-needed", "waiting"
 # audit checks about one key whose commands deactivate or delete it
@@ -88,12 +87,18 @@ class KeyPlan:
     def to_dict(self) -> dict[str, Any]:
         nxt = self.next_step
         return {
-            "key_id": self.key_id, "account_id": self.account_id, "user": self.user, "iam_status": self.iam_status,
-            "state": self.state, "next_step": nxt.name if nxt else None,
+            "key_id": self.key_id,
+            "account_id": self.account_id,
+            "user": self.user,
+            "iam_status": self.iam_status,
+            "state": self.state,
+            "next_step": nxt.name if nxt else None,
             "locations": [{"host": h, "place": p} for h, p in self.locations],
             "cleared_locations": [{"host": h, "place": p} for h, p in self.cleared],
-            "checks": list(self.checks), "steps": [s.to_dict() for s in self.steps],
-            "history": [h.to_dict() for h in self.history], "found_at": self.found_at,
+            "checks": list(self.checks),
+            "steps": [s.to_dict() for s in self.steps],
+            "history": [h.to_dict() for h in self.history],
+            "found_at": self.found_at,
         }
 
 
@@ -112,13 +117,18 @@ class Plan:
             counts[k.state] += 1
         return {
             "generated_at": timeutil.iso(self.options.current_time, "auto"),
-            "iam": self.iam, "quiet_days": self.options.quiet_days, "inactive_days": self.options.inactive_days,
+            "iam": self.iam,
+            "quiet_days": self.options.quiet_days,
+            "inactive_days": self.options.inactive_days,
             "states": {s: counts.get(s, 0) for s in KEY_STATES},
-            "keys": [k.to_dict() for k in self.keys], "notes": list(self.notes), "trail_days": self.trail_days,
+            "keys": [k.to_dict() for k in self.keys],
+            "notes": list(self.notes),
+            "trail_days": self.trail_days,
         }
 
 
 # ---------------------------------------------------------------------------------------------------- facts
+
 
 @dataclass
 class _Facts:
@@ -138,8 +148,9 @@ class _Facts:
         return self.states.get(state)
 
 
-def _cleared(rec: FindingRecord, hosts: Mapping[str, HostRecord], options: PlanOptions,
-             replaced: KeyState | None = None) -> bool:
+def _cleared(
+    rec: FindingRecord, hosts: Mapping[str, HostRecord], options: PlanOptions, replaced: KeyState | None = None
+) -> bool:
     """The host has swept and reported since the place would have been re-reported, or a person marked the key
     replaced after the host last reported it there: the key is no longer there."""
     host = hosts.get(rec.host_id)
@@ -157,8 +168,9 @@ def _user_of(arn: str | None) -> str | None:
     return resource.rsplit("/", 1)[-1] if resource.startswith("user/") else None
 
 
-def _gather(records: Sequence[FindingRecord], audit: AuditResult | None,
-            states: Iterable[KeyState] = ()) -> dict[str, _Facts]:
+def _gather(
+    records: Sequence[FindingRecord], audit: AuditResult | None, states: Iterable[KeyState] = ()
+) -> dict[str, _Facts]:
     facts: dict[str, _Facts] = {}
     recorded: dict[str, dict[str, KeyState]] = defaultdict(dict)
     for st in sorted(states, key=lambda x: x.at):
@@ -215,8 +227,11 @@ def _where(source: Source) -> str:
 def _trail_sources(f: _Facts, since: datetime | None = None) -> list[Source]:
     """The key's CloudTrail sources other than keysweep's own calls (last used at or after ``since``), newest
     first."""
-    found = [s for s in (f.trail.sources.values() if f.trail else ())
-             if since is None or ((t := parse_time(s.last)) is not None and t >= since)]
+    found = [
+        s
+        for s in (f.trail.sources.values() if f.trail else ())
+        if since is None or ((t := parse_time(s.last)) is not None and t >= since)
+    ]
     return sorted(found, key=lambda s: (s.last, s.ip), reverse=True)
 
 
@@ -228,8 +243,13 @@ def _replace(f: _Facts, on_hosts: bool) -> PlanStep:
     elsewhere = [s for s in used if last_seen is None or (parse_time(s.last) or last_seen) > last_seen]
     if not on_hosts and elsewhere:
         why = "no host reports it" if f.records else "no host or cloud resource of the fleet holds it"
-        return PlanStep("replace", OPEN, f"{why}, but CloudTrail shows it used from {len(elsewhere)} address(es) "
-                        f"since, last {_where(elsewhere[0])} at {elsewhere[0].last}: give each a role", attach)
+        return PlanStep(
+            "replace",
+            OPEN,
+            f"{why}, but CloudTrail shows it used from {len(elsewhere)} address(es) "
+            f"since, last {_where(elsewhere[0])} at {elsewhere[0].last}: give each a role",
+            attach,
+        )
     if not on_hosts and not f.records:
         return PlanStep("replace", NOT_NEEDED, "no host or cloud resource of the fleet holds it")
     commands: list[str] = []
@@ -246,8 +266,12 @@ def _replace(f: _Facts, on_hosts: bool) -> PlanStep:
     hosts = sorted({r.hostname or r.host_id for r in f.records})
     more = f" and {len(used) - 3} more address(es) (see the commands)" if len(used) > 3 else ""
     trail = f"; CloudTrail shows it used from {', '.join(_where(s) for s in used[:3])}{more}" if used else ""
-    return PlanStep("replace", OPEN, f"give {', '.join(hosts)} a role with {source}; attach it there{trail}",
-                    tuple(commands) + attach)
+    return PlanStep(
+        "replace",
+        OPEN,
+        f"give {', '.join(hosts)} a role with {source}; attach it there{trail}",
+        tuple(commands) + attach,
+    )
 
 
 def _by_mark(f: _Facts) -> str:
@@ -259,10 +283,12 @@ def _deploy(f: _Facts, locations: Sequence[tuple[str, str]]) -> PlanStep:
     if not locations:
         reason = ("no place holds it" + _by_mark(f)) if f.records else "no host or cloud resource of the fleet holds it"
         return PlanStep("deploy", DONE if f.records else NOT_NEEDED, reason)
-    commands = tuple(f"# on {host}: remove {f.key_id} from {place}, then let the agent sweep again"
-                     for host, place in locations)
-    return PlanStep("deploy", OPEN, f"still at {len(locations)} place(s): switch each to the role and remove the "
-                    "key", commands)
+    commands = tuple(
+        f"# on {host}: remove {f.key_id} from {place}, then let the agent sweep again" for host, place in locations
+    )
+    return PlanStep(
+        "deploy", OPEN, f"still at {len(locations)} place(s): switch each to the role and remove the key", commands
+    )
 
 
 def _confirm_unused(f: _Facts, options: PlanOptions, verified: Sequence[datetime]) -> PlanStep:
@@ -275,8 +301,9 @@ def _confirm_unused(f: _Facts, options: PlanOptions, verified: Sequence[datetime
     recent = _trail_sources(f, options.current_time - quiet)
     if not recent:
         own = f", {f.trail.keysweep_events} call(s) of keysweep's own not counted" if f.trail.keysweep_events else ""
-        return PlanStep(step.name, step.state, f"{step.reason}; CloudTrail: no use in the quiet period{own}",
-                        step.commands)
+        return PlanStep(
+            step.name, step.state, f"{step.reason}; CloudTrail: no use in the quiet period{own}", step.commands
+        )
     last = recent[0]
     when = parse_time(last.last) or options.current_time
     more = f" and {len(recent) - 1} other address(es)" if len(recent) > 1 else ""
@@ -285,8 +312,13 @@ def _confirm_unused(f: _Facts, options: PlanOptions, verified: Sequence[datetime
     if step.state == OPEN:
         return PlanStep(step.name, OPEN, f"{step.reason}; {seen}", step.commands + lookup)
     left = quiet - (options.current_time - when)
-    return PlanStep(step.name, OPEN, f"{seen}: wait until {options.quiet_days} quiet days have passed "
-                    f"({left.days + 1} more day(s)), then look again", step.commands + lookup)
+    return PlanStep(
+        step.name,
+        OPEN,
+        f"{seen}: wait until {options.quiet_days} quiet days have passed "
+        f"({left.days + 1} more day(s)), then look again",
+        step.commands + lookup,
+    )
 
 
 def _confirm_unused_iam(f: _Facts, options: PlanOptions, verified: Sequence[datetime]) -> PlanStep:
@@ -296,8 +328,9 @@ def _confirm_unused_iam(f: _Facts, options: PlanOptions, verified: Sequence[date
     if not f.judged_by_iam:
         mark = f.marked("unused")
         if mark is not None:
-            return PlanStep("confirm-unused", DONE, f"marked unused by {mark.actor} at {mark.at} (not checked: "
-                            f"{NO_IAM})")
+            return PlanStep(
+                "confirm-unused", DONE, f"marked unused by {mark.actor} at {mark.at} (not checked: {NO_IAM})"
+            )
         return PlanStep("confirm-unused", UNKNOWN, f"last use cannot be judged: {NO_IAM}", check)
     if f.last_used is None:
         return PlanStep("confirm-unused", DONE, "never used")
@@ -308,9 +341,13 @@ def _confirm_unused_iam(f: _Facts, options: PlanOptions, verified: Sequence[date
     if quiet_since >= timedelta(days=options.quiet_days):
         return PlanStep("confirm-unused", DONE, f"unused since {_day(f.last_used)} ({quiet_since.days} days)")
     left = timedelta(days=options.quiet_days) - quiet_since
-    return PlanStep("confirm-unused", OPEN, f"used {_day(f.last_used)} ({f.last_used_service or '?'}): wait until "
-                    f"{options.quiet_days} quiet days have passed ({left.days + 1} more day(s)), then look again",
-                    check)
+    return PlanStep(
+        "confirm-unused",
+        OPEN,
+        f"used {_day(f.last_used)} ({f.last_used_service or '?'}): wait until "
+        f"{options.quiet_days} quiet days have passed ({left.days + 1} more day(s)), then look again",
+        check,
+    )
 
 
 def _deactivate(f: _Facts) -> PlanStep:
@@ -344,13 +381,21 @@ def _delete_key(f: _Facts, options: PlanOptions) -> PlanStep:
     command = (f"aws iam delete-access-key --user-name {f.user} --access-key-id {f.key_id}",)
     since = _inactive_since(f)
     if since is None:
-        return PlanStep("delete-key", WAITING, f"inactive since a time keysweep did not record; the "
-                        f"{options.inactive_days}-day wait counts from when it is recorded (keysweep plan --mark "
-                        f"{f.key_id} deactivated)")
+        return PlanStep(
+            "delete-key",
+            WAITING,
+            f"inactive since a time keysweep did not record; the "
+            f"{options.inactive_days}-day wait counts from when it is recorded (keysweep plan --mark "
+            f"{f.key_id} deactivated)",
+        )
     days = (options.current_time - since).days
     if days < options.inactive_days:
-        return PlanStep("delete-key", WAITING, f"inactive since {_day(since)}: {options.inactive_days - days} more "
-                        f"day(s) of the {options.inactive_days}-day wait before deleting")
+        return PlanStep(
+            "delete-key",
+            WAITING,
+            f"inactive since {_day(since)}: {options.inactive_days - days} more "
+            f"day(s) of the {options.inactive_days}-day wait before deleting",
+        )
     return PlanStep("delete-key", OPEN, f"inactive since {_day(since)} ({days} days)", command)
 
 
@@ -358,16 +403,25 @@ def _delete_user(f: _Facts, user_items: Mapping[tuple[str, str], AuditItem]) -> 
     if not f.judged_by_iam or not f.user:
         return PlanStep("delete-user", UNKNOWN, f"cannot be judged: {NO_IAM}")
     if f.iam_status != "deleted":
-        return PlanStep("delete-user", WAITING, f"judged once the key is deleted: {f.user} goes only when it has "
-                        "no credential left")
+        return PlanStep(
+            "delete-user", WAITING, f"judged once the key is deleted: {f.user} goes only when it has no credential left"
+        )
     item = user_items.get((f.account_id or "", f.user))
     if item is None:
-        return PlanStep("delete-user", NOT_NEEDED, f"the audit does not list {f.user} as without credentials: it "
-                        "still holds one (an active key, a console password, another credential) or is gone")
+        return PlanStep(
+            "delete-user",
+            NOT_NEEDED,
+            f"the audit does not list {f.user} as without credentials: it "
+            "still holds one (an active key, a console password, another credential) or is gone",
+        )
     if not item.commands:
         return PlanStep("delete-user", WAITING, item.action)
-    return PlanStep("delete-user", OPEN, f"{f.user} has no credentials left; its inline policies are saved to "
-                    "files before they are deleted", item.commands)
+    return PlanStep(
+        "delete-user",
+        OPEN,
+        f"{f.user} has no credentials left; its inline policies are saved to files before they are deleted",
+        item.commands,
+    )
 
 
 def _in_order(steps: Sequence[PlanStep]) -> tuple[PlanStep, ...]:
@@ -389,6 +443,7 @@ def _day(when: datetime) -> str:
 
 # ---------------------------------------------------------------------------------------------------- entry point
 
+
 def build_plan(
     records: Iterable[FindingRecord],
     hosts: Iterable[HostRecord],
@@ -409,8 +464,9 @@ def build_plan(
     for st in states:
         by_key[st.key_id].append(st)
     facts = _gather(records, audit, states)
-    user_items = {(i.account_id, i.user or ""): i for i in (audit.items if audit else ())
-                  if i.check == "user-without-credentials"}
+    user_items = {
+        (i.account_id, i.user or ""): i for i in (audit.items if audit else ()) if i.check == "user-without-credentials"
+    }
     plans: list[KeyPlan] = []
     for key_id, f in sorted(facts.items()):
         f.trail = (trail or {}).get(key_id)
@@ -420,15 +476,38 @@ def build_plan(
             places[where] = places.get(where, False) or not _cleared(rec, by_host, options, f.marked("replaced"))
         held = tuple(sorted(p for p, still in places.items() if still))
         cleared = tuple(sorted(p for p, still in places.items() if not still))
-        steps = [_replace(f, bool(held)), _deploy(f, held), _confirm_unused(f, options, verified.get(key_id, ())),
-                 _deactivate(f), _delete_key(f, options), _delete_user(f, user_items)]
+        steps = [
+            _replace(f, bool(held)),
+            _deploy(f, held),
+            _confirm_unused(f, options, verified.get(key_id, ())),
+            _deactivate(f),
+            _delete_key(f, options),
+            _delete_user(f, user_items),
+        ]
         history = tuple(sorted(by_key.get(key_id, ()), key=lambda x: (x.at, x.state)))
         found = min([r.first_seen for r in f.records] + [h.at for h in history], default=None)
-        plans.append(KeyPlan(key_id, f.account_id, f.user, f.iam_status, held, cleared,
-                             tuple(dict.fromkeys(i.check for i in f.items)), _in_order(steps), history, found))
-    notes = [] if audit is not None else [
-        "No IAM facts: confirm-unused, deactivate, delete-key and delete-user cannot be judged. Run with "
-        "credentials that may read IAM (or --account/--role-name, --organization)."]
+        plans.append(
+            KeyPlan(
+                key_id,
+                f.account_id,
+                f.user,
+                f.iam_status,
+                held,
+                cleared,
+                tuple(dict.fromkeys(i.check for i in f.items)),
+                _in_order(steps),
+                history,
+                found,
+            )
+        )
+    notes = (
+        []
+        if audit is not None
+        else [
+            "No IAM facts: confirm-unused, deactivate, delete-key and delete-user cannot be judged. Run with "
+            "credentials that may read IAM (or --account/--role-name, --organization)."
+        ]
+    )
     if audit is not None:
         notes += [f"account {a.account_id} not audited: {a.error}" for a in audit.failed_accounts]
     return Plan(tuple(plans), options, audit is not None, tuple(notes), trail_days=trail_days)
@@ -444,8 +523,11 @@ def observed_states(plan: Plan, actor: str, at: str) -> list[KeyState]:
         seen: list[str] = []
         if key.cleared and not key.locations:
             seen.append("replaced")
-        if plan.iam and steps["confirm-unused"].state == DONE and not steps["confirm-unused"].reason.startswith(
-                "marked"):
+        if (
+            plan.iam
+            and steps["confirm-unused"].state == DONE
+            and not steps["confirm-unused"].reason.startswith("marked")
+        ):
             seen.append("unused")
         if key.iam_status in ("Inactive", "deleted"):
             seen.append("deactivated")

@@ -155,10 +155,26 @@ class FindingSummary:
     @classmethod
     def of(cls, rec: FindingRecord) -> FindingSummary:
         return cls(
-            rec.finding_fingerprint, rec.fingerprint, rec.key_id, rec.key_type, rec.account_id, rec.owner_arn,
-            rec.severity, rec.host_id, rec.hostname, rec.host_kind, rec.location, rec.first_seen, rec.last_seen,
-            rec.status, rec.verified_at, rec.version, rec.received_first,
-            suggestion_kind(rec.suggestion), suggestion_digest(rec.suggestion), rec.deactivated_by,
+            rec.finding_fingerprint,
+            rec.fingerprint,
+            rec.key_id,
+            rec.key_type,
+            rec.account_id,
+            rec.owner_arn,
+            rec.severity,
+            rec.host_id,
+            rec.hostname,
+            rec.host_kind,
+            rec.location,
+            rec.first_seen,
+            rec.last_seen,
+            rec.status,
+            rec.verified_at,
+            rec.version,
+            rec.received_first,
+            suggestion_kind(rec.suggestion),
+            suggestion_digest(rec.suggestion),
+            rec.deactivated_by,
             rec.deactivated_at,
         )
 
@@ -221,9 +237,15 @@ class HostRecord:
 
 
 def _history_entry(verification: Mapping[str, Any], at: str) -> dict[str, Any]:
-    return {"status": verification["status"], "at": at, "last_at": at, "arn": verification.get("arn"),
-            "reason": verification.get("reason"), "request_id": verification.get("request_id"),
-            "last_request_id": verification.get("request_id")}
+    return {
+        "status": verification["status"],
+        "at": at,
+        "last_at": at,
+        "arn": verification.get("arn"),
+        "reason": verification.get("reason"),
+        "request_id": verification.get("request_id"),
+        "last_request_id": verification.get("request_id"),
+    }
 
 
 def insert_history(history: Sequence[dict[str, Any]], entry: dict[str, Any]) -> tuple[dict[str, Any], ...]:
@@ -355,13 +377,23 @@ def merge_host(existing: HostRecord | None, message: Mapping[str, Any], origin: 
     merged = existing
     if version > existing.version:
         merged = dataclasses.replace(
-            merged, hostname=fresh.hostname, kind=fresh.kind, agent_version=fresh.agent_version,
-            agent_mode=fresh.agent_mode, host=fresh.host, version=version, sender=fresh.sender,
+            merged,
+            hostname=fresh.hostname,
+            kind=fresh.kind,
+            agent_version=fresh.agent_version,
+            agent_mode=fresh.agent_mode,
+            host=fresh.host,
+            version=version,
+            sender=fresh.sender,
         )
     if is_heartbeat and (existing.heartbeat_version is None or version > existing.heartbeat_version):
         merged = dataclasses.replace(
-            merged, last_heartbeat=sent, heartbeat_version=version, last_sweep=fresh.last_sweep,
-            errors=fresh.errors, spool=fresh.spool,
+            merged,
+            last_heartbeat=sent,
+            heartbeat_version=version,
+            last_sweep=fresh.last_sweep,
+            errors=fresh.errors,
+            spool=fresh.spool,
         )
     return dataclasses.replace(
         merged, first_seen=min(existing.first_seen, sent), last_message_at=max(existing.last_message_at, sent)

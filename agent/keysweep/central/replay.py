@@ -87,12 +87,21 @@ class ReplayStats:
     refused: int = 0  # valid, but the store refused it for its own content
     internal_errors: int = 0
     store_errors: int = 0
-    stopped_at_line: int | None = None  # the store failed (or a stop was asked) here: this line and later ones not applied
+    stopped_at_line: int | None = (
+        None  # the store failed (or a stop was asked) here: this line and later ones not applied
+    )
 
     @property
     def skipped(self) -> int:
-        return (self.malformed + self.not_utf8 + self.too_long + self.unknown_version + self.rejected_sender
-                + self.refused + self.internal_errors)
+        return (
+            self.malformed
+            + self.not_utf8
+            + self.too_long
+            + self.unknown_version
+            + self.rejected_sender
+            + self.refused
+            + self.internal_errors
+        )
 
     def to_dict(self) -> dict[str, int | None]:
         return asdict(self)
@@ -118,9 +127,15 @@ def unwrap(text: str) -> tuple[str, Mapping[str, Any] | None]:
 
 
 class Replayer:
-    def __init__(self, handler: MessageHandler, *, attribution: Attribution = Attribution.ENVELOPE,
-                 sender: str | None = None, should_stop: Callable[[], bool] | None = None,
-                 batch_lines: int = BATCH_LINES) -> None:
+    def __init__(
+        self,
+        handler: MessageHandler,
+        *,
+        attribution: Attribution = Attribution.ENVELOPE,
+        sender: str | None = None,
+        should_stop: Callable[[], bool] | None = None,
+        batch_lines: int = BATCH_LINES,
+    ) -> None:
         if (attribution is Attribution.SENDER) != bool(sender):
             raise ValueError("a sender is given exactly when every line is attributed to it")
         self.handler = handler

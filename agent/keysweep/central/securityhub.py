@@ -71,8 +71,9 @@ def _principal(owner_arn: str | None) -> tuple[str | None, str | None]:
     return None, resource.rsplit("/", 1)[-1]
 
 
-def to_asff(key: FleetKey, *, account_id: str, region: str, partition: str = "aws",
-            now: datetime | None = None) -> dict[str, Any]:
+def to_asff(
+    key: FleetKey, *, account_id: str, region: str, partition: str = "aws", now: datetime | None = None
+) -> dict[str, Any]:
     """The ASFF finding for one key. ``account_id``/``region``: where Security Hub receives it."""
     stamp = timeutil.iso(now or timeutil.now())
     archived = bool(key.deactivated_at) or key.status in _CLOSED
@@ -86,17 +87,32 @@ def to_asff(key: FleetKey, *, account_id: str, region: str, partition: str = "aw
         access_key["PrincipalType"] = principal_type
     if principal_name:
         access_key["PrincipalName"] = principal_name
-    resources: list[dict[str, Any]] = [{
-        "Type": "AwsIamAccessKey", "Id": f"AWS::IAM::AccessKey:{key.key_id}", "Partition": partition,
-        "Region": region, "Details": {"AwsIamAccessKey": access_key},
-    }]
-    for loc in key.locations[: MAX_RESOURCES - 1]:
-        resources.append({
-            "Type": "Other", "Id": _cut(f"keysweep-host/{loc.host_id}/{loc.place}", 512), "Partition": partition,
+    resources: list[dict[str, Any]] = [
+        {
+            "Type": "AwsIamAccessKey",
+            "Id": f"AWS::IAM::AccessKey:{key.key_id}",
+            "Partition": partition,
             "Region": region,
-            "Details": {"Other": {"hostname": _cut(loc.hostname, 1024), "host_kind": loc.host_kind,
-                                  "place": _cut(loc.place, 1024), "last_seen": loc.last_seen}},
-        })
+            "Details": {"AwsIamAccessKey": access_key},
+        }
+    ]
+    for loc in key.locations[: MAX_RESOURCES - 1]:
+        resources.append(
+            {
+                "Type": "Other",
+                "Id": _cut(f"keysweep-host/{loc.host_id}/{loc.place}", 512),
+                "Partition": partition,
+                "Region": region,
+                "Details": {
+                    "Other": {
+                        "hostname": _cut(loc.hostname, 1024),
+                        "host_kind": loc.host_kind,
+                        "place": _cut(loc.place, 1024),
+                        "last_seen": loc.last_seen,
+                    }
+                },
+            }
+        )
     suggestion = key.suggestions[0] if key.suggestions else {}
     recommendation = suggestion.get("summary") or "Replace the key with a role, then deactivate and delete it."
     finding: dict[str, Any] = {
@@ -111,15 +127,23 @@ def to_asff(key: FleetKey, *, account_id: str, region: str, partition: str = "aw
         "CreatedAt": _iso(key.first_seen, stamp),
         "UpdatedAt": stamp,
         "Severity": {"Label": "INFORMATIONAL" if archived else _SEVERITY.get(key.severity, "HIGH")},
-        "Title": _cut(f"{'Live' if key.status == 'live' else 'Former'} long-lived AWS access key {key.key_id} "
-                      f"on {len(hosts)} host(s)", 256),
+        "Title": _cut(
+            f"{'Live' if key.status == 'live' else 'Former'} long-lived AWS access key {key.key_id} "
+            f"on {len(hosts)} host(s)",
+            256,
+        ),
         "Description": _cut(
             f"keysweep found the access key {key.key_id} (account {key.account_id or 'unknown'}, owner "
-            f"{key.owner_arn or 'unknown'}, status {key.status}) in {len(key.locations)} place(s): {places}", 1024),
+            f"{key.owner_arn or 'unknown'}, status {key.status}) in {len(key.locations)} place(s): {places}",
+            1024,
+        ),
         "Remediation": {"Recommendation": {"Text": _cut(str(recommendation), 512)}},
         "ProductFields": {
-            "ProviderName": "keysweep", "ProviderVersion": __version__, "keysweep/status": key.status,
-            "keysweep/fingerprint": key.fingerprint, "keysweep/hosts": str(len(hosts)),
+            "ProviderName": "keysweep",
+            "ProviderVersion": __version__,
+            "keysweep/status": key.status,
+            "keysweep/fingerprint": key.fingerprint,
+            "keysweep/hosts": str(len(hosts)),
             "keysweep/key_account": key.account_id or "unknown",
         },
         "CompanyName": "keysweep",
@@ -143,7 +167,7 @@ def import_findings(client: Any, findings: Sequence[dict[str, Any]]) -> ExportRe
     imported = archived = 0
     failed: list[dict[str, str]] = []
     for start in range(0, len(findings), MAX_BATCH):
-        batch = list(findings[start:start + MAX_BATCH])
+        batch = list(findings[start : start + MAX_BATCH])
         try:
             resp = client.batch_import_findings(Findings=batch)
         except ClientError as exc:
@@ -153,8 +177,14 @@ def import_findings(client: Any, findings: Sequence[dict[str, Any]]) -> ExportRe
         except BotoCoreError as exc:
             raise SecurityHubError(f"Security Hub unreachable: {type(exc).__name__}") from None
         refused = {f.get("Id", ""): f for f in resp.get("FailedFindings", [])}
-        failed.extend({"Id": str(f.get("Id", "")), "ErrorCode": str(f.get("ErrorCode", "")),
-                       "ErrorMessage": _cut(str(f.get("ErrorMessage", "")), 300)} for f in refused.values())
+        failed.extend(
+            {
+                "Id": str(f.get("Id", "")),
+                "ErrorCode": str(f.get("ErrorCode", "")),
+                "ErrorMessage": _cut(str(f.get("ErrorMessage", "")), 300),
+            }
+            for f in refused.values()
+        )
         for f in batch:
             if f["Id"] not in refused:
                 if f.get("RecordState") == "ARCHIVED":
@@ -179,13 +209,16 @@ def _hub(region: str | None) -> tuple[Any, str, str]:
 def export_report(report: FleetReport, *, region: str | None = None) -> ExportResult:
     """Send the report's live (and newly closed) keys to Security Hub in keysweep's own account and region."""
     client, account, partition = _hub(region)
-    findings = [to_asff(k, account_id=account, region=client.meta.region_name, partition=partition,
-                        now=report.generated_at) for k in exportable(report.keys)]
+    findings = [
+        to_asff(k, account_id=account, region=client.meta.region_name, partition=partition, now=report.generated_at)
+        for k in exportable(report.keys)
+    ]
     return import_findings(client, findings)
 
 
-def audit_item_to_asff(item: AuditItem, *, account_id: str, region: str, partition: str = "aws",
-                       now: datetime | None = None) -> dict[str, Any]:
+def audit_item_to_asff(
+    item: AuditItem, *, account_id: str, region: str, partition: str = "aws", now: datetime | None = None
+) -> dict[str, Any]:
     """The ASFF finding for one audit item; its id names the audited account, the check and the key or user, so
     the next audit updates the same finding."""
     stamp = timeutil.iso(now or timeutil.now())
@@ -194,11 +227,16 @@ def audit_item_to_asff(item: AuditItem, *, account_id: str, region: str, partiti
         details: dict[str, Any] = {"AccessKeyId": item.key_id, "AccountId": item.account_id, "PrincipalType": "IAMUser"}
         if item.user:
             details["PrincipalName"] = item.user
-        resource = {"Type": "AwsIamAccessKey", "Id": f"AWS::IAM::AccessKey:{item.key_id}",
-                    "Details": {"AwsIamAccessKey": details}}
+        resource = {
+            "Type": "AwsIamAccessKey",
+            "Id": f"AWS::IAM::AccessKey:{item.key_id}",
+            "Details": {"AwsIamAccessKey": details},
+        }
     else:
-        resource = {"Type": "AwsIamUser" if item.user and item.user != "<root_account>" else "AwsAccount",
-                    "Id": item.arn or f"AWS::::Account:{item.account_id}"}
+        resource = {
+            "Type": "AwsIamUser" if item.user and item.user != "<root_account>" else "AwsAccount",
+            "Id": item.arn or f"AWS::::Account:{item.account_id}",
+        }
     commands = "\n".join(item.commands)
     finding: dict[str, Any] = {
         "SchemaVersion": ASFF_SCHEMA_VERSION,
@@ -214,8 +252,11 @@ def audit_item_to_asff(item: AuditItem, *, account_id: str, region: str, partiti
         "Description": _cut(item.summary, 1024),
         "Remediation": {"Recommendation": {"Text": _cut(item.action, 512)}},
         "ProductFields": {
-            "ProviderName": "keysweep", "ProviderVersion": __version__, "keysweep/check": item.check,
-            "keysweep/account": item.account_id, "keysweep/commands": _cut(commands, 2048) if commands else "none",
+            "ProviderName": "keysweep",
+            "ProviderVersion": __version__,
+            "keysweep/check": item.check,
+            "keysweep/account": item.account_id,
+            "keysweep/commands": _cut(commands, 2048) if commands else "none",
         },
         "CompanyName": "keysweep",
         "ProductName": "keysweep",
@@ -229,14 +270,19 @@ def audit_item_to_asff(item: AuditItem, *, account_id: str, region: str, partiti
 def _active_audit_findings(client: Any, accounts: set[str]) -> list[dict[str, Any]]:
     """Audit findings imported earlier, still ACTIVE, of the accounts audited now (the filter is applied here
     too: an endpoint may ignore it)."""
-    filters = {"GeneratorId": [{"Value": AUDIT_GENERATOR_PREFIX, "Comparison": "PREFIX"}],
-               "RecordState": [{"Value": "ACTIVE", "Comparison": "EQUALS"}]}
+    filters = {
+        "GeneratorId": [{"Value": AUDIT_GENERATOR_PREFIX, "Comparison": "PREFIX"}],
+        "RecordState": [{"Value": "ACTIVE", "Comparison": "EQUALS"}],
+    }
     found: list[dict[str, Any]] = []
     for page in client.get_paginator("get_findings").paginate(Filters=filters):
-        found.extend(f for f in page.get("Findings", [])
-                     if str(f.get("GeneratorId", "")).startswith(AUDIT_GENERATOR_PREFIX)
-                     and f.get("RecordState", "ACTIVE") == "ACTIVE"
-                     and f.get("ProductFields", {}).get("keysweep/account") in accounts)
+        found.extend(
+            f
+            for f in page.get("Findings", [])
+            if str(f.get("GeneratorId", "")).startswith(AUDIT_GENERATOR_PREFIX)
+            and f.get("RecordState", "ACTIVE") == "ACTIVE"
+            and f.get("ProductFields", {}).get("keysweep/account") in accounts
+        )
     return found
 
 
@@ -245,8 +291,10 @@ def export_audit(result: AuditResult, *, region: str | None = None, now: datetim
     audit no longer finds (the key was deleted, the user removed) is sent ARCHIVED, so its finding closes."""
     client, account, partition = _hub(region)
     stamp_at = now or timeutil.now()
-    current = [audit_item_to_asff(i, account_id=account, region=client.meta.region_name, partition=partition,
-                                  now=stamp_at) for i in result.items]
+    current = [
+        audit_item_to_asff(i, account_id=account, region=client.meta.region_name, partition=partition, now=stamp_at)
+        for i in result.items
+    ]
     audited = {a.account_id for a in result.accounts if not a.error}
     ids = {f["Id"] for f in current}
     try:

@@ -76,8 +76,13 @@ class SenderMap:
         for name, hosts in raw.items():
             if isinstance(hosts, str):
                 hosts = [hosts]
-            if not isinstance(name, str) or not name or not isinstance(hosts, list) or not hosts or not all(
-                    isinstance(h, str) and h for h in hosts):
+            if (
+                not isinstance(name, str)
+                or not name
+                or not isinstance(hosts, list)
+                or not hosts
+                or not all(isinstance(h, str) and h for h in hosts)
+            ):
                 raise ConfigError(f"{source}: principals.{name}: expected a list of host ids or patterns")
             principals[name] = tuple(hosts)
         roles = data.get("instance_roles") or []
@@ -106,8 +111,9 @@ class SenderMap:
 
     def _entries(self, sender: str) -> list[tuple[str, ...]]:
         ident = principal(sender)
-        return [hosts for name, hosts in self.principals.items()
-                if fnmatchcase(sender, name) or fnmatchcase(ident, name)]
+        return [
+            hosts for name, hosts in self.principals.items() if fnmatchcase(sender, name) or fnmatchcase(ident, name)
+        ]
 
     def bind(self, sender: str, host_id: str) -> Binding:
         instance = _INSTANCE_SESSION.match(sender)
@@ -125,8 +131,10 @@ class SenderMap:
         if self.unmapped == "reject":
             return Binding(reason=f"sender {sender} is not in the sender map")
         if _INSTANCE_ID.match(host_id):
-            return Binding(reason=f"sender {sender} may not claim an EC2 instance id (only the instance's own role "
-                                  "session or the sender map)")
+            return Binding(
+                reason=f"sender {sender} may not claim an EC2 instance id (only the instance's own role "
+                "session or the sender map)"
+            )
         if any(fnmatchcase(host_id, pattern) for hosts in self.principals.values() for pattern in hosts):
             return Binding(reason=f"the sender map gives this host id to another sender than {sender}")
         return Binding(owner=principal(sender))

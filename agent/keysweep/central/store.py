@@ -69,8 +69,7 @@ class Store(Protocol):
         """Every host record, in no particular order."""
         ...
 
-    def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
-        ...
+    def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None: ...
 
     def record_deactivation(self, key_id: str, actor: str, at: str) -> None:
         """Remember that ``actor`` set ``key_id`` Inactive at ``at``; shown on every finding of that key."""
@@ -84,8 +83,7 @@ class Store(Protocol):
         """Every key state recorded, by key id then time."""
         ...
 
-    def close(self) -> None:
-        ...
+    def close(self) -> None: ...
 
 
 class BatchStore(Store, Protocol):
@@ -116,7 +114,7 @@ def open_store(url_or_path: str, *, create: bool = True) -> Store:
         return DynamoDBStore(table, region=region, create=create)
     from keysweep.central.store_sqlite import SQLiteStore
 
-    path = url_or_path[len("sqlite://"):] if url_or_path.startswith("sqlite://") else url_or_path
+    path = url_or_path[len("sqlite://") :] if url_or_path.startswith("sqlite://") else url_or_path
     if not path:
         raise ConfigError(f"store URL {url_or_path!r}: no database path")
     return SQLiteStore(path, create=create)
@@ -128,8 +126,10 @@ def finding_summaries(store: Store) -> Iterator[FindingSummary]:
     if method is not None:
         yield from method()
         return
-    yield from sorted((FindingSummary.of(r) for r in store.iter_findings()),
-                      key=lambda s: (s.fingerprint, s.host_id, s.finding_fingerprint))
+    yield from sorted(
+        (FindingSummary.of(r) for r in store.iter_findings()),
+        key=lambda s: (s.fingerprint, s.host_id, s.finding_fingerprint),
+    )
 
 
 def key_findings(store: Store, fingerprint: str) -> Iterator[FindingRecord]:
@@ -138,12 +138,15 @@ def key_findings(store: Store, fingerprint: str) -> Iterator[FindingRecord]:
     if method is not None:
         yield from method(fingerprint)
         return
-    yield from sorted((r for r in store.iter_findings() if r.fingerprint == fingerprint),
-                      key=lambda r: (r.host_id, r.finding_fingerprint))
+    yield from sorted(
+        (r for r in store.iter_findings() if r.fingerprint == fingerprint),
+        key=lambda r: (r.host_id, r.finding_fingerprint),
+    )
 
 
-def apply_messages(store: Store, items: Sequence[tuple[Mapping[str, Any], Origin | None]]
-                   ) -> list[bool | MessageRefused]:
+def apply_messages(
+    store: Store, items: Sequence[tuple[Mapping[str, Any], Origin | None]]
+) -> list[bool | MessageRefused]:
     """:meth:`Store.apply_messages`, or one message at a time for a backend without it."""
     method = getattr(store, "apply_messages", None)
     if method is not None:

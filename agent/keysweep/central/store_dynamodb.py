@@ -108,9 +108,15 @@ def _key_part(host_id: str) -> str:
 
 def finding_attributes(record: FindingRecord) -> dict[str, Any]:
     """A finding item's attributes beside its keys, ``rev`` and ``data``."""
-    return {"type": {"S": "finding"}, "key_id": {"S": record.key_id}, "fingerprint": {"S": record.fingerprint},
-            "host_id": {"S": record.host_id}, "status": {"S": record.status or "none"},
-            "last_seen": {"S": record.last_seen}, **finding_index(record)}
+    return {
+        "type": {"S": "finding"},
+        "key_id": {"S": record.key_id},
+        "fingerprint": {"S": record.fingerprint},
+        "host_id": {"S": record.host_id},
+        "status": {"S": record.status or "none"},
+        "last_seen": {"S": record.last_seen},
+        **finding_index(record),
+    }
 
 
 def finding_index(record: FindingRecord) -> dict[str, Any]:
@@ -144,8 +150,11 @@ def _error(table: str, exc: Exception) -> StoreError:
 class DynamoDBStore:
     def __init__(self, table: str, *, region: str | None = None, create: bool = True) -> None:
         self.table = table
-        self._ddb = make_client("dynamodb", region=region, config=client_config(
-            read_timeout=20.0, max_attempts=5, max_pool_connections=max(10, SCAN_SEGMENTS + 2)))
+        self._ddb = make_client(
+            "dynamodb",
+            region=region,
+            config=client_config(read_timeout=20.0, max_attempts=5, max_pool_connections=max(10, SCAN_SEGMENTS + 2)),
+        )
         self._indexed: bool | None = None  # whether reads may trust the index (known on the first read)
         try:
             self._ensure_table(create)
@@ -166,8 +175,11 @@ class DynamoDBStore:
         try:
             self._ddb.create_table(
                 TableName=self.table,
-                AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                      {"AttributeName": "sk", "AttributeType": "S"}, *INDEX_ATTRIBUTES],
+                AttributeDefinitions=[
+                    {"AttributeName": "pk", "AttributeType": "S"},
+                    {"AttributeName": "sk", "AttributeType": "S"},
+                    *INDEX_ATTRIBUTES,
+                ],
                 KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
                 GlobalSecondaryIndexes=[INDEX_DEFINITION],
                 BillingMode="PAY_PER_REQUEST",
@@ -180,8 +192,7 @@ class DynamoDBStore:
             created = False
         self._ddb.get_waiter("table_exists").wait(TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
         if created:  # empty, and every item written from now on carries the index's attributes
-            self._ddb.put_item(TableName=self.table, Item={**_LAYOUT, "type": {"S": "meta"},
-                                                           "indexed": {"S": INDEX}})
+            self._ddb.put_item(TableName=self.table, Item={**_LAYOUT, "type": {"S": "meta"}, "indexed": {"S": INDEX}})
 
     # -- writes ----------------------------------------------------------------------------------------------
 
@@ -209,7 +220,8 @@ class DynamoDBStore:
                 put = {**key, **attributes(new), "rev": {"N": str(rev + 1)}, "data": {"B": blob}}
                 condition: dict[str, Any] = (
                     {"ConditionExpression": "rev = :rev", "ExpressionAttributeValues": {":rev": {"N": str(rev)}}}
-                    if item else {"ConditionExpression": "attribute_not_exists(pk)"}
+                    if item
+                    else {"ConditionExpression": "attribute_not_exists(pk)"}
                 )
                 try:
                     self._ddb.put_item(TableName=self.table, Item=put, **condition)
@@ -227,7 +239,9 @@ class DynamoDBStore:
         # the host first: a key DynamoDB refuses (too long) then fails the message before any finding is written
         host_changed = self._merge_host(message, origin)
         changed = self._merge_item(
-            f"HOST#{host_id}", f"FINDING#{fp}", FindingRecord.from_dict,
+            f"HOST#{host_id}",
+            f"FINDING#{fp}",
+            FindingRecord.from_dict,
             lambda old: merge_finding(old or self._legacy_finding(host_id, fp), message, origin),
             finding_attributes,
         )
@@ -235,8 +249,9 @@ class DynamoDBStore:
 
     def _legacy_finding(self, host_id: str, fp: str) -> FindingRecord | None:
         """The record of this host and place in the layout before per-host records, to carry its history over."""
-        item = self._ddb.get_item(TableName=self.table, ConsistentRead=True,
-                                  Key={"pk": {"S": f"FINDING#{fp}"}, "sk": {"S": "FINDING"}}).get("Item")
+        item = self._ddb.get_item(
+            TableName=self.table, ConsistentRead=True, Key={"pk": {"S": f"FINDING#{fp}"}, "sk": {"S": "FINDING"}}
+        ).get("Item")
         record = FindingRecord.from_dict(_decode(item["data"]["B"])) if item else None
         return record if record is not None and record.host_id == host_id else None
 
@@ -245,11 +260,16 @@ class DynamoDBStore:
 
     def _merge_host(self, message: Mapping[str, Any], origin: Origin | None) -> bool:
         return self._merge_item(
-            f"HOST#{message['host']['host_id']}", "HOST", HostRecord.from_dict,
+            f"HOST#{message['host']['host_id']}",
+            "HOST",
+            HostRecord.from_dict,
             lambda old: merge_host(old, message, origin),
-            lambda r: {"type": {"S": "host"}, "last_message_at": {"S": r.last_message_at},
-                       **({"last_heartbeat": {"S": r.last_heartbeat}} if r.last_heartbeat else {}),
-                       **host_index(r.host_id)},
+            lambda r: {
+                "type": {"S": "host"},
+                "last_message_at": {"S": r.last_message_at},
+                **({"last_heartbeat": {"S": r.last_heartbeat}} if r.last_heartbeat else {}),
+                **host_index(r.host_id),
+            },
         )
 
     def claim_host(self, host_id: str, sender: str, *, take_over: bool = False) -> str:
@@ -270,21 +290,36 @@ class DynamoDBStore:
 
     def record_deactivation(self, key_id: str, actor: str, at: str) -> None:
         try:
-            self._ddb.put_item(TableName=self.table, Item={
-                "pk": {"S": f"KEY#{key_id}"}, "sk": {"S": "DEACTIVATION"}, "type": {"S": "deactivation"},
-                "key_id": {"S": key_id}, "actor": {"S": actor}, "at": {"S": at}, **key_index("deactivation", key_id),
-            })
+            self._ddb.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": f"KEY#{key_id}"},
+                    "sk": {"S": "DEACTIVATION"},
+                    "type": {"S": "deactivation"},
+                    "key_id": {"S": key_id},
+                    "actor": {"S": actor},
+                    "at": {"S": at},
+                    **key_index("deactivation", key_id),
+                },
+            )
         except (ClientError, BotoCoreError) as exc:
             raise _error(self.table, exc) from exc
 
     def record_key_state(self, state: KeyState) -> bool:
         try:
-            self._ddb.put_item(TableName=self.table, ConditionExpression="attribute_not_exists(pk)", Item={
-                "pk": {"S": f"KEY#{state.key_id}"}, "sk": {"S": f"STATE#{state.state}"}, "type": {"S": "key-state"},
-                "key_id": {"S": state.key_id}, "at": {"S": state.at},
-                "data": {"S": json.dumps(state.to_dict(), sort_keys=True)},
-                **key_index("key-state", state.key_id, state.state),
-            })
+            self._ddb.put_item(
+                TableName=self.table,
+                ConditionExpression="attribute_not_exists(pk)",
+                Item={
+                    "pk": {"S": f"KEY#{state.key_id}"},
+                    "sk": {"S": f"STATE#{state.state}"},
+                    "type": {"S": "key-state"},
+                    "key_id": {"S": state.key_id},
+                    "at": {"S": state.at},
+                    "data": {"S": json.dumps(state.to_dict(), sort_keys=True)},
+                    **key_index("key-state", state.key_id, state.state),
+                },
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
                 return False
@@ -297,8 +332,9 @@ class DynamoDBStore:
 
     def _index_status(self) -> str | None:
         table = self._ddb.describe_table(TableName=self.table)["Table"]
-        return next((g.get("IndexStatus") for g in table.get("GlobalSecondaryIndexes", [])
-                     if g["IndexName"] == INDEX), None)
+        return next(
+            (g.get("IndexStatus") for g in table.get("GlobalSecondaryIndexes", []) if g["IndexName"] == INDEX), None
+        )
 
     def _marked(self) -> bool:
         return "Item" in self._ddb.get_item(TableName=self.table, Key=_LAYOUT, ConsistentRead=True)
@@ -311,18 +347,29 @@ class DynamoDBStore:
         status = self._index_status()
         if status is None:
             try:
-                self._ddb.update_table(TableName=self.table, AttributeDefinitions=INDEX_ATTRIBUTES,
-                                       GlobalSecondaryIndexUpdates=[{"Create": INDEX_DEFINITION}])
-                log.warning("store dynamodb://%s: adding the index %s; reports scan the table until it is built",
-                            self.table, INDEX)
+                self._ddb.update_table(
+                    TableName=self.table,
+                    AttributeDefinitions=INDEX_ATTRIBUTES,
+                    GlobalSecondaryIndexUpdates=[{"Create": INDEX_DEFINITION}],
+                )
+                log.warning(
+                    "store dynamodb://%s: adding the index %s; reports scan the table until it is built",
+                    self.table,
+                    INDEX,
+                )
             except ClientError as exc:
-                log.warning("store dynamodb://%s: cannot add the index %s (%s); reports scan the table",
-                            self.table, INDEX, exc.response.get("Error", {}).get("Code"))
+                log.warning(
+                    "store dynamodb://%s: cannot add the index %s (%s); reports scan the table",
+                    self.table,
+                    INDEX,
+                    exc.response.get("Error", {}).get("Code"),
+                )
                 return
         indexed = sum(self._index_item(item) for item in self._parallel_scan(None))
         if indexed:
-            log.warning("store dynamodb://%s: %d item(s) written before the index now carry its attributes",
-                        self.table, indexed)
+            log.warning(
+                "store dynamodb://%s: %d item(s) written before the index now carry its attributes", self.table, indexed
+            )
         if self._index_status() == "ACTIVE":
             self._ddb.put_item(TableName=self.table, Item={**_LAYOUT, "type": {"S": "meta"}, "indexed": {"S": INDEX}})
 
@@ -337,8 +384,10 @@ class DynamoDBStore:
             extra = finding_index(FindingRecord.from_dict(_decode(item["data"]["B"])))
         elif kind == "host":
             record = HostRecord.from_dict(_decode(item["data"]["B"]))
-            extra = {**host_index(record.host_id),
-                     **({"last_heartbeat": {"S": record.last_heartbeat}} if record.last_heartbeat else {})}
+            extra = {
+                **host_index(record.host_id),
+                **({"last_heartbeat": {"S": record.last_heartbeat}} if record.last_heartbeat else {}),
+            }
         elif kind == "deactivation":
             extra = key_index("deactivation", item["key_id"]["S"])
         elif kind == "key-state":
@@ -349,10 +398,13 @@ class DynamoDBStore:
         values = {f":v{i}": value for i, value in enumerate(extra.values())}
         try:
             self._ddb.update_item(
-                TableName=self.table, Key={"pk": item["pk"], "sk": item["sk"]},
+                TableName=self.table,
+                Key={"pk": item["pk"], "sk": item["sk"]},
                 UpdateExpression="SET " + ", ".join(f"{n} = :v{i}" for i, n in enumerate(names)),
                 ConditionExpression="attribute_exists(pk) AND attribute_not_exists(tpk)",
-                ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":  # rewritten meanwhile: indexed
                 raise
@@ -363,9 +415,17 @@ class DynamoDBStore:
         the place already, which wins anyway), so that the index lists it; the old item stays."""
         record = FindingRecord.from_dict(_decode(item["data"]["B"]))
         try:
-            self._ddb.put_item(TableName=self.table, ConditionExpression="attribute_not_exists(pk)", Item={
-                "pk": {"S": f"HOST#{record.host_id}"}, "sk": {"S": f"FINDING#{record.finding_fingerprint}"},
-                **finding_attributes(record), "rev": {"N": "1"}, "data": item["data"]})
+            self._ddb.put_item(
+                TableName=self.table,
+                ConditionExpression="attribute_not_exists(pk)",
+                Item={
+                    "pk": {"S": f"HOST#{record.host_id}"},
+                    "sk": {"S": f"FINDING#{record.finding_fingerprint}"},
+                    **finding_attributes(record),
+                    "rev": {"N": "1"},
+                    "data": item["data"],
+                },
+            )
         except ClientError as exc:
             if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
                 raise
@@ -390,8 +450,11 @@ class DynamoDBStore:
         values = {":p": {"S": tpk}, **({":b": {"S": prefix}} if prefix else {})}
         try:
             for page in self._ddb.get_paginator("query").paginate(
-                    TableName=self.table, IndexName=INDEX, KeyConditionExpression=expression,
-                    ExpressionAttributeValues=values):
+                TableName=self.table,
+                IndexName=INDEX,
+                KeyConditionExpression=expression,
+                ExpressionAttributeValues=values,
+            ):
                 yield from page.get("Items", [])
         except (ClientError, BotoCoreError) as exc:
             raise _error(self.table, exc) from exc
@@ -435,8 +498,11 @@ class DynamoDBStore:
         stop = threading.Event()
         request: dict[str, Any] = {"TableName": self.table, "ConsistentRead": True, "TotalSegments": SCAN_SEGMENTS}
         if item_type:
-            request |= {"FilterExpression": "#t = :t", "ExpressionAttributeNames": {"#t": "type"},
-                        "ExpressionAttributeValues": {":t": {"S": item_type}}}
+            request |= {
+                "FilterExpression": "#t = :t",
+                "ExpressionAttributeNames": {"#t": "type"},
+                "ExpressionAttributeValues": {":t": {"S": item_type}},
+            }
 
         def hand_over(value: list[dict[str, Any]] | BaseException | None) -> bool:
             while not stop.is_set():
@@ -457,8 +523,10 @@ class DynamoDBStore:
             finally:
                 hand_over(None)
 
-        workers = [threading.Thread(target=segment, args=(n,), name=f"keysweep-scan-{n}", daemon=True)
-                   for n in range(SCAN_SEGMENTS)]
+        workers = [
+            threading.Thread(target=segment, args=(n,), name=f"keysweep-scan-{n}", daemon=True)
+            for n in range(SCAN_SEGMENTS)
+        ]
         for worker in workers:
             worker.start()
         try:
@@ -499,8 +567,12 @@ class DynamoDBStore:
             else:
                 yield record
         # records of the layout before per-host records, unless their host has its own record of that place now
-        current = {(i["pk"]["S"], i["sk"]["S"]) for i in self._batch_get([
-            {"pk": {"S": f"HOST#{r.host_id}"}, "sk": {"S": f"FINDING#{r.finding_fingerprint}"}} for r in legacy])}
+        current = {
+            (i["pk"]["S"], i["sk"]["S"])
+            for i in self._batch_get(
+                [{"pk": {"S": f"HOST#{r.host_id}"}, "sk": {"S": f"FINDING#{r.finding_fingerprint}"}} for r in legacy]
+            )
+        }
         for record in legacy:
             if (f"HOST#{record.host_id}", f"FINDING#{record.finding_fingerprint}") not in current:
                 yield record
@@ -516,8 +588,10 @@ class DynamoDBStore:
         decoded but the summaries), else (a table not indexed yet) from a scan sorted in memory."""
         deactivations = self._deactivations()
         if not self.indexed():
-            yield from sorted((FindingSummary.of(r) for r in self.iter_findings()),
-                              key=lambda s: (s.fingerprint, s.host_id, s.finding_fingerprint))
+            yield from sorted(
+                (FindingSummary.of(r) for r in self.iter_findings()),
+                key=lambda s: (s.fingerprint, s.host_id, s.finding_fingerprint),
+            )
             return
         for entry in self._merged_entries():
             data = _decode(entry["summary"]["B"])
@@ -527,8 +601,10 @@ class DynamoDBStore:
     def iter_key_findings(self, fingerprint: str) -> Iterator[FindingRecord]:
         """The full records of one key by host id: its index entries (16 queries), then ``BatchGetItem``."""
         if not self.indexed():
-            yield from sorted((r for r in self.iter_findings() if r.fingerprint == fingerprint),
-                              key=lambda r: (r.host_id, r.finding_fingerprint))
+            yield from sorted(
+                (r for r in self.iter_findings() if r.fingerprint == fingerprint),
+                key=lambda r: (r.host_id, r.finding_fingerprint),
+            )
             return
         deactivations = self._deactivations()
         for item in self._get_many(self._merged_entries(fingerprint + _SEP)):
@@ -537,14 +613,16 @@ class DynamoDBStore:
     def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
         try:
             item = self._ddb.get_item(
-                TableName=self.table, ConsistentRead=True,
+                TableName=self.table,
+                ConsistentRead=True,
                 Key={"pk": {"S": f"HOST#{host_id}"}, "sk": {"S": f"FINDING#{finding_fingerprint}"}},
             ).get("Item")
             if not item:
                 return None
             data = _decode(item["data"]["B"])
             deactivation = self._ddb.get_item(
-                TableName=self.table, ConsistentRead=True,
+                TableName=self.table,
+                ConsistentRead=True,
                 Key={"pk": {"S": f"KEY#{data['key_id']}"}, "sk": {"S": "DEACTIVATION"}},
             ).get("Item")
         except (ClientError, BotoCoreError) as exc:

@@ -52,9 +52,25 @@ MAX_CACHED_EXEMPLARS = 4096
 
 # the finding fields kept as columns (what fleet views aggregate, sort and filter on), in table order; the rest of
 # the record is the ``data`` column (see the module's docstring)
-_COLUMNS = ("finding_fingerprint", "fingerprint", "key_id", "account_id", "host_id", "status", "last_seen",
-            "hostname", "host_kind", "first_seen", "verified_at", "version", "received_first", "severity",
-            "key_type", "owner_arn", "location")
+_COLUMNS = (
+    "finding_fingerprint",
+    "fingerprint",
+    "key_id",
+    "account_id",
+    "host_id",
+    "status",
+    "last_seen",
+    "hostname",
+    "host_kind",
+    "first_seen",
+    "verified_at",
+    "version",
+    "received_first",
+    "severity",
+    "key_type",
+    "owner_arn",
+    "location",
+)
 _EXTRA = ("suggestion_kind", "suggestion_digest")
 # what correlation reads of the rest of a record (schema 4): the suggestion's role name, the signed stamps as JSON
 _CORRELATION = ("role_name", "signed")
@@ -85,7 +101,9 @@ CREATE TABLE IF NOT EXISTS {name} (
     signed TEXT,
     PRIMARY KEY (host_id, finding_fingerprint)
 ) WITHOUT ROWID"""
-_SCHEMA = _FINDINGS.format(name="findings") + """;
+_SCHEMA = (
+    _FINDINGS.format(name="findings")
+    + """;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS findings_key ON findings (fingerprint, host_id);
 CREATE INDEX IF NOT EXISTS findings_key_id ON findings (key_id);
@@ -97,12 +115,15 @@ CREATE TABLE IF NOT EXISTS deactivations (key_id TEXT PRIMARY KEY, actor TEXT NO
 CREATE TABLE IF NOT EXISTS key_states (key_id TEXT NOT NULL, state TEXT NOT NULL, at TEXT NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (key_id, state));
 """
+)
 
 _RECORD_COLUMNS = ", ".join(f"f.{c}" for c in (*_COLUMNS, *_EXTRA, "data"))
 _SUMMARY_COLUMNS = tuple(f.name for f in dataclasses.fields(FindingSummary))[:-2]
 
 _ALL_COLUMNS = (*_COLUMNS, *_EXTRA, "data", *_CORRELATION)
-_INSERT_FINDING = f"INSERT OR REPLACE INTO findings ({', '.join(_ALL_COLUMNS)}) VALUES ({', '.join('?' * len(_ALL_COLUMNS))})"
+_INSERT_FINDING = (
+    f"INSERT OR REPLACE INTO findings ({', '.join(_ALL_COLUMNS)}) VALUES ({', '.join('?' * len(_ALL_COLUMNS))})"
+)
 
 T = TypeVar("T")
 # host id -> (the host's record as merged so far in a batch's transaction, whether it differs from the stored one)
@@ -207,13 +228,17 @@ class SQLiteStore:
         """Upgrade a schema-3 table: add the correlation columns and fill them from each record, a page at a time."""
         for column in _CORRELATION:
             db.execute(f"ALTER TABLE findings ADD COLUMN {column} TEXT")
-        page = (f"SELECT {_RECORD_COLUMNS}, NULL, NULL FROM findings f WHERE (host_id, finding_fingerprint) > (?, ?) "
-                f"ORDER BY host_id, finding_fingerprint LIMIT {_PAGE_ROWS}")
+        page = (
+            f"SELECT {_RECORD_COLUMNS}, NULL, NULL FROM findings f WHERE (host_id, finding_fingerprint) > (?, ?) "
+            f"ORDER BY host_id, finding_fingerprint LIMIT {_PAGE_ROWS}"
+        )
         after = ("", "")
         while rows := db.execute(page, after).fetchall():
             recs = [self._record(db, r) for r in rows]
-            db.executemany("UPDATE findings SET role_name = ?, signed = ? WHERE host_id = ? AND finding_fingerprint = ?",
-                           [(*_correlation_columns(rec), rec.host_id, rec.finding_fingerprint) for rec in recs])
+            db.executemany(
+                "UPDATE findings SET role_name = ?, signed = ? WHERE host_id = ? AND finding_fingerprint = ?",
+                [(*_correlation_columns(rec), rec.host_id, rec.finding_fingerprint) for rec in recs],
+            )
             after = (recs[-1].host_id, recs[-1].finding_fingerprint)
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -270,14 +295,16 @@ class SQLiteStore:
         columns = [fields[c] for c in _COLUMNS]
         columns[-1] = canonical_json(rec.location)
         digest = suggestion_digest(rec.suggestion, suggestion)
-        db.execute(_INSERT_FINDING, (*columns, kind, digest, _deflate(rest, exemplar),
-                                     *_correlation_columns(rec)))
+        db.execute(_INSERT_FINDING, (*columns, kind, digest, _deflate(rest, exemplar), *_correlation_columns(rec)))
 
-    def _upsert(self, db: sqlite3.Connection, message: Mapping[str, Any], origin: Origin | None,
-                hosts: _HostBatch | None = None) -> bool:
+    def _upsert(
+        self, db: sqlite3.Connection, message: Mapping[str, Any], origin: Origin | None, hosts: _HostBatch | None = None
+    ) -> bool:
         fp, host_id = message["finding"]["finding_fingerprint"], message["host"]["host_id"]
-        row = db.execute(f"SELECT {_RECORD_COLUMNS}, NULL, NULL FROM findings f"
-                         " WHERE host_id = ? AND finding_fingerprint = ?", (host_id, fp)).fetchone()
+        row = db.execute(
+            f"SELECT {_RECORD_COLUMNS}, NULL, NULL FROM findings f WHERE host_id = ? AND finding_fingerprint = ?",
+            (host_id, fp),
+        ).fetchone()
         old = self._record(db, row) if row else None
         new = merge_finding(old, message, origin)
         changed = new != old
@@ -297,8 +324,11 @@ class SQLiteStore:
         def work(db: sqlite3.Connection) -> list[bool | MessageRefused]:
             hosts: _HostBatch = {}
             out: list[bool | MessageRefused] = [
-                self._upsert(db, message, origin, hosts) if message["type"] == "finding"
-                else self._merge_host(db, message, origin, hosts) for message, origin in items]
+                self._upsert(db, message, origin, hosts)
+                if message["type"] == "finding"
+                else self._merge_host(db, message, origin, hosts)
+                for message, origin in items
+            ]
             for record, changed in hosts.values():
                 if changed:
                     self._put_host(db, record)
@@ -317,8 +347,9 @@ class SQLiteStore:
         return self._write(work)
 
     @staticmethod
-    def _merge_host(db: sqlite3.Connection, message: Mapping[str, Any], origin: Origin | None,
-                    hosts: _HostBatch | None = None) -> bool:
+    def _merge_host(
+        db: sqlite3.Connection, message: Mapping[str, Any], origin: Origin | None, hosts: _HostBatch | None = None
+    ) -> bool:
         """Merge ``message`` into its host's record; with ``hosts`` (a batch's transaction) the record is read once
         and kept there, written by the caller once for the batch (the host's several messages in one batch)."""
         host_id = message["host"]["host_id"]
@@ -339,16 +370,20 @@ class SQLiteStore:
 
     @staticmethod
     def _put_host(db: sqlite3.Connection, record: HostRecord) -> None:
-        db.execute("INSERT OR REPLACE INTO hosts VALUES (?, ?, ?)",
-                   (record.host_id, record.last_heartbeat, canonical_json(record.fields())))
+        db.execute(
+            "INSERT OR REPLACE INTO hosts VALUES (?, ?, ?)",
+            (record.host_id, record.last_heartbeat, canonical_json(record.fields())),
+        )
 
     def record_deactivation(self, key_id: str, actor: str, at: str) -> None:
         self._write(lambda db: db.execute("INSERT OR REPLACE INTO deactivations VALUES (?, ?, ?)", (key_id, actor, at)))
 
     def record_key_state(self, state: KeyState) -> bool:
         def work(db: sqlite3.Connection) -> bool:
-            cursor = db.execute("INSERT OR IGNORE INTO key_states VALUES (?, ?, ?, ?)",
-                                (state.key_id, state.state, state.at, canonical_json(state.to_dict())))
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO key_states VALUES (?, ?, ?, ?)",
+                (state.key_id, state.state, state.at, canonical_json(state.to_dict())),
+            )
             return cursor.rowcount == 1
 
         return self._write(work)
@@ -362,8 +397,9 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
 
-    _FINDINGS_SQL = (f"SELECT {_RECORD_COLUMNS}, d.actor, d.at FROM findings f "
-                     "LEFT JOIN deactivations d ON d.key_id = f.key_id")
+    _FINDINGS_SQL = (
+        f"SELECT {_RECORD_COLUMNS}, d.actor, d.at FROM findings f LEFT JOIN deactivations d ON d.key_id = f.key_id"
+    )
 
     def _record(self, db: sqlite3.Connection, row: Sequence[Any]) -> FindingRecord:
         """A record from a row of ``_RECORD_COLUMNS``, the deactivation's actor and time."""
@@ -380,8 +416,12 @@ class SQLiteStore:
         """The rows of ``sql`` a page at a time, from a read-only connection of its own: memory stays bounded
         whatever the store's size, the rows are one consistent snapshot (WAL), and writers are never held up."""
         try:
-            db = sqlite3.connect(f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro", uri=True,
-                                 timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+            db = sqlite3.connect(
+                f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro",
+                uri=True,
+                timeout=BUSY_TIMEOUT_S,
+                check_same_thread=False,
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
         try:
@@ -406,26 +446,32 @@ class SQLiteStore:
         yield from self._records(self._stream(self._FINDINGS_SQL + " ORDER BY f.finding_fingerprint, f.host_id"))
 
     def iter_key_findings(self, fingerprint: str) -> Iterator[FindingRecord]:
-        yield from self._records(self._stream(
-            self._FINDINGS_SQL + " WHERE f.fingerprint = ? ORDER BY f.host_id, f.finding_fingerprint", (fingerprint,)))
+        yield from self._records(
+            self._stream(
+                self._FINDINGS_SQL + " WHERE f.fingerprint = ? ORDER BY f.host_id, f.finding_fingerprint",
+                (fingerprint,),
+            )
+        )
 
     def _summaries(self, extra: Sequence[str] = ()) -> Iterator[tuple[FindingSummary, tuple[Any, ...]]]:
         """Every finding's summary, with the values of the ``extra`` columns of its row."""
         columns = ", ".join(f"f.{c}" for c in (*_SUMMARY_COLUMNS, *extra))
-        sql = (f"SELECT {columns}, d.actor, d.at FROM findings f "
-               "INDEXED BY findings_key LEFT JOIN deactivations d ON d.key_id = f.key_id "
-               "ORDER BY f.fingerprint, f.host_id, f.finding_fingerprint")
+        sql = (
+            f"SELECT {columns}, d.actor, d.at FROM findings f "
+            "INDEXED BY findings_key LEFT JOIN deactivations d ON d.key_id = f.key_id "
+            "ORDER BY f.fingerprint, f.host_id, f.finding_fingerprint"
+        )
         at, n = _SUMMARY_COLUMNS.index("location"), len(_SUMMARY_COLUMNS)
         locations: dict[str, Mapping[str, Any]] = {}  # the same place on many hosts: one dict
         for row in self._stream(sql):
-            values = [*row[:n], *row[n + len(extra):]]
+            values = [*row[:n], *row[n + len(extra) :]]
             location = locations.get(row[at])
             if location is None:
                 if len(locations) > 10_000:
                     locations.clear()
                 location = locations[row[at]] = json.loads(row[at])
             values[at] = location
-            yield FindingSummary(*values), row[n:n + len(extra)]
+            yield FindingSummary(*values), row[n : n + len(extra)]
 
     def iter_finding_summaries(self) -> Iterator[FindingSummary]:
         for summary, _ in self._summaries():
@@ -438,8 +484,9 @@ class SQLiteStore:
             yield summary, role, json.loads(signed) if signed else []
 
     def get_finding(self, host_id: str, finding_fingerprint: str) -> FindingRecord | None:
-        rows = self._query(self._FINDINGS_SQL + " WHERE f.host_id = ? AND f.finding_fingerprint = ?",
-                           (host_id, finding_fingerprint))
+        rows = self._query(
+            self._FINDINGS_SQL + " WHERE f.host_id = ? AND f.finding_fingerprint = ?", (host_id, finding_fingerprint)
+        )
         return next(self._records(rows), None)
 
     def iter_hosts(self) -> Iterator[HostRecord]:

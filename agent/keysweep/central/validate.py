@@ -22,11 +22,46 @@ from keysweep.schemas import message_schema
 MAX_ERRORS = 20
 
 # keywords that only annotate (format is an annotation in 2020-12; times are checked by the handler)
-_ANNOTATIONS = {"$schema", "$id", "$comment", "$defs", "title", "description", "default", "examples", "format",
-                "deprecated", "readOnly", "writeOnly"}
-_VALIDATORS = {"type", "required", "properties", "additionalProperties", "items", "enum", "const", "pattern",
-               "minLength", "maxLength", "minimum", "maximum", "minItems", "maxItems", "maxProperties",
-               "propertyNames", "$ref", "allOf", "anyOf", "oneOf", "not", "if", "then", "else"}
+_ANNOTATIONS = {
+    "$schema",
+    "$id",
+    "$comment",
+    "$defs",
+    "title",
+    "description",
+    "default",
+    "examples",
+    "format",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+}
+_VALIDATORS = {
+    "type",
+    "required",
+    "properties",
+    "additionalProperties",
+    "items",
+    "enum",
+    "const",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "minItems",
+    "maxItems",
+    "maxProperties",
+    "propertyNames",
+    "$ref",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+}
 MAX_DEPTH = 12  # nesting of objects and arrays in a message (a genuine one reaches 8, in a policy document)
 
 
@@ -141,16 +176,20 @@ class Validator:
         if "enum" in schema:
             tests.append(_enum_ok(schema["enum"]))
         if any(k in schema for k in ("minLength", "maxLength", "pattern")):
-            tests.append(_string_ok(schema.get("minLength"), schema.get("maxLength"),
-                                    self._patterns.get(schema.get("pattern", ""))))
+            tests.append(
+                _string_ok(
+                    schema.get("minLength"), schema.get("maxLength"), self._patterns.get(schema.get("pattern", ""))
+                )
+            )
         if "minimum" in schema or "maximum" in schema:
             low, high = schema.get("minimum"), schema.get("maximum")
             tests.append(lambda value: not _is_type(value, "number") or _within(value, low, high))
         if any(k in schema for k in ("minItems", "maxItems", "items")):
             items = self._predicate(schema["items"], refs) if "items" in schema else None
             tests.append(_array_ok(schema.get("minItems"), schema.get("maxItems"), items))
-        if any(k in schema for k in ("maxProperties", "propertyNames", "required", "properties",
-                                     "additionalProperties")):
+        if any(
+            k in schema for k in ("maxProperties", "propertyNames", "required", "properties", "additionalProperties")
+        ):
             tests.append(self._object_ok(schema, refs))
         tests += [self._predicate(sub, refs) for sub in schema.get("allOf", ())]
         if "anyOf" in schema:
@@ -163,9 +202,13 @@ class Validator:
             forbidden = self._predicate(schema["not"], refs)
             tests.append(lambda value: not forbidden(value))
         if "if" in schema:
-            tests.append(_if_ok(self._predicate(schema["if"], refs),
-                                self._predicate(schema["then"], refs) if "then" in schema else None,
-                                self._predicate(schema["else"], refs) if "else" in schema else None))
+            tests.append(
+                _if_ok(
+                    self._predicate(schema["if"], refs),
+                    self._predicate(schema["then"], refs) if "then" in schema else None,
+                    self._predicate(schema["else"], refs) if "else" in schema else None,
+                )
+            )
         return _all_of(tests)
 
     def _object_ok(self, schema: Mapping[str, Any], refs: dict[str, Predicate]) -> Predicate:
@@ -223,8 +266,9 @@ class Validator:
         if any(k in schema for k in ("minItems", "maxItems", "items")):
             items = self._compile(schema["items"], refs) if "items" in schema else None
             steps.append(_array_check(schema.get("minItems"), schema.get("maxItems"), items))
-        if any(k in schema for k in ("maxProperties", "propertyNames", "required", "properties",
-                                     "additionalProperties")):
+        if any(
+            k in schema for k in ("maxProperties", "propertyNames", "required", "properties", "additionalProperties")
+        ):
             steps.append(self._object_check(schema, refs))
         steps += [self._compile(sub, refs) for sub in schema.get("allOf", ())]
         if "anyOf" in schema:
@@ -234,9 +278,13 @@ class Validator:
         if "not" in schema:
             steps.append(_not(self._compile(schema["not"], refs)))
         if "if" in schema:
-            steps.append(_if(self._compile(schema["if"], refs),
-                             self._compile(schema["then"], refs) if "then" in schema else None,
-                             self._compile(schema["else"], refs) if "else" in schema else None))
+            steps.append(
+                _if(
+                    self._compile(schema["if"], refs),
+                    self._compile(schema["then"], refs) if "then" in schema else None,
+                    self._compile(schema["else"], refs) if "else" in schema else None,
+                )
+            )
         return _sequence(steps)
 
     def _ref(self, ref: str, refs: dict[str, Check]) -> Check:

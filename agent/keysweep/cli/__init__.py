@@ -104,16 +104,19 @@ def _log_fatal(exc: Exception, exit_code: int) -> str:
     there as ``fatal-error``."""
     error = describe(exc)
     if any(getattr(h, "stream", None) not in (None, sys.stderr) for h in logging.getLogger().handlers):
-        logging.getLogger("keysweep").critical("fatal-error", extra={"fields": {
-            "error_type": type(exc).__name__, "error": error, "exit_code": exit_code}})
+        logging.getLogger("keysweep").critical(
+            "fatal-error", extra={"fields": {"error_type": type(exc).__name__, "error": error, "exit_code": exit_code}}
+        )
     return error
 
 
 def _fatal(exc: Exception, *, debug: bool) -> int:
     """One line naming the error (the traceback only with --debug); a JSON log (the agent's) gets the event."""
     error = _log_fatal(exc, int(ExitCode.RUNTIME))
-    print(f"keysweep: internal error: {error}" + ("" if debug else " (run with --debug for the traceback)"),
-          file=sys.stderr)
+    print(
+        f"keysweep: internal error: {error}" + ("" if debug else " (run with --debug for the traceback)"),
+        file=sys.stderr,
+    )
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
     return int(ExitCode.RUNTIME)
@@ -121,8 +124,11 @@ def _fatal(exc: Exception, *, debug: bool) -> int:
 
 def _command_required(parser: argparse.ArgumentParser) -> None:
     """Bare ``keysweep``: say that a command is needed, then the help that lists them."""
-    print("keysweep: error: a command is required (one of the commands below; "
-          "`keysweep COMMAND --help` for its options)\n", file=sys.stderr)
+    print(
+        "keysweep: error: a command is required (one of the commands below; "
+        "`keysweep COMMAND --help` for its options)\n",
+        file=sys.stderr,
+    )
     parser.print_help(sys.stderr)
 
 

@@ -47,18 +47,27 @@ def register(sub: Any) -> None:
         "SQS spool and the real-time watch's coverage. Exit 0; 3 when no sweep has run with this state "
         "directory; with --check, 0 healthy and 1 unhealthy.",
     )
-    s.add_argument("--state-dir", metavar="DIR", help="state directory (default: from --config, else "
-                   f"{DEFAULT_STATE_DIR})")
+    s.add_argument(
+        "--state-dir", metavar="DIR", help=f"state directory (default: from --config, else {DEFAULT_STATE_DIR})"
+    )
     s.add_argument("--config", metavar="FILE", help="read the state directory from this configuration")
     s.add_argument("--format", choices=("text", "json"), default="text")
-    s.add_argument("--prometheus-file", metavar="PATH",
-                   help="also write the status as a Prometheus textfile-collector file")
-    s.add_argument("--check", action="store_true",
-                   help="health check: exit 0 when the agent is running and its sweeps are on time, else 1 "
-                   "(for container HEALTHCHECK and liveness probes)")
-    s.add_argument("--max-overdue", type=float, default=3600.0, metavar="SECONDS",
-                   help="with --check: how late the next sweep may be before the agent counts as stuck "
-                   "(default %(default)s)")
+    s.add_argument(
+        "--prometheus-file", metavar="PATH", help="also write the status as a Prometheus textfile-collector file"
+    )
+    s.add_argument(
+        "--check",
+        action="store_true",
+        help="health check: exit 0 when the agent is running and its sweeps are on time, else 1 "
+        "(for container HEALTHCHECK and liveness probes)",
+    )
+    s.add_argument(
+        "--max-overdue",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="with --check: how late the next sweep may be before the agent counts as stuck (default %(default)s)",
+    )
     s.set_defaults(func=_status)
 
 
@@ -103,8 +112,7 @@ def _status(args: argparse.Namespace) -> int:
             print("keysweep: healthy")
         return int(ExitCode.FINDINGS if problems else ExitCode.CLEAN)
     if status is None:
-        print(f"keysweep: no agent status in {state_dir} (no sweep has run with this state directory)",
-              file=sys.stderr)
+        print(f"keysweep: no agent status in {state_dir} (no sweep has run with this state directory)", file=sys.stderr)
         return int(ExitCode.RUNTIME)
     if args.prometheus_file:
         write_prometheus(args.prometheus_file, status)

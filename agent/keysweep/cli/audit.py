@@ -40,40 +40,89 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "users and keys past the rotation age, each with the command that fixes it. Exit 1 when there is "
         "something to clean up.",
     )
-    add_iam_accounts(p, session_name="keysweep-audit",
-                     organization_note="; the SCP commands then name the ready OUs and accounts")
-    p.add_argument("--unused-days", type=int, default=90, metavar="N",
-                   help="active keys unused for more than N days are listed (default %(default)s, CIS)")
-    p.add_argument("--recommended-unused-days", type=int, default=45, metavar="N",
-                   help="the shorter window the output recommends (default %(default)s)")
-    p.add_argument("--rotation-days", type=int, default=90, metavar="N",
-                   help="active keys older than N days are listed for replacement (default %(default)s)")
-    p.add_argument("--new-key-grace-days", type=int, default=7, metavar="N",
-                   help="a key never used yet is judged only once it is N days old (default %(default)s)")
-    p.add_argument("--report-wait", type=float, default=120.0, metavar="SECONDS",
-                   help="longest wait for the credential report (default %(default)s)")
+    add_iam_accounts(
+        p, session_name="keysweep-audit", organization_note="; the SCP commands then name the ready OUs and accounts"
+    )
+    p.add_argument(
+        "--unused-days",
+        type=int,
+        default=90,
+        metavar="N",
+        help="active keys unused for more than N days are listed (default %(default)s, CIS)",
+    )
+    p.add_argument(
+        "--recommended-unused-days",
+        type=int,
+        default=45,
+        metavar="N",
+        help="the shorter window the output recommends (default %(default)s)",
+    )
+    p.add_argument(
+        "--rotation-days",
+        type=int,
+        default=90,
+        metavar="N",
+        help="active keys older than N days are listed for replacement (default %(default)s)",
+    )
+    p.add_argument(
+        "--new-key-grace-days",
+        type=int,
+        default=7,
+        metavar="N",
+        help="a key never used yet is judged only once it is N days old (default %(default)s)",
+    )
+    p.add_argument(
+        "--report-wait",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="longest wait for the credential report (default %(default)s)",
+    )
     p.add_argument("--db", metavar="PATH", help="fleet store (path or dynamodb://TABLE) to correlate with")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     p.add_argument("--no-scp", action="store_true", help="leave the SCPs out of the output")
-    p.add_argument("--securityhub", action="store_true",
-                   help="also export the items to AWS Security Hub (ASFF); items an earlier audit exported and this "
-                        "one no longer finds are archived")
+    p.add_argument(
+        "--securityhub",
+        action="store_true",
+        help="also export the items to AWS Security Hub (ASFF); items an earlier audit exported and this "
+        "one no longer finds are archived",
+    )
     p.add_argument("--securityhub-region", metavar="REGION", help="Security Hub region (default: the SDK's)")
-    p.add_argument("--exempt-role", action="append", default=[], metavar="ARN",
-                   help="a break-glass principal the deny-key-creation SCP spares, e.g. "
-                        "arn:aws:iam::*:role/BreakGlass (repeatable)")
+    p.add_argument(
+        "--exempt-role",
+        action="append",
+        default=[],
+        metavar="ARN",
+        help="a break-glass principal the deny-key-creation SCP spares, e.g. "
+        "arn:aws:iam::*:role/BreakGlass (repeatable)",
+    )
     act = p.add_argument_group("deactivation (explicit; never done by default)")
-    act.add_argument("--deactivate", nargs="+", default=[], metavar="KEY_ID",
-                     help="set these access keys Inactive (after a confirmation)")
-    act.add_argument("--deactivate-from", metavar="FILE",
-                     help="key ids to set Inactive: lines, a CSV with key_id, or an audit/report JSON")
+    act.add_argument(
+        "--deactivate",
+        nargs="+",
+        default=[],
+        metavar="KEY_ID",
+        help="set these access keys Inactive (after a confirmation)",
+    )
+    act.add_argument(
+        "--deactivate-from",
+        metavar="FILE",
+        help="key ids to set Inactive: lines, a CSV with key_id, or an audit/report JSON",
+    )
     act.add_argument("--yes", action="store_true", help="do not ask for confirmation")
-    act.add_argument("--quiet-days", type=int, default=14, metavar="N",
-                     help="a key used in the last N days (other than by keysweep's verification) is held back "
-                          "(default %(default)s)")
-    act.add_argument("--force", action="store_true",
-                     help="deactivate keys held back by evidence of use (on a host of --db, or used recently)")
+    act.add_argument(
+        "--quiet-days",
+        type=int,
+        default=14,
+        metavar="N",
+        help="a key used in the last N days (other than by keysweep's verification) is held back (default %(default)s)",
+    )
+    act.add_argument(
+        "--force",
+        action="store_true",
+        help="deactivate keys held back by evidence of use (on a host of --db, or used recently)",
+    )
     p.set_defaults(func=run)
 
 
@@ -93,19 +142,35 @@ def run(args: argparse.Namespace) -> ExitCode:
     if args.organization:
         organization = common.organization()
         own = open_account(AccountTarget()).account_id
-    targets = account_targets(accounts=args.account, role_name=args.role_name, role_arns=args.assume_role_arn,
-                              organization=organization, own_account=own)
+    targets = account_targets(
+        accounts=args.account,
+        role_name=args.role_name,
+        role_arns=args.assume_role_arn,
+        organization=organization,
+        own_account=own,
+    )
     if args.deactivate or args.deactivate_from:
         return _deactivate(args, targets)
     _need_credentials()
-    options = AuditOptions(unused_days=args.unused_days, recommended_unused_days=args.recommended_unused_days,
-                           rotation_days=args.rotation_days, new_key_grace_days=args.new_key_grace_days,
-                           report_max_wait=args.report_wait)
+    options = AuditOptions(
+        unused_days=args.unused_days,
+        recommended_unused_days=args.recommended_unused_days,
+        rotation_days=args.rotation_days,
+        new_key_grace_days=args.new_key_grace_days,
+        report_max_wait=args.report_wait,
+    )
     store = open_existing_store(args.db) if args.db else None
     try:
         findings = FleetFindings.read(store) if store else None
-        result = run_audit(targets, options, findings=findings, session_name=args.session_name,
-                           external_id=args.external_id, organization=organization, exempt_roles=args.exempt_role)
+        result = run_audit(
+            targets,
+            options,
+            findings=findings,
+            session_name=args.session_name,
+            external_id=args.external_id,
+            organization=organization,
+            exempt_roles=args.exempt_role,
+        )
     finally:
         if store:
             store.close()
@@ -182,4 +247,3 @@ def _fleet_evidence(db: str | None) -> tuple[dict[str, list[str]], dict[str, lis
     finally:
         store.close()
     return fleet.hosts_by_key(), fleet.verified
-

@@ -62,8 +62,9 @@ def _cloud(args: argparse.Namespace) -> int:
 
     started = time.monotonic()
     stats = CloudStats()
-    accounts, skips = resolve_accounts(base_session(), accounts=args.account, organization=args.organization,
-                                       role_name=args.role_name)
+    accounts, skips = resolve_accounts(
+        base_session(), accounts=args.account, organization=args.organization, role_name=args.role_name
+    )
     targets, more = account_regions(accounts, args.region)
     for s in skips + more:
         stats.skip(s)

@@ -19,12 +19,23 @@ if TYPE_CHECKING:
     from keysweep.central.organization import Organization
     from keysweep.sweep import Pipeline
 
-__all__ = ["FORMATS", "StopFlag", "add_cloud_accounts", "add_iam_accounts", "add_pipeline_options", "counts",
-           "organization", "output_stream", "print_delivery", "verify_findings"]
+__all__ = [
+    "FORMATS",
+    "StopFlag",
+    "add_cloud_accounts",
+    "add_iam_accounts",
+    "add_pipeline_options",
+    "counts",
+    "organization",
+    "output_stream",
+    "print_delivery",
+    "verify_findings",
+]
 
 
-def add_pipeline_options(p: argparse.ArgumentParser, *, queue_help: str = "also send the findings to this SQS queue"
-                         ) -> None:
+def add_pipeline_options(
+    p: argparse.ArgumentParser, *, queue_help: str = "also send the findings to this SQS queue"
+) -> None:
     """--format, --verify, --queue-url, --state-dir: the output side of the scan pipeline (scan, cloud)."""
     p.add_argument("--format", choices=FORMATS, help="output format (default: table on a terminal, json otherwise)")
     p.add_argument("--verify", action="store_true", help="prove which keys are live with sts:GetCallerIdentity")
@@ -34,15 +45,25 @@ def add_pipeline_options(p: argparse.ArgumentParser, *, queue_help: str = "also 
     )
 
 
-def add_cloud_accounts(p: argparse.ArgumentParser, *, region_help: str = "regions to read (default: every region "
-                       "enabled for each account)") -> None:
+def add_cloud_accounts(
+    p: argparse.ArgumentParser, *, region_help: str = "regions to read (default: every region enabled for each account)"
+) -> None:
     """--account/--organization, --role-name, --region: the accounts and regions a control-plane read covers
     (cloud, trail)."""
     who = p.add_mutually_exclusive_group()
-    who.add_argument("--account", action="extend", nargs="+", default=[], metavar="ID",
-                     help="accounts to read, through --role-name in each (default: the caller's own account)")
-    who.add_argument("--organization", action="store_true",
-                     help="every active account of the organisation (organizations:ListAccounts), through --role-name")
+    who.add_argument(
+        "--account",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="ID",
+        help="accounts to read, through --role-name in each (default: the caller's own account)",
+    )
+    who.add_argument(
+        "--organization",
+        action="store_true",
+        help="every active account of the organisation (organizations:ListAccounts), through --role-name",
+    )
     p.add_argument("--role-name", metavar="NAME", help="the role to assume in each account (--account, --organization)")
     p.add_argument("--region", action="extend", nargs="+", default=[], metavar="R", help=region_help)
 
@@ -51,14 +72,27 @@ def add_iam_accounts(p: argparse.ArgumentParser, *, session_name: str, organizat
     """The accounts whose IAM is read (audit, plan): own account, --account with --role-name, the organisation,
     or explicit role ARNs."""
     who = p.add_argument_group("accounts (default: the account of keysweep's own credentials)")
-    who.add_argument("--account", action="append", default=[], metavar="ID",
-                     help="account to read by assuming --role-name in it (repeatable)")
+    who.add_argument(
+        "--account",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="account to read by assuming --role-name in it (repeatable)",
+    )
     who.add_argument("--role-name", metavar="NAME", help="role assumed in each --account (or member account)")
-    who.add_argument("--organization", action="store_true",
-                     help="every active account of the organization (organizations:ListAccounts), assuming "
-                          "--role-name in each member account" + organization_note)
-    who.add_argument("--assume-role-arn", action="append", default=[], metavar="ARN",
-                     help="a role to assume, one per account (repeatable)")
+    who.add_argument(
+        "--organization",
+        action="store_true",
+        help="every active account of the organization (organizations:ListAccounts), assuming "
+        "--role-name in each member account" + organization_note,
+    )
+    who.add_argument(
+        "--assume-role-arn",
+        action="append",
+        default=[],
+        metavar="ARN",
+        help="a role to assume, one per account (repeatable)",
+    )
     who.add_argument("--external-id", metavar="ID", help="ExternalId for AssumeRole")
     who.add_argument("--session-name", default=session_name, help="RoleSessionName (default %(default)s)")
 
@@ -80,8 +114,9 @@ def organization() -> Organization:
     try:
         return read_organization()
     except OrganizationError as exc:
-        raise ConfigError(f"--organization: {exc} (run with the management account's or a delegated "
-                          "administrator's credentials)") from None
+        raise ConfigError(
+            f"--organization: {exc} (run with the management account's or a delegated administrator's credentials)"
+        ) from None
 
 
 def counts(c: Mapping[str, int]) -> str:
@@ -128,8 +163,11 @@ def verify_findings(pipeline: Pipeline, findings: Sequence[Finding]) -> list[Fin
 def print_delivery(sent: int, pending: int, errors: Sequence[str], spool_home: Path) -> None:
     """--queue-url: what was sent, and what waits in the spool for a later run."""
     if pending:
-        print(f"keysweep: queue: {sent} messages sent; {pending} wait in {spool_home / 'spool'} "
-              f"(a later run with --state-dir {spool_home} delivers them)", file=sys.stderr)
+        print(
+            f"keysweep: queue: {sent} messages sent; {pending} wait in {spool_home / 'spool'} "
+            f"(a later run with --state-dir {spool_home} delivers them)",
+            file=sys.stderr,
+        )
     else:
         print(f"keysweep: queue: {sent} messages sent", file=sys.stderr)
     for error in dict.fromkeys(errors):

@@ -16,18 +16,30 @@ def register(sub: Any) -> None:
         "export",
         help="export the fleet store to S3 (gzip JSON lines, one partition per day) for Athena",
         description="Writes every finding and host of the store under s3://BUCKET/PREFIX/{findings,hosts}/"
-                    "dt=YYYY-MM-DD/part-NNNN.json.gz (today's UTC date; a second export the same day replaces that "
-                    "day's partition). --athena-ddl prints the Athena tables and ready queries instead. Exit 0 when "
-                    "written, 2 on bad options or a missing store, 3 when S3 or the store failed.",
+        "dt=YYYY-MM-DD/part-NNNN.json.gz (today's UTC date; a second export the same day replaces that "
+        "day's partition). --athena-ddl prints the Athena tables and ready queries instead. Exit 0 when "
+        "written, 2 on bad options or a missing store, 3 when S3 or the store failed.",
     )
-    p.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
-                   help="the store: a SQLite path or dynamodb://TABLE (default %(default)s)")
+    p.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        metavar="PATH",
+        help="the store: a SQLite path or dynamodb://TABLE (default %(default)s)",
+    )
     p.add_argument("--s3", required=True, metavar="s3://BUCKET/PREFIX", help="where the tables live")
-    p.add_argument("--athena-ddl", action="store_true",
-                   help="print the Athena CREATE statements (partition projection) and ready queries; export nothing")
+    p.add_argument(
+        "--athena-ddl",
+        action="store_true",
+        help="print the Athena CREATE statements (partition projection) and ready queries; export nothing",
+    )
     p.add_argument("--database", default="keysweep", metavar="NAME", help="with --athena-ddl: the Athena database")
-    p.add_argument("--silent-after", type=float, default=24.0, metavar="HOURS",
-                   help="a host with no heartbeat for this long is silent in the hosts table (default %(default)s)")
+    p.add_argument(
+        "--silent-after",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="a host with no heartbeat for this long is silent in the hosts table (default %(default)s)",
+    )
     p.add_argument("--region", metavar="REGION", help="the bucket's region (default: the SDK's)")
     p.set_defaults(func=run)
 
@@ -50,11 +62,15 @@ def run(args: argparse.Namespace) -> int:
 
     store = open_existing_store(args.db)
     try:
-        result = export_store(store, location, make_client("s3", region=args.region),
-                              silent_after=timedelta(hours=args.silent_after))
+        result = export_store(
+            store, location, make_client("s3", region=args.region), silent_after=timedelta(hours=args.silent_after)
+        )
     finally:
         store.close()
     for table, done in result.tables.items():
-        print(f"export: {table}: {done.rows} row(s) in {len(done.parts)} part(s), {done.bytes} bytes, "
-              f"{done.removed} old part(s) removed, {location.url(table, f'dt={result.dt}')}/", file=sys.stderr)
+        print(
+            f"export: {table}: {done.rows} row(s) in {len(done.parts)} part(s), {done.bytes} bytes, "
+            f"{done.removed} old part(s) removed, {location.url(table, f'dt={result.dt}')}/",
+            file=sys.stderr,
+        )
     return int(ExitCode.CLEAN)

@@ -39,23 +39,49 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--db", required=True, metavar="PATH", help="fleet store (path or dynamodb://TABLE)")
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
-    p.add_argument("--quiet-days", type=int, default=14, metavar="N",
-                   help="a key is unused once N days pass with no use but keysweep's verification "
-                        "(default %(default)s)")
-    p.add_argument("--inactive-days", type=int, default=30, metavar="N",
-                   help="a key is deleted only after N days inactive (default %(default)s)")
+    p.add_argument(
+        "--quiet-days",
+        type=int,
+        default=14,
+        metavar="N",
+        help="a key is unused once N days pass with no use but keysweep's verification (default %(default)s)",
+    )
+    p.add_argument(
+        "--inactive-days",
+        type=int,
+        default=30,
+        metavar="N",
+        help="a key is deleted only after N days inactive (default %(default)s)",
+    )
     p.add_argument("--no-iam", action="store_true", help="do not read IAM: plan from the store alone")
-    p.add_argument("--trail", action="store_true",
-                   help="also look up each audited key's CloudTrail events (as `keysweep trail`): a use other than "
-                        "keysweep's within the quiet period holds confirm-unused, and replace lists the source "
-                        "addresses")
-    p.add_argument("--trail-days", type=int, metavar="N",
-                   help="with --trail: look back N days (default: the quiet period; LookupEvents keeps 90)")
-    p.add_argument("--trail-region", action="extend", nargs="+", default=[], metavar="R",
-                   help="with --trail: regions whose CloudTrail to read (default: every enabled region)")
-    p.add_argument("--mark", nargs=2, metavar=("KEY_ID", "STATE"),
-                   help=f"record that a person took KEY_ID to STATE ({', '.join(KEY_STATES[1:])}), as the caller "
-                        "ARN of keysweep's credentials, now; then print the plan")
+    p.add_argument(
+        "--trail",
+        action="store_true",
+        help="also look up each audited key's CloudTrail events (as `keysweep trail`): a use other than "
+        "keysweep's within the quiet period holds confirm-unused, and replace lists the source "
+        "addresses",
+    )
+    p.add_argument(
+        "--trail-days",
+        type=int,
+        metavar="N",
+        help="with --trail: look back N days (default: the quiet period; LookupEvents keeps 90)",
+    )
+    p.add_argument(
+        "--trail-region",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="R",
+        help="with --trail: regions whose CloudTrail to read (default: every enabled region)",
+    )
+    p.add_argument(
+        "--mark",
+        nargs=2,
+        metavar=("KEY_ID", "STATE"),
+        help=f"record that a person took KEY_ID to STATE ({', '.join(KEY_STATES[1:])}), as the caller "
+        "ARN of keysweep's credentials, now; then print the plan",
+    )
     p.add_argument("--note", metavar="TEXT", help="with --mark: a note kept with the record (a ticket, a change id)")
     add_iam_accounts(p, session_name="keysweep-plan")
     p.set_defaults(func=run)
@@ -77,14 +103,26 @@ def _audit(args: argparse.Namespace, findings: list[FindingRecord]) -> AuditResu
     if args.organization:
         organization = common.organization()
         own = open_account(account_targets()[0]).account_id
-    targets = account_targets(accounts=args.account, role_name=args.role_name, role_arns=args.assume_role_arn,
-                              organization=organization, own_account=own)
-    return run_audit(targets, AuditOptions(), findings=findings, session_name=args.session_name,
-                     external_id=args.external_id, organization=organization)
+    targets = account_targets(
+        accounts=args.account,
+        role_name=args.role_name,
+        role_arns=args.assume_role_arn,
+        organization=organization,
+        own_account=own,
+    )
+    return run_audit(
+        targets,
+        AuditOptions(),
+        findings=findings,
+        session_name=args.session_name,
+        external_id=args.external_id,
+        organization=organization,
+    )
 
 
-def _trail(args: argparse.Namespace, days: int, plan: Plan, hosts: list[HostRecord], audit: AuditResult | None
-           ) -> tuple[dict[str, KeyUsage], list[str]]:
+def _trail(
+    args: argparse.Namespace, days: int, plan: Plan, hosts: list[HostRecord], audit: AuditResult | None
+) -> tuple[dict[str, KeyUsage], list[str]]:
     """Each audited key's CloudTrail usage (keysweep trail's lookups, pacing and address resolution), by key id,
     and a note per account or region that could not be read."""
     from keysweep.cloud import trail
@@ -94,10 +132,14 @@ def _trail(args: argparse.Namespace, days: int, plan: Plan, hosts: list[HostReco
     if audit is None:
         raise ConfigError("--trail needs IAM facts: leave out --no-iam, and run with credentials that may read IAM")
     audited = {a.account_id for a in audit.accounts if not a.error}
-    usages = [KeyUsage(k.key_id, k.user or "", k.account_id or "", k.iam_status or "Active") for k in plan.keys
-              if k.account_id in audited and k.iam_status in ("Active", "Inactive")]
-    accounts, skips = resolve_accounts(base_session(), accounts=args.account, organization=args.organization,
-                                       role_name=args.role_name)
+    usages = [
+        KeyUsage(k.key_id, k.user or "", k.account_id or "", k.iam_status or "Active")
+        for k in plan.keys
+        if k.account_id in audited and k.iam_status in ("Active", "Inactive")
+    ]
+    accounts, skips = resolve_accounts(
+        base_session(), accounts=args.account, organization=args.organization, role_name=args.role_name
+    )
     accounts = [a for a in accounts if a.account in {u.account for u in usages}]
     found, more = trail.account_regions(accounts, args.trail_region)
     targets: dict[str, list[Any]] = {}
@@ -144,21 +186,23 @@ def run(args: argparse.Namespace) -> ExitCode:
         if getattr(args, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
     if args.trail_days is not None and not 1 <= args.trail_days <= MAX_DAYS:
-        raise ConfigError(f"--trail-days {args.trail_days}: from 1 to {MAX_DAYS} (CloudTrail LookupEvents keeps "
-                          f"{MAX_DAYS} days)")
+        raise ConfigError(
+            f"--trail-days {args.trail_days}: from 1 to {MAX_DAYS} (CloudTrail LookupEvents keeps {MAX_DAYS} days)"
+        )
     if (args.trail_days is not None or args.trail_region) and not args.trail:
         raise ConfigError("--trail-days and --trail-region go with --trail")
     if args.trail and args.assume_role_arn:
-        raise ConfigError("--trail reads CloudTrail with keysweep's credentials or through --role-name "
-                          "(--account, --organization), not --assume-role-arn")
+        raise ConfigError(
+            "--trail reads CloudTrail with keysweep's credentials or through --role-name "
+            "(--account, --organization), not --assume-role-arn"
+        )
     mark = _mark(args) if args.mark else None
     if args.note and not mark:
         raise ConfigError("--note goes with --mark")
     store = open_existing_store(args.db)
     try:
         if mark is not None and not store.record_key_state(mark):
-            print(f"keysweep: {mark.key_id} already has a record of {mark.state}; kept the first one",
-                  file=sys.stderr)
+            print(f"keysweep: {mark.key_id} already has a record of {mark.state}; kept the first one", file=sys.stderr)
         findings = list(store.iter_findings())
         hosts = list(store.iter_hosts())
         audit = _audit(args, findings)
@@ -175,8 +219,10 @@ def run(args: argparse.Namespace) -> ExitCode:
         if seen:
             for state in seen:
                 store.record_key_state(state)
-            plan = dataclasses.replace(build_plan(findings, hosts, audit, options, list(store.iter_key_states()),
-                                                  usage, plan.trail_days), notes=plan.notes)
+            plan = dataclasses.replace(
+                build_plan(findings, hosts, audit, options, list(store.iter_key_states()), usage, plan.trail_days),
+                notes=plan.notes,
+            )
     finally:
         store.close()
     with output_stream(args.output) as stream:
@@ -197,14 +243,18 @@ def render_table(plan: Plan, out: TextIO) -> None:
     d = plan.to_dict()
     states = ", ".join(f"{n} {s}" for s, n in d["states"].items())
     out.write(f"keysweep plan: {len(plan.keys)} key(s): {states}\n")
-    out.write(f"steps: {' -> '.join(STEPS)}; quiet period {plan.options.quiet_days} days, delete after "
-              f"{plan.options.inactive_days} days inactive\n")
+    out.write(
+        f"steps: {' -> '.join(STEPS)}; quiet period {plan.options.quiet_days} days, delete after "
+        f"{plan.options.inactive_days} days inactive\n"
+    )
     for note in plan.notes:
         out.write(f"note: {safe_text(note)}\n")
     for key in plan.keys:
         owner = f"{key.user} in {key.account_id}" if key.user else f"account {key.account_id or 'unknown'}"
-        out.write(f"\n{safe_text(key.key_id)}  ({safe_text(owner)}; IAM {safe_text(key.iam_status or 'unknown')})"
-                  f"  state: {key.state}\n")
+        out.write(
+            f"\n{safe_text(key.key_id)}  ({safe_text(owner)}; IAM {safe_text(key.iam_status or 'unknown')})"
+            f"  state: {key.state}\n"
+        )
         for host, place in key.locations:
             out.write(f"  at {safe_text(host)}: {safe_text(place)}\n")
         for h in key.history:

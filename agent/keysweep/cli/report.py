@@ -26,23 +26,53 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         "replacement), then the hosts' coverage and the totals; --details adds each key in full. JSON, CSV and HTML "
         "carry every fact. Exit 0 when the report was written.",
     )
-    p.add_argument("--db", default=DEFAULT_DB, metavar="PATH",
-                   help="the store: a SQLite path or dynamodb://TABLE (default %(default)s)")
+    p.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        metavar="PATH",
+        help="the store: a SQLite path or dynamodb://TABLE (default %(default)s)",
+    )
     p.add_argument("--format", choices=FORMATS, default="table")
-    p.add_argument("--details", action="store_true",
-                   help="table format: after the table, each key in full: its places, owner ARN, and the suggested "
-                   "replacement with its steps and whole commands to paste")
-    p.add_argument("--key", action="append", default=[], metavar="KEY_ID",
-                   help="only this key (repeat for more); its hosts' coverage")
-    p.add_argument("--status", action="append", default=[], choices=(*STATUS_URGENCY,),
-                   help="only keys of this status (repeat for more)")
-    p.add_argument("--host", action="append", default=[], metavar="HOST",
-                   help="only keys found on this host (host id or name; repeat for more) and its coverage")
+    p.add_argument(
+        "--details",
+        action="store_true",
+        help="table format: after the table, each key in full: its places, owner ARN, and the suggested "
+        "replacement with its steps and whole commands to paste",
+    )
+    p.add_argument(
+        "--key",
+        action="append",
+        default=[],
+        metavar="KEY_ID",
+        help="only this key (repeat for more); its hosts' coverage",
+    )
+    p.add_argument(
+        "--status",
+        action="append",
+        default=[],
+        choices=(*STATUS_URGENCY,),
+        help="only keys of this status (repeat for more)",
+    )
+    p.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="only keys found on this host (host id or name; repeat for more) and its coverage",
+    )
     p.add_argument("--output", metavar="FILE", help="write to FILE (default: standard output)")
-    p.add_argument("--silent-after", type=float, default=24.0, metavar="HOURS",
-                   help="a host with no heartbeat for this long counts as silent (default %(default)s)")
-    p.add_argument("--securityhub", action="store_true",
-                   help="also export live keys to AWS Security Hub (ASFF, BatchImportFindings)")
+    p.add_argument(
+        "--silent-after",
+        type=float,
+        default=24.0,
+        metavar="HOURS",
+        help="a host with no heartbeat for this long counts as silent (default %(default)s)",
+    )
+    p.add_argument(
+        "--securityhub",
+        action="store_true",
+        help="also export live keys to AWS Security Hub (ASFF, BatchImportFindings)",
+    )
     p.add_argument("--securityhub-region", metavar="REGION", help="Security Hub region (default: the SDK's)")
     p.set_defaults(func=run)
 
@@ -53,8 +83,10 @@ def open_existing_store(db: str) -> Store:
     if not db.startswith("dynamodb://"):
         path = db.removeprefix("sqlite://")
         if path and not os.path.exists(path):
-            raise ConfigError(f"--db {db}: no such store; run `keysweep collect --queue-url URL --db {db}` first "
-                              "to fill it from the agents' queue")
+            raise ConfigError(
+                f"--db {db}: no such store; run `keysweep collect --queue-url URL --db {db}` first "
+                "to fill it from the agents' queue"
+            )
     return open_store(db, create=False)
 
 
@@ -65,8 +97,11 @@ def run(args: argparse.Namespace) -> ExitCode:
         raise ConfigError(f"--details is for --format table; --format {args.format} already carries every detail")
     store = open_existing_store(args.db)
     try:
-        report = load_report(store, silent_after=timedelta(hours=args.silent_after),
-                             only=ReportFilter(frozenset(args.key), frozenset(args.status), frozenset(args.host)))
+        report = load_report(
+            store,
+            silent_after=timedelta(hours=args.silent_after),
+            only=ReportFilter(frozenset(args.key), frozenset(args.status), frozenset(args.host)),
+        )
     finally:
         store.close()
     if args.output:
@@ -88,9 +123,10 @@ def run(args: argparse.Namespace) -> ExitCode:
 
 def print_export(result: ExportResult) -> bool:
     """The Security Hub export's counts and refusals on stderr; False when a finding was refused."""
-    print(f"keysweep: Security Hub: {result.imported} imported, {result.archived} archived, "
-          f"{len(result.failed)} refused", file=sys.stderr)
+    print(
+        f"keysweep: Security Hub: {result.imported} imported, {result.archived} archived, {len(result.failed)} refused",
+        file=sys.stderr,
+    )
     for failed in result.failed:
-        print(safe_text(f"  refused {failed['Id']}: {failed['ErrorCode']} {failed['ErrorMessage']}"),
-              file=sys.stderr)
+        print(safe_text(f"  refused {failed['Id']}: {failed['ErrorCode']} {failed['ErrorMessage']}"), file=sys.stderr)
     return not result.failed

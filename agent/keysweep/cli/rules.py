@@ -63,8 +63,10 @@ def run_check(args: argparse.Namespace) -> int:
         print(f"  {r.rule}: {what}: {safe_text(repr(r.example))}")
     for rid, texts in misses.items():
         for text in texts:
-            print(f"  {rid}: regex matches {safe_text(repr(text))} in an example, which starts with none of its "
-                  "keywords: the prefilter never looks there")
+            print(
+                f"  {rid}: regex matches {safe_text(repr(text))} in an example, which starts with none of its "
+                "keywords: the prefilter never looks there"
+            )
     n_failed = len(failed) + sum(map(len, misses.values()))
     print(
         f"{len(ruleset.rules)} rules, {len(results)} examples, {n_failed} failed; "

@@ -121,10 +121,14 @@ def _scan(args: argparse.Namespace) -> int:
     # made for this run, and the output says so
     use_state_dir = bool(args.state_dir) or cfg is not None
     pipeline = Pipeline(
-        config, options=options, use_state_dir=use_state_dir,
+        config,
+        options=options,
+        use_state_dir=use_state_dir,
         incremental=bool(args.state_dir),  # the agent's file state: unchanged files are not read again
-        reread_secrets=args.verify, per_run_key=not use_state_dir and not args.queue_url,
-        include_examples=args.include_examples, mode="scan",
+        reread_secrets=args.verify,
+        per_run_key=not use_state_dir and not args.queue_url,
+        include_examples=args.include_examples,
+        mode="scan",
     )
     try:
         return _run(args, pipeline)
@@ -151,8 +155,10 @@ def _run(args: argparse.Namespace, pipeline: Pipeline) -> int:
 
     _print_summary(sys.stderr, findings, result.stats)
     if source == "per-run":
-        print("keysweep: fingerprint_key: per-run (no state directory; fingerprints match only within this report)",
-              file=sys.stderr)
+        print(
+            "keysweep: fingerprint_key: per-run (no state directory; fingerprints match only within this report)",
+            file=sys.stderr,
+        )
     if result.stats.interrupted:
         return int(ExitCode.INTERRUPTED)
     if findings:
@@ -222,8 +228,11 @@ def build_options(args: argparse.Namespace, cfg: AgentConfig | None = None) -> S
     # never report the scan's own state (the agent's sweeps exclude it the same way)
     state_dirs = (*((cfg.state_dir,) if cfg is not None else ()), *((args.state_dir,) if args.state_dir else ()))
     return scan_options(
-        dataclasses.replace(scan, **changes), paths, state_dirs=state_dirs,
-        sources=tuple(dict.fromkeys(args.sources)) if args.sources else None, follow_symlinks=args.follow_symlinks,
+        dataclasses.replace(scan, **changes),
+        paths,
+        state_dirs=state_dirs,
+        sources=tuple(dict.fromkeys(args.sources)) if args.sources else None,
+        follow_symlinks=args.follow_symlinks,
     )
 
 
@@ -293,8 +302,11 @@ def _print_summary(stream: TextIO, findings: Sequence[Finding], stats: ScanStats
         parts.append(f"{stats.aws_files_scanned} AWS files")
     paired = sum(1 for f in findings if f.has_secret)
     found = f"{len(findings)} findings" + (f" ({paired} with secret)" if paired else "") if findings else "no findings"
-    print(f"keysweep: scanned {', '.join(parts)} in {stats.duration_seconds:.1f} s; {found}"
-          + (" — interrupted" if stats.interrupted else ""), file=stream)
+    print(
+        f"keysweep: scanned {', '.join(parts)} in {stats.duration_seconds:.1f} s; {found}"
+        + (" — interrupted" if stats.interrupted else ""),
+        file=stream,
+    )
     skipped = +stats.skipped  # unary plus drops zero counts
     if skipped:
         print(f"keysweep: skipped: {counts(skipped)}", file=stream)

@@ -16,8 +16,19 @@ from keysweep.cli.common import StopFlag, add_cloud_accounts, counts
 from keysweep.errors import ConfigError, ExitCode
 
 FORMATS = ("table", "json", "csv")
-CSV_COLUMNS = ("key_id", "user", "account", "verdict", "ip", "kind", "resource", "user_agents", "first", "last",
-               "events")
+CSV_COLUMNS = (
+    "key_id",
+    "user",
+    "account",
+    "verdict",
+    "ip",
+    "kind",
+    "resource",
+    "user_agents",
+    "first",
+    "last",
+    "events",
+)
 
 
 def register(sub: Any) -> None:
@@ -47,8 +58,9 @@ def _trail(args: argparse.Namespace) -> int:
     _check(args)
     fmt = args.format or ("table" if sys.stdout.isatty() else "json")
     session = base_session()
-    accounts, skips = resolve_accounts(session, accounts=args.account, organization=args.organization,
-                                       role_name=args.role_name)
+    accounts, skips = resolve_accounts(
+        session, accounts=args.account, organization=args.organization, role_name=args.role_name
+    )
     usages, targets, more = trail.keys_and_targets(accounts, args.region)
     skips += more
     start, end = trail.window(args.days, limit=None if args.athena_workgroup else trail.MAX_DAYS)
@@ -84,8 +96,10 @@ def _check(args: argparse.Namespace) -> None:
     if args.role_name and not (args.account or args.organization):
         raise ConfigError("--role-name: only with --account or --organization")
     if args.days > MAX_DAYS and not args.athena_workgroup and not args.print_query:
-        raise ConfigError(f"--days {args.days}: CloudTrail LookupEvents keeps {MAX_DAYS} days "
-                          "(use --athena-workgroup and --trail-table for an organisation trail in S3)")
+        raise ConfigError(
+            f"--days {args.days}: CloudTrail LookupEvents keeps {MAX_DAYS} days "
+            "(use --athena-workgroup and --trail-table for an organisation trail in S3)"
+        )
 
 
 def _fleet(db: str) -> Any:
@@ -114,17 +128,37 @@ def _render(usages: list[Any], fmt: str, stream: TextIO) -> None:
             d = u.to_dict()
             rows = d["sources"] or [{}]
             for s in rows:
-                w.writerow([csv_cell(v) for v in (d["key_id"], d["user"], d["account"], d["verdict"], s.get("ip"),
-                                                  s.get("kind"), s.get("resource"), s.get("user_agents", []),
-                                                  s.get("first"), s.get("last"), s.get("events"))])
+                w.writerow(
+                    [
+                        csv_cell(v)
+                        for v in (
+                            d["key_id"],
+                            d["user"],
+                            d["account"],
+                            d["verdict"],
+                            s.get("ip"),
+                            s.get("kind"),
+                            s.get("resource"),
+                            s.get("user_agents", []),
+                            s.get("first"),
+                            s.get("last"),
+                            s.get("events"),
+                        )
+                    ]
+                )
         return
     if not usages:
         stream.write("No IAM user access keys.\n")
         return
     rows = [("KEY ID", "USER", "ACCOUNT", "VERDICT", "SOURCES")]
     for u in usages:
-        sources = "; ".join(f"{s.ip} {s.kind} {s.resource or '-'} ({s.events})" for s in
-                            sorted(u.sources.values(), key=lambda s: -s.events)) or "-"
+        sources = (
+            "; ".join(
+                f"{s.ip} {s.kind} {s.resource or '-'} ({s.events})"
+                for s in sorted(u.sources.values(), key=lambda s: -s.events)
+            )
+            or "-"
+        )
         rows.append((u.key_id, safe_text(u.user), u.account, u.verdict, safe_text(sources)))
     for line in table_lines(rows):
         stream.write(line + "\n")
@@ -133,10 +167,12 @@ def _render(usages: list[Any], fmt: str, stream: TextIO) -> None:
 def _print_summary(stream: TextIO, usages: list[Any], skips: list[Any]) -> None:
     from collections import Counter
 
-
     verdicts = Counter(u.verdict for u in usages)
     own = sum(u.keysweep_events for u in usages)
-    print(f"keysweep: {len(usages)} keys: {counts(verdicts) if verdicts else 'none'}; "
-          f"{own} events of keysweep's own calls not counted as use", file=stream)
+    print(
+        f"keysweep: {len(usages)} keys: {counts(verdicts) if verdicts else 'none'}; "
+        f"{own} events of keysweep's own calls not counted as use",
+        file=stream,
+    )
     for s in skips:
         print(f"keysweep: skipped: {s.service} in {s.account} {s.region}: {s.reason}", file=stream)

@@ -11,6 +11,9 @@ from keysweep.models import HostContext
 def cloud_context(account: str, region: str) -> HostContext:
     """The host context of an agentless sweep of one account and region (what a fleet report shows it as)."""
     return HostContext(
-        kind="cloud", hostname=f"aws:{account}:{region}", host_id=f"cloud:{account}:{region}",
-        account_id=account, region=region,
+        kind="cloud",
+        hostname=f"aws:{account}:{region}",
+        host_id=f"cloud:{account}:{region}",
+        account_id=account,
+        region=region,
     )

@@ -51,8 +51,11 @@ def run(
         if not wait.pause():
             raise KeysweepError(f"Athena query {qid} not finished after {wait.waited:.0f} s")
     header: list[str] | None = None
-    rows = (r for page in athena.get_paginator("get_query_results").paginate(QueryExecutionId=qid)
-            for r in (page.get("ResultSet") or {}).get("Rows") or ())
+    rows = (
+        r
+        for page in athena.get_paginator("get_query_results").paginate(QueryExecutionId=qid)
+        for r in (page.get("ResultSet") or {}).get("Rows") or ()
+    )
     for row in rows:
         values = [c.get("VarCharValue", "") for c in row.get("Data", [])]
         if header is None:
@@ -68,7 +71,13 @@ def collect(athena: Any, workgroup: str, table: str, usages: Sequence[KeyUsage],
         for row in run(athena, workgroup, query(table, list(by_key), start)):
             u = by_key.get(row.get("key_id", ""))
             if u is not None:
-                u.add(row.get("ip") or "unknown", row.get("first", ""), row.get("user_agent", ""),
-                      row.get("event_source", ""), int(row.get("events") or 0), row.get("last"))
+                u.add(
+                    row.get("ip") or "unknown",
+                    row.get("first", ""),
+                    row.get("user_agent", ""),
+                    row.get("event_source", ""),
+                    int(row.get("events") or 0),
+                    row.get("last"),
+                )
     except AWS_ERRORS as exc:
         raise KeysweepError(f"Athena workgroup {workgroup}: {error_reason(exc)}") from None

@@ -16,7 +16,9 @@ def launch_configurations(target: Target) -> Iterator[Item]:
             continue
         arn = lc.get("LaunchConfigurationARN") or lc["LaunchConfigurationName"]
         role = profile_arn(target, lc.get("IamInstanceProfile"))
-        yield from user_data_items(Resource("autoscaling", arn, target.region, target.account, role), "UserData", lc["UserData"])
+        yield from user_data_items(
+            Resource("autoscaling", arn, target.region, target.account, role), "UserData", lc["UserData"]
+        )
 
 
 READERS = (Reader("autoscaling", "launch configuration user data", launch_configurations),)

@@ -58,7 +58,10 @@ def code(target: Target) -> Iterator[Item]:
             continue
         seen.add((name, config.get("CodeSha256", "")))
         got = target.attempt(
-            "lambda", client.get_function, FunctionName=config["FunctionName"], Qualifier=config.get("Version", "$LATEST")
+            "lambda",
+            client.get_function,
+            FunctionName=config["FunctionName"],
+            Qualifier=config.get("Version", "$LATEST"),
         )
         if got is None:
             continue

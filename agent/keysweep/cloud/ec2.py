@@ -38,7 +38,9 @@ def instances(target: Target) -> Iterator[Item]:
             if not value:
                 continue
             arn = f"arn:aws:ec2:{target.region}:{target.account}:instance/{iid}"
-            resource = Resource("ec2", arn, target.region, target.account, profile_arn(target, inst.get("IamInstanceProfile")))
+            resource = Resource(
+                "ec2", arn, target.region, target.account, profile_arn(target, inst.get("IamInstanceProfile"))
+            )
             yield from user_data_items(resource, "UserData", value)
 
 
@@ -47,7 +49,10 @@ def launch_templates(target: Target) -> Iterator[Item]:
     for lt in paginate(client, "describe_launch_templates", "LaunchTemplates"):
         arn = f"arn:aws:ec2:{target.region}:{target.account}:launch-template/{lt['LaunchTemplateId']}"
         for version in paginate(
-            client, "describe_launch_template_versions", "LaunchTemplateVersions", LaunchTemplateId=lt["LaunchTemplateId"]
+            client,
+            "describe_launch_template_versions",
+            "LaunchTemplateVersions",
+            LaunchTemplateId=lt["LaunchTemplateId"],
         ):
             data = version.get("LaunchTemplateData") or {}
             if not data.get("UserData"):

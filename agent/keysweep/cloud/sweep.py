@@ -80,7 +80,12 @@ class CloudResult:
 def scan_item(item: Item, detector: Detector, options: ScanOptions, stats: ScanStats) -> list[Finding]:
     r = item.resource
     base = Location(
-        kind="cloud", service=r.service, resource_arn=r.arn, field=item.field, region=r.region, account=r.account,
+        kind="cloud",
+        service=r.service,
+        resource_arn=r.arn,
+        field=item.field,
+        region=r.region,
+        account=r.account,
         role_arn=r.role_arn,
     )
     if item.archive is not None:
@@ -92,8 +97,14 @@ def scan_item(item: Item, detector: Detector, options: ScanOptions, stats: ScanS
                 stats.bytes_scanned += item.size
         return [
             dataclasses.replace(
-                f, location=dataclasses.replace(base, member=f.location.member, line=f.location.line,
-                                                offset=f.location.offset, encoding=f.location.encoding)
+                f,
+                location=dataclasses.replace(
+                    base,
+                    member=f.location.member,
+                    line=f.location.line,
+                    offset=f.location.offset,
+                    encoding=f.location.encoding,
+                ),
             )
             for f in found
         ]
@@ -145,7 +156,10 @@ def run_cloud(
 
 
 def sweep_targets(
-    targets: Sequence[Target], detector: Detector, *, should_stop: Callable[[], bool] | None = None,
+    targets: Sequence[Target],
+    detector: Detector,
+    *,
+    should_stop: Callable[[], bool] | None = None,
     workers: int = WORKERS,
 ) -> list[tuple[Target, CloudResult]]:
     """Each account-region read by :func:`run_cloud` in its own thread, ``workers`` at a time: the work is

@@ -55,8 +55,15 @@ class Source:
         self.event_sources |= other.event_sources
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ip": self.ip, "user_agents": sorted(self.user_agents), "resource": self.resource, "kind": self.kind,
-                "first": self.first, "last": self.last, "events": self.events}
+        return {
+            "ip": self.ip,
+            "user_agents": sorted(self.user_agents),
+            "resource": self.resource,
+            "kind": self.kind,
+            "first": self.first,
+            "last": self.last,
+            "events": self.events,
+        }
 
 
 @dataclass
@@ -69,8 +76,9 @@ class KeyUsage:
     keysweep_events: int = 0
     verdict: str = "unused"
 
-    def add(self, ip: str, at: str, user_agent: str, event_source: str, count: int = 1,
-            last: str | None = None) -> None:
+    def add(
+        self, ip: str, at: str, user_agent: str, event_source: str, count: int = 1, last: str | None = None
+    ) -> None:
         if KEYSWEEP_AGENT in (user_agent or ""):
             self.keysweep_events += count
             return
@@ -82,8 +90,13 @@ class KeyUsage:
             self.sources.setdefault(ip, Source(ip)).merge(source)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"key_id": self.key_id, "user": self.user, "account": self.account, "verdict": self.verdict,
-                "sources": [s.to_dict() for s in sorted(self.sources.values(), key=lambda s: (-s.events, s.ip))]}
+        return {
+            "key_id": self.key_id,
+            "user": self.user,
+            "account": self.account,
+            "verdict": self.verdict,
+            "sources": [s.to_dict() for s in sorted(self.sources.values(), key=lambda s: (-s.events, s.ip))],
+        }
 
 
 def iso(when: Any) -> str:
@@ -116,7 +129,9 @@ def lookup_events(
         bucket.acquire()
         kwargs: dict[str, Any] = {
             "LookupAttributes": [{"AttributeKey": "AccessKeyId", "AttributeValue": key_id}],
-            "StartTime": start, "EndTime": end, "MaxResults": 50,
+            "StartTime": start,
+            "EndTime": end,
+            "MaxResults": 50,
         }
         if token:
             kwargs["NextToken"] = token
@@ -141,7 +156,11 @@ def record_event(usage: KeyUsage, event: dict[str, Any]) -> None:
 
 
 def collect(
-    keys: Iterable[KeyUsage], client: Any, start: datetime, end: datetime, bucket: TokenBucket,
+    keys: Iterable[KeyUsage],
+    client: Any,
+    start: datetime,
+    end: datetime,
+    bucket: TokenBucket,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Add the events of one account and region to each key's usage."""
@@ -153,8 +172,12 @@ def collect(
 
 
 def collect_all(
-    jobs: Sequence[tuple[Sequence[KeyUsage], Target]], start: datetime, end: datetime,
-    should_stop: Callable[[], bool] = lambda: False, *, workers: int = 8,
+    jobs: Sequence[tuple[Sequence[KeyUsage], Target]],
+    start: datetime,
+    end: datetime,
+    should_stop: Callable[[], bool] = lambda: False,
+    *,
+    workers: int = 8,
 ) -> None:
     """Every account-region's lookups, each in its own thread with its own pacing (CloudTrail's limit is per
     account and region, so one region never waits for another); each thread fills its own copies of the keys,
@@ -200,7 +223,10 @@ def keys_and_targets(
 
 
 def lookup_all(
-    usages: Sequence[KeyUsage], targets: dict[str, list[Target]], start: datetime, end: datetime,
+    usages: Sequence[KeyUsage],
+    targets: dict[str, list[Target]],
+    start: datetime,
+    end: datetime,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """LookupEvents for every key in every region of its own account."""

@@ -20,7 +20,12 @@ FORMATS = ("table", "json", "jsonl", "sarif")
 TABLE_WIDTH = 100  # columns a table fits in
 # skips that leave a file (or an archive member) unread or partly read: with the errors, an incomplete scan
 UNREAD_REASONS = (
-    "too-large", "archive-too-large", "archive-ratio", "archive-encrypted", "archive-unsupported", "archive-depth",
+    "too-large",
+    "archive-too-large",
+    "archive-ratio",
+    "archive-encrypted",
+    "archive-unsupported",
+    "archive-depth",
     "nested-archive-too-large",
 )
 
@@ -56,9 +61,7 @@ def render(
         raise ValueError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
 
 
-def summary_dict(
-    findings: Sequence[Finding], summary: ScanSummary | Mapping[str, Any] | None
-) -> dict[str, Any]:
+def summary_dict(findings: Sequence[Finding], summary: ScanSummary | Mapping[str, Any] | None) -> dict[str, Any]:
     """Counts over the findings, merged with the scan's own summary (files, bytes, skips) when given."""
     base: dict[str, Any] = {}
     if summary is not None:
@@ -80,9 +83,9 @@ def summary_dict(
 
 def incomplete(summary: Mapping[str, Any]) -> dict[str, Any]:
     """What the scan could not read, from its summary (``ScanStats.to_dict()``): ``count`` (every error and every
-    skip that left content unread), ``places`` (``{"reason", "path"}``, with ``error``, the exception's type, for an
-internal error; the first ones kept) and ``not_listed``
-    (the count of the rest, and of those without a place)."""
+        skip that left content unread), ``places`` (``{"reason", "path"}``, with ``error``, the exception's type, for an
+    internal error; the first ones kept) and ``not_listed``
+        (the count of the rest, and of those without a place)."""
     skipped = summary.get("skipped") or {}
     count = sum((summary.get("errors") or {}).values()) + sum(skipped.get(r, 0) for r in UNREAD_REASONS)
     places = [dict(d) for d in [*(summary.get("error_details") or ()), *(summary.get("unread_details") or ())]]
@@ -106,4 +109,3 @@ def render_table(findings: Sequence[Finding]) -> str:
     # a long place goes on its own line under its row, whole (a path that is cut cannot be used)
     lines = table_lines(rows, fold_over=TABLE_WIDTH)
     return "\n".join(lines) + f"\n\n{len(findings)} finding(s)\n"
-

@@ -36,7 +36,10 @@ def to_sarif(findings: Sequence[Finding], *, summary: Mapping[str, Any] | None =
                 "name": "".join(p.capitalize() for p in rid.split("-")),
                 "shortDescription": {"text": descriptions.get(rid, rid)},
                 "defaultConfiguration": {"level": _LEVEL.get(severity, "warning")},
-                "properties": {"tags": ["security", "secret", "aws"], "security-severity": _SECURITY_SEVERITY.get(severity, "5.0")},
+                "properties": {
+                    "tags": ["security", "secret", "aws"],
+                    "security-severity": _SECURITY_SEVERITY.get(severity, "5.0"),
+                },
             }
         )
     run: dict[str, Any] = {
@@ -54,16 +57,20 @@ def to_sarif(findings: Sequence[Finding], *, summary: Mapping[str, Any] | None =
         run["properties"] = {"summary": dict(summary)}
         unread = (summary.get("incomplete") or {}).get("places")
         if unread:  # what the scan could not read, where code-scanning tools show a run's problems
-            run["invocations"] = [{"executionSuccessful": True,
-                                   "toolExecutionNotifications": [_not_read(p) for p in unread]}]
+            run["invocations"] = [
+                {"executionSuccessful": True, "toolExecutionNotifications": [_not_read(p) for p in unread]}
+            ]
     return {"$schema": SARIF_SCHEMA, "version": SARIF_VERSION, "runs": [run]}
 
 
 def _not_read(place: Mapping[str, Any]) -> dict[str, Any]:
     """A warning naming one place the scan could not read, or read only in part, and why."""
     path = str(place.get("path") or "")
-    note: dict[str, Any] = {"level": "warning", "descriptor": {"id": str(place.get("reason") or "unread")},
-                            "message": {"text": f"not read or partly read: {place.get('reason')}"}}
+    note: dict[str, Any] = {
+        "level": "warning",
+        "descriptor": {"id": str(place.get("reason") or "unread")},
+        "message": {"text": f"not read or partly read: {place.get('reason')}"},
+    }
     if path and not path.startswith("source:"):
         member = path.split("!", 1)  # an archive member: the archive on disk is the artifact
         note["locations"] = [{"physicalLocation": {"artifactLocation": {"uri": _uri(member[0])}}}]

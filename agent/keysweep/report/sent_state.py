@@ -27,7 +27,9 @@ def _valid(doc: Any) -> dict[str, list]:
     statedir.require(isinstance(entries, dict), "entries: not an object")
     for k, v in entries.items():
         statedir.require(
-            isinstance(v, list) and len(v) == 4 and isinstance(v[0], str)
+            isinstance(v, list)
+            and len(v) == 4
+            and isinstance(v[0], str)
             and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in v[1:]),
             f"entry {k[:40]!r}: not [status, first_seen, last_sent, last_seen]",
         )

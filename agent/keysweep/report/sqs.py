@@ -182,8 +182,9 @@ def dedup_id(msg: Mapping[str, Any]) -> str:
     if not isinstance(finding, Mapping) or not finding.get("finding_fingerprint"):
         return str(msg["message_id"])[:128]
     verification = finding.get("verification") or {}
-    reported = "\x1f".join(str(v) for v in (finding["finding_fingerprint"], verification.get("status"),
-                                              verification.get("checked_at")))
+    reported = "\x1f".join(
+        str(v) for v in (finding["finding_fingerprint"], verification.get("status"), verification.get("checked_at"))
+    )
     return hashlib.sha256(reported.encode()).hexdigest()
 
 

@@ -154,8 +154,9 @@ def _decompressor(kind: str, raw: _Readable) -> io.BufferedIOBase:
         return bz2.BZ2File(fh, mode="rb")
     # what LZMAFile does, with liblzma's memory limit (LZMAFile has none: a 30 KB .xz may declare a 2 GiB
     # dictionary, which fills as it decodes)
-    reader = _compression.DecompressReader(fh, lzma.LZMADecompressor, trailing_error=lzma.LZMAError,
-                                           memlimit=XZ_MEMLIMIT)
+    reader = _compression.DecompressReader(
+        fh, lzma.LZMADecompressor, trailing_error=lzma.LZMAError, memlimit=XZ_MEMLIMIT
+    )
     return io.BufferedReader(reader)  # type: ignore[arg-type]
 
 

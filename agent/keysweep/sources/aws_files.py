@@ -305,8 +305,14 @@ class AwsFilesSource:
     def scan(self, ctx: ScanContext) -> Iterator[Finding]:
         options = ctx.options
         homes = _aws_files_under(options) if options.paths else home_files(options.path_prefix)
-        yield from scan_aws_files(homes + ctx.named_files, ctx.detector, options, ctx.stats, handled=ctx.handled,
-                                  count_caches="files" not in options.sources)
+        yield from scan_aws_files(
+            homes + ctx.named_files,
+            ctx.detector,
+            options,
+            ctx.stats,
+            handled=ctx.handled,
+            count_caches="files" not in options.sources,
+        )
 
 
 def _aws_files_under(options: ScanOptions) -> list[AwsFile]:

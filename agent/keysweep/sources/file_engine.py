@@ -61,8 +61,11 @@ class Exported:
 
     @classmethod
     def of(cls, f: Finding) -> Exported:
-        return cls(f.without_secret(), f.secret.reveal() if f.secret else None,
-                   f.session_token.reveal() if f.session_token else None)
+        return cls(
+            f.without_secret(),
+            f.secret.reveal() if f.secret else None,
+            f.session_token.reveal() if f.session_token else None,
+        )
 
     def restore(self) -> Finding:
         return dataclasses.replace(
@@ -150,8 +153,13 @@ class Reply:
 
 
 def _scan_one(
-    ref: filesystem.FileRef, st: os.stat_result | None, detector: Detector, options: ScanOptions,
-    stats: ScanStats, dirs: filesystem.DirCache, split_over: int | None = None,
+    ref: filesystem.FileRef,
+    st: os.stat_result | None,
+    detector: Detector,
+    options: ScanOptions,
+    stats: ScanStats,
+    dirs: filesystem.DirCache,
+    split_over: int | None = None,
 ) -> list[Finding] | filesystem.SplitFile | None:
     try:
         return filesystem.scan_file(ref, st, detector, options, stats, dirs=dirs, split_over=split_over)
@@ -423,8 +431,13 @@ class FilesScan:
     def _candidates(self) -> Iterator[Item]:
         opts = self.options
         walk = filesystem.iter_files(
-            opts, self.stats, skip_ids=self.handled, should_stop=self.stop, file_stat=self.cache is not None,
-            dirs=self.dirs, listings=self.cache if isinstance(self.cache, filesystem.Listings) else None,
+            opts,
+            self.stats,
+            skip_ids=self.handled,
+            should_stop=self.stop,
+            file_stat=self.cache is not None,
+            dirs=self.dirs,
+            listings=self.cache if isinstance(self.cache, filesystem.Listings) else None,
         )
         for ref, st in walk:
             if st is not None and st.st_size > opts.max_file_size:

@@ -744,8 +744,9 @@ def scan_part(
             return data
 
         location = Location(kind="file", path=display_path(path, options.path_prefix))
-        findings = detector.scan_stream(read, location=location, chunk_size=CHUNK_SIZE, base_offset=lo,
-                                        min_offset=start, max_offset=end)
+        findings = detector.scan_stream(
+            read, location=location, chunk_size=CHUNK_SIZE, base_offset=lo, min_offset=start, max_offset=end
+        )
         return PartResult(findings, counts[0], counts[1], counts[2])
     except OSError as exc:
         raise os_error_skip(exc) from None
@@ -792,8 +793,9 @@ def scan_file(
         place = Place()  # its cap bounds the keys one file may report; what it drops is counted below
         if _is_sparse(fst):
             reader = _FileReader(fd, size, limit=options.max_file_size, sparse=True)
-            findings = detector.scan_stream(reader.read, location=Location(kind="file", path=shown),
-                                            chunk_size=CHUNK_SIZE, place=place)
+            findings = detector.scan_stream(
+                reader.read, location=Location(kind="file", path=shown), chunk_size=CHUNK_SIZE, place=place
+            )
             stats.files_scanned += 1
             stats.bytes_scanned += reader.bytes
             _count_cap(place, stats)
@@ -825,8 +827,10 @@ def scan_file(
             os.lseek(fd, len(head), os.SEEK_SET)
             reader.bytes = len(head)
             findings = detector.scan_stream(
-                archives.Prefixed(head, reader).read, location=Location(kind="file", path=shown),
-                chunk_size=CHUNK_SIZE, place=place,
+                archives.Prefixed(head, reader).read,
+                location=Location(kind="file", path=shown),
+                chunk_size=CHUNK_SIZE,
+                place=place,
             )
             nbytes = reader.bytes
         stats.files_scanned += 1

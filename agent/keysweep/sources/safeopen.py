@@ -146,4 +146,3 @@ def _components(path: str) -> list[str]:
 
 def _same(a: os.stat_result, b: os.stat_result) -> bool:
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-

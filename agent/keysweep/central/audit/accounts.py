@@ -28,8 +28,13 @@ class AccountTarget:
 
 
 def account_targets(
-    *, accounts: Sequence[str] = (), role_name: str | None = None, role_arns: Sequence[str] = (),
-    partition: str = "aws", organization: Organization | None = None, own_account: str | None = None,
+    *,
+    accounts: Sequence[str] = (),
+    role_name: str | None = None,
+    role_arns: Sequence[str] = (),
+    partition: str = "aws",
+    organization: Organization | None = None,
+    own_account: str | None = None,
 ) -> list[AccountTarget]:
     """``--account`` with ``--role-name`` (a role of that name in each account) and/or explicit role ARNs; with
     ``organization``, every active account of it (its own account, ``own_account``, with keysweep's credentials)."""
@@ -38,8 +43,11 @@ def account_targets(
             raise ConfigError("--organization needs --role-name (the role to assume in each member account)")
         accounts = [a for a in sorted(organization.accounts) if a != own_account] + list(accounts)
         own = [AccountTarget()] if own_account in organization.accounts else []
-        return own + account_targets(accounts=accounts, role_name=role_name, role_arns=role_arns,
-                                     partition=partition) if accounts or role_arns else own
+        return (
+            own + account_targets(accounts=accounts, role_name=role_name, role_arns=role_arns, partition=partition)
+            if accounts or role_arns
+            else own
+        )
     for acct in accounts:
         if not (len(acct) == 12 and acct.isdigit()):
             raise ConfigError(f"--account {acct!r}: an account id is 12 digits")
@@ -64,8 +72,9 @@ class AccountClients:
     sts: Any
 
 
-def open_account(target: AccountTarget, *, session_name: str = "keysweep-audit",
-                 external_id: str | None = None) -> AccountClients:
+def open_account(
+    target: AccountTarget, *, session_name: str = "keysweep-audit", external_id: str | None = None
+) -> AccountClients:
     """IAM and STS clients for ``target``: keysweep's own credentials, or a role assumed with them."""
     sts = aws.make_client("sts", region="us-east-1")
     try:

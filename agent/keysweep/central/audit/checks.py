@@ -57,14 +57,24 @@ class KeyFacts:
     def never_used(self) -> bool:
         return self.key.never_used or self.own_use is not None
 
-    def item(self, check: str, summary: str, action: str, commands: Sequence[str],
-             details: Mapping[str, Any]) -> AuditItem:
-        return AuditItem(check=check, account_id=self.account.account_id, user=self.row.user, arn=self.row.arn,
-                         key_id=self.key_id, summary=summary, action=action, commands=tuple(commands),
-                         details={"slot": self.key.slot, "created": self.key.last_rotated, **details})
+    def item(
+        self, check: str, summary: str, action: str, commands: Sequence[str], details: Mapping[str, Any]
+    ) -> AuditItem:
+        return AuditItem(
+            check=check,
+            account_id=self.account.account_id,
+            user=self.row.user,
+            arn=self.row.arn,
+            key_id=self.key_id,
+            summary=summary,
+            action=action,
+            commands=tuple(commands),
+            details={"slot": self.key.slot, "created": self.key.last_rotated, **details},
+        )
 
 
 # ---------------------------------------------------------------------------------------------------- commands
+
 
 def deactivate_command(user: str, key_id: str) -> str:
     return f"aws iam update-access-key --user-name {user} --access-key-id {key_id} --status Inactive"
@@ -88,8 +98,10 @@ def delete_user_commands(
     if policies is not None:
         cmds += [f"aws iam detach-user-policy --user-name {user} --policy-arn {a}" for a in policies.attached]
         for name in policies.inline:  # an inline policy exists nowhere else: save it before deleting it
-            cmds.append(f"aws iam get-user-policy --user-name {user} --policy-name {name} --query PolicyDocument "
-                        f"--output json > {inline_backup_file(user, name)}")
+            cmds.append(
+                f"aws iam get-user-policy --user-name {user} --policy-name {name} --query PolicyDocument "
+                f"--output json > {inline_backup_file(user, name)}"
+            )
             cmds.append(f"aws iam delete-user-policy --user-name {user} --policy-name {name}")
         cmds += [f"aws iam remove-user-from-group --user-name {user} --group-name {g}" for g in policies.groups]
     cmds.append(f"aws iam delete-user --user-name {user}")
@@ -118,6 +130,7 @@ def in_grace(key: KeyColumns, now: datetime, options: AuditOptions) -> bool:
 
 # ---------------------------------------------------------------------------------------------------- the account
 
+
 def root_access_key(report: CredentialReport, root_keys_present: bool, account: AccountFacts) -> AuditItem | None:
     root = report.root
     root_active = [k for k in root.keys if k.is_active] if root else []
@@ -126,23 +139,35 @@ def root_access_key(report: CredentialReport, root_keys_present: bool, account: 
     details: dict[str, Any] = {"account_access_keys_present": root_keys_present}
     if root:
         details["keys"] = [
-            {"slot": k.slot, "active": k.active, "created": k.last_rotated, "last_used": k.last_used_date,
-             "last_used_service": k.last_used_service, "last_used_region": k.last_used_region}
-            for k in root.keys if k.exists or k.is_active
+            {
+                "slot": k.slot,
+                "active": k.active,
+                "created": k.last_rotated,
+                "last_used": k.last_used_date,
+                "last_used_service": k.last_used_service,
+                "last_used_region": k.last_used_region,
+            }
+            for k in root.keys
+            if k.exists or k.is_active
         ]
     return AuditItem(
-        check="root-access-key", account_id=account.account_id, user="<root_account>",
+        check="root-access-key",
+        account_id=account.account_id,
+        user="<root_account>",
         arn=root.arn if root else f"arn:aws:iam::{account.account_id}:root",
         summary="The root user has access keys: anyone holding them controls the whole account.",
         action="Delete the root user's access keys (sign in as root, Security credentials, Access keys). "
-               "Nothing should run as root; move any use to a role first.",
-        commands=("aws iam list-access-keys   # signed as the root user",
-                  "aws iam delete-access-key --access-key-id <ROOT_KEY_ID>   # signed as the root user"),
+        "Nothing should run as root; move any use to a role first.",
+        commands=(
+            "aws iam list-access-keys   # signed as the root user",
+            "aws iam delete-access-key --access-key-id <ROOT_KEY_ID>   # signed as the root user",
+        ),
         details=details,
     )
 
 
 # ---------------------------------------------------------------------------------------------------- one key
+
 
 def inactive_key(k: KeyFacts) -> AuditItem | None:
     if k.key.is_active:
@@ -161,11 +186,16 @@ def never_used_key(k: KeyFacts) -> AuditItem | None:
     yet (counted by :func:`keys_in_grace`)."""
     if not k.key.is_active or not k.never_used or in_grace(k.key, k.account.now, k.account.options):
         return None
-    note = (" AWS tracks key use since 2015-04-22; this key is older, so it may have been used before."
-            if k.key.use_may_predate_tracking else "")
+    note = (
+        " AWS tracks key use since 2015-04-22; this key is older, so it may have been used before."
+        if k.key.use_may_predate_tracking
+        else ""
+    )
     if k.own_use is not None:
-        note += (f" Its only recorded use ({when(k.key.last_used_date, exact=True)}, sts) is keysweep's own "
-                 f"verification of {when(k.own_use, exact=True)}, which is not use.")
+        note += (
+            f" Its only recorded use ({when(k.key.last_used_date, exact=True)}, sts) is keysweep's own "
+            f"verification of {when(k.own_use, exact=True)}, which is not use."
+        )
     return k.item(
         "never-used-key",
         summary=f"{k.row.user}: active key {k.key_id} was never used (created {when(k.key.last_rotated)}).{note}",
@@ -186,29 +216,40 @@ def unused_key(k: KeyFacts) -> AuditItem | None:
     return k.item(
         "unused-key",
         summary=f"{k.row.user}: active key {k.key_id} not used for {_days(idle)} days "
-                f"(last {k.key.last_used_service} in {k.key.last_used_region}).",
+        f"(last {k.key.last_used_service} in {k.key.last_used_region}).",
         action=f"Deactivate it (unused for more than {options.unused_days} days), delete it after a quiet week.",
         commands=(deactivate_command(k.row.user, k.key_id), delete_key_command(k.row.user, k.key_id)),
-        details={"last_used": last_used, "idle_days": _days(idle),
-                 "last_used_service": k.key.last_used_service, "last_used_region": k.key.last_used_region},
+        details={
+            "last_used": last_used,
+            "idle_days": _days(idle),
+            "last_used_service": k.key.last_used_service,
+            "last_used_region": k.key.last_used_region,
+        },
     )
 
 
 def old_key(k: KeyFacts) -> AuditItem | None:
     created = k.key.last_rotated
     options = k.account.options
-    if (not k.key.is_active or k.never_used or not isinstance(created, datetime)
-            or k.account.now - created <= timedelta(days=options.rotation_days)):
+    if (
+        not k.key.is_active
+        or k.never_used
+        or not isinstance(created, datetime)
+        or k.account.now - created <= timedelta(days=options.rotation_days)
+    ):
         return None
     age = _days(k.account.now - created)
     return k.item(
         "old-key",
         summary=f"{k.row.user}: active key {k.key_id} is {age} days old "
-                f"(rotation age {options.rotation_days}); last used {when(k.key.last_used_date)}.",
+        f"(rotation age {options.rotation_days}); last used {when(k.key.last_used_date)}.",
         action="Replace it with a role (instance profile, task role, IRSA, Identity Center); where a key must "
-               "stay, rotate it: create the new key, switch every consumer, then deactivate and delete the old one.",
-        commands=(f"aws iam create-access-key --user-name {k.row.user}",
-                  deactivate_command(k.row.user, k.key_id), delete_key_command(k.row.user, k.key_id)),
+        "stay, rotate it: create the new key, switch every consumer, then deactivate and delete the old one.",
+        commands=(
+            f"aws iam create-access-key --user-name {k.row.user}",
+            deactivate_command(k.row.user, k.key_id),
+            delete_key_command(k.row.user, k.key_id),
+        ),
         details={"age_days": age, "last_used": k.key.last_used_date},
     )
 
@@ -219,20 +260,25 @@ KEY_CHECKS: tuple[Callable[[KeyFacts], AuditItem | None], ...] = (inactive_key, 
 
 # ---------------------------------------------------------------------------------------------------- one user
 
+
 def console_user_with_keys(row: CredentialReportRow, account: AccountFacts) -> AuditItem | None:
     active = row.active_keys()
     if not row.has_password or not active:
         return None
     refs = [account.key_ref(row, k) for k in active]
     return AuditItem(
-        check="console-user-with-keys", account_id=account.account_id, user=row.user, arn=row.arn,
+        check="console-user-with-keys",
+        account_id=account.account_id,
+        user=row.user,
+        arn=row.arn,
         key_id=refs[0] if len(refs) == 1 else None,
         summary=f"{row.user}: a console user (password, MFA {_flag(row.mfa_active)}) with active keys "
-                f"{', '.join(refs)}.",
+        f"{', '.join(refs)}.",
         action="A human: give them IAM Identity Center (SSO) access and `aws sso login` for the CLI, then "
-               "deactivate and delete the keys and the console password.",
-        commands=tuple([deactivate_command(row.user, r) for r in refs]
-                       + [f"aws iam delete-login-profile --user-name {row.user}"]),
+        "deactivate and delete the keys and the console password.",
+        commands=tuple(
+            [deactivate_command(row.user, r) for r in refs] + [f"aws iam delete-login-profile --user-name {row.user}"]
+        ),
         details={"mfa_active": row.mfa_active, "password_last_used": row.password_last_used, "keys": refs},
     )
 
@@ -241,9 +287,12 @@ def console_user(row: CredentialReportRow, account: AccountFacts) -> AuditItem |
     if not row.has_password or row.active_keys():
         return None
     return AuditItem(
-        check="console-user", account_id=account.account_id, user=row.user, arn=row.arn,
+        check="console-user",
+        account_id=account.account_id,
+        user=row.user,
+        arn=row.arn,
         summary=f"{row.user}: a console user (password last used {when(row.password_last_used)}, "
-                f"MFA {_flag(row.mfa_active)}).",
+        f"MFA {_flag(row.mfa_active)}).",
         action="A human: move them to IAM Identity Center (SSO), then remove the IAM user's password.",
         commands=(f"aws iam delete-login-profile --user-name {row.user}",),
         details={"mfa_active": row.mfa_active, "password_last_used": row.password_last_used},
@@ -259,32 +308,45 @@ def user_without_credentials(row: CredentialReportRow, account: AccountFacts) ->
     if other is not None and other.active:
         return None  # an active signing certificate, SSH key or service-specific credential is still used
     leftover = [account.key_ref(row, k) for k in row.existing_keys()]
-    action = ("Delete the user: its inactive keys, other credentials, MFA devices, policies (inline ones saved to a "
-              "file first) and group memberships go first, as the commands do.")
+    action = (
+        "Delete the user: its inactive keys, other credentials, MFA devices, policies (inline ones saved to a "
+        "file first) and group memberships go first, as the commands do."
+    )
     if other is None or other.unlisted:
         unknown = ", ".join(other.unlisted) if other else "not listed"
-        action += (f" Its other credentials could not all be listed ({unknown}): check them before deleting "
-                   "(list-signing-certificates, list-ssh-public-keys, list-service-specific-credentials).")
+        action += (
+            f" Its other credentials could not all be listed ({unknown}): check them before deleting "
+            "(list-signing-certificates, list-ssh-public-keys, list-service-specific-credentials)."
+        )
     policies = account.policies.get(row.user)
     return AuditItem(
-        check="user-without-credentials", account_id=account.account_id, user=row.user, arn=row.arn,
+        check="user-without-credentials",
+        account_id=account.account_id,
+        user=row.user,
+        arn=row.arn,
         summary=f"{row.user}: no active key, console password or other credential "
-                f"(created {when(row.user_creation_time)}).",
+        f"(created {when(row.user_creation_time)}).",
         action=action,
         commands=tuple(delete_user_commands(row.user, leftover, policies, other)),
-        details={"inactive_keys": leftover,
-                 "inline_policy_backups": [inline_backup_file(row.user, n)
-                                           for n in (policies or UserPolicies(row.user)).inline],
-                 **(other.to_dict() if other else {})},
+        details={
+            "inactive_keys": leftover,
+            "inline_policy_backups": [
+                inline_backup_file(row.user, n) for n in (policies or UserPolicies(row.user)).inline
+            ],
+            **(other.to_dict() if other else {}),
+        },
     )
 
 
 USER_CHECKS: tuple[Callable[[CredentialReportRow, AccountFacts], AuditItem | None], ...] = (
-    console_user_with_keys, console_user, user_without_credentials,
+    console_user_with_keys,
+    console_user,
+    user_without_credentials,
 )
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
+
 
 def evaluate_report(
     report: CredentialReport,
@@ -304,8 +366,9 @@ def evaluate_report(
     an active one is not "without credentials"; inactive ones are deleted first); ``own_use`` key ids whose last use
     in IAM was keysweep's own verification to that verification's time (see ``iam_reads.keysweep_uses``).
     """
-    account = AccountFacts(account_id, options, options.current_time, key_ids or {}, policies or {}, others or {},
-                           own_use or {})
+    account = AccountFacts(
+        account_id, options, options.current_time, key_ids or {}, policies or {}, others or {}, own_use or {}
+    )
     items = [i for i in (root_access_key(report, root_keys_present, account),) if i]
     for row in report.users:
         for key in row.existing_keys():
@@ -319,12 +382,15 @@ def evaluate_report(
 
 # ---------------------------------------------------------------------------------------------------- notes
 
+
 def keys_in_shorter_window(report: CredentialReport, options: AuditOptions) -> int:
     """Active keys idle longer than the recommended window but not yet past the unused window."""
     now = options.current_time
     lo, hi = timedelta(days=options.recommended_unused_days), timedelta(days=options.unused_days)
     return sum(
-        1 for row in report.users for k in row.active_keys()
+        1
+        for row in report.users
+        for k in row.active_keys()
         if isinstance(k.last_used_date, datetime) and lo < now - k.last_used_date <= hi
     )
 
@@ -332,15 +398,16 @@ def keys_in_shorter_window(report: CredentialReport, options: AuditOptions) -> i
 def keys_in_grace(report: CredentialReport, options: AuditOptions) -> int:
     """Active keys never used yet but younger than the grace period: not judged this time."""
     now = options.current_time
-    return sum(1 for row in report.users for k in row.active_keys()
-               if k.never_used and in_grace(k, now, options))
+    return sum(1 for row in report.users for k in row.active_keys() if k.never_used and in_grace(k, now, options))
 
 
 def grace_note(count: int, options: AuditOptions) -> str | None:
     if not count:
         return None
-    return (f"{count} active key(s) created within the last {options.new_key_grace_days} day(s) have not been used "
-            "yet: too new to call unused, they are judged once the grace period is over (--new-key-grace-days).")
+    return (
+        f"{count} active key(s) created within the last {options.new_key_grace_days} day(s) have not been used "
+        "yet: too new to call unused, they are judged once the grace period is over (--new-key-grace-days)."
+    )
 
 
 def window_note(more: int, options: AuditOptions) -> str | None:

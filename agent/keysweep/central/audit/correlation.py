@@ -74,8 +74,11 @@ class KeySighting:
 
     @classmethod
     def of(cls, key_id: str, recs: Sequence[FindingRecord]) -> KeySighting:
-        return cls.build(key_id, recs, [suggested_role(suggestion_kind(r.suggestion), (r.suggestion or {}).get(
-            "role_name")) for r in recs])
+        return cls.build(
+            key_id,
+            recs,
+            [suggested_role(suggestion_kind(r.suggestion), (r.suggestion or {}).get("role_name")) for r in recs],
+        )
 
     @classmethod
     def build(cls, key_id: str, recs: Sequence[AnyFinding], suggested: Sequence[tuple[str, str]]) -> KeySighting:
@@ -85,7 +88,9 @@ class KeySighting:
         for rec, role in zip(recs, suggested):
             roles[role].add(rec.hostname or rec.host_id)
         return cls(
-            key_id, next((r.account_id for r in recs if r.account_id), None), speaker.status,
+            key_id,
+            next((r.account_id for r in recs if r.account_id), None),
+            speaker.status,
             (status_rank(speaker.status), arrival(speaker)),
             tuple(sorted({r.hostname or r.host_id for r in recs})),
             tuple(sorted({(r.hostname or r.host_id, place(r.location)) for r in recs})),
@@ -95,11 +100,18 @@ class KeySighting:
     def merge(self, other: KeySighting) -> KeySighting:
         """One sighting of the key from two (its records under two fingerprint keys)."""
         first, second = (self, other) if self.word <= other.word else (other, self)
-        roles = {k: self.roles.get(k, frozenset()) | other.roles.get(k, frozenset())
-                 for k in (*self.roles, *other.roles)}
-        return KeySighting(self.key_id, self.account_id or other.account_id, first.status, first.word,
-                           tuple(sorted({*self.hosts, *other.hosts})),
-                           tuple(sorted({*self.locations, *other.locations})), roles)
+        roles = {
+            k: self.roles.get(k, frozenset()) | other.roles.get(k, frozenset()) for k in (*self.roles, *other.roles)
+        }
+        return KeySighting(
+            self.key_id,
+            self.account_id or other.account_id,
+            first.status,
+            first.word,
+            tuple(sorted({*self.hosts, *other.hosts})),
+            tuple(sorted({*self.locations, *other.locations})),
+            roles,
+        )
 
 
 def suggested_role(kind: str | None, role_name: object) -> tuple[str, str]:
@@ -140,8 +152,11 @@ class FleetFindings:
             if row[0].key_id.startswith("AKIA"):
                 by_key[row[0].key_id].append(row)
         for key_id, key_rows in by_key.items():
-            sighting = KeySighting.build(key_id, [s for s, _, _ in key_rows],
-                                         [suggested_role(s.suggestion_kind, role) for s, role, _ in key_rows])
+            sighting = KeySighting.build(
+                key_id,
+                [s for s, _, _ in key_rows],
+                [suggested_role(s.suggestion_kind, role) for s, role, _ in key_rows],
+            )
             known = self.sightings.get(key_id)
             self.sightings[key_id] = known.merge(sighting) if known else sighting
 
@@ -185,19 +200,26 @@ def host_key_unknown_to_audit(
     hk = HostKey(key_id, account, hosts, locations, sighting.status, known=False)
     where = f"account {account}" if account else "an account keysweep could not name"
     return hk, AuditItem(
-        check="host-key-unknown-to-audit", account_id=account or "unknown", key_id=key_id,
+        check="host-key-unknown-to-audit",
+        account_id=account or "unknown",
+        key_id=key_id,
         summary=f"{key_id} is on {len(hosts)} host(s) ({', '.join(hosts[:5])}) but belongs to {where}, "
-                f"which this audit did not cover (audited: {', '.join(audited) or 'none'}).",
+        f"which this audit did not cover (audited: {', '.join(audited) or 'none'}).",
         action="Audit that account too (--account/--role-name), or find who issued the key: a third "
-               "party's key on your hosts is still your exposure.",
+        "party's key on your hosts is still your exposure.",
         commands=(f"aws sts get-access-key-info --access-key-id {key_id}",),
-        details={"hosts": list(hosts), "locations": [f"{h}:{p}" for h, p in locations],
-                 "fleet_status": sighting.status},
+        details={
+            "hosts": list(hosts),
+            "locations": [f"{h}:{p}" for h, p in locations],
+            "fleet_status": sighting.status,
+        },
     )
 
 
 def key_on_hosts(
-    info: AccessKeyInfo, recs: Sequence[FindingRecord] | KeySighting, owner: KeyOwner | None,
+    info: AccessKeyInfo,
+    recs: Sequence[FindingRecord] | KeySighting,
+    owner: KeyOwner | None,
     verified: Sequence[datetime] = (),
 ) -> tuple[HostKey, AuditItem]:
     """An audited account's key on hosts; ``owner`` is what its account's IAM said of it (None: not asked)."""
@@ -205,25 +227,50 @@ def key_on_hosts(
     hosts, locations = sighting.hosts, sighting.locations
     owner = owner or KeyOwner(info.user)
     user, policies, last_used = owner.user, owner.policies, owner.last_used
-    hk = HostKey(info.key_id, info.account_id, hosts, locations, sighting.status, known=True, user=user,
-                 iam_status=info.status, last_used=last_used, last_used_service=owner.service,
-                 last_used_region=owner.region, policies=policies, error=owner.error)
+    hk = HostKey(
+        info.key_id,
+        info.account_id,
+        hosts,
+        locations,
+        sighting.status,
+        known=True,
+        user=user,
+        iam_status=info.status,
+        last_used=last_used,
+        last_used_service=owner.service,
+        last_used_region=owner.region,
+        policies=policies,
+        error=owner.error,
+    )
     own = keysweep_use(last_used, owner.service, verified)
-    used = ("only by keysweep's verification" if own else
-            f"{when(last_used)} ({owner.service} in {owner.region})" if last_used else "never")
+    used = (
+        "only by keysweep's verification"
+        if own
+        else f"{when(last_used)} ({owner.service} in {owner.region})"
+        if last_used
+        else "never"
+    )
     return hk, AuditItem(
-        check="key-on-hosts", account_id=info.account_id, user=user, key_id=info.key_id,
+        check="key-on-hosts",
+        account_id=info.account_id,
+        user=user,
+        key_id=info.key_id,
         arn=f"arn:aws:iam::{info.account_id}:user/{user}",
         summary=f"{user}'s {info.status.lower()} key {info.key_id} is on {len(hosts)} host(s) "
-                f"({', '.join(hosts[:5])}); last used {used}"
-                + f"; permissions: {policies.summary() if policies else owner.error or 'unknown'}.",
-        action=("Replace it on each host with the role `keysweep report` suggests; deactivate it only once "
-                "no host reports it and it has gone unused for the quiet period."
-                if info.status == "Active" else "The key is inactive: remove it from every host; delete it once no "
-                "host reports it."),
+        f"({', '.join(hosts[:5])}); last used {used}"
+        + f"; permissions: {policies.summary() if policies else owner.error or 'unknown'}.",
+        action=(
+            "Replace it on each host with the role `keysweep report` suggests; deactivate it only once "
+            "no host reports it and it has gone unused for the quiet period."
+            if info.status == "Active"
+            else "The key is inactive: remove it from every host; delete it once no host reports it."
+        ),
         commands=(),
-        details={**hk.to_dict(), "keysweep_verification_use": jsonable(own),
-                 "replacement": replacement_copies(sighting, policies, user, info.account_id)},
+        details={
+            **hk.to_dict(),
+            "keysweep_verification_use": jsonable(own),
+            "replacement": replacement_copies(sighting, policies, user, info.account_id),
+        },
     )
 
 
@@ -272,15 +319,19 @@ def replacement_copies(
         else:
             entry.update(copy_to_role(policies, role, user_ref=user, user=user, new_role=False).to_dict())
             if role == "ROLE_NAME":
-                entry["steps"].insert(0, "ROLE_NAME: the role the host's suggestion names (its existing instance "
-                                         "profile, task, service-account or execution role).")
+                entry["steps"].insert(
+                    0,
+                    "ROLE_NAME: the role the host's suggestion names (its existing instance "
+                    "profile, task, service-account or execution role).",
+                )
         out.append(entry)
     return out
 
 
 # checks whose commands deactivate or delete a key, or delete its user
-REMOVING_CHECKS = frozenset({"never-used-key", "unused-key", "old-key", "inactive-key", "console-user-with-keys",
-                             "user-without-credentials"})
+REMOVING_CHECKS = frozenset(
+    {"never-used-key", "unused-key", "old-key", "inactive-key", "console-user-with-keys", "user-without-credentials"}
+)
 
 
 def hold_for_hosts(items: Sequence[AuditItem], host_keys: Sequence[HostKey]) -> list[AuditItem]:
@@ -292,16 +343,19 @@ def hold_for_hosts(items: Sequence[AuditItem], host_keys: Sequence[HostKey]) -> 
     }
     out: list[AuditItem] = []
     for item in items:
-        hk = by_key.get(item.key_id or "") or (by_user.get((item.account_id, item.user))
-                                               if item.check == "user-without-credentials" else None)
+        hk = by_key.get(item.key_id or "") or (
+            by_user.get((item.account_id, item.user)) if item.check == "user-without-credentials" else None
+        )
         if hk is None or item.check not in REMOVING_CHECKS:
             out.append(item)
             continue
-        out.append(dataclasses.replace(
-            item,
-            action=f"Held: key {hk.key_id} is still on {len(hk.hosts)} host(s) ({', '.join(hk.hosts[:5])}). "
-                   f"Replace it there first (see key-on-hosts); only then: {item.action}",
-            commands=(),
-            details={**item.details, "held_by_hosts": list(hk.hosts)},
-        ))
+        out.append(
+            dataclasses.replace(
+                item,
+                action=f"Held: key {hk.key_id} is still on {len(hk.hosts)} host(s) ({', '.join(hk.hosts[:5])}). "
+                f"Replace it there first (see key-on-hosts); only then: {item.action}",
+                commands=(),
+                details={**item.details, "held_by_hosts": list(hk.hosts)},
+            )
+        )
     return out

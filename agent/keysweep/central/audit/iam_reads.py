@@ -76,18 +76,27 @@ def list_user_keys(iam: Any, account_id: str, report: CredentialReport) -> list[
         metas = []
         for page in iam.get_paginator("list_access_keys").paginate(UserName=row.user):
             metas.extend(page.get("AccessKeyMetadata", []))
-        metas.sort(key=lambda m: (m.get("CreateDate") or datetime.min.replace(tzinfo=timeutil.UTC)))
+        metas.sort(key=lambda m: m.get("CreateDate") or datetime.min.replace(tzinfo=timeutil.UTC))
         free = {k.slot: k for k in slots}
         for meta in metas:
             created = meta.get("CreateDate")
-            slot = next((s for s, k in free.items() if isinstance(k.last_rotated, datetime)
-                         and created and abs((k.last_rotated - created).total_seconds()) < 2), None)
+            slot = next(
+                (
+                    s
+                    for s, k in free.items()
+                    if isinstance(k.last_rotated, datetime)
+                    and created
+                    and abs((k.last_rotated - created).total_seconds()) < 2
+                ),
+                None,
+            )
             if slot is None and free:
                 slot = min(free)  # same order as the report when times do not match to the second
             if slot is not None:
                 free.pop(slot)
-            out.append(AccessKeyInfo(account_id, row.user, meta["AccessKeyId"], meta.get("Status", "Unknown"),
-                                     created, slot))
+            out.append(
+                AccessKeyInfo(account_id, row.user, meta["AccessKeyId"], meta.get("Status", "Unknown"), created, slot)
+            )
     return out
 
 
@@ -127,8 +136,9 @@ def read_key_owner(iam: Any, key_id: str, user: str) -> KeyOwner:
     except ClientError as exc:
         return KeyOwner(user, error=error_code(exc))
     used = resp.get("AccessKeyLastUsed", {})
-    owner = KeyOwner(resp.get("UserName") or user, used.get("LastUsedDate"), used.get("ServiceName"),
-                     used.get("Region"))
+    owner = KeyOwner(
+        resp.get("UserName") or user, used.get("LastUsedDate"), used.get("ServiceName"), used.get("Region")
+    )
     try:
         return dataclasses.replace(owner, policies=read_user_policies(iam, owner.user))
     except ClientError as exc:

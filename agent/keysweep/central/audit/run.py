@@ -29,20 +29,31 @@ def audit_account(
     reads = read_account(clients, options, verified)
     report = reads.report
     items = evaluate_report(
-        report, account_id=clients.account_id, options=options, key_ids=reads.key_ids,
-        root_keys_present=reads.root_keys_present, policies=reads.policies, others=reads.others,
+        report,
+        account_id=clients.account_id,
+        options=options,
+        key_ids=reads.key_ids,
+        root_keys_present=reads.root_keys_present,
+        policies=reads.policies,
+        others=reads.others,
         own_use=reads.own_use,
     )
     notes = [n for n in (grace_note(keys_in_grace(report, options), options),) if n]
     if report.root is None:
-        notes.append("The credential report has no <root_account> row; root keys were judged from "
-                     "GetAccountSummary alone.")
+        notes.append(
+            "The credential report has no <root_account> row; root keys were judged from GetAccountSummary alone."
+        )
     if report.missing_columns:
         notes.append(f"The credential report lacks the columns {', '.join(report.missing_columns)}.")
     return AccountAudit(
-        account_id=clients.account_id, caller_arn=clients.caller_arn, items=tuple(items), keys=reads.keys,
-        root_keys_present=reads.root_keys_present, report_generated_at=report.generated_at,
-        users=len(report.users), notes=tuple(notes),
+        account_id=clients.account_id,
+        caller_arn=clients.caller_arn,
+        items=tuple(items),
+        keys=reads.keys,
+        root_keys_present=reads.root_keys_present,
+        report_generated_at=report.generated_at,
+        users=len(report.users),
+        notes=tuple(notes),
     ), report
 
 
@@ -61,16 +72,29 @@ def run_audit(
     clients: dict[str, AccountClients] = {}
     notes: list[str] = []
     more = 0
-    fleet = None if findings is None else \
-        findings if isinstance(findings, FleetFindings) else FleetFindings.of_records(findings)
+    fleet = (
+        None
+        if findings is None
+        else findings
+        if isinstance(findings, FleetFindings)
+        else FleetFindings.of_records(findings)
+    )
     verified = fleet.verified if fleet else {}
     for target in targets:
         try:
             acct = open_account(target, session_name=session_name, external_id=external_id)
             audit, report = audit_account(acct, options, verified)
         except (AuditError, CredentialReportError) as exc:
-            audits.append(AccountAudit(account_id=target.account_id or "unknown", caller_arn=None, items=(),
-                                       keys=(), root_keys_present=False, error=str(exc)))
+            audits.append(
+                AccountAudit(
+                    account_id=target.account_id or "unknown",
+                    caller_arn=None,
+                    items=(),
+                    keys=(),
+                    root_keys_present=False,
+                    error=str(exc),
+                )
+            )
             continue
         clients[acct.account_id] = acct
         audits.append(audit)
@@ -84,7 +108,16 @@ def run_audit(
         host_keys, host_items = correlate(fleet, audits, clients, verified)
         audits = [dataclasses.replace(a, items=tuple(hold_for_hosts(a.items, host_keys))) for a in audits]
         if fleet.temporary:
-            notes.append(f"{len(fleet.temporary)} temporary or other non-IAM-user key id(s) found on hosts were not "
-                         "correlated: only IAM users' long-term (AKIA) keys belong to an account's key list.")
-    return AuditResult(tuple(audits), options, tuple(host_keys), tuple(host_items), tuple(notes),
-                       organization=organization, exempt_roles=tuple(exempt_roles))
+            notes.append(
+                f"{len(fleet.temporary)} temporary or other non-IAM-user key id(s) found on hosts were not "
+                "correlated: only IAM users' long-term (AKIA) keys belong to an account's key list."
+            )
+    return AuditResult(
+        tuple(audits),
+        options,
+        tuple(host_keys),
+        tuple(host_items),
+        tuple(notes),
+        organization=organization,
+        exempt_roles=tuple(exempt_roles),
+    )
