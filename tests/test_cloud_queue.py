@@ -51,20 +51,9 @@ def test_cloud_findings_reach_the_queue_as_host_messages(
     boto3.client("ssm", region_name="eu-west-1").put_parameter(Name="/k", Type="String", Value=in_ssm.key_id)
     queue = boto3.client("sqs").create_queue(QueueName="keysweep-findings")["QueueUrl"]
 
-    code = main(
-        [
-            "cloud",
-            "--format",
-            "json",
-            "--region",
-            REGION,
-            "eu-west-1",
-            "--queue-url",
-            queue,
-            "--state-dir",
-            str(tmp_path / "state"),
-        ]
-    )
+    argv = ["cloud", "--format", "json", "--region", REGION, "eu-west-1", "--queue-url", queue]
+    argv += ["--state-dir", str(tmp_path / "state")]
+    code = main(argv)
     out, err = capsys.readouterr()
     assert code == 1, err
     assert "queue: 4 messages sent" in err  # two findings, one heartbeat per account-region
@@ -91,23 +80,7 @@ def test_cloud_findings_reach_the_queue_as_host_messages(
     assert beats == [("eu-west-1", {"ssm": 1}), (REGION, {"lambda": 1})]
 
     # a second run reports nothing new (same spool and sent state), only the heartbeats
-    assert (
-        main(
-            [
-                "cloud",
-                "--format",
-                "json",
-                "--region",
-                REGION,
-                "eu-west-1",
-                "--queue-url",
-                queue,
-                "--state-dir",
-                str(tmp_path / "state"),
-            ]
-        )
-        == 1
-    )
+    assert main(argv) == 1
     capsys.readouterr()
     assert sorted(json.loads(b)["type"] for b in drain(queue)) == ["heartbeat", "heartbeat"]
     # nothing in the state directory (spool, sent state, fingerprint key) holds the secret
