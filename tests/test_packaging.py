@@ -700,21 +700,7 @@ def test_split_sites_keeps_one_copy_of_what_every_interpreter_shares(tmp_path: P
         (site / "bin").mkdir()
         (site / "bin/tool").write_text("#!/build/path/python\n")
     (tmp_path / "site-cp312/only312.py").write_text("")
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(PACKAGING / "split-sites.py"),
-            str(tmp_path / "lib"),
-            str(tmp_path / "site-cp311"),
-            str(tmp_path / "site-cp312"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert out.returncode == 0, out.stderr
-    lib = tmp_path / "lib"
-    files = {str(p.relative_to(lib)) for p in lib.rglob("*") if p.is_file()}
+    files = split_sites(tmp_path / "lib", [tmp_path / "site-cp311", tmp_path / "site-cp312"])
     assert files == {
         "common/pure/__init__.py",
         "cp311/compiled/__init__.py",
@@ -723,6 +709,18 @@ def test_split_sites_keeps_one_copy_of_what_every_interpreter_shares(tmp_path: P
         "cp312/compiled/_speedups.cpython-312.so",
         "cp312/only312.py",
     }
+
+
+def split_sites(lib: Path, sites: list[Path]) -> set[str]:
+    """Run packaging/split-sites.py over ``sites`` into ``lib``; the files it wrote, relative to ``lib``."""
+    out = subprocess.run(
+        [sys.executable, str(PACKAGING / "split-sites.py"), str(lib), *map(str, sites)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    return {str(p.relative_to(lib)) for p in lib.rglob("*") if p.is_file()}
 
 
 def interpreter(version: str) -> str | None:
@@ -756,20 +754,8 @@ def test_split_sites_keeps_what_one_lock_shares_once_for_its_interpreters(tmp_pa
             "import json, sys, botocore\nprint(json.dumps([botocore.release, sys.path[:3]]))\n"
         )
         (site / f"_ext.cpython-{tag[2:]}.so").write_bytes(tag.encode())
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(PACKAGING / "split-sites.py"),
-            str(tmp_path / "lib"),
-            *(str(tmp_path / f"site-{tag}") for tag in versions),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert out.returncode == 0, out.stderr
+    files = split_sites(tmp_path / "lib", [tmp_path / f"site-{tag}" for tag in versions])
     lib = tmp_path / "lib"
-    files = {str(p.relative_to(lib)) for p in lib.rglob("*") if p.is_file()}
     assert files == {
         "common/keysweep/__init__.py",
         "common/keysweep/__main__.py",
