@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from keysweep import decode, gate, keyid
 from keysweep.fingerprint import Fingerprinter, redact
 from keysweep.models import Finding, Location, Secret
+from keysweep.readfull import read_full
 from keysweep.ruleset import Rule, Ruleset, most_severe
 
 DEFAULT_PAIR_WINDOW = 4096
@@ -327,10 +328,10 @@ class Detector:
         overlap = self.overlap
         chunk_size = max(chunk_size, 2 * overlap)
         place = Place() if place is None else place
-        buf = _read_full(read, chunk_size)
+        buf = read_full(read, chunk_size)
         buf_off, buf_line, min_off = base_offset, 1, min_offset
         while buf:
-            nxt = _read_full(read, chunk_size)
+            nxt = read_full(read, chunk_size)
             max_off = None if not nxt else buf_off + len(buf) - overlap // 2
             if max_offset is not None:
                 max_off = max_offset if max_off is None else min(max_off, max_offset)
@@ -918,22 +919,6 @@ def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             merged.append((lo, hi))
     return merged
-
-
-def _read_full(read: Callable[[int], bytes], n: int) -> bytes:
-    """Up to ``n`` bytes, fewer only at the end of the stream (pipes and archive members return short reads)."""
-    data = read(n)
-    if not data or len(data) >= n:
-        return data
-    parts = [data]
-    have = len(data)
-    while have < n:
-        more = read(n - have)
-        if not more:
-            break
-        parts.append(more)
-        have += len(more)
-    return b"".join(parts)
 
 
 def _unescape(raw: bytes) -> bytes:

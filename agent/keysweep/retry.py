@@ -43,6 +43,14 @@ def error_code(exc: ClientError) -> str:
     return str(code or "error")
 
 
+def failure_name(exc: BaseException) -> str:
+    """What failed, fit for a log line: the AWS error code of a ``ClientError``, else the exception's class name
+    (``EndpointConnectionError``, ``ReadTimeoutError``, …)."""
+    from botocore.exceptions import ClientError
+
+    return error_code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+
+
 def http_status(exc: ClientError) -> int:
     """The HTTP status of the answer ``exc`` came from; 0 when unknown."""
     return int(((exc.response or {}).get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)

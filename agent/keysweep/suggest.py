@@ -276,12 +276,31 @@ def _existing_role(
     return kind, summary, role, None, [*steps, *then], cmds, _terraform(role or "ROLE_NAME", None, rc)
 
 
-def _profile_role(profile: str) -> str:
-    """The command that sets ROLE_NAME to the role of instance profile ``profile``."""
-    return (
+def _existing_profile(plan: _Plan, profile: str, summary: str, *, name_from: str = "", then: Sequence[str]) -> _Built:
+    """EC2 instances already have instance profile ``profile``: give its role (ROLE_NAME, which the first command
+    sets) the key's permissions."""
+    find = (
         f"ROLE_NAME=$(aws iam get-instance-profile --instance-profile-name {profile} "
         "--query 'InstanceProfile.Roles[0].RoleName' --output text)"
     )
+    return _existing_role(
+        plan, "ec2-existing-profile", summary, None, copy_to='"$ROLE_NAME"', find=find, name_from=name_from, then=then
+    )
+
+
+def _new_instance_profile(plan: _Plan, flags: str = "") -> tuple[str, dict[str, Any], RoleCopy, list[str]]:
+    """A new role EC2 may assume with the key's permissions, in an instance profile of its name: the role, its
+    trust policy, the permission copy and the commands (``flags``: more options of create-role)."""
+    role = _role_name(_base_name(plan), "ec2")
+    trust = _trust("ec2.amazonaws.com")
+    rc = plan.copy_permissions(role, new_role=True)
+    cmds = [
+        _create_role(role, trust, rc, flags),
+        *rc.commands,
+        f"aws iam create-instance-profile --instance-profile-name {role}",
+        f"aws iam add-role-to-instance-profile --instance-profile-name {role} --role-name {role}",
+    ]
+    return role, trust, rc, cmds
 
 
 def _create_role(role: str, trust: dict[str, Any], rc: RoleCopy, flags: str = "") -> str:
@@ -305,31 +324,21 @@ def _ec2(plan: _Plan) -> _Built:
             f"Instance {instance} already has instance profile {profile}: give its role the permissions this key "
             "gives, and let the application use the instance's credentials (the default credential chain does)."
         )
-        return _existing_role(
+        return _existing_profile(
             plan,
-            "ec2-existing-profile",
+            profile,
             summary,
-            None,
-            copy_to='"$ROLE_NAME"',
-            find=_profile_role(profile),
             name_from=f"Find the role of instance profile {profile} (first command).",
             then=["Remove the key from the application's configuration; the SDK then uses the instance role."],
         )
-    role = _role_name(_base_name(plan), "ec2")
-    trust = _trust("ec2.amazonaws.com")
-    rc = plan.copy_permissions(role, new_role=True)
-    copy, copy_steps = list(rc.commands), list(rc.steps)
-    cmds = [
-        _create_role(role, trust, rc, f" --description 'Replaces access key {plan.finding.key_id}'"),
-        *copy,
-        f"aws iam create-instance-profile --instance-profile-name {role}",
-        f"aws iam add-role-to-instance-profile --instance-profile-name {role} --role-name {role}",
+    role, trust, rc, cmds = _new_instance_profile(plan, f" --description 'Replaces access key {plan.finding.key_id}'")
+    cmds.append(
         f"aws ec2 associate-iam-instance-profile --instance-id {instance} --iam-instance-profile Name={role}"
-        + plan.region_flag,
-    ]
+        + plan.region_flag
+    )
     steps = [
         f"Create role {role} that EC2 may assume.",
-        *copy_steps,
+        *rc.steps,
         f"Put it in instance profile {role} and associate that with instance {instance}.",
         "Remove the key from the application's configuration; the SDK then uses the instance role.",
     ]
@@ -602,25 +611,8 @@ def _launch_template(plan: _Plan) -> _Built:
     remove = f"Remove the key from the user data of {what} (a new version or configuration) and roll the instances."
     if profile:
         summary = f"Instances from {what} get instance profile {profile}: give its role this key's permissions."
-        return _existing_role(
-            plan,
-            "ec2-existing-profile",
-            summary,
-            None,
-            copy_to='"$ROLE_NAME"',
-            find=_profile_role(profile),
-            then=[remove],
-        )
-    role = _role_name(_base_name(plan), "ec2")
-    trust = _trust("ec2.amazonaws.com")
-    rc = plan.copy_permissions(role, new_role=True)
-    copy, copy_steps = list(rc.commands), list(rc.steps)
-    cmds = [
-        _create_role(role, trust, rc),
-        *copy,
-        f"aws iam create-instance-profile --instance-profile-name {role}",
-        f"aws iam add-role-to-instance-profile --instance-profile-name {role} --role-name {role}",
-    ]
+        return _existing_profile(plan, profile, summary, then=[remove])
+    role, trust, rc, cmds = _new_instance_profile(plan)
     if ":launch-template/" in arn:
         data = _json({"IamInstanceProfile": {"Name": role}})
         cmds.append(
@@ -629,7 +621,7 @@ def _launch_template(plan: _Plan) -> _Built:
         )
     steps = [
         f"Create role {role} that EC2 may assume, in instance profile {role}.",
-        *copy_steps,
+        *rc.steps,
         f"Give {what} that instance profile.",
         remove,
     ]

@@ -25,7 +25,7 @@ from keysweep.central.handler import MessageHandler, Outcome, Result, queue_orig
 from keysweep.central.senders import SenderMap
 from keysweep.central.store import MessageRefused, Store
 from keysweep.errors import KeysweepError, StoreError
-from keysweep.retry import Backoff
+from keysweep.retry import Backoff, failure_name
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ class Collector:
                 MessageSystemAttributeNames=["ApproximateReceiveCount", "SenderId", "SentTimestamp"],
             )
         except (ClientError, BotoCoreError) as exc:
-            code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else type(exc).__name__
+            code = failure_name(exc)
             log.warning("receive from the queue failed: %s", code)
             raise QueueError(f"receive from {self.config.queue_url} failed: {code}") from exc
         return list(response.get("Messages", []))

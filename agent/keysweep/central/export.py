@@ -38,6 +38,7 @@ from keysweep.central.fleet_report import place
 from keysweep.central.records import HostRecord
 from keysweep.central.store import Store
 from keysweep.errors import ConfigError, KeysweepError
+from keysweep.retry import failure_name
 
 ROWS_PER_PART = 250_000
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]\Z")
@@ -218,13 +219,10 @@ class ExportResult:
 
 
 def _s3_error(what: str, exc: Exception) -> ExportError:
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "error")
-    elif isinstance(exc, S3UploadFailedError):  # the transfer manager's wrapper: "… error occurred (Code) …"
+    code = failure_name(exc)
+    if isinstance(exc, S3UploadFailedError):  # the transfer manager's wrapper: "… error occurred (Code) …"
         found = re.search(r"\((\w+)\)", str(exc))
-        code = found.group(1) if found else type(exc).__name__
-    else:
-        code = type(exc).__name__
+        code = found.group(1) if found else code
     return ExportError(f"export: {what}: {code}")
 
 

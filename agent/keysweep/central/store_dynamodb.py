@@ -59,7 +59,7 @@ from keysweep.central.key_states import KeyState
 from keysweep.central.records import FindingRecord, FindingSummary, HostRecord, Origin, merge_finding, merge_host
 from keysweep.central.store import MessageRefused, RecordTooLarge
 from keysweep.errors import StoreError
-from keysweep.retry import Backoff
+from keysweep.retry import Backoff, error_code, failure_name
 
 log = logging.getLogger(__name__)
 
@@ -139,12 +139,10 @@ def key_index(kind: str, key_id: str, state: str | None = None) -> dict[str, Any
 
 
 def _error(table: str, exc: Exception) -> StoreError:
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "error")
-        if code == "ValidationException":  # this request's values (an over-long key, …): the message's fault
-            return MessageRefused(f"store dynamodb://{table}: {code} for this message")
-        return StoreError(f"store dynamodb://{table}: {code}")
-    return StoreError(f"store dynamodb://{table}: {type(exc).__name__}")
+    code = failure_name(exc)
+    if code == "ValidationException":  # this request's values (an over-long key, …): the message's fault
+        return MessageRefused(f"store dynamodb://{table}: {code} for this message")
+    return StoreError(f"store dynamodb://{table}: {code}")
 
 
 class DynamoDBStore:
@@ -168,7 +166,7 @@ class DynamoDBStore:
             self._ddb.describe_table(TableName=self.table)
             return
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ResourceNotFoundException":
+            if error_code(exc) != "ResourceNotFoundException":
                 raise
             if not create:
                 raise StoreError(f"store dynamodb://{self.table}: no such table") from None
@@ -187,7 +185,7 @@ class DynamoDBStore:
             )
             created = True
         except ClientError as exc:  # another collector created it first
-            if exc.response["Error"]["Code"] != "ResourceInUseException":
+            if error_code(exc) != "ResourceInUseException":
                 raise
             created = False
         self._ddb.get_waiter("table_exists").wait(TableName=self.table, WaiterConfig={"Delay": 1, "MaxAttempts": 120})
@@ -227,7 +225,7 @@ class DynamoDBStore:
                     self._ddb.put_item(TableName=self.table, Item=put, **condition)
                     return True
                 except ClientError as exc:
-                    if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    if error_code(exc) != "ConditionalCheckFailedException":
                         raise
                 time.sleep(CONFLICT_BACKOFF.delay(attempt + 1))
         except (ClientError, BotoCoreError) as exc:
@@ -281,7 +279,7 @@ class DynamoDBStore:
                 self._ddb.put_item(TableName=self.table, Item=item, **condition)
                 return sender
             except ClientError as exc:
-                if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                if error_code(exc) != "ConditionalCheckFailedException":
                     raise
             owner = self._ddb.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
         except (ClientError, BotoCoreError) as exc:
@@ -321,7 +319,7 @@ class DynamoDBStore:
                 },
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 return False
             raise _error(self.table, exc) from exc
         except BotoCoreError as exc:
@@ -362,7 +360,7 @@ class DynamoDBStore:
                     "store dynamodb://%s: cannot add the index %s (%s); reports scan the table",
                     self.table,
                     INDEX,
-                    exc.response.get("Error", {}).get("Code"),
+                    error_code(exc),
                 )
                 return
         indexed = sum(self._index_item(item) for item in self._parallel_scan(None))
@@ -406,7 +404,7 @@ class DynamoDBStore:
                 ExpressionAttributeValues=values,
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":  # rewritten meanwhile: indexed
+            if error_code(exc) != "ConditionalCheckFailedException":  # rewritten meanwhile: indexed
                 raise
         return True
 
@@ -427,7 +425,7 @@ class DynamoDBStore:
                 },
             )
         except ClientError as exc:
-            if exc.response["Error"]["Code"] != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             return False
         return True

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import random
 import sqlite3
 import threading
 import time
@@ -44,9 +43,12 @@ from keysweep.central.records import (
 )
 from keysweep.central.store import MessageRefused
 from keysweep.errors import StoreError
+from keysweep.retry import Backoff
 
 SCHEMA_VERSION = 4
 BUSY_TIMEOUT_S = 60.0
+# between tries of an opening that met another process switching the new database to WAL
+OPEN_BACKOFF = Backoff(0.02, 0.2, "equal")
 _PAGE_ROWS = 500
 MAX_CACHED_EXEMPLARS = 4096
 
@@ -173,7 +175,9 @@ class SQLiteStore:
         self._exemplars: dict[tuple[str, str], bytes] = {}  # (key fingerprint, suggestion kind) -> exemplar JSON
         self._new_exemplars: dict[tuple[str, str], bytes] = {}  # written in the open transaction
         deadline = time.monotonic() + BUSY_TIMEOUT_S
+        attempt = 0
         while True:
+            attempt += 1
             try:
                 self._open()
                 break
@@ -186,7 +190,7 @@ class SQLiteStore:
                     if isinstance(exc, StoreError):
                         raise
                     raise StoreError(f"store {self.path}: {exc}") from exc
-                time.sleep(random.uniform(0.02, 0.2))
+                time.sleep(OPEN_BACKOFF.delay(attempt))
 
     def _open(self) -> None:
         """Connect, switch to WAL and create the schema; ``self._db`` is the connection once this returns."""

@@ -11,7 +11,6 @@ from keysweep.central.audit import (
     AccountTarget,
     AuditError,
     AuditOptions,
-    account_targets,
     open_account,
     run_audit,
 )
@@ -138,17 +137,7 @@ def run(args: argparse.Namespace) -> ExitCode:
     for arn in args.exempt_role:
         if not arn.startswith("arn:") or ":role/" not in arn:
             raise ConfigError(f"--exempt-role {arn!r}: not a role ARN pattern (arn:aws:iam::*:role/NAME)")
-    organization = own = None
-    if args.organization:
-        organization = common.organization()
-        own = open_account(AccountTarget()).account_id
-    targets = account_targets(
-        accounts=args.account,
-        role_name=args.role_name,
-        role_arns=args.assume_role_arn,
-        organization=organization,
-        own_account=own,
-    )
+    targets, organization = common.iam_targets(args)
     if args.deactivate or args.deactivate_from:
         return _deactivate(args, targets)
     _need_credentials()

@@ -16,6 +16,7 @@ from keysweep.models import Finding
 from keysweep.report.formats import FORMATS
 
 if TYPE_CHECKING:
+    from keysweep.central.audit import AccountTarget
     from keysweep.central.organization import Organization
     from keysweep.sweep import Pipeline
 
@@ -26,6 +27,7 @@ __all__ = [
     "add_iam_accounts",
     "add_pipeline_options",
     "counts",
+    "iam_targets",
     "organization",
     "output_stream",
     "print_delivery",
@@ -117,6 +119,24 @@ def organization() -> Organization:
         raise ConfigError(
             f"--organization: {exc} (run with the management account's or a delegated administrator's credentials)"
         ) from None
+
+
+def iam_targets(args: argparse.Namespace) -> tuple[list[AccountTarget], Organization | None]:
+    """The accounts :func:`add_iam_accounts`' options name, and with --organization the organisation read."""
+    from keysweep.central.audit import AccountTarget, account_targets, open_account
+
+    org = own = None
+    if args.organization:
+        org = organization()
+        own = open_account(AccountTarget()).account_id
+    targets = account_targets(
+        accounts=args.account,
+        role_name=args.role_name,
+        role_arns=args.assume_role_arn,
+        organization=org,
+        own_account=own,
+    )
+    return targets, org
 
 
 def counts(c: Mapping[str, int]) -> str:

@@ -99,17 +99,7 @@ def _audit(args: argparse.Namespace, findings: list[FindingRecord]) -> AuditResu
         return None
     if not has_credentials():
         raise ConfigError(NO_CREDENTIALS.replace("audit:", "plan:", 1))
-    organization = own = None
-    if args.organization:
-        organization = common.organization()
-        own = open_account(account_targets()[0]).account_id
-    targets = account_targets(
-        accounts=args.account,
-        role_name=args.role_name,
-        role_arns=args.assume_role_arn,
-        organization=organization,
-        own_account=own,
-    )
+    targets, organization = common.iam_targets(args)
     return run_audit(
         targets,
         AuditOptions(),

@@ -20,6 +20,7 @@ from botocore.parsers import ResponseParserError
 
 from keysweep.aws import client_config
 from keysweep.errors import ConfigError, KeysweepError
+from keysweep.retry import error_code, http_status
 
 SESSION_NAME = "keysweep-cloud"
 # control-plane list calls are cheap but an organisation-wide run makes many: let the SDK back off longer
@@ -45,9 +46,9 @@ class Skip:
 def error_reason(exc: Exception, operation: str | None = None) -> str:
     """A short reason for a failed call: the AWS error code and the operation, or the client error's class."""
     if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code")
-        if not code or code.isdigit():  # an error body the client could not parse: its HTTP status
-            code = f"HTTP {exc.response.get('ResponseMetadata', {}).get('HTTPStatusCode', code or '?')}"
+        code = error_code(exc)
+        if code == "error" or code.isdigit():  # an error body the client could not parse: its HTTP status
+            code = f"HTTP {http_status(exc) or '?'}"
         return f"{code} ({exc.operation_name})"
     name = type(exc).__name__
     return f"{name} ({operation})" if operation else name
@@ -91,8 +92,8 @@ class Target:
         try:
             return call(**kwargs)
         except AWS_ERRORS as exc:
-            code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else ""
-            if not str(code).endswith(_GONE):
+            gone = isinstance(exc, ClientError) and error_code(exc).endswith(_GONE)
+            if not gone:
                 self._refused.add(name)
                 self.skip(service, error_reason(exc))
             return None

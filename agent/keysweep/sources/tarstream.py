@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from keysweep.readfull import read_full
+
 MAX_HEADER = 64 * 1024  # a GNU long name/link or a pax header past this is refused (PATH_MAX is 4096)
 BLOCK = 512
 _SKIP_READ = 64 * 1024
@@ -58,17 +60,6 @@ class _Data:
             raise TarFormatError("member data truncated")
         self.left -= len(data)
         return data
-
-
-def _exactly(read: Callable[[int], bytes], n: int) -> bytes:
-    parts, have = [], 0
-    while have < n:
-        data = read(n - have)
-        if not data:
-            break
-        parts.append(data)
-        have += len(data)
-    return b"".join(parts)
 
 
 def _skip(read: Callable[[int], bytes], n: int) -> None:
@@ -130,7 +121,7 @@ def _pax_records(data: bytes) -> dict[bytes, bytes]:
 def _long_header(read: Callable[[int], bytes], size: int) -> bytes:
     if size > MAX_HEADER:
         raise HeaderTooLong(size)
-    data = _exactly(read, size + (-size % BLOCK))
+    data = read_full(read, size + (-size % BLOCK))
     if len(data) < size:
         raise TarFormatError("truncated header")
     return data[:size]
@@ -146,7 +137,7 @@ def members(read: Callable[[int], bytes]) -> Iterator[tuple[TarMember, _Data]]:
     long_name: bytes | None = None
     first = True
     while True:
-        block = _exactly(read, BLOCK)
+        block = read_full(read, BLOCK)
         if len(block) < BLOCK or block.count(0) == BLOCK:
             if first and len(block) < BLOCK:
                 raise TarFormatError("empty or truncated")
@@ -182,7 +173,7 @@ def members(read: Callable[[int], bytes]) -> Iterator[tuple[TarMember, _Data]]:
             continue
         if typeflag == _SPARSE and block[482]:  # old GNU sparse: extension blocks follow the header
             while True:
-                ext = _exactly(read, BLOCK)
+                ext = read_full(read, BLOCK)
                 if len(ext) < BLOCK:
                     raise TarFormatError("truncated sparse header")
                 if not ext[504]:
