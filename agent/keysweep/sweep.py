@@ -148,7 +148,8 @@ def state_digest(detector: Detector, options: ScanOptions) -> str:
 
 
 class Pipeline:
-    """The one composition root: rules, detector, verifier, file state and reporter built from one configuration.
+    """The one composition root: rules, detector, verifier (when first needed), file state and reporter built from one
+    configuration.
 
     The agent builds one per configuration (a reload builds a new one) and runs :meth:`sweep` and
     :meth:`scan_paths`; ``keysweep scan`` and ``keysweep cloud`` build one for a run and call :meth:`scan`,
@@ -180,7 +181,8 @@ class Pipeline:
         self.ruleset = load_ruleset([Path(d) for d in config.scan.rules_dirs])
         self.fingerprinter = Fingerprinter.from_config(config.fingerprint_key(), self.state_dir, per_run=per_run_key)
         self.detector = Detector(self.ruleset, self.fingerprinter, include_examples=include_examples)
-        self.verifier = Verifier(config.verify, state_dir=self.state_dir, fingerprinter=self.fingerprinter)
+        self._verifier: Verifier | None = None  # built on first use (:attr:`verifier`)
+        self._verifier_lock = threading.Lock()
         self.options = options if options is not None else build_scan_options(config)
         self._reread_secrets = reread_secrets
         self.mode = mode
@@ -200,6 +202,20 @@ class Pipeline:
         return StateStore(
             self.config.state_path, digest=state_digest(self.detector, self.options), needs_reverify=needs_reverify
         )
+
+    @property
+    def verifier(self) -> Verifier:
+        """The verifier, built when first asked for: a scan that verifies nothing never builds one (its botocore
+        client configuration costs ~0.1 CPU-s of start-up). Built once, whichever thread asks first (the agent's
+        sweeps and watch scans run in threads; ``functools.cached_property`` takes no lock on 3.12 and later)."""
+        verifier = self._verifier
+        if verifier is None:
+            with self._verifier_lock:  # not self._lock: verification runs under it and asks for the verifier
+                verifier = self._verifier
+                if verifier is None:
+                    verifier = Verifier(self.config.verify, state_dir=self.state_dir, fingerprinter=self.fingerprinter)
+                    self._verifier = verifier
+        return verifier
 
     @property
     def spool_home(self) -> Path:
