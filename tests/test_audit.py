@@ -17,6 +17,7 @@ from keysweep.central.store import open_store
 from keysweep.cli import main
 from keysweep.errors import ConfigError
 
+from tests.support.audit_role import AUDIT_IAM_READS, DB_ONLY_READS
 from tests.support.cli import run_keysweep
 from tests.support.fleet import store_messages
 from tests.support.messages import finding_message, host
@@ -398,29 +399,14 @@ def test_deactivate_rejects_what_is_not_a_long_term_key(tmp_path, capsys):
 
 # ------------------------------------------------------------------------------------------ least privilege
 
+# an auditor without --db: the audit's IAM reads but the ones only --db needs, and who it is
 READ_ONLY = {
     "Version": "2012-10-17",
     "Statement": [
         {
             "Effect": "Allow",
             "Resource": "*",
-            "Action": [
-                "iam:GenerateCredentialReport",
-                "iam:GetCredentialReport",
-                "iam:GetAccountSummary",
-                "iam:ListAccessKeys",
-                "iam:GetAccessKeyLastUsed",
-                "iam:ListAttachedUserPolicies",
-                "iam:ListUserPolicies",
-                "iam:ListGroupsForUser",
-                "iam:ListAttachedGroupPolicies",
-                "iam:ListGroupPolicies",
-                "iam:ListSigningCertificates",
-                "iam:ListSSHPublicKeys",
-                "iam:ListServiceSpecificCredentials",
-                "iam:ListMFADevices",
-                "sts:GetCallerIdentity",
-            ],
+            "Action": [*sorted(AUDIT_IAM_READS - DB_ONLY_READS), "sts:GetCallerIdentity"],
         }
     ],
 }

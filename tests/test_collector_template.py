@@ -23,6 +23,7 @@ from keysweep.central.senders import SENDER_MAP_ENV
 from keysweep.central.store import open_store
 
 from tests.support import messages as M
+from tests.support.audit_role import AUDIT_IAM_READS
 from tests.support.central import ROOT
 
 TEMPLATE = ROOT / "packaging" / "central" / "template.yaml"
@@ -187,25 +188,6 @@ AUDIT_ARNS = {
     "arn:${AWS::Partition}:iam::*:role/${AuditRoleName}",
     "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:product/${AWS::AccountId}/default",
     "arn:${AWS::Partition}:securityhub:${AWS::Region}:${AWS::AccountId}:hub/default",
-}
-AUDIT_IAM_READS = {
-    "iam:GenerateCredentialReport",
-    "iam:GetCredentialReport",
-    "iam:GetAccountSummary",
-    "iam:ListAccessKeys",
-    "iam:GetAccessKeyLastUsed",
-    "iam:ListAttachedUserPolicies",
-    "iam:ListUserPolicies",
-    "iam:ListGroupsForUser",
-    "iam:ListAttachedGroupPolicies",
-    "iam:ListGroupPolicies",
-    "iam:GetUser",
-    "iam:GetUserPolicy",
-    "iam:GetGroupPolicy",
-    "iam:ListSigningCertificates",
-    "iam:ListSSHPublicKeys",
-    "iam:ListServiceSpecificCredentials",
-    "iam:ListMFADevices",
 }
 
 

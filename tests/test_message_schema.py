@@ -80,6 +80,25 @@ VERIFICATIONS = [
 ]
 
 
+def _finding(path: str, **fields) -> Finding:
+    """A file finding of one fixed key id at ``path``."""
+    return Finding(
+        rule="r",
+        key_id="AKIAXYZDQCEN4B6JSJQI",
+        location=Location(kind="file", path=path),
+        fingerprint="a" * 32,
+        **fields,
+    )
+
+
+def _valid_body(msg: dict, limit: int = 256 * 1024) -> str:
+    """``msg`` encoded within ``limit``, checked against the schema and by the collector's own validation."""
+    body = encode_message(msg, limit)
+    VALIDATOR.validate(json.loads(body))
+    _central_accepts(body)
+    return body
+
+
 def _central_accepts(body: str) -> None:
     """The collector's own validation (standard library only) accepts what the agent sends."""
     from keysweep.central.handler import MessageHandler, Outcome
@@ -97,9 +116,7 @@ def test_finding_messages_validate_for_every_context_and_status(ctx_name):
         f = finding.with_verification(v) if v else finding
         ffp = FP.finding_fingerprint(ctx.host_id, f.location, f.fingerprint)
         msg = finding_message(f, ctx, finding_fingerprint=ffp, suggestion=suggest(f, ctx), report_reason="new")
-        body = encode_message(msg, 256 * 1024)
-        VALIDATOR.validate(json.loads(body))
-        _central_accepts(body)
+        body = _valid_body(msg)
         assert planted[0].secret not in body
         assert_no_secret(body, [f])
         decoded = json.loads(body)
@@ -133,23 +150,18 @@ def test_heartbeat_validates_and_carries_sweep_and_spool():
         errors=["scan: /proc unreadable"],
         mode="agent",
     )
-    body = encode_message(msg, 256 * 1024)
-    VALIDATOR.validate(json.loads(body))
-    _central_accepts(body)
-    hb = json.loads(body)
+    hb = json.loads(_valid_body(msg))
     assert hb["sweep"]["stats"]["errors"] == {"EACCES": 2}
     assert hb["sweep"]["stats"]["findings_by_status"] == {"live": 1}
     assert hb["sweep"]["duration_s"] == 2.5
     assert hb["spool"]["filling"] is True and hb["host"]["errors"] == ["imds: metadata unreachable (timed out)"]
     empty = heartbeat_message(CONTEXTS["ec2"], stats=None, findings=[], started_at=now, finished_at=now, spool={})
-    VALIDATOR.validate(json.loads(encode_message(empty, 4096)))
+    _valid_body(empty, 4096)
 
 
 def test_bodies_hold_only_characters_sqs_accepts():
     path = "/srv/\udcff\x01weird\u2028名前/🔑.env"  # undecodable byte, control character, non-BMP
-    f = Finding(
-        rule="r", key_id="AKIAXYZDQCEN4B6JSJQI", location=Location(kind="file", path=path), fingerprint="a" * 32
-    )
+    f = _finding(path)
     ctx = CONTEXTS["unknown"]
     msg = finding_message(f, ctx, finding_fingerprint="b" * 32, suggestion=suggest(f, ctx), report_reason="new")
     body = encode_message(msg, 256 * 1024)
@@ -161,35 +173,21 @@ def test_bodies_hold_only_characters_sqs_accepts():
 
 def test_oversize_messages_are_trimmed_with_a_marker_and_stay_valid():
     long_path = "/deep/" + "x" * 300_000
-    f = Finding(
-        rule="r",
-        key_id="AKIAXYZDQCEN4B6JSJQI",
-        location=Location(kind="file", path=long_path),
-        fingerprint="a" * 32,
-        verification=VERIFICATIONS[1],
-    )
+    f = _finding(long_path, verification=VERIFICATIONS[1])
     ctx = CONTEXTS["ec2"]
     msg = finding_message(f, ctx, finding_fingerprint="c" * 32, suggestion=suggest(f, ctx), report_reason="new")
     # the schema's bound on a path comes first, then the body's size limit: optional parts, then longest strings
     for limit, dropped_first in ((64 * 1024, []), (6 * 1024, ["suggestion.terraform", "suggestion.scp"])):
-        body = encode_message(msg, limit)
+        body = _valid_body(msg, limit)
         assert len(body) <= limit
         out = json.loads(body)
-        VALIDATOR.validate(out)
-        _central_accepts(body)
         assert out["truncated"][0] == "finding.location.path"
         assert all(name in out["truncated"] for name in dropped_first)
         path = out["finding"]["location"]["path"]
         assert path.startswith("/deep/xxx") and path.endswith("…[truncated]") and len(path) <= 4096
         assert out["finding"]["key_id"] == f.key_id and out["finding"]["finding_fingerprint"] == "c" * 32
     # a message that fits is never touched
-    short = Finding(
-        rule="r",
-        key_id="AKIAXYZDQCEN4B6JSJQI",
-        location=Location(kind="file", path="/a"),
-        fingerprint="a" * 32,
-        verification=VERIFICATIONS[1],
-    )
+    short = _finding("/a", verification=VERIFICATIONS[1])
     small = finding_message(
         short, ctx, finding_fingerprint="c" * 32, suggestion=suggest(short, ctx), report_reason="new"
     )
@@ -199,26 +197,14 @@ def test_oversize_messages_are_trimmed_with_a_marker_and_stay_valid():
 
 
 def test_a_secret_that_reached_a_body_is_refused():
-    f = Finding(
-        rule="r",
-        key_id="AKIAXYZDQCEN4B6JSJQI",
-        location=Location(kind="file", path="/p"),
-        fingerprint="a" * 32,
-        secret=Secret("Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"),
-    )
+    f = _finding("/p", secret=Secret("Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"))
     with pytest.raises(SecretInMessage) as err:
         assert_no_secret('{"x": "Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"}', [f])
     assert "Zq3v" not in str(err.value)
 
 
 def test_implausible_derived_account_does_not_get_the_finding_rejected():
-    f = Finding(
-        rule="r",
-        key_id="AKIAXYZDQCEN4B6JSJQI",
-        location=Location(kind="file", path="/p"),
-        fingerprint="a" * 32,
-        account_id="1006947016951",
-    )
+    f = _finding("/p", account_id="1006947016951")
     ctx = CONTEXTS["unknown"]
     msg = finding_message(f, ctx, finding_fingerprint="d" * 32, suggestion=None, report_reason="new")
     assert msg["finding"]["account_id"] is None

@@ -10,7 +10,7 @@ from botocore import xform_name
 from keysweep.iam_policies import UserPolicies, read_user_policies_if_allowed
 from keysweep.models import Finding, HostContext, Location, Verification
 from keysweep.scp import SCP_WARNING, deny_key_creation_policy
-from keysweep.suggest import suggest
+from keysweep.suggest import Suggestion, suggest
 
 from tests.support.hcl import hcl_problems
 
@@ -103,6 +103,13 @@ def _check_all_commands(s) -> None:
         assert aws_command_problems(cmd) == [], cmd
 
 
+def _checked(*args, **kwargs) -> Suggestion:
+    """``suggest(*args, **kwargs)``, each of whose commands is checked to be well formed."""
+    s = suggest(*args, **kwargs)
+    _check_all_commands(s)
+    return s
+
+
 def test_the_command_checker_itself_rejects_bad_commands():
     assert aws_command_problems("aws iam create-rolez --role-name x")
     assert aws_command_problems("aws iam create-role --role-name x")  # missing trust policy
@@ -113,7 +120,7 @@ def test_the_command_checker_itself_rejects_bad_commands():
 
 def test_ec2_without_profile_creates_profile_and_associates_with_this_instance():
     ctx = HostContext(kind="ec2", hostname="web-1", host_id="i-0abc", instance_id="i-0abc", region="eu-west-1")
-    s = suggest(_finding(verification=LIVE), ctx)
+    s = _checked(_finding(verification=LIVE), ctx)
     assert s.kind == "ec2-new-instance-profile"
     assert s.role_name == "ci-deployer-ec2"
     assert s.trust_policy["Statement"][0]["Principal"] == {"Service": "ec2.amazonaws.com"}
@@ -133,7 +140,6 @@ def test_ec2_without_profile_creates_profile_and_associates_with_this_instance()
     assert s.scp["policy"] == deny_key_creation_policy()
     assert s.scp["warning"] == SCP_WARNING and "rotation" in SCP_WARNING
     assert "aws_iam_instance_profile" in s.terraform
-    _check_all_commands(s)
 
 
 def test_ec2_with_profile_adds_permissions_to_its_role_and_associates_nothing():
@@ -144,22 +150,20 @@ def test_ec2_with_profile_adds_permissions_to_its_role_and_associates_nothing():
         instance_id="i-1",
         instance_profile_arn="arn:aws:iam::534261010715:instance-profile/web-profile",
     )
-    s = suggest(_finding(verification=LIVE), ctx)
+    s = _checked(_finding(verification=LIVE), ctx)
     assert s.kind == "ec2-existing-profile"
     joined = "\n".join(s.commands)
     assert "get-instance-profile --instance-profile-name web-profile" in joined
     assert "associate-iam-instance-profile" not in joined and "create-role" not in joined
-    _check_all_commands(s)
 
 
 def test_unverified_key_looks_up_its_owner_first():
     ctx = HostContext(kind="ec2", hostname="w", host_id="i-1", instance_id="i-1")
-    s = suggest(_finding(), ctx)
+    s = _checked(_finding(), ctx)
     assert s.commands[0] == (
         f"USER_NAME=$(aws iam get-access-key-last-used --access-key-id {KEY} --query UserName --output text)"
     )
     assert any('--user-name "$USER_NAME"' in c or "--user-name $USER_NAME" in c for c in s.commands)
-    _check_all_commands(s)
 
 
 def test_ecs_task_role_and_existing_task_role():
@@ -172,17 +176,15 @@ def test_ecs_task_role_and_existing_task_role():
         region="us-east-2",
         account_id="111122223333",
     )
-    s = suggest(_finding(verification=LIVE), ctx)
+    s = _checked(_finding(verification=LIVE), ctx)
     assert s.kind == "ecs-task-role" and s.role_name == "billing-worker-task"
     assert s.trust_policy["Statement"][0]["Principal"]["Service"] == "ecs-tasks.amazonaws.com"
     assert any("register-task-definition" in c for c in s.commands)
-    _check_all_commands(s)
-    existing = suggest(
+    existing = _checked(
         _finding(verification=LIVE), HostContext(**{**ctx.to_dict(), "errors": (), "task_role_present": True})
     )
     assert existing.kind == "ecs-existing-task-role"
     assert not any("create-role" in c for c in existing.commands)
-    _check_all_commands(existing)
 
 
 @pytest.mark.parametrize(
@@ -203,24 +205,22 @@ def test_eks_service_account_roles(extra, kind):
         service_account="ledger-sa",
         **extra,
     )
-    s = suggest(_finding(verification=LIVE), ctx)
+    s = _checked(_finding(verification=LIVE), ctx)
     assert s.kind == kind
     if kind == "eks-pod-identity":
         assert s.trust_policy["Statement"][0]["Principal"]["Service"] == "pods.eks.amazonaws.com"
         assert any("create-pod-identity-association" in c and "--service-account ledger-sa" in c for c in s.commands)
     if kind == "eks-irsa-existing":
         assert all("ledger-irsa" in c for c in s.commands if "role-name" in c)
-    _check_all_commands(s)
 
 
 def test_lambda_execution_role():
     ctx = HostContext(
         kind="lambda", hostname="h", host_id="lambda:x", function_name="invoice-export", region="eu-central-1"
     )
-    s = suggest(_finding(verification=LIVE), ctx)
+    s = _checked(_finding(verification=LIVE), ctx)
     assert s.kind == "lambda-execution-role"
     assert s.commands[0].startswith("aws lambda get-function-configuration --function-name invoice-export")
-    _check_all_commands(s)
 
 
 @pytest.mark.parametrize(
@@ -235,16 +235,15 @@ def test_lambda_execution_role():
 )
 def test_on_premises_machines_and_humans(path, kind):
     ctx = HostContext(kind="on-premises", hostname="build-7", host_id="machine-x")
-    s = suggest(_finding(path, verification=LIVE), ctx)
+    s = _checked(_finding(path, verification=LIVE), ctx)
     assert s.kind == kind
-    _check_all_commands(s)
 
 
 def test_canary_root_and_temporary_keys():
     ctx = HostContext(kind="on-premises", hostname="h", host_id="m")
     canary = suggest(_finding(verification=Verification(status="canary", account="717712589309")), ctx)
     assert canary.kind == "canary" and canary.commands == ()
-    root = suggest(
+    root = _checked(
         _finding(
             verification=Verification(
                 status="live", account="534261010715", arn="arn:aws:iam::534261010715:root", principal_type="root"
@@ -254,8 +253,7 @@ def test_canary_root_and_temporary_keys():
     )
     assert root.kind == "root-key"
     assert f"aws iam delete-access-key --access-key-id {KEY}" in root.cleanup
-    _check_all_commands(root)
-    temp = suggest(
+    temp = _checked(
         _finding(
             key_id="ASIAY34FZKBOKMUTVV7A",
             verification=Verification(
@@ -272,7 +270,6 @@ def test_canary_root_and_temporary_keys():
     doc = json.loads(shlex.split(revoke)[-1])
     issued_before = doc["Statement"][0]["Condition"]["DateLessThan"]["aws:TokenIssueTime"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", issued_before)
-    _check_all_commands(temp)
 
 
 def test_policies_read_from_iam_are_copied_to_the_role(moto_server, monkeypatch):
@@ -304,7 +301,7 @@ def test_policies_read_from_iam_are_copied_to_the_role(moto_server, monkeypatch)
         boundary=boundary,
     )
     ctx = HostContext(kind="ec2", hostname="w", host_id="i-1", instance_id="i-1")
-    s = suggest(_finding(verification=LIVE), ctx, iam_policies=policies)
+    s = _checked(_finding(verification=LIVE), ctx, iam_policies=policies)
     joined = "\n".join(s.commands)
     assert f"aws iam attach-role-policy --role-name ci-deployer-ec2 --policy-arn {arn}" in joined
     assert f"--policy-arn {read_arn}" in joined
@@ -318,7 +315,6 @@ def test_policies_read_from_iam_are_copied_to_the_role(moto_server, monkeypatch)
     assert f"boundary {boundary}" in s.permissions_source
     assert f'policy_arn = "{arn}"' in s.terraform
     assert f'permissions_boundary = "{boundary}"' in s.terraform
-    _check_all_commands(s)
     assert [] == hcl_problems(s.terraform, names=[arn, read_arn, "inline-logs", "group-builders-build-logs", boundary])
 
 

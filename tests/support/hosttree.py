@@ -143,111 +143,123 @@ def build_host_tree(root: Path, *, seed: int = 1, filler: int = 0) -> HostTree:
     def plant(form: str, path: str, key: str, has_secret: bool = True, **kw: str) -> None:
         tree.planted.append(Planted(form=form, path=path, key_id=key, has_secret=has_secret, **kw))
 
+    def plant_file(form: str, path: str, data: bytes | str, key: str, has_secret: bool = True, **kw: str) -> None:
+        """Write ``data`` at ``path`` and expect ``key`` found there."""
+        _write(root, path, data)
+        plant(form, path, key, has_secret, **kw)
+
     k, s = pair()
-    _write(root, "srv/app/.env", f"APP_ENV=production\nAWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\nPORT=8080\n")
-    plant(".env", "srv/app/.env", k)
+    plant_file(
+        ".env", "srv/app/.env", f"APP_ENV=production\nAWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\nPORT=8080\n", k
+    )
 
     k, s = pair()
     history = [f"ls -la /srv/{i}" for i in range(30)]
     history[12:12] = [f"export AWS_ACCESS_KEY_ID={k}", f"export AWS_SECRET_ACCESS_KEY={s}", "aws s3 ls"]
-    _write(root, "home/alice/.bash_history", "\n".join(history) + "\n")
-    plant("shell history", "home/alice/.bash_history", k)
+    plant_file("shell history", "home/alice/.bash_history", "\n".join(history) + "\n", k)
 
     k1, s1 = pair()
     k2, s2 = pair()
-    _write(
-        root,
+    plant_file(
+        "aws credentials",
         "home/bob/.aws/credentials",
         f"[default]\naws_access_key_id = {k1}\naws_secret_access_key = {s1}\n\n"
         f"[Prod]\nAWS_ACCESS_KEY_ID={k2}\nAws_Secret_Access_Key={s2}\n\n"
         "[deploy]\nrole_arn = arn:aws:iam::123456789012:role/deploy\nsource_profile = Prod\n",
+        k1,
+        kind="aws-credentials",
+        profile="default",
     )
-    plant("aws credentials", "home/bob/.aws/credentials", k1, kind="aws-credentials", profile="default")
     plant("aws credentials", "home/bob/.aws/credentials", k2, kind="aws-credentials", profile="Prod")
 
     k, s = pair()
-    _write(
-        root,
+    plant_file(
+        "aws config",
         "home/carol/.aws/config",
         "[default]\nregion = eu-west-1\n\n[profile ci]\n"
         f"aws_access_key_id = {k}\naws_secret_access_key = {s}\n\n"
         "[profile sso]\nsso_session = corp\nsso_account_id = 123456789012\n\n"
         "[sso-session corp]\nsso_start_url = https://corp.awsapps.com/start\n\n"
         "[profile tool]\ncredential_process = /usr/local/bin/get-creds\n",
+        k,
+        kind="aws-config",
+        profile="ci",
     )
-    plant("aws config", "home/carol/.aws/config", k, kind="aws-config", profile="ci")
 
     k, s = pair()
     s3cfg = ["[default]", f"access_key = {k}", "access_token = ", "add_encoding_exts = "]
     s3cfg += [f"option_{i:02d} = value-{i}" for i in range(48)]
     s3cfg += [f"secret_key = {s}", "send_chunk = 65536", "signature_v2 = False"]
-    _write(root, "home/dave/.s3cfg", "\n".join(s3cfg) + "\n")
-    plant(".s3cfg", "home/dave/.s3cfg", k)
+    plant_file(".s3cfg", "home/dave/.s3cfg", "\n".join(s3cfg) + "\n", k)
 
     k, s = pair()
-    _write(
-        root,
+    plant_file(
+        "json",
         "srv/web/config/settings.json",
         json.dumps({"name": "web", "aws": {"accessKeyId": k, "secretAccessKey": s, "region": "us-east-1"}}, indent=2),
+        k,
     )
-    plant("json", "srv/web/config/settings.json", k)
 
     k, s = pair()
-    _write(
-        root,
+    plant_file(
+        "yaml",
         "etc/app/config.yaml",
         f'database:\n  host: db\nstorage:\n  aws_access_key_id: {k}\n  aws_secret_access_key: "{s}"\n',
+        k,
     )
-    plant("yaml", "etc/app/config.yaml", k)
 
     k, s = pair()
     b64 = lambda v: base64.b64encode(v.encode()).decode()  # noqa: E731
-    _write(
-        root,
+    plant_file(
+        "kubernetes secret (base64)",
         "srv/k8s/aws-secret.yaml",
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: aws\ntype: Opaque\ndata:\n"
         f"  AWS_ACCESS_KEY_ID: {b64(k)}\n  AWS_SECRET_ACCESS_KEY: {b64(s)}\n",
+        k,
     )
-    plant("kubernetes secret (base64)", "srv/k8s/aws-secret.yaml", k)
 
     k, s = pair()
     env_file = f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\n"
-    _write(
-        root,
+    plant_file(
+        "cloud-init user-data",
         "var/lib/cloud/instance/user-data.txt",
         "#cloud-config\nwrite_files:\n  - path: /etc/app.env\n    encoding: b64\n"
         f"    content: {b64(env_file)}\n    permissions: '0600'\n",
+        k,
     )
-    plant("cloud-init user-data", "var/lib/cloud/instance/user-data.txt", k)
 
     k, s = pair()
     url = f"https://uploader.internal/put?AWSAccessKeyId={k}&AWSSecretKey={urllib.parse.quote(s, safe='')}&bucket=b"
-    _write(
-        root,
+    plant_file(
+        "percent-encoded URL",
         "var/log/uploader/access.log",
         "\n".join([f"10.0.0.{i} - - GET /health 200" for i in range(20)] + [f"10.0.0.99 - - GET {url} 200"]) + "\n",
+        k,
     )
-    plant("percent-encoded URL", "var/log/uploader/access.log", k)
 
     k, s = pair()
-    _write(
-        root,
+    plant_file(
+        "UTF-16 file",
         "home/erin/Documents/aws-keys.txt",
         ("\ufeff" + f"Access key ID: {k}\r\nSecret access key: {s}\r\n").encode("utf-16-le"),
+        k,
     )
-    plant("UTF-16 file", "home/erin/Documents/aws-keys.txt", k)
 
     k, s = pair()
     # marshal puts a type byte right after each string; here an interned name (0xda), not an ASCII letter
     code = compile(
         f"ACCESS_KEY = '{k}'\nREGION = 'eu_west_1'\nSECRET_KEY = '{s}'\nMODE = 'prod'\n", "settings.py", "exec"
     )
-    _write(root, "opt/tool/__pycache__/settings.cpython-311.pyc", b"\xa7\r\r\n" + b"\x00" * 12 + marshal.dumps(code))
-    plant(".pyc binary", "opt/tool/__pycache__/settings.cpython-311.pyc", k)
+    plant_file(
+        ".pyc binary",
+        "opt/tool/__pycache__/settings.cpython-311.pyc",
+        b"\xa7\r\r\n" + b"\x00" * 12 + marshal.dumps(code),
+        k,
+    )
 
     k, s = pair()
-    _write(
-        root,
+    plant_file(
+        "zip (jar)",
         "opt/app/lib/app.jar",
         _zip(
             {
@@ -255,12 +267,14 @@ def build_host_tree(root: Path, *, seed: int = 1, filler: int = 0) -> HostTree:
                 "config/aws.properties": f"aws.accessKeyId={k}\naws.secretKey={s}\n".encode(),
             }
         ),
+        k,
+        kind="archive",
+        member="config/aws.properties",
     )
-    plant("zip (jar)", "opt/app/lib/app.jar", k, kind="archive", member="config/aws.properties")
 
     k, s = pair()
-    _write(
-        root,
+    plant_file(
+        "tar.gz",
         "var/backups/etc.tar.gz",
         _tar_gz(
             {
@@ -268,41 +282,61 @@ def build_host_tree(root: Path, *, seed: int = 1, filler: int = 0) -> HostTree:
                 "etc/app/app.env": f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\n".encode(),
             }
         ),
+        k,
+        kind="archive",
+        member="etc/app/app.env",
     )
-    plant("tar.gz", "var/backups/etc.tar.gz", k, kind="archive", member="etc/app/app.env")
 
     k, s = pair()
     inner = _zip({"secrets.env": f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\n".encode()})
-    _write(root, "var/backups/release.tar.gz", _tar_gz({"README": b"release\n", "lib/inner.zip": inner}))
-    plant("nested zip in tar.gz", "var/backups/release.tar.gz", k, kind="archive", member="lib/inner.zip!secrets.env")
+    plant_file(
+        "nested zip in tar.gz",
+        "var/backups/release.tar.gz",
+        _tar_gz({"README": b"release\n", "lib/inner.zip": inner}),
+        k,
+        kind="archive",
+        member="lib/inner.zip!secrets.env",
+    )
 
     k, s = pair()
-    _write(
-        root,
+    plant_file(
+        "gzip",
         "var/log/app/app.log.1.gz",
         gzip.compress(f"INFO start\nDEBUG creds key={k} secret={s}\nINFO done\n".encode(), mtime=0),
+        k,
+        kind="archive",
+        member="app.log.1",
     )
-    plant("gzip", "var/log/app/app.log.1.gz", k, kind="archive", member="app.log.1")
 
     k, s = pair()
     tok = keys.token()
     tree.secrets.append(tok)
     k = keys.key_id("ASIA")
-    _write(root, "tmp/session.env", f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\nAWS_SESSION_TOKEN={tok}\n")
-    plant("temporary key with session token", "tmp/session.env", k)
+    plant_file(
+        "temporary key with session token",
+        "tmp/session.env",
+        f"AWS_ACCESS_KEY_ID={k}\nAWS_SECRET_ACCESS_KEY={s}\nAWS_SESSION_TOKEN={tok}\n",
+        k,
+    )
 
     k = keys.key_id()
-    _write(root, "srv/docs/runbook.md", f"# Runbook\n\nThe deploy user's key {k} must be rotated.\n")
-    plant("id only", "srv/docs/runbook.md", k, has_secret=False)
+    plant_file(
+        "id only",
+        "srv/docs/runbook.md",
+        f"# Runbook\n\nThe deploy user's key {k} must be rotated.\n",
+        k,
+        has_secret=False,
+    )
 
     k = keys.key_id()
-    _write(
-        root,
+    plant_file(
+        "id next to SHA-1 hashes",
         "srv/ci/build.log",
         f"commit 3f786850e387550fdab836ed7d6dc881de23001b\nusing key {k}\n"
         "tree da39a3ee5e6b4b0d3255bfef95601890afd80709\n",
+        k,
+        has_secret=False,
     )
-    plant("id next to SHA-1 hashes", "srv/ci/build.log", k, has_secret=False)
 
     # decoys: nothing here may be reported
     _write(
