@@ -152,6 +152,37 @@ def test_deactivation_shows_on_every_finding_of_the_key(store: Store) -> None:
     assert by_key[("AKIASP2TPHJSQH3FJRUX", "i-0123456789abcdef0")].deactivated_by is None
 
 
+def test_a_finding_kept_by_include_examples_keeps_its_reason_to_the_fleet_report(store: Store) -> None:
+    import io
+
+    from keysweep.central.fleet_report import load_report, render_report
+
+    reason = "key id ends in EXAMPLE; secret contains EXAMPLE"
+    shown = M.finding_message(key_id="AKIAIOSFODNN7EXAMPLE", path="/srv/docs/.env")
+    shown["finding"]["example"] = reason
+    M.assert_valid(shown)
+    plain = M.finding_message(path="/srv/app/.env")
+    assert "example" not in plain["finding"]
+    apply_messages(store, [(shown, None), (plain, None)])
+    records = {r.key_id: r for r in store.iter_findings()}
+    assert records["AKIAIOSFODNN7EXAMPLE"].example == reason
+    assert records["AKIAXYZDQCEN4B6JSJQI"].example is None
+    assert {s.key_id: s.example for s in finding_summaries(store)} == {
+        "AKIAIOSFODNN7EXAMPLE": reason,
+        "AKIAXYZDQCEN4B6JSJQI": None,
+    }
+    assert not store.upsert_finding(shown)  # the same message again: a duplicate
+    out = io.StringIO()
+    render_report(load_report(store), "json", out)
+    places = {k["key_id"]: k["locations"] for k in json.loads(out.getvalue())["keys"]}
+    [example_place] = places["AKIAIOSFODNN7EXAMPLE"]
+    [plain_place] = places["AKIAXYZDQCEN4B6JSJQI"]
+    assert example_place["example"] == reason
+    # every other finding keeps exactly its fields
+    assert "example" not in plain_place
+    assert set(example_place) - {"example"} == set(plain_place)
+
+
 def _obs(at: int, status: str) -> dict[str, Any]:
     return {"status": status, "at": f"t{at:03d}", "last_at": f"t{at:03d}"}
 
@@ -468,8 +499,8 @@ def test_sqlite_store_of_schema_3_gains_the_correlation_columns(
     records = list(store.iter_findings())
     store.close()
     with sqlite3.connect(path) as db:  # the schema-3 layout: the same table without the correlation columns
-        db.execute("ALTER TABLE findings DROP COLUMN role_name")
-        db.execute("ALTER TABLE findings DROP COLUMN signed")
+        for column in ("role_name", "signed", "example"):
+            db.execute(f"ALTER TABLE findings DROP COLUMN {column}")
         db.execute("UPDATE meta SET value = '3' WHERE name = 'schema_version'")
     store = open_store(str(path))
     assert content(store) == before
@@ -481,6 +512,30 @@ def test_sqlite_store_of_schema_3_gains_the_correlation_columns(
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
         assert db.execute("SELECT COUNT(*) FROM findings WHERE signed IS NOT NULL").fetchone() == (len(records),)
+
+
+def test_sqlite_store_of_schema_4_gains_the_example_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "fleet.db"
+    store = open_store(str(path))
+    apply_messages(store, [(m, None) for m in _fleet_messages(2, 2)])
+    before, summaries = content(store), list(finding_summaries(store))
+    store.close()
+    with sqlite3.connect(path) as db:  # the schema-4 layout: the same table without the example column
+        db.execute("ALTER TABLE findings DROP COLUMN example")
+        db.execute("UPDATE meta SET value = '4' WHERE name = 'schema_version'")
+    store = open_store(str(path))
+    assert content(store) == before and list(finding_summaries(store)) == summaries
+    shown = M.finding_message(key_id="AKIAIOSFODNN7EXAMPLE")
+    shown["finding"]["example"] = "key id ends in EXAMPLE"
+    assert store.upsert_finding(shown)
+    assert [s.example for s in finding_summaries(store) if s.key_id == "AKIAIOSFODNN7EXAMPLE"] == [
+        "key id ends in EXAMPLE"
+    ]
+    store.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
 
 
 def test_an_objects_json_with_one_member_serialised_apart_is_its_canonical_json() -> None:

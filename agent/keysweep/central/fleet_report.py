@@ -90,9 +90,10 @@ class KeyLocation:
     first_seen: str
     last_seen: str
     status: str | None
+    example: str | None = None  # why detection would have hidden it: only on findings kept by --include-examples
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "host_id": self.host_id,
             "hostname": self.hostname,
             "host_kind": self.host_kind,
@@ -102,6 +103,9 @@ class KeyLocation:
             "last_seen": self.last_seen,
             "status": self.status,
         }
+        if self.example is not None:
+            d["example"] = self.example
+        return d
 
 
 @dataclass(frozen=True)
@@ -252,7 +256,15 @@ def _key_from(
     ordered_locations = sorted(
         (
             KeyLocation(
-                r.host_id, r.hostname, r.host_kind, place(r.location), r.location, r.first_seen, r.last_seen, r.status
+                r.host_id,
+                r.hostname,
+                r.host_kind,
+                place(r.location),
+                r.location,
+                r.first_seen,
+                r.last_seen,
+                r.status,
+                r.example,
             )
             for r in records
         ),
@@ -455,6 +467,7 @@ class LocationSpool:
                         loc.first_seen,
                         loc.last_seen,
                         loc.status,
+                        loc.example,
                     )
                     for loc in locations
                 ],

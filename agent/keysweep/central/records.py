@@ -101,6 +101,7 @@ class FindingRecord:
     deactivated_at: str | None = None
     sender: str | None = None  # SQS SenderId of the newest message (None: not received through the queue)
     received_first: str | None = None  # the queue's time of the first message about this place
+    example: str | None = None  # why detection would have hidden it (a finding kept by --include-examples)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -149,6 +150,7 @@ class FindingSummary:
     received_first: str | None
     suggestion_kind: str | None = None
     suggestion_digest: str | None = None
+    example: str | None = None
     deactivated_by: str | None = None
     deactivated_at: str | None = None
 
@@ -174,6 +176,7 @@ class FindingSummary:
             rec.received_first,
             suggestion_kind(rec.suggestion),
             suggestion_digest(rec.suggestion),
+            rec.example,
             rec.deactivated_by,
             rec.deactivated_at,
         )
@@ -322,6 +325,7 @@ def merge_finding(
         owner_arn=(ver or {}).get("arn"),
         sender=origin.sender,
         received_first=origin.sent_at,
+        example=finding.get("example"),
     )
     if existing is None:
         return fresh

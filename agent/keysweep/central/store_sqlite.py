@@ -11,7 +11,8 @@ What is the same for every finding of a key — the suggestion's text, steps and
 context's shape — is thus kept once, in the exemplar, and each record keeps only what differs (about 150 bytes
 instead of 6 KB). An exemplar never changes once written. Two more columns keep what the audit's correlation reads
 of the rest (the suggestion's role name, the times the key signed a request: :func:`evidence.signed_stamps`), so it
-never inflates a record. Schema 1, 2 and 3 stores are upgraded in place on opening.
+never inflates a record; one more keeps ``example`` for the fleet views' summaries. Schema 1 to 4 stores are
+upgraded in place on opening.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from keysweep.central.store import MessageRefused
 from keysweep.errors import StoreError
 from keysweep.retry import Backoff
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 BUSY_TIMEOUT_S = 60.0
 # between tries of an opening that met another process switching the new database to WAL
 OPEN_BACKOFF = Backoff(0.02, 0.2, "equal")
@@ -76,6 +77,8 @@ _COLUMNS = (
 _EXTRA = ("suggestion_kind", "suggestion_digest")
 # what correlation reads of the rest of a record (schema 4): the suggestion's role name, the signed stamps as JSON
 _CORRELATION = ("role_name", "signed")
+# what a summary reads of the rest of a record (schema 5): why detection would have hidden the finding
+_SUMMARISED = ("example",)
 _IN_COLUMNS = frozenset(_COLUMNS)
 _FINDINGS = """
 CREATE TABLE IF NOT EXISTS {name} (
@@ -101,6 +104,7 @@ CREATE TABLE IF NOT EXISTS {name} (
     data BLOB NOT NULL,
     role_name TEXT,
     signed TEXT,
+    example TEXT,
     PRIMARY KEY (host_id, finding_fingerprint)
 ) WITHOUT ROWID"""
 _SCHEMA = (
@@ -122,7 +126,7 @@ CREATE TABLE IF NOT EXISTS key_states (key_id TEXT NOT NULL, state TEXT NOT NULL
 _RECORD_COLUMNS = ", ".join(f"f.{c}" for c in (*_COLUMNS, *_EXTRA, "data"))
 _SUMMARY_COLUMNS = tuple(f.name for f in dataclasses.fields(FindingSummary))[:-2]
 
-_ALL_COLUMNS = (*_COLUMNS, *_EXTRA, "data", *_CORRELATION)
+_ALL_COLUMNS = (*_COLUMNS, *_EXTRA, "data", *_CORRELATION, *_SUMMARISED)
 _INSERT_FINDING = (
     f"INSERT OR REPLACE INTO findings ({', '.join(_ALL_COLUMNS)}) VALUES ({', '.join('?' * len(_ALL_COLUMNS))})"
 )
@@ -214,6 +218,9 @@ class SQLiteStore:
         old = row is not None and int(row[0]) < 3
         if row is not None and int(row[0]) == 3:
             self._add_correlation_columns(db)
+        if row is not None and int(row[0]) in (3, 4):
+            # earlier versions dropped the field: no record of theirs has one to fill in
+            db.execute("ALTER TABLE findings ADD COLUMN example TEXT")
         if old:
             # versions 1 and 2 kept each whole record as JSON (1 keyed findings by the agent's finding fingerprint
             # alone, 2 by host and fingerprint): store every record again in this version's layout
@@ -299,7 +306,10 @@ class SQLiteStore:
         columns = [fields[c] for c in _COLUMNS]
         columns[-1] = canonical_json(rec.location)
         digest = suggestion_digest(rec.suggestion, suggestion)
-        db.execute(_INSERT_FINDING, (*columns, kind, digest, _deflate(rest, exemplar), *_correlation_columns(rec)))
+        db.execute(
+            _INSERT_FINDING,
+            (*columns, kind, digest, _deflate(rest, exemplar), *_correlation_columns(rec), rec.example),
+        )
 
     def _upsert(
         self, db: sqlite3.Connection, message: Mapping[str, Any], origin: Origin | None, hosts: _HostBatch | None = None
