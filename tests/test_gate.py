@@ -78,5 +78,8 @@ def test_a_detector_with_the_gate_finds_what_one_without_finds(tmp_path: Path) -
             (f.key_id, f.secret_fingerprint, f.location.line) for f in plain.scan(buf, location=location, place=Place())
         ]
         assert got == want
+        assert fast.may_hold(buf) or not got  # a file the gate passes over is not scanned at all
+        assert plain.may_hold(buf)  # without the gate every buffer is scanned
         found += len(got)
     assert found >= 10
+    assert not fast.may_hold(b"INFO request served user=7\n" * 100)

@@ -245,6 +245,11 @@ class Detector:
         """Bytes by which a chunked reader must overlap consecutive chunks (see :meth:`scan_stream`)."""
         return 2 * (self.pair_window + TOKEN_MAX) + 64
 
+    def may_hold(self, buf: bytes) -> bool:
+        """False only when :meth:`scan` would certainly find nothing in ``buf`` (the native gate's exact answer:
+        no prefilter match); always True without the gate."""
+        return self._gate is None or self._gate(buf)
+
     def scan(
         self,
         buf: bytes,

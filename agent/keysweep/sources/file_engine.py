@@ -83,6 +83,42 @@ class ReadFiles:
     files: list[Item]
     answer_all: bool = False
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as runs of files of one directory: the directory once, then each file's name and inode (no
+        object per file; its path is the directory's joined with its name), the others as they are."""
+        runs: list[Any] = []
+        names: list[str] = []
+        inos: list[int] = []
+        for item in self.files:
+            ref, st = item
+            d = ref.dir
+            if d is None or st is not None or ref.dev is not None or ref.path != _base(d) + ref.name:
+                runs.append(item)
+                continue
+            if not runs or runs[-1][0] is not d:
+                names, inos = [], []
+                runs.append((d, names, inos))
+            names.append(ref.name)
+            inos.append(ref.ino)
+        return _unpack, (runs, self.answer_all)
+
+
+def _base(d: filesystem.Dir) -> str:
+    return d.path.rstrip("/") + "/"
+
+
+def _unpack(runs: list[Any], answer_all: bool) -> ReadFiles:
+    files: list[Item] = []
+    new, ref = tuple.__new__, filesystem.FileRef  # FileRef._make without a call per file
+    for run in runs:
+        if len(run) == 2:  # an item as it was
+            files.append(run)
+            continue
+        d, names, inos = run
+        base = _base(d)
+        files += [(new(ref, (base + name, d, name, None, ino)), None) for name, ino in zip(names, inos)]
+    return ReadFiles(files, answer_all)
+
 
 @dataclass(frozen=True)
 class ReadPart:

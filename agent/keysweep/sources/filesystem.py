@@ -131,10 +131,14 @@ class DirCache:
         self.follow = follow  # --follow-symlinks: a component may be a symlink (its target is checked)
         self.cap = max(2, cap)
         self._fds: OrderedDict[tuple[int, int], int] = OrderedDict()
+        self._last: tuple[tuple[tuple[str, int, int], ...], int] | None = None  # the last chain asked for, its fd
 
     def fd(self, d: Dir) -> int:
         """An fd of ``d`` owned by the cache: valid until the next call. Raises :class:`Skip`."""
         chain = d.chain
+        last = self._last
+        if last is not None and last[0] is chain:  # the files of one directory come one after another
+            return last[1]
         i = len(chain) - 1
         fd = -1
         while i >= 0:
@@ -150,6 +154,7 @@ class DirCache:
             i = 0
         for name, dev, ino in chain[i + 1 :]:
             fd = self._verified(_open_dir(name, fd, follow=self.follow), dev, ino)
+        self._last = chain, fd
         return fd
 
     def open(self, d: Dir) -> int:
@@ -167,13 +172,16 @@ class DirCache:
             raise Skip("replaced")
         old = self._fds.pop((dev, ino), None)
         if old is not None:
+            self._last = None
             os.close(old)
         self._fds[(dev, ino)] = fd
         while len(self._fds) > self.cap:
+            self._last = None
             os.close(self._fds.popitem(last=False)[1])
         return fd
 
     def close(self) -> None:
+        self._last = None
         while self._fds:
             os.close(self._fds.popitem()[1])
 
@@ -790,8 +798,8 @@ def scan_file(
             stats.bytes_scanned += len(data)
             return aws_files.scan_aws_text(data, shown, aws_kind, detector, stats)
         size = fst.st_size
-        place = Place()  # its cap bounds the keys one file may report; what it drops is counted below
         if _is_sparse(fst):
+            place = Place()  # its cap bounds the keys one file may report; what it drops is counted
             reader = _FileReader(fd, size, limit=options.max_file_size, sparse=True)
             findings = detector.scan_stream(
                 reader.read, location=Location(kind="file", path=shown), chunk_size=CHUNK_SIZE, place=place
@@ -816,9 +824,14 @@ def scan_file(
                     return found
         if split_over is not None and size > split_over and len(head) >= want:
             return SplitFile(size, ref)
-        if len(head) < want:  # the whole file
-            # almost every file holds no key: its Location (~1 µs to build) is made only for findings
-            findings = detector.scan(head, location=_FILE, place=place)
+        whole = len(head) < want
+        if whole and not detector.may_hold(head):  # almost every file: no Place, no Location, no detector pass
+            stats.files_scanned += 1
+            stats.bytes_scanned += len(head)
+            return []
+        place = Place()  # its cap bounds the keys one file may report; what it drops is counted below
+        if whole:
+            findings = detector.scan(head, location=_FILE, place=place)  # a Location is made only for findings
             if findings:
                 findings = [detector.at_path(f, shown) for f in findings]
             nbytes = len(head)
