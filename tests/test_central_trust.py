@@ -27,7 +27,7 @@ from keysweep.central.handler import MessageHandler, Outcome
 from keysweep.central.records import HostRecord, Origin
 from keysweep.central.senders import SENDER_MAP_ENV, SenderMap
 from keysweep.central.store import open_store
-from keysweep.errors import ConfigError
+from keysweep.errors import ConfigError, StoreError
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import HostContext, Verification
 from keysweep.report.message import encode_message, finding_message, heartbeat_message
@@ -520,3 +520,52 @@ def test_the_audit_takes_the_same_word_for_a_key_on_hosts() -> None:
     ]
     [host_key], _ = correlate(records, [], {})
     assert host_key.fleet_status == "live"
+
+
+# -- a batch's claims: in the batch's own transaction ---------------------------------------------------------------
+
+
+def _queued(sender: str, message: dict[str, Any]) -> tuple[str, Origin]:
+    return json.dumps(message), Origin(sender, "2026-11-28T12:00:00.000Z")
+
+
+def test_a_batch_claims_its_new_hosts_in_its_one_commit(tmp_path: Path) -> None:
+    import sqlite3
+
+    store = open_store(str(tmp_path / "fleet.db"))
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)  # SQLite's own statement trace
+    owner = "AIDAONPREMOWNER000001"
+    batch = [_queued(instance_sender(VICTIM), genuine(ec2(VICTIM, "web-victim")))]
+    batch += [_queued(owner, genuine(on_prem(f"build-{n:02d}"))) for n in range(3)]
+    batch += [_queued("AIDASPOOFER000000001", beat(on_prem("build-01"), "2026-11-28T11:00:00Z"))]
+    results = MessageHandler(store).handle_batch(batch)
+    assert [r.outcome for r in results] == [Outcome.OK] * 4 + [Outcome.REJECTED]
+    assert statements.count("COMMIT") == 1 and statements.count("BEGIN IMMEDIATE") == 1
+    store.close()
+    with sqlite3.connect(tmp_path / "fleet.db") as db:
+        owners = dict(db.execute("SELECT host_id, sender FROM host_owners"))
+    assert owners == {VICTIM: instance_sender(VICTIM), **{f"build-{n:02d}": owner for n in range(3)}}
+
+
+def test_a_failed_batch_claims_nothing_and_its_collector_trusts_no_claim_of_it(tmp_path: Path) -> None:
+    """The batch's store write fails after its new host was claimed: the claim is rolled back with the batch, so
+    another collector's sender may claim that host first, and the first collector (whose claim never counted) then
+    refuses the sender it would have cached."""
+    import sqlite3
+
+    path = tmp_path / "fleet.db"
+    first, second = MessageHandler(open_store(str(path))), MessageHandler(open_store(str(path)))
+    mine, theirs = "AIDAONPREMFIRST00001", "AIDAONPREMSECOND0001"
+    with sqlite3.connect(path) as db:  # the disk fills up as the first batch writes its finding
+        db.execute("CREATE TRIGGER full BEFORE INSERT ON findings BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    with pytest.raises(StoreError, match="disk full"):
+        first.handle_batch([_queued(mine, genuine(on_prem("build-09")))])
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM host_owners").fetchone() == (0,)
+        db.execute("DROP TRIGGER full")
+    [taken] = second.handle_batch([_queued(theirs, genuine(on_prem("build-09")))])
+    assert taken.outcome is Outcome.OK
+    [refused] = first.handle_batch([_queued(mine, genuine(on_prem("build-09"), 1))])
+    assert refused.outcome is Outcome.REJECTED and theirs in (refused.reason or "")
+    assert {r.sender for r in open_store(str(path)).iter_findings()} == {theirs}

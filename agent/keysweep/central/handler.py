@@ -127,66 +127,89 @@ class MessageHandler:
             return Result(Outcome.MALFORMED, reason="a time field is not ISO-8601"), None
         return Result(Outcome.OK, kind=message["type"]), message
 
-    def prepare(self, body: str | bytes, origin: Origin | None = None) -> tuple[Result, dict[str, Any] | None]:
-        """Classify ``body``, clamp its times and bind its sender: the outcome so far and the message to apply (None
-        when it is not to be applied). ``origin`` as for :meth:`handle`."""
+    def _checked(self, body: str | bytes, origin: Origin | None) -> tuple[Result, dict[str, Any] | None]:
+        """Classify ``body`` and clamp its times: the outcome so far and the message (None when it is not ok)."""
         result, message = self.classify(body)
         if message is None:
             return result, None
-        kind = message["type"]
         clamped = clamp_times(message, origin.sent_at if origin else timeutil.now_iso("milliseconds"), self.skew)
-        reason = self._bind(origin, message["host"]["host_id"]) if origin else None
+        return replace(result, clamped=clamped), message
+
+    def _admitted(
+        self, result: Result, message: dict[str, Any], origin: Origin | None, claimed: dict[str, str]
+    ) -> tuple[Result, dict[str, Any] | None]:
+        """Bind a checked message's sender: its outcome and the message to apply (None when it is rejected)."""
+        reason = self._bind(origin, message["host"]["host_id"], claimed) if origin else None
         if reason:
-            return Result(Outcome.REJECTED, kind=kind, reason=reason, clamped=clamped), None
-        return Result(Outcome.OK, kind=kind, clamped=clamped), message
+            return replace(result, outcome=Outcome.REJECTED, reason=reason), None
+        return result, message
 
     def handle(self, body: str | bytes, origin: Origin | None = None) -> Result:
         """Classify ``body`` and apply it. ``origin``: the queue's word on its sender and time (None: a message
         applied directly, not received from the queue — no sender binding, ordered by its own ``sent_at``, times
         clamped to now)."""
-        result, message = self.prepare(body, origin)
+        result, message = self._checked(body, origin)
         if message is None:
             return result
-        if message["type"] == "finding":
-            changed = self.store.upsert_finding(message, origin)
-        else:
-            changed = self.store.record_heartbeat(message, origin)
-        return replace(result, changed=changed)
+        claimed: dict[str, str] = {}
+        with self.store.transaction():  # a new host's claim and its message: one write
+            result, message = self._admitted(result, message, origin, claimed)
+            if message is not None:
+                if message["type"] == "finding":
+                    result = replace(result, changed=self.store.upsert_finding(message, origin))
+                else:
+                    result = replace(result, changed=self.store.record_heartbeat(message, origin))
+        self._remember(claimed)
+        return result
 
     def handle_batch(self, items: Sequence[tuple[str | bytes, Origin | None]]) -> list[Result | MessageRefused]:
         """:meth:`handle` for each (body, origin), the accepted messages applied to the store together
-        (:meth:`Store.apply_messages`: one transaction in SQLite). One entry per item: its result, or the
-        :class:`MessageRefused` of a message the store refused. A StoreError is raised for the whole batch."""
-        out: list[Result | MessageRefused] = []
+        (:meth:`Store.apply_messages`), with the claims of the batch's new hosts, in one :meth:`Store.transaction`
+        (SQLite: one commit for the batch). One entry per item: its result, or the :class:`MessageRefused` of a
+        message the store refused. A StoreError is raised for the whole batch."""
+        checked = [self._checked(body, origin) for body, origin in items]
+        out: list[Result | MessageRefused] = [result for result, _ in checked]
+        if all(message is None for _, message in checked):
+            return out
         todo: list[tuple[int, Result, dict[str, Any], Origin | None]] = []
-        for body, origin in items:
-            try:
-                result, message = self.prepare(body, origin)
-            except MessageRefused as exc:  # binding its host id: the store refused that message
-                out.append(exc)
-                continue
-            if message is not None:
-                todo.append((len(out), result, message, origin))
-            out.append(result)
-        applied = apply_messages(self.store, [(message, origin) for _, _, message, origin in todo]) if todo else []
+        claimed: dict[str, str] = {}
+        with self.store.transaction():
+            for i, ((result, message), (_, origin)) in enumerate(zip(checked, items)):
+                if message is None:
+                    continue
+                try:
+                    result, admitted = self._admitted(result, message, origin, claimed)
+                except MessageRefused as exc:  # binding its host id: the store refused that message
+                    out[i] = exc
+                    continue
+                out[i] = result
+                if admitted is not None:
+                    todo.append((i, result, admitted, origin))
+            applied = apply_messages(self.store, [(message, origin) for _, _, message, origin in todo]) if todo else []
+        self._remember(claimed)
         for n, (i, result, _, _) in enumerate(todo):
             changed = applied[n]
             out[i] = changed if isinstance(changed, MessageRefused) else replace(result, changed=changed)
         return out
 
-    def _bind(self, origin: Origin, host_id: str) -> str | None:
-        """Why the sender may not speak for ``host_id`` (None when it may; a first-seen owner is recorded)."""
+    def _bind(self, origin: Origin, host_id: str, claimed: dict[str, str]) -> str | None:
+        """Why the sender may not speak for ``host_id`` (None when it may). A first-seen or taken-over owner is
+        claimed in the store and noted in ``claimed``, to be remembered once the store's transaction has ended
+        (:meth:`_remember`): an owner a rolled-back claim recorded is never trusted."""
         if not origin.sender:
             return "the queue gave no SenderId"
         binding = self.senders.bind(origin.sender, host_id)
         if binding.reason or binding.owner is None:
             return binding.reason
-        owner = self._owners.get(host_id)
+        owner = claimed.get(host_id) or self._owners.get(host_id)
         if owner != binding.owner and (owner is None or binding.authoritative):
-            owner = self.store.claim_host(host_id, binding.owner, take_over=binding.authoritative)
-            if len(self._owners) >= MAX_CACHED_OWNERS:
-                self._owners.clear()
-            self._owners[host_id] = owner
+            owner = claimed[host_id] = self.store.claim_host(host_id, binding.owner, take_over=binding.authoritative)
         if owner != binding.owner:
             return f"the host id is owned by sender {owner}, not {binding.owner}"
         return None
+
+    def _remember(self, claimed: Mapping[str, str]) -> None:
+        """Cache the owners the store confirmed (bounded: cleared when full)."""
+        if len(self._owners) + len(claimed) > MAX_CACHED_OWNERS:
+            self._owners.clear()
+        self._owners.update(claimed)

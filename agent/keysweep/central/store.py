@@ -15,6 +15,7 @@ the signed verification times, read from columns), else a key's full records (:f
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
@@ -48,6 +49,12 @@ class Store(Protocol):
     def claim_host(self, host_id: str, sender: str, *, take_over: bool = False) -> str:
         """Record ``sender`` as the owner of ``host_id`` unless another sender owns it already (``take_over``:
         even then); atomic with respect to other collectors. Returns the owner after the call."""
+        ...
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """A block whose writes are made together where the backend can: SQLite makes them one transaction (one
+        commit, rolled back if the block raises); DynamoDB writes each at once, as outside a block. Either way a
+        write inside is durable only once the block has ended without an error."""
         ...
 
     def iter_findings(self) -> Iterator[FindingRecord]:

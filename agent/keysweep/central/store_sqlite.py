@@ -17,6 +17,7 @@ upgraded in place on opening.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -178,6 +179,7 @@ class SQLiteStore:
         self._lock = threading.RLock()
         self._exemplars: dict[tuple[str, str], bytes] = {}  # (key fingerprint, suggestion kind) -> exemplar JSON
         self._new_exemplars: dict[tuple[str, str], bytes] = {}  # written in the open transaction
+        self._in_transaction = False
         deadline = time.monotonic() + BUSY_TIMEOUT_S
         attempt = 0
         while True:
@@ -252,23 +254,44 @@ class SQLiteStore:
             )
             after = (recs[-1].host_id, recs[-1].finding_fingerprint)
 
-    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``work`` in one write transaction (write lock taken up front)."""
-        try:
-            with self._lock:
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every write inside is one write transaction (write lock taken up front, one commit and one sync at the
+        end; rolled back if the block raises). Nested: part of the outer one."""
+        with self._lock:
+            if self._in_transaction:
+                yield
+                return
+            try:
                 self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    result = work(self._db)
-                except BaseException:
-                    self._new_exemplars.clear()
-                    self._db.execute("ROLLBACK")
-                    raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: {exc}") from exc
+            self._in_transaction = True
+            try:
+                yield
                 self._db.execute("COMMIT")
-                self._remember_exemplars(self._new_exemplars)
+            except BaseException as exc:
                 self._new_exemplars.clear()
-                return result
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: {exc}") from exc
+                try:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # the error that made us roll back is the one to report
+                if isinstance(exc, sqlite3.Error):
+                    raise StoreError(f"store {self.path}: {exc}") from exc
+                raise
+            finally:
+                self._in_transaction = False
+            self._remember_exemplars(self._new_exemplars)
+            self._new_exemplars.clear()
+
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``work`` in one write transaction, or in the open one of :meth:`transaction`."""
+        with self.transaction():
+            try:
+                return work(self._db)
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {self.path}: {exc}") from exc
 
     # -- exemplars -------------------------------------------------------------------------------------------
 
