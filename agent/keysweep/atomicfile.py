@@ -8,6 +8,7 @@ target is replaced, never followed, and an existing file's wider mode is never k
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,23 @@ def atomic_output(path: Path, *, mode: int = 0o600, sync_dir: bool = True, paren
         raise
     if sync_dir:
         fsync_dir(path.parent)
+
+
+@contextmanager
+def report_output(path: Path, *, mode: int = 0o600, parents: bool = True) -> Iterator[BinaryIO]:
+    """Where a command writes the report the user named (``--output FILE``): a file as :func:`atomic_output` writes
+    it; a device, pipe or terminal (``/dev/null``, ``/dev/stdout``, a FIFO) written to as it is, since a file
+    renamed over it would take its place (run as root, over ``/dev/null`` itself)."""
+    try:
+        special = not stat.S_ISREG(os.stat(path).st_mode)
+    except FileNotFoundError:
+        special = False
+    if not special:
+        with atomic_output(path, mode=mode, parents=parents) as fh:
+            yield fh
+        return
+    with open(path, "wb") as fh:
+        yield fh
 
 
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o600, sync_dir: bool = True) -> None:

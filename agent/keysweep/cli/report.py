@@ -9,7 +9,7 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 
-from keysweep.atomicfile import atomic_output
+from keysweep.atomicfile import report_output
 from keysweep.central.fleet_report import FORMATS, ReportFilter, load_report, render_report
 from keysweep.central.records import STATUS_URGENCY
 from keysweep.central.securityhub import ExportResult, export_report
@@ -106,7 +106,7 @@ def run(args: argparse.Namespace) -> ExitCode:
         store.close()
     if args.output:
         try:
-            with atomic_output(Path(args.output), mode=0o640) as raw:  # the whole report or nothing
+            with report_output(Path(args.output), mode=0o640) as raw:  # the whole report or nothing
                 text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
                 render_report(report, args.format, text, details=args.details)
                 text.flush()

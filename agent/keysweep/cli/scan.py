@@ -254,7 +254,7 @@ def _report_config(queue_url: str, report: ReportConfig) -> ReportConfig:
 def _write_report(findings: list[Finding], fmt: str, output: str | None, summary: dict[str, Any]) -> None:
     import io
 
-    from keysweep.atomicfile import atomic_output
+    from keysweep.atomicfile import report_output
     from keysweep.report.formats import render
 
     if output is None:
@@ -262,13 +262,13 @@ def _write_report(findings: list[Finding], fmt: str, output: str | None, summary
         sys.stdout.flush()
         return
     # a new 0600 file beside FILE renamed over it: a symlink at FILE is replaced, never followed, and an existing
-    # file's wider mode is not kept
+    # file's wider mode is not kept (a device or pipe is written as it is)
     try:
-        with atomic_output(Path(output), parents=False) as raw:
+        with report_output(Path(output), parents=False) as raw:
             fh = io.TextIOWrapper(raw, encoding="utf-8", errors="backslashreplace")
             render(findings, fmt, fh, summary=summary)
             fh.flush()
-            fh.detach()  # the raw file stays open: atomic_output fsyncs and renames it
+            fh.detach()  # the raw file stays open: report_output fsyncs and renames it
     except OSError as exc:
         raise ConfigError(f"--output {output}: cannot write ({exc.strerror})") from None
 
