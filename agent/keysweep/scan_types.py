@@ -13,7 +13,7 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Optional, Protocol, runtime_checkable
 
 from keysweep.errors import ConfigError
 from keysweep.models import Finding
@@ -142,12 +142,56 @@ class ScanResult:
 
 class FileCache(Protocol):
     """Incremental scanning: findings of files unchanged since they were last read (keysweep.state). One that
-    also knows whole directories (:class:`keysweep.sources.filesystem.Listings`) spares the walk a lookup per
-    file."""
+    also knows whole directories (:class:`DirectoryCache`) lets the process that reads a directory's files decide
+    which are unchanged."""
 
     def lookup(self, path: str, st: os.stat_result) -> list[Finding] | None: ...
 
     def store(self, path: str, st: os.stat_result, findings: list[Finding]) -> None: ...
+
+
+# what a directory cache holds per file: (st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns), and its findings as
+# stored (None: none)
+Markers = tuple[int, int, int, int, int]
+
+
+class ListingView(Protocol):
+    """A read-only view of a :class:`DirectoryCache`, used by whichever process reads a directory's files (a
+    worker opens a connection of its own): a directory's number and digest, its files' stored markers."""
+
+    sweep_no: int  # the sweep the rows written now belong to
+
+    def directory(self, path: str) -> tuple[int, bytes | None] | None:
+        """``(number, digest)`` of a known directory (digest None when none is still valid); None when unknown."""
+
+    def files(self, ident: int, names: list[bytes] | None) -> dict[bytes, tuple[Markers, str | None]]:
+        """The still valid markers and stored findings of directory ``ident``'s files (of ``names``, or all)."""
+
+    def encode(self, findings: list[Finding]) -> str | None:
+        """Findings as the cache stores them (never a secret); None for none."""
+
+    def close(self) -> None: ...
+
+
+# a file row as a directory's reader sends it back: (name as bytes, *markers, sweep number, findings as stored)
+FileRow = tuple[bytes, int, int, int, int, int, int, Optional[str]]
+
+
+@runtime_checkable
+class DirectoryCache(Protocol):
+    """A file cache that also knows whole directories (keysweep.state): the files of a directory are handed with
+    a :class:`ListingView` to the process that reads them, which sends back the rows to store."""
+
+    def listing_view(self) -> ListingView: ...
+
+    def record_listing(
+        self, directory: str, ident: int | None, rows: list[FileRow], digest: bytes | None, *, whole: bool, cached: int
+    ) -> None:
+        """Store the rows of the files read in ``directory``; with ``whole``, its digest (None: none valid)."""
+
+    def stored_findings(self, payload: str) -> list[Finding] | None:
+        """The findings of an unchanged file, as stored; None when it must be read again (a secret to verify
+        again, a damaged row)."""
 
 
 @dataclass

@@ -2,11 +2,12 @@
 
 Per file the identity and change markers (device, inode, size, mtime_ns, ctime_ns) and the findings of its last
 read, stored without any secret. Per directory whose files were all read (or found unchanged) without a finding,
-a digest of its files' names and markers (computed by the walk): a directory listed with the same digest needs
-nothing more for its files, not even one lookup each; its subdirectories are still walked (a file changed deep
-below changes only its own directory's digest). SQLite in WAL mode inside the state directory (which scans
-exclude); rows are buffered and written with ``executemany``, committed in batches: a crash loses at most the
-last batch, whose files are simply read again. The state is a cache that a full read rebuilds, so SQLite never
+a digest of its files' names and markers: a directory whose files have the same digest needs nothing more, not
+even one row read per file; its subdirectories are still walked (a file changed deep below changes only its own
+directory's digest). Whoever reads a directory's files (a worker process) decides this through a read-only
+:class:`StateView` of its own and sends back the rows of the files it read; this process alone writes them.
+SQLite in WAL mode inside the state directory (which scans exclude); rows are buffered and written with
+``executemany``, committed in batches: a crash loses at most the last batch, whose files are simply read again. The state is a cache that a full read rebuilds, so SQLite never
 waits for the disk (``synchronous=OFF``): a database damaged by a power loss is moved aside and rebuilt on open.
 
 A different cache digest (rules, detector settings, fingerprint key, scan options that change per-file results)
@@ -26,6 +27,7 @@ import stat
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,13 +35,13 @@ from typing import Any, Optional
 
 from keysweep import statedir
 from keysweep.models import Finding, Location
+from keysweep.scan_types import FileRow, Markers
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.sqlite"
 _SCHEMA_VERSION = "5"  # 3: paths as BLOBs (the exact bytes of any name); 5: directories numbered, with digests
 _DIR_ROWS_MAX = 4096  # a directory with more files is looked up file by file (memory stays bounded)
-_PENDING_DIRS_MAX = 4096  # directories listed whose files are not all done yet (one never done is dropped)
 
 # a directory is a row of its own (its path as the bytes of the path, os.fsencode, so any name round-trips
 # exactly), numbered: a file row is keyed by (directory number, name), small and quick to write; the walk goes
@@ -101,17 +103,6 @@ class SweepPlan:
 
 
 @dataclass
-class _PendingDir:
-    """A directory listed with a new digest: recorded once each of its files is stored or found unchanged
-    without a finding."""
-
-    digest: bytes
-    waiting: set[str]  # names of its files not done yet
-    files: int
-    excluded: int
-
-
-@dataclass
 class CacheCounters:
     hits: int = 0
     misses: int = 0
@@ -126,9 +117,67 @@ def _markers(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
+def encode_findings(findings: Sequence[Finding]) -> str | None:
+    """Findings as a row stores them: JSON without any secret; None for none."""
+    return json.dumps([finding_to_state(f) for f in findings]) if findings else None
+
+
+class StateView:
+    """The state as the reader of a directory's files sees it (:class:`keysweep.scan_types.ListingView`):
+    read-only, through a connection of its own opened in the process that uses it (a forked worker never touches
+    its parent's connection). Rows and digests written before ``valid_from`` (a full re-read) do not count."""
+
+    def __init__(self, path: Path, sweep_no: int, valid_from: int) -> None:
+        self.path = path
+        self.sweep_no = sweep_no
+        self._valid_from = valid_from
+        self._db: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None or self._pid != os.getpid():  # one inherited across a fork is left alone
+            uri = "file:" + urllib.parse.quote(os.fspath(self.path)) + "?mode=ro"
+            self._db = sqlite3.connect(uri, uri=True, check_same_thread=False, timeout=10)
+            self._pid = os.getpid()
+        return self._db
+
+    def directory(self, path: str) -> tuple[int, bytes | None] | None:
+        row = (
+            self._conn()
+            .execute("SELECT id, digest, sweep_no FROM dirs WHERE path = ?", (path.encode(_FS_ENCODING, _FS_ERRORS),))
+            .fetchone()
+        )
+        if row is None:
+            return None
+        return int(row[0]), (row[1] if row[1] is not None and row[2] >= self._valid_from else None)
+
+    def files(self, ident: int, names: list[bytes] | None) -> dict[bytes, tuple[Markers, str | None]]:
+        db = self._conn()
+        limit = 2 * _DIR_ROWS_MAX
+        found = db.execute(f"SELECT {_COLUMNS} FROM files WHERE dir = ? LIMIT {limit + 1}", (ident,)).fetchall()
+        if len(found) > limit and names is not None:  # a huge directory: only the names asked for
+            found = []
+            for i in range(0, len(names), 500):
+                part = names[i : i + 500]
+                found += db.execute(
+                    f"SELECT {_COLUMNS} FROM files WHERE dir = ? AND name IN ({', '.join('?' * len(part))})",
+                    (ident, *part),
+                ).fetchall()
+        valid = self._valid_from
+        return {r[0]: (r[1:6], r[7]) for r in found if r[6] >= valid}
+
+    def encode(self, findings: list[Finding]) -> str | None:
+        return encode_findings(findings)
+
+    def close(self) -> None:
+        if self._db is not None and self._pid == os.getpid():
+            self._db.close()
+        self._db = None
+
+
 class StateStore:
-    """The agent's persistent file cache; implements the scan's ``FileCache`` protocol (lookup/store, and the
-    walk's directory digests: unchanged/listed).
+    """The agent's persistent file cache; implements the scan's ``FileCache`` protocol (lookup/store, file by
+    file) and ``DirectoryCache`` (a :class:`StateView` for the readers of whole directories, and what they read).
 
     ``needs_reverify(finding)`` is asked for every cached finding that had a secret: when it answers True the
     file is read again, because only a fresh read brings the secret back for verification.
@@ -153,7 +202,6 @@ class StateStore:
         self._in_txn = False
         self._file_rows: list[tuple[Any, ...]] = []  # buffered, written by executemany
         self._dir_out: list[tuple[Any, ...]] = []
-        self._pending_dirs: dict[str, _PendingDir] = {}
         self._ids: dict[str, int] = {}  # directory numbers, by path
         self._last_commit = time.monotonic()
         self._lock = threading.RLock()
@@ -349,23 +397,28 @@ class StateStore:
         if row is None or row[:5] != _markers(st) or (plan and plan.full and row[5] < plan.full_start):
             self.counters.misses += 1
             return None
+        return self.stored_findings(row[6]) if row[6] else self._hit([])
+
+    def _hit(self, findings: list[Finding]) -> list[Finding]:
+        self.counters.hits += 1
+        return findings
+
+    def stored_findings(self, payload: str) -> list[Finding] | None:
+        """The findings of an unchanged file as stored; None when it must be read again: a damaged row, or a
+        finding whose secret ``needs_reverify`` (only a fresh read brings the secret back)."""
         try:
-            findings = [finding_from_state(d) for d in json.loads(row[6])] if row[6] else []
-        except (ValueError, TypeError, KeyError):  # a damaged row: the file is simply read again
+            findings = [finding_from_state(d) for d in json.loads(payload)]
+        except (ValueError, TypeError, KeyError):
             self.counters.misses += 1
             return None
         if self.needs_reverify and any(f.has_secret and self.needs_reverify(f) for f in findings):
             self.counters.reverify += 1
             self.counters.misses += 1
             return None
-        self.counters.hits += 1
-        if self._pending_dirs:
-            with self._lock:
-                self._file_done(d, name, clean=not findings)
-        return findings
+        return self._hit(findings)
 
     def store(self, path: str, st: os.stat_result, findings: Sequence[Finding]) -> None:
-        payload = json.dumps([finding_to_state(f) for f in findings]) if findings else None
+        payload = encode_findings(findings)
         d, _, name = path.rpartition("/")
         bname = name.encode(_FS_ENCODING, _FS_ERRORS)
         with self._lock:
@@ -374,57 +427,37 @@ class StateStore:
             if d == self._dir_key and self._dir_rows is not None:
                 self._dir_rows[bname] = row
             self.counters.stored += 1
-            if self._pending_dirs:
-                self._file_done(d, name, clean=not findings)
             if len(self._file_rows) >= self._commit_every or not self.counters.stored & 63:
                 self._maybe_commit()
 
-    # --- directory digests (the walk's side: filesystem.Listings) -------------------------------------------
-    def unchanged(self, directory: str, digest: bytes) -> tuple[int, int] | None:
-        """``(files, excluded)`` recorded for ``directory`` when its files' digest is still ``digest`` (their
-        findings were none: nothing more to do for them); None when they must be looked at file by file."""
+    # --- whole directories (scan_types.DirectoryCache) ------------------------------------------------------
+    def listing_view(self) -> StateView:
+        """A read-only view for the processes that read directories' files (each opens its own connection)."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT id, digest, files, excluded, sweep_no FROM dirs WHERE path = ?",
-                (directory.encode(_FS_ENCODING, _FS_ERRORS),),
-            ).fetchone()
+            self._commit()  # what this process stored is seen
             plan = self._plan
-            if row is None:  # nothing stored for any of its files: their lookups need no query
-                self._dir_key, self._dir_rows = directory, {}
-            elif len(self._ids) < _DIR_IDS_MAX:
-                self._ids[directory] = row[0]
-        if row is None or row[1] != digest or (plan is not None and plan.full and row[4] < plan.full_start):
-            return None
-        self.counters.hits += row[2]
-        return row[2], row[3]
+            return StateView(self.path, self._sweep_no, plan.full_start if plan is not None and plan.full else 0)
 
-    def listed(self, directory: str, digest: bytes, names: Sequence[str], excluded: int) -> None:
-        """The walk listed ``directory`` (digest ``digest``) and hands ``names`` on to be read or looked up; once
-        each is stored or found unchanged, all without a finding, the digest is recorded."""
+    def record_listing(
+        self, directory: str, ident: int | None, rows: list[FileRow], digest: bytes | None, *, whole: bool, cached: int
+    ) -> None:
+        """Rows of the files read in ``directory`` (numbered ``ident``, None: not yet); with ``whole``, its digest
+        (None: no valid one: its files are looked at one by one next time)."""
         with self._lock:
-            self._pending_dirs.pop(directory, None)
-            if len(self._pending_dirs) >= _PENDING_DIRS_MAX:  # one whose file failed never completes
-                del self._pending_dirs[next(iter(self._pending_dirs))]
-            self._pending_dirs[directory] = _PendingDir(digest, set(names), len(names), excluded)
-            if not names:
-                self._dir_recorded(directory, self._pending_dirs.pop(directory))
-
-    def _file_done(self, d: str, name: str, *, clean: bool) -> None:
-        pending = self._pending_dirs.get(d)
-        if pending is None:
-            return
-        if not clean:  # a directory with a finding is looked at file by file (its findings come from there)
-            del self._pending_dirs[d]
-            return
-        pending.waiting.discard(name)
-        if not pending.waiting:
-            self._dir_recorded(d, self._pending_dirs.pop(d))
-
-    def _dir_recorded(self, directory: str, pending: _PendingDir) -> None:
-        self._dir_out.append(
-            (pending.digest, pending.files, pending.excluded, self._sweep_no, self._dir_id(directory, create=True))
-        )
-        self._maybe_commit()
+            self.counters.hits += cached
+            self.counters.misses += len(rows)
+            self.counters.stored += len(rows)
+            if not rows and (ident is None or not whole):
+                return
+            if ident is None:
+                ident = self._dir_id(directory, create=True)
+            if rows:
+                self._file_rows.extend([(ident, *r) for r in rows])
+            if whole:
+                self._dir_out.append((digest, len(rows) + cached, 0, self._sweep_no, ident))
+            if directory == self._dir_key:
+                self._dir_key = None
+            self._maybe_commit()
 
     # --- housekeeping ---------------------------------------------------------------------------------------
     def _write(self) -> None:

@@ -11,6 +11,13 @@ parts, one per worker, each read with half the detector's overlap beyond its edg
 in the walk does not leave the other workers idle. A scan that finds at most one batch of files, or is asked for
 one worker, reads in this process.
 
+With a file cache that knows whole directories (:class:`keysweep.scan_types.DirectoryCache`, the incremental
+state) the walk here does not ``lstat`` files: it hands out each directory's regular files as one
+:class:`keysweep.sources.filesystem.Listing`, and the worker decides against its own read-only view of the cache
+which are unchanged (the digest of their names and ``lstat`` markers, else each file's stored markers), reads the
+others (their markers are the ``fstat`` of what it opened) and sends back the rows to store, which this process
+writes. A killed worker's listings are not stored, so they are read on the next scan.
+
 Parent and workers speak in the small frozen dataclasses below. A :class:`keysweep.models.Secret` refuses
 pickling on purpose, so a finding crosses the pipe as an :class:`Exported` (finding without its secret, the
 secret and token as plain strings), in memory only, never through a file.
@@ -19,12 +26,16 @@ secret and token as plain strings), in memory only, never through a file.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import multiprocessing
 import os
+import pickle
 import signal
+import stat
+import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as connection_wait
@@ -32,7 +43,16 @@ from typing import TYPE_CHECKING, Any, Union
 
 from keysweep.errors import SourceError
 from keysweep.models import Finding, Secret
-from keysweep.scan_types import FileCache, ScanContext, ScanOptions, ScanStats
+from keysweep.scan_types import (
+    DirectoryCache,
+    FileCache,
+    FileRow,
+    ListingView,
+    Markers,
+    ScanContext,
+    ScanOptions,
+    ScanStats,
+)
 from keysweep.sources import filesystem
 
 if TYPE_CHECKING:
@@ -46,6 +66,7 @@ MAX_RESPAWNS = 32
 
 # a file to read, with its lstat when a FileCache needs it (Union: a runtime alias, and Python 3.9 has no `|` there)
 Item = tuple[filesystem.FileRef, Union[os.stat_result, None]]  # noqa: UP007
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, inlined
 
 
 # --- the protocol -------------------------------------------------------------------------------------------
@@ -121,6 +142,13 @@ def _unpack(runs: list[Any], answer_all: bool) -> ReadFiles:
 
 
 @dataclass(frozen=True)
+class ReadListings:
+    """Task: the files of these directories, each decided unchanged or read against the file cache's view."""
+
+    listings: list[filesystem.Listing]
+
+
+@dataclass(frozen=True)
 class ReadPart:
     """Task: read bytes ``[start, end)`` of a file split in parts (``end`` None: to its end)."""
 
@@ -173,8 +201,30 @@ class PartFailed:
     error: bool
 
 
-Task = Union[ReadFiles, ReadPart]  # noqa: UP007
-Outcome = Union[FileDone, SplitMe, PartDone, PartFailed]  # noqa: UP007
+@dataclass(frozen=True)
+class ListingDone:
+    """A directory's files read or found unchanged: the rows of the files read (to store), the findings of those
+    files, how many were unchanged; ``record``: its digest is to be recorded (``digest`` None: none is valid)."""
+
+    path: str
+    ident: int | None  # its number in the file cache (None: not known there yet)
+    rows: list[FileRow]
+    digest: bytes | None
+    record: bool
+    cached: int
+    findings: list[Exported]
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """An unchanged file whose stored findings the parent takes (or reads it again: a secret to verify again)."""
+
+    ref: filesystem.FileRef
+    payload: str
+
+
+Task = Union[ReadFiles, ReadListings, ReadPart]  # noqa: UP007
+Outcome = Union[FileDone, SplitMe, PartDone, PartFailed, ListingDone, Unchanged]  # noqa: UP007
 
 
 @dataclass(frozen=True)
@@ -196,9 +246,10 @@ def _scan_one(
     stats: ScanStats,
     dirs: filesystem.DirCache,
     split_over: int | None = None,
+    opened: Callable[[os.stat_result], None] | None = None,
 ) -> list[Finding] | filesystem.SplitFile | None:
     try:
-        return filesystem.scan_file(ref, st, detector, options, stats, dirs=dirs, split_over=split_over)
+        return filesystem.scan_file(ref, st, detector, options, stats, dirs=dirs, split_over=split_over, opened=opened)
     except Exception as exc:  # a bug on one odd file must not end the sweep; it is counted with its place
         stats.fail("internal-error", filesystem.display_path(ref.path, options.path_prefix), exc)
         return None
@@ -216,6 +267,128 @@ def _read_files(task: ReadFiles, detector: Detector, options: ScanOptions, dirs:
     return Reply(out, stats)
 
 
+def digest_seed(options: ScanOptions) -> hashlib.blake2b:
+    """What else decides which files of a directory are handed on (excludes match the shown path): the start of
+    every directory's digest."""
+    return hashlib.blake2b(repr((options.excludes, options.path_prefix)).encode(), digest_size=16)
+
+
+def listing_digest(seed: hashlib.blake2b, markers: dict[str, Markers]) -> bytes:
+    """One digest of a directory's files: their names and markers in the order listed (an order that changed
+    only costs a look at each file). Pickled: several times quicker than ``repr``, and exact for any name."""
+    h = seed.copy()
+    h.update(pickle.dumps(markers, 5))
+    return h.digest()
+
+
+def _lstat(dirs: filesystem.DirCache, d: filesystem.Dir, name: str) -> Markers | None:
+    """A regular file's markers by ``lstat`` relative to its directory's verified fd; None when it is not one
+    now (or cannot be reached: reading it says why)."""
+    try:
+        st = os.stat(name, dir_fd=dirs.fd(d), follow_symlinks=False)
+    except (OSError, filesystem.Skip):
+        return None
+    if st.st_mode & 0o170000 != stat.S_IFREG:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _all_markers(lst: filesystem.Listing, dirs: filesystem.DirCache) -> dict[str, Markers] | None:
+    """Every file's markers, in the listing's order; None when one is not a regular file now (or is gone)."""
+    try:
+        fd = dirs.fd(lst.dir)
+        sts = [os.stat(name, dir_fd=fd, follow_symlinks=False) for name in lst.names]
+    except (OSError, filesystem.Skip):
+        return None
+    if any(st.st_mode & 0o170000 != stat.S_IFREG for st in sts):
+        return None
+    return {
+        name: (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for name, st in zip(lst.names, sts)
+    }
+
+
+def _read_listing(
+    lst: filesystem.Listing,
+    view: ListingView,
+    detector: Detector,
+    options: ScanOptions,
+    stats: ScanStats,
+    dirs: filesystem.DirCache,
+    seed: hashlib.blake2b,
+    split_over: int | None = None,
+) -> list[Outcome]:
+    """The files of one directory: answered whole when the digest of their names and markers (``lstat``) is the
+    one the view holds; else each file whose markers are stored unchanged is taken as it is, and the others read
+    (their markers from the ``fstat`` of what was opened). A whole listing read without a finding gets a digest."""
+    d = lst.dir
+    ident: int | None = None
+    digest: bytes | None = None
+    stored: dict[bytes, tuple[Markers, str | None]] = {}
+    bnames = [n.encode(_FS_ENCODING, _FS_ERRORS) for n in lst.names]
+    try:
+        known = view.directory(d.path)
+        if known is not None:
+            ident, digest = known
+            if digest is not None and lst.whole:
+                marks = _all_markers(lst, dirs)
+                if marks is not None and listing_digest(seed, marks) == digest:
+                    return [ListingDone(d.path, ident, [], digest, False, len(lst.names), [])]
+            stored = view.files(ident, bnames)
+    except Exception as exc:  # the state cannot be read: every file is read (and stored if it can be)
+        stats.fail("state-error", filesystem.display_path(d.path, options.path_prefix), exc)
+    out: list[Outcome] = []
+    rows: list[FileRow] = []
+    found: list[Exported] = []
+    clean: dict[str, Markers] = {}  # files without a finding, by name: the new digest
+    whole = lst.whole
+    cached = 0
+    for ref, bname in zip(lst.refs(), bnames):
+        old = stored.get(bname)
+        if old is not None and _lstat(dirs, d, ref.name) == old[0]:
+            if old[1] is None:
+                cached += 1
+                clean[ref.name] = old[0]
+            else:
+                out.append(Unchanged(ref, old[1]))
+                whole = False
+            continue
+        seen: list[os.stat_result] = []
+        result = _scan_one(ref, None, detector, options, stats, dirs, split_over, opened=seen.append)
+        if isinstance(result, filesystem.SplitFile):
+            out.append(SplitMe(ref.path, seen[-1] if seen else None, result.ref, result.size))
+            whole = False
+            continue
+        if result is None or not seen:  # not read (the reason is counted): no row, no digest
+            whole = False
+            continue
+        st = seen[-1]
+        m = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        rows.append((bname, *m, view.sweep_no, view.encode(result) if result else None))
+        if result:
+            found.extend(Exported.of(f) for f in result)
+            whole = False
+        else:
+            clean[ref.name] = m
+    digest = listing_digest(seed, clean) if whole else None
+    out.append(ListingDone(d.path, ident, rows, digest, lst.whole, cached, found))
+    return out
+
+
+def _read_listings(
+    task: ReadListings,
+    view: ListingView,
+    detector: Detector,
+    options: ScanOptions,
+    dirs: filesystem.DirCache,
+    seed: hashlib.blake2b,
+) -> Reply:
+    stats = ScanStats()
+    out: list[Outcome] = []
+    for lst in task.listings:
+        out += _read_listing(lst, view, detector, options, stats, dirs, seed, SPLIT_OVER)
+    return Reply(out, stats)
+
+
 def _read_part(task: ReadPart, detector: Detector, options: ScanOptions, dirs: filesystem.DirCache) -> Reply:
     path, st = task.ref.path, task.st
     try:
@@ -229,21 +402,34 @@ def _read_part(task: ReadPart, detector: Detector, options: ScanOptions, dirs: f
 
 
 def _worker_main(
-    tasks: Connection, results: Connection, detector: Detector, options: ScanOptions, dirs: filesystem.DirCache
+    tasks: Connection,
+    results: Connection,
+    detector: Detector,
+    options: ScanOptions,
+    dirs: filesystem.DirCache,
+    view: ListingView | None,
 ) -> None:
     """Answer each task with one :class:`Reply` until the pipe closes or None arrives."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    while True:
-        try:
-            task = tasks.recv()
-        except EOFError:
-            return
-        if task is None:
-            return
-        if isinstance(task, ReadPart):
-            results.send(_read_part(task, detector, options, dirs))
-        else:
-            results.send(_read_files(task, detector, options, dirs))
+    seed = digest_seed(options)
+    try:
+        while True:
+            try:
+                task = tasks.recv()
+            except EOFError:
+                return
+            if task is None:
+                return
+            if isinstance(task, ReadPart):
+                results.send(_read_part(task, detector, options, dirs))
+            elif isinstance(task, ReadListings):
+                assert view is not None
+                results.send(_read_listings(task, view, detector, options, dirs, seed))
+            else:
+                results.send(_read_files(task, detector, options, dirs))
+    finally:
+        if view is not None:
+            view.close()
 
 
 # --- the parent side ----------------------------------------------------------------------------------------
@@ -271,10 +457,10 @@ class Pool:
     files of the task it held are listed in :attr:`lost` and a new worker takes its place. The walk runs at
     most one batch ahead of the workers."""
 
-    def __init__(self, n: int, detector: Detector, options: ScanOptions) -> None:
+    def __init__(self, n: int, detector: Detector, options: ScanOptions, view: ListingView | None = None) -> None:
         self._ctx = multiprocessing.get_context("fork")
         self._n = n
-        self._args = (detector, options, filesystem.DirCache(follow=options.follow_symlinks))
+        self._args = (detector, options, filesystem.DirCache(follow=options.follow_symlinks), view)
         self.workers: list[_Worker] = []
         self.lost: list[str] = []  # paths of the files a dead worker was reading
         self.respawned = 0
@@ -301,10 +487,10 @@ class Pool:
                 w.proc.join(1)
             w.close()
 
-    def _next(self, batches: Iterator[ReadFiles]) -> Task | None:
+    def _next(self, batches: Iterator[Task]) -> Task | None:
         return self._urgent.pop(0) if self._urgent else next(batches, None)
 
-    def run(self, batches: Iterator[ReadFiles]) -> Iterator[Reply]:
+    def run(self, batches: Iterator[Task]) -> Iterator[Reply]:
         """Hand out the pushed parts and the walk's batches; yield each reply. Stopping is the walk's business
         (it checks should_stop): what it has yielded is still read."""
         pending = self._next(batches)
@@ -364,6 +550,8 @@ class Pool:
         task = dead.task
         if isinstance(task, ReadFiles):
             self.lost += [ref.path for ref, _ in task.files]
+        elif isinstance(task, ReadListings):
+            self.lost += [ref.path for lst in task.listings for ref in lst.refs()]
         elif isinstance(task, ReadPart):
             self.lost.append(task.ref.path)
         dead.task = None
@@ -377,10 +565,19 @@ class Pool:
         return fresh
 
 
-def _batches(items: Iterator[Item]) -> Iterator[ReadFiles]:
+def _batches(items: Iterator[filesystem.Listing | Item]) -> Iterator[ReadFiles | ReadListings]:
+    """Tasks of up to BATCH_FILES files (or BATCH_BYTES, when sizes are known); a directory's listing stays whole."""
     batch: list[Item] = []
-    size = 0
+    listings: list[filesystem.Listing] = []
+    size = count = 0
     for item in items:
+        if isinstance(item, filesystem.Listing):
+            listings.append(item)
+            count += len(item.names)
+            if count >= BATCH_FILES:
+                yield ReadListings(listings)
+                listings, count = [], 0
+            continue
         batch.append(item)
         size += item[1].st_size if item[1] is not None else 0
         if len(batch) >= BATCH_FILES or size >= BATCH_BYTES:
@@ -388,6 +585,8 @@ def _batches(items: Iterator[Item]) -> Iterator[ReadFiles]:
             batch, size = [], 0
     if batch:
         yield ReadFiles(batch)
+    if listings:
+        yield ReadListings(listings)
 
 
 class FilesScan:
@@ -407,10 +606,22 @@ class FilesScan:
         self._from_cache: list[Finding] = []  # findings of unchanged files, not yet yielded
         self._stat_of: dict[str, os.stat_result] = {}  # the walk's stat of each file a worker holds (file cache)
         self.dirs = filesystem.DirCache(follow=self.options.follow_symlinks)  # this process's directory fds
+        # a cache of whole directories: files go by directory, decided unchanged where they are read
+        self.by_dir: DirectoryCache | None = (
+            self.cache if isinstance(self.cache, DirectoryCache) and filesystem.groupable(self.options) else None
+        )
+        self.view: ListingView | None = None
+        self._seed = digest_seed(self.options)
 
     def run(self) -> Iterator[Finding]:
-        with self.dirs:
-            yield from self._run()
+        if self.by_dir is not None:
+            self.view = self.by_dir.listing_view()
+        try:
+            with self.dirs:
+                yield from self._run()
+        finally:
+            if self.view is not None:
+                self.view.close()
         if self.progress is not None:
             self.progress(self.stats)
 
@@ -419,16 +630,12 @@ class FilesScan:
         first = next(batches, None)
         second = next(batches, None) if first is not None and self.options.worker_count > 1 else None
         if second is None:  # one process: asked for, or too few files to be worth forking
-            rest = itertools.chain.from_iterable(b.files for b in batches)
-            for ref, st in itertools.chain(first.files if first else (), rest):
+            for task in itertools.chain([first] if first else [], batches):
+                yield from self._here(task)
                 yield from self._drain()
-                found = _scan_one(ref, st, self.detector, self.options, self.stats, self.dirs)
-                assert not isinstance(found, filesystem.SplitFile)  # only with split_over
-                yield from self._done(ref.path, st, found)
-            yield from self._drain()
             return
         assert first is not None
-        with Pool(self.options.worker_count, self.detector, self.options) as pool:
+        with Pool(self.options.worker_count, self.detector, self.options, self.view) as pool:
             for reply in pool.run(self._sent(itertools.chain([first, second], batches))):
                 self.stats.merge(reply.stats)
                 for outcome in reply.outcomes:
@@ -439,11 +646,27 @@ class FilesScan:
             for path in pool.lost:
                 self.stats.fail("worker-crashed", filesystem.display_path(path, self.options.path_prefix))
 
-    def _sent(self, batches: Iterator[ReadFiles]) -> Iterator[ReadFiles]:
+    def _here(self, task: ReadFiles | ReadListings) -> Iterator[Finding]:
+        """A task read in this process."""
+        if isinstance(task, ReadListings):
+            assert self.view is not None
+            for lst in task.listings:
+                for outcome in _read_listing(
+                    lst, self.view, self.detector, self.options, self.stats, self.dirs, self._seed
+                ):
+                    yield from self._take(None, outcome)
+            return
+        for ref, st in task.files:
+            yield from self._drain()
+            found = _scan_one(ref, st, self.detector, self.options, self.stats, self.dirs)
+            assert not isinstance(found, filesystem.SplitFile)  # only with split_over
+            yield from self._done(ref.path, st, found)
+
+    def _sent(self, batches: Iterator[ReadFiles | ReadListings]) -> Iterator[ReadFiles | ReadListings]:
         """With a file cache, batches go to the workers without the files' stats (pickling an ``os.stat_result``
         both ways cost more than reading a small file): each is kept here until its file's outcome is back."""
         for batch in batches:
-            if self.cache is None:
+            if self.cache is None or isinstance(batch, ReadListings):
                 yield batch
                 continue
             for ref, st in batch.files:
@@ -451,31 +674,47 @@ class FilesScan:
                     self._stat_of[ref.path] = st
             yield ReadFiles([(ref, None) for ref, _st in batch.files], answer_all=True)
 
-    def _take(self, pool: Pool, outcome: Outcome) -> Iterator[Finding]:
-        """Record what a worker sent back: a file's findings, a part of a split file, or a file to split."""
-        if isinstance(outcome, FileDone):
+    def _take(self, pool: Pool | None, outcome: Outcome) -> Iterator[Finding]:
+        """Record what a worker sent back: a file's findings, a directory's, a part of a split file, or a file to
+        split."""
+        if isinstance(outcome, ListingDone):
+            yield from self._listing_done(outcome)
+        elif isinstance(outcome, Unchanged):
+            yield from self._unchanged(outcome)
+        elif isinstance(outcome, FileDone):
             found = None if outcome.findings is None else [e.restore() for e in outcome.findings]
             st = outcome.st if outcome.st is not None else self._stat_of.pop(outcome.path, None)
             yield from self._done(outcome.path, st, found)
         elif isinstance(outcome, SplitMe):
             if outcome.st is None and outcome.path in self._stat_of:
                 outcome = dataclasses.replace(outcome, st=self._stat_of.pop(outcome.path))
+            assert pool is not None  # only workers split
             pool.push(self._split(outcome, self.options.worker_count))
         else:
             yield from self._part_done(outcome)
 
-    def _candidates(self) -> Iterator[Item]:
+    def _candidates(self) -> Iterator[filesystem.Listing | Item]:
         opts = self.options
-        walk = filesystem.iter_files(
-            opts,
-            self.stats,
-            skip_ids=self.handled,
-            should_stop=self.stop,
-            file_stat=self.cache is not None,
-            dirs=self.dirs,
-            listings=self.cache if isinstance(self.cache, filesystem.Listings) else None,
-        )
-        for ref, st in walk:
+        walk: Iterator[filesystem.Listing | Item]
+        if self.by_dir is not None:
+            walk = filesystem.iter_listings(
+                opts, self.stats, skip_ids=self.handled, should_stop=self.stop, dirs=self.dirs
+            )
+        else:
+            walk = filesystem.iter_files(
+                opts,
+                self.stats,
+                skip_ids=self.handled,
+                should_stop=self.stop,
+                file_stat=self.cache is not None,
+                dirs=self.dirs,
+            )
+        for item in walk:
+            if isinstance(item, filesystem.Listing):
+                yield item
+                self._tick()
+                continue
+            ref, st = item
             if st is not None and st.st_size > opts.max_file_size:
                 self.stats.unread("too-large", filesystem.display_path(ref.path, opts.path_prefix))
                 continue
@@ -540,6 +779,41 @@ class FilesScan:
             except Exception as exc:  # the file's findings stand; it is read again next time
                 self.stats.fail("state-error", filesystem.display_path(path, self.options.path_prefix), exc)
         yield from found
+
+    def _listing_done(self, done: ListingDone) -> Iterator[Finding]:
+        """A directory's outcome: its rows and digest into the file cache, its findings on."""
+        assert self.by_dir is not None
+        self.stats.files_cached += done.cached
+        try:
+            self.by_dir.record_listing(
+                done.path,
+                done.ident,
+                done.rows,
+                done.digest if done.record else None,
+                whole=done.record,
+                cached=done.cached,
+            )
+        except Exception as exc:  # the findings stand; the files are read again next time
+            self.stats.fail("state-error", filesystem.display_path(done.path, self.options.path_prefix), exc)
+        for e in done.findings:
+            yield e.restore()
+
+    def _unchanged(self, item: Unchanged) -> Iterator[Finding]:
+        """An unchanged file with findings: the stored ones, or (a secret to verify again) read here again."""
+        assert self.by_dir is not None
+        try:
+            found = self.by_dir.stored_findings(item.payload)
+        except Exception as exc:
+            self.stats.fail("state-error", filesystem.display_path(item.ref.path, self.options.path_prefix), exc)
+            found = None
+        if found is not None:
+            self.stats.files_cached += 1
+            yield from found
+            return
+        seen: list[os.stat_result] = []
+        result = _scan_one(item.ref, None, self.detector, self.options, self.stats, self.dirs, opened=seen.append)
+        assert not isinstance(result, filesystem.SplitFile)  # only with split_over
+        yield from self._done(item.ref.path, seen[-1] if seen else None, result)
 
     def _cached(self, ref: filesystem.FileRef, st: os.stat_result) -> list[Finding] | None:
         """The file cache's findings for an unchanged file; a cache that fails on one file is counted, and the

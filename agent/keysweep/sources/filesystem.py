@@ -13,14 +13,13 @@ stops the walk.
 from __future__ import annotations
 
 import errno
-import hashlib
 import itertools
 import os
 import re
 import stat
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, NamedTuple, Optional, cast
 
 from keysweep.detect import Place
 from keysweep.models import Finding, Location
@@ -40,7 +39,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NONBLOCK | os.O_CLOEXEC
 MAX_DIR_FDS = 32  # directory fds one process keeps open; deeper chains are reopened from a nearer one
 _SEEK_DATA = getattr(os, "SEEK_DATA", None)
 _SEEK_HOLE = getattr(os, "SEEK_HOLE", None)
-LISTING_MAX = 4096  # a directory with more entries is not digested (its listing would be held in memory)
+LISTING_MAX = 4096  # files of one directory handed on together at most (a larger one comes in parts)
 
 
 class Skip(Exception):
@@ -199,21 +198,26 @@ class PathFilter:
     def __init__(self, patterns: Sequence[str]) -> None:
         regex = "|".join(f"(?:{glob_to_regex(p.rstrip('/') or '/')})" for p in patterns)
         self._re = re.compile(regex) if regex else None
+        self.patterns = bool(regex)
 
     def excluded(self, path: str, prefix: str | None = None) -> bool:
         return self._re is not None and self._re.search(display_path(path, prefix)) is not None
 
 
-@runtime_checkable
-class Listings(Protocol):
-    """What a file cache knows about whole directories (keysweep.state): a directory is named by its path, its
-    files by a digest of their names and markers (device, inode, size, mtime_ns, ctime_ns)."""
+class Listing(NamedTuple):
+    """Regular files of one directory handed on together (the incremental walk): their names and the inode numbers
+    of their directory entries. ``whole``: all the files of the directory the walk hands on (a directory over
+    :data:`LISTING_MAX` files comes in several parts, none whole)."""
 
-    def unchanged(self, directory: str, digest: bytes) -> tuple[int, int] | None:
-        """``(files, excluded)`` when nothing needs to be done for the files of a directory with this digest."""
+    dir: Dir
+    names: list[str]
+    inodes: list[int]
+    whole: bool
 
-    def listed(self, directory: str, digest: bytes, names: Sequence[str], excluded: int) -> None:
-        """The walk hands on ``names`` of a directory with this digest (``excluded`` files were excluded)."""
+    def refs(self) -> Iterator[FileRef]:
+        base = self.dir.path.rstrip("/") + "/"
+        for name, ino in zip(self.names, self.inodes):
+            yield FileRef(base + name, self.dir, name, None, ino)
 
 
 _SDK_CACHE_DIRS = tuple("/.aws/" + c for c in aws_files.SDK_CACHES)
@@ -232,16 +236,43 @@ def iter_files(
     should_stop: Callable[[], bool] | None = None,
     file_stat: bool = False,
     dirs: DirCache | None = None,
-    listings: Listings | None = None,
 ) -> Iterator[tuple[FileRef, os.stat_result | None]]:
     """Yield ``(file, lstat)`` for every regular file to read under the options' paths (or roots); the lstat
     is None unless ``file_stat`` asks for it (the type then comes from the directory entry). Directories are
-    opened through ``dirs`` (a private cache, closed at the end, when not given). With ``listings`` (and
-    ``file_stat``) the files of a directory it knows unchanged are not yielded but counted as cached."""
+    opened through ``dirs`` (a private cache, closed at the end, when not given)."""
+    files = _walk(options, stats, mounts, skip_ids, should_stop, file_stat, dirs, grouped=False)
+    return cast(Iterator[tuple[FileRef, Optional[os.stat_result]]], files)  # not grouped: files only
+
+
+def iter_listings(
+    options: ScanOptions,
+    stats: ScanStats,
+    *,
+    mounts: MountTable | None = None,
+    skip_ids: set[tuple[int, int]] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    dirs: DirCache | None = None,
+) -> Iterator[Listing | tuple[FileRef, os.stat_result | None]]:
+    """As :func:`iter_files` (no ``lstat`` of a file), but the files of each directory come as one
+    :class:`Listing`; a file named on the command line comes alone, with its ``stat``."""
+    return _walk(options, stats, mounts, skip_ids, should_stop, False, dirs, grouped=True)
+
+
+def _walk(
+    options: ScanOptions,
+    stats: ScanStats,
+    mounts: MountTable | None,
+    skip_ids: set[tuple[int, int]] | None,
+    should_stop: Callable[[], bool] | None,
+    file_stat: bool,
+    dirs: DirCache | None,
+    *,
+    grouped: bool,
+) -> Iterator[Listing | tuple[FileRef, os.stat_result | None]]:
     mounts = mounts if mounts is not None else MountTable.current()
     own = dirs is None
     cache = DirCache(follow=options.follow_symlinks) if dirs is None else dirs
-    walker = Walker(options, stats, mounts, skip_ids or set(), should_stop, file_stat, cache, listings)
+    walker = Walker(options, stats, mounts, skip_ids or set(), should_stop, file_stat, cache, grouped=grouped)
     try:
         for path, st, is_dir in start_points(options, stats, mounts):
             if is_dir:
@@ -332,7 +363,8 @@ class Walker:
         should_stop: Callable[[], bool] | None,
         file_stat: bool,
         dirs: DirCache | None = None,
-        listings: Listings | None = None,
+        *,
+        grouped: bool = False,
     ) -> None:
         self.options = options
         self.file_stat = file_stat or options.same_filesystem
@@ -345,12 +377,11 @@ class Walker:
         self.seen_dirs: set[tuple[int, int]] = set()
         self.pseudo_paths = {_prefixed(p, options.path_prefix) for p in PSEUDO_PATHS}
         self.root_dev = 0
-        # a followed symlink's target is not in its directory's digest: with --follow-symlinks, file by file
-        self.listings = listings if file_stat and not options.follow_symlinks else None
-        # what else decides which files are handed on (excludes match the shown path) seeds every digest
-        self._seed = hashlib.blake2b(repr((options.excludes, options.path_prefix)).encode(), digest_size=16)
+        # files by directory (the incremental walk): no lstat of a file here; a followed symlink or another
+        # filesystem's file needs one, so those options go file by file
+        self.grouped = grouped and not self.file_stat and groupable(options)
 
-    def walk(self, root: Dir) -> Iterator[tuple[FileRef, os.stat_result | None]]:
+    def walk(self, root: Dir) -> Iterator[Listing | tuple[FileRef, os.stat_result | None]]:
         if root.ident in self.seen_dirs:
             return
         self.seen_dirs.add(root.ident)
@@ -361,7 +392,7 @@ class Walker:
                 return
             yield from self.list_dir(stack.pop(), stack)
 
-    def list_dir(self, d: Dir, subdirs: list[Dir]) -> Iterator[tuple[FileRef, os.stat_result | None]]:
+    def list_dir(self, d: Dir, subdirs: list[Dir]) -> Iterator[Listing | tuple[FileRef, os.stat_result | None]]:
         """The files of directory ``d`` to read; its subdirectories to walk are appended to ``subdirs``."""
         try:
             dir_fd = self.dirs.open(d)  # held for the listing: its entries are stat'ed relative to it
@@ -372,22 +403,13 @@ class Walker:
             os_error_skip(exc).count(self.stats, display_path(d.path, self.options.path_prefix))
             return
         try:
-            yield from self._entries(d, dir_fd, subdirs)
+            yield from (self._listings if self.grouped else self._entries)(d, dir_fd, subdirs)
         finally:
             os.close(dir_fd)
 
     def _entries(self, d: Dir, dir_fd: int, stack: list[Dir]) -> Iterator[tuple[FileRef, os.stat_result | None]]:
         in_sdk_cache = _is_sdk_cache_dir(d.path)
         base = d.path.rstrip("/") + "/"
-        if self.listings is not None:
-            try:
-                with os.scandir(dir_fd) as it:
-                    entries = list(itertools.islice(it, LISTING_MAX + 1))
-            except OSError:
-                entries = None  # listed below again, where the error is counted
-            if entries is not None and len(entries) <= LISTING_MAX:
-                yield from self._digested(d, dir_fd, entries, base, in_sdk_cache, stack)
-                return
         seen = 0
         with os.scandir(dir_fd) as it:
             while True:
@@ -407,52 +429,60 @@ class Walker:
                 except Exception as exc:  # a bug on one odd entry must not end the walk; counted with its place
                     self.stats.fail("internal-error", display_path(path, self.options.path_prefix), exc)
 
-    def _digested(
-        self, d: Dir, dir_fd: int, entries: list[os.DirEntry[str]], base: str, in_sdk_cache: bool, stack: list[Dir]
-    ) -> Iterator[tuple[FileRef, os.stat_result | None]]:
-        """A whole listing: its regular files' names and markers digested in one pass. A digest the listings
-        know: those files need nothing more (counted as cached); else they are handed on as usual, and the
-        listings told which (when each file was either handed on or excluded)."""
-        assert self.listings is not None
-        meta: list[tuple[str, int, int, int, int, int]] = []
-        others = []
-        for entry in entries:
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except OSError:
-                meta = []  # vanished or unreadable: no digest; counted where the entry is handled below
-                break
-            if st.st_mode & 0o170000 == stat.S_IFREG:
-                meta.append((entry.name, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-            else:
-                others.append(entry)
-        directory = base[:-1]
-        digest = b""
-        if meta:
-            meta.sort()
-            h = self._seed.copy()
-            h.update(repr(meta).encode())  # repr escapes a name's undecodable bytes
-            digest = h.digest()
-            known = self.listings.unchanged(directory, digest)
-            if known is not None:
-                self.stats.files_cached += known[0]
-                if known[1]:
-                    self.stats.skipped["excluded"] += known[1]
-                entries = others
-        items: list[tuple[FileRef, os.stat_result | None]] = []
-        for entry in entries:
-            path = base + entry.name
-            try:
-                items.extend(self._entry(d, dir_fd, entry, path, in_sdk_cache, stack))
-            except Exception as exc:  # as in _entries: one odd entry does not end the walk
-                self.stats.fail("internal-error", display_path(path, self.options.path_prefix), exc)
-        if digest and entries is not others:
-            handed = [ref.name for ref, _st in items]
-            left = {m[0] for m in meta or ()}.difference(handed)
-            excluded = sum(1 for name in left if self.excl.excluded(base + name, self.options.path_prefix))
-            if excluded == len(left):  # a file left for another reason (a cache of credentials, …): not whole
-                self.listings.listed(directory, digest, handed, excluded)
-        yield from items
+    def _listings(self, d: Dir, dir_fd: int, stack: list[Dir]) -> Iterator[Listing]:
+        """The regular files of ``d`` to read as one :class:`Listing` (parts of :data:`LISTING_MAX` files in a
+        larger directory), typed by the directory entry; everything else as :meth:`_entry` does."""
+        in_sdk_cache = _is_sdk_cache_dir(d.path)
+        plain = not (self.excl.patterns or in_sdk_cache or self.skip_ids)  # every regular file is handed on
+        base = d.path.rstrip("/") + "/"
+        parted = False
+        with os.scandir(dir_fd) as it:
+            while True:
+                try:
+                    entries = list(itertools.islice(it, LISTING_MAX))
+                except OSError as exc:
+                    os_error_skip(exc).count(self.stats)
+                    break
+                if not entries:
+                    break
+                names: list[str] = []
+                inodes: list[int] = []
+                for entry in entries:
+                    try:
+                        if entry.is_file(follow_symlinks=False):
+                            if plain or self._hand_on(d, entry, base + entry.name, in_sdk_cache):
+                                names.append(entry.name)
+                                inodes.append(entry.inode())
+                            continue
+                        # a directory, a link, a special file (or an entry that became a file meanwhile)
+                        for ref, _st in self._entry(d, dir_fd, entry, base + entry.name, in_sdk_cache, stack):
+                            names.append(ref.name)
+                            inodes.append(ref.ino)
+                    except OSError as exc:
+                        os_error_skip(exc).count(self.stats)
+                    except Exception as exc:  # as in _entries: one odd entry does not end the walk
+                        self.stats.fail(
+                            "internal-error", display_path(base + entry.name, self.options.path_prefix), exc
+                        )
+                if len(entries) < LISTING_MAX and not parted:
+                    if names:
+                        yield Listing(d, names, inodes, True)
+                    break
+                parted = True  # a huge directory comes in parts (memory stays bounded), none of them whole
+                if names:
+                    yield Listing(d, names, inodes, False)
+                if self.should_stop is not None and self.should_stop():
+                    return
+
+    def _hand_on(self, d: Dir, entry: os.DirEntry[str], path: str, in_sdk_cache: bool) -> bool:
+        """Whether a regular file (typed by its directory entry) is to be read; a file left is counted."""
+        if self.excl.excluded(path, self.options.path_prefix):
+            self.stats.skipped["excluded"] += 1
+            return False
+        if in_sdk_cache:
+            self.stats.skipped["host-role-credentials"] += 1
+            return False
+        return not self.skip_ids or (d.ident[0], entry.inode()) not in self.skip_ids
 
     def _entry(
         self, d: Dir, dir_fd: int, entry: os.DirEntry[str], path: str, in_sdk_cache: bool, stack: list[Dir]
@@ -463,11 +493,7 @@ class Walker:
             # the entry's type from the directory (an lstat when the filesystem does not say): a regular
             # file needs no stat here, the reader fstats what it opened
             if not self.file_stat and entry.is_file(follow_symlinks=False):
-                if self.excl.excluded(path, prefix):
-                    self.stats.skipped["excluded"] += 1
-                elif in_sdk_cache:
-                    self.stats.skipped["host-role-credentials"] += 1
-                elif not self.skip_ids or (d.ident[0], entry.inode()) not in self.skip_ids:
+                if self._hand_on(d, entry, path, in_sdk_cache):
                     yield FileRef(path, d, entry.name, None, entry.inode()), None
                 return
             st = entry.stat(follow_symlinks=False)
@@ -508,6 +534,12 @@ class Walker:
                 yield FileRef(path, d, entry.name, st.st_dev, st.st_ino), st
         else:
             self.stats.skipped[_special_reason(mode)] += 1
+
+
+def groupable(options: ScanOptions) -> bool:
+    """Whether the walk hands on files by directory (:func:`iter_listings`) without an ``lstat`` of each: not
+    when a followed symlink's target or each file's filesystem must be looked at."""
+    return not (options.follow_symlinks or options.same_filesystem)
 
 
 def _special_reason(mode: int) -> str:
@@ -771,12 +803,14 @@ def scan_file(
     *,
     dirs: DirCache,
     split_over: int | None = None,
+    opened: Callable[[os.stat_result], None] | None = None,
 ) -> list[Finding] | SplitFile | None:
     """Scan one regular file (archives are opened, ~/.aws files parsed per profile).
 
     None when the file was not read (the reason is counted in ``stats``; nothing is raised). With
     ``split_over``, a plain (not sparse, not archive) file larger than that is not scanned: a
-    :class:`SplitFile` says so, for parts of it to be scanned in parallel."""
+    :class:`SplitFile` says so, for parts of it to be scanned in parallel. ``opened`` is given the ``fstat`` of
+    the file opened (what a file cache stores)."""
     path = ref.path
     shown = display_path(path, options.path_prefix)
     if not detector.include_examples and detector.ruleset.is_ignored_path(shown):
@@ -787,6 +821,8 @@ def scan_file(
     except Skip as skip:
         skip.count(stats, shown)
         return None
+    if opened is not None:
+        opened(fst)
     try:
         if fst.st_size > options.max_file_size:
             stats.unread("too-large", shown)
