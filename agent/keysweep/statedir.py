@@ -239,3 +239,15 @@ def require(condition: bool, what: str) -> None:
     """For validators: raise :class:`CorruptStateFile` naming ``what`` unless ``condition`` holds."""
     if not condition:
         raise CorruptStateFile(what)
+
+
+def entries(doc: Any, version: int, kind: str, entry_ok: Callable[[Any], bool], entry_is: str) -> dict[str, Any]:
+    """The entries of a state document ``{"format": version, "entries": {name: entry}}``, each checked by
+    ``entry_ok``; else :class:`CorruptStateFile` saying it is not a ``kind`` document, or which entry is not
+    ``entry_is``."""
+    require(isinstance(doc, dict) and doc.get("format") == version, f"not a {kind} document")
+    found = doc.get("entries")
+    require(isinstance(found, dict), "entries: not an object")
+    for k, v in found.items():
+        require(entry_ok(v), f"entry {k[:40]!r}: not {entry_is}")
+    return dict(found)

@@ -25,19 +25,17 @@ _FORMAT = 1
 _FIELDS = ("status", "account", "arn", "user_id", "principal_type", "reason", "checked_at", "request_id")
 
 
+def _entry_ok(v: Any) -> bool:
+    return (
+        isinstance(v, dict)
+        and isinstance(v.get("expires_at"), (int, float))
+        and isinstance(v.get("status"), str)
+        and all(v.get(f) is None or isinstance(v.get(f), (str, int, float)) for f in _FIELDS)
+    )
+
+
 def _valid(doc: Any) -> dict[str, dict[str, Any]]:
-    statedir.require(isinstance(doc, dict) and doc.get("format") == _FORMAT, "not a verification cache document")
-    entries = doc.get("entries")
-    statedir.require(isinstance(entries, dict), "entries: not an object")
-    for k, v in entries.items():
-        statedir.require(
-            isinstance(v, dict)
-            and isinstance(v.get("expires_at"), (int, float))
-            and isinstance(v.get("status"), str)
-            and all(v.get(f) is None or isinstance(v.get(f), (str, int, float)) for f in _FIELDS),
-            f"entry {k[:40]!r}: not a verification",
-        )
-    return dict(entries)
+    return statedir.entries(doc, _FORMAT, "verification cache", _entry_ok, "a verification")
 
 
 class VerifyCache:

@@ -85,6 +85,7 @@ _NOT_SUMMARISED = ("deactivated_by", "deactivated_at")
 _SEP = "\x00"  # below every character of an id: (fingerprint, host id, place) sort as a tuple would
 _MAX_HOST_BYTES_IN_KEY = 700  # an index range key holds at most 1,024 bytes
 _LAYOUT = {"pk": {"S": "META"}, "sk": {"S": "LAYOUT"}}
+_NEW = "attribute_not_exists(pk)"  # a conditional put's condition: no item of its key yet
 
 R = TypeVar("R", FindingRecord, HostRecord)
 
@@ -196,6 +197,20 @@ class DynamoDBStore:
 
     # -- writes ----------------------------------------------------------------------------------------------
 
+    def _put(self, item: dict[str, Any], condition: str | None = _NEW, values: dict[str, Any] | None = None) -> bool:
+        """Put ``item`` if ``condition`` holds (with its ``values``; None: in any case); False when it did not: an
+        item of its key exists already, or another writer changed it since it was read."""
+        options: dict[str, Any] = {"ConditionExpression": condition} if condition else {}
+        if values:
+            options["ExpressionAttributeValues"] = values
+        try:
+            self._ddb.put_item(TableName=self.table, Item=item, **options)
+        except ClientError as exc:
+            if error_code(exc) != "ConditionalCheckFailedException":
+                raise
+            return False
+        return True
+
     def _merge_item(
         self,
         pk: str,
@@ -218,17 +233,9 @@ class DynamoDBStore:
                     raise RecordTooLarge(f"store dynamodb://{self.table}: record {pk} too large ({len(blob)} bytes)")
                 rev = int(item["rev"]["N"]) if item else 0
                 put = {**key, **attributes(new), "rev": {"N": str(rev + 1)}, "data": {"B": blob}}
-                condition: dict[str, Any] = (
-                    {"ConditionExpression": "rev = :rev", "ExpressionAttributeValues": {":rev": {"N": str(rev)}}}
-                    if item
-                    else {"ConditionExpression": "attribute_not_exists(pk)"}
-                )
-                try:
-                    self._ddb.put_item(TableName=self.table, Item=put, **condition)
+                condition, values = ("rev = :rev", {":rev": {"N": str(rev)}}) if item else (_NEW, None)
+                if self._put(put, condition, values):
                     return True
-                except ClientError as exc:
-                    if error_code(exc) != "ConditionalCheckFailedException":
-                        raise
                 time.sleep(CONFLICT_BACKOFF.delay(attempt + 1))
         except (ClientError, BotoCoreError) as exc:
             raise _error(self.table, exc) from exc
@@ -276,13 +283,8 @@ class DynamoDBStore:
         key = {"pk": {"S": f"HOST#{host_id}"}, "sk": {"S": "OWNER"}}
         item = {**key, "type": {"S": "owner"}, "sender": {"S": sender}}
         try:
-            try:
-                condition = {} if take_over else {"ConditionExpression": "attribute_not_exists(pk)"}
-                self._ddb.put_item(TableName=self.table, Item=item, **condition)
+            if self._put(item, None if take_over else _NEW):
                 return sender
-            except ClientError as exc:
-                if error_code(exc) != "ConditionalCheckFailedException":
-                    raise
             owner = self._ddb.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
         except (ClientError, BotoCoreError) as exc:
             raise _error(self.table, exc) from exc
@@ -312,10 +314,8 @@ class DynamoDBStore:
 
     def record_key_state(self, state: KeyState) -> bool:
         try:
-            self._ddb.put_item(
-                TableName=self.table,
-                ConditionExpression="attribute_not_exists(pk)",
-                Item={
+            return self._put(
+                {
                     "pk": {"S": f"KEY#{state.key_id}"},
                     "sk": {"S": f"STATE#{state.state}"},
                     "type": {"S": "key-state"},
@@ -323,15 +323,10 @@ class DynamoDBStore:
                     "at": {"S": state.at},
                     "data": {"S": json.dumps(state.to_dict(), sort_keys=True)},
                     **key_index("key-state", state.key_id, state.state),
-                },
+                }
             )
-        except ClientError as exc:
-            if error_code(exc) == "ConditionalCheckFailedException":
-                return False
+        except (ClientError, BotoCoreError) as exc:
             raise _error(self.table, exc) from exc
-        except BotoCoreError as exc:
-            raise _error(self.table, exc) from exc
-        return True
 
     # -- the index -------------------------------------------------------------------------------------------
 
@@ -419,23 +414,15 @@ class DynamoDBStore:
         """A finding of the layout before per-host records, as its host's own record (unless that host has one of
         the place already, which wins anyway), so that the index lists it; the old item stays."""
         record = FindingRecord.from_dict(_decode(item["data"]["B"]))
-        try:
-            self._ddb.put_item(
-                TableName=self.table,
-                ConditionExpression="attribute_not_exists(pk)",
-                Item={
-                    "pk": {"S": f"HOST#{record.host_id}"},
-                    "sk": {"S": f"FINDING#{record.finding_fingerprint}"},
-                    **finding_attributes(record),
-                    "rev": {"N": "1"},
-                    "data": item["data"],
-                },
-            )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
-                raise
-            return False
-        return True
+        return self._put(
+            {
+                "pk": {"S": f"HOST#{record.host_id}"},
+                "sk": {"S": f"FINDING#{record.finding_fingerprint}"},
+                **finding_attributes(record),
+                "rev": {"N": "1"},
+                "data": item["data"],
+            }
+        )
 
     def indexed(self) -> bool:
         """Whether every item is listed in the index, so reads may use it (else they scan)."""

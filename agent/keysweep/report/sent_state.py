@@ -21,18 +21,17 @@ log = logging.getLogger(__name__)
 _FORMAT = 1
 
 
+def _entry_ok(v: Any) -> bool:
+    return (
+        isinstance(v, list)
+        and len(v) == 4
+        and isinstance(v[0], str)
+        and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in v[1:])
+    )
+
+
 def _valid(doc: Any) -> dict[str, list]:
-    statedir.require(isinstance(doc, dict) and doc.get("format") == _FORMAT, "not a sent-state document")
-    entries = doc.get("entries")
-    statedir.require(isinstance(entries, dict), "entries: not an object")
-    for k, v in entries.items():
-        statedir.require(
-            isinstance(v, list)
-            and len(v) == 4
-            and isinstance(v[0], str)
-            and all(isinstance(t, (int, float)) and not isinstance(t, bool) for t in v[1:]),
-            f"entry {k[:40]!r}: not [status, first_seen, last_sent, last_seen]",
-        )
+    entries = statedir.entries(doc, _FORMAT, "sent-state", _entry_ok, "[status, first_seen, last_sent, last_seen]")
     return {k: list(v) for k, v in entries.items()}
 
 
