@@ -476,7 +476,7 @@ def test_sqlite_store_of_schema_2_is_upgraded_in_place(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
         names = {n for (n,) in db.execute("SELECT name FROM sqlite_master")}
-    assert "findings_old" not in names and {"findings_key", "findings_key_id", "exemplars"} <= names
+    assert "findings_old" not in names and {"findings_key", "exemplars"} <= names and "findings_key_id" not in names
 
 
 def test_sqlite_store_of_schema_3_gains_the_correlation_columns(
@@ -536,6 +536,40 @@ def test_sqlite_store_of_schema_4_gains_the_example_column(tmp_path: Path) -> No
     store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT value FROM meta WHERE name = 'schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+
+
+def test_sqlite_store_with_the_key_id_index_loses_it_and_reads_the_same(tmp_path: Path) -> None:
+    """Stores before this version kept an index by key id that no query used: opening one drops it, every read
+    answers as before, and a finding is still written once."""
+    import sqlite3
+
+    path = tmp_path / "fleet.db"
+    store = open_store(str(path))
+    msgs = _fleet_messages(3, 2)
+    apply_messages(store, [(m, None) for m in msgs[:-1]])
+    first, fp = msgs[0]["finding"], msgs[0]["finding"]["fingerprint"]
+
+    def reads(s: Store) -> tuple[Any, ...]:
+        return (
+            content(s),
+            list(finding_summaries(s)),
+            list(key_findings(s, fp)),
+            s.get_finding("i-0000", first["finding_fingerprint"]),
+        )
+
+    before = reads(store)
+    store.close()
+    with sqlite3.connect(path) as db:  # what stores of schema 1 to 5 had
+        db.execute("CREATE INDEX findings_key_id ON findings (key_id)")
+    store = open_store(str(path))
+    with sqlite3.connect(path) as db:
+        assert db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'findings'"
+        ).fetchall() == [("findings_key",)]
+    assert reads(store) == before and before[3] is not None
+    assert store.upsert_finding(msgs[-1]) and not store.upsert_finding(msgs[-1])
+    assert len(content(store)[0]) == len(before[0][0]) + 1
+    store.close()
 
 
 def test_an_objects_json_with_one_member_serialised_apart_is_its_canonical_json() -> None:

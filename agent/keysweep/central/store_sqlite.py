@@ -113,7 +113,6 @@ _SCHEMA = (
     + """;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS findings_key ON findings (fingerprint, host_id);
-CREATE INDEX IF NOT EXISTS findings_key_id ON findings (key_id);
 CREATE TABLE IF NOT EXISTS exemplars (fingerprint TEXT NOT NULL, kind TEXT NOT NULL, data BLOB NOT NULL,
     PRIMARY KEY (fingerprint, kind)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS hosts (host_id TEXT PRIMARY KEY, last_heartbeat TEXT, data TEXT NOT NULL);
@@ -227,8 +226,9 @@ class SQLiteStore:
             # versions 1 and 2 kept each whole record as JSON (1 keyed findings by the agent's finding fingerprint
             # alone, 2 by host and fingerprint): store every record again in this version's layout
             db.execute("ALTER TABLE findings RENAME TO findings_old")
-            db.execute("DROP INDEX IF EXISTS findings_key_id")
             db.execute("DROP INDEX IF EXISTS findings_fingerprint")
+        # an index by key id (versions 1 to 5) served no query and cost every new finding a page write
+        db.execute("DROP INDEX IF EXISTS findings_key_id")
         for statement in filter(str.strip, _SCHEMA.split(";")):
             db.execute(statement)
         if old:
