@@ -29,12 +29,12 @@ from keysweep.central.senders import SENDER_MAP_ENV, SenderMap
 from keysweep.central.store import open_store
 from keysweep.errors import ConfigError, StoreError
 from keysweep.fingerprint import Fingerprinter
-from keysweep.models import HostContext, Verification
+from keysweep.models import HostContext
 from keysweep.report.message import encode_message, finding_message, heartbeat_message
 from keysweep.suggest import suggest
 
 from tests.support.central import counts, drain_bodies, make_queues, send_bodies, sqs_client
-from tests.support.planted import planted_findings
+from tests.support.planted import LIVE, ec2_context, planted_findings
 from tests.support.sqs_sender_proxy import sender_proxy
 
 pytestmark = pytest.mark.timeout(120)
@@ -42,13 +42,6 @@ pytestmark = pytest.mark.timeout(120)
 FP = Fingerprinter(b"f" * 32)  # the fleet's fingerprint key: every agent holds it
 ROLE = "AROAAGENTINSTANCEROLE1"
 VICTIM, ATTACKER = "i-0aaaaaaaaaaaaaaa1", "i-0bbbbbbbbbbbbbbb2"
-LIVE = Verification(
-    status="live",
-    account="123456789012",
-    arn="arn:aws:iam::123456789012:user/deployer",
-    principal_type="iam-user",
-    checked_at="2026-11-28T10:00:00Z",
-)
 INVALID_9999 = {
     "status": "invalid",
     "account": "123456789012",
@@ -64,17 +57,6 @@ ADMIN = "aws iam attach-user-policy --user-name deployer --policy-arn arn:aws:ia
 
 def instance_sender(instance_id: str) -> str:
     return f"{ROLE}:{instance_id}"
-
-
-def ec2(instance_id: str, hostname: str) -> HostContext:
-    return HostContext(
-        kind="ec2",
-        hostname=hostname,
-        host_id=instance_id,
-        instance_id=instance_id,
-        account_id="123456789012",
-        region="us-east-1",
-    )
 
 
 def on_prem(host_id: str) -> HostContext:
@@ -102,8 +84,8 @@ def beat(context: HostContext, sent_at: str) -> dict[str, Any]:
 
 def the_attack() -> dict[str, Any]:
     """The victim's finding, claimed by the attacker's host: year 9999, invalid, and its own replacement text."""
-    forged = copy.deepcopy(genuine(ec2(VICTIM, "web-victim")))
-    forged["host"] = ec2(ATTACKER, "web-attacker").to_dict()
+    forged = copy.deepcopy(genuine(ec2_context(VICTIM, "web-victim")))
+    forged["host"] = ec2_context(ATTACKER, "web-attacker").to_dict()
     forged["sent_at"] = "9999-12-31T23:59:59Z"
     forged["finding"]["first_seen"] = forged["finding"]["last_seen"] = "9999-12-31T23:59:59Z"
     forged["finding"]["verification"] = INVALID_9999
@@ -160,7 +142,7 @@ def deliver(messages: list[tuple[str, dict[str, Any] | str]]) -> tuple[dict[str,
 
 
 def test_the_attack_in_the_issue_changes_nothing_of_the_victims(table: str, caplog: pytest.LogCaptureFixture) -> None:
-    victim = ec2(VICTIM, "web-victim")
+    victim = ec2_context(VICTIM, "web-victim")
     first = genuine(victim, sent_at="2026-11-28T10:00:00Z")
     forged = the_attack()
     later = genuine(victim)  # the victim's next report, now: still live
@@ -201,7 +183,7 @@ def test_the_attack_in_the_issue_changes_nothing_of_the_victims(table: str, capl
 
 
 def test_an_instance_speaks_only_for_itself(table: str) -> None:
-    forged = genuine(ec2(VICTIM, "web-victim"))  # the victim's own message, sent by another instance
+    forged = genuine(ec2_context(VICTIM, "web-victim"))  # the victim's own message, sent by another instance
     response, _ = deliver([(instance_sender(ATTACKER), forged)])
     assert len(response["batchItemFailures"]) == 1
     store = open_store(f"dynamodb://{table}", create=False)
@@ -216,7 +198,7 @@ def test_first_sender_owns_a_host_and_others_are_refused(table: str) -> None:
     intrusion = [
         (other, genuine(build, 1)),
         (other, beat(build, "2026-11-28T12:00:00Z")),
-        (other, genuine(ec2("i-0ccccccccccccccc3", "x"))),  # an instance id: never first-seen
+        (other, genuine(ec2_context("i-0ccccccccccccccc3", "x"))),  # an instance id: never first-seen
         ("", genuine(on_prem("build-02"))),
     ]  # no SenderId at all
     response, _ = deliver(intrusion)
@@ -287,9 +269,9 @@ def test_collector_binds_senders_and_clamps_times(
 ) -> None:
     sqs = sqs_client()
     q = make_queues(sqs, max_receive=1, visibility=1)
-    victim_report = genuine(ec2(VICTIM, "web-victim"))
+    victim_report = genuine(ec2_context(VICTIM, "web-victim"))
     forged = the_attack()
-    forged["host"] = ec2(VICTIM, "web-victim").to_dict()  # this time it claims the victim's host itself
+    forged["host"] = ec2_context(VICTIM, "web-victim").to_dict()  # this time it claims the victim's host itself
     future = genuine(on_prem("build-03"))
     future["finding"]["verification"]["checked_at"] = "9999-01-01T00:00:00Z"
     send_bodies(sqs, q.url, [json.dumps(m) for m in (victim_report, forged, future)])
@@ -510,7 +492,7 @@ def test_the_audit_takes_the_same_word_for_a_key_on_hosts() -> None:
     from keysweep.central.audit import correlate
     from keysweep.central.records import merge_finding
 
-    victim = genuine(ec2(VICTIM, "web-victim"), sent_at="2026-11-28T10:00:00Z")
+    victim = genuine(ec2_context(VICTIM, "web-victim"), sent_at="2026-11-28T10:00:00Z")
     forged = the_attack()
     forged["sent_at"] = forged["finding"]["last_seen"] = forged["finding"]["first_seen"] = "2026-11-28T11:00:00Z"
     forged["finding"]["verification"]["checked_at"] = "2026-11-28T11:00:00Z"  # newer, but another host's word
@@ -536,7 +518,7 @@ def test_a_batch_claims_its_new_hosts_in_its_one_commit(tmp_path: Path) -> None:
     statements: list[str] = []
     store._db.set_trace_callback(statements.append)  # SQLite's own statement trace
     owner = "AIDAONPREMOWNER000001"
-    batch = [_queued(instance_sender(VICTIM), genuine(ec2(VICTIM, "web-victim")))]
+    batch = [_queued(instance_sender(VICTIM), genuine(ec2_context(VICTIM, "web-victim")))]
     batch += [_queued(owner, genuine(on_prem(f"build-{n:02d}"))) for n in range(3)]
     batch += [_queued("AIDASPOOFER000000001", beat(on_prem("build-01"), "2026-11-28T11:00:00Z"))]
     results = MessageHandler(store).handle_batch(batch)

@@ -22,6 +22,7 @@ from keysweep.cli import main
 
 from tests.support import messages as M
 from tests.support.central import (
+    PLANTED_SECRET,
     TRUST_MOTO_SENDER,
     counts,
     drain_bodies,
@@ -30,8 +31,6 @@ from tests.support.central import (
     send_bodies,
     sqs_client,
 )
-
-PLANTED_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzPLANTEDzz"
 
 
 def _agent_messages(host_id: str, hostname: str, n: int) -> list[dict[str, Any]]:

@@ -11,20 +11,13 @@ import pytest
 from keysweep.central.collector import Collector, CollectorConfig
 from keysweep.central.store import open_store
 from keysweep.fingerprint import Fingerprinter
-from keysweep.models import HostContext, Verification
+from keysweep.models import Verification
 from keysweep.report.sqs import ReportConfig, Reporter
 
 from tests.support.central import counts, make_queues, sqs_client
-from tests.support.planted import planted_findings
+from tests.support.planted import LIVE, ec2_context, planted_findings
 
 FP = Fingerprinter(b"k" * 32)  # the organisation's fingerprint key, shared by the fleet
-LIVE = Verification(
-    status="live",
-    account="123456789012",
-    arn="arn:aws:iam::123456789012:user/deployer",
-    principal_type="iam-user",
-    checked_at="2026-11-28T10:00:00Z",
-)
 INVALID = Verification(status="invalid", reason="InvalidClientTokenId", checked_at="2026-11-28T12:00:00Z")
 
 
@@ -33,27 +26,16 @@ class Stats:
         return {"files_scanned": 10, "bytes_scanned": 4096, "skipped": {}, "errors": {}, "findings_by_source": {}}
 
 
-def _context(host_id: str, hostname: str) -> HostContext:
-    return HostContext(
-        kind="ec2",
-        hostname=hostname,
-        host_id=host_id,
-        instance_id=host_id,
-        account_id="123456789012",
-        region="us-east-1",
-    )
-
-
 @pytest.mark.timeout(120)
 def test_two_agents_one_queue_one_store(moto_server: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     sqs = sqs_client()
     q = make_queues(sqs)
     findings, planted = planted_findings(6, fingerprinter=FP, verification=LIVE)
     agent_a = Reporter(
-        ReportConfig(queue_url=q.url), tmp_path / "state-a", _context("i-0aaa", "web-a"), fingerprinter=FP
+        ReportConfig(queue_url=q.url), tmp_path / "state-a", ec2_context("i-0aaa", "web-a"), fingerprinter=FP
     )
     agent_b = Reporter(
-        ReportConfig(queue_url=q.url), tmp_path / "state-b", _context("i-0bbb", "web-b"), fingerprinter=FP
+        ReportConfig(queue_url=q.url), tmp_path / "state-b", ec2_context("i-0bbb", "web-b"), fingerprinter=FP
     )
     assert agent_a.report(findings, Stats()).sent == 7  # six findings and a heartbeat
     assert agent_b.report(findings[:4], Stats()).sent == 5  # four of the same keys on the other host

@@ -17,23 +17,16 @@ from keysweep.central.handler import MessageHandler, Outcome, queue_origin
 from keysweep.central.store import open_store
 from keysweep.cli import main
 from keysweep.fingerprint import Fingerprinter
-from keysweep.models import HostContext, Verification
+from keysweep.models import HostContext
 from keysweep.report.message import encode_message, finding_message, heartbeat_message
 from keysweep.suggest import suggest
 
 from tests.support import fleet
-from tests.support.planted import planted_findings
+from tests.support.planted import LIVE, planted_findings
 
 BUCKET = "fleet-exports"
 DAY = datetime(2026, 12, 3, 9, 30, tzinfo=UTC)
 FP = Fingerprinter(b"e" * 32)
-LIVE = Verification(
-    status="live",
-    account="123456789012",
-    arn="arn:aws:iam::123456789012:user/deployer",
-    principal_type="iam-user",
-    checked_at="2026-11-28T10:00:00Z",
-)
 
 
 def s3() -> Any:

@@ -18,6 +18,7 @@ from keysweep.errors import ConfigError, StoreError
 
 from tests.support import messages as M
 from tests.support.central import (
+    PLANTED_SECRET,
     TRUST_MOTO_SENDER,
     counts,
     drain_bodies,
@@ -26,8 +27,6 @@ from tests.support.central import (
     send_bodies,
     sqs_client,
 )
-
-PLANTED_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzPLANTEDzz"
 
 
 def _event(sqs: Any, queue_url: str, max_messages: int = 10) -> dict[str, Any]:

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 MOTO_SENDER = "AIDAIT2UOQQY3AUEKVGXU"
 # a sender map that lets moto's one sender speak for any host id, for tests about something else than the binding
 TRUST_MOTO_SENDER: dict[str, Any] = {"principals": {MOTO_SENDER: ["*"]}}
+# a secret put into bad messages: the collector must never log or store it
+PLANTED_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzzPLANTEDzz"
 
 
 @dataclass(frozen=True)

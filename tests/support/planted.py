@@ -9,8 +9,29 @@ from dataclasses import dataclass
 from keysweep.detect import Detector
 from keysweep.fingerprint import Fingerprinter
 from keysweep.keyid import decode_account
-from keysweep.models import Finding, Location, Verification
+from keysweep.models import Finding, HostContext, Location, Verification
 from keysweep.ruleset import load_ruleset
+
+# the key owner's answer to an agent that verified a planted key
+LIVE = Verification(
+    status="live",
+    account="123456789012",
+    arn="arn:aws:iam::123456789012:user/deployer",
+    principal_type="iam-user",
+    checked_at="2026-11-28T10:00:00Z",
+)
+
+
+def ec2_context(instance_id: str, hostname: str) -> HostContext:
+    """An agent's context on EC2 instance ``instance_id`` (its host id) of that account."""
+    return HostContext(
+        kind="ec2",
+        hostname=hostname,
+        host_id=instance_id,
+        instance_id=instance_id,
+        account_id="123456789012",
+        region="us-east-1",
+    )
 
 
 @dataclass(frozen=True)
