@@ -275,3 +275,36 @@ def test_depth_bound_is_exact_and_any_depth_is_safe_to_check() -> None:
     assert depth_error([1, {"a": nested(MAX_DEPTH - 1)}]) == f"nested deeper than {MAX_DEPTH} levels"
     assert depth_error(nested(MAX_DEPTH + 1)) == f"nested deeper than {MAX_DEPTH} levels"
     assert depth_error(nested(200_000)) == f"nested deeper than {MAX_DEPTH} levels"  # far past the recursion limit
+    wide = {"a": [nested(MAX_DEPTH - 2) for _ in range(50)], "b": [[nested(MAX_DEPTH - 2)]], "c": "x"}
+    assert depth_error(wide) == f"nested deeper than {MAX_DEPTH} levels"  # one deep branch among many shallow ones
+    assert depth_error({**wide, "b": [nested(MAX_DEPTH - 2)]}) is None
+    assert depth_error("x") is None and depth_error([]) is None and depth_error([], 0) is not None
+
+
+def test_a_patterns_answers_for_repeated_strings_are_its_own() -> None:
+    """The validator remembers a pattern's answer for a short string: each string still gets the answer of its own
+    pattern and length bounds, the first time and again (also once the memory has been cleared)."""
+    from keysweep.central import validate
+
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9a-f]{4,8}\\Z", "maxLength": 6},
+            "name": {"type": "string", "pattern": "^[a-z]+\\Z"},
+        },
+    }
+    validator = Validator(schema)
+    cases = [({"id": "abcd"}, True), ({"id": "abcdef01"}, False), ({"id": "ABCD"}, False), ({"name": "abcd"}, True)]
+    cases += [
+        ({"id": "abc1"}, True),
+        ({"name": "abc1"}, False),
+        ({"name": "ABCD"}, False),
+        ({"name": "x" * 300}, True),
+        ({"name": "x" * 300 + "1"}, False),
+    ]
+    for _ in range(2):
+        assert [validator.is_valid(m) for m, _ in cases] == [ok for _, ok in cases]
+    for n in range(validate._MEMO_SIZE + 10):  # past the memory's size: cleared, answers unchanged
+        assert validator.is_valid({"id": f"{n:04x}"}) and not validator.is_valid({"name": f"a{n}"})
+    assert [validator.is_valid(m) for m, _ in cases] == [ok for _, ok in cases]
+    assert [bool(validator.errors(m)) for m, _ in cases] == [not ok for _, ok in cases]

@@ -383,11 +383,30 @@ def _type_ok(names: list[str]) -> Predicate:
     return lambda value: isinstance(value, plain) or any(_is_type(value, n) for n in numeric)
 
 
+_MEMO_CHARS, _MEMO_SIZE = 256, 2048  # a pattern's answers kept for short strings (bounded: cleared when full)
+
+
 def _string_ok(low: Any, high: Any, pattern: re.Pattern[str] | None) -> Predicate:
+    if pattern is None:
+        return lambda value: not isinstance(value, str) or _within(len(value), low, high)
+    search = pattern.search
+    # a fleet's messages repeat their short strings (key ids, fingerprints, times, names): the answer for one is
+    # looked up, not searched for again
+    answers: dict[str, bool] = {}
+
     def ok(value: Any) -> bool:
         if not isinstance(value, str):
             return True
-        return _within(len(value), low, high) and (pattern is None or pattern.search(value) is not None)
+        if not _within(len(value), low, high):
+            return False
+        if len(value) > _MEMO_CHARS:
+            return search(value) is not None
+        answer = answers.get(value)
+        if answer is None:
+            if len(answers) >= _MEMO_SIZE:
+                answers.clear()
+            answer = answers[value] = search(value) is not None
+        return answer
 
     return ok
 
@@ -573,16 +592,20 @@ def depth_error(value: Any, limit: int = MAX_DEPTH) -> str | None:
 
 
 def _within_depth(node: Any, levels: int) -> bool:
-    """Whether ``node`` nests at most ``levels`` objects/arrays (scalars nest none)."""
-    if isinstance(node, dict):
-        children: Any = node.values()
-    elif isinstance(node, list):
-        children = node
-    else:
-        return True
-    if levels <= 0:
-        return False
-    return all(_within_depth(child, levels - 1) for child in children)
+    """Whether ``node`` nests at most ``levels`` objects/arrays (scalars nest none): level by level, each holding
+    only the containers of the one above (no recursion, and no call per scalar)."""
+    layer = [node] if isinstance(node, (dict, list)) else []
+    while layer:
+        if levels <= 0:
+            return False
+        levels -= 1
+        below = []
+        for container in layer:
+            for child in container.values() if isinstance(container, dict) else container:
+                if isinstance(child, (dict, list)):
+                    below.append(child)
+        layer = below
+    return True
 
 
 def parse_message(body: str | bytes) -> Any:
