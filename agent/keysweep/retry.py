@@ -36,11 +36,12 @@ TRANSIENT_CODES = frozenset({"InternalFailure", "InternalError", "ServiceUnavail
 RETRYABLE_CODES = THROTTLING_CODES | TRANSIENT_CODES
 
 
-def error_code(exc: ClientError) -> str:
-    """The AWS error code of ``exc`` ("error" when it has none); never its message, which may quote parameters."""
+def error_code(exc: ClientError, default: str = "error") -> str:
+    """The AWS error code of ``exc`` (``default`` when it has none); never its message, which may quote
+    parameters."""
     error = (exc.response or {}).get("Error")
     code = error.get("Code") if isinstance(error, dict) else None
-    return str(code or "error")
+    return str(code or default)
 
 
 def failure_name(exc: BaseException) -> str:

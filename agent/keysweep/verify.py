@@ -45,7 +45,7 @@ from keysweep.canary import CanaryGate, is_account_id
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import Finding, Verification
 from keysweep.ratelimit import KeySpacing, TokenBucket
-from keysweep.retry import THROTTLING_CODES, TRANSIENT_CODES, Backoff
+from keysweep.retry import THROTTLING_CODES, TRANSIENT_CODES, Backoff, error_code, http_status
 from keysweep.sections import Section, option
 from keysweep.verify_cache import CACHE_FILE, VerifyCache
 
@@ -223,10 +223,9 @@ def classify_error(exc: Exception, status: int | None = None) -> Outcome:
 
 
 def _classify_client_error(exc: ClientError, status: int | None) -> Outcome:
-    response = exc.response or {}
-    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode") or status or 0)
-    error = response.get("Error")
-    code = error.get("Code") if isinstance(error, dict) else None
+    status = http_status(exc) or status or 0
+    code = error_code(exc, default="")
+    error = (exc.response or {}).get("Error")
     message = error.get("Message") if isinstance(error, dict) else None
     if code == "SignatureDoesNotMatch" and isinstance(message, str) and "Signature expired" in message:
         # the host clock is off by more than 5 minutes: says nothing about the secret
@@ -240,7 +239,7 @@ def _classify_client_error(exc: ClientError, status: int | None) -> Outcome:
         return by_status
     if code in TRANSIENT_CODES:
         return _unknown(f"sts-error:{code}", retryable=True)
-    if isinstance(code, str) and code and not code.isdigit() and status in (400, 403):
+    if code and not code.isdigit() and status in (400, 403):
         return _unknown(f"sts-error:{code}")
     return _unknown(f"not-sts-response-{status}" if status else "not-sts-response")
 
