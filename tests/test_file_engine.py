@@ -36,3 +36,23 @@ def test_a_batch_crosses_the_pipe_as_it_was_sent(tmp_path: Path) -> None:
         assert back == batch
         assert [type(r) for r, _ in back.files] == [filesystem.FileRef] * len(items)
         assert len(pickle.dumps(batch)) < len(pickle.dumps(batch.files))  # smaller than the items themselves
+
+
+def test_a_stateless_scan_cuts_directories_to_fill_batches_and_a_file_cache_keeps_them_whole(tmp_path: Path) -> None:
+    """Without a file cache a directory's files may go in several batches (a worker killed loses at most one
+    batch); a file cache decides on whole directories, so each listing then stays whole."""
+    st = os.stat(tmp_path)
+    d = filesystem.Dir.root(str(tmp_path), st)
+    sizes = [300, 5, 127, 1, 128]
+    listings = [
+        filesystem.Listing(d.child(f"d{i}", st), [f"f{j}" for j in range(n)], list(range(n)), True)
+        for i, n in enumerate(sizes)
+    ]
+    cut = list(file_engine._batches(iter(listings), whole=False))
+    counts = [sum(len(lst.names) for lst in b.listings) for b in cut]  # type: ignore[union-attr]
+    assert all(c <= file_engine.BATCH_FILES for c in counts) and sum(counts) == sum(sizes)
+    assert counts[:-1] == [file_engine.BATCH_FILES] * (len(counts) - 1)  # every batch full but the last
+    sent = [(lst.dir.path, name) for b in cut for lst in b.listings for name in lst.names]  # type: ignore[union-attr]
+    assert sent == [(lst.dir.path, name) for lst in listings for name in lst.names]  # each file once, in order
+    kept = list(file_engine._batches(iter(listings), whole=True))
+    assert [lst for b in kept for lst in b.listings] == listings  # type: ignore[union-attr]

@@ -257,14 +257,25 @@ def _scan_one(
 
 def _read_files(task: ReadFiles, detector: Detector, options: ScanOptions, dirs: filesystem.DirCache) -> Reply:
     stats = ScanStats()
+    return Reply(_read_items(task.files, task.answer_all, detector, options, stats, dirs), stats)
+
+
+def _read_items(
+    items: Iterable[Item],
+    answer_all: bool,
+    detector: Detector,
+    options: ScanOptions,
+    stats: ScanStats,
+    dirs: filesystem.DirCache,
+) -> list[Outcome]:
     out: list[Outcome] = []
-    for ref, st in task.files:
+    for ref, st in items:
         found = _scan_one(ref, st, detector, options, stats, dirs, split_over=SPLIT_OVER)
         if isinstance(found, filesystem.SplitFile):
             out.append(SplitMe(ref.path, st, found.ref, found.size))
-        elif found or st is not None or task.answer_all:  # without a FileCache, no finding needs no answer
+        elif found or st is not None or answer_all:  # without a FileCache, no finding needs no answer
             out.append(FileDone(ref.path, st, None if found is None else [Exported.of(f) for f in found]))
-    return Reply(out, stats)
+    return out
 
 
 def digest_seed(options: ScanOptions) -> hashlib.blake2b:
@@ -376,16 +387,21 @@ def _read_listing(
 
 def _read_listings(
     task: ReadListings,
-    view: ListingView,
+    view: ListingView | None,
     detector: Detector,
     options: ScanOptions,
     dirs: filesystem.DirCache,
     seed: hashlib.blake2b,
 ) -> Reply:
+    """Directories' files: decided against the file cache's view when there is one; else (a stateless scan) each
+    read, and only those with findings answered."""
     stats = ScanStats()
     out: list[Outcome] = []
     for lst in task.listings:
-        out += _read_listing(lst, view, detector, options, stats, dirs, seed, SPLIT_OVER)
+        if view is None:
+            out += _read_items(((ref, None) for ref in lst.refs()), False, detector, options, stats, dirs)
+        else:
+            out += _read_listing(lst, view, detector, options, stats, dirs, seed, SPLIT_OVER)
     return Reply(out, stats)
 
 
@@ -423,7 +439,6 @@ def _worker_main(
             if isinstance(task, ReadPart):
                 results.send(_read_part(task, detector, options, dirs))
             elif isinstance(task, ReadListings):
-                assert view is not None
                 results.send(_read_listings(task, view, detector, options, dirs, seed))
             else:
                 results.send(_read_files(task, detector, options, dirs))
@@ -565,18 +580,28 @@ class Pool:
         return fresh
 
 
-def _batches(items: Iterator[filesystem.Listing | Item]) -> Iterator[ReadFiles | ReadListings]:
-    """Tasks of up to BATCH_FILES files (or BATCH_BYTES, when sizes are known); a directory's listing stays whole."""
+def _batches(items: Iterator[filesystem.Listing | Item], *, whole: bool = True) -> Iterator[ReadFiles | ReadListings]:
+    """Tasks of up to BATCH_FILES files (or BATCH_BYTES, when sizes are known). A directory's listing stays whole
+    when ``whole`` (a file cache decides on whole directories); else listings are cut to fill each batch exactly."""
     batch: list[Item] = []
     listings: list[filesystem.Listing] = []
     size = count = 0
     for item in items:
         if isinstance(item, filesystem.Listing):
-            listings.append(item)
-            count += len(item.names)
-            if count >= BATCH_FILES:
-                yield ReadListings(listings)
-                listings, count = [], 0
+            rest: filesystem.Listing | None = item
+            while rest is not None:
+                room = BATCH_FILES - count
+                if whole or len(rest.names) <= room:
+                    lst, rest = rest, None
+                else:
+                    d, names, inodes = rest.dir, rest.names, rest.inodes
+                    lst = filesystem.Listing(d, names[:room], inodes[:room], False)
+                    rest = filesystem.Listing(d, names[room:], inodes[room:], False)
+                listings.append(lst)
+                count += len(lst.names)
+                if count >= BATCH_FILES:
+                    yield ReadListings(listings)
+                    listings, count = [], 0
             continue
         batch.append(item)
         size += item[1].st_size if item[1] is not None else 0
@@ -626,7 +651,7 @@ class FilesScan:
             self.progress(self.stats)
 
     def _run(self) -> Iterator[Finding]:
-        batches = _batches(self._candidates())
+        batches = _batches(self._candidates(), whole=self.view is not None)
         first = next(batches, None)
         second = next(batches, None) if first is not None and self.options.worker_count > 1 else None
         if second is None:  # one process: asked for, or too few files to be worth forking
@@ -648,15 +673,19 @@ class FilesScan:
 
     def _here(self, task: ReadFiles | ReadListings) -> Iterator[Finding]:
         """A task read in this process."""
-        if isinstance(task, ReadListings):
-            assert self.view is not None
+        if isinstance(task, ReadListings) and self.view is not None:
             for lst in task.listings:
                 for outcome in _read_listing(
                     lst, self.view, self.detector, self.options, self.stats, self.dirs, self._seed
                 ):
                     yield from self._take(None, outcome)
             return
-        for ref, st in task.files:
+        items: Iterable[Item] = (
+            task.files
+            if isinstance(task, ReadFiles)
+            else ((ref, None) for lst in task.listings for ref in lst.refs())  # a stateless scan's directories
+        )
+        for ref, st in items:
             yield from self._drain()
             found = _scan_one(ref, st, self.detector, self.options, self.stats, self.dirs)
             assert not isinstance(found, filesystem.SplitFile)  # only with split_over
@@ -696,7 +725,8 @@ class FilesScan:
     def _candidates(self) -> Iterator[filesystem.Listing | Item]:
         opts = self.options
         walk: Iterator[filesystem.Listing | Item]
-        if self.by_dir is not None:
+        if self.by_dir is not None or (self.cache is None and filesystem.groupable(opts)):
+            # by directory: each one's files decided against the cache's view, or (stateless) all read
             walk = filesystem.iter_listings(
                 opts, self.stats, skip_ids=self.handled, should_stop=self.stop, dirs=self.dirs
             )
