@@ -291,26 +291,15 @@ def test_dynamodb_refusing_a_message_is_that_messages_failure(moto_server: Any) 
 
 
 def test_dynamodb_reads_findings_of_the_layout_before_per_host_records(moto_server: Any) -> None:
-    import zlib
-
     import boto3
     from keysweep.central.records import merge_finding
 
+    from tests.support.dynamodb_layouts import put_legacy_finding
+
     table = f"keysweep-test-{uuid.uuid4().hex[:8]}"
     store = open_store(f"dynamodb://{table}")
-    old_message = M.finding_message(sent_at="2026-11-28T10:00:00Z", status="live")
-    old = merge_finding(None, old_message)
-    blob = zlib.compress(json.dumps(old.to_dict(), sort_keys=True, separators=(",", ":")).encode())
-    boto3.client("dynamodb", region_name="us-east-1").put_item(
-        TableName=table,
-        Item={
-            "pk": {"S": f"FINDING#{old.finding_fingerprint}"},
-            "sk": {"S": "FINDING"},
-            "type": {"S": "finding"},
-            "rev": {"N": "1"},
-            "data": {"B": blob},
-        },
-    )
+    old = merge_finding(None, M.finding_message(sent_at="2026-11-28T10:00:00Z", status="live"))
+    put_legacy_finding(boto3.client("dynamodb", region_name="us-east-1"), table, old)
     assert [r.to_dict() for r in store.iter_findings()] == [old.to_dict()]
     store.upsert_finding(M.finding_message(sent_at="2026-11-28T11:00:00Z", status="invalid"))
     [now] = list(store.iter_findings())  # the same host and place in the per-host layout wins

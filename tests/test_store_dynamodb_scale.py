@@ -22,6 +22,7 @@ from keysweep.central.store_dynamodb import INDEX, SHARDS, DynamoDBStore
 
 from tests.support import fleet
 from tests.support import messages as M
+from tests.support.dynamodb_layouts import put_legacy_finding
 from tests.support.recording_proxy import RecordingProxy, recording_proxy
 
 
@@ -108,16 +109,7 @@ def test_a_table_written_before_the_index_is_scanned_until_indexed_then_listed(p
     new.record_deactivation("AKIAXYZDQCEN4B6JSJQI", "secops", "2026-12-01T00:00:00.000Z")
     # and one finding of the layout before per-host records (a host that has not reported since)
     legacy = ddb.merge_finding(None, M.finding_message(host_info=M.host("host-legacy", "legacy", "on-premises")))
-    client.put_item(
-        TableName=table,
-        Item={
-            "pk": {"S": f"FINDING#{legacy.finding_fingerprint}"},
-            "sk": {"S": "FINDING"},
-            "type": {"S": "finding"},
-            "rev": {"N": "1"},
-            "data": {"B": ddb._encode(legacy.to_dict())},
-        },
-    )
+    put_legacy_finding(client, table, legacy)
     for item in client.scan(TableName=new.table)["Items"]:
         if item["pk"]["S"] != "META":
             old = {k: v for k, v in item.items() if k not in ("tpk", "tsk", "summary", "last_heartbeat")}
