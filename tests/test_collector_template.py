@@ -191,6 +191,18 @@ AUDIT_ARNS = {
 }
 
 
+def _create_stack(name: str, **parameters: str) -> Any:
+    """The template as stack ``name`` in the emulator, with ``parameters``; the CloudFormation client."""
+    cfn = boto3.client("cloudformation", region_name="us-east-1")
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=TEMPLATE.read_text(),
+        Capabilities=["CAPABILITY_IAM"],
+        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
+    )
+    return cfn
+
+
 def _audit_statements(template: dict[str, Any]) -> dict[str, tuple[str | None, dict[str, Any]]]:
     """The audit role's statements by Sid, each with the condition it exists under (None: always)."""
     [doc] = [p["PolicyDocument"] for p in template["Resources"]["AuditRole"]["Properties"]["Policies"]]
@@ -356,18 +368,13 @@ def test_stack_in_the_emulator_and_its_policies_enforced(
     s3.create_bucket(Bucket="keysweep-artefacts")
     s3.put_object(Bucket="keysweep-artefacts", Key="collector.zip", Body=artefact.read_bytes())
     stack = f"ks{uuid.uuid4().hex[:6]}"
-    cfn = boto3.client("cloudformation", region_name="us-east-1")
-    cfn.create_stack(
-        StackName=stack,
-        TemplateBody=TEMPLATE.read_text(),
-        Capabilities=["CAPABILITY_IAM"],
-        Parameters=[
-            {"ParameterKey": "CodeBucket", "ParameterValue": "keysweep-artefacts"},
-            {"ParameterKey": "CodeKey", "ParameterValue": "collector.zip"},
-            {"ParameterKey": "AgentPrincipalArns", "ParameterValue": "arn:aws:iam::123456789012:user/agent"},
-            {"ParameterKey": "AuditRoleName", "ParameterValue": "KeysweepAudit"},
-            {"ParameterKey": "AuditAccounts", "ParameterValue": "111111111111"},
-        ],
+    cfn = _create_stack(
+        stack,
+        CodeBucket="keysweep-artefacts",
+        CodeKey="collector.zip",
+        AgentPrincipalArns="arn:aws:iam::123456789012:user/agent",
+        AuditRoleName="KeysweepAudit",
+        AuditAccounts="111111111111",
     )
     described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
     assert described["StackStatus"] == "CREATE_COMPLETE"
@@ -488,19 +495,14 @@ def _assert_scheduled_audit(cfn: Any, stack: str, physical: dict[str, str], outp
 def test_stack_with_a_kms_key(moto_server: Any) -> None:
     key_arn = boto3.client("kms", region_name="us-east-1").create_key()["KeyMetadata"]["Arn"]
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="artefacts")
-    cfn = boto3.client("cloudformation", region_name="us-east-1")
-    cfn.create_stack(
-        StackName="kskms",
-        TemplateBody=TEMPLATE.read_text(),
-        Capabilities=["CAPABILITY_IAM"],
-        Parameters=[
-            {"ParameterKey": "CodeBucket", "ParameterValue": "artefacts"},
-            {"ParameterKey": "KmsKeyArn", "ParameterValue": key_arn},
-            {"ParameterKey": "AuditSchedule", "ParameterValue": ""},
-            {"ParameterKey": "AuditOrganization", "ParameterValue": "true"},
-            {"ParameterKey": "AuditSecurityHub", "ParameterValue": "false"},
-            {"ParameterKey": "AgentPrincipalArns", "ParameterValue": "arn:aws:iam::123456789012:role/keysweep-agent-*"},
-        ],
+    cfn = _create_stack(
+        "kskms",
+        CodeBucket="artefacts",
+        KmsKeyArn=key_arn,
+        AuditSchedule="",
+        AuditOrganization="true",
+        AuditSecurityHub="false",
+        AgentPrincipalArns="arn:aws:iam::123456789012:role/keysweep-agent-*",
     )
     described = cfn.describe_stacks(StackName="kskms")["Stacks"][0]
     assert described["StackStatus"] == "CREATE_COMPLETE"
@@ -555,15 +557,8 @@ def test_audit_function_runs_with_only_its_role(moto_server: Any, monkeypatch: p
     from keysweep.central.handler import MessageHandler, Outcome
 
     boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="artefacts")
-    cfn = boto3.client("cloudformation", region_name="us-east-1")
-    cfn.create_stack(
-        StackName="ksaudit",
-        TemplateBody=TEMPLATE.read_text(),
-        Capabilities=["CAPABILITY_IAM"],
-        Parameters=[
-            {"ParameterKey": "CodeBucket", "ParameterValue": "artefacts"},
-            {"ParameterKey": "AgentPrincipalArns", "ParameterValue": "arn:aws:iam::123456789012:role/keysweep-agent"},
-        ],
+    cfn = _create_stack(
+        "ksaudit", CodeBucket="artefacts", AgentPrincipalArns="arn:aws:iam::123456789012:role/keysweep-agent"
     )
     physical = {
         r["LogicalResourceId"]: r["PhysicalResourceId"]
