@@ -107,6 +107,7 @@ def main() -> None:
         print(f"generated {tree}: {args.files} files, {size / 1048576:.0f} MiB in {time.monotonic() - t0:.0f}s")
     base = [sys.executable, "-m", "keysweep", "scan", str(tree), "--format", "json", "--workers", str(args.workers)]
     work = Path(tempfile.mkdtemp(prefix="keysweep-incremental-"))
+    load_before = os.getloadavg()[0]
     try:
         run(base)  # warm the page cache
         stateless, first, again = [], [], []
@@ -120,7 +121,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     print(
         f"{args.repeat} rounds, medians; wall and CPU of the whole process (start-up included), scan: the scan's "
-        "own duration (summary.duration_seconds)"
+        f"own duration (summary.duration_seconds); load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} "
+        "after (the other processes of the machine: wall times follow it, CPU-seconds much less)"
     )
     for name, r in (("stateless scan", s), ("first stateful sweep", f), ("re-sweep, unchanged", a)):
         print(

@@ -262,19 +262,19 @@ def test_worker_processes_feed_the_state(tmp_path: Path) -> None:
     """With workers (more than two batches of files), every file's outcome comes back to the state: the re-scan
     reads nothing and every directory is answered whole except the one with a key."""
     root, state = tmp_path / "tree", tmp_path / "state"
-    for i in range(400):
+    for i in range(1200):
         d = root / f"d{i % 20}"
         d.mkdir(parents=True, exist_ok=True)
-        (d / f"f{i}.txt").write_text(filler(100 + i))
+        (d / f"f{i}.txt").write_text(filler(100 + i % 400))
     (root / "d3" / "deploy.env").write_text(creds())
     first = scan(root, state, "--workers", "2")
-    assert first["summary"]["files_scanned"] == 401 and len(first["findings"]) == 1
+    assert first["summary"]["files_scanned"] == 1201 and len(first["findings"]) == 1
     again = scan(root, state, "--workers", "2")
-    assert again["summary"]["files_scanned"] == 0 and again["summary"]["files_cached"] == 401
+    assert again["summary"]["files_scanned"] == 0 and again["summary"]["files_cached"] == 1201
     assert keys(again) == keys(first)
     db = sqlite3.connect(state / STATE_FILE)
     assert db.execute("SELECT COUNT(*) FROM dirs WHERE digest IS NOT NULL").fetchone() == (19,)
-    assert db.execute("SELECT COUNT(*) FROM files").fetchone() == (401,)
+    assert db.execute("SELECT COUNT(*) FROM files").fetchone() == (1201,)
     db.close()
 
 
