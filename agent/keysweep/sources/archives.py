@@ -226,6 +226,97 @@ def _zip_lzma_dictionary(fh: _Readable, info: zipfile.ZipInfo) -> int:
         seek(pos)
 
 
+_ZIP_INFLATED = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+_LOCAL = struct.Struct("<4s2xH18xHH")  # local file header: signature, flags, name and extra lengths
+_RAW_READ = 256 * 1024  # compressed bytes read at a time
+
+
+class _ZipMember:
+    """``read(n)`` over one stored or deflated zip member: what ``zipfile.ZipFile.open`` and ``ZipExtFile``
+    read and check, without their layers (a shared file, a buffered stream over ``read1``, 4 KiB reads).
+
+    Like them: the local header's signature and name are checked against the central directory and its flags
+    for encryption (``RuntimeError``) and unsupported features (``NotImplementedError``); the sizes used are
+    the central directory's (data descriptors and a local header's sizes are not read); the data stops at the
+    declared size, a deflate stream at its end; the CRC is checked once the data ends (``BadZipFile``), a
+    file that ends early raises ``EOFError``. Reads are whole: ``read(n)`` returns ``n`` bytes unless the
+    member ends."""
+
+    def __init__(self, fh: _Readable, info: zipfile.ZipInfo) -> None:
+        seek = fh.seek  # type: ignore[attr-defined]
+        seek(info.header_offset)
+        local = fh.read(_LOCAL.size)
+        if len(local) != _LOCAL.size:
+            raise zipfile.BadZipFile("Truncated file header")
+        sig, flags, name_len, extra_len = _LOCAL.unpack(local)
+        if sig != b"PK\x03\x04":
+            raise zipfile.BadZipFile("Bad magic number for file header")
+        name = fh.read(name_len)
+        if info.flag_bits & 0x60:  # compressed patched data, strong encryption
+            raise NotImplementedError("zip member feature")
+        if name.decode("utf-8" if flags & 0x800 else "cp437") != info.orig_filename:
+            raise zipfile.BadZipFile(f"File name in directory {info.orig_filename!r} and header {name!r} differ.")
+        if info.flag_bits & 1:
+            raise RuntimeError("encrypted member")
+        self._fh = fh
+        self._pos = info.header_offset + _LOCAL.size + name_len + extra_len
+        end = getattr(info, "_end_offset", None)  # where the next entry starts (zipfile since 3.11.8, 3.12.3)
+        if end is not None and self._pos + info.compress_size > end:
+            raise zipfile.BadZipFile(f"Overlapped entries: {info.orig_filename!r} (possible zip bomb)")
+        self._compress_left = info.compress_size
+        self._left = info.file_size
+        self._inflate = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+        self._pending = b""  # read and checked, not yet returned
+        self._crc = 0
+        self._expected_crc = info.CRC
+        self._eof = False
+
+    def _raw(self, n: int) -> bytes:
+        if self._compress_left <= 0:
+            return b""
+        fh = self._fh
+        fh.seek(self._pos)  # type: ignore[attr-defined]
+        data = fh.read(min(max(n, _RAW_READ), self._compress_left))
+        if not data:
+            raise EOFError
+        self._pos += len(data)
+        self._compress_left -= len(data)
+        return data
+
+    def _read1(self, n: int) -> bytes:
+        """About ``n`` more bytes of the member (more when a stored read or the inflater's flush gives more)."""
+        inflate = self._inflate
+        if inflate is None:
+            data = self._raw(n)
+            self._eof = self._compress_left <= 0
+        else:
+            data = inflate.decompress(inflate.unconsumed_tail or self._raw(n), n)
+            self._eof = inflate.eof or (self._compress_left <= 0 and not inflate.unconsumed_tail)
+            if self._eof:
+                data += inflate.flush()
+        data = data[: self._left]
+        self._left -= len(data)
+        if self._left <= 0:
+            self._eof = True
+        self._crc = zlib.crc32(data, self._crc)
+        if self._eof and self._crc != self._expected_crc:
+            raise zipfile.BadZipFile("Bad CRC-32 for a member")
+        return data
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n < 0:
+            n = _READ
+        parts = [self._pending]
+        have = len(self._pending)
+        while have < n and not self._eof:
+            data = self._read1(n - have)
+            parts.append(data)
+            have += len(data)
+        out = parts[-1] if have == len(parts[-1]) else b"".join(parts)  # one piece (most reads): no copy
+        self._pending = out[n:]
+        return out[:n]
+
+
 def _strip_suffix(name: str) -> str:
     base = os.path.basename(name) or name
     for suffix in (".gz", ".tgz", ".bz2", ".xz", ".z"):
@@ -289,6 +380,9 @@ class _ArchiveScan:
                     self.stats.skipped["archive-memory-limit"] += 1
                     continue
                 try:
+                    if info.compress_type in _ZIP_INFLATED:
+                        self.member(_ZipMember(fh, info), prefix + readable(info.filename), depth)
+                        continue
                     with zf.open(info) as mf:
                         self.member(mf, prefix + readable(info.filename), depth)
                 except RuntimeError:  # encrypted member
@@ -309,8 +403,21 @@ class _ArchiveScan:
         self.opened = True
         reader = fh if charged else _Charged(fh, self.budget)
         head = reader.read(_READ)
-        raw: _Readable = Prefixed(head, reader)
         kind = sniff(head)
+        if kind is None and len(head) < _READ:
+            more = reader.read(_READ - len(head))
+            if not more:  # the whole member (most are small): one buffer, what scan_stream would make of it
+                if self.detector.may_hold(head):
+                    place = Place(self.cap)
+                    location = Location(kind="archive", path=self.path, member=name)
+                    self.detector.scan(head, location=location, place=place)
+                    self.findings.extend(place.findings())
+                self.stats.archive_members_scanned += 1
+                self.stats.bytes_scanned += len(head)
+                return
+            head += more
+            kind = sniff(head)
+        raw: _Readable = Prefixed(head, reader)
         if kind is not None:
             if depth < self.options.archive_max_depth:
                 rest = self._nested(reader, head, kind, name, depth)
@@ -382,7 +489,13 @@ def scan_small_gzip(
         out = inflate.decompress(data, limit + 1)
     except zlib.error:
         return None
-    if not inflate.eof or inflate.unused_data or len(out) > limit or sniff(out[:_READ]) is not None:
+    if not inflate.eof or inflate.unused_data or len(out) > limit:
+        return None
+    kind = sniff(out[:_READ])
+    if kind == "tar":  # a small .tar.gz: its tar read from memory, not inflated a second time
+        scan = _ArchiveScan(path, detector, options, stats, len(data))
+        return _run(scan, io.BytesIO(out), "tar", os.path.basename(path))
+    if kind is not None:
         return None
     place = Place()
     location = Location(kind="archive", path=path, member=_strip_suffix(os.path.basename(path)))
@@ -406,9 +519,14 @@ def scan_archive(
     stats: ScanStats,
 ) -> list[Finding] | None:
     """Scan an archive file's members. None when it cannot be opened as ``kind`` at all (scan it as bytes)."""
-    scan = _ArchiveScan(path, detector, options, stats, size)
+    return _run(_ArchiveScan(path, detector, options, stats, size), fh, kind, os.path.basename(path))
+
+
+def _run(scan: _ArchiveScan, fh: _Readable, kind: str, name: str) -> list[Finding] | None:
+    """The members of the top-level container ``fh``; None when it is not opened as ``kind`` at all."""
+    stats, path = scan.stats, scan.path
     try:
-        scan.container(fh, kind, "", os.path.basename(path), 1)
+        scan.container(fh, kind, "", name, 1)
     except ArchiveLimit as limit:
         stats.unread(limit.reason, path)  # partly scanned: the findings before the limit are kept
     except _NotOpened as why:

@@ -88,10 +88,11 @@ def _checksum_ok(block: bytes) -> bool:
         want = _number(block[148:156])
     except TarFormatError:
         return False
+    unsigned = sum(block) - sum(block[148:156]) + 8 * 32  # the checksum field counted as spaces
+    if want == unsigned:
+        return True
     blank = block[:148] + b" " * 8 + block[156:]
-    unsigned = sum(blank)
-    signed = unsigned - 256 * sum(1 for b in blank if b > 127)  # some old tars summed signed chars
-    return want in (unsigned, signed)
+    return want == unsigned - 256 * sum(1 for b in blank if b > 127)  # some old tars summed signed chars
 
 
 def _pax_records(data: bytes) -> dict[bytes, bytes]:
