@@ -213,3 +213,11 @@ def test_a_damaged_crc_is_refused(tmp_path: Path) -> None:
     result = scan_paths(tmp_path)
     assert result.findings == []
     assert result.stats.errors["archive-corrupt"] == 1
+
+
+def test_a_member_with_an_empty_name_is_read(tmp_path: Path) -> None:
+    (tmp_path / "noname.zip").write_bytes(_zip([("", PAIR, zipfile.ZIP_DEFLATED), ("dir/", b"", zipfile.ZIP_STORED)]))
+    result = scan_paths(tmp_path)
+    assert [(f.location.member, f.has_secret) for f in result.findings] == [("", True)]
+    assert not result.stats.errors
+    assert result.stats.archive_members_scanned == 1  # the directory entry is not a member to read

@@ -374,7 +374,7 @@ class _ArchiveScan:
     def _zip_members(self, fh: _Readable, prefix: str, depth: int) -> None:
         with zipfile.ZipFile(fh) as zf:  # type: ignore[call-overload]  # fh is a real, seekable file
             for info in zf.infolist():
-                if info.is_dir():
+                if info.filename.endswith("/"):  # not is_dir(): it fails on an empty name
                     continue
                 if info.compress_type == zipfile.ZIP_LZMA and _zip_lzma_dictionary(fh, info) > XZ_MEMLIMIT:
                     self.stats.skipped["archive-memory-limit"] += 1
