@@ -85,8 +85,15 @@ def test_workers_store_each_file_as_opened_and_reread_exactly_what_changed(tmp_p
     fresh.write_text(creds(KEY_ID_2, SECRET_2) + filler(old.st_size - len(creds(KEY_ID_2, SECRET_2))))
     same_times_as(fresh, old)
     os.rename(fresh, t3)
+    # and one file touched in each of 80 more directories: the changed directories fill more than two tasks, so
+    # workers look at them file by file (the main process found their digests stale)
+    for i in range(30, 110):
+        touched = root / f"d{i:02d}" / "f0.txt"
+        st = touched.stat()
+        os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert 83 * 10 > LISTING_BATCH_FILES
     r = scan(root, state)
-    assert r.stats.files_scanned == 3 and r.stats.files_cached == n - 3
+    assert r.stats.files_scanned == 3 + 80 and r.stats.files_cached == n - 3 - 80
     assert {(f.key_id, f.location.path) for f in r.findings} == {
         (KEY_ID, str(root / "d03" / "deploy.env")),
         (KEY_ID_2, str(t1)),

@@ -343,7 +343,7 @@ def _read_listing(
         known = view.directory(d.path)
         if known is not None:
             ident, digest = known
-            if digest is not None and lst.whole:
+            if digest is not None and lst.whole and not lst.changed:
                 marks = _all_markers(lst, dirs)
                 if marks is not None and listing_digest(seed, marks) == digest:
                     return [ListingDone(d.path, ident, [], digest, False, len(lst.names), [])]
@@ -746,7 +746,9 @@ class FilesScan:
             )
         for item in walk:
             if isinstance(item, filesystem.Listing):
-                yield item
+                checked = self._unchanged_here(item)
+                if checked is not None:
+                    yield checked
                 self._tick()
                 continue
             ref, st = item
@@ -814,6 +816,27 @@ class FilesScan:
             except Exception as exc:  # the file's findings stand; it is read again next time
                 self.stats.fail("state-error", filesystem.display_path(path, self.options.path_prefix), exc)
         yield from found
+
+    def _unchanged_here(self, lst: filesystem.Listing) -> filesystem.Listing | None:
+        """None when the directory's files have the digest the file cache recorded (counted as unchanged: nothing
+        to hand out, so an unchanged tree forks no worker); else the listing to read, marked ``changed`` when its
+        digest was looked at here in vain."""
+        if self.view is None or not lst.whole:
+            return lst
+        try:
+            known = self.view.directory(lst.dir.path)
+        except Exception as exc:  # the reader of the listing looks again (and counts what fails there)
+            self.stats.fail("state-error", filesystem.display_path(lst.dir.path, self.options.path_prefix), exc)
+            return lst
+        if known is None or known[1] is None:
+            return lst
+        marks = _all_markers(lst, self.dirs)
+        if marks is None or listing_digest(self._seed, marks) != known[1]:
+            return lst._replace(changed=True)
+        assert self.by_dir is not None
+        self.stats.files_cached += len(lst.names)
+        self.by_dir.record_listing(lst.dir.path, known[0], [], None, whole=False, cached=len(lst.names))
+        return None
 
     def _listing_done(self, done: ListingDone) -> Iterator[Finding]:
         """A directory's outcome: its rows and digest into the file cache, its findings on."""

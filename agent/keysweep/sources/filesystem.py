@@ -213,6 +213,7 @@ class Listing(NamedTuple):
     names: list[str]
     inodes: list[int]
     whole: bool
+    changed: bool = False  # a file cache's digest of it was found stale: its reader goes file by file
 
     def refs(self) -> Iterator[FileRef]:
         base = self.dir.path.rstrip("/") + "/"
