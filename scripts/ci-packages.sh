@@ -86,6 +86,16 @@ set -e
 grep -q "$KEY_ID" "$work/scan.json" || fail "scan did not report $KEY_ID"
 ! grep -q "$SECRET" "$work/scan.json" "$work/scan.err" || fail "scan output holds the secret"
 passed "scan: exit 1 with $KEY_ID reported, secret redacted"
+# on x86-64 the scan runs the Hyperscan release of this interpreter's lock (docs/packaging.md, "Hyperscan")
+case "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" in
+    3.9 | 3.10) lock=packaging/requirements-py39.lock ;;
+    *) lock=packaging/requirements.lock ;;
+esac
+want=none
+[ "$(uname -m)" != x86_64 ] || want="hyperscan $(sed -n 's/^hyperscan==\([^ ]*\) .*/\1/p' "$lock")"
+gate=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["summary"]["detection_gate"])' <"$work/scan.json")
+[ "$gate" = "$want" ] || fail "scan: detection_gate is '$gate', expected '$want' (from $lock)"
+passed "scan: detection_gate $gate"
 
 # The service runs as keysweep with exactly CAP_DAC_READ_SEARCH + CAP_SYS_PTRACE: that must be enough to read a
 # root-only file, and without them the file is skipped.
@@ -156,6 +166,14 @@ grep '"event": "finding"' "$work/once.log" | grep "\"$PROC_KEY_ID\"" | grep '"ki
     { cat "$work/once.log" >&2; fail "confined agent did not read the other user's process environment"; }
 ! grep -q "$SECRET" "$work/once.log" || fail "the agent's log holds the secret"
 passed "confined agent --once: root-only file and another user's process environment read"
+# the Hyperscan gate loads under the unit's confinement too (MemoryDenyWriteExecute, the system call filter)
+set +e
+"${confined[@]}" /usr/bin/keysweep scan --format json "$work/tree" >"$work/confined-scan.json" 2>"$work/confined-scan.err"
+set -e
+gate=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["summary"]["detection_gate"])' <"$work/confined-scan.json") ||
+    { cat "$work/confined-scan.err" >&2; fail "confined scan: no JSON report"; }
+[ "$gate" = "$want" ] || fail "confined scan: detection_gate is '$gate', expected '$want'"
+passed "confined scan: detection_gate $gate"
 # the daemon: a key written into a watched directory is found, SIGTERM stops it cleanly
 "${confined[@]}" /usr/bin/keysweep agent --config "$work/confined.yaml" >"$work/daemon.log" 2>&1 &
 daemon=$!

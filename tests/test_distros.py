@@ -13,6 +13,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import platform
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 from keysweep import __version__
 
 from tests.support.docker import NO_ENGINE, REPO, container, docker, engine_available
+from tests.support.hosttree import FINGERPRINT_KEY, build_host_tree, finding_identity
 from tests.support.planted import planted_key
 
 pytestmark = [
@@ -139,6 +141,38 @@ def test_deb_installs_runs_upgrades_and_purges(host: str, python: str, debs: tup
         "getent passwd keysweep; true",
     ).stdout
     assert left == "", f"purge left: {left}"
+
+
+@pytest.mark.parametrize(
+    ("host", "python"), [("bullseye", "3.9"), ("bookworm", "3.11"), ("trixie", "3.13")], indirect=["host"]
+)
+def test_deb_scans_with_the_hyperscan_gate_and_finds_the_same_without_it(
+    host: str, python: str, debs: tuple[str, str], tmp_path: Path
+) -> None:
+    """On x86-64 the installed keysweep runs the Hyperscan release of its interpreter's lock (the scan's summary says
+    which); a copy of the installation without Hyperscan (as on a platform without its wheel) still runs and finds
+    exactly the same in a tree of every planted form (encodings, archives, gzip, bytecode)."""
+    install = sh(host, f"dpkg -i /dist/{Path(debs[0]).name}", check=False)
+    assert install.returncode == 0, install.stdout + install.stderr
+    lock = "requirements-py39.lock" if python in ("3.9", "3.10") else "requirements.lock"
+    bundled = f"hyperscan {lock_version(lock, 'hyperscan')}" if platform.machine() == "x86_64" else "none"
+    tree = build_host_tree(tmp_path / "tree")
+    docker("cp", str(tree.root), f"{host}:/srv/tree")
+    sh(host, "cp -a /opt/keysweep /opt/no-gate && rm -rf /opt/no-gate/lib/*/hyperscan /opt/no-gate/lib/*/hyperscan-*")
+    reports: dict[str, list[dict]] = {}
+    for launch, gate in (("/opt/keysweep/launch.py", bundled), ("/opt/no-gate/launch.py", "none")):
+        scan = sh(
+            host,
+            f"KEYSWEEP_FINGERPRINT_KEY={FINGERPRINT_KEY} python3 -I -S -B {launch} scan --format json /srv/tree",
+            check=False,
+        )
+        assert scan.returncode == 1, scan.stderr
+        report = json.loads(scan.stdout)
+        assert report["summary"]["detection_gate"] == gate, launch
+        reports[gate] = sorted(report["findings"], key=lambda f: json.dumps(f, sort_keys=True))
+    with_gate, without = reports[bundled], reports["none"]
+    assert with_gate == without  # every field: same key fingerprints, places, pairing, encodings
+    assert {finding_identity(Path("/srv/tree"), f) for f in with_gate} == tree.expected()
 
 
 @pytest.mark.parametrize("host", ["bookworm"], indirect=True)

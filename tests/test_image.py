@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import re
 import subprocess
 from pathlib import Path
 
@@ -147,6 +149,28 @@ def test_image_healthcheck_is_the_manifests_liveness_probe(image: str) -> None:
     daemonset = manifest("daemonset.yaml")["DaemonSet"]["spec"]["template"]["spec"]["containers"][0]
     assert test == ["CMD", *daemonset["livenessProbe"]["exec"]["command"]]
     assert daemonset["image"] == image, "the DaemonSet names another version than the one built"
+
+
+def test_image_scans_with_the_hyperscan_gate_of_its_lock(image: str, tmp_path: Path) -> None:
+    """On x86-64 the image carries the Hyperscan release of packaging/requirements.lock and the scan uses it."""
+    key = planted_key(803)
+    (tmp_path / "host/srv/app").mkdir(parents=True)
+    (tmp_path / "host/srv/app/.env").write_text(f"aws_access_key_id={key.key_id}\naws_secret_access_key={key.secret}\n")
+    for path in (tmp_path / "host", tmp_path / "host/srv", tmp_path / "host/srv/app", tmp_path / "host/srv/app/.env"):
+        path.chmod(0o755 if path.is_dir() else 0o644)  # the image's user (10001) reads it
+    scan = docker(
+        "run", "--rm", "--network", "none", "--read-only", "-v", f"{tmp_path / 'host'}:/host:ro", image,
+        "scan", "--format", "json", "--workers", "1", "/host",
+        check=False,
+    )  # fmt: skip
+    assert scan.returncode == 1, scan.stderr
+    report = json.loads(scan.stdout)
+    assert [f["key_id"] for f in report["findings"]] == [key.key_id]
+    pins = (REPO / "packaging/requirements.lock").read_text()
+    pinned = re.search(r"^hyperscan==(\S+) ", pins, re.M)
+    assert pinned, "packaging/requirements.lock pins no hyperscan"
+    expected = f"hyperscan {pinned[1]}" if platform.machine() == "x86_64" else "none"
+    assert report["summary"]["detection_gate"] == expected
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="planting root-only files needs root")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import configparser
 import json
+import platform
 import re
 import shutil
 import subprocess
@@ -32,6 +33,7 @@ LOCKED = {
     "pyyaml",
     "psutil",
     "watchdog",
+    "hyperscan",
 }
 
 
@@ -211,9 +213,16 @@ def locked(lock: str = "requirements.lock") -> dict[str, tuple[str, list[str]]]:
         if not line or line.startswith("#"):
             continue
         spec, *hashes = line.split("--hash=")
-        name, _, version = spec.strip().partition("==")
+        name, _, version = spec.split(";")[0].strip().partition("==")
         pins[name.lower()] = (version, [h.strip() for h in hashes])
     return pins
+
+
+def lock_markers(lock: str) -> dict[str, str]:
+    """package -> the environment marker of its pin in ``lock`` (pins without one are left out)."""
+    text = (PACKAGING / lock).read_text().replace("\\\n", " ")
+    found = re.findall(r"^([\w.-]+)==\S+ ; ([^-\n]+?)\s+--hash", text, re.M)
+    return {name.lower(): marker.strip() for name, marker in found}
 
 
 @pytest.mark.parametrize("lock", LOCKS)
@@ -229,6 +238,19 @@ def test_lock_pins_every_runtime_dependency_with_hashes(lock: str) -> None:
         if line.strip():
             req = Requirement(line)
             assert req.specifier.contains(pins[req.name.lower()][0]), f"{lock} breaks setup.cfg's {req}"
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_lock_bundles_hyperscan_where_the_fast_extra_installs_it(lock: str) -> None:
+    """Both locks pin Hyperscan (the gate of keysweep.gate) under the fast extra's own marker, so the packages get
+    it on x86-64 and install without it elsewhere; its release satisfies the extra's specifier."""
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    (fast,) = [Requirement(line) for line in setup["options.extras_require"]["fast"].split("\n") if line.strip()]
+    assert fast.name == "hyperscan" and str(fast.marker) == 'platform_machine == "x86_64"'
+    assert lock_markers(lock) == {"hyperscan": str(fast.marker)}
+    assert fast.specifier.contains(locked(lock)["hyperscan"][0])
+    assert "--only-binary=hyperscan" in (PACKAGING / lock).read_text().split("\n#\n", 2)[1]
 
 
 def test_each_interpreter_gets_the_lock_made_for_it() -> None:
@@ -781,7 +803,8 @@ def test_split_sites_keeps_what_one_lock_shares_once_for_its_interpreters(tmp_pa
 
 def test_built_deb_runs_on_every_supported_cpython_here(tmp_path: Path) -> None:
     """dist/'s deb (from `make packages`) unpacked and run as /usr/bin/keysweep runs it (`-I -S -B launch.py`) by
-    each CPython 3.9-3.14 found on this machine: --version, a scan that finds a planted key, config check."""
+    each CPython 3.9-3.14 found on this machine: --version, a scan that finds a planted key with the Hyperscan gate
+    of its lock, config check."""
     from tests.support.planted import planted_key
 
     debs = sorted((REPO / "dist").glob("keysweep_*-1_*.deb"))
@@ -804,7 +827,12 @@ def test_built_deb_runs_on_every_supported_cpython_here(tmp_path: Path) -> None:
             [*run, "scan", "--format", "json", str(tmp_path / "tree")], capture_output=True, text=True, timeout=300
         )
         assert scan.returncode == 1, (version, scan.stderr)
-        assert [f["key_id"] for f in json.loads(scan.stdout)["findings"]] == [key.key_id], version
+        report = json.loads(scan.stdout)
+        assert [f["key_id"] for f in report["findings"]] == [key.key_id], version
+        # the Hyperscan gate of the interpreter's lock runs (x86-64; elsewhere the packages carry none)
+        lock = "requirements-py39.lock" if version in ("3.9", "3.10") else "requirements.lock"
+        gate = f"hyperscan {locked(lock)['hyperscan'][0]}" if platform.machine() == "x86_64" else "none"
+        assert report["summary"]["detection_gate"] == gate, version
         assert key.secret not in scan.stdout + scan.stderr
         check = subprocess.run(
             [*run, "config", "check", str(tmp_path / "root/etc/keysweep/agent.yaml")],

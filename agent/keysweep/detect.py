@@ -241,6 +241,11 @@ class Detector:
     # -- public API ---------------------------------------------------------------------------------------
 
     @property
+    def gate_engine(self) -> str:
+        """``hyperscan <version>`` when the Hyperscan gate runs ahead of the prefilter, else ``none``."""
+        return gate.engine(self._gate)
+
+    @property
     def overlap(self) -> int:
         """Bytes by which a chunked reader must overlap consecutive chunks (see :meth:`scan_stream`)."""
         return 2 * (self.pair_window + TOKEN_MAX) + 64

@@ -75,3 +75,12 @@ def build(patterns: Sequence[bytes]) -> Callable[[bytes], bool] | None:
         return Gate(patterns)
     except hyperscan.error:
         return None
+
+
+def engine(active: Callable[[bytes], bool] | None) -> str:
+    """What passes over buffers ahead of the prefilter with this gate (from :func:`build`), as the scan's summary
+    says it (``detection_gate``): ``hyperscan <version>``, or ``none`` (Hyperscan not installed, no wheel for this
+    platform, or the patterns did not compile: the prefilter passes then run on every buffer, same findings)."""
+    if active is None or hyperscan is None:
+        return "none"
+    return f"hyperscan {getattr(hyperscan, '__version__', 'unknown')}"

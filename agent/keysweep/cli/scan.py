@@ -148,7 +148,8 @@ def _run(args: argparse.Namespace, pipeline: Pipeline) -> int:
     if args.verify:
         findings = verify_findings(pipeline, findings)
     source = pipeline.fingerprinter.source
-    _write_report(findings, fmt, args.output, {**result.stats.to_dict(), "fingerprint_key": source})
+    summary = {**result.stats.to_dict(), "fingerprint_key": source, "detection_gate": pipeline.detector.gate_engine}
+    _write_report(findings, fmt, args.output, summary)
     if args.queue_url:
         delivery = pipeline.deliver(findings, result.stats)
         print_delivery(delivery.sent, delivery.pending, delivery.errors, pipeline.spool_home)
