@@ -160,6 +160,7 @@ class ListingView(Protocol):
     worker opens a connection of its own): a directory's number and digest, its files' stored markers."""
 
     sweep_no: int  # the sweep the rows written now belong to
+    empty: bool  # it knew no directory when it was made (a first sweep): nothing to look up
 
     def directory(self, path: str) -> tuple[int, bytes | None] | None:
         """``(number, digest)`` of a known directory (digest None when none is still valid); None when unknown."""

@@ -133,6 +133,7 @@ class StateView:
         self._valid_from = valid_from
         self._db: sqlite3.Connection | None = None
         self._pid = 0
+        self.empty = self._conn().execute("SELECT 1 FROM dirs LIMIT 1").fetchone() is None
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None or self._pid != os.getpid():  # one inherited across a fork is left alone

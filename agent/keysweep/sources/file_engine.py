@@ -340,7 +340,7 @@ def _read_listing(
     stored: dict[bytes, tuple[Markers, str | None]] = {}
     bnames = [n.encode(_FS_ENCODING, _FS_ERRORS) for n in lst.names]
     try:
-        known = view.directory(d.path)
+        known = None if view.empty else view.directory(d.path)
         if known is not None:
             ident, digest = known
             if digest is not None and lst.whole and not lst.changed:
@@ -821,7 +821,7 @@ class FilesScan:
         """None when the directory's files have the digest the file cache recorded (counted as unchanged: nothing
         to hand out, so an unchanged tree forks no worker); else the listing to read, marked ``changed`` when its
         digest was looked at here in vain."""
-        if self.view is None or not lst.whole:
+        if self.view is None or self.view.empty or not lst.whole:
             return lst
         try:
             known = self.view.directory(lst.dir.path)
