@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import io
 import struct
+import tarfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -272,3 +273,24 @@ def test_a_gzip_file_read_whole_reports_what_the_stream_reports(
         (f.key_id, f.has_secret, f.location.line) for f in streamed.findings
     )
     assert (whole.stats.bytes_scanned, whole.stats.errors) == (streamed.stats.bytes_scanned, streamed.stats.errors)
+
+
+def test_a_zip_of_a_later_version_than_zipfile_reads_is_scanned_as_bytes(tmp_path: Path) -> None:
+    """zipfile refuses a directory entry needing zip version 6.4 or later: counted as unsupported and the file's
+    bytes scanned (a stored key is still found), alone or nested in a tar."""
+    data = bytearray(_zip([("a.env", PAIR, zipfile.ZIP_STORED)]))
+    struct.pack_into("<H", data, data.find(b"PK\x01\x02") + 6, 64)  # version needed to extract: 6.4
+    (tmp_path / "v64.zip").write_bytes(bytes(data))
+    result = scan_paths(tmp_path)
+    assert [(f.location.kind, f.key_id, f.has_secret) for f in result.findings] == [("file", KEY, True)]
+    assert (dict(result.stats.skipped), dict(result.stats.errors)) == ({"archive-unsupported": 1}, {})
+    (tmp_path / "v64.zip").unlink()
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        info = tarfile.TarInfo("lib/v64.zip")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(bytes(data)))
+    (tmp_path / "outer.tar").write_bytes(tar.getvalue())
+    result = scan_paths(tmp_path)
+    assert [(f.location.member, f.has_secret) for f in result.findings] == [("lib/v64.zip", True)]
+    assert (dict(result.stats.skipped), dict(result.stats.errors)) == ({"archive-unsupported": 1}, {})

@@ -384,7 +384,11 @@ class _ArchiveScan:
             self.zip_entries -= entries
 
     def _zip_members(self, fh: _Readable, prefix: str, depth: int) -> None:
-        with zipfile.ZipFile(fh) as zf:  # type: ignore[call-overload]  # fh is a real, seekable file
+        try:
+            zf = zipfile.ZipFile(fh)  # type: ignore[call-overload]  # fh is a real, seekable file
+        except NotImplementedError:  # an entry needing a later zip version (> 6.3) than zipfile reads
+            raise _NotOpened("archive-unsupported") from None
+        with zf:
             for info in zf.infolist():
                 if info.filename.endswith("/"):  # not is_dir(): it fails on an empty name
                     continue
