@@ -10,7 +10,7 @@ IMAGE ?= keysweep:$(VERSION)
 # the image's base: the local Debian image (scripts/debian-image.sh; no registry needed) unless BASE is given,
 # e.g. BASE=python:3.11.14-slim-bookworm
 BASE ?=
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -m "not docker"
 
 .PHONY: install test lint packages packages-check image image-test ci bench clean system-deps checkov
 
