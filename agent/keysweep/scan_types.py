@@ -155,6 +155,11 @@ class FileCache(Protocol):
 Markers = tuple[int, int, int, int, int]
 
 
+def markers(st: os.stat_result) -> Markers:
+    """A file's markers as the directory cache stores and compares them."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 class ListingView(Protocol):
     """A read-only view of a :class:`DirectoryCache`, used by whichever process reads a directory's files (a
     worker opens a connection of its own): a directory's number and digest, its files' stored markers."""

@@ -35,7 +35,7 @@ from typing import Any, Optional
 
 from keysweep import statedir
 from keysweep.models import Finding, Location
-from keysweep.scan_types import FileRow, Markers
+from keysweep.scan_types import FileRow, Markers, markers
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +111,6 @@ class CacheCounters:
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
-
-
-def _markers(st: os.stat_result) -> tuple[int, int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def encode_findings(findings: Sequence[Finding]) -> str | None:
@@ -395,7 +391,7 @@ class StateStore:
         with self._lock:
             row = self._row(d, name.encode(_FS_ENCODING, _FS_ERRORS))
             plan = self._plan
-        if row is None or row[:5] != _markers(st) or (plan and plan.full and row[5] < plan.full_start):
+        if row is None or row[:5] != markers(st) or (plan and plan.full and row[5] < plan.full_start):
             self.counters.misses += 1
             return None
         return self.stored_findings(row[6]) if row[6] else self._hit([])
@@ -423,7 +419,7 @@ class StateStore:
         d, _, name = path.rpartition("/")
         bname = name.encode(_FS_ENCODING, _FS_ERRORS)
         with self._lock:
-            row = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, self._sweep_no, payload)
+            row = (*markers(st), self._sweep_no, payload)
             self._file_rows.append((self._dir_id(d, create=True), bname, *row))
             if d == self._dir_key and self._dir_rows is not None:
                 self._dir_rows[bname] = row

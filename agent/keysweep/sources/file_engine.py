@@ -52,6 +52,7 @@ from keysweep.scan_types import (
     ScanContext,
     ScanOptions,
     ScanStats,
+    markers,
 )
 from keysweep.sources import filesystem
 
@@ -287,11 +288,11 @@ def digest_seed(options: ScanOptions) -> hashlib.blake2b:
     return hashlib.blake2b(repr((options.excludes, options.path_prefix)).encode(), digest_size=16)
 
 
-def listing_digest(seed: hashlib.blake2b, markers: dict[str, Markers]) -> bytes:
+def listing_digest(seed: hashlib.blake2b, marks: dict[str, Markers]) -> bytes:
     """One digest of a directory's files: their names and markers in the order listed (an order that changed
     only costs a look at each file). Pickled: several times quicker than ``repr``, and exact for any name."""
     h = seed.copy()
-    h.update(pickle.dumps(markers, 5))
+    h.update(pickle.dumps(marks, 5))
     return h.digest()
 
 
@@ -304,7 +305,7 @@ def _lstat(dirs: filesystem.DirCache, d: filesystem.Dir, name: str) -> Markers |
         return None
     if st.st_mode & 0o170000 != stat.S_IFREG:
         return None
-    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+    return markers(st)
 
 
 def _all_markers(lst: filesystem.Listing, dirs: filesystem.DirCache) -> dict[str, Markers] | None:
@@ -316,9 +317,7 @@ def _all_markers(lst: filesystem.Listing, dirs: filesystem.DirCache) -> dict[str
         return None
     if any(st.st_mode & 0o170000 != stat.S_IFREG for st in sts):
         return None
-    return {
-        name: (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for name, st in zip(lst.names, sts)
-    }
+    return {name: markers(st) for name, st in zip(lst.names, sts)}
 
 
 def _read_listing(
@@ -376,7 +375,7 @@ def _read_listing(
             whole = False
             continue
         st = seen[-1]
-        m = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        m = markers(st)
         rows.append((bname, *m, view.sweep_no, view.encode(result) if result else None))
         if result:
             found.extend(Exported.of(f) for f in result)
