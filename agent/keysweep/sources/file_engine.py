@@ -117,7 +117,7 @@ class ReadFiles:
         for item in self.files:
             ref, st = item
             d = ref.dir
-            if d is None or st is not None or ref.dev is not None or ref.path != _base(d) + ref.name:
+            if d is None or st is not None or ref.dev is not None or ref.path != d.base + ref.name:
                 runs.append(item)
                 continue
             if not runs or runs[-1][0] is not d:
@@ -128,10 +128,6 @@ class ReadFiles:
         return _unpack, (runs, self.answer_all)
 
 
-def _base(d: filesystem.Dir) -> str:
-    return d.path.rstrip("/") + "/"
-
-
 def _unpack(runs: list[Any], answer_all: bool) -> ReadFiles:
     files: list[Item] = []
     new, ref = tuple.__new__, filesystem.FileRef  # FileRef._make without a call per file
@@ -140,7 +136,7 @@ def _unpack(runs: list[Any], answer_all: bool) -> ReadFiles:
             files.append(run)
             continue
         d, names, inos = run
-        base = _base(d)
+        base = d.base
         files += [(new(ref, (base + name, d, name, None, ino)), None) for name, ino in zip(names, inos)]
     return ReadFiles(files, answer_all)
 

@@ -93,8 +93,13 @@ class Dir(NamedTuple):
     def root(cls, path: str, st: os.stat_result) -> Dir:
         return cls(path, ((path, st.st_dev, st.st_ino),))
 
+    @property
+    def base(self) -> str:
+        """Its path with one trailing slash: what its entries' paths start with."""
+        return self.path.rstrip("/") + "/"
+
     def child(self, name: str, st: os.stat_result) -> Dir:
-        return Dir(self.path.rstrip("/") + "/" + name, (*self.chain, (name, st.st_dev, st.st_ino)))
+        return Dir(self.base + name, (*self.chain, (name, st.st_dev, st.st_ino)))
 
     @property
     def ident(self) -> tuple[int, int]:
@@ -216,7 +221,7 @@ class Listing(NamedTuple):
     changed: bool = False  # a file cache's digest of it was found stale: its reader goes file by file
 
     def refs(self) -> Iterator[FileRef]:
-        base = self.dir.path.rstrip("/") + "/"
+        base = self.dir.base
         for name, ino in zip(self.names, self.inodes):
             yield FileRef(base + name, self.dir, name, None, ino)
 
@@ -410,7 +415,7 @@ class Walker:
 
     def _entries(self, d: Dir, dir_fd: int, stack: list[Dir]) -> Iterator[tuple[FileRef, os.stat_result | None]]:
         in_sdk_cache = _is_sdk_cache_dir(d.path)
-        base = d.path.rstrip("/") + "/"
+        base = d.base
         seen = 0
         with os.scandir(dir_fd) as it:
             while True:
@@ -435,7 +440,7 @@ class Walker:
         larger directory), typed by the directory entry; everything else as :meth:`_entry` does."""
         in_sdk_cache = _is_sdk_cache_dir(d.path)
         plain = not (self.excl.patterns or in_sdk_cache or self.skip_ids)  # every regular file is handed on
-        base = d.path.rstrip("/") + "/"
+        base = d.base
         parted = False
         with os.scandir(dir_fd) as it:
             while True:
