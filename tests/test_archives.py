@@ -156,6 +156,30 @@ def test_gzip_read_whole_or_streamed_alike(tmp_path: Path) -> None:
     assert result.stats.errors["archive-corrupt"] == 1
 
 
+def test_a_gzip_file_read_whole_is_counted_as_read_with_or_without_a_key(tmp_path: Path) -> None:
+    """A log read whole whose bytes hold nothing to look at is counted as one archive and member of its bytes,
+    as one holding a key is; one naming more keys than a place may report counts the rest, as streamed."""
+    from keysweep.detect import MAX_KEYS_PER_PLACE
+
+    from tests.support.planted import planted_key
+
+    quiet = b"INFO request served in 3 ms\n" * 300
+    (tmp_path / "quiet.log.1.gz").write_bytes(gzip.compress(quiet))
+    (tmp_path / "key.log.2.gz").write_bytes(gzip.compress(quiet + PAIR))
+    result = scan_paths(tmp_path)
+    assert [(f.location.member, f.has_secret) for f in result.findings] == [("key.log.2", True)]
+    stats = result.stats
+    assert (stats.files_scanned, stats.archives_scanned, stats.archive_members_scanned) == (2, 2, 2)
+    assert stats.bytes_scanned == 2 * len(quiet) + len(PAIR)
+    for p in tmp_path.iterdir():
+        p.unlink()
+    ids = [planted_key(i).key_id for i in range(MAX_KEYS_PER_PLACE + 7)]
+    (tmp_path / "ids.log.1.gz").write_bytes(gzip.compress("".join(f"request by {k}\n" for k in ids).encode()))
+    result = scan_paths(tmp_path)
+    assert len(result.findings) == MAX_KEYS_PER_PLACE
+    assert result.stats.skipped["too-many-keys"] == 7
+
+
 def test_encrypted_member_is_counted(tmp_path: Path) -> None:
     data = bytearray(_zip({"secret.env": PAIR}, zipfile.ZIP_STORED))
     # set the "encrypted" flag bit in the local and central headers

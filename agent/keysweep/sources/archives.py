@@ -100,10 +100,15 @@ class _NotOpened(Exception):
         self.reason = reason
 
 
+def _ratio_cap(options: ScanOptions, archive_size: int) -> int:
+    """The expanded bytes an archive of this size may give by the ratio bound (never fewer than RATIO_FLOOR)."""
+    return max(RATIO_FLOOR, int(options.archive_max_ratio * max(archive_size, 1)))
+
+
 class _Budget:
     def __init__(self, options: ScanOptions, archive_size: int) -> None:
         self.max_bytes = options.archive_max_bytes
-        self.ratio_cap = max(RATIO_FLOOR, int(options.archive_max_ratio * max(archive_size, 1)))
+        self.ratio_cap = _ratio_cap(options, archive_size)
         self.expanded = 0
 
     def charge(self, n: int) -> None:
@@ -498,8 +503,7 @@ def scan_small_gzip(
     call (the CRC and length checked) and scanned as its member: what :func:`scan_archive` would report, without
     its stream layers. None when it is anything else (several members, a tar, a nested archive, past the
     budget or :data:`SMALL_GZIP_MAX`, damaged): then :func:`scan_archive` reads it."""
-    budget = _Budget(options, len(data))
-    limit = min(SMALL_GZIP_MAX, budget.max_bytes, budget.ratio_cap)
+    limit = min(SMALL_GZIP_MAX, options.archive_max_bytes, _ratio_cap(options, len(data)))  # the budget's bounds
     inflate = _zlib.decompressobj(wbits=31)
     try:
         out = inflate.decompress(data, limit + 1)
@@ -507,22 +511,24 @@ def scan_small_gzip(
         return None
     if not inflate.eof or inflate.unused_data or len(out) > limit:
         return None
-    kind = sniff(out[:_READ])
-    if kind == "tar":  # a small .tar.gz: its tar read from memory, not inflated a second time
+    kind = sniff(out)
+    if kind is not None:
+        if kind != "tar":
+            return None
+        # a small .tar.gz: its tar read from memory, not inflated a second time
         scan = _ArchiveScan(path, detector, options, stats, len(data))
         return _run(scan, io.BytesIO(out), "tar", os.path.basename(path))
-    if kind is not None:
-        return None
-    place = Place()
-    location = Location(kind="archive", path=path, member=_strip_suffix(os.path.basename(path)))
-    detector.scan(out, location=location, place=place)
-    findings = place.findings()  # what scan_stream returns for the member
     stats.archives_scanned += 1
     stats.archive_members_scanned += 1
     stats.bytes_scanned += len(out)
+    if not detector.may_hold(out):  # almost every log: no Place, no Location, no detector pass
+        return []
+    place = Place()
+    location = Location(kind="archive", path=path, member=_strip_suffix(os.path.basename(path)))
+    detector.scan(out, location=location, place=place)
     if place.cap.over:
         stats.skipped["too-many-keys"] += place.cap.over
-    return findings
+    return place.findings()  # what scan_stream returns for the member
 
 
 def scan_archive(
