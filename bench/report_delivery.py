@@ -30,11 +30,12 @@ def main() -> None:
         if name.startswith("AWS_"):
             del os.environ[name]
 
-    from keysweep.context import ContextConfig, detect_context
+    from keysweep.context import detect_context
     from keysweep.fingerprint import Fingerprinter
     from keysweep.models import HostContext, Verification
     from keysweep.report.spool import Spool
-    from keysweep.report.sqs import ReportConfig, Reporter
+    from keysweep.report.sqs import Reporter
+    from keysweep.stage_config import ContextConfig, ReportConfig
 
     from tests.support.metadata_server import blackhole_endpoint, imds_server
     from tests.support.moto_server import running_moto

@@ -20,7 +20,8 @@ for _name in list(os.environ):
     if _name.startswith("AWS_"):
         del os.environ[_name]
 
-from keysweep.verify import Verifier, VerifyConfig  # noqa: E402
+from keysweep.stage_config import VerifyConfig  # noqa: E402
+from keysweep.verify import Verifier  # noqa: E402
 
 from tests.support.moto_server import running_moto  # noqa: E402
 from tests.support.verify_findings import FINGERPRINTER, finding  # noqa: E402

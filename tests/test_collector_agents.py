@@ -12,7 +12,8 @@ from keysweep.central.collector import Collector, CollectorConfig
 from keysweep.central.store import open_store
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import Verification
-from keysweep.report.sqs import ReportConfig, Reporter
+from keysweep.report.sqs import Reporter
+from keysweep.stage_config import ReportConfig
 
 from tests.support.central import counts, make_queues, sqs_client
 from tests.support.planted import LIVE, ec2_context, planted_findings

@@ -9,11 +9,9 @@ import pytest
 from keysweep.cli import build_parser
 from keysweep.cli.scan import build_options
 from keysweep.config import ScanConfig, from_mapping
-from keysweep.context import ContextConfig
 from keysweep.errors import ConfigError
-from keysweep.report.sqs import ReportConfig
+from keysweep.stage_config import ContextConfig, ReportConfig, VerifyConfig
 from keysweep.sweep import scan_options
-from keysweep.verify import VerifyConfig
 
 # a value other than the default for each option of the scan section
 OTHER = {

@@ -5,8 +5,9 @@ import json
 import socket
 
 import pytest
-from keysweep.context import ContextConfig, detect_context
+from keysweep.context import detect_context
 from keysweep.errors import ConfigError
+from keysweep.stage_config import ContextConfig
 
 from tests.support.metadata_server import (
     Instance,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from keysweep import sweep
+from keysweep import sweep, verify
 from keysweep.cli import main
 from keysweep.config import from_mapping
 from keysweep.verify import Verifier
@@ -29,7 +29,7 @@ def built(monkeypatch: pytest.MonkeyPatch) -> list[Verifier]:
             super().__init__(*args, **kwargs)
             made.append(self)
 
-    monkeypatch.setattr(sweep, "Verifier", Recorded)
+    monkeypatch.setattr(verify, "Verifier", Recorded)  # the pipeline imports it where it builds one
     return made
 
 

@@ -17,7 +17,8 @@ from keysweep.aws import make_client
 from keysweep.errors import ConfigError
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import HostContext, Verification
-from keysweep.report.sqs import SQS_MAX_BYTES, ReportConfig, Reporter, dedup_id
+from keysweep.report.sqs import Reporter, dedup_id
+from keysweep.stage_config import SQS_MAX_BYTES, ReportConfig
 
 from tests.support.metadata_server import blackhole_endpoint, closed_endpoint
 from tests.support.planted import planted_findings
@@ -271,7 +272,8 @@ from pathlib import Path
 sys.path.insert(0, {root!r})
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import HostContext, Verification
-from keysweep.report.sqs import ReportConfig, Reporter
+from keysweep.report.sqs import Reporter
+from keysweep.stage_config import ReportConfig
 from tests.support.planted import planted_findings
 fp = Fingerprinter(b"t" * 32)
 ctx = HostContext(kind="on-premises", hostname="h", host_id="machine-1")

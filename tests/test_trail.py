@@ -14,9 +14,10 @@ import pytest
 from keysweep.central.handler import MessageHandler, Outcome
 from keysweep.central.store import open_store
 from keysweep.cli import main
-from keysweep.context import ContextConfig, detect_context
+from keysweep.context import detect_context
 from keysweep.models import HostContext
 from keysweep.report.message import encode_message, heartbeat_message
+from keysweep.stage_config import ContextConfig
 
 from tests.support import messages as M
 from tests.support.accounts import client_in, member_account

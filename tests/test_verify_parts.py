@@ -13,7 +13,8 @@ from keysweep.canary import CANARY_FILE, CanaryGate, builtin_canary_accounts, pa
 from keysweep.errors import ConfigError, RuleError
 from keysweep.models import Verification
 from keysweep.ratelimit import KeySpacing, TokenBucket
-from keysweep.verify import VerifyConfig, principal_type
+from keysweep.stage_config import VerifyConfig
+from keysweep.verify import principal_type
 from keysweep.verify_cache import CACHE_FILE, VerifyCache
 
 from tests.support.verify_findings import finding

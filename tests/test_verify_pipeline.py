@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from keysweep.models import Location
 from keysweep.report.formats import render
-from keysweep.verify import Verifier, VerifyConfig
+from keysweep.stage_config import VerifyConfig
+from keysweep.verify import Verifier
 
 from tests.support.sts_stub import Reply, running_stub
 from tests.support.verify_findings import (

@@ -15,13 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from keysweep.context import ContextConfig
 from keysweep.errors import ConfigError
-from keysweep.report.sqs import ReportConfig
 from keysweep.scan import SOURCES
 from keysweep.sections import Section, build, describe, option, parse_duration, parse_size
 from keysweep.sections import option_paths as _option_paths
-from keysweep.verify import VerifyConfig
+from keysweep.stage_config import ContextConfig, ReportConfig, VerifyConfig
 from keysweep.yamlfile import read_yaml
 
 __all__ = ["AgentConfig", "from_mapping", "load_config", "option_paths", "parse_duration", "parse_size"]

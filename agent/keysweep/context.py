@@ -28,30 +28,12 @@ import psutil
 from keysweep.aws import USER_AGENT
 from keysweep.ipaddr import canonical_ip, reachable_addresses
 from keysweep.models import HostContext
-from keysweep.sections import Section, option
+from keysweep.stage_config import ContextConfig
 
 _SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 _IMDS = "http://169.254.169.254"
 # /etc/machine-id must not leave the host as is (machine-id(5)); an app-specific keyed hash of it is stable instead
 _MACHINE_ID_APP_KEY = b"keysweep host id v1"
-
-
-@dataclass(frozen=True)
-class ContextConfig(Section):
-    """Where the metadata services are and how long to wait for them (section ``context`` of the agent config)."""
-
-    name = "context"
-
-    enabled: bool = True
-    imds_endpoint: str | None = None  # default: $AWS_EC2_METADATA_SERVICE_ENDPOINT, else http://169.254.169.254
-    imds_timeout: float = option(0.8, kind="duration", above=0)
-    imds_token_ttl: int = option(60, lo=1, hi=21600)  # seconds
-    ecs_metadata_uri: str | None = None  # default: $ECS_CONTAINER_METADATA_URI_V4
-    ecs_timeout: float = option(1.0, kind="duration", above=0)
-    kubernetes_serviceaccount_dir: str = _SA_DIR
-    kubernetes_podinfo_dir: str = "/etc/podinfo"
-    machine_id_path: str = "/etc/machine-id"
-    cluster_name: str | None = None  # the EKS/Kubernetes cluster's name: a pod cannot discover it
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -10,29 +10,30 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from keysweep import __version__, statedir, timeutil
 from keysweep.allowlist import Allowlist
 from keysweep.config import AgentConfig, ScanConfig
-from keysweep.context import detect_context
 from keysweep.detect import Detector
 from keysweep.errors import KeysweepError
 from keysweep.fingerprint import Fingerprinter, default_state_dir
 from keysweep.models import Finding, HostContext, Verification
-from keysweep.report.sqs import DeliveryResult, Reporter
 from keysweep.ruleset import load_ruleset
 from keysweep.scan import ScanOptions, ScanResult, ScanStats, run_scan
-from keysweep.state import StateStore, cache_digest
-from keysweep.status import read_status
-from keysweep.verify import Verifier
+
+if TYPE_CHECKING:
+    # each stage is imported where it is first used: a local scan that verifies nothing, keeps no state and sends
+    # nothing does not pay for botocore, SQLite, urllib's HTTP stack or the spool at start-up
+    from keysweep.report.sqs import DeliveryResult
+    from keysweep.state import StateStore
+    from keysweep.verify import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,8 @@ def build_scan_options(config: AgentConfig, paths: Sequence[str] = ()) -> ScanOp
 
 def state_digest(detector: Detector, options: ScanOptions) -> str:
     """What changes the findings of reading one file: version, rules, fingerprint key, detector and read limits."""
+    from keysweep.state import cache_digest
+
     return cache_digest(
         __version__,
         detector.ruleset.digest,
@@ -194,6 +197,8 @@ class Pipeline:
         self.watch_scans = 0
 
     def _open_state(self) -> StateStore:
+        from keysweep.state import StateStore
+
         needs_reverify: Callable[[Finding], bool] | None = {
             None: self._needs_reverify,
             True: lambda f: True,
@@ -213,6 +218,8 @@ class Pipeline:
             with self._verifier_lock:  # not self._lock: verification runs under it and asks for the verifier
                 verifier = self._verifier
                 if verifier is None:
+                    from keysweep.verify import Verifier
+
                     verifier = Verifier(self.config.verify, state_dir=self.state_dir, fingerprinter=self.fingerprinter)
                     self._verifier = verifier
         return verifier
@@ -232,6 +239,8 @@ class Pipeline:
     def reopen_state(self) -> None:
         """After a sweep failed in the state database: open it again (a damaged one is then moved aside and
         rebuilt), so one bad page does not fail every later sweep."""
+        import sqlite3
+
         try:
             self.file_state.close()
         except sqlite3.Error:
@@ -257,6 +266,8 @@ class Pipeline:
     # --- reporting ----------------------------------------------------------------------------------------
     def _context(self, refresh: bool) -> HostContext:
         if self.context is None or refresh:
+            from keysweep.context import detect_context
+
             self.context = detect_context(self.config.context)
         return self.context
 
@@ -266,6 +277,8 @@ class Pipeline:
         """Send the findings (and a heartbeat) to the configured queue through the spool."""
         context = self._context(refresh=heartbeat)
         if self._reporter is None:
+            from keysweep.report.sqs import Reporter
+
             self._reporter = Reporter(
                 self.config.report, self.spool_home, context, fingerprinter=self.fingerprinter, mode=self.mode
             )
@@ -440,6 +453,8 @@ class Pipeline:
         return result
 
     def last_sweep_finished(self) -> float | None:
+        from keysweep.status import read_status
+
         status = read_status(self.config.state_dir, quarantine=True) or {}
         last = status.get("last_sweep") or {}
         ts = last.get("finished_ts")

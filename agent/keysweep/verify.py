@@ -46,12 +46,11 @@ from keysweep.fingerprint import Fingerprinter
 from keysweep.models import Finding, Verification
 from keysweep.ratelimit import KeySpacing, TokenBucket
 from keysweep.retry import THROTTLING_CODES, TRANSIENT_CODES, Backoff, error_code, http_status
-from keysweep.sections import Section, option
+from keysweep.stage_config import VerifyConfig
 from keysweep.verify_cache import CACHE_FILE, VerifyCache
 
 log = logging.getLogger(__name__)
 
-DEFAULT_REGION = "us-east-1"
 
 # the documented STS answers about a credential, and the status each proves
 _STS_ANSWERS = {
@@ -59,71 +58,8 @@ _STS_ANSWERS = {
     "SignatureDoesNotMatch": "wrong_secret",
     "ExpiredToken": "expired",
 }
-_REGION_RE = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
-_URL_RE = re.compile(r"https?://[^\s/]+")
-_ACCOUNTS = "a list of quoted 12-digit account ids"
-_UNKNOWN_ACCOUNT_POLICIES = ("verify", "skip")
-MODES = ("sign", "identify")
 # AWS request ids: a UUID (STS, IAM) or an opaque token (moto, S3's x-amz-request-id); anything else is dropped
 _REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
-
-
-@dataclass(frozen=True)
-class VerifyConfig(Section):
-    """How keysweep verifies keys (section ``verify``). Durations are in seconds; a TTL of 0 means "do not
-    cache"; durations in the file take a unit: ``250ms``, ``30s``, ``15m``, ``6h``, ``1d``."""
-
-    name = "verify"
-
-    enabled: bool = False
-    # sign: GetCallerIdentity with the found key (proves live / invalid / wrong secret; counts as the key's last use)
-    # identify: never signs with the found key: the account only (offline, or GetAccessKeyInfo as keysweep itself)
-    mode: str = option("sign", choices=MODES)
-    # None: AWS_ENDPOINT_URL_STS, AWS_ENDPOINT_URL, else https://sts.<region>.amazonaws.com
-    endpoint: str | None = option(None, valid=_URL_RE.match, expected="an http(s) URL or null")
-    region: str = option(DEFAULT_REGION, valid=_REGION_RE.fullmatch, expected="an AWS region name such as us-east-1")
-    rate_limit_per_s: float = option(5.0, above=0, hi=1000)
-    max_concurrency: int = option(4, lo=1, hi=64)
-    connect_timeout: float = option(3.0, kind="duration", above=0)
-    read_timeout: float = option(5.0, kind="duration", above=0)
-    max_retries: int = option(2, lo=0, hi=64)  # extra attempts after a transient failure (timeouts, 5xx, throttling)
-    backoff_base: float = option(0.5, kind="duration")
-    backoff_max: float = option(8.0, kind="duration")
-    same_key_spacing: float = option(5.0, kind="duration")  # minimum gap between two calls with the same key id
-    cache_enabled: bool = True
-    # a week: each re-verification is a last use of the key in IAM (the audit discounts it by the store's
-    # verification times), and a week is soon enough to notice a key that was deactivated
-    cache_ttl_live: float = option(7 * 86400.0, kind="duration")
-    cache_ttl_invalid: float = option(7 * 86400.0, kind="duration")
-    cache_ttl_wrong_secret: float = option(86400.0, kind="duration")
-    cache_ttl_expired: float = option(7 * 86400.0, kind="duration")
-    cache_ttl_unknown: float = option(0.0, kind="duration")
-    # added to rules/canary-accounts.yaml
-    canary_accounts: tuple[str, ...] = option((), valid=is_account_id, expected=_ACCOUNTS, one_item_list=False)
-    # AWS profile names holding honey tokens (e.g. planted by ggshield)
-    canary_profiles: tuple[str, ...] = option((), expected="a list of profile names", one_item_list=False)
-    canary_key_ids: tuple[str, ...] = option(
-        (), valid=keyid.is_key_id, expected="a list of access key ids", one_item_list=False
-    )
-    # when set: verify only keys of these accounts
-    allow_accounts: tuple[str, ...] = option((), valid=is_account_id, expected=_ACCOUNTS, one_item_list=False)
-    deny_accounts: tuple[str, ...] = option((), valid=is_account_id, expected=_ACCOUNTS, one_item_list=False)
-    use_get_access_key_info: bool = True
-    # old key ids whose account stays unknown: "skip" (a honey token with an old id is never tripped) or "verify"
-    unknown_account: str = option("skip", choices=_UNKNOWN_ACCOUNT_POLICIES)
-
-    def endpoint_url(self) -> str:
-        return self.endpoint or aws.service_endpoint("sts") or f"https://sts.{self.region}.amazonaws.com"
-
-    def cache_ttls(self) -> dict[str, float]:
-        return {
-            "live": self.cache_ttl_live,
-            "invalid": self.cache_ttl_invalid,
-            "wrong_secret": self.cache_ttl_wrong_secret,
-            "expired": self.cache_ttl_expired,
-            "unknown": self.cache_ttl_unknown,
-            "canary": self.cache_ttl_invalid,  # a key id once seen as a honey token, wherever it shows up next
-        }
 
 
 def principal_type(arn: str) -> str | None:

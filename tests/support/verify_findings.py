@@ -14,7 +14,7 @@ from keysweep.detect import Detector
 from keysweep.fingerprint import Fingerprinter
 from keysweep.models import Finding, Location
 from keysweep.ruleset import load_ruleset
-from keysweep.verify import VerifyConfig
+from keysweep.stage_config import VerifyConfig
 
 from tests.support.moto_server import MotoServer
 from tests.support.recording_proxy import RecordingProxy, recording_proxy

@@ -49,8 +49,8 @@ def _cloud(args: argparse.Namespace) -> int:
     from keysweep.cloud.sweep import CloudStats, sweep_targets
     from keysweep.config import AgentConfig
     from keysweep.report.formats import render
+    from keysweep.stage_config import VerifyConfig
     from keysweep.sweep import Pipeline
-    from keysweep.verify import VerifyConfig
 
     if args.role_name and not (args.account or args.organization):
         raise ConfigError("--role-name: only with --account or --organization")
@@ -96,7 +96,8 @@ def _send_to_queue(
     queue_url: str, findings: list[Finding], per_target: list[tuple[Any, Any]], pipeline: Pipeline
 ) -> None:
     """--queue-url: one sender per account and region (its own host context and heartbeat), one spool."""
-    from keysweep.report.sqs import ReportConfig, Reporter
+    from keysweep.report.sqs import Reporter
+    from keysweep.stage_config import ReportConfig
 
     config = ReportConfig(queue_url=queue_url)
     problems = config.problems()

@@ -24,7 +24,7 @@ from keysweep.scan import SOURCES, ScanOptions, ScanStats
 
 if TYPE_CHECKING:  # the configuration pulls in the AWS SDK: imported when a scan runs, not to parse its flags
     from keysweep.config import AgentConfig
-    from keysweep.report.sqs import ReportConfig
+    from keysweep.stage_config import ReportConfig
     from keysweep.sweep import Pipeline
 
 __all__ = ["FORMATS", "build_options", "register", "scan_is_incomplete"]

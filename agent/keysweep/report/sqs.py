@@ -38,65 +38,13 @@ from keysweep.report.message import (
 from keysweep.report.sent_state import SentState
 from keysweep.report.spool import Spool, SpoolEntry, SpoolError, SpoolFull
 from keysweep.retry import Backoff, is_retryable
-from keysweep.sections import Section, option
+from keysweep.stage_config import ReportConfig
 from keysweep.suggest import suggest
 
 log = logging.getLogger(__name__)
 
 SQS_MAX_ENTRIES = 10
-SQS_MAX_BYTES = 1024 * 1024
-_QUEUE_URL = re.compile(r"^https?://[^/\s]+/\d{12}/[A-Za-z0-9_-]{1,80}(\.fifo)?$")
 _GROUP_ID_OK = re.compile(r"^[!-~]{1,128}$")
-
-
-@dataclass(frozen=True)
-class ReportConfig(Section):
-    """Section ``report`` of the agent config (and the scan's ``--queue-url``)."""
-
-    name = "report"
-
-    queue_url: str | None = None
-    region: str | None = None  # default: from the queue URL, else the SDK's region
-    fifo: bool | None = None  # default: the queue name ends in .fifo
-    max_message_size: int = option(256 * 1024, kind="size")  # the queue's MaximumMessageSize
-    max_batch_size: int = option(SQS_MAX_BYTES, kind="size")
-    flush_timeout: float = option(20.0, kind="duration")
-    backoff_base: float = option(0.5, kind="duration")
-    backoff_max: float = option(10.0, kind="duration")
-    spool_max_size: int = option(64 * 1024 * 1024, kind="size")
-    spool_max_messages: int = 10_000
-    spool_max_heartbeats: int = 24
-    spool_warn_ratio: float = 0.8
-    rereport_interval: float = option(86400.0, kind="duration")
-    sent_state_retention: float = option(30 * 86400.0, kind="duration")
-    heartbeats: bool = True
-    read_iam_policies: bool = False
-    scp_exempt_principal_arns: tuple[str, ...] = ()
-
-    def problems(self) -> list[str]:
-        out = []
-        if self.queue_url is not None and not _QUEUE_URL.match(self.queue_url):
-            out.append(f"queue_url: expected https://sqs.REGION.amazonaws.com/ACCOUNT/NAME, got {self.queue_url!r}")
-        if not 1024 <= self.max_message_size <= SQS_MAX_BYTES:
-            out.append(f"max_message_size: must be between 1 KiB and 1 MiB, got {self.max_message_size!r}")
-        if not self.max_message_size <= self.max_batch_size <= SQS_MAX_BYTES:
-            out.append(f"max_batch_size: must be between max_message_size and 1 MiB, got {self.max_batch_size!r}")
-        if not 0 < self.spool_warn_ratio <= 1:
-            out.append(f"spool_warn_ratio: must be in (0, 1], got {self.spool_warn_ratio!r}")
-        if self.spool_max_messages < 1 or self.spool_max_size < self.max_message_size:
-            out.append("spool_max_messages/spool_max_size: the spool must hold at least one message")
-        if self.flush_timeout <= 0 or self.backoff_base <= 0 or self.backoff_max < self.backoff_base:
-            out.append("flush_timeout/backoff_base/backoff_max: must be positive, backoff_max >= backoff_base")
-        return out
-
-    @property
-    def is_fifo(self) -> bool:
-        return self.fifo if self.fifo is not None else bool(self.queue_url and self.queue_url.endswith(".fifo"))
-
-    def queue_region(self) -> str | None:
-        from keysweep.aws import region_in_url
-
-        return self.region or region_in_url(self.queue_url)
 
 
 @dataclass(frozen=True)

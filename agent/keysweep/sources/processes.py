@@ -16,8 +16,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-import psutil
-
 from keysweep import keyid
 from keysweep.models import Finding, Location
 from keysweep.sources.aws_files import AwsFile
@@ -105,6 +103,8 @@ class _Proc:
 
     def location(self) -> Location:
         if self._location is None:
+            import psutil  # only for a process that holds a key: a scan of paths never loads it
+
             user = exe = None
             try:
                 p = psutil.Process(self.pid)
