@@ -359,3 +359,41 @@ def test_a_file_naming_more_keys_than_a_place_may_report_counts_the_rest(tmp_pat
         result = scan_paths(tree)
         assert len(result.findings) == MAX_KEYS_PER_PLACE
         assert result.stats.skipped["too-many-keys"] == 25
+
+
+def test_a_directory_listed_in_parts_keeps_its_fd_while_the_cache_moves_on(tmp_path: Path) -> None:
+    """A directory of more than LISTING_MAX entries comes in parts, and the walk pauses at each while readers
+    open other directories through the same cache: its remaining entries (subdirectories met after the first part
+    included) are still typed relative to that directory, never to whatever fd took its number."""
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(60):
+        (big / f"sub{i:02d}").mkdir()
+        (big / f"sub{i:02d}" / "k.env").write_text(PAIR)
+    for i in range(filesystem.LISTING_MAX + 300):
+        (big / f"f{i:05d}").write_bytes(b"")
+    others = []
+    for i in range(4):
+        (tmp_path / f"other{i}").mkdir()
+        others.append(filesystem.Dir.root(str(tmp_path / f"other{i}"), os.stat(tmp_path / f"other{i}")))
+    opts = ScanOptions(paths=(str(big),), sources=("files",))
+    stats = ScanStats()
+    before = len(os.listdir("/proc/self/fd"))
+    parts = files = 0
+    subs = set()
+    with filesystem.DirCache(cap=2) as dirs:
+        for item in filesystem.iter_listings(opts, stats, mounts=MountTable([]), dirs=dirs):
+            assert isinstance(item, filesystem.Listing)
+            if item.dir.path == str(big):
+                parts += 1
+                assert not item.whole
+                files += len(item.names)
+                for other in others:  # a reader elsewhere: the cache closes what it held and reuses the numbers
+                    dirs.fd(other)
+            else:
+                assert item.names == ["k.env"] and item.whole
+                subs.add(os.path.basename(item.dir.path))
+    assert parts >= 2 and files == filesystem.LISTING_MAX + 300
+    assert subs == {f"sub{i:02d}" for i in range(60)}
+    assert stats.skipped == {} and stats.errors == {}
+    assert len(os.listdir("/proc/self/fd")) == before  # the fd the listing took over is closed with it

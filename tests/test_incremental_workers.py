@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from keysweep.scan import ScanOptions, ScanResult, run_scan
-from keysweep.sources.file_engine import LISTING_BATCH_FILES
+from keysweep.sources.file_engine import LISTING_BATCH_FILES, digest_seed, listing_digest
 from keysweep.state import STATE_FILE, StateStore
 
 from tests.support.hosttree import Keys, make_detector
@@ -167,3 +167,61 @@ def test_a_full_reread_sweep_ignores_digests_and_rows_from_before_it(tmp_path: P
     assert sweep(100) == (False, 0, n)
     assert sweep(1) == (True, n, 0)
     assert sweep(100) == (False, 0, n)
+
+
+@pytest.mark.timeout(120)
+def test_a_directory_digest_answers_for_its_own_path_only(tmp_path: Path) -> None:
+    """A clean directory renamed keeps its files' names, inodes, sizes and times, but not what its path means:
+    under an ignored path its files are left as ignored, elsewhere they are read and stored under the new path."""
+    root, state = tmp_path / "tree", tmp_path / "state"
+    pkg = root / "lib" / "site-packages" / "mymod"
+    pkg.mkdir(parents=True)
+    for j in range(5):
+        (pkg / f"m{j}.py").write_text(filler(300 + j))
+    assert scan(root, state).stats.files_scanned == 5
+    assert scan(root, state).stats.files_cached == 5
+
+    moto = pkg.with_name("moto")  # rules/ignore.yaml: **/site-packages/moto/**
+    os.rename(pkg, moto)
+    r = scan(root, state)
+    assert r.stats.files_cached == 0 and r.stats.files_scanned == 0 and r.stats.skipped["ignored-path"] == 5
+
+    other = pkg.with_name("other")
+    os.rename(moto, other)
+    r = scan(root, state)
+    assert r.stats.files_cached == 0 and r.stats.files_scanned == 5
+    assert scan(root, state).stats.files_cached == 5
+
+
+@pytest.mark.timeout(120)
+def test_more_digests_than_a_sweep_holds_are_asked_directory_by_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, state = tmp_path / "tree", tmp_path / "state"
+    n = clean_tree(root)
+    assert scan(root, state).stats.files_scanned == n
+    forks: list[int] = []
+    os.register_at_fork(after_in_parent=lambda: forks.append(1))
+    assert scan(root, state).stats.files_cached == n and not forks  # an unchanged tree forks no worker
+    monkeypatch.setattr("keysweep.state._DIGESTS_MAX", 10)  # 110 directories with a digest: too many to hold
+    assert scan(root, state).stats.files_cached == n and not forks  # each looked up here, one query each
+    target = root / "d42" / "f3.txt"
+    old = target.stat()
+    body = creds()
+    target.write_text(body + filler(old.st_size - len(body)))
+    same_times_as(target, old)  # same size and mtime: only the ctime tells
+    r = scan(root, state)
+    assert r.stats.files_scanned == 1 and r.stats.files_cached == n - 1
+    assert [(f.key_id, f.location.path) for f in r.findings] == [(KEY_ID, str(target))]
+
+
+def test_a_listing_digest_is_exact_for_any_path_names_and_numbers() -> None:
+    seed = digest_seed(ScanOptions(paths=("/",)))
+    marks = [1, 2**64 - 1, 3, -(10**18), 5]  # an inode number beyond a signed 64-bit integer, a time before 1970
+    d = listing_digest(seed, "/srv/a", ["x"], marks)
+    assert d == listing_digest(seed, "/srv/a", ["x"], list(marks))
+    assert d != listing_digest(seed, "/srv/b", ["x"], marks)
+    assert d != listing_digest(seed, "/srv/a", ["x"], [1, 2**64 - 2, 3, -(10**18), 5])
+    two = [1, 2, 3, 4, 5, 1, 2, 3, 4, 5]
+    assert listing_digest(seed, "/srv/a", ["ab", "c"], two) != listing_digest(seed, "/srv/a", ["a", "bc"], two)
+    assert listing_digest(seed, "/srv/a", ["x"], [1, 2, 3, 4, 5]) != listing_digest(seed, "/srv/ax", [], [])

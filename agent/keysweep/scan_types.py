@@ -167,6 +167,10 @@ class ListingView(Protocol):
     sweep_no: int  # the sweep the rows written now belong to
     empty: bool  # it knew no directory when it was made (a first sweep): nothing to look up
 
+    def digests(self) -> set[bytes] | None:
+        """Every still valid directory digest (each covers its directory's path); None when there are too many
+        to hold: :meth:`directory` then answers one directory at a time."""
+
     def directory(self, path: str) -> tuple[int, bytes | None] | None:
         """``(number, digest)`` of a known directory (digest None when none is still valid); None when unknown."""
 

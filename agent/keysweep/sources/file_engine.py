@@ -35,6 +35,7 @@ import signal
 import stat
 import sys
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -284,11 +285,16 @@ def digest_seed(options: ScanOptions) -> hashlib.blake2b:
     return hashlib.blake2b(repr((options.excludes, options.path_prefix)).encode(), digest_size=16)
 
 
-def listing_digest(seed: hashlib.blake2b, marks: dict[str, Markers]) -> bytes:
-    """One digest of a directory's files: their names and markers in the order listed (an order that changed
-    only costs a look at each file). Pickled: several times quicker than ``repr``, and exact for any name."""
+def listing_digest(seed: hashlib.blake2b, path: str, names: list[str], flat: list[int]) -> bytes:
+    """One digest of a directory: its path, its files' names and their markers (``flat``: each file's
+    :func:`markers` one after another), in the order listed (an order that changed only costs a look at each
+    file). Exact for any name (a name holds neither ``/`` nor NUL) and any number."""
     h = seed.copy()
-    h.update(pickle.dumps(marks, 5))
+    h.update(path.encode(_FS_ENCODING, _FS_ERRORS) + b"\0" + "/".join(names).encode(_FS_ENCODING, _FS_ERRORS) + b"\0")
+    try:
+        h.update(b"q" + array("q", flat).tobytes())  # packed: no object per file to build or pickle
+    except OverflowError:  # a number beyond a signed 64-bit integer (an inode number on some filesystems)
+        h.update(b"p" + pickle.dumps(flat, 5))
     return h.digest()
 
 
@@ -304,16 +310,20 @@ def _lstat(dirs: filesystem.DirCache, d: filesystem.Dir, name: str) -> Markers |
     return markers(st)
 
 
-def _all_markers(lst: filesystem.Listing, dirs: filesystem.DirCache) -> dict[str, Markers] | None:
-    """Every file's markers, in the listing's order; None when one is not a regular file now (or is gone)."""
+def _all_markers(lst: filesystem.Listing, dirs: filesystem.DirCache) -> list[int] | None:
+    """Every file's markers one after another, in the listing's order (``lstat`` relative to its directory's
+    verified fd); None when one is not a regular file now (or is gone)."""
     try:
         fd = dirs.fd(lst.dir)
         sts = [os.stat(name, dir_fd=fd, follow_symlinks=False) for name in lst.names]
     except (OSError, filesystem.Skip):
         return None
-    if any(st.st_mode & 0o170000 != stat.S_IFREG for st in sts):
-        return None
-    return {name: markers(st) for name, st in zip(lst.names, sts)}
+    flat: list[int] = []
+    for st in sts:
+        if st.st_mode & 0o170000 != stat.S_IFREG:
+            return None
+        flat += markers(st)
+    return flat
 
 
 def _read_listing(
@@ -339,8 +349,8 @@ def _read_listing(
         if known is not None:
             ident, digest = known
             if digest is not None and lst.whole and not lst.changed:
-                marks = _all_markers(lst, dirs)
-                if marks is not None and listing_digest(seed, marks) == digest:
+                flat = _all_markers(lst, dirs)
+                if flat is not None and listing_digest(seed, d.path, lst.names, flat) == digest:
                     return [ListingDone(d.path, ident, [], digest, False, len(lst.names), [])]
             stored = view.files(ident, bnames)
     except Exception as exc:  # the state cannot be read: every file is read (and stored if it can be)
@@ -348,7 +358,8 @@ def _read_listing(
     out: list[Outcome] = []
     rows: list[FileRow] = []
     found: list[Exported] = []
-    clean: dict[str, Markers] = {}  # files without a finding, by name: the new digest
+    clean: list[str] = []  # files without a finding, and their markers: the new digest
+    clean_marks: list[int] = []
     whole = lst.whole
     cached = 0
     for ref, bname in zip(lst.refs(), bnames):
@@ -356,7 +367,8 @@ def _read_listing(
         if old is not None and _lstat(dirs, d, ref.name) == old[0]:
             if old[1] is None:
                 cached += 1
-                clean[ref.name] = old[0]
+                clean.append(ref.name)
+                clean_marks += old[0]
             else:
                 out.append(Unchanged(ref, old[1]))
                 whole = False
@@ -377,8 +389,9 @@ def _read_listing(
             found.extend(Exported.of(f) for f in result)
             whole = False
         else:
-            clean[ref.name] = m
-    digest = listing_digest(seed, clean) if whole else None
+            clean.append(ref.name)
+            clean_marks += m
+    digest = listing_digest(seed, d.path, clean, clean_marks) if whole else None
     out.append(ListingDone(d.path, ident, rows, digest, lst.whole, cached, found))
     return out
 
@@ -637,10 +650,19 @@ class FilesScan:
         )
         self.view: ListingView | None = None
         self._seed = digest_seed(self.options)
+        self._check = False  # whether the walk looks for unchanged directories
+        self._digests: set[bytes] | None = None  # every valid digest (None: asked directory by directory)
 
     def run(self) -> Iterator[Finding]:
         if self.by_dir is not None:
             self.view = self.by_dir.listing_view()
+            self._check = not self.view.empty
+            if self._check:
+                try:
+                    self._digests = self.view.digests()
+                except Exception:  # asked per directory: where that fails too, it is counted
+                    self._digests = None
+                self._check = self._digests is None or bool(self._digests)  # none valid (a full re-read): none
         try:
             with self.dirs:
                 yield from self._run()
@@ -813,24 +835,29 @@ class FilesScan:
         yield from found
 
     def _unchanged_here(self, lst: filesystem.Listing) -> filesystem.Listing | None:
-        """None when the directory's files have the digest the file cache recorded (counted as unchanged: nothing
+        """None when the directory's files have a digest the file cache recorded (counted as unchanged: nothing
         to hand out, so an unchanged tree forks no worker); else the listing to read, marked ``changed`` when its
         digest was looked at here in vain."""
-        if self.view is None or self.view.empty or not lst.whole:
+        if not self._check or not lst.whole:
             return lst
-        try:
-            known = self.view.directory(lst.dir.path)
-        except Exception as exc:  # the reader of the listing looks again (and counts what fails there)
-            self.stats.fail("state-error", filesystem.display_path(lst.dir.path, self.options.path_prefix), exc)
-            return lst
-        if known is None or known[1] is None:
-            return lst
-        marks = _all_markers(lst, self.dirs)
-        if marks is None or listing_digest(self._seed, marks) != known[1]:
+        d = lst.dir
+        digests = self._digests
+        if digests is None:
+            assert self.view is not None
+            try:
+                known = self.view.directory(d.path)
+            except Exception as exc:  # the reader of the listing looks again (and counts what fails there)
+                self.stats.fail("state-error", filesystem.display_path(d.path, self.options.path_prefix), exc)
+                return lst
+            if known is None or known[1] is None:
+                return lst
+            digests = {known[1]}
+        flat = _all_markers(lst, self.dirs)
+        if flat is None or listing_digest(self._seed, d.path, lst.names, flat) not in digests:
             return lst._replace(changed=True)
         assert self.by_dir is not None
         self.stats.files_cached += len(lst.names)
-        self.by_dir.record_listing(lst.dir.path, known[0], [], None, whole=False, cached=len(lst.names))
+        self.by_dir.record_listing(d.path, None, [], None, whole=False, cached=len(lst.names))
         return None
 
     def _listing_done(self, done: ListingDone) -> Iterator[Finding]:

@@ -165,6 +165,14 @@ class DirCache:
         """An fd of ``d`` for the caller to close (a listing holds it while the cache moves on)."""
         return os.dup(self.fd(d))
 
+    def detach(self, d: Dir, fd: int) -> None:
+        """Hand ``fd``, the cache's fd of ``d``, over to the caller, who closes it (the cache opens ``d`` again
+        when asked): a listing that pauses keeps the fd its directory entries ``stat`` relative to."""
+        if self._fds.get(d.ident) != fd:
+            raise ValueError(f"fd {fd} is not the cache's fd of {d.path!r}")
+        del self._fds[d.ident]
+        self._last = None
+
     def _verified(self, fd: int, dev: int, ino: int) -> int:
         try:
             st = os.fstat(fd)
@@ -401,15 +409,21 @@ class Walker:
     def list_dir(self, d: Dir, subdirs: list[Dir]) -> Iterator[Listing | tuple[FileRef, os.stat_result | None]]:
         """The files of directory ``d`` to read; its subdirectories to walk are appended to ``subdirs``."""
         try:
-            dir_fd = self.dirs.open(d)  # held for the listing: its entries are stat'ed relative to it
+            # by listings: the cache's fd (scandir reads through a dup of its own; a listing that pauses takes the
+            # fd over); file by file, the walk pauses at each file: a dup of its own, its entries stat'ed relative
+            # to it
+            dir_fd = self.dirs.fd(d) if self.grouped else self.dirs.open(d)
         except Skip as skip_:
             skip_.count(self.stats, display_path(d.path, self.options.path_prefix))
             return
         except OSError as exc:
             os_error_skip(exc).count(self.stats, display_path(d.path, self.options.path_prefix))
             return
+        if self.grouped:
+            yield from self._listings(d, dir_fd, subdirs)
+            return
         try:
-            yield from (self._listings if self.grouped else self._entries)(d, dir_fd, subdirs)
+            yield from self._entries(d, dir_fd, subdirs)
         finally:
             os.close(dir_fd)
 
@@ -440,45 +454,64 @@ class Walker:
         larger directory), typed by the directory entry; everything else as :meth:`_entry` does."""
         in_sdk_cache = _is_sdk_cache_dir(d.path)
         plain = not (self.excl.patterns or in_sdk_cache or self.skip_ids)  # every regular file is handed on
-        base = d.base
-        parted = False
-        with os.scandir(dir_fd) as it:
-            while True:
-                try:
-                    entries = list(itertools.islice(it, LISTING_MAX))
-                except OSError as exc:
-                    os_error_skip(exc).count(self.stats)
-                    break
-                if not entries:
-                    break
-                names: list[str] = []
-                inodes: list[int] = []
-                for entry in entries:
+        parted = False  # then the fd is this listing's to close
+        try:
+            with os.scandir(dir_fd) as it:
+                while True:
                     try:
-                        if entry.is_file(follow_symlinks=False):
-                            if plain or self._hand_on(d, entry, base + entry.name, in_sdk_cache):
-                                names.append(entry.name)
-                                inodes.append(entry.inode())
-                            continue
-                        # a directory, a link, a special file (or an entry that became a file meanwhile)
-                        for ref, _st in self._entry(d, dir_fd, entry, base + entry.name, in_sdk_cache, stack):
-                            names.append(ref.name)
-                            inodes.append(ref.ino)
+                        entries = list(itertools.islice(it, LISTING_MAX))
                     except OSError as exc:
                         os_error_skip(exc).count(self.stats)
-                    except Exception as exc:  # as in _entries: one odd entry does not end the walk
-                        self.stats.fail(
-                            "internal-error", display_path(base + entry.name, self.options.path_prefix), exc
-                        )
-                if len(entries) < LISTING_MAX and not parted:
+                        break
+                    if not entries:
+                        break
+                    names, inodes = self._files_of(d, dir_fd, entries, plain, in_sdk_cache, stack)
+                    if len(entries) < LISTING_MAX and not parted:
+                        if names:
+                            yield Listing(d, names, inodes, True)
+                        break
+                    if not parted:  # the walk pauses at each part and the cache may close what it holds
+                        self.dirs.detach(d, dir_fd)
+                    parted = True  # a huge directory comes in parts (memory stays bounded), none of them whole
                     if names:
-                        yield Listing(d, names, inodes, True)
-                    break
-                parted = True  # a huge directory comes in parts (memory stays bounded), none of them whole
-                if names:
-                    yield Listing(d, names, inodes, False)
-                if self.should_stop is not None and self.should_stop():
-                    return
+                        yield Listing(d, names, inodes, False)
+                    if self.should_stop is not None and self.should_stop():
+                        return
+        finally:
+            if parted:
+                os.close(dir_fd)
+
+    def _files_of(
+        self, d: Dir, dir_fd: int, entries: list[os.DirEntry[str]], plain: bool, in_sdk_cache: bool, stack: list[Dir]
+    ) -> tuple[list[str], list[int]]:
+        """Names and inode numbers of the regular files among ``entries`` to hand on; the other entries as
+        :meth:`_entry` takes them (subdirectories onto ``stack``)."""
+        base = d.base
+        files = _regular(entries) if plain else None
+        if files is None:
+            names: list[str] = []
+            inodes: list[int] = []
+            rest = entries
+        else:  # every regular file is handed on: no Python step per file
+            names = [e.name for e in files]
+            inodes = [e.inode() for e in files]
+            rest = [e for e in entries if not e.is_file(follow_symlinks=False)] if len(files) < len(entries) else []
+        for entry in rest:
+            try:
+                if files is None and entry.is_file(follow_symlinks=False):
+                    if plain or self._hand_on(d, entry, base + entry.name, in_sdk_cache):
+                        names.append(entry.name)
+                        inodes.append(entry.inode())
+                    continue
+                # a directory, a link, a special file (or an entry that became a file meanwhile)
+                for ref, _st in self._entry(d, dir_fd, entry, base + entry.name, in_sdk_cache, stack):
+                    names.append(ref.name)
+                    inodes.append(ref.ino)
+            except OSError as exc:
+                os_error_skip(exc).count(self.stats)
+            except Exception as exc:  # as in _entries: one odd entry does not end the walk
+                self.stats.fail("internal-error", display_path(base + entry.name, self.options.path_prefix), exc)
+        return names, inodes
 
     def _hand_on(self, d: Dir, entry: os.DirEntry[str], path: str, in_sdk_cache: bool) -> bool:
         """Whether a regular file (typed by its directory entry) is to be read; a file left is counted."""
@@ -540,6 +573,15 @@ class Walker:
                 yield FileRef(path, d, entry.name, st.st_dev, st.st_ino), st
         else:
             self.stats.skipped[_special_reason(mode)] += 1
+
+
+def _regular(entries: list[os.DirEntry[str]]) -> list[os.DirEntry[str]] | None:
+    """The regular files among ``entries`` by their directory entries' types; None when one could not be typed
+    (the filesystem gave no type and its ``lstat`` failed): each entry is then looked at on its own."""
+    try:
+        return [e for e in entries if e.is_file(follow_symlinks=False)]
+    except OSError:
+        return None
 
 
 def groupable(options: ScanOptions) -> bool:
