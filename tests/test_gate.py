@@ -83,3 +83,30 @@ def test_a_detector_with_the_gate_finds_what_one_without_finds(tmp_path: Path) -
         found += len(got)
     assert found >= 10
     assert not fast.may_hold(b"INFO request served user=7\n" * 100)
+
+
+def test_patterns_hyperscan_cannot_compile_leave_a_gate_that_passes_everything() -> None:
+    g = gate.build([rb"(a)\1"])  # a back-reference: Hyperscan refuses it
+    assert g is not None
+    assert g(b"nothing like it") and g(b"")  # every buffer goes to the prefilter passes
+    assert gate.engine(g) == "none"
+    assert gate.engine(gate.build([b"AKIA"])).startswith("hyperscan ")
+
+
+def test_a_worker_forked_while_the_database_compiles_inherits_it_compiled() -> None:
+    """The database compiles in a thread; a fork (the files engine's workers) waits for it, so the child filters
+    with it instead of finding no database and passing every buffer."""
+    import multiprocessing
+
+    detector = make_detector()  # its gate starts compiling now
+    ctx = multiprocessing.get_context("fork")
+    parent, child = ctx.Pipe()
+
+    def ask(conn: object) -> None:
+        conn.send([detector.may_hold(b"INFO request served user=7\n" * 10), detector.may_hold(b"x AKIA y")])  # type: ignore[attr-defined]
+
+    worker = ctx.Process(target=ask, args=(child,))
+    worker.start()
+    answers = parent.recv()
+    worker.join(30)
+    assert answers == [False, True]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from keysweep.errors import ConfigError
-from keysweep.scan import SOURCES
+from keysweep.scan_types import SOURCES
 from keysweep.sections import Section, build, describe, option, parse_duration, parse_size
 from keysweep.sections import option_paths as _option_paths
 from keysweep.stage_config import ContextConfig, ReportConfig, VerifyConfig

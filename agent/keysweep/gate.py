@@ -11,8 +11,11 @@ passes run on everything, with the same results.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections.abc import Callable, Sequence
+from typing import Any
 
 try:
     import hyperscan
@@ -42,45 +45,93 @@ def _halt(_id: int, _start: int, _end: int, _flags: int, _ctx: object) -> bool:
 
 class Gate:
     """``gate(buf)``: False only when no pattern matches anywhere in ``buf``. One Hyperscan scratch space per
-    thread (a scratch may not be shared by threads scanning at once; forked workers get their own copy)."""
+    thread (a scratch may not be shared by threads scanning at once; forked workers get their own copy).
+
+    The database compiles in a thread of its own (~60 ms of native code that releases the GIL: Hyperscan's
+    compiler, most of it for the line-wrapped base64 forms), so a scan imports its engine and starts its walk
+    meanwhile; the first call waits for it, and so does every fork (:func:`os.register_at_fork`), so a worker
+    always inherits a finished database. A set of patterns Hyperscan cannot compile leaves a gate that passes
+    every buffer (the same findings as without a gate; :func:`engine` then says ``none``).
+    """
 
     def __init__(self, patterns: Sequence[bytes]) -> None:
         assert hyperscan is not None
-        self._db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
-        self._db.compile(
-            expressions=[hyperscan_pattern(p) for p in patterns],
-            ids=list(range(len(patterns))),
-            elements=len(patterns),
-            flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(patterns),
-        )
+        self._db: Any = None
+        self._error: BaseException | None = None  # raised by the first call: a bug, not a pattern Hyperscan refused
         self._local = threading.local()
+        self._compiling: threading.Thread | None = threading.Thread(
+            target=self._compile, args=([hyperscan_pattern(p) for p in patterns],), name="keysweep-gate"
+        )
+        _compiling.add(self)
+        self._compiling.start()
+
+    def _compile(self, expressions: list[bytes]) -> None:
+        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+        try:
+            db.compile(
+                expressions=expressions,
+                ids=list(range(len(expressions))),
+                elements=len(expressions),
+                flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(expressions),
+            )
+        except hyperscan.error:
+            return  # no database: the gate passes every buffer
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that asks
+            self._error = exc
+            return
+        self._db = db
+
+    def wait(self) -> bool:
+        """Wait for the database; True when it compiled (the gate then filters), False when it did not."""
+        thread = self._compiling
+        if thread is not None:
+            thread.join()
+            self._compiling = None
+            _compiling.discard(self)
+        if self._error is not None:
+            raise self._error
+        return self._db is not None
 
     def __call__(self, buf: bytes) -> bool:
+        db = self._db
+        if db is None:
+            if not self.wait():
+                return True  # no database: every buffer goes to the prefilter passes
+            db = self._db
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
-            scratch = self._local.scratch = hyperscan.Scratch(self._db)
+            scratch = self._local.scratch = hyperscan.Scratch(db)
         try:
-            self._db.scan(buf, match_event_handler=_halt, scratch=scratch)
+            db.scan(buf, match_event_handler=_halt, scratch=scratch)
         except hyperscan.ScanTerminated:
             return True
         return False
 
 
+# gates whose database is still compiling: a fork waits for them (a thread does not survive into the child, and
+# Hyperscan's compiler may hold its allocator's locks)
+_compiling: weakref.WeakSet[Gate] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for g in list(_compiling):
+        g.wait()
+
+
+os.register_at_fork(before=_before_fork)
+
+
 def build(patterns: Sequence[bytes]) -> Callable[[bytes], bool] | None:
-    """A gate for these patterns, or None without Hyperscan (or when it cannot compile them: then the patterns
-    run as they are)."""
+    """A gate for these patterns (compiling in the background: :class:`Gate`), or None without Hyperscan."""
     if hyperscan is None:
         return None
-    try:
-        return Gate(patterns)
-    except hyperscan.error:
-        return None
+    return Gate(patterns)
 
 
 def engine(active: Callable[[bytes], bool] | None) -> str:
     """What passes over buffers ahead of the prefilter with this gate (from :func:`build`), as the scan's summary
     says it (``detection_gate``): ``hyperscan <version>``, or ``none`` (Hyperscan not installed, no wheel for this
     platform, or the patterns did not compile: the prefilter passes then run on every buffer, same findings)."""
-    if active is None or hyperscan is None:
+    if active is None or hyperscan is None or (isinstance(active, Gate) and not active.wait()):
         return "none"
     return f"hyperscan {getattr(hyperscan, '__version__', 'unknown')}"

@@ -26,7 +26,7 @@ from keysweep.errors import KeysweepError
 from keysweep.fingerprint import Fingerprinter, default_state_dir
 from keysweep.models import Finding, HostContext, Verification
 from keysweep.ruleset import load_ruleset
-from keysweep.scan import ScanOptions, ScanResult, ScanStats, run_scan
+from keysweep.scan_types import ScanOptions, ScanResult, ScanStats
 
 if TYPE_CHECKING:
     # each stage is imported where it is first used: a local scan that verifies nothing, keeps no state and sends
@@ -345,6 +345,10 @@ class Pipeline:
     ) -> ScanResult:
         """One scan (default: of :attr:`options`); the file state, when open, keeps unchanged files from being read
         again and learns what was read."""
+        # the engine and its sources are imported here, not at start-up: meanwhile the detector's native gate
+        # compiles on the other core (keysweep.gate)
+        from keysweep.scan import run_scan
+
         result = run_scan(
             options or self.options, self.detector, file_cache=self.state, should_stop=should_stop, progress=progress
         )

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from keysweep.cli.common import FORMATS, StopFlag, add_pipeline_options, counts, print_delivery, verify_findings
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.models import Finding
-from keysweep.scan import SOURCES, ScanOptions, ScanStats
+from keysweep.scan_types import SOURCES, ScanOptions, ScanStats
 
 if TYPE_CHECKING:  # the configuration pulls in the AWS SDK: imported when a scan runs, not to parse its flags
     from keysweep.config import AgentConfig
