@@ -9,6 +9,13 @@ run: wall seconds, CPU seconds (the process and its workers) and peak RSS (the l
 14): first stateful sweep <= 1.2x the stateless scan; re-sweep of the unchanged tree >= 10x faster than the
 stateless scan.
 
+``--in-process`` measures the re-sweep inside this process instead (start-up left out; least CPU of ``--repeat``
+runs after a first sweep and one untimed re-sweep), beside what it is made of and the floors below it: the walk
+alone (every directory opened, verified and listed), the walk with an ``lstat`` of every file (what a re-sweep by
+this design cannot do without: a file rewritten in place changes only its own inode), and plain Python (an
+``os.scandir`` walk by path with an ``lstat`` of every entry; an ``lstat`` of every file relative to its
+directory's fd, nothing else).
+
 Without ``--tree`` a host-like tree of ``--files`` small files is generated (nested package-like directories of
 ~4-40 files, sizes log-normal around 2 KiB, a few planted key pairs) under bench/out/, kept for the next run.
 """
@@ -90,12 +97,95 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _least_cpu(fn: Any, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        c0 = time.process_time()
+        fn()
+        best = min(best, time.process_time() - c0)
+    return best
+
+
+def in_process(tree: Path, workers: int, repeat: int) -> None:
+    """The re-sweep of an unchanged tree in this process, its parts and the floors (CPU-seconds, least of
+    ``repeat``)."""
+    sys.path.insert(0, str(HERE.parent))
+    from keysweep.scan import ScanOptions, ScanStats, run_scan
+    from keysweep.sources import filesystem
+    from keysweep.sources.file_engine import _all_markers
+    from keysweep.state import StateStore
+
+    from tests.support.hosttree import make_detector
+
+    options = ScanOptions(paths=(str(tree),), sources=("files",), workers=workers)
+    detector = make_detector()
+    work = Path(tempfile.mkdtemp(prefix="keysweep-incremental-"))
+    cached: list[int] = []
+
+    def sweep() -> None:
+        with StateStore(work / "state", digest="bench") as store:
+            plan = store.begin_sweep(1_000_000)
+            result = run_scan(options, detector, file_cache=store)
+            store.finish_sweep(plan, completed=True)
+        cached.append(result.stats.files_cached)
+
+    def walk(lstat_files: bool) -> None:
+        with filesystem.DirCache() as dirs:
+            for item in filesystem.iter_listings(options, ScanStats(), dirs=dirs):
+                if lstat_files and isinstance(item, filesystem.Listing):
+                    _all_markers(item, dirs)
+
+    by_dir: dict[str, list[str]] = {}
+    for dirpath, _dirs, names in os.walk(tree):
+        by_dir[dirpath] = names
+
+    def plain_walk() -> None:
+        stack = [str(tree)]
+        while stack:
+            with os.scandir(stack.pop()) as it:
+                for e in it:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    else:
+                        e.stat(follow_symlinks=False)
+
+    def plain_lstat() -> None:
+        for d, names in by_dir.items():
+            fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                for name in names:
+                    os.stat(name, dir_fd=fd, follow_symlinks=False)
+            finally:
+                os.close(fd)
+
+    try:
+        sweep()  # the first sweep, then one untimed re-sweep (warm)
+        sweep()
+        figures = [
+            ("re-sweep, unchanged (run_scan)", _least_cpu(sweep, repeat)),
+            ("  its walk alone (iter_listings)", _least_cpu(lambda: walk(False), repeat)),
+            ("  its walk + lstat of every file", _least_cpu(lambda: walk(True), repeat)),
+            ("plain Python: scandir walk + lstat", _least_cpu(plain_walk, repeat)),
+            ("plain Python: lstat by dir fd only", _least_cpu(plain_lstat, repeat)),
+        ]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    files = sum(len(n) for n in by_dir.values())
+    print(
+        f"{tree}: {files} files, {len(by_dir)} directories; in this process, least CPU of {repeat}; "
+        f"load average {os.getloadavg()[0]:.1f}; {cached[-1]} files from the state"
+    )
+    for label, cpu in figures:
+        print(f"{label:36s} {cpu:6.3f} CPU-s  {cpu / files * 1e6:5.2f} us/file")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--files", type=int, default=100_000)
     ap.add_argument("--tree", type=Path, help="an existing tree to scan (default: generated under bench/out/)")
     ap.add_argument("--workers", type=int, default=0, help="keysweep --workers (0: one per CPU)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--in-process", action="store_true", help="the re-sweep in this process, its parts and floors")
     args = ap.parse_args()
 
     tree = args.tree or HERE / "out" / f"small-{args.files}f"
@@ -105,6 +195,9 @@ def main() -> None:
         size = generate(tree, args.files)
         (tree / ".complete").write_text("")
         print(f"generated {tree}: {args.files} files, {size / 1048576:.0f} MiB in {time.monotonic() - t0:.0f}s")
+    if args.in_process:
+        in_process(tree, args.workers or os.cpu_count() or 1, args.repeat)
+        return
     base = [sys.executable, "-m", "keysweep", "scan", str(tree), "--format", "json", "--workers", str(args.workers)]
     work = Path(tempfile.mkdtemp(prefix="keysweep-incremental-"))
     load_before = os.getloadavg()[0]

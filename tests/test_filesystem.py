@@ -397,3 +397,57 @@ def test_a_directory_listed_in_parts_keeps_its_fd_while_the_cache_moves_on(tmp_p
     assert subs == {f"sub{i:02d}" for i in range(60)}
     assert stats.skipped == {} and stats.errors == {}
     assert len(os.listdir("/proc/self/fd")) == before  # the fd the listing took over is closed with it
+
+
+@pytest.mark.parametrize("host_prefix", [False, True])
+def test_anchored_excludes_leave_exactly_their_files_when_directories_go_whole(
+    tmp_path: Path, host_prefix: bool
+) -> None:
+    """The walk by directories matches excludes per file only in directories an anchored glob can reach (the
+    agent's own state directory excluded, say): what it hands on is exactly what a match of every file leaves."""
+    rels = [
+        "top.env",
+        "a/secret.env",
+        "a/keep.env",
+        "a/b/in-b.env",
+        "a/b-not/kept.env",
+        "c/x.log",
+        "c/x.txt",
+        "c/deeper/y.log",
+        "d/x1.txt",
+        "d/x12.txt",
+        "e/f/g/deep.env",
+        "var/lib/keysweep/state.sqlite",
+        "var/lib/keysweep-other/kept.env",
+    ]
+    for rel in rels:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    at = "" if host_prefix else str(tmp_path)
+    excludes = (f"{at}/a/secret.env", f"{at}/a/b", f"{at}/c/*.log", f"{at}/d/x?.txt", f"{at}/var/lib/keysweep/**")
+    opts = ScanOptions(
+        paths=(str(tmp_path),),
+        sources=("files",),
+        excludes=excludes,
+        path_prefix=str(tmp_path) if host_prefix else None,
+    )
+    stats = ScanStats()
+    walked = sorted(
+        os.path.relpath(ref.path, tmp_path)
+        for item in filesystem.iter_listings(opts, stats, mounts=MountTable([]))
+        for ref in (item.refs() if isinstance(item, filesystem.Listing) else [item[0]])
+    )
+    pf = filesystem.PathFilter(excludes)
+    expected = sorted(
+        r for r in rels if not any(pf.excluded(str(p), opts.path_prefix) for p in _and_parents(tmp_path, r))
+    )
+    assert walked == expected
+    assert "a/secret.env" not in walked and "d/x1.txt" not in walked and "a/b-not/kept.env" in walked
+    assert "var/lib/keysweep-other/kept.env" in walked and "d/x12.txt" in walked
+    assert not pf.may_match_in(str(tmp_path / "e" / "f"), opts.path_prefix)  # far from every glob: no match each
+    assert pf.may_match_in(str(tmp_path / "a"), opts.path_prefix)
+
+
+def _and_parents(root: Path, rel: str) -> list[Path]:
+    p = root / rel
+    return [p, *[q for q in p.parents if q != root and root in q.parents]]

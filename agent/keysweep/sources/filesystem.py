@@ -209,12 +209,31 @@ class PathFilter:
     any depth, so ``*.log`` is a file name and ``/var/cache`` one place), on the prefix-stripped path."""
 
     def __init__(self, patterns: Sequence[str]) -> None:
-        regex = "|".join(f"(?:{glob_to_regex(p.rstrip('/') or '/')})" for p in patterns)
+        globs = [p.rstrip("/") or "/" for p in patterns]
+        regex = "|".join(f"(?:{glob_to_regex(g)})" for g in globs)
         self._re = re.compile(regex) if regex else None
         self.patterns = bool(regex)
+        # what an anchored glob's matches start with (up to its first wildcard); None: a glob matching at any depth
+        self._starts: list[str] | None = [
+            g[: min((i for i in (g.find("*"), g.find("?")) if i >= 0), default=len(g))] for g in globs
+        ]
+        if any(not g.startswith("/") for g in globs):
+            self._starts = None
 
     def excluded(self, path: str, prefix: str | None = None) -> bool:
         return self._re is not None and self._re.search(display_path(path, prefix)) is not None
+
+    def may_match_in(self, directory: str, prefix: str | None = None) -> bool:
+        """Whether a glob could match an entry directly in ``directory``; when not (the agent's own state
+        directory excluded, say, far from it), its entries need no match each."""
+        if self._re is None:
+            return False
+        if self._starts is None:
+            return True
+        shown = display_path(directory, prefix)
+        base = shown if shown.endswith("/") else shown + "/"
+        # a match starts with the glob's literal start: the directory lies below it, or it names an entry here
+        return any(base.startswith(s) or (s.startswith(base) and "/" not in s[len(base) :]) for s in self._starts)
 
 
 class Listing(NamedTuple):
@@ -453,7 +472,8 @@ class Walker:
         """The regular files of ``d`` to read as one :class:`Listing` (parts of :data:`LISTING_MAX` files in a
         larger directory), typed by the directory entry; everything else as :meth:`_entry` does."""
         in_sdk_cache = _is_sdk_cache_dir(d.path)
-        plain = not (self.excl.patterns or in_sdk_cache or self.skip_ids)  # every regular file is handed on
+        # every regular file is handed on (but those the aws-files source read)
+        plain = not (in_sdk_cache or self.excl.may_match_in(d.path, self.options.path_prefix))
         parted = False  # then the fd is this listing's to close
         try:
             with os.scandir(dir_fd) as it:
@@ -493,13 +513,16 @@ class Walker:
             inodes: list[int] = []
             rest = entries
         else:  # every regular file is handed on: no Python step per file
+            rest = [e for e in entries if not e.is_file(follow_symlinks=False)] if len(files) < len(entries) else []
+            if self.skip_ids:
+                dev, skip = d.ident[0], self.skip_ids
+                files = [e for e in files if (dev, e.inode()) not in skip]
             names = [e.name for e in files]
             inodes = [e.inode() for e in files]
-            rest = [e for e in entries if not e.is_file(follow_symlinks=False)] if len(files) < len(entries) else []
         for entry in rest:
             try:
                 if files is None and entry.is_file(follow_symlinks=False):
-                    if plain or self._hand_on(d, entry, base + entry.name, in_sdk_cache):
+                    if self._hand_on(d, entry, base + entry.name, in_sdk_cache):
                         names.append(entry.name)
                         inodes.append(entry.inode())
                     continue
