@@ -71,6 +71,12 @@ def test_sniff() -> None:
     assert sniff(b"BZh9" + b"\0" * 10) == "bz2"
     assert sniff(b"PKZIP is a name\n") is None
     assert sniff(b"hello") is None
+    assert sniff(b"PK\x05\x06" + b"\0" * 18) == "zip"  # an empty zip: its end record only
+    assert sniff(lzma.compress(b"x")) == "xz"
+    assert sniff(b"\x1f\x8b\x07") is None  # gzip's magic with a method other than deflate
+    assert sniff(b"BZhx" + b"\0" * 253 + b"ustar") == "tar"  # not bzip2 (no block size digit): a tar's header
+    assert sniff(b"\x1f\x8b\x08" + b"\0" * 254 + b"ustar") == "gzip"  # the magic first
+    assert sniff(b"x" * 257 + b"usta") is None
 
 
 def test_nesting_to_the_depth_limit(tmp_path: Path) -> None:

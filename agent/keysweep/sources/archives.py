@@ -71,8 +71,13 @@ class _Readable(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
 
 
+_MAGIC = (b"PK\x03\x04", b"PK\x05\x06", b"\x1f\x8b\x08", b"BZh", b"\xfd7zXZ\x00")
+
+
 def sniff(head: bytes) -> str | None:
     """The container format from the first bytes: zip, tar, gzip, bz2, xz; None for anything else."""
+    if not head.startswith(_MAGIC):  # almost every file: one call, no slices
+        return "tar" if head.startswith(b"ustar", 257) else None
     if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
         return "zip"
     if head[:3] == b"\x1f\x8b\x08":
@@ -271,7 +276,9 @@ class _ZipMember:
         name = fh.read(name_len)
         if info.flag_bits & 0x60:  # compressed patched data, strong encryption
             raise NotImplementedError("zip member feature")
-        if name.decode("utf-8" if flags & 0x800 else "cp437") != info.orig_filename:
+        # an ASCII name reads the same in both encodings (cp437's decoder is a Python-level codec)
+        text = name.decode("ascii") if name.isascii() else name.decode("utf-8" if flags & 0x800 else "cp437")
+        if text != info.orig_filename:
             raise zipfile.BadZipFile(f"File name in directory {info.orig_filename!r} and header {name!r} differ.")
         if info.flag_bits & 1:
             raise RuntimeError("encrypted member")
@@ -402,7 +409,14 @@ class _ArchiveScan:
                     continue
                 try:
                     if info.compress_type in _ZIP_INFLATED:
-                        self.member(_ZipMember(fh, info), prefix + readable(info.filename), depth)
+                        member = _ZipMember(fh, info)
+                        if info.file_size < _READ:  # most members: the whole of it in one read
+                            self.opened = True  # a member was reached, whatever its read raises
+                            data = member.read(_READ)
+                            self.budget.charge(len(data))
+                            self.whole(data, prefix + readable(info.filename), depth)
+                        else:
+                            self.member(member, prefix + readable(info.filename), depth)
                         continue
                     with zf.open(info) as mf:
                         self.member(mf, prefix + readable(info.filename), depth)
@@ -420,6 +434,25 @@ class _ArchiveScan:
         except tarstream.HeaderTooLong:
             self.stats.skipped["archive-header-too-large"] += 1
 
+    def whole(self, data: bytes, name: str, depth: int) -> None:
+        """A member read whole (the archive marked opened, the bytes charged): what :meth:`member` makes of
+        it, without its reads."""
+        if sniff(data) is not None:  # a nested archive
+            self.member(io.BytesIO(data), name, depth, charged=True)
+        else:
+            self._scan_whole(data, name)
+
+    def _scan_whole(self, data: bytes, name: str) -> None:
+        """A whole member that is no container: one buffer, what scan_stream would make of it (no Place or
+        Location unless the native gate sees something in it)."""
+        if self.detector.may_hold(data):
+            place = Place(self.cap)
+            location = Location(kind="archive", path=self.path, member=name)
+            self.detector.scan(data, location=location, place=place)
+            self.findings.extend(place.findings())
+        self.stats.archive_members_scanned += 1
+        self.stats.bytes_scanned += len(data)
+
     def member(self, fh: _Readable, name: str, depth: int, charged: bool = False) -> None:
         self.opened = True
         reader = fh if charged else _Charged(fh, self.budget)
@@ -427,14 +460,8 @@ class _ArchiveScan:
         kind = sniff(head)
         if kind is None and len(head) < _READ:
             more = reader.read(_READ - len(head))
-            if not more:  # the whole member (most are small): one buffer, what scan_stream would make of it
-                if self.detector.may_hold(head):
-                    place = Place(self.cap)
-                    location = Location(kind="archive", path=self.path, member=name)
-                    self.detector.scan(head, location=location, place=place)
-                    self.findings.extend(place.findings())
-                self.stats.archive_members_scanned += 1
-                self.stats.bytes_scanned += len(head)
+            if not more:  # the whole member (most are small)
+                self._scan_whole(head, name)
                 return
             head += more
             kind = sniff(head)
