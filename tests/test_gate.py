@@ -110,3 +110,33 @@ def test_a_worker_forked_while_the_database_compiles_inherits_it_compiled() -> N
     answers = parent.recv()
     worker.join(30)
     assert answers == [False, True]
+
+
+def test_the_prefilter_passes_match_each_form_whole_or_broken_once() -> None:
+    """Each form whole; a base64 form broken once by LF or CRLF and any indentation (wrapped base64); a raw key id
+    broken once by a quoted-printable soft break; nothing broken by a lone CR, by CR CR LF, or twice. The gate
+    compiles the same patterns."""
+    detector = make_detector()
+    passes = dict(detector._prefilters)
+    for form, (kind, _) in detector._forms.items():
+        rx = passes[form[:1]]
+
+        def whole(buf: bytes, rx: re.Pattern[bytes] = rx) -> bool:
+            m = rx.match(buf)
+            return m is not None and m.end() == len(buf)
+
+        assert whole(form)
+        for cut in range(1, len(form)):
+            head, tail = form[:cut], form[cut:]
+            if kind == "base64":
+                for brk in (b"\n", b"\r\n", b"\n    ", b"\r\n\t ", b"\n\t"):
+                    assert whole(head + brk + tail), (form, cut, brk)
+            if kind == "raw":
+                for brk in (b"=\n", b"=\r\n"):
+                    assert whole(head + brk + tail), (form, cut, brk)
+            for brk in (b"\r", b"\r\r\n", b"=\r", b"\n\n", b"\r\n\r\n"):
+                assert not whole(head + brk + tail), (form, cut, brk)
+            if kind == "utf-16":
+                assert not whole(head + b"\n" + tail) and not whole(head + b"=\n" + tail)
+            if cut > 1:
+                assert not whole(form[:1] + b"\n" + form[1:cut] + b"\n" + tail)  # two breaks
