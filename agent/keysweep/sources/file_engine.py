@@ -3,13 +3,15 @@
 The walk (:func:`keysweep.sources.filesystem.iter_files`) runs here, consults the :class:`FileCache` for files
 unchanged since the last scan, and hands the rest out in batches (up to 128 files or 16 MiB). Workers are forked:
 they inherit the compiled detector, and open each file relative to a directory fd of their own, verified as the
-walk's (:class:`keysweep.sources.filesystem.DirCache`). Each has its own pair of pipes
-and one task at a time, and nothing is locked across processes, so a worker killed at any moment (the OOM
-killer) loses only the task it held: its files are counted as ``worker-crashed`` with their places, a new worker
-takes its place, and every other file's findings stand. A plain file over 32 MiB met by a worker is scanned in
-parts, one per worker, each read with half the detector's overlap beyond its edges, so one large file found late
-in the walk does not leave the other workers idle. A scan that finds at most one batch of files, or is asked for
-one worker, reads in this process.
+walk's (:class:`keysweep.sources.filesystem.DirCache`). Each has its own pair of pipes and two tasks in flight, the
+one it reads and the next waiting in its pipe (so it never waits for this process to take an answer and walk on),
+and nothing is locked across processes. A worker answers its tasks in order, so when one is killed at any moment
+(the OOM killer) the first task it has not answered is the one it was reading: its files are counted as
+``worker-crashed`` with their places, the task behind it goes to another worker, a new worker takes its place, and
+every other file's findings stand. A plain file over 32 MiB met by a worker is scanned in parts, one per worker,
+each read with half the detector's overlap beyond its edges, so one large file found late in the walk does not leave
+the other workers idle. A scan that finds at most one batch of files, or is asked for one worker, reads in this
+process.
 
 With a file cache that knows whole directories (:class:`keysweep.scan_types.DirectoryCache`, the incremental
 state) the walk here does not ``lstat`` files: it hands out each directory's regular files as one
@@ -26,6 +28,7 @@ secret and token as plain strings), in memory only, never through a file.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import hashlib
 import itertools
 import multiprocessing
@@ -36,10 +39,12 @@ import stat
 import sys
 import time
 from array import array
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as connection_wait
+from multiprocessing.reduction import ForkingPickler
 from typing import TYPE_CHECKING, Any, Union
 
 from keysweep.errors import SourceError
@@ -68,9 +73,11 @@ BATCH_BYTES = 16 * 1024 * 1024
 SPLIT_OVER = 32 * 1024 * 1024  # with workers, a larger plain file is scanned in parts, one per worker
 PROGRESS_EVERY = 0.25
 MAX_RESPAWNS = 32
+IN_FLIGHT = 2  # tasks a worker holds: the one it reads and the next, already in its pipe
 
 # a file to read, with its lstat when a FileCache needs it (Union: a runtime alias, and Python 3.9 has no `|` there)
 Item = tuple[filesystem.FileRef, Union[os.stat_result, None]]  # noqa: UP007
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)  # Linux's, named in Python 3.10
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, inlined
 
 
@@ -461,6 +468,15 @@ def _worker_main(
 # --- the parent side ----------------------------------------------------------------------------------------
 
 
+def _pipe_room(conn: Connection) -> int:
+    """Bytes of tasks a worker's pipe takes without the sender waiting: half its capacity (each message may
+    leave part of a page unused)."""
+    try:
+        return fcntl.fcntl(conn.fileno(), _F_GETPIPE_SZ) // 2
+    except OSError:  # not Linux: what POSIX promises
+        return 4096
+
+
 class _Worker:
     def __init__(self, ctx: Any, args: tuple[Any, ...]) -> None:
         task_r, self.tasks = ctx.Pipe(duplex=False)
@@ -469,7 +485,9 @@ class _Worker:
         self.proc.start()
         task_r.close()
         result_w.close()
-        self.task: Task | None = None  # what it is working on
+        self.held: deque[tuple[Task, int]] = deque()  # tasks sent and not answered yet, in order, with their size
+        self.held_bytes = 0
+        self.room = _pipe_room(self.tasks)
 
     def close(self) -> None:
         self.tasks.close()
@@ -477,11 +495,13 @@ class _Worker:
 
 
 class Pool:
-    """Forked workers, each with its own pair of pipes and at most one task at a time.
+    """Forked workers, each with its own pair of pipes and up to IN_FLIGHT tasks: the one it reads and the next
+    ones, waiting in its pipe, so it goes on without waiting for this process to take its answer and walk further.
 
-    No lock is shared between processes, so a worker killed at any moment cannot leave the others stuck: the
-    files of the task it held are listed in :attr:`lost` and a new worker takes its place. The walk runs at
-    most one batch ahead of the workers."""
+    No lock is shared between processes, and a worker answers its tasks in order, one at a time: when one is
+    killed, its first unanswered task is the one it was reading (its files are listed in :attr:`lost`), the later
+    ones were never started (other workers read them), and a new worker takes its place. The walk runs at most
+    one batch ahead of the tasks in flight."""
 
     def __init__(self, n: int, detector: Detector, options: ScanOptions, view: ListingView | None = None) -> None:
         self._ctx = multiprocessing.get_context("fork")
@@ -490,7 +510,11 @@ class Pool:
         self.workers: list[_Worker] = []
         self.lost: list[str] = []  # paths of the files a dead worker was reading
         self.respawned = 0
-        self._urgent: list[Task] = []  # parts of split files, handed out before the walk's next batch
+        self.resent = 0  # tasks a dead worker held unstarted, handed to another
+        self._urgent: deque[Task] = deque()  # handed out before the walk's next batch: parts of split files, the
+        # tasks a dead worker had not started
+        self._pending: tuple[Task, memoryview] | None = None  # the next task, pickled, waiting for room
+        self._answered: list[Reply] = []  # replies taken from a worker found dead when sending to it
 
     def push(self, tasks: Iterable[Task]) -> None:
         self._urgent.extend(tasks)
@@ -499,8 +523,11 @@ class Pool:
         self.workers = [_Worker(self._ctx, self._args) for _ in range(self._n)]
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         for w in self.workers:
+            if exc_type is not None:  # cut short: what the workers hold is not wanted, nor waited for
+                w.proc.terminate()
+                continue
             try:
                 w.tasks.send(None)
             except OSError:
@@ -513,82 +540,98 @@ class Pool:
                 w.proc.join(1)
             w.close()
 
-    def _next(self, batches: Iterator[Task]) -> Task | None:
-        return self._urgent.pop(0) if self._urgent else next(batches, None)
-
     def run(self, batches: Iterator[Task]) -> Iterator[Reply]:
-        """Hand out the pushed parts and the walk's batches; yield each reply. Stopping is the walk's business
+        """Hand out the pushed tasks and the walk's batches; yield each reply. Stopping is the walk's business
         (it checks should_stop): what it has yielded is still read."""
-        pending = self._next(batches)
         while True:
-            if pending is None:
-                pending = self._next(batches)  # parts pushed while the walk had ended
-            idle = [w for w in self.workers if w.task is None]
-            while pending is not None and idle:
-                w = idle.pop()
-                fresh = self._send(w, pending)
-                if fresh is not None:
-                    idle.append(fresh)
-                    continue
-                pending = self._next(batches)  # walk ahead while the workers read
-            busy = [w for w in self.workers if w.task is not None]
-            if not busy and pending is None:
+            self._fill(batches)
+            if self._answered:
+                replies, self._answered = self._answered, []
+                yield from replies
+                continue
+            if not any(w.held for w in self.workers):
+                return  # nothing held, nothing pending: the walk is done and no part was pushed
+            yield from self._collect()
+
+    def _fill(self, batches: Iterator[Task]) -> None:
+        """Give each worker tasks up to IN_FLIGHT, the one with the fewest first. A task is queued behind
+        another only when it fits in the pipe's room: this process then never waits on a worker busy reading
+        (which might itself be waiting to send an answer this process would not be taking)."""
+        while True:
+            if self._pending is None:
+                task = self._urgent.popleft() if self._urgent else next(batches, None)
+                if task is None:
+                    return
+                self._pending = (task, ForkingPickler.dumps(task))
+            task, data = self._pending
+            w = min(self.workers, key=lambda w: len(w.held))
+            if w.held and (len(w.held) >= IN_FLIGHT or w.held_bytes + len(data) > w.room):
                 return
-            yield from self._collect(busy)
+            try:
+                w.tasks.send_bytes(data)
+            except OSError:  # it died with nothing to read: its sentinel is ready or about to be
+                w.proc.join(1)
+                self._answered += self._bury(w)
+                continue
+            w.held.append((task, len(data)))
+            w.held_bytes += len(data)
+            self._pending = None
 
-    def _send(self, w: _Worker, task: Task) -> _Worker | None:
-        """None once ``w`` has the task; if it had died while idle, the new worker taking its place."""
-        try:
-            w.tasks.send(task)
-        except OSError:
-            return self._replace(w)
-        w.task = task
-        return None
-
-    def _collect(self, busy: list[_Worker]) -> Iterator[Reply]:
-        by_conn = {w.results: w for w in busy}
-        by_sentinel = {w.proc.sentinel: w for w in busy}
+    def _collect(self) -> Iterator[Reply]:
+        """Wait for an answer or a death; yield the answers."""
+        by_conn = {w.results: w for w in self.workers if w.held}
+        by_sentinel = {w.proc.sentinel: w for w in self.workers}
         ready = connection_wait([*by_conn, *by_sentinel])
         for obj in ready:
             w = by_conn.get(obj)  # type: ignore[call-overload]
-            if w is not None and w.task is not None:
+            if w is not None:
                 try:
                     reply = w.results.recv()
                 except (EOFError, OSError):
                     continue  # it died; its sentinel says so
-                w.task = None
+                self._answer(w)
                 yield reply
         for obj in ready:
             w = by_sentinel.get(obj)  # type: ignore[call-overload]
-            if w is not None and not w.proc.is_alive():
-                if w.task is not None and w.results.poll():  # what it sent before it died still counts
-                    try:
-                        reply = w.results.recv()
-                        w.task = None
-                        yield reply
-                    except (EOFError, OSError):
-                        pass
-                self._replace(w)
+            if w is not None and w in self.workers and not w.proc.is_alive():
+                yield from self._bury(w)
 
-    def _replace(self, dead: _Worker) -> _Worker:
-        """A worker that died (killed for memory, say) loses what it was reading: listed in :attr:`lost`; a new
-        worker takes its place."""
-        task = dead.task
-        if isinstance(task, ReadFiles):
-            self.lost += [ref.path for ref, _ in task.files]
-        elif isinstance(task, ReadListings):
-            self.lost += [ref.path for lst in task.listings for ref in lst.refs()]
-        elif isinstance(task, ReadPart):
-            self.lost.append(task.ref.path)
-        dead.task = None
+    @staticmethod
+    def _answer(w: _Worker) -> None:
+        _task, size = w.held.popleft()
+        w.held_bytes -= size
+
+    def _bury(self, dead: _Worker) -> list[Reply]:
+        """A worker that died (killed for memory, say): the answers it sent still count; the task it was reading
+        is lost (its files listed in :attr:`lost`), the ones behind it go to other workers first; a new worker
+        takes its place."""
+        replies: list[Reply] = []
+        while dead.held and dead.results.poll():
+            try:
+                replies.append(dead.results.recv())
+            except (EOFError, OSError):
+                break  # cut off while answering: that task is lost too
+            self._answer(dead)
+        if dead.held:
+            self._lose(dead.held.popleft()[0])
+            self._urgent.extendleft(reversed([task for task, _size in dead.held]))
+            self.resent += len(dead.held)
+            dead.held.clear()
         self.respawned += 1
         if self.respawned > MAX_RESPAWNS:
             raise SourceError(f"scan workers keep dying ({self.respawned} replaced); see the system log")
         dead.proc.join(0)
         dead.close()
-        fresh = _Worker(self._ctx, self._args)
-        self.workers[self.workers.index(dead)] = fresh
-        return fresh
+        self.workers[self.workers.index(dead)] = _Worker(self._ctx, self._args)
+        return replies
+
+    def _lose(self, task: Task) -> None:
+        if isinstance(task, ReadFiles):
+            self.lost += [ref.path for ref, _ in task.files]
+        elif isinstance(task, ReadListings):
+            self.lost += [ref.path for lst in task.listings for ref in lst.refs()]
+        else:
+            self.lost.append(task.ref.path)
 
 
 def _batches(items: Iterator[filesystem.Listing | Item], *, whole: bool = True) -> Iterator[ReadFiles | ReadListings]:
