@@ -294,3 +294,26 @@ def test_a_zip_of_a_later_version_than_zipfile_reads_is_scanned_as_bytes(tmp_pat
     result = scan_paths(tmp_path)
     assert [(f.location.member, f.has_secret) for f in result.findings] == [("lib/v64.zip", True)]
     assert (dict(result.stats.skipped), dict(result.stats.errors)) == ({"archive-unsupported": 1}, {})
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_members_either_side_of_one_read_report_the_same(tmp_path: Path, method: int) -> None:
+    """A member under one read (read whole) and one over it (streamed in chunks) find their key at the same line
+    and count every byte; names in UTF-8 and in cp437 (zip's two encodings) are checked and shown alike."""
+    line = b"x" * 99 + b"\n"
+    under = line * ((archives._READ - len(PAIR) - 1) // len(line))
+    over = line * (archives._READ // len(line) + 1)
+    members = [("small.env", under + PAIR, method), ("größer.env", over + PAIR, method)]
+    (tmp_path / "sizes.zip").write_bytes(_zip(members))
+    # a name in cp437 (no UTF-8 flag): zipfile writes "cafX.env" as ASCII, X becomes cp437's é (0x82) in both headers
+    cp437 = _zip([("cafX.env", under + PAIR, method)]).replace(b"cafX.env", b"caf\x82.env")
+    (tmp_path / "cp437.zip").write_bytes(cp437)
+    result = scan_paths(tmp_path)
+    lines = 1 + under.count(b"\n"), 1 + over.count(b"\n")
+    assert sorted((f.location.member, f.location.line, f.has_secret) for f in result.findings) == sorted(
+        [("small.env", lines[0], True), ("größer.env", lines[1], True), ("café.env", lines[0], True)]
+    )
+    assert len(under + PAIR) < archives._READ < len(over + PAIR)
+    assert result.stats.bytes_scanned == 2 * len(under + PAIR) + len(over + PAIR)
+    assert result.stats.archive_members_scanned == 3
+    assert not result.stats.errors
