@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.sqlite"
 _SCHEMA_VERSION = "5"  # 3: paths as BLOBs (the exact bytes of any name); 5: directories numbered, with digests
 _DIR_ROWS_MAX = 4096  # a directory with more files is looked up file by file (memory stays bounded)
-# the digests a sweep holds in memory to answer unchanged directories without a query each (~80 bytes a digest);
-# a state with more is asked directory by directory
-_DIGESTS_MAX = 262_144
+# the digests a sweep holds in memory to answer unchanged directories without a query each (~80 bytes a digest:
+# ~10 MB at most); a state with more is asked directory by directory
+_DIGESTS_MAX = 131_072
 
 # a directory is a row of its own (its path as the bytes of the path, os.fsencode, so any name round-trips
 # exactly), numbered: a file row is keyed by (directory number, name), small and quick to write; the walk goes
@@ -144,15 +144,12 @@ class StateView:
     def digests(self) -> set[bytes] | None:
         """Every still valid directory digest, read in one query (a digest covers its directory's path, so
         being in this set is the whole check); None when there are more than :data:`_DIGESTS_MAX`."""
-        rows = (
-            self._conn()
-            .execute(
-                f"SELECT digest FROM dirs WHERE digest IS NOT NULL AND sweep_no >= ? LIMIT {_DIGESTS_MAX + 1}",
-                (self._valid_from,),
-            )
-            .fetchall()
+        rows = self._conn().execute(
+            f"SELECT digest FROM dirs WHERE digest IS NOT NULL AND sweep_no >= ? LIMIT {_DIGESTS_MAX + 1}",
+            (self._valid_from,),
         )
-        return {r[0] for r in rows} if len(rows) <= _DIGESTS_MAX else None
+        found = {r[0] for r in rows}  # row by row: no list of them all beside the set
+        return found if len(found) <= _DIGESTS_MAX else None
 
     def directory(self, path: str) -> tuple[int, bytes | None] | None:
         row = (
