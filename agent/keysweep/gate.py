@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,7 +46,7 @@ class Gate:
     """``gate(buf)``: False only when no pattern matches anywhere in ``buf``. One Hyperscan scratch space per
     thread (a scratch may not be shared by threads scanning at once; forked workers get their own copy).
 
-    The database compiles in a thread of its own (~60 ms of native code that releases the GIL: Hyperscan's
+    The database compiles in a thread of its own (~40 ms of native code that releases the GIL: Hyperscan's
     compiler, most of it for the line-wrapped base64 forms), so a scan imports its engine and starts its walk
     meanwhile; the first call waits for it, and so does every fork (:func:`os.register_at_fork`), so a worker
     always inherits a finished database. A set of patterns Hyperscan cannot compile leaves a gate that passes
@@ -62,32 +61,37 @@ class Gate:
         self._compiling: threading.Thread | None = threading.Thread(
             target=self._compile, args=([hyperscan_pattern(p) for p in patterns],), name="keysweep-gate"
         )
-        _compiling.add(self)
+        with _compiling_lock:
+            _compiling.add(self)
         self._compiling.start()
 
     def _compile(self, expressions: list[bytes]) -> None:
-        db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         try:
+            db = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
             db.compile(
                 expressions=expressions,
                 ids=list(range(len(expressions))),
                 elements=len(expressions),
                 flags=[hyperscan.HS_FLAG_SINGLEMATCH] * len(expressions),
             )
+            self._db = db
         except hyperscan.error:
-            return  # no database: the gate passes every buffer
+            pass  # no database: the gate passes every buffer
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that asks
             self._error = exc
-            return
-        self._db = db
+        finally:
+            with _compiling_lock:
+                _compiling.discard(self)
 
-    def wait(self) -> bool:
-        """Wait for the database; True when it compiled (the gate then filters), False when it did not."""
+    def _join(self) -> None:
         thread = self._compiling
         if thread is not None:
             thread.join()
             self._compiling = None
-            _compiling.discard(self)
+
+    def wait(self) -> bool:
+        """Wait for the database; True when it compiled (the gate then filters), False when it did not."""
+        self._join()
         if self._error is not None:
             raise self._error
         return self._db is not None
@@ -108,14 +112,17 @@ class Gate:
         return False
 
 
-# gates whose database is still compiling: a fork waits for them (a thread does not survive into the child, and
-# Hyperscan's compiler may hold its allocator's locks)
-_compiling: weakref.WeakSet[Gate] = weakref.WeakSet()
+# gates whose database is still compiling (each compiling thread removes its own): a fork waits for them (a thread
+# does not survive into the child, and Hyperscan's compiler may hold its allocator's locks)
+_compiling: set[Gate] = set()
+_compiling_lock = threading.Lock()
 
 
 def _before_fork() -> None:
-    for g in list(_compiling):
-        g.wait()
+    with _compiling_lock:
+        pending = list(_compiling)
+    for g in pending:
+        g._join()
 
 
 os.register_at_fork(before=_before_fork)
