@@ -186,6 +186,55 @@ def test_a_gzip_file_read_whole_is_counted_as_read_with_or_without_a_key(tmp_pat
     assert result.stats.skipped["too-many-keys"] == 7
 
 
+def test_an_archive_held_whole_by_the_first_read_reports_what_one_read_again_reports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An archive the first read held whole is read from those bytes; one larger than that read is read from the
+    file again: the same findings, counts and refusals either way (formats, nesting, damage, two gzip members)."""
+    import random
+
+    from keysweep.sources import filesystem
+
+    noise = random.Random(14).randbytes(3000)  # incompressible: every file below is larger than one 2 KiB read
+    files = {
+        "lib.jar": _zip({"n.bin": noise, "conf/a.env": PAIR, "inner.zip": _zip({"deep.env": PAIR})}),
+        "stored.zip": _zip({"a.env": PAIR, "n.bin": noise}, zipfile.ZIP_STORED),
+        "plain.tar": _tar({"etc/a.env": PAIR}),
+        "backup.tar.bz2": _tar({"n.bin": noise, "etc/b.env": PAIR}, "w:bz2"),
+        "backup.tar.xz": _tar({"n.bin": noise, "etc/c.env": PAIR}, "w:xz"),
+        "two.log.gz": gzip.compress(noise) + gzip.compress(PAIR),
+        "truncated.zip": _zip({"n.bin": noise, "a.env": PAIR}, zipfile.ZIP_STORED)[:-30],
+        "broken.tgz": _tar({"n.bin": noise, "etc/a.env": PAIR}, "w:gz")[:2500],
+    }
+    for name, data in files.items():
+        assert len(data) > 2048, name
+        (tmp_path / name).write_bytes(data)
+
+    def outcome() -> tuple[list[tuple[str, str | None, int | None, bool]], dict[str, int], tuple[int, ...]]:
+        result = scan_paths(tmp_path)
+        s = result.stats
+        found = sorted(
+            (f.location.path or "", f.location.member, f.location.line, f.has_secret) for f in result.findings
+        )
+        counts = (s.files_scanned, s.archives_scanned, s.archive_members_scanned, s.bytes_scanned)
+        return found, {**s.errors, **s.skipped}, counts
+
+    whole = outcome()
+    assert [member for _path, member, _line, _secret in whole[0]] == [
+        "etc/b.env",
+        "etc/c.env",
+        "conf/a.env",
+        "inner.zip!deep.env",
+        "etc/a.env",
+        "a.env",
+        None,
+        "two.log",
+    ]
+    assert whole[1] == {"archive-corrupt": 1}  # broken.tgz; truncated.zip is no zip: its bytes are scanned
+    monkeypatch.setattr(filesystem, "CHUNK_SIZE", 2048)  # no file held whole by its first read
+    assert outcome() == whole
+
+
 def test_encrypted_member_is_counted(tmp_path: Path) -> None:
     data = bytearray(_zip({"secret.env": PAIR}, zipfile.ZIP_STORED))
     # set the "encrypted" flag bit in the local and central headers

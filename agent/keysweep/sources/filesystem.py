@@ -13,6 +13,7 @@ stops the walk.
 from __future__ import annotations
 
 import errno
+import io
 import itertools
 import os
 import re
@@ -798,11 +799,23 @@ def _is_sparse(st: os.stat_result) -> bool:
 
 
 def _scan_archive(
-    fd: int, kind: str, shown: str, size: int, detector: Detector, options: ScanOptions, stats: ScanStats
+    fd: int,
+    kind: str,
+    shown: str,
+    size: int,
+    detector: Detector,
+    options: ScanOptions,
+    stats: ScanStats,
+    whole: bytes | None = None,
 ) -> list[Finding] | None:
-    os.lseek(fd, 0, os.SEEK_SET)
-    with os.fdopen(os.dup(fd), "rb") as fh:
-        found = archives.scan_archive(fh, kind, shown, size, detector, options, stats)
+    """An archive file's members; ``whole``: the file's bytes when one read held it all (most jars and zips):
+    its members are read from them, not from the file a second time (no buffered file, no system call a member)."""
+    if whole is not None:
+        found = archives.scan_archive(io.BytesIO(whole), kind, shown, size, detector, options, stats)
+    else:
+        os.lseek(fd, 0, os.SEEK_SET)
+        with os.fdopen(os.dup(fd), "rb") as fh:
+            found = archives.scan_archive(fh, kind, shown, size, detector, options, stats)
     if found is not None:
         stats.files_scanned += 1
     return found
@@ -926,7 +939,8 @@ def scan_file(
                     stats.files_scanned += 1
                     return found
             if kind is not None:
-                found = _scan_archive(fd, kind, shown, size, detector, options, stats)
+                held = head if len(head) < want else None
+                found = _scan_archive(fd, kind, shown, size, detector, options, stats, held)
                 if found is not None:
                     return found
         if split_over is not None and size > split_over and len(head) >= want:
