@@ -1,13 +1,16 @@
 """Where the files engine's CPU goes: the main process (walk, batches, answers) against the workers (open, read,
 detect), per file, for a stateless scan of a tree.
 
-    python bench/engine_split.py TREE [--workers 2] [--repeat 5] [--main-only]
+    python bench/engine_split.py TREE [--workers 2] [--repeat 5] [--main-only | --in-child]
 
 Runs the files source (``run_scan``, sources=files, no file cache) in this process ``--repeat`` times after one
 untimed run (warm page cache) and prints the run with the least CPU: the main process's CPU-seconds (``getrusage``
 of this process) and the workers' (of its reaped children), each in microseconds per file scanned. ``--workers 1``
-reads in this process (then everything is the main process's); the start-up (imports, rules) is not counted. The
-machine's load average is printed beside: CPU-seconds move less with it than wall time, but they do move.
+reads in this process (then everything is the main process's); the start-up (imports, rules) is not counted. Beside
+each side's CPU: its minor page faults (copy-on-write after the fork among them) and context switches (voluntary:
+it waited on a pipe; involuntary: it was preempted). The machine's load average is printed beside: CPU-seconds move
+less with it than wall time, but they do move. ``--in-child`` runs each scan in a forked child of this process (the
+child then forks the workers, if any): with ``--workers 1``, what being a fork child costs a scan by itself.
 ``--main-only`` times the main process's share alone, without workers: the walk, the batches, and pickling each
 batch and unpickling it (as the pipe does), per file walked.
 """
@@ -32,9 +35,38 @@ from keysweep.sources import file_engine  # noqa: E402
 from tests.support.hosttree import make_detector  # noqa: E402
 
 
-def _cpu(who: int) -> float:
+def _usage(who: int) -> tuple[float, int, int, int]:
+    """CPU-seconds (user + system), minor faults, voluntary and involuntary context switches."""
     r = resource.getrusage(who)
-    return r.ru_utime + r.ru_stime
+    return r.ru_utime + r.ru_stime, r.ru_minflt, r.ru_nvcsw, r.ru_nivcsw
+
+
+def _since(before: tuple[float, int, int, int], who: int) -> tuple[float, int, int, int]:
+    now = _usage(who)
+    return now[0] - before[0], now[1] - before[1], now[2] - before[2], now[3] - before[3]
+
+
+def _scan_in_child(options: ScanOptions, detector: Detector) -> int:
+    """One scan in a forked child (its CPU is then this process's children's); the files it scanned."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        os.write(w, str(run_scan(options, detector).stats.files_scanned).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        n = int(f.read() or 0)
+    os.waitpid(pid, 0)
+    return n
+
+
+def _line(who: str, u: tuple[float, int, int, int], n: int) -> str:
+    cpu, faults, vol, invol = u
+    return (
+        f"{who} {cpu:.3f} s ({cpu / n * 1e6:.1f} us/file); minor faults {faults}, "
+        f"context switches {vol} voluntary / {invol} involuntary"
+    )
 
 
 def _main_share(options: ScanOptions, detector: Detector) -> int:
@@ -57,6 +89,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--main-only", action="store_true", help="the main process's share alone (no workers)")
+    ap.add_argument("--in-child", action="store_true", help="each scan in a forked child of this process")
     a = ap.parse_args()
     if a.main_only:
         options = ScanOptions(paths=(str(a.tree),), sources=("files",), workers=2)
@@ -75,16 +108,24 @@ def main() -> int:
     run_scan(options, detector)  # warm the page cache
     runs = []
     for _ in range(a.repeat):
-        main0, kids0, wall0 = _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN), time.perf_counter()
-        result = run_scan(options, detector)
+        main0, kids0, wall0 = _usage(resource.RUSAGE_SELF), _usage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        if a.in_child:
+            files, findings = _scan_in_child(options, detector), None
+        else:
+            result = run_scan(options, detector)
+            files, findings = result.stats.files_scanned, len(result.findings)
         wall = time.perf_counter() - wall0
-        runs.append((_cpu(resource.RUSAGE_SELF) - main0, _cpu(resource.RUSAGE_CHILDREN) - kids0, wall, result))
-    main_s, kids_s, wall, result = min(runs, key=lambda r: r[0] + r[1])
-    n = max(1, result.stats.files_scanned)
-    print(f"tree {a.tree}: {result.stats.files_scanned} files, {len(result.findings)} findings, workers {a.workers}")
-    print(f"least CPU of {a.repeat}: main {main_s:.3f} s ({main_s / n * 1e6:.1f} us/file)")
-    print(f"  workers {kids_s:.3f} s ({kids_s / n * 1e6:.1f} us/file)")
-    print(f"  total {main_s + kids_s:.3f} s ({(main_s + kids_s) / n * 1e6:.1f} us/file), wall {wall:.2f} s")
+        runs.append(
+            (_since(main0, resource.RUSAGE_SELF), _since(kids0, resource.RUSAGE_CHILDREN), wall, files, findings)
+        )
+    main_u, kids_u, wall, files, findings = min(runs, key=lambda r: r[0][0] + r[1][0])
+    n = max(1, files)
+    found = "" if findings is None else f", {findings} findings"
+    print(f"tree {a.tree}: {files} files{found}, workers {a.workers}")
+    print(f"least CPU of {a.repeat}: {_line('main', main_u, n)}")
+    print(f"  {_line('forked child and its workers' if a.in_child else 'workers', kids_u, n)}")
+    total = main_u[0] + kids_u[0]
+    print(f"  total {total:.3f} s ({total / n * 1e6:.1f} us/file), wall {wall:.2f} s")
     print(f"load average {os.getloadavg()[0]:.1f}")
     return 0
 
