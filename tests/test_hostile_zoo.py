@@ -27,6 +27,7 @@ from keysweep.models import Finding
 from keysweep.scan import ScanOptions, run_scan
 
 from tests.support.hosttree import Keys, cli_env, make_detector
+from tests.support.settle import settle
 
 KEY, SECRET = "AKIAXYZDQCEN4B6JSJQI", "Zq3vY8pL0mN2bX7cR5tK9wE1sD4fG6hJ8kL0pQ2z"
 DEEP_KEY = "AKIASP2TPHJSQH3FJRUX"
@@ -449,6 +450,7 @@ def test_a_file_that_makes_the_scan_raise_is_counted_with_its_place_and_the_swee
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "poison-1.txt").write_text("POISON\n")
     (tmp_path / "poison-2.txt").write_text(f"POISON\n{PAIR}")
+    settle()  # a file read in the tick of its last change is not recorded
     workers = 1 if mode == "in-process" else 2
     cache = _MemoryCache() if mode == "workers-file-cache" else None
     opts = ScanOptions(paths=(str(tmp_path),), sources=("files",), workers=workers)

@@ -17,6 +17,7 @@ from keysweep.sources.file_engine import LISTING_BATCH_FILES, digest_seed, listi
 from keysweep.state import STATE_FILE, StateStore
 
 from tests.support.hosttree import Keys, make_detector
+from tests.support.settle import settle
 from tests.test_hostile_zoo import _poisoned_detector
 from tests.test_state_digest import KEY_ID, KEY_ID_2, SECRET, SECRET_2, creds, filler, same_times_as
 
@@ -44,6 +45,7 @@ def test_workers_store_each_file_as_opened_and_reread_exactly_what_changed(tmp_p
     n = clean_tree(root)
     (root / "d03" / "deploy.env").write_text(creds())
     n += 1
+    settle()
     first = scan(root, state)
     assert first.stats.files_scanned == n and first.stats.files_cached == 0
     assert [f.key_id for f in first.findings] == [KEY_ID]
@@ -92,6 +94,7 @@ def test_workers_store_each_file_as_opened_and_reread_exactly_what_changed(tmp_p
         st = touched.stat()
         os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
     assert 83 * 10 > LISTING_BATCH_FILES
+    settle()
     r = scan(root, state)
     assert r.stats.files_scanned == 3 + 80 and r.stats.files_cached == n - 3 - 80
     assert {(f.key_id, f.location.path) for f in r.findings} == {
@@ -115,6 +118,7 @@ def test_a_worker_killed_with_a_state_loses_only_its_batch_which_is_read_on_the_
         d.mkdir(parents=True, exist_ok=True)
         (d / f"f{i}.env").write_text(f"AWS_ACCESS_KEY_ID={key}\nAWS_SECRET_ACCESS_KEY={SECRET}\n")
     (root / "d017" / "poison.txt").write_text("POISON\n")
+    settle()
     first = scan(root, state, _poisoned_detector(kill=True))
     lost = first.stats.errors["worker-crashed"]
     assert 1 <= lost <= LISTING_BATCH_FILES + 11  # the one batch (whole directories) that held the poison
@@ -138,6 +142,7 @@ def test_a_stored_secret_to_verify_again_is_read_again_by_the_main_process(tmp_p
     n = clean_tree(root) + 1
     key_file = root / "d05" / "app.env"
     key_file.write_text(creds())
+    settle()
     assert scan(root, state).stats.files_scanned == n
     kept = scan(root, state, needs_reverify=lambda f: False)
     assert kept.stats.files_scanned == 0 and kept.stats.files_cached == n
@@ -153,6 +158,7 @@ def test_a_stored_secret_to_verify_again_is_read_again_by_the_main_process(tmp_p
 def test_a_full_reread_sweep_ignores_digests_and_rows_from_before_it(tmp_path: Path) -> None:
     root, state = tmp_path / "tree", tmp_path / "state"
     n = clean_tree(root)
+    settle()
     opts = ScanOptions(paths=(str(root),), sources=("files",), workers=2)
     detector = make_detector()
 
@@ -178,6 +184,7 @@ def test_a_directory_digest_answers_for_its_own_path_only(tmp_path: Path) -> Non
     pkg.mkdir(parents=True)
     for j in range(5):
         (pkg / f"m{j}.py").write_text(filler(300 + j))
+    settle()
     assert scan(root, state).stats.files_scanned == 5
     assert scan(root, state).stats.files_cached == 5
 
@@ -199,6 +206,7 @@ def test_more_digests_than_a_sweep_holds_are_asked_directory_by_directory(
 ) -> None:
     root, state = tmp_path / "tree", tmp_path / "state"
     n = clean_tree(root)
+    settle()
     assert scan(root, state).stats.files_scanned == n
     forks: list[int] = []
     os.register_at_fork(after_in_parent=lambda: forks.append(1))

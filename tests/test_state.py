@@ -20,6 +20,8 @@ from keysweep.ruleset import load_ruleset
 from keysweep.scan import ScanOptions, run_scan
 from keysweep.state import STATE_FILE, StateStore, cache_digest, finding_from_state, finding_to_state
 
+from tests.support.settle import settle
+
 KEY_ID = "AKIAXYZDQCEN4B6JSJQI"  # decodes to an account, not a documentation example
 SECRET = "Zk3pQ8vR2mN7tY4wX9cB6dF1gH5jK0lM3nP8qR2s"
 KEY_ID_2 = "AKIASP2TPHJSQH3FJRUX"
@@ -41,6 +43,7 @@ def _tree(root: Path, n: int = 30) -> None:
         d.mkdir(parents=True, exist_ok=True)
         (d / f"f{i}.txt").write_text(f"nothing to see {i}\n" * 50)
     (root / "d1" / "deploy.sh").write_text(_creds())
+    settle()  # old enough to be recorded as unchanged
 
 
 def _scan(root: Path, detector: Detector, store: StateStore):

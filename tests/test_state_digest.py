@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from keysweep.state import STATE_FILE
 
+from tests.support.settle import settle
 from tests.test_state_dir import agent_config, events, keysweep
 
 KEY_ID = "AKIAXYZDQCEN4B6JSJQI"
@@ -203,9 +204,11 @@ def test_agent_once_sweeps_and_the_watcher_share_the_digests(tmp_path: Path) -> 
     third = once()
     assert third["files_scanned"] == 1 and third["findings"] == 2
 
-    # the watcher reads a changed file at once; the next sweep finds it in the state and reads nothing
+    # the watcher reads a changed file; the next sweep finds it in the state and reads nothing (a file read in the
+    # tick of its change would be read again: tests/test_racy.py)
     target = root / "srv/www/static/css/f1.txt"
     target.write_text(creds(KEY_ID_2, SECRET_2) + "# changed\n")
+    settle()
     pipeline = Pipeline(
         from_mapping(
             {
@@ -297,6 +300,7 @@ def test_huge_directories_and_followed_symlinks_go_file_by_file(tmp_path: Path) 
     (outside / "target.txt").write_text(filler(300))
     (linked / "link.txt").symlink_to(outside / "target.txt")
     detector = Detector(load_ruleset(), Fingerprinter(b"k" * 32))
+    settle()
 
     def run(**opts: Any) -> Any:
         with StateStore(state, digest="d") as store:
@@ -308,6 +312,7 @@ def test_huge_directories_and_followed_symlinks_go_file_by_file(tmp_path: Path) 
     assert db.execute("SELECT COUNT(*) FROM dirs WHERE digest IS NOT NULL").fetchone() == (0,)
     db.close()
     (huge / "f7").write_text(creds())
+    settle()
     r = run()
     assert r.stats.files_scanned == 1 and [f.key_id for f in r.findings] == [KEY_ID]
 

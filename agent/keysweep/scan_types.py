@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
+import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -158,6 +160,38 @@ Markers = tuple[int, int, int, int, int]
 def markers(st: os.stat_result) -> Markers:
     """A file's markers as the directory cache stores and compares them."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _coarse_tick_ns() -> int:
+    """The resolution of the clock the kernel stamps files with (``CLOCK_REALTIME_COARSE``: one jiffy); 0 where
+    it cannot be asked."""
+    clock = getattr(time, "CLOCK_REALTIME_COARSE", 5 if sys.platform.startswith("linux") else None)
+    if clock is None:
+        return 0
+    try:
+        return int(time.clock_getres(clock) * 1e9)
+    except OSError:
+        return 0
+
+
+# A file's change is stamped with the coarse realtime clock (kernels before 6.13: one tick of 1-10 ms, up to a tick
+# behind time.time_ns()), so a file rewritten in place, same size, within the tick of its last change keeps every
+# marker: read in that tick, its markers would pass it as unchanged for good ("racily clean", as git says). Its
+# ctime must be older than the moment it was read by more than this margin for its markers to be recorded.
+RACY_MARGIN_NS = max(2 * _coarse_tick_ns(), 20_000_000)
+# a filesystem keeping whole seconds (ext4 with 128-byte inodes; FAT: two) leaves a ctime as it was for up to 2 s
+_WHOLE_SECONDS_MARGIN_NS = 2_000_000_000 + RACY_MARGIN_NS
+UNMATCHED_SIZE = -1  # the size recorded for a file read while racy: no stat has it, so it is read again
+
+
+def settled(st: os.stat_result, read_from: int) -> bool:
+    """Whether a file stat'ed after ``read_from`` (``time.time_ns()`` taken before it was opened) may be
+    recorded as unchanged by its markers: its ctime is old enough that any later change gives it a new one. The
+    ctime alone decides: every write or ``utime`` sets it to the current time (the mtime can be set to any time)."""
+    ctime = st.st_ctime_ns
+    if ctime >= read_from - RACY_MARGIN_NS:
+        return False
+    return ctime % 1_000_000_000 != 0 or ctime < read_from - _WHOLE_SECONDS_MARGIN_NS
 
 
 class ListingView(Protocol):

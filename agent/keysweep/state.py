@@ -40,7 +40,9 @@ from keysweep.scan_types import FileRow, Markers, markers
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.sqlite"
-_SCHEMA_VERSION = "5"  # 3: paths as BLOBs (the exact bytes of any name); 5: directories numbered, with digests
+# 3: paths as BLOBs (the exact bytes of any name); 5: directories numbered, with digests; 6: no row or digest
+# recorded from markers a file's ctime made racy (a state of 5 may hold such rows: it is rebuilt)
+_SCHEMA_VERSION = "6"
 _DIR_ROWS_MAX = 4096  # a directory with more files is looked up file by file (memory stays bounded)
 # the digests a sweep holds in memory to answer unchanged directories without a query each (~80 bytes a digest:
 # ~10 MB at most); a state with more is asked directory by directory

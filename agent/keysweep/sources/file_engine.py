@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Union
 from keysweep.errors import SourceError
 from keysweep.models import Finding, Secret
 from keysweep.scan_types import (
+    UNMATCHED_SIZE,
     DirectoryCache,
     FileCache,
     FileRow,
@@ -59,6 +60,7 @@ from keysweep.scan_types import (
     ScanOptions,
     ScanStats,
     markers,
+    settled,
 )
 from keysweep.sources import filesystem
 
@@ -381,6 +383,7 @@ def _read_listing(
                 whole = False
             continue
         seen: list[os.stat_result] = []
+        read_from = time.time_ns()
         result = _scan_one(ref, None, detector, options, stats, dirs, split_over, opened=seen.append)
         if isinstance(result, filesystem.SplitFile):
             out.append(SplitMe(ref.path, seen[-1] if seen else None, result.ref, result.size))
@@ -391,6 +394,9 @@ def _read_listing(
             continue
         st = seen[-1]
         m = markers(st)
+        if not settled(st, read_from):  # racily clean: a row no stat matches, and no digest
+            m = (m[0], m[1], UNMATCHED_SIZE, m[3], m[4])
+            whole = False
         rows.append((bname, *m, view.sweep_no, view.encode(result) if result else None))
         if result:
             found.extend(Exported.of(f) for f in result)
@@ -675,6 +681,7 @@ class FilesScan:
     yielded as they come in."""
 
     def __init__(self, ctx: ScanContext) -> None:
+        self._began = time.time_ns()  # before any file of this scan is opened (racily clean files are not stored)
         self.options = ctx.options
         self.detector = ctx.detector
         self.stats = ctx.stats
@@ -870,7 +877,8 @@ class FilesScan:
     def _done(self, path: str, st: os.stat_result | None, found: list[Finding] | None) -> Iterator[Finding]:
         if found is None:
             return
-        if self.cache is not None and st is not None:
+        # a file changed since the scan began (less the margin) may change again unseen: no row, read next time
+        if self.cache is not None and st is not None and settled(st, self._began):
             try:
                 self.cache.store(path, st, found)
             except Exception as exc:  # the file's findings stand; it is read again next time
