@@ -12,10 +12,12 @@ import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from keysweep.scan import ScanOptions, ScanResult, run_scan
 from keysweep.scan_types import RACY_MARGIN_NS, UNMATCHED_SIZE, settled
+from keysweep.sources.file_engine import LISTING_BATCH_FILES
 from keysweep.state import STATE_FILE, StateStore
 
 from tests.support.hosttree import make_detector
@@ -37,7 +39,7 @@ def _tree(root: Path) -> Path:
 
 def _runner(root: Path, **opts: object) -> Run:
     detector = make_detector()
-    options = ScanOptions(paths=(str(root),), sources=("files",), workers=1, **opts)  # type: ignore[arg-type]
+    options = ScanOptions(paths=(str(root),), sources=("files",), **{"workers": 1, **opts})  # type: ignore[arg-type]
     return lambda store: run_scan(options, detector, file_cache=store)
 
 
@@ -119,6 +121,72 @@ def test_a_racy_file_looked_up_file_by_file_gets_no_row(tmp_path: Path) -> None:
     second = _sweep(state, run)
     assert second.stats.files_scanned == 1 and second.stats.files_cached == 4
     assert _sweep(state, run).stats.files_cached == 5
+
+
+def _rewriting_detector(target: Path, body: bytes, log: Path) -> Any:
+    """A detector that, scanning a buffer holding ``REWRITE-NEXT``, rewrites ``target`` in place as it was (its ctime
+    becomes now), and scanning ``target`` (``JUST-REWRITTEN``) writes to ``log`` that ctime and the time it got
+    there (and in which process): the time it was opened is before that."""
+    from keysweep.detect import Detector
+
+    class _Rewriting(Detector):
+        def may_hold(self, buf: bytes) -> bool:
+            return b"REWRITE-NEXT" in buf or b"JUST-REWRITTEN" in buf or super().may_hold(buf)
+
+        def scan(self, buf: bytes, **kw: Any) -> Any:
+            if b"REWRITE-NEXT" in buf:
+                target.write_bytes(body)
+            elif b"JUST-REWRITTEN" in buf:
+                log.write_text(f"{target.stat().st_ctime_ns} {time.time_ns()} {os.getpid()}")
+            return super().scan(buf, **kw)
+
+    base = make_detector()
+    return _Rewriting(base.ruleset, base.fingerprinter)
+
+
+@pytest.mark.timeout(300)
+def test_a_worker_records_a_racy_file_so_that_it_is_read_again(tmp_path: Path) -> None:
+    """Rows sent back by worker processes: a file its worker opened right after it was changed (by the detector,
+    while reading the file listed before it in the same directory) gets a row no stat matches."""
+    root, state, log = tmp_path / "tree", tmp_path / "state", tmp_path / "log"
+    n = 0
+    for i in range(110):  # more than two tasks: workers read them
+        d = root / f"d{i:03d}"
+        d.mkdir(parents=True)
+        for j in range(10):
+            (d / f"f{j}.txt").write_text(filler(150 + 7 * j))
+            n += 1
+    assert n > 2 * LISTING_BATCH_FILES
+    pair = root / "pair"
+    pair.mkdir()
+    for name in ("a.txt", "b.txt"):
+        (pair / name).write_text(filler(300))
+    first_name, second_name = os.listdir(pair)  # the order the walk lists them in
+    target = pair / second_name
+    body = ("JUST-REWRITTEN\n" + filler(300)).encode()
+    (pair / first_name).write_text("REWRITE-NEXT\n" + filler(300))
+    target.write_bytes(body)
+    n += 2
+    settle()
+    options = ScanOptions(paths=(str(root),), sources=("files",), workers=2)
+    detector = _rewriting_detector(target, body, log)
+    for _ in range(10):
+        shutil.rmtree(state, ignore_errors=True)
+        first = _sweep(state, lambda store: run_scan(options, detector, file_cache=store))
+        changed, reached, pid = map(int, log.read_text().split())
+        assert pid != os.getpid()  # read by a worker process
+        if reached - changed < RACY_MARGIN_NS:  # opened within the margin of its change: racy
+            break
+    else:
+        raise AssertionError("the worker never reached the file within the racy margin of its change in 10 tries")
+    assert first.stats.files_scanned == n
+    rows = _rows(state)
+    assert rows[second_name][0] == UNMATCHED_SIZE and rows[first_name][0] == 313
+    assert _digest(state, pair) is None and _digest(state, root / "d000") is not None
+
+    settle()
+    second = _sweep(state, _runner(root, workers=2))
+    assert second.stats.files_scanned == 1 and second.stats.files_cached == n - 1
 
 
 def test_settled_needs_a_ctime_older_than_the_read_by_more_than_the_margin(tmp_path: Path) -> None:
