@@ -1,7 +1,9 @@
 """Incremental file state: an unchanged file costs one ``stat``, an unchanged directory one query.
 
 Per file the identity and change markers (device, inode, size, mtime_ns, ctime_ns) and the findings of its last
-read, stored without any secret. Per directory whose files were all read (or found unchanged) without a finding,
+read, stored without any secret; a file read within a timestamp tick of its last change (racily clean: rewritten in
+that tick, it would keep every marker) is recorded with markers no stat matches (:func:`keysweep.scan_types.settled`),
+so it is read again. Per directory whose files were all read (or found unchanged) without a finding (none racily),
 a digest of its files' names and markers: a directory whose files have the same digest needs nothing more, not
 even one row read per file; its subdirectories are still walked (a file changed deep below changes only its own
 directory's digest). Whoever reads a directory's files (a worker process) decides this through a read-only

@@ -17,7 +17,8 @@ With a file cache that knows whole directories (:class:`keysweep.scan_types.Dire
 state) the walk here does not ``lstat`` files: it hands out each directory's regular files as one
 :class:`keysweep.sources.filesystem.Listing`, and the worker decides against its own read-only view of the cache
 which are unchanged (the digest of their names and ``lstat`` markers, else each file's stored markers), reads the
-others (their markers are the ``fstat`` of what it opened) and sends back the rows to store, which this process
+others (their markers are the ``fstat`` of what it opened; a file opened within the racy margin of its last change
+gets markers no stat matches, and its directory no digest) and sends back the rows to store, which this process
 writes. A killed worker's listings are not stored, so they are read on the next scan.
 
 Parent and workers speak in the small frozen dataclasses below. A :class:`keysweep.models.Secret` refuses
