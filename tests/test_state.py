@@ -286,6 +286,7 @@ def test_expired_verification_makes_the_file_be_read_again(tmp_path: Path, moto_
     tree.mkdir()
     (tree / "deploy.sh").write_text(_creds(key["AccessKeyId"], key["SecretAccessKey"]))
     (tree / "other.txt").write_text("nothing\n")
+    settle()  # old enough to be recorded as unchanged
     cfg = from_mapping(
         {
             "state_dir": str(tmp_path / "state"),
