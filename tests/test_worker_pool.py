@@ -152,16 +152,16 @@ def test_a_task_larger_than_a_pipe_holds_waits_until_its_worker_has_answered(tmp
     """A task that would not fit in the pipe's buffer is not queued behind another: this process would wait to
     write it while the worker, answering the task before it at length, waits for this process to read."""
     name = "n" * 240
-    for i in range(400):  # ~100 KB of names a task, an answer for each file of ~100 KB: more than a pipe holds
-        (tmp_path / f"{name}{i:03d}").write_text("nothing\n")
-    tasks = [answering_all(task) for task in tasks_of(tmp_path, 400)] * 3
+    for i in range(1200):  # ~300 KB of names a task, an answer for each file of ~300 KB: more than a pipe holds
+        (tmp_path / f"{name}{i:04d}").write_text("nothing\n")
+    tasks = [answering_all(task) for task in tasks_of(tmp_path, 1200)] * 3
     opts = ScanOptions(sources=("files",))
     answered = []
     with file_engine.Pool(1, make_detector(), opts) as pool:
         assert len(file_engine.ForkingPickler.dumps(tasks[0])) > 2 * pool.workers[0].room
         for reply in pool.run(iter(tasks)):
             answered.append(len(reply.outcomes))
-    assert answered == [400, 400, 400]
+    assert answered == [1200, 1200, 1200]
 
 
 def answering_all(task: file_engine.ReadFiles) -> file_engine.ReadFiles:

@@ -77,10 +77,12 @@ SPLIT_OVER = 32 * 1024 * 1024  # with workers, a larger plain file is scanned in
 PROGRESS_EVERY = 0.25
 MAX_RESPAWNS = 32
 IN_FLIGHT = 2  # tasks a worker holds: the one it reads and the next, already in its pipe
+TASK_PIPE_BYTES = 256 * 1024  # a worker's task pipe, pages allocated as written
 
 # a file to read, with its lstat when a FileCache needs it (Union: a runtime alias, and Python 3.9 has no `|` there)
 Item = tuple[filesystem.FileRef, Union[os.stat_result, None]]  # noqa: UP007
-_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)  # Linux's, named in Python 3.10
+_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)  # Linux's, named in Python 3.10
+_F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
 _FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # os.fsencode's, inlined
 
 
@@ -477,9 +479,15 @@ def _worker_main(
 
 def _pipe_room(conn: Connection) -> int:
     """Bytes of tasks a worker's pipe takes without the sender waiting: half its capacity (each message may
-    leave part of a page unused)."""
+    leave part of a page unused), the pipe first widened to TASK_PIPE_BYTES where the system lets it be (a task of
+    whole directories, with a state, is ~20 KB; the default pipe's 64 KiB would hold one)."""
+    fd = conn.fileno()
     try:
-        return fcntl.fcntl(conn.fileno(), _F_GETPIPE_SZ) // 2
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, TASK_PIPE_BYTES)
+    except OSError:  # over the limit of this user's pipes, or not Linux: the size it has
+        pass
+    try:
+        return fcntl.fcntl(fd, _F_GETPIPE_SZ) // 2
     except OSError:  # not Linux: what POSIX promises
         return 4096
 
