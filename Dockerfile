@@ -8,7 +8,8 @@
 ARG BASE=python:3.11.14-slim-bookworm
 
 # --- build: the same hash-locked dependencies as the deb/rpm, in a virtual environment at /opt/keysweep ---
-# (on x86-64 the lock includes Hyperscan, the detection gate: docs/packaging.md, "Hyperscan: the detection gate")
+# (on x86-64 the lock includes Hyperscan, the detection gate: docs/packaging.md, "Hyperscan: the detection gate";
+# everywhere ISA-L, the inflater of gzip files and zip members: "ISA-L: the inflater")
 FROM ${BASE} AS build
 # packaging/wheelhouse holds the locked wheels once `packaging/build.sh wheels` (run by `make image`) fetched them;
 # with OFFLINE=1 pip installs from them only and the build needs no network, otherwise pip fetches what is missing

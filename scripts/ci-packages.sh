@@ -22,6 +22,7 @@ KEY_ID=AKIAXYZDQCEN4B6JSJQI
 SECRET=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
 PROC_KEY_ID=AKIASP2TPHJSQH3FJRUX
 WATCH_KEY_ID=AKIAYVP4CIPPERUVIFXG
+GZ_KEY_ID=AKIAZGQ4LB7TN2WXRDKM
 
 work=$(mktemp -d)
 scratch_root=$work/rpmroot
@@ -78,24 +79,31 @@ passed "keysweep --version"
 mkdir -p "$work/tree/app" "$work/tree/secret"
 printf '[default]\naws_access_key_id = %s\naws_secret_access_key = %s\n' "$KEY_ID" "$SECRET" >"$work/tree/app/credentials"
 printf 'nothing here\n' >"$work/tree/app/README"
+printf 'INFO start\nDEBUG key=%s secret=%s\n' "$GZ_KEY_ID" "$SECRET" | gzip >"$work/tree/app/debug.log.1.gz"
 set +e
 XDG_STATE_HOME="$work/xdg" /usr/bin/keysweep scan --format json "$work/tree" >"$work/scan.json" 2>"$work/scan.err"
 rc=$?
 set -e
 [ "$rc" = 1 ] || { cat "$work/scan.err" >&2; fail "scan exit code $rc, expected 1 (findings)"; }
 grep -q "$KEY_ID" "$work/scan.json" || fail "scan did not report $KEY_ID"
+grep -q "$GZ_KEY_ID" "$work/scan.json" || fail "scan did not report $GZ_KEY_ID (in a gzip log)"
 ! grep -q "$SECRET" "$work/scan.json" "$work/scan.err" || fail "scan output holds the secret"
 passed "scan: exit 1 with $KEY_ID reported, secret redacted"
-# on x86-64 the scan runs the Hyperscan release of this interpreter's lock (docs/packaging.md, "Hyperscan")
+# on x86-64 the scan runs the Hyperscan release of this interpreter's lock (docs/packaging.md, "Hyperscan"), and
+# on every platform the ISA-L release of that lock inflates (docs/packaging.md, "ISA-L")
 case "$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')" in
     3.9 | 3.10) lock=packaging/requirements-py39.lock ;;
     *) lock=packaging/requirements.lock ;;
 esac
 want=none
 [ "$(uname -m)" != x86_64 ] || want="hyperscan $(sed -n 's/^hyperscan==\([^ ]*\) .*/\1/p' "$lock")"
-gate=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["summary"]["detection_gate"])' <"$work/scan.json")
+want_inflate="isal $(sed -n 's/^isal==\([^ ]*\) .*/\1/p' "$lock")"
+summary_field() { python3 -c 'import json, sys; print(json.load(sys.stdin)["summary"][sys.argv[1]])' "$1"; }
+gate=$(summary_field detection_gate <"$work/scan.json")
 [ "$gate" = "$want" ] || fail "scan: detection_gate is '$gate', expected '$want' (from $lock)"
-passed "scan: detection_gate $gate"
+inflate=$(summary_field inflate <"$work/scan.json")
+[ "$inflate" = "$want_inflate" ] || fail "scan: inflate is '$inflate', expected '$want_inflate' (from $lock)"
+passed "scan: detection_gate $gate, inflate $inflate"
 
 # The service runs as keysweep with exactly CAP_DAC_READ_SEARCH + CAP_SYS_PTRACE: that must be enough to read a
 # root-only file, and without them the file is skipped.
@@ -166,14 +174,17 @@ grep '"event": "finding"' "$work/once.log" | grep "\"$PROC_KEY_ID\"" | grep '"ki
     { cat "$work/once.log" >&2; fail "confined agent did not read the other user's process environment"; }
 ! grep -q "$SECRET" "$work/once.log" || fail "the agent's log holds the secret"
 passed "confined agent --once: root-only file and another user's process environment read"
-# the Hyperscan gate loads under the unit's confinement too (MemoryDenyWriteExecute, the system call filter)
+# the Hyperscan gate and ISA-L load under the unit's confinement too (MemoryDenyWriteExecute, the system call filter)
 set +e
 "${confined[@]}" /usr/bin/keysweep scan --format json "$work/tree" >"$work/confined-scan.json" 2>"$work/confined-scan.err"
 set -e
-gate=$(python3 -c 'import json, sys; print(json.load(sys.stdin)["summary"]["detection_gate"])' <"$work/confined-scan.json") ||
+gate=$(summary_field detection_gate <"$work/confined-scan.json") ||
     { cat "$work/confined-scan.err" >&2; fail "confined scan: no JSON report"; }
 [ "$gate" = "$want" ] || fail "confined scan: detection_gate is '$gate', expected '$want'"
-passed "confined scan: detection_gate $gate"
+inflate=$(summary_field inflate <"$work/confined-scan.json")
+[ "$inflate" = "$want_inflate" ] || fail "confined scan: inflate is '$inflate', expected '$want_inflate'"
+grep -q "$GZ_KEY_ID" "$work/confined-scan.json" || fail "confined scan: the key in the gzip log was not found"
+passed "confined scan: detection_gate $gate, inflate $inflate"
 # the daemon: a key written into a watched directory is found, SIGTERM stops it cleanly
 "${confined[@]}" /usr/bin/keysweep agent --config "$work/confined.yaml" >"$work/daemon.log" 2>&1 &
 daemon=$!

@@ -146,21 +146,23 @@ def test_deb_installs_runs_upgrades_and_purges(host: str, python: str, debs: tup
 @pytest.mark.parametrize(
     ("host", "python"), [("bullseye", "3.9"), ("bookworm", "3.11"), ("trixie", "3.13")], indirect=["host"]
 )
-def test_deb_scans_with_the_hyperscan_gate_and_finds_the_same_without_it(
+def test_deb_scans_with_its_native_passes_and_finds_the_same_without_them(
     host: str, python: str, debs: tuple[str, str], tmp_path: Path
 ) -> None:
-    """On x86-64 the installed keysweep runs the Hyperscan release of its interpreter's lock (the scan's summary says
-    which); a copy of the installation without Hyperscan (as on a platform without its wheel) still runs and finds
-    exactly the same in a tree of every planted form (encodings, archives, gzip, bytecode)."""
+    """The installed keysweep runs the Hyperscan (x86-64) and ISA-L releases of its interpreter's lock (the scan's
+    summary says which); a copy of the installation without either (as on a platform without their wheels) still
+    runs and finds exactly the same in a tree of every planted form (encodings, archives, gzip, bytecode)."""
     install = sh(host, f"dpkg -i /dist/{Path(debs[0]).name}", check=False)
     assert install.returncode == 0, install.stdout + install.stderr
     lock = "requirements-py39.lock" if python in ("3.9", "3.10") else "requirements.lock"
-    bundled = f"hyperscan {lock_version(lock, 'hyperscan')}" if platform.machine() == "x86_64" else "none"
+    gate = f"hyperscan {lock_version(lock, 'hyperscan')}" if platform.machine() == "x86_64" else "none"
+    inflate = f"isal {lock_version(lock, 'isal')}"
+    zlib = "zlib " + sh(host, "python3 -c 'import zlib; print(zlib.ZLIB_RUNTIME_VERSION)'").stdout.strip()
     tree = build_host_tree(tmp_path / "tree")
     docker("cp", str(tree.root), f"{host}:/srv/tree")
-    sh(host, "cp -a /opt/keysweep /opt/no-gate && rm -rf /opt/no-gate/lib/*/hyperscan /opt/no-gate/lib/*/hyperscan-*")
+    sh(host, "cp -a /opt/keysweep /opt/plain && rm -rf /opt/plain/lib/*/hyperscan* /opt/plain/lib/*/isal*")
     reports: dict[str, list[dict]] = {}
-    for launch, gate in (("/opt/keysweep/launch.py", bundled), ("/opt/no-gate/launch.py", "none")):
+    for launch, native in (("/opt/keysweep/launch.py", (gate, inflate)), ("/opt/plain/launch.py", ("none", zlib))):
         scan = sh(
             host,
             f"KEYSWEEP_FINGERPRINT_KEY={FINGERPRINT_KEY} python3 -I -S -B {launch} scan --format json /srv/tree",
@@ -168,11 +170,12 @@ def test_deb_scans_with_the_hyperscan_gate_and_finds_the_same_without_it(
         )
         assert scan.returncode == 1, scan.stderr
         report = json.loads(scan.stdout)
-        assert report["summary"]["detection_gate"] == gate, launch
-        reports[gate] = sorted(report["findings"], key=lambda f: json.dumps(f, sort_keys=True))
-    with_gate, without = reports[bundled], reports["none"]
-    assert with_gate == without  # every field: same key fingerprints, places, pairing, encodings
-    assert {finding_identity(Path("/srv/tree"), f) for f in with_gate} == tree.expected()
+        summary = report["summary"]
+        assert (summary["detection_gate"], summary["inflate"]) == native, launch
+        reports[launch] = sorted(report["findings"], key=lambda f: json.dumps(f, sort_keys=True))
+    bundled, plain = reports.values()
+    assert bundled == plain  # every field: same key fingerprints, places, pairing, encodings
+    assert {finding_identity(Path("/srv/tree"), f) for f in bundled} == tree.expected()
 
 
 @pytest.mark.parametrize("host", ["bookworm"], indirect=True)

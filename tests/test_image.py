@@ -13,6 +13,7 @@ first); skipped otherwise.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import platform
@@ -151,12 +152,15 @@ def test_image_healthcheck_is_the_manifests_liveness_probe(image: str) -> None:
     assert daemonset["image"] == image, "the DaemonSet names another version than the one built"
 
 
-def test_image_scans_with_the_hyperscan_gate_of_its_lock(image: str, tmp_path: Path) -> None:
-    """On x86-64 the image carries the Hyperscan release of packaging/requirements.lock and the scan uses it."""
-    key = planted_key(803)
-    (tmp_path / "host/srv/app").mkdir(parents=True)
-    (tmp_path / "host/srv/app/.env").write_text(f"aws_access_key_id={key.key_id}\naws_secret_access_key={key.secret}\n")
-    for path in (tmp_path / "host", tmp_path / "host/srv", tmp_path / "host/srv/app", tmp_path / "host/srv/app/.env"):
+def test_image_scans_with_the_native_passes_of_its_lock(image: str, tmp_path: Path) -> None:
+    """The image carries the Hyperscan (x86-64) and ISA-L releases of packaging/requirements.lock and the scan uses
+    them: the gate, and ISA-L inflating a gzip log."""
+    key, logged = planted_key(803), planted_key(804)
+    app = tmp_path / "host/srv/app"
+    app.mkdir(parents=True)
+    (app / ".env").write_text(f"aws_access_key_id={key.key_id}\naws_secret_access_key={key.secret}\n")
+    (app / "debug.log.1.gz").write_bytes(gzip.compress(f"key={logged.key_id} secret={logged.secret}\n".encode()))
+    for path in (tmp_path / "host", tmp_path / "host/srv", app, app / ".env", app / "debug.log.1.gz"):
         path.chmod(0o755 if path.is_dir() else 0o644)  # the image's user (10001) reads it
     scan = docker(
         "run", "--rm", "--network", "none", "--read-only", "-v", f"{tmp_path / 'host'}:/host:ro", image,
@@ -165,12 +169,15 @@ def test_image_scans_with_the_hyperscan_gate_of_its_lock(image: str, tmp_path: P
     )  # fmt: skip
     assert scan.returncode == 1, scan.stderr
     report = json.loads(scan.stdout)
-    assert [f["key_id"] for f in report["findings"]] == [key.key_id]
+    assert sorted(f["key_id"] for f in report["findings"]) == sorted([key.key_id, logged.key_id])
     pins = (REPO / "packaging/requirements.lock").read_text()
     pinned = re.search(r"^hyperscan==(\S+) ", pins, re.M)
     assert pinned, "packaging/requirements.lock pins no hyperscan"
     expected = f"hyperscan {pinned[1]}" if platform.machine() == "x86_64" else "none"
     assert report["summary"]["detection_gate"] == expected
+    isal = re.search(r"^isal==(\S+) ", pins, re.M)
+    assert isal, "packaging/requirements.lock pins no isal"
+    assert report["summary"]["inflate"] == f"isal {isal[1]}"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="planting root-only files needs root")

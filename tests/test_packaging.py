@@ -4,6 +4,7 @@ Kubernetes and ECS manifests. The full build/install/purge cycle runs in scripts
 from __future__ import annotations
 
 import configparser
+import gzip
 import json
 import platform
 import re
@@ -34,6 +35,7 @@ LOCKED = {
     "psutil",
     "watchdog",
     "hyperscan",
+    "isal",
 }
 
 
@@ -251,6 +253,18 @@ def test_lock_bundles_hyperscan_where_the_fast_extra_installs_it(lock: str) -> N
     assert lock_markers(lock) == {"hyperscan": str(fast.marker)}
     assert fast.specifier.contains(locked(lock)["hyperscan"][0])
     assert "--only-binary=hyperscan" in (PACKAGING / lock).read_text().split("\n#\n", 2)[1]
+
+
+@pytest.mark.parametrize("lock", LOCKS)
+def test_lock_bundles_isal_where_the_inflate_extra_installs_it(lock: str) -> None:
+    """Both locks pin ISA-L (the inflater of keysweep.sources.archives) on every platform, as the inflate extra
+    does, at a release its specifier takes."""
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg")
+    (inflate,) = [Requirement(line) for line in setup["options.extras_require"]["inflate"].split("\n") if line.strip()]
+    assert inflate.name == "isal" and inflate.marker is None
+    assert "isal" not in lock_markers(lock)
+    assert inflate.specifier.contains(locked(lock)["isal"][0])
 
 
 def test_each_interpreter_gets_the_lock_made_for_it() -> None:
@@ -803,8 +817,8 @@ def test_split_sites_keeps_what_one_lock_shares_once_for_its_interpreters(tmp_pa
 
 def test_built_deb_runs_on_every_supported_cpython_here(tmp_path: Path) -> None:
     """dist/'s deb (from `make packages`) unpacked and run as /usr/bin/keysweep runs it (`-I -S -B launch.py`) by
-    each CPython 3.9-3.14 found on this machine: --version, a scan that finds a planted key with the Hyperscan gate
-    of its lock, config check."""
+    each CPython 3.9-3.14 found on this machine: --version, a scan that finds planted keys (one in a gzip log) with
+    the Hyperscan gate and the ISA-L of its lock, config check."""
     from tests.support.planted import planted_key
 
     debs = sorted((REPO / "dist").glob("keysweep_*-1_*.deb"))
@@ -812,9 +826,12 @@ def test_built_deb_runs_on_every_supported_cpython_here(tmp_path: Path) -> None:
         pytest.skip("no dist/keysweep_*-1_*.deb (make packages) or no dpkg-deb")
     subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tmp_path / "root")], check=True)
     launch = tmp_path / "root/opt/keysweep/launch.py"
-    key = planted_key(39)
+    key, logged = planted_key(39), planted_key(40)
     (tmp_path / "tree").mkdir()
     (tmp_path / "tree/.env").write_text(f"aws_access_key_id={key.key_id}\naws_secret_access_key={key.secret}\n")
+    (tmp_path / "tree/debug.log.1.gz").write_bytes(
+        gzip.compress(f"DEBUG key={logged.key_id} secret={logged.secret}\n".encode())
+    )
     ran = []
     for version in supported_pythons():
         python = interpreter(version)
@@ -828,12 +845,13 @@ def test_built_deb_runs_on_every_supported_cpython_here(tmp_path: Path) -> None:
         )
         assert scan.returncode == 1, (version, scan.stderr)
         report = json.loads(scan.stdout)
-        assert [f["key_id"] for f in report["findings"]] == [key.key_id], version
-        # the Hyperscan gate of the interpreter's lock runs (x86-64; elsewhere the packages carry none)
+        assert sorted(f["key_id"] for f in report["findings"]) == sorted([key.key_id, logged.key_id]), version
+        # the Hyperscan gate of the interpreter's lock runs (x86-64; elsewhere the packages carry none), and its ISA-L
         lock = "requirements-py39.lock" if version in ("3.9", "3.10") else "requirements.lock"
         gate = f"hyperscan {locked(lock)['hyperscan'][0]}" if platform.machine() == "x86_64" else "none"
         assert report["summary"]["detection_gate"] == gate, version
-        assert key.secret not in scan.stdout + scan.stderr
+        assert report["summary"]["inflate"] == f"isal {locked(lock)['isal'][0]}", version
+        assert key.secret not in scan.stdout + scan.stderr and logged.secret not in scan.stdout + scan.stderr
         check = subprocess.run(
             [*run, "config", "check", str(tmp_path / "root/etc/keysweep/agent.yaml")],
             capture_output=True,
