@@ -37,10 +37,6 @@ class Secret:
         raise TypeError("Secret values are not serialisable")
 
 
-def _compact(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in d.items() if v is not None}
-
-
 @dataclass(frozen=True)
 class Location:
     """Where a key was found. ``kind``: file, archive, process, aws-credentials, aws-config, …"""
@@ -70,7 +66,7 @@ class Location:
     role_arn: str | None = None  # the role (or instance profile) the resource runs with: what replaces the key
 
     def to_dict(self) -> dict[str, Any]:
-        return _compact(dataclasses.asdict(self))
+        return {f: v for f in _LOCATION_FIELDS if (v := getattr(self, f)) is not None}  # every field a scalar
 
     def identity(self) -> str:
         """A stable string naming this place (used in finding fingerprints)."""
@@ -81,6 +77,9 @@ class Location:
             # pids are reused and change on restart; the executable and unit name the place
             parts += [self.exe or "", self.unit or "", self.container_id or ""]
         return "\x1f".join(parts)
+
+
+_LOCATION_FIELDS = tuple(f.name for f in dataclasses.fields(Location))
 
 
 @dataclass(frozen=True)

@@ -88,10 +88,8 @@ def cache_digest(*parts: object) -> str:
 
 def finding_to_state(finding: Finding) -> dict[str, Any]:
     """A JSON-able dict of a finding without its secret or session token (and without verification)."""
-    d = dataclasses.asdict(dataclasses.replace(finding.without_secret(), verification=None))
-    for k in ("secret", "session_token", "verification"):
-        d.pop(k, None)
-    d["location"] = finding.location.to_dict()
+    d = finding.to_dict()  # never holds the secret or the session token
+    del d["verification"]
     return d
 
 
