@@ -106,10 +106,10 @@ inflate=$(summary_field inflate <"$work/scan.json")
 passed "scan: detection_gate $gate, inflate $inflate"
 
 # The service runs as keysweep with exactly CAP_DAC_READ_SEARCH + CAP_SYS_PTRACE: that must be enough to read a
-# root-only file, and without them the file is skipped.
+# root-only file, and without them the file is skipped (the gzip log too: no file of the tree is left readable).
 install -d -m 0700 "$work/tree/secret"
-mv "$work/tree/app/credentials" "$work/tree/secret/credentials"
-chmod 0600 "$work/tree/secret/credentials"
+mv "$work/tree/app/credentials" "$work/tree/app/debug.log.1.gz" "$work/tree/secret/"
+chmod 0600 "$work/tree/secret/credentials" "$work/tree/secret/debug.log.1.gz"
 chmod 0755 "$work" "$work/tree"
 # HOME as systemd sets it for User=keysweep (the per-installation fingerprint key lives under it)
 as_keysweep=(env HOME=/var/lib/keysweep setpriv --reuid=keysweep --regid=keysweep --clear-groups)
