@@ -15,11 +15,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import isal
 import pytest
 import yaml
 from keysweep.aws import make_client
 
 from tests.support.moto_server import MotoServer
+
+try:
+    import hyperscan
+except ImportError:  # no wheel for this machine (the test extra installs it on x86-64 only)
+    hyperscan = None
 
 LOOPBACK_IMDS = {"imds_endpoint": "http://127.0.0.1:9", "imds_timeout": "200ms", "ecs_timeout": "200ms"}
 
@@ -281,6 +287,9 @@ def test_sighup_reloads_and_survives_a_broken_config(tmp_path: Path, agents: Cal
     agent = agents(config)
     first = agent.wait_for(lambda e: e["event"] == "sweep.finished")
     assert first["findings"] == 1
+    # the native passes this host runs, as the scan's summary names them (the test extra installs both)
+    assert first["detection_gate"] == (f"hyperscan {hyperscan.__version__}" if hyperscan else "none")
+    assert first["inflate"] == f"isal {isal.__version__}"
 
     config.write_text("scan:\n  max_file_size: enormous\n  rootz: [/]\n")
     mark = agent.mark()

@@ -27,6 +27,7 @@ from keysweep.fingerprint import Fingerprinter, default_state_dir
 from keysweep.models import Finding, HostContext, Verification
 from keysweep.ruleset import load_ruleset
 from keysweep.scan_types import ScanOptions, ScanResult, ScanStats
+from keysweep.sources.archives import inflate_engine
 
 if TYPE_CHECKING:
     # each stage is imported where it is first used: a local scan that verifies nothing, keeps no state and sends
@@ -407,6 +408,8 @@ class Pipeline:
                 "fields": {
                     **{k: v for k, v in result.summary().items() if k not in ("started_at", "finished_ts")},
                     "errors": result.errors,
+                    "detection_gate": self.detector.gate_engine,  # what ran: a host without the wheels spends more CPU
+                    "inflate": inflate_engine(),
                 }
             },
         )
