@@ -23,6 +23,7 @@ from keysweep import __version__
 
 from tests.support.docker import NO_ENGINE, REPO, container, docker, engine_available
 from tests.support.hosttree import FINGERPRINT_KEY, build_host_tree, finding_identity
+from tests.support.locks import lock_version
 from tests.support.planted import planted_key
 
 pytestmark = [
@@ -77,13 +78,6 @@ def host(request: pytest.FixtureRequest, debs: tuple[str, str]) -> Iterator[str]
 
 def sh(name: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return docker("exec", name, "sh", "-c", script, check=check)
-
-
-def lock_version(lock: str, package: str) -> str:
-    for line in (REPO / "packaging" / lock).read_text().splitlines():
-        if line.startswith(f"{package}=="):
-            return line.split("==", 1)[1].split()[0]
-    raise AssertionError(f"{package} not in {lock}")
 
 
 @pytest.mark.parametrize(

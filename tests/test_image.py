@@ -17,7 +17,6 @@ import gzip
 import json
 import os
 import platform
-import re
 import subprocess
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from tests.support.docker import (
     logs,
     wait_for,
 )
+from tests.support.locks import lock_version
 from tests.support.planted import Planted, planted_key
 
 pytestmark = [pytest.mark.docker, pytest.mark.skipif(not engine_available(), reason=NO_ENGINE)]
@@ -170,14 +170,10 @@ def test_image_scans_with_the_native_passes_of_its_lock(image: str, tmp_path: Pa
     assert scan.returncode == 1, scan.stderr
     report = json.loads(scan.stdout)
     assert sorted(f["key_id"] for f in report["findings"]) == sorted([key.key_id, logged.key_id])
-    pins = (REPO / "packaging/requirements.lock").read_text()
-    pinned = re.search(r"^hyperscan==(\S+) ", pins, re.M)
-    assert pinned, "packaging/requirements.lock pins no hyperscan"
-    expected = f"hyperscan {pinned[1]}" if platform.machine() == "x86_64" else "none"
+    hyperscan = lock_version("requirements.lock", "hyperscan")
+    expected = f"hyperscan {hyperscan}" if platform.machine() == "x86_64" else "none"
     assert report["summary"]["detection_gate"] == expected
-    isal = re.search(r"^isal==(\S+) ", pins, re.M)
-    assert isal, "packaging/requirements.lock pins no isal"
-    assert report["summary"]["inflate"] == f"isal {isal[1]}"
+    assert report["summary"]["inflate"] == f"isal {lock_version('requirements.lock', 'isal')}"
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="planting root-only files needs root")

@@ -19,6 +19,8 @@ import yaml
 from keysweep.config import from_mapping, load_config
 from packaging.requirements import Requirement
 
+from tests.support.locks import locked
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGING = REPO / "packaging"
 UNIT = PACKAGING / "systemd" / "keysweep.service"
@@ -205,19 +207,6 @@ def test_package_scripts_are_the_assembled_hooks() -> None:
 
 
 LOCKS = ("requirements.lock", "requirements-py39.lock")
-
-
-def locked(lock: str = "requirements.lock") -> dict[str, tuple[str, list[str]]]:
-    text = (PACKAGING / lock).read_text().replace("\\\n", " ")
-    pins: dict[str, tuple[str, list[str]]] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        spec, *hashes = line.split("--hash=")
-        name, _, version = spec.split(";")[0].strip().partition("==")
-        pins[name.lower()] = (version, [h.strip() for h in hashes])
-    return pins
 
 
 def lock_markers(lock: str) -> dict[str, str]:

@@ -408,8 +408,7 @@ class Pipeline:
                 "fields": {
                     **{k: v for k, v in result.summary().items() if k not in ("started_at", "finished_ts")},
                     "errors": result.errors,
-                    "detection_gate": self.detector.gate_engine,  # what ran: a host without the wheels spends more CPU
-                    "inflate": inflate_engine(),
+                    **self.native_passes(),
                 }
             },
         )
@@ -458,6 +457,12 @@ class Pipeline:
             },
         )
         return result
+
+    def native_passes(self) -> dict[str, str]:
+        """What ran natively, as the scan's summary and the sweep's log name it: ``detection_gate`` (``hyperscan
+        <version>`` or ``none``) and ``inflate`` (``isal <version>`` or ``zlib <version>``). A host without their
+        wheels finds the same and spends more CPU."""
+        return {"detection_gate": self.detector.gate_engine, "inflate": inflate_engine()}
 
     def last_sweep_finished(self) -> float | None:
         from keysweep.status import read_status

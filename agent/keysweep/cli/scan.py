@@ -21,7 +21,6 @@ from keysweep.cli.common import FORMATS, StopFlag, add_pipeline_options, counts,
 from keysweep.errors import ConfigError, ExitCode
 from keysweep.models import Finding
 from keysweep.scan_types import SOURCES, ScanOptions, ScanStats
-from keysweep.sources.archives import inflate_engine
 
 if TYPE_CHECKING:  # the configuration pulls in the AWS SDK: imported when a scan runs, not to parse its flags
     from keysweep.config import AgentConfig
@@ -149,12 +148,7 @@ def _run(args: argparse.Namespace, pipeline: Pipeline) -> int:
     if args.verify:
         findings = verify_findings(pipeline, findings)
     source = pipeline.fingerprinter.source
-    summary = {
-        **result.stats.to_dict(),
-        "fingerprint_key": source,
-        "detection_gate": pipeline.detector.gate_engine,
-        "inflate": inflate_engine(),
-    }
+    summary = {**result.stats.to_dict(), "fingerprint_key": source, **pipeline.native_passes()}
     _write_report(findings, fmt, args.output, summary)
     if args.queue_url:
         delivery = pipeline.deliver(findings, result.stats)
